@@ -1,0 +1,3 @@
+from kuma_build.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""Export: load the user's model and capture it with torch.export as core aten ops.
+
+Everything that can go wrong in user code (syntax errors, a missing factory,
+weights that don't fit, untraceable Python) becomes a KumaError that names the
+user's file and line.
+"""
+
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+import torch
+
+from kuma_build.config import ModelConfig
+from kuma_build.errors import KumaError, user_frame
+
+TORCH_DTYPES = {"float32": torch.float32, "int32": torch.int32, "int64": torch.int64}
+
+
+def load_module(model: ModelConfig, project_root: Path):
+    """Import the model's source file; its folder and the project root are importable."""
+    name = f"kuma_user_{model.name.replace('-', '_')}"
+    spec = importlib.util.spec_from_file_location(name, model.source)
+    module = importlib.util.module_from_spec(spec)
+    extra = [str(model.source.parent), str(project_root)]
+    sys.path[:0] = extra
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise _user_error(e, model, f"importing {model.source.name} failed: {type(e).__name__}: {e}. Fix the error in the model file.")
+    finally:
+        for path in extra:
+            sys.path.remove(path)
+    return module
+
+
+def build_module(model: ModelConfig, project_root: Path) -> torch.nn.Module:
+    module = load_module(model, project_root)
+    factory = getattr(module, model.factory, None)
+    if not callable(factory):
+        names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__)
+        raise KumaError(f'model {model.name}: factory "{model.factory}" is not defined in {model.source.name}; '
+                        f'set factory in kuma.toml to one of: {", ".join(names) or "(no callables found)"}.', model.source)
+    try:
+        net = factory()
+    except Exception as e:
+        raise _user_error(e, model, f"calling {model.factory}() failed: {type(e).__name__}: {e}.")
+    if not isinstance(net, torch.nn.Module):
+        raise KumaError(f"model {model.name}: {model.factory}() returned {type(net).__name__}, not a torch.nn.Module.", model.source)
+    if model.weights is not None:
+        load_weights(net, model)
+    return net.eval()
+
+
+def load_weights(net: torch.nn.Module, model: ModelConfig) -> None:
+    path = model.weights
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+                state = state["state_dict"]
+    except Exception as e:
+        raise KumaError(f"model {model.name}: cannot read weights ({type(e).__name__}: {e}). "
+                        "Expected a .safetensors file or a torch state_dict saved with torch.save.", path)
+    if not isinstance(state, dict):
+        raise KumaError(f"model {model.name}: the weights file holds a {type(state).__name__}, not a state_dict.", path)
+    result = net.load_state_dict(state, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {', '.join(result.missing_keys[:5])}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {', '.join(result.unexpected_keys[:5])}")
+    if problems:
+        raise KumaError(f"model {model.name}: the weights do not fit the model ({'; '.join(problems)}). "
+                        "Check that factory builds the architecture the weights were saved from.", path)
+
+
+def example_inputs(model: ModelConfig, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    inputs = {}
+    for spec in model.inputs:
+        if spec.dtype == "float32":
+            inputs[spec.name] = torch.randn(spec.shape, generator=generator)
+        else:
+            inputs[spec.name] = torch.randint(0, 2, spec.shape, generator=generator, dtype=TORCH_DTYPES[spec.dtype])
+    return inputs
+
+
+def decompositions():
+    table = torch.export.default_decompositions()
+    # kept whole: kuma has one fused kernel for attention
+    table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
+    return table
+
+
+def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.ExportedProgram, list[str]]:
+    """The exported program (core aten) and the names of its flat outputs."""
+    params = inspect.signature(net.forward).parameters
+    names = [s.name for s in model.inputs]
+    missing = [n for n in names if n not in params]
+    if missing and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        raise KumaError(f"model {model.name}: forward() has no parameter named {', '.join(missing)}; "
+                        f"input names in kuma.toml must match forward's parameters ({', '.join(params)}).", model.source)
+    inputs = example_inputs(model)
+    try:
+        with torch.no_grad():
+            eager = net(**inputs)
+        program = torch.export.export(net, (), kwargs=inputs)
+        program = program.run_decompositions(decompositions())
+    except KumaError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _user_error(e, model, f"torch.export could not capture the model: {type(e).__name__}: {first}. "
+                          "kuma needs a model whose control flow does not depend on tensor values.")
+    return program, output_names(eager, model)
+
+
+def output_names(eager, model: ModelConfig) -> list[str]:
+    leaves, spec = torch.utils._pytree.tree_flatten(eager)
+    if model.outputs is not None:
+        if len(model.outputs) != len(leaves):
+            raise KumaError(f"model {model.name}: kuma.toml names {len(model.outputs)} outputs but forward() returns {len(leaves)}.", model.source)
+        return list(model.outputs)
+    if isinstance(eager, dict):
+        return [str(k) for k in eager.keys()] if len(eager) == len(leaves) else [f"output{i}" for i in range(len(leaves))]
+    return ["output"] if len(leaves) == 1 else [f"output{i}" for i in range(len(leaves))]
+
+
+def _user_error(e: BaseException, model: ModelConfig, message: str) -> KumaError:
+    frame = user_frame(e, model.source)
+    file, line = frame if frame else (model.source, None)
+    return KumaError(f"model {model.name}: {message}", file, line)

@@ -1,0 +1,113 @@
+"""The IR: a list of nodes over strided views of buffers, all shapes static.
+
+A Buffer is one GPU allocation (an input, a constant weight, or a value a node
+writes). A Value is a strided view of a buffer, so permute, transpose, expand,
+slice, select and most reshapes are free: they make a new Value on the same
+buffer. Every node reads Values and writes one fresh contiguous buffer.
+"""
+
+from dataclasses import dataclass, field
+from math import prod
+
+import torch
+
+# storage type in WGSL for each IR dtype (bool travels as 0/1 in i32)
+WGSL_TYPE = {"f32": "f32", "i32": "i32", "bool": "i32"}
+
+
+@dataclass(eq=False)
+class Buffer:
+    numel: int
+    dtype: str
+    kind: str  # "input" | "const" | "temp" | "output"
+    name: str = ""
+    data: torch.Tensor | None = None  # contiguous contents of a const buffer
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * self.numel
+
+
+@dataclass(eq=False)
+class Value:
+    buffer: Buffer
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    offset: int = 0
+
+    @property
+    def dtype(self) -> str:
+        return self.buffer.dtype
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+    @property
+    def is_const(self) -> bool:
+        return self.buffer.kind == "const"
+
+    def is_contiguous(self) -> bool:
+        """Row-major over the whole buffer (strides of size-1 dims don't matter)."""
+        dense = all(size == 1 or stride == want for size, stride, want in zip(self.shape, self.strides, contiguous_strides(self.shape)))
+        return self.offset == 0 and dense and self.numel == self.buffer.numel
+
+    def is_broadcast(self) -> bool:
+        return any(stride == 0 and size > 1 for size, stride in zip(self.shape, self.strides))
+
+    def tensor(self) -> torch.Tensor:
+        """The contents of a constant value, as a (possibly strided) torch tensor."""
+        assert self.buffer.data is not None
+        return torch.as_strided(self.buffer.data, self.shape, self.strides, self.offset)
+
+
+@dataclass(eq=False)
+class Node:
+    op: str
+    inputs: list[Value]
+    output: Value
+    attrs: dict = field(default_factory=dict)
+    where: str = ""  # "file.py:12" of the user's code that made it, for messages
+
+
+@dataclass
+class Graph:
+    inputs: dict[str, Value] = field(default_factory=dict)
+    outputs: dict[str, Value] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)
+
+    def add(self, op: str, inputs: list[Value], shape, dtype: str, where: str = "", **attrs) -> Value:
+        out = fresh(shape, dtype)
+        self.nodes.append(Node(op, list(inputs), out, attrs, where))
+        return out
+
+
+def contiguous_strides(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def fresh(shape, dtype: str, kind: str = "temp", name: str = "") -> Value:
+    shape = tuple(int(s) for s in shape)
+    return Value(Buffer(max(prod(shape), 1), dtype, kind, name), shape, contiguous_strides(shape))
+
+
+def const(tensor: torch.Tensor, name: str = "") -> Value:
+    dtype = ir_dtype(tensor.dtype)
+    data = tensor.detach().to(torch.float32 if dtype == "f32" else torch.int32).contiguous()
+    value = fresh(tensor.shape, dtype, "const", name)
+    value.buffer.data = data.reshape(-1) if data.numel() else torch.zeros(1, dtype=data.dtype)
+    return value
+
+
+def ir_dtype(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    if dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        return "i32"
+    if dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        return "f32"
+    raise ValueError(f"dtype {dtype} has no WebGPU storage type")

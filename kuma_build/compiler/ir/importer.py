@@ -1,0 +1,149 @@
+"""Import: turn a torch.export graph (core aten ops) into kuma IR.
+
+Each aten op family has a small module (aten_*.py) that registers handlers
+with @aten("add.Tensor", ...). A handler gets the importer and the node's
+arguments, with graph nodes replaced by IR Values, and returns the Value(s).
+
+Nodes whose tensor inputs are all constants are folded here by running the
+aten op in PyTorch itself (exact semantics, no second implementation), except
+views, which stay free aliases of the constant they view.
+"""
+
+import operator
+from pathlib import Path
+
+import torch
+from torch.fx.node import map_arg
+
+from kuma_build.compiler.ir import views
+from kuma_build.compiler.ir.graph import Graph, Value, const, fresh, ir_dtype
+from kuma_build.errors import KumaError, frame_from_stack_trace
+
+ATEN: dict[str, callable] = {}
+
+
+class Unsupported(Exception):
+    """Raised by a handler for a variant of an op that kuma cannot compile."""
+
+
+def aten(*names: str):
+    def register(handler):
+        for name in names:
+            ATEN["aten." + name] = handler
+        return handler
+    return register
+
+
+def op_name(target) -> str:
+    return str(target) if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", str(target))
+
+
+class Importer:
+    def __init__(self, model_name: str, source: Path):
+        self.model_name, self.source = model_name, source
+        self.graph = Graph()
+        self.node = None  # the fx node being imported
+        self.where = ""
+
+    # --- helpers for handlers -------------------------------------------------
+    @property
+    def meta(self):
+        """The fake output tensor(s) torch.export recorded for the current node."""
+        return self.node.meta.get("val")
+
+    def emit(self, op: str, inputs: list[Value], shape, dtype: str, **attrs) -> Value:
+        return self.graph.add(op, inputs, shape, dtype, self.where, **attrs)
+
+    def copy(self, v: Value) -> Value:
+        from kuma_build.compiler.ir.aten_elementwise import copy_expr
+        return self.emit("elementwise", [v], v.shape, v.dtype, expr=copy_expr(v.dtype))
+
+    def contiguous(self, v: Value) -> Value:
+        return v if v.is_contiguous() else self.copy(v)
+
+    def reshape(self, v: Value, shape) -> Value:
+        view = views.reshape(v, shape)
+        return view if view is not None else views.reshape(self.copy(v), shape)
+
+    # --- the walk ---------------------------------------------------------------
+    def run(self, program: torch.export.ExportedProgram, output_names: list[str]) -> Graph:
+        signature = program.graph_signature
+        constants = {**program.state_dict, **program.constants}
+        lifted = {spec.arg.name: spec for spec in signature.input_specs}
+        env: dict = {}
+        for node in program.graph_module.graph.nodes:
+            self.node = node
+            self.where = self._where(node)
+            if node.op == "placeholder":
+                spec = lifted[node.name]
+                if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT:
+                    fake = node.meta["val"]
+                    value = fresh(fake.shape, ir_dtype(fake.dtype), "input", node.name)
+                    self.graph.inputs[node.name] = value
+                else:
+                    value = const(constants[spec.target], spec.target)
+                env[node] = value
+            elif node.op == "call_function":
+                env[node] = self._call(node, env)
+            elif node.op == "output":
+                results = node.args[0]
+                for name, arg in zip(output_names, results):
+                    value = env[arg] if isinstance(arg, torch.fx.Node) else None
+                    if not isinstance(value, Value):
+                        raise KumaError(f"model {self.model_name}: output {name} is not a tensor; forward() must return tensors.", self.source)
+                    self.graph.outputs[name] = value
+        return self.graph
+
+    def _call(self, node, env):
+        if node.target is operator.getitem:
+            items, index = env[node.args[0]], node.args[1]
+            return items[index]
+        name = op_name(node.target)
+        args = map_arg(node.args, lambda n: env[n])
+        kwargs = map_arg(node.kwargs, lambda n: env[n])
+        if self._foldable(node, args, kwargs):
+            return self._fold(node, args, kwargs)
+        handler = ATEN.get(name)
+        if handler is None:
+            raise self.error(f"operator {name} is not supported")
+        try:
+            return handler(self, *args, **kwargs)
+        except Unsupported as e:
+            raise self.error(f"operator {name} is not supported here: {e}")
+
+    def _foldable(self, node, args, kwargs) -> bool:
+        if isinstance(node.target, torch._ops.OpOverload) and node.target.is_view:
+            return False
+        values = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, Value)]
+        return all(v.is_const for v in values)
+
+    def _fold(self, node, args, kwargs):
+        to_tensor = lambda a: a.tensor() if isinstance(a, Value) else a
+        args, kwargs = torch.utils._pytree.tree_map(to_tensor, (args, kwargs))
+        with torch.no_grad():
+            result = node.target(*args, **kwargs)
+        as_value = lambda t: const(t, f"folded.{node.name}") if isinstance(t, torch.Tensor) else t
+        return torch.utils._pytree.tree_map(as_value, result)
+
+    def _where(self, node) -> str:
+        frame = frame_from_stack_trace(node.meta.get("stack_trace"), self.source)
+        return f"{Path(frame[0]).name}:{frame[1]}" if frame else ""
+
+    def error(self, problem: str) -> KumaError:
+        frame = frame_from_stack_trace(self.node.meta.get("stack_trace"), self.source)
+        code = ""
+        if frame:
+            lines = Path(frame[0]).read_text().splitlines()
+            code = f" (`{lines[frame[1] - 1].strip()}`)" if frame[1] <= len(lines) else ""
+        return KumaError(
+            f"model {self.model_name}: {problem}{code}. kuma build compiles only the ops listed in docs/ops.md; "
+            "rewrite this line with supported operations, or open an issue asking for the op.",
+            frame[0] if frame else self.source, frame[1] if frame else None)
+
+
+def import_program(program, model_name: str, source: Path, output_names: list[str]) -> Graph:
+    # handler modules register themselves on import
+    from kuma_build.compiler.ir import aten_elementwise, aten_linalg, aten_shape  # noqa: F401
+    from kuma_build.compiler.ir import aten_conv, aten_norm, aten_pool, aten_reduce, aten_misc  # noqa: F401
+    return Importer(model_name, source).run(program, output_names)
+

@@ -1,0 +1,4 @@
+"""placeholder"""
+
+def lower(node):
+    raise NotImplementedError

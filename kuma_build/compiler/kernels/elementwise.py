@@ -1,0 +1,93 @@
+"""Elementwise kernels: one thread per output element, the expression inlined.
+
+The expression tree comes from the IR node (see ir/aten_elementwise.py); each
+op is a WGSL template here. Helper functions (erf, pow) are emitted only when
+an expression uses them.
+"""
+
+from kuma_build.compiler.kernels.wgsl import Bindings, f32, indent, literal, threads, unravel
+
+# op -> WGSL template over the rendered arguments {0}, {1}, ...
+TEMPLATES = {
+    "abs": "abs({0})", "neg": "(-{0})", "exp": "exp({0})", "log": "log({0})", "sqrt": "sqrt({0})",
+    "rsqrt": "inverseSqrt({0})", "relu": "max({0}, {zero})", "sin": "sin({0})", "cos": "cos({0})",
+    "sigmoid": "(1.0 / (1.0 + exp(-{0})))", "tanh": "tanh(clamp({0}, -15.0, 15.0))",
+    "reciprocal": "(1.0 / {0})", "floor": "floor({0})", "ceil": "ceil({0})", "round": "round({0})",
+    "trunc": "trunc({0})", "sign": "sign({0})", "erf": "kuma_erf({0})", "log1p": "log(1.0 + {0})",
+    "expm1": "(exp({0}) - 1.0)", "logical_not": "i32({0} == 0i)",
+    "gelu": "(0.5 * {0} * (1.0 + kuma_erf({0} * 0.70710678118654752)))",
+    "gelu_tanh": "(0.5 * {0} * (1.0 + tanh(clamp(0.79788456080286536 * ({0} + 0.044715 * {0} * {0} * {0}), -15.0, 15.0))))",
+    "leaky_relu": "select({0} * {1}, {0}, {0} > 0.0)",
+    "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "div": "({0} / {1})",
+    "div_trunc": "trunc({0} / {1})", "div_floor": "floor({0} / {1})",
+    "maximum": "max({0}, {1})", "minimum": "min({0}, {1})", "clamp": "clamp({0}, {1}, {2})",
+    "eq": "i32({0} == {1})", "ne": "i32({0} != {1})", "lt": "i32({0} < {1})",
+    "le": "i32({0} <= {1})", "gt": "i32({0} > {1})", "ge": "i32({0} >= {1})",
+    "logical_and": "i32(({0} != 0i) && ({1} != 0i))", "logical_or": "i32(({0} != 0i) || ({1} != 0i))",
+    "logical_xor": "i32(({0} != 0i) != ({1} != 0i))",
+    "where": "select({2}, {1}, {0} != 0i)", "pow": "kuma_pow({0}, {1})",
+}
+INTEGER_TEMPLATES = {"div_floor": "kuma_div_floor_i32({0}, {1})", "div_trunc": "({0} / {1})", "relu": "max({0}, 0i)"}
+
+HELPERS = {
+    # erf: Taylor series near 0 (no cancellation), Numerical Recipes erfc elsewhere (|rel err| < 1.2e-7)
+    "kuma_erf": """fn kuma_erf(x: f32) -> f32 {
+  let a = abs(x);
+  if (a < 0.5) {
+    let x2 = x * x;
+    return x * 1.1283791670955126 * (1.0 + x2 * (-0.3333333333 + x2 * (0.1 + x2 * (-0.0238095238 + x2 * (0.0046296296 + x2 * -0.0007575758)))));
+  }
+  let t = 1.0 / (1.0 + 0.5 * a);
+  let y = t * exp(-a * a - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return sign(x) * (1.0 - y);
+}""",
+    # torch's pow: negative bases with integral exponents keep their sign
+    "kuma_pow": """fn kuma_pow(x: f32, y: f32) -> f32 {
+  if (y == 0.0) { return 1.0; }
+  if (y == 1.0) { return x; }
+  if (y == 2.0) { return x * x; }
+  if (x >= 0.0) { return pow(x, y); }
+  if (y != floor(y)) { return bitcast<f32>(0x7fc00000u); }
+  let r = pow(-x, y);
+  return select(r, -r, abs(y % 2.0) == 1.0);
+}""",
+    "kuma_div_floor_i32": """fn kuma_div_floor_i32(a: i32, b: i32) -> i32 {
+  let q = a / b;
+  return select(q, q - 1i, (a % b != 0i) && ((a < 0i) != (b < 0i)));
+}""",
+}
+
+
+def render(expr, loads: list[str], used: set[str]) -> str:
+    op, dtype, *args = expr
+    if op == "in":
+        return loads[args[0]]
+    if op == "lit":
+        value = args[0]
+        text = literal(value, "i32" if dtype in ("i32", "bool") else "f32")
+        return f"({text})" if text.startswith("-") else text
+    if op == "cast":
+        return f"{'f32' if dtype == 'f32' else 'i32'}({render(args[0], loads, used)})"
+    if op == "pow" and args[1][0] == "lit":
+        special = {1: "{0}", 2: "({0} * {0})", 3: "({0} * {0} * {0})", 0.5: "sqrt({0})", -1: "(1.0 / {0})"}
+        if args[1][2] in special and dtype == "f32":
+            return special[args[1][2]].format(render(args[0], loads, used))
+    operands = [render(a, loads, used) for a in args]
+    template = TEMPLATES[op]
+    if dtype == "i32" and op in INTEGER_TEMPLATES:
+        template = INTEGER_TEMPLATES[op]
+    used.update(name for name in HELPERS if name in template)
+    return template.format(*operands, zero="0.0")
+
+
+def lower(node):
+    b = Bindings(node)
+    out = node.output
+    header, workgroups = threads(out.numel)
+    lines, index = unravel("gid", out.shape)
+    lines += [f"let x{k} = {b.load(k, index)};" for k in range(len(node.inputs))]
+    used: set[str] = set()
+    value = render(node.attrs["expr"], [f"x{k}" for k in range(len(node.inputs))], used)
+    body = header + indent(lines + [f"out[gid] = {value};"]) + "\n}"
+    helpers = "".join(HELPERS[name] + "\n\n" for name in sorted(used))
+    return b.kernel("elementwise", helpers + body, workgroups)

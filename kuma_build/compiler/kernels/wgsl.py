@@ -1,0 +1,120 @@
+"""Shared pieces of every generated kernel: bindings, strided loads, thread ids.
+
+Shapes, strides and offsets are baked into the WGSL as constants, so a kernel
+is specialised to its exact shapes and two layers of the same shape share one
+kernel (the plan dedupes kernels by their source text).
+"""
+
+from dataclasses import dataclass
+from math import ceil, prod
+
+import numpy as np
+
+from kuma_build.compiler.ir.graph import WGSL_TYPE, Buffer, Node, Value
+
+MAX_WORKGROUPS_PER_DIM = 65535
+
+
+@dataclass
+class Kernel:
+    name: str
+    code: str
+    workgroups: tuple[int, int, int]
+    buffers: list[Buffer]  # binding i is buffers[i]; the output is last
+
+
+class Bindings:
+    """Binding declarations for a node: one per distinct input buffer, then the output."""
+
+    def __init__(self, node: Node):
+        self.buffers: list[Buffer] = []
+        self.names: list[str] = []  # binding variable of each node input
+        for v in node.inputs:
+            if v.buffer not in self.buffers:
+                self.buffers.append(v.buffer)
+            self.names.append(f"in{self.buffers.index(v.buffer)}")
+        self.inputs = node.inputs
+        self.out = node.output
+        self.buffers.append(node.output.buffer)
+
+    def declare(self) -> str:
+        lines = []
+        for i, buf in enumerate(self.buffers[:-1]):
+            lines.append(f"@group(0) @binding({i}) var<storage, read> in{i}: array<{WGSL_TYPE[buf.dtype]}>;")
+        lines.append(f"@group(0) @binding({len(self.buffers) - 1}) var<storage, read_write> out: array<{WGSL_TYPE[self.out.dtype]}>;")
+        return "\n".join(lines)
+
+    def load(self, k: int, index: list[str]) -> str:
+        """WGSL that reads input k at the multi-index `index` (one expression per dim)."""
+        return f"{self.names[k]}[{offset_expr(self.inputs[k], index)}]"
+
+    def kernel(self, name: str, body: str, workgroups) -> Kernel:
+        return Kernel(name, self.declare() + "\n\n" + body.strip() + "\n", tuple(workgroups), self.buffers)
+
+
+def offset_expr(v: Value, index: list[str]) -> str:
+    terms = [str(v.offset)] if v.offset else []
+    for idx, size, stride in zip(index, v.shape, v.strides):
+        if size == 1 or stride == 0:
+            continue
+        terms.append(idx if stride == 1 else f"{idx} * {stride}u")
+    return " + ".join(terms) if terms else "0u"
+
+
+def unravel(flat: str, shape, prefix: str = "i") -> tuple[list[str], list[str]]:
+    """WGSL lines splitting a row-major flat index into per-dim indices, and their names."""
+    lines, names = [], []
+    step = prod(shape)
+    for d, size in enumerate(shape):
+        step //= size
+        name = f"{prefix}{d}"
+        names.append(name)
+        if size == 1:
+            lines.append(f"let {name} = 0u;")
+        elif step == 1:
+            lines.append(f"let {name} = {flat} % {size}u;")
+        elif d == 0:
+            lines.append(f"let {name} = {flat} / {step}u;")
+        else:
+            lines.append(f"let {name} = ({flat} / {step}u) % {size}u;")
+    return lines, names
+
+
+def grid(groups: int) -> tuple[int, int, int]:
+    """Spread a count of workgroups over x and y (each dimension holds at most 65535)."""
+    groups = max(groups, 1)
+    if groups <= MAX_WORKGROUPS_PER_DIM:
+        return (groups, 1, 1)
+    y = ceil(groups / MAX_WORKGROUPS_PER_DIM)
+    return (ceil(groups / y), y, 1)
+
+
+def threads(total: int, size: int = 256) -> tuple[str, tuple[int, int, int]]:
+    """Entry point header for one thread per item: defines `gid` and returns early past `total`."""
+    workgroups = grid(ceil(total / size))
+    header = (
+        f"@compute @workgroup_size({size})\n"
+        "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
+        f"  let gid = (wg.y * {workgroups[0]}u + wg.x) * {size}u + li;\n"
+        f"  if (gid >= {total}u) {{ return; }}\n"
+    )
+    return header, workgroups
+
+
+def f32(value) -> str:
+    """A WGSL f32 literal that round-trips exactly (inf and nan by bit pattern)."""
+    value = np.float32(value)
+    if not np.isfinite(value):
+        return f"bitcast<f32>({int(value.view(np.uint32))}u)"
+    text = repr(float(value))
+    return text if ("." in text or "e" in text) else text + ".0"
+
+
+def literal(value, dtype: str) -> str:
+    if dtype == "f32":
+        return f32(value)
+    return f"{int(value)}i"
+
+
+def indent(lines, depth: int = 1) -> str:
+    return "\n".join("  " * depth + line for line in lines)

@@ -1,0 +1,13 @@
+"""Passes: IR -> IR rewrites, run in order. Each is a function graph -> None."""
+
+from kuma_build.compiler.passes.constants import pack_constant_views
+from kuma_build.compiler.passes.dead_code import remove_dead_nodes
+from kuma_build.compiler.passes.fold_batchnorm import fold_batchnorm
+from kuma_build.compiler.passes.outputs import materialize_outputs
+
+PASSES = [fold_batchnorm, pack_constant_views, materialize_outputs, remove_dead_nodes]
+
+
+def run_passes(graph) -> None:
+    for compiler_pass in PASSES:
+        compiler_pass(graph)

@@ -1,0 +1,57 @@
+"""Compile a module in memory, run it on the real WebGPU adapter, compare with PyTorch."""
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kuma_build.compiler import compile_module
+from kuma_build.config import InputSpec, ModelConfig
+from kuma_build.webgpu import GpuModel
+
+TOLERANCE = 1e-5  # relative L2 error, float32
+
+
+def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
+    expected = expected.astype(np.float64)
+    diff = np.linalg.norm(actual.astype(np.float64) - expected)
+    scale = np.linalg.norm(expected)
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def model_config(module: torch.nn.Module, inputs, name: str = "test") -> ModelConfig:
+    params = list(inspect.signature(module.forward).parameters)
+    specs = [InputSpec(p, tuple(t.shape), {torch.float32: "float32", torch.int64: "int64", torch.int32: "int32"}[t.dtype])
+             for p, t in zip(params, inputs)]
+    source = Path(inspect.getsourcefile(type(module)))
+    return ModelConfig(name, source, "", None, "f32", specs, None, {})
+
+
+def run_on_gpu(module: torch.nn.Module, *inputs: torch.Tensor, chunk_size: int = 4 << 20):
+    """(gpu outputs, torch outputs, compiled) for module(*inputs)."""
+    module = module.eval()
+    config = model_config(module, inputs)
+    compiled = compile_module(module, config, chunk_size)
+    gpu = GpuModel(compiled.program, chunks=[c.data for c in compiled.chunks])
+    try:
+        actual = gpu.run({s.name: t.numpy() for s, t in zip(config.inputs, inputs)})
+    finally:
+        gpu.release()
+    with torch.no_grad():
+        expected = torch.utils._pytree.tree_leaves(module(*inputs))
+    return list(actual.values()), [e.numpy() for e in expected], compiled
+
+
+def assert_matches(module: torch.nn.Module, *inputs: torch.Tensor, tolerance: float = TOLERANCE):
+    actual, expected, compiled = run_on_gpu(module, *inputs)
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert a.shape == e.shape, f"shape {a.shape} != {e.shape}"
+        if e.dtype == np.bool_ or np.issubdtype(e.dtype, np.integer):
+            np.testing.assert_array_equal(a, e.astype(a.dtype))
+        else:
+            assert np.isfinite(a).all() == np.isfinite(e).all()
+            err = rel_l2(a, e)
+            assert err <= tolerance, f"relative L2 error {err:.3g} > {tolerance}"
+    return compiled
