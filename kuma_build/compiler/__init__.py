@@ -29,8 +29,8 @@ class Compiled:
 def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20) -> Compiled:
     """Compile an nn.Module already built, with the specs of `model`."""
     started = time.perf_counter()
-    program, output_names = export(net, model)
-    graph = import_program(program, model.name, model.source, output_names)
+    program, input_names, output_names = export(net, model)
+    graph = import_program(program, model.name, model.source, input_names, output_names)
     ops = len(graph.nodes)
     run_passes(graph)
     plan = make_plan(graph)

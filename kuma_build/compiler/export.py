@@ -42,6 +42,7 @@ def build_module(model: ModelConfig, project_root: Path) -> torch.nn.Module:
         names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__)
         raise KumaError(f'model {model.name}: factory "{model.factory}" is not defined in {model.source.name}; '
                         f'set factory in kuma.toml to one of: {", ".join(names) or "(no callables found)"}.', model.source)
+    torch.manual_seed(0)  # models without a weights file get the same random init in build and verify
     try:
         net = factory()
     except Exception as e:
@@ -96,27 +97,34 @@ def decompositions():
     return table
 
 
-def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.ExportedProgram, list[str]]:
-    """The exported program (core aten) and the names of its flat outputs."""
-    params = inspect.signature(net.forward).parameters
-    names = [s.name for s in model.inputs]
-    missing = [n for n in names if n not in params]
-    if missing and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        raise KumaError(f"model {model.name}: forward() has no parameter named {', '.join(missing)}; "
-                        f"input names in kuma.toml must match forward's parameters ({', '.join(params)}).", model.source)
+def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.ExportedProgram, list[str], list[str]]:
+    """The exported program (core aten), its input names in call order, and its output names."""
+    order = call_order(net, model)
     inputs = example_inputs(model)
+    args = tuple(inputs[name] for name in order)
     try:
         with torch.no_grad():
-            eager = net(**inputs)
-        program = torch.export.export(net, (), kwargs=inputs)
+            eager = net(*args)
+        program = torch.export.export(net, args)
         program = program.run_decompositions(decompositions())
-    except KumaError:
-        raise
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise _user_error(e, model, f"torch.export could not capture the model: {type(e).__name__}: {first}. "
                           "kuma needs a model whose control flow does not depend on tensor values.")
-    return program, output_names(eager, model)
+    return program, order, output_names(eager, model)
+
+
+def call_order(net: torch.nn.Module, model: ModelConfig) -> list[str]:
+    """kuma.toml input names in the order forward() takes them: by name, else by position."""
+    params = [p for p in inspect.signature(net.forward).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = [s.name for s in model.inputs]
+    by_name = [p.name for p in params if p.name in names]
+    if len(by_name) == len(names):
+        return by_name
+    if len(params) >= len(names) and not any(n in [p.name for p in params] for n in names):
+        return names  # none match by name (e.g. nn.Sequential's `input`): bind by position
+    raise KumaError(f"model {model.name}: kuma.toml inputs ({', '.join(names)}) do not match forward()'s parameters "
+                    f"({', '.join(p.name for p in params)}); name them alike, or name none alike to bind by position.", model.source)
 
 
 def output_names(eager, model: ModelConfig) -> list[str]:

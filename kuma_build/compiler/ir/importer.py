@@ -66,11 +66,12 @@ class Importer:
         return view if view is not None else views.reshape(self.copy(v), shape)
 
     # --- the walk ---------------------------------------------------------------
-    def run(self, program: torch.export.ExportedProgram, output_names: list[str]) -> Graph:
+    def run(self, program: torch.export.ExportedProgram, input_names: list[str], output_names: list[str]) -> Graph:
         signature = program.graph_signature
         constants = {**program.state_dict, **program.constants}
         lifted = {spec.arg.name: spec for spec in signature.input_specs}
         env: dict = {}
+        user_inputs = iter(input_names)
         for node in program.graph_module.graph.nodes:
             self.node = node
             self.where = self._where(node)
@@ -78,8 +79,9 @@ class Importer:
                 spec = lifted[node.name]
                 if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT:
                     fake = node.meta["val"]
-                    value = fresh(fake.shape, ir_dtype(fake.dtype), "input", node.name)
-                    self.graph.inputs[node.name] = value
+                    name = next(user_inputs)
+                    value = fresh(fake.shape, ir_dtype(fake.dtype), "input", name)
+                    self.graph.inputs[name] = value
                 else:
                     value = const(constants[spec.target], spec.target)
                 env[node] = value
@@ -141,9 +143,9 @@ class Importer:
             frame[0] if frame else self.source, frame[1] if frame else None)
 
 
-def import_program(program, model_name: str, source: Path, output_names: list[str]) -> Graph:
+def import_program(program, model_name: str, source: Path, input_names: list[str], output_names: list[str]) -> Graph:
     # handler modules register themselves on import
     from kuma_build.compiler.ir import aten_elementwise, aten_linalg, aten_shape  # noqa: F401
     from kuma_build.compiler.ir import aten_conv, aten_norm, aten_pool, aten_reduce, aten_misc  # noqa: F401
-    return Importer(model_name, source).run(program, output_names)
+    return Importer(model_name, source).run(program, input_names, output_names)
 
