@@ -41,6 +41,11 @@ class Chunk:
         return f"weights/{self.sha256[:20]}.bin"
 
 
+def buffer_bytes(buf) -> bytes:
+    """A constant buffer as the GPU stores it: little-endian f32 or i32."""
+    return buf.data.numpy().astype("<f4" if buf.dtype == "f32" else "<i4").tobytes()
+
+
 def pack_weights(plan: Plan, chunk_size: int):
     """Chunks (each at most chunk_size) and copies [chunk, chunk offset, buffer, buffer offset, size].
 
@@ -55,7 +60,7 @@ def pack_weights(plan: Plan, chunk_size: int):
             current = bytearray()
 
     for buf, index in zip(plan.weights, plan.weight_buffer):
-        data = buf.data.numpy().astype("<f4" if buf.dtype == "f32" else "<i4").tobytes()
+        data = buffer_bytes(buf)
         if len(data) > chunk_size:
             flush()
             for start in range(0, len(data), chunk_size):
@@ -140,7 +145,7 @@ export const outputs: readonly [{spec_list(program['outputs'])}];
 def manifest_dict(program: dict, plan: Plan, chunks, copies, stats: dict) -> dict:
     weights = []
     for buf, index in zip(plan.weights, plan.weight_buffer):
-        data = buf.data.numpy().astype("<f4" if buf.dtype == "f32" else "<i4").tobytes()
+        data = buffer_bytes(buf)
         pieces = [c for c in copies if c[2] == index]
         weights.append({"name": buf.name, "dtype": buf.dtype, "numel": buf.numel, "bytes": len(data),
                         "sha256": hashlib.sha256(data).hexdigest(),

@@ -152,6 +152,16 @@ def gelu(ctx, x, approximate="none"):
     return elementwise(ctx, "gelu_tanh" if approximate == "tanh" else "gelu", x)
 
 
+@aten("elu.default")
+def elu(ctx, x, alpha=1.0, scale=1.0, input_scale=1.0):
+    return elementwise(ctx, "elu", x, alpha, scale, input_scale)
+
+
+@aten("_assert_tensor_metadata.default")
+def assert_metadata(ctx, *args, **kwargs):
+    return None  # a trace-time check with nothing to compute
+
+
 @aten("leaky_relu.default")
 def leaky_relu(ctx, x, negative_slope=0.01):
     return elementwise(ctx, "leaky_relu", x, negative_slope)

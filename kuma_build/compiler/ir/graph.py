@@ -21,7 +21,7 @@ class Buffer:
     dtype: str
     kind: str  # "input" | "const" | "temp" | "output"
     name: str = ""
-    data: torch.Tensor | None = None  # contiguous contents of a const buffer
+    data: torch.Tensor | None = None  # flat contents of a const buffer
 
     @property
     def nbytes(self) -> int:
@@ -96,10 +96,12 @@ def fresh(shape, dtype: str, kind: str = "temp", name: str = "") -> Value:
 
 
 def const(tensor: torch.Tensor, name: str = "") -> Value:
-    dtype = ir_dtype(tensor.dtype)
-    data = tensor.detach().to(torch.float32 if dtype == "f32" else torch.int32).contiguous()
-    value = fresh(tensor.shape, dtype, "const", name)
-    value.buffer.data = data.reshape(-1) if data.numel() else torch.zeros(1, dtype=data.dtype)
+    """A constant; its data keeps the torch dtype so folding stays exact (emit packs it to 4 bytes)."""
+    value = fresh(tensor.shape, ir_dtype(tensor.dtype), "const", name)
+    data = tensor.detach().contiguous().reshape(-1)
+    if data.dtype in (torch.float16, torch.bfloat16):
+        data = data.float()
+    value.buffer.data = data if data.numel() else torch.zeros(1, dtype=data.dtype)
     return value
 
 
