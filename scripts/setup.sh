@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything kuma build and its tests need on a fresh Debian/Ubuntu machine:
+# Mesa's Vulkan driver (lavapipe) for wgpu-py, Debian's Chromium for the browser tests,
+# a Python venv in .venv with the package, and the npm packages of the browser harness.
+# Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+[ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "[setup] apt-get install ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import kuma_build, torch, wgpu, safetensors, watchdog, pytest" 2>/dev/null; then
+  echo "[setup] pip install (torch 2.13.0 CPU first, so the range in pyproject.toml pulls no CUDA build)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[test]"
+fi
+
+if [ ! -d tests/browser/node_modules ]; then
+  echo "[setup] npm ci in tests/browser"
+  (cd tests/browser && npm ci --no-audit --no-fund --silent)
+fi
+echo "[setup] ready"
