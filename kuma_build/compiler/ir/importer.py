@@ -143,9 +143,12 @@ class Importer:
             frame[0] if frame else self.source, frame[1] if frame else None)
 
 
-def import_program(program, model_name: str, source: Path, input_names: list[str], output_names: list[str]) -> Graph:
-    # handler modules register themselves on import
+def import_handlers() -> None:
+    """Import the handler modules; each registers its ops on import."""
     from kuma_build.compiler.ir import aten_elementwise, aten_linalg, aten_shape  # noqa: F401
     from kuma_build.compiler.ir import aten_conv, aten_norm, aten_pool, aten_reduce, aten_misc  # noqa: F401
-    return Importer(model_name, source).run(program, input_names, output_names)
 
+
+def import_program(program, model_name: str, source: Path, input_names: list[str], output_names: list[str]) -> Graph:
+    import_handlers()
+    return Importer(model_name, source).run(program, input_names, output_names)

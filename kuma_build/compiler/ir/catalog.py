@@ -1,0 +1,36 @@
+"""The supported-operator table (docs/ops.md), generated from the importer's registry."""
+
+import sys
+
+from kuma_build.compiler.ir.importer import ATEN, import_handlers
+
+HEADER = """# Supported operators
+
+Generated from the op registry by `python -m kuma_build.compiler.ir.catalog > docs/ops.md`;
+`tests/test_docs.py` fails when this file and the registry disagree.
+
+kuma compiles the core ATen operators that `torch.export` produces after decomposition (with
+`scaled_dot_product_attention` kept whole). Any other operator fails the build with a message
+naming the operator, the model and the line of your Python source that produced it.
+Views (`view`, `permute`, `expand`, `slice`, ...) cost nothing: they alias their input.
+Nodes whose inputs are all constants (weights, `arange`, masks) are computed at build time
+by PyTorch itself, so any operator works there.
+"""
+
+
+def ops_markdown() -> str:
+    import_handlers()
+    families: dict[str, list[str]] = {}
+    for name, handler in ATEN.items():
+        families.setdefault(handler.__module__, []).append(name)
+    rows = ["| family | PyTorch it covers | lowering | ATen operators |", "|---|---|---|---|"]
+    for module_name in sorted(families):
+        module = sys.modules[module_name]
+        lowering = (module.__doc__ or "").strip().splitlines()[0]
+        ops = ", ".join(f"`{op.removeprefix('aten.')}`" for op in sorted(families[module_name]))
+        family = module_name.rsplit(".", 1)[-1].removeprefix("aten_")
+        rows.append(f"| {family} | {getattr(module, 'COVERS', '')} | {lowering} | {ops} |")
+    return HEADER + "\n" + "\n".join(rows) + "\n"
+
+if __name__ == "__main__":
+    print(ops_markdown(), end="")
