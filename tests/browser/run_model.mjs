@@ -1,0 +1,179 @@
+// Runs an emitted kuma model in headless Chromium with WebGPU, exactly as a
+// web page would: a static server on 127.0.0.1 (a secure context) serves the
+// model folder, the page imports <model>/index.js, loads it with onProgress
+// and runs it once. Tensors cross as base64 of their little-endian bytes,
+// which is exact for float32.
+//
+//   node run_model.mjs <root> <model> <inputs.json>   one run, prints one JSON object
+//   node run_model.mjs --serve                        one browser for many runs: a JSON
+//       request {root, model, inputs} per stdin line, a JSON reply per stdout line
+//
+// inputs: {name: {dtype: "float32"|"int32", shape, data: base64}}; outputs alike.
+// Any page error, console error or uncaptured WebGPU error fails the run.
+
+import fs from "node:fs";
+import http from "node:http";
+import path from "node:path";
+import readline from "node:readline";
+import { chromium } from "playwright-core";
+
+const CHROMIUM = process.env.KUMA_CHROMIUM ?? "/usr/bin/chromium";
+// headless Chromium finds the SwiftShader WebGPU adapter with only these; the
+// rest keep it off the network and quick to start
+const FLAGS = ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking", "--disable-component-update",
+  "--disable-sync", "--no-first-run", "--disable-quic"];
+const TIMEOUT_MS = Number(process.env.KUMA_BROWSER_TIMEOUT_MS ?? 120_000);
+const CONTENT_TYPES = { ".js": "text/javascript", ".mjs": "text/javascript", ".bin": "application/octet-stream",
+  ".json": "application/json", ".html": "text/html; charset=utf-8", ".ts": "text/plain" };
+const PAGE = '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>kuma browser test</title>';
+
+// each run mounts its folder under a fresh /m<n>/ prefix, so a rebuilt model is never a cached module
+function startServer() {
+  const mounts = new Map();
+  const server = http.createServer((request, response) => {
+    const url = new URL(request.url, "http://127.0.0.1");
+    if (url.pathname === "/") return send(response, 200, ".html", PAGE);
+    const [, prefix, ...rest] = url.pathname.split("/");
+    const root = mounts.get(prefix);
+    const file = root && path.resolve(root, decodeURIComponent(rest.join("/")));
+    if (!file || !file.startsWith(root + path.sep) || !fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
+      return send(response, 404, ".txt", "not found");
+    }
+    response.writeHead(200, { "Content-Type": CONTENT_TYPES[path.extname(file)] ?? "application/octet-stream",
+      "Content-Length": fs.statSync(file).size, "Cache-Control": "no-store" });
+    fs.createReadStream(file).pipe(response);
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => {
+    const origin = `http://127.0.0.1:${server.address().port}`;
+    resolve({ server, origin, mount(root) {
+      const prefix = `m${mounts.size}`;
+      mounts.set(prefix, path.resolve(root));
+      return `/${prefix}`;
+    } });
+  }));
+}
+
+function send(response, status, ext, body) {
+  response.writeHead(status, { "Content-Type": CONTENT_TYPES[ext] ?? "text/plain" });
+  response.end(body);
+}
+
+// runs inside the page
+async function runInPage({ url, inputs }) {
+  const decode = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const encode = (bytes) => {
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(text);
+  };
+  const arrays = { float32: Float32Array, int32: Int32Array };
+  const progress = [];
+  const gpuErrors = [];
+  const started = performance.now();
+  const { load } = await import(url);
+  const model = await load({ onProgress: (loaded, total) => progress.push([loaded, total]) });
+  const loadMs = performance.now() - started;
+  model.device.addEventListener("uncapturederror", (e) => gpuErrors.push(e.error.message));
+  try {
+    const feed = {};
+    for (const [name, { dtype, data }] of Object.entries(inputs)) feed[name] = new arrays[dtype](decode(data).buffer);
+    const runStarted = performance.now();
+    const result = await model.run(feed);
+    const runMs = performance.now() - runStarted;
+    const outputs = {};
+    for (const { name, shape, dtype } of model.outputs) {
+      const array = result[name];
+      outputs[name] = { dtype, shape, data: encode(new Uint8Array(array.buffer, array.byteOffset, array.byteLength)) };
+    }
+    const info = model.device.adapterInfo ?? (await navigator.gpu.requestAdapter()).info;
+    const adapter = { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description };
+    const monotonic = progress.every(([loaded, total], i) => total === progress[0][1] && (i === 0 || loaded >= progress[i - 1][0]));
+    return { outputs, adapter, progress: { calls: progress.length, first: progress[0] ?? null, last: progress.at(-1) ?? null, monotonic },
+      loadMs, runMs, gpuErrors };
+  } finally {
+    model.dispose();
+  }
+}
+
+async function runModel(browser, server, { root, model, inputs }) {
+  const context = await browser.newContext();
+  const problems = [];
+  try {
+    const page = await context.newPage();
+    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    page.on("console", (message) => { if (message.type() === "error") problems.push(`console error: ${message.text()}`); });
+    await page.goto(`${server.origin}/`);
+    const url = `${server.mount(root)}/${encodeURIComponent(model)}/index.js`;
+    const result = await page.evaluate(runInPage, { url, inputs });
+    problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
+    if (problems.length) throw new Error(problems.join("\n"));
+    delete result.gpuErrors;
+    return { ok: true, ...result };
+  } catch (error) {
+    // an error thrown in the page arrives wrapped; the console lines explain it
+    throw new Error([error.message, ...problems.filter((p) => !error.message.includes(p))].join("\n"));
+  } finally {
+    await context.close();
+  }
+}
+
+let serving = false;
+
+function fail(message) {
+  if (serving) process.stdout.write(JSON.stringify({ ok: false, error: message }) + "\n");
+  process.stderr.write(`run_model: ${message}\n`);
+  process.exit(1); // playwright kills the browser on exit
+}
+
+// a hung browser or page must never hang the tests: past the deadline, exit
+async function withTimeout(promise, what) {
+  const timer = setTimeout(() => fail(`timed out after ${TIMEOUT_MS / 1000} s ${what}`), TIMEOUT_MS);
+  try {
+    return await promise;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function start() {
+  const server = await startServer();
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  return { server, browser, version: browser.version() };
+}
+
+async function oneRun([root, model, inputsFile]) {
+  if (!inputsFile) throw new Error("usage: node run_model.mjs <root> <model> <inputs.json>  |  node run_model.mjs --serve");
+  const inputs = JSON.parse(fs.readFileSync(inputsFile, "utf8"));
+  await withTimeout((async () => {
+    const { server, browser, version } = await start();
+    try {
+      const result = await runModel(browser, server, { root, model, inputs });
+      process.stdout.write(JSON.stringify({ ...result, chromium: version }) + "\n");
+    } finally {
+      await browser.close();
+      server.server.close();
+    }
+  })(), `running ${model}`);
+}
+
+async function serve() {
+  serving = true;
+  const { server, browser, version } = await withTimeout(start(), "starting Chromium");
+  process.stdout.write(JSON.stringify({ ready: true, chromium: version }) + "\n");
+  for await (const line of readline.createInterface({ input: process.stdin })) {
+    if (!line.trim()) continue;
+    let reply;
+    try {
+      const request = JSON.parse(line);
+      reply = await withTimeout(runModel(browser, server, request), `running ${request.model}`);
+    } catch (error) {
+      reply = { ok: false, error: error.message };
+    }
+    process.stdout.write(JSON.stringify(reply) + "\n");
+  }
+  await browser.close();
+  server.server.close();
+}
+
+const args = process.argv.slice(2);
+(args[0] === "--serve" ? serve() : oneRun(args)).catch((error) => fail(error.message));
