@@ -35,14 +35,14 @@ def fold_batchnorm(graph) -> None:
 
 
 def _fold_into(src, x, scale: torch.Tensor, shift: torch.Tensor) -> bool:
+    if not all(v.is_const for v in src.inputs[1:]):
+        return False  # weights computed at run time cannot absorb the scale
     if src.op == "conv2d" and not src.attrs["transposed"] and x.shape == src.output.shape:
         weight = src.inputs[1].tensor()
         bias = src.inputs[2].tensor() if len(src.inputs) > 2 else torch.zeros(weight.shape[0])
         new_weight = weight * scale.reshape(-1, 1, 1, 1)
-    elif src.op == "matmul" and len(x.shape) == 2 and src.output.shape[0] == 1 and src.inputs[1].is_const:
+    elif src.op == "matmul" and len(x.shape) == 2 and src.output.shape[0] == 1:
         weight = src.inputs[1].tensor()  # [1, K, N]: channels are columns
-        if len(src.inputs) > 2 and not src.inputs[2].is_const:
-            return False
         bias = src.inputs[2].tensor()[0, 0] if len(src.inputs) > 2 else torch.zeros(weight.shape[2])
         if src.attrs["alpha"] != 1.0 or src.attrs["beta"] != 1.0 or (len(src.inputs) > 2 and src.inputs[2].strides[1] != 0):
             return False
