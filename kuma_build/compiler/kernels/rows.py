@@ -1,6 +1,151 @@
-"""placeholder"""
+"""Row kernels: reductions, softmax and layer/group norm, one workgroup per row.
+
+The importer permutes each input view so the reduced dims come last: the kept
+dims flattened are the row, the reduced dims flattened are the position in
+the row. Threads stride through their row (reading through the view's
+strides) and combine their partial results with one shared workgroup tree
+reduction. Softmax and norms make several passes over the row (max or mean
+first) for accuracy, and write a contiguous output in the permuted order.
+"""
+
+from math import prod
+
+from kuma_build.compiler.ir.graph import WGSL_TYPE
+from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, unravel
+
+# kind -> (combine template, identity per WGSL type)
+COMBINES = {
+    "sum": ("{a} + {b}", {"f32": "0.0", "i32": "0i", "u32": "0u"}),
+    "prod": ("{a} * {b}", {"f32": "1.0", "i32": "1i", "u32": "1u"}),
+    "max": ("max({a}, {b})", {"f32": f32(float("-inf")), "i32": "(-2147483647i - 1i)", "u32": "0u"}),
+    "min": ("min({a}, {b})", {"f32": f32(float("inf")), "i32": "2147483647i", "u32": "0xffffffffu"}),
+}
+
+# reduce op -> (combine kind, value of one element x, result from the row's total t); n is the row length
+REDUCTIONS = {
+    "sum": ("sum", "x", "t"), "mean": ("sum", "x", "t / {n}"), "prod": ("prod", "x", "t"),
+    "max": ("max", "x", "t"), "min": ("min", "x", "t"), "any": ("max", "i32(x != {zero})", "t"),
+    "norm1": ("sum", "abs(x)", "t"), "norm2": ("sum", "x * x", "sqrt(t)"), "norm_inf": ("max", "abs(x)", "t"),
+}
+
+
+def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int) -> str:
+    """A WGSL function name(value, li) combining one value per thread; every thread gets the total.
+
+    It has barriers, so callers must be in uniform control flow. The last
+    barrier lets the next call reuse the scratch array.
+    """
+    merged = COMBINES[kind][0].format(a=f"{name}_scratch[li]", b=f"{name}_scratch[li + stride]")
+    return f"""var<workgroup> {name}_scratch: array<{wgsl_type}, {size}>;
+
+fn {name}(value: {wgsl_type}, li: u32) -> {wgsl_type} {{
+  {name}_scratch[li] = value;
+  workgroupBarrier();
+  for (var stride = {size // 2}u; stride > 0u; stride >>= 1u) {{
+    if (li < stride) {{ {name}_scratch[li] = {merged}; }}
+    workgroupBarrier();
+  }}
+  let total = {name}_scratch[0];
+  workgroupBarrier();
+  return total;
+}}"""
+
+
+class RowKernel:
+    """Layout of a row kernel for a node whose first input ends in `reduced` row dims."""
+
+    def __init__(self, node, reduced: int, x_type: str | None = None):
+        self.b = Bindings(node)
+        shape = node.inputs[0].shape
+        kept_shape, row_shape = shape[:len(shape) - reduced], shape[len(shape) - reduced:]
+        self.rows, self.length = prod(kept_shape), prod(row_shape)
+        self.size = min(256, max(32, 1 << (self.length - 1).bit_length()))
+        self.workgroups = grid(self.rows)
+        self.row_lines, row_index = unravel("row", kept_shape, "r")
+        self.pos_lines, pos_index = unravel("pos", row_shape, "p")
+        self.index = row_index + pos_index
+        x_type = x_type or node.inputs[0].dtype
+        load = self.load(0)
+        self.x = load if WGSL_TYPE[x_type] == WGSL_TYPE[node.inputs[0].dtype] else f"{WGSL_TYPE[x_type]}({load})"
+        self.functions: dict[str, str] = {}
+
+    def load(self, k: int) -> str:
+        """Input k at this thread's row and position (inputs share the first one's shape)."""
+        return self.b.load(k, self.index)
+
+    def loop(self, body: list[str]) -> list[str]:
+        """Lines running body for each of this thread's positions, with x the element there."""
+        inner = self.pos_lines + [f"let x = {self.x};"] + body
+        return [f"for (var pos = li; pos < {self.length}u; pos += {self.size}u) {{", *["  " + line for line in inner], "}"]
+
+    def reduce(self, result: str, kind: str, wgsl_type: str, value: str) -> list[str]:
+        """Lines combining `value` (an expression of x and pos) over the row into `let result`."""
+        name = f"row_{kind}_{wgsl_type}"
+        self.functions[name] = workgroup_reduce(name, kind, wgsl_type, self.size)
+        template, identity = COMBINES[kind][0], COMBINES[kind][1][wgsl_type]
+        part = f"{result}_part"
+        return ([f"var {part} = {identity};"] + self.loop([f"{part} = {template.format(a=part, b=value)};"])
+                + [f"let {result} = {name}({part}, li);"])
+
+    def kernel(self, name: str, lines: list[str]):
+        header = (
+            f"@compute @workgroup_size({self.size})\n"
+            "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
+            f"  let row = wg.y * {self.workgroups[0]}u + wg.x;\n"
+            f"  if (row >= {self.rows}u) {{ return; }}\n"
+        )
+        body = header + indent(self.row_lines + lines) + "\n}"
+        return self.b.kernel(name, "\n\n".join(self.functions.values()) + "\n\n" + body, self.workgroups)
+
+
+def mean_and_squares(k: RowKernel) -> list[str]:
+    """Two passes: the row's mean, then the sum of squared deviations (no E[x^2] - E[x]^2 cancellation)."""
+    return (k.reduce("total", "sum", "f32", "x") + [f"let mean = total / {f32(k.length)};"]
+            + k.reduce("squares", "sum", "f32", "(x - mean) * (x - mean)"))
+
 
 def lower_reduce(node):
-    raise NotImplementedError
+    op, x, out = node.attrs["reduction"], node.inputs[0], node.output
+    reduced = len(x.shape) - len(out.shape)
+    if op in ("argmax", "argmin"):
+        # the best value, then the first position holding it
+        k = RowKernel(node, reduced)
+        value_type = WGSL_TYPE[x.dtype]
+        lines = (k.reduce("best", op[3:], value_type, "x")
+                 + k.reduce("first", "min", "u32", "select(0xffffffffu, pos, x == best)"))
+        result = "i32(first)"
+    elif op == "var":
+        k = RowKernel(node, reduced)
+        lines = mean_and_squares(k)
+        result = f"squares / {f32(k.length - node.attrs['correction'])}"
+    else:
+        kind, value, finish = REDUCTIONS[op]
+        k = RowKernel(node, reduced, x.dtype if op == "any" else out.dtype)
+        zero = "0.0" if x.dtype == "f32" else "0i"
+        compute_type = WGSL_TYPE[out.dtype]
+        lines = k.reduce("t", kind, compute_type, value.format(zero=zero))
+        result = finish.format(n=f32(k.length))
+    lines.append(f"if (li == 0u) {{ out[row] = {result}; }}")
+    return k.kernel(f"reduce_{op}", lines)
 
-lower_softmax = lower_normalize = lower_reduce
+
+def lower_softmax(node):
+    k = RowKernel(node, 1)
+    lines = k.reduce("top", "max", "f32", "x") + k.reduce("total", "sum", "f32", "exp(x - top)")
+    result = "x - top - log(total)" if node.attrs["log"] else "exp(x - top) / total"
+    lines += k.loop([f"out[row * {k.length}u + pos] = {result};"])
+    return k.kernel("log_softmax" if node.attrs["log"] else "softmax", lines)
+
+
+def lower_normalize(node):
+    """(x - mean) / sqrt(var + eps) * weight + bias; weight and bias come as views broadcast to x's shape."""
+    k = RowKernel(node, node.attrs["reduced"])
+    lines = mean_and_squares(k) + [f"let rstd = inverseSqrt(squares / {f32(k.length)} + {f32(node.attrs['eps'])});"]
+    result = "(x - mean) * rstd"
+    affine = 1
+    if node.attrs["has_weight"]:
+        result, affine = f"{result} * {k.load(affine)}", affine + 1
+    if node.attrs["has_bias"]:
+        result = f"{result} + {k.load(affine)}"
+    lines += k.loop([f"out[row * {k.length}u + pos] = {result};"])
+    return k.kernel("normalize", lines)

@@ -1,0 +1,65 @@
+"""Layer, group and instance norm (statistics at run time), each run on real WebGPU against PyTorch."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from support import assert_matches
+
+
+class Norm(nn.Module):
+    """A norm layer with random affine parameters (the defaults 1 and 0 would hide indexing mistakes)."""
+
+    def __init__(self, norm, prepare=lambda x: x):
+        super().__init__()
+        self.norm, self.prepare = norm, prepare
+        with torch.no_grad():
+            for p in norm.parameters():
+                p.copy_(torch.randn_like(p))
+
+    def forward(self, x):
+        return self.norm(self.prepare(x))
+
+
+LAYER_NORMS = {
+    "last_dim": lambda: nn.LayerNorm(77), "no_affine": lambda: nn.LayerNorm(77, elementwise_affine=False),
+    "no_bias": lambda: nn.LayerNorm(77, bias=False), "last_two_dims": lambda: nn.LayerNorm([5, 77]),
+    "eps": lambda: nn.LayerNorm(77, eps=1e-2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYER_NORMS))
+def test_layer_norm(name):
+    # an offset and scale far from 0 and 1: a one-pass E[x^2] - E[x]^2 variance would lose digits
+    assert_matches(Norm(LAYER_NORMS[name](), lambda x: x * 3 + 10), torch.randn(2, 5, 77))
+
+
+def test_layer_norm_long_rows():
+    assert_matches(Norm(nn.LayerNorm(1000)), torch.randn(3, 1000))
+
+
+def test_layer_norm_of_non_contiguous_view():
+    weight, bias = torch.randn(6), torch.randn(6)
+    fn = Norm(nn.Identity(), lambda x: F.layer_norm(x.transpose(1, 2)[:, ::2], (6,), weight, bias))
+    assert assert_matches(fn, torch.randn(2, 6, 9)).stats["dispatches"] == 1  # read through strides, no copy
+
+
+GROUP_NORMS = {
+    "one_group": (1, True), "two_groups": (2, True), "group_per_channel": (6, True), "no_affine": (3, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GROUP_NORMS))
+def test_group_norm(name):
+    groups, affine = GROUP_NORMS[name]
+    assert_matches(Norm(nn.GroupNorm(groups, 6, affine=affine)), torch.randn(2, 6, 5, 7))
+
+
+def test_group_norm_1d_non_contiguous():
+    assert_matches(Norm(nn.GroupNorm(2, 4), lambda x: x.transpose(1, 2)), torch.randn(3, 37, 4))
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm(affine):
+    assert_matches(Norm(nn.InstanceNorm2d(6, affine=affine), lambda x: x[:, :, 1:]), torch.randn(2, 6, 6, 7))
