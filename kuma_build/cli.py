@@ -1,6 +1,7 @@
-"""The `kuma` command: build and verify the models named in kuma.toml.
+"""The `kuma` command: build, verify, and manage the build cache.
 
-Log lines start with "[kuma]" and keep a stable shape, because tools parse them.
+Log lines start with "[kuma]" and keep a stable shape, because tools parse
+them; --json prints one JSON object per line instead.
 """
 
 import argparse
@@ -19,16 +20,27 @@ def main(argv=None) -> int:
     parser.add_argument("--version", action="version", version=f"kuma-build {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    build = commands.add_parser("build", help="compile the models in kuma.toml")
-    build.add_argument("models", nargs="*", metavar="MODEL", help="models to build (default: all)")
-    build.add_argument("--config", type=Path, help="path of kuma.toml (default: search upwards from here)")
-    build.add_argument("--json", action="store_true", help="print one JSON object per model instead of log lines")
+    def command(name, help_text, models=True):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if models:
+            sub.add_argument("models", nargs="*", metavar="MODEL", help="models to process (default: all in kuma.toml)")
+        sub.add_argument("--config", type=Path, help="path of kuma.toml (default: search upwards from here)")
+        return sub
 
-    verify = commands.add_parser("verify", help="run the built models on the local WebGPU adapter and compare with PyTorch")
-    verify.add_argument("models", nargs="*", metavar="MODEL", help="models to verify (default: all)")
-    verify.add_argument("--config", type=Path, help="path of kuma.toml (default: search upwards from here)")
+    build = command("build", "compile the models in kuma.toml (only what changed)")
+    build.add_argument("--json", action="store_true", help="print one JSON event per line instead of log lines")
+    build.add_argument("--force", action="store_true", help="compile even when the output or a cache is up to date")
+    build.add_argument("--remote-read-only", action="store_true", help="read the remote cache but never write to it")
+
+    verify = command("verify", "run the built models on the local WebGPU adapter and compare with PyTorch")
     verify.add_argument("--tolerance", type=float, default=1e-5, help="largest relative L2 error accepted (default 1e-5)")
     verify.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+
+    cache = command("cache", "inspect or clean the build cache", models=False)
+    cache.add_argument("action", choices=["stats", "explain", "prune", "clear"],
+                       help="stats: size and entries; explain MODEL: what changed since its last build; "
+                            "prune: drop old entries and unreferenced files; clear: empty the cache")
+    cache.add_argument("models", nargs="*", metavar="MODEL")
 
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch's deprecation chatter is not the user's concern
@@ -36,10 +48,14 @@ def main(argv=None) -> int:
         project = load_project(args.config or find_config(Path.cwd()))
         names = select_models(project, args.models)
         if args.command == "build":
-            return run_build(project, names, args.json)
-        return run_verify(project, names, args.tolerance, args.seed)
+            return run_build(project, names, args)
+        if args.command == "verify":
+            return run_verify(project, names, args.tolerance, args.seed)
+        return run_cache(project, args.action, args.models)
     except KumaError as e:
-        print(f"[kuma] error: {e}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"event": "error", "message": e.message, "file": e.file, "line": e.line}), flush=True)
+        print(f"[kuma] error: {e}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -52,20 +68,36 @@ def select_models(project, names: list[str]) -> list[str]:
     return names or list(project.models)
 
 
-def run_build(project, names: list[str], as_json: bool) -> int:
-    from kuma_build.compiler import compile_model  # imports torch: keep `kuma --help` fast
+def run_build(project, names: list[str], args) -> int:
+    from kuma_build.builder import Builder
 
+    builder = Builder(project, force=args.force, remote_read_only=args.remote_read_only)
     for name in names:
-        compiled = compile_model(project, project.models[name])
-        folder = compiled.write(project.out_dir)
-        s = compiled.stats
-        if as_json:
-            print(json.dumps({"event": "built", "model": name, "out": str(folder), **s}), flush=True)
-        else:
-            print(f"[kuma] built {name} in {s['seconds'] * 1000:.0f} ms -> {_relative(folder)} "
-                  f"(ops {s['ops']}, kernels {s['kernels']}, dispatches {s['dispatches']}, "
-                  f"weights {_size(s['weight_bytes'])} in {s['chunks']} chunk{'s' if s['chunks'] != 1 else ''}, activations {_size(s['activation_bytes'])})", flush=True)
+        report(builder.build(name), args.json)
     return 0
+
+
+def report(result, as_json: bool) -> None:
+    """One stable log line (or JSON event) per model build."""
+    for problem in result.problems:
+        print(f"[kuma] warning: {problem}", file=sys.stderr, flush=True)
+    ms = f"{result.seconds * 1000:.0f} ms"
+    chunks = f"chunks {result.chunks_written} written / {result.chunks_kept} kept"
+    if as_json:
+        event = {"event": "built", "model": result.model, "status": result.status, "origin": result.origin,
+                 "out": str(result.folder), "ms": round(result.seconds * 1000), "changed": result.changed,
+                 "kernels_compiled": result.kernels_compiled, "kernels_reused": result.kernels_reused,
+                 "chunks_written": result.chunks_written, "chunks_kept": result.chunks_kept, "stats": result.stats}
+        print(json.dumps(event), flush=True)
+    elif result.status == "up to date":
+        print(f"[kuma] {result.model} is up to date ({ms})", flush=True)
+    elif result.status == "restored":
+        print(f"[kuma] restored {result.model} from {result.origin} in {ms} ({chunks})", flush=True)
+    else:
+        s = result.stats
+        print(f"[kuma] built {result.model} in {ms} (kernels {result.kernels_compiled} compiled / {result.kernels_reused} reused, "
+              f"{chunks}) -> {_relative(result.folder)}: {s['ops']} ops, {s['dispatches']} dispatches, "
+              f"weights {_size(s['weight_bytes'])}, activations {_size(s['activation_bytes'])}", flush=True)
 
 
 def run_verify(project, names: list[str], tolerance: float, seed: int) -> int:
@@ -73,13 +105,41 @@ def run_verify(project, names: list[str], tolerance: float, seed: int) -> int:
 
     failed = 0
     for name in names:
-        report = verify_model(project, project.models[name], seed)
-        for output, (max_abs, rel) in report.items():
+        for output, (max_abs, rel) in verify_model(project, project.models[name], seed).items():
             ok = rel <= tolerance
             failed += not ok
             print(f"[kuma] verify {name}.{output}: max abs error {max_abs:.3g}, relative L2 error {rel:.3g} "
                   f"{'ok' if ok else f'FAILED (> {tolerance:g})'}", flush=True)
     return 1 if failed else 0
+
+
+def run_cache(project, action: str, names: list[str]) -> int:
+    from kuma_build.builder import Builder
+
+    builder = Builder(project)
+    cache = builder.cache
+    if action == "stats":
+        s = cache.stats()
+        print(f"[kuma] cache {s['path']}: {s['models']} model builds, {s['kernels']} kernels, "
+              f"{s['blobs']} files, {_size(s['bytes'])}", flush=True)
+    elif action == "explain":
+        for name in select_models(project, names):
+            changes, _ = builder.explain(name)
+            if changes is None:
+                print(f"[kuma] {name}: never built with this cache", flush=True)
+            elif changes:
+                print(f"[kuma] {name}: changed since the last build: {', '.join(changes)}", flush=True)
+            else:
+                print(f"[kuma] {name}: nothing changed since the last build", flush=True)
+    elif action == "prune":
+        with cache.lock():
+            result = cache.prune()
+        print(f"[kuma] pruned {result['entries_removed']} builds, freed {_size(result['bytes_freed'])}", flush=True)
+    else:
+        with cache.lock():
+            cache.clear()
+        print(f"[kuma] cleared {cache.root}", flush=True)
+    return 0
 
 
 def _relative(path: Path) -> str:
@@ -89,7 +149,7 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB"):
         if n < 1024 or unit == "MiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -16,6 +16,7 @@
 Every mistake is reported with the kuma.toml line that holds it.
 """
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ else:  # pragma: no cover - exercised on python 3.10 only
 CONFIG_NAME = "kuma.toml"
 INPUT_DTYPES = ("float32", "int32", "int64")
 PRECISIONS = ("f32",)
-BUILD_KEYS = {"out_dir", "chunk_size"}
+BUILD_KEYS = {"out_dir", "chunk_size", "cache_dir"}
+CACHE_KEYS = {"remote", "remote_write", "remote_auth_env", "remote_timeout"}
 MODEL_KEYS = {"source", "factory", "weights", "precision", "inputs", "outputs"}
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
 
@@ -56,12 +58,22 @@ class ModelConfig:
 
 
 @dataclass
+class RemoteCacheConfig:
+    url: str  # http://host:port/prefix
+    write: bool = True
+    auth_env: str | None = None  # environment variable holding the Authorization header's value
+    timeout: float = 5.0
+
+
+@dataclass
 class Project:
     path: Path  # the kuma.toml file
     root: Path
     out_dir: Path
     chunk_size: int
     models: dict[str, ModelConfig]
+    cache_dir: Path = None
+    remote: RemoteCacheConfig | None = None
 
 
 class _Locator:
@@ -128,12 +140,33 @@ def load_project(path: Path) -> Project:
             raise where.error(f"unknown key build.{key}; known keys are {', '.join(sorted(BUILD_KEYS))}.", "build", key)
     out_dir = root / build.get("out_dir", "kuma-out")
     chunk_size = parse_size(build.get("chunk_size", "4MiB"), where)
+    # the environment wins, so a CI step can point every build at its restored cache
+    cache_dir = Path(os.environ.get("KUMA_CACHE_DIR") or root / build.get("cache_dir", ".kuma/cache"))
+    remote = _remote(data.get("cache", {}), where)
 
     models_table = data.get("models")
     if not isinstance(models_table, dict) or not models_table:
         raise KumaError('no models declared; add a [models.NAME] section with source, factory and inputs (see docs/kuma-toml.md).', path)
     models = {name: _model(name, section, root, where) for name, section in models_table.items()}
-    return Project(path, root, out_dir, chunk_size, models)
+    return Project(path, root, out_dir, chunk_size, models, cache_dir.resolve(), remote)
+
+
+def _remote(section: dict, where: _Locator) -> RemoteCacheConfig | None:
+    for key in section:
+        if key not in CACHE_KEYS:
+            raise where.error(f"unknown key cache.{key}; known keys are {', '.join(sorted(CACHE_KEYS))}.", "cache", key)
+    if "remote" not in section:
+        return None
+    url = section["remote"]
+    if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise where.error(f'cache.remote = "{url}" is not an http(s) URL; write e.g. "http://cache.local:8080/kuma".', "cache", "remote")
+    write = section.get("remote_write", True)
+    if not isinstance(write, bool):
+        raise where.error("cache.remote_write must be true or false.", "cache", "remote_write")
+    timeout = section.get("remote_timeout", 5.0)
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise where.error("cache.remote_timeout must be a positive number of seconds.", "cache", "remote_timeout")
+    return RemoteCacheConfig(url.rstrip("/"), write, section.get("remote_auth_env"), float(timeout))
 
 
 def _model(name: str, section, root: Path, where: _Locator) -> ModelConfig:

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from kuma_build.compiler.emit import read_program
+from kuma_build.outfolder import read_program
 from kuma_build.compiler.export import build_module, call_order, example_inputs
 from kuma_build.errors import KumaError
 from kuma_build.webgpu import GpuModel

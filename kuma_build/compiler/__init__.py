@@ -10,6 +10,7 @@ from kuma_build.compiler.ir.importer import import_program
 from kuma_build.compiler.passes import run_passes
 from kuma_build.compiler.plan import make_plan
 from kuma_build.config import ModelConfig, Project
+from kuma_build.outfolder import write_output
 
 
 @dataclass
@@ -20,20 +21,23 @@ class Compiled:
     chunks: list
     stats: dict
 
+    def files(self) -> dict[str, bytes]:
+        return emit.output_files(self.program, self.manifest, self.chunks)
+
     def write(self, out_dir: Path) -> Path:
         folder = out_dir / self.name
-        emit.write_output(folder, self.program, self.manifest, self.chunks)
+        write_output(folder, self.files())
         return folder
 
 
-def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20) -> Compiled:
+def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_store=None, key: str = "") -> Compiled:
     """Compile an nn.Module already built, with the specs of `model`."""
     started = time.perf_counter()
     program, input_names, output_names = export(net, model)
     graph = import_program(program, model.name, model.source, input_names, output_names)
     ops = len(graph.nodes)
     run_passes(graph)
-    plan = make_plan(graph)
+    plan = make_plan(graph, kernel_store)
     chunks, copies = emit.pack_weights(plan, chunk_size)
     specs = {s.name: s for s in model.inputs}
     program_json = emit.program_dict(model.name, plan, graph, specs, chunks, copies)
@@ -45,12 +49,13 @@ def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20) -> Compil
         "chunks": len(chunks),
         "activation_bytes": plan.temp_bytes,
         "activation_lower_bound": plan.temp_lower_bound,
-        "seconds": round(time.perf_counter() - started, 3),
     }
-    manifest = emit.manifest_dict(program_json, plan, chunks, copies, stats)
+    manifest = emit.manifest_dict(program_json, plan, chunks, copies, stats, key)
+    stats["kernels_reused"] = plan.kernels_reused
+    stats["seconds"] = round(time.perf_counter() - started, 3)  # not in the manifest: outputs must be reproducible
     return Compiled(model.name, program_json, manifest, chunks, stats)
 
 
-def compile_model(project: Project, model: ModelConfig) -> Compiled:
+def compile_model(project: Project, model: ModelConfig, kernel_store=None, key: str = "") -> Compiled:
     net = build_module(model, project.root)
-    return compile_module(net, model, project.chunk_size)
+    return compile_module(net, model, project.chunk_size, kernel_store, key)

@@ -5,15 +5,11 @@
     <out_dir>/<model>/manifest.json   versions, specs, kernels, weight table with hashes
     <out_dir>/<model>/weights/<hash>.bin
 
-Everything is written to a temporary sibling folder that replaces the old one
-only when complete, so a failed build never leaves a half-written model.
+The folder is written by outfolder.write_output, all at once.
 """
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +17,9 @@ import torch
 
 from kuma_build import __version__
 from kuma_build.compiler.plan import Plan
+from kuma_build.outfolder import PROGRAM_END, PROGRAM_START
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-PROGRAM_START, PROGRAM_END = "/*kuma:program*/", "/*kuma:end*/"
 JS_DTYPE = {"f32": "float32", "i32": "int32", "bool": "int32"}
 TS_ARRAY = {"float32": "Float32Array", "int32": "Int32Array", "int64": "Int32Array"}
 
@@ -49,7 +45,10 @@ def buffer_bytes(buf) -> bytes:
 def pack_weights(plan: Plan, chunk_size: int):
     """Chunks (each at most chunk_size) and copies [chunk, chunk offset, buffer, buffer offset, size].
 
-    Weights go in first-use order; a tensor is split only when it alone exceeds the cap.
+    Weights go in first-use order and a tensor is split only when it alone exceeds
+    the cap. Chunks also end at "anchor" layers (1 in 4, picked by a hash of the
+    layer's name), so when one layer changes size the chunking realigns at the next
+    anchor: the other layers' chunk files keep their bytes and hashes.
     """
     chunks, copies, current = [], [], bytearray()
 
@@ -59,8 +58,13 @@ def pack_weights(plan: Plan, chunk_size: int):
             chunks.append(Chunk(bytes(current)))
             current = bytearray()
 
+    layer = None
     for buf, index in zip(plan.weights, plan.weight_buffer):
         data = buffer_bytes(buf)
+        buf_layer = buf.name.rsplit(".", 1)[0]
+        if buf_layer != layer and _is_anchor(buf_layer):
+            flush()
+        layer = buf_layer
         if len(data) > chunk_size:
             flush()
             for start in range(0, len(data), chunk_size):
@@ -74,6 +78,10 @@ def pack_weights(plan: Plan, chunk_size: int):
         current += data
     flush()
     return chunks, copies
+
+
+def _is_anchor(layer: str) -> bool:
+    return hashlib.sha256(layer.encode()).digest()[0] % 4 == 0
 
 
 def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
@@ -142,7 +150,7 @@ export const outputs: readonly [{spec_list(program['outputs'])}];
 """
 
 
-def manifest_dict(program: dict, plan: Plan, chunks, copies, stats: dict) -> dict:
+def manifest_dict(program: dict, plan: Plan, chunks, copies, stats: dict, key: str) -> dict:
     weights = []
     for buf, index in zip(plan.weights, plan.weight_buffer):
         data = buffer_bytes(buf)
@@ -152,6 +160,7 @@ def manifest_dict(program: dict, plan: Plan, chunks, copies, stats: dict) -> dic
                         "pieces": [{"chunk": chunks[c[0]].file, "offset": c[1], "size": c[4]} for c in pieces]})
     return {
         "compiler": {"name": "kuma-build", "version": __version__, "torch": torch.__version__},
+        "key": key,  # the build cache's key of everything this output depends on
         "model": program["model"],
         "inputs": [{k: s[k] for k in ("name", "shape", "dtype")} for s in program["inputs"]],
         "outputs": [{k: s[k] for k in ("name", "shape", "dtype")} for s in program["outputs"]],
@@ -163,31 +172,10 @@ def manifest_dict(program: dict, plan: Plan, chunks, copies, stats: dict) -> dic
     }
 
 
-def write_output(folder: Path, program: dict, manifest: dict, chunks) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; web servers must read it
-    try:
-        (staging / "weights").mkdir()
-        for chunk in chunks:
-            (staging / chunk.file).write_bytes(chunk.data)
-        (staging / "index.js").write_text(render_js(program))
-        (staging / "index.d.ts").write_text(render_dts(program))
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-        os.replace(staging, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def read_program(folder: Path) -> dict:
-    """The program embedded in an emitted index.js (what the browser runs)."""
-    text = (folder / "index.js").read_text()
-    start = text.index(PROGRAM_START) + len(PROGRAM_START)
-    return json.loads(text[start:text.index(PROGRAM_END, start)])
+def output_files(program: dict, manifest: dict, chunks) -> dict[str, bytes]:
+    """Every file of a model's output folder, by relative path."""
+    files = {chunk.file: chunk.data for chunk in chunks}
+    files["index.js"] = render_js(program).encode()
+    files["index.d.ts"] = render_dts(program).encode()
+    files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
+    return files

@@ -10,7 +10,7 @@ buffers. The program dict is the contract every runtime (JS, wgpu-py) reads.
 from dataclasses import dataclass, field
 
 from kuma_build.compiler.ir.graph import Buffer, Graph
-from kuma_build.compiler.kernels import Kernel, lower
+from kuma_build.compiler.kernels import Kernel, lower_cached
 
 
 @dataclass
@@ -24,10 +24,12 @@ class Plan:
     output_buffer: dict[str, int] = field(default_factory=dict)
     temp_bytes: int = 0                  # bytes of temporary slots
     temp_lower_bound: int = 0            # the most temporary bytes ever live at once
+    kernels_reused: int = 0              # kernels found in the kernel cache
 
 
-def make_plan(graph: Graph) -> Plan:
-    launches = [lower(node) for node in graph.nodes]
+def make_plan(graph: Graph, kernel_store=None) -> Plan:
+    lowered = [lower_cached(node, kernel_store) for node in graph.nodes]
+    launches = [kernel for kernel, _ in lowered]
 
     last_use: dict[Buffer, int] = {}
     for step, launch in enumerate(launches):
@@ -71,6 +73,7 @@ def make_plan(graph: Graph) -> Plan:
             plan.kernels.append(launch)
         plan.dispatches.append((kernel_index[launch.code], [index_of[b] for b in launch.buffers], launch.workgroups))
     plan.temp_bytes = sum(b["size"] for b in buffers if b["kind"] == "temp")
+    plan.kernels_reused = len(plan.kernels) - len({k.code for k, reused in lowered if not reused})
     return plan
 
 

@@ -1,7 +1,12 @@
 """Kernels: one small lowering per IR op family, each returning a Kernel (WGSL + launch)."""
 
 from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, matmul, pool, resize, rows
-from kuma_build.compiler.kernels.wgsl import Kernel
+import hashlib
+
+from kuma_build.compiler.kernels.wgsl import Kernel, binding_buffers
+
+# what kernels may assume of the device; part of every kernel's cache key
+TARGET_PROFILE = "webgpu-core:f32:wg256:storage10"
 
 LOWERINGS = {
     "elementwise": elementwise.lower,
@@ -20,3 +25,31 @@ LOWERINGS = {
 
 def lower(node) -> Kernel:
     return LOWERINGS[node.op](node)
+
+
+def spec_key(node) -> str:
+    """A hash of everything a kernel's code depends on: op, attributes, views, binding pattern, target."""
+    buffers = binding_buffers(node)
+    views = [(v.shape, v.strides, v.offset, v.dtype, buffers.index(v.buffer)) for v in node.inputs]
+    attrs = {k: v for k, v in sorted(node.attrs.items()) if _is_plain(v)}
+    spec = (node.op, attrs, views, node.output.shape, node.output.dtype, TARGET_PROFILE)
+    return hashlib.sha256(repr(spec).encode()).hexdigest()
+
+
+def lower_cached(node, store) -> tuple[Kernel, bool]:
+    """The node's kernel, from the cache `store` when it has it; and whether it did."""
+    key = spec_key(node)
+    cached = store.read_json("kernels", key) if store else None
+    if cached:
+        return Kernel(cached["name"], cached["code"], tuple(cached["workgroups"]), binding_buffers(node)), True
+    kernel = lower(node)
+    if store:
+        store.write_json("kernels", key, {"name": kernel.name, "code": kernel.code, "workgroups": list(kernel.workgroups)})
+    return kernel, False
+
+
+def _is_plain(value) -> bool:
+    """Attributes that shape the code; tensors kept for passes (e.g. batch-norm scales) are not."""
+    if isinstance(value, (tuple, list)):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))

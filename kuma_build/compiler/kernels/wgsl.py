@@ -23,19 +23,23 @@ class Kernel:
     buffers: list[Buffer]  # binding i is buffers[i]; the output is last
 
 
+def binding_buffers(node: Node) -> list[Buffer]:
+    """The buffers a node's kernel binds, in binding order: distinct inputs, then the output."""
+    buffers: list[Buffer] = []
+    for v in node.inputs:
+        if v.buffer not in buffers:
+            buffers.append(v.buffer)
+    return buffers + [node.output.buffer]
+
+
 class Bindings:
     """Binding declarations for a node: one per distinct input buffer, then the output."""
 
     def __init__(self, node: Node):
-        self.buffers: list[Buffer] = []
-        self.names: list[str] = []  # binding variable of each node input
-        for v in node.inputs:
-            if v.buffer not in self.buffers:
-                self.buffers.append(v.buffer)
-            self.names.append(f"in{self.buffers.index(v.buffer)}")
+        self.buffers = binding_buffers(node)
+        self.names = [f"in{self.buffers.index(v.buffer)}" for v in node.inputs]  # binding variable of each input
         self.inputs = node.inputs
         self.out = node.output
-        self.buffers.append(node.output.buffer)
 
     def declare(self) -> str:
         lines = []

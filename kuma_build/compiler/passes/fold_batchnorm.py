@@ -51,6 +51,6 @@ def _fold_into(src, x, scale: torch.Tensor, shift: torch.Tensor) -> bool:
         return False
     new_bias = bias * scale + shift
     src.inputs[1] = const(new_weight, src.inputs[1].buffer.name)
-    bias_value = const(new_bias, "bn.folded_bias")
+    bias_value = const(new_bias, src.inputs[1].buffer.name.rsplit(".", 1)[0] + ".bias")
     src.inputs[2:] = [views.expand(bias_value, src.output.shape) if src.op == "matmul" else bias_value]
     return True

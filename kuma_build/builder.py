@@ -1,0 +1,109 @@
+"""Cached builds: each model is up to date, restored from a cache, or compiled.
+
+    fields -> key     kuma_build/cache/keys.py, no torch import
+    up to date        the output folder's manifest already carries the key
+    restored          the local cache (or the remote one) has the key's files
+    compiled          torch.export and the compiler run; the files go to the caches
+
+torch is imported only when something must be compiled, so a no-op build is
+fast. Builds sharing a cache directory take turns through a file lock.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kuma_build.cache.keys import changed_fields, model_fields, model_key
+from kuma_build.cache.store import LocalCache
+from kuma_build.outfolder import is_current, read_manifest, write_output
+
+
+@dataclass
+class BuildResult:
+    model: str
+    status: str  # "up to date" | "restored" | "built"
+    folder: Path
+    seconds: float
+    origin: str = ""  # where a restored build came from: "local cache" | "remote cache"
+    stats: dict = field(default_factory=dict)  # the compiler's, for built and restored models
+    kernels_compiled: int = 0
+    kernels_reused: int = 0
+    chunks_written: int = 0
+    chunks_kept: int = 0
+    changed: list[str] = field(default_factory=list)  # files of the output folder that changed
+    problems: list[str] = field(default_factory=list)  # cache trouble worth a warning
+
+
+class Builder:
+    def __init__(self, project, force: bool = False, remote_read_only: bool = False):
+        self.project, self.force = project, force
+        self.cache = LocalCache(project.cache_dir)
+        self.remote = None
+        if project.remote:
+            from kuma_build.cache.remote import RemoteCache
+            self.remote = RemoteCache(project.remote, read_only=remote_read_only)
+
+    def key_fields(self, name: str) -> dict:
+        hasher = self.cache.file_hasher()
+        fields = model_fields(self.project, self.project.models[name], hasher)
+        hasher.save()
+        return fields
+
+    def explain(self, name: str) -> tuple[list[str] | None, dict]:
+        """The key fields that changed since the model's last build (None if it was never built)."""
+        fields = self.key_fields(name)
+        last = self.cache.read_json("last", name)
+        return (None if last is None else changed_fields(last, fields)), fields
+
+    def build(self, name: str) -> BuildResult:
+        started = time.perf_counter()
+        folder = self.project.out_dir / name
+        with self.cache.lock():
+            fields = self.key_fields(name)
+            key = model_key(fields)
+            if not self.force and is_current(folder, key):
+                self.cache.write_json("last", name, fields)
+                return BuildResult(name, "up to date", folder, time.perf_counter() - started, stats=read_manifest(folder)["stats"])
+            result = BuildResult(name, "restored", folder, 0.0)
+            files = None if self.force else self._restore(key, result)
+            if files is None:
+                files = self._compile(name, key, result)
+            self._write(folder, files, result)
+            self.cache.write_json("last", name, fields)
+        result.problems += self.cache.problems + (self.remote.problems if self.remote else [])
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _restore(self, key: str, result: BuildResult) -> dict[str, bytes] | None:
+        files = self.cache.get_model(key)
+        result.origin = "local cache"
+        if files is None and self.remote:
+            files = self.remote.get_model(key, self.cache)
+            result.origin = "remote cache"
+        return files
+
+    def _compile(self, name: str, key: str, result: BuildResult) -> dict[str, bytes]:
+        from kuma_build.compiler import compile_model  # imports torch: only when a build must compile
+
+        compiled = compile_model(self.project, self.project.models[name], kernel_store=self.cache, key=key)
+        files = compiled.files()
+        self.cache.put_model(key, name, files)
+        if self.remote:
+            self.remote.put_model(key, self.cache)
+        result.status, result.origin, result.stats = "built", "", compiled.stats
+        result.kernels_reused = compiled.stats["kernels_reused"]
+        result.kernels_compiled = compiled.stats["kernels"] - result.kernels_reused
+        return files
+
+    def _write(self, folder: Path, files: dict[str, bytes], result: BuildResult) -> None:
+        old = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+        # chunk names are content hashes: an existing chunk file is unchanged
+        same = lambda path, data: path in old and (path.startswith("weights/") or old[path].read_bytes() == data)
+        result.changed = sorted(path for path, data in files.items() if not same(path, data))
+        chunks = [path for path in files if path.startswith("weights/")]
+        result.chunks_kept = sum(1 for path in chunks if path in old)
+        result.chunks_written = len(chunks) - result.chunks_kept
+        if result.changed or set(old) != set(files):
+            write_output(folder, files)
+        if not result.stats:
+            result.stats = read_manifest(folder)["stats"]
