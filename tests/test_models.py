@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kuma_build.compiler.emit import read_program
+from kuma_build.outfolder import read_program
 from kuma_build.compiler.export import build_module, call_order, example_inputs
 from kuma_build.config import load_project
 from kuma_build.webgpu import GpuModel
