@@ -50,7 +50,7 @@ def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_st
         "activation_bytes": plan.temp_bytes,
         "activation_lower_bound": plan.temp_lower_bound,
     }
-    manifest = emit.manifest_dict(program_json, plan, chunks, copies, stats, key)
+    manifest = emit.manifest_dict(program_json, plan, chunks, copies, dict(stats), key)
     stats["kernels_reused"] = plan.kernels_reused
     stats["seconds"] = round(time.perf_counter() - started, 3)  # not in the manifest: outputs must be reproducible
     return Compiled(model.name, program_json, manifest, chunks, stats)
