@@ -1,1 +1,75 @@
-"""placeholder"""
+"""Lookups, fused attention and constant padding.
+
+embedding, index_select and single-tensor indexing are one "gather" node
+(rows of a table picked by i32 ids). scaled_dot_product_attention is kept
+whole by export (see export.decompositions) and becomes one "attention" node,
+its operands broadcast to a common batch shape as free views. constant_pad_nd
+crops with a slice view and pads with a "pad" node.
+"""
+
+import math
+
+from kuma_build.compiler.ir import views
+from kuma_build.compiler.ir.importer import Unsupported, aten
+
+
+def gather(ctx, table, ids, dim: int):
+    """table with dim `dim` replaced by the dims of ids: out[..., *i, ...] = table[..., ids[*i], ...]."""
+    if ids.dtype != "i32":
+        raise Unsupported("indices must be an integer tensor (boolean masks give data-dependent shapes)")
+    dim = views.norm_dim(dim, len(table.shape))
+    shape = table.shape[:dim] + ids.shape + table.shape[dim + 1:]
+    return ctx.emit("gather", [table, ids], shape, table.dtype, dim=dim)
+
+
+@aten("embedding.default")
+def embedding(ctx, weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=False):
+    return gather(ctx, weight, indices, 0)
+
+
+@aten("index_select.default")
+def index_select(ctx, x, dim, index):
+    return gather(ctx, x, index, dim)
+
+
+@aten("index.Tensor")
+def index(ctx, x, indices):
+    tensors = [(dim, ids) for dim, ids in enumerate(indices) if ids is not None]
+    if len(tensors) != 1:
+        raise Unsupported("only one index tensor is supported (x[ids] or x[:, ids])")
+    dim, ids = tensors[0]
+    return gather(ctx, x, ids, dim)
+
+
+@aten("scaled_dot_product_attention.default")
+def scaled_dot_product_attention(ctx, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                 scale=None, enable_gqa=False):
+    if dropout_p:
+        raise Unsupported("dropout_p must be 0 (kuma compiles inference; pass dropout_p=0.0 or call model.eval())")
+    if enable_gqa:
+        raise Unsupported("enable_gqa is not supported; repeat the key and value heads with expand() instead")
+    shape = tuple(ctx.meta.shape)
+    batch, (length, value_dim) = shape[:-2], shape[-2:]
+    keys, head_dim = key.shape[-2], query.shape[-1]
+    inputs = [views.expand(query, batch + (length, head_dim)), views.expand(key, batch + (keys, head_dim)),
+              views.expand(value, batch + (keys, value_dim))]
+    if attn_mask is not None:
+        inputs.append(views.expand(attn_mask, batch + (length, keys)))
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    return ctx.emit("attention", inputs, shape, "f32", scale=scale, causal=bool(is_causal))
+
+
+@aten("constant_pad_nd.default")
+def constant_pad_nd(ctx, x, pad, value=0.0):
+    """pad holds (before, after) pairs from the last dim backwards; negative amounts crop."""
+    before = [0] * len(x.shape)
+    after = [0] * len(x.shape)
+    for i in range(len(pad) // 2):
+        dim = len(x.shape) - 1 - i
+        before[dim], after[dim] = pad[2 * i], pad[2 * i + 1]
+        x = views.slice_(x, dim, max(-before[dim], 0), x.shape[dim] - max(-after[dim], 0))
+    before = [max(b, 0) for b in before]
+    if not any(before) and not any(a > 0 for a in after):
+        return x
+    shape = tuple(ctx.meta.shape)
+    return ctx.emit("pad", [x], shape, x.dtype, before=tuple(before), value=float(value))

@@ -19,6 +19,7 @@ LOWERINGS = {
     "softmax": rows.lower_softmax,
     "normalize": rows.lower_normalize,
     "gather": gather.lower,
+    "pad": gather.lower_pad,
     "attention": attention.lower,
 }
 

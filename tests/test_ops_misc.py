@@ -1,0 +1,178 @@
+"""Embedding and indexing, fused attention, and constant padding, on real WebGPU against PyTorch."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kuma_build.errors import KumaError
+from support import assert_matches
+
+
+class Indexing(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x, ids):
+        return self.fn(x, ids)
+
+
+class Embedding(nn.Module):
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.embed = nn.Embedding(101, 37, **kwargs)
+
+    def forward(self, ids):
+        return self.embed(ids)
+
+
+def test_embedding():
+    assert_matches(Embedding(), torch.randint(0, 101, (2, 13)))
+
+
+def test_embedding_padding_idx():
+    ids = torch.randint(0, 101, (2, 13))
+    ids[0, :3] = 7
+    assert_matches(Embedding(padding_idx=7), ids)
+
+
+INDEXING = {
+    # tables read through a transpose or slice, so the gather follows strides
+    "index_select_dim0": lambda x, ids: torch.index_select(x.transpose(0, 1), 0, ids),
+    "index_select_dim1": lambda x, ids: torch.index_select(x[:, ::2], 1, ids),
+    "getitem": lambda x, ids: x.transpose(0, 1)[ids],
+    "getitem_dim1_negative": lambda x, ids: x[:, ids - 9],
+}
+
+
+@pytest.mark.parametrize("name", sorted(INDEXING))
+def test_indexing(name):
+    assert_matches(Indexing(INDEXING[name]), torch.randn(9, 11), torch.randint(0, 5, (6,)))
+
+
+class Attention(nn.Module):
+    """F.scaled_dot_product_attention on (q, k, v), with an optional constant mask."""
+
+    def __init__(self, mask=None, prepare=lambda t: t, **kwargs):
+        super().__init__()
+        self.register_buffer("mask", mask)
+        self.prepare, self.kwargs = prepare, kwargs
+
+    def forward(self, q, k, v):
+        q, k, v = self.prepare(q), self.prepare(k), self.prepare(v)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask, **self.kwargs)
+
+
+def bool_mask(length, keys):
+    mask = torch.rand(length, keys) > 0.5
+    mask[:, 0] = True  # every row attends somewhere
+    return mask
+
+
+def all_masked_row(length, keys):
+    mask = bool_mask(length, keys)
+    mask[4] = False  # torch writes zeros for this row
+    return mask
+
+
+def float_mask_with_inf(length, keys):
+    mask = torch.randn(2, 1, length, keys)
+    return mask.masked_fill(torch.rand(length, keys) > 0.6, float("-inf"))
+
+
+# name -> (q, k, v shapes, Attention kwargs); heads=3, L=13, E=24 unless the case is about a size
+ATTENTION = {
+    "plain": ((2, 3, 13, 24), (2, 3, 13, 24), (2, 3, 13, 24), {}),
+    "causal": ((2, 3, 13, 24), (2, 3, 13, 24), (2, 3, 13, 24), dict(is_causal=True)),
+    "bool_mask": ((2, 3, 13, 24), (2, 3, 17, 24), (2, 3, 17, 24), dict(mask=bool_mask(13, 17))),
+    "all_masked_row": ((2, 3, 13, 24), (2, 3, 17, 24), (2, 3, 17, 24), dict(mask=all_masked_row(13, 17))),
+    "float_mask_over_heads": ((2, 3, 13, 24), (2, 3, 17, 24), (2, 3, 17, 24), dict(mask=torch.randn(2, 1, 13, 17))),
+    "float_mask_with_inf": ((2, 3, 13, 24), (2, 3, 17, 24), (2, 3, 17, 24), dict(mask=float_mask_with_inf(13, 17))),
+    "cross_many_keys": ((2, 3, 13, 24), (2, 3, 150, 24), (2, 3, 150, 24), {}),  # several tiles of keys
+    "causal_more_keys": ((2, 3, 13, 24), (2, 3, 70, 24), (2, 3, 70, 24), dict(is_causal=True)),
+    "value_dim_70": ((2, 3, 13, 24), (2, 3, 17, 24), (2, 3, 17, 70), {}),  # two value columns per thread
+    "scale": ((2, 3, 13, 24), (2, 3, 17, 24), (2, 3, 17, 24), dict(scale=0.3)),
+    "broadcast_batch": ((2, 3, 13, 24), (1, 3, 17, 24), (3, 17, 24), {}),
+    "no_batch": ((13, 24), (17, 24), (17, 5), {}),
+    "transposed": ((2, 13, 3, 24), (2, 17, 3, 24), (2, 17, 3, 24), dict(prepare=lambda t: t.transpose(1, 2))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION))
+def test_attention(name):
+    *shapes, kwargs = ATTENTION[name]
+    assert_matches(Attention(**kwargs), *(torch.randn(shape) for shape in shapes))
+
+
+class SelfAttention(nn.Module):
+    """GPT-style causal self-attention: q, k, v are strided views of one Linear output."""
+
+    def __init__(self, dim=24, heads=3):
+        super().__init__()
+        self.qkv, self.proj, self.heads = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim), heads
+
+    def forward(self, x):
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).split(dim, dim=2)
+        q, k, v = (t.view(batch, length, self.heads, dim // self.heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).contiguous().view(batch, length, dim))
+
+
+def test_gpt_self_attention():
+    compiled = assert_matches(SelfAttention(), torch.randn(2, 13, 24))
+    # qkv, attention reading the head views in place (no copies of q, k, v), contiguous(), proj
+    assert compiled.stats["dispatches"] == 4
+
+
+class MultiheadAttention(nn.Module):
+    def __init__(self, mask=None, **kwargs):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(24, 3, batch_first=True)
+        self.register_buffer("mask", mask)
+        self.kwargs = kwargs
+
+    def forward(self, x, memory):
+        out, weights = self.attention(x, memory, memory, attn_mask=self.mask, **self.kwargs)
+        return out if weights is None else (out, weights)
+
+
+MULTIHEAD = {
+    "weights": {},  # exports as bmm + softmax, and returns the head-averaged weights too
+    "no_weights": dict(need_weights=False),  # exports as scaled_dot_product_attention
+    "mask": dict(need_weights=False, mask=bool_mask(13, 17)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MULTIHEAD))
+def test_multihead_attention(name):
+    assert_matches(MultiheadAttention(**MULTIHEAD[name]).eval(), torch.randn(2, 13, 24), torch.randn(2, 17, 24))
+
+
+def test_attention_dropout_is_unsupported():
+    with pytest.raises(KumaError, match="dropout_p"):
+        assert_matches(Attention(dropout_p=0.5), *(torch.randn(1, 5, 8) for _ in range(3)))
+
+
+class Pad(nn.Module):
+    def __init__(self, pad, value):
+        super().__init__()
+        self.pad, self.value = pad, value
+
+    def forward(self, x):
+        # a transposed view, so the pad reads through strides
+        return F.pad(x.transpose(2, 3), self.pad, value=self.value)
+
+
+PADS = {
+    "grow": ((1, 2, 3, 0), 0.0),
+    "grow_all_dims": ((1, 2, 0, 1, 2, 0, 1, 1), -1.5),
+    "crop": ((-1, -2, 0, -3), 0.0),
+    "crop_and_grow": ((2, -3, -1, 2), 0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PADS))
+def test_constant_pad(name):
+    assert_matches(Pad(*PADS[name]), torch.randn(2, 3, 7, 9))
