@@ -68,6 +68,8 @@ class Builder:
             files = None if self.force else self._restore(key, result)
             if files is None:
                 files = self._compile(name, key, result)
+                if model_key(self.key_fields(name)) == key:  # not edited while compiling
+                    self._store(name, key, files)
             self._write(folder, files, result)
             self.cache.write_json("last", name, fields)
         result.problems += self.cache.problems + (self.remote.problems if self.remote else [])
@@ -87,13 +89,15 @@ class Builder:
 
         compiled = compile_model(self.project, self.project.models[name], kernel_store=self.cache, key=key)
         files = compiled.files()
-        self.cache.put_model(key, name, files)
-        if self.remote:
-            self.remote.put_model(key, self.cache)
         result.status, result.origin, result.stats = "built", "", compiled.stats
         result.kernels_reused = compiled.stats["kernels_reused"]
         result.kernels_compiled = compiled.stats["kernels"] - result.kernels_reused
         return files
+
+    def _store(self, name: str, key: str, files: dict[str, bytes]) -> None:
+        self.cache.put_model(key, name, files)
+        if self.remote:
+            self.remote.put_model(key, self.cache)
 
     def _write(self, folder: Path, files: dict[str, bytes], result: BuildResult) -> None:
         old = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}

@@ -1,4 +1,4 @@
-"""The `kuma` command: build, verify, and manage the build cache.
+"""The `kuma` command: build, watch, verify, and manage the build cache.
 
 Log lines start with "[kuma]" and keep a stable shape, because tools parse
 them; --json prints one JSON object per line instead.
@@ -36,6 +36,9 @@ def main(argv=None) -> int:
     verify.add_argument("--tolerance", type=float, default=1e-5, help="largest relative L2 error accepted (default 1e-5)")
     verify.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
 
+    watch = command("watch", "build, then rebuild the models whose files change", models=False)
+    watch.add_argument("--json", action="store_true", help="print one JSON event per line instead of log lines")
+
     cache = command("cache", "inspect or clean the build cache", models=False)
     cache.add_argument("action", choices=["stats", "explain", "prune", "clear"],
                        help="stats: size and entries; explain MODEL: what changed since its last build; "
@@ -45,6 +48,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch's deprecation chatter is not the user's concern
     try:
+        if args.command == "watch":
+            from kuma_build.watch import watch
+            return watch(args.config or find_config(Path.cwd()), args.json)
         project = load_project(args.config or find_config(Path.cwd()))
         names = select_models(project, args.models)
         if args.command == "build":

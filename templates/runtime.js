@@ -60,12 +60,16 @@ async function createModel(program, chunkUrls, options = {}) {
   const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage: USAGE_STORAGE }));
 
   device.pushErrorScope("validation");
-  const pipelines = Promise.all(program.kernels.map((k) =>
-    device.createComputePipelineAsync({
-      label: k.name,
-      layout: "auto",
-      compute: { module: device.createShaderModule({ label: k.name, code: k.code }), entryPoint: "main" },
-    })));
+  const pipelines = Promise.all(program.kernels.map(async (k) => {
+    const module = device.createShaderModule({ label: k.name, code: k.code });
+    try {
+      return await device.createComputePipelineAsync({ label: k.name, layout: "auto", compute: { module, entryPoint: "main" } });
+    } catch (e) {
+      const info = await module.getCompilationInfo();
+      const messages = info.messages.map((m) => `line ${m.lineNum}: ${m.message}`).join("; ");
+      throw new Error(`kuma: kernel ${k.name} of model ${program.model} does not compile on this device: ${messages || e.message}`);
+    }
+  }));
   const chunks = fetchChunks(program, chunkUrls, options.fetch ?? globalThis.fetch.bind(globalThis), options.onProgress);
   const [compiled, data] = await Promise.all([pipelines, chunks]);
   for (const [chunk, chunkOffset, buffer, bufferOffset, size] of program.copies) {

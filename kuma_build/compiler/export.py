@@ -105,11 +105,14 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     try:
         with torch.no_grad():
             eager = net(*args)
+    except Exception as e:
+        raise _user_error(e, model, f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
+                          f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes.")
+    try:
         program = torch.export.export(net, args)
         program = program.run_decompositions(decompositions())
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise _user_error(e, model, f"torch.export could not capture the model: {type(e).__name__}: {first}. "
+        raise _user_error(e, model, f"torch.export could not capture the model: {type(e).__name__}: {_first_line(e)}. "
                           "kuma needs a model whose control flow does not depend on tensor values.")
     return program, order, output_names(eager, model)
 
@@ -136,6 +139,11 @@ def output_names(eager, model: ModelConfig) -> list[str]:
     if isinstance(eager, dict):
         return [str(k) for k in eager.keys()] if len(eager) == len(leaves) else [f"output{i}" for i in range(len(leaves))]
     return ["output"] if len(leaves) == 1 else [f"output{i}" for i in range(len(leaves))]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _user_error(e: BaseException, model: ModelConfig, message: str) -> KumaError:

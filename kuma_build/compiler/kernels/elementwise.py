@@ -48,7 +48,7 @@ HELPERS = {
   if (y == 1.0) { return x; }
   if (y == 2.0) { return x * x; }
   if (x >= 0.0) { return pow(x, y); }
-  if (y != floor(y)) { return bitcast<f32>(0x7fc00000u); }
+  if (y != floor(y)) { return kuma_bits(0x7fc00000u); }
   let r = pow(-x, y);
   return select(r, -r, abs(y % 2.0) == 1.0);
 }""",

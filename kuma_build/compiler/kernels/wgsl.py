@@ -53,7 +53,8 @@ class Bindings:
         return f"{self.names[k]}[{offset_expr(self.inputs[k], index)}]"
 
     def kernel(self, name: str, body: str, workgroups) -> Kernel:
-        return Kernel(name, self.declare() + "\n\n" + body.strip() + "\n", tuple(workgroups), self.buffers)
+        helper = NONFINITE_HELPER + "\n\n" if "kuma_bits(" in body else ""
+        return Kernel(name, self.declare() + "\n\n" + helper + body.strip() + "\n", tuple(workgroups), self.buffers)
 
 
 def offset_expr(v: Value, index: list[str]) -> str:
@@ -105,11 +106,16 @@ def threads(total: int, size: int = 256) -> tuple[str, tuple[int, int, int]]:
     return header, workgroups
 
 
+# a non-finite constant expression is a shader-creation error in WGSL, so infinities and
+# nans come from a call of a user function, which is evaluated at run time
+NONFINITE_HELPER = "fn kuma_bits(bits: u32) -> f32 { return bitcast<f32>(bits); }"
+
+
 def f32(value) -> str:
-    """A WGSL f32 literal that round-trips exactly (inf and nan by bit pattern)."""
+    """A WGSL f32 literal that round-trips exactly (inf and nan by bit pattern, at run time)."""
     value = np.float32(value)
     if not np.isfinite(value):
-        return f"bitcast<f32>({int(value.view(np.uint32))}u)"
+        return f"kuma_bits({int(value.view(np.uint32))}u)"
     text = repr(float(value))
     return text if ("." in text or "e" in text) else text + ".0"
 

@@ -1,0 +1,198 @@
+"""`kuma watch`: rebuild the models whose files change, in one process that keeps torch imported.
+
+A watchdog observer watches the folders holding kuma.toml and each model's source, project-local
+imports and weights (editors save by writing a new file and renaming it over the old one, so
+folders are watched, not files) and records changes to those files only. One builder thread waits
+for a quiet period, so an editor's burst of writes makes one build, then builds the models the
+changed files affect; changes made during a build queue exactly one rerun. A failed build is
+reported and leaves the last good output in place (output folders are swapped in whole).
+"""
+
+import json
+import linecache
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+
+from kuma_build.builder import Builder
+from kuma_build.cache.keys import local_imports
+from kuma_build.cli import report
+from kuma_build.config import load_project
+from kuma_build.errors import KumaError
+
+QUIET_SECONDS = 0.1  # gathers an editor's save burst into one build
+STOP_GRACE_SECONDS = 2.0  # how long a stop waits for a build in flight
+WRITE_EVENTS = {"created", "modified", "moved", "deleted", "closed"}  # not "opened": builds read the files
+
+
+def watch(config: Path, as_json: bool) -> int:
+    return Watcher(config, as_json).run()
+
+
+class Watcher(FileSystemEventHandler):
+    def __init__(self, config: Path, as_json: bool):
+        self.config, self.as_json = config.resolve(), as_json
+        self.project = self.builder = None
+        self.files: dict[Path, set[str]] = {}  # watched file -> the models it affects
+        self.failed: set[str] = set()  # models whose last build failed keep their previous files watched
+        self.folders = {}  # watched folder -> watchdog's watch
+        self.observer = Observer()
+        self.wake = threading.Condition()  # guards changes, last_change, stopping
+        self.changes: set[Path] = set()
+        self.last_change = 0.0
+        self.stopping = self.stop_requested = False
+
+    def run(self) -> int:
+        sys.dont_write_bytecode = True  # .pyc files go stale on two same-size saves within a second
+        try:
+            self.project = load_project(self.config)
+        except KumaError:
+            pass  # the initial build reports it; meanwhile kuma.toml is watched
+        self.update_watch()
+        self.observer.start()
+        handlers = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        builder = threading.Thread(target=self.build_loop, name="kuma-builder", daemon=True)
+        builder.start()
+        try:
+            while not self.stop_requested:
+                time.sleep(0.1)  # signal handlers run on this thread between sleeps
+        finally:
+            self.observer.stop()
+            self.observer.join()
+            with self.wake:
+                self.stopping = True
+                self.wake.notify()
+            builder.join(STOP_GRACE_SECONDS)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        return 0
+
+    def request_stop(self, *_):
+        self.stop_requested = True  # only a flag: taking a lock in a signal handler can deadlock
+
+    # --- observer thread -------------------------------------------------------------
+    def on_any_event(self, event):
+        if event.is_directory or event.event_type not in WRITE_EVENTS:
+            return
+        paths = {Path(os.fsdecode(p)) for p in (event.src_path, getattr(event, "dest_path", "")) if p}
+        with self.wake:
+            hits = {p for p in paths if p in self.files}
+            if hits:
+                self.changes |= hits
+                self.last_change = time.monotonic()
+                self.wake.notify()
+
+    # --- builder thread --------------------------------------------------------------
+    def build_loop(self):
+        changes = None  # the initial build
+        try:
+            while True:
+                self.build(changes)
+                with self.wake:
+                    while not self.stopping and (not self.changes or time.monotonic() < self.last_change + QUIET_SECONDS):
+                        self.wake.wait(self.last_change + QUIET_SECONDS - time.monotonic() if self.changes else None)
+                    if self.stopping:
+                        return
+                    changes, self.changes = self.changes, set()
+        except BrokenPipeError:  # whoever read our output is gone: stop
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.stop_requested = True
+
+    def build(self, changes: set[Path] | None):
+        started = time.perf_counter()
+        names = sorted(self.relative(p) for p in changes or ())
+        self.emit({"event": "build-start", "changes": names},
+                  f"build started (change: {', '.join(json.dumps(n) for n in names)})" if names else "build started (initial build)")
+        models = []
+        ok = self.guarded(lambda: models.extend(self.affected_models(changes)))
+        for name in models:
+            if self.guarded(lambda: report(self.builder.build(name), self.as_json)):
+                self.failed.discard(name)
+            else:
+                ok = False
+                self.failed.add(name)
+        ok = self.guarded(self.update_watch) and ok
+        ms = round((time.perf_counter() - started) * 1000)
+        self.emit({"event": "build-end", "ok": ok, "ms": ms},
+                  f"build done in {ms} ms" if ok else f"build failed in {ms} ms; the last good output is kept")
+
+    def affected_models(self, changes: set[Path] | None) -> list[str]:
+        reload = changes is None or self.config in changes
+        if reload:
+            self.project = load_project(self.config)
+            self.builder = Builder(self.project)
+        self.forget_local_modules()
+        if reload:
+            return list(self.project.models)
+        return [name for name in self.project.models if any(name in self.files.get(p, ()) for p in changes)]
+
+    def guarded(self, step) -> bool:
+        """Run one step of a build; report what it raises (the watcher must outlive any failure)."""
+        try:
+            step()
+            return True
+        except KumaError as e:
+            self.error(e)
+        except BrokenPipeError:
+            raise
+        except OSError as e:  # a watched file deleted or unreadable
+            self.error(KumaError(f"{e.strerror or e}.", e.filename))
+        except Exception as e:  # a compiler bug
+            self.emit({"event": "error", "message": f"internal error: {type(e).__name__}: {e}", "file": None, "line": None}, None)
+            print(f"[kuma] internal error:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        return False
+
+    def forget_local_modules(self):
+        """Drop the project's own modules from sys.modules, so edits to them are imported afresh."""
+        linecache.checkcache()  # error messages quote the user's current source lines
+        names = {p.name for p in self.files}
+        for module_name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if file and os.path.basename(file) in names and Path(file).resolve() in self.files:
+                del sys.modules[module_name]
+
+    def update_watch(self):
+        """Recompute the watched files (kuma.toml or imports may have changed) and their folders."""
+        files = {self.config: set()}  # kuma.toml reloads the project and builds every model
+        for name, model in (self.project.models.items() if self.project else ()):
+            source = model.source.resolve()
+            imports = local_imports(source, [model.source.parent, self.project.root]) if source.is_file() else []
+            paths = [source, *imports]
+            paths += [model.weights.resolve()] if model.weights else []
+            paths += [p for p, models in self.files.items() if name in models and name in self.failed]
+            for path in paths:
+                files.setdefault(path, set()).add(name)
+        changed = files.keys() != self.files.keys()
+        with self.wake:
+            self.files = files
+        folders = {p.parent for p in files}
+        for folder in set(self.folders) - folders:
+            self.observer.unschedule(self.folders.pop(folder))
+        for folder in folders - set(self.folders):
+            if folder.is_dir():
+                self.folders[folder] = self.observer.schedule(self, str(folder), recursive=False)
+        if changed:
+            names = sorted(self.relative(p) for p in files)
+            self.emit({"event": "watching", "files": names},
+                      f"watching kuma.toml and {len(names) - 1} file{'s' * (len(names) != 2)} (Ctrl-C to stop)")
+
+    # --- output ----------------------------------------------------------------------
+    def emit(self, event: dict, line: str | None):
+        if self.as_json:
+            print(json.dumps(event), flush=True)
+        elif line:
+            print(f"[kuma] {line}", flush=True)
+
+    def error(self, e: KumaError):
+        self.emit({"event": "error", "message": e.message, "file": e.file, "line": e.line}, None)
+        print(f"[kuma] error: {e}", file=sys.stderr, flush=True)
+
+    def relative(self, path: Path) -> str:
+        return Path(os.path.relpath(path, self.config.parent)).as_posix()

@@ -1,0 +1,50 @@
+"""One case per kernel family (and per WGSL helper) in Chromium: Chromium's WGSL compiler (Tint)
+is stricter than wgpu's (naga) in places, and SwiftShader's math differs from lavapipe's."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from browser_support import assert_matches_in_browser
+
+pytestmark = pytest.mark.browser
+
+
+class Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x, y):
+        return self.fn(x, y)
+
+
+CASES = {
+    "unary_helpers": (lambda x, y: F.gelu(x) + torch.erf(y) + x.abs() ** 1.5 + torch.tanh(x * 20) + F.silu(y) + x.sign(),
+                      (3, 7, 11), (7, 11)),
+    "inf_literals": (lambda x, y: torch.softmax(x.masked_fill(y > 0.5, float("-inf")), -1) + x.clamp(max=float("inf")),
+                     (4, 9), (4, 9)),
+    "integer_ops": (lambda x, y: (x > y).sum(-1, keepdim=True) + torch.argmax(x, -1, keepdim=True) + (x * 3).floor().int() // 2,
+                    (5, 13), (5, 13)),
+    "matmul_bias_transposed": (lambda x, y: torch.addmm(y[:, 0], x, y.t()), (70, 33), (9, 33)),
+    "bmm_broadcast": (lambda x, y: x @ y, (2, 3, 17, 20), (20, 5)),
+    "conv_groups_dilation": (lambda x, y: F.conv2d(x, y, stride=2, padding=2, dilation=2, groups=3), (1, 6, 13, 11), (9, 2, 3, 3)),
+    "conv_transpose": (lambda x, y: F.conv_transpose2d(x, y, stride=2, padding=1, output_padding=1), (1, 4, 7, 6), (4, 3, 3, 3)),
+    "pools": (lambda x, y: F.max_pool2d(x, 3, 2, 1, ceil_mode=True).sum() + F.avg_pool2d(x, 2, count_include_pad=False, padding=1).mean()
+              + F.adaptive_avg_pool2d(x, (5, 3)) .sum() + y.sum(), (2, 3, 13, 11), (1,)),
+    "resize": (lambda x, y: F.interpolate(x, scale_factor=1.5, mode="bilinear") .mean((2, 3)) + F.interpolate(x, size=(7, 9)).mean((2, 3)) + y,
+               (1, 3, 10, 6), (3,)),
+    "norms": (lambda x, y: F.layer_norm(x, (12,), y[0, 0], y[0, 1]) + F.group_norm(x.transpose(1, 2), 3, y[1, 0], y[1, 1]).transpose(1, 2),
+              (2, 9, 12), (2, 2, 12)),
+    "reductions": (lambda x, y: x.amax(0) + x.mean((0, 2), keepdim=True)[0] * y + x.var(-1).sum(0)[:, None], (3, 5, 37), (5, 37)),
+    "softmax_middle": (lambda x, y: torch.log_softmax(x * 20, 1) + y, (2, 300, 3), (3,)),
+    "attention_mask": (lambda x, y: F.scaled_dot_product_attention(x, y, y, attn_mask=torch.ones(13, 9).tril().bool()), (1, 2, 13, 24), (1, 2, 9, 24)),
+    "pad_cat_gather": (lambda x, y: torch.cat([F.pad(x, (1, 2, 0, 1)), y], 0)[:, torch.tensor([2, 0, 4])], (2, 5, 4), (3, 6, 7)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kernel_family_in_chromium(tmp_path, name):
+    fn, x_shape, y_shape = CASES[name]
+    assert_matches_in_browser(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), out_dir=tmp_path)
