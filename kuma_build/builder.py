@@ -72,7 +72,9 @@ class Builder:
                     self._store(name, key, files)
             self._write(folder, files, result)
             self.cache.write_json("last", name, fields)
-        result.problems += self.cache.problems + (self.remote.problems if self.remote else [])
+        for source in [self.cache.problems] + ([self.remote.problems] if self.remote else []):
+            result.problems += source  # each problem is reported once, with the build that met it
+            source.clear()
         result.seconds = time.perf_counter() - started
         return result
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything kuma build and its tests need on a fresh Debian/Ubuntu machine:
 # Mesa's Vulkan driver (lavapipe) for wgpu-py, Debian's Chromium for the browser tests,
+# nginx (its WebDAV PUT plays the shared remote cache in the tests),
 # a Python venv in .venv with the package, and the npm packages of the browser harness.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)  # /usr/sbin may not be on PATH; the tests run it from there
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
