@@ -8,6 +8,7 @@ that can't read the private tmp dir. Under /secure/ it requires
 """
 
 import socket
+from contextlib import contextmanager
 import subprocess
 import time
 from dataclasses import dataclass
@@ -81,18 +82,16 @@ def _start(tmp: Path) -> tuple[subprocess.Popen, int]:
     return None, port
 
 
-@pytest.fixture
-def nginx(tmp_path):
-    if not NGINX.is_file():
-        pytest.fail(f"nginx is not installed ({NGINX} is missing): run scripts/setup.sh, which installs it")
-    tmp = tmp_path / "nginx"
+@contextmanager
+def running_nginx(tmp: Path):
+    """An nginx serving tmp/root until the block ends (also used by bench/incremental.py)."""
     (tmp / "root").mkdir(parents=True)
     for _ in range(3):  # another process may grab the free port before nginx binds it
         process, port = _start(tmp)
         if process:
             break
     else:
-        pytest.fail(f"nginx did not start:\n{(tmp / 'error.log').read_text()}")
+        raise RuntimeError(f"nginx did not start:\n{(tmp / 'error.log').read_text()}")
     try:
         yield Nginx(f"http://127.0.0.1:{port}", tmp / "root", tmp / "access.log")
     finally:
@@ -102,3 +101,11 @@ def nginx(tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    if not NGINX.is_file():
+        pytest.fail(f"nginx is not installed ({NGINX} is missing): run scripts/setup.sh, which installs it")
+    with running_nginx(tmp_path / "nginx") as server:
+        yield server
