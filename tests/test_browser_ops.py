@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from browser_support import assert_matches_in_browser
+from kuma_build.compiler.kernels import gemm
 
 pytestmark = pytest.mark.browser
 
@@ -41,10 +42,21 @@ CASES = {
     "softmax_middle": (lambda x, y: torch.log_softmax(x * 20, 1) + y, (2, 300, 3), (3,)),
     "attention_mask": (lambda x, y: F.scaled_dot_product_attention(x, y, y, attn_mask=torch.ones(13, 9).tril().bool()), (1, 2, 13, 24), (1, 2, 9, 24)),
     "pad_cat_gather": (lambda x, y: torch.cat([F.pad(x, (1, 2, 0, 1)), y], 0)[:, torch.tensor([2, 0, 4])], (2, 5, 4), (3, 6, 7)),
+    "fused_epilogues": (lambda x, y: (F.gelu(x @ y) + x[:, :1]).clamp(max=float("inf")) + F.silu(F.layer_norm(x, (12,)))[:, :7],
+                        (5, 12), (12, 7)),
+    "conv_channel_blocks_epilogue": (lambda x, y: F.hardswish(F.conv2d(x, y, padding=1)) + x.mean(), (1, 4, 9, 8), (8, 4, 3, 3)),
 }
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kernel_family_in_chromium(tmp_path, name):
+    fn, x_shape, y_shape = CASES[name]
+    assert_matches_in_browser(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), out_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["bmm_broadcast", "conv_channel_blocks_epilogue", "conv_groups_dilation", "matmul_bias_transposed"])
+def test_gpu_device_class_in_chromium(tmp_path, monkeypatch, name):
+    # the kernels tuned for GPUs (implicit-GEMM convolutions, smaller tiles) through Tint too
+    monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES["gpu"])
     fn, x_shape, y_shape = CASES[name]
     assert_matches_in_browser(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), out_dir=tmp_path)

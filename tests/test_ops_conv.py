@@ -4,7 +4,14 @@ import pytest
 import torch
 from torch import nn
 
+from kuma_build.compiler.kernels import gemm
 from support import assert_matches
+
+
+@pytest.fixture(params=sorted(gemm.DEVICE_CLASSES))
+def device_class(request, monkeypatch):
+    """Compile for each device class: plain convolutions are direct kernels (cpu) or implicit GEMMs (gpu)."""
+    monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES[request.param])
 
 
 class Conv(nn.Module):
@@ -30,21 +37,47 @@ CONV2D = {
     "depthwise": (7, 7, 3, 2, 1, 1, 7, True),
     "depthwise_multiplier": (5, 10, 5, 1, 2, 1, 5, False),
     "1x1_no_bias": (7, 5, 1, 1, 0, 1, 1, False),
+    # several output channels per thread (the direct kernel on small outputs)
+    "4_channels_per_thread": (6, 20, 3, 2, 1, 1, 1, True),
+    "8_channels_per_thread_groups": (8, 32, 3, 1, (1, 0), 1, 2, True),
+    "odd_channels_1x1": (9, 33, 1, 1, 0, 1, 1, True),
+}
+
+# larger outputs: the implicit GEMM (gpu) is tiled with many out-channels per group, thin with few
+LARGE = {
+    "tiled_3x3": (5, 20, 3, 1, 1, 1, 1, True),
+    "tiled_strided_dilated_groups": (6, 34, 3, (1, 2), 2, 2, 2, False),
+    "tiled_1x1": (7, 17, 1, 1, 0, 1, 1, True),
+    "thin_out_channels": (12, 3, 3, 1, 1, 1, 1, True),
 }
 
 
 @pytest.mark.parametrize("name", sorted(CONV2D))
-def test_conv2d(name):
+def test_conv2d(name, device_class):
     cin, cout, kernel, stride, padding, dilation, groups, bias = CONV2D[name]
     conv = nn.Conv2d(cin, cout, kernel, stride, padding, dilation, groups, bias)
     assert_matches(Conv(conv), torch.randn(2, cin, 13, 11))
 
 
+@pytest.mark.parametrize("name", sorted(LARGE))
+def test_conv2d_large_output(name, device_class):
+    cin, cout, kernel, stride, padding, dilation, groups, bias = LARGE[name]
+    conv = nn.Conv2d(cin, cout, kernel, stride, padding, dilation, groups, bias)
+    assert_matches(Conv(conv, lambda x: x[:, :cin].transpose(2, 3)), torch.randn(1, cin + 1, 75, 37))
+
+
 @pytest.mark.parametrize("view", ["transposed", "channel_slice"])
-def test_conv2d_non_contiguous_input(view):
+def test_conv2d_non_contiguous_input(view, device_class):
     conv = nn.Conv2d(5, 4, 3, padding=1)
     pick = {"transposed": lambda x: x[:, :5].permute(0, 1, 3, 2), "channel_slice": lambda x: x[:, 2:7, 1:]}[view]
     assert_matches(Conv(conv, pick), torch.randn(2, 7, 11, 13))
+
+
+def test_conv2d_weight_is_a_strided_input(device_class):
+    class Functional(nn.Module):
+        def forward(self, x, w):
+            return torch.nn.functional.conv2d(x, w.transpose(2, 3), stride=(1, 2), padding=1, groups=2)
+    assert_matches(Functional(), torch.randn(1, 4, 9, 10), torch.randn(12, 2, 3, 3))
 
 
 # (in, out, kernel, stride, padding, output_padding, dilation, groups, bias)

@@ -96,6 +96,7 @@ ATTENTION = {
     "broadcast_batch": ((2, 3, 13, 24), (1, 3, 17, 24), (3, 17, 24), {}),
     "no_batch": ((13, 24), (17, 24), (17, 5), {}),
     "transposed": ((2, 13, 3, 24), (2, 17, 3, 24), (2, 17, 3, 24), dict(prepare=lambda t: t.transpose(1, 2))),
+    "query_too_long_for_workgroup_memory": ((1, 3, 2100), (1, 5, 2100), (1, 5, 3), {}),
 }
 
 

@@ -7,6 +7,10 @@ online softmax (running max, running sum) and into the value columns it owns
 the running max starts at the lowest finite f32 rather than -inf so a row
 masked so far never computes inf - inf, and a row with every key masked ends
 with a zero sum and writes zeros, as torch's CPU attention does.
+
+The query row is read once into workgroup memory (every thread reads all of
+it for every key), and each thread's value columns are unrolled here into
+scalar accumulators (see gemm.py on private arrays).
 """
 
 from math import ceil, prod
@@ -14,6 +18,7 @@ from math import ceil, prod
 from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, unravel
 
 SIZE = 64  # threads per row: keys per tile, and value columns per pass
+MAX_SHARED_QUERY = 2048  # longer query rows are read from memory (workgroup memory is 16 KiB)
 
 
 def lower(node):
@@ -36,21 +41,25 @@ def lower(node):
     def nest(lines: list[str], depth: int) -> list[str]:
         return ["  " * depth + line for line in lines]
 
-    def each_column(body: list[str]) -> list[str]:
-        """body for each value column this thread owns, with c its slot in acc and col the column."""
-        return [f"for (var c = 0u; c < {columns}u; c++) {{", f"  let col = li + c * {SIZE}u;",
-                f"  if (col < {value_dim}u) {{", *nest(body, 2), "  }", "}"]
+    def each_column(body) -> list[str]:
+        """body(acc) for each value column this thread owns (column `col`, accumulator acc)."""
+        return [line for c in range(columns) for line in
+                ["{", f"  let col = li + {c * SIZE}u;", f"  if (col < {value_dim}u) {{", *nest(body(f"acc{c}"), 2), "  }", "}"]]
 
+    shared_query = head_dim <= MAX_SHARED_QUERY
+    query = "query[e]" if shared_query else b.load(0, batch_index + [i, "e"])
     lines = row_lines + [
+        *([f"for (var e = li; e < {head_dim}u; e += {SIZE}u) {{ query[e] = {b.load(0, batch_index + [i, 'e'])}; }}",
+           "workgroupBarrier();"] if shared_query else []),
         f"var running_max = {f32(-3.4028234663852886e38)};",
         "var total = 0.0;",
-        f"var acc: array<f32, {columns}>;",
+        *[f"var acc{c} = 0.0;" for c in range(columns)],
         f"for (var start = 0u; start < {keys}u; start += {SIZE}u) {{",
         "  let j = start + li;",
         f"  if (j < {keys}u) {{",
         "    var qk = 0.0;",
         f"    for (var e = 0u; e < {head_dim}u; e++) {{",
-        f"      qk += {b.load(0, batch_index + [i, 'e'])} * {b.load(1, batch_index + ['j', 'e'])};",
+        f"      qk += {query} * {b.load(1, batch_index + ['j', 'e'])};",
         "    }",
         *nest(score, 2),
         "    scores[li] = s;",
@@ -61,20 +70,21 @@ def lower(node):
         "  for (var t = 0u; t < tile; t++) { tile_max = max(tile_max, scores[t]); }",
         "  let rescale = exp(running_max - tile_max);",
         "  total *= rescale;",
-        f"  for (var c = 0u; c < {columns}u; c++) {{ acc[c] *= rescale; }}",
+        *[f"  acc{c} *= rescale;" for c in range(columns)],
         "  for (var t = 0u; t < tile; t++) {",
         "    let p = exp(scores[t] - tile_max);",
         "    total += p;",
         "    let key = start + t;",
-        *nest(each_column([f"acc[c] += p * {b.load(2, batch_index + ['key', 'col'])};"]), 2),
+        *nest(each_column(lambda acc: [f"{acc} += p * {b.load(2, batch_index + ['key', 'col'])};"]), 2),
         "  }",
         "  running_max = tile_max;",
         "  workgroupBarrier();",
         "}",
-        *each_column([f"out[row * {value_dim}u + col] = select(acc[c] / total, 0.0, total == 0.0);"]),
+        *each_column(lambda acc: [f"out[row * {value_dim}u + col] = select({acc} / total, 0.0, total == 0.0);"]),
     ]
     header = (
-        f"var<workgroup> scores: array<f32, {SIZE}>;\n\n"
+        f"var<workgroup> scores: array<f32, {SIZE}>;\n"
+        + (f"var<workgroup> query: array<f32, {head_dim}>;\n" if shared_query else "") + "\n"
         f"@compute @workgroup_size({SIZE})\n"
         "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
         f"  let row = wg.y * {workgroups[0]}u + wg.x;\n"

@@ -5,7 +5,7 @@ op is a WGSL template here. Helper functions (erf, pow) are emitted only when
 an expression uses them.
 """
 
-from kuma_build.compiler.kernels.wgsl import Bindings, f32, indent, literal, threads, unravel
+from kuma_build.compiler.kernels.wgsl import Bindings, indent, literal, threads, unravel
 
 # op -> WGSL template over the rendered arguments {0}, {1}, ...
 TEMPLATES = {
@@ -59,26 +59,78 @@ HELPERS = {
 }
 
 
-def render(expr, loads: list[str], used: set[str]) -> str:
-    op, dtype, *args = expr
-    if op == "in":
-        return loads[args[0]]
-    if op == "lit":
-        value = args[0]
-        text = literal(value, "i32" if dtype in ("i32", "bool") else "f32")
-        return f"({text})" if text.startswith("-") else text
-    if op == "cast":
-        return f"{'f32' if dtype == 'f32' else 'i32'}({render(args[0], loads, used)})"
-    if op == "pow" and args[1][0] == "lit":
-        special = {1: "{0}", 2: "({0} * {0})", 3: "({0} * {0} * {0})", 0.5: "sqrt({0})", -1: "(1.0 / {0})"}
-        if args[1][2] in special and dtype == "f32":
-            return special[args[1][2]].format(render(args[0], loads, used))
-    operands = [render(a, loads, used) for a in args]
-    template = TEMPLATES[op]
-    if dtype == "i32" and op in INTEGER_TEMPLATES:
-        template = INTEGER_TEMPLATES[op]
-    used.update(name for name in HELPERS if name in template)
-    return template.format(*operands, zero="0.0")
+class Writer:
+    """Renders expression trees as WGSL `let` lines, one per distinct subexpression.
+
+    A subexpression that a fused tree holds twice (silu's x in x * sigmoid(x))
+    is computed once. `leaf` maps an ("in", dtype, k) or ("acc", dtype) leaf
+    to its WGSL; `prefix` keeps the let names apart from the caller's.
+    """
+
+    def __init__(self, leaf, prefix: str = "v"):
+        self.leaf, self.prefix = leaf, prefix
+        self.lines: list[str] = []
+        self.names: dict[str, str] = {}
+        self.helpers: set[str] = set()
+
+    def __call__(self, expr) -> str:
+        op, dtype, *args = expr
+        if op in ("in", "acc"):
+            return self.leaf(expr)
+        if op == "lit":
+            text = literal(args[0], "i32" if dtype in ("i32", "bool") else "f32")
+            return f"({text})" if text.startswith("-") else text
+        key = repr(expr)  # repr, not ==: -0.0 and 0.0 must stay apart
+        if key not in self.names:
+            value = self.compute(op, dtype, args)
+            self.names[key] = f"{self.prefix}{len(self.names)}"
+            self.lines.append(f"let {self.names[key]} = {value};")
+        return self.names[key]
+
+    def compute(self, op: str, dtype: str, args) -> str:
+        if op == "cast":
+            return f"{'f32' if dtype == 'f32' else 'i32'}({self(args[0])})"
+        if op == "pow" and args[1][0] == "lit" and dtype == "f32":
+            special = {1: "{0}", 2: "({0} * {0})", 3: "({0} * {0} * {0})", 0.5: "sqrt({0})", -1: "(1.0 / {0})"}
+            if args[1][2] in special:
+                return special[args[1][2]].format(self(args[0]))
+        template = INTEGER_TEMPLATES[op] if dtype == "i32" and op in INTEGER_TEMPLATES else TEMPLATES[op]
+        self.helpers.update(name for name in HELPERS if name in template)
+        return template.format(*[self(a) for a in args], zero="0.0")
+
+    def functions(self) -> str:
+        """The helper functions the rendered expressions call, to put before the entry point."""
+        return "".join(HELPERS[name] + "\n\n" for name in sorted(self.helpers))
+
+
+def operands(node) -> int:
+    """How many of a node's inputs are its op's own; inputs past them belong to its fused epilogue."""
+    return node.attrs.get("operands", len(node.inputs))
+
+
+def epilogue(node, b, acc: str, flat: str) -> tuple[Writer, str]:
+    """The node's fused epilogue (attrs["epilogue"]) applied to its accumulated value `acc`.
+
+    Other inputs of the epilogue are read at the output element `flat` (a
+    flat index into the contiguous output). Returns the writer (its lines to
+    run first, its helper functions) and the value to store.
+    """
+    expr = node.attrs.get("epilogue")
+    if expr is None:
+        return Writer(None), acc
+    index_lines, index = unravel(flat, node.output.shape, "e")
+    loads: dict[int, str] = {}  # input -> its load line, each input read once
+
+    def leaf(expr) -> str:
+        if expr[0] == "acc":
+            return acc
+        loads.setdefault(expr[2], f"let e_in{expr[2]} = {b.load(expr[2], index)};")
+        return f"e_in{expr[2]}"
+
+    writer = Writer(leaf, "ep")
+    value = writer(expr)
+    writer.lines[:0] = (index_lines + list(loads.values())) if loads else []
+    return writer, value
 
 
 def lower(node):
@@ -87,8 +139,7 @@ def lower(node):
     header, workgroups = threads(out.numel)
     lines, index = unravel("gid", out.shape)
     lines += [f"let x{k} = {b.load(k, index)};" for k in range(len(node.inputs))]
-    used: set[str] = set()
-    value = render(node.attrs["expr"], [f"x{k}" for k in range(len(node.inputs))], used)
-    body = header + indent(lines + [f"out[gid] = {value};"]) + "\n}"
-    helpers = "".join(HELPERS[name] + "\n\n" for name in sorted(used))
-    return b.kernel("elementwise", helpers + body, workgroups)
+    writer = Writer(lambda leaf: f"x{leaf[2]}")
+    value = writer(node.attrs["expr"])
+    body = header + indent(lines + writer.lines + [f"out[gid] = {value};"]) + "\n}"
+    return b.kernel("elementwise", writer.functions() + body, workgroups)

@@ -11,6 +11,7 @@ first) for accuracy, and write a contiguous output in the permuted order.
 from math import prod
 
 from kuma_build.compiler.ir.graph import WGSL_TYPE
+from kuma_build.compiler.kernels.elementwise import epilogue
 from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, unravel
 
 # kind -> (combine template, identity per WGSL type)
@@ -29,23 +30,27 @@ REDUCTIONS = {
 }
 
 
-def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int) -> str:
-    """A WGSL function name(value, li) combining one value per thread; every thread gets the total.
+def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int = 1) -> str:
+    """A WGSL function name(value, slot) combining one value per thread; every thread gets the total.
 
-    It has barriers, so callers must be in uniform control flow. The last
-    barrier lets the next call reuse the scratch array.
+    Each thread passes a distinct slot in 0..size-1 (usually its own index).
+    With lanes > 1 the slots are `lanes` interleaved groups (slot % lanes) and
+    each thread gets its own group's total. It has barriers, so callers must
+    be in uniform control flow. The last barrier lets the next call reuse the
+    scratch array.
     """
     merged = COMBINES[kind][0].format(a=f"{name}_scratch[li]", b=f"{name}_scratch[li + stride]")
+    last, total = ("0u", "0") if lanes == 1 else (f"{lanes // 2}u", f"li % {lanes}u")
     return f"""var<workgroup> {name}_scratch: array<{wgsl_type}, {size}>;
 
 fn {name}(value: {wgsl_type}, li: u32) -> {wgsl_type} {{
   {name}_scratch[li] = value;
   workgroupBarrier();
-  for (var stride = {size // 2}u; stride > 0u; stride >>= 1u) {{
+  for (var stride = {size // 2}u; stride > {last}; stride >>= 1u) {{
     if (li < stride) {{ {name}_scratch[li] = {merged}; }}
     workgroupBarrier();
   }}
-  let total = {name}_scratch[0];
+  let total = {name}_scratch[{total}];
   workgroupBarrier();
   return total;
 }}"""
@@ -147,5 +152,8 @@ def lower_normalize(node):
         result, affine = f"{result} * {k.load(affine)}", affine + 1
     if node.attrs["has_bias"]:
         result = f"{result} + {k.load(affine)}"
-    lines += k.loop([f"out[row * {k.length}u + pos] = {result};"])
+    finish, stored = epilogue(node, k.b, "value", "flat")  # e.g. the activation after a group norm
+    if finish.helpers:
+        k.functions["epilogue"] = finish.functions()
+    lines += k.loop([f"let flat = row * {k.length}u + pos;", f"let value = {result};", *finish.lines, f"out[flat] = {stored};"])
     return k.kernel("normalize", lines)

@@ -3,9 +3,11 @@
 from kuma_build.compiler.passes.constants import pack_constant_views
 from kuma_build.compiler.passes.dead_code import remove_dead_nodes
 from kuma_build.compiler.passes.fold_batchnorm import fold_batchnorm
+from kuma_build.compiler.passes.fuse_elementwise import fuse_elementwise
+from kuma_build.compiler.passes.fuse_epilogue import fuse_epilogues
 from kuma_build.compiler.passes.outputs import materialize_outputs
 
-PASSES = [fold_batchnorm, pack_constant_views, materialize_outputs, remove_dead_nodes]
+PASSES = [fold_batchnorm, pack_constant_views, materialize_outputs, fuse_elementwise, fuse_epilogues, remove_dead_nodes]
 
 
 def run_passes(graph) -> None:

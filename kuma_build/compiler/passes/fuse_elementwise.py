@@ -1,0 +1,110 @@
+"""Fuse chains of elementwise nodes into one kernel.
+
+An elementwise node whose result exactly one elementwise node reads, in the
+order it was written (a contiguous view, any shape: reshapes are fine), is
+inlined into that reader's expression tree; its inputs join the reader's,
+viewed in the reader's shape. The chain then runs as one dispatch and the
+intermediate never reaches memory: silu, hardswish, bias + activation,
+residual add + relu, a batch-norm affine that could not be folded.
+
+Model outputs are never inlined, and a kernel keeps at most 9 distinct input
+buffers (WebGPU guarantees 10 storage buffers per stage; one is the output).
+The helpers here are shared with the epilogue pass (fuse_epilogue.py).
+"""
+
+from kuma_build.compiler.ir import views
+from kuma_build.compiler.ir.graph import Value
+
+MAX_INPUT_BUFFERS = 9
+
+
+def readers_of(graph) -> dict:
+    """buffer -> the nodes reading it (each once)."""
+    readers: dict = {}
+    for node in graph.nodes:
+        for v in node.inputs:
+            readers.setdefault(v.buffer, set()).add(node)
+    return readers
+
+
+def sole_reader(node, src, readers, graph) -> bool:
+    """Whether `node` is the only thing reading src's result, in src's own element order."""
+    buf = src.output.buffer
+    if readers.get(buf) != {node} or any(v.buffer is buf for v in graph.outputs.values()):
+        return False
+    return all(v.is_contiguous() for v in node.inputs if v.buffer is buf)
+
+
+def in_shape(v: Value, shape) -> Value | None:
+    """v viewed in `shape` (same element order), or None when strides cannot express it."""
+    return v if tuple(v.shape) == tuple(shape) else views.reshape(v, shape)
+
+
+def remap(expr, leaf):
+    """expr with each ("in", ...) or ("acc", ...) leaf replaced by leaf(it)."""
+    if expr[0] in ("in", "acc"):
+        return leaf(expr)
+    if expr[0] == "lit":
+        return expr
+    return (expr[0], expr[1], *(remap(a, leaf) if isinstance(a, tuple) else a for a in expr[2:]))
+
+
+def input_leaves(expr) -> set[int]:
+    """The input indices an expression reads."""
+    if expr[0] == "in":
+        return {expr[2]}
+    return set().union(*(input_leaves(a) for a in expr[2:] if isinstance(a, tuple)))
+
+
+def compact(inputs: list[Value], expr, keep: int = 0):
+    """Drop inputs the expression does not read and merge identical views (the first `keep` stay put).
+
+    Returns (inputs, expr), or None past the binding limit.
+    """
+    used = input_leaves(expr)
+    kept, index, moved = list(inputs[:keep]), {}, {}
+    for k, v in enumerate(inputs):
+        key = (id(v.buffer), v.shape, v.strides, v.offset)
+        if k < keep:
+            index.setdefault(key, k)
+        elif k in used:
+            if key not in index:
+                index[key] = len(kept)
+                kept.append(v)
+            moved[k] = index[key]
+    if len({v.buffer for v in kept}) > MAX_INPUT_BUFFERS:
+        return None
+    return kept, remap(expr, lambda leaf: leaf if leaf[0] == "acc" or leaf[2] < keep else (leaf[0], leaf[1], moved[leaf[2]]))
+
+
+def fuse_elementwise(graph) -> None:
+    readers = readers_of(graph)
+    producer = {node.output.buffer: node for node in graph.nodes}
+    fused = set()
+    for node in graph.nodes:
+        while node.op == "elementwise":
+            sources = [producer.get(v.buffer) for v in node.inputs]
+            src = next((s for s in sources if s is not None and s.op == "elementwise" and s not in fused
+                        and sole_reader(node, s, readers, graph) and _inline(node, s)), None)
+            if src is None:
+                break
+            fused.add(src)
+            for v in src.inputs:
+                readers[v.buffer].discard(src)
+                readers[v.buffer].add(node)
+    graph.nodes = [n for n in graph.nodes if n not in fused]
+
+
+def _inline(node, src) -> bool:
+    """Put src's expression in place of node's leaves that read src's result."""
+    slots = {k for k, v in enumerate(node.inputs) if v.buffer is src.output.buffer}
+    moved = [in_shape(v, node.output.shape) for v in src.inputs]
+    if any(v is None for v in moved):
+        return False
+    base = len(node.inputs)
+    inner = remap(src.attrs["expr"], lambda leaf: ("in", leaf[1], base + leaf[2]))
+    merged = compact(node.inputs + moved, remap(node.attrs["expr"], lambda leaf: inner if leaf[2] in slots else leaf))
+    if merged is None:
+        return False
+    node.inputs, node.attrs["expr"] = merged
+    return True

@@ -1,0 +1,62 @@
+"""Fuse an elementwise node into the matmul, convolution or norm whose result it reads.
+
+When an elementwise node is the only reader of the result of a matmul, a
+plain convolution or a layer/group norm, reading it in output order, its
+expression becomes the producer's epilogue: the kernel applies it to each
+accumulated value (the ("acc", "f32") leaf) before the one store, reading
+the expression's other inputs (residuals, per-channel constants) at the
+output element. This runs after fuse_elementwise, so a whole bias +
+activation + residual chain goes in at once, and the standalone dispatch
+and its round trip through memory disappear. A plain copy (clone,
+contiguous()) of any kernel's result in order is dropped the same way:
+that kernel writes the copy's buffer.
+"""
+
+from kuma_build.compiler.ir.graph import Value
+from kuma_build.compiler.passes.fuse_elementwise import compact, in_shape, readers_of, remap, sole_reader
+
+
+def takes_epilogue(node) -> bool:
+    return node.op in ("matmul", "normalize") or (node.op == "conv2d" and not node.attrs["transposed"])
+
+
+def fuse_epilogues(graph) -> None:
+    readers = readers_of(graph)
+    producer = {node.output.buffer: node for node in graph.nodes}
+    place = {}  # producer -> the consumer whose place (in order) it now takes
+    removed = set()
+    for node in (n for n in graph.nodes if n.op == "elementwise"):
+        for v in node.inputs:
+            src = producer.get(v.buffer)
+            if src is None or not sole_reader(node, src, readers, graph):
+                continue
+            if node.attrs["expr"][0] == "in":  # a plain copy: any kernel can write the copy's buffer itself
+                src.output = Value(node.output.buffer, src.output.shape, src.output.strides)
+            elif not (takes_epilogue(src) and node.output.dtype == "f32" and "epilogue" not in src.attrs and _attach(src, node)):
+                continue
+            place[src] = node
+            removed.add(node)
+            producer[node.output.buffer] = src
+            break
+    # a producer moves down to its consumer's place: the epilogue's other inputs
+    # may be computed after it, and nothing else reads its result in between
+    at = {consumer: src for src, consumer in place.items()}
+    graph.nodes = [at.get(n, n) for n in graph.nodes if n not in place and (n not in removed or n in at)]
+
+
+def _attach(src, node) -> bool:
+    """Make node's expression src's epilogue and src write node's output buffer."""
+    buf = src.output.buffer
+    moved = [None if v.buffer is buf else in_shape(v, src.output.shape) for v in node.inputs]
+    if any(m is None for m, v in zip(moved, node.inputs) if v.buffer is not buf):
+        return False
+    own = len(src.inputs)
+    expr = remap(node.attrs["expr"], lambda leaf: ("acc", "f32") if node.inputs[leaf[2]].buffer is buf
+                 else ("in", leaf[1], own + leaf[2]))
+    merged = compact(src.inputs + [m or v for m, v in zip(moved, node.inputs)], expr, keep=own)
+    if merged is None:
+        return False
+    src.inputs, src.attrs["epilogue"] = merged
+    src.attrs["operands"] = own
+    src.output = Value(node.output.buffer, src.output.shape, src.output.strides)
+    return True

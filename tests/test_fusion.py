@@ -1,0 +1,97 @@
+"""Fusion passes: elementwise chains become one kernel, and elementwise consumers become the epilogue
+of the matmul or convolution they read. Each case checks the exact dispatch count and still runs
+on real WebGPU against PyTorch; the cases that must not fuse check that they don't."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from support import assert_matches
+
+
+class Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x, y):
+        return self.fn(x, y)
+
+
+class Layers(nn.Module):
+    """Two convs and two linears to build conv/matmul epilogue cases from."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.conv = nn.Conv2d(5, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(5, 6, 1, bias=False)
+        self.depthwise = nn.Conv2d(6, 6, 3, padding=1, groups=6)
+        self.linear = nn.Linear(11, 13)
+        self.group_norm = nn.GroupNorm(3, 6)
+        self.norm = nn.BatchNorm2d(6).eval()
+        with torch.no_grad():
+            self.norm.running_mean.uniform_(-1, 1)
+            self.norm.running_var.uniform_(0.5, 2)
+
+    def forward(self, x, y):
+        return self.fn(self, x, y)
+
+
+ELEMENTWISE = {  # name -> (fn, x shape, y shape, dispatches)
+    "silu_chain": (lambda x, y: F.silu(x) * 2 + y, (3, 7, 5), (5,), 1),
+    "hardswish_then_relu": (lambda x, y: F.relu(F.hardswish(x) - y), (2, 3, 9), (2, 3, 9), 1),
+    "through_reshape": (lambda x, y: (x.exp().reshape(6, 10) + 1).sigmoid() * y, (3, 4, 5), (6, 10), 1),
+    "shared_input": (lambda x, y: (x * y).tanh() + x * 3 - y, (4, 33), (4, 33), 1),
+    "two_readers": (lambda x, y: (lambda a: (a + 1) * (a.sum(-1, keepdim=True)))(x.exp()), (3, 5), (1,), 3),
+    "transposed_read": (lambda x, y: x.exp().t() + y, (4, 6), (6, 4), 2),
+    "broadcast_read": (lambda x, y: x.sum(-1, keepdim=True).exp() * y, (3, 5), (3, 7), 3),  # exp would run 7 times
+    "producer_is_output": (lambda x, y: (lambda a: (a, a * y))(x.exp()), (3, 5), (3, 5), 2),
+    "integer_chain": (lambda x, y: torch.where(x > y, x * 2, y).floor().int() // 3, (5, 8), (5, 8), 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_fusion(name):
+    fn, x_shape, y_shape, dispatches = ELEMENTWISE[name]
+    compiled = assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape))
+    assert compiled.stats["dispatches"] == dispatches
+
+
+def test_binding_limit_splits_the_chain():
+    class Sum(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = nn.ParameterList([nn.Parameter(torch.randn(5, 7)) for _ in range(12)])
+
+        def forward(self, x):
+            return sum(x * w for w in self.weights)
+    compiled = assert_matches(Sum(), torch.randn(5, 7))
+    assert compiled.stats["dispatches"] == 2  # x and 8 weights, then the partial sum and the last 4 weights
+    for kernel in compiled.program["kernels"]:
+        assert kernel["code"].count("@binding(") <= 10
+
+
+EPILOGUES = {  # name -> (fn, x shape, y shape, dispatches)
+    "conv_relu_residual": (lambda m, x, y: F.relu(m.conv(x) + y), (2, 5, 9, 7), (2, 6, 9, 7), 1),
+    # the second conv comes later in the graph than the first, which must move down to read it
+    "two_conv_branches": (lambda m, x, y: F.relu(m.conv(x) + m.conv2(x)), (1, 5, 6, 8), (1,), 2),
+    "unfolded_batchnorm": (lambda m, x, y: (lambda c: F.relu6(m.norm(c)) + c.sum())(m.conv(x)), (1, 5, 6, 6), (1,), 3),
+    "depthwise_hardswish": (lambda m, x, y: F.hardswish(m.depthwise(m.conv(x))), (1, 5, 7, 5), (1,), 2),
+    "linear_gelu_residual": (lambda m, x, y: F.gelu(m.linear(x), approximate="tanh") + y, (2, 3, 11), (2, 3, 13), 1),
+    "matmul_sigmoid_scale": (lambda m, x, y: torch.sigmoid(x @ y) * 0.5, (3, 17, 9), (9, 21), 1),
+    "pool_clone_linear": (lambda m, x, y: m.linear(x.mean((2, 3)).clone()), (2, 11, 4, 4), (1,), 2),
+    "conv_read_twice": (lambda m, x, y: (lambda c: (c, c + 1))(m.conv(x)), (1, 5, 4, 4), (1,), 2),
+    "conv_transposed_read": (lambda m, x, y: m.conv(x).transpose(2, 3) * y, (1, 5, 4, 6), (6, 4), 2),
+    "integer_result": (lambda m, x, y: (m.linear(x) > 0).sum(-1), (4, 11), (1,), 3),
+    "conv_group_norm_silu": (lambda m, x, y: F.silu(m.group_norm(m.conv(x))), (2, 5, 7, 6), (1,), 2),
+    "layer_norm_gelu_residual": (lambda m, x, y: F.gelu(F.layer_norm(x, (11,))) + y, (3, 4, 11), (4, 11), 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EPILOGUES))
+def test_epilogue_fusion(name):
+    fn, x_shape, y_shape, dispatches = EPILOGUES[name]
+    compiled = assert_matches(Layers(fn).eval(), torch.randn(x_shape), torch.randn(y_shape))
+    assert compiled.stats["dispatches"] == dispatches

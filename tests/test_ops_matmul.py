@@ -1,0 +1,62 @@
+"""Matrix products through each GEMM kernel (thin in rows, thin in columns, tiled with each tile
+size the cost model picks), with transposed, sliced and broadcast operands, on real WebGPU."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kuma_build.compiler.kernels import gemm
+from kuma_build.compiler.kernels.gemm import Gemm, choose_tile
+from support import assert_matches
+
+
+@pytest.fixture(params=sorted(gemm.DEVICE_CLASSES))
+def device_class(request, monkeypatch):
+    """Compile for each device class: the tile cost model assumes a few (cpu) or many (gpu) workgroups in flight."""
+    monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES[request.param])
+
+
+class Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x, y):
+        return self.fn(x, y)
+
+
+CASES = {  # name -> (fn, x shape, y shape)
+    "vector_times_matrix": (lambda x, y: x @ y, (1, 300), (300, 77)),
+    "thin_rows_transposed_b": (lambda x, y: x @ y.t(), (3, 70), (45, 70)),
+    "thin_columns": (lambda x, y: x @ y, (90, 37), (37, 5)),
+    "thin_columns_transposed_a": (lambda x, y: x.t() @ y, (37, 90), (37, 3)),
+    "thin_one_column": (lambda x, y: x @ y[:, 1:2], (70, 33), (33, 4)),
+    "tiled_small": (lambda x, y: x @ y, (37, 96), (96, 29)),
+    "tiled_mid": (lambda x, y: x @ y, (130, 75), (75, 141)),
+    "tiled_large": (lambda x, y: x @ y, (250, 40), (40, 260)),
+    "tiled_transposed_both": (lambda x, y: x.t() @ y.t(), (50, 41), (23, 50)),
+    "tiled_sliced": (lambda x, y: x[1:, ::2] @ y[:, 3:], (20, 34), (17, 30)),
+    "batched": (lambda x, y: x @ y, (2, 3, 17, 20), (2, 3, 20, 19)),
+    "batched_thin": (lambda x, y: x @ y, (4, 2, 40), (4, 40, 30)),
+    "shared_weight_batch_fold": (lambda x, y: torch.bmm(x, y.expand(5, 31, 12)), (5, 6, 31), (31, 12)),
+    "addmm_alpha_beta": (lambda x, y: torch.addmm(y[0, :19], x, y[:, 1:20], beta=0.5, alpha=-2.0), (11, 30), (30, 21)),
+    "baddbmm_thin": (lambda x, y: torch.baddbmm(y[:, :2, :7], x, y, alpha=0.3), (3, 2, 9), (3, 9, 7)),
+    "linear_relu_epilogue_thin": (lambda x, y: F.relu(F.linear(x, y, y[:, 0])) * 2, (2, 24), (50, 24)),
+    "linear_tanh_epilogue_tiled": (lambda x, y: torch.tanh(F.linear(x, y)) + x[:, :1], (40, 24), (50, 24)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matmul(name, device_class):
+    fn, x_shape, y_shape = CASES[name]
+    assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape))
+
+
+def test_cost_model_prefers_big_tiles_for_big_products_and_on_cpus(monkeypatch):
+    def tile(device_class, rows, cols, depth):
+        monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES[device_class])
+        return choose_tile(Gemm(1, rows, cols, depth, None, None, None))
+    assert tile("cpu", 1024, 1024, 1024) == tile("gpu", 1024, 1024, 1024) == (64, 64)
+    assert tile("cpu", 37, 96, 96) == (64, 64)  # a CPU runs few workgroups at once: fewer, bigger tiles
+    assert tile("gpu", 37, 96, 96)[0] < 64  # a GPU would sit idle: more, smaller tiles
