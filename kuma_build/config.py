@@ -31,7 +31,7 @@ else:  # pragma: no cover - exercised on python 3.10 only
 
 CONFIG_NAME = "kuma.toml"
 INPUT_DTYPES = ("float32", "int32", "int64")
-PRECISIONS = ("f32",)
+PRECISIONS = ("f32", "f16", "int8")  # see compiler/precision.py
 BUILD_KEYS = {"out_dir", "chunk_size", "cache_dir"}
 CACHE_KEYS = {"remote", "remote_write", "remote_auth_env", "remote_timeout"}
 MODEL_KEYS = {"source", "factory", "weights", "precision", "inputs", "outputs"}

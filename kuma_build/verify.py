@@ -8,6 +8,9 @@ from kuma_build.compiler.export import build_module, call_order, example_inputs
 from kuma_build.errors import KumaError
 from kuma_build.webgpu import GpuModel
 
+# default largest relative L2 error per precision: f16 and int8 weights round (docs/precision.md)
+DEFAULT_TOLERANCE = {"f32": 1e-5, "f16": 1e-2, "int8": 5e-2}
+
 
 def verify_model(project, model, seed: int) -> dict[str, tuple[float, float]]:
     """{output name: (max abs error, relative L2 error)} on seeded random inputs."""

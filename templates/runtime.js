@@ -21,7 +21,9 @@ async function requestDevice(program) {
     }
     requiredLimits[name] = value;
   }
-  return adapter.requestDevice({ requiredLimits });
+  // f16 weights: kernels have a native-f16 variant; ask for the feature only when it is there
+  const requiredFeatures = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+  return adapter.requestDevice({ requiredLimits, requiredFeatures });
 }
 
 function neededLimits(program) {
@@ -61,7 +63,7 @@ async function createModel(program, chunkUrls, options = {}) {
 
   device.pushErrorScope("validation");
   const pipelines = Promise.all(program.kernels.map(async (k) => {
-    const module = device.createShaderModule({ label: k.name, code: k.code });
+    const module = device.createShaderModule({ label: k.name, code: (device.features.has("shader-f16") && k.f16) || k.code });
     try {
       return await device.createComputePipelineAsync({ label: k.name, layout: "auto", compute: { module, entryPoint: "main" } });
     } catch (e) {

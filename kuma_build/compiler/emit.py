@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from kuma_build import __version__
+from kuma_build.compiler import precision
 from kuma_build.compiler.plan import Plan
 from kuma_build.outfolder import PROGRAM_END, PROGRAM_START
 
@@ -38,8 +39,8 @@ class Chunk:
 
 
 def buffer_bytes(buf) -> bytes:
-    """A constant buffer as the GPU stores it: little-endian f32 or i32."""
-    return buf.data.numpy().astype("<f4" if buf.dtype == "f32" else "<i4").tobytes()
+    """A constant buffer as the GPU stores it: little-endian f32 or i32, or a packed f16/int8 weight."""
+    return precision.encode(buf)
 
 
 def pack_weights(plan: Plan, chunk_size: int):
@@ -93,7 +94,8 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
         "outputs": [{"name": n, "shape": list(v.shape), "dtype": JS_DTYPE[v.dtype], "buffer": plan.output_buffer[n]}
                     for n, v in graph.outputs.items()],
         "buffers": plan.buffers,
-        "kernels": [{"name": k.name, "code": k.code} for k in plan.kernels],
+        # "f16": the kernel's variant for devices with shader-f16 (the runtime picks at load)
+        "kernels": [{"name": k.name, "code": k.code, **({"f16": k.code_f16} if k.code_f16 else {})} for k in plan.kernels],
         "dispatches": [[k, bufs, list(wg)] for k, bufs, wg in plan.dispatches],
         "chunks": [{"file": c.file, "size": len(c.data)} for c in chunks],
         "copies": copies,
@@ -155,7 +157,7 @@ def manifest_dict(program: dict, plan: Plan, chunks, copies, stats: dict, key: s
     for buf, index in zip(plan.weights, plan.weight_buffer):
         data = buffer_bytes(buf)
         pieces = [c for c in copies if c[2] == index]
-        weights.append({"name": buf.name, "dtype": buf.dtype, "numel": buf.numel, "bytes": len(data),
+        weights.append({"name": buf.name, "dtype": buf.dtype, "storage": buf.storage, "numel": buf.numel, "bytes": len(data),
                         "sha256": hashlib.sha256(data).hexdigest(),
                         "pieces": [{"chunk": chunks[c[0]].file, "offset": c[1], "size": c[4]} for c in pieces]})
     return {

@@ -11,6 +11,8 @@ from math import prod
 
 import torch
 
+from kuma_build.compiler.precision import stored_words
+
 # storage type in WGSL for each IR dtype (bool travels as 0/1 in i32)
 WGSL_TYPE = {"f32": "f32", "i32": "i32", "bool": "i32"}
 
@@ -22,10 +24,12 @@ class Buffer:
     kind: str  # "input" | "const" | "temp" | "output"
     name: str = ""
     data: torch.Tensor | None = None  # flat contents of a const buffer
+    storage: str = "f32"  # a const f32 weight may be stored as "f16" or "int8" (compiler/precision.py)
+    channels: tuple[int, int] = (1, 1)  # int8: (step, count) of its per-channel scales
 
     @property
     def nbytes(self) -> int:
-        return 4 * self.numel
+        return 4 * stored_words(self)
 
 
 @dataclass(eq=False)

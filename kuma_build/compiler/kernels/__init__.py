@@ -3,7 +3,9 @@
 from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, matmul, pool, resize, rows
 import hashlib
 
+from kuma_build.cache.keys import compiler_hash
 from kuma_build.compiler.kernels.wgsl import Kernel, binding_buffers
+from kuma_build.compiler.precision import storage_key
 
 # what kernels may assume of the device; part of every kernel's cache key
 TARGET_PROFILE = "webgpu-core:f32:wg256:storage10"
@@ -29,11 +31,13 @@ def lower(node) -> Kernel:
 
 
 def spec_key(node) -> str:
-    """A hash of everything a kernel's code depends on: op, attributes, views, binding pattern, target."""
+    """A hash of everything a kernel's code depends on: op, attributes, views, binding pattern,
+    weight storage (the model's precision), target."""
     buffers = binding_buffers(node)
-    views = [(v.shape, v.strides, v.offset, v.dtype, buffers.index(v.buffer)) for v in node.inputs]
+    views = [(v.shape, v.strides, v.offset, v.dtype, buffers.index(v.buffer), storage_key(v.buffer)) for v in node.inputs]
     attrs = {k: v for k, v in sorted(node.attrs.items()) if _is_plain(v)}
-    spec = (node.op, attrs, views, node.output.shape, node.output.dtype, TARGET_PROFILE)
+    # the compiler's own source is part of the key: an edited generator must not reuse old code
+    spec = (node.op, attrs, views, node.output.shape, node.output.dtype, TARGET_PROFILE, compiler_hash())
     return hashlib.sha256(repr(spec).encode()).hexdigest()
 
 
@@ -42,10 +46,11 @@ def lower_cached(node, store) -> tuple[Kernel, bool]:
     key = spec_key(node)
     cached = store.read_json("kernels", key) if store else None
     if cached:
-        return Kernel(cached["name"], cached["code"], tuple(cached["workgroups"]), binding_buffers(node)), True
+        return Kernel(cached["name"], cached["code"], tuple(cached["workgroups"]), binding_buffers(node), cached.get("code_f16")), True
     kernel = lower(node)
     if store:
-        store.write_json("kernels", key, {"name": kernel.name, "code": kernel.code, "workgroups": list(kernel.workgroups)})
+        store.write_json("kernels", key, {"name": kernel.name, "code": kernel.code, "workgroups": list(kernel.workgroups),
+                                          "code_f16": kernel.code_f16})
     return kernel, False
 
 

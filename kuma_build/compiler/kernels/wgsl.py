@@ -10,6 +10,7 @@ from math import ceil, prod
 
 import numpy as np
 
+from kuma_build.compiler import precision
 from kuma_build.compiler.ir.graph import WGSL_TYPE, Buffer, Node, Value
 
 MAX_WORKGROUPS_PER_DIM = 65535
@@ -21,6 +22,7 @@ class Kernel:
     code: str
     workgroups: tuple[int, int, int]
     buffers: list[Buffer]  # binding i is buffers[i]; the output is last
+    code_f16: str | None = None  # variant reading f16 weights natively, for devices with shader-f16
 
 
 def binding_buffers(node: Node) -> list[Buffer]:
@@ -41,20 +43,32 @@ class Bindings:
         self.inputs = node.inputs
         self.out = node.output
 
-    def declare(self) -> str:
-        lines = []
+    def declare(self, native_f16: bool = False) -> str:
+        """Binding declarations; f16/int8 weights also get a `weight_inK(i)` reader returning f32."""
+        lines, readers = [], []
         for i, buf in enumerate(self.buffers[:-1]):
-            lines.append(f"@group(0) @binding({i}) var<storage, read> in{i}: array<{WGSL_TYPE[buf.dtype]}>;")
+            element = WGSL_TYPE[buf.dtype]
+            if buf.storage != "f32":
+                element, function = precision.reader(buf, f"in{i}", native_f16)
+                readers.append(function)
+            lines.append(f"@group(0) @binding({i}) var<storage, read> in{i}: array<{element}>;")
         lines.append(f"@group(0) @binding({len(self.buffers) - 1}) var<storage, read_write> out: array<{WGSL_TYPE[self.out.dtype]}>;")
-        return "\n".join(lines)
+        return "\n".join(lines) + "".join("\n\n" + reader for reader in readers)
 
     def load(self, k: int, index: list[str]) -> str:
-        """WGSL that reads input k at the multi-index `index` (one expression per dim)."""
-        return f"{self.names[k]}[{offset_expr(self.inputs[k], index)}]"
+        """WGSL that reads input k at the multi-index `index` (one expression per dim), as its IR dtype."""
+        offset = offset_expr(self.inputs[k], index)
+        if self.inputs[k].buffer.storage != "f32":
+            return f"weight_{self.names[k]}({offset})"
+        return f"{self.names[k]}[{offset}]"
 
     def kernel(self, name: str, body: str, workgroups) -> Kernel:
         helper = NONFINITE_HELPER + "\n\n" if "kuma_bits(" in body else ""
-        return Kernel(name, self.declare() + "\n\n" + helper + body.strip() + "\n", tuple(workgroups), self.buffers)
+        rest = "\n\n" + helper + body.strip() + "\n"
+        code_f16 = None
+        if any(buf.storage == "f16" for buf in self.buffers):
+            code_f16 = "enable f16;\n\n" + self.declare(native_f16=True) + rest
+        return Kernel(name, self.declare() + rest, tuple(workgroups), self.buffers, code_f16)
 
 
 def offset_expr(v: Value, index: list[str]) -> str:
