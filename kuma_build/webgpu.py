@@ -14,6 +14,7 @@ import numpy as np
 from kuma_build.errors import KumaError
 
 NUMPY_DTYPES = {"float32": np.float32, "int32": np.int32}
+TIMESTAMP_FEATURES = ("timestamp-query", "timestamp-query-inside-passes")
 _device = None
 
 
@@ -36,21 +37,27 @@ def adapter_and_device():
         wanted = {"max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],
                   "max-buffer-size": limits["max-buffer-size"],
                   "max-storage-buffers-per-shader-stage": min(limits["max-storage-buffers-per-shader-stage"], 10)}
-        _device = (adapter, adapter.request_device_sync(required_limits=wanted))
+        # shader-f16 when the adapter has it, as the browser runtime asks for it (for f16 weights);
+        # timestamp queries for `kuma bench`
+        features = [f for f in ("shader-f16", *TIMESTAMP_FEATURES) if f in adapter.features]
+        _device = (adapter, adapter.request_device_sync(required_limits=wanted, required_features=features))
     return _device
 
 
 class GpuModel:
-    def __init__(self, program: dict, folder: Path | None = None, chunks: list[bytes] | None = None):
+    def __init__(self, program: dict, folder: Path | None = None, chunks: list[bytes] | None = None, f16: bool | None = None):
+        """f16: run the kernels' shader-f16 variants (default: when the device has shader-f16, as the browser does)."""
         import wgpu
         self.program = program
         _, device = adapter_and_device()
         self.device = device
+        if f16 is None:
+            f16 = "shader-f16" in device.features
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
         self.buffers = [device.create_buffer(size=max(4, -(-b["size"] // 4) * 4), usage=usage) for b in program["buffers"]]
         pipelines = []
         for kernel in program["kernels"]:
-            module = device.create_shader_module(label=kernel["name"], code=kernel["code"])
+            module = device.create_shader_module(label=kernel["name"], code=(f16 and kernel.get("f16")) or kernel["code"])
             pipelines.append(device.create_compute_pipeline(label=kernel["name"], layout="auto", compute={"module": module, "entry_point": "main"}))
         if chunks is None:
             chunks = [(folder / c["file"]).read_bytes() for c in program["chunks"]]
@@ -63,19 +70,34 @@ class GpuModel:
                 {"binding": i, "resource": {"buffer": self.buffers[b], "offset": 0, "size": self.buffers[b].size}} for i, b in enumerate(bound)])
             self.binds.append((pipeline, group, groups))
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: dict[str, np.ndarray], timestamps: str | None = None) -> dict[str, np.ndarray]:
+        """timestamps="pass" stamps the compute pass's start and end, "dispatch" the start and each
+        dispatch's end (needs timestamp-query-inside-passes); self.stamps then holds them, in ns."""
         for spec in self.program["inputs"]:
             array = np.ascontiguousarray(inputs[spec["name"]], dtype=NUMPY_DTYPES[spec["dtype"]])
             assert array.size == int(np.prod(spec["shape"])), f"input {spec['name']} has the wrong size"
             self.device.queue.write_buffer(self.buffers[spec["buffer"]], 0, array.tobytes())
         encoder = self.device.create_command_encoder()
-        compute = encoder.begin_compute_pass()
-        for pipeline, group, groups in self.binds:
+        queries = timestamps and self._timestamp_queries(2 if timestamps == "pass" else len(self.binds) + 1)
+        writes = {"query_set": queries, "beginning_of_pass_write_index": 0, "end_of_pass_write_index": 1}
+        compute = encoder.begin_compute_pass(timestamp_writes=writes if timestamps == "pass" else None)
+        each_dispatch = timestamps == "dispatch"
+        if each_dispatch:
+            from wgpu.backends.wgpu_native.extras import write_timestamp
+            write_timestamp(compute, queries, 0)
+        for i, (pipeline, group, groups) in enumerate(self.binds, 1):
             compute.set_pipeline(pipeline)
             compute.set_bind_group(0, group)
             compute.dispatch_workgroups(*groups)
+            if each_dispatch:
+                write_timestamp(compute, queries, i)
         compute.end()
+        if queries:
+            encoder.resolve_query_set(queries, 0, queries.count, self._resolved, 0)
         self.device.queue.submit([encoder.finish()])
+        if queries:
+            ticks = np.frombuffer(self.device.queue.read_buffer(self._resolved, 0, 8 * queries.count), dtype=np.uint64)
+            self.stamps = (ticks.astype(np.float64) * timestamp_period(self.device)).tolist()
         outputs = {}
         for spec in self.program["outputs"]:
             raw = self.device.queue.read_buffer(self.buffers[spec["buffer"]])
@@ -83,6 +105,23 @@ class GpuModel:
             outputs[spec["name"]] = np.frombuffer(raw, dtype=NUMPY_DTYPES[spec["dtype"]])[:size].reshape(spec["shape"]).copy()
         return outputs
 
+    def _timestamp_queries(self, count: int):
+        """A timestamp query set of `count` stamps and the buffer they resolve into, made once per count."""
+        import wgpu
+        if getattr(self, "_queries", None) is None or self._queries.count != count:
+            self._queries = self.device.create_query_set(type=wgpu.QueryType.timestamp, count=count)
+            self._resolved = self.device.create_buffer(size=8 * count, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+        return self._queries
+
     def release(self) -> None:
         for b in self.buffers:
             b.destroy()
+
+
+def timestamp_period(device) -> float:
+    """Nanoseconds per timestamp tick (wgpu-native resolves raw ticks; 1.0 on most drivers)."""
+    try:
+        from wgpu.backends.wgpu_native._api import libf
+        return float(libf.wgpuQueueGetTimestampPeriod(device.queue._internal))
+    except (ImportError, AttributeError):
+        return 1.0

@@ -5,10 +5,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kuma_build.compiler import emit
+from kuma_build.compiler.cost import dispatch_costs
 from kuma_build.compiler.export import build_module, export
 from kuma_build.compiler.ir.importer import import_program
 from kuma_build.compiler.passes import run_passes
 from kuma_build.compiler.plan import make_plan
+from kuma_build.compiler.precision import choose_weight_storage
 from kuma_build.config import ModelConfig, Project
 from kuma_build.outfolder import write_output
 
@@ -37,6 +39,7 @@ def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_st
     graph = import_program(program, model.name, model.source, input_names, output_names)
     ops = len(graph.nodes)
     run_passes(graph)
+    choose_weight_storage(graph, model.precision)
     plan = make_plan(graph, kernel_store)
     chunks, copies = emit.pack_weights(plan, chunk_size)
     specs = {s.name: s for s in model.inputs}
@@ -51,6 +54,7 @@ def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_st
         "activation_lower_bound": plan.temp_lower_bound,
     }
     manifest = emit.manifest_dict(program_json, plan, chunks, copies, dict(stats), key)
+    manifest["dispatch_costs"] = dispatch_costs(graph, plan)  # [bytes, flops] per dispatch, for `kuma bench`
     stats["kernels_reused"] = plan.kernels_reused
     stats["seconds"] = round(time.perf_counter() - started, 3)  # not in the manifest: outputs must be reproducible
     return Compiled(model.name, program_json, manifest, chunks, stats)

@@ -1,0 +1,20 @@
+#!/bin/bash
+# The GPU benchmark in one device call (docs/performance.md, "Real GPU"). From the repository root:
+#   device run, carry [".gl", ".whl", "bench/gpu/out"]:  bash bench/gpu/run_on_device.sh [MODEL...] [--runs N]
+# .gl holds the Vulkan loader debs and .whl the wgpu wheels (wgpu, cffi, pycparser, rendercanvas), both
+# fetched here as .library/device/README.md says; bench/gpu/out holds the models `kuma build` made here
+# from bench/gpu/kuma.toml (the device has torch but is not where we compile). Logs land in $OUT.
+set -o pipefail
+OUT=${OUT:-/tmp/kuma-gpu-bench}
+mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 XDG_RUNTIME_DIR=/tmp/xdg
+mkdir -p -m 700 /tmp/xdg
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+{ nvidia-smi; ldconfig -p | grep libvulkan; echo "VK_DRIVER_FILES=$VK_DRIVER_FILES"; } 2>&1 | tee "$OUT/machine.txt"
+python3 bench/gpu/device.py --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt" || exit 1
+# the built 4096^3 matmul against a variant with no per-thread arrays (see matmul_probe.py)
+python3 bench/gpu/matmul_probe.py 2>&1 | tee "$OUT/matmul_probe.txt"
