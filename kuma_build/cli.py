@@ -1,4 +1,4 @@
-"""The `kuma` command: build, watch, verify, and manage the build cache.
+"""The `kuma` command: build, watch, verify, bench, and manage the build cache.
 
 Log lines start with "[kuma]" and keep a stable shape, because tools parse
 them; --json prints one JSON object per line instead.
@@ -33,8 +33,14 @@ def main(argv=None) -> int:
     build.add_argument("--remote-read-only", action="store_true", help="read the remote cache but never write to it")
 
     verify = command("verify", "run the built models on the local WebGPU adapter and compare with PyTorch")
-    verify.add_argument("--tolerance", type=float, default=1e-5, help="largest relative L2 error accepted (default 1e-5)")
+    verify.add_argument("--tolerance", type=float, default=None,
+                        help="largest relative L2 error accepted (default by the model's precision: f32 1e-5, f16 1e-2, int8 5e-2)")
     verify.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+
+    bench = command("bench", "time the built models on the local WebGPU adapter, per kernel (timestamp queries)")
+    bench.add_argument("--runs", type=int, default=20, help="timed runs of each kind; medians are reported (default 20)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object per model instead of Markdown tables")
 
     watch = command("watch", "build, then rebuild the models whose files change", models=False)
     watch.add_argument("--json", action="store_true", help="print one JSON event per line instead of log lines")
@@ -45,9 +51,17 @@ def main(argv=None) -> int:
                             "prune: drop old entries and unreferenced files; clear: empty the cache")
     cache.add_argument("models", nargs="*", metavar="MODEL")
 
+    init = commands.add_parser("init", help="add a kuma.toml and a first model to a web project",
+                               description="add a kuma.toml and a first model to a web project")
+    init.add_argument("folder", nargs="?", type=Path, default=Path("."), help="the web project's root (default: here)")
+    init.add_argument("--force", action="store_true", help="overwrite kuma.toml and models/model.py if they exist")
+
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch's deprecation chatter is not the user's concern
     try:
+        if args.command == "init":
+            from kuma_build.init import init
+            return init(args.folder, args.force)
         if args.command == "watch":
             from kuma_build.watch import watch
             return watch(args.config or find_config(Path.cwd()), args.json)
@@ -57,6 +71,9 @@ def main(argv=None) -> int:
             return run_build(project, names, args)
         if args.command == "verify":
             return run_verify(project, names, args.tolerance, args.seed)
+        if args.command == "bench":
+            from kuma_build.bench import run_bench
+            return run_bench(project, names, args.runs, args.warmup, args.json)
         return run_cache(project, args.action, args.models)
     except KumaError as e:
         if getattr(args, "json", False):
@@ -107,15 +124,16 @@ def report(result, as_json: bool) -> None:
 
 
 def run_verify(project, names: list[str], tolerance: float, seed: int) -> int:
-    from kuma_build.verify import verify_model
+    from kuma_build.verify import DEFAULT_TOLERANCE, verify_model
 
     failed = 0
     for name in names:
+        limit = tolerance if tolerance is not None else DEFAULT_TOLERANCE[project.models[name].precision]
         for output, (max_abs, rel) in verify_model(project, project.models[name], seed).items():
-            ok = rel <= tolerance
+            ok = rel <= limit
             failed += not ok
             print(f"[kuma] verify {name}.{output}: max abs error {max_abs:.3g}, relative L2 error {rel:.3g} "
-                  f"{'ok' if ok else f'FAILED (> {tolerance:g})'}", flush=True)
+                  f"{'ok' if ok else f'FAILED (> {limit:g})'}", flush=True)
     return 1 if failed else 0
 
 

@@ -15,6 +15,7 @@ import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import readline from "node:readline";
+import { pathToFileURL } from "node:url";
 import { chromium } from "playwright-core";
 
 const CHROMIUM = process.env.KUMA_CHROMIUM ?? "/usr/bin/chromium";
@@ -24,11 +25,11 @@ const FLAGS = ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-n
   "--disable-sync", "--no-first-run", "--disable-quic"];
 const TIMEOUT_MS = Number(process.env.KUMA_BROWSER_TIMEOUT_MS ?? 120_000);
 const CONTENT_TYPES = { ".js": "text/javascript", ".mjs": "text/javascript", ".bin": "application/octet-stream",
-  ".json": "application/json", ".html": "text/html; charset=utf-8", ".ts": "text/plain" };
+  ".json": "application/json", ".html": "text/html; charset=utf-8", ".ts": "text/plain", ".css": "text/css" };
 const PAGE = '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>kuma browser test</title>';
 
 // each run mounts its folder under a fresh /m<n>/ prefix, so a rebuilt model is never a cached module
-function startServer() {
+export function startServer() {
   const mounts = new Map();
   const server = http.createServer((request, response) => {
     const url = new URL(request.url, "http://127.0.0.1");
@@ -126,7 +127,7 @@ function fail(message) {
 }
 
 // a hung browser or page must never hang the tests: past the deadline, exit
-async function withTimeout(promise, what) {
+export async function withTimeout(promise, what) {
   const timer = setTimeout(() => fail(`timed out after ${TIMEOUT_MS / 1000} s ${what}`), TIMEOUT_MS);
   try {
     return await promise;
@@ -135,7 +136,7 @@ async function withTimeout(promise, what) {
   }
 }
 
-async function start() {
+export async function start() {
   const server = await startServer();
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
   return { server, browser, version: browser.version() };
@@ -175,5 +176,8 @@ async function serve() {
   server.server.close();
 }
 
-const args = process.argv.slice(2);
-(args[0] === "--serve" ? serve() : oneRun(args)).catch((error) => fail(error.message));
+// a script, unless imported for its server and browser launch (run_app.mjs)
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const args = process.argv.slice(2);
+  (args[0] === "--serve" ? serve() : oneRun(args)).catch((error) => fail(error.message));
+}

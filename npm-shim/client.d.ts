@@ -1,0 +1,29 @@
+// Types for `kuma:NAME` imports. Add "kuma-build/client" to compilerOptions.types
+// (or `/// <reference types="kuma-build/client" />`); each model's exact input and
+// output names and shapes are in its generated index.d.ts.
+declare module "kuma:*" {
+  export interface LoadOptions {
+    /** reuse this device instead of requesting one */
+    device?: GPUDevice;
+    /** called as weight bytes arrive */
+    onProgress?: (loaded: number, total: number) => void;
+    /** fetch implementation for the weight chunks (default: globalThis.fetch) */
+    fetch?: typeof fetch;
+  }
+  export interface TensorInfo {
+    name: string;
+    shape: readonly number[];
+    dtype: "float32" | "int32";
+  }
+  export interface Model {
+    run(inputs: Record<string, Float32Array | Int32Array>): Promise<Record<string, Float32Array | Int32Array>>;
+    dispose(): void;
+    readonly device: GPUDevice;
+    readonly inputs: readonly TensorInfo[];
+    readonly outputs: readonly TensorInfo[];
+  }
+  /** Compile the kernels, stream the weights and return a runnable model. */
+  export function load(options?: LoadOptions): Promise<Model>;
+  export const inputs: readonly TensorInfo[];
+  export const outputs: readonly TensorInfo[];
+}

@@ -1,0 +1,7 @@
+// Options of both plugins.
+export interface KumaOptions {
+  /** path of kuma.toml, relative to the bundler's root (default: found upwards from the root) */
+  config?: string;
+  /** the Python that has kuma_build (default: KUMA_PYTHON, the active virtualenv, ./.venv, python3) */
+  python?: string;
+}
