@@ -2,7 +2,8 @@
 # Installs everything kuma build and its tests need on a fresh Debian/Ubuntu machine:
 # Mesa's Vulkan driver (lavapipe) for wgpu-py, Debian's Chromium for the browser tests,
 # nginx (its WebDAV PUT plays the shared remote cache in the tests),
-# a Python venv in .venv with the package, and the npm packages of the browser harness.
+# a Python venv in .venv with the package, and the npm packages of the browser harness,
+# the example site and the bundler fixture apps of the npm shim's tests.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,4 +34,14 @@ if [ ! -d tests/browser/node_modules ]; then
   echo "[setup] npm ci in tests/browser"
   (cd tests/browser && npm ci --no-audit --no-fund --silent)
 fi
+if [ ! -d example-site/node_modules ]; then
+  echo "[setup] npm ci in example-site (Vite, and the kuma-build shim from npm-shim/)"
+  (cd example-site && npm ci --no-audit --no-fund --silent)
+fi
+for app in tests/fixtures/vite-app tests/fixtures/webpack-app; do
+  if [ ! -d "$app/node_modules" ]; then
+    echo "[setup] npm ci in $app (the bundler, and the kuma-build shim from npm-shim/)"
+    (cd "$app" && npm ci --no-audit --no-fund --silent)
+  fi
+done
 echo "[setup] ready"

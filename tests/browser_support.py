@@ -35,13 +35,16 @@ class BrowserRun:
 
 
 class Browser:
-    """One headless Chromium driven through run_model.mjs --serve."""
+    """One headless Chromium driven through a script in tests/browser (run_model.mjs --serve by default)
+    that says {"ready": true, "chromium"} and then answers each JSON request line with one JSON line."""
 
-    def __init__(self):
+    def __init__(self, *command: str):
+        script, *args = command or ("run_model.mjs", "--serve")
         if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
             raise RuntimeError(f"playwright-core is not installed in {BROWSER_DIR}: run `npm ci` there first (see tests/browser/README.md)")
+        self.script = script
         self.stderr = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(["node", str(BROWSER_DIR / "run_model.mjs"), "--serve"], cwd=BROWSER_DIR,
+        self.process = subprocess.Popen(["node", str(BROWSER_DIR / script), *args], cwd=BROWSER_DIR,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         self.lines = queue.Queue()
         # a thread reads replies so a hung node can be timed out
@@ -60,7 +63,7 @@ class Browser:
         self.close()
         self.stderr.seek(0)
         log = self.stderr.read().decode(errors="replace").strip()
-        raise RuntimeError(f"{message}\n--- run_model.mjs stderr ---\n{log[-4000:]}" if log else message)
+        raise RuntimeError(f"{message}\n--- {self.script} stderr ---\n{log[-4000:]}" if log else message)
 
     def _reply(self, what: str) -> dict:
         try:
@@ -68,16 +71,14 @@ class Browser:
         except queue.Empty:
             self._fail(f"no reply from the browser after {TIMEOUT} s while {what}")
         if line is None:
-            self._fail(f"run_model.mjs exited while {what}")
+            self._fail(f"{self.script} exited while {what}")
         return json.loads(line)
 
     def run(self, root: Path, model: str, inputs: dict[str, np.ndarray]) -> BrowserRun:
         if self.process.poll() is not None:
             raise RuntimeError("the browser has already stopped (an earlier run failed or timed out)")
         request = {"root": str(root), "model": model, "inputs": {name: encode(array) for name, array in inputs.items()}}
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        reply = self._reply(f"running {model}")
+        reply = self.request(request, f"running {model}")
         if not reply["ok"]:
             raise AssertionError(f"model {model} failed in Chromium:\n{reply['error']}")
         adapter = reply["adapter"]
@@ -85,6 +86,12 @@ class Browser:
         assert adapter and (adapter["vendor"] or adapter["architecture"]), f"no WebGPU adapter info: {adapter}"
         outputs = {name: decode(spec) for name, spec in reply.pop("outputs").items()}
         return BrowserRun(outputs, reply)
+
+    def request(self, message: dict, what: str) -> dict:
+        """Sends one request line and waits for its reply line."""
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+        return self._reply(what)
 
     def close(self):
         if self.process.poll() is None:

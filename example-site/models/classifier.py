@@ -1,6 +1,8 @@
-"""A small conv net that classifies 28x28 digits."""
+"""The example site's digit classifier: a 1x1x28x28 grey image (ink 1, paper 0) in, 10 logits out.
 
-import torch
+Trained by train/train_classifier.py; the page prepares a drawing the way MNIST did (src/digit.js).
+"""
+
 from torch import nn
 
 
@@ -19,10 +21,3 @@ class Classifier(nn.Module):
 
 def build_model():
     return Classifier()
-
-
-if __name__ == "__main__":
-    # writes placeholder weights from a seeded random init; replace them with trained ones
-    from safetensors.torch import save_file
-    torch.manual_seed(42)
-    save_file(build_model().state_dict(), "weights/classifier.safetensors")

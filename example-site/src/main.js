@@ -1,0 +1,148 @@
+// The page: draw on the pad, and each stroke is prepared (digit.js) and classified on the GPU by
+// the model kuma build compiled from models/classifier.py. It shows load progress, the answer
+// with all ten probabilities and the inference time, or says plainly when there is no WebGPU.
+// Tests feed exact inputs through window.kumaReady (the loaded model) and window.kumaClassify.
+
+import { load } from "kuma:classifier";
+import { prepareDigit } from "./digit.js";
+import "./style.css";
+
+const $ = (id) => document.getElementById(id);
+const kib = (bytes) => (bytes / 1024).toFixed(0);
+const pad = $("pad");
+const pen = pad.getContext("2d", { willReadFrequently: true });
+
+const ready = loadModel();
+ready.catch(showError);
+window.kumaReady = ready;
+window.kumaClassify = async (image) => (await (await ready).run({ image })).logits;
+
+async function loadModel() {
+  if (!navigator.gpu) throw new Error("This browser has no WebGPU, which this page needs to run the model.");
+  const started = performance.now();
+  const model = await load({
+    onProgress(loaded, total) {
+      $("progress").value = total ? loaded / total : 1;
+      $("loaded").textContent = `${kib(loaded)} / ${kib(total)} KiB of weights`;
+    },
+  });
+  const { description, vendor, architecture } = model.device.adapterInfo ?? {};
+  const adapter = description || [vendor, architecture].filter(Boolean).join(" ");
+  $("status").textContent = `Model loaded in ${Math.round(performance.now() - started)} ms${adapter ? ` on ${adapter}` : ""}.`;
+  return model;
+}
+
+function showError(error) {
+  const webgpu = /WebGPU|adapter/.test(error.message);
+  document.querySelector(".board").hidden = true;
+  $("status").hidden = true;
+  $("problem").hidden = false;
+  $("problem").textContent = webgpu
+    ? `${error.message} Try a recent Chrome, Edge or Safari, or Firefox with WebGPU enabled.`
+    : `The model failed to load: ${error.message}`;
+}
+
+// one classification in flight; strokes drawn meanwhile are read once it finishes
+let busy = false, pending = false;
+
+async function classifyDrawing() {
+  if (busy) {
+    pending = true;
+    return;
+  }
+  busy = true;
+  try {
+    const pixels = pen.getImageData(0, 0, pad.width, pad.height).data;
+    const ink = new Float32Array(pad.width * pad.height);
+    for (let i = 0; i < ink.length; i++) ink[i] = pixels[4 * i + 3] / 255; // the alpha channel is the ink
+    const image = prepareDigit(ink, pad.width, pad.height);
+    if (image) {
+      const model = await ready;
+      const started = performance.now();
+      const { logits } = await model.run({ image });
+      showAnswer(softmax(logits), performance.now() - started);
+    }
+  } finally {
+    busy = false;
+    if (pending) {
+      pending = false;
+      classifyDrawing();
+    }
+  }
+}
+
+function softmax(logits) {
+  const top = Math.max(...logits);
+  const exps = logits.map((value) => Math.exp(value - top));
+  const sum = exps.reduce((a, b) => a + b);
+  return exps.map((value) => value / sum);
+}
+
+const bars = Array.from({ length: 10 }, (_, digit) => {
+  const row = document.createElement("li");
+  row.innerHTML = `<span class="label">${digit}</span><span class="bar"><span></span></span><span class="value"></span>`;
+  $("bars").append(row);
+  return row;
+});
+
+function showAnswer(probabilities, ms) {
+  const best = probabilities.indexOf(Math.max(...probabilities));
+  $("digit").textContent = String(best);
+  $("confidence").textContent = `${(100 * probabilities[best]).toFixed(1)}% sure`;
+  probabilities.forEach((p, digit) => {
+    bars[digit].classList.toggle("best", digit === best);
+    bars[digit].querySelector(".bar span").style.width = `${100 * p}%`;
+    bars[digit].querySelector(".value").textContent = `${(100 * p).toFixed(1)}%`;
+  });
+  $("timing").textContent = `Inference ${ms.toFixed(1)} ms (upload, run, read back)`;
+}
+
+function clear() {
+  pen.clearRect(0, 0, pad.width, pad.height);
+  $("digit").textContent = "?";
+  $("confidence").textContent = "";
+  $("timing").textContent = "";
+  for (const row of bars) {
+    row.classList.remove("best");
+    row.querySelector(".bar span").style.width = "0";
+    row.querySelector(".value").textContent = "";
+  }
+}
+
+// drawing with mouse, pen or finger: round strokes about as thick, for the 28x28 image, as MNIST's
+pen.lineWidth = 18;
+pen.lineCap = pen.lineJoin = "round";
+pen.strokeStyle = "#1b1b1f";
+let last = null;
+
+function point(event) {
+  const box = pad.getBoundingClientRect();
+  return [((event.clientX - box.left) * pad.width) / box.width, ((event.clientY - box.top) * pad.height) / box.height];
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  pad.setPointerCapture(event.pointerId);
+  last = point(event);
+  pen.beginPath();
+  pen.arc(...last, pen.lineWidth / 2, 0, 2 * Math.PI);
+  pen.fillStyle = pen.strokeStyle;
+  pen.fill();
+});
+pad.addEventListener("pointermove", (event) => {
+  if (!last) return;
+  const next = point(event);
+  pen.beginPath();
+  pen.moveTo(...last);
+  pen.lineTo(...next);
+  pen.stroke();
+  last = next;
+  classifyDrawing();
+});
+for (const type of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(type, () => {
+    if (!last) return;
+    last = null;
+    classifyDrawing();
+  });
+}
+$("clear").addEventListener("click", clear);
