@@ -54,6 +54,7 @@ def assert_fails(root, *fragments):
     (GOOD_TOML.replace('"float32"', '"float16"'), ["kuma.toml:9:", 'dtype "float16"']),
     (GOOD_TOML.replace("shape = [2, 8]", "shape = [2, -8]"), ["kuma.toml:9:", "positive integers"]),
     (GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\nprecision = "f8"'), ["kuma.toml:8:", 'precision "f8"']),
+    (GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\ntarget = "tpu"'), ["kuma.toml:8:", 'target "tpu"']),
     ("[build]\n", ["no models declared"]),
 ])
 def test_config_errors(tmp_path, toml, fragments):

@@ -9,6 +9,7 @@ from kuma_build.compiler.cost import dispatch_costs
 from kuma_build.compiler.export import build_module, export
 from kuma_build.compiler.ir.importer import import_program
 from kuma_build.compiler.passes import run_passes
+from kuma_build.compiler.kernels import gemm
 from kuma_build.compiler.plan import make_plan
 from kuma_build.compiler.precision import choose_weight_storage
 from kuma_build.config import ModelConfig, Project
@@ -40,7 +41,8 @@ def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_st
     ops = len(graph.nodes)
     run_passes(graph)
     choose_weight_storage(graph, model.precision)
-    plan = make_plan(graph, kernel_store)
+    with gemm.tuned_for(model.target):
+        plan = make_plan(graph, kernel_store)
     chunks, copies = emit.pack_weights(plan, chunk_size)
     specs = {s.name: s for s in model.inputs}
     program_json = emit.program_dict(model.name, plan, graph, specs, chunks, copies)

@@ -1,7 +1,8 @@
 """Kernels: one small lowering per IR op family, each returning a Kernel (WGSL + launch)."""
 
-from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, matmul, pool, resize, rows
 import hashlib
+
+from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, gemm, matmul, pool, resize, rows
 
 from kuma_build.cache.keys import compiler_hash
 from kuma_build.compiler.kernels.wgsl import Kernel, binding_buffers
@@ -37,7 +38,7 @@ def spec_key(node) -> str:
     views = [(v.shape, v.strides, v.offset, v.dtype, buffers.index(v.buffer), storage_key(v.buffer)) for v in node.inputs]
     attrs = {k: v for k, v in sorted(node.attrs.items()) if _is_plain(v)}
     # the compiler's own source is part of the key: an edited generator must not reuse old code
-    spec = (node.op, attrs, views, node.output.shape, node.output.dtype, TARGET_PROFILE, compiler_hash())
+    spec = (node.op, attrs, views, node.output.shape, node.output.dtype, TARGET_PROFILE, gemm.DEVICE["name"], compiler_hash())
     return hashlib.sha256(repr(spec).encode()).hexdigest()
 
 

@@ -16,6 +16,7 @@ finish a sum (alpha, bias, fused epilogue). Two kernels:
   the row kernels' workgroup reduction.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from math import ceil
 from typing import Callable
@@ -30,10 +31,22 @@ TILES = (16, 32, 64)
 # measured), and convolutions gain nothing from staging through workgroup memory: they stay
 # direct. "gpu": a discrete GPU keeps ~100+ workgroups in flight; convolutions are implicit GEMMs.
 #   parallel  workgroups the device runs at once: the tile cost model's waves
-DEVICE_CLASSES = {"cpu": {"parallel": 2, "conv": "direct"}, "gpu": {"parallel": 128, "conv": "gemm"}}
-DEVICE = DEVICE_CLASSES["cpu"]
+DEVICE_CLASSES = {"cpu": {"name": "cpu", "parallel": 2, "conv": "direct"}, "gpu": {"name": "gpu", "parallel": 128, "conv": "gemm"}}
+DEVICE = DEVICE_CLASSES["cpu"]  # kuma.toml's `target` picks the class per model (tuned_for)
 STEP_OVERHEAD = 4  # the fixed cost of a thread's K step (loop, bounds checks), in FMAs
 THIN = 8  # at most this many rows or columns: the thin kernel
+
+
+@contextmanager
+def tuned_for(target: str | None):
+    """Generate kernels for the device class `target` inside the block (None keeps the current one)."""
+    global DEVICE
+    saved = DEVICE
+    DEVICE = DEVICE_CLASSES[target] if target else DEVICE
+    try:
+        yield
+    finally:
+        DEVICE = saved
 
 
 @dataclass
