@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from kuma_build.compiler import compile_module
 from kuma_build.config import InputSpec, ModelConfig
@@ -60,3 +61,22 @@ def assert_outputs_match(actual, expected, tolerance: float = TOLERANCE):
             assert np.isfinite(a).all() == np.isfinite(e).all()
             err = rel_l2(a, e)
             assert err <= tolerance, f"relative L2 error {err:.3g} > {tolerance}"
+
+
+class Fn(nn.Module):
+    """Wraps a function of two tensors so each test case is one line."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x, y):
+        return self.fn(x, y)
+
+
+class Fn1(Fn):
+    """Wraps a function of one tensor."""
+
+    def forward(self, x):
+        return self.fn(x)
+

@@ -4,21 +4,12 @@ is stricter than wgpu's (naga) in places, and SwiftShader's math differs from la
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from browser_support import assert_matches_in_browser
 from kuma_build.compiler.kernels import gemm
+from support import Fn
 
 pytestmark = pytest.mark.browser
-
-
-class Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x, y):
-        return self.fn(x, y)
 
 
 CASES = {

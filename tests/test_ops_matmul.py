@@ -4,26 +4,16 @@ size the cost model picks), with transposed, sliced and broadcast operands, on r
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from kuma_build.compiler.kernels import gemm
 from kuma_build.compiler.kernels.gemm import Gemm, choose_tile
-from support import assert_matches
+from support import Fn, assert_matches
 
 
 @pytest.fixture(params=sorted(gemm.DEVICE_CLASSES))
 def device_class(request, monkeypatch):
     """Compile for each device class: the tile cost model assumes a few (cpu) or many (gpu) workgroups in flight."""
     monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES[request.param])
-
-
-class Fn(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x, y):
-        return self.fn(x, y)
 
 
 CASES = {  # name -> (fn, x shape, y shape)

@@ -3,20 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from support import assert_matches
-
-
-class Fn(nn.Module):
-    """Wraps a function of one tensor so each test case is one line."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
+from support import Fn1, assert_matches
 
 
 REDUCTIONS = {
@@ -35,23 +23,23 @@ def test_reduce_dims(name, dims, keepdim):
         kwargs["keepdim"] = keepdim
     elif keepdim:
         kwargs = {"dim": (0, 1, 2), "keepdim": True}
-    assert_matches(Fn(lambda x: fn(x, **kwargs)), torch.randn(3, 37, 5))
+    assert_matches(Fn1(lambda x: fn(x, **kwargs)), torch.randn(3, 37, 5))
 
 
 @pytest.mark.parametrize("length", [37, 300, 1000])
 def test_row_lengths_off_the_workgroup_size(length):
     fn = lambda x: torch.cat([x.sum(-1), x.mean(-1), x.amax(-1), x.amin(-1)])
-    assert_matches(Fn(fn), torch.randn(3, length))
+    assert_matches(Fn1(fn), torch.randn(3, length))
 
 
 def test_non_contiguous_and_broadcast_inputs():
     fn = lambda x: (x.transpose(0, 2).sum(1) + x[:, ::2].mean(1).t() + x.permute(1, 2, 0).amax(0)
                     + x[:1].expand(3, 9, 5).sum(1).t())
-    assert_matches(Fn(fn), torch.randn(3, 9, 5))
+    assert_matches(Fn1(fn), torch.randn(3, 9, 5))
 
 
 def test_more_rows_than_one_grid_dimension():
-    assert_matches(Fn(lambda x: x.sum(-1)), torch.randn(70000, 3))
+    assert_matches(Fn1(lambda x: x.sum(-1)), torch.randn(70000, 3))
 
 
 OTHERS = {
@@ -71,7 +59,7 @@ OTHERS = {
 
 @pytest.mark.parametrize("name", sorted(OTHERS))
 def test_other_reductions(name):
-    assert_matches(Fn(OTHERS[name]), torch.randn(4, 37, 6))
+    assert_matches(Fn1(OTHERS[name]), torch.randn(4, 37, 6))
 
 
 SOFTMAX = {
@@ -86,4 +74,4 @@ SOFTMAX = {
 def test_softmax(name):
     # large logits: only the max-subtracting form stays finite and accurate
     fn = SOFTMAX[name]
-    assert_matches(Fn(lambda x: fn(x * 20)), torch.randn(3, 37, 300 if name.endswith("last") else 7))
+    assert_matches(Fn1(lambda x: fn(x * 20)), torch.randn(3, 37, 300 if name.endswith("last") else 7))
