@@ -9,6 +9,7 @@ The folder is written by outfolder.write_output, all at once.
 """
 
 import hashlib
+from functools import cached_property
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ TS_ARRAY = {"float32": "Float32Array", "int32": "Int32Array", "int64": "Int32Arr
 class Chunk:
     data: bytes
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
@@ -155,8 +156,9 @@ export const outputs: readonly [{spec_list(program['outputs'])}];
 def manifest_dict(program: dict, plan: Plan, chunks, copies, stats: dict, key: str) -> dict:
     weights = []
     for buf, index in zip(plan.weights, plan.weight_buffer):
-        data = buffer_bytes(buf)
         pieces = [c for c in copies if c[2] == index]
+        # the weight's bytes as packed into the chunks (encoding it again would quantise twice)
+        data = b"".join(chunks[chunk].data[offset:offset + size] for chunk, offset, _, _, size in pieces)
         weights.append({"name": buf.name, "dtype": buf.dtype, "storage": buf.storage, "numel": buf.numel, "bytes": len(data),
                         "sha256": hashlib.sha256(data).hexdigest(),
                         "pieces": [{"chunk": chunks[c[0]].file, "offset": c[1], "size": c[4]} for c in pieces]})
