@@ -15,6 +15,7 @@ pytestmark = pytest.mark.browser
 CASES = {
     "unary_helpers": (lambda x, y: F.gelu(x) + torch.erf(y) + x.abs() ** 1.5 + torch.tanh(x * 20) + F.silu(y) + x.sign(),
                       (3, 7, 11), (7, 11)),
+    "vec4_elementwise": (lambda x, y: F.gelu(x) * y + torch.erf(y) - x.abs() ** 1.5, (8, 33), (8, 33)),
     "inf_literals": (lambda x, y: torch.softmax(x.masked_fill(y > 0.5, float("-inf")), -1) + x.clamp(max=float("inf")),
                      (4, 9), (4, 9)),
     "integer_ops": (lambda x, y: (x > y).sum(-1, keepdim=True) + torch.argmax(x, -1, keepdim=True) + (x * 3).floor().int() // 2,

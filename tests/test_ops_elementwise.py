@@ -93,3 +93,11 @@ def test_constant_subgraph_is_folded():
 def test_output_that_is_an_input_or_view():
     fn = lambda x, y: (x, x.t(), y * 2)
     assert_matches(Fn(fn), torch.randn(3, 4), torch.randn(5))
+
+
+@pytest.mark.parametrize("name", ["gelu", "large_tanh", "pow_frac", "sign"])
+def test_vec4_path_for_whole_contiguous_operands(name):
+    # 6 x 70 = 420 elements, divisible by 4: loads and stores are vec4, each lane the scalar expression
+    fn = UNARY[name]
+    compiled = assert_matches(Fn(lambda x, y: fn(x) * y - y), torch.randn(6, 70), torch.randn(6, 70))
+    assert "array<vec4<f32>>" in compiled.program["kernels"][-1]["code"]

@@ -133,7 +133,35 @@ def epilogue(node, b, acc: str, flat: str) -> tuple[Writer, str]:
     return writer, value
 
 
+LANES = "xyzw"
+
+
+def vectorizable(node) -> bool:
+    """Every operand and the result are whole contiguous f32 buffers of a size divisible by 4."""
+    values = [*node.inputs, node.output]
+    return node.output.numel % 4 == 0 and all(
+        v.dtype == "f32" and v.buffer.storage == "f32" and v.is_contiguous() for v in values)
+
+
+def lower_vec4(node):
+    """16-byte loads and stores (memory-bound kernels reach the copy bandwidth only with them);
+    the expression is evaluated per lane with the scalar templates."""
+    b = Bindings(node)
+    b.vector = 4
+    header, workgroups = threads(node.output.numel // 4)
+    lines = [f"let x{k} = {b.names[k]}[gid];" for k in range(len(node.inputs))]
+    values = []
+    for lane in LANES:
+        writer = Writer(lambda leaf, lane=lane: f"x{leaf[2]}.{lane}", prefix=f"{lane}_")
+        values.append(writer(node.attrs["expr"]))
+        lines += writer.lines
+    body = header + indent(lines + [f"out[gid] = vec4<f32>({', '.join(values)});"]) + "\n}"
+    return b.kernel("elementwise", writer.functions() + body, workgroups)
+
+
 def lower(node):
+    if vectorizable(node):
+        return lower_vec4(node)
     b = Bindings(node)
     out = node.output
     header, workgroups = threads(out.numel)

@@ -42,6 +42,7 @@ class Bindings:
         self.names = [f"in{self.buffers.index(v.buffer)}" for v in node.inputs]  # binding variable of each input
         self.inputs = node.inputs
         self.out = node.output
+        self.vector = 1  # elements per array item: 4 declares array<vec4<f32>> (elementwise.py)
 
     def declare(self, native_f16: bool = False) -> str:
         """Binding declarations; f16/int8 weights also get a `weight_inK(i)` reader returning f32."""
@@ -51,9 +52,12 @@ class Bindings:
             if buf.storage != "f32":
                 element, function = precision.reader(buf, f"in{i}", native_f16)
                 readers.append(function)
-            lines.append(f"@group(0) @binding({i}) var<storage, read> in{i}: array<{element}>;")
-        lines.append(f"@group(0) @binding({len(self.buffers) - 1}) var<storage, read_write> out: array<{WGSL_TYPE[self.out.dtype]}>;")
+            lines.append(f"@group(0) @binding({i}) var<storage, read> in{i}: array<{self._item(element)}>;")
+        lines.append(f"@group(0) @binding({len(self.buffers) - 1}) var<storage, read_write> out: array<{self._item(WGSL_TYPE[self.out.dtype])}>;")
         return "\n".join(lines) + "".join("\n\n" + reader for reader in readers)
+
+    def _item(self, element: str) -> str:
+        return element if self.vector == 1 else f"vec{self.vector}<{element}>"
 
     def load(self, k: int, index: list[str]) -> str:
         """WGSL that reads input k at the multi-index `index` (one expression per dim), as its IR dtype."""
