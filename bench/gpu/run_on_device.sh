@@ -16,5 +16,7 @@ icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
 { nvidia-smi; ldconfig -p | grep libvulkan; echo "VK_DRIVER_FILES=$VK_DRIVER_FILES"; } 2>&1 | tee "$OUT/machine.txt"
 python3 bench/gpu/device.py --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt" || exit 1
-# the built 4096^3 matmul against a variant with no per-thread arrays (see matmul_probe.py)
-python3 bench/gpu/matmul_probe.py 2>&1 | tee "$OUT/matmul_probe.txt"
+# the GEMM tile and split-K sweep, when built (gemm_sweep.py)
+if [ -d bench/gpu/sweep ]; then
+  python3 bench/gpu/gemm_sweep.py run bench/gpu/sweep --results "$OUT/sweep.json" 2>&1 | tee "$OUT/sweep.txt"
+fi

@@ -39,9 +39,9 @@ def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_st
     program, input_names, output_names = export(net, model)
     graph = import_program(program, model.name, model.source, input_names, output_names)
     ops = len(graph.nodes)
-    run_passes(graph)
-    choose_weight_storage(graph, model.precision)
     with gemm.tuned_for(model.target):
+        run_passes(graph)
+        choose_weight_storage(graph, model.precision)
         plan = make_plan(graph, kernel_store)
     chunks, copies = emit.pack_weights(plan, chunk_size)
     specs = {s.name: s for s in model.inputs}

@@ -5,10 +5,12 @@
   The im2col matrix is never built: the kernel computes each element's input
   coordinate as it stages a tile and pads with zeros, and the NCHW output is
   exactly the GEMM's row-major output.
-- direct with several output channels per thread, for plain convolutions on
-  a CPU device (gemm.DEVICE): each input value a thread loads serves all its
-  channels, and nothing goes through workgroup memory.
-- direct with one channel per thread, for depthwise and transposed ones.
+- direct with several output channels and pixels per thread, for plain and
+  depthwise convolutions on a CPU device (gemm.DEVICE): each input value a
+  thread loads serves all its channels, each weight all its pixels, and
+  nothing goes through workgroup memory.
+- direct with one channel and pixel per thread, for transposed ones and a
+  GPU's depthwise ones.
 
 Every kernel maps an output coordinate to an input coordinate per tap:
   plain       in = out * stride - pad + k * dilation,          weight [Cout, Cin/g, kh, kw]
@@ -23,6 +25,11 @@ from kuma_build.compiler.kernels.elementwise import epilogue, operands
 from kuma_build.compiler.kernels import gemm
 from kuma_build.compiler.kernels.gemm import Gemm, block, gemm_code
 from kuma_build.compiler.kernels.wgsl import Bindings, indent, threads, unravel
+
+# a CPU device: each thread takes up to 4 pixels (8 x 8 accumulators spilled and ran 2x slower on
+# SwiftShader) and the workgroups are small, at least 8 of them to spread over the cores
+PIXELS = (4, 2, 1)
+CPU_WORKGROUP, CPU_WORKGROUPS = 64, 8
 
 
 def tap(name: str, out: str, k: str, size: int, stride: int, pad: int, dilation: int, transposed: bool) -> tuple[list[str], str]:
@@ -46,16 +53,31 @@ def taps(node, oh: str, ow: str, kh: str, kw: str) -> tuple[list[str], str]:
     return h_lines + w_lines, " && ".join(c for c in (h_inside, w_inside) if c)
 
 
+def is_implicit_gemm(node) -> bool:
+    """Plain convolutions on a GPU; transposed and depthwise ones have no input channel that
+    serves two outputs, so they stay direct."""
+    transposed, depthwise = node.attrs["transposed"], node.inputs[0].shape[1] == node.attrs["groups"]
+    return gemm.DEVICE["conv"] == "gemm" and not transposed and not depthwise
+
+
+def gemm_shape(node) -> tuple[int, int, int, int]:
+    """(batch, rows, cols, depth) of the implicit GEMM: batches are (image, group) pairs."""
+    weight, out, groups = node.inputs[1], node.output, node.attrs["groups"]
+    return (out.shape[0] * groups, out.shape[1] // groups, out.shape[2] * out.shape[3],
+            weight.shape[1] * weight.shape[2] * weight.shape[3])
+
+
 def lower(node):
     out, groups = node.output, node.attrs["groups"]
-    if node.attrs["transposed"] or node.inputs[0].shape[1] == groups:
-        return direct(node)  # no input channel serves two outputs of a thread
-    if gemm.DEVICE["conv"] == "gemm":
+    if is_implicit_gemm(node):
         return implicit_gemm(node)
-    # as many channels per thread as keep the device's parallel workgroups busy
-    for channels in (8, 4, 2):
-        if (out.shape[1] // groups) % channels == 0 and ceil(out.numel / channels / 256) >= gemm.DEVICE["parallel"]:
-            return direct(node, channels)
+    if node.attrs["transposed"] or gemm.DEVICE["conv"] == "gemm":
+        return direct(node)  # transposed ones, and a GPU's depthwise ones
+    # as many channels and pixels per thread as leave the cores a few workgroups each
+    for channels in (8, 4, 2, 1):
+        for pixels in PIXELS:
+            if (out.shape[1] // groups) % channels == 0 and out.numel / channels / pixels >= CPU_WORKGROUPS * CPU_WORKGROUP:
+                return direct(node, channels, pixels, CPU_WORKGROUP)
     return direct(node)
 
 
@@ -63,8 +85,8 @@ def implicit_gemm(node):
     x, weight, out = node.inputs[0], node.inputs[1], node.output
     groups = node.attrs["groups"]
     kernel_h, kernel_w = weight.shape[2], weight.shape[3]
-    depth = weight.shape[1] * kernel_h * kernel_w
-    rows, out_w = out.shape[1] // groups, out.shape[3]
+    batch, rows, cols, depth = gemm_shape(node)
+    out_w = out.shape[3]
     flat_weight = views.reshape(weight, (weight.shape[0], depth))
     if flat_weight is not None:  # a contiguous weight is the A matrix as it is
         node = replace(node, inputs=[x, flat_weight, *node.inputs[2:]])
@@ -95,50 +117,66 @@ def implicit_gemm(node):
         bias = f" + {b.load(2, [out_channel(bi, r)])}" if operands(node) > 2 else ""
         return [f"let value = {total}{bias};", *writer.lines], stored
 
-    product = Gemm(out.shape[0] * groups, rows, out.shape[2] * out_w, depth, load_a, load_b, finish, a_k_contiguous=flat_weight is not None)
+    product = Gemm(batch, rows, cols, depth, load_a, load_b, finish, a_k_contiguous=flat_weight is not None,
+                   splits=node.attrs.get("splits", 1))
     code, workgroups = gemm_code(product)
     return b.kernel("conv2d", writer.functions() + code, workgroups)
 
 
-def direct(node, channels: int = 1):
-    """One thread per output pixel and `channels` output channels: each input value loaded serves them
-    all. The channels are unrolled here, with scalar accumulators (see gemm.py on private arrays)."""
+def direct(node, channels: int = 1, pixels: int = 1, size: int = 256):
+    """One thread per `pixels` output pixels and `channels` output channels: each input value loaded
+    serves all its channels, each weight all its pixels. A thread's pixels are `spread` apart in the
+    image's flat order, so neighbouring threads still read neighbouring input. Pixels and channels are
+    unrolled here, with scalar accumulators (see gemm.py on private arrays)."""
     b = Bindings(node)
     x, weight, out = node.inputs[0], node.inputs[1], node.output
     groups, transposed = node.attrs["groups"], node.attrs["transposed"]
     in_per_group, out_per_group = x.shape[1] // groups, out.shape[1] // groups
-    grid_shape = (out.shape[0], out.shape[1] // channels, out.shape[2], out.shape[3])
-    header, workgroups = threads(grid_shape[0] * grid_shape[1] * grid_shape[2] * grid_shape[3])
-    lines, (n, oc_block, oh, ow) = unravel("gid", grid_shape)
+    plane = out.shape[2] * out.shape[3]
+    spread = ceil(plane / pixels)
+    grid_shape = (out.shape[0], out.shape[1] // channels, spread)
+    header, workgroups = threads(grid_shape[0] * grid_shape[1] * spread, size)
+    lines, (n, oc_block, first) = unravel("gid", grid_shape)
     weight_at = ["c", f"(oc % {out_per_group}u)", "kh", "kw"] if transposed else ["oc", "ic", "kh", "kw"]
     has_bias = operands(node) > 2
+    accs = [[f"acc{p}_{j}" for j in range(channels)] for p in range(pixels)]
+    exists = [f"q{p} < {plane}u" if p * spread + spread > plane else "" for p in range(pixels)]  # the last may run off
 
     def each_channel(body) -> list[str]:
-        """body(acc) for each channel of the thread, with `oc` the channel and acc its accumulator's name."""
-        return [line for j in range(channels) for line in block([f"let oc = oc0 + {j}u;", *body(f"acc{j}")])]
+        """body(j) for each channel j of the thread, with `oc` the channel."""
+        return [line for j in range(channels) for line in block([f"let oc = oc0 + {j}u;", *body(j)])]
 
-    def write(acc: str) -> list[str]:
-        finish, value = epilogue(node, b, acc, "flat")
-        return [f"let flat = (({n} * {out.shape[1]}u + oc) * {out.shape[2]}u + {oh}) * {out.shape[3]}u + {ow};",
-                *finish.lines, f"out[flat] = {value};"]
+    def write(p: int, j: int) -> list[str]:
+        finish, value = epilogue(node, b, accs[p][j], "flat")
+        lines = [f"let flat = ({n} * {out.shape[1]}u + oc) * {plane}u + q{p};", *finish.lines, f"out[flat] = {value};"]
+        return [f"if ({exists[p]}) {{", *["  " + line for line in lines], "}"] if exists[p] else lines
 
-    coords, inside = taps(node, oh, ow, "kh", "kw")
+    def read(p: int) -> list[str]:
+        """The input under tap (kh, kw) for pixel p, into x{p}: zero in the padding."""
+        coords, inside = taps(node, f"oh{p}", f"ow{p}", "kh", "kw")
+        if pixels == 1:  # skip the tap altogether
+            return coords + ([f"if (!({inside})) {{ continue; }}"] if inside else []) + [f"let x0 = {b.load(0, [n, 'c', 'u32(ih)', 'u32(iw)'])};"]
+        check = " && ".join(c for c in (exists[p], inside) if c)
+        load = f"x{p} = {b.load(0, [n, 'c', 'u32(ih)', 'u32(iw)'])};"
+        return [f"var x{p} = 0.0;", *block(coords + [f"if ({check}) {{ {load} }}" if check else load])]
+
+    tap = [line for p in range(pixels) for line in read(p)]
+    tap += each_channel(lambda j: [f"let w = {b.load(1, weight_at)};", *[f"{accs[p][j]} += x{p} * w;" for p in range(pixels)]])
     loop = [
         f"for (var ic = 0u; ic < {in_per_group}u; ic++) {{",
         f"  let c = group * {in_per_group}u + ic;",
         f"  for (var kh = 0u; kh < {weight.shape[2]}u; kh++) {{",
         f"    for (var kw = 0u; kw < {weight.shape[3]}u; kw++) {{",
-        *["      " + line for line in coords],
-        *([f"      if (!({inside})) {{ continue; }}"] if inside else []),
-        f"      let xv = {b.load(0, [n, 'c', 'u32(ih)', 'u32(iw)'])};",
-        *["      " + line for line in each_channel(lambda acc: [f"{acc} += xv * {b.load(1, weight_at)};"])],
+        *["      " + line for line in tap],
         "    }",
         "  }",
         "}",
     ]
+    for p in range(pixels):
+        lines += [f"let q{p} = {first} + {p * spread}u;", f"let oh{p} = q{p} / {out.shape[3]}u;", f"let ow{p} = q{p} % {out.shape[3]}u;"]
     lines += [f"let oc0 = {oc_block} * {channels}u;", f"let group = oc0 / {out_per_group}u;",
-              *[f"var acc{j} = 0.0;" for j in range(channels)],
-              *(each_channel(lambda acc: [f"{acc} = {b.load(2, ['oc'])};"]) if has_bias else []),
-              *loop, *each_channel(write)]
+              *[f"var {acc} = 0.0;" for row in accs for acc in row],
+              *(each_channel(lambda j: [f"{accs[p][j]} = {b.load(2, ['oc'])};" for p in range(pixels)]) if has_bias else []),
+              *loop, *[line for p in range(pixels) for line in each_channel(lambda j: write(p, j))]]
     body = epilogue(node, b, "acc", "flat")[0].functions() + header + indent(lines) + "\n}"
     return b.kernel("conv_transpose2d" if transposed else "conv2d", body, workgroups)

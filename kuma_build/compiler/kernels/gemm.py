@@ -6,10 +6,12 @@ one element of A and of B (WGSL lines assigning a variable, so a convolution
 can compute the input coordinate of (k, c) and pad with zeros) and how to
 finish a sum (alpha, bias, fused epilogue). Two kernels:
 
-- tiled: a TM x TN tile per 16x16-thread workgroup, K in steps of 16 through
-  workgroup memory; each thread owns (TM/16) x (TN/16) outputs spaced 16
-  apart, so stores coalesce and workgroup-memory reads don't conflict. The
-  tile is chosen per shape (choose_tile) by a small cost model.
+- tiled: a TM x TN tile per 16x16-thread workgroup (up to 128 x 128, each
+  thread 8 x 8 outputs), K in steps of 16 through workgroup memory, read as
+  vectors; the next step is fetched while this one computes. The tile is
+  chosen per shape (choose_tile) by a small cost model. With few tiles and a
+  long K (late convolutions at batch 1), K is split over several workgroups
+  that write partial sums (passes/split_k.py adds the node that sums them).
 - thin (at most THIN rows, as in batch-1 linear layers and decoding, or THIN
   columns, as in late convolutions on tiny images): a workgroup owns a block
   of the wide side; its threads split K and combine their partial sums with
@@ -25,15 +27,24 @@ from kuma_build.compiler.kernels.rows import workgroup_reduce
 from kuma_build.compiler.kernels.wgsl import indent
 
 STEP, SIDE = 16, 16  # K per stage; threads per workgroup side (16 x 16 = 256)
-TILES = (16, 32, 64)
 # The device class kernels are tuned for; docs/performance.md ("Compiler changes") measures both.
 # "cpu": software WebGPU (SwiftShader, lavapipe) runs a workgroup per core (2 on the machines
 # measured), and convolutions gain nothing from staging through workgroup memory: they stay
 # direct. "gpu": a discrete GPU keeps ~100+ workgroups in flight; convolutions are implicit GEMMs.
 #   parallel  workgroups the device runs at once: the tile cost model's waves
-DEVICE_CLASSES = {"cpu": {"name": "cpu", "parallel": 2, "conv": "direct"}, "gpu": {"name": "gpu", "parallel": 128, "conv": "gemm"}}
+#   tiles     tile sides to choose from: a CPU has too few registers for 8 x 8 outputs per thread
+#   splits    slices K may be split into, to fill the device when the tiles are few
+#   rows      softmax, norms, reductions, attention: a "workgroup" per row sharing it through
+#             barriers, or a "thread" per row (SwiftShader switches every thread at each barrier)
+DEVICE_CLASSES = {
+    "cpu": {"name": "cpu", "parallel": 2, "conv": "direct", "tiles": (16, 32, 64), "splits": (1,), "rows": "thread"},
+    "gpu": {"name": "gpu", "parallel": 128, "conv": "gemm", "tiles": (16, 32, 64, 128), "splits": (1, 2, 4, 8, 16, 32),
+            "rows": "workgroup"},
+}
 DEVICE = DEVICE_CLASSES["cpu"]  # kuma.toml's `target` picks the class per model (tuned_for)
-STEP_OVERHEAD = 4  # the fixed cost of a thread's K step (loop, bounds checks), in FMAs
+STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in a thread's FMAs
+SPLIT_COST = 1024  # the dispatch that sums split-K partials, in the same units
+MIN_SPLIT_STEPS = 4  # K steps each slice keeps at least
 THIN = 8  # at most this many rows or columns: the thin kernel
 
 
@@ -60,16 +71,34 @@ class Gemm:
     finish: Callable[[str, str, str, str], tuple[list[str], str]]  # (sum, b, r, c) -> (lines, value); `flat` is defined
     a_k_contiguous: bool = True   # A's neighbouring k are neighbours in memory
     cols_contiguous: bool = True  # B's neighbouring columns are neighbours in memory
+    splits: int = 1  # K in this many slices, each summed into its own partial output (passes/split_k.py)
+
+
+def cost(batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int) -> float:
+    """Estimated time of the tiled kernel: waves of DEVICE["parallel"] workgroups, each running its
+    K steps; a step costs its thread's FMAs and workgroup-memory reads, its share of the global
+    loads and a fixed latency (barriers, memory). Splitting K adds a dispatch that sums the partials."""
+    groups = batch * ceil(rows / tm) * ceil(cols / tn) * splits
+    rows_side, cols_side = Side(tm), Side(tn)
+    per_step = STEP * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
+    steps = ceil(depth / splits / STEP)
+    return ceil(groups / DEVICE["parallel"]) * steps * (per_step + STEP_LATENCY) + (splits > 1) * SPLIT_COST
 
 
 def choose_tile(g: Gemm) -> tuple[int, int]:
-    """The tile with the least estimated time: waves of DEVICE["parallel"] workgroups, each costing
-    per K step its thread's FMAs, workgroup-memory reads and overhead, and its share of global loads."""
-    def cost(tm, tn):
-        groups = g.batch * ceil(g.rows / tm) * ceil(g.cols / tn)
-        rm, rn = tm // SIDE, tn // SIDE
-        return ceil(groups / DEVICE["parallel"]) * (rm * rn + rm + rn + STEP_OVERHEAD + 4 * (tm + tn) / SIDE ** 2)
-    return min(((tm, tn) for tm in TILES for tn in TILES), key=lambda t: (cost(*t), -t[0] * t[1]))
+    """The tile of least estimated cost for g's shape and split (ties: the bigger tile)."""
+    tiles = [(tm, tn) for tm in DEVICE["tiles"] for tn in DEVICE["tiles"]]
+    return min(tiles, key=lambda t: (cost(g.batch, g.rows, g.cols, g.depth, *t, g.splits), -t[0] * t[1]))
+
+
+def choose_split(batch: int, rows: int, cols: int, depth: int) -> int:
+    """Into how many slices of K the tiled kernel should split a product (1: don't). Splitting
+    only pays when the tiles are too few to fill the device and K is long."""
+    if min(rows, cols) <= THIN:
+        return 1  # the thin kernel splits K inside its workgroups
+    options = [(tm, tn, s) for tm in DEVICE["tiles"] for tn in DEVICE["tiles"] for s in DEVICE["splits"]
+               if s == 1 or depth >= s * STEP * MIN_SPLIT_STEPS]
+    return min(options, key=lambda o: (cost(batch, rows, cols, depth, *o), o[2]))[2]
 
 
 def stage(var: str, load: list[str], check: str = "") -> list[str]:
@@ -84,9 +113,10 @@ def block(lines: list[str]) -> list[str]:
     return ["{", *["  " + line for line in lines], "}"]
 
 
-def store(g: Gemm, b: str, r: str, c: str, total: str, check: str) -> list[str]:
+def store(g: Gemm, b: str, r: str, c: str, total: str, check: str, slot: str = "") -> list[str]:
+    """Finish and store output (b, r, c); `slot` (default b) is the output matrix it lands in."""
     lines, value = g.finish(total, b, r, c)
-    body = [f"let flat = ({b} * {g.rows}u + {r}) * {g.cols}u + {c};", *lines, f"out[flat] = {value};"]
+    body = [f"let flat = ({slot or b} * {g.rows}u + {r}) * {g.cols}u + {c};", *lines, f"out[flat] = {value};"]
     return [f"if ({check}) {{", *["  " + line for line in body], "}"]
 
 
@@ -94,43 +124,98 @@ def store(g: Gemm, b: str, r: str, c: str, total: str, check: str) -> list[str]:
 # WGSL loop): GPU drivers keep run-time-indexed private arrays in slow local memory, which made
 # every K step of the first matmul kernel ~60 us on an H200 (docs/performance.md).
 
+@dataclass
+class Side:
+    """How one side (rows or columns) of a tile spreads over a line of SIDE threads: each thread
+    owns `per` positions in `groups` runs of `width` neighbours (width <= 4), runs SIDE * width
+    apart. A run is one vecN read from workgroup memory, and neighbouring threads read
+    neighbouring runs, so the reads neither conflict nor repeat."""
+    tile: int
+
+    @property
+    def per(self) -> int:
+        return self.tile // SIDE
+
+    @property
+    def width(self) -> int:
+        return min(4, self.per)
+
+    @property
+    def groups(self) -> int:
+        return self.per // self.width
+
+    def type(self) -> str:
+        return "f32" if self.width == 1 else f"vec{self.width}<f32>"
+
+    def position(self, i: int, thread: str) -> str:
+        """The tile position of the thread's i-th element."""
+        group, lane = divmod(i, self.width)
+        return f"{group * SIDE * self.width}u + {thread} * {self.width}u + {lane}u"
+
+    def element(self, run: str, i: int) -> str:
+        """Element i of the thread's runs, read into run0, run1, ..."""
+        group, lane = divmod(i, self.width)
+        return f"{run}{group}" + ("" if self.width == 1 else "." + "xyzw"[lane])
+
+    def reads(self, run: str, tile: str, thread: str) -> list[str]:
+        runs = self.tile // self.width
+        return [f"let {run}{g} = {tile}[kk * {runs}u + {g * SIDE}u + {thread}];" for g in range(self.groups)]
+
+    def write(self, tile: str, e: str, value: str) -> str:
+        """Store element e of the k-major staged tile."""
+        return f"{tile}[{e}] = {value};" if self.width == 1 else f"{tile}[({e}) / {self.width}u][({e}) % {self.width}u] = {value};"
+
+
 def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
+    """TM x TN outputs per workgroup of SIDE x SIDE threads. Each K step stages A's TM x STEP and
+    B's STEP x TN block in workgroup memory (k-major, so the threads' reads are vectors); the next
+    step's elements are fetched into registers while this step computes, hiding memory latency.
+    With g.splits > 1, workgroup z = split * batch + b sums one slice of K into partial sums."""
     tm, tn = choose_tile(g)
-    rm, rn = tm // SIDE, tn // SIDE
-    pairs = [(i, j) for i in range(rm) for j in range(rn)]
-    load_a = stage("va", g.load_a("va", "batch", "am", "ak"), f"am < {g.rows}u && ak < {g.depth}u")
-    load_b = stage("vb", g.load_b("vb", "batch", "bk", "bn"), f"bk < {g.depth}u && bn < {g.cols}u")
-    step = ([f"let a{i} = tile_a[kk * {tm}u + lid.y + {i * SIDE}u];" for i in range(rm)]
-            + [f"let b{j} = tile_b[kk * {tn}u + lid.x + {j * SIDE}u];" for j in range(rn)]
-            + [f"acc_{i}_{j} = fma(a{i}, b{j}, acc_{i}_{j});" for i, j in pairs])
+    rows, cols = Side(tm), Side(tn)
+    pairs = [(i, j) for i in range(rows.per) for j in range(cols.per)]
+    fetch_a, fetch_b = tm * STEP // SIDE ** 2, tn * STEP // SIDE ** 2  # staged elements per thread
+    span = ceil(g.depth / g.splits / STEP) * STEP  # K per split, whole steps
+
+    def fetch(k0: str) -> list[str]:
+        lines = []
+        for i in range(fetch_a):  # element e = k * tm + m: neighbouring threads take neighbouring rows
+            load = stage("va", g.load_a("va", "batch", "am", "ak"), f"am < {g.rows}u && ak < {g.depth}u")
+            lines += block([f"let e = li + {i * SIDE ** 2}u;", f"let am = row0 + e % {tm}u;", f"let ak = {k0} + e / {tm}u;",
+                            *load, f"fa{i} = va;"])
+        for j in range(fetch_b):  # element e = k * tn + n
+            load = stage("vb", g.load_b("vb", "batch", "bk", "bn"), f"bk < {g.depth}u && bn < {g.cols}u")
+            lines += block([f"let e = li + {j * SIDE ** 2}u;", f"let bk = {k0} + e / {tn}u;", f"let bn = col0 + e % {tn}u;",
+                            *load, f"fb{j} = vb;"])
+        return lines
+
+    stage_tiles = ([rows.write("tile_a", f"li + {i * SIDE ** 2}u", f"fa{i}") for i in range(fetch_a)]
+                   + [cols.write("tile_b", f"li + {j * SIDE ** 2}u", f"fb{j}") for j in range(fetch_b)])
+    step = (rows.reads("a", "tile_a", "lid.y") + cols.reads("b", "tile_b", "lid.x")
+            + [f"acc_{i}_{j} = fma({rows.element('a', i)}, {cols.element('b', j)}, acc_{i}_{j});" for i, j in pairs])
     writes = []
     for i, j in pairs:
-        writes += block([f"let r = row0 + lid.y + {i * SIDE}u;", f"let c = col0 + lid.x + {j * SIDE}u;",
-                         *store(g, "batch", "r", "c", f"acc_{i}_{j}", f"r < {g.rows}u && c < {g.cols}u")])
+        writes += block([f"let r = row0 + {rows.position(i, 'lid.y')};", f"let c = col0 + {cols.position(j, 'lid.x')};",
+                         *store(g, "batch", "r", "c", f"acc_{i}_{j}", f"r < {g.rows}u && c < {g.cols}u", slot="wg.z")])
     code = f"""
-var<workgroup> tile_a: array<f32, {tm * STEP}>;
-var<workgroup> tile_b: array<f32, {tn * STEP}>;
+var<workgroup> tile_a: array<{rows.type()}, {tm * STEP // rows.width}>;
+var<workgroup> tile_b: array<{cols.type()}, {tn * STEP // cols.width}>;
 
 @compute @workgroup_size({SIDE}, {SIDE})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
-  let batch = wg.z;
+  let batch = wg.z % {g.batch}u;
+  let k_begin = (wg.z / {g.batch}u) * {span}u;
+  let k_end = min(k_begin + {span}u, {g.depth}u);
   let row0 = wg.y * {tm}u;
   let col0 = wg.x * {tn}u;
-{indent([f"var acc_{i}_{j} = 0.0;" for i, j in pairs])}
-  for (var k0 = 0u; k0 < {g.depth}u; k0 += {STEP}u) {{
-    for (var e = li; e < {tm * STEP}u; e += {SIDE * SIDE}u) {{
-      let am = row0 + e / {STEP}u;
-      let ak = k0 + e % {STEP}u;
-{indent(load_a, 3)}
-      tile_a[(e % {STEP}u) * {tm}u + e / {STEP}u] = va;
-    }}
-    for (var e = li; e < {tn * STEP}u; e += {SIDE * SIDE}u) {{
-      let bk = k0 + e / {tn}u;
-      let bn = col0 + e % {tn}u;
-{indent(load_b, 3)}
-      tile_b[e] = vb;
-    }}
+{indent([f"var acc_{i}_{j} = 0.0;" for i, j in pairs] + [f"var fa{i} = 0.0;" for i in range(fetch_a)] + [f"var fb{j} = 0.0;" for j in range(fetch_b)])}
+{indent(fetch("k_begin"))}
+  for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
+{indent(stage_tiles, 2)}
     workgroupBarrier();
+    if (k0 + {STEP}u < k_end) {{
+{indent(fetch(f"k0 + {STEP}u"), 3)}
+    }}
     for (var kk = 0u; kk < {STEP}u; kk++) {{
 {indent(step, 3)}
     }}
@@ -139,7 +224,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 {indent(writes)}
 }}
 """
-    return code, (ceil(g.cols / tn), ceil(g.rows / tm), g.batch)
+    return code, (ceil(g.cols / tn), ceil(g.rows / tm), g.batch * g.splits)
 
 
 def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:

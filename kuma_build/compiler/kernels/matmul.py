@@ -12,13 +12,25 @@ from kuma_build.compiler.kernels.gemm import Gemm, gemm_code
 from kuma_build.compiler.kernels.wgsl import Bindings, f32
 
 
+def folds(node) -> bool:
+    """Whether the batch folds into the rows: B and the bias are the same for every batch."""
+    batch, b_view = node.output.shape[0], node.inputs[1]
+    return batch > 1 and b_view.strides[0] == 0 and (operands(node) < 3 or node.inputs[2].strides[0] == 0)
+
+
+def gemm_shape(node) -> tuple[int, int, int, int]:
+    """(batch, rows, cols, depth) of the node's product."""
+    batch, m, n = node.output.shape
+    k = node.inputs[0].shape[2]
+    return (1, batch * m, n, k) if folds(node) else (batch, m, n, k)
+
+
 def lower(node):
     b = Bindings(node)
     a_view, b_view = node.inputs[0], node.inputs[1]
-    batch, m, n = node.output.shape
-    k = a_view.shape[2]
+    m, n, k = node.output.shape[1], node.output.shape[2], a_view.shape[2]
     has_bias = operands(node) == 3
-    fold = batch > 1 and b_view.strides[0] == 0 and (not has_bias or node.inputs[2].strides[0] == 0)
+    fold = folds(node)
 
     def at(bi: str, r: str) -> list[str]:
         """The (batch, row) of A and the bias for GEMM row r of GEMM batch bi."""
@@ -34,12 +46,13 @@ def lower(node):
         return [f"let value = {value};", *writer.lines], stored
 
     gemm = Gemm(
-        batch=1 if fold else batch, rows=batch * m if fold else m, cols=n, depth=k,
+        *gemm_shape(node),
         load_a=lambda var, bi, r, kk: [f"{var} = {b.load(0, at(bi, r) + [kk])};"],
         load_b=lambda var, bi, kk, c: [f"{var} = {b.load(1, [bi, kk, c])};"],
         finish=finish,
         a_k_contiguous=a_view.strides[2] == 1 or k == 1,
         cols_contiguous=b_view.strides[2] == 1 or n == 1,
+        splits=node.attrs.get("splits", 1),
     )
     code, workgroups = gemm_code(gemm)
     return b.kernel("matmul", writer.functions() + code, workgroups)

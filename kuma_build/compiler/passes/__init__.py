@@ -1,4 +1,6 @@
-"""Passes: IR -> IR rewrites, run in order. Each is a function graph -> None."""
+"""Passes: IR -> IR rewrites, run in order. Each is a function graph -> None.
+
+They run for one device class (kernels/gemm.py: tuned_for), which split_k consults."""
 
 from kuma_build.compiler.passes.constants import pack_constant_views
 from kuma_build.compiler.passes.dead_code import remove_dead_nodes
@@ -6,8 +8,9 @@ from kuma_build.compiler.passes.fold_batchnorm import fold_batchnorm
 from kuma_build.compiler.passes.fuse_elementwise import fuse_elementwise
 from kuma_build.compiler.passes.fuse_epilogue import fuse_epilogues
 from kuma_build.compiler.passes.outputs import materialize_outputs
+from kuma_build.compiler.passes.split_k import split_k
 
-PASSES = [fold_batchnorm, pack_constant_views, materialize_outputs, fuse_elementwise, fuse_epilogues, remove_dead_nodes]
+PASSES = [fold_batchnorm, pack_constant_views, materialize_outputs, fuse_elementwise, fuse_epilogues, split_k, remove_dead_nodes]
 
 
 def run_passes(graph) -> None:

@@ -1,0 +1,56 @@
+"""Split-K (passes/split_k.py): products with few output tiles and a long K are summed in slices by
+the "gpu" class; the partial sums, bias and fused epilogue must give PyTorch's result."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kuma_build.compiler.kernels import gemm
+from support import Fn, assert_matches
+
+
+@pytest.fixture(autouse=True)
+def gpu_class(monkeypatch):
+    monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES["gpu"])
+
+
+MATMULS = {  # name -> (fn, x shape, y shape)
+    "plain": (lambda x, y: x @ y, (20, 600), (600, 30)),
+    "addmm_alpha_beta": (lambda x, y: torch.addmm(y[0, :33], x, y[:, 1:34], beta=0.5, alpha=-2.0), (21, 500), (500, 35)),
+    "linear_relu_residual": (lambda x, y: F.relu(F.linear(x, y, y[:, 0])) + x[:, :45], (23, 700), (45, 700)),
+    "batched": (lambda x, y: x @ y, (3, 17, 400), (3, 400, 19)),
+    "transposed_a": (lambda x, y: x.t() @ y, (520, 18), (520, 27)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MATMULS))
+def test_split_matmul(name):
+    fn, x_shape, y_shape = MATMULS[name]
+    compiled = assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape))
+    assert compiled.stats["dispatches"] == 2  # the partial products, then their sum
+
+
+class ConvBlock(nn.Module):
+    """conv (+ bias) -> relu -> + residual: the epilogue moves into the node that sums the slices."""
+
+    def __init__(self, cin: int, cout: int, groups: int = 1, bias: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, groups=groups, bias=bias)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x))
+        return y + x[:, : y.shape[1]]
+
+
+@pytest.mark.parametrize("cin,cout,groups,bias", [(64, 24, 1, True), (72, 30, 2, False)])
+def test_split_conv(cin, cout, groups, bias):
+    compiled = assert_matches(ConvBlock(cin, cout, groups, bias), torch.randn(1, cin, 7, 6))
+    assert compiled.stats["dispatches"] == 2
+
+
+def test_split_only_when_tiles_are_few_and_k_long():
+    assert gemm.choose_split(1, 4096, 4096, 4096) == 1  # thousands of tiles already
+    assert gemm.choose_split(1, 512, 49, 4608) > 1      # ResNet-18's last convolutions at batch 1
+    assert gemm.choose_split(1, 64, 64, 40) == 1        # K too short to slice
+    assert gemm.choose_split(1, 4, 4096, 4096) == 1     # thin: that kernel splits K itself
