@@ -3,6 +3,9 @@
 Each model folder runs through GpuModel (what `kuma verify` runs): warm-ups, then
     end-to-end  wall clock around one run: input upload, the compute pass, readback
     GPU         the compute pass's start and end stamps (feature "timestamp-query")
+    GPU busy    runs back to back in one pass, a stamp after each, for at least BUSY_SECONDS
+                ("timestamp-query-inside-passes"): the GPU at the clocks of steady work
+                (an idle GPU runs the first runs after a pause at a fraction of its clock)
     per kernel  a stamp after every dispatch ("timestamp-query-inside-passes"); a
                 dispatch takes the gap since the previous stamp, its median over runs
 Each is its own set of runs, so stamps never slow the numbers they don't measure.
@@ -23,6 +26,7 @@ from kuma_build.outfolder import read_manifest, read_program
 from kuma_build.webgpu import GpuModel, adapter_and_device
 
 MAX_QUERIES = 4096  # wgpu's largest query set
+BUSY_SECONDS = 0.2
 
 
 def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0) -> dict:
@@ -48,11 +52,17 @@ def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0) -
             for _ in range(runs):
                 gpu.run(inputs, timestamps=mode)
                 stamps[mode].append(gpu.stamps)
+        busy = None
+        if timing == "dispatch":
+            once = min(gpu.time_repeats(inputs, 3))
+            repeats = min(MAX_QUERIES - 1, max(runs, int(BUSY_SECONDS * 1e9 / max(once, 1.0))))
+            busy = statistics.median(gpu.time_repeats(inputs, repeats)[repeats // 2:]) / 1e6  # the later half: clocks settled
     finally:
         gpu.release()
     result = {"model": folder.name, "adapter": f"{adapter.info['device']} ({adapter.info['backend_type']})", "runs": runs,
               "timing": timing, "dispatches": len(program["dispatches"]), "e2e_ms": statistics.median(wall),
               "gpu_ms": statistics.median((s[1] - s[0]) / 1e6 for s in stamps["pass"]) if stamps["pass"] else None,
+              "gpu_busy_ms": busy,
               "kernels_ms": None, "kernels": []}
     if stamps["dispatch"]:
         gaps = np.diff(np.array(stamps["dispatch"]), axis=1)  # [run, dispatch] ns
@@ -92,7 +102,8 @@ def markdown(result: dict) -> str:
     """A heading line and the per-kernel Markdown table of one bench result."""
     gpu = f"{result['gpu_ms']:.3f} ms" if result["gpu_ms"] is not None else "n/a (adapter lacks timestamp-query)"
     lines = [f"[kuma] bench {result['model']} on {result['adapter']}: {result['runs']} runs, end-to-end {result['e2e_ms']:.3f} ms "
-             f"(median, wall clock incl. upload and readback), GPU {gpu} (pass timestamps)"]
+             f"(median, wall clock incl. upload and readback), GPU {gpu} (pass timestamps)"
+             + (f", {result['gpu_busy_ms']:.3f} ms back to back" if result.get("gpu_busy_ms") else "")]
     if not result["kernels"]:
         lines.append("[kuma] no per-kernel times: the adapter lacks timestamp-query-inside-passes, or the model has 4096 dispatches or more")
         return "\n".join(lines)

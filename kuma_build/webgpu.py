@@ -105,6 +105,28 @@ class GpuModel:
             outputs[spec["name"]] = np.frombuffer(raw, dtype=NUMPY_DTYPES[spec["dtype"]])[:size].reshape(spec["shape"]).copy()
         return outputs
 
+    def time_repeats(self, inputs: dict[str, np.ndarray], repeats: int) -> list[float]:
+        """GPU ns of each of `repeats` back-to-back runs of the dispatch list in one compute pass
+        (needs timestamp-query-inside-passes). Nothing waits on the host between them, so the GPU
+        stays busy: an idle GPU lowers its clocks between runs that read back their outputs."""
+        from wgpu.backends.wgpu_native.extras import write_timestamp
+        self.run(inputs)
+        queries = self._timestamp_queries(repeats + 1)
+        encoder = self.device.create_command_encoder()
+        compute = encoder.begin_compute_pass()
+        write_timestamp(compute, queries, 0)
+        for repeat in range(1, repeats + 1):
+            for pipeline, group, groups in self.binds:
+                compute.set_pipeline(pipeline)
+                compute.set_bind_group(0, group)
+                compute.dispatch_workgroups(*groups)
+            write_timestamp(compute, queries, repeat)
+        compute.end()
+        encoder.resolve_query_set(queries, 0, queries.count, self._resolved, 0)
+        self.device.queue.submit([encoder.finish()])
+        ticks = np.frombuffer(self.device.queue.read_buffer(self._resolved, 0, 8 * queries.count), dtype=np.uint64)
+        return (np.diff(ticks.astype(np.float64)) * timestamp_period(self.device)).tolist()
+
     def _timestamp_queries(self, count: int):
         """A timestamp query set of `count` stamps and the buffer they resolve into, made once per count."""
         import wgpu

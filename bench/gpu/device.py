@@ -164,15 +164,15 @@ def summary(env: dict, results: list[dict]) -> str:
     lines = [f"## {env['gpu']}, driver {env['driver']}, {env['date']}",
              f"torch {env['torch']} (CUDA {env['cuda']}), wgpu {env['wgpu']}, kuma {env['kuma']}; "
              f"adapter {env['adapter'].get('device')} ({env['adapter'].get('backend_type')})", "",
-             "| model | dispatches | kuma e2e ms | kuma GPU ms | torch eager ms | torch e2e ms | kuma GPU / torch | kuma e2e / torch e2e | rel L2 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| model | dispatches | kuma e2e ms | kuma GPU ms | kuma GPU ms back to back | torch eager ms | torch e2e ms | kuma GPU / torch | kuma e2e / torch e2e | rel L2 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     ms = lambda value: "-" if value is None else f"{value:.3f}"
     ratio = lambda a, b: "-" if a is None or not b else f"{a / b:.2f}"
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['model']} | error: {r['error'][:80]} | | | | | | | |")
+            lines.append(f"| {r['model']} | error: {r['error'][:80]} | | | | | | | | |")
             continue
-        lines.append(f"| {r['model']} | {r['dispatches']} | {ms(r['e2e_ms'])} | {ms(r['gpu_ms'])} | {ms(r['torch_ms'])} | "
+        lines.append(f"| {r['model']} | {r['dispatches']} | {ms(r['e2e_ms'])} | {ms(r['gpu_ms'])} | {ms(r.get('gpu_busy_ms'))} | {ms(r['torch_ms'])} | "
                      f"{ms(r['torch_e2e_ms'])} | {ratio(r['gpu_ms'], r['torch_ms'])} | {ratio(r['e2e_ms'], r['torch_e2e_ms'])} | {r['rel_l2']:.1e} |")
     ceiling = env.get("ceilings") or {}
     if ceiling:
