@@ -5,11 +5,12 @@ compiles) writes one program per (shape, tile, split) with the weights as inputs
 carry no weights; `run` (on the GPU machine) times each with pass timestamps and prints, per
 shape, every variant and what the cost model would pick. docs/performance.md has the results.
 
-    python bench/gpu/gemm_sweep.py build bench/gpu/sweep
+    python bench/gpu/gemm_sweep.py build bench/gpu/sweep [--picked-only] [--knob STEP_FUNCTION=True,False]
     python bench/gpu/gemm_sweep.py run bench/gpu/sweep [--runs 10]
 """
 
 import argparse
+import ast
 import json
 from dataclasses import replace
 import statistics
@@ -35,7 +36,7 @@ HEAT_SECONDS = 0.2  # of GPU work before each timing: an idle H100 drops its SM 
 TIMED_SECONDS = 0.1  # of back-to-back runs timed per variant
 
 
-def build(out: Path) -> None:
+def build(out: Path, picked_only: bool, knobs: dict) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -67,14 +68,22 @@ def build(out: Path) -> None:
             picked_split = choose_split(1, rows, cols, depth)
             picked_tile = choose_tile(gemm.Gemm(1, rows, cols, depth, None, None, None, splits=picked_split))
         splits = [s for s in SPLITS if s == 1 or depth >= s * gemm.STEP * gemm.MIN_SPLIT_STEPS]
-        for tile in TILES:
-            for split in ([1] if name.startswith("matmul") else splits):
-                gemm.choose_tile = lambda g, tile=tile: tile
-                gemm.choose_split = lambda *shape, split=split: split
-                folder = f"case{case}-{tile[0]}x{tile[1]}-s{split}"
-                compile_module(net, replace(config, name=folder)).write(out / "programs")
-                index.append({"case": name, "tile": tile, "split": split, "folder": folder,
-                              "picked": tile == picked_tile and split == picked_split, "flops": 2 * rows * cols * depth})
+        runs = [(tile, split, {}) for tile in TILES for split in ([1] if name.startswith("matmul") else splits)]
+        runs += [(picked_tile, picked_split, {knob: value}) for knob, values in knobs.items() for value in values]
+        for tile, split, setting in runs:
+            if picked_only and (tile, split) != (picked_tile, picked_split):
+                continue
+            gemm.choose_tile = lambda g, tile=tile: tile
+            gemm.choose_split = lambda *shape, split=split: split
+            saved = {knob: getattr(gemm, knob) for knob in setting}
+            for knob, value in setting.items():
+                setattr(gemm, knob, value)
+            folder = f"case{case}-{tile[0]}x{tile[1]}-s{split}" + "".join(f"-{k}={v}" for k, v in setting.items())
+            compile_module(net, replace(config, name=folder)).write(out / "programs")
+            for knob, value in saved.items():
+                setattr(gemm, knob, value)
+            index.append({"case": name, "tile": tile, "split": split, "folder": folder, "setting": setting,
+                          "picked": tile == picked_tile and split == picked_split and not setting, "flops": 2 * rows * cols * depth})
         print(f"{name}: cost model picks {picked_tile} split {picked_split}", flush=True)
     (out / "index.json").write_text(json.dumps(index, indent=1))
 
@@ -85,8 +94,8 @@ def run(out: Path, runs: int, results: Path) -> None:
     from kuma_build.webgpu import GpuModel
 
     index = json.loads((out / "index.json").read_text())
-    # the heater: the slowest variant of a late convolution, long GPU work with a tiny readback
-    heater_folder = out / "programs" / next(e["folder"] for e in index if e["case"].startswith("l4 512") and e["split"] == 1 and e["tile"] == [128, 128])
+    # the heater: a late convolution, GPU work with a tiny readback
+    heater_folder = out / "programs" / next(e["folder"] for e in index if e["case"].startswith("l4 512"))
     heater = GpuModel(read_program(heater_folder), heater_folder)
     heater_inputs = random_inputs(heater.program)
     heater_ns = min(heater.time_repeats(heater_inputs, 3))
@@ -107,7 +116,7 @@ def run(out: Path, runs: int, results: Path) -> None:
         entry["us"] = us
         if entry["case"] not in best or us < best[entry["case"]]["us"]:
             best[entry["case"]] = entry
-        print(f"| {entry['case']} | {entry['tile'][0]}x{entry['tile'][1]} | {entry['split']} | {us:.1f} | "
+        print(f"| {entry['case']} | {entry['tile'][0]}x{entry['tile'][1]} | {entry['split']} {entry['setting'] or ''} | {us:.1f} | "
               f"{entry['flops'] / us / 1e6:.2f} | {'picked' if entry['picked'] else ''} |", flush=True)
     print("\n| shape | best tile | best split | best µs | picked µs |\n| --- | --- | ---: | ---: | ---: |")
     for case, entry in best.items():
@@ -122,9 +131,13 @@ def main() -> int:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--results", type=Path, help="run: where to write results.json (default: the folder)")
+    parser.add_argument("--picked-only", action="store_true", help="build: only the cost model's tile and split")
+    parser.add_argument("--knob", action="append", default=[], metavar="NAME=V1,V2",
+                        help="build: also the picked tile with each value of a gemm.py constant (Python literals)")
     args = parser.parse_args()
     if args.mode == "build":
-        build(args.folder)
+        knobs = {name: [ast.literal_eval(v) for v in values.split(",")] for name, values in (k.split("=") for k in args.knob)}
+        build(args.folder, args.picked_only, knobs)
     else:
         run(args.folder, args.runs, args.results or args.folder / "results.json")
     return 0

@@ -2,7 +2,7 @@
 
 import hashlib
 
-from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, gemm, matmul, pool, resize, rows
+from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, gemm, matmul, pool, resize, rows, split_sum
 
 from kuma_build.cache.keys import compiler_hash
 from kuma_build.compiler.kernels.wgsl import Kernel, binding_buffers
@@ -24,6 +24,7 @@ LOWERINGS = {
     "gather": gather.lower,
     "pad": gather.lower_pad,
     "attention": attention.lower,
+    "split_sum": split_sum.lower,
 }
 
 

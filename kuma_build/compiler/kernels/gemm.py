@@ -113,11 +113,29 @@ def block(lines: list[str]) -> list[str]:
     return ["{", *["  " + line for line in lines], "}"]
 
 
-def store(g: Gemm, b: str, r: str, c: str, total: str, check: str, slot: str = "") -> list[str]:
-    """Finish and store output (b, r, c); `slot` (default b) is the output matrix it lands in."""
-    lines, value = g.finish(total, b, r, c)
-    body = [f"let flat = ({slot or b} * {g.rows}u + {r}) * {g.cols}u + {c};", *lines, f"out[flat] = {value};"]
-    return [f"if ({check}) {{", *["  " + line for line in body], "}"]
+def functions(g: Gemm) -> str:
+    """WGSL functions reading one element of A and of B (zero outside the matrices) and finishing
+    and storing one output into output matrix `slot`: each unrolled copy in a kernel is one call,
+    which keeps the shipped source small (drivers inline them)."""
+    finish, value = g.finish("total", "batch", "r", "c")
+    put = [f"let flat = (slot * {g.rows}u + r) * {g.cols}u + c;", *finish, f"out[flat] = {value};"]
+    return f"""
+fn gemm_a(batch: u32, am: u32, ak: u32) -> f32 {{
+{indent(stage("va", g.load_a("va", "batch", "am", "ak"), f"am < {g.rows}u && ak < {g.depth}u"))}
+  return va;
+}}
+
+fn gemm_b(batch: u32, bk: u32, bn: u32) -> f32 {{
+{indent(stage("vb", g.load_b("vb", "batch", "bk", "bn"), f"bk < {g.depth}u && bn < {g.cols}u"))}
+  return vb;
+}}
+
+fn gemm_put(batch: u32, slot: u32, r: u32, c: u32, total: f32) {{
+  if (r < {g.rows}u && c < {g.cols}u) {{
+{indent(put, 2)}
+  }}
+}}
+"""
 
 
 # Per-thread values are scalars with names fixed in the generator (acc_0_1, not acc[i][j] in a
@@ -147,10 +165,10 @@ class Side:
     def type(self) -> str:
         return "f32" if self.width == 1 else f"vec{self.width}<f32>"
 
-    def position(self, i: int, thread: str) -> str:
-        """The tile position of the thread's i-th element."""
+    def offset(self, i: int) -> int:
+        """The tile position of the thread's i-th element, past thread * width."""
         group, lane = divmod(i, self.width)
-        return f"{group * SIDE * self.width}u + {thread} * {self.width}u + {lane}u"
+        return group * SIDE * self.width + lane
 
     def element(self, run: str, i: int) -> str:
         """Element i of the thread's runs, read into run0, run1, ..."""
@@ -173,43 +191,50 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     With g.splits > 1, workgroup z = split * batch + b sums one slice of K into partial sums."""
     tm, tn = choose_tile(g)
     rows, cols = Side(tm), Side(tn)
-    pairs = [(i, j) for i in range(rows.per) for j in range(cols.per)]
     fetch_a, fetch_b = tm * STEP // SIDE ** 2, tn * STEP // SIDE ** 2  # staged elements per thread
     span = ceil(g.depth / g.splits / STEP) * STEP  # K per split, whole steps
 
-    def a_at(i: int) -> tuple[str, str]:
-        """(m, k) in the tile of the thread's i-th staged A element. When A's k are neighbours in
-        memory, runs of 4 threads read 4 neighbouring k of a row (4-way conflicts on the store,
-        8 rows a warp instead of 32): 17% faster on an H100 (docs/performance.md)."""
-        t = f"(li + {i * SIDE ** 2}u)"
-        if g.a_k_contiguous:
-            return f"(({t} / 4u) % {tm}u)", f"({t} % 4u + 4u * ({t} / {4 * tm}u))"
-        return f"({t} % {tm}u)", f"({t} / {tm}u)"
+    # staged element t of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
+    # threads read 4 neighbouring k of a row (4-way conflicts on the store, 8 rows a warp instead
+    # of 32): 17% faster on an H100 (docs/performance.md). B's element t is (t / tn, t % tn).
+    if g.a_k_contiguous:
+        a_m, a_k = f"(t / 4u) % {tm}u", f"t % 4u + 4u * (t / {4 * tm}u)"
+    else:
+        a_m, a_k = f"t % {tm}u", f"t / {tm}u"
+    staging = f"""
+fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> f32 {{ return gemm_a(batch, row0 + {a_m}, k0 + {a_k}); }}
+fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> f32 {{ return gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u); }}
+fn stage_a(t: u32, v: f32) {{ {rows.write("tile_a", f"({a_k}) * {tm}u + {a_m}", "v")} }}
+fn stage_b(t: u32, v: f32) {{ {cols.write("tile_b", "t", "v")} }}
+"""
+    threads = [f"li + {i * SIDE ** 2}u" for i in range(max(fetch_a, fetch_b))]
 
     def fetch(k0: str) -> list[str]:
-        lines = []
-        for i in range(fetch_a):
-            load = stage("va", g.load_a("va", "batch", "am", "ak"), f"am < {g.rows}u && ak < {g.depth}u")
-            m, k = a_at(i)
-            lines += block([f"let am = row0 + {m};", f"let ak = {k0} + {k};",
-                            *load, f"fa{i} = va;"])
-        for j in range(fetch_b):  # element e = k * tn + n
-            load = stage("vb", g.load_b("vb", "batch", "bk", "bn"), f"bk < {g.depth}u && bn < {g.cols}u")
-            lines += block([f"let e = li + {j * SIDE ** 2}u;", f"let bk = {k0} + e / {tn}u;", f"let bn = col0 + e % {tn}u;",
-                            *load, f"fb{j} = vb;"])
-        return lines
+        return ([f"fa{i} = fetch_a({threads[i]}, batch, row0, {k0});" for i in range(fetch_a)]
+                + [f"fb{j} = fetch_b({threads[j]}, batch, {k0}, col0);" for j in range(fetch_b)])
 
-    stage_tiles = ([rows.write("tile_a", f"{a_at(i)[1]} * {tm}u + {a_at(i)[0]}", f"fa{i}") for i in range(fetch_a)]
-                   + [cols.write("tile_b", f"li + {j * SIDE ** 2}u", f"fb{j}") for j in range(fetch_b)])
+    stage_tiles = [f"stage_a({threads[i]}, fa{i});" for i in range(fetch_a)] + [f"stage_b({threads[j]}, fb{j});" for j in range(fetch_b)]
+    # a thread's accumulators: one per row and run of columns (vectors: fewer lines to ship)
+    accs = [(i, run) for i in range(rows.per) for run in range(cols.groups)]
+    splat = (lambda x: x) if cols.width == 1 else (lambda x: f"{cols.type()}({x})")
     step = (rows.reads("a", "tile_a", "lid.y") + cols.reads("b", "tile_b", "lid.x")
-            + [f"acc_{i}_{j} = fma({rows.element('a', i)}, {cols.element('b', j)}, acc_{i}_{j});" for i, j in pairs])
-    # the K step unrolled here: the driver did not unroll Naga's loop (10% on an H100)
-    inner = [line for c in range(STEP) for line in block([f"let kk = {c}u;", *step])]
-    writes = []
-    for i, j in pairs:
-        writes += block([f"let r = row0 + {rows.position(i, 'lid.y')};", f"let c = col0 + {cols.position(j, 'lid.x')};",
-                         *store(g, "batch", "r", "c", f"acc_{i}_{j}", f"r < {g.rows}u && c < {g.cols}u", slot="wg.z")])
-    code = f"""
+            + [f"acc_{i}_{run} = fma({splat(rows.element('a', i))}, b{run}, acc_{i}_{run});" for i, run in accs])
+    # the K step is one function of private accumulators, called once per kk: the unrolled
+    # step was 10% faster than Naga's loop on an H100 (the driver did not unroll it), and as
+    # calls the source stays small; inlined, they ran as fast as unrolled source
+    private = "\n".join(f"var<private> acc_{i}_{run}: {cols.type()};" for i, run in accs)
+    step_fn = f"""
+{private}
+
+fn gemm_step(kk: u32, lid: vec3<u32>) {{
+{indent(step)}
+}}
+"""
+    inner = [f"gemm_step({c}u, lid);" for c in range(STEP)]
+    writes = [f"let r = row0 + lid.y * {rows.width}u;", f"let c = col0 + lid.x * {cols.width}u;"]
+    writes += [f"gemm_put(batch, wg.z, r + {rows.offset(i)}u, c + {cols.offset(j)}u, {cols.element(f'acc_{i}_', j)});"
+               for i in range(rows.per) for j in range(cols.per)]
+    code = functions(g) + staging + step_fn + f"""
 var<workgroup> tile_a: array<{rows.type()}, {tm * STEP // rows.width}>;
 var<workgroup> tile_b: array<{cols.type()}, {tn * STEP // cols.width}>;
 
@@ -220,7 +245,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let k_end = min(k_begin + {span}u, {g.depth}u);
   let row0 = wg.y * {tm}u;
   let col0 = wg.x * {tn}u;
-{indent([f"var acc_{i}_{j} = 0.0;" for i, j in pairs] + [f"var fa{i} = 0.0;" for i in range(fetch_a)] + [f"var fb{j} = 0.0;" for j in range(fetch_b)])}
+{indent([f"var fa{i} = 0.0;" for i in range(fetch_a)] + [f"var fb{j} = 0.0;" for j in range(fetch_b)])}
 {indent(fetch("k_begin"))}
   for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
 {indent(stage_tiles, 2)}
@@ -243,23 +268,21 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     size = SIDE * SIDE
     if g.cols < g.rows:  # threads own rows w, go through the columns
         wide, narrow, fast = g.rows, g.cols, not g.a_k_contiguous
-        load_wide = g.load_a("vw", "batch", "w", "k")
-        load_narrow = lambda n: g.load_b("vn", "batch", "k", f"{n}u")
-        at = lambda n: ("w", f"{n}u")
+        load_wide, load_narrow = "gemm_a(batch, w, k)", lambda n: f"gemm_b(batch, k, {n}u)"
+        at = lambda n: f"w, {n}u"
     else:
         wide, narrow, fast = g.cols, g.rows, g.cols_contiguous
-        load_wide = g.load_b("vw", "batch", "k", "w")
-        load_narrow = lambda n: g.load_a("vn", "batch", f"{n}u", "k")
-        at = lambda n: (f"{n}u", "w")
+        load_wide, load_narrow = "gemm_b(batch, k, w)", lambda n: f"gemm_a(batch, {n}u, k)"
+        at = lambda n: f"{n}u, w"
     lanes = min(32, 1 << (wide - 1).bit_length()) if fast else 8  # wide elements per workgroup
     split = size // lanes
     slot = [f"let lane = li % {lanes}u;", f"let s = li / {lanes}u;"] if fast else [f"let lane = li / {split}u;", f"let s = li % {split}u;"]
     accumulate, finish = [], []
     for n in range(narrow):
-        accumulate += block([*stage("vn", load_narrow(n)), f"acc{n} = fma(vn, vw, acc{n});"])
+        accumulate.append(f"acc{n} = fma({load_narrow(n)}, vw, acc{n});")
         finish += block([f"let total = gemm_sum(acc{n}, s * {lanes}u + lane);",
-                         *store(g, "batch", *at(n), "total", f"s == 0u && w < {wide}u")])
-    code = workgroup_reduce("gemm_sum", "sum", "f32", size, lanes) + f"""
+                         f"if (s == 0u) {{ gemm_put(batch, batch, {at(n)}, total); }}"])
+    code = functions(g) + workgroup_reduce("gemm_sum", "sum", "f32", size, lanes) + f"""
 
 @compute @workgroup_size({size})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
@@ -269,7 +292,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 {indent([f"var acc{n} = 0.0;" for n in range(narrow)])}
   if (w < {wide}u) {{
     for (var k = s; k < {g.depth}u; k += {split}u) {{
-{indent(stage("vw", load_wide), 3)}
+      let vw = {load_wide};
 {indent(accumulate, 3)}
     }}
   }}

@@ -5,13 +5,11 @@ A late convolution at batch 1 (ResNet's 512 x 7 x 7 outputs over a K of
 each tile walks all of K. When the tile cost model says so
 (kernels/gemm.py: choose_split), the product's node instead writes S
 partial sums, one per slice of K, into a temporary S times its size, and a
-new elementwise node adds them up and applies what the product would have
-applied after the sum: the bias and the fused epilogue (activation,
-residual). That node writes the original output buffer, so the rest of the
+new split_sum node (kernels/split_sum.py) adds them up and applies what the
+product would have applied after the sum: the bias and the fused epilogue
+(activation, residual). That node writes the original output buffer, so the rest of the
 graph does not change.
 """
-
-from functools import reduce
 
 from kuma_build.compiler.ir.graph import Buffer, Node, Value
 from kuma_build.compiler.kernels import conv, gemm, matmul
@@ -51,16 +49,15 @@ def _bias(node) -> tuple[Value, float] | None:
 
 
 def _split(node, splits: int) -> Node:
-    """Make node write `splits` partial sums; return the elementwise node that finishes them."""
+    """Make node write `splits` partial sums; return the split_sum node that finishes them."""
     out, own = node.output, operands(node)
     partials = Buffer(out.numel * splits, "f32", "temp")
-    parts = [Value(partials, out.shape, out.strides, s * out.numel) for s in range(splits)]
-    total = reduce(lambda a, b: ("add", "f32", a, b), [("in", "f32", s) for s in range(splits)])
-    inputs = list(parts)
+    inputs = [Value(partials, (splits, *out.shape), (out.numel, *out.strides))]
+    total = ("acc", "f32")
     bias = _bias(node)
     if bias is not None:
         inputs.append(bias[0])
-        scaled = ("in", "f32", splits) if bias[1] == 1.0 else ("mul", "f32", ("lit", "f32", bias[1]), ("in", "f32", splits))
+        scaled = ("in", "f32", 1) if bias[1] == 1.0 else ("mul", "f32", ("lit", "f32", bias[1]), ("in", "f32", 1))
         total = ("add", "f32", total, scaled)
     expr = total
     if "epilogue" in node.attrs:  # its other inputs follow ours, in order
@@ -71,4 +68,4 @@ def _split(node, splits: int) -> Node:
     node.attrs.pop("operands", None)
     node.attrs["splits"] = splits
     node.output = Value(partials, out.shape, out.strides)
-    return Node("elementwise", inputs, out, {"expr": expr}, node.where)
+    return Node("split_sum", inputs, out, {"splits": splits, "epilogue": expr, "operands": 1}, node.where)
