@@ -73,13 +73,23 @@ def decode(spec: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(spec["data"]), dtype=NUMPY_DTYPES[spec["dtype"]]).reshape(spec["shape"])
 
 
-def prepare(name: str, project, work: Path) -> Prepared:
-    """Compile with Kuma and export to ONNX, from the same module and weights."""
+def model_case(name: str, project):
+    """(module, config at the benchmark's shapes, seeded input tensors by name) for one model."""
     config = dataclasses.replace(project.models[name], inputs=[InputSpec(n, s, d) for n, (s, d) in MODELS[name].items()])
     net = build_module(config, project.root)
     generator = torch.Generator().manual_seed(7)
     tensors = {s.name: torch.randn(s.shape, generator=generator) if s.dtype == "float32"
                else torch.randint(0, VOCAB, s.shape, generator=generator) for s in config.inputs}
+    return net, config, tensors
+
+
+def kuma_inputs(tensors: dict) -> dict:
+    return {n: encode(t.numpy(), "int32" if t.dtype == torch.int64 else "float32") for n, t in tensors.items()}
+
+
+def prepare(name: str, project, work: Path) -> Prepared:
+    """Compile with Kuma and export to ONNX, from the same module and weights."""
+    net, config, tensors = model_case(name, project)
     order = call_order(net, config)
     args = tuple(tensors[n] for n in order)
     with torch.no_grad():
@@ -89,8 +99,7 @@ def prepare(name: str, project, work: Path) -> Prepared:
     prepared = Prepared(name, shapes, expected, {}, {})
     try:
         folder = compile_module(net, config).write(work / "kuma")
-        kuma_inputs = {n: encode(t.numpy(), "int32" if t.dtype == torch.int64 else "float32") for n, t in tensors.items()}
-        prepared.engines["kuma"] = {"path": str(folder), "inputs": kuma_inputs}
+        prepared.engines["kuma"] = {"path": str(folder), "inputs": kuma_inputs(tensors)}
     except Exception as e:  # a model Kuma cannot compile is a result, not a crash
         prepared.failures["kuma"] = f"compile: {type(e).__name__}: {first_line(e)}"
     try:

@@ -17,3 +17,10 @@ def webgpu_adapter():
         pytest.skip(f"no Vulkan WebGPU adapter: {e}")
     assert adapter.info["backend_type"] == "Vulkan"
     return adapter
+
+
+@pytest.fixture(params=["cpu", "gpu"])
+def device_class(request, monkeypatch):
+    """Compile for each device class (kernels/gemm.py: DEVICE_CLASSES) where the kernels differ."""
+    from kuma_build.compiler.kernels import gemm
+    monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES[request.param])

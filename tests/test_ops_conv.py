@@ -4,14 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from kuma_build.compiler.kernels import gemm
 from support import assert_matches
-
-
-@pytest.fixture(params=sorted(gemm.DEVICE_CLASSES))
-def device_class(request, monkeypatch):
-    """Compile for each device class: plain convolutions are direct kernels (cpu) or implicit GEMMs (gpu)."""
-    monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES[request.param])
 
 
 class Conv(nn.Module):
@@ -49,6 +42,7 @@ LARGE = {
     "tiled_strided_dilated_groups": (6, 34, 3, (1, 2), 2, 2, 2, False),
     "tiled_1x1": (7, 17, 1, 1, 0, 1, 1, True),
     "thin_out_channels": (12, 3, 3, 1, 1, 1, 1, True),
+    "depthwise": (6, 6, 3, 1, 1, 1, 6, True),  # cpu: 2 pixels per thread, the last one off the image
 }
 
 

@@ -10,11 +10,6 @@ from kuma_build.compiler.kernels.gemm import Gemm, choose_tile
 from support import Fn, assert_matches
 
 
-@pytest.fixture(params=sorted(gemm.DEVICE_CLASSES))
-def device_class(request, monkeypatch):
-    """Compile for each device class: the tile cost model assumes a few (cpu) or many (gpu) workgroups in flight."""
-    monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES[request.param])
-
 
 CASES = {  # name -> (fn, x shape, y shape)
     "vector_times_matrix": (lambda x, y: x @ y, (1, 300), (300, 77)),

@@ -101,7 +101,7 @@ ATTENTION = {
 
 
 @pytest.mark.parametrize("name", sorted(ATTENTION))
-def test_attention(name):
+def test_attention(name, device_class):
     *shapes, kwargs = ATTENTION[name]
     assert_matches(Attention(**kwargs), *(torch.randn(shape) for shape in shapes))
 
@@ -121,7 +121,7 @@ class SelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).contiguous().view(batch, length, dim))
 
 
-def test_gpt_self_attention():
+def test_gpt_self_attention(device_class):
     compiled = assert_matches(SelfAttention(), torch.randn(2, 13, 24))
     # qkv, attention reading the head views in place (no copies of q, k, v), contiguous(), proj
     assert compiled.stats["dispatches"] == 4
@@ -147,7 +147,7 @@ MULTIHEAD = {
 
 
 @pytest.mark.parametrize("name", sorted(MULTIHEAD))
-def test_multihead_attention(name):
+def test_multihead_attention(name, device_class):
     assert_matches(MultiheadAttention(**MULTIHEAD[name]).eval(), torch.randn(2, 13, 24), torch.randn(2, 17, 24))
 
 

@@ -7,6 +7,9 @@ from torch import nn
 
 from support import assert_matches
 
+# a workgroup per row (gpu) or, with 8 rows or more, a thread per row (cpu)
+pytestmark = pytest.mark.usefixtures("device_class")
+
 
 class Norm(nn.Module):
     """A norm layer with random affine parameters (the defaults 1 and 0 would hide indexing mistakes)."""

@@ -6,6 +6,9 @@ import torch.nn.functional as F
 
 from support import Fn1, assert_matches
 
+# a workgroup per row (gpu) or, with 8 rows or more, a thread per row (cpu)
+pytestmark = pytest.mark.usefixtures("device_class")
+
 
 REDUCTIONS = {
     "sum": lambda x, **kw: x.sum(**kw), "mean": lambda x, **kw: x.mean(**kw),

@@ -11,23 +11,29 @@ with a zero sum and writes zeros, as torch's CPU attention does.
 The query row is read once into workgroup memory (every thread reads all of
 it for every key), and each thread's value columns are unrolled here into
 scalar accumulators (see gemm.py on private arrays).
+
+On the "cpu" device class (gemm.DEVICE["rows"], as for the row kernels) a
+thread takes a whole query row instead, key by key, with no barriers and
+no workgroup memory; a causal row stops at its own position.
 """
 
 from math import ceil, prod
 
-from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, unravel
+from kuma_build.compiler.kernels import gemm
+from kuma_build.compiler.kernels.rows import MIN_THREAD_ROWS, thread_row_size
+from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, threads, unravel
 
 SIZE = 64  # threads per row: keys per tile, and value columns per pass
 MAX_SHARED_QUERY = 2048  # longer query rows are read from memory (workgroup memory is 16 KiB)
+MAX_THREAD_COLUMNS = 256  # value columns a thread's unrolled accumulators may hold
+LOWEST = -3.4028234663852886e38  # the running max starts here, not at -inf (see above)
 
 
 def lower(node):
     b = Bindings(node)
     out = node.output
     *batch, length, value_dim = out.shape
-    keys, head_dim = node.inputs[1].shape[-2:]
-    columns = ceil(value_dim / SIZE)
-    workgroups = grid(prod(batch) * length)
+    rows = prod(batch) * length
     row_lines, row_index = unravel("row", out.shape[:-1], "r")
     batch_index, i = row_index[:-1], row_index[-1]
 
@@ -35,8 +41,47 @@ def lower(node):
     if len(node.inputs) == 4:
         mask = b.load(3, batch_index + [i, "j"])
         score.append(f"s = select({f32(float('-inf'))}, s, {mask} != 0i);" if node.inputs[3].dtype == "bool" else f"s += {mask};")
+    if gemm.DEVICE["rows"] == "thread" and rows >= MIN_THREAD_ROWS and value_dim <= MAX_THREAD_COLUMNS:
+        return thread_per_row(node, b, rows, row_lines, batch_index, i, score)
     if node.attrs["causal"]:
         score.append(f"s = select(s, {f32(float('-inf'))}, j > {i});")
+    return workgroup_per_row(node, b, rows, row_lines, batch_index, i, score)
+
+
+def thread_per_row(node, b, rows, row_lines, batch_index, i, score):
+    """Online softmax one key at a time; a masked key scores -inf and changes nothing."""
+    keys, head_dim = node.inputs[1].shape[-2:]
+    value_dim = node.output.shape[-1]
+    header, workgroups = threads(rows, thread_row_size(rows))
+    end = f"min({keys}u, {i} + 1u)" if node.attrs["causal"] else f"{keys}u"
+    lines = row_lines + [
+        f"var running_max = {f32(LOWEST)};",
+        "var total = 0.0;",
+        *[f"var acc{c} = 0.0;" for c in range(value_dim)],
+        f"for (var j = 0u; j < {end}; j++) {{",
+        "  var qk = 0.0;",
+        f"  for (var e = 0u; e < {head_dim}u; e++) {{",
+        f"    qk += {b.load(0, batch_index + [i, 'e'])} * {b.load(1, batch_index + ['j', 'e'])};",
+        "  }",
+        *["  " + line for line in score],
+        "  let top = max(running_max, s);",
+        "  let rescale = exp(running_max - top);",
+        "  let p = exp(s - top);",
+        "  total = total * rescale + p;",
+        *[f"  acc{c} = acc{c} * rescale + p * {b.load(2, batch_index + ['j', f'{c}u'])};" for c in range(value_dim)],
+        "  running_max = top;",
+        "}",
+        "let empty = total == 0.0;",
+        *[f"out[row * {value_dim}u + {c}u] = select(acc{c} / total, 0.0, empty);" for c in range(value_dim)],
+    ]
+    return b.kernel("attention", header + "  let row = gid;\n" + indent(lines) + "\n}", workgroups)
+
+
+def workgroup_per_row(node, b, rows, row_lines, batch_index, i, score):
+    keys, head_dim = node.inputs[1].shape[-2:]
+    value_dim = node.output.shape[-1]
+    columns = ceil(value_dim / SIZE)
+    workgroups = grid(rows)
 
     def nest(lines: list[str], depth: int) -> list[str]:
         return ["  " * depth + line for line in lines]
@@ -51,7 +96,7 @@ def lower(node):
     lines = row_lines + [
         *([f"for (var e = li; e < {head_dim}u; e += {SIZE}u) {{ query[e] = {b.load(0, batch_index + [i, 'e'])}; }}",
            "workgroupBarrier();"] if shared_query else []),
-        f"var running_max = {f32(-3.4028234663852886e38)};",
+        f"var running_max = {f32(LOWEST)};",
         "var total = 0.0;",
         *[f"var acc{c} = 0.0;" for c in range(columns)],
         f"for (var start = 0u; start < {keys}u; start += {SIZE}u) {{",
@@ -88,6 +133,6 @@ def lower(node):
         f"@compute @workgroup_size({SIZE})\n"
         "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
         f"  let row = wg.y * {workgroups[0]}u + wg.x;\n"
-        f"  if (row >= {prod(batch) * length}u) {{ return; }}\n"
+        f"  if (row >= {rows}u) {{ return; }}\n"
     )
     return b.kernel("attention", header + indent(lines) + "\n}", workgroups)

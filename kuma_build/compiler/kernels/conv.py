@@ -23,12 +23,13 @@ from math import ceil
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.kernels.elementwise import epilogue, operands
 from kuma_build.compiler.kernels import gemm
-from kuma_build.compiler.kernels.gemm import Gemm, block, gemm_code
+from kuma_build.compiler.kernels.gemm import Gemm, block, gemm_kernel
 from kuma_build.compiler.kernels.wgsl import Bindings, indent, threads, unravel
 
-# a CPU device: each thread takes up to 4 pixels (8 x 8 accumulators spilled and ran 2x slower on
-# SwiftShader) and the workgroups are small, at least 8 of them to spread over the cores
-PIXELS = (4, 2, 1)
+# a CPU device: each thread takes up to 2 pixels (4 ran ~10% faster on SwiftShader but its unrolled
+# code took mobilenet's index.js past 10 kB gzip; 8 spilled and ran 2x slower) and the workgroups
+# are small, at least 8 of them to spread over the cores
+PIXELS = (2, 1)
 CPU_WORKGROUP, CPU_WORKGROUPS = 64, 8
 
 
@@ -119,8 +120,7 @@ def implicit_gemm(node):
 
     product = Gemm(batch, rows, cols, depth, load_a, load_b, finish, a_k_contiguous=flat_weight is not None,
                    splits=node.attrs.get("splits", 1))
-    code, workgroups = gemm_code(product)
-    return b.kernel("conv2d", writer.functions() + code, workgroups)
+    return gemm_kernel(b, "conv2d", product, writer.functions())
 
 
 def direct(node, channels: int = 1, pixels: int = 1, size: int = 256):

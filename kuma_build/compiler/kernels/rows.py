@@ -6,13 +6,18 @@ the row. Threads stride through their row (reading through the view's
 strides) and combine their partial results with one shared workgroup tree
 reduction. Softmax and norms make several passes over the row (max or mean
 first) for accuracy, and write a contiguous output in the permuted order.
+
+On the "cpu" device class (gemm.DEVICE["rows"]) a thread takes a whole row
+instead, when there are rows enough for the cores' SIMD lanes: SwiftShader
+runs a workgroup's threads a few SIMD lanes at a time and switches between
+them at every barrier, which made a 96-long layer norm cost ~85 us a row.
 """
 
 from math import prod
 
 from kuma_build.compiler.ir.graph import WGSL_TYPE
 from kuma_build.compiler.kernels.elementwise import epilogue
-from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, unravel
+from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, threads, unravel
 
 # kind -> (combine template, identity per WGSL type)
 COMBINES = {
@@ -28,6 +33,12 @@ REDUCTIONS = {
     "max": ("max", "x", "t"), "min": ("min", "x", "t"), "any": ("max", "i32(x != {zero})", "t"),
     "norm1": ("sum", "abs(x)", "t"), "norm2": ("sum", "x * x", "sqrt(t)"), "norm_inf": ("max", "abs(x)", "t"),
 }
+MIN_THREAD_ROWS = 8  # fewer rows than SIMD lanes on two cores: a workgroup per row even on "cpu"
+
+
+def thread_row_size(rows: int) -> int:
+    """Workgroup size for a thread per row: at least 4 workgroups (two per core), at most 64 threads each."""
+    return min(64, max(4, 1 << (rows // 4).bit_length() - 1))
 
 
 def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int = 1) -> str:
@@ -64,8 +75,21 @@ class RowKernel:
         shape = node.inputs[0].shape
         kept_shape, row_shape = shape[:len(shape) - reduced], shape[len(shape) - reduced:]
         self.rows, self.length = prod(kept_shape), prod(row_shape)
-        self.size = min(256, max(32, 1 << (self.length - 1).bit_length()))
-        self.workgroups = grid(self.rows)
+        from kuma_build.compiler.kernels import gemm  # here: gemm imports this module
+        self.shared = gemm.DEVICE["rows"] == "workgroup" or self.rows < MIN_THREAD_ROWS
+        if self.shared:  # threads split the row; the loops start at li and stride by the workgroup
+            self.size = min(256, max(32, 1 << (self.length - 1).bit_length()))
+            self.workgroups = grid(self.rows)
+            self.header = (
+                f"@compute @workgroup_size({self.size})\n"
+                "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
+                f"  let row = wg.y * {self.workgroups[0]}u + wg.x;\n"
+                f"  if (row >= {self.rows}u) {{ return; }}\n"
+            )
+        else:
+            self.size = thread_row_size(self.rows)
+            self.header, self.workgroups = threads(self.rows, self.size)
+            self.header += "  let row = gid;\n"
         self.row_lines, row_index = unravel("row", kept_shape, "r")
         self.pos_lines, pos_index = unravel("pos", row_shape, "p")
         self.index = row_index + pos_index
@@ -81,25 +105,26 @@ class RowKernel:
     def loop(self, body: list[str]) -> list[str]:
         """Lines running body for each of this thread's positions, with x the element there."""
         inner = self.pos_lines + [f"let x = {self.x};"] + body
-        return [f"for (var pos = li; pos < {self.length}u; pos += {self.size}u) {{", *["  " + line for line in inner], "}"]
+        start, step = ("li", f"{self.size}u") if self.shared else ("0u", "1u")
+        return [f"for (var pos = {start}; pos < {self.length}u; pos += {step}) {{", *["  " + line for line in inner], "}"]
 
     def reduce(self, result: str, kind: str, wgsl_type: str, value: str) -> list[str]:
         """Lines combining `value` (an expression of x and pos) over the row into `let result`."""
-        name = f"row_{kind}_{wgsl_type}"
-        self.functions[name] = workgroup_reduce(name, kind, wgsl_type, self.size)
         template, identity = COMBINES[kind][0], COMBINES[kind][1][wgsl_type]
         part = f"{result}_part"
-        return ([f"var {part} = {identity};"] + self.loop([f"{part} = {template.format(a=part, b=value)};"])
-                + [f"let {result} = {name}({part}, li);"])
+        lines = [f"var {part} = {identity};"] + self.loop([f"{part} = {template.format(a=part, b=value)};"])
+        if not self.shared:
+            return lines + [f"let {result} = {part};"]
+        name = f"row_{kind}_{wgsl_type}"
+        self.functions[name] = workgroup_reduce(name, kind, wgsl_type, self.size)
+        return lines + [f"let {result} = {name}({part}, li);"]
+
+    def once(self, line: str) -> str:
+        """`line` run by one thread of the row."""
+        return f"if (li == 0u) {{ {line} }}" if self.shared else line
 
     def kernel(self, name: str, lines: list[str]):
-        header = (
-            f"@compute @workgroup_size({self.size})\n"
-            "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
-            f"  let row = wg.y * {self.workgroups[0]}u + wg.x;\n"
-            f"  if (row >= {self.rows}u) {{ return; }}\n"
-        )
-        body = header + indent(self.row_lines + lines) + "\n}"
+        body = self.header + indent(self.row_lines + lines) + "\n}"
         return self.b.kernel(name, "\n\n".join(self.functions.values()) + "\n\n" + body, self.workgroups)
 
 
@@ -130,7 +155,7 @@ def lower_reduce(node):
         compute_type = WGSL_TYPE[out.dtype]
         lines = k.reduce("t", kind, compute_type, value.format(zero=zero))
         result = finish.format(n=f32(k.length))
-    lines.append(f"if (li == 0u) {{ out[row] = {result}; }}")
+    lines.append(k.once(f"out[row] = {result};"))
     return k.kernel(f"reduce_{op}", lines)
 
 
