@@ -91,6 +91,25 @@ async function createModel(program, chunkUrls, options = {}) {
   const readbacks = program.outputs.map((o) => device.createBuffer({ size: program.buffers[o.buffer].size, usage: USAGE_READBACK }));
   let queue = Promise.resolve();
 
+  function encodePass(encoder) {
+    const pass = encoder.beginComputePass();
+    for (const { pipeline, bindGroup, groups } of binds) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
+    }
+    pass.end();
+  }
+
+  // warm-up: drivers finish pipelines and allocations lazily at their first dispatch; pay that
+  // here (on the zeroed inputs) rather than in the caller's first run()
+  if (options.warmup !== false) {
+    const encoder = device.createCommandEncoder();
+    encodePass(encoder);
+    device.queue.submit([encoder.finish()]);
+    await device.queue.onSubmittedWorkDone();
+  }
+
   async function execute(inputs) {
     for (const spec of program.inputs) {
       let array = inputs[spec.name];
@@ -103,13 +122,7 @@ async function createModel(program, chunkUrls, options = {}) {
       device.queue.writeBuffer(buffers[spec.buffer], 0, array.buffer, array.byteOffset, array.byteLength);
     }
     const encoder = device.createCommandEncoder();
-    const pass = encoder.beginComputePass();
-    for (const { pipeline, bindGroup, groups } of binds) {
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
-    }
-    pass.end();
+    encodePass(encoder);
     program.outputs.forEach((o, i) => encoder.copyBufferToBuffer(buffers[o.buffer], 0, readbacks[i], 0, readbacks[i].size));
     device.queue.submit([encoder.finish()]);
     await Promise.all(readbacks.map((r) => r.mapAsync(1)));

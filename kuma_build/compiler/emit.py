@@ -145,6 +145,8 @@ export interface LoadOptions {{
   onProgress?: (loaded: number, total: number) => void;
   /** fetch implementation for the weight chunks (default: globalThis.fetch) */
   fetch?: typeof fetch;
+  /** false: skip the warm-up run on zeroed inputs at load */
+  warmup?: boolean;
 }}
 
 export interface Model {{
