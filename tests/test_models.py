@@ -1,6 +1,7 @@
 """Whole models, built with `kuma build` from tests/models/kuma.toml, checked with `kuma verify`
 and directly: the emitted program runs on real WebGPU against PyTorch eager on fresh random inputs."""
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from kuma_build.compiler import compile_module
 from kuma_build.outfolder import read_program
 from kuma_build.compiler.export import build_module, call_order, example_inputs
 from kuma_build.config import load_project
@@ -57,4 +59,25 @@ def test_emitted_program_matches_pytorch(project, name):
         gpu.release()
     for got, want in zip(actual.values(), expected):
         assert got.shape == tuple(want.shape)
+        assert rel_l2(got, want.numpy()) <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet", "gpt", "unet"])
+def test_gpu_class_model_matches_pytorch(project, name):
+    """The same models compiled for the "gpu" device class (implicit-GEMM convolutions, 8x8 tiles,
+    split-K, a workgroup per row), which the op tests cover op by op, as whole graphs."""
+    model = dataclasses.replace(project.models[name], target="gpu")
+    net = build_module(model, project.root)
+    inputs = example_inputs(model, torch.Generator().manual_seed(99))
+    if name == "gpt":
+        inputs["tokens"] = torch.randint(0, 211, model.inputs[0].shape, generator=torch.Generator().manual_seed(6))
+    compiled = compile_module(net, model)
+    with torch.no_grad():
+        expected = torch.utils._pytree.tree_leaves(net(*[inputs[n] for n in call_order(net, model)]))
+    gpu = GpuModel(compiled.program, chunks=[c.data for c in compiled.chunks])
+    try:
+        actual = gpu.run({k: v.numpy() for k, v in inputs.items()})
+    finally:
+        gpu.release()
+    for got, want in zip(actual.values(), expected):
         assert rel_l2(got, want.numpy()) <= TOLERANCE
