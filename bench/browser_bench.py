@@ -243,15 +243,21 @@ def cpu_model() -> str:
     return f"{name}, {os.cpu_count()} cores"
 
 
+def model_names(parser, text: str) -> list[str]:
+    """The comma-separated --models list, checked against MODELS."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        parser.error(f"unknown models: {', '.join(unknown)}")
+    return names
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {', '.join(MODELS)}")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     options = parser.parse_args()
-    names = [n.strip() for n in options.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        parser.error(f"unknown models: {', '.join(unknown)}")
+    names = model_names(parser, options.models)
     if not (BROWSER_DIR / "node_modules" / "onnxruntime-web").is_dir():
         sys.exit(f"onnxruntime-web is not installed: run `npm ci` in {BROWSER_DIR}")
     warnings.filterwarnings("ignore")

@@ -19,7 +19,7 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from browser_bench import BROWSER_DIR, MODELS, REPO, kuma_inputs, model_case
+from browser_bench import BROWSER_DIR, MODELS, REPO, kuma_inputs, model_case, model_names
 
 from kuma_build.compiler import compile_module
 from kuma_build.config import load_project
@@ -79,10 +79,7 @@ def main():
     parser.add_argument("--top", type=int, default=12, help="slowest dispatches listed per model")
     parser.add_argument("--wgsl", type=Path, help="write each model's kernels here as <model>/<index>_<name>.wgsl")
     options = parser.parse_args()
-    names = [n.strip() for n in options.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODELS]
-    if unknown:
-        parser.error(f"unknown models: {', '.join(unknown)}")
+    names = model_names(parser, options.models)
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory(prefix="kuma-profile-") as tmp:
         programs, results = profile(names, options.runs, options.repeat, Path(tmp))
