@@ -7,10 +7,11 @@ through `reader()`, which turns the stored format back into an f32 value.
 
   f16   2 bytes a value. Read as array<u32> + unpack2x16float (every device), or, in
         the kernel's shader-f16 variant, as a native array<f16>. The bytes are the same.
+        That variant of a matrix product also multiplies in f16 (kernels/gemm.py, `half`).
   int8  symmetric, one scale per output channel: scale = max|w| / 127, q = round(w / scale).
         The buffer holds the int8 values (4 a word), then one f32 scale per channel; the
         channel of flat element i is (i / step) % count.
-Arithmetic stays f32 in both (accumulation included): only the weight storage shrinks.
+Other arithmetic stays f32 (accumulation included): only the weight storage shrinks.
 """
 
 from math import ceil

@@ -16,30 +16,41 @@ finish a sum (alpha, bias, fused epilogue). Two kernels:
   columns, as in late convolutions on tiny images): a workgroup owns a block
   of the wide side; its threads split K and combine their partial sums with
   the row kernels' workgroup reduction.
+
+With `half` (the shader-f16 variant of a kernel reading f16 weights,
+docs/precision.md) both kernels multiply in f16: loads are rounded to f16,
+tiles are staged as f16 (half the workgroup memory) and the products of each
+K step of STEP values are summed in f16, then added to f32 accumulators, so
+the rounding error does not grow with K. Finishing a sum stays f32.
 """
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import ceil
 from typing import Callable
 
 from kuma_build.compiler.kernels.rows import workgroup_reduce
-from kuma_build.compiler.kernels.wgsl import indent
+from kuma_build.compiler.kernels.wgsl import Bindings, Kernel, indent
 
 STEP, SIDE = 16, 16  # K per stage; threads per workgroup side (16 x 16 = 256)
 # The device class kernels are tuned for; docs/performance.md ("Compiler changes") measures both.
 # "cpu": software WebGPU (SwiftShader, lavapipe) runs a workgroup per core (2 on the machines
 # measured), and convolutions gain nothing from staging through workgroup memory: they stay
-# direct. "gpu": a discrete GPU keeps ~100+ workgroups in flight; convolutions are implicit GEMMs.
-#   parallel  workgroups the device runs at once: the tile cost model's waves
+# direct. "gpu": a discrete GPU keeps hundreds of workgroups in flight; convolutions are implicit GEMMs.
+#   parallel  workgroups the device runs at once: the tile cost model's waves (an H100 or H200:
+#             132 multiprocessors x 2 of our 256-thread workgroups; 6% faster convolutions than
+#             128 in the sweep of docs/performance.md)
 #   tiles     tile sides to choose from: a CPU has too few registers for 8 x 8 outputs per thread
 #   splits    slices K may be split into, to fill the device when the tiles are few
 #   rows      softmax, norms, reductions, attention: a "workgroup" per row sharing it through
 #             barriers, or a "thread" per row (SwiftShader switches every thread at each barrier)
+#   gemm      products too wide for thin: "tiled" through workgroup memory, or "registers"
+#             (gemm_registers.py: a block of outputs per thread, no barriers)
 DEVICE_CLASSES = {
-    "cpu": {"name": "cpu", "parallel": 2, "conv": "direct", "tiles": (16, 32, 64), "splits": (1,), "rows": "thread"},
-    "gpu": {"name": "gpu", "parallel": 128, "conv": "gemm", "tiles": (16, 32, 64, 128), "splits": (1, 2, 4, 8, 16, 32),
-            "rows": "workgroup"},
+    "cpu": {"name": "cpu", "parallel": 2, "conv": "direct", "tiles": (16, 32, 64), "splits": (1,), "rows": "thread",
+            "gemm": "registers"},
+    "gpu": {"name": "gpu", "parallel": 256, "conv": "gemm", "tiles": (16, 32, 64, 128), "splits": (1, 2, 4, 8, 16, 32),
+            "rows": "workgroup", "gemm": "tiled"},
 }
 DEVICE = DEVICE_CLASSES["cpu"]  # kuma.toml's `target` picks the class per model (tuned_for)
 STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in a thread's FMAs
@@ -72,6 +83,20 @@ class Gemm:
     a_k_contiguous: bool = True   # A's neighbouring k are neighbours in memory
     cols_contiguous: bool = True  # B's neighbouring columns are neighbours in memory
     splits: int = 1  # K in this many slices, each summed into its own partial output (passes/split_k.py)
+    half: bool = False  # f16 products and per-step sums (needs `enable f16;`)
+
+    @property
+    def element(self) -> str:
+        """The WGSL type of loaded values, products and per-step sums."""
+        return "f16" if self.half else "f32"
+
+    def convert(self, value: str) -> str:
+        """An f32 expression as the element type."""
+        return f"f16({value})" if self.half else value
+
+    @property
+    def zero(self) -> str:
+        return "0.0h" if self.half else "0.0"
 
 
 def cost(batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int) -> float:
@@ -162,8 +187,8 @@ class Side:
     def groups(self) -> int:
         return self.per // self.width
 
-    def type(self) -> str:
-        return "f32" if self.width == 1 else f"vec{self.width}<f32>"
+    def type(self, element: str = "f32") -> str:
+        return element if self.width == 1 else f"vec{self.width}<{element}>"
 
     def offset(self, i: int) -> int:
         """The tile position of the thread's i-th element, past thread * width."""
@@ -188,9 +213,10 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     """TM x TN outputs per workgroup of SIDE x SIDE threads. Each K step stages A's TM x STEP and
     B's STEP x TN block in workgroup memory (k-major, so the threads' reads are vectors); the next
     step's elements are fetched into registers while this step computes, hiding memory latency.
-    With g.splits > 1, workgroup z = split * batch + b sums one slice of K into partial sums."""
+    With g.splits > 1, workgroup z = split * batch + b sums one slice of K into partial sums.
+    With g.half, each step sums into f16 `part_` values that gemm_fold adds to the f32 `acc_` ones."""
     tm, tn = choose_tile(g)
-    rows, cols = Side(tm), Side(tn)
+    rows, cols, element = Side(tm), Side(tn), g.element
     fetch_a, fetch_b = tm * STEP // SIDE ** 2, tn * STEP // SIDE ** 2  # staged elements per thread
     span = ceil(g.depth / g.splits / STEP) * STEP  # K per split, whole steps
 
@@ -202,10 +228,10 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     else:
         a_m, a_k = f"t % {tm}u", f"t / {tm}u"
     staging = f"""
-fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> f32 {{ return gemm_a(batch, row0 + {a_m}, k0 + {a_k}); }}
-fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> f32 {{ return gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u); }}
-fn stage_a(t: u32, v: f32) {{ {rows.write("tile_a", f"({a_k}) * {tm}u + {a_m}", "v")} }}
-fn stage_b(t: u32, v: f32) {{ {cols.write("tile_b", "t", "v")} }}
+fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> {element} {{ return {g.convert(f"gemm_a(batch, row0 + {a_m}, k0 + {a_k})")}; }}
+fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> {element} {{ return {g.convert(f"gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u)")}; }}
+fn stage_a(t: u32, v: {element}) {{ {rows.write("tile_a", f"({a_k}) * {tm}u + {a_m}", "v")} }}
+fn stage_b(t: u32, v: {element}) {{ {cols.write("tile_b", "t", "v")} }}
 """
     threads = [f"li + {i * SIDE ** 2}u" for i in range(max(fetch_a, fetch_b))]
 
@@ -216,27 +242,35 @@ fn stage_b(t: u32, v: f32) {{ {cols.write("tile_b", "t", "v")} }}
     stage_tiles = [f"stage_a({threads[i]}, fa{i});" for i in range(fetch_a)] + [f"stage_b({threads[j]}, fb{j});" for j in range(fetch_b)]
     # a thread's accumulators: one per row and run of columns (vectors: fewer lines to ship)
     accs = [(i, run) for i in range(rows.per) for run in range(cols.groups)]
-    splat = (lambda x: x) if cols.width == 1 else (lambda x: f"{cols.type()}({x})")
+    splat = (lambda x: x) if cols.width == 1 else (lambda x: f"{cols.type(element)}({x})")
+    sums = "part" if g.half else "acc"  # what the step adds to
     step = (rows.reads("a", "tile_a", "lid.y") + cols.reads("b", "tile_b", "lid.x")
-            + [f"acc_{i}_{run} = fma({splat(rows.element('a', i))}, b{run}, acc_{i}_{run});" for i, run in accs])
+            + [f"{sums}_{i}_{run} = fma({splat(rows.element('a', i))}, b{run}, {sums}_{i}_{run});" for i, run in accs])
     # the K step is one function of private accumulators, called once per kk: the unrolled
     # step was 10% faster than Naga's loop on an H100 (the driver did not unroll it), and as
     # calls the source stays small; inlined, they ran as fast as unrolled source
     private = "\n".join(f"var<private> acc_{i}_{run}: {cols.type()};" for i, run in accs)
+    inner = [f"gemm_step({c}u, lid);" for c in range(STEP)]
+    fold = ""
+    if g.half:
+        private += "".join(f"\nvar<private> part_{i}_{run}: {cols.type(element)};" for i, run in accs)
+        fold = "\nfn gemm_fold() {\n" + indent(
+            [line for i, run in accs for line in (f"acc_{i}_{run} += {cols.type()}(part_{i}_{run});",
+                                                  f"part_{i}_{run} = {cols.type(element)}();")]) + "\n}\n"
+        inner.append("gemm_fold();")
     step_fn = f"""
 {private}
 
 fn gemm_step(kk: u32, lid: vec3<u32>) {{
 {indent(step)}
 }}
-"""
-    inner = [f"gemm_step({c}u, lid);" for c in range(STEP)]
+{fold}"""
     writes = [f"let r = row0 + lid.y * {rows.width}u;", f"let c = col0 + lid.x * {cols.width}u;"]
     writes += [f"gemm_put(batch, wg.z, r + {rows.offset(i)}u, c + {cols.offset(j)}u, {cols.element(f'acc_{i}_', j)});"
                for i in range(rows.per) for j in range(cols.per)]
     code = functions(g) + staging + step_fn + f"""
-var<workgroup> tile_a: array<{rows.type()}, {tm * STEP // rows.width}>;
-var<workgroup> tile_b: array<{cols.type()}, {tn * STEP // cols.width}>;
+var<workgroup> tile_a: array<{rows.type(element)}, {tm * STEP // rows.width}>;
+var<workgroup> tile_b: array<{cols.type(element)}, {tn * STEP // cols.width}>;
 
 @compute @workgroup_size({SIDE}, {SIDE})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
@@ -245,7 +279,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let k_end = min(k_begin + {span}u, {g.depth}u);
   let row0 = wg.y * {tm}u;
   let col0 = wg.x * {tn}u;
-{indent([f"var fa{i} = 0.0;" for i in range(fetch_a)] + [f"var fb{j} = 0.0;" for j in range(fetch_b)])}
+{indent([f"var fa{i} = {g.zero};" for i in range(fetch_a)] + [f"var fb{j} = {g.zero};" for j in range(fetch_b)])}
 {indent(fetch("k_begin"))}
   for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
 {indent(stage_tiles, 2)}
@@ -277,11 +311,18 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     lanes = min(32, 1 << (wide - 1).bit_length()) if fast else 8  # wide elements per workgroup
     split = size // lanes
     slot = [f"let lane = li % {lanes}u;", f"let s = li / {lanes}u;"] if fast else [f"let lane = li / {split}u;", f"let s = li % {split}u;"]
-    accumulate, finish = [], []
+    sums = "part" if g.half else "acc"  # what a k adds to
+    accumulate, finish = [f"let vw = {g.convert(load_wide)};"], []
     for n in range(narrow):
-        accumulate.append(f"acc{n} = fma({load_narrow(n)}, vw, acc{n});")
+        accumulate.append(f"{sums}{n} = fma({g.convert(load_narrow(n))}, vw, {sums}{n});")
         finish += block([f"let total = gemm_sum(acc{n}, s * {lanes}u + lane);",
                          f"if (s == 0u) {{ gemm_put(batch, batch, {at(n)}, total); }}"])
+    ks = loop("k", "s", f"{g.depth}u", split, accumulate)
+    if g.half:  # each STEP of the thread's k summed in f16, then added to the f32 sums
+        ks = loop("k0", "s", f"{g.depth}u", split * STEP, [
+            *[f"var part{n} = 0.0h;" for n in range(narrow)],
+            *loop("k", "k0", f"min(k0 + {split * STEP}u, {g.depth}u)", split, accumulate),
+            *[f"acc{n} += f32(part{n});" for n in range(narrow)]])
     code = functions(g) + workgroup_reduce("gemm_sum", "sum", "f32", size, lanes) + f"""
 
 @compute @workgroup_size({size})
@@ -291,10 +332,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let w = wg.x * {lanes}u + lane;
 {indent([f"var acc{n} = 0.0;" for n in range(narrow)])}
   if (w < {wide}u) {{
-    for (var k = s; k < {g.depth}u; k += {split}u) {{
-      let vw = {load_wide};
-{indent(accumulate, 3)}
-    }}
+{indent(ks, 2)}
   }}
 {indent(finish)}
 }}
@@ -302,6 +340,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     return code, (ceil(wide / lanes), 1, g.batch)
 
 
+def loop(var: str, begin: str, end: str, stride: int, lines: list[str]) -> list[str]:
+    return [f"for (var {var} = {begin}; {var} < {end}; {var} += {stride}u) {{", *["  " + line for line in lines], "}"]
+
+
 def gemm_code(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     """WGSL (after the bindings) and workgroup counts of the best kernel for g."""
-    return thin(g) if min(g.rows, g.cols) <= THIN else tiled(g)
+    from kuma_build.compiler.kernels.gemm_registers import registers  # it builds on this module
+    if min(g.rows, g.cols) <= THIN:
+        return thin(g)
+    return registers(g) if DEVICE["gemm"] == "registers" else tiled(g)
+
+
+def gemm_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
+    """The kernel of g after `functions` (its epilogue's); its shader-f16 variant, when it has one, multiplies in f16."""
+    code, workgroups = gemm_code(g)
+    return b.kernel(name, functions + code, workgroups, functions + gemm_code(replace(g, half=True))[0])

@@ -8,7 +8,7 @@ layout is the same.
 """
 
 from kuma_build.compiler.kernels.elementwise import epilogue, operands
-from kuma_build.compiler.kernels.gemm import Gemm, gemm_code
+from kuma_build.compiler.kernels.gemm import Gemm, gemm_kernel
 from kuma_build.compiler.kernels.wgsl import Bindings, f32
 
 
@@ -54,5 +54,4 @@ def lower(node):
         cols_contiguous=b_view.strides[2] == 1 or n == 1,
         splits=node.attrs.get("splits", 1),
     )
-    code, workgroups = gemm_code(gemm)
-    return b.kernel("matmul", writer.functions() + code, workgroups)
+    return gemm_kernel(b, "matmul", gemm, writer.functions())

@@ -22,7 +22,7 @@ class Kernel:
     code: str
     workgroups: tuple[int, int, int]
     buffers: list[Buffer]  # binding i is buffers[i]; the output is last
-    code_f16: str | None = None  # variant reading f16 weights natively, for devices with shader-f16
+    code_f16: str | None = None  # variant reading f16 weights natively (and gemm.py's f16 math), for shader-f16 devices
 
 
 def binding_buffers(node: Node) -> list[Buffer]:
@@ -66,13 +66,17 @@ class Bindings:
             return f"weight_{self.names[k]}({offset})"
         return f"{self.names[k]}[{offset}]"
 
-    def kernel(self, name: str, body: str, workgroups) -> Kernel:
-        helper = NONFINITE_HELPER + "\n\n" if "kuma_bits(" in body else ""
-        rest = "\n\n" + helper + body.strip() + "\n"
+    def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None) -> Kernel:
+        """body_f16: the body of the shader-f16 variant when it differs (f16 arithmetic, gemm.py)."""
         code_f16 = None
         if any(buf.storage == "f16" for buf in self.buffers):
-            code_f16 = "enable f16;\n\n" + self.declare(native_f16=True) + rest
-        return Kernel(name, self.declare() + rest, tuple(workgroups), self.buffers, code_f16)
+            code_f16 = "enable f16;\n\n" + self.declare(native_f16=True) + after_bindings(body_f16 or body)
+        return Kernel(name, self.declare() + after_bindings(body), tuple(workgroups), self.buffers, code_f16)
+
+
+def after_bindings(body: str) -> str:
+    helper = NONFINITE_HELPER + "\n\n" if "kuma_bits(" in body else ""
+    return "\n\n" + helper + body.strip() + "\n"
 
 
 def offset_expr(v: Value, index: list[str]) -> str:
