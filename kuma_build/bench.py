@@ -29,8 +29,9 @@ MAX_QUERIES = 4096  # wgpu's largest query set
 BUSY_SECONDS = 0.2
 
 
-def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0) -> dict:
-    """Timings of one built model folder: medians in ms, per-kernel rows in µs."""
+def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0, f16: bool | None = None) -> dict:
+    """Timings of one built model folder: medians in ms, per-kernel rows in µs. f16=False runs an
+    f16 model's f32-math kernels on a shader-f16 device (default: what the browser would pick)."""
     if not (folder / "index.js").is_file():
         raise KumaError(f"model {folder.name} has not been built; run `kuma build {folder.name}` first.", folder)
     program, costs = read_program(folder), (read_manifest(folder) or {}).get("dispatch_costs")
@@ -38,7 +39,7 @@ def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0) -
     inputs = random_inputs(program, seed)
     timing = "dispatch" if "timestamp-query-inside-passes" in device.features and len(program["dispatches"]) < MAX_QUERIES \
         else "pass" if "timestamp-query" in device.features else "wall"
-    gpu = GpuModel(program, folder)
+    gpu = GpuModel(program, folder, f16=f16)
     try:
         for _ in range(warmup):
             gpu.run(inputs)

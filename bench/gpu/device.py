@@ -136,23 +136,26 @@ def main() -> int:
     for name in args.models or list(project.models):
         folder = project.out_dir / name
         try:
-            row = bench_folder(folder, runs=args.runs)
-            tables.append(markdown(row))
-            print(tables[-1], flush=True)
             program = read_program(folder)
-            inputs = random_inputs(program)  # the inputs bench_folder ran
-            timings, expected = torch_eager(project, name, inputs, args.runs)
-            row.update(timings)
-            gpu = GpuModel(program, folder)
-            try:
-                actual = gpu.run(inputs)
-            finally:
-                gpu.release()
-            row["rel_l2"] = max(rel_l2(got, want.numpy()) for got, want in zip(actual.values(), expected))
+            # an f16 model runs twice: f16 math (what a shader-f16 device picks), then f32 math
+            for label, f16 in [(name, None)] + ([(f"{name} (f32 math)", False)] if any("f16" in k for k in program["kernels"]) else []):
+                row = dict(bench_folder(folder, runs=args.runs, f16=f16), model=label)
+                tables.append(markdown(row))
+                print(tables[-1], flush=True)
+                inputs = random_inputs(program)  # the inputs bench_folder ran
+                timings, expected = torch_eager(project, name, inputs, args.runs)
+                row.update(timings)
+                gpu = GpuModel(program, folder, f16=f16)
+                try:
+                    actual = gpu.run(inputs)
+                finally:
+                    gpu.release()
+                row["rel_l2"] = max(rel_l2(got, want.numpy()) for got, want in zip(actual.values(), expected))
+                results.append(row)
         except Exception as e:  # one model's failure must not cost the others' numbers
             row = {"model": name, "error": f"{type(e).__name__}: {e}"}
             print(f"ERROR {name}: {row['error']}", flush=True)
-        results.append(row)
+            results.append(row)
         (args.out / "results.json").write_text(json.dumps({"env": env, "results": results}, indent=1))
     (args.out / "kuma_bench.md").write_text("\n".join(tables))
     print(summary(env, results), flush=True)
