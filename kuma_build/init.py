@@ -9,9 +9,10 @@ import) are printed, since init runs before the bundler knows about kuma.
 
 from pathlib import Path
 
+from kuma_build import TEMPLATES as TEMPLATE_ROOT
 from kuma_build.errors import KumaError
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "init"
+TEMPLATES = TEMPLATE_ROOT / "init"
 FILES = {"kuma.toml": "kuma.toml", "models/model.py": "model.py"}  # written file -> template
 IGNORED = ["src/kuma/", ".kuma/"]  # out_dir of the template, and the default cache_dir
 NEXT_STEPS = """\

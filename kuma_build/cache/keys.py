@@ -14,8 +14,9 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
+from kuma_build import TEMPLATES
+
 PACKAGE = Path(__file__).resolve().parents[1]
-TEMPLATES = PACKAGE.parent / "templates"
 
 
 def sha256_file(path: Path) -> str:
@@ -29,9 +30,11 @@ def sha256_file(path: Path) -> str:
 @lru_cache(maxsize=1)
 def compiler_hash() -> str:
     digest = hashlib.sha256()
-    files = sorted(PACKAGE.rglob("*.py")) + sorted(TEMPLATES.glob("*.js"))
-    for path in files:
-        digest.update(str(path.relative_to(PACKAGE.parent)).encode() + b"\0" + path.read_bytes() + b"\0")
+    # named the same from a checkout and from a wheel (which keeps the templates inside the package)
+    named = [(str(p.relative_to(PACKAGE.parent)), p) for p in sorted(PACKAGE.rglob("*.py")) if TEMPLATES not in p.parents]
+    named += [(f"templates/{p.name}", p) for p in sorted(TEMPLATES.glob("*.js"))]
+    for name, path in named:
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 

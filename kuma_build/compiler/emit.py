@@ -12,16 +12,14 @@ import hashlib
 from functools import cached_property
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from kuma_build import __version__
+from kuma_build import TEMPLATES, __version__
 from kuma_build.compiler import precision
 from kuma_build.compiler.plan import Plan
 from kuma_build.outfolder import PROGRAM_END, PROGRAM_START
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 JS_DTYPE = {"f32": "float32", "i32": "int32", "bool": "int32"}
 TS_ARRAY = {"float32": "Float32Array", "int32": "Int32Array", "int64": "Int32Array"}
 
