@@ -95,6 +95,10 @@ def run_build(project, names: list[str], args) -> int:
     from kuma_build.builder import Builder
 
     builder = Builder(project, force=args.force, remote_read_only=args.remote_read_only)
+    if args.json:  # for the bundlers' watch modes (vite build --watch): what to watch, even if a build fails
+        from kuma_build.cache.keys import model_inputs
+        files = [project.path.resolve(), *(f for name in names for f in model_inputs(project, project.models[name]))]
+        print(json.dumps({"event": "inputs", "files": sorted({str(f) for f in files})}), flush=True)
     for name in names:
         report(builder.build(name), args.json)
     return 0

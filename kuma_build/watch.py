@@ -22,7 +22,7 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
 from kuma_build.builder import Builder
-from kuma_build.cache.keys import local_imports
+from kuma_build.cache.keys import model_inputs
 from kuma_build.cli import report
 from kuma_build.config import load_project
 from kuma_build.errors import KumaError
@@ -162,10 +162,7 @@ class Watcher(FileSystemEventHandler):
         """Recompute the watched files (kuma.toml or imports may have changed) and their folders."""
         files = {self.config: set()}  # kuma.toml reloads the project and builds every model
         for name, model in (self.project.models.items() if self.project else ()):
-            source = model.source.resolve()
-            imports = local_imports(source, [model.source.parent, self.project.root]) if source.is_file() else []
-            paths = [source, *imports]
-            paths += [model.weights.resolve()] if model.weights else []
+            paths = model_inputs(self.project, model)
             paths += [p for p, models in self.files.items() if name in models and name in self.failed]
             for path in paths:
                 files.setdefault(path, set()).add(name)

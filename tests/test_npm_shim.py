@@ -6,8 +6,8 @@ from 127.0.0.1 and run in Chromium (tests/browser/run_app.mjs), and the answers 
 compared with PyTorch. Compile errors and a Python without kuma_build must fail the
 bundler with the file:line or the remedies; `npx kuma` forwards to the Python CLI; and
 `kuma init` scaffolds a project that builds. In watch mode (`webpack --watch`, the
-compiler loop of `webpack serve`) saving the model rebuilds the bundle and a broken save
-fails the compilation until it is fixed. (Vite's dev server is tested on example-site, in
+compiler loop of `webpack serve`, and `vite build --watch`) saving the model rebuilds the
+bundle and a broken save fails the compilation until it is fixed. (Vite's dev server is tested on example-site, in
 tests/test_example_site.py.)
 
 Setup: the session fixture runs `npm ci` in each fixture app whose node_modules is
@@ -214,6 +214,30 @@ def test_webpack_watch_rebuilds_on_model_edits(tmp_path):
     while Path(f"/proc/{python}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{python}").exists(), "kuma watch outlived webpack"
+
+
+def test_vite_build_watch_rebuilds_on_model_edits(tmp_path):
+    app = copy_app("vite", tmp_path)
+    model_file = app / "models" / "net.py"
+    good = model_file.read_text()
+    emitted = lambda: {p.name.split("-")[0] for p in (app / "dist" / "assets").glob("*.bin")}  # the content hashes
+    vite = Watching(app, [str(app / "node_modules" / ".bin" / "vite"), "build", "--watch"])
+    try:
+        vite.wait_for("the first build", lambda: vite.count("built in") and emitted())
+        first = emitted()
+
+        model_file.write_text(good.replace("manual_seed(0)", "manual_seed(1)"))  # new weights
+        vite.wait_for("new weight chunks in dist/", lambda: emitted() and emitted() != first)
+
+        model_file.write_text(good.replace("nn.ReLU(),", "nn.ReLU(), undefined_layer,"))
+        line = next(i for i, text in enumerate(good.splitlines(), 1) if "nn.ReLU()," in text)
+        vite.wait_for("the compile error", lambda: vite.count(f"{model_file.resolve()}:{line}:"))
+
+        builds = vite.count("built in")
+        model_file.write_text(good)  # fixed, and back to the first weights: kuma restores them from its cache
+        vite.wait_for("a good build", lambda: vite.count("built in") > builds and emitted() == first)
+    finally:
+        vite.stop()
 
 
 def test_npx_kuma_forwards_to_the_python_cli(tmp_path):

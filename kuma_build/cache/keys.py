@@ -45,6 +45,14 @@ def torch_version() -> str:
         return "missing"
 
 
+def model_inputs(project, model) -> list[Path]:
+    """The files a model's build reads: its source, the project-local modules that imports, its
+    weights (kuma.toml aside). What `kuma watch` and the bundlers' watch modes watch."""
+    source = model.source.resolve()
+    imports = local_imports(source, [model.source.parent, project.root]) if source.is_file() else []
+    return [source, *imports, *([model.weights.resolve()] if model.weights else [])]
+
+
 def local_imports(source: Path, roots: list[Path]) -> list[Path]:
     """Project-local Python files that `source` imports, directly or through each other."""
     found, todo = [], [source]

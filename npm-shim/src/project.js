@@ -23,6 +23,7 @@ export class KumaProject {
     this.models = new Map(); // model name -> absolute output folder
     this.error = null; // why the last build failed, until a good one
     this.watcher = null;
+    this.inputs = []; // the files the last `kuma build` read (kuma.toml, model sources, weights)
   }
 
   python() {
@@ -32,7 +33,10 @@ export class KumaProject {
   /** One `kuma build`; rejects with the Python file and line when a model does not compile. */
   async build() {
     try {
-      const built = await runBuild({ python: await this.python(), config: this.config, cwd: this.root, onLog: (l) => this.log(l) });
+      const built = await runBuild({
+        python: await this.python(), config: this.config, cwd: this.root, onLog: (l) => this.log(l),
+        onInputs: (files) => (this.inputs = files),
+      });
       built.forEach((event) => this.record(event));
       this.error = null;
     } catch (error) {
@@ -89,6 +93,11 @@ export class KumaProject {
     if (this.error) throw copy(this.error);
     const known = [...this.models.keys()].join(", ") || "none";
     throw userError(`kuma: there is no model named "${name}" (import "${id}"); kuma.toml declares: ${known}.`);
+  }
+
+  /** What a bundler's watch mode should watch: the last build's inputs, and the file a failure names. */
+  watchedFiles() {
+    return [...new Set([...this.inputs, ...(this.error?.id ? [this.error.id] : [])])];
   }
 
   /** Whether a file lies in a generated model folder. */

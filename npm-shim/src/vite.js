@@ -1,7 +1,9 @@
 // The Vite plugin: `import { load } from "kuma:NAME"` in app code.
 //
 // vite build: one `kuma build` at build start; a compile error fails the build with
-// the Python file and line. vite (dev): one `kuma watch` child for the server's life.
+// the Python file and line; with --watch, kuma.toml and the models' files are watched
+// too, and each rebuild runs `kuma build` again (incremental: unchanged models are
+// up to date in ~0.1 s). vite (dev): one `kuma watch` child for the server's life.
 // After a build that changed a model (or ended a failing spell) the generated modules
 // are invalidated and the page fully reloads, since a model is one module with no HMR
 // state worth keeping; Vite's own watcher is told to leave those files to us, so each
@@ -53,7 +55,13 @@ export default function kuma(options = {}) {
     },
 
     async buildStart() {
-      if (!dev) await project.build();
+      if (dev) return;
+      try {
+        await project.build();
+      } finally {
+        // vite build --watch: edits to the models' Python files rebuild too, a failed build included
+        if (this.meta.watchMode) for (const file of project.watchedFiles()) this.addWatchFile(file);
+      }
     },
 
     async configureServer(server) {
