@@ -126,3 +126,27 @@ def test_batchnorm_not_folded_when_conv_output_is_reused():
             return self.bn(y) + y
 
     assert_matches(Residual(), torch.randn(1, 5, 9, 7))
+
+
+# (in, out, kernel, stride, padding, dilation, groups, bias): 1-D, compiled as 2-D of height 1
+CONV1D = {
+    "plain": (4, 6, 3, 1, 1, 1, 1, True),
+    "strided_dilated": (3, 5, 5, 2, 3, 2, 1, False),
+    "groups": (6, 9, 3, 1, 2, 1, 3, True),
+    "depthwise": (5, 5, 7, 1, 3, 1, 5, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONV1D))
+def test_conv1d(name, device_class):
+    cin, cout, kernel, stride, padding, dilation, groups, bias = CONV1D[name]
+    conv = nn.Conv1d(cin, cout, kernel, stride, padding, dilation, groups, bias)
+    assert_matches(Conv(conv, lambda x: x[:, :cin]), torch.randn(2, cin + 1, 37))
+
+
+def test_conv1d_batchnorm_and_transposed():
+    model = nn.Sequential(nn.Conv1d(3, 8, 3, padding=1), nn.BatchNorm1d(8).eval(), nn.ReLU(), nn.ConvTranspose1d(8, 4, 4, stride=2, padding=1))
+    with torch.no_grad():
+        model[1].running_mean.copy_(torch.randn(8))
+        model[1].running_var.copy_(torch.rand(8) + 0.5)
+    assert_matches(model, torch.randn(2, 3, 29))
