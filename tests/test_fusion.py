@@ -86,3 +86,23 @@ def test_epilogue_fusion(name):
     fn, x_shape, y_shape, dispatches = EPILOGUES[name]
     compiled = assert_matches(Layers(fn).eval(), torch.randn(x_shape), torch.randn(y_shape))
     assert compiled.stats["dispatches"] == dispatches
+
+
+class MergeHeads(nn.Module):
+    """Attention per head, heads merged back with transpose + reshape, then a linear layer."""
+
+    def __init__(self, causal: bool):
+        super().__init__()
+        self.causal = causal
+        self.proj = nn.Linear(30, 7)
+
+    def forward(self, q, k, v):
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=self.causal)
+        return self.proj(y.transpose(1, 2).reshape(2, 11, 30))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_writes_the_merged_heads_layout(causal, device_class):
+    q, k, v = (torch.randn(2, 11, 3, 10) for _ in range(3))
+    compiled = assert_matches(MergeHeads(causal), q, k, v)
+    assert compiled.stats["dispatches"] == 2  # attention, then the linear layer: no copy between

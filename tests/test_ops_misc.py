@@ -123,8 +123,9 @@ class SelfAttention(nn.Module):
 
 def test_gpt_self_attention(device_class):
     compiled = assert_matches(SelfAttention(), torch.randn(2, 13, 24))
-    # qkv, attention reading the head views in place (no copies of q, k, v), contiguous(), proj
-    assert compiled.stats["dispatches"] == 4
+    # qkv, attention reading the head views in place (no copies of q, k, v) and writing the
+    # merged heads' layout (no contiguous() copy), proj
+    assert compiled.stats["dispatches"] == 3
 
 
 class MultiheadAttention(nn.Module):

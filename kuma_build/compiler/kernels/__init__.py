@@ -39,7 +39,8 @@ def spec_key(node) -> str:
     views = [(v.shape, v.strides, v.offset, v.dtype, buffers.index(v.buffer), storage_key(v.buffer)) for v in node.inputs]
     attrs = {k: v for k, v in sorted(node.attrs.items()) if _is_plain(v)}
     # the compiler's own source is part of the key: an edited generator must not reuse old code
-    spec = (node.op, attrs, views, node.output.shape, node.output.dtype, TARGET_PROFILE, gemm.DEVICE["name"], compiler_hash())
+    spec = (node.op, attrs, views, node.output.shape, node.output.strides, node.output.dtype, TARGET_PROFILE,
+            gemm.DEVICE["name"], compiler_hash())
     return hashlib.sha256(repr(spec).encode()).hexdigest()
 
 

@@ -12,6 +12,10 @@ The query row is read once into workgroup memory (every thread reads all of
 it for every key), and each thread's value columns are unrolled here into
 scalar accumulators (see gemm.py on private arrays).
 
+The output is written through its view's strides, so the epilogue pass can
+make the kernel write a permuted copy's layout directly (GPT's heads merged
+back into the model dim), with no copy dispatch.
+
 On the "cpu" device class (gemm.DEVICE["rows"], as for the row kernels) a
 thread takes a whole query row instead, key by key, with no barriers and
 no workgroup memory; a causal row stops at its own position.
@@ -21,7 +25,7 @@ from math import ceil, prod
 
 from kuma_build.compiler.kernels import gemm
 from kuma_build.compiler.kernels.rows import MIN_THREAD_ROWS, thread_row_size
-from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, threads, unravel
+from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, offset_expr, threads, unravel
 
 SIZE = 64  # threads per row: keys per tile, and value columns per pass
 MAX_SHARED_QUERY = 2048  # longer query rows are read from memory (workgroup memory is 16 KiB)
@@ -72,7 +76,7 @@ def thread_per_row(node, b, rows, row_lines, batch_index, i, score):
         "  running_max = top;",
         "}",
         "let empty = total == 0.0;",
-        *[f"out[row * {value_dim}u + {c}u] = select(acc{c} / total, 0.0, empty);" for c in range(value_dim)],
+        *[f"out[{offset_expr(node.output, batch_index + [i, f'{c}u'])}] = select(acc{c} / total, 0.0, empty);" for c in range(value_dim)],
     ]
     return b.kernel("attention", header + "  let row = gid;\n" + indent(lines) + "\n}", workgroups)
 
@@ -125,7 +129,7 @@ def workgroup_per_row(node, b, rows, row_lines, batch_index, i, score):
         "  running_max = tile_max;",
         "  workgroupBarrier();",
         "}",
-        *each_column(lambda acc: [f"out[row * {value_dim}u + col] = select({acc} / total, 0.0, total == 0.0);"]),
+        *each_column(lambda acc: [f"out[{offset_expr(node.output, batch_index + [i, 'col'])}] = select({acc} / total, 0.0, total == 0.0);"]),
     ]
     header = (
         f"var<workgroup> scores: array<f32, {SIZE}>;\n"

@@ -12,8 +12,11 @@ contiguous()) of any kernel's result in order is dropped the same way:
 that kernel writes the copy's buffer.
 """
 
-from kuma_build.compiler.ir.graph import Value
+from kuma_build.compiler.ir.graph import Value, contiguous_strides
 from kuma_build.compiler.passes.fuse_elementwise import compact, in_shape, readers_of, remap, sole_reader
+
+
+STRIDED_WRITERS = {"attention"}
 
 
 def takes_epilogue(node) -> bool:
@@ -26,6 +29,14 @@ def fuse_epilogues(graph) -> None:
     place = {}  # producer -> the consumer whose place (in order) it now takes
     removed = set()
     for node in (n for n in graph.nodes if n.op == "elementwise"):
+        src = producer.get(node.inputs[0].buffer) if node.attrs["expr"][0] == "in" else None
+        layout = src and src.op in STRIDED_WRITERS and _only_reader(node, src, readers, graph) and _layout_in_copy(node.inputs[0], src.output)
+        if layout:  # src writes the copy's buffer in the copy's order
+            src.output = Value(node.output.buffer, src.output.shape, layout)
+            place[src] = node
+            removed.add(node)
+            producer[node.output.buffer] = src
+            continue
         for v in node.inputs:
             src = producer.get(v.buffer)
             if src is None or not sole_reader(node, src, readers, graph):
@@ -42,6 +53,29 @@ def fuse_epilogues(graph) -> None:
     # may be computed after it, and nothing else reads its result in between
     at = {consumer: src for src, consumer in place.items()}
     graph.nodes = [at.get(n, n) for n in graph.nodes if n not in place and (n not in removed or n in at)]
+
+
+def _only_reader(node, src, readers, graph) -> bool:
+    buf = src.output.buffer
+    return readers.get(buf) == {node} and not any(v.buffer is buf for v in graph.outputs.values())
+
+
+def _layout_in_copy(view: Value, out: Value) -> tuple[int, ...] | None:
+    """Strides that place out's elements where a contiguous copy of `view` (a permutation of all
+    of out's contiguous buffer) has them; None when the view is anything else."""
+    if view.offset or view.numel != out.buffer.numel or not out.is_contiguous():
+        return None
+    copy_strides = contiguous_strides(view.shape)
+    by_stride = {stride: (size, copy_stride) for size, stride, copy_stride in zip(view.shape, view.strides, copy_strides) if size > 1}
+    layout = []
+    for size, stride in zip(out.shape, out.strides):
+        if size == 1:
+            layout.append(0)
+        elif by_stride.get(stride, (None,))[0] == size:
+            layout.append(by_stride.pop(stride)[1])
+        else:
+            return None
+    return tuple(layout) if not by_stride else None
 
 
 def _attach(src, node) -> bool:
