@@ -1,12 +1,14 @@
-"""Matrix products through each GEMM kernel (thin in rows, thin in columns, tiled with each tile
-size the cost model picks), with transposed, sliced and broadcast operands, on real WebGPU."""
+"""Matrix products through each GEMM kernel (for the "gpu" class thin in rows, thin in columns,
+tiled with each tile size the cost model picks; for the "cpu" class register-blocked, with each
+block from 1 x 4 to 8 x 8 outputs per thread), with transposed, sliced and broadcast operands, on
+real WebGPU."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kuma_build.compiler.kernels import gemm
-from kuma_build.compiler.kernels.gemm import Gemm, choose_tile
+from kuma_build.compiler.kernels.gemm import Gemm, choose_tile, gemm_code
 from support import Fn, assert_matches
 
 
@@ -46,3 +48,11 @@ def test_cost_model_prefers_big_tiles_for_big_products_and_on_cpus(monkeypatch):
     assert tile("gpu", 4096, 4096, 4096) == (128, 128)
     assert tile("cpu", 37, 96, 96) == (64, 64)  # a CPU runs few workgroups at once: fewer, bigger tiles
     assert tile("gpu", 37, 96, 96)[0] < 64  # a GPU would sit idle: more, smaller tiles
+
+
+def test_cpu_class_gemm_has_no_barriers_and_fills_both_cores(monkeypatch):
+    monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES["cpu"])
+    load = lambda var, *index: [f"{var} = 1.0;"]
+    code, workgroups = gemm_code(Gemm(1, 64, 96, 96, load, load, lambda total, *at: ([], total)))
+    assert "workgroupBarrier" not in code and "var<workgroup>" not in code
+    assert "@workgroup_size(16)" in code and workgroups == (6, 1, 1)  # 8 x 8 outputs per thread, 3 workgroups a core

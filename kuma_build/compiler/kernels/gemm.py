@@ -16,6 +16,7 @@ finish a sum (alpha, bias, fused epilogue). Two kernels:
   columns, as in late convolutions on tiny images): a workgroup owns a block
   of the wide side; its threads split K and combine their partial sums with
   the row kernels' workgroup reduction.
+The "cpu" device class uses neither: gemm_registers.py's kernel has no barriers.
 
 With `half` (the shader-f16 variant of a kernel reading f16 weights,
 docs/precision.md) both kernels multiply in f16: loads are rounded to f16,
@@ -44,13 +45,13 @@ STEP, SIDE = 16, 16  # K per stage; threads per workgroup side (16 x 16 = 256)
 #   splits    slices K may be split into, to fill the device when the tiles are few
 #   rows      softmax, norms, reductions, attention: a "workgroup" per row sharing it through
 #             barriers, or a "thread" per row (SwiftShader switches every thread at each barrier)
-#   gemm      products too wide for thin: "tiled" through workgroup memory, or "registers"
-#             (gemm_registers.py: a block of outputs per thread, no barriers)
+#   gemm      matrix products: thin or tiled by shape, sharing through "workgroup" memory, or
+#             "registers" for every shape (gemm_registers.py: a block of outputs per thread, no barriers)
 DEVICE_CLASSES = {
     "cpu": {"name": "cpu", "parallel": 2, "conv": "direct", "tiles": (16, 32, 64), "splits": (1,), "rows": "thread",
             "gemm": "registers"},
     "gpu": {"name": "gpu", "parallel": 256, "conv": "gemm", "tiles": (16, 32, 64, 128), "splits": (1, 2, 4, 8, 16, 32),
-            "rows": "workgroup", "gemm": "tiled"},
+            "rows": "workgroup", "gemm": "workgroup"},
 }
 DEVICE = DEVICE_CLASSES["cpu"]  # kuma.toml's `target` picks the class per model (tuned_for)
 STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in a thread's FMAs
@@ -347,9 +348,9 @@ def loop(var: str, begin: str, end: str, stride: int, lines: list[str]) -> list[
 def gemm_code(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     """WGSL (after the bindings) and workgroup counts of the best kernel for g."""
     from kuma_build.compiler.kernels.gemm_registers import registers  # it builds on this module
-    if min(g.rows, g.cols) <= THIN:
-        return thin(g)
-    return registers(g) if DEVICE["gemm"] == "registers" else tiled(g)
+    if DEVICE["gemm"] == "registers":
+        return registers(g)
+    return thin(g) if min(g.rows, g.cols) <= THIN else tiled(g)
 
 
 def gemm_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
