@@ -17,7 +17,7 @@
 // wholeMs every dispatch in one pass, awaited. All are the minimum of `runs` tries.
 
 import fs from "node:fs";
-import { start, withTimeout } from "../../tests/browser/run_model.mjs";
+import { modelPage, start, withTimeout } from "../../tests/browser/run_model.mjs";
 
 // runs inside the page
 async function profileInPage({ url, inputs, runs, repeat }) {
@@ -120,14 +120,8 @@ async function main([jobFile]) {
   try {
     for (const { model, root, inputs } of job.cases) {
       process.stderr.write(`profile: ${model}\n`);
-      const context = await browser.newContext();
-      const problems = [];
+      const { context, page, problems, url } = await modelPage(browser, server, root, model);
       try {
-        const page = await context.newPage();
-        page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-        page.on("console", (m) => { if (m.type() === "error") problems.push(`console error: ${m.text()}`); });
-        await page.goto(`${server.origin}/`);
-        const url = `${server.mount(root)}/${encodeURIComponent(model)}/index.js`;
         const result = await page.evaluate(profileInPage, { url, inputs, runs: job.runs, repeat: job.repeat });
         process.stdout.write(JSON.stringify({ model, ok: true, ...result, problems }) + "\n");
       } catch (error) {

@@ -96,15 +96,21 @@ async function runInPage({ url, inputs }) {
   }
 }
 
-async function runModel(browser, server, { root, model, inputs }) {
+// a fresh page on the server that records page errors and console errors in `problems`,
+// and the URL of the model's index.js there
+export async function modelPage(browser, server, root, model) {
   const context = await browser.newContext();
   const problems = [];
+  const page = await context.newPage();
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => { if (message.type() === "error") problems.push(`console error: ${message.text()}`); });
+  await page.goto(`${server.origin}/`);
+  return { context, page, problems, url: `${server.mount(root)}/${encodeURIComponent(model)}/index.js` };
+}
+
+async function runModel(browser, server, { root, model, inputs }) {
+  const { context, page, problems, url } = await modelPage(browser, server, root, model);
   try {
-    const page = await context.newPage();
-    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-    page.on("console", (message) => { if (message.type() === "error") problems.push(`console error: ${message.text()}`); });
-    await page.goto(`${server.origin}/`);
-    const url = `${server.mount(root)}/${encodeURIComponent(model)}/index.js`;
     const result = await page.evaluate(runInPage, { url, inputs });
     problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
     if (problems.length) throw new Error(problems.join("\n"));
