@@ -127,10 +127,8 @@ def choose_split(batch: int, rows: int, cols: int, depth: int) -> int:
     return min(options, key=lambda o: (cost(batch, rows, cols, depth, *o), o[2]))[2]
 
 
-def stage(var: str, load: list[str], check: str = "") -> list[str]:
+def stage(var: str, load: list[str], check: str) -> list[str]:
     """Lines setting `var` to the loaded element, or 0.0 when `check` fails (outside the matrix)."""
-    if not check:
-        return [f"var {var} = 0.0;", *load]
     return [f"var {var} = 0.0;", f"if ({check}) {{", *["  " + line for line in load], "}"]
 
 
