@@ -21,6 +21,6 @@ def webgpu_adapter():
 
 @pytest.fixture(params=["cpu", "gpu"])
 def device_class(request, monkeypatch):
-    """Compile for each device class (kernels/gemm.py: DEVICE_CLASSES) where the kernels differ."""
-    from kuma_build.compiler.kernels import gemm
-    monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES[request.param])
+    """Compile for each device class (kernels/device.py: DEVICE_CLASSES) where the kernels differ."""
+    from kuma_build.compiler.kernels import device
+    monkeypatch.setattr(device, "DEVICE", device.DEVICE_CLASSES[request.param])

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kuma_build.compiler.kernels import gemm
+from kuma_build.compiler.kernels import device
 from kuma_build.compiler.kernels.gemm import Gemm, choose_tile, gemm_code
 from support import Fn, assert_matches
 
@@ -42,7 +42,7 @@ def test_matmul(name, device_class):
 
 def test_cost_model_prefers_big_tiles_for_big_products_and_on_cpus(monkeypatch):
     def tile(device_class, rows, cols, depth):
-        monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES[device_class])
+        monkeypatch.setattr(device, "DEVICE", device.DEVICE_CLASSES[device_class])
         return choose_tile(Gemm(1, rows, cols, depth, None, None, None))
     assert tile("cpu", 1024, 1024, 1024) == (64, 64)  # a CPU has too few registers for more per thread
     assert tile("gpu", 4096, 4096, 4096) == (128, 128)
@@ -51,7 +51,7 @@ def test_cost_model_prefers_big_tiles_for_big_products_and_on_cpus(monkeypatch):
 
 
 def test_cpu_class_gemm_has_no_barriers_and_fills_both_cores(monkeypatch):
-    monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES["cpu"])
+    monkeypatch.setattr(device, "DEVICE", device.DEVICE_CLASSES["cpu"])
     load = lambda var, *index: [f"{var} = 1.0;"]
     code, workgroups = gemm_code(Gemm(1, 64, 96, 96, load, load, lambda total, *at: ([], total)))
     assert "workgroupBarrier" not in code and "var<workgroup>" not in code

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kuma_build.compiler.kernels import gemm
+from kuma_build.compiler.kernels import device, gemm
 from support import Fn, assert_matches
 
 
 @pytest.fixture(autouse=True)
 def gpu_class(monkeypatch):
-    monkeypatch.setattr(gemm, "DEVICE", gemm.DEVICE_CLASSES["gpu"])
+    monkeypatch.setattr(device, "DEVICE", device.DEVICE_CLASSES["gpu"])
 
 
 MATMULS = {  # name -> (fn, x shape, y shape)

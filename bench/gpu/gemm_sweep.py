@@ -41,7 +41,7 @@ def build(out: Path, picked_only: bool, knobs: dict) -> None:
     import torch.nn.functional as F
 
     from kuma_build.compiler import compile_module
-    from kuma_build.compiler.kernels import gemm
+    from kuma_build.compiler.kernels import device, gemm
     from kuma_build.config import InputSpec, ModelConfig
 
     class Conv(torch.nn.Module):
@@ -64,7 +64,7 @@ def build(out: Path, picked_only: bool, knobs: dict) -> None:
     for case, (name, net, x_shape, w_shape, (rows, cols, depth)) in enumerate(cases):
         specs = [InputSpec("x", x_shape, "float32"), InputSpec("w", w_shape, "float32")]
         config = ModelConfig(f"case{case}", Path(__file__), "", None, "f32", specs, None, {}, target="gpu")
-        with gemm.tuned_for("gpu"):
+        with device.tuned_for("gpu"):
             picked_split = choose_split(1, rows, cols, depth)
             picked_tile = choose_tile(gemm.Gemm(1, rows, cols, depth, None, None, None, splits=picked_split))
         splits = [s for s in SPLITS if s == 1 or depth >= s * gemm.STEP * gemm.MIN_SPLIT_STEPS]

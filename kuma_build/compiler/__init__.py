@@ -9,7 +9,7 @@ from kuma_build.compiler.cost import dispatch_costs
 from kuma_build.compiler.export import build_module, export
 from kuma_build.compiler.ir.importer import import_program
 from kuma_build.compiler.passes import run_passes
-from kuma_build.compiler.kernels import gemm
+from kuma_build.compiler.kernels import device
 from kuma_build.compiler.plan import make_plan
 from kuma_build.compiler.precision import choose_weight_storage
 from kuma_build.config import ModelConfig, Project
@@ -39,7 +39,7 @@ def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_st
     program, input_names, output_names = export(net, model)
     graph = import_program(program, model.name, model.source, input_names, output_names)
     ops = len(graph.nodes)
-    with gemm.tuned_for(model.target):
+    with device.tuned_for(model.target):
         run_passes(graph)
         choose_weight_storage(graph, model.precision)
         plan = make_plan(graph, kernel_store)

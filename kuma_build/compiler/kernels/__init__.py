@@ -2,7 +2,7 @@
 
 import hashlib
 
-from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, gemm, matmul, pool, resize, rows, split_sum
+from kuma_build.compiler.kernels import attention, concat, conv, device, elementwise, gather, matmul, pool, resize, rows, split_sum
 
 from kuma_build.cache.keys import compiler_hash
 from kuma_build.compiler.kernels.wgsl import Kernel, binding_buffers
@@ -40,7 +40,7 @@ def spec_key(node) -> str:
     attrs = {k: v for k, v in sorted(node.attrs.items()) if _is_plain(v)}
     # the compiler's own source is part of the key: an edited generator must not reuse old code
     spec = (node.op, attrs, views, node.output.shape, node.output.strides, node.output.dtype, TARGET_PROFILE,
-            gemm.DEVICE["name"], compiler_hash())
+            device.DEVICE["name"], compiler_hash())
     return hashlib.sha256(repr(spec).encode()).hexdigest()
 
 

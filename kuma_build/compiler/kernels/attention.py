@@ -16,14 +16,14 @@ The output is written through its view's strides, so the epilogue pass can
 make the kernel write a permuted copy's layout directly (GPT's heads merged
 back into the model dim), with no copy dispatch.
 
-On the "cpu" device class (gemm.DEVICE["rows"], as for the row kernels) a
+On the "cpu" device class (device.DEVICE["rows"], as for the row kernels) a
 thread takes a whole query row instead, key by key, with no barriers and
 no workgroup memory; a causal row stops at its own position.
 """
 
 from math import ceil, prod
 
-from kuma_build.compiler.kernels import gemm
+from kuma_build.compiler.kernels import device
 from kuma_build.compiler.kernels.rows import MIN_THREAD_ROWS, thread_row_size
 from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, offset_expr, threads, unravel
 
@@ -45,7 +45,7 @@ def lower(node):
     if len(node.inputs) == 4:
         mask = b.load(3, batch_index + [i, "j"])
         score.append(f"s = select({f32(float('-inf'))}, s, {mask} != 0i);" if node.inputs[3].dtype == "bool" else f"s += {mask};")
-    if gemm.DEVICE["rows"] == "thread" and rows >= MIN_THREAD_ROWS and value_dim <= MAX_THREAD_COLUMNS:
+    if device.DEVICE["rows"] == "thread" and rows >= MIN_THREAD_ROWS and value_dim <= MAX_THREAD_COLUMNS:
         return thread_per_row(node, b, rows, row_lines, batch_index, i, score)
     if node.attrs["causal"]:
         score.append(f"s = select(s, {f32(float('-inf'))}, j > {i});")

@@ -6,7 +6,7 @@
   coordinate as it stages a tile and pads with zeros, and the NCHW output is
   exactly the GEMM's row-major output.
 - direct with several output channels and pixels per thread, for plain and
-  depthwise convolutions on a CPU device (gemm.DEVICE): each input value a
+  depthwise convolutions on a CPU device (device.DEVICE): each input value a
   thread loads serves all its channels, each weight all its pixels, and
   nothing goes through workgroup memory.
 - direct with one channel and pixel per thread, for transposed ones and a
@@ -22,7 +22,7 @@ from math import ceil
 
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.kernels.elementwise import epilogue, operands
-from kuma_build.compiler.kernels import gemm
+from kuma_build.compiler.kernels import device
 from kuma_build.compiler.kernels.gemm import Gemm, block, gemm_kernel
 from kuma_build.compiler.kernels.wgsl import Bindings, indent, threads, unravel
 
@@ -58,7 +58,7 @@ def is_implicit_gemm(node) -> bool:
     """Plain convolutions on a GPU; transposed and depthwise ones have no input channel that
     serves two outputs, so they stay direct."""
     transposed, depthwise = node.attrs["transposed"], node.inputs[0].shape[1] == node.attrs["groups"]
-    return gemm.DEVICE["conv"] == "gemm" and not transposed and not depthwise
+    return device.DEVICE["conv"] == "gemm" and not transposed and not depthwise
 
 
 def gemm_shape(node) -> tuple[int, int, int, int]:
@@ -72,7 +72,7 @@ def lower(node):
     out, groups = node.output, node.attrs["groups"]
     if is_implicit_gemm(node):
         return implicit_gemm(node)
-    if node.attrs["transposed"] or gemm.DEVICE["conv"] == "gemm":
+    if node.attrs["transposed"] or device.DEVICE["conv"] == "gemm":
         return direct(node)  # transposed ones, and a GPU's depthwise ones
     # as many channels and pixels per thread as leave the cores a few workgroups each
     for channels in (8, 4, 2, 1):

@@ -25,51 +25,19 @@ K step of STEP values are summed in f16, then added to f32 accumulators, so
 the rounding error does not grow with K. Finishing a sum stays f32.
 """
 
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from math import ceil
 from typing import Callable
 
+from kuma_build.compiler.kernels import device
 from kuma_build.compiler.kernels.rows import workgroup_reduce
 from kuma_build.compiler.kernels.wgsl import Bindings, Kernel, indent
 
 STEP, SIDE = 16, 16  # K per stage; threads per workgroup side (16 x 16 = 256)
-# The device class kernels are tuned for; docs/performance.md ("Compiler changes") measures both.
-# "cpu": software WebGPU (SwiftShader, lavapipe) runs a workgroup per core (2 on the machines
-# measured), and convolutions gain nothing from staging through workgroup memory: they stay
-# direct. "gpu": a discrete GPU keeps hundreds of workgroups in flight; convolutions are implicit GEMMs.
-#   parallel  workgroups the device runs at once: the tile cost model's waves (an H100 or H200:
-#             132 multiprocessors x 2 of our 256-thread workgroups; 6% faster convolutions than
-#             128 in the sweep of docs/performance.md)
-#   tiles     tile sides to choose from: a CPU has too few registers for 8 x 8 outputs per thread
-#   splits    slices K may be split into, to fill the device when the tiles are few
-#   rows      softmax, norms, reductions, attention: a "workgroup" per row sharing it through
-#             barriers, or a "thread" per row (SwiftShader switches every thread at each barrier)
-#   gemm      matrix products: thin or tiled by shape, sharing through "workgroup" memory, or
-#             "registers" for every shape (gemm_registers.py: a block of outputs per thread, no barriers)
-DEVICE_CLASSES = {
-    "cpu": {"name": "cpu", "parallel": 2, "conv": "direct", "tiles": (16, 32, 64), "splits": (1,), "rows": "thread",
-            "gemm": "registers"},
-    "gpu": {"name": "gpu", "parallel": 256, "conv": "gemm", "tiles": (16, 32, 64, 128), "splits": (1, 2, 4, 8, 16, 32),
-            "rows": "workgroup", "gemm": "workgroup"},
-}
-DEVICE = DEVICE_CLASSES["cpu"]  # kuma.toml's `target` picks the class per model (tuned_for)
 STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in a thread's FMAs
 SPLIT_COST = 1024  # the dispatch that sums split-K partials, in the same units
 MIN_SPLIT_STEPS = 4  # K steps each slice keeps at least
 THIN = 8  # at most this many rows or columns: the thin kernel
-
-
-@contextmanager
-def tuned_for(target: str | None):
-    """Generate kernels for the device class `target` inside the block (None keeps the current one)."""
-    global DEVICE
-    saved = DEVICE
-    DEVICE = DEVICE_CLASSES[target] if target else DEVICE
-    try:
-        yield
-    finally:
-        DEVICE = saved
 
 
 @dataclass
@@ -108,12 +76,12 @@ def cost(batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits:
     rows_side, cols_side = Side(tm), Side(tn)
     per_step = STEP * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
     steps = ceil(depth / splits / STEP)
-    return ceil(groups / DEVICE["parallel"]) * steps * (per_step + STEP_LATENCY) + (splits > 1) * SPLIT_COST
+    return ceil(groups / device.DEVICE["parallel"]) * steps * (per_step + STEP_LATENCY) + (splits > 1) * SPLIT_COST
 
 
 def choose_tile(g: Gemm) -> tuple[int, int]:
     """The tile of least estimated cost for g's shape and split (ties: the bigger tile)."""
-    tiles = [(tm, tn) for tm in DEVICE["tiles"] for tn in DEVICE["tiles"]]
+    tiles = [(tm, tn) for tm in device.DEVICE["tiles"] for tn in device.DEVICE["tiles"]]
     return min(tiles, key=lambda t: (cost(g.batch, g.rows, g.cols, g.depth, *t, g.splits), -t[0] * t[1]))
 
 
@@ -122,7 +90,7 @@ def choose_split(batch: int, rows: int, cols: int, depth: int) -> int:
     only pays when the tiles are too few to fill the device and K is long."""
     if min(rows, cols) <= THIN:
         return 1  # the thin kernel splits K inside its workgroups
-    options = [(tm, tn, s) for tm in DEVICE["tiles"] for tn in DEVICE["tiles"] for s in DEVICE["splits"]
+    options = [(tm, tn, s) for tm in device.DEVICE["tiles"] for tn in device.DEVICE["tiles"] for s in device.DEVICE["splits"]
                if s == 1 or depth >= s * STEP * MIN_SPLIT_STEPS]
     return min(options, key=lambda o: (cost(batch, rows, cols, depth, *o), o[2]))[2]
 
@@ -346,7 +314,7 @@ def loop(var: str, begin: str, end: str, stride: int, lines: list[str]) -> list[
 def gemm_code(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     """WGSL (after the bindings) and workgroup counts of the best kernel for g."""
     from kuma_build.compiler.kernels.gemm_registers import registers  # it builds on this module
-    if DEVICE["gemm"] == "registers":
+    if device.DEVICE["gemm"] == "registers":
         return registers(g)
     return thin(g) if min(g.rows, g.cols) <= THIN else tiled(g)
 

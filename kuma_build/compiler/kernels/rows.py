@@ -7,7 +7,7 @@ strides) and combine their partial results with one shared workgroup tree
 reduction. Softmax and norms make several passes over the row (max or mean
 first) for accuracy, and write a contiguous output in the permuted order.
 
-On the "cpu" device class (gemm.DEVICE["rows"]) a thread takes a whole row
+On the "cpu" device class (device.DEVICE["rows"]) a thread takes a whole row
 instead, when there are rows enough for the cores' SIMD lanes: SwiftShader
 runs a workgroup's threads a few SIMD lanes at a time and switches between
 them at every barrier, which made a 96-long layer norm cost ~85 us a row.
@@ -16,6 +16,7 @@ them at every barrier, which made a 96-long layer norm cost ~85 us a row.
 from math import prod
 
 from kuma_build.compiler.ir.graph import WGSL_TYPE
+from kuma_build.compiler.kernels import device
 from kuma_build.compiler.kernels.elementwise import epilogue
 from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, threads, unravel
 
@@ -75,8 +76,7 @@ class RowKernel:
         shape = node.inputs[0].shape
         kept_shape, row_shape = shape[:len(shape) - reduced], shape[len(shape) - reduced:]
         self.rows, self.length = prod(kept_shape), prod(row_shape)
-        from kuma_build.compiler.kernels import gemm  # here: gemm imports this module
-        self.shared = gemm.DEVICE["rows"] == "workgroup" or self.rows < MIN_THREAD_ROWS
+        self.shared = device.DEVICE["rows"] == "workgroup" or self.rows < MIN_THREAD_ROWS
         if self.shared:  # threads split the row; the loops start at li and stride by the workgroup
             self.size = min(256, max(32, 1 << (self.length - 1).bit_length()))
             self.workgroups = grid(self.rows)

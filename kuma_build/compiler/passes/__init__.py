@@ -1,6 +1,6 @@
 """Passes: IR -> IR rewrites, run in order. Each is a function graph -> None.
 
-They run for one device class (kernels/gemm.py: tuned_for), which split_k consults."""
+They run for one device class (kernels/device.py: tuned_for), which split_k consults."""
 
 from kuma_build.compiler.passes.constants import pack_constant_views
 from kuma_build.compiler.passes.dead_code import remove_dead_nodes
