@@ -85,19 +85,11 @@ class GpuModel:
         if each_dispatch:
             from wgpu.backends.wgpu_native.extras import write_timestamp
             write_timestamp(compute, queries, 0)
-        for i, (pipeline, group, groups) in enumerate(self.binds, 1):
-            compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(*groups)
-            if each_dispatch:
-                write_timestamp(compute, queries, i)
+        self._record(compute, (lambda i: write_timestamp(compute, queries, i)) if each_dispatch else None)
         compute.end()
+        stamps = self._submit(encoder, queries)
         if queries:
-            encoder.resolve_query_set(queries, 0, queries.count, self._resolved, 0)
-        self.device.queue.submit([encoder.finish()])
-        if queries:
-            ticks = np.frombuffer(self.device.queue.read_buffer(self._resolved, 0, 8 * queries.count), dtype=np.uint64)
-            self.stamps = (ticks.astype(np.float64) * timestamp_period(self.device)).tolist()
+            self.stamps = stamps
         outputs = {}
         for spec in self.program["outputs"]:
             raw = self.device.queue.read_buffer(self.buffers[spec["buffer"]])
@@ -116,16 +108,29 @@ class GpuModel:
         compute = encoder.begin_compute_pass()
         write_timestamp(compute, queries, 0)
         for repeat in range(1, repeats + 1):
-            for pipeline, group, groups in self.binds:
-                compute.set_pipeline(pipeline)
-                compute.set_bind_group(0, group)
-                compute.dispatch_workgroups(*groups)
+            self._record(compute)
             write_timestamp(compute, queries, repeat)
         compute.end()
-        encoder.resolve_query_set(queries, 0, queries.count, self._resolved, 0)
+        return np.diff(self._submit(encoder, queries)).tolist()
+
+    def _record(self, compute, after=None) -> None:
+        """Every dispatch of the plan into the compute pass; after(i) follows the i-th (from 1)."""
+        for i, (pipeline, group, groups) in enumerate(self.binds, 1):
+            compute.set_pipeline(pipeline)
+            compute.set_bind_group(0, group)
+            compute.dispatch_workgroups(*groups)
+            if after:
+                after(i)
+
+    def _submit(self, encoder, queries) -> list[float] | None:
+        """Submit the encoder; with queries, resolve them first and return the stamps in ns."""
+        if queries:
+            encoder.resolve_query_set(queries, 0, queries.count, self._resolved, 0)
         self.device.queue.submit([encoder.finish()])
+        if not queries:
+            return None
         ticks = np.frombuffer(self.device.queue.read_buffer(self._resolved, 0, 8 * queries.count), dtype=np.uint64)
-        return (np.diff(ticks.astype(np.float64)) * timestamp_period(self.device)).tolist()
+        return (ticks.astype(np.float64) * timestamp_period(self.device)).tolist()
 
     def _timestamp_queries(self, count: int):
         """A timestamp query set of `count` stamps and the buffer they resolve into, made once per count."""
