@@ -27,12 +27,16 @@ def readers_of(graph) -> dict:
     return readers
 
 
+def only_reader(node, src, readers, graph) -> bool:
+    """Whether `node` is the only thing reading src's result (a model output is read by the caller)."""
+    buf = src.output.buffer
+    return readers.get(buf) == {node} and not any(v.buffer is buf for v in graph.outputs.values())
+
+
 def sole_reader(node, src, readers, graph) -> bool:
     """Whether `node` is the only thing reading src's result, in src's own element order."""
     buf = src.output.buffer
-    if readers.get(buf) != {node} or any(v.buffer is buf for v in graph.outputs.values()):
-        return False
-    return all(v.is_contiguous() for v in node.inputs if v.buffer is buf)
+    return only_reader(node, src, readers, graph) and all(v.is_contiguous() for v in node.inputs if v.buffer is buf)
 
 
 def in_shape(v: Value, shape) -> Value | None:

@@ -13,7 +13,7 @@ that kernel writes the copy's buffer.
 """
 
 from kuma_build.compiler.ir.graph import Value, contiguous_strides
-from kuma_build.compiler.passes.fuse_elementwise import compact, in_shape, readers_of, remap, sole_reader
+from kuma_build.compiler.passes.fuse_elementwise import compact, in_shape, only_reader, readers_of, remap, sole_reader
 
 
 STRIDED_WRITERS = {"attention"}
@@ -30,7 +30,7 @@ def fuse_epilogues(graph) -> None:
     removed = set()
     for node in (n for n in graph.nodes if n.op == "elementwise"):
         src = producer.get(node.inputs[0].buffer) if node.attrs["expr"][0] == "in" else None
-        layout = src and src.op in STRIDED_WRITERS and _only_reader(node, src, readers, graph) and _layout_in_copy(node.inputs[0], src.output)
+        layout = src and src.op in STRIDED_WRITERS and only_reader(node, src, readers, graph) and _layout_in_copy(node.inputs[0], src.output)
         if layout:  # src writes the copy's buffer in the copy's order
             src.output = Value(node.output.buffer, src.output.shape, layout)
             place[src] = node
@@ -53,11 +53,6 @@ def fuse_epilogues(graph) -> None:
     # may be computed after it, and nothing else reads its result in between
     at = {consumer: src for src, consumer in place.items()}
     graph.nodes = [at.get(n, n) for n in graph.nodes if n not in place and (n not in removed or n in at)]
-
-
-def _only_reader(node, src, readers, graph) -> bool:
-    buf = src.output.buffer
-    return readers.get(buf) == {node} and not any(v.buffer is buf for v in graph.outputs.values())
 
 
 def _layout_in_copy(view: Value, out: Value) -> tuple[int, ...] | None:
