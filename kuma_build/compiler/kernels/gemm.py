@@ -322,4 +322,6 @@ def gemm_code(g: Gemm) -> tuple[str, tuple[int, int, int]]:
 def gemm_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
     """The kernel of g after `functions` (its epilogue's); its shader-f16 variant, when it has one, multiplies in f16."""
     code, workgroups = gemm_code(g)
-    return b.kernel(name, functions + code, workgroups, functions + gemm_code(replace(g, half=True))[0])
+    reads_f16 = any(buf.storage == "f16" for buf in b.buffers)  # only then is there a shader-f16 variant
+    half = functions + gemm_code(replace(g, half=True))[0] if reads_f16 else None
+    return b.kernel(name, functions + code, workgroups, half)
