@@ -120,7 +120,7 @@ def run(out: Path, runs: int, results: Path) -> None:
               f"{entry['flops'] / us / 1e6:.2f} | {'picked' if entry['picked'] else ''} |", flush=True)
     print("\n| shape | best tile | best split | best µs | picked µs |\n| --- | --- | ---: | ---: | ---: |")
     for case, entry in best.items():
-        picked = next(e for e in index if e["case"] == case and e["picked"]) if any(e["case"] == case and e["picked"] for e in index) else None
+        picked = next((e for e in index if e["case"] == case and e["picked"]), None)
         print(f"| {case} | {entry['tile'][0]}x{entry['tile'][1]} | {entry['split']} | {entry['us']:.1f} | {picked['us'] if picked else float('nan'):.1f} |")
     results.write_text(json.dumps(index, indent=1))
 
