@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kuma_build.devices import DEVICE_CLASSES
 from kuma_build.errors import KumaError
 
 if sys.version_info >= (3, 11):
@@ -35,7 +36,6 @@ PRECISIONS = ("f32", "f16", "int8")  # see compiler/precision.py
 BUILD_KEYS = {"out_dir", "chunk_size", "cache_dir"}
 CACHE_KEYS = {"remote", "remote_write", "remote_auth_env", "remote_timeout"}
 MODEL_KEYS = {"source", "factory", "weights", "precision", "inputs", "outputs", "target"}
-TARGETS = ("gpu", "cpu")  # device classes kernels are tuned for (kernels/gemm.py)
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
 
 
@@ -56,7 +56,7 @@ class ModelConfig:
     inputs: list[InputSpec]
     outputs: list[str] | None
     section: dict = field(repr=False)  # the raw table, for cache keys
-    target: str | None = None  # "gpu" | "cpu"; None keeps the compiler's current device class
+    target: str = "gpu"  # the device class: "gpu" | "cpu" (devices.py)
 
 
 @dataclass
@@ -214,7 +214,7 @@ def _model(name: str, section, root: Path, where: _Locator) -> ModelConfig:
     if outputs is not None and (not isinstance(outputs, list) or not all(isinstance(o, str) and o for o in outputs)):
         raise where.error('outputs must be a list of names, e.g. outputs = ["logits"].', table, "outputs")
     target = section.get("target", "gpu")
-    if target not in TARGETS:
+    if not isinstance(target, str) or target not in DEVICE_CLASSES:
         raise where.error(f'target "{target}" is not known; use "gpu" (discrete and integrated GPUs) or "cpu" (software WebGPU such as SwiftShader).', table, "target")
     return ModelConfig(name, source, section["factory"], weights, precision, inputs, outputs, section, target)
 

@@ -1,4 +1,7 @@
-"""`kuma verify`: run the emitted artifact on the local WebGPU adapter and compare with PyTorch eager."""
+"""`kuma verify`: run the emitted artifact on the local WebGPU adapter and compare with PyTorch eager.
+
+rel_l2, reference_outputs and compare are also what the tests check every kernel and model with.
+"""
 
 import numpy as np
 import torch
@@ -6,10 +9,35 @@ import torch
 from kuma_build.outfolder import read_program
 from kuma_build.compiler.export import build_module, call_order, example_inputs
 from kuma_build.errors import KumaError
-from kuma_build.webgpu import GpuModel
+from kuma_build.webgpu import run_program
 
 # default largest relative L2 error per precision: f16 and int8 weights round (docs/precision.md)
 DEFAULT_TOLERANCE = {"f32": 1e-5, "f16": 1e-2, "int8": 5e-2}
+
+
+def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
+    """||actual - expected|| / ||expected|| in float64 (the plain norm of the difference when expected is 0)."""
+    expected = np.asarray(expected, dtype=np.float64)
+    diff = np.linalg.norm(np.asarray(actual, dtype=np.float64) - expected)
+    scale = np.linalg.norm(expected)
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def reference_outputs(net: torch.nn.Module, model, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    """PyTorch eager's outputs of net on inputs named as in kuma.toml, flattened in output order
+    (on copies: a forward() that mutates its inputs leaves the caller's alone)."""
+    with torch.no_grad():
+        outputs = net(*[inputs[n].clone() for n in call_order(net, model)])
+    return [t.numpy() for t in torch.utils._pytree.tree_leaves(outputs)]
+
+
+def compare(actual: dict[str, np.ndarray], expected: list[np.ndarray]) -> dict[str, tuple[float, float]]:
+    """{output name: (max abs error, relative L2 error)}."""
+    report = {}
+    for (name, got), want in zip(actual.items(), expected):
+        diff = got.astype(np.float64) - want.astype(np.float64)
+        report[name] = (float(np.abs(diff).max()) if diff.size else 0.0, rel_l2(got, want))
+    return report
 
 
 def verify_model(project, model, seed: int) -> dict[str, tuple[float, float]]:
@@ -24,18 +52,6 @@ def verify_model(project, model, seed: int) -> dict[str, tuple[float, float]]:
 
     net = build_module(model, project.root)
     inputs = example_inputs(model, torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        expected = torch.utils._pytree.tree_leaves(net(*[inputs[n] for n in call_order(net, model)]))
-    gpu = GpuModel(program, folder)
-    try:
-        actual = gpu.run({name: t.numpy() for name, t in inputs.items()})
-    finally:
-        gpu.release()
-    report = {}
-    for (name, got), want in zip(actual.items(), expected):
-        want = want.numpy().astype(np.float64)
-        diff = got.astype(np.float64) - want
-        max_abs = float(np.abs(diff).max()) if diff.size else 0.0
-        scale = np.linalg.norm(want)
-        report[name] = (max_abs, float(np.linalg.norm(diff) / scale) if scale > 0 else float(np.linalg.norm(diff)))
-    return report
+    expected = reference_outputs(net, model, inputs)
+    actual = run_program(program, {name: t.numpy() for name, t in inputs.items()}, folder)
+    return compare(actual, expected)

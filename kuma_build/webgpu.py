@@ -145,6 +145,16 @@ class GpuModel:
             b.destroy()
 
 
+def run_program(program: dict, inputs: dict[str, np.ndarray], folder: Path | None = None, chunks: list[bytes] | None = None,
+                f16: bool | None = None) -> dict[str, np.ndarray]:
+    """Load a program (weights from its folder, or the chunks given), run it once, release it."""
+    gpu = GpuModel(program, folder, chunks, f16)
+    try:
+        return gpu.run(inputs)
+    finally:
+        gpu.release()
+
+
 def timestamp_period(device) -> float:
     """Nanoseconds per timestamp tick (wgpu-native resolves raw ticks; 1.0 on most drivers)."""
     try:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from kuma_build.compiler import compile_module
+from kuma_build.verify import reference_outputs
 from support import TOLERANCE, assert_outputs_match, model_config
 
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
@@ -136,16 +137,15 @@ def run_in_browser(model_folder: Path, inputs: dict[str, np.ndarray]) -> dict[st
 
 
 def assert_matches_in_browser(module: torch.nn.Module, *inputs: torch.Tensor, out_dir: Path,
-                              chunk_size: int = 4 << 20, tolerance: float = TOLERANCE):
+                              chunk_size: int = 4 << 20, tolerance: float = TOLERANCE, device: str = "cpu"):
     """Compile module, write it under out_dir, run it in Chromium and compare with PyTorch.
 
     Returns (compiled, facts) so tests can check loading details.
     """
     module = module.eval()
-    config = model_config(module, inputs)
+    config = model_config(module, inputs, device=device)
     compiled = compile_module(module, config, chunk_size)
     result = run_folder(compiled.write(out_dir), {s.name: t.numpy() for s, t in zip(config.inputs, inputs)})
-    with torch.no_grad():
-        expected = [e.numpy() for e in torch.utils._pytree.tree_leaves(module(*inputs))]
+    expected = reference_outputs(module, config, {s.name: t for s, t in zip(config.inputs, inputs)})
     assert_outputs_match(list(result.outputs.values()), expected, tolerance)
     return compiled, result.facts

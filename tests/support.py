@@ -9,43 +9,38 @@ from torch import nn
 
 from kuma_build.compiler import compile_module
 from kuma_build.config import InputSpec, ModelConfig
-from kuma_build.webgpu import GpuModel
+from kuma_build.verify import reference_outputs, rel_l2  # noqa: F401  (rel_l2: for the tests)
+from kuma_build.webgpu import run_program
 
 TOLERANCE = 1e-5  # relative L2 error, float32
 
 
-def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
-    expected = expected.astype(np.float64)
-    diff = np.linalg.norm(actual.astype(np.float64) - expected)
-    scale = np.linalg.norm(expected)
-    return float(diff / scale) if scale > 0 else float(diff)
-
-
-def model_config(module: torch.nn.Module, inputs, name: str = "test") -> ModelConfig:
+def model_config(module: torch.nn.Module, inputs, name: str = "test", device: str = "cpu") -> ModelConfig:
+    """A kuma.toml model section for module(*inputs), compiled for the device class `device`."""
     params = list(inspect.signature(module.forward).parameters)
     specs = [InputSpec(p, tuple(t.shape), {torch.float32: "float32", torch.int64: "int64", torch.int32: "int32"}[t.dtype])
              for p, t in zip(params, inputs)]
     source = Path(inspect.getsourcefile(type(module)))
-    return ModelConfig(name, source, "", None, "f32", specs, None, {})
+    return ModelConfig(name, source, "", None, "f32", specs, None, {}, device)
 
 
-def run_on_gpu(module: torch.nn.Module, *inputs: torch.Tensor, chunk_size: int = 4 << 20):
+def run_compiled(compiled, config: ModelConfig, inputs, f16: bool | None = None) -> list[np.ndarray]:
+    """The outputs of a compiled module on real WebGPU, for inputs in kuma.toml order."""
+    feed = {s.name: t.numpy() for s, t in zip(config.inputs, inputs)}
+    return list(run_program(compiled.program, feed, chunks=[c.data for c in compiled.chunks], f16=f16).values())
+
+
+def run_on_gpu(module: torch.nn.Module, *inputs: torch.Tensor, chunk_size: int = 4 << 20, device: str = "cpu"):
     """(gpu outputs, torch outputs, compiled) for module(*inputs)."""
     module = module.eval()
-    config = model_config(module, inputs)
+    config = model_config(module, inputs, device=device)
     compiled = compile_module(module, config, chunk_size)
-    gpu = GpuModel(compiled.program, chunks=[c.data for c in compiled.chunks])
-    try:
-        actual = gpu.run({s.name: t.numpy() for s, t in zip(config.inputs, inputs)})
-    finally:
-        gpu.release()
-    with torch.no_grad():
-        expected = torch.utils._pytree.tree_leaves(module(*inputs))
-    return list(actual.values()), [e.numpy() for e in expected], compiled
+    expected = reference_outputs(module, config, {s.name: t for s, t in zip(config.inputs, inputs)})
+    return run_compiled(compiled, config, inputs), expected, compiled
 
 
-def assert_matches(module: torch.nn.Module, *inputs: torch.Tensor, tolerance: float = TOLERANCE):
-    actual, expected, compiled = run_on_gpu(module, *inputs)
+def assert_matches(module: torch.nn.Module, *inputs: torch.Tensor, tolerance: float = TOLERANCE, device: str = "cpu"):
+    actual, expected, compiled = run_on_gpu(module, *inputs, device=device)
     assert_outputs_match(actual, expected, tolerance)
     return compiled
 

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from browser_support import assert_matches_in_browser
-from kuma_build.compiler.kernels import device
 from support import Fn
 
 pytestmark = pytest.mark.browser
@@ -47,8 +46,7 @@ def test_kernel_family_in_chromium(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["bmm_broadcast", "conv_channel_blocks_epilogue", "conv_groups_dilation", "matmul_bias_transposed"])
-def test_gpu_device_class_in_chromium(tmp_path, monkeypatch, name):
+def test_gpu_device_class_in_chromium(tmp_path, name):
     # the kernels tuned for GPUs (implicit-GEMM convolutions, smaller tiles) through Tint too
-    monkeypatch.setattr(device, "DEVICE", device.DEVICE_CLASSES["gpu"])
     fn, x_shape, y_shape = CASES[name]
-    assert_matches_in_browser(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), out_dir=tmp_path)
+    assert_matches_in_browser(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), out_dir=tmp_path, device="gpu")

@@ -104,5 +104,5 @@ class MergeHeads(nn.Module):
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention_writes_the_merged_heads_layout(causal, device_class):
     q, k, v = (torch.randn(2, 11, 3, 10) for _ in range(3))
-    compiled = assert_matches(MergeHeads(causal), q, k, v)
+    compiled = assert_matches(MergeHeads(causal), q, k, v, device=device_class)
     assert compiled.stats["dispatches"] == 2  # attention, then the linear layer: no copy between

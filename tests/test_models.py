@@ -12,9 +12,10 @@ import torch
 
 from kuma_build.compiler import compile_module
 from kuma_build.outfolder import read_program
-from kuma_build.compiler.export import build_module, call_order, example_inputs
+from kuma_build.compiler.export import build_module, example_inputs
 from kuma_build.config import load_project
-from kuma_build.webgpu import GpuModel
+from kuma_build.verify import reference_outputs
+from kuma_build.webgpu import run_program
 from support import TOLERANCE, rel_l2
 
 MODELS = ["mlp", "convnet", "resnet", "mobilenet", "transformer", "gpt", "unet"]
@@ -42,24 +43,25 @@ def test_kuma_verify(project, name):
     assert f"[kuma] verify {name}." in result.stdout and "FAILED" not in result.stdout
 
 
+def model_inputs(model, name: str, seed: int) -> dict[str, torch.Tensor]:
+    inputs = example_inputs(model, torch.Generator().manual_seed(seed))
+    if name == "gpt":  # real token ids over the whole vocabulary
+        inputs["tokens"] = torch.randint(0, 211, model.inputs[0].shape, generator=torch.Generator().manual_seed(seed + 1))
+    return inputs
+
+
+def assert_runs_like_pytorch(net, model, inputs, program, folder=None, chunks=None):
+    actual = run_program(program, {k: v.numpy() for k, v in inputs.items()}, folder, chunks)
+    for (_, got), want in zip(actual.items(), reference_outputs(net, model, inputs)):
+        assert got.shape == want.shape
+        assert rel_l2(got, want) <= TOLERANCE
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_emitted_program_matches_pytorch(project, name):
     model = project.models[name]
     folder = project.out_dir / name
-    net = build_module(model, project.root)
-    inputs = example_inputs(model, torch.Generator().manual_seed(1234))
-    if name == "gpt":  # real token ids over the whole vocabulary
-        inputs["tokens"] = torch.randint(0, 211, model.inputs[0].shape, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        expected = torch.utils._pytree.tree_leaves(net(*[inputs[n] for n in call_order(net, model)]))
-    gpu = GpuModel(read_program(folder), folder)
-    try:
-        actual = gpu.run({k: v.numpy() for k, v in inputs.items()})
-    finally:
-        gpu.release()
-    for got, want in zip(actual.values(), expected):
-        assert got.shape == tuple(want.shape)
-        assert rel_l2(got, want.numpy()) <= TOLERANCE
+    assert_runs_like_pytorch(build_module(model, project.root), model, model_inputs(model, name, 1234), read_program(folder), folder)
 
 
 @pytest.mark.parametrize("name", ["resnet", "mobilenet", "gpt", "unet"])
@@ -68,16 +70,5 @@ def test_gpu_class_model_matches_pytorch(project, name):
     split-K, a workgroup per row), which the op tests cover op by op, as whole graphs."""
     model = dataclasses.replace(project.models[name], target="gpu")
     net = build_module(model, project.root)
-    inputs = example_inputs(model, torch.Generator().manual_seed(99))
-    if name == "gpt":
-        inputs["tokens"] = torch.randint(0, 211, model.inputs[0].shape, generator=torch.Generator().manual_seed(6))
     compiled = compile_module(net, model)
-    with torch.no_grad():
-        expected = torch.utils._pytree.tree_leaves(net(*[inputs[n] for n in call_order(net, model)]))
-    gpu = GpuModel(compiled.program, chunks=[c.data for c in compiled.chunks])
-    try:
-        actual = gpu.run({k: v.numpy() for k, v in inputs.items()})
-    finally:
-        gpu.release()
-    for got, want in zip(actual.values(), expected):
-        assert rel_l2(got, want.numpy()) <= TOLERANCE
+    assert_runs_like_pytorch(net, model, model_inputs(model, name, 99), compiled.program, chunks=[c.data for c in compiled.chunks])

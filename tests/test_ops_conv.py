@@ -50,28 +50,28 @@ LARGE = {
 def test_conv2d(name, device_class):
     cin, cout, kernel, stride, padding, dilation, groups, bias = CONV2D[name]
     conv = nn.Conv2d(cin, cout, kernel, stride, padding, dilation, groups, bias)
-    assert_matches(Conv(conv), torch.randn(2, cin, 13, 11))
+    assert_matches(Conv(conv), torch.randn(2, cin, 13, 11), device=device_class)
 
 
 @pytest.mark.parametrize("name", sorted(LARGE))
 def test_conv2d_large_output(name, device_class):
     cin, cout, kernel, stride, padding, dilation, groups, bias = LARGE[name]
     conv = nn.Conv2d(cin, cout, kernel, stride, padding, dilation, groups, bias)
-    assert_matches(Conv(conv, lambda x: x[:, :cin].transpose(2, 3)), torch.randn(1, cin + 1, 75, 37))
+    assert_matches(Conv(conv, lambda x: x[:, :cin].transpose(2, 3)), torch.randn(1, cin + 1, 75, 37), device=device_class)
 
 
 @pytest.mark.parametrize("view", ["transposed", "channel_slice"])
 def test_conv2d_non_contiguous_input(view, device_class):
     conv = nn.Conv2d(5, 4, 3, padding=1)
     pick = {"transposed": lambda x: x[:, :5].permute(0, 1, 3, 2), "channel_slice": lambda x: x[:, 2:7, 1:]}[view]
-    assert_matches(Conv(conv, pick), torch.randn(2, 7, 11, 13))
+    assert_matches(Conv(conv, pick), torch.randn(2, 7, 11, 13), device=device_class)
 
 
 def test_conv2d_weight_is_a_strided_input(device_class):
     class Functional(nn.Module):
         def forward(self, x, w):
             return torch.nn.functional.conv2d(x, w.transpose(2, 3), stride=(1, 2), padding=1, groups=2)
-    assert_matches(Functional(), torch.randn(1, 4, 9, 10), torch.randn(12, 2, 3, 3))
+    assert_matches(Functional(), torch.randn(1, 4, 9, 10), torch.randn(12, 2, 3, 3), device=device_class)
 
 
 # (in, out, kernel, stride, padding, output_padding, dilation, groups, bias)
@@ -141,7 +141,7 @@ CONV1D = {
 def test_conv1d(name, device_class):
     cin, cout, kernel, stride, padding, dilation, groups, bias = CONV1D[name]
     conv = nn.Conv1d(cin, cout, kernel, stride, padding, dilation, groups, bias)
-    assert_matches(Conv(conv, lambda x: x[:, :cin]), torch.randn(2, cin + 1, 37))
+    assert_matches(Conv(conv, lambda x: x[:, :cin]), torch.randn(2, cin + 1, 37), device=device_class)
 
 
 def test_conv1d_batchnorm_and_transposed():

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kuma_build.compiler.kernels import device
-from kuma_build.compiler.kernels.gemm import Gemm, choose_tile, gemm_code
+from kuma_build.compiler.kernels.gemm import Gemm, choose_tile
+from kuma_build.compiler.kernels.products import gemm_code
+from kuma_build.devices import DEVICE_CLASSES
 from support import Fn, assert_matches
 
 
@@ -37,22 +38,20 @@ CASES = {  # name -> (fn, x shape, y shape)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_matmul(name, device_class):
     fn, x_shape, y_shape = CASES[name]
-    assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape))
+    assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), device=device_class)
 
 
-def test_cost_model_prefers_big_tiles_for_big_products_and_on_cpus(monkeypatch):
+def test_cost_model_prefers_big_tiles_for_big_products_and_on_cpus():
     def tile(device_class, rows, cols, depth):
-        monkeypatch.setattr(device, "DEVICE", device.DEVICE_CLASSES[device_class])
-        return choose_tile(Gemm(1, rows, cols, depth, None, None, None))
+        return choose_tile(Gemm(1, rows, cols, depth, None, None, None, device=DEVICE_CLASSES[device_class]))
     assert tile("cpu", 1024, 1024, 1024) == (64, 64)  # a CPU has too few registers for more per thread
     assert tile("gpu", 4096, 4096, 4096) == (128, 128)
     assert tile("cpu", 37, 96, 96) == (64, 64)  # a CPU runs few workgroups at once: fewer, bigger tiles
     assert tile("gpu", 37, 96, 96)[0] < 64  # a GPU would sit idle: more, smaller tiles
 
 
-def test_cpu_class_gemm_has_no_barriers_and_fills_both_cores(monkeypatch):
-    monkeypatch.setattr(device, "DEVICE", device.DEVICE_CLASSES["cpu"])
+def test_cpu_class_gemm_has_no_barriers_and_fills_both_cores():
     load = lambda var, *index: [f"{var} = 1.0;"]
-    code, workgroups = gemm_code(Gemm(1, 64, 96, 96, load, load, lambda total, *at: ([], total)))
+    code, workgroups = gemm_code(Gemm(1, 64, 96, 96, load, load, lambda total, *at: ([], total), device=DEVICE_CLASSES["cpu"]))
     assert "workgroupBarrier" not in code and "var<workgroup>" not in code
     assert "@workgroup_size(16)" in code and workgroups == (6, 1, 1)  # 8 x 8 outputs per thread, 3 workgroups a core

@@ -30,8 +30,7 @@ from kuma_build.cache.store import LocalCache
 from kuma_build.compiler import compile_module
 from kuma_build.compiler.export import build_module, call_order, example_inputs
 from kuma_build.config import load_project
-from kuma_build.webgpu import GpuModel
-from support import TOLERANCE, assert_outputs_match, model_config, rel_l2
+from support import TOLERANCE, assert_outputs_match, model_config, rel_l2, run_compiled
 
 MODELS_DIR = Path(__file__).parent / "models"
 VARIANTS = [("f16", False), ("f16", True), ("int8", False)]  # (precision, shader-f16 variant)
@@ -64,14 +63,6 @@ def f16_math(compiled) -> bool:
     """Whether some kernel's shader-f16 variant multiplies in f16: it adds f16 sums (gemm.py's
     `part`) to f32 ones."""
     return any(fold in k.get("f16", "") for k in compiled.program["kernels"] for fold in ("f32(part", "f32>(part"))
-
-
-def run_compiled(compiled, config, inputs, f16: bool) -> list:
-    gpu = GpuModel(compiled.program, chunks=[c.data for c in compiled.chunks], f16=f16)
-    try:
-        return list(gpu.run({s.name: t.numpy() for s, t in zip(config.inputs, inputs)}).values())
-    finally:
-        gpu.release()
 
 
 class Linear(nn.Module):  # an odd-sized weight (padding), read through a transposed input

@@ -6,13 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kuma_build.compiler.kernels import device, gemm
+from kuma_build.compiler.kernels import gemm
+from kuma_build.devices import GPU
 from support import Fn, assert_matches
-
-
-@pytest.fixture(autouse=True)
-def gpu_class(monkeypatch):
-    monkeypatch.setattr(device, "DEVICE", device.DEVICE_CLASSES["gpu"])
 
 
 MATMULS = {  # name -> (fn, x shape, y shape)
@@ -27,7 +23,7 @@ MATMULS = {  # name -> (fn, x shape, y shape)
 @pytest.mark.parametrize("name", sorted(MATMULS))
 def test_split_matmul(name):
     fn, x_shape, y_shape = MATMULS[name]
-    compiled = assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape))
+    compiled = assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), device="gpu")
     assert compiled.stats["dispatches"] == 2  # the partial products, then their sum
 
 
@@ -45,12 +41,12 @@ class ConvBlock(nn.Module):
 
 @pytest.mark.parametrize("cin,cout,groups,bias", [(64, 24, 1, True), (72, 30, 2, False)])
 def test_split_conv(cin, cout, groups, bias):
-    compiled = assert_matches(ConvBlock(cin, cout, groups, bias), torch.randn(1, cin, 7, 6))
+    compiled = assert_matches(ConvBlock(cin, cout, groups, bias), torch.randn(1, cin, 7, 6), device="gpu")
     assert compiled.stats["dispatches"] == 2
 
 
 def test_split_only_when_tiles_are_few_and_k_long():
-    assert gemm.choose_split(1, 4096, 4096, 4096) == 1  # thousands of tiles already
-    assert gemm.choose_split(1, 512, 49, 4608) > 1      # ResNet-18's last convolutions at batch 1
-    assert gemm.choose_split(1, 64, 64, 40) == 1        # K too short to slice
-    assert gemm.choose_split(1, 4, 4096, 4096) == 1     # thin: that kernel splits K itself
+    assert gemm.choose_split(GPU, 1, 4096, 4096, 4096) == 1  # thousands of tiles already
+    assert gemm.choose_split(GPU, 1, 512, 49, 4608) > 1      # ResNet-18's last convolutions at batch 1
+    assert gemm.choose_split(GPU, 1, 64, 64, 40) == 1        # K too short to slice
+    assert gemm.choose_split(GPU, 1, 4, 4096, 4096) == 1     # thin: that kernel splits K itself

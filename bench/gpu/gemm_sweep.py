@@ -41,7 +41,8 @@ def build(out: Path, picked_only: bool, knobs: dict) -> None:
     import torch.nn.functional as F
 
     from kuma_build.compiler import compile_module
-    from kuma_build.compiler.kernels import device, gemm
+    from kuma_build.compiler.kernels import gemm
+    from kuma_build.devices import GPU
     from kuma_build.config import InputSpec, ModelConfig
 
     class Conv(torch.nn.Module):
@@ -64,9 +65,8 @@ def build(out: Path, picked_only: bool, knobs: dict) -> None:
     for case, (name, net, x_shape, w_shape, (rows, cols, depth)) in enumerate(cases):
         specs = [InputSpec("x", x_shape, "float32"), InputSpec("w", w_shape, "float32")]
         config = ModelConfig(f"case{case}", Path(__file__), "", None, "f32", specs, None, {}, target="gpu")
-        with device.tuned_for("gpu"):
-            picked_split = choose_split(1, rows, cols, depth)
-            picked_tile = choose_tile(gemm.Gemm(1, rows, cols, depth, None, None, None, splits=picked_split))
+        picked_split = choose_split(GPU, 1, rows, cols, depth)
+        picked_tile = choose_tile(gemm.Gemm(1, rows, cols, depth, None, None, None, splits=picked_split, device=GPU))
         splits = [s for s in SPLITS if s == 1 or depth >= s * gemm.STEP * gemm.MIN_SPLIT_STEPS]
         runs = [(tile, split, {}) for tile in TILES for split in ([1] if name.startswith("matmul") else splits)]
         runs += [(picked_tile, picked_split, {knob: value}) for knob, values in knobs.items() for value in values]

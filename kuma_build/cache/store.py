@@ -2,7 +2,8 @@
 
     <cache>/blobs/ab/<sha256>          file contents, named by their hash
     <cache>/models/<key>.json          {"model", "files": {path: sha256}}: one finished build
-    <cache>/kernels/<key>.json         {"name", "code", "workgroups"}: one generated kernel
+    <cache>/kernels/<key>.json         {"name", "code", "workgroups", "code_f16"}: one generated kernel,
+                                       under the compiler's spec key salted with the compiler's version
     <cache>/last/<model>.json          the key fields of the model's last build (for `explain`)
     <cache>/hashes.json                file hashes memoised by (size, mtime), so no-op builds skip rehashing
     <cache>/lock                       flock: one build at a time per cache
@@ -21,6 +22,8 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from kuma_build.cache.keys import compiler_hash, sha256_file
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -89,6 +92,17 @@ class LocalCache:
     def write_json(self, kind: str, name: str, value: dict) -> None:
         atomic_write(self.root / kind / f"{name}.json", json.dumps(value, sort_keys=True).encode())
 
+    # --- generated kernels ---------------------------------------------------------------
+    def kernel_name(self, spec_key: str) -> str:
+        # an edited generator must not reuse old code
+        return hashlib.sha256(f"{compiler_hash()}:{spec_key}".encode()).hexdigest()
+
+    def read_kernel(self, spec_key: str) -> dict | None:
+        return self.read_json("kernels", self.kernel_name(spec_key))
+
+    def write_kernel(self, spec_key: str, entry: dict) -> None:
+        self.write_json("kernels", self.kernel_name(spec_key), entry)
+
     # --- model outputs -----------------------------------------------------------------
     def get_model(self, key: str) -> dict[str, bytes] | None:
         """The files of a finished build, every one hash-checked, or None."""
@@ -111,23 +125,8 @@ class LocalCache:
         self.write_json("models", key, entry)  # last: the blobs it names exist
 
     # --- memoised file hashes ---------------------------------------------------------
-    def file_hasher(self):
-        """A sha256-of-file function that reuses hashes of files whose size and mtime are unchanged."""
-        from kuma_build.cache.keys import sha256_file
-        memo = self.read_json("", "hashes") or {}
-
-        def hash_file(path: Path) -> str:
-            stat = path.stat()
-            stamp = [stat.st_size, stat.st_mtime_ns]
-            key = str(path.resolve())
-            if memo.get(key, [None])[:2] != stamp:
-                memo[key] = stamp + [sha256_file(path)]
-                hash_file.dirty = True
-            return memo[key][2]
-
-        hash_file.dirty = False
-        hash_file.save = lambda: hash_file.dirty and self.write_json("", "hashes", memo)
-        return hash_file
+    def file_hasher(self) -> "FileHasher":
+        return FileHasher(self)
 
     # --- maintenance --------------------------------------------------------------------
     def stats(self) -> dict:
@@ -163,3 +162,26 @@ class LocalCache:
         for kind in ("blobs", "models", "kernels", "last"):
             shutil.rmtree(self.root / kind, ignore_errors=True)
         (self.root / "hashes.json").unlink(missing_ok=True)
+
+
+class FileHasher:
+    """sha256 of a file, reusing the memoised hash of a file whose size and mtime are unchanged;
+    save() writes new hashes back to the cache."""
+
+    def __init__(self, cache: LocalCache):
+        self.cache = cache
+        self.memo = cache.read_json("", "hashes") or {}
+        self.dirty = False
+
+    def __call__(self, path: Path) -> str:
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns]
+        key = str(path.resolve())
+        if self.memo.get(key, [None])[:2] != stamp:
+            self.memo[key] = stamp + [sha256_file(path)]
+            self.dirty = True
+        return self.memo[key][2]
+
+    def save(self) -> None:
+        if self.dirty:
+            self.cache.write_json("", "hashes", self.memo)

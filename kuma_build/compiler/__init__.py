@@ -8,10 +8,10 @@ from kuma_build.compiler import emit
 from kuma_build.compiler.cost import dispatch_costs
 from kuma_build.compiler.export import build_module, export
 from kuma_build.compiler.ir.importer import import_program
+from kuma_build.devices import device_class
 from kuma_build.compiler.passes import run_passes
-from kuma_build.compiler.kernels import device
+from kuma_build.compiler.passes.weight_storage import choose_weight_storage
 from kuma_build.compiler.plan import make_plan
-from kuma_build.compiler.precision import choose_weight_storage
 from kuma_build.config import ModelConfig, Project
 from kuma_build.outfolder import write_output
 
@@ -37,12 +37,11 @@ def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_st
     """Compile an nn.Module already built, with the specs of `model`."""
     started = time.perf_counter()
     program, input_names, output_names = export(net, model)
-    graph = import_program(program, model.name, model.source, input_names, output_names)
+    graph = import_program(program, model.name, model.source, input_names, output_names, device_class(model.target))
     ops = len(graph.nodes)
-    with device.tuned_for(model.target):
-        run_passes(graph)
-        choose_weight_storage(graph, model.precision)
-        plan = make_plan(graph, kernel_store)
+    run_passes(graph)
+    choose_weight_storage(graph, model.precision)
+    plan = make_plan(graph, kernel_store)
     chunks, copies = emit.pack_weights(plan, chunk_size)
     specs = {s.name: s for s in model.inputs}
     program_json = emit.program_dict(model.name, plan, graph, specs, chunks, copies)

@@ -7,15 +7,16 @@ manifest.json (never to index.js, which the browser downloads).
     bytes  each input view's distinct elements once (stride-0 broadcast dims
            count once), at its buffer's stored width, plus the output; an
            estimate: re-reads that miss the caches are not counted
-    flops  matmul 2*M*N*K per batch; conv 2 * out * Cin/groups * kh * kw
-           (transposed: per input element); attention 4 * Lq * Lk * d per
-           head; pooling one per window element; anything else one per
-           element of its largest operand, a rough figure
+    flops  each op's record says (compiler/ops.py): matmul 2*M*N*K per batch;
+           conv 2 * out * Cin/groups * kh * kw (transposed: per input element);
+           attention 4 * Lq * Lk * d per head; pooling one per window element;
+           anything else one per element of its largest operand, a rough figure
 """
 
 from math import prod
 
 from kuma_build.compiler.ir.graph import Value
+from kuma_build.compiler.ops import record
 
 
 def distinct_bytes(v: Value) -> int:
@@ -25,24 +26,8 @@ def distinct_bytes(v: Value) -> int:
     return round(min(reached, v.buffer.numel) * per_element)
 
 
-def node_flops(node) -> int:
-    out, inputs = node.output, node.inputs
-    if node.op == "matmul":
-        batch, m, n = out.shape
-        return 2 * batch * m * n * inputs[0].shape[2]
-    if node.op == "conv2d":
-        per_element = 2 * prod(inputs[1].shape[1:])  # weight [Cout, Cin/groups, kh, kw] ([Cin, Cout/groups, ...] transposed)
-        return per_element * (inputs[0].numel if node.attrs["transposed"] else out.numel)
-    if node.op == "attention":
-        keys = inputs[1].shape[-2]
-        return 2 * prod(out.shape[:-1]) * keys * (inputs[0].shape[-1] + out.shape[-1])
-    if node.op == "pool2d":
-        return out.numel * prod(node.attrs.get("kernel", (1,)))
-    return max([out.numel] + [v.numel for v in inputs])
-
-
 def dispatch_costs(graph, plan) -> list[list[int]] | None:
     """[bytes, flops] per dispatch; None when the plan's dispatches are not one per node."""
     if len(plan.dispatches) != len(graph.nodes):
         return None
-    return [[sum(distinct_bytes(v) for v in node.inputs) + node.output.buffer.nbytes, node_flops(node)] for node in graph.nodes]
+    return [[sum(distinct_bytes(v) for v in node.inputs) + node.output.buffer.nbytes, record(node).flops(node)] for node in graph.nodes]

@@ -14,7 +14,9 @@ import random
 from dataclasses import dataclass, field
 
 from kuma_build.compiler.ir.graph import Buffer, Graph
-from kuma_build.compiler.kernels import Kernel, lower_cached
+from kuma_build.compiler.kernels import spec_key
+from kuma_build.compiler.kernels.wgsl import Kernel, binding_buffers
+from kuma_build.compiler.ops import record
 
 RESHUFFLES = 200
 
@@ -34,7 +36,7 @@ class Plan:
 
 
 def make_plan(graph: Graph, kernel_store=None) -> Plan:
-    lowered = [lower_cached(node, kernel_store) for node in graph.nodes]
+    lowered = [lower_cached(node, graph.device, kernel_store) for node in graph.nodes]
     launches = [kernel for kernel, _ in lowered]
 
     first_use: dict[Buffer, int] = {}
@@ -87,6 +89,19 @@ def make_plan(graph: Graph, kernel_store=None) -> Plan:
     plan.temp_bytes = sum(b["size"] for b in buffers if b["kind"] == "temp")
     plan.kernels_reused = len(plan.kernels) - len({k.code for k, reused in lowered if not reused})
     return plan
+
+
+def lower_cached(node, device, store) -> tuple[Kernel, bool]:
+    """The node's kernel, from the kernel cache `store` (read_kernel / write_kernel, or None) when it
+    has it; and whether it did."""
+    key = spec_key(node, device)
+    cached = store.read_kernel(key) if store else None
+    if cached:
+        return Kernel.from_entry(cached, binding_buffers(node)), True
+    kernel = record(node).lower(node, device)
+    if store:
+        store.write_kernel(key, kernel.entry())
+    return kernel, False
 
 
 def assign_slots(temps: list[Buffer], first_use: dict, last_use: dict) -> dict[Buffer, tuple[int, int]]:

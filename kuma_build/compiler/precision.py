@@ -1,9 +1,8 @@
-"""Weight precision (kuma.toml `precision`): how constant weights are stored and read.
+"""Weight precision (kuma.toml `precision`): how a constant weight is stored and read back.
 
-`choose_weight_storage` marks the weight operands (matmul operands, conv weights,
-embedding tables) of at least MIN_ELEMENTS values as f16 or int8; biases, norms and
-small tensors stay f32. Kernels don't change: Bindings.load() reads every binding
-through `reader()`, which turns the stored format back into an f32 value.
+passes/weight_storage.py chooses which weights are stored narrower. Kernels don't change:
+Bindings.load() reads every binding through `reader()`, which turns the stored format back
+into an f32 value.
 
   f16   2 bytes a value. Read as array<u32> + unpack2x16float (every device), or, in
         the kernel's shader-f16 variant, as a native array<f16>. The bytes are the same.
@@ -18,43 +17,7 @@ from math import ceil
 
 import torch
 
-MIN_ELEMENTS = 1024  # smaller weights stay f32 (as TFLite's dynamic-range quantisation does)
 F16_MAX = 65504.0
-
-
-def weight_dim(node, k: int) -> int | None:
-    """The output-channel dim of input k's view when it is a weight operand, else None."""
-    if node.op == "matmul" and k in (0, 1):
-        return 1 if k == 0 else 2  # A [b, M, K]: rows; B [b, K, N]: columns
-    if node.op == "conv2d" and k == 1:
-        return 1 if node.attrs["transposed"] else 0  # [Cout, Cin/g, ...] or [Cin, Cout/g, ...]
-    if node.op == "gather" and k == 0:
-        return node.attrs["dim"]  # an embedding table's row
-    return None
-
-
-def choose_weight_storage(graph, precision: str) -> None:
-    if precision == "f32":
-        return
-    for node in graph.nodes:
-        for k, value in enumerate(node.inputs):
-            buf, dim = value.buffer, weight_dim(node, k)
-            if dim is None or buf.kind != "const" or buf.dtype != "f32" or buf.storage != "f32" or buf.numel < MIN_ELEMENTS:
-                continue
-            buf.storage = precision
-            if precision == "int8":
-                buf.channels = channel_axis(value, dim)
-
-
-def channel_axis(value, dim: int) -> tuple[int, int]:
-    """(step, count) such that (flat index // step) % count is the index along `dim` of every
-    element the view reads; (1, 1), one scale for the whole tensor, when no such pair exists."""
-    step, count = value.strides[dim], value.shape[dim]
-    if step == 0 or count == 1:
-        return (1, 1)
-    flat = torch.as_strided(torch.arange(value.buffer.numel), value.shape, value.strides, value.offset)
-    along = torch.arange(count).reshape([count if d == dim else 1 for d in range(len(value.shape))])
-    return (step, count) if bool(((flat // step) % count == along).all()) else (1, 1)
 
 
 def stored_words(buf) -> int:

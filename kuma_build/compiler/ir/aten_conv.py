@@ -9,7 +9,7 @@ shape torch.export recorded, which already accounts for output_padding.
 """
 
 from kuma_build.compiler.ir import views
-from kuma_build.compiler.ir.importer import Unsupported, aten
+from kuma_build.compiler.ir.registry import Unsupported, aten
 
 
 def pair(values) -> tuple[int, int]:

@@ -1,23 +1,20 @@
 """Elementwise aten ops -> one "elementwise" IR node holding an expression tree.
 
-Expressions are tuples (op, dtype, *args) with leaves ("in", dtype, k) for
-the k-th input and ("lit", dtype, value) for scalars. Inputs are broadcast to
-the output shape as stride-0 views, so the kernel never sees broadcasting.
-Keeping a tree (not one op per node) lets a pass fuse chains into one kernel.
+The tree (ir/expr.py) has an In leaf for each tensor operand and a Lit for
+each scalar. Inputs are broadcast to the output shape as stride-0 views, so the
+kernel never sees broadcasting. Keeping a tree (not one op per node) lets a pass
+fuse chains into one kernel.
 """
 
 import torch
 
 from kuma_build.compiler.ir import views
+from kuma_build.compiler.ir.expr import In, Lit, Op
 from kuma_build.compiler.ir.graph import Value, const, ir_dtype
-from kuma_build.compiler.ir.importer import Unsupported, aten
+from kuma_build.compiler.ir.registry import Unsupported, aten
 
 COMPARISONS = {"eq", "ne", "lt", "le", "gt", "ge"}
 LOGICAL = {"logical_and", "logical_or", "logical_xor"}
-
-
-def copy_expr(dtype: str):
-    return ("in", dtype, 0)
 
 
 def _torch_dtype(x):
@@ -33,7 +30,7 @@ def _example(x):
     return x
 
 
-def elementwise(ctx, op: str, *operands, extra=()):
+def elementwise(ctx, op: str, *operands):
     """Emit out = op(*operands) with torch's broadcasting and type promotion."""
     out = ctx.meta
     out_dtype = ir_dtype(out.dtype)
@@ -48,11 +45,11 @@ def elementwise(ctx, op: str, *operands, extra=()):
         want = "bool" if (op == "where" and i == 0) else compute
         if isinstance(x, Value):
             inputs.append(views.expand(x, out.shape) if tuple(x.shape) != tuple(out.shape) else x)
-            leaf = ("in", x.dtype, len(inputs) - 1)
-            leaves.append(leaf if x.dtype == want else ("cast", want, leaf))
+            leaf = In(x.dtype, len(inputs) - 1)
+            leaves.append(leaf if x.dtype == want else Op("cast", want, (leaf,)))
         else:
-            leaves.append(("lit", want, x))
-    expr = (op, out_dtype, *leaves, *extra)
+            leaves.append(Lit(want, x))
+    expr = Op(op, out_dtype, tuple(leaves))
     if not tensors:
         raise Unsupported("needs at least one tensor operand")
     return ctx.emit("elementwise", inputs, tuple(out.shape), out_dtype, expr=expr)
@@ -172,7 +169,7 @@ def to_copy(ctx, x, **kwargs):
     dtype = ir_dtype(ctx.meta.dtype)
     if dtype == x.dtype:
         return ctx.copy(x)
-    return ctx.emit("elementwise", [x], x.shape, dtype, expr=("cast", dtype, ("in", x.dtype, 0)))
+    return ctx.emit("elementwise", [x], x.shape, dtype, expr=Op("cast", dtype, (In(x.dtype, 0),)))
 
 
 @aten("full_like.default", "zeros_like.default", "ones_like.default", "empty_like.default")

@@ -6,7 +6,7 @@ through their strides, so `x @ w.t()` needs no copy.
 
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.graph import Value
-from kuma_build.compiler.ir.importer import aten
+from kuma_build.compiler.ir.registry import aten
 
 
 def matmul(ctx, a: Value, b: Value, bias: Value | None = None, alpha=1.0, beta=1.0) -> Value:

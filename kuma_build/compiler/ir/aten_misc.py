@@ -10,7 +10,7 @@ crops with a slice view and pads with a "pad" node.
 import math
 
 from kuma_build.compiler.ir import views
-from kuma_build.compiler.ir.importer import Unsupported, aten
+from kuma_build.compiler.ir.registry import Unsupported, aten
 
 
 def gather(ctx, table, ids, dim: int):

@@ -13,8 +13,9 @@ kernel reads them at the element's own index whatever the channel layout.
 import torch
 
 from kuma_build.compiler.ir import views
+from kuma_build.compiler.ir.expr import In, Op
 from kuma_build.compiler.ir.graph import const
-from kuma_build.compiler.ir.importer import Unsupported, aten
+from kuma_build.compiler.ir.registry import Unsupported, aten
 
 
 @aten("_native_batch_norm_legit_no_training.default")
@@ -32,7 +33,7 @@ def batch_norm(ctx, x, weight, bias, mean, var, momentum, eps):
     layer = mean.buffer.name.rsplit(".", 1)[0]
     scale_v = views.expand(views.reshape(const(scale, f"{layer}.scale"), per_channel), x.shape)
     shift_v = views.expand(views.reshape(const(shift, f"{layer}.shift"), per_channel), x.shape)
-    expr = ("add", "f32", ("mul", "f32", ("in", "f32", 0), ("in", "f32", 1)), ("in", "f32", 2))
+    expr = Op("add", "f32", (Op("mul", "f32", (In("f32", 0), In("f32", 1))), In("f32", 2)))
     out = ctx.emit("elementwise", [x, scale_v, shift_v], x.shape, "f32", expr=expr, channel_affine=(scale, shift))
     empty = const(torch.zeros(0))
     return (out, empty, empty)

@@ -10,7 +10,7 @@ import operator
 
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.aten_conv import pair
-from kuma_build.compiler.ir.importer import Unsupported, aten
+from kuma_build.compiler.ir.registry import Unsupported, aten
 
 
 def pool(ctx, x, mode: str, **attrs):

@@ -8,7 +8,7 @@ inverse permutation, again a free view.
 
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.graph import ir_dtype
-from kuma_build.compiler.ir.importer import Unsupported, aten
+from kuma_build.compiler.ir.registry import Unsupported, aten
 
 
 def reduce(ctx, op: str, x, dims, keepdim: bool, dtype: str, **attrs):

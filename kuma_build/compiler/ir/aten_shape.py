@@ -1,9 +1,8 @@
 """Shape ops. Views alias their input (no node, no kernel); cat is a "concat" node."""
 
 from kuma_build.compiler.ir import views
-from kuma_build.compiler.ir.importer import aten
+from kuma_build.compiler.ir.registry import aten
 
-MAX_CONCAT_INPUTS = 8  # stays well inside 10 storage buffers per stage
 
 
 @aten("view.default", "_unsafe_view.default", "reshape.default")
@@ -79,11 +78,12 @@ def unbind(ctx, x, dim=0):
 def cat(ctx, tensors, dim=0):
     tensors = [t for t in tensors if t.numel > 0]
     dim = views.norm_dim(dim, len(tensors[0].shape))
-    while len(tensors) > MAX_CONCAT_INPUTS:  # concatenate in groups, then the groups
-        group = tensors[:MAX_CONCAT_INPUTS]
+    most = ctx.graph.device.storage_buffers - 2  # inputs per concat: well inside the device's storage buffers
+    while len(tensors) > most:  # concatenate in groups, then the groups
+        group = tensors[:most]
         shape = list(group[0].shape)
         shape[dim] = sum(t.shape[dim] for t in group)
-        tensors = [ctx.emit("concat", group, shape, group[0].dtype, dim=dim)] + tensors[MAX_CONCAT_INPUTS:]
+        tensors = [ctx.emit("concat", group, shape, group[0].dtype, dim=dim)] + tensors[most:]
     if len(tensors) == 1:
         return ctx.copy(tensors[0])
     return ctx.emit("concat", tensors, tuple(ctx.meta.shape), tensors[0].dtype, dim=dim)

@@ -1,9 +1,10 @@
-"""The IR: a list of nodes over strided views of buffers, all shapes static.
+"""The IR: a list of nodes over strided views of buffers, all shapes static, for one device class.
 
 A Buffer is one GPU allocation (an input, a constant weight, or a value a node
 writes). A Value is a strided view of a buffer, so permute, transpose, expand,
 slice, select and most reshapes are free: they make a new Value on the same
 buffer. Every node reads Values and writes one fresh contiguous buffer.
+What each op means to the passes and kernels is in its record (compiler/ops.py).
 """
 
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from math import prod
 
 import torch
 
+from kuma_build.devices import DeviceClass
 from kuma_build.compiler.precision import stored_words
 
 # storage type in WGSL for each IR dtype (bool travels as 0/1 in i32)
@@ -73,9 +75,15 @@ class Node:
     attrs: dict = field(default_factory=dict)
     where: str = ""  # "file.py:12" of the user's code that made it, for messages
 
+    @property
+    def operands(self) -> int:
+        """How many inputs are the op's own; inputs past them belong to its fused epilogue."""
+        return self.attrs.get("operands", len(self.inputs))
+
 
 @dataclass
 class Graph:
+    device: DeviceClass  # the class the passes and kernels tune for (devices.py)
     inputs: dict[str, Value] = field(default_factory=dict)
     outputs: dict[str, Value] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)

@@ -1,8 +1,7 @@
 """Import: turn a torch.export graph (core aten ops) into kuma IR.
 
-Each aten op family has a small module (aten_*.py) that registers handlers
-with @aten("add.Tensor", ...). A handler gets the importer and the node's
-arguments, with graph nodes replaced by IR Values, and returns the Value(s).
+Each aten op family has a small module (aten_*.py) whose handlers register
+in registry.py; importing them here fills the registry.
 
 Nodes whose tensor inputs are all constants are folded here by running the
 aten op in PyTorch itself (exact semantics, no second implementation), except
@@ -13,25 +12,16 @@ import operator
 from pathlib import Path
 
 import torch
+from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.node import map_arg
 
+from kuma_build.devices import DeviceClass
 from kuma_build.compiler.ir import views
+from kuma_build.compiler.ir.expr import copy_of
 from kuma_build.compiler.ir.graph import Graph, Value, const, fresh, ir_dtype
+from kuma_build.compiler.ir.registry import ATEN, Unsupported
+from kuma_build.compiler.ir import aten_conv, aten_elementwise, aten_linalg, aten_misc, aten_norm, aten_pool, aten_reduce, aten_shape  # noqa: F401  (they register their handlers)
 from kuma_build.errors import KumaError, frame_from_stack_trace
-
-ATEN: dict[str, callable] = {}
-
-
-class Unsupported(Exception):
-    """Raised by a handler for a variant of an op that kuma cannot compile."""
-
-
-def aten(*names: str):
-    def register(handler):
-        for name in names:
-            ATEN["aten." + name] = handler
-        return handler
-    return register
 
 
 def op_name(target) -> str:
@@ -39,9 +29,9 @@ def op_name(target) -> str:
 
 
 class Importer:
-    def __init__(self, model_name: str, source: Path):
+    def __init__(self, model_name: str, source: Path, device: DeviceClass):
         self.model_name, self.source = model_name, source
-        self.graph = Graph()
+        self.graph = Graph(device)
         self.node = None  # the fx node being imported
         self.where = ""
 
@@ -55,8 +45,7 @@ class Importer:
         return self.graph.add(op, inputs, shape, dtype, self.where, **attrs)
 
     def copy(self, v: Value) -> Value:
-        from kuma_build.compiler.ir.aten_elementwise import copy_expr
-        return self.emit("elementwise", [v], v.shape, v.dtype, expr=copy_expr(v.dtype))
+        return self.emit("elementwise", [v], v.shape, v.dtype, expr=copy_of(v.dtype))
 
     def contiguous(self, v: Value) -> Value:
         return v if v.is_contiguous() else self.copy(v)
@@ -77,7 +66,7 @@ class Importer:
             self.where = self._where(node)
             if node.op == "placeholder":
                 spec = lifted[node.name]
-                if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT:
+                if spec.kind == InputKind.USER_INPUT:
                     fake = node.meta["val"]
                     name = next(user_inputs)
                     value = fresh(fake.shape, ir_dtype(fake.dtype), "input", name)
@@ -88,13 +77,23 @@ class Importer:
             elif node.op == "call_function":
                 env[node] = self._call(node, env)
             elif node.op == "output":
-                results = node.args[0]
+                # the program also returns the new values of inputs and buffers that forward()
+                # mutates in place, before the user's outputs
+                results = [arg for spec, arg in zip(signature.output_specs, node.args[0]) if self._user_output(spec)]
                 for name, arg in zip(output_names, results):
                     value = env[arg] if isinstance(arg, torch.fx.Node) else None
                     if not isinstance(value, Value):
                         raise KumaError(f"model {self.model_name}: output {name} is not a tensor; forward() must return tensors.", self.source)
                     self.graph.outputs[name] = value
         return self.graph
+
+    def _user_output(self, spec) -> bool:
+        """Whether an output of the program is one of forward()'s results. A mutated input's new value
+        is not (the caller's array is not written back); a mutated buffer is state, not compiled yet."""
+        if spec.kind == OutputKind.BUFFER_MUTATION:
+            raise KumaError(f"model {self.model_name}: forward() updates the buffer {spec.target} in place; kuma does not "
+                            "keep state between runs yet. Return the new value as an output instead.", self.source)
+        return spec.kind == OutputKind.USER_OUTPUT
 
     def _call(self, node, env):
         if node.target is operator.getitem:
@@ -143,12 +142,6 @@ class Importer:
             frame[0] if frame else self.source, frame[1] if frame else None)
 
 
-def import_handlers() -> None:
-    """Import the handler modules; each registers its ops on import."""
-    from kuma_build.compiler.ir import aten_elementwise, aten_linalg, aten_shape  # noqa: F401
-    from kuma_build.compiler.ir import aten_conv, aten_norm, aten_pool, aten_reduce, aten_misc  # noqa: F401
-
-
-def import_program(program, model_name: str, source: Path, input_names: list[str], output_names: list[str]) -> Graph:
-    import_handlers()
-    return Importer(model_name, source).run(program, input_names, output_names)
+def import_program(program, model_name: str, source: Path, input_names: list[str], output_names: list[str],
+                   device: DeviceClass) -> Graph:
+    return Importer(model_name, source, device).run(program, input_names, output_names)

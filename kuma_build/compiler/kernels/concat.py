@@ -1,9 +1,9 @@
 """Concatenation: one thread per output element picks the input its coordinate falls in."""
 
-from kuma_build.compiler.kernels.wgsl import Bindings, indent, threads, unravel
+from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, threads, unravel
 
 
-def lower(node):
+def lower(node, device):
     b = Bindings(node)
     out, dim = node.output, node.attrs["dim"]
     header, workgroups = threads(out.numel)
@@ -13,9 +13,8 @@ def lower(node):
         end = start + v.shape[dim]
         shifted = list(index)
         shifted[dim] = f"({index[dim]} - {start}u)" if start else index[dim]
-        keyword = "if" if k == 0 else "} else if"
+        keyword = "if" if k == 0 else "else if"
         test = f"({index[dim]} < {end}u)" if k < len(node.inputs) - 1 else "(true)"
-        lines += [f"{keyword} {test} {{", f"  out[gid] = {b.load(k, shifted)};"]
+        lines += block(f"{keyword} {test}", [f"out[gid] = {b.load(k, shifted)};"])
         start = end
-    lines.append("}")
     return b.kernel("concat", header + indent(lines) + "\n}", workgroups)

@@ -6,7 +6,7 @@
   coordinate as it stages a tile and pads with zeros, and the NCHW output is
   exactly the GEMM's row-major output.
 - direct with several output channels and pixels per thread, for plain and
-  depthwise convolutions on a CPU device (device.DEVICE): each input value a
+  depthwise convolutions on a CPU device class: each input value a
   thread loads serves all its channels, each weight all its pixels, and
   nothing goes through workgroup memory.
 - direct with one channel and pixel per thread, for transposed ones and a
@@ -21,10 +21,10 @@ from dataclasses import replace
 from math import ceil
 
 from kuma_build.compiler.ir import views
-from kuma_build.compiler.kernels.elementwise import epilogue, operands
-from kuma_build.compiler.kernels import device
-from kuma_build.compiler.kernels.gemm import Gemm, block, gemm_kernel
-from kuma_build.compiler.kernels.wgsl import Bindings, indent, threads, unravel
+from kuma_build.compiler.kernels.elementwise import epilogue
+from kuma_build.compiler.kernels.gemm import Gemm
+from kuma_build.compiler.kernels.products import gemm_kernel
+from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, threads, unravel
 
 # a CPU device: each thread takes up to 2 pixels (4 ran ~10% faster on SwiftShader but its unrolled
 # code took mobilenet's index.js past 10 kB gzip; 8 spilled and ran 2x slower) and the workgroups
@@ -54,11 +54,11 @@ def taps(node, oh: str, ow: str, kh: str, kw: str) -> tuple[list[str], str]:
     return h_lines + w_lines, " && ".join(c for c in (h_inside, w_inside) if c)
 
 
-def is_implicit_gemm(node) -> bool:
+def is_implicit_gemm(node, device) -> bool:
     """Plain convolutions on a GPU; transposed and depthwise ones have no input channel that
     serves two outputs, so they stay direct."""
     transposed, depthwise = node.attrs["transposed"], node.inputs[0].shape[1] == node.attrs["groups"]
-    return device.DEVICE["conv"] == "gemm" and not transposed and not depthwise
+    return device.implicit_gemm_conv and not transposed and not depthwise
 
 
 def gemm_shape(node) -> tuple[int, int, int, int]:
@@ -68,11 +68,11 @@ def gemm_shape(node) -> tuple[int, int, int, int]:
             weight.shape[1] * weight.shape[2] * weight.shape[3])
 
 
-def lower(node):
+def lower(node, device):
     out, groups = node.output, node.attrs["groups"]
-    if is_implicit_gemm(node):
-        return implicit_gemm(node)
-    if node.attrs["transposed"] or device.DEVICE["conv"] == "gemm":
+    if is_implicit_gemm(node, device):
+        return implicit_gemm(node, device)
+    if node.attrs["transposed"] or device.implicit_gemm_conv:
         return direct(node)  # transposed ones, and a GPU's depthwise ones
     # as many channels and pixels per thread as leave the cores a few workgroups each
     for channels in (8, 4, 2, 1):
@@ -82,7 +82,7 @@ def lower(node):
     return direct(node)
 
 
-def implicit_gemm(node):
+def implicit_gemm(node, device):
     x, weight, out = node.inputs[0], node.inputs[1], node.output
     groups = node.attrs["groups"]
     kernel_h, kernel_w = weight.shape[2], weight.shape[3]
@@ -115,11 +115,11 @@ def implicit_gemm(node):
     writer, stored = epilogue(node, b, "value", "flat")
 
     def finish(total, bi, r, c):
-        bias = f" + {b.load(2, [out_channel(bi, r)])}" if operands(node) > 2 else ""
+        bias = f" + {b.load(2, [out_channel(bi, r)])}" if node.operands > 2 else ""
         return [f"let value = {total}{bias};", *writer.lines], stored
 
     product = Gemm(batch, rows, cols, depth, load_a, load_b, finish, a_k_contiguous=flat_weight is not None,
-                   splits=node.attrs.get("splits", 1))
+                   splits=node.attrs.get("splits", 1), device=device)
     return gemm_kernel(b, "conv2d", product, writer.functions())
 
 
@@ -127,7 +127,8 @@ def direct(node, channels: int = 1, pixels: int = 1, size: int = 256):
     """One thread per `pixels` output pixels and `channels` output channels: each input value loaded
     serves all its channels, each weight all its pixels. A thread's pixels are `spread` apart in the
     image's flat order, so neighbouring threads still read neighbouring input. Pixels and channels are
-    unrolled here, with scalar accumulators (see gemm.py on private arrays)."""
+    unrolled here, with scalar accumulators (see gemm.py on private arrays); each stores through
+    conv_put, which applies the fused epilogue (generated once, as gemm.py's gemm_put)."""
     b = Bindings(node)
     x, weight, out = node.inputs[0], node.inputs[1], node.output
     groups, transposed = node.attrs["groups"], node.attrs["transposed"]
@@ -138,18 +139,17 @@ def direct(node, channels: int = 1, pixels: int = 1, size: int = 256):
     header, workgroups = threads(grid_shape[0] * grid_shape[1] * spread, size)
     lines, (n, oc_block, first) = unravel("gid", grid_shape)
     weight_at = ["c", f"(oc % {out_per_group}u)", "kh", "kw"] if transposed else ["oc", "ic", "kh", "kw"]
-    has_bias = operands(node) > 2
+    has_bias = node.operands > 2
     accs = [[f"acc{p}_{j}" for j in range(channels)] for p in range(pixels)]
     exists = [f"q{p} < {plane}u" if p * spread + spread > plane else "" for p in range(pixels)]  # the last may run off
 
     def each_channel(body) -> list[str]:
         """body(j) for each channel j of the thread, with `oc` the channel."""
-        return [line for j in range(channels) for line in block([f"let oc = oc0 + {j}u;", *body(j)])]
+        return [line for j in range(channels) for line in block("", [f"let oc = oc0 + {j}u;", *body(j)])]
 
     def write(p: int, j: int) -> list[str]:
-        finish, value = epilogue(node, b, accs[p][j], "flat")
-        lines = [f"let flat = ({n} * {out.shape[1]}u + oc) * {plane}u + q{p};", *finish.lines, f"out[flat] = {value};"]
-        return [f"if ({exists[p]}) {{", *["  " + line for line in lines], "}"] if exists[p] else lines
+        put = f"conv_put(({n} * {out.shape[1]}u + oc) * {plane}u + q{p}, {accs[p][j]});"
+        return block(f"if ({exists[p]})", [put]) if exists[p] else [put]
 
     def read(p: int) -> list[str]:
         """The input under tap (kh, kw) for pixel p, into x{p}: zero in the padding."""
@@ -158,25 +158,20 @@ def direct(node, channels: int = 1, pixels: int = 1, size: int = 256):
             return coords + ([f"if (!({inside})) {{ continue; }}"] if inside else []) + [f"let x0 = {b.load(0, [n, 'c', 'u32(ih)', 'u32(iw)'])};"]
         check = " && ".join(c for c in (exists[p], inside) if c)
         load = f"x{p} = {b.load(0, [n, 'c', 'u32(ih)', 'u32(iw)'])};"
-        return [f"var x{p} = 0.0;", *block(coords + [f"if ({check}) {{ {load} }}" if check else load])]
+        return [f"var x{p} = 0.0;", *block("", coords + [f"if ({check}) {{ {load} }}" if check else load])]
 
     tap = [line for p in range(pixels) for line in read(p)]
     tap += each_channel(lambda j: [f"let w = {b.load(1, weight_at)};", *[f"{accs[p][j]} += x{p} * w;" for p in range(pixels)]])
-    loop = [
-        f"for (var ic = 0u; ic < {in_per_group}u; ic++) {{",
-        f"  let c = group * {in_per_group}u + ic;",
-        f"  for (var kh = 0u; kh < {weight.shape[2]}u; kh++) {{",
-        f"    for (var kw = 0u; kw < {weight.shape[3]}u; kw++) {{",
-        *["      " + line for line in tap],
-        "    }",
-        "  }",
-        "}",
-    ]
+    loop = block(f"for (var ic = 0u; ic < {in_per_group}u; ic++)", [
+        f"let c = group * {in_per_group}u + ic;",
+        *block(f"for (var kh = 0u; kh < {weight.shape[2]}u; kh++)", block(f"for (var kw = 0u; kw < {weight.shape[3]}u; kw++)", tap))])
     for p in range(pixels):
         lines += [f"let q{p} = {first} + {p * spread}u;", f"let oh{p} = q{p} / {out.shape[3]}u;", f"let ow{p} = q{p} % {out.shape[3]}u;"]
     lines += [f"let oc0 = {oc_block} * {channels}u;", f"let group = oc0 / {out_per_group}u;",
               *[f"var {acc} = 0.0;" for row in accs for acc in row],
               *(each_channel(lambda j: [f"{accs[p][j]} = {b.load(2, ['oc'])};" for p in range(pixels)]) if has_bias else []),
               *loop, *[line for p in range(pixels) for line in each_channel(lambda j: write(p, j))]]
-    body = epilogue(node, b, "acc", "flat")[0].functions() + header + indent(lines) + "\n}"
+    finish, value = epilogue(node, b, "acc", "flat")
+    put = block("fn conv_put(flat: u32, acc: f32)", [*finish.lines, f"out[flat] = {value};"])
+    body = finish.functions() + "\n".join(put) + "\n\n" + header + indent(lines) + "\n}"
     return b.kernel("conv_transpose2d" if transposed else "conv2d", body, workgroups)

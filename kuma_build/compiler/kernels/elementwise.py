@@ -5,6 +5,7 @@ op is a WGSL template here. Helper functions (erf, pow) are emitted only when
 an expression uses them.
 """
 
+from kuma_build.compiler.ir.expr import Acc, Expr, In, Leaf, Lit, Op
 from kuma_build.compiler.kernels.wgsl import Bindings, indent, literal, threads, unravel
 
 # op -> WGSL template over the rendered arguments {0}, {1}, ...
@@ -60,40 +61,39 @@ HELPERS = {
 
 
 class Writer:
-    """Renders expression trees as WGSL `let` lines, one per distinct subexpression.
+    """Renders expression trees (ir/expr.py) as WGSL `let` lines, one per distinct subexpression.
 
     A subexpression that a fused tree holds twice (silu's x in x * sigmoid(x))
-    is computed once. `leaf` maps an ("in", dtype, k) or ("acc", dtype) leaf
-    to its WGSL; `prefix` keeps the let names apart from the caller's.
+    is computed once. `leaf` maps an In or Acc leaf to its WGSL; `prefix`
+    keeps the let names apart from the caller's.
     """
 
     def __init__(self, leaf, prefix: str = "v"):
         self.leaf, self.prefix = leaf, prefix
         self.lines: list[str] = []
-        self.names: dict[str, str] = {}
+        self.names: dict[Expr, str] = {}
         self.helpers: set[str] = set()
 
-    def __call__(self, expr) -> str:
-        op, dtype, *args = expr
-        if op in ("in", "acc"):
+    def __call__(self, expr: Expr) -> str:
+        if isinstance(expr, (In, Acc)):
             return self.leaf(expr)
-        if op == "lit":
-            text = literal(args[0], "i32" if dtype in ("i32", "bool") else "f32")
+        if isinstance(expr, Lit):
+            text = literal(expr.value, "i32" if expr.dtype in ("i32", "bool") else "f32")
             return f"({text})" if text.startswith("-") else text
-        key = repr(expr)  # repr, not ==: -0.0 and 0.0 must stay apart
-        if key not in self.names:
-            value = self.compute(op, dtype, args)
-            self.names[key] = f"{self.prefix}{len(self.names)}"
-            self.lines.append(f"let {self.names[key]} = {value};")
-        return self.names[key]
+        if expr not in self.names:
+            value = self.compute(expr)
+            self.names[expr] = f"{self.prefix}{len(self.names)}"
+            self.lines.append(f"let {self.names[expr]} = {value};")
+        return self.names[expr]
 
-    def compute(self, op: str, dtype: str, args) -> str:
+    def compute(self, expr: Op) -> str:
+        op, dtype, args = expr.op, expr.dtype, expr.args
         if op == "cast":
             return f"{'f32' if dtype == 'f32' else 'i32'}({self(args[0])})"
-        if op == "pow" and args[1][0] == "lit" and dtype == "f32":
+        if op == "pow" and isinstance(args[1], Lit) and dtype == "f32":
             special = {1: "{0}", 2: "({0} * {0})", 3: "({0} * {0} * {0})", 0.5: "sqrt({0})", -1: "(1.0 / {0})"}
-            if args[1][2] in special:
-                return special[args[1][2]].format(self(args[0]))
+            if args[1].value in special:
+                return special[args[1].value].format(self(args[0]))
         template = INTEGER_TEMPLATES[op] if dtype == "i32" and op in INTEGER_TEMPLATES else TEMPLATES[op]
         self.helpers.update(name for name in HELPERS if name in template)
         return template.format(*[self(a) for a in args], zero="0.0")
@@ -101,11 +101,6 @@ class Writer:
     def functions(self) -> str:
         """The helper functions the rendered expressions call, to put before the entry point."""
         return "".join(HELPERS[name] + "\n\n" for name in sorted(self.helpers))
-
-
-def operands(node) -> int:
-    """How many of a node's inputs are its op's own; inputs past them belong to its fused epilogue."""
-    return node.attrs.get("operands", len(node.inputs))
 
 
 def epilogue(node, b, acc: str, flat: str) -> tuple[Writer, str]:
@@ -121,11 +116,11 @@ def epilogue(node, b, acc: str, flat: str) -> tuple[Writer, str]:
     index_lines, index = unravel(flat, node.output.shape, "e")
     loads: dict[int, str] = {}  # input -> its load line, each input read once
 
-    def leaf(expr) -> str:
-        if expr[0] == "acc":
+    def leaf(leaf: Leaf) -> str:
+        if isinstance(leaf, Acc):
             return acc
-        loads.setdefault(expr[2], f"let e_in{expr[2]} = {b.load(expr[2], index)};")
-        return f"e_in{expr[2]}"
+        loads.setdefault(leaf.index, f"let e_in{leaf.index} = {b.load(leaf.index, index)};")
+        return f"e_in{leaf.index}"
 
     writer = Writer(leaf, "ep")
     value = writer(expr)
@@ -152,14 +147,14 @@ def lower_vec4(node):
     lines = [f"let x{k} = {b.names[k]}[gid];" for k in range(len(node.inputs))]
     values = []
     for lane in LANES:
-        writer = Writer(lambda leaf, lane=lane: f"x{leaf[2]}.{lane}", prefix=f"{lane}_")
+        writer = Writer(lambda leaf, lane=lane: f"x{leaf.index}.{lane}", prefix=f"{lane}_")
         values.append(writer(node.attrs["expr"]))
         lines += writer.lines
     body = header + indent(lines + [f"out[gid] = vec4<f32>({', '.join(values)});"]) + "\n}"
     return b.kernel("elementwise", writer.functions() + body, workgroups)
 
 
-def lower(node):
+def lower(node, device):
     if vectorizable(node):
         return lower_vec4(node)
     b = Bindings(node)
@@ -167,7 +162,7 @@ def lower(node):
     header, workgroups = threads(out.numel)
     lines, index = unravel("gid", out.shape)
     lines += [f"let x{k} = {b.load(k, index)};" for k in range(len(node.inputs))]
-    writer = Writer(lambda leaf: f"x{leaf[2]}")
+    writer = Writer(lambda leaf: f"x{leaf.index}")
     value = writer(node.attrs["expr"])
     body = header + indent(lines + writer.lines + [f"out[gid] = {value};"]) + "\n}"
     return b.kernel("elementwise", writer.functions() + body, workgroups)

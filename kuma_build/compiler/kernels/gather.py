@@ -9,7 +9,7 @@ bounds. Pad writes the fill value where the coordinate falls outside the input.
 from kuma_build.compiler.kernels.wgsl import Bindings, indent, literal, threads, unravel
 
 
-def lower(node):
+def lower(node, device):
     """out[..., *i, ...] = table[..., ids[*i], ...], with ids replacing table dim `dim`."""
     b = Bindings(node)
     table, ids = node.inputs
@@ -25,7 +25,7 @@ def lower(node):
     return b.kernel("gather", header + indent(lines) + "\n}", workgroups)
 
 
-def lower_pad(node):
+def lower_pad(node, device):
     b = Bindings(node)
     x, out, before = node.inputs[0], node.output, node.attrs["before"]
     header, workgroups = threads(out.numel)

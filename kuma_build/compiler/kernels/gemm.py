@@ -17,6 +17,7 @@ finish a sum (alpha, bias, fused epilogue). Two kernels:
   of the wide side; its threads split K and combine their partial sums with
   the row kernels' workgroup reduction.
 The "cpu" device class uses neither: gemm_registers.py's kernel has no barriers.
+products.py picks one.
 
 With `half` (the shader-f16 variant of a kernel reading f16 weights,
 docs/precision.md) both kernels multiply in f16: loads are rounded to f16,
@@ -25,13 +26,13 @@ K step of STEP values are summed in f16, then added to f32 accumulators, so
 the rounding error does not grow with K. Finishing a sum stays f32.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from math import ceil
 from typing import Callable
 
-from kuma_build.compiler.kernels import device
+from kuma_build.devices import DeviceClass
 from kuma_build.compiler.kernels.rows import workgroup_reduce
-from kuma_build.compiler.kernels.wgsl import Bindings, Kernel, indent
+from kuma_build.compiler.kernels.wgsl import block, indent
 
 STEP, SIDE = 16, 16  # K per stage; threads per workgroup side (16 x 16 = 256)
 STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in a thread's FMAs
@@ -53,6 +54,7 @@ class Gemm:
     cols_contiguous: bool = True  # B's neighbouring columns are neighbours in memory
     splits: int = 1  # K in this many slices, each summed into its own partial output (passes/split_k.py)
     half: bool = False  # f16 products and per-step sums (needs `enable f16;`)
+    device: DeviceClass | None = None  # the class the kernel is tuned for
 
     @property
     def element(self) -> str:
@@ -68,41 +70,36 @@ class Gemm:
         return "0.0h" if self.half else "0.0"
 
 
-def cost(batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int) -> float:
-    """Estimated time of the tiled kernel: waves of DEVICE["parallel"] workgroups, each running its
+def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int) -> float:
+    """Estimated time of the tiled kernel: waves of device.parallel workgroups, each running its
     K steps; a step costs its thread's FMAs and workgroup-memory reads, its share of the global
     loads and a fixed latency (barriers, memory). Splitting K adds a dispatch that sums the partials."""
     groups = batch * ceil(rows / tm) * ceil(cols / tn) * splits
     rows_side, cols_side = Side(tm), Side(tn)
     per_step = STEP * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
     steps = ceil(depth / splits / STEP)
-    return ceil(groups / device.DEVICE["parallel"]) * steps * (per_step + STEP_LATENCY) + (splits > 1) * SPLIT_COST
+    return ceil(groups / device.parallel) * steps * (per_step + STEP_LATENCY) + (splits > 1) * SPLIT_COST
 
 
 def choose_tile(g: Gemm) -> tuple[int, int]:
     """The tile of least estimated cost for g's shape and split (ties: the bigger tile)."""
-    tiles = [(tm, tn) for tm in device.DEVICE["tiles"] for tn in device.DEVICE["tiles"]]
-    return min(tiles, key=lambda t: (cost(g.batch, g.rows, g.cols, g.depth, *t, g.splits), -t[0] * t[1]))
+    tiles = [(tm, tn) for tm in g.device.tiles for tn in g.device.tiles]
+    return min(tiles, key=lambda t: (cost(g.device, g.batch, g.rows, g.cols, g.depth, *t, g.splits), -t[0] * t[1]))
 
 
-def choose_split(batch: int, rows: int, cols: int, depth: int) -> int:
+def choose_split(device: DeviceClass, batch: int, rows: int, cols: int, depth: int) -> int:
     """Into how many slices of K the tiled kernel should split a product (1: don't). Splitting
     only pays when the tiles are too few to fill the device and K is long."""
     if min(rows, cols) <= THIN:
         return 1  # the thin kernel splits K inside its workgroups
-    options = [(tm, tn, s) for tm in device.DEVICE["tiles"] for tn in device.DEVICE["tiles"] for s in device.DEVICE["splits"]
+    options = [(tm, tn, s) for tm in device.tiles for tn in device.tiles for s in device.splits
                if s == 1 or depth >= s * STEP * MIN_SPLIT_STEPS]
-    return min(options, key=lambda o: (cost(batch, rows, cols, depth, *o), o[2]))[2]
+    return min(options, key=lambda o: (cost(device, batch, rows, cols, depth, *o), o[2]))[2]
 
 
 def stage(var: str, load: list[str], check: str) -> list[str]:
     """Lines setting `var` to the loaded element, or 0.0 when `check` fails (outside the matrix)."""
-    return [f"var {var} = 0.0;", f"if ({check}) {{", *["  " + line for line in load], "}"]
-
-
-def block(lines: list[str]) -> list[str]:
-    """A braced block, so unrolled copies of the same lines can each declare their own names."""
-    return ["{", *["  " + line for line in lines], "}"]
+    return [f"var {var} = 0.0;", *block(f"if ({check})", load)]
 
 
 def functions(g: Gemm) -> str:
@@ -282,7 +279,7 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     accumulate, finish = [f"let vw = {g.convert(load_wide)};"], []
     for n in range(narrow):
         accumulate.append(f"{sums}{n} = fma({g.convert(load_narrow(n))}, vw, {sums}{n});")
-        finish += block([f"let total = gemm_sum(acc{n}, s * {lanes}u + lane);",
+        finish += block("", [f"let total = gemm_sum(acc{n}, s * {lanes}u + lane);",
                          f"if (s == 0u) {{ gemm_put(batch, batch, {at(n)}, total); }}"])
     ks = loop("k", "s", f"{g.depth}u", split, accumulate)
     if g.half:  # each STEP of the thread's k summed in f16, then added to the f32 sums
@@ -308,20 +305,4 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 
 
 def loop(var: str, begin: str, end: str, stride: int, lines: list[str]) -> list[str]:
-    return [f"for (var {var} = {begin}; {var} < {end}; {var} += {stride}u) {{", *["  " + line for line in lines], "}"]
-
-
-def gemm_code(g: Gemm) -> tuple[str, tuple[int, int, int]]:
-    """WGSL (after the bindings) and workgroup counts of the best kernel for g."""
-    from kuma_build.compiler.kernels.gemm_registers import registers  # it builds on this module
-    if device.DEVICE["gemm"] == "registers":
-        return registers(g)
-    return thin(g) if min(g.rows, g.cols) <= THIN else tiled(g)
-
-
-def gemm_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
-    """The kernel of g after `functions` (its epilogue's); its shader-f16 variant, when it has one, multiplies in f16."""
-    code, workgroups = gemm_code(g)
-    reads_f16 = any(buf.storage == "f16" for buf in b.buffers)  # only then is there a shader-f16 variant
-    half = functions + gemm_code(replace(g, half=True))[0] if reads_f16 else None
-    return b.kernel(name, functions + code, workgroups, half)
+    return block(f"for (var {var} = {begin}; {var} < {end}; {var} += {stride}u)", lines)

@@ -14,7 +14,6 @@ are vec4s along the columns with names fixed by the generator (gemm.py says why)
 
 from math import ceil
 
-from kuma_build.compiler.kernels import device
 from kuma_build.compiler.kernels.gemm import STEP, Gemm, functions, loop
 from kuma_build.compiler.kernels.wgsl import indent, threads, unravel
 
@@ -24,10 +23,10 @@ LOAD = 4  # a load's cost in FMAs
 
 
 def cost(g: Gemm, rows: int, cols: int, size: int) -> float:
-    """Estimated time per k: waves of DEVICE["parallel"] workgroups, each thread loading
+    """Estimated time per k: waves of device.parallel workgroups, each thread loading
     rows + cols values and doing rows x cols FMAs."""
     groups = ceil(g.batch * g.splits * ceil(g.rows / rows) * ceil(g.cols / cols) / size)
-    return ceil(groups / device.DEVICE["parallel"]) * size * (LOAD * (rows + cols) + rows * cols)
+    return ceil(groups / g.device.parallel) * size * (LOAD * (rows + cols) + rows * cols)
 
 
 def choose_block(g: Gemm) -> tuple[int, int, int]:

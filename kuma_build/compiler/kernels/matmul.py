@@ -7,15 +7,16 @@ layer applied to a batch of sequences), the batch folds into the rows: one
 layout is the same.
 """
 
-from kuma_build.compiler.kernels.elementwise import epilogue, operands
-from kuma_build.compiler.kernels.gemm import Gemm, gemm_kernel
+from kuma_build.compiler.kernels.elementwise import epilogue
+from kuma_build.compiler.kernels.gemm import Gemm
+from kuma_build.compiler.kernels.products import gemm_kernel
 from kuma_build.compiler.kernels.wgsl import Bindings, f32
 
 
 def folds(node) -> bool:
     """Whether the batch folds into the rows: B and the bias are the same for every batch."""
     batch, b_view = node.output.shape[0], node.inputs[1]
-    return batch > 1 and b_view.strides[0] == 0 and (operands(node) < 3 or node.inputs[2].strides[0] == 0)
+    return batch > 1 and b_view.strides[0] == 0 and (node.operands < 3 or node.inputs[2].strides[0] == 0)
 
 
 def gemm_shape(node) -> tuple[int, int, int, int]:
@@ -25,11 +26,11 @@ def gemm_shape(node) -> tuple[int, int, int, int]:
     return (1, batch * m, n, k) if folds(node) else (batch, m, n, k)
 
 
-def lower(node):
+def lower(node, device):
     b = Bindings(node)
     a_view, b_view = node.inputs[0], node.inputs[1]
     m, n, k = node.output.shape[1], node.output.shape[2], a_view.shape[2]
-    has_bias = operands(node) == 3
+    has_bias = node.operands == 3
     fold = folds(node)
 
     def at(bi: str, r: str) -> list[str]:
@@ -53,5 +54,6 @@ def lower(node):
         a_k_contiguous=a_view.strides[2] == 1 or k == 1,
         cols_contiguous=b_view.strides[2] == 1 or n == 1,
         splits=node.attrs.get("splits", 1),
+        device=device,
     )
     return gemm_kernel(b, "matmul", gemm, writer.functions())

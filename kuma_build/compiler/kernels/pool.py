@@ -8,7 +8,7 @@ divides by the padded or the clipped size (count_include_pad) or by
 divisor_override, adaptive windows are [floor(o*in/out), ceil((o+1)*in/out)).
 """
 
-from kuma_build.compiler.kernels.wgsl import Bindings, f32, indent, threads, unravel
+from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, threads, unravel
 
 NEG_INF = f32(float("-inf"))
 
@@ -37,7 +37,7 @@ def window(axis: str, out: str, in_size: int, out_size: int, attrs: dict, d: int
     return lines, 1
 
 
-def lower(node):
+def lower(node, device):
     b = Bindings(node)
     x, out, attrs = node.inputs[0], node.output, node.attrs
     header, workgroups = threads(out.numel)
@@ -52,12 +52,8 @@ def lower(node):
         result = f"acc / {f32(divisor)}" if divisor else "acc / f32(h_count * w_count)"
     lines += rows + cols + [
         f"var acc = {init};",
-        f"for (var ih = h_lo; ih < h_hi; ih += {step_h}i) {{",
-        f"  for (var iw = w_lo; iw < w_hi; iw += {step_w}i) {{",
-        f"    let v = {b.load(0, [n, c, 'u32(ih)', 'u32(iw)'])};",
-        f"    {combine}",
-        "  }",
-        "}",
+        *block(f"for (var ih = h_lo; ih < h_hi; ih += {step_h}i)",
+               block(f"for (var iw = w_lo; iw < w_hi; iw += {step_w}i)", [f"let v = {b.load(0, [n, c, 'u32(ih)', 'u32(iw)'])};", combine])),
         f"out[gid] = {result};",
     ]
     return b.kernel(f"pool2d_{attrs['mode']}", header + indent(lines) + "\n}", workgroups)

@@ -42,7 +42,7 @@ def linear(axis: str, out: str, in_size: int, out_size: int, scale_factor, align
             f"let {axis}_t = clamp({axis}_src - f32({axis}0), 0.0, 1.0);"]
 
 
-def lower(node):
+def lower(node, device):
     b = Bindings(node)
     x, out = node.inputs[0], node.output
     scales, align_corners = node.attrs["scales"], node.attrs["align_corners"]

@@ -7,7 +7,7 @@ strides) and combine their partial results with one shared workgroup tree
 reduction. Softmax and norms make several passes over the row (max or mean
 first) for accuracy, and write a contiguous output in the permuted order.
 
-On the "cpu" device class (device.DEVICE["rows"]) a thread takes a whole row
+On the "cpu" device class (DeviceClass.thread_rows) a thread takes a whole row
 instead, when there are rows enough for the cores' SIMD lanes: SwiftShader
 runs a workgroup's threads a few SIMD lanes at a time and switches between
 them at every barrier, which made a 96-long layer norm cost ~85 us a row.
@@ -16,9 +16,8 @@ them at every barrier, which made a 96-long layer norm cost ~85 us a row.
 from math import prod
 
 from kuma_build.compiler.ir.graph import WGSL_TYPE
-from kuma_build.compiler.kernels import device
 from kuma_build.compiler.kernels.elementwise import epilogue
-from kuma_build.compiler.kernels.wgsl import Bindings, f32, grid, indent, threads, unravel
+from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, threads, unravel, workgroup_rows
 
 # kind -> (combine template, identity per WGSL type)
 COMBINES = {
@@ -71,21 +70,15 @@ fn {name}(value: {wgsl_type}, li: u32) -> {wgsl_type} {{
 class RowKernel:
     """Layout of a row kernel for a node whose first input ends in `reduced` row dims."""
 
-    def __init__(self, node, reduced: int, x_type: str | None = None):
+    def __init__(self, node, reduced: int, device, x_type: str | None = None):
         self.b = Bindings(node)
         shape = node.inputs[0].shape
         kept_shape, row_shape = shape[:len(shape) - reduced], shape[len(shape) - reduced:]
         self.rows, self.length = prod(kept_shape), prod(row_shape)
-        self.shared = device.DEVICE["rows"] == "workgroup" or self.rows < MIN_THREAD_ROWS
+        self.shared = not device.thread_rows or self.rows < MIN_THREAD_ROWS
         if self.shared:  # threads split the row; the loops start at li and stride by the workgroup
-            self.size = min(256, max(32, 1 << (self.length - 1).bit_length()))
-            self.workgroups = grid(self.rows)
-            self.header = (
-                f"@compute @workgroup_size({self.size})\n"
-                "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
-                f"  let row = wg.y * {self.workgroups[0]}u + wg.x;\n"
-                f"  if (row >= {self.rows}u) {{ return; }}\n"
-            )
+            self.size = min(device.workgroup_threads, max(32, 1 << (self.length - 1).bit_length()))
+            self.header, self.workgroups = workgroup_rows(self.rows, self.size)
         else:
             self.size = thread_row_size(self.rows)
             self.header, self.workgroups = threads(self.rows, self.size)
@@ -106,7 +99,7 @@ class RowKernel:
         """Lines running body for each of this thread's positions, with x the element there."""
         inner = self.pos_lines + [f"let x = {self.x};"] + body
         start, step = ("li", f"{self.size}u") if self.shared else ("0u", "1u")
-        return [f"for (var pos = {start}; pos < {self.length}u; pos += {step}) {{", *["  " + line for line in inner], "}"]
+        return block(f"for (var pos = {start}; pos < {self.length}u; pos += {step})", inner)
 
     def reduce(self, result: str, kind: str, wgsl_type: str, value: str) -> list[str]:
         """Lines combining `value` (an expression of x and pos) over the row into `let result`."""
@@ -134,23 +127,23 @@ def mean_and_squares(k: RowKernel) -> list[str]:
             + k.reduce("squares", "sum", "f32", "(x - mean) * (x - mean)"))
 
 
-def lower_reduce(node):
+def lower_reduce(node, device):
     op, x, out = node.attrs["reduction"], node.inputs[0], node.output
     reduced = len(x.shape) - len(out.shape)
     if op in ("argmax", "argmin"):
         # the best value, then the first position holding it
-        k = RowKernel(node, reduced)
+        k = RowKernel(node, reduced, device)
         value_type = WGSL_TYPE[x.dtype]
         lines = (k.reduce("best", op[3:], value_type, "x")
                  + k.reduce("first", "min", "u32", "select(0xffffffffu, pos, x == best)"))
         result = "i32(first)"
     elif op == "var":
-        k = RowKernel(node, reduced)
+        k = RowKernel(node, reduced, device)
         lines = mean_and_squares(k)
         result = f"squares / {f32(k.length - node.attrs['correction'])}"
     else:
         kind, value, finish = REDUCTIONS[op]
-        k = RowKernel(node, reduced, x.dtype if op == "any" else out.dtype)
+        k = RowKernel(node, reduced, device, x.dtype if op == "any" else out.dtype)
         zero = "0.0" if x.dtype == "f32" else "0i"
         compute_type = WGSL_TYPE[out.dtype]
         lines = k.reduce("t", kind, compute_type, value.format(zero=zero))
@@ -159,17 +152,17 @@ def lower_reduce(node):
     return k.kernel(f"reduce_{op}", lines)
 
 
-def lower_softmax(node):
-    k = RowKernel(node, 1)
+def lower_softmax(node, device):
+    k = RowKernel(node, 1, device)
     lines = k.reduce("top", "max", "f32", "x") + k.reduce("total", "sum", "f32", "exp(x - top)")
     result = "x - top - log(total)" if node.attrs["log"] else "exp(x - top) / total"
     lines += k.loop([f"out[row * {k.length}u + pos] = {result};"])
     return k.kernel("log_softmax" if node.attrs["log"] else "softmax", lines)
 
 
-def lower_normalize(node):
+def lower_normalize(node, device):
     """(x - mean) / sqrt(var + eps) * weight + bias; weight and bias come as views broadcast to x's shape."""
-    k = RowKernel(node, node.attrs["reduced"])
+    k = RowKernel(node, node.attrs["reduced"], device)
     lines = mean_and_squares(k) + [f"let rstd = inverseSqrt(squares / {f32(k.length)} + {f32(node.attrs['eps'])});"]
     result = "(x - mean) * rstd"
     affine = 1

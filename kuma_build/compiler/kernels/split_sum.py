@@ -10,7 +10,7 @@ from kuma_build.compiler.kernels.elementwise import epilogue
 from kuma_build.compiler.kernels.wgsl import Bindings, indent, threads
 
 
-def lower(node):
+def lower(node, device):
     b = Bindings(node)
     out, splits = node.output, node.attrs["splits"]
     header, workgroups = threads(out.numel)

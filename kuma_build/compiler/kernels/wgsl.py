@@ -24,6 +24,14 @@ class Kernel:
     buffers: list[Buffer]  # binding i is buffers[i]; the output is last
     code_f16: str | None = None  # variant reading f16 weights natively (and gemm.py's f16 math), for shader-f16 devices
 
+    def entry(self) -> dict:
+        """What the kernel cache keeps of it (the buffers are the node's)."""
+        return {"name": self.name, "code": self.code, "workgroups": list(self.workgroups), "code_f16": self.code_f16}
+
+    @classmethod
+    def from_entry(cls, entry: dict, buffers: list[Buffer]) -> "Kernel":
+        return cls(entry["name"], entry["code"], tuple(entry["workgroups"]), buffers, entry.get("code_f16"))
+
 
 def binding_buffers(node: Node) -> list[Buffer]:
     """The buffers a node's kernel binds, in binding order: distinct inputs, then the output."""
@@ -128,6 +136,19 @@ def threads(total: int, size: int = 256) -> tuple[str, tuple[int, int, int]]:
     return header, workgroups
 
 
+def workgroup_rows(rows: int, size: int) -> tuple[str, tuple[int, int, int]]:
+    """Entry point header for one workgroup of `size` threads per row: defines `row` and `li`
+    (the thread's index in the row) and returns early past `rows`."""
+    workgroups = grid(rows)
+    header = (
+        f"@compute @workgroup_size({size})\n"
+        "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
+        f"  let row = wg.y * {workgroups[0]}u + wg.x;\n"
+        f"  if (row >= {rows}u) {{ return; }}\n"
+    )
+    return header, workgroups
+
+
 # a non-finite constant expression is a shader-creation error in WGSL, so infinities and
 # nans come from a call of a user function, which is evaluated at run time
 NONFINITE_HELPER = "fn kuma_bits(bits: u32) -> f32 { return bitcast<f32>(bits); }"
@@ -148,5 +169,16 @@ def literal(value, dtype: str) -> str:
     return f"{int(value)}i"
 
 
+# Kernels are written as lists of WGSL lines (RowKernel in rows.py is the model): a nested scope
+# is block(head, lines), and indent() places a list of lines inside a template. Nothing else
+# indents WGSL.
+
 def indent(lines, depth: int = 1) -> str:
+    """Lines as text, `depth` levels in (for a template's body)."""
     return "\n".join("  " * depth + line for line in lines)
+
+
+def block(head: str, lines: list[str]) -> list[str]:
+    """`head { lines }` as lines, the body one level in; an empty head makes a bare scope, so
+    unrolled copies of the same lines can each declare their own names."""
+    return [f"{head} {{" if head else "{", *["  " + line for line in lines], "}"]

@@ -1,6 +1,8 @@
 """Passes: IR -> IR rewrites, run in order. Each is a function graph -> None.
 
-They run for one device class (kernels/device.py: tuned_for), which split_k consults."""
+They run for the graph's device class (graph.device, devices.py), which split_k and the
+fusion passes' binding limit consult; what they need to know of each op they ask its record
+(compiler/ops.py)."""
 
 from kuma_build.compiler.passes.constants import pack_constant_views
 from kuma_build.compiler.passes.dead_code import remove_dead_nodes

@@ -7,15 +7,15 @@ viewed in the reader's shape. The chain then runs as one dispatch and the
 intermediate never reaches memory: silu, hardswish, bias + activation,
 residual add + relu, a batch-norm affine that could not be folded.
 
-Model outputs are never inlined, and a kernel keeps at most 9 distinct input
-buffers (WebGPU guarantees 10 storage buffers per stage; one is the output).
+Model outputs are never inlined, and a kernel keeps its distinct input buffers
+within the device's storage buffers per stage, less one for its output.
 The helpers here are shared with the epilogue pass (fuse_epilogue.py).
 """
 
 from kuma_build.compiler.ir import views
+from kuma_build.compiler.ir.expr import Acc, In, input_leaves, remap
 from kuma_build.compiler.ir.graph import Value
-
-MAX_INPUT_BUFFERS = 9
+from kuma_build.compiler.ops import record
 
 
 def readers_of(graph) -> dict:
@@ -44,26 +44,10 @@ def in_shape(v: Value, shape) -> Value | None:
     return v if tuple(v.shape) == tuple(shape) else views.reshape(v, shape)
 
 
-def remap(expr, leaf):
-    """expr with each ("in", ...) or ("acc", ...) leaf replaced by leaf(it)."""
-    if expr[0] in ("in", "acc"):
-        return leaf(expr)
-    if expr[0] == "lit":
-        return expr
-    return (expr[0], expr[1], *(remap(a, leaf) if isinstance(a, tuple) else a for a in expr[2:]))
-
-
-def input_leaves(expr) -> set[int]:
-    """The input indices an expression reads."""
-    if expr[0] == "in":
-        return {expr[2]}
-    return set().union(*(input_leaves(a) for a in expr[2:] if isinstance(a, tuple)))
-
-
-def compact(inputs: list[Value], expr, keep: int = 0):
+def compact(inputs: list[Value], expr, most: int, keep: int = 0):
     """Drop inputs the expression does not read and merge identical views (the first `keep` stay put).
 
-    Returns (inputs, expr), or None past the binding limit.
+    Returns (inputs, expr), or None past `most` distinct buffers.
     """
     used = input_leaves(expr)
     kept, index, moved = list(inputs[:keep]), {}, {}
@@ -76,9 +60,9 @@ def compact(inputs: list[Value], expr, keep: int = 0):
                 index[key] = len(kept)
                 kept.append(v)
             moved[k] = index[key]
-    if len({v.buffer for v in kept}) > MAX_INPUT_BUFFERS:
+    if len({v.buffer for v in kept}) > most:
         return None
-    return kept, remap(expr, lambda leaf: leaf if leaf[0] == "acc" or leaf[2] < keep else (leaf[0], leaf[1], moved[leaf[2]]))
+    return kept, remap(expr, lambda leaf: leaf if isinstance(leaf, Acc) or leaf.index < keep else In(leaf.dtype, moved[leaf.index]))
 
 
 def fuse_elementwise(graph) -> None:
@@ -86,10 +70,10 @@ def fuse_elementwise(graph) -> None:
     producer = {node.output.buffer: node for node in graph.nodes}
     fused = set()
     for node in graph.nodes:
-        while node.op == "elementwise":
+        while record(node).expression:
             sources = [producer.get(v.buffer) for v in node.inputs]
-            src = next((s for s in sources if s is not None and s.op == "elementwise" and s not in fused
-                        and sole_reader(node, s, readers, graph) and _inline(node, s)), None)
+            src = next((s for s in sources if s is not None and record(s).expression and s not in fused
+                        and sole_reader(node, s, readers, graph) and _inline(node, s, input_buffers(graph))), None)
             if src is None:
                 break
             fused.add(src)
@@ -99,15 +83,20 @@ def fuse_elementwise(graph) -> None:
     graph.nodes = [n for n in graph.nodes if n not in fused]
 
 
-def _inline(node, src) -> bool:
+def input_buffers(graph) -> int:
+    """How many distinct input buffers a kernel may bind: one storage buffer is its output."""
+    return graph.device.storage_buffers - 1
+
+
+def _inline(node, src, most: int) -> bool:
     """Put src's expression in place of node's leaves that read src's result."""
     slots = {k for k, v in enumerate(node.inputs) if v.buffer is src.output.buffer}
     moved = [in_shape(v, node.output.shape) for v in src.inputs]
     if any(v is None for v in moved):
         return False
     base = len(node.inputs)
-    inner = remap(src.attrs["expr"], lambda leaf: ("in", leaf[1], base + leaf[2]))
-    merged = compact(node.inputs + moved, remap(node.attrs["expr"], lambda leaf: inner if leaf[2] in slots else leaf))
+    inner = remap(src.attrs["expr"], lambda leaf: In(leaf.dtype, base + leaf.index))
+    merged = compact(node.inputs + moved, remap(node.attrs["expr"], lambda leaf: inner if leaf.index in slots else leaf), most)
     if merged is None:
         return False
     node.inputs, node.attrs["expr"] = merged

@@ -3,7 +3,7 @@
 When an elementwise node is the only reader of the result of a matmul, a
 plain convolution or a layer/group norm, reading it in output order, its
 expression becomes the producer's epilogue: the kernel applies it to each
-accumulated value (the ("acc", "f32") leaf) before the one store, reading
+accumulated value (the Acc leaf) before the one store, reading
 the expression's other inputs (residuals, per-channel constants) at the
 output element. This runs after fuse_elementwise, so a whole bias +
 activation + residual chain goes in at once, and the standalone dispatch
@@ -12,15 +12,10 @@ contiguous()) of any kernel's result in order is dropped the same way:
 that kernel writes the copy's buffer.
 """
 
+from kuma_build.compiler.ir.expr import Acc, In, remap
 from kuma_build.compiler.ir.graph import Value, contiguous_strides
-from kuma_build.compiler.passes.fuse_elementwise import compact, in_shape, only_reader, readers_of, remap, sole_reader
-
-
-STRIDED_WRITERS = {"attention"}
-
-
-def takes_epilogue(node) -> bool:
-    return node.op in ("matmul", "normalize") or (node.op == "conv2d" and not node.attrs["transposed"])
+from kuma_build.compiler.ops import record
+from kuma_build.compiler.passes.fuse_elementwise import compact, in_shape, input_buffers, only_reader, readers_of, sole_reader
 
 
 def fuse_epilogues(graph) -> None:
@@ -28,9 +23,10 @@ def fuse_epilogues(graph) -> None:
     producer = {node.output.buffer: node for node in graph.nodes}
     place = {}  # producer -> the consumer whose place (in order) it now takes
     removed = set()
-    for node in (n for n in graph.nodes if n.op == "elementwise"):
-        src = producer.get(node.inputs[0].buffer) if node.attrs["expr"][0] == "in" else None
-        layout = src and src.op in STRIDED_WRITERS and only_reader(node, src, readers, graph) and _layout_in_copy(node.inputs[0], src.output)
+    for node in (n for n in graph.nodes if record(n).expression):
+        copy = isinstance(node.attrs["expr"], In)  # a plain copy of its one input
+        src = producer.get(node.inputs[0].buffer) if copy else None
+        layout = src and record(src).strided_output and only_reader(node, src, readers, graph) and _layout_in_copy(node.inputs[0], src.output)
         if layout:  # src writes the copy's buffer in the copy's order
             src.output = Value(node.output.buffer, src.output.shape, layout)
             place[src] = node
@@ -41,9 +37,10 @@ def fuse_epilogues(graph) -> None:
             src = producer.get(v.buffer)
             if src is None or not sole_reader(node, src, readers, graph):
                 continue
-            if node.attrs["expr"][0] == "in":  # a plain copy: any kernel can write the copy's buffer itself
+            if copy:  # any kernel can write the copy's buffer itself
                 src.output = Value(node.output.buffer, src.output.shape, src.output.strides)
-            elif not (takes_epilogue(src) and node.output.dtype == "f32" and "epilogue" not in src.attrs and _attach(src, node)):
+            elif not (record(src).epilogue(src) and node.output.dtype == "f32" and "epilogue" not in src.attrs
+                      and _attach(src, node, input_buffers(graph))):
                 continue
             place[src] = node
             removed.add(node)
@@ -73,16 +70,16 @@ def _layout_in_copy(view: Value, out: Value) -> tuple[int, ...] | None:
     return tuple(layout) if not by_stride else None
 
 
-def _attach(src, node) -> bool:
+def _attach(src, node, most: int) -> bool:
     """Make node's expression src's epilogue and src write node's output buffer."""
     buf = src.output.buffer
     moved = [None if v.buffer is buf else in_shape(v, src.output.shape) for v in node.inputs]
     if any(m is None for m, v in zip(moved, node.inputs) if v.buffer is not buf):
         return False
     own = len(src.inputs)
-    expr = remap(node.attrs["expr"], lambda leaf: ("acc", "f32") if node.inputs[leaf[2]].buffer is buf
-                 else ("in", leaf[1], own + leaf[2]))
-    merged = compact(src.inputs + [m or v for m, v in zip(moved, node.inputs)], expr, keep=own)
+    expr = remap(node.attrs["expr"], lambda leaf: Acc() if node.inputs[leaf.index].buffer is buf
+                 else In(leaf.dtype, own + leaf.index))
+    merged = compact(src.inputs + [m or v for m, v in zip(moved, node.inputs)], expr, most, keep=own)
     if merged is None:
         return False
     src.inputs, src.attrs["epilogue"] = merged

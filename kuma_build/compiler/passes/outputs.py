@@ -4,6 +4,7 @@ An output that is a view, an input, a constant, or the same buffer as another
 output gets a copy node, so runtimes can read outputs back as whole buffers.
 """
 
+from kuma_build.compiler.ir.expr import copy_of
 from kuma_build.compiler.ir.graph import Node, fresh
 
 
@@ -15,7 +16,7 @@ def materialize_outputs(graph) -> None:
             out = value
         else:
             out = fresh(value.shape, value.dtype)
-            graph.nodes.append(Node("elementwise", [value], out, {"expr": ("in", value.dtype, 0)}))
+            graph.nodes.append(Node("elementwise", [value], out, {"expr": copy_of(value.dtype)}))
         out.buffer.kind = "output"
         out.buffer.name = name
         claimed.add(out.buffer)

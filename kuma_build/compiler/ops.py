@@ -1,0 +1,151 @@
+"""The IR ops, one record each: everything the passes, the cost model, the weight storage and the
+plan need to know about an op lives in its record, so a new op is one record here, one importer
+handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op's name.
+
+    lower          (node, device) -> Kernel: its WGSL (kernels/)
+    flops          node -> an estimate of the arithmetic it does (cost.py, `kuma bench`)
+    weight_dim     (node, k) -> the output-channel dim of input k when input k is a weight operand
+                   that precision = "f16" / "int8" may store narrower, else None
+    expression     it computes attrs["expr"] (ir/expr.py) per element: fuse_elementwise may inline
+                   it into a reader, fuse_epilogue may attach it to a producer
+    epilogue       node -> whether it can apply a fused epilogue to its result before the one store
+    strided_output it writes through its output view's strides, so layout fusion may hand it a
+                   permuted copy's layout
+    product        (node, device) -> (batch, rows, cols, depth) when the GEMM kernels compute it
+                   (split_k may split its K), else None
+    bias           node -> its bias viewed in the output's shape and the bias's factor, or None
+    fold_affine    (node, x, scale, shift) -> whether x * scale + shift, a per-channel affine (along
+                   dim 1 of x, a view of node's result), was folded into node's weights
+                   (fold_batchnorm, which runs before any fusion), or None when it never can be
+
+Every op reads its inputs through their views' strides (kernels/wgsl.py: Bindings.load), so
+views of any layout cost nothing, and writes one contiguous buffer unless strided_output.
+"""
+
+from dataclasses import dataclass
+from math import prod
+from typing import Callable
+
+import torch
+
+from kuma_build.devices import DeviceClass
+from kuma_build.compiler.ir import views
+from kuma_build.compiler.ir.graph import Node, Value, const
+from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, matmul, pool, resize, rows, split_sum
+from kuma_build.compiler.kernels.wgsl import Kernel
+
+
+def per_element(node: Node) -> int:
+    """One operation per element of the largest operand: a rough figure for what is not a product."""
+    return max([node.output.numel] + [v.numel for v in node.inputs])
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    lower: Callable[[Node, DeviceClass], Kernel]
+    flops: Callable[[Node], int] = per_element
+    weight_dim: Callable[[Node, int], int | None] = lambda node, k: None
+    expression: bool = False
+    epilogue: Callable[[Node], bool] = lambda node: False
+    strided_output: bool = False
+    product: Callable[[Node, DeviceClass], tuple[int, int, int, int] | None] = lambda node, device: None
+    bias: Callable[[Node], tuple[Value, float] | None] = lambda node: None
+    fold_affine: Callable[[Node, Value, torch.Tensor, torch.Tensor], bool] | None = None
+
+
+# --- matmul: out[b] = alpha * A[b] @ B[b] + beta * bias[b] (ir/aten_linalg.py) ------------------
+
+def matmul_flops(node: Node) -> int:
+    batch, m, n = node.output.shape
+    return 2 * batch * m * n * node.inputs[0].shape[2]
+
+
+def matmul_bias(node: Node) -> tuple[Value, float] | None:
+    return (node.inputs[2], node.attrs["beta"]) if node.operands >= 3 else None  # already a view in the output's shape
+
+
+def fold_into_linear(node: Node, x: Value, scale: torch.Tensor, shift: torch.Tensor) -> bool:
+    """A 2-D linear layer's columns are its channels: scale them, and rescale and shift the bias."""
+    if len(x.shape) != 2 or node.output.shape[0] != 1 or node.attrs["alpha"] != 1.0 or node.attrs["beta"] != 1.0:
+        return False
+    if len(node.inputs) > 2 and node.inputs[2].strides[1] != 0:
+        return False  # a bias that differs by row is not per channel
+    weight = node.inputs[1].tensor()  # [1, K, N]
+    bias = node.inputs[2].tensor()[0, 0] if len(node.inputs) > 2 else torch.zeros(weight.shape[2])
+    bias = _refold(node, weight * scale.reshape(1, 1, -1), bias * scale + shift)
+    node.inputs[2:] = [views.expand(bias, node.output.shape)]
+    return True
+
+
+# --- conv2d: plain or transposed, weight [Cout, Cin/g, kh, kw] (ir/aten_conv.py) --------------
+
+def conv_flops(node: Node) -> int:
+    per_element = 2 * prod(node.inputs[1].shape[1:])  # weight [Cout, Cin/groups, kh, kw] ([Cin, Cout/groups, ...] transposed)
+    return per_element * (node.inputs[0].numel if node.attrs["transposed"] else node.output.numel)
+
+
+def conv_weight_dim(node: Node, k: int) -> int | None:
+    if k != 1:
+        return None
+    return 1 if node.attrs["transposed"] else 0  # [Cout, Cin/g, ...] or [Cin, Cout/g, ...]
+
+
+def conv_bias(node: Node) -> tuple[Value, float] | None:
+    if node.operands < 3:
+        return None
+    bias, out = node.inputs[2], node.output
+    strides = tuple(bias.strides[0] if d == 1 else 0 for d in range(len(out.shape)))  # [Cout], per output channel
+    return Value(bias.buffer, out.shape, strides, bias.offset), 1.0
+
+
+def fold_into_conv(node: Node, x: Value, scale: torch.Tensor, shift: torch.Tensor) -> bool:
+    """A plain convolution's output channels are its weight's first dim."""
+    if node.attrs["transposed"] or x.shape != node.output.shape:
+        return False
+    weight = node.inputs[1].tensor()
+    bias = node.inputs[2].tensor() if len(node.inputs) > 2 else torch.zeros(weight.shape[0])
+    node.inputs[2:] = [_refold(node, weight * scale.reshape(-1, 1, 1, 1), bias * scale + shift)]
+    return True
+
+
+def _refold(node: Node, weight: torch.Tensor, bias: torch.Tensor) -> Value:
+    """Give node its new constant weight; the new bias constant, for the caller to view."""
+    name = node.inputs[1].buffer.name
+    node.inputs[1] = const(weight, name)
+    return const(bias, name.rsplit(".", 1)[0] + ".bias")
+
+
+# --- the rest ------------------------------------------------------------------------------------
+
+def attention_flops(node: Node) -> int:
+    keys = node.inputs[1].shape[-2]
+    return 2 * prod(node.output.shape[:-1]) * keys * (node.inputs[0].shape[-1] + node.output.shape[-1])
+
+
+def pool_flops(node: Node) -> int:
+    return node.output.numel * prod(node.attrs.get("kernel", (1,)))
+
+
+OPS: dict[str, OpRecord] = {
+    "elementwise": OpRecord(elementwise.lower, expression=True),
+    "matmul": OpRecord(matmul.lower, matmul_flops, weight_dim=lambda node, k: {0: 1, 1: 2}.get(k),  # A [b, M, K]: rows; B [b, K, N]: columns
+                       epilogue=lambda node: True, product=lambda node, device: matmul.gemm_shape(node), bias=matmul_bias,
+                       fold_affine=fold_into_linear),
+    "conv2d": OpRecord(conv.lower, conv_flops, weight_dim=conv_weight_dim, epilogue=lambda node: not node.attrs["transposed"],
+                       product=lambda node, device: conv.gemm_shape(node) if conv.is_implicit_gemm(node, device) else None,
+                       bias=conv_bias, fold_affine=fold_into_conv),
+    "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True),
+    "reduce": OpRecord(rows.lower_reduce),
+    "softmax": OpRecord(rows.lower_softmax),
+    "attention": OpRecord(attention.lower, attention_flops, strided_output=True),
+    "pool2d": OpRecord(pool.lower, pool_flops),
+    "resize": OpRecord(resize.lower),
+    "concat": OpRecord(concat.lower),
+    "gather": OpRecord(gather.lower, weight_dim=lambda node, k: node.attrs["dim"] if k == 0 else None),  # an embedding table's rows
+    "pad": OpRecord(gather.lower_pad),
+    "split_sum": OpRecord(split_sum.lower),
+}
+
+
+def record(node: Node) -> OpRecord:
+    return OPS[node.op]

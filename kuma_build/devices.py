@@ -1,0 +1,46 @@
+"""Device classes: what a kind of WebGPU device can do and what runs fast on it, as one value.
+
+The fastest kernels differ between a CPU implementation of WebGPU and a GPU by 2-6x either way
+(docs/performance.md, "Device classes"). A model is compiled for one class (kuma.toml `target`);
+the value travels with the graph (Graph.device) through the passes, the kernels and the plan, so
+two classes can be compiled side by side in one process. This module imports nothing, so config.py
+checks kuma.toml's `target` against it without loading the compiler.
+
+"cpu": software WebGPU (SwiftShader, lavapipe) runs a workgroup per core (2 on the machines
+measured) and switches between all of a workgroup's invocations at every barrier, so its kernels
+have none: a thread per row, register-blocked products, direct convolutions. "gpu": a discrete GPU
+keeps hundreds of workgroups in flight; products tile through workgroup memory, convolutions are
+implicit GEMMs.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeviceClass:
+    name: str
+    # --- limits every kernel keeps (those of a modest device, Chromium's SwiftShader) ---
+    storage_buffers: int = 10  # storage buffers per shader stage; one is a kernel's output
+    workgroup_threads: int = 256  # invocations per workgroup
+    workgroup_bytes: int = 16384  # workgroup memory
+    # --- tuning choices ---
+    # workgroups the device runs at once: the tile cost model's waves (an H100 or H200: 132
+    # multiprocessors x 2 of our 256-thread workgroups; 6% faster convolutions than 128 in the
+    # sweep of docs/performance.md)
+    parallel: int = 256
+    implicit_gemm_conv: bool = True  # plain convolutions as implicit GEMMs (else direct kernels)
+    tiles: tuple[int, ...] = (16, 32, 64, 128)  # tile sides for the tiled GEMM and split-K's choice
+    splits: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # slices K may be split into, to fill the device
+    thread_rows: bool = False  # softmax, norms, reductions, attention: a thread per row (else a workgroup sharing it)
+    register_gemm: bool = False  # every product as gemm_registers.py's barrier-free kernel (else thin or tiled by shape)
+
+
+GPU = DeviceClass("gpu")
+CPU = DeviceClass("cpu", parallel=2, implicit_gemm_conv=False, tiles=(16, 32, 64), splits=(1,), thread_rows=True,
+                  register_gemm=True)
+DEVICE_CLASSES = {d.name: d for d in (GPU, CPU)}
+
+
+def device_class(name: str) -> DeviceClass:
+    """The class named by kuma.toml's `target` (config.py checks the name against DEVICE_CLASSES)."""
+    return DEVICE_CLASSES[name]
