@@ -50,12 +50,12 @@ def assert_fails(root, *fragments):
 @pytest.mark.parametrize("toml, fragments", [
     ("[build]\nout_dir = \n", ["kuma.toml:2:", "invalid TOML"]),
     (GOOD_TOML.replace('out_dir = "out"', 'out_dir = "out"\nchunksize = 3'), ["kuma.toml:4:", "unknown key build.chunksize"]),
-    (GOOD_TOML.replace('"net.py"', '"missing.py"'), ["kuma.toml:6:", 'source file "missing.py" does not exist']),
-    (GOOD_TOML.replace('"float32"', '"float16"'), ["kuma.toml:9:", 'dtype "float16"']),
+    (GOOD_TOML.replace('"net.py"', '"missing.py"'), ["kuma.toml:6:", 'source = "missing.py" does not exist']),
+    (GOOD_TOML.replace('"float32"', '"float16"'), ["kuma.toml:9:", 'dtype = "float16" is not supported']),
     (GOOD_TOML.replace("shape = [2, 8]", "shape = [2, -8]"), ["kuma.toml:9:", "positive integers"]),
-    (GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\nprecision = "f8"'), ["kuma.toml:8:", 'precision "f8"']),
-    (GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\ntarget = "tpu"'), ["kuma.toml:8:", 'target "tpu"']),
-    ("[build]\n", ["no models declared"]),
+    (GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\nprecision = "f8"'), ["kuma.toml:8:", 'precision = "f8" is not supported']),
+    (GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\ntarget = "tpu"'), ["kuma.toml:8:", 'target = "tpu" is not supported']),
+    ("[build]\n", ["kuma.toml:1:", "no models declared"]),
 ])
 def test_config_errors(tmp_path, toml, fragments):
     assert_fails(make_project(tmp_path, toml=toml), *fragments)
