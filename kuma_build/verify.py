@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from kuma_build.outfolder import read_program
-from kuma_build.compiler.export import build_module, call_order, example_inputs
+from kuma_build.compiler.export import build_module, call_order, example_inputs, user_code
 from kuma_build.errors import KumaError
 from kuma_build.webgpu import GpuModel
 
@@ -24,8 +24,9 @@ def verify_model(project, model, seed: int) -> dict[str, tuple[float, float]]:
 
     net = build_module(model, project.root)
     inputs = example_inputs(model, torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        expected = torch.utils._pytree.tree_leaves(net(*[inputs[n] for n in call_order(net, model)]))
+    order = call_order(net, model)
+    with user_code(model, "running forward()", lambda e: f"the model fails in PyTorch: {type(e).__name__}: {e}."), torch.no_grad():
+        expected = torch.utils._pytree.tree_leaves(net(*[inputs[n] for n in order]))
     gpu = GpuModel(program, folder)
     try:
         actual = gpu.run({name: t.numpy() for name, t in inputs.items()})
@@ -33,7 +34,7 @@ def verify_model(project, model, seed: int) -> dict[str, tuple[float, float]]:
         gpu.release()
     report = {}
     for (name, got), want in zip(actual.items(), expected):
-        want = want.numpy().astype(np.float64)
+        want = want.detach().numpy().astype(np.float64)  # a parameter returned as an output requires grad
         diff = got.astype(np.float64) - want
         max_abs = float(np.abs(diff).max()) if diff.size else 0.0
         scale = np.linalg.norm(want)

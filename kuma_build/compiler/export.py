@@ -91,10 +91,11 @@ def load_weights(net: torch.nn.Module, model: ModelConfig) -> None:
     if not isinstance(state, dict):
         raise KumaError(f"model {model.name}: the weights file holds a {type(state).__name__}, not a state_dict.", path)
     own = net.state_dict()
-    for name, tensor in state.items():
-        if name in own and isinstance(tensor, torch.Tensor) and tensor.shape != own[name].shape:
-            raise KumaError(f"model {model.name}: the weights file's {name} has shape {list(tensor.shape)} but the model's {name} "
-                            f"has shape {list(own[name].shape)}. Check that factory builds the architecture the weights were saved from.", path)
+    wrong = [f"{name} has shape {list(tensor.shape)} in the weights file but {list(own[name].shape)} in the model"
+             for name, tensor in state.items() if name in own and isinstance(tensor, torch.Tensor) and tensor.shape != own[name].shape]
+    if wrong:
+        raise KumaError(f"model {model.name}: the weights do not fit the model: {'; '.join(wrong[:5])}. "
+                        "Check that factory builds the architecture the weights were saved from.", path)
     try:
         result = net.load_state_dict(state, strict=False)
     except Exception as e:
