@@ -136,7 +136,7 @@ def _size(value, at) -> int:
             raise Invalid("is not a whole number of bytes")
         value = int(exact)
     if not MIN_CHUNK <= value <= MAX_CHUNK:
-        raise Invalid(f"is {value} bytes; chunks hold at least 4KiB and at most 1GiB")
+        raise Invalid(f"is {value} bytes, out of range")
     if value % 4:
         raise Invalid(f"is {value} bytes, not a multiple of 4 (weights are stored as 4-byte words)")
     return value
@@ -176,7 +176,7 @@ def _seconds(value, at) -> float:
 
 
 def _names(value: list, at) -> list[str]:
-    if not all(isinstance(name, str) and name for name in value):
+    if not value or not all(isinstance(name, str) and name for name in value):
         raise Invalid("is not a list of names")
     twice = sorted({name for name in value if value.count(name) > 1})
     if twice:
@@ -272,7 +272,7 @@ def _table(value, path: tuple, schema: dict, root: Path, where: "_Locator") -> d
         try:
             result[name] = key.check(given, At(root, where, path + (name,)))
         except Invalid as e:
-            shown = json.dumps(given) if isinstance(given, str) else str(given)
+            shown = json.dumps(given, default=str)
             raise where.error(f"{dotted}.{name} = {shown[:80]} {e}; it must be {key.expects}.", *path, name)
     return result
 
