@@ -243,6 +243,21 @@ def type_name(value) -> str:
     return type(value).__name__
 
 
+def toml_text(value) -> str:
+    """A value as kuma.toml writes it, for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # nan, inf, -inf, as in TOML
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(toml_text, value)) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_text(v)}" for k, v in value.items()) + " }"
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
 def takes(key: Key, value) -> bool:
     """Whether the key takes a value of this TOML type (true is not the integer 1)."""
     return isinstance(value, bool) == (bool in key.types) and isinstance(value, key.types)
@@ -272,8 +287,7 @@ def _table(value, path: tuple, schema: dict, root: Path, where: "_Locator") -> d
         try:
             result[name] = key.check(given, At(root, where, path + (name,)))
         except Invalid as e:
-            shown = json.dumps(given, default=str)
-            raise where.error(f"{dotted}.{name} = {shown[:80]} {e}; it must be {key.expects}.", *path, name)
+            raise where.error(f"{dotted}.{name} = {toml_text(given)[:80]} {e}; it must be {key.expects}.", *path, name)
     return result
 
 
