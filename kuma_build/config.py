@@ -67,6 +67,12 @@ class ModelConfig:
     outputs: list[str] | None
     section: dict = field(repr=False)  # the raw table, for cache keys
     target: str | None = None  # "gpu" | "cpu"; None keeps the compiler's current device class
+    config: Path | None = None  # the kuma.toml that declares it, and the line of each of its keys,
+    lines: dict[str, int] = field(default_factory=dict, repr=False)  # for errors found later (export.py)
+
+    def config_error(self, message: str, key: str) -> KumaError:
+        """An error about this model's kuma.toml key, at its line."""
+        return KumaError(message, self.config, self.lines.get(key)) if self.config else KumaError(message, self.source)
 
 
 @dataclass
@@ -346,7 +352,7 @@ def _model(name: str, section, root: Path, where: "_Locator") -> ModelConfig:
                           "(it becomes a folder and an import name).", "models", name)
     fields = _table(section, ("models", name), MODEL, root, where)
     return ModelConfig(name, fields["source"], fields["factory"], fields["weights"], fields["precision"], fields["inputs"],
-                       fields["outputs"], section, fields["target"])
+                       fields["outputs"], section, fields["target"], where.path, {key: where.line("models", name, key) for key in MODEL})
 
 
 class _Locator:

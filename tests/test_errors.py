@@ -66,7 +66,15 @@ def test_syntax_error_in_model_file(tmp_path):
 
 
 def test_missing_factory(tmp_path):
-    assert_fails(make_project(tmp_path, toml=GOOD_TOML.replace('"build_model"', '"make"')), 'factory "make" is not defined', "build_model")
+    assert_fails(make_project(tmp_path, toml=GOOD_TOML.replace('"build_model"', '"make"')), "kuma.toml:7:", 'factory "make" is not defined', "build_model")
+
+
+def test_model_errors_found_later_name_the_kuma_toml_line(tmp_path):
+    toml = GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\noutputs = ["a", "b"]')
+    assert_fails(make_project(tmp_path, toml=toml), "kuma.toml:8:", "kuma.toml names 2 outputs but forward() returns 1")
+    toml = GOOD_TOML.replace("x = {", "x = { shape = [2, 8] }\ny = {")
+    model = GOOD_MODEL + "\nclass Net(nn.Module):\n    def forward(self, x):\n        return x\n"
+    assert_fails(make_project(tmp_path, toml=toml.replace('"build_model"', '"Net"'), model=model), "kuma.toml:8:", "do not match forward()'s parameters")
 
 
 def test_factory_raises(tmp_path):

@@ -63,13 +63,13 @@ def build_module(model: ModelConfig, project_root: Path) -> torch.nn.Module:
     factory = getattr(module, model.factory, None)
     if not callable(factory):
         names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__)
-        raise KumaError(f'model {model.name}: factory "{model.factory}" is not defined in {model.source.name}; '
-                        f'set factory in kuma.toml to one of: {", ".join(names) or "(no callables found)"}.', model.source)
+        raise model.config_error(f'model {model.name}: factory "{model.factory}" is not defined in {model.source.name}; '
+                                 f'set factory in kuma.toml to one of: {", ".join(names) or "(no callables found)"}.', "factory")
     torch.manual_seed(0)  # models without a weights file get the same random init in build and verify
     with user_code(model, f"calling {model.factory}()", lambda e: f"calling {model.factory}() failed: {type(e).__name__}: {e}."):
         net = factory()
     if not isinstance(net, torch.nn.Module):
-        raise KumaError(f"model {model.name}: {model.factory}() returned {type(net).__name__}, not a torch.nn.Module.", model.source)
+        raise KumaError(f"model {model.name}: {model.factory}() returned {type(net).__name__}, not a torch.nn.Module.", *_defined_at(factory, model))
     if model.weights is not None:
         load_weights(net, model)
     return net.eval()
@@ -153,30 +153,30 @@ def call_order(net: torch.nn.Module, model: ModelConfig) -> list[str]:
         return by_name
     if len(params) >= len(names) and not any(n in [p.name for p in params] for n in names):
         return names  # none match by name (e.g. nn.Sequential's `input`): bind by position
-    raise KumaError(f"model {model.name}: kuma.toml inputs ({', '.join(names)}) do not match forward()'s parameters "
-                    f"({', '.join(p.name for p in params)}); name them alike, or name none alike to bind by position.", model.source)
+    raise model.config_error(f"model {model.name}: kuma.toml inputs ({', '.join(names)}) do not match forward()'s parameters "
+                             f"({', '.join(p.name for p in params)}); name them alike, or name none alike to bind by position.", "inputs")
 
 
 def output_names(eager, model: ModelConfig, net: torch.nn.Module | None = None) -> list[str]:
     leaves, spec = torch.utils._pytree.tree_flatten(eager)
     if not leaves:
         raise KumaError(f"model {model.name}: forward() returns no tensors ({_first_line(repr(eager))}); return the tensors "
-                        "the page should get, e.g. return logits.", *_forward_line(net, model))
+                        "the page should get, e.g. return logits.", *_defined_at(type(net).forward if net else None, model))
     if model.outputs is not None:
         if len(model.outputs) != len(leaves):
-            raise KumaError(f"model {model.name}: kuma.toml names {len(model.outputs)} outputs but forward() returns {len(leaves)}.",
-                            *_forward_line(net, model))
+            raise model.config_error(f"model {model.name}: kuma.toml names {len(model.outputs)} outputs but forward() returns {len(leaves)}; "
+                                     "name each output once.", "outputs")
         return list(model.outputs)
     if isinstance(eager, dict):
         return [str(k) for k in eager.keys()] if len(eager) == len(leaves) else [f"output{i}" for i in range(len(leaves))]
     return ["output"] if len(leaves) == 1 else [f"output{i}" for i in range(len(leaves))]
 
 
-def _forward_line(net: torch.nn.Module, model: ModelConfig) -> tuple:
-    """The file and line of forward()'s definition (the model file when it is not found)."""
+def _defined_at(function, model: ModelConfig) -> tuple:
+    """The file and line where a function or class of the user's is defined (the model file when not found)."""
     try:
-        _, line = inspect.getsourcelines(type(net).forward)
-        return inspect.getsourcefile(type(net).forward), line
+        _, line = inspect.getsourcelines(function)
+        return inspect.getsourcefile(function), line
     except (OSError, TypeError):
         return model.source, None
 
