@@ -271,3 +271,10 @@ def test_through_the_cli(project_dir, edit, path, fragment):
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith(f"[kuma] error: {project_dir / 'kuma.toml'}:{where[path]}: "), result.stderr
     assert fragment in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_docs_describe_every_key():
+    """docs/kuma-toml.md has a row or an item for each key of the schema."""
+    doc = (Path(__file__).parents[1] / "docs" / "kuma-toml.md").read_text()
+    for _, name, _ in schema_keys():
+        assert re.search(rf"^(\| |- )`{name}`", doc, re.M), f"docs/kuma-toml.md does not describe {name}"
