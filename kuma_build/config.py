@@ -29,6 +29,7 @@ import re
 import sys
 import urllib.parse
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -124,10 +125,13 @@ def _path(what: str, suffix: str | None = None, exists: bool = False) -> Callabl
         path = at.root / value
         if suffix and path.suffix != suffix:
             raise Invalid(f"is not a {suffix} file")
-        if exists and not path.is_file():
-            raise Invalid(f"does not exist{' as a file' if path.exists() else ''} (paths are relative to kuma.toml)")
-        if not exists and path.exists() and not path.is_dir():
-            raise Invalid(f"names a file, not a folder; pick a folder for the {what}")
+        try:
+            if exists and not path.is_file():
+                raise Invalid(f"does not exist{' as a file' if path.exists() else ''} (paths are relative to kuma.toml)")
+            if not exists and path.exists() and not path.is_dir():
+                raise Invalid(f"names a file, not a folder; pick a folder for the {what}")
+        except OSError as e:  # a name too long, a folder we may not read
+            raise Invalid(f"cannot be used ({e.strerror})") from None
         return path
     return check
 
@@ -137,12 +141,12 @@ def _size(value, at) -> int:
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
         if not match or match.group(2).lower() not in SIZE_UNITS:
             raise Invalid("is not a size")
-        exact = float(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
-        if exact != int(exact):
+        exact = Fraction(match.group(1)) * SIZE_UNITS[match.group(2).lower()]  # not float: "4.1KB" is 4100 bytes
+        if exact.denominator != 1:
             raise Invalid("is not a whole number of bytes")
         value = int(exact)
     if not MIN_CHUNK <= value <= MAX_CHUNK:
-        raise Invalid(f"is {value} bytes, out of range")
+        raise Invalid("is out of range")
     if value % 4:
         raise Invalid(f"is {value} bytes, not a multiple of 4 (weights are stored as 4-byte words)")
     return value
@@ -165,11 +169,11 @@ def _pattern(regex: str, longest: int = 200) -> Callable:
 
 
 def _url(value, at) -> str:
-    parts = urllib.parse.urlsplit(value)
     try:
+        parts = urllib.parse.urlsplit(value)
         parts.port  # raises on a port that is not a number in range
     except ValueError:
-        raise Invalid("has a port that is not a number from 1 to 65535") from None
+        raise Invalid("is not a URL with a host and a port from 1 to 65535") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", value) or parts.query or parts.fragment:
         raise Invalid("is not an http(s) URL")
     return value.rstrip("/")
@@ -376,8 +380,8 @@ class _Locator:
                 continue
             header = re.match(r"\s*\[\[?", line)
             if header:
-                parts, _ = self._parse(line, header.end())
-                if parts:
+                parts, end = self._parse(line, header.end())
+                if parts and re.match(r"\]\]?\s*(#.*)?$", line[end:]):  # not a line of a multi-line array
                     table = parts
                     self._record(table, number)
                 continue
