@@ -278,3 +278,22 @@ def test_docs_describe_every_key():
     doc = (Path(__file__).parents[1] / "docs" / "kuma-toml.md").read_text()
     for _, name, _ in schema_keys():
         assert re.search(rf"^(\| |- )`{name}`", doc, re.M), f"docs/kuma-toml.md does not describe {name}"
+
+
+MODEL_TOML = '[models.net]\nsource = "net.py"\nfactory = "build_model"\ninputs = { x = { shape = [2, 8] } }\n'
+
+
+@pytest.mark.parametrize("text, line", [
+    ('[build]\nchunk_size = [\n  [1, 2],\n]\nout_dir = 5\n' + MODEL_TOML, 5),  # a multi-line array's lines are not headers
+    ('build.out_dir = 5\n' + MODEL_TOML, 1),  # dotted keys
+    ('[build] # the build\n"out_dir" = 5\n' + MODEL_TOML, 2),  # quoted keys, comments
+    ('[models."net"]\nsource = "net.py"\nfactory = "build_model"\noutputs = ["""y\n[cache]\n"""]\nprecision = 5\ninputs = { x = { shape = [2] } }\n', 7),
+    ('[models.net]\nsource = "net.py"\nfactory = "build_model"\n[models.net.inputs.x]\nshape = [2]\ndtype = 5\n', 6),
+    ('[models.net]\nsource = "net.py"\nfactory = "build_model"\n\n[models.net.inputs]\nx.shape = [2]\nx.dtpye = "int64"\n', 7),
+])
+def test_locator_finds_the_line(project_dir, text, line):
+    """Layouts the writer above never produces: the error still names the line that holds the mistake."""
+    (project_dir / "kuma.toml").write_text(text)
+    with pytest.raises(KumaError) as error:
+        load_project(project_dir / "kuma.toml")
+    assert error.value.line == line, f"{error.value}\n{text}"

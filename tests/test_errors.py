@@ -175,3 +175,15 @@ def test_verify_a_parameter_returned_as_an_output(tmp_path):
     result = subprocess.run([sys.executable, "-m", "kuma_build", "verify"], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert result.stdout.count(" ok\n") == 2, result.stdout
+
+
+def test_json_error_event(tmp_path):
+    """--json carries the same error as one event (KumaError.event(), shared with kuma watch)."""
+    import json
+    root = make_project(tmp_path, toml=GOOD_TOML.replace('out_dir = "out"', 'out_dir = "out"\nchunk_size = 4097'))
+    result = subprocess.run([sys.executable, "-m", "kuma_build", "build", "--json"], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [event] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert event == {"event": "error", "file": str(root / "kuma.toml"), "line": 4,
+                     "message": event["message"]} and "not a multiple of 4" in event["message"]
+    assert result.stderr == f"[kuma] error: {root / 'kuma.toml'}:4: {event['message']}\n"
