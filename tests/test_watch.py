@@ -193,6 +193,16 @@ def test_broken_or_missing_file_keeps_the_last_good_output(watcher, project):
     start, events, end = watcher.build()
     assert end["ok"] and built(events)["mlp"]["stats"]["weight_bytes"] == mlp_weight_bytes(45)
 
+    # a model that exits or raises KeyboardInterrupt is an error at its line, not the watcher's end
+    for line in ("import sys; sys.exit(3)", "raise KeyboardInterrupt"):
+        (project / "models" / "mlp.py").write_text(f"from torch import nn\n\ndef build_model():\n    {line}\n")
+        start, events, end = watcher.build()
+        [error] = events
+        assert not end["ok"] and error["event"] == "error" and error["file"].endswith("models/mlp.py") and error["line"] == 4, error
+    (project / "models" / "mlp.py").write_text(mlp_source(46))
+    start, events, end = watcher.build()
+    assert end["ok"] and built(events)["mlp"]["stats"]["weight_bytes"] == mlp_weight_bytes(46)
+
 
 def until_built(watch: Watch, model: str, weight_bytes: int) -> None:
     """Reads builds until one builds `model` with these weights (builds of the files' churn may come first)."""
