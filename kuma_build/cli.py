@@ -1,11 +1,10 @@
 """The `kuma` command: build, watch, verify, bench, and manage the build cache.
 
 Log lines start with "[kuma]" and keep a stable shape, because tools parse
-them; --json prints one JSON object per line instead.
+them; --json prints one JSON object per line instead (both in log.py).
 """
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 from kuma_build import __version__
 from kuma_build.config import find_config, load_project
 from kuma_build.errors import KumaError
+from kuma_build.log import error, event, report, size
 
 
 def main(argv=None) -> int:
@@ -76,11 +76,12 @@ def main(argv=None) -> int:
             return run_bench(project, names, args.runs, args.warmup, args.json)
         return run_cache(project, args.action, args.models)
     except KumaError as e:
-        if getattr(args, "json", False):
-            print(json.dumps({"event": "error", "message": e.message, "file": e.file, "line": e.line}), flush=True)
-        print(f"[kuma] error: {e}", file=sys.stderr, flush=True)
+        error(e, getattr(args, "json", False))
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or a model that raised it: say so, and where (export.py notes user code)
+        file, line = getattr(e, "kuma_where", (None, None))
+        where = f" in {file}:{line}" if line else f" in {file}" if file else ""
+        print(f"[kuma] interrupted{where}; the model being built keeps its previous output.", file=sys.stderr, flush=True)
         return 130
 
 
@@ -98,33 +99,10 @@ def run_build(project, names: list[str], args) -> int:
     if args.json:  # for the bundlers' watch modes (vite build --watch): what to watch, even if a build fails
         from kuma_build.cache.keys import model_inputs
         files = [project.path.resolve(), *(f for name in names for f in model_inputs(project, project.models[name]))]
-        print(json.dumps({"event": "inputs", "files": sorted({str(f) for f in files})}), flush=True)
+        event({"event": "inputs", "files": sorted({str(f) for f in files})}, None, True)
     for name in names:
         report(builder.build(name), args.json)
     return 0
-
-
-def report(result, as_json: bool) -> None:
-    """One stable log line (or JSON event) per model build."""
-    for problem in result.problems:
-        print(f"[kuma] warning: {problem}", file=sys.stderr, flush=True)
-    ms = f"{result.seconds * 1000:.0f} ms"
-    chunks = f"chunks {result.chunks_written} written / {result.chunks_kept} kept"
-    if as_json:
-        event = {"event": "built", "model": result.model, "status": result.status, "origin": result.origin,
-                 "out": str(result.folder), "ms": round(result.seconds * 1000), "changed": result.changed,
-                 "kernels_compiled": result.kernels_compiled, "kernels_reused": result.kernels_reused,
-                 "chunks_written": result.chunks_written, "chunks_kept": result.chunks_kept, "stats": result.stats}
-        print(json.dumps(event), flush=True)
-    elif result.status == "up to date":
-        print(f"[kuma] {result.model} is up to date ({ms})", flush=True)
-    elif result.status == "restored":
-        print(f"[kuma] restored {result.model} from {result.origin} in {ms} ({chunks})", flush=True)
-    else:
-        s = result.stats
-        print(f"[kuma] built {result.model} in {ms} (kernels {result.kernels_compiled} compiled / {result.kernels_reused} reused, "
-              f"{chunks}) -> {_relative(result.folder)}: {s['ops']} ops, {s['dispatches']} dispatches, "
-              f"weights {_size(s['weight_bytes'])}, activations {_size(s['activation_bytes'])}", flush=True)
 
 
 def run_verify(project, names: list[str], tolerance: float, seed: int) -> int:
@@ -149,7 +127,7 @@ def run_cache(project, action: str, names: list[str]) -> int:
     if action == "stats":
         s = cache.stats()
         print(f"[kuma] cache {s['path']}: {s['models']} model builds, {s['kernels']} kernels, "
-              f"{s['blobs']} files, {_size(s['bytes'])}", flush=True)
+              f"{s['blobs']} files, {size(s['bytes'])}", flush=True)
     elif action == "explain":
         for name in select_models(project, names):
             changes, _ = builder.explain(name)
@@ -162,23 +140,9 @@ def run_cache(project, action: str, names: list[str]) -> int:
     elif action == "prune":
         with cache.lock():
             result = cache.prune()
-        print(f"[kuma] pruned {result['entries_removed']} builds, freed {_size(result['bytes_freed'])}", flush=True)
+        print(f"[kuma] pruned {result['entries_removed']} builds, freed {size(result['bytes_freed'])}", flush=True)
     else:
         with cache.lock():
             cache.clear()
         print(f"[kuma] cleared {cache.root}", flush=True)
     return 0
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024 or unit == "MiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024

@@ -13,14 +13,25 @@
     [models.classifier.inputs]
     image = { shape = [1, 1, 28, 28], dtype = "float32" }
 
-Every mistake is reported with the kuma.toml line that holds it.
+What the file may hold is one declaration, SCHEMA: every table, and for each key the TOML types it
+takes, its default and the check that turns the value as written into the value used. load_project
+walks it; docs/kuma-toml.md describes it and tests/test_config_fuzz.py fuzzes every key of it with
+every TOML type. Every mistake, unknown keys included, is a KumaError naming the kuma.toml line that
+holds it (_Locator), never a traceback.
 """
 
+import datetime
+import difflib
+import json
+import math
 import os
 import re
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 from kuma_build.devices import DEVICE_CLASSES
 from kuma_build.errors import KumaError
@@ -33,10 +44,10 @@ else:  # pragma: no cover - exercised on python 3.10 only
 CONFIG_NAME = "kuma.toml"
 INPUT_DTYPES = ("float32", "int32", "int64")
 PRECISIONS = ("f32", "f16", "int8")  # see compiler/precision.py
-BUILD_KEYS = {"out_dir", "chunk_size", "cache_dir"}
-CACHE_KEYS = {"remote", "remote_write", "remote_auth_env", "remote_timeout"}
-MODEL_KEYS = {"source", "factory", "weights", "precision", "inputs", "outputs", "target"}
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
+MIN_CHUNK, MAX_CHUNK = 4096, 1 << 30
+MAX_ELEMENTS = 2**31 - 1  # kernels index tensors with 32-bit integers
+MAX_NAME = 64  # a model name becomes a folder and an import name
 
 
 @dataclass
@@ -57,6 +68,12 @@ class ModelConfig:
     outputs: list[str] | None
     section: dict = field(repr=False)  # the raw table, for cache keys
     target: str = "gpu"  # the device class: "gpu" | "cpu" (devices.py)
+    config: Path | None = None  # the kuma.toml that declares it, and the line of each of its keys,
+    lines: dict[str, int] = field(default_factory=dict, repr=False)  # for errors found later (export.py)
+
+    def config_error(self, message: str, key: str) -> KumaError:
+        """An error about this model's kuma.toml key, at its line."""
+        return KumaError(message, self.config, self.lines.get(key)) if self.config else KumaError(message, self.source)
 
 
 @dataclass
@@ -78,42 +95,213 @@ class Project:
     remote: RemoteCacheConfig | None = None
 
 
-class _Locator:
-    """Finds the kuma.toml line of a section or key, for error messages."""
+# --- the schema ----------------------------------------------------------------------
 
-    def __init__(self, path: Path, text: str):
-        self.path, self.lines = path, text.splitlines()
-
-    def line(self, section: str, key: str | None = None) -> int | None:
-        header = re.compile(r"^\s*\[\s*" + re.escape(section).replace(r"\.", r"\s*\.\s*") + r"\s*\]")
-        start = next((i for i, l in enumerate(self.lines) if header.match(l)), None)
-        if start is None:
-            return None
-        if key is None:
-            return start + 1
-        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
-        for i in range(start + 1, len(self.lines)):
-            if self.lines[i].lstrip().startswith("[") and not self.lines[i].lstrip().startswith("[["):
-                break
-            if key_re.match(self.lines[i]):
-                return i + 1
-        return start + 1
-
-    def error(self, message: str, section: str, key: str | None = None) -> KumaError:
-        return KumaError(message, self.path, self.line(section, key))
+@dataclass(frozen=True)
+class At:
+    """Where a value is checked: the project root (paths are relative to it), and for nested tables the key's path."""
+    root: Path
+    where: "_Locator"
+    path: tuple
 
 
-def parse_size(text, where: _Locator) -> int:
-    if isinstance(text, int) and text > 0:
-        return text
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
-    if not match or match.group(2).lower() not in SIZE_UNITS or float(match.group(1)) <= 0:
-        raise where.error(f'chunk_size = "{text}" is not a size; write e.g. "4MiB", "512KiB" or a byte count.', "build", "chunk_size")
-    size = int(float(match.group(1)) * SIZE_UNITS[match.group(2).lower()])
-    if size < 4096:
-        raise where.error(f"chunk_size {size} bytes is too small; use at least 4KiB.", "build", "chunk_size")
-    return size - size % 4
+class Invalid(Exception):
+    """A value its key does not take; the message says why, after "KEY = VALUE: "."""
 
+
+@dataclass(frozen=True)
+class Key:
+    types: tuple  # the Python types tomllib gives for the TOML values taken (bool is never an int)
+    expects: str  # what to write instead, for messages
+    check: Callable = lambda value, at: value  # (value, At) -> the value used; raises Invalid
+    default: object = None
+    required: bool = False
+
+
+def _path(what: str, suffix: str | None = None, exists: bool = False) -> Callable:
+    def check(value: str, at: At) -> Path:
+        if not value.strip() or "\0" in value:
+            raise Invalid("is not a path")
+        path = at.root / value
+        if suffix and path.suffix != suffix:
+            raise Invalid(f"is not a {suffix} file")
+        try:
+            if exists and not path.is_file():
+                raise Invalid(f"does not exist{' as a file' if path.exists() else ''} (paths are relative to kuma.toml)")
+            if not exists and path.exists() and not path.is_dir():
+                raise Invalid(f"names a file, not a folder; pick a folder for the {what}")
+        except OSError as e:  # a name too long, a folder we may not read
+            raise Invalid(f"cannot be used ({e.strerror})") from None
+        return path
+    return check
+
+
+def _size(value, at) -> int:
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+        if not match or match.group(2).lower() not in SIZE_UNITS:
+            raise Invalid("is not a size")
+        exact = Fraction(match.group(1)) * SIZE_UNITS[match.group(2).lower()]  # not float: "4.1KB" is 4100 bytes
+        if exact.denominator != 1:
+            raise Invalid("is not a whole number of bytes")
+        value = int(exact)
+    if not MIN_CHUNK <= value <= MAX_CHUNK:
+        raise Invalid("is out of range")
+    if value % 4:
+        raise Invalid(f"is {value} bytes, not a multiple of 4 (weights are stored as 4-byte words)")
+    return value
+
+
+def _choice(options: tuple) -> Callable:
+    def check(value, at):
+        if value not in options:
+            raise Invalid("is not supported")
+        return value
+    return check
+
+
+def _pattern(regex: str, longest: int = 200) -> Callable:
+    def check(value, at):
+        if len(value) > longest or not re.fullmatch(regex, value):
+            raise Invalid("is not valid")
+        return value
+    return check
+
+
+def _url(value, at) -> str:
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        raise Invalid("is not a URL with a host and a port from 1 to 65535") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", value) or parts.query or parts.fragment:
+        raise Invalid("is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def _seconds(value, at) -> float:
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise Invalid("is not a number of seconds from above 0 to 3600")
+    return float(value)
+
+
+def _names(value: list, at) -> list[str]:
+    if not value or not all(isinstance(name, str) and name for name in value):
+        raise Invalid("is not a list of names")
+    twice = sorted({name for name in value if value.count(name) > 1})
+    if twice:
+        raise Invalid(f"names {', '.join(twice)} twice; each output needs its own name")
+    return value
+
+
+def _shape(value: list, at) -> tuple[int, ...]:
+    if not value or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value):
+        raise Invalid("is not a list of positive integers")
+    if math.prod(value) > MAX_ELEMENTS:
+        raise Invalid(f"has {math.prod(value)} elements; kernels index with 32-bit integers, so at most {MAX_ELEMENTS}")
+    return tuple(value)
+
+
+def _inputs(value: dict, at: At) -> list[InputSpec]:
+    if not value:
+        raise Invalid("names no input")
+    specs = []
+    for name, spec in value.items():
+        if not name.strip():
+            raise at.where.error("an input name is empty; name each input like forward()'s parameter.", *at.path)
+        fields = _table(spec, at.path + (name,), INPUT, at.root, at.where)
+        specs.append(InputSpec(name, fields["shape"], fields["dtype"]))
+    return specs
+
+
+NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
+BUILD = {
+    "out_dir": Key((str,), 'a folder path relative to kuma.toml, e.g. out_dir = "src/kuma"', _path("output"), "kuma-out"),
+    "chunk_size": Key((str, int), 'a size from 4KiB to 1GiB, a multiple of 4 bytes: a byte count or a string with a unit, e.g. chunk_size = "4MiB"', _size, "4MiB"),
+    "cache_dir": Key((str,), 'a folder path relative to kuma.toml, e.g. cache_dir = ".kuma/cache"', _path("cache"), ".kuma/cache"),
+}
+CACHE = {
+    "remote": Key((str,), 'an http(s) URL, e.g. remote = "http://cache.local:8080/kuma"', _url),
+    "remote_write": Key((bool,), "true or false", default=True),
+    "remote_auth_env": Key((str,), 'the name of an environment variable, e.g. remote_auth_env = "KUMA_CACHE_TOKEN"', _pattern(r"[A-Za-z_][A-Za-z0-9_]*")),
+    "remote_timeout": Key((int, float), "a number of seconds from above 0 to 3600, e.g. remote_timeout = 5", _seconds, 5.0),
+}
+INPUT = {
+    "shape": Key((list,), f"a list of positive integers with at most {MAX_ELEMENTS} elements in all, e.g. shape = [1, 3, 224, 224]", _shape, required=True),
+    "dtype": Key((str,), f'one of {", ".join(INPUT_DTYPES)}, e.g. dtype = "float32"', _choice(INPUT_DTYPES), "float32"),
+}
+MODEL = {
+    "source": Key((str,), 'the model\'s Python file relative to kuma.toml, e.g. source = "models/net.py"', _path("source", ".py", exists=True), required=True),
+    "factory": Key((str,), 'the name of a function or class in the source file, e.g. factory = "build_model"', _pattern(r"[A-Za-z_][A-Za-z0-9_]*"), required=True),
+    "weights": Key((str,), 'a .safetensors or torch.save file relative to kuma.toml, e.g. weights = "weights/net.safetensors"', _path("weights", exists=True)),
+    "precision": Key((str,), f'one of {", ".join(PRECISIONS)}, e.g. precision = "f16"', _choice(PRECISIONS), "f32"),
+    "inputs": Key((dict,), 'a table with one entry per input, e.g. image = { shape = [1, 3, 224, 224], dtype = "float32" }', _inputs, required=True),
+    "outputs": Key((list,), 'a list of distinct names, e.g. outputs = ["logits"]', _names),
+    "target": Key((str,), 'one of "gpu" (discrete and integrated GPUs) or "cpu" (software WebGPU such as SwiftShader)', _choice(tuple(DEVICE_CLASSES)), "gpu"),
+}
+# "*": one table per name, each of the schema given
+SCHEMA = {"build": BUILD, "cache": CACHE, "models": {"*": MODEL}}
+TABLE_HINTS = {"build": "[build]", "cache": "[cache]", "models": "[models.NAME]"}
+
+
+def type_name(value) -> str:
+    """The TOML name of a value's type, for messages."""
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"), (list, "an array"),
+                       (dict, "a table"), (datetime.datetime, "a date-time"), (datetime.date, "a date"), (datetime.time, "a time")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def toml_text(value) -> str:
+    """A value as kuma.toml writes it, for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # nan, inf, -inf, as in TOML
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(toml_text, value)) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_text(v)}" for k, v in value.items()) + " }"
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def takes(key: Key, value) -> bool:
+    """Whether the key takes a value of this TOML type (true is not the integer 1)."""
+    return isinstance(value, bool) == (bool in key.types) and isinstance(value, key.types)
+
+
+def _table(value, path: tuple, schema: dict, root: Path, where: "_Locator") -> dict:
+    """The checked values of one table (defaults filled in), or a KumaError at the offending line."""
+    dotted = ".".join(path)
+    if not isinstance(value, dict):
+        shown = "an array of tables" if isinstance(value, list) and value and all(isinstance(v, dict) for v in value) else type_name(value)
+        raise where.error(f"{dotted} must be a table like [{dotted}], not {shown}.", *path)
+    for key in value:
+        if key not in schema:
+            close = difflib.get_close_matches(key, list(schema), n=1)
+            hint = f"did you mean {dotted}.{close[0]}? " if close else ""
+            raise where.error(f"unknown key {dotted}.{key}; {hint}[{dotted}] takes {', '.join(schema)}.", *path, key)
+    result = {}
+    for name, key in schema.items():
+        if name not in value:
+            if key.required:
+                raise where.error(f"[{dotted}] is missing the required key {name}: {key.expects}.", *path)
+            result[name] = key.default if key.default is None else key.check(key.default, At(root, where, path + (name,)))
+            continue
+        given = value[name]
+        if not takes(key, given):
+            raise where.error(f"{dotted}.{name} is {type_name(given)}; it must be {key.expects}.", *path, name)
+        try:
+            result[name] = key.check(given, At(root, where, path + (name,)))
+        except Invalid as e:
+            raise where.error(f"{dotted}.{name} = {toml_text(given)[:80]} {e}; it must be {key.expects}.", *path, name)
+    return result
+
+
+# --- loading ---------------------------------------------------------------------------
 
 def find_config(start: Path) -> Path:
     for folder in [start, *start.parents]:
@@ -125,98 +313,117 @@ def find_config(start: Path) -> Path:
 def load_project(path: Path) -> Project:
     path = path.resolve()
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as e:
         raise KumaError(f"cannot read the project file ({e.strerror}); pass --config with the path of your kuma.toml.", path)
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise KumaError(f"the file is not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8.", path, raw[:e.start].count(b"\n") + 1)
+    try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        line = getattr(e, "lineno", None) or _line_from_message(str(e))
+        line = getattr(e, "lineno", None) or _line_from_message(str(e)) or 1
         raise KumaError(f"invalid TOML: {getattr(e, 'msg', str(e))}. Fix the syntax at that line.", path, line)
     where = _Locator(path, text)
     root = path.parent
 
-    build = data.get("build", {})
-    for key in build:
-        if key not in BUILD_KEYS:
-            raise where.error(f"unknown key build.{key}; known keys are {', '.join(sorted(BUILD_KEYS))}.", "build", key)
-    out_dir = root / build.get("out_dir", "kuma-out")
-    chunk_size = parse_size(build.get("chunk_size", "4MiB"), where)
-    # the environment wins, so a CI step can point every build at its restored cache
-    cache_dir = Path(os.environ.get("KUMA_CACHE_DIR") or root / build.get("cache_dir", ".kuma/cache"))
-    remote = _remote(data.get("cache", {}), where)
+    for name in data:
+        if name not in SCHEMA:
+            close = difflib.get_close_matches(name, list(SCHEMA), n=1)
+            hint = f"did you mean [{close[0]}]? " if close else ""
+            raise where.error(f"unknown table or key {name}; {hint}kuma.toml holds {', '.join(TABLE_HINTS.values())}.", name)
+    build = _table(data.get("build", {}), ("build",), BUILD, root, where)
+    cache = _table(data.get("cache", {}), ("cache",), CACHE, root, where)
+    remote = None
+    if cache["remote"]:
+        remote = RemoteCacheConfig(cache["remote"], cache["remote_write"], cache["remote_auth_env"], cache["remote_timeout"])
 
     models_table = data.get("models")
-    if not isinstance(models_table, dict) or not models_table:
-        raise KumaError('no models declared; add a [models.NAME] section with source, factory and inputs (see docs/kuma-toml.md).', path)
+    if models_table is not None and not isinstance(models_table, dict):
+        raise where.error(f"models must hold one table per model like [models.NAME], not {type_name(models_table)}.", "models")
+    if not models_table:
+        raise where.error('no models declared; add a [models.NAME] section with source, factory and inputs (see docs/kuma-toml.md).', "models")
     models = {name: _model(name, section, root, where) for name, section in models_table.items()}
-    return Project(path, root, out_dir, chunk_size, models, cache_dir.resolve(), remote)
+    # the environment wins, so a CI step can point every build at its restored cache
+    cache_dir = Path(os.environ.get("KUMA_CACHE_DIR") or build["cache_dir"])
+    return Project(path, root, build["out_dir"], build["chunk_size"], models, cache_dir.resolve(), remote)
 
 
-def _remote(section: dict, where: _Locator) -> RemoteCacheConfig | None:
-    for key in section:
-        if key not in CACHE_KEYS:
-            raise where.error(f"unknown key cache.{key}; known keys are {', '.join(sorted(CACHE_KEYS))}.", "cache", key)
-    if "remote" not in section:
-        return None
-    url = section["remote"]
-    if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
-        raise where.error(f'cache.remote = "{url}" is not an http(s) URL; write e.g. "http://cache.local:8080/kuma".', "cache", "remote")
-    write = section.get("remote_write", True)
-    if not isinstance(write, bool):
-        raise where.error("cache.remote_write must be true or false.", "cache", "remote_write")
-    timeout = section.get("remote_timeout", 5.0)
-    if not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise where.error("cache.remote_timeout must be a positive number of seconds.", "cache", "remote_timeout")
-    return RemoteCacheConfig(url.rstrip("/"), write, section.get("remote_auth_env"), float(timeout))
+def _model(name: str, section, root: Path, where: "_Locator") -> ModelConfig:
+    if len(name) > MAX_NAME or not re.fullmatch(NAME, name):
+        raise where.error(f'model name "{name[:80]}" must be at most {MAX_NAME} letters, digits, "_" or "-", starting with a letter or "_" '
+                          "(it becomes a folder and an import name).", "models", name)
+    fields = _table(section, ("models", name), MODEL, root, where)
+    return ModelConfig(name, fields["source"], fields["factory"], fields["weights"], fields["precision"], fields["inputs"],
+                       fields["outputs"], section, fields["target"], where.path, {key: where.line("models", name, key) for key in MODEL})
 
 
-def _model(name: str, section, root: Path, where: _Locator) -> ModelConfig:
-    table = f"models.{name}"
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name):
-        raise where.error(f'model name "{name}" must be letters, digits, "_" or "-" (it becomes a folder and an import name).', table)
-    if not isinstance(section, dict):
-        raise where.error(f"models.{name} must be a table.", table)
-    for key in section:
-        if key not in MODEL_KEYS:
-            raise where.error(f"unknown key {key} in [{table}]; known keys are {', '.join(sorted(MODEL_KEYS))}.", table, key)
-    for key in ("source", "factory", "inputs"):
-        if key not in section:
-            raise where.error(f"[{table}] is missing the required key {key}.", table)
+class _Locator:
+    """The kuma.toml line of each table and key, for error messages.
 
-    source = root / section["source"]
-    if not source.is_file():
-        raise where.error(f'source file "{section["source"]}" does not exist (paths are relative to kuma.toml).', table, "source")
-    weights = None
-    if "weights" in section:
-        weights = root / section["weights"]
-        if not weights.is_file():
-            raise where.error(f'weights file "{section["weights"]}" does not exist (paths are relative to kuma.toml).', table, "weights")
-    precision = section.get("precision", "f32")
-    if precision not in PRECISIONS:
-        raise where.error(f'precision "{precision}" is not supported; use one of {", ".join(PRECISIONS)}.', table, "precision")
+    tomllib keeps no positions, so the lines are found by reading the file's table headers
+    ([a.b], [[a.b]]) and key lines (a.b = ...). A value inside an inline table or an array gets the
+    line of its nearest enclosing key; something never written gets its table's line, else line 1.
+    """
 
-    inputs_table = section["inputs"]
-    if not isinstance(inputs_table, dict) or not inputs_table:
-        raise where.error(f"[{table}.inputs] must name at least one input, e.g. image = {{ shape = [1, 3, 224, 224], dtype = \"float32\" }}.", table, "inputs")
-    inputs = []
-    for input_name, spec in inputs_table.items():
-        line_section = f"{table}.inputs" if where.line(f"{table}.inputs") else table
-        shape = spec.get("shape") if isinstance(spec, dict) else None
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
-            raise where.error(f"input {input_name} needs shape = [positive integers], e.g. shape = [1, 3, 224, 224].", line_section, input_name)
-        dtype = spec.get("dtype", "float32")
-        if dtype not in INPUT_DTYPES:
-            raise where.error(f'input {input_name} has dtype "{dtype}"; use one of {", ".join(INPUT_DTYPES)}.', line_section, input_name)
-        inputs.append(InputSpec(input_name, tuple(shape), dtype))
+    _PART = re.compile(r"\s*(?:([A-Za-z0-9_-]+)|\"((?:[^\"\\]|\\.)*)\"|'([^']*)')\s*")
 
-    outputs = section.get("outputs")
-    if outputs is not None and (not isinstance(outputs, list) or not all(isinstance(o, str) and o for o in outputs)):
-        raise where.error('outputs must be a list of names, e.g. outputs = ["logits"].', table, "outputs")
-    target = section.get("target", "gpu")
-    if not isinstance(target, str) or target not in DEVICE_CLASSES:
-        raise where.error(f'target "{target}" is not known; use "gpu" (discrete and integrated GPUs) or "cpu" (software WebGPU such as SwiftShader).', table, "target")
-    return ModelConfig(name, source, section["factory"], weights, precision, inputs, outputs, section, target)
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.lines: dict[tuple, int] = {}
+        table, multiline = (), None
+        for number, line in enumerate(text.splitlines(), 1):
+            if multiline:
+                if line.count(multiline) % 2:
+                    multiline = None
+                continue
+            header = re.match(r"\s*\[\[?", line)
+            if header:
+                parts, end = self._parse(line, header.end())
+                if parts and re.match(r"\]\]?\s*(#.*)?$", line[end:]):  # not a line of a multi-line array
+                    table = parts
+                    self._record(table, number)
+                continue
+            parts, end = self._parse(line, 0)
+            if parts and line[end:end + 1] == "=":
+                self._record(table + parts, number)
+                rest = line[end + 1:]
+                for quote in ('"""', "'''"):
+                    if rest.count(quote) % 2:
+                        multiline = quote
+
+    def _parse(self, line: str, pos: int) -> tuple[tuple, int]:
+        """The dotted key starting at pos, and where it ends."""
+        parts = []
+        while match := self._PART.match(line, pos):
+            bare, basic, literal = match.groups()
+            parts.append(bare if bare is not None else literal if literal is not None else _unescape(basic))
+            pos = match.end()
+            if line[pos:pos + 1] != ".":
+                break
+            pos += 1
+        return tuple(parts), pos
+
+    def _record(self, parts: tuple, number: int):
+        for i in range(1, len(parts) + 1):
+            self.lines.setdefault(parts[:i], number)
+
+    def line(self, *path: str) -> int:
+        for i in range(len(path), 0, -1):
+            if path[:i] in self.lines:
+                return self.lines[path[:i]]
+        return 1
+
+    def error(self, message: str, *path: str) -> KumaError:
+        return KumaError(message, self.path, self.line(*path))
+
+
+def _unescape(text: str) -> str:
+    try:
+        return text.encode().decode("unicode_escape")
+    except UnicodeDecodeError:
+        return text
 
 
 def _line_from_message(message: str) -> int | None:

@@ -1,7 +1,8 @@
 """One error type for everything a user can cause.
 
 A KumaError carries a one-paragraph message that names the file (and line, when
-known) and says what to do. The CLI prints it without a traceback.
+known) and says what to do. The CLI prints it without a traceback (kuma_build/log.py),
+and --json output carries it as the event that event() builds.
 """
 
 import traceback
@@ -20,6 +21,10 @@ class KumaError(Exception):
         if self.file:
             where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
         return f"{where}{self.message}"
+
+    def event(self) -> dict:
+        """The JSON event of `kuma build --json` and `kuma watch --json`."""
+        return {"event": "error", "message": self.message, "file": self.file, "line": self.line}
 
 
 def user_frame(exc: BaseException, source: Path) -> tuple[str, int] | None:

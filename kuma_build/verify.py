@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from kuma_build.outfolder import read_program
-from kuma_build.compiler.export import build_module, call_order, example_inputs
+from kuma_build.compiler.export import build_module, call_order, example_inputs, user_code
 from kuma_build.errors import KumaError
 from kuma_build.webgpu import run_program
 
@@ -26,9 +26,10 @@ def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
 def reference_outputs(net: torch.nn.Module, model, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
     """PyTorch eager's outputs of net on inputs named as in kuma.toml, flattened in output order
     (on copies: a forward() that mutates its inputs leaves the caller's alone)."""
-    with torch.no_grad():
-        outputs = net(*[inputs[n].clone() for n in call_order(net, model)])
-    return [t.numpy() for t in torch.utils._pytree.tree_leaves(outputs)]
+    order = call_order(net, model)
+    with user_code(model, "running forward()", lambda e: f"the model fails in PyTorch: {type(e).__name__}: {e}."), torch.no_grad():
+        outputs = net(*[inputs[n].clone() for n in order])
+    return [t.detach().numpy() for t in torch.utils._pytree.tree_leaves(outputs)]  # a parameter returned as an output requires grad
 
 
 def compare(actual: dict[str, np.ndarray], expected: list[np.ndarray]) -> dict[str, tuple[float, float]]:

@@ -2,7 +2,10 @@
 
 A watchdog observer watches the folders holding kuma.toml and each model's source, project-local
 imports and weights (editors save by writing a new file and renaming it over the old one, so
-folders are watched, not files) and records changes to those files only. One builder thread waits
+folders are watched, not files) and records changes to those files only. A folder deleted, moved
+away or recreated (`rm -rf models && cp -r backup models`) is seen from its parent folder, which is
+watched too: its files count as changed, and the folder is watched afresh (a watch follows the
+folder it was made for, which is gone) before the build reads them. One builder thread waits
 for a quiet period, so an editor's burst of writes makes one build, then builds the models the
 changed files affect; changes made during a build queue exactly one rerun. A failed build is
 reported and leaves the last good output in place (output folders are swapped in whole).
@@ -15,7 +18,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 
 from watchdog.events import FileSystemEventHandler
@@ -23,9 +25,9 @@ from watchdog.observers import Observer
 
 from kuma_build.builder import Builder
 from kuma_build.cache.keys import model_inputs
-from kuma_build.cli import report
 from kuma_build.config import load_project
 from kuma_build.errors import KumaError
+from kuma_build import log
 
 QUIET_SECONDS = 0.1  # gathers an editor's save burst into one build
 STOP_GRACE_SECONDS = 2.0  # how long a stop waits for a build in flight
@@ -42,10 +44,11 @@ class Watcher(FileSystemEventHandler):
         self.project = self.builder = None
         self.files: dict[Path, set[str]] = {}  # watched file -> the models it affects
         self.failed: set[str] = set()  # models whose last build failed keep their previous files watched
-        self.folders = {}  # watched folder -> watchdog's watch
+        self.folders = {}  # watched folder -> (watchdog's watch, the folder's (device, inode))
         self.observer = Observer()
         self.wake = threading.Condition()  # guards changes, last_change, stopping
         self.changes: set[Path] = set()
+        self.replaced: set[Path] = set()  # folders deleted, moved or created since the last resync_folders
         self.last_change = 0.0
         self.stopping = self.stop_requested = False
 
@@ -79,11 +82,15 @@ class Watcher(FileSystemEventHandler):
 
     # --- observer thread -------------------------------------------------------------
     def on_any_event(self, event):
-        if event.is_directory or event.event_type not in WRITE_EVENTS:
+        if event.event_type not in WRITE_EVENTS or (event.is_directory and event.event_type in ("modified", "closed")):
             return
         paths = {Path(os.fsdecode(p)) for p in (event.src_path, getattr(event, "dest_path", "")) if p}
         with self.wake:
-            hits = {p for p in paths if p in self.files}
+            if event.is_directory:  # the files in or under a replaced folder changed
+                self.replaced |= paths
+                hits = {f for f in self.files if any(p in f.parents for p in paths)}
+            else:
+                hits = {p for p in paths if p in self.files}
             if hits:
                 self.changes |= hits
                 self.last_change = time.monotonic()
@@ -111,9 +118,10 @@ class Watcher(FileSystemEventHandler):
         self.emit({"event": "build-start", "changes": names},
                   f"build started (change: {', '.join(json.dumps(n) for n in names)})" if names else "build started (initial build)")
         models = []
+        self.resync_folders()  # before the build reads the files: writes from now on are seen
         ok = self.guarded(lambda: models.extend(self.affected_models(changes)))
         for name in models:
-            if self.guarded(lambda: report(self.builder.build(name), self.as_json)):
+            if self.guarded(lambda: log.report(self.builder.build(name), self.as_json)):
                 self.failed.discard(name)
             else:
                 ok = False
@@ -139,14 +147,15 @@ class Watcher(FileSystemEventHandler):
             step()
             return True
         except KumaError as e:
-            self.error(e)
+            log.error(e, self.as_json)
         except BrokenPipeError:
             raise
+        except KeyboardInterrupt as e:  # raised by a model's code: Ctrl-C reaches request_stop, not here
+            log.error(KumaError("the model raised KeyboardInterrupt; the watcher goes on.", *getattr(e, "kuma_where", (None, None))), self.as_json)
         except OSError as e:  # a watched file deleted or unreadable
-            self.error(KumaError(f"{e.strerror or e}.", e.filename))
+            log.error(KumaError(f"{e.strerror or e}.", e.filename), self.as_json)
         except Exception as e:  # a compiler bug
-            self.emit({"event": "error", "message": f"internal error: {type(e).__name__}: {e}", "file": None, "line": None}, None)
-            print(f"[kuma] internal error:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            log.internal_error(e, self.as_json)
         return False
 
     def forget_local_modules(self):
@@ -169,27 +178,50 @@ class Watcher(FileSystemEventHandler):
         changed = files.keys() != self.files.keys()
         with self.wake:
             self.files = files
-        folders = {p.parent for p in files}
-        for folder in set(self.folders) - folders:
-            self.observer.unschedule(self.folders.pop(folder))
-        for folder in folders - set(self.folders):
-            if folder.is_dir():
-                self.folders[folder] = self.observer.schedule(self, str(folder), recursive=False)
+        self.resync_folders()
         if changed:
             names = sorted(self.relative(p) for p in files)
             self.emit({"event": "watching", "files": names},
                       f"watching kuma.toml and {len(names) - 1} file{'s' * (len(names) != 2)} (Ctrl-C to stop)")
 
+    def resync_folders(self):
+        """Watch the folder of each watched file (or, while it is missing, its nearest existing ancestor)
+        and the folder's parent, where its deletion and recreation show; drop watches of replaced folders."""
+        with self.wake:
+            replaced, self.replaced = self.replaced, set()
+            folders = {p.parent for p in self.files}
+        root = self.config.parent
+        wanted = set()
+        for folder in folders:
+            existing = next(f for f in (folder, *folder.parents) if f.is_dir())
+            wanted.add(existing)
+            if existing == folder and root in folder.parents:
+                wanted.add(folder.parent)
+        for folder, (watch, inode) in list(self.folders.items()):
+            gone = folder not in wanted or _inode(folder) != inode or any(p == folder or p in folder.parents for p in replaced)
+            if gone:
+                del self.folders[folder]
+                try:
+                    self.observer.unschedule(watch)
+                except KeyError:  # its emitter already ended with the folder
+                    pass
+        for folder in wanted - set(self.folders):
+            try:
+                self.folders[folder] = (self.observer.schedule(self, str(folder), recursive=False), _inode(folder))
+            except OSError:  # deleted again just now: its parent's event brings us back here
+                pass
+
     # --- output ----------------------------------------------------------------------
     def emit(self, event: dict, line: str | None):
-        if self.as_json:
-            print(json.dumps(event), flush=True)
-        elif line:
-            print(f"[kuma] {line}", flush=True)
-
-    def error(self, e: KumaError):
-        self.emit({"event": "error", "message": e.message, "file": e.file, "line": e.line}, None)
-        print(f"[kuma] error: {e}", file=sys.stderr, flush=True)
+        log.event(event, line, self.as_json)
 
     def relative(self, path: Path) -> str:
         return Path(os.path.relpath(path, self.config.parent)).as_posix()
+
+
+def _inode(folder: Path) -> tuple | None:
+    try:
+        stat = folder.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino

@@ -50,12 +50,12 @@ def assert_fails(root, *fragments):
 @pytest.mark.parametrize("toml, fragments", [
     ("[build]\nout_dir = \n", ["kuma.toml:2:", "invalid TOML"]),
     (GOOD_TOML.replace('out_dir = "out"', 'out_dir = "out"\nchunksize = 3'), ["kuma.toml:4:", "unknown key build.chunksize"]),
-    (GOOD_TOML.replace('"net.py"', '"missing.py"'), ["kuma.toml:6:", 'source file "missing.py" does not exist']),
-    (GOOD_TOML.replace('"float32"', '"float16"'), ["kuma.toml:9:", 'dtype "float16"']),
+    (GOOD_TOML.replace('"net.py"', '"missing.py"'), ["kuma.toml:6:", 'source = "missing.py" does not exist']),
+    (GOOD_TOML.replace('"float32"', '"float16"'), ["kuma.toml:9:", 'dtype = "float16" is not supported']),
     (GOOD_TOML.replace("shape = [2, 8]", "shape = [2, -8]"), ["kuma.toml:9:", "positive integers"]),
-    (GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\nprecision = "f8"'), ["kuma.toml:8:", 'precision "f8"']),
-    (GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\ntarget = "tpu"'), ["kuma.toml:8:", 'target "tpu"']),
-    ("[build]\n", ["no models declared"]),
+    (GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\nprecision = "f8"'), ["kuma.toml:8:", 'precision = "f8" is not supported']),
+    (GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\ntarget = "tpu"'), ["kuma.toml:8:", 'target = "tpu" is not supported']),
+    ("[build]\n", ["kuma.toml:1:", "no models declared"]),
 ])
 def test_config_errors(tmp_path, toml, fragments):
     assert_fails(make_project(tmp_path, toml=toml), *fragments)
@@ -66,7 +66,15 @@ def test_syntax_error_in_model_file(tmp_path):
 
 
 def test_missing_factory(tmp_path):
-    assert_fails(make_project(tmp_path, toml=GOOD_TOML.replace('"build_model"', '"make"')), 'factory "make" is not defined', "build_model")
+    assert_fails(make_project(tmp_path, toml=GOOD_TOML.replace('"build_model"', '"make"')), "kuma.toml:7:", 'factory "make" is not defined', "build_model")
+
+
+def test_model_errors_found_later_name_the_kuma_toml_line(tmp_path):
+    toml = GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\noutputs = ["a", "b"]')
+    assert_fails(make_project(tmp_path, toml=toml), "kuma.toml:8:", "kuma.toml names 2 outputs but forward() returns 1")
+    toml = GOOD_TOML.replace("x = {", "x = { shape = [2, 8] }\ny = {")
+    model = GOOD_MODEL + "\nclass Net(nn.Module):\n    def forward(self, x):\n        return x\n"
+    assert_fails(make_project(tmp_path, toml=toml.replace('"build_model"', '"Net"'), model=model), "kuma.toml:8:", "do not match forward()'s parameters")
 
 
 def test_factory_raises(tmp_path):
@@ -106,3 +114,76 @@ def test_failed_build_keeps_the_last_good_output(tmp_path):
     after = {p.relative_to(root): p.read_bytes() for p in (root / "out").rglob("*") if p.is_file()}
     assert after == before
     assert [p.name for p in (root / "out").iterdir()] == ["net"]  # no temporary folders left behind
+
+
+@pytest.mark.parametrize("prefix, fragments", [
+    ("import sys\nsys.exit(0)\n", ["net.py:3:", "SystemExit: 0", "must not call sys.exit()", '__name__ == "__main__"']),
+    ("import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--data', required=True)\nargs = parser.parse_args()\n",
+     ["net.py:5:", "SystemExit: 2", "parse command-line arguments"]),
+])
+def test_model_exiting_at_import_names_its_line(tmp_path, prefix, fragments):
+    result = kuma_build(make_project(tmp_path, model="\n" + prefix + GOOD_MODEL))
+    assert result.returncode == 1
+    # what argparse itself printed (its usage, now naming net.py) may come first; kuma's error is the last line
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("[kuma] error: ") and all(f in last for f in fragments), result.stderr
+
+
+def test_model_parsing_optional_arguments_at_import_builds(tmp_path):
+    """argparse sees no arguments (not kuma's), so a script whose arguments all have defaults just works."""
+    prefix = "import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--width', default=4)\nargs = parser.parse_args()\n"
+    result = kuma_build(make_project(tmp_path, model=prefix + GOOD_MODEL))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "net" / "index.js").is_file()
+
+
+def test_keyboard_interrupt_in_factory_says_interrupted(tmp_path):
+    model = GOOD_MODEL.replace("    return nn.Sequential", "    raise KeyboardInterrupt\n    return nn.Sequential")
+    result = kuma_build(make_project(tmp_path, model=model))
+    assert result.returncode == 130
+    assert result.stderr.startswith("[kuma] interrupted in ") and "net.py:6" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_forward_returning_nothing(tmp_path):
+    model = GOOD_MODEL + "\nclass Net(nn.Module):\n    def forward(self, x):\n        return ()\n"
+    assert_fails(make_project(tmp_path, toml=GOOD_TOML.replace('"build_model"', '"Net"'), model=model),
+                 "net.py:9:", "forward() returns no tensors")
+
+
+def test_weights_of_other_shapes_name_the_parameter(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+    root = make_project(tmp_path, toml=GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\nweights = "w.safetensors"'))
+    save_file({"0.weight": torch.zeros(3, 8), "0.bias": torch.zeros(3)}, str(root / "w.safetensors"))
+    assert_fails(root, "w.safetensors", "0.weight has shape [3, 8] in the weights file but [4, 8] in the model",
+                 "0.bias has shape [3] in the weights file but [4] in the model")
+
+
+def test_verify_a_parameter_returned_as_an_output(tmp_path):
+    model = GOOD_MODEL + textwrap.dedent("""
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.w = nn.Parameter(torch.randn(3, 4))
+
+            def forward(self, x):
+                return x * 2, self.w
+        """)
+    root = make_project(tmp_path, toml=GOOD_TOML.replace('"build_model"', '"Net"'), model=model)
+    assert kuma_build(root).returncode == 0
+    result = subprocess.run([sys.executable, "-m", "kuma_build", "verify"], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout.count(" ok\n") == 2, result.stdout
+
+
+def test_json_error_event(tmp_path):
+    """--json carries the same error as one event (KumaError.event(), shared with kuma watch)."""
+    import json
+    root = make_project(tmp_path, toml=GOOD_TOML.replace('out_dir = "out"', 'out_dir = "out"\nchunk_size = 4097'))
+    result = subprocess.run([sys.executable, "-m", "kuma_build", "build", "--json"], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    [event] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert event == {"event": "error", "file": str(root / "kuma.toml"), "line": 4,
+                     "message": event["message"]} and "not a multiple of 4" in event["message"]
+    assert result.stderr == f"[kuma] error: {root / 'kuma.toml'}:4: {event['message']}\n"

@@ -1,9 +1,12 @@
 """`kuma watch --json` in a real subprocess on a two-model project: edits rebuild only the models they
 affect, save bursts make one build, a save during a build queues one rerun, a broken file keeps the
-last good output, and SIGTERM/SIGINT exit cleanly. Every wait has a deadline; the process is always killed."""
+last good output, a watched folder deleted or moved away and recreated is watched again, and
+SIGTERM/SIGINT exit cleanly. Every wait has a deadline; the process is always killed."""
 
 import json
+import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,6 +192,45 @@ def test_broken_or_missing_file_keeps_the_last_good_output(watcher, project):
     (project / "models" / "mlp.py").write_text(mlp_source(45))
     start, events, end = watcher.build()
     assert end["ok"] and built(events)["mlp"]["stats"]["weight_bytes"] == mlp_weight_bytes(45)
+
+    # a model that exits or raises KeyboardInterrupt is an error at its line, not the watcher's end
+    for line in ("import sys; sys.exit(3)", "raise KeyboardInterrupt"):
+        (project / "models" / "mlp.py").write_text(f"from torch import nn\n\ndef build_model():\n    {line}\n")
+        start, events, end = watcher.build()
+        [error] = events
+        assert not end["ok"] and error["event"] == "error" and error["file"].endswith("models/mlp.py") and error["line"] == 4, error
+    (project / "models" / "mlp.py").write_text(mlp_source(46))
+    start, events, end = watcher.build()
+    assert end["ok"] and built(events)["mlp"]["stats"]["weight_bytes"] == mlp_weight_bytes(46)
+
+
+def until_built(watch: Watch, model: str, weight_bytes: int) -> None:
+    """Reads builds until one builds `model` with these weights (builds of the files' churn may come first)."""
+    deadline = time.monotonic() + 3 * TIMEOUT
+    while time.monotonic() < deadline:
+        _, events, end = watch.build()
+        done = [e for e in events if e["event"] == "built" and e["model"] == model and e["stats"]["weight_bytes"] == weight_bytes]
+        if done and end["ok"]:
+            return
+    raise AssertionError(f"{model} was not rebuilt with {weight_bytes} weight bytes")
+
+
+def test_folder_deleted_or_moved_and_recreated_is_watched_again(watcher, project, tmp_path):
+    models = project / "models"
+    backup = tmp_path / "backup"
+    shutil.copytree(models, backup)
+    shutil.rmtree(models)  # rm -rf models && cp -r backup models
+    shutil.copytree(backup, models)
+    (models / "mlp.py").write_text(mlp_source(40))
+    until_built(watcher, "mlp", mlp_weight_bytes(40))
+    (models / "mlp.py").write_text(mlp_source(41))  # an edit after things settled: the new folder is watched
+    until_built(watcher, "mlp", mlp_weight_bytes(41))
+
+    os.rename(models, tmp_path / "moved")  # mv models moved && cp -r backup models: no file in models/ changes
+    shutil.copytree(backup, models)
+    until_built(watcher, "mlp", mlp_weight_bytes(33))
+    (models / "mlp.py").write_text(mlp_source(42))
+    until_built(watcher, "mlp", mlp_weight_bytes(42))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

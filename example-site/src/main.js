@@ -1,7 +1,8 @@
 // The page: draw on the pad, and each stroke is prepared (digit.js) and classified on the GPU by
 // the model kuma build compiled from models/classifier.py. It shows load progress, the answer
 // with all ten probabilities and the inference time, or says plainly when there is no WebGPU.
-// Tests feed exact inputs through window.kumaReady (the loaded model) and window.kumaClassify.
+// Tests feed exact inputs through window.kumaReady (the loaded model) and window.kumaClassify, and
+// know the answer shown is for the drawing as it is now when #digit's data-drawing equals #pad's.
 
 import { load } from "kuma:classifier";
 import { prepareDigit } from "./digit.js";
@@ -11,6 +12,8 @@ const $ = (id) => document.getElementById(id);
 const kib = (bytes) => (bytes / 1024).toFixed(0);
 const pad = $("pad");
 const pen = pad.getContext("2d", { willReadFrequently: true });
+
+pad.dataset.drawing = $("digit").dataset.drawing = "0";
 
 const ready = loadModel();
 ready.catch(showError);
@@ -42,6 +45,19 @@ function showError(error) {
     : `The model failed to load: ${error.message}`;
 }
 
+// each change to the drawing gets the next number (#pad's data-drawing), and each answer shown
+// carries the number of the drawing it classified (#digit's data-drawing): an answer to a
+// half-drawn stroke is never taken for the answer to the finished one
+let drawing = 0;
+
+function drawn() {
+  pad.dataset.drawing = String(++drawing);
+}
+
+function answered(number) {
+  $("digit").dataset.drawing = String(number);
+}
+
 // one classification in flight; strokes drawn meanwhile are read once it finishes
 let busy = false, pending = false;
 
@@ -52,6 +68,7 @@ async function classifyDrawing() {
   }
   busy = true;
   try {
+    const number = drawing; // the pixels read next are this drawing's
     const pixels = pen.getImageData(0, 0, pad.width, pad.height).data;
     const ink = new Float32Array(pad.width * pad.height);
     for (let i = 0; i < ink.length; i++) ink[i] = pixels[4 * i + 3] / 255; // the alpha channel is the ink
@@ -62,6 +79,7 @@ async function classifyDrawing() {
       const { logits } = await model.run({ image });
       showAnswer(softmax(logits), performance.now() - started);
     }
+    answered(number);
   } finally {
     busy = false;
     if (pending) {
@@ -99,6 +117,8 @@ function showAnswer(probabilities, ms) {
 
 function clear() {
   pen.clearRect(0, 0, pad.width, pad.height);
+  drawn();
+  answered(drawing); // nothing to classify
   $("digit").textContent = "?";
   $("confidence").textContent = "";
   $("timing").textContent = "";
@@ -127,6 +147,7 @@ pad.addEventListener("pointerdown", (event) => {
   pen.arc(...last, pen.lineWidth / 2, 0, 2 * Math.PI);
   pen.fillStyle = pen.strokeStyle;
   pen.fill();
+  drawn();
 });
 pad.addEventListener("pointermove", (event) => {
   if (!last) return;
@@ -136,6 +157,7 @@ pad.addEventListener("pointermove", (event) => {
   pen.lineTo(...next);
   pen.stroke();
   last = next;
+  drawn();
   classifyDrawing();
 });
 for (const type of ["pointerup", "pointercancel"]) {

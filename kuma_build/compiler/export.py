@@ -1,13 +1,16 @@
 """Export: load the user's model and capture it with torch.export as core aten ops.
 
 Everything that can go wrong in user code (syntax errors, a missing factory,
-weights that don't fit, untraceable Python) becomes a KumaError that names the
-user's file and line.
+weights that don't fit, untraceable Python, sys.exit or argparse at import)
+becomes a KumaError that names the user's file and line; user code runs inside
+user_code(). A KeyboardInterrupt goes on up (the CLI reports it) carrying the
+user's line as kuma_where.
 """
 
 import importlib.util
 import inspect
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -26,13 +29,33 @@ def load_module(model: ModelConfig, project_root: Path):
     extra = [str(model.source.parent), str(project_root)]
     sys.path[:0] = extra
     try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        raise _user_error(e, model, f"importing {model.source.name} failed: {type(e).__name__}: {e}. Fix the error in the model file.")
+        with user_code(model, f"importing {model.source.name}",
+                       lambda e: f"importing {model.source.name} failed: {type(e).__name__}: {e}. Fix the error in the model file."):
+            spec.loader.exec_module(module)
     finally:
         for path in extra:
             sys.path.remove(path)
     return module
+
+
+@contextmanager
+def user_code(model: ModelConfig, doing: str, failed):
+    """Run the user's code; failed(exception) says what went wrong, and the error names the user's line."""
+    argv, sys.argv = sys.argv, [str(model.source)]  # a model that parses arguments sees none, not kuma's
+    try:
+        yield
+    except KumaError:
+        raise
+    except SystemExit as e:
+        raise _user_error(e, model, f"{doing} exited (SystemExit: {e.code}); model code must not call sys.exit() or parse "
+                          'command-line arguments when kuma runs it. Move script code under `if __name__ == "__main__":`.') from None
+    except KeyboardInterrupt as e:
+        e.kuma_where = user_frame(e, model.source) or (str(model.source), None)
+        raise
+    except Exception as e:
+        raise _user_error(e, model, failed(e)) from None
+    finally:
+        sys.argv = argv
 
 
 def build_module(model: ModelConfig, project_root: Path) -> torch.nn.Module:
@@ -40,15 +63,13 @@ def build_module(model: ModelConfig, project_root: Path) -> torch.nn.Module:
     factory = getattr(module, model.factory, None)
     if not callable(factory):
         names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__)
-        raise KumaError(f'model {model.name}: factory "{model.factory}" is not defined in {model.source.name}; '
-                        f'set factory in kuma.toml to one of: {", ".join(names) or "(no callables found)"}.', model.source)
+        raise model.config_error(f'model {model.name}: factory "{model.factory}" is not defined in {model.source.name}; '
+                                 f'set factory in kuma.toml to one of: {", ".join(names) or "(no callables found)"}.', "factory")
     torch.manual_seed(0)  # models without a weights file get the same random init in build and verify
-    try:
+    with user_code(model, f"calling {model.factory}()", lambda e: f"calling {model.factory}() failed: {type(e).__name__}: {e}."):
         net = factory()
-    except Exception as e:
-        raise _user_error(e, model, f"calling {model.factory}() failed: {type(e).__name__}: {e}.")
     if not isinstance(net, torch.nn.Module):
-        raise KumaError(f"model {model.name}: {model.factory}() returned {type(net).__name__}, not a torch.nn.Module.", model.source)
+        raise KumaError(f"model {model.name}: {model.factory}() returned {type(net).__name__}, not a torch.nn.Module.", *_defined_at(factory, model))
     if model.weights is not None:
         load_weights(net, model)
     return net.eval()
@@ -69,7 +90,17 @@ def load_weights(net: torch.nn.Module, model: ModelConfig) -> None:
                         "Expected a .safetensors file or a torch state_dict saved with torch.save.", path)
     if not isinstance(state, dict):
         raise KumaError(f"model {model.name}: the weights file holds a {type(state).__name__}, not a state_dict.", path)
-    result = net.load_state_dict(state, strict=False)
+    own = net.state_dict()
+    wrong = [f"{name} has shape {list(tensor.shape)} in the weights file but {list(own[name].shape)} in the model"
+             for name, tensor in state.items() if name in own and isinstance(tensor, torch.Tensor) and tensor.shape != own[name].shape]
+    if wrong:
+        raise KumaError(f"model {model.name}: the weights do not fit the model: {'; '.join(wrong[:5])}. "
+                        "Check that factory builds the architecture the weights were saved from.", path)
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except Exception as e:
+        raise KumaError(f"model {model.name}: the weights do not fit the model ({type(e).__name__}: {_first_line(e)}). "
+                        "Check that factory builds the architecture the weights were saved from.", path) from None
     problems = []
     if result.missing_keys:
         problems.append(f"missing {', '.join(result.missing_keys[:5])}")
@@ -102,19 +133,15 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     order = call_order(net, model)
     inputs = example_inputs(model)
     args = tuple(inputs[name] for name in order)
-    try:
-        with torch.no_grad():
-            eager = net(*args)
-    except Exception as e:
-        raise _user_error(e, model, f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
-                          f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes.")
-    try:
+    with user_code(model, "running forward()", lambda e: f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
+                   f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes."), torch.no_grad():
+        eager = net(*args)
+    names = output_names(eager, model, net)
+    with user_code(model, "torch.export", lambda e: f"torch.export could not capture the model: {type(e).__name__}: {_first_line(e)}. "
+                   "kuma needs a model whose control flow does not depend on tensor values."):
         program = torch.export.export(net, args)
         program = program.run_decompositions(decompositions())
-    except Exception as e:
-        raise _user_error(e, model, f"torch.export could not capture the model: {type(e).__name__}: {_first_line(e)}. "
-                          "kuma needs a model whose control flow does not depend on tensor values.")
-    return program, order, output_names(eager, model)
+    return program, order, names
 
 
 def call_order(net: torch.nn.Module, model: ModelConfig) -> list[str]:
@@ -126,22 +153,35 @@ def call_order(net: torch.nn.Module, model: ModelConfig) -> list[str]:
         return by_name
     if len(params) >= len(names) and not any(n in [p.name for p in params] for n in names):
         return names  # none match by name (e.g. nn.Sequential's `input`): bind by position
-    raise KumaError(f"model {model.name}: kuma.toml inputs ({', '.join(names)}) do not match forward()'s parameters "
-                    f"({', '.join(p.name for p in params)}); name them alike, or name none alike to bind by position.", model.source)
+    raise model.config_error(f"model {model.name}: kuma.toml inputs ({', '.join(names)}) do not match forward()'s parameters "
+                             f"({', '.join(p.name for p in params)}); name them alike, or name none alike to bind by position.", "inputs")
 
 
-def output_names(eager, model: ModelConfig) -> list[str]:
+def output_names(eager, model: ModelConfig, net: torch.nn.Module | None = None) -> list[str]:
     leaves, spec = torch.utils._pytree.tree_flatten(eager)
+    if not leaves:
+        raise KumaError(f"model {model.name}: forward() returns no tensors ({_first_line(repr(eager))}); return the tensors "
+                        "the page should get, e.g. return logits.", *_defined_at(type(net).forward if net else None, model))
     if model.outputs is not None:
         if len(model.outputs) != len(leaves):
-            raise KumaError(f"model {model.name}: kuma.toml names {len(model.outputs)} outputs but forward() returns {len(leaves)}.", model.source)
+            raise model.config_error(f"model {model.name}: kuma.toml names {len(model.outputs)} outputs but forward() returns {len(leaves)}; "
+                                     "name each output once.", "outputs")
         return list(model.outputs)
     if isinstance(eager, dict):
         return [str(k) for k in eager.keys()] if len(eager) == len(leaves) else [f"output{i}" for i in range(len(leaves))]
     return ["output"] if len(leaves) == 1 else [f"output{i}" for i in range(len(leaves))]
 
 
-def _first_line(e: BaseException) -> str:
+def _defined_at(function, model: ModelConfig) -> tuple:
+    """The file and line where a function or class of the user's is defined (the model file when not found)."""
+    try:
+        _, line = inspect.getsourcelines(function)
+        return inspect.getsourcefile(function), line
+    except (OSError, TypeError):
+        return model.source, None
+
+
+def _first_line(e) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 

@@ -9,7 +9,8 @@
 //   {"classify": "<base64>"}  once window.kumaReady resolves, window.kumaClassify(float32 input);
 //                             replies {logits: base64 float32}
 //   {"draw": [[x, y], ...]}   drag the mouse over the #pad canvas through these points (canvas
-//                             pixels), then wait for the page's answer; replies {digit}
+//                             pixels), then wait for the page's answer to the finished drawing
+//                             (#digit's data-drawing equals #pad's); replies {digit}
 //   {"overlay": true}         replies {overlay: {message, file, frame}} of Vite's error overlay, or null
 //
 // Every reply has ok (false with error when the command failed, e.g. the page reloaded under it),
@@ -42,7 +43,11 @@ async function draw(page, points) {
   await page.mouse.down();
   for (const point of points.slice(1)) await page.mouse.move(...at(point), { steps: 8 });
   await page.mouse.up();
-  await page.waitForFunction(() => document.getElementById("digit").textContent !== "?", null, { timeout: COMMAND_MS });
+  // the answer to the finished drawing, not to a part of the stroke classified on the way (main.js)
+  await page.waitForFunction(() => {
+    const [pad, digit] = ["pad", "digit"].map((id) => document.getElementById(id));
+    return pad.dataset.drawing !== "0" && digit.dataset.drawing === pad.dataset.drawing;
+  }, null, { timeout: COMMAND_MS });
   return { digit: await page.textContent("#digit") };
 }
 
