@@ -21,6 +21,7 @@ import pytest
 
 from kuma_build import config
 from kuma_build.config import load_project, takes
+from kuma_build.devices import DEVICE_CLASSES
 from kuma_build.errors import KumaError
 
 
@@ -199,7 +200,7 @@ def check_project(project: config.Project):
         assert model.source.is_file() and model.source.suffix == ".py"
         assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", model.factory)
         assert model.weights is None or model.weights.is_file()
-        assert model.precision in config.PRECISIONS and model.target in config.TARGETS
+        assert model.precision in config.PRECISIONS and model.target in DEVICE_CLASSES
         assert model.inputs
         for spec in model.inputs:
             assert spec.name and spec.dtype in config.INPUT_DTYPES
