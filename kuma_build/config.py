@@ -33,7 +33,7 @@ CONFIG_NAME = "kuma.toml"
 INPUT_DTYPES = ("float32", "int32", "int64")
 PRECISIONS = ("f32", "f16", "int8")  # see compiler/precision.py
 BUILD_KEYS = {"out_dir", "chunk_size", "cache_dir"}
-CACHE_KEYS = {"remote", "remote_write", "remote_auth_env", "remote_timeout"}
+CACHE_KEYS = {"remote", "remote_write", "remote_auth_env", "remote_key_env", "remote_timeout"}
 MODEL_KEYS = {"source", "factory", "weights", "precision", "inputs", "outputs", "target"}
 TARGETS = ("gpu", "cpu")  # device classes kernels are tuned for (kernels/gemm.py)
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
@@ -64,7 +64,8 @@ class RemoteCacheConfig:
     url: str  # http://host:port/prefix
     write: bool = True
     auth_env: str | None = None  # environment variable holding the Authorization header's value
-    timeout: float = 5.0
+    timeout: float = 5.0  # for each request as a whole
+    key_env: str | None = None  # environment variable holding the secret that signs entries (HMAC-SHA256)
 
 
 @dataclass
@@ -150,7 +151,29 @@ def load_project(path: Path) -> Project:
     if not isinstance(models_table, dict) or not models_table:
         raise KumaError('no models declared; add a [models.NAME] section with source, factory and inputs (see docs/kuma-toml.md).', path)
     models = {name: _model(name, section, root, where) for name, section in models_table.items()}
+    _check_folders(root, out_dir.resolve(), cache_dir.resolve(), models, where)
     return Project(path, root, out_dir, chunk_size, models, cache_dir.resolve(), remote)
+
+
+def _check_folders(root: Path, out_dir: Path, cache_dir: Path, models: dict, where: _Locator) -> None:
+    """out_dir and cache_dir are folders Kuma replaces and clears: never the project, nor a folder
+    holding a model's source or weights, nor each other."""
+    root = root.resolve()
+    inputs = [p.resolve() for m in models.values() for p in (m.source, m.weights) if p is not None]
+    from_env = os.environ.get("KUMA_CACHE_DIR")
+    for key, folder in (("out_dir", out_dir), ("cache_dir", cache_dir)):
+        named = f"KUMA_CACHE_DIR={from_env}" if key == "cache_dir" and from_env else f"build.{key}"
+        if folder == root or folder in root.parents:
+            problem = "is the project folder" if folder == root else "is above the project folder"
+        elif any(folder in p.parents for p in inputs):
+            problem = f"holds {next(p for p in inputs if folder in p.parents).relative_to(folder)}, an input of a model"
+        else:
+            continue
+        raise where.error(f"{named} ({folder}) {problem}: Kuma replaces what it writes there, so it must be a folder "
+                          f'of its own, e.g. out_dir = "src/kuma" or cache_dir = ".kuma/cache".', "build", key)
+    if out_dir == cache_dir or out_dir in cache_dir.parents or cache_dir in out_dir.parents:
+        raise where.error(f"build.out_dir ({out_dir}) and the cache folder ({cache_dir}) overlap; give each a folder of its own.",
+                          "build", "out_dir")
 
 
 def _remote(section: dict, where: _Locator) -> RemoteCacheConfig | None:
@@ -168,7 +191,7 @@ def _remote(section: dict, where: _Locator) -> RemoteCacheConfig | None:
     timeout = section.get("remote_timeout", 5.0)
     if not isinstance(timeout, (int, float)) or timeout <= 0:
         raise where.error("cache.remote_timeout must be a positive number of seconds.", "cache", "remote_timeout")
-    return RemoteCacheConfig(url.rstrip("/"), write, section.get("remote_auth_env"), float(timeout))
+    return RemoteCacheConfig(url.rstrip("/"), write, section.get("remote_auth_env"), float(timeout), section.get("remote_key_env"))
 
 
 def _model(name: str, section, root: Path, where: _Locator) -> ModelConfig:

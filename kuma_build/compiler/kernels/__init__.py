@@ -47,13 +47,13 @@ def spec_key(node) -> str:
 def lower_cached(node, store) -> tuple[Kernel, bool]:
     """The node's kernel, from the cache `store` when it has it; and whether it did."""
     key = spec_key(node)
-    cached = store.read_json("kernels", key) if store else None
+    cached = store.read_kernel(key) if store else None
     if cached:
         return Kernel(cached["name"], cached["code"], tuple(cached["workgroups"]), binding_buffers(node), cached.get("code_f16")), True
     kernel = lower(node)
     if store:
-        store.write_json("kernels", key, {"name": kernel.name, "code": kernel.code, "workgroups": list(kernel.workgroups),
-                                          "code_f16": kernel.code_f16})
+        store.write_kernel(key, {"name": kernel.name, "code": kernel.code, "workgroups": list(kernel.workgroups),
+                                 "code_f16": kernel.code_f16})
     return kernel, False
 
 
