@@ -73,8 +73,8 @@ class Builder:
                 self.cache.write_json("last", name, fields)
                 return BuildResult(name, "up to date", folder, time.perf_counter() - started, stats=read_manifest(folder)["stats"])
             result = BuildResult(name, "restored", folder, 0.0)
-            if (read_manifest(folder) or {}).get("key") == key and not current:
-                damaged = damaged_files(folder, hasher) or [RECORD]
+            damaged = [] if current else damaged_files(folder, hasher)
+            if damaged:
                 result.problems.append(f"{folder}: {', '.join(damaged)} changed since kuma built it; restoring the folder")
             files = None if self.force else self._restore(key, result)
             if files is None:

@@ -122,7 +122,7 @@ class LocalCache:
         except (OSError, ValueError):
             value = None
         if not isinstance(value, dict):
-            self._discard(path, "it is not valid JSON")
+            self._discard(path, "it is not a JSON object")
             return None
         return value
 
