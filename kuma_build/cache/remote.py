@@ -95,7 +95,11 @@ class RemoteCache:
         if self.given_up or not self.writable or entry is None:
             return
         try:
-            for sha in sorted({record["sha256"] for record in entry["files"].values()}):
+            shas = sorted({record["sha256"] for record in entry["files"].values()})
+        except (AttributeError, KeyError, TypeError):
+            return  # get_model discards a broken local entry and reports it
+        try:
+            for sha in shas:
                 if self._request("HEAD", f"cas/{sha}") is None:
                     data = local.read_blob(sha)
                     if data is None:
