@@ -1,9 +1,11 @@
 """Cached builds: each model is up to date, restored from a cache, or compiled.
 
     fields -> key     kuma_build/cache/keys.py, no torch import
-    up to date        the output folder's manifest already carries the key
-    restored          the local cache (or the remote one) has the key's files
+    up to date        the output folder's manifest carries the key and every file has its recorded hash
+    restored          the local cache (or the remote one) has the key's files, and they pass every check
     compiled          torch.export and the compiler run; the files go to the caches
+
+An output folder that is not Kuma's is an error before any work (outfolder.check_owned).
 
 torch is imported only when something must be compiled, so a no-op build is
 fast. Builds sharing a cache directory take turns through a file lock.
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from kuma_build.cache.keys import changed_fields, model_fields, model_key
 from kuma_build.cache.store import LocalCache
-from kuma_build.outfolder import is_current, read_manifest, write_output
+from kuma_build.outfolder import RECORD, check_owned, damaged_files, is_current, read_manifest, write_output
 
 
 @dataclass
@@ -43,10 +45,12 @@ class Builder:
             from kuma_build.cache.remote import RemoteCache
             self.remote = RemoteCache(project.remote, read_only=remote_read_only)
 
-    def key_fields(self, name: str) -> dict:
-        hasher = self.cache.file_hasher()
+    def key_fields(self, name: str, hasher=None) -> dict:
+        own = hasher is None
+        hasher = hasher or self.cache.file_hasher()
         fields = model_fields(self.project, self.project.models[name], hasher)
-        hasher.save()
+        if own:
+            hasher.save()
         return fields
 
     def explain(self, name: str) -> tuple[list[str] | None, dict]:
@@ -58,13 +62,20 @@ class Builder:
     def build(self, name: str) -> BuildResult:
         started = time.perf_counter()
         folder = self.project.out_dir / name
+        check_owned(folder)
         with self.cache.lock():
-            fields = self.key_fields(name)
+            hasher = self.cache.file_hasher()
+            fields = self.key_fields(name, hasher)
             key = model_key(fields)
-            if not self.force and is_current(folder, key):
+            current = is_current(folder, key, hasher)
+            hasher.save()
+            if not self.force and current:
                 self.cache.write_json("last", name, fields)
                 return BuildResult(name, "up to date", folder, time.perf_counter() - started, stats=read_manifest(folder)["stats"])
             result = BuildResult(name, "restored", folder, 0.0)
+            damaged = [] if current else damaged_files(folder, hasher)
+            if damaged:
+                result.problems.append(f"{folder}: {', '.join(damaged)} changed since kuma built it; restoring the folder")
             files = None if self.force else self._restore(key, result)
             if files is None:
                 files = self._compile(name, key, result)
@@ -79,10 +90,11 @@ class Builder:
         return result
 
     def _restore(self, key: str, result: BuildResult) -> dict[str, bytes] | None:
-        files = self.cache.get_model(key)
+        model = self.project.models[result.model]
+        files = self.cache.get_model(key, model)
         result.origin = "local cache"
         if files is None and self.remote:
-            files = self.remote.get_model(key, self.cache)
+            files = self.remote.get_model(key, model, self.cache)
             result.origin = "remote cache"
         return files
 
@@ -103,13 +115,12 @@ class Builder:
 
     def _write(self, folder: Path, files: dict[str, bytes], result: BuildResult) -> None:
         old = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
-        # chunk names are content hashes: an existing chunk file is unchanged
-        same = lambda path, data: path in old and (path.startswith("weights/") or old[path].read_bytes() == data)
+        same = lambda path, data: path in old and old[path].stat().st_size == len(data) and old[path].read_bytes() == data
         result.changed = sorted(path for path, data in files.items() if not same(path, data))
         chunks = [path for path in files if path.startswith("weights/")]
-        result.chunks_kept = sum(1 for path in chunks if path in old)
-        result.chunks_written = len(chunks) - result.chunks_kept
-        if result.changed or set(old) != set(files):
+        result.chunks_written = sum(1 for path in chunks if path in result.changed)
+        result.chunks_kept = len(chunks) - result.chunks_written
+        if result.changed or set(old) != set(files) | {RECORD}:
             write_output(folder, files)
         if not result.stats:
             result.stats = read_manifest(folder)["stats"]

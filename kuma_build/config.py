@@ -81,7 +81,8 @@ class RemoteCacheConfig:
     url: str  # http://host:port/prefix
     write: bool = True
     auth_env: str | None = None  # environment variable holding the Authorization header's value
-    timeout: float = 5.0
+    timeout: float = 5.0  # for each request as a whole
+    key_env: str | None = None  # environment variable holding the secret that signs entries (HMAC-SHA256)
 
 
 @dataclass
@@ -224,6 +225,7 @@ CACHE = {
     "remote": Key((str,), 'an http(s) URL, e.g. remote = "http://cache.local:8080/kuma"', _url),
     "remote_write": Key((bool,), "true or false", default=True),
     "remote_auth_env": Key((str,), 'the name of an environment variable, e.g. remote_auth_env = "KUMA_CACHE_TOKEN"', _pattern(r"[A-Za-z_][A-Za-z0-9_]*")),
+    "remote_key_env": Key((str,), 'the name of an environment variable holding the secret that signs entries, e.g. remote_key_env = "KUMA_CACHE_KEY"', _pattern(r"[A-Za-z_][A-Za-z0-9_]*")),
     "remote_timeout": Key((int, float), "a number of seconds from above 0 to 3600, e.g. remote_timeout = 5", _seconds, 5.0),
 }
 INPUT = {
@@ -337,7 +339,8 @@ def load_project(path: Path) -> Project:
     cache = _table(data.get("cache", {}), ("cache",), CACHE, root, where)
     remote = None
     if cache["remote"]:
-        remote = RemoteCacheConfig(cache["remote"], cache["remote_write"], cache["remote_auth_env"], cache["remote_timeout"])
+        remote = RemoteCacheConfig(cache["remote"], cache["remote_write"], cache["remote_auth_env"], cache["remote_timeout"],
+                                   cache["remote_key_env"])
 
     models_table = data.get("models")
     if models_table is not None and not isinstance(models_table, dict):
@@ -347,6 +350,7 @@ def load_project(path: Path) -> Project:
     models = {name: _model(name, section, root, where) for name, section in models_table.items()}
     # the environment wins, so a CI step can point every build at its restored cache
     cache_dir = Path(os.environ.get("KUMA_CACHE_DIR") or build["cache_dir"])
+    _check_folders(root, build["out_dir"].resolve(), cache_dir.resolve(), models, where)
     return Project(path, root, build["out_dir"], build["chunk_size"], models, cache_dir.resolve(), remote)
 
 
@@ -357,6 +361,27 @@ def _model(name: str, section, root: Path, where: "_Locator") -> ModelConfig:
     fields = _table(section, ("models", name), MODEL, root, where)
     return ModelConfig(name, fields["source"], fields["factory"], fields["weights"], fields["precision"], fields["inputs"],
                        fields["outputs"], section, fields["target"], where.path, {key: where.line("models", name, key) for key in MODEL})
+
+
+def _check_folders(root: Path, out_dir: Path, cache_dir: Path, models: dict, where: "_Locator") -> None:
+    """out_dir and cache_dir are folders Kuma replaces and clears: never the project, nor a folder
+    holding a model's source or weights, nor each other."""
+    root = root.resolve()
+    inputs = [p.resolve() for m in models.values() for p in (m.source, m.weights) if p is not None]
+    from_env = os.environ.get("KUMA_CACHE_DIR")
+    for key, folder in (("out_dir", out_dir), ("cache_dir", cache_dir)):
+        named = f"KUMA_CACHE_DIR={from_env}" if key == "cache_dir" and from_env else f"build.{key}"
+        if folder == root or folder in root.parents:
+            problem = "is the project folder" if folder == root else "is above the project folder"
+        elif any(folder in p.parents for p in inputs):
+            problem = f"holds {next(p for p in inputs if folder in p.parents).relative_to(folder)}, an input of a model"
+        else:
+            continue
+        raise where.error(f"{named} ({folder}) {problem}: Kuma replaces what it writes there, so it must be a folder "
+                          f'of its own, e.g. out_dir = "src/kuma" or cache_dir = ".kuma/cache".', "build", key)
+    if out_dir == cache_dir or out_dir in cache_dir.parents or cache_dir in out_dir.parents:
+        raise where.error(f"build.out_dir ({out_dir}) and the cache folder ({cache_dir}) overlap; give each a folder of its own.",
+                          "build", "out_dir")
 
 
 class _Locator:

@@ -1,26 +1,43 @@
-"""A model's output folder: written all at once, read back without importing torch.
+"""A model's output folder: written all at once, checked on every build, read back without torch.
+
+    <out_dir>/<model>/index.js, index.d.ts, manifest.json, weights/<hash>.bin
+    <out_dir>/<model>/.kuma-output.json   {"generator": "kuma-build", "files": {path: {"sha256", "size"}}}
 
 write_output stages the files in a temporary sibling folder and swaps it in
 only when complete, so a failed or interrupted build never leaves a
 half-written model, and a web server never sees a mix of two builds.
+
+The record .kuma-output.json marks the folder as Kuma's and holds the hash of
+every file at write time. Kuma replaces a folder only when it is its own: one
+with the record, or (from before the record existed) one whose manifest.json
+says kuma-build generated it, or an empty one. A build is up to date only when
+every recorded file still has its hash, so an edited, truncated or bit-flipped
+file is restored by the next build, and `kuma verify` checks the same first.
 """
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from kuma_build.errors import KumaError
+
 PROGRAM_START, PROGRAM_END = "/*kuma:program*/", "/*kuma:end*/"
+RECORD = ".kuma-output.json"
 
 
 def write_output(folder: Path, files: dict[str, bytes]) -> None:
-    """Replace `folder` with exactly `files` (relative path -> bytes)."""
+    """Replace `folder` (which must be Kuma's: check_owned) with exactly `files` (relative path -> bytes)."""
+    check_owned(folder)
+    record = {"generator": "kuma-build",
+              "files": {path: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for path, data in sorted(files.items())}}
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     os.chmod(staging, 0o755)  # mkdtemp makes it private; web servers must read it
     try:
-        for path, data in files.items():
+        for path, data in {**files, RECORD: (json.dumps(record, indent=1) + "\n").encode()}.items():
             (staging / path).parent.mkdir(parents=True, exist_ok=True)
             (staging / path).write_bytes(data)
         old = None
@@ -35,6 +52,48 @@ def write_output(folder: Path, files: dict[str, bytes]) -> None:
         raise
 
 
+def check_owned(folder: Path) -> None:
+    """Raise a KumaError unless `folder` is missing, empty or Kuma's own output folder."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_dir() and not folder.is_symlink():
+        if (folder / RECORD).is_file() or not any(folder.iterdir()):
+            return
+        manifest = read_manifest(folder)
+        if isinstance(manifest, dict) and isinstance(manifest.get("compiler"), dict) and \
+                manifest["compiler"].get("name") == "kuma-build":
+            return  # written before the record existed
+    raise KumaError(f"{folder} already exists and was not made by kuma build (it has no {RECORD}); Kuma will not "
+                    "replace it. Move it away, or choose another build.out_dir or model name in kuma.toml.", folder)
+
+
+def read_record(folder: Path) -> dict | None:
+    try:
+        record = json.loads((folder / RECORD).read_text())
+        return record if isinstance(record, dict) and isinstance(record.get("files"), dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def damaged_files(folder: Path, hash_file) -> list[str] | None:
+    """The recorded files of `folder` that are missing or no longer have their recorded hash
+    (None when there is no readable record)."""
+    record = read_record(folder)
+    if record is None:
+        return None
+    damaged = []
+    for path, want in sorted(record["files"].items()):
+        file = folder / path
+        try:
+            ok = isinstance(want, dict) and file.is_file() and file.stat().st_size == want.get("size") \
+                and hash_file(file) == want.get("sha256")
+        except OSError:
+            ok = False
+        if not ok:
+            damaged.append(path)
+    return damaged
+
+
 def read_manifest(folder: Path) -> dict | None:
     try:
         return json.loads((folder / "manifest.json").read_text())
@@ -42,18 +101,22 @@ def read_manifest(folder: Path) -> dict | None:
         return None
 
 
-def is_current(folder: Path, key: str) -> bool:
-    """Whether `folder` holds a complete build with this cache key."""
-    manifest = read_manifest(folder)
-    if not manifest or manifest.get("key") != key:
+def is_current(folder: Path, key: str, hash_file) -> bool:
+    """Whether `folder` holds a complete, undamaged build with this cache key."""
+    manifest, record = read_manifest(folder), read_record(folder)
+    try:
+        expected = {"index.js", "index.d.ts", "manifest.json", *(c["file"] for c in manifest["chunks"])}
+    except (TypeError, KeyError):
         return False
-    files = [(folder / c["file"], c["size"]) for c in manifest["chunks"]]
-    return all(p.is_file() and p.stat().st_size == size for p, size in files) and \
-        (folder / "index.js").is_file() and (folder / "index.d.ts").is_file()
+    return manifest.get("key") == key and record is not None and set(record["files"]) == expected \
+        and damaged_files(folder, hash_file) == []
 
 
 def read_program(folder: Path) -> dict:
     """The program embedded in an emitted index.js (what the browser runs)."""
-    text = (folder / "index.js").read_text()
+    return program_from_js((folder / "index.js").read_text())
+
+
+def program_from_js(text: str) -> dict:
     start = text.index(PROGRAM_START) + len(PROGRAM_START)
     return json.loads(text[start:text.index(PROGRAM_END, start)])

@@ -6,7 +6,9 @@ rel_l2, reference_outputs and compare are also what the tests check every kernel
 import numpy as np
 import torch
 
-from kuma_build.outfolder import read_program
+from kuma_build.cache.entry import BadEntry, check_files, make_entry, parse_entry
+from kuma_build.cache.keys import sha256_file
+from kuma_build.outfolder import damaged_files, read_manifest, read_record, read_program
 from kuma_build.compiler.export import build_module, call_order, example_inputs, user_code
 from kuma_build.errors import KumaError
 from kuma_build.webgpu import run_program
@@ -46,6 +48,7 @@ def verify_model(project, model, seed: int) -> dict[str, tuple[float, float]]:
     folder = project.out_dir / model.name
     if not (folder / "index.js").is_file():
         raise KumaError(f"model {model.name} has not been built; run `kuma build {model.name}` first.", folder)
+    check_folder(folder, model)
     program = read_program(folder)
     expected_inputs = [{"name": s.name, "shape": list(s.shape)} for s in model.inputs]
     if [{"name": i["name"], "shape": i["shape"]} for i in program["inputs"]] != expected_inputs:
@@ -56,3 +59,24 @@ def verify_model(project, model, seed: int) -> dict[str, tuple[float, float]]:
     expected = reference_outputs(net, model, inputs)
     actual = run_program(program, {name: t.numpy() for name, t in inputs.items()}, folder)
     return compare(actual, expected)
+
+
+def check_folder(folder, model) -> None:
+    """Every file of the output folder as kuma build wrote it: each recorded hash, and the whole
+    folder consistent as a cache entry must be (index.js rendered from its program, chunks named by hash)."""
+    damaged = damaged_files(folder, sha256_file)
+    if damaged is None:
+        raise KumaError(f"model {model.name}'s output folder has no readable record of its files; run `kuma build {model.name}` to rebuild it.", folder)
+    if damaged:
+        raise KumaError(f"{', '.join(damaged)} of model {model.name} changed since kuma built it (missing, edited or damaged); "
+                        f"run `kuma build {model.name}` to restore the folder.", folder)
+    record = read_record(folder)
+    files = {path: (folder / path).read_bytes() for path in record["files"]}
+    manifest = read_manifest(folder)
+    key = manifest.get("key") if isinstance(manifest, dict) and isinstance(manifest.get("key"), str) else ""
+    try:
+        entry = parse_entry(make_entry(model.name, key, files), model.name, key)
+        check_files(entry, files, model)
+    except BadEntry as e:
+        raise KumaError(f"model {model.name}'s output folder is not a consistent kuma build (it {e}); "
+                        f"run `kuma build {model.name}` to rebuild it.", folder)

@@ -60,7 +60,7 @@ def kuma(root, *args, no_torch=False, env=None):
         fake = root.parent / "no-torch"
         (fake / "torch").mkdir(parents=True, exist_ok=True)
         (fake / "torch" / "__init__.py").write_text("raise ImportError('torch must not be imported here')\n")
-        env["PYTHONPATH"] = str(fake)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(fake), env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, "-m", "kuma_build", *args], cwd=root, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout + result.stderr

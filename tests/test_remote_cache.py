@@ -51,7 +51,7 @@ def kuma(root: Path, *args, no_torch=False, env=None) -> tuple[str, str]:
         fake = root.parent / "no-torch"
         (fake / "torch").mkdir(parents=True, exist_ok=True)
         (fake / "torch" / "__init__.py").write_text("raise ImportError('torch must not be imported here')\n")
-        env["PYTHONPATH"] = str(fake)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(fake), env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, "-m", "kuma_build", "build", *args], cwd=root,
                             capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -66,6 +66,10 @@ def warnings(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("[kuma] warning")]
 
 
+def sha256s(entry: dict) -> list[str]:
+    return [record["sha256"] for record in entry["files"].values()]
+
+
 def remote_entry(store: Path) -> tuple[Path, dict]:
     (entry,) = (store / "ac").iterdir()
     return entry, json.loads(entry.read_text())
@@ -76,11 +80,11 @@ def test_fresh_checkout_restores_from_remote_without_torch(nginx, tmp_path):
     a = project(tmp_path, "a", cache)
     assert "[kuma] built mlp" in kuma(a)[0]
     entry, files = remote_entry(nginx.root / "kuma")
-    assert all((nginx.root / "kuma" / "cas" / sha).is_file() for sha in files["files"].values())
+    assert all((nginx.root / "kuma" / "cas" / sha).is_file() for sha in sha256s(files))
 
     # a blob the server evicted is a miss, not a problem: the rebuild uploads that blob (the others
     # answer HEAD) and the entry again
-    evicted = nginx.root / "kuma" / "cas" / files["files"]["index.js"]
+    evicted = nginx.root / "kuma" / "cas" / files["files"]["index.js"]["sha256"]
     evicted.unlink()
     seen = len(nginx.requests())
     out, err = kuma(project(tmp_path, "c", cache))
@@ -133,7 +137,7 @@ def test_corrupt_answers_are_rejected_and_built_locally(nginx, tmp_path):
     a = project(tmp_path, "a", cache)
     kuma(a)
     entry, files = remote_entry(nginx.root / "kuma")
-    (nginx.root / "kuma" / "cas" / files["files"]["index.js"]).write_bytes(b"alert('not what was hashed')")
+    (nginx.root / "kuma" / "cas" / files["files"]["index.js"]["sha256"]).write_bytes(b"alert('not what was hashed')")
 
     b = project(tmp_path, "b", cache)
     out, err = kuma(b)
@@ -147,7 +151,7 @@ def test_corrupt_answers_are_rejected_and_built_locally(nginx, tmp_path):
     c = project(tmp_path, "c", cache)
     out, err = kuma(c)
     assert "[kuma] built mlp" in out
-    assert len(warnings(err)) == 1 and "sent an unreadable entry" in err
+    assert len(warnings(err)) == 1 and "sent an entry for ac/" in err and "that Kuma rejects: it is not JSON" in err
     assert snapshot(c / "out") == snapshot(a / "out")
 
 

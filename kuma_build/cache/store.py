@@ -1,16 +1,22 @@
 """The local cache: a content-addressed blob store plus small JSON entries.
 
+    <cache>/CACHEDIR.TAG               marks the folder as a cache Kuma made (bford.info/cachedir)
     <cache>/blobs/ab/<sha256>          file contents, named by their hash
-    <cache>/models/<key>.json          {"model", "files": {path: sha256}}: one finished build
-    <cache>/kernels/<key>.json         {"name", "code", "workgroups", "code_f16"}: one generated kernel,
+    <cache>/models/<key>.json          {"model", "key", "files": {path: {"sha256", "size"}}}: one finished build
+    <cache>/kernels/<key>.json         {"kernel": {"name", "code", "workgroups", "code_f16"}, "sha256"}: one kernel,
                                        under the compiler's spec key salted with the compiler's version
     <cache>/last/<model>.json          the key fields of the model's last build (for `explain`)
-    <cache>/hashes.json                file hashes memoised by (size, mtime), so no-op builds skip rehashing
+    <cache>/hashes.json                file hashes memoised by (size, mtime, ctime, inode), so no-op builds skip rehashing
     <cache>/lock                       flock: one build at a time per cache
 
 Every write goes to a temporary file first and is moved into place with
-os.replace; an entry is written after its blobs. Blobs are hash-checked when
-read: a bad one is discarded, reported, and the model is rebuilt.
+os.replace; an entry is written after its blobs. Everything is checked when
+read: blobs by their hash, a model entry by cache/entry.py's checks of its
+files, a kernel entry and the hash memo by a checksum over their content. A bad
+one is discarded with a warning, and what it held is rebuilt.
+
+Kuma writes into (and `kuma cache clear` empties) only a folder it tagged, or a
+folder from before the tag that holds nothing but Kuma's own names.
 """
 
 import fcntl
@@ -24,6 +30,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kuma_build.cache.keys import compiler_hash, sha256_file
+from kuma_build.cache.entry import BadEntry, check_files, make_entry, parse_entry
+from kuma_build.errors import KumaError
+
+TAG = "CACHEDIR.TAG"
+TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+            "# This file is a cache directory tag created by kuma build (https://bford.info/cachedir/).\n")
+KUMA_NAMES = {"blobs", "models", "kernels", "last", "hashes.json", "lock", TAG}
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -43,10 +56,33 @@ class LocalCache:
     def __init__(self, root: Path):
         self.root = root
         self.problems: list[str] = []  # corrupt entries found and discarded, for the build report
+        self.claimed = False
+
+    def claim(self) -> None:
+        """Make sure the cache folder is Kuma's (tag it when new); refuse any other folder."""
+        if self.claimed or (self.root / TAG).is_file():
+            self.claimed = True
+            return
+        # dot files are atomic_write's temporaries (of a build running now, or killed)
+        names = {p.name for p in self.root.iterdir() if not p.name.startswith(".")} if self.root.is_dir() else set()
+        if (self.root.exists() and not self.root.is_dir()) or (names and not ("lock" in names and names <= KUMA_NAMES)):
+            raise KumaError(f"the cache folder {self.root} already exists and is not a Kuma cache (it has no {TAG}); "
+                            "Kuma will not write into it or clear it. Set build.cache_dir in kuma.toml (or KUMA_CACHE_DIR) "
+                            "to a folder of its own, e.g. \".kuma/cache\".", self.root)
+        atomic_write(self.root / TAG, TAG_TEXT.encode())
+        self.claimed = True
+
+    def _write(self, path: Path, data: bytes) -> None:
+        self.claim()
+        atomic_write(path, data)
+
+    def _discard(self, path: Path, why: str) -> None:
+        self.problems.append(f"discarded cache entry {path}: {why}; rebuilding what it held")
+        path.unlink(missing_ok=True)
 
     @contextmanager
     def lock(self):
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.claim()
         with open(self.root / "lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -61,7 +97,7 @@ class LocalCache:
     def put_blob(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         if not self.blob_path(sha).is_file():
-            atomic_write(self.blob_path(sha), data)
+            self._write(self.blob_path(sha), data)
         return sha
 
     def read_blob(self, sha: str) -> bytes | None:
@@ -79,50 +115,66 @@ class LocalCache:
 
     # --- JSON entries ---------------------------------------------------------------
     def read_json(self, kind: str, name: str) -> dict | None:
+        """The entry, or None when missing or not a JSON object (then it is discarded)."""
         path = self.root / kind / f"{name}.json"
         try:
-            return json.loads(path.read_text())
+            value = json.loads(path.read_text())
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
-            self.problems.append(f"discarded corrupt cache entry {path}")
-            path.unlink(missing_ok=True)
+            value = None
+        if not isinstance(value, dict):
+            self._discard(path, "it is not a JSON object")
             return None
+        return value
 
     def write_json(self, kind: str, name: str, value: dict) -> None:
-        atomic_write(self.root / kind / f"{name}.json", json.dumps(value, sort_keys=True).encode())
+        self._write(self.root / kind / f"{name}.json", json.dumps(value, sort_keys=True).encode())
 
-    # --- generated kernels ---------------------------------------------------------------
-    def kernel_name(self, spec_key: str) -> str:
-        # an edited generator must not reuse old code
-        return hashlib.sha256(f"{compiler_hash()}:{spec_key}".encode()).hexdigest()
-
+    # --- kernels ----------------------------------------------------------------------
     def read_kernel(self, spec_key: str) -> dict | None:
-        return self.read_json("kernels", self.kernel_name(spec_key))
+        """A generated kernel {"name", "code", "workgroups", "code_f16"}, checked, or None."""
+        key = _kernel_name(spec_key)
+        value = self.read_json("kernels", key)
+        if value is None:
+            return None
+        kernel = value.get("kernel")
+        if value.get("sha256") != _checksum(key, kernel) or not _is_kernel(kernel):
+            self._discard(self.root / "kernels" / f"{key}.json", "its checksum or structure is wrong")
+            return None
+        return kernel
 
-    def write_kernel(self, spec_key: str, entry: dict) -> None:
-        self.write_json("kernels", self.kernel_name(spec_key), entry)
+    def write_kernel(self, spec_key: str, kernel: dict) -> None:
+        key = _kernel_name(spec_key)
+        self.write_json("kernels", key, {"kernel": kernel, "sha256": _checksum(key, kernel)})
 
     # --- model outputs -----------------------------------------------------------------
-    def get_model(self, key: str) -> dict[str, bytes] | None:
-        """The files of a finished build, every one hash-checked, or None."""
+    def get_model(self, key: str, model) -> dict[str, bytes] | None:
+        """The files of a finished build of `model` (a ModelConfig), every one checked, or None."""
         entry = self.read_json("models", key)
         if entry is None:
             return None
-        files = {}
-        for path, sha in entry["files"].items():
-            data = self.read_blob(sha)
-            if data is None:
-                self.problems.append(f"cache entry {key[:12]} for {entry.get('model')} lost {path}; rebuilding")
-                (self.root / "models" / f"{key}.json").unlink(missing_ok=True)
-                return None
-            files[path] = data
-        os.utime(self.root / "models" / f"{key}.json")  # recently used: prune keeps it
+        path = self.root / "models" / f"{key}.json"
+        try:
+            parse_entry(entry, model.name, key)
+            files = {}
+            for name, record in entry["files"].items():
+                data = self.read_blob(record["sha256"])
+                if data is None:
+                    self._discard(path, f"the file it names for {name} is lost")
+                    return None
+                files[name] = data
+            check_files(entry, files, model)
+        except BadEntry as e:
+            self._discard(path, f"it {e}")
+            return None
+        os.utime(path)  # recently used: prune keeps it
         return files
 
     def put_model(self, key: str, model: str, files: dict[str, bytes]) -> None:
-        entry = {"model": model, "files": {path: self.put_blob(data) for path, data in files.items()}}
-        self.write_json("models", key, entry)  # last: the blobs it names exist
+        for data in files.values():
+            self.put_blob(data)
+        self.write_json("models", key, make_entry(model, key, files))  # last: the blobs it names exist
 
     # --- memoised file hashes ---------------------------------------------------------
     def file_hasher(self) -> "FileHasher":
@@ -143,14 +195,16 @@ class LocalCache:
         seen: dict[str, int] = {}
         removed = 0
         for path in entries:
-            model = (self.read_json("models", path.stem) or {}).get("model", "")
+            model = str((self.read_json("models", path.stem) or {}).get("model", ""))
             seen[model] = seen.get(model, 0) + 1
             if seen[model] > keep_per_model and time.time() - path.stat().st_mtime > max_age_days * 86400:
                 path.unlink()
                 removed += 1
         referenced = set()
         for path in (self.root / "models").glob("*.json") if (self.root / "models").is_dir() else []:
-            referenced.update((self.read_json("models", path.stem) or {}).get("files", {}).values())
+            files = (self.read_json("models", path.stem) or {}).get("files")
+            if isinstance(files, dict):
+                referenced.update(record.get("sha256") for record in files.values() if isinstance(record, dict))
         freed = 0
         for blob in list((self.root / "blobs").rglob("*")) if (self.root / "blobs").is_dir() else []:
             if blob.is_file() and blob.name not in referenced:
@@ -159,29 +213,54 @@ class LocalCache:
         return {"entries_removed": removed, "bytes_freed": freed}
 
     def clear(self) -> None:
+        self.claim()  # only a folder that is Kuma's cache
         for kind in ("blobs", "models", "kernels", "last"):
             shutil.rmtree(self.root / kind, ignore_errors=True)
         (self.root / "hashes.json").unlink(missing_ok=True)
 
 
 class FileHasher:
-    """sha256 of a file, reusing the memoised hash of a file whose size and mtime are unchanged;
-    save() writes new hashes back to the cache."""
+    """sha256 of a file, reusing the memoised hash of a file whose size, mtime, ctime and inode are
+    unchanged. Any write through the file system changes the ctime (which no tool can set back), so
+    only damage below it, such as bit rot on the disk, goes unseen. save() writes new hashes back."""
 
     def __init__(self, cache: LocalCache):
         self.cache = cache
-        self.memo = cache.read_json("", "hashes") or {}
-        self.dirty = False
+        saved = cache.read_json("", "hashes") or {}
+        memo = saved.get("files")
+        if not isinstance(memo, dict) or saved.get("sha256") != _checksum("hashes", memo):
+            if saved:
+                cache._discard(cache.root / "hashes.json", "its checksum is wrong")
+            memo = {}
+        self.memo, self.dirty = memo, False
 
     def __call__(self, path: Path) -> str:
         stat = path.stat()
-        stamp = [stat.st_size, stat.st_mtime_ns]
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
         key = str(path.resolve())
-        if self.memo.get(key, [None])[:2] != stamp:
+        known = self.memo.get(key)
+        if not isinstance(known, list) or known[:-1] != stamp:
             self.memo[key] = stamp + [sha256_file(path)]
             self.dirty = True
-        return self.memo[key][2]
+        return self.memo[key][-1]
 
     def save(self) -> None:
-        if self.dirty:
-            self.cache.write_json("", "hashes", self.memo)
+        if self.dirty:  # files that are gone (replaced output folders) leave the memo
+            kept = {path: stamp for path, stamp in self.memo.items() if os.path.exists(path)}
+            self.cache.write_json("", "hashes", {"files": kept, "sha256": _checksum("hashes", kept)})
+
+
+def _kernel_name(spec_key: str) -> str:
+    """A kernel's entry name: its spec key salted with the compiler's version (an edited generator
+    must not reuse old code)."""
+    return hashlib.sha256(f"{compiler_hash()}:{spec_key}".encode()).hexdigest()
+
+
+def _checksum(key: str, value) -> str:
+    return hashlib.sha256(json.dumps([key, value], sort_keys=True).encode()).hexdigest()
+
+
+def _is_kernel(kernel) -> bool:
+    return isinstance(kernel, dict) and isinstance(kernel.get("name"), str) and isinstance(kernel.get("code"), str) \
+        and isinstance(kernel.get("workgroups"), list) and 1 <= len(kernel["workgroups"]) <= 3 \
+        and all(type(n) is int and n >= 0 for n in kernel["workgroups"]) and isinstance(kernel.get("code_f16"), (str, type(None)))
