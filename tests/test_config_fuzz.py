@@ -69,7 +69,8 @@ def base() -> dict:
     """A valid kuma.toml that sets every key of the schema."""
     return {
         "build": {"out_dir": "out", "chunk_size": "4MiB", "cache_dir": ".kuma/cache"},
-        "cache": {"remote": "http://127.0.0.1:9/kuma", "remote_write": True, "remote_auth_env": "KUMA_TOKEN", "remote_timeout": 5},
+        "cache": {"remote": "http://127.0.0.1:9/kuma", "remote_write": True, "remote_auth_env": "KUMA_TOKEN", "remote_key_env": "KUMA_KEY",
+                  "remote_timeout": 5},
         "models": {"net": {"source": "net.py", "factory": "build_model", "weights": "w.bin", "precision": "f32",
                            "outputs": ["y"], "target": "gpu",
                            "inputs": {"x": Inline(shape=[2, 8], dtype="float32"), "t": {"shape": [4], "dtype": "int64"}}}},
