@@ -241,7 +241,8 @@ MODEL = {
     "outputs": Key((list,), 'a list of distinct names, e.g. outputs = ["logits"]', _names),
     "target": Key((str,), 'one of "gpu" (discrete and integrated GPUs) or "cpu" (software WebGPU such as SwiftShader)', _choice(tuple(DEVICE_CLASSES)), "gpu"),
 }
-# "*": one table per name, each of the schema given
+# the whole file: [build], [cache], and a MODEL table per model ("*": any name, checked by _model),
+# whose inputs table holds an INPUT table per input (_inputs)
 SCHEMA = {"build": BUILD, "cache": CACHE, "models": {"*": MODEL}}
 TABLE_HINTS = {"build": "[build]", "cache": "[cache]", "models": "[models.NAME]"}
 

@@ -23,11 +23,11 @@ from pathlib import Path
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 
+from kuma_build import log
 from kuma_build.builder import Builder
 from kuma_build.cache.keys import model_inputs
 from kuma_build.config import load_project
 from kuma_build.errors import KumaError
-from kuma_build import log
 
 QUIET_SECONDS = 0.1  # gathers an editor's save burst into one build
 STOP_GRACE_SECONDS = 2.0  # how long a stop waits for a build in flight
@@ -46,7 +46,7 @@ class Watcher(FileSystemEventHandler):
         self.failed: set[str] = set()  # models whose last build failed keep their previous files watched
         self.folders = {}  # watched folder -> (watchdog's watch, the folder's (device, inode))
         self.observer = Observer()
-        self.wake = threading.Condition()  # guards changes, last_change, stopping
+        self.wake = threading.Condition()  # guards files, changes, replaced, last_change, stopping
         self.changes: set[Path] = set()
         self.replaced: set[Path] = set()  # folders deleted, moved or created since the last resync_folders
         self.last_change = 0.0

@@ -299,3 +299,16 @@ def test_locator_finds_the_line(project_dir, text, line):
     with pytest.raises(KumaError) as error:
         load_project(project_dir / "kuma.toml")
     assert error.value.line == line, f"{error.value}\n{text}"
+
+
+def test_an_accepted_integer_chunk_size_builds_and_verifies(tmp_path):
+    """A variant that loads is a correct build: an integer chunk_size splits the weights into
+    4-byte-aligned chunks no larger than it, and the model runs like PyTorch (kuma verify)."""
+    (tmp_path / "net.py").write_text("from torch import nn\n\ndef build_model():\n    return nn.Linear(64, 100)\n")
+    (tmp_path / "kuma.toml").write_text('[build]\nout_dir = "out"\nchunk_size = 4100\n\n' + MODEL_TOML.replace("[2, 8]", "[3, 64]"))
+    for command in ("build", "verify"):
+        result = subprocess.run([sys.executable, "-m", "kuma_build", command], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    assert result.stdout.endswith(" ok\n"), result.stdout
+    sizes = [c["size"] for c in json.loads((tmp_path / "out" / "net" / "manifest.json").read_text())["chunks"]]
+    assert len(sizes) > 1 and all(size <= 4100 and size % 4 == 0 for size in sizes), sizes
