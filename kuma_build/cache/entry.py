@@ -11,7 +11,7 @@ with what this build would produce:
   - every file has the hash and size the entry records;
   - index.js and index.d.ts are byte for byte what jsmodule renders from the program
     embedded in index.js: the only code they carry is Kuma's runtime, never the entry's;
-  - manifest.json agrees with the program (model, key, inputs, outputs, chunks) and
+  - manifest.json agrees with the program (model, key, inputs, outputs, kernels, chunks) and
     the program's inputs are kuma.toml's.
 
 What the checks cannot tell is whether the program's kernels and weights are the ones
@@ -99,9 +99,11 @@ def _check_program(program: dict, manifest: dict, entry: dict, model) -> None:
             set(entry["files"]) != set(FIXED_FILES) | {c["file"] for c in chunks} or \
             any(entry["files"][c["file"]]["size"] != c["size"] for c in chunks):
         raise BadEntry("lists files other than its program's chunks")
+    kernels = [{"name": k["name"], "sha256": hashlib.sha256(k["code"].encode()).hexdigest()} for k in program["kernels"]]
+    expected = {"model": model.name, "key": entry["key"], "inputs": inputs, "outputs": outputs, "chunks": chunks,
+                "kernels": kernels, "dispatches": len(program["dispatches"])}
     if not isinstance(manifest, dict) or manifest.get("compiler", {}).get("name") != "kuma-build" or \
-            manifest.get("model") != model.name or manifest.get("key") != entry["key"] or \
-            manifest.get("inputs") != inputs or manifest.get("outputs") != outputs or manifest.get("chunks") != chunks:
+            any(manifest.get(field) != value for field, value in expected.items()):
         raise BadEntry("has a manifest.json that does not match its program")
     pieces = {p.get("chunk") for w in manifest.get("weights", []) for p in w.get("pieces", [])}
     if not pieces <= {c["file"] for c in chunks}:
