@@ -116,9 +116,8 @@ async function downloadOnce(url, size, ctx, cacheMode, got) {
     }
     if (response.status === 429 || response.status >= 500) throw new Transient(status, retryAfterMs(response));
     if (!response.ok) throw new Error(`kuma: fetching weight chunk ${url} failed: ${status}.`);
-    if (!response.body) {
-      throw new Error(`kuma: weight chunk ${url} came back with no body (${status}); the server must send the file's ${size} bytes. Check the server or proxy configuration for this path.`);
-    }
+    const empty = () => new Error(`kuma: weight chunk ${url} came back with no body (${status}); the server must send the file's ${size} bytes. Check the server or proxy configuration for this path.`);
+    if (!response.body || response.status === 204 || response.status === 205) throw empty();
     const bytes = new Uint8Array(size);
     let at = 0;
     const reader = response.body.getReader();
@@ -134,6 +133,7 @@ async function downloadOnce(url, size, ctx, cacheMode, got) {
       at += value.length;
       got(at);
     }
+    if (at === 0) throw empty();
     if (at !== size) throw new Transient(`truncated: ${at} of ${size} bytes`);
     return bytes;
   } catch (error) {
@@ -286,7 +286,7 @@ async function uploadChunks(program, urls, buffers, device, options) {
     options.signal?.removeEventListener("abort", abort);
   }
   if (failure) throw failure.error;
-  if (cache) evictStale(cache, program); // not awaited: the model is ready
+  if (cache) await evictStale(cache, program); // a few ms: the keys of one model
 }
 
 async function createModel(program, chunkUrls, options = {}) {
