@@ -13,7 +13,7 @@
 const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
 const USAGE_READBACK = 0x01 | 0x08; // MAP_READ | COPY_DST
 const ARRAY_TYPES = { float32: Float32Array, int32: Int32Array };
-const CONCURRENCY = 6; // chunk downloads at once: the HTTP/1.1 connections a browser opens per host
+const CONCURRENCY = 4; // chunk downloads at once: enough to fill the link while one chunk is hashed; JS memory holds this many chunks
 const ATTEMPTS = 4; // per chunk, for network errors, stalls, 5xx and 429
 const BACKOFF_MS = 250; // before the 2nd attempt; doubled for each next one, with jitter
 const MAX_RETRY_AFTER_MS = 10_000; // a server's Retry-After is honoured up to this
@@ -98,9 +98,48 @@ function retryAfterMs(response) {
   return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS) : undefined;
 }
 
+// A body's bytes, at most size + 1 of them (one more means it is too long), and how many came.
+// They land in slot.buffer, which each download worker reuses for all its chunks (the digest, the
+// GPU upload and the cache's Response copy the bytes when called), and byte streams (fetch's) are
+// read in place (BYOB): nothing is allocated per piece or per chunk, nothing left for the GC.
+async function readBody(body, size, slot, onPiece) {
+  let byob = null;
+  try {
+    byob = body.getReader({ mode: "byob" });
+  } catch {
+    // not a byte stream (a custom fetch's): copy each piece
+  }
+  const reader = byob ?? body.getReader();
+  // a buffer lost in a failed read is detached (byteLength 0): make a new one
+  if (!slot.buffer || slot.buffer.byteLength < size + 1) slot.buffer = new ArrayBuffer(Math.max(slot.room, size + 1));
+  let buffer = slot.buffer;
+  let at = 0;
+  for (;;) {
+    let piece;
+    if (byob) {
+      const { done, value } = await byob.read(new Uint8Array(buffer, at, size + 1 - at));
+      if (value) buffer = slot.buffer = value.buffer; // the read moved the buffer into value
+      if (done) break;
+      piece = value.length;
+    } else {
+      const { done, value } = await reader.read();
+      if (done) break;
+      piece = value.length;
+      new Uint8Array(buffer).set(value.subarray(0, size + 1 - at), at);
+    }
+    at += piece;
+    if (at > size) {
+      reader.cancel().catch(() => {});
+      break;
+    }
+    onPiece(at);
+  }
+  return { bytes: new Uint8Array(buffer, 0, size), at };
+}
+
 // One download of a chunk. `got(n)` is told of each piece's bytes; a stall (no bytes for
 // ctx.timeout ms), a network error, a 5xx or a 429 throws Transient.
-async function downloadOnce(url, size, ctx, cacheMode, got) {
+async function downloadOnce(url, size, ctx, cacheMode, got, slot) {
   const attempt = new AbortController();
   const abort = () => attempt.abort(ctx.signal.reason);
   ctx.signal.addEventListener("abort", abort, { once: true });
@@ -118,20 +157,9 @@ async function downloadOnce(url, size, ctx, cacheMode, got) {
     if (!response.ok) throw new Error(`kuma: fetching weight chunk ${url} failed: ${status}.`);
     const empty = () => new Error(`kuma: weight chunk ${url} came back with no body (${status}); the server must send the file's ${size} bytes. Check the server or proxy configuration for this path.`);
     if (!response.body || response.status === 204 || response.status === 205) throw empty();
-    const bytes = new Uint8Array(size);
-    let at = 0;
-    const reader = response.body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      alive();
-      if (at + value.length > size) {
-        reader.cancel().catch(() => {});
-        throw new Error(`kuma: weight chunk ${url} is larger than this build of model ${ctx.model} says (${size} bytes): the deployed files differ from the build. Deploy the model's whole output folder from one build.`);
-      }
-      bytes.set(value, at);
-      at += value.length;
-      got(at);
+    const { bytes, at } = await readBody(response.body, size, slot, (at) => (alive(), got(at)));
+    if (at > size) {
+      throw new Error(`kuma: weight chunk ${url} is larger than this build of model ${ctx.model} says (${size} bytes): the deployed files differ from the build. Deploy the model's whole output folder from one build.`);
     }
     if (at === 0) throw empty();
     if (at !== size) throw new Transient(`truncated: ${at} of ${size} bytes`);
@@ -148,11 +176,11 @@ async function downloadOnce(url, size, ctx, cacheMode, got) {
 }
 
 // a chunk from the network, retrying transient faults with exponential backoff
-async function download(url, size, ctx, cacheMode, got) {
+async function download(url, size, ctx, cacheMode, got, slot) {
   for (let attempt = 1; ; attempt++) {
     ctx.signal.throwIfAborted();
     try {
-      return await downloadOnce(url, size, ctx, cacheMode, got);
+      return await downloadOnce(url, size, ctx, cacheMode, got, slot);
     } catch (error) {
       if (!(error instanceof Transient)) throw error;
       if (attempt === ATTEMPTS) {
@@ -176,13 +204,13 @@ async function openCache(program, options) {
 // keys are content hashes, so a new build finds its unchanged chunks under the same keys
 const cacheKey = (chunk) => `https://kuma.invalid/chunks/${chunk.sha256}`;
 
-async function fromCache(ctx, chunk) {
+async function fromCache(ctx, chunk, slot) {
   if (!ctx.cache) return null;
   try {
     const hit = await ctx.cache.match(cacheKey(chunk));
     if (!hit) return null;
-    const bytes = new Uint8Array(await hit.arrayBuffer());
-    if (bytes.length === chunk.size && (await sha256(bytes)) === chunk.sha256) return bytes;
+    const { bytes, at } = await readBody(hit.body, chunk.size, slot, () => {});
+    if (at === chunk.size && (await sha256(bytes)) === chunk.sha256) return bytes;
     await ctx.cache.delete(cacheKey(chunk)); // damaged: fetched again below
   } catch (error) {
     ctx.signal.throwIfAborted();
@@ -213,23 +241,23 @@ async function evictStale(cache, program) {
 
 // The verified bytes of chunk i: from the cache, else downloaded, else downloaded once more
 // bypassing every cache on a hash mismatch.
-async function chunkBytes(program, urls, i, ctx) {
+async function chunkBytes(program, urls, i, ctx, slot) {
   const chunk = program.chunks[i];
   let counted = 0; // bytes of this chunk already reported, so retries never count twice
   const got = (at) => {
     if (at > counted) ctx.progress(at - counted);
     counted = Math.max(counted, at);
   };
-  const cached = await fromCache(ctx, chunk);
+  const cached = await fromCache(ctx, chunk, slot);
   if (cached) {
     got(chunk.size);
     return cached;
   }
   for (const cacheMode of ["default", "reload"]) {
-    const bytes = await download(urls[i], chunk.size, ctx, cacheMode, got);
+    const bytes = await download(urls[i], chunk.size, ctx, cacheMode, got, slot);
     const actual = await sha256(bytes);
     if (actual === chunk.sha256) {
-      await toCache(ctx, chunk, bytes);
+      ctx.stores.push(toCache(ctx, chunk, bytes)); // the Response copies the bytes: no need to wait
       return bytes;
     }
     if (cacheMode === "reload") {
@@ -257,6 +285,7 @@ async function uploadChunks(program, urls, buffers, device, options) {
     signal: stop.signal,
     timeout: options.timeout ?? STALL_MS,
     cache: await openCache(program, options),
+    stores: [], // cache.put()s in flight
     progress(bytes) {
       loaded += bytes;
       options.onProgress?.(loaded, total);
@@ -265,11 +294,13 @@ async function uploadChunks(program, urls, buffers, device, options) {
   const cache = ctx.cache;
   let next = 0;
   let failure = null;
+  const room = Math.max(0, ...program.chunks.map((c) => c.size)) + 1;
   async function worker() {
+    const slot = { buffer: null, room };
     while (next < program.chunks.length && !failure) {
       const i = next++;
       try {
-        const bytes = await chunkBytes(program, urls, i, ctx);
+        const bytes = await chunkBytes(program, urls, i, ctx, slot);
         if (failure) return;
         for (const [, chunkOffset, buffer, bufferOffset, size] of copies[i]) {
           device.queue.writeBuffer(buffers[buffer], bufferOffset, bytes, chunkOffset, size);
@@ -285,6 +316,7 @@ async function uploadChunks(program, urls, buffers, device, options) {
   } finally {
     options.signal?.removeEventListener("abort", abort);
   }
+  await Promise.all(ctx.stores); // never rejects: toCache() handles its errors
   if (failure) throw failure.error;
   if (cache) await evictStale(cache, program); // a few ms: the keys of one model
 }
