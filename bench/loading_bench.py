@@ -4,7 +4,8 @@ Builds one model of --mib MiB of weights (elementwise, so kernel compilation is 
 in --chunk-size chunks, then bench/browser/load.mjs measures, per network throttle (DevTools
 protocol) in a fresh browser context: the pure download of the chunk files at the runtime's
 concurrency, a cold load() (download, SHA-256 checks, GPU upload, Cache API store, kernels, warm-up),
-the peak growth of JS memory (heap + ArrayBuffers) during it, and a second load() from the cache;
+the peak growth of JS memory (heap + ArrayBuffers) during it, a second load() from the cache and a
+load({ cache: false, warmup: false }) (the download, checks and upload alone);
 and, unthrottled, the time to hash every chunk. Prints a Markdown table.
 Not part of the test suite; uses tests/browser's playwright-core (cd tests/browser && npm ci).
 
@@ -74,11 +75,12 @@ def main():
     print(f"- model: {mb(weights)} of weights in {len(compiled.chunks)} chunks of {args.chunk_size}; runtime concurrency {concurrency}")
     print(f"- hashing (SHA-256, crypto.subtle, all chunks one after another): {data['hashMs']:.0f} ms "
           f"({weights / 2**20 / (data['hashMs'] / 1000):.0f} MiB/s)\n")
-    print("| throttle | pure download | cold load() | **load / download** | JS memory peak growth | second load() (cache) |")
-    print("|---|--:|--:|--:|--:|--:|")
+    print("| throttle | pure download | cold load() | **load / download** | load() without cache store and warm-up | ratio | "
+          "JS memory peak growth | second load() (cache) |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|")
     for row in data["rows"]:
         print(f"| {row['name']} | {row['downloadMs']:,.0f} ms | {row['coldMs']:,.0f} ms | **{row['coldMs'] / row['downloadMs']:.2f}** "
-              f"| {mb(row['peakBytes'])} | {row['secondMs']:,.0f} ms |")
+              f"| {row['bareMs']:,.0f} ms | {row['bareMs'] / row['downloadMs']:.2f} | {mb(row['peakBytes'])} | {row['secondMs']:,.0f} ms |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 //
 // Per throttle, in a fresh browser context (empty caches): the pure download (the chunk files fetched
 // `concurrency` at a time, bodies read and dropped), a cold load (cache on, so it also fills the
-// cache), and a second load from another page of the same context. JS memory (heap + ArrayBuffers,
+// cache), a second load from another page of the same context, and a load with { cache: false,
+// warmup: false } from a third (the download, checks and GPU upload alone). JS memory (heap + ArrayBuffers,
 // Runtime.getHeapUsage) is sampled back to back during the cold load; the peak is over the baseline
 // taken after the module import. Hashing: crypto.subtle.digest over every chunk, one after another.
 // Uses tests/browser's server and Chromium launch (and its playwright-core).
@@ -57,14 +58,14 @@ async function measure(throttle) {
   const sampler = (async () => {
     while (loading) peak = Math.max(peak, await memory(cdp));
   })();
-  const load = (page) => page.evaluate(async (url) => {
+  const load = (page, options = {}) => page.evaluate(async ([url, options]) => {
     const { load } = await import(url);
     const started = performance.now();
-    const model = await load();
+    const model = await load(options);
     const ms = performance.now() - started;
     model.dispose();
     return ms;
-  }, url);
+  }, [url, options]);
   const coldMs = await load(page);
   loading = false;
   await sampler;
@@ -72,8 +73,13 @@ async function measure(throttle) {
   await second.goto(`${server.origin}/`);
   await throttled(await context.newCDPSession(second), throttle);
   const secondMs = await load(second);
+  // the load alone: no cache store, no warm-up run (a fresh page; the HTTP cache is bypassed by no-store)
+  const third = await context.newPage();
+  await third.goto(`${server.origin}/`);
+  await throttled(await context.newCDPSession(third), throttle);
+  const bareMs = await load(third, { cache: false, warmup: false });
   await context.close();
-  return { ...throttle, downloadMs, coldMs, secondMs, peakBytes: peak - baseline };
+  return { ...throttle, downloadMs, coldMs, bareMs, secondMs, peakBytes: peak - baseline };
 }
 
 // ms to hash every chunk, unthrottled
