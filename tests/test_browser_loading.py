@@ -208,3 +208,11 @@ def test_buffer_over_the_device_limit_is_named(driver, tmp_path):
     assert reply["error"] == (f'kuma: model wide cannot run here: its buffer 0 (input "x") is {x.numel() * 4} bytes, but this device allows '
                               f"maxStorageBufferBindingSize = {128 << 20}. Use a device with larger limits (load() asks the adapter for what "
                               "the model needs; a device passed as load({ device }) must have been requested with them).")
+
+
+def test_device_loss_resolves_lost_and_a_reload_works(driver, wide, x):
+    # the GPU process really crashes (DevTools Browser.crashGpuProcess); Chromium starts a new one
+    reply = scenario(driver, wide, x, "device_lost")
+    assert_correct(reply, wide, x)  # the model loaded again after the loss
+    assert reply["lost"]["reason"] == "unknown" and reply["lost"]["message"]
+    assert reply["afterLoss"] == f"kuma: the GPU device of model wide was lost (unknown: {reply['lost']['message']}); load() the model again."

@@ -260,6 +260,28 @@ const SCENARIOS = {
     }, env.url);
   },
 
+  // the GPU process crashes under a loaded model (Browser.crashGpuProcess): model.lost resolves, run()
+  // says so, and loading again (as docs/js-api.md shows) works
+  async device_lost(env, request) {
+    await env.page.evaluate(async (url) => {
+      const { load } = await import(url);
+      window.kumaTest.model = await load({ cache: false });
+    }, env.url);
+    const cdp = await sessions.browser.newBrowserCDPSession();
+    await cdp.send("Browser.crashGpuProcess");
+    await cdp.detach();
+    return env.page.evaluate(async ([url, inputs]) => {
+      const model = window.kumaTest.model;
+      const lost = await model.lost;
+      const afterLoss = await model.run(window.kumaTest.feed(inputs)).then(() => "resolved", (error) => error.message);
+      const { load } = await import(url);
+      const again = await load({ cache: false });
+      const outputs = window.kumaTest.encode(again.outputs, await again.run(window.kumaTest.feed(inputs)));
+      again.dispose();
+      return { ok: true, lost: { reason: lost.reason, message: lost.message }, afterLoss, outputs };
+    }, [env.url, request.inputs]);
+  },
+
   // run() misuse: inputs changed right after run(), null inputs, run after dispose(), model.lost
   async run_api(env, request) {
     return env.page.evaluate(async ([url, inputs]) => {
