@@ -137,8 +137,10 @@ async function readBody(body, size, slot, onPiece) {
   return { bytes: new Uint8Array(buffer, 0, size), at };
 }
 
-// One download of a chunk. `got(n)` is told of each piece's bytes; a stall (no bytes for
-// ctx.timeout ms), a network error, a 5xx or a 429 throws Transient.
+// One download of a chunk: { bytes, at (how many came), type (Content-Type) }. `got(n)` is told of
+// each piece; a stall (no bytes for ctx.timeout ms), a network error, a 5xx or a 429 throws
+// Transient. A body that ends early or runs long came whole from the server (a dropped connection
+// is a network error), so it is a wrong file, not a fault to retry: the caller checks it like a hash.
 async function downloadOnce(url, size, ctx, cacheMode, got, slot) {
   const attempt = new AbortController();
   const abort = () => attempt.abort(ctx.signal.reason);
@@ -155,15 +157,11 @@ async function downloadOnce(url, size, ctx, cacheMode, got, slot) {
     }
     if (response.status === 429 || response.status >= 500) throw new Transient(status, retryAfterMs(response));
     if (!response.ok) throw new Error(`kuma: fetching weight chunk ${url} failed: ${status}.`);
-    const empty = () => new Error(`kuma: weight chunk ${url} came back with no body (${status}); the server must send the file's ${size} bytes. Check the server or proxy configuration for this path.`);
-    if (!response.body || response.status === 204 || response.status === 205) throw empty();
-    const { bytes, at } = await readBody(response.body, size, slot, (at) => (alive(), got(at)));
-    if (at > size) {
-      throw new Error(`kuma: weight chunk ${url} is larger than this build of model ${ctx.model} says (${size} bytes): the deployed files differ from the build. Deploy the model's whole output folder from one build.`);
+    if (!response.body || response.status === 204 || response.status === 205) {
+      throw new Error(`kuma: weight chunk ${url} came back with no body (${status}); the server must send the file's ${size} bytes. Check the server or proxy configuration for this path.`);
     }
-    if (at === 0) throw empty();
-    if (at !== size) throw new Transient(`truncated: ${at} of ${size} bytes`);
-    return bytes;
+    const { bytes, at } = await readBody(response.body, size, slot, (at) => (alive(), got(at)));
+    return { bytes, at, type: response.headers.get("Content-Type") ?? "" };
   } catch (error) {
     if (ctx.signal.aborted) throw ctx.signal.reason;
     if (attempt.signal.aborted && attempt.signal.reason === stalled) throw stalled;
@@ -254,15 +252,18 @@ async function chunkBytes(program, urls, i, ctx, slot) {
     return cached;
   }
   for (const cacheMode of ["default", "reload"]) {
-    const bytes = await download(urls[i], chunk.size, ctx, cacheMode, got, slot);
-    const actual = await sha256(bytes);
+    const { bytes, at, type } = await download(urls[i], chunk.size, ctx, cacheMode, got, slot);
+    const actual = at === chunk.size ? await sha256(bytes) : null;
     if (actual === chunk.sha256) {
       ctx.stores.push(toCache(ctx, chunk, bytes)); // the Response copies the bytes: no need to wait
       return bytes;
     }
     if (cacheMode === "reload") {
-      throw new Error(`kuma: weight chunk ${urls[i]} does not match this build of model ${program.model} (its SHA-256 is ${actual}, the build's ${chunk.sha256}), also when fetched again bypassing caches: ` +
-        `the deployed files differ from the build, or the server or a proxy alters them. Deploy the model's whole output folder from one build.`);
+      const found = actual ? `its SHA-256 is ${actual}, the build's ${chunk.sha256}`
+        : at > chunk.size ? `it is longer than the build's ${chunk.size} bytes` : `it is ${at} bytes, the build's ${chunk.size}`;
+      const page = type.includes("text/html") ? " The server answered with an HTML page: does it serve a fallback page for missing files?" : "";
+      throw new Error(`kuma: weight chunk ${urls[i]} does not match this build of model ${program.model} (${found}), also when fetched again bypassing caches: ` +
+        `the deployed files differ from the build, or the server or a proxy alters them. Deploy the model's whole output folder from one build.${page}`);
     }
   }
 }

@@ -165,6 +165,14 @@ def test_empty_response_is_a_clear_error(driver, wide, x):
     assert reply["error"].startswith(f"kuma: weight chunk ") and "came back with no body (HTTP 204" in reply["error"]
 
 
+def test_html_fallback_page_is_named(driver, wide, x):
+    # a server that answers every unknown path with its index.html, status 200
+    reply = scenario(driver, wide, x, "status", status=200, body="<!doctype html>", type="text/html")
+    assert not reply["ok"] and reply["attempts"] == 2  # fetched once more, bypassing caches
+    assert f"{wide.chunks[0]['file']} does not match this build of model wide (it is 15 bytes, the build's {wide.chunks[0]['size']})" in reply["error"]
+    assert "The server answered with an HTML page" in reply["error"]
+
+
 def test_abort(driver, wide, x):
     reply = scenario(driver, wide, x, "abort")
     assert not reply["ok"] and reply["name"] == "AbortError"

@@ -81,9 +81,8 @@ async function intercept(env, stage, handler) {
 }
 
 const proceed = (env, event) => env.cdp.send("Fetch.continueRequest", { requestId: event.requestId });
-const respond = (env, event, responseCode, body = "", headers = []) => env.cdp.send("Fetch.fulfillRequest",
-  { requestId: event.requestId, responseCode, responseHeaders: [{ name: "Content-Type", value: "application/octet-stream" }, ...headers],
-    body: Buffer.from(body).toString("base64") });
+const respond = (env, event, responseCode, body = "", headers = [{ name: "Content-Type", value: "application/octet-stream" }]) =>
+  env.cdp.send("Fetch.fulfillRequest", { requestId: event.requestId, responseCode, responseHeaders: headers, body: Buffer.from(body).toString("base64") });
 
 const loadAndRun = (env, request, options = {}) =>
   env.page.evaluate(([url, inputs, options]) => window.kumaTest.loadAndRun(url, inputs, options), [env.url, request.inputs, options]);
@@ -191,9 +190,10 @@ const SCENARIOS = {
     return { ...result, attempts: attempts.get(0) };
   },
 
-  // chunk 0 answers with this status and no body (404, 204 ...)
+  // chunk 0 answers with this status (404, 204 ...), body and Content-Type
   async status(env, request) {
-    const attempts = await intercept(env, "Request", (event, i) => (i === 0 ? respond(env, event, request.status) : proceed(env, event)));
+    const headers = [{ name: "Content-Type", value: request.type ?? "application/octet-stream" }];
+    const attempts = await intercept(env, "Request", (event, i) => (i === 0 ? respond(env, event, request.status, request.body, headers) : proceed(env, event)));
     return { ...(await loadAndRun(env, request, { cache: false })), attempts: attempts.get(0) };
   },
 
