@@ -150,7 +150,7 @@ def test_flaky_connection_still_loads(driver, wide, x):
 def test_stalled_download_is_retried(driver, wide, x):
     reply = scenario(driver, wide, x, "stall", timeout=1000)
     assert_correct(reply, wide, x)
-    assert reply["attempts"] == 2
+    assert reply["attempts"] >= 2  # more if a busy machine also delays a retry past the timeout
 
 
 def test_missing_chunk_names_the_url(driver, wide, x):
