@@ -48,12 +48,20 @@ export interface LoadOptions {{
   fetch?: typeof fetch;
   /** false: skip the warm-up run on zeroed inputs at load */
   warmup?: boolean;
+  /** false: neither read nor store the weight chunks in the browser's Cache API (default: on where `caches` exists) */
+  cache?: boolean;
+  /** aborts the load; load() then rejects with the signal's reason */
+  signal?: AbortSignal;
+  /** ms without a byte before a chunk download is retried (default 30000) */
+  timeout?: number;
 }}
 
 export interface Model {{
   run(inputs: Inputs): Promise<Outputs>;
   dispose(): void;
   readonly device: GPUDevice;
+  /** resolves when the device is lost or destroyed; load() again to recover */
+  readonly lost: Promise<GPUDeviceLostInfo>;
 }}
 
 export function load(options?: LoadOptions): Promise<Model>;

@@ -5,6 +5,7 @@ same dispatch list, one compute pass), so `kuma verify` and the tests check
 exactly what the browser will run.
 """
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -60,7 +61,7 @@ class GpuModel:
             module = device.create_shader_module(label=kernel["name"], code=(f16 and kernel.get("f16")) or kernel["code"])
             pipelines.append(device.create_compute_pipeline(label=kernel["name"], layout="auto", compute={"module": module, "entry_point": "main"}))
         if chunks is None:
-            chunks = [(folder / c["file"]).read_bytes() for c in program["chunks"]]
+            chunks = [read_chunk(folder, c) for c in program["chunks"]]
         for chunk, chunk_offset, buffer, buffer_offset, size in program["copies"]:
             device.queue.write_buffer(self.buffers[buffer], buffer_offset, memoryview(chunks[chunk])[chunk_offset:chunk_offset + size])
         self.binds = []
@@ -153,6 +154,15 @@ def run_program(program: dict, inputs: dict[str, np.ndarray], folder: Path | Non
         return gpu.run(inputs)
     finally:
         gpu.release()
+
+
+def read_chunk(folder: Path, chunk: dict) -> bytes:
+    """A weight chunk's bytes, checked against the program's sha256 as the browser runtime checks them."""
+    data = (folder / chunk["file"]).read_bytes()
+    if hashlib.sha256(data).hexdigest() != chunk["sha256"]:
+        raise KumaError(f"{folder / chunk['file']} does not match its build (SHA-256 differs): the output folder was changed "
+                        "after the build; run `kuma build --force` to write it again.")
+    return data
 
 
 def timestamp_period(device) -> float:

@@ -11,6 +11,12 @@ declare module "kuma:*" {
     fetch?: typeof fetch;
     /** false: skip the warm-up run on zeroed inputs at load */
     warmup?: boolean;
+    /** false: neither read nor store the weight chunks in the browser's Cache API (default: on where `caches` exists) */
+    cache?: boolean;
+    /** aborts the load; load() then rejects with the signal's reason */
+    signal?: AbortSignal;
+    /** ms without a byte before a chunk download is retried (default 30000) */
+    timeout?: number;
   }
   export interface TensorInfo {
     name: string;
@@ -21,6 +27,8 @@ declare module "kuma:*" {
     run(inputs: Record<string, Float32Array | Int32Array>): Promise<Record<string, Float32Array | Int32Array>>;
     dispose(): void;
     readonly device: GPUDevice;
+    /** resolves when the device is lost or destroyed; load() again to recover */
+    readonly lost: Promise<GPUDeviceLostInfo>;
     readonly inputs: readonly TensorInfo[];
     readonly outputs: readonly TensorInfo[];
   }

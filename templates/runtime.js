@@ -1,131 +1,442 @@
-// kuma runtime: runs a compiled program on WebGPU.
-// all pipelines and bind groups are made once at load; each run() is one
-// command encoder with one compute pass, and the only CPU wait is the final
-// read of the outputs.
+// kuma runtime: loads a compiled program onto WebGPU and runs it.
+//
+// load: the device is asked for the limits the model needs, and every buffer is checked against
+// them before any is made. The kernels compile while the weight chunks stream in, at most
+// CONCURRENCY at a time; each chunk is put into its GPU buffers as soon as it is whole and its
+// SHA-256 matches the build, then dropped, so JS memory holds a few chunks whatever the model's
+// size. A chunk comes from the Cache API (one cache per model, keyed by content hash) or from the
+// network, where network errors, stalls, 5xx and 429 are retried. A load that fails destroys what
+// it made and returns no model, so no run ever reads bytes that were not verified.
+// run: the inputs are checked and copied when run() is called; each run is one command encoder
+// with one compute pass, and the only CPU wait is the final read of the outputs.
 
 const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
 const USAGE_READBACK = 0x01 | 0x08; // MAP_READ | COPY_DST
 const ARRAY_TYPES = { float32: Float32Array, int32: Int32Array };
+const CONCURRENCY = 4; // chunk downloads at once: enough to fill the link while one chunk is hashed; JS memory holds this many chunks
+const ATTEMPTS = 4; // per chunk, for network errors, stalls, 5xx and 429
+const BACKOFF_MS = 250; // before the 2nd attempt; doubled for each next one, with jitter
+const MAX_RETRY_AFTER_MS = 10_000; // a server's Retry-After is honoured up to this
+const STALL_MS = 30_000; // default load({ timeout }): an attempt with no bytes for this long is retried
 
-async function requestDevice(program) {
+// a fault worth another attempt (the server or the connection, not the deployed files)
+class Transient extends Error {
+  constructor(message, retryAfterMs) {
+    super(message);
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+async function requestDevice(program, need) {
   if (typeof navigator === "undefined" || !navigator.gpu) {
     throw new Error("kuma: WebGPU is not available in this browser (navigator.gpu is missing). Use a browser with WebGPU enabled, or pass load({ device }).");
   }
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new Error("kuma: no WebGPU adapter found; the browser or GPU driver does not support WebGPU here.");
-  const need = neededLimits(program);
-  const requiredLimits = {};
-  for (const [name, value] of Object.entries(need)) {
-    if (value > adapter.limits[name]) {
-      throw new Error(`kuma: model ${program.model} needs ${name} >= ${value}, but this GPU allows ${adapter.limits[name]}.`);
-    }
-    requiredLimits[name] = value;
-  }
+  checkLimits(program, need, adapter.limits, "this GPU's adapter");
   // f16 weights: kernels have a native-f16 variant; ask for the feature only when it is there
   const requiredFeatures = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16") ? ["shader-f16"] : [];
-  return adapter.requestDevice({ requiredLimits, requiredFeatures });
+  return adapter.requestDevice({ requiredLimits: need.limits, requiredFeatures });
 }
 
+// the limits the model needs, and for each what asks for it (to name it in an error)
 function neededLimits(program) {
-  const largest = Math.max(4, ...program.buffers.map((b) => b.size));
-  const bindings = Math.max(1, ...program.dispatches.map(([, buffers]) => buffers.length));
-  return { maxStorageBufferBindingSize: largest, maxBufferSize: largest, maxStorageBuffersPerShaderStage: bindings };
+  const largest = program.buffers.reduce((best, b, i) => (b.size > program.buffers[best].size ? i : best), 0);
+  const widest = program.dispatches.reduce((best, d, i) => (d[1].length > program.dispatches[best][1].length ? i : best), 0);
+  const size = Math.max(4, Math.ceil((program.buffers[largest]?.size ?? 4) / 4) * 4);
+  const bindings = Math.max(1, program.dispatches[widest]?.[1].length ?? 1);
+  const buffer = describeBuffer(program, largest);
+  const kernel = program.kernels[program.dispatches[widest]?.[0]]?.name;
+  return {
+    limits: { maxStorageBufferBindingSize: size, maxBufferSize: size, maxStorageBuffersPerShaderStage: bindings },
+    why: { maxStorageBufferBindingSize: `${buffer} is ${size} bytes`, maxBufferSize: `${buffer} is ${size} bytes`,
+      maxStorageBuffersPerShaderStage: `kernel ${kernel} binds ${bindings} storage buffers` },
+  };
 }
 
-async function fetchChunks(program, urls, fetchImpl, onProgress) {
-  const total = program.chunks.reduce((sum, c) => sum + c.size, 0);
-  let loaded = 0;
-  onProgress?.(0, total);
-  return Promise.all(urls.map(async (url, i) => {
-    const response = await fetchImpl(url);
-    if (!response.ok) throw new Error(`kuma: fetching weight chunk ${url} failed: HTTP ${response.status}`);
-    const bytes = new Uint8Array(program.chunks[i].size);
-    let at = 0;
-    const reader = response.body.getReader();
-    for (;;) {
+function describeBuffer(program, index) {
+  const input = program.inputs.find((s) => s.buffer === index);
+  const output = program.outputs.find((s) => s.buffer === index);
+  const what = input ? `input "${input.name}"` : output ? `output "${output.name}"` : program.buffers[index]?.kind ?? "buffer";
+  return `buffer ${index} (${what})`;
+}
+
+// before any buffer is made: a model that cannot fit is one clear error, not a validation error later
+function checkLimits(program, need, limits, whose) {
+  for (const [name, value] of Object.entries(need.limits)) {
+    if (value > limits[name]) {
+      throw new Error(`kuma: model ${program.model} cannot run here: its ${need.why[name]}, but ${whose} allows ${name} = ${limits[name]}. ` +
+        `Use a device with larger limits (load() asks the adapter for what the model needs; a device passed as load({ device }) must have been requested with them).`);
+    }
+  }
+}
+
+// the WGSL of each kernel for this device (the one place a later choice between kernel sets goes)
+function kernelSources(program, device) {
+  const f16 = device.features.has("shader-f16");
+  return program.kernels.map((k) => ({ name: k.name, code: (f16 && k.f16) || k.code }));
+}
+
+async function sha256(bytes) {
+  if (!globalThis.crypto?.subtle) throw new Error("kuma: crypto.subtle is missing, so the weights cannot be verified; serve the page over https (WebGPU needs a secure context too).");
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function delay(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const stop = () => { clearTimeout(timer); reject(signal.reason); };
+    const timer = setTimeout(() => { signal.removeEventListener("abort", stop); resolve(); }, ms);
+    signal.addEventListener("abort", stop, { once: true });
+  });
+}
+
+function retryAfterMs(response) {
+  const value = response.headers.get("Retry-After");
+  if (value === null) return undefined;
+  const ms = /^\d+$/.test(value.trim()) ? Number(value) * 1000 : Date.parse(value) - Date.now();
+  return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS) : undefined;
+}
+
+// A body's bytes, at most size + 1 of them (one more means it is too long), and how many came.
+// They land in slot.buffer, which each download worker reuses for all its chunks (the digest, the
+// GPU upload and the cache's Response copy the bytes when called), and byte streams (fetch's) are
+// read in place (BYOB): nothing is allocated per piece or per chunk, nothing left for the GC.
+async function readBody(body, size, slot, onPiece) {
+  let byob = null;
+  try {
+    byob = body.getReader({ mode: "byob" });
+  } catch {
+    // not a byte stream (a custom fetch's): copy each piece
+  }
+  const reader = byob ?? body.getReader();
+  // a buffer lost in a failed read is detached (byteLength 0): make a new one
+  if (!slot.buffer || slot.buffer.byteLength < size + 1) slot.buffer = new ArrayBuffer(Math.max(slot.room, size + 1));
+  let buffer = slot.buffer;
+  let at = 0;
+  for (;;) {
+    let piece;
+    if (byob) {
+      const { done, value } = await byob.read(new Uint8Array(buffer, at, size + 1 - at));
+      if (value) buffer = slot.buffer = value.buffer; // the read moved the buffer into value
+      if (done) break;
+      piece = value.length;
+    } else {
       const { done, value } = await reader.read();
       if (done) break;
-      if (at + value.length > bytes.length) throw new Error(`kuma: weight chunk ${url} is larger than the build said; rebuild the model.`);
-      bytes.set(value, at);
-      at += value.length;
-      loaded += value.length;
-      onProgress?.(loaded, total);
+      piece = value.length;
+      new Uint8Array(buffer).set(value.subarray(0, size + 1 - at), at);
     }
-    if (at !== bytes.length) throw new Error(`kuma: weight chunk ${url} is truncated (${at} of ${bytes.length} bytes).`);
-    return bytes;
-  }));
+    at += piece;
+    if (at > size) {
+      reader.cancel().catch(() => {});
+      break;
+    }
+    onPiece(at);
+  }
+  return { bytes: new Uint8Array(buffer, 0, size), at };
+}
+
+// One download of a chunk: { bytes, at (how many came), type (Content-Type) }. `got(n)` is told of
+// each piece; a stall (no bytes for ctx.timeout ms), a network error, a 5xx or a 429 throws
+// Transient. A body that ends early or runs long came whole from the server (a dropped connection
+// is a network error), so it is a wrong file, not a fault to retry: the caller checks it like a hash.
+async function downloadOnce(url, size, ctx, cacheMode, got, slot) {
+  const attempt = new AbortController();
+  const abort = () => attempt.abort(ctx.signal.reason);
+  ctx.signal.addEventListener("abort", abort, { once: true });
+  let timer;
+  const stalled = new Transient(`no bytes arrived for ${ctx.timeout} ms`);
+  const alive = () => { clearTimeout(timer); timer = setTimeout(() => attempt.abort(stalled), ctx.timeout); };
+  alive();
+  try {
+    const response = await ctx.fetch(url, { signal: attempt.signal, cache: cacheMode });
+    const status = `HTTP ${response.status}${response.statusText ? " " + response.statusText : ""}`;
+    if (response.status === 404 || response.status === 410) {
+      throw new Error(`kuma: weight chunk ${url} is not on the server (${status}): the deployed files differ from this build of model ${ctx.model}. Deploy the model's whole output folder (index.js with its weights/) from one build.`);
+    }
+    if (response.status === 429 || response.status >= 500) throw new Transient(status, retryAfterMs(response));
+    if (!response.ok) throw new Error(`kuma: fetching weight chunk ${url} failed: ${status}.`);
+    if (!response.body || response.status === 204 || response.status === 205) {
+      throw new Error(`kuma: weight chunk ${url} came back with no body (${status}); the server must send the file's ${size} bytes. Check the server or proxy configuration for this path.`);
+    }
+    const { bytes, at } = await readBody(response.body, size, slot, (at) => (alive(), got(at)));
+    return { bytes, at, type: response.headers.get("Content-Type") ?? "" };
+  } catch (error) {
+    if (ctx.signal.aborted) throw ctx.signal.reason;
+    if (attempt.signal.aborted && attempt.signal.reason === stalled) throw stalled;
+    if (error instanceof TypeError) throw new Transient(error.message); // fetch's network errors
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    ctx.signal.removeEventListener("abort", abort);
+  }
+}
+
+// a chunk from the network, retrying transient faults with exponential backoff
+async function download(url, size, ctx, cacheMode, got, slot) {
+  for (let attempt = 1; ; attempt++) {
+    ctx.signal.throwIfAborted();
+    try {
+      return await downloadOnce(url, size, ctx, cacheMode, got, slot);
+    } catch (error) {
+      if (!(error instanceof Transient)) throw error;
+      if (attempt === ATTEMPTS) {
+        throw new Error(`kuma: weight chunk ${url} could not be downloaded after ${ATTEMPTS} attempts (last: ${error.message}). Check the network connection and the server, then load again.`);
+      }
+      await delay(error.retryAfterMs ?? BACKOFF_MS * 2 ** (attempt - 1) * (0.5 + Math.random()), ctx.signal);
+    }
+  }
+}
+
+// the model's chunk cache, or null: opted out, no Cache API (http pages), or storage refused
+async function openCache(program, options) {
+  if (options.cache === false || typeof caches === "undefined") return null;
+  try {
+    return await caches.open(`kuma:${program.model}`);
+  } catch {
+    return null;
+  }
+}
+
+// keys are content hashes, so a new build finds its unchanged chunks under the same keys
+const cacheKey = (chunk) => `https://kuma.invalid/chunks/${chunk.sha256}`;
+
+async function fromCache(ctx, chunk, slot) {
+  if (!ctx.cache) return null;
+  try {
+    const hit = await ctx.cache.match(cacheKey(chunk));
+    if (!hit) return null;
+    const { bytes, at } = await readBody(hit.body, chunk.size, slot, () => {});
+    if (at === chunk.size && (await sha256(bytes)) === chunk.sha256) return bytes;
+    await ctx.cache.delete(cacheKey(chunk)); // damaged: fetched again below
+  } catch (error) {
+    ctx.signal.throwIfAborted();
+  }
+  return null;
+}
+
+async function toCache(ctx, chunk, bytes) {
+  if (!ctx.cache) return;
+  try {
+    await ctx.cache.put(cacheKey(chunk), new Response(bytes, { headers: { "Content-Type": "application/octet-stream" } }));
+  } catch (error) {
+    // quota or storage errors: load the rest without the cache, never fail the load
+    console.warn(`kuma: the browser cache refused weight chunks of model ${ctx.model} (${error.name}: ${error.message}); loading without it.`);
+    ctx.cache = null;
+  }
+}
+
+// drop the cached chunks this build no longer uses (older builds of the model)
+async function evictStale(cache, program) {
+  try {
+    const used = new Set(program.chunks.map(cacheKey));
+    for (const request of await cache.keys()) if (!used.has(request.url)) await cache.delete(request);
+  } catch {
+    // eviction is housekeeping: the next load tries again
+  }
+}
+
+// The verified bytes of chunk i: from the cache, else downloaded, else downloaded once more
+// bypassing every cache on a hash mismatch.
+async function chunkBytes(program, urls, i, ctx, slot) {
+  const chunk = program.chunks[i];
+  let counted = 0; // bytes of this chunk already reported, so retries never count twice
+  const got = (at) => {
+    if (at > counted) ctx.progress(at - counted);
+    counted = Math.max(counted, at);
+  };
+  const cached = await fromCache(ctx, chunk, slot);
+  if (cached) {
+    got(chunk.size);
+    return cached;
+  }
+  for (const cacheMode of ["default", "reload"]) {
+    const { bytes, at, type } = await download(urls[i], chunk.size, ctx, cacheMode, got, slot);
+    const actual = at === chunk.size ? await sha256(bytes) : null;
+    if (actual === chunk.sha256) {
+      ctx.stores.push(toCache(ctx, chunk, bytes)); // the Response copies the bytes: no need to wait
+      return bytes;
+    }
+    if (cacheMode === "reload") {
+      const found = actual ? `its SHA-256 is ${actual}, the build's ${chunk.sha256}`
+        : at > chunk.size ? `it is longer than the build's ${chunk.size} bytes` : `it is ${at} bytes, the build's ${chunk.size}`;
+      const page = type.includes("text/html") ? " The server answered with an HTML page: does it serve a fallback page for missing files?" : "";
+      throw new Error(`kuma: weight chunk ${urls[i]} does not match this build of model ${program.model} (${found}), also when fetched again bypassing caches: ` +
+        `the deployed files differ from the build, or the server or a proxy alters them. Deploy the model's whole output folder from one build.${page}`);
+    }
+  }
+}
+
+// Streams every chunk into the buffers, CONCURRENCY at a time. On the first failure the other
+// downloads are aborted and awaited, so nothing writes to the buffers after this rejects.
+async function uploadChunks(program, urls, buffers, device, options) {
+  const copies = program.chunks.map(() => []);
+  for (const copy of program.copies) copies[copy[0]].push(copy);
+  const total = program.chunks.reduce((sum, c) => sum + c.size, 0);
+  let loaded = 0;
+  options.onProgress?.(0, total);
+  const stop = new AbortController();
+  const abort = () => stop.abort(options.signal.reason);
+  options.signal?.addEventListener("abort", abort, { once: true });
+  if (options.signal?.aborted) abort();
+  const ctx = {
+    model: program.model,
+    fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
+    signal: stop.signal,
+    timeout: options.timeout ?? STALL_MS,
+    cache: await openCache(program, options),
+    stores: [], // cache.put()s in flight
+    progress(bytes) {
+      loaded += bytes;
+      options.onProgress?.(loaded, total);
+    },
+  };
+  const cache = ctx.cache;
+  let next = 0;
+  let failure = null;
+  const room = Math.max(0, ...program.chunks.map((c) => c.size)) + 1;
+  async function worker() {
+    const slot = { buffer: null, room };
+    while (next < program.chunks.length && !failure) {
+      const i = next++;
+      try {
+        const bytes = await chunkBytes(program, urls, i, ctx, slot);
+        if (failure) return;
+        for (const [, chunkOffset, buffer, bufferOffset, size] of copies[i]) {
+          device.queue.writeBuffer(buffers[buffer], bufferOffset, bytes, chunkOffset, size);
+        }
+      } catch (error) {
+        failure ??= { error };
+        stop.abort(error);
+      }
+    }
+  }
+  try {
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, program.chunks.length) }, worker));
+  } finally {
+    options.signal?.removeEventListener("abort", abort);
+  }
+  await Promise.all(ctx.stores); // never rejects: toCache() handles its errors
+  if (failure) throw failure.error;
+  if (cache) await evictStale(cache, program); // a few ms: the keys of one model
 }
 
 async function createModel(program, chunkUrls, options = {}) {
+  options.signal?.throwIfAborted();
+  const need = neededLimits(program);
   const ownsDevice = !options.device;
-  const device = options.device ?? (await requestDevice(program));
-  const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage: USAGE_STORAGE }));
-
-  device.pushErrorScope("validation");
-  const pipelines = Promise.all(program.kernels.map(async (k) => {
-    const module = device.createShaderModule({ label: k.name, code: (device.features.has("shader-f16") && k.f16) || k.code });
-    try {
-      return await device.createComputePipelineAsync({ label: k.name, layout: "auto", compute: { module, entryPoint: "main" } });
-    } catch (e) {
-      const info = await module.getCompilationInfo();
-      const messages = info.messages.map((m) => `line ${m.lineNum}: ${m.message}`).join("; ");
-      throw new Error(`kuma: kernel ${k.name} of model ${program.model} does not compile on this device: ${messages || e.message}`);
+  const device = options.device ?? (await requestDevice(program, need));
+  const made = [];
+  let scoped = false;
+  try {
+    checkLimits(program, need, device.limits, "this device");
+    const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage: USAGE_STORAGE }));
+    made.push(...buffers);
+    device.pushErrorScope("validation");
+    scoped = true;
+    const pipelines = Promise.all(kernelSources(program, device).map(async ({ name, code }) => {
+      const module = device.createShaderModule({ label: name, code });
+      try {
+        return await device.createComputePipelineAsync({ label: name, layout: "auto", compute: { module, entryPoint: "main" } });
+      } catch (e) {
+        const info = await module.getCompilationInfo();
+        const messages = info.messages.map((m) => `line ${m.lineNum}: ${m.message}`).join("; ");
+        throw new Error(`kuma: kernel ${name} of model ${program.model} does not compile on this device: ${messages || e.message}`);
+      }
+    }));
+    pipelines.catch(() => {}); // awaited below; a failed download must not leave it unhandled
+    await uploadChunks(program, chunkUrls, buffers, device, options);
+    const compiled = await pipelines;
+    const binds = program.dispatches.map(([kernel, bound, groups]) => ({
+      pipeline: compiled[kernel],
+      groups,
+      bindGroup: device.createBindGroup({
+        layout: compiled[kernel].getBindGroupLayout(0),
+        entries: bound.map((b, i) => ({ binding: i, resource: { buffer: buffers[b] } })),
+      }),
+    }));
+    scoped = false;
+    const error = await device.popErrorScope();
+    if (error) throw new Error(`kuma: model ${program.model} failed to load on this device: ${error.message}`);
+    const readbacks = program.outputs.map((o) => device.createBuffer({ size: program.buffers[o.buffer].size, usage: USAGE_READBACK }));
+    made.push(...readbacks);
+    // warm-up: drivers finish pipelines and allocations lazily at their first dispatch; pay that
+    // here (on the zeroed inputs) rather than in the caller's first run()
+    if (options.warmup !== false) {
+      const encoder = device.createCommandEncoder();
+      encodePass(encoder, binds);
+      device.queue.submit([encoder.finish()]);
+      await device.queue.onSubmittedWorkDone();
     }
-  }));
-  const chunks = fetchChunks(program, chunkUrls, options.fetch ?? globalThis.fetch.bind(globalThis), options.onProgress);
-  const [compiled, data] = await Promise.all([pipelines, chunks]);
-  for (const [chunk, chunkOffset, buffer, bufferOffset, size] of program.copies) {
-    device.queue.writeBuffer(buffers[buffer], bufferOffset, data[chunk], chunkOffset, size);
+    options.signal?.throwIfAborted();
+    return runnable(program, device, ownsDevice, buffers, binds, readbacks);
+  } catch (error) {
+    if (scoped) device.popErrorScope().catch(() => {});
+    for (const b of made) b.destroy();
+    if (ownsDevice) device.destroy();
+    throw error;
   }
-  const binds = program.dispatches.map(([kernel, bound, groups]) => ({
-    pipeline: compiled[kernel],
-    groups,
-    bindGroup: device.createBindGroup({
-      layout: compiled[kernel].getBindGroupLayout(0),
-      entries: bound.map((b, i) => ({ binding: i, resource: { buffer: buffers[b] } })),
-    }),
-  }));
-  const error = await device.popErrorScope();
-  if (error) throw new Error(`kuma: model ${program.model} failed to load on this device: ${error.message}`);
+}
 
-  const readbacks = program.outputs.map((o) => device.createBuffer({ size: program.buffers[o.buffer].size, usage: USAGE_READBACK }));
+// every dispatch of the plan in one compute pass
+function encodePass(encoder, binds) {
+  const pass = encoder.beginComputePass();
+  for (const { pipeline, bindGroup, groups } of binds) {
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
+  }
+  pass.end();
+}
+
+// the inputs of one run, checked and copied now: the caller may reuse its arrays at once
+function takeInputs(program, inputs) {
+  const names = program.inputs.map((s) => `"${s.name}"`).join(", ");
+  if (inputs === null || typeof inputs !== "object") {
+    throw new TypeError(`kuma: run() takes an object mapping each input name (${names}) to a typed array, got ${inputs === null ? "null" : typeof inputs}.`);
+  }
+  for (const name of Object.keys(inputs)) {
+    if (!program.inputs.some((s) => s.name === name)) throw new TypeError(`kuma: run() got an unknown input "${name}"; model ${program.model} takes ${names}.`);
+  }
+  return program.inputs.map((spec) => {
+    const array = inputs[spec.name];
+    const Type = ARRAY_TYPES[spec.dtype];
+    const count = spec.shape.reduce((a, b) => a * b, 1);
+    if (array === undefined) throw new TypeError(`kuma: run() is missing input "${spec.name}"`);
+    if (spec.dtype === "int32" && array instanceof BigInt64Array) return Int32Array.from(array, Number);
+    if (!(array instanceof Type)) throw new TypeError(`kuma: input "${spec.name}" must be a ${Type.name}`);
+    if (array.length !== count) throw new RangeError(`kuma: input "${spec.name}" needs ${count} values (shape [${spec.shape}]), got ${array.length}`);
+    return array.slice();
+  });
+}
+
+function runnable(program, device, ownsDevice, buffers, binds, readbacks) {
   let queue = Promise.resolve();
+  let disposed = false;
+  let lostInfo = null;
+  const lost = device.lost.then((info) => (lostInfo = info));
 
-  function encodePass(encoder) {
-    const pass = encoder.beginComputePass();
-    for (const { pipeline, bindGroup, groups } of binds) {
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, bindGroup);
-      pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
-    }
-    pass.end();
+  // why this model cannot run any more, or null
+  function unusable() {
+    if (disposed) return `kuma: run() on model ${program.model} after dispose(): its GPU buffers are gone; load() it again.`;
+    if (lostInfo) return `kuma: the GPU device of model ${program.model} was lost (${lostInfo.reason}: ${lostInfo.message}); load() the model again.`;
+    return null;
   }
 
-  // warm-up: drivers finish pipelines and allocations lazily at their first dispatch; pay that
-  // here (on the zeroed inputs) rather than in the caller's first run()
-  if (options.warmup !== false) {
+  async function execute(arrays) {
+    const why = unusable();
+    if (why) throw new Error(why);
+    program.inputs.forEach((spec, i) => device.queue.writeBuffer(buffers[spec.buffer], 0, arrays[i]));
     const encoder = device.createCommandEncoder();
-    encodePass(encoder);
-    device.queue.submit([encoder.finish()]);
-    await device.queue.onSubmittedWorkDone();
-  }
-
-  async function execute(inputs) {
-    for (const spec of program.inputs) {
-      let array = inputs[spec.name];
-      const Type = ARRAY_TYPES[spec.dtype];
-      const count = spec.shape.reduce((a, b) => a * b, 1);
-      if (array === undefined) throw new Error(`kuma: run() is missing input "${spec.name}"`);
-      if (spec.dtype === "int32" && array instanceof BigInt64Array) array = Int32Array.from(array, Number);
-      if (!(array instanceof Type)) throw new Error(`kuma: input "${spec.name}" must be a ${Type.name}`);
-      if (array.length !== count) throw new Error(`kuma: input "${spec.name}" needs ${count} values (shape [${spec.shape}]), got ${array.length}`);
-      device.queue.writeBuffer(buffers[spec.buffer], 0, array.buffer, array.byteOffset, array.byteLength);
-    }
-    const encoder = device.createCommandEncoder();
-    encodePass(encoder);
+    encodePass(encoder, binds);
     program.outputs.forEach((o, i) => encoder.copyBufferToBuffer(buffers[o.buffer], 0, readbacks[i], 0, readbacks[i].size));
     device.queue.submit([encoder.finish()]);
-    await Promise.all(readbacks.map((r) => r.mapAsync(1)));
+    try {
+      await Promise.all(readbacks.map((r) => r.mapAsync(1)));
+    } catch (error) {
+      throw new Error(unusable() ?? `kuma: reading the outputs of model ${program.model} failed: ${error.name}: ${error.message}`);
+    }
     const result = {};
     program.outputs.forEach((o, i) => {
       result[o.name] = new ARRAY_TYPES[o.dtype](readbacks[i].getMappedRange().slice(0));
@@ -138,13 +449,25 @@ async function createModel(program, chunkUrls, options = {}) {
     device,
     inputs: program.inputs,
     outputs: program.outputs,
-    // runs are queued: the readback buffers are shared
+    // resolves with the GPUDeviceLostInfo ({ reason, message }) when the device is lost or destroyed
+    lost,
     run(inputs) {
-      const next = queue.then(() => execute(inputs));
+      let arrays;
+      try {
+        const why = unusable();
+        if (why) throw new Error(why);
+        arrays = takeInputs(program, inputs);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      // runs are queued: the readback buffers are shared
+      const next = queue.then(() => execute(arrays));
       queue = next.catch(() => {});
       return next;
     },
     dispose() {
+      if (disposed) return;
+      disposed = true;
       for (const b of [...buffers, ...readbacks]) b.destroy();
       if (ownsDevice) device.destroy();
     },

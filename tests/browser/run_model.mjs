@@ -31,8 +31,11 @@ const PAGE = '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,
 // each run mounts its folder under a fresh /m<n>/ prefix, so a rebuilt model is never a cached module
 export function startServer() {
   const mounts = new Map();
+  const requests = []; // [path, bytes served] of each request, for tests that count downloads
   const server = http.createServer((request, response) => {
     const url = new URL(request.url, "http://127.0.0.1");
+    const logged = [url.pathname, 0];
+    requests.push(logged);
     if (url.pathname === "/") return send(response, 200, ".html", PAGE);
     const [, prefix, ...rest] = url.pathname.split("/");
     const root = mounts.get(prefix);
@@ -40,13 +43,15 @@ export function startServer() {
     if (!file || !file.startsWith(root + path.sep) || !fs.statSync(file, { throwIfNoEntry: false })?.isFile()) {
       return send(response, 404, ".txt", "not found");
     }
+    const size = fs.statSync(file).size;
+    logged[1] = size;
     response.writeHead(200, { "Content-Type": CONTENT_TYPES[path.extname(file)] ?? "application/octet-stream",
-      "Content-Length": fs.statSync(file).size, "Cache-Control": "no-store" });
+      "Content-Length": size, "Cache-Control": "no-store" });
     fs.createReadStream(file).pipe(response);
   });
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => {
     const origin = `http://127.0.0.1:${server.address().port}`;
-    resolve({ server, origin, mount(root) {
+    resolve({ server, origin, requests, mount(root) {
       const prefix = `m${mounts.size}`;
       mounts.set(prefix, path.resolve(root));
       return `/${prefix}`;
@@ -97,9 +102,10 @@ async function runInPage({ url, inputs }) {
 }
 
 // a fresh page on the server that records page errors and console errors in `problems`,
-// and the URL of the model's index.js there
-export async function modelPage(browser, server, root, model) {
+// and the URL of the model's index.js there; `init` scripts run before the page's own
+export async function modelPage(browser, server, root, model, init = []) {
   const context = await browser.newContext();
+  for (const content of init) await context.addInitScript({ content });
   const problems = [];
   const page = await context.newPage();
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
