@@ -3,6 +3,7 @@
     [build]
     out_dir = "src/kuma"
     chunk_size = "4MiB"
+    types = "src/kuma-env.d.ts"                   # optional: exact TypeScript types of `kuma:NAME`
 
     [models.classifier]
     source = "models/classifier.py"
@@ -32,7 +33,7 @@ else:  # pragma: no cover - exercised on python 3.10 only
 CONFIG_NAME = "kuma.toml"
 INPUT_DTYPES = ("float32", "int32", "int64")
 PRECISIONS = ("f32", "f16", "int8")  # see compiler/precision.py
-BUILD_KEYS = {"out_dir", "chunk_size", "cache_dir"}
+BUILD_KEYS = {"out_dir", "chunk_size", "cache_dir", "types"}
 CACHE_KEYS = {"remote", "remote_write", "remote_auth_env", "remote_timeout"}
 MODEL_KEYS = {"source", "factory", "weights", "precision", "inputs", "outputs", "target"}
 TARGETS = ("gpu", "cpu")  # device classes kernels are tuned for (kernels/gemm.py)
@@ -76,6 +77,7 @@ class Project:
     models: dict[str, ModelConfig]
     cache_dir: Path = None
     remote: RemoteCacheConfig | None = None
+    types: Path | None = None  # kuma-env.d.ts, rewritten after every build (jsmodule.render_env_dts)
 
 
 class _Locator:
@@ -150,7 +152,8 @@ def load_project(path: Path) -> Project:
     if not isinstance(models_table, dict) or not models_table:
         raise KumaError('no models declared; add a [models.NAME] section with source, factory and inputs (see docs/kuma-toml.md).', path)
     models = {name: _model(name, section, root, where) for name, section in models_table.items()}
-    return Project(path, root, out_dir, chunk_size, models, cache_dir.resolve(), remote)
+    types = root / build["types"] if "types" in build else None
+    return Project(path, root, out_dir, chunk_size, models, cache_dir.resolve(), remote, types)
 
 
 def _remote(section: dict, where: _Locator) -> RemoteCacheConfig | None:

@@ -7,6 +7,11 @@ const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
 const USAGE_READBACK = 0x01 | 0x08; // MAP_READ | COPY_DST
 const ARRAY_TYPES = { float32: Float32Array, int32: Int32Array };
 
+// what the model tells its caller about a tensor (TensorInfo in runtime.d.ts): not the buffer index
+function tensorInfo(specs) {
+  return specs.map(({ name, shape, dtype }) => ({ name, shape, dtype }));
+}
+
 async function requestDevice(program) {
   if (typeof navigator === "undefined" || !navigator.gpu) {
     throw new Error("kuma: WebGPU is not available in this browser (navigator.gpu is missing). Use a browser with WebGPU enabled, or pass load({ device }).");
@@ -136,8 +141,8 @@ async function createModel(program, chunkUrls, options = {}) {
 
   return {
     device,
-    inputs: program.inputs,
-    outputs: program.outputs,
+    inputs: tensorInfo(program.inputs),
+    outputs: tensorInfo(program.outputs),
     // runs are queued: the readback buffers are shared
     run(inputs) {
       const next = queue.then(() => execute(inputs));
