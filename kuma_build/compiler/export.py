@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from kuma_build.compiler.blame import describe, recording_definitions, tracking_modules
 from kuma_build.config import ModelConfig
 from kuma_build.errors import KumaError, user_frame
 
@@ -44,7 +45,8 @@ def build_module(model: ModelConfig, project_root: Path) -> torch.nn.Module:
                         f'set factory in kuma.toml to one of: {", ".join(names) or "(no callables found)"}.', model.source)
     torch.manual_seed(0)  # models without a weights file get the same random init in build and verify
     try:
-        net = factory()
+        with recording_definitions(model.source.parent):  # so a failing run can name a module's definition
+            net = factory()
     except Exception as e:
         raise _user_error(e, model, f"calling {model.factory}() failed: {type(e).__name__}: {e}.")
     if not isinstance(net, torch.nn.Module):
@@ -102,12 +104,19 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     order = call_order(net, model)
     inputs = example_inputs(model)
     args = tuple(inputs[name] for name in order)
-    try:
-        with torch.no_grad():
-            eager = net(*args)
-    except Exception as e:
-        raise _user_error(e, model, f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
-                          f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes.")
+    with tracking_modules(net) as failed_module:
+        try:
+            with torch.no_grad():
+                eager = net(*args)
+        except Exception as e:
+            culprit = failed_module()
+            if culprit is None:
+                raise _user_error(e, model, f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
+                                  f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes.")
+            call = user_frame(e, model.source)
+            raise KumaError(f"model {model.name}: {describe(culprit)}{f' (called at {Path(call[0]).name}:{call[1]})' if call else ''}. "
+                            f"PyTorch says: {type(e).__name__}: {_first_line(e)}. Fix the module's definition, or what the "
+                            f"model passes to it.", culprit.file, culprit.line)
     try:
         program = torch.export.export(net, args)
         program = program.run_decompositions(decompositions())
