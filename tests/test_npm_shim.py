@@ -274,7 +274,8 @@ def test_kuma_init_scaffolds_a_project_that_builds(tmp_path):
     assert result.returncode == 0, result.output
     assert (tmp_path / "kuma.toml").is_file() and (tmp_path / "models" / "model.py").is_file()
     assert (tmp_path / ".gitignore").read_text().splitlines()[-2:] == ["src/kuma/", ".kuma/"]
-    assert 'import { load } from "kuma:model"' in result.stdout
+    assert 'import { load } from "kuma:model"' not in result.stdout and "kuma-model.js" in result.stdout  # the sample call
+    assert 'from "kuma:model"' in (tmp_path / "kuma-model.js").read_text()
 
     (tmp_path / "models" / "model.py").write_text((tmp_path / "models" / "model.py").read_text() + "# mine\n")
     again = run(tmp_path, [*kuma, "init"])
