@@ -159,8 +159,8 @@ def test_python_without_kuma_build_fails_with_the_remedies(tool, python, tmp_pat
 class Watching:
     """A long-running bundler process whose output is collected by a thread."""
 
-    def __init__(self, app: Path, command: list[str]):
-        env = {**os.environ, **session_env, "KUMA_PYTHON": sys.executable, "NO_COLOR": "1"}
+    def __init__(self, app: Path, command: list[str], env: dict | None = None):
+        env = env or {**os.environ, **session_env, "KUMA_PYTHON": sys.executable, "NO_COLOR": "1"}
         self.process = subprocess.Popen(command, cwd=app, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
