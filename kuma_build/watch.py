@@ -55,6 +55,7 @@ class Watcher(FileSystemEventHandler):
         self.stopping = self.stop_requested = False
 
     def run(self) -> int:
+        parent = os.getppid()  # first: the parent could die while the rest starts
         sys.dont_write_bytecode = True  # .pyc files go stale on two same-size saves within a second
         try:
             self.project = load_project(self.config)
@@ -65,7 +66,6 @@ class Watcher(FileSystemEventHandler):
         handlers = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         builder = threading.Thread(target=self.build_loop, name="kuma-builder", daemon=True)
         builder.start()
-        parent = os.getppid()
         if self.as_json and stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
             threading.Thread(target=self.stop_at_end_of_stdin, name="kuma-stdin", daemon=True).start()
         try:
