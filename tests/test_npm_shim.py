@@ -5,7 +5,7 @@ The fixture apps in tests/fixtures/ (a Vite 8 app and a webpack 5 app, each impo
 from 127.0.0.1 and run in Chromium (tests/browser/run_app.mjs), and the answers are
 compared with PyTorch. Compile errors and a Python without kuma_build must fail the
 bundler with the file:line or the remedies; `npx kuma` forwards to the Python CLI; and
-`kuma init` scaffolds a project that builds. In watch mode (`webpack --watch`, the
+`kuma init` scaffolds a project that builds and patches Vite and webpack configs once. In watch mode (`webpack --watch`, the
 compiler loop of `webpack serve`, and `vite build --watch`) saving the model rebuilds the
 bundle and a broken save fails the compilation until it is fixed. (Vite's dev server is tested on example-site, in
 tests/test_example_site.py.)
@@ -288,3 +288,32 @@ def test_kuma_init_scaffolds_a_project_that_builds(tmp_path):
     event = json.loads(build.stdout.splitlines()[-1])
     assert (event["event"], event["model"], event["status"]) == ("built", "model", "built")
     assert Path(event["out"]) == tmp_path / "src" / "kuma" / "model" and (Path(event["out"]) / "index.js").is_file()
+
+
+INIT_CASES = {  # config file -> (text before, what the patched file must hold)
+    "vite.config.mjs": ('import { defineConfig } from "vite";\nimport react from "@vitejs/plugin-react";\n\n'
+                        "export default defineConfig({\n  plugins: [react()],\n});\n",
+                        'import react from "@vitejs/plugin-react";\nimport kuma from "kuma-build/vite";\n', "plugins: [kuma(), react()]"),
+    "vite.config.js": ('import { defineConfig } from "vite";\n\nexport default defineConfig({\n  server: { port: 3000 },\n});\n',
+                       'import kuma from "kuma-build/vite";', "defineConfig({\n  plugins: [kuma()],\n  server"),
+    "webpack.config.cjs": ('const path = require("node:path");\n\nmodule.exports = {\n  entry: "./src/index.js",\n};\n',
+                           'const path = require("node:path");\nconst kuma = require("kuma-build/webpack").default;\n',
+                           "module.exports = {\n  plugins: [kuma()],\n  entry"),
+}
+
+
+@pytest.mark.parametrize("config", INIT_CASES)
+def test_kuma_init_patches_bundler_configs_once(config, tmp_path):
+    before, *wanted = INIT_CASES[config]
+    tool = config.split(".")[0]
+    (tmp_path / "package.json").write_text(json.dumps({"name": "app", "devDependencies": {tool: "*", "kuma-build": "*"}}))
+    (tmp_path / config).write_text(before)
+    first = run(tmp_path, [sys.executable, "-m", "kuma_build", "init"])
+    assert first.returncode == 0 and f"patched {config}" in first.stdout, first.output
+    patched = (tmp_path / config).read_text()
+    for text in wanted:
+        assert text in patched, patched
+    check = subprocess.run(["node", "--check", str(tmp_path / config)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr + patched  # still valid JavaScript
+    again = run(tmp_path, [sys.executable, "-m", "kuma_build", "init"])
+    assert f"kept {config}" in again.stdout and (tmp_path / config).read_text() == patched, again.output
