@@ -13,7 +13,8 @@ steps in the order a developer meets them, sharing one build between the checks:
 4. tsc accepts `const y: Float32Array = result.logits` and rejects a misspelt input name, after
    the build and again in a clean checkout (the generated output deleted, kuma-env.d.ts kept);
 5. the built page in Chromium matches PyTorch: the model, the sample call init wrote, the
-   runtime object's keys; on Vite the canvas -> input helper against torch's resize + normalize;
+   runtime object's keys; on Vite the image -> input helper (a canvas, an ImageData, a VideoFrame,
+   an <img>, BGR order) against torch's resize + normalize;
    the helpers a bundle does not import are not in it;
 6. a dev server (vite; webpack --watch) shows a shape mismatch with its code frame in the
    terminal, and after a kill -9 of its process no kuma process is left.
@@ -158,11 +159,11 @@ def pytorch(app: Path, file: str, *args: torch.Tensor) -> np.ndarray:
         return module.build_model().eval()(*args).numpy().ravel()
 
 
-def torch_preprocess(pixels: np.ndarray) -> torch.Tensor:
+def torch_preprocess(pixels: np.ndarray, mean=MEAN, std=STD) -> torch.Tensor:
     """torchvision's tensor pipeline: to 0..1, bilinear resize (no antialias), normalize."""
     x = torch.from_numpy(pixels[..., :3].astype(np.float32)).permute(2, 0, 1)[None] / 255
     x = torch.nn.functional.interpolate(x, size=SHAPE[2:], mode="bilinear", align_corners=False, antialias=False)
-    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
 def free_port() -> int:
@@ -216,8 +217,11 @@ def test_first_hour(tool, tmp_path, cache_dir):
         image = torch.randn(SHAPE)
         feed = {"image": image.numpy()}
     outputs, _ = run_app_in_chromium(app / "dist", feed)
-    if tool == "vite":
-        assert rel_l2(outputs["image"], image.numpy().ravel()) <= TOLERANCE  # the canvas helper
+    if tool == "vite":  # the image helper, from a canvas, an ImageData, a VideoFrame and an <img>
+        for source in ("image", "fromImageData", "fromVideoFrame", "fromImage"):
+            assert rel_l2(outputs[source], image.numpy().ravel()) <= TOLERANCE, source
+        bgr = torch_preprocess(pixels, mean=[0, 0, 0], std=[1, 1, 1]).flip(1)
+        assert rel_l2(outputs["bgr"], bgr.numpy().ravel()) <= TOLERANCE
     assert rel_l2(outputs["logits"], pytorch(app, "net.py", image)) <= TOLERANCE
     assert rel_l2(outputs["sample"], pytorch(app, "model.py", torch.zeros(1, 16))) <= TOLERANCE
     api = json.loads("".join(map(chr, outputs["api"].view(np.int32))))
