@@ -14,7 +14,7 @@ steps in the order a developer meets them, sharing one build between the checks:
    the build and again in a clean checkout (the generated output deleted, kuma-env.d.ts kept);
 5. the built page in Chromium matches PyTorch: the model, the sample call init wrote, the
    runtime object's keys; on Vite the image -> input helper (a canvas, an ImageData, a VideoFrame,
-   an <img>, BGR order) against torch's resize + normalize;
+   an <img>, BGR order, grayscale) against torch's resize + normalize;
    the helpers a bundle does not import are not in it;
 6. a dev server (vite; webpack --watch) shows a shape mismatch with its code frame in the
    terminal, and after a kill -9 of its process no kuma process is left.
@@ -222,6 +222,9 @@ def test_first_hour(tool, tmp_path, cache_dir):
             assert rel_l2(outputs[source], image.numpy().ravel()) <= TOLERANCE, source
         bgr = torch_preprocess(pixels, mean=[0, 0, 0], std=[1, 1, 1]).flip(1)
         assert rel_l2(outputs["bgr"], bgr.numpy().ravel()) <= TOLERANCE
+        rgb = torch_preprocess(pixels, mean=[0, 0, 0], std=[1, 1, 1])
+        gray = (rgb * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)  # torchvision's rgb_to_grayscale
+        assert rel_l2(outputs["gray"], gray.numpy().ravel()) <= TOLERANCE
     assert rel_l2(outputs["logits"], pytorch(app, "net.py", image)) <= TOLERANCE
     assert rel_l2(outputs["sample"], pytorch(app, "model.py", torch.zeros(1, 16))) <= TOLERANCE
     api = json.loads("".join(map(chr, outputs["api"].view(np.int32))))
