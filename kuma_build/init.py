@@ -32,6 +32,10 @@ TEMPLATES = TEMPLATE_ROOT / "init"
 IGNORED = ["src/kuma/", ".kuma/"]  # out_dir of the template, and the default cache_dir
 TYPES_LINE = '# types = "src/kuma-env.d.ts"'
 PLUGIN = {"vite": "kuma-build/vite", "webpack": "kuma-build/webpack"}
+# the last line of a top-level import: `import x from "y"`, `import "y"`, `} from "y"` (a multi-line
+# import's end), `const x = require("y")`; the plugin's import goes after the last one
+IMPORT_LINE = re.compile(r"""^(import\s.*?from\s*["'][^"']+["']|import\s*["'][^"']+["']|\}\s*from\s*["'][^"']+["']"""
+                         r"""|(const|let|var)\s.*=\s*require\(["'][^"']+["']\).*?)[ \t;]*$""", re.M)
 
 
 @dataclass
@@ -161,7 +165,7 @@ def patch_plugin(path: Path, tool: str, import_line: str) -> None:
             say(f"could not find where {path.name} lists its plugins: add {import_line} and kuma() to its plugins by hand")
             return
         patched = text[:opening.end()] + ("" if opening.group(0).endswith("\n") else "\n") + "  plugins: [kuma()],\n" + text[opening.end():]
-    imports = list(re.finditer(r"^(import\s.*?;|.*\brequire\(.*\).*;?)[ \t]*$", patched, re.M))
+    imports = list(IMPORT_LINE.finditer(patched))
     at = imports[-1].end() + 1 if imports else 0
     patched = patched[:at] + import_line + "\n" + patched[at:]
     path.write_text(patched)

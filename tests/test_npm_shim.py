@@ -296,7 +296,11 @@ INIT_CASES = {  # config file -> (text before, what the patched file must hold)
                         'import react from "@vitejs/plugin-react";\nimport kuma from "kuma-build/vite";\n', "plugins: [kuma(), react()]"),
     "vite.config.js": ('import { defineConfig } from "vite";\n\nexport default defineConfig({\n  server: { port: 3000 },\n});\n',
                        'import kuma from "kuma-build/vite";', "defineConfig({\n  plugins: [kuma()],\n  server"),
-    "webpack.config.cjs": ('const path = require("node:path");\n\nmodule.exports = {\n  entry: "./src/index.js",\n};\n',
+    "vite.config.ts": ("import { defineConfig } from 'vite'\nimport {\n  a,\n  b,\n} from './plugins'\n\n"
+                       "export default defineConfig({ plugins: [a(), b()] })\n",
+                       "} from './plugins'\nimport kuma from \"kuma-build/vite\";\n", "plugins: [kuma(), a(), b()]"),
+    "webpack.config.cjs": ('const path = require("node:path");\n\nmodule.exports = {\n  entry: "./src/index.js",\n'
+                           '  module: { rules: [{ test: /\\.css$/, loader: require.resolve("css-loader") }] },\n};\n',
                            'const path = require("node:path");\nconst kuma = require("kuma-build/webpack").default;\n',
                            "module.exports = {\n  plugins: [kuma()],\n  entry"),
 }
@@ -313,7 +317,9 @@ def test_kuma_init_patches_bundler_configs_once(config, tmp_path):
     patched = (tmp_path / config).read_text()
     for text in wanted:
         assert text in patched, patched
-    check = subprocess.run(["node", "--check", str(tmp_path / config)], capture_output=True, text=True, timeout=60)
+    copy = tmp_path / f"check.{'cjs' if config.endswith('.cjs') else 'mjs'}"  # these .ts configs are plain JavaScript
+    copy.write_text(patched)
+    check = subprocess.run(["node", "--check", str(copy)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr + patched  # still valid JavaScript
     again = run(tmp_path, [sys.executable, "-m", "kuma_build", "init"])
     assert f"kept {config}" in again.stdout and (tmp_path / config).read_text() == patched, again.output
