@@ -7,9 +7,10 @@ for a quiet period, so an editor's burst of writes makes one build, then builds 
 changed files affect; changes made during a build queue exactly one rerun. A failed build is
 reported and leaves the last good output in place (output folders are swapped in whole).
 
-Run by a bundler's dev server (--json, stdin a pipe from the server), it stops when its parent goes
-away however that happens, a kill -9 included: at the end of stdin (the pipe closes with the parent
-process) and when its parent process id changes (it was re-parented to init or a subreaper).
+Run by a tool (--json, as a bundler's dev server starts it, stdin a pipe from the server), it stops
+when its parent goes away however that happens, a kill -9 included: at the end of stdin (the pipe
+closes with the parent process) and when its parent process id changes (re-parented to init or a
+subreaper).
 """
 
 import json
@@ -69,7 +70,8 @@ class Watcher(FileSystemEventHandler):
         if self.as_json and stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
             threading.Thread(target=self.stop_at_end_of_stdin, name="kuma-stdin", daemon=True).start()
         try:
-            while not self.stop_requested and os.getppid() == parent:
+            # --json: a tool's child, which must not outlive it (a person may run it with nohup)
+            while not self.stop_requested and (not self.as_json or os.getppid() == parent):
                 time.sleep(0.1)  # signal handlers run on this thread between sleeps
         finally:
             self.observer.stop()
