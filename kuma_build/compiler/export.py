@@ -27,7 +27,8 @@ def load_module(model: ModelConfig, project_root: Path):
     extra = [str(model.source.parent), str(project_root)]
     sys.path[:0] = extra
     try:
-        spec.loader.exec_module(module)
+        with recording_definitions(model.source.parent):  # modules made at import time, too
+            spec.loader.exec_module(module)
     except Exception as e:
         raise _user_error(e, model, f"importing {model.source.name} failed: {type(e).__name__}: {e}. Fix the error in the model file.")
     finally:
