@@ -323,3 +323,21 @@ def test_kuma_init_patches_bundler_configs_once(config, tmp_path):
     assert check.returncode == 0, check.stderr + patched  # still valid JavaScript
     again = run(tmp_path, [sys.executable, "-m", "kuma_build", "init"])
     assert f"kept {config}" in again.stdout and (tmp_path / config).read_text() == patched, again.output
+
+
+def test_python_is_found_in_a_venv_above_the_project(tmp_path):
+    """A web app inside a Python project: ../.venv is found, after the app's own ./venv, which fails, is passed over."""
+    def venv(folder: Path, python: str):
+        (folder / "bin").mkdir(parents=True)
+        (folder / "bin" / "python").write_text(f'#!/bin/sh\nexec {python} "$@"\n')
+        (folder / "bin" / "python").chmod(0o755)
+    app = tmp_path / "web"
+    venv(tmp_path / ".venv", sys.executable)
+    venv(app / "venv", "/bin/false")
+    script = f"import({json.dumps(str(SHIM / 'src' / 'python.js'))}).then((m) => m.findPython({{ root: {json.dumps(str(app))} }}))" \
+             ".then((p) => console.log(JSON.stringify(p)))"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUMA_PYTHON", "VIRTUAL_ENV", "CONDA_PREFIX", "UV_PROJECT_ENVIRONMENT")}
+    result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert (found["path"], found["source"]) == (str(tmp_path / ".venv" / "bin" / "python"), f"./.venv in {tmp_path}")

@@ -3,11 +3,11 @@
 // import kuma_build at a version that fits this package (same major.minor).
 //
 // Candidates, in order: the plugin's `python` option, $KUMA_PYTHON, the active virtualenv
-// ($VIRTUAL_ENV, or conda's $CONDA_PREFIX), a .venv or venv folder in the project root or a
-// folder above it (where uv, `python -m venv` and Poetry's in-project setting put them), the
-// environment of a Poetry project there (`poetry env info --path`), then python3 on PATH. An explicit choice
-// (the option or KUMA_PYTHON) is used or rejected, never silently replaced by another
-// Python; the automatic ones are tried until one fits. When none does, the error lists
+// ($VIRTUAL_ENV, or conda's $CONDA_PREFIX), uv's $UV_PROJECT_ENVIRONMENT, a .venv or venv
+// folder in the project root or a folder above it (where uv, `python -m venv` and Poetry's
+// in-project setting put them), the environment of a Poetry project there (`poetry env info
+// --path`), then python3 on PATH. An explicit choice (the option or KUMA_PYTHON) is used or
+// rejected, never silently replaced by another Python; the automatic ones are tried until one fits. When none does, the error lists
 // every try and the remedies, never a bare ENOENT.
 
 import { execFile } from "node:child_process";
@@ -41,6 +41,7 @@ function listCandidates(option, root) {
   const candidates = [];
   if (process.env.VIRTUAL_ENV) candidates.push({ source: "the active virtualenv", path: path.join(process.env.VIRTUAL_ENV, ...VENV_PYTHON) });
   if (process.env.CONDA_PREFIX) candidates.push({ source: "the active conda environment", path: path.join(process.env.CONDA_PREFIX, ...CONDA_PYTHON) });
+  if (process.env.UV_PROJECT_ENVIRONMENT) candidates.push({ source: "UV_PROJECT_ENVIRONMENT (uv)", path: path.join(path.resolve(root, process.env.UV_PROJECT_ENVIRONMENT), ...VENV_PYTHON) });
   for (let folder = path.resolve(root); ; folder = path.dirname(folder)) {
     const where = folder === path.resolve(root) ? "the project root" : folder;
     for (const name of [".venv", "venv"]) {
