@@ -16,7 +16,7 @@ steps in the order a developer meets them, sharing one build between the checks:
    runtime object's keys; on Vite the image -> input helper (a canvas, an ImageData, a VideoFrame,
    an <img>, BGR order, grayscale) against torch's resize + normalize;
    the helpers a bundle does not import are not in it;
-6. a dev server (vite; webpack --watch) shows a shape mismatch with its code frame in the
+6. the dev server (vite; webpack serve) shows a shape mismatch with its code frame in the
    terminal, and after a kill -9 of its process no kuma process is left.
 
 Setup: scripts/setup.sh (or, when stale, the module fixture below) runs npm ci in
@@ -241,7 +241,8 @@ def test_first_hour(tool, tmp_path, cache_dir):
     # 6. the dev server: an error with its code frame in the terminal; kill -9 leaves no kuma process
     (app / "models" / "net.py").write_text(NET.replace("nn.Linear(4*4*4, 10)", "nn.Linear(4*4*8, 10)"))
     bin_ = app / "node_modules" / ".bin"
-    command = [str(bin_ / "vite"), "--port", str(free_port()), "--strictPort"] if tool == "vite" else [str(bin_ / "webpack"), "--watch"]
+    port = str(free_port())
+    command = [str(bin_ / "vite"), "--port", port, "--strictPort"] if tool == "vite" else [str(bin_ / "webpack"), "serve", "--port", port]
     server = Watching(app, command, env=env)
     try:
         definition = f"{(app / 'models' / 'net.py').resolve()}:11:"
