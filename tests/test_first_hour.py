@@ -8,7 +8,8 @@ writes), and the webpack 5 + ts-loader app of tests/fixtures/webpack-ts-app. Eac
 steps in the order a developer meets them, sharing one build between the checks:
 
 1. `npx kuma init` patches the project and prints what it changed; a second run changes nothing;
-2. a conv net is added (models/net.py, the example of the issue) and the page code uses it;
+2. a conv net is added (models/net.py and kuma.toml's section, from docs/first-model.md; the
+   example of the issue) and the page code uses it;
 3. `npm run build` passes from a fresh checkout that never built (kuma build runs before tsc);
 4. tsc accepts `const y: Float32Array = result.logits` and rejects a misspelt input name, after
    the build and again in a clean checkout (the generated output deleted, kuma-env.d.ts kept);
@@ -48,37 +49,18 @@ TEMPLATE = VITE_TS / "node_modules" / "create-vite" / "template-vanilla-ts"
 TIMEOUT = 180  # seconds for one command
 SHAPE = (1, 3, 16, 16)
 
-NET = """\
-import torch
-from torch import nn
+FIRST_MODEL_DOC = Path(__file__).resolve().parents[1] / "docs" / "first-model.md"
 
 
-class Net(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.pool = nn.MaxPool2d(4)
-        # 16x16 pooled by 4: 4x4 pixels of 4 channels
-        self.fc = nn.Linear(4*4*4, 10)
-
-    def forward(self, image):
-        x = self.pool(torch.relu(self.conv(image)))
-        x = x.flatten(1)
-        return self.fc(x)
+def doc_block(language: str) -> str:
+    """The one ```language block of docs/first-model.md: the test adds the model the page teaches."""
+    (block,) = re.findall(rf"```{language}\n(.*?)```", FIRST_MODEL_DOC.read_text(), re.S)
+    return block
 
 
-def build_model():
-    torch.manual_seed(0)
-    return Net()
-"""
-NET_TOML = f"""
-[models.net]
-source = "models/net.py"
-factory = "build_model"
-outputs = ["logits"]
-[models.net.inputs]
-image = {{ shape = {list(SHAPE)}, dtype = "float32" }}
-"""
+NET = doc_block("python")  # models/net.py: nn.Linear(4*4*4, 10) on line 11, called on line 16
+NET_TOML = "\n" + doc_block("toml")  # [models.net], image of shape SHAPE
+
 MISSPELT = """\
 import { load } from "kuma:net";
 
