@@ -8,7 +8,7 @@
 An output folder that is not Kuma's is an error before any work (outfolder.check_owned).
 
 torch is imported only when something must be compiled, so a no-op build is
-fast. Builds sharing a cache directory take turns through a file lock.
+fast. After each model, kuma.toml's `types` file (kuma-env.d.ts) is brought up to date. Builds sharing a cache directory take turns through a file lock.
 """
 
 import time
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kuma_build.cache.keys import changed_fields, model_fields, model_key
 from kuma_build.cache.store import LocalCache
+from kuma_build.jsmodule import render_env_dts
 from kuma_build.outfolder import RECORD, check_owned, damaged_files, is_current, read_manifest, write_output
 
 
@@ -83,6 +84,7 @@ class Builder:
                     self._store(name, key, files)
             self._write(folder, files, result)
             self.cache.write_json("last", name, fields)
+        write_types(self.project)
         for source in [self.cache.problems] + ([self.remote.problems] if self.remote else []):
             result.problems += source  # each problem is reported once, with the build that met it
             source.clear()
@@ -124,3 +126,24 @@ class Builder:
             write_output(folder, files)
         if not result.stats:
             result.stats = read_manifest(folder)["stats"]
+
+
+def write_types(project) -> bool:
+    """Rewrite kuma.toml's `types` file (kuma-env.d.ts) from the built models' index.d.ts; whether it changed."""
+    if project.types is None:
+        return False
+    built = {}
+    for name in project.models:
+        try:
+            built[name] = (project.out_dir / name / "index.d.ts").read_text()
+        except FileNotFoundError:
+            pass  # not built yet: the generic `kuma:*` types apply
+    text = render_env_dts(built)
+    try:
+        if project.types.read_text() == text:
+            return False  # unchanged: leave the file alone, so bundlers' watchers stay quiet
+    except FileNotFoundError:
+        pass
+    project.types.parent.mkdir(parents=True, exist_ok=True)
+    project.types.write_text(text)
+    return True

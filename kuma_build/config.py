@@ -3,6 +3,7 @@
     [build]
     out_dir = "src/kuma"
     chunk_size = "4MiB"
+    types = "src/kuma-env.d.ts"                   # optional: exact TypeScript types of `kuma:NAME`
 
     [models.classifier]
     source = "models/classifier.py"
@@ -94,6 +95,7 @@ class Project:
     models: dict[str, ModelConfig]
     cache_dir: Path = None
     remote: RemoteCacheConfig | None = None
+    types: Path | None = None  # kuma-env.d.ts, rewritten after every build (jsmodule.render_env_dts)
 
 
 # --- the schema ----------------------------------------------------------------------
@@ -135,6 +137,15 @@ def _path(what: str, suffix: str | None = None, exists: bool = False) -> Callabl
             raise Invalid(f"cannot be used ({e.strerror})") from None
         return path
     return check
+
+
+def _declaration_file(value: str, at: At) -> Path:
+    if not value.strip() or "\0" in value or not value.endswith(".d.ts"):
+        raise Invalid("is not a TypeScript declaration file (.d.ts)")
+    path = at.root / value
+    if path.is_dir():
+        raise Invalid("names a folder, not a .d.ts file")
+    return path
 
 
 def _size(value, at) -> int:
@@ -220,6 +231,7 @@ BUILD = {
     "out_dir": Key((str,), 'a folder path relative to kuma.toml, e.g. out_dir = "src/kuma"', _path("output"), "kuma-out"),
     "chunk_size": Key((str, int), 'a size from 4KiB to 1GiB, a multiple of 4 bytes: a byte count or a string with a unit, e.g. chunk_size = "4MiB"', _size, "4MiB"),
     "cache_dir": Key((str,), 'a folder path relative to kuma.toml, e.g. cache_dir = ".kuma/cache"', _path("cache"), ".kuma/cache"),
+    "types": Key((str,), 'a .d.ts file path relative to kuma.toml, e.g. types = "src/kuma-env.d.ts"', _declaration_file),
 }
 CACHE = {
     "remote": Key((str,), 'an http(s) URL, e.g. remote = "http://cache.local:8080/kuma"', _url),
@@ -352,7 +364,7 @@ def load_project(path: Path) -> Project:
     # the environment wins, so a CI step can point every build at its restored cache
     cache_dir = Path(os.environ.get("KUMA_CACHE_DIR") or build["cache_dir"])
     _check_folders(root, build["out_dir"].resolve(), cache_dir.resolve(), models, where)
-    return Project(path, root, build["out_dir"], build["chunk_size"], models, cache_dir.resolve(), remote)
+    return Project(path, root, build["out_dir"], build["chunk_size"], models, cache_dir.resolve(), remote, build["types"])
 
 
 def _model(name: str, section, root: Path, where: "_Locator") -> ModelConfig:

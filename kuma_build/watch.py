@@ -9,12 +9,18 @@ folder it was made for, which is gone) before the build reads them. One builder 
 for a quiet period, so an editor's burst of writes makes one build, then builds the models the
 changed files affect; changes made during a build queue exactly one rerun. A failed build is
 reported and leaves the last good output in place (output folders are swapped in whole).
+
+Run by a tool (--json, as a bundler's dev server starts it, stdin a pipe from the server), it stops
+when its parent goes away however that happens, a kill -9 included: at the end of stdin (the pipe
+closes with the parent process) and when its parent process id changes (re-parented to init or a
+subreaper).
 """
 
 import json
 import linecache
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -53,6 +59,7 @@ class Watcher(FileSystemEventHandler):
         self.stopping = self.stop_requested = False
 
     def run(self) -> int:
+        parent = os.getppid()  # first: the parent could die while the rest starts
         sys.dont_write_bytecode = True  # .pyc files go stale on two same-size saves within a second
         try:
             self.project = load_project(self.config)
@@ -63,8 +70,11 @@ class Watcher(FileSystemEventHandler):
         handlers = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         builder = threading.Thread(target=self.build_loop, name="kuma-builder", daemon=True)
         builder.start()
+        if self.as_json and stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
+            threading.Thread(target=self.stop_at_end_of_stdin, name="kuma-stdin", daemon=True).start()
         try:
-            while not self.stop_requested:
+            # --json: a tool's child, which must not outlive it (a person may run it with nohup)
+            while not self.stop_requested and (not self.as_json or os.getppid() == parent):
                 time.sleep(0.1)  # signal handlers run on this thread between sleeps
         finally:
             self.observer.stop()
@@ -79,6 +89,12 @@ class Watcher(FileSystemEventHandler):
 
     def request_stop(self, *_):
         self.stop_requested = True  # only a flag: taking a lock in a signal handler can deadlock
+
+    def stop_at_end_of_stdin(self):
+        """The dev server holds our stdin's write end and never writes: its end means the server is gone."""
+        while sys.stdin.buffer.read(4096):
+            pass
+        self.request_stop()
 
     # --- observer thread -------------------------------------------------------------
     def on_any_event(self, event):

@@ -1,7 +1,26 @@
-// Types for `kuma:NAME` imports. Add "kuma-build/client" to compilerOptions.types
-// (or `/// <reference types="kuma-build/client" />`); each model's exact input and
-// output names and shapes are in its generated index.d.ts.
+// generated from templates/runtime.d.ts by `python -m kuma_build.jsmodule client`; do not edit.
+// The generic types of `kuma:NAME` imports, for models not built yet: add "kuma-build/client" to
+// compilerOptions.types (or `/// <reference types="kuma-build/client" />`). kuma-env.d.ts, written
+// by every build, declares each built model's `kuma:NAME` with its exact inputs and outputs.
 declare module "kuma:*" {
+  export interface Inputs {
+    [name: string]: Float32Array | Int32Array;
+  }
+
+  export interface Outputs {
+    [name: string]: Float32Array | Int32Array;
+  }
+
+  export const inputs: readonly TensorInfo[];
+  export const outputs: readonly TensorInfo[];
+
+  /** A tensor the model reads or returns: the name, the static shape, the dtype. */
+  export interface TensorInfo {
+    readonly name: string;
+    readonly shape: readonly number[];
+    readonly dtype: "float32" | "int32" | "int64";
+  }
+
   export interface LoadOptions {
     /** reuse this device instead of requesting one */
     device?: GPUDevice;
@@ -18,22 +37,19 @@ declare module "kuma:*" {
     /** ms without a byte before a chunk download is retried (default 30000) */
     timeout?: number;
   }
-  export interface TensorInfo {
-    name: string;
-    shape: readonly number[];
-    dtype: "float32" | "int32";
-  }
+
   export interface Model {
-    run(inputs: Record<string, Float32Array | Int32Array>): Promise<Record<string, Float32Array | Int32Array>>;
+    /** Runs the model once; calls are queued. */
+    run(inputs: Inputs): Promise<Outputs>;
+    /** Destroys the model's buffers (and its device, if load() created it). */
     dispose(): void;
     readonly device: GPUDevice;
     /** resolves when the device is lost or destroyed; load() again to recover */
     readonly lost: Promise<GPUDeviceLostInfo>;
-    readonly inputs: readonly TensorInfo[];
-    readonly outputs: readonly TensorInfo[];
+    readonly inputs: typeof inputs;
+    readonly outputs: typeof outputs;
   }
+
   /** Compile the kernels, stream the weights and return a runnable model. */
   export function load(options?: LoadOptions): Promise<Model>;
-  export const inputs: readonly TensorInfo[];
-  export const outputs: readonly TensorInfo[];
 }

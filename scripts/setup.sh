@@ -38,7 +38,7 @@ if [ ! -d example-site/node_modules ]; then
   echo "[setup] npm ci in example-site (Vite, and the kuma-build shim from npm-shim/)"
   (cd example-site && npm ci --no-audit --no-fund --silent)
 fi
-for app in tests/fixtures/vite-app tests/fixtures/webpack-app; do
+for app in tests/fixtures/vite-app tests/fixtures/webpack-app tests/fixtures/vite-ts-app tests/fixtures/webpack-ts-app; do
   if [ ! -d "$app/node_modules" ]; then
     echo "[setup] npm ci in $app (the bundler, and the kuma-build shim from npm-shim/)"
     (cd "$app" && npm ci --no-audit --no-fund --silent)

@@ -27,6 +27,11 @@ class Transient extends Error {
   }
 }
 
+// what the model tells its caller about a tensor (TensorInfo in runtime.d.ts): not the buffer index
+function tensorInfo(specs) {
+  return specs.map(({ name, shape, dtype }) => ({ name, shape, dtype }));
+}
+
 async function requestDevice(program, need) {
   if (typeof navigator === "undefined" || !navigator.gpu) {
     throw new Error("kuma: WebGPU is not available in this browser (navigator.gpu is missing). Use a browser with WebGPU enabled, or pass load({ device }).");
@@ -447,8 +452,8 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks) {
 
   return {
     device,
-    inputs: program.inputs,
-    outputs: program.outputs,
+    inputs: tensorInfo(program.inputs),
+    outputs: tensorInfo(program.outputs),
     // resolves with the GPUDeviceLostInfo ({ reason, message }) when the device is lost or destroyed
     lost,
     run(inputs) {

@@ -68,7 +68,7 @@ MODEL_NAMES = ["net", "my-net_2", "_net", "1net", "a b", "a.b", "", "n" * 64, "n
 def base() -> dict:
     """A valid kuma.toml that sets every key of the schema."""
     return {
-        "build": {"out_dir": "out", "chunk_size": "4MiB", "cache_dir": ".kuma/cache"},
+        "build": {"out_dir": "out", "chunk_size": "4MiB", "cache_dir": ".kuma/cache", "types": "src/kuma-env.d.ts"},
         "cache": {"remote": "http://127.0.0.1:9/kuma", "remote_write": True, "remote_auth_env": "KUMA_TOKEN", "remote_key_env": "KUMA_KEY",
                   "remote_timeout": 5},
         "models": {"net": {"source": "net.py", "factory": "build_model", "weights": "w.bin", "precision": "f32",

@@ -93,6 +93,48 @@ def test_unsupported_op_names_op_model_and_line(tmp_path):
     assert_fails(make_project(tmp_path, toml=toml, model=model), "net.py:11:", "aten.cumsum", "model net", "docs/ops.md")
 
 
+SHAPE_MISMATCH_MODEL = """\
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(4)
+        # 12x12 pooled by 4 leaves 3x3 pixels, not 4x4
+        self.fc = nn.Linear(4*4*4, 32)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv(x)))
+        x = x.flatten(1)
+        return self.fc(x)
+
+
+def build_model():
+    return Net()
+"""
+
+
+def test_shape_mismatch_names_the_module_its_definition_and_both_shapes(tmp_path):
+    toml = GOOD_TOML.replace("shape = [2, 8]", "shape = [1, 3, 12, 12]")
+    root = make_project(tmp_path, toml=toml, model=SHAPE_MISMATCH_MODEL)
+    assert_fails(root, "net.py:11: model net: module fc (`self.fc = nn.Linear(4*4*4, 32)` at net.py:11, which is "
+                 "Linear(in_features=64, out_features=32, bias=True)) expected an input of shape [..., 64] but got [1, 36] "
+                 "(called at net.py:16)", "mat1 and mat2 shapes cannot be multiplied")
+
+
+def test_failure_in_a_users_own_submodule_names_the_failing_line(tmp_path):
+    model = SHAPE_MISMATCH_MODEL.replace("self.fc = nn.Linear(4*4*4, 32)", "self.fc = Head()") + textwrap.dedent("""
+        class Head(nn.Module):
+            def forward(self, x):
+                return x.view(2, -1, 7)
+        """)
+    toml = GOOD_TOML.replace("shape = [2, 8]", "shape = [1, 3, 12, 12]")
+    assert_fails(make_project(tmp_path, toml=toml, model=model), "net.py:24:", "Check the input shapes")
+
+
 def test_broken_and_mismatched_weights(tmp_path):
     toml = GOOD_TOML.replace('factory = "build_model"', 'factory = "build_model"\nweights = "w.safetensors"')
     root = make_project(tmp_path, toml=toml)

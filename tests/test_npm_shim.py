@@ -5,7 +5,7 @@ The fixture apps in tests/fixtures/ (a Vite 8 app and a webpack 5 app, each impo
 from 127.0.0.1 and run in Chromium (tests/browser/run_app.mjs), and the answers are
 compared with PyTorch. Compile errors and a Python without kuma_build must fail the
 bundler with the file:line or the remedies; `npx kuma` forwards to the Python CLI; and
-`kuma init` scaffolds a project that builds. In watch mode (`webpack --watch`, the
+`kuma init` scaffolds a project that builds and patches Vite and webpack configs once. In watch mode (`webpack --watch`, the
 compiler loop of `webpack serve`, and `vite build --watch`) saving the model rebuilds the
 bundle and a broken save fails the compilation until it is fixed. (Vite's dev server is tested on example-site, in
 tests/test_example_site.py.)
@@ -159,8 +159,8 @@ def test_python_without_kuma_build_fails_with_the_remedies(tool, python, tmp_pat
 class Watching:
     """A long-running bundler process whose output is collected by a thread."""
 
-    def __init__(self, app: Path, command: list[str]):
-        env = {**os.environ, **session_env, "KUMA_PYTHON": sys.executable, "NO_COLOR": "1"}
+    def __init__(self, app: Path, command: list[str], env: dict | None = None):
+        env = env or {**os.environ, **session_env, "KUMA_PYTHON": sys.executable, "NO_COLOR": "1"}
         self.process = subprocess.Popen(command, cwd=app, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
@@ -274,7 +274,8 @@ def test_kuma_init_scaffolds_a_project_that_builds(tmp_path):
     assert result.returncode == 0, result.output
     assert (tmp_path / "kuma.toml").is_file() and (tmp_path / "models" / "model.py").is_file()
     assert (tmp_path / ".gitignore").read_text().splitlines()[-2:] == ["src/kuma/", ".kuma/"]
-    assert 'import { load } from "kuma:model"' in result.stdout
+    assert 'import { load } from "kuma:model"' not in result.stdout and "kuma-model.js" in result.stdout  # the sample call
+    assert 'from "kuma:model"' in (tmp_path / "kuma-model.js").read_text()
 
     (tmp_path / "models" / "model.py").write_text((tmp_path / "models" / "model.py").read_text() + "# mine\n")
     again = run(tmp_path, [*kuma, "init"])
@@ -287,3 +288,56 @@ def test_kuma_init_scaffolds_a_project_that_builds(tmp_path):
     event = json.loads(build.stdout.splitlines()[-1])
     assert (event["event"], event["model"], event["status"]) == ("built", "model", "built")
     assert Path(event["out"]) == tmp_path / "src" / "kuma" / "model" and (Path(event["out"]) / "index.js").is_file()
+
+
+INIT_CASES = {  # config file -> (text before, what the patched file must hold)
+    "vite.config.mjs": ('import { defineConfig } from "vite";\nimport react from "@vitejs/plugin-react";\n\n'
+                        "export default defineConfig({\n  plugins: [react()],\n});\n",
+                        'import react from "@vitejs/plugin-react";\nimport kuma from "kuma-build/vite";\n', "plugins: [kuma(), react()]"),
+    "vite.config.js": ('import { defineConfig } from "vite";\n\nexport default defineConfig({\n  server: { port: 3000 },\n});\n',
+                       'import kuma from "kuma-build/vite";', "defineConfig({\n  plugins: [kuma()],\n  server"),
+    "vite.config.ts": ("import { defineConfig } from 'vite'\nimport {\n  a,\n  b,\n} from './plugins'\n\n"
+                       "export default defineConfig({ plugins: [a(), b()] })\n",
+                       "} from './plugins'\nimport kuma from \"kuma-build/vite\";\n", "plugins: [kuma(), a(), b()]"),
+    "webpack.config.cjs": ('const path = require("node:path");\n\nmodule.exports = {\n  entry: "./src/index.js",\n'
+                           '  module: { rules: [{ test: /\\.css$/, loader: require.resolve("css-loader") }] },\n};\n',
+                           'const path = require("node:path");\nconst kuma = require("kuma-build/webpack").default;\n',
+                           "module.exports = {\n  plugins: [kuma()],\n  entry"),
+}
+
+
+@pytest.mark.parametrize("config", INIT_CASES)
+def test_kuma_init_patches_bundler_configs_once(config, tmp_path):
+    before, *wanted = INIT_CASES[config]
+    tool = config.split(".")[0]
+    (tmp_path / "package.json").write_text(json.dumps({"name": "app", "devDependencies": {tool: "*", "kuma-build": "*"}}))
+    (tmp_path / config).write_text(before)
+    first = run(tmp_path, [sys.executable, "-m", "kuma_build", "init"])
+    assert first.returncode == 0 and f"patched {config}" in first.stdout, first.output
+    patched = (tmp_path / config).read_text()
+    for text in wanted:
+        assert text in patched, patched
+    copy = tmp_path / f"check.{'cjs' if config.endswith('.cjs') else 'mjs'}"  # these .ts configs are plain JavaScript
+    copy.write_text(patched)
+    check = subprocess.run(["node", "--check", str(copy)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr + patched  # still valid JavaScript
+    again = run(tmp_path, [sys.executable, "-m", "kuma_build", "init"])
+    assert f"kept {config}" in again.stdout and (tmp_path / config).read_text() == patched, again.output
+
+
+def test_python_is_found_in_a_venv_above_the_project(tmp_path):
+    """A web app inside a Python project: ../.venv is found, after the app's own ./venv, which fails, is passed over."""
+    def venv(folder: Path, python: str):
+        (folder / "bin").mkdir(parents=True)
+        (folder / "bin" / "python").write_text(f'#!/bin/sh\nexec {python} "$@"\n')
+        (folder / "bin" / "python").chmod(0o755)
+    app = tmp_path / "web"
+    venv(tmp_path / ".venv", sys.executable)
+    venv(app / "venv", "/bin/false")
+    script = f"import({json.dumps(str(SHIM / 'src' / 'python.js'))}).then((m) => m.findPython({{ root: {json.dumps(str(app))} }}))" \
+             ".then((p) => console.log(JSON.stringify(p)))"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUMA_PYTHON", "VIRTUAL_ENV", "CONDA_PREFIX", "UV_PROJECT_ENVIRONMENT")}
+    result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert (found["path"], found["source"]) == (str(tmp_path / ".venv" / "bin" / "python"), f"./.venv in {tmp_path}")

@@ -17,7 +17,7 @@ LAYERS = [
     ["kuma_build.compiler.kernels"],
     ["kuma_build.compiler.ops"],
     ["kuma_build.compiler.passes", "kuma_build.compiler.cost", "kuma_build.compiler.plan"],
-    ["kuma_build.compiler.emit", "kuma_build.compiler.export"],
+    ["kuma_build.compiler.emit", "kuma_build.compiler.export", "kuma_build.compiler.blame"],
     ["kuma_build.compiler"],
     ["kuma_build.webgpu", "kuma_build.cache"],
     ["kuma_build.verify", "kuma_build.bench", "kuma_build.builder"],

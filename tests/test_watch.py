@@ -1,7 +1,8 @@
 """`kuma watch --json` in a real subprocess on a two-model project: edits rebuild only the models they
 affect, save bursts make one build, a save during a build queues one rerun, a broken file keeps the
-last good output, a watched folder deleted or moved away and recreated is watched again, and
-SIGTERM/SIGINT exit cleanly. Every wait has a deadline; the process is always killed."""
+last good output, a watched folder deleted or moved away and recreated is watched again,
+SIGTERM/SIGINT exit cleanly, and a killed parent stops it. Every wait has a deadline; the process is
+always killed."""
 
 import json
 import os
@@ -237,3 +238,34 @@ def test_folder_deleted_or_moved_and_recreated_is_watched_again(watcher, project
 def test_signal_exits_cleanly(watcher, signum):
     watcher.proc.send_signal(signum)
     assert watcher.proc.wait(timeout=5) == 0
+
+
+# a dev server's part: starts kuma watch, says its pid, and waits to be killed. stdin "PIPE": killed at
+# once (the pipe's end is seen whenever it comes); "DEVNULL": killed once the first build is over (the
+# parent pid is read at start, and no later write to the dead parent's stdout pipe can stop it instead)
+PARENT = """
+import subprocess, sys
+stdin = sys.argv[1]
+child = subprocess.Popen([sys.executable, "-m", "kuma_build", "watch", "--json"], stdin=getattr(subprocess, stdin),
+                         stdout=subprocess.PIPE, text=True)
+while stdin == "DEVNULL" and '"build-end"' not in child.stdout.readline():
+    pass
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+@pytest.mark.parametrize("stdin", ["PIPE", "DEVNULL"])  # the end of the stdin pipe; the parent pid changing
+def test_stops_when_its_parent_is_killed(project, stdin):
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, stdin], cwd=project, stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        parent.kill()  # SIGKILL: no handler of the parent runs
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + TIMEOUT
+        while Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "kuma watch outlived its killed parent"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)

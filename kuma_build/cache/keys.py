@@ -32,7 +32,7 @@ def compiler_hash() -> str:
     digest = hashlib.sha256()
     # named the same from a checkout and from a wheel (which keeps the templates inside the package)
     named = [(str(p.relative_to(PACKAGE.parent)), p) for p in sorted(PACKAGE.rglob("*.py")) if TEMPLATES not in p.parents]
-    named += [(f"templates/{p.name}", p) for p in sorted(TEMPLATES.glob("*.js"))]
+    named += [(f"templates/{p.name}", p) for p in sorted([*TEMPLATES.glob("*.js"), *TEMPLATES.glob("*.d.ts")])]
     for name, path in named:
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from kuma_build.compiler.blame import describe, recording_definitions, tracking_modules
 from kuma_build.config import ModelConfig
 from kuma_build.errors import KumaError, user_frame
 
@@ -30,7 +31,8 @@ def load_module(model: ModelConfig, project_root: Path):
     sys.path[:0] = extra
     try:
         with user_code(model, f"importing {model.source.name}",
-                       lambda e: f"importing {model.source.name} failed: {type(e).__name__}: {e}. Fix the error in the model file."):
+                       lambda e: f"importing {model.source.name} failed: {type(e).__name__}: {e}. Fix the error in the model file."), \
+                recording_definitions(model.source.parent):  # modules made at import time, too
             spec.loader.exec_module(module)
     finally:
         for path in extra:
@@ -66,7 +68,8 @@ def build_module(model: ModelConfig, project_root: Path) -> torch.nn.Module:
         raise model.config_error(f'model {model.name}: factory "{model.factory}" is not defined in {model.source.name}; '
                                  f'set factory in kuma.toml to one of: {", ".join(names) or "(no callables found)"}.', "factory")
     torch.manual_seed(0)  # models without a weights file get the same random init in build and verify
-    with user_code(model, f"calling {model.factory}()", lambda e: f"calling {model.factory}() failed: {type(e).__name__}: {e}."):
+    with user_code(model, f"calling {model.factory}()", lambda e: f"calling {model.factory}() failed: {type(e).__name__}: {e}."), \
+            recording_definitions(model.source.parent):  # so a failing run can name a module's definition
         net = factory()
     if not isinstance(net, torch.nn.Module):
         raise KumaError(f"model {model.name}: {model.factory}() returned {type(net).__name__}, not a torch.nn.Module.", *_defined_at(factory, model))
@@ -133,9 +136,19 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     order = call_order(net, model)
     inputs = example_inputs(model)
     args = tuple(inputs[name] for name in order)
-    with user_code(model, "running forward()", lambda e: f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
-                   f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes."), torch.no_grad():
-        eager = net(*args)
+    with tracking_modules(net) as failed_module, \
+            user_code(model, "running forward()", lambda e: f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
+                      f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes."), torch.no_grad():
+        try:
+            eager = net(*args)
+        except Exception as e:  # inside a library module: name the module's definition, not only the call
+            culprit = failed_module()
+            if culprit is None:
+                raise
+            call = user_frame(e, model.source)
+            raise KumaError(f"model {model.name}: {describe(culprit)}{f' (called at {Path(call[0]).name}:{call[1]})' if call else ''}. "
+                            f"PyTorch says: {type(e).__name__}: {_first_line(e)}. Fix the module's definition, or what the "
+                            f"model passes to it.", culprit.file, culprit.line) from None
     names = output_names(eager, model, net)
     with user_code(model, "torch.export", lambda e: f"torch.export could not capture the model: {type(e).__name__}: {_first_line(e)}. "
                    "kuma needs a model whose control flow does not depend on tensor values."):

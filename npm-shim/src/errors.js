@@ -26,6 +26,11 @@ export function kumaError(event) {
   return error;
 }
 
+/** The message with its code frame under it, for terminals: the same lines the overlay shows. */
+export function withFrame(error) {
+  return error.frame ? `${error.message}\n${error.frame}` : error.message;
+}
+
 /** The error as Vite's overlay payload wants it ({type: "error", err}). */
 export function overlayPayload(error) {
   return { message: error.message, stack: "", id: error.id, loc: error.loc, frame: error.frame, plugin: "kuma" };

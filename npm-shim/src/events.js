@@ -11,7 +11,9 @@ const STDERR_TAIL = 40; // lines kept for crash reports
 
 export function spawnKuma({ python, command, config, cwd, onEvent, onLog }) {
   const args = ["-m", "kuma_build", command, "--json", ...(config ? ["--config", config] : [])];
-  const child = spawn(python, args, { cwd, stdio: ["ignore", "pipe", "pipe"], windowsHide: true });
+  // stdin: a pipe nobody writes to; when this process dies, however it dies, the OS closes it
+  // and `kuma watch` stops at its end (kuma_build/watch.py)
+  const child = spawn(python, args, { cwd, stdio: ["pipe", "pipe", "pipe"], windowsHide: true });
   const tail = [];
   readline.createInterface({ input: child.stdout }).on("line", (line) => {
     let event;

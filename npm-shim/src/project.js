@@ -7,7 +7,7 @@
 
 import path from "node:path";
 import { runBuild } from "./build.js";
-import { kumaError, userError } from "./errors.js";
+import { kumaError, userError, withFrame } from "./errors.js";
 import { findPython } from "./python.js";
 import { startWatch } from "./watch.js";
 
@@ -73,7 +73,7 @@ export class KumaProject {
           if (event.changed.length) changed.push(event.model);
         } else if (event.event === "error") {
           failure ??= kumaError(event);
-          this.logger.error(kumaError(event).message);
+          this.logger.error(withFrame(kumaError(event)));
         } else if (event.event === "build-end") finish(event.ok);
       },
       onExit: ({ code, signal, error, stderr }) => {

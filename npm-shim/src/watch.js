@@ -1,7 +1,8 @@
 // The one long-lived `kuma watch --json` child of a dev server.
 // It keeps torch imported, so a save rebuilds in about a second; its events go
 // to onEvent as they come. close() stops it with SIGTERM (SIGKILL if it lingers),
-// and so does this process's exit, so no Python outlives the dev server.
+// and so does this process's exit; when this process is killed outright (kill -9),
+// the child sees its stdin pipe close and its parent change, and stops by itself.
 
 import { spawnKuma } from "./events.js";
 

@@ -11,6 +11,7 @@
 // resolves them (as NormalModuleReplacementPlugin does); the chunk URLs in that file
 // become asset modules, which webpack fingerprints and emits.
 
+import { withFrame } from "./errors.js";
 import { KumaProject, PREFIX } from "./project.js";
 
 const NAME = "kuma";
@@ -38,7 +39,7 @@ export class KumaWebpackPlugin {
         hooks.needBuild.tap(NAME, (module) => (project.owns(module.resource ?? "") ? true : undefined));
       }
       if (!project.error) return;
-      const error = new compiler.webpack.WebpackError(project.error.message);
+      const error = new compiler.webpack.WebpackError(withFrame(project.error));
       error.hideStack = true;
       compilation.errors.push(error);
     });

@@ -1,0 +1,44 @@
+// The JavaScript API of a built model, declared once. kuma build inlines this fragment into each
+// model's index.d.ts (the output folder stays self-contained) after that model's own `Inputs`,
+// `Outputs`, `inputs` and `outputs` declarations, which the fragment refers to; the generic
+// `kuma:*` declaration of the npm package (npm-shim/client.d.ts) is generated from it too
+// (`python -m kuma_build.jsmodule client`), and tests/test_docs.py fails when they drift.
+
+/** A tensor the model reads or returns: the name, the static shape, the dtype. */
+export interface TensorInfo {
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly dtype: "float32" | "int32" | "int64";
+}
+
+export interface LoadOptions {
+  /** reuse this device instead of requesting one */
+  device?: GPUDevice;
+  /** called as weight bytes arrive */
+  onProgress?: (loaded: number, total: number) => void;
+  /** fetch implementation for the weight chunks (default: globalThis.fetch) */
+  fetch?: typeof fetch;
+  /** false: skip the warm-up run on zeroed inputs at load */
+  warmup?: boolean;
+  /** false: neither read nor store the weight chunks in the browser's Cache API (default: on where `caches` exists) */
+  cache?: boolean;
+  /** aborts the load; load() then rejects with the signal's reason */
+  signal?: AbortSignal;
+  /** ms without a byte before a chunk download is retried (default 30000) */
+  timeout?: number;
+}
+
+export interface Model {
+  /** Runs the model once; calls are queued. */
+  run(inputs: Inputs): Promise<Outputs>;
+  /** Destroys the model's buffers (and its device, if load() created it). */
+  dispose(): void;
+  readonly device: GPUDevice;
+  /** resolves when the device is lost or destroyed; load() again to recover */
+  readonly lost: Promise<GPUDeviceLostInfo>;
+  readonly inputs: typeof inputs;
+  readonly outputs: typeof outputs;
+}
+
+/** Compile the kernels, stream the weights and return a runnable model. */
+export function load(options?: LoadOptions): Promise<Model>;
