@@ -22,19 +22,23 @@ from pathlib import Path
 import numpy as np
 
 from kuma_build.errors import KumaError
-from kuma_build.outfolder import read_manifest, read_program
+from kuma_build.outfolder import program_classes, read_manifest, read_program
 from kuma_build.webgpu import GpuModel, adapter_and_device
 
 MAX_QUERIES = 4096  # wgpu's largest query set
 BUSY_SECONDS = 0.2
 
 
-def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0, f16: bool | None = None) -> dict:
-    """Timings of one built model folder: medians in ms, per-kernel rows in µs. f16=False runs an
-    f16 model's f32-math kernels on a shader-f16 device (default: what the browser would pick)."""
+def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0, f16: bool | None = None,
+                 device_class: str | None = None) -> dict:
+    """Timings of one built model folder's kernels of `device_class` (default: the build's first):
+    medians in ms, per-kernel rows in µs. f16=False runs an f16 model's f32-math kernels on a
+    shader-f16 device (default: what the browser would pick)."""
     if not (folder / "index.js").is_file():
         raise KumaError(f"model {folder.name} has not been built; run `kuma build {folder.name}` first.", folder)
-    program, costs = read_program(folder), (read_manifest(folder) or {}).get("dispatch_costs")
+    device_class = device_class or program_classes(folder)[0]
+    program = read_program(folder, device_class)
+    costs = (read_manifest(folder) or {}).get("classes", {}).get(device_class, {}).get("dispatch_costs")
     adapter, device = adapter_and_device()
     inputs = random_inputs(program, seed)
     timing = "dispatch" if "timestamp-query-inside-passes" in device.features and len(program["dispatches"]) < MAX_QUERIES \
@@ -60,7 +64,7 @@ def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0, f
             busy = statistics.median(gpu.time_repeats(inputs, repeats)[repeats // 2:]) / 1e6  # the later half: clocks settled
     finally:
         gpu.release()
-    result = {"model": folder.name, "adapter": f"{adapter.info['device']} ({adapter.info['backend_type']})", "runs": runs,
+    result = {"model": folder.name, "device_class": device_class, "adapter": f"{adapter.info['device']} ({adapter.info['backend_type']})", "runs": runs,
               "timing": timing, "dispatches": len(program["dispatches"]), "e2e_ms": statistics.median(wall),
               "gpu_ms": statistics.median((s[1] - s[0]) / 1e6 for s in stamps["pass"]) if stamps["pass"] else None,
               "gpu_busy_ms": busy,
@@ -102,7 +106,7 @@ def kernel_rows(program: dict, costs: list | None, dispatch_us) -> list[dict]:
 def markdown(result: dict) -> str:
     """A heading line and the per-kernel Markdown table of one bench result."""
     gpu = f"{result['gpu_ms']:.3f} ms" if result["gpu_ms"] is not None else "n/a (adapter lacks timestamp-query)"
-    lines = [f"[kuma] bench {result['model']} on {result['adapter']}: {result['runs']} runs, end-to-end {result['e2e_ms']:.3f} ms "
+    lines = [f"[kuma] bench {result['model']} ({result['device_class']} kernels) on {result['adapter']}: {result['runs']} runs, end-to-end {result['e2e_ms']:.3f} ms "
              f"(median, wall clock incl. upload and readback), GPU {gpu} (pass timestamps)"
              + (f", {result['gpu_busy_ms']:.3f} ms back to back" if result.get("gpu_busy_ms") else "")]
     if not result["kernels"]:
@@ -122,6 +126,8 @@ def markdown(result: dict) -> str:
 
 def run_bench(project, names: list[str], runs: int, warmup: int, as_json: bool) -> int:
     for name in names:
-        result = bench_folder(project.out_dir / name, runs, warmup)
-        print(json.dumps({"event": "bench", **result}) if as_json else markdown(result), flush=True)
+        folder = project.out_dir / name
+        for device_class in program_classes(folder) if (folder / "index.js").is_file() else [None]:
+            result = bench_folder(folder, runs, warmup, device_class=device_class)
+            print(json.dumps({"event": "bench", **result}) if as_json else markdown(result), flush=True)
     return 0

@@ -107,7 +107,7 @@ class Builder:
         files = compiled.files()
         result.status, result.origin, result.stats = "built", "", compiled.stats
         result.kernels_reused = compiled.stats["kernels_reused"]
-        result.kernels_compiled = compiled.stats["kernels"] - result.kernels_reused
+        result.kernels_compiled = compiled.stats["kernels_total"] - result.kernels_reused
         return files
 
     def _store(self, name: str, key: str, files: dict[str, bytes]) -> None:

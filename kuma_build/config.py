@@ -34,7 +34,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
-from kuma_build.devices import DEVICE_CLASSES
+from kuma_build.devices import TARGETS
 from kuma_build.errors import KumaError
 
 if sys.version_info >= (3, 11):
@@ -68,7 +68,7 @@ class ModelConfig:
     inputs: list[InputSpec]
     outputs: list[str] | None
     section: dict = field(repr=False)  # the raw table, for cache keys
-    target: str = "gpu"  # the device class: "gpu" | "cpu" (devices.py)
+    target: str = "auto"  # the device classes: "auto" (each, chosen at load), "gpu" or "cpu" (devices.py)
     config: Path | None = None  # the kuma.toml that declares it, and the line of each of its keys,
     lines: dict[str, int] = field(default_factory=dict, repr=False)  # for errors found later (export.py)
 
@@ -251,7 +251,7 @@ MODEL = {
     "precision": Key((str,), f'one of {", ".join(PRECISIONS)}, e.g. precision = "f16"', _choice(PRECISIONS), "f32"),
     "inputs": Key((dict,), 'a table with one entry per input, e.g. image = { shape = [1, 3, 224, 224], dtype = "float32" }', _inputs, required=True),
     "outputs": Key((list,), 'a list of distinct names, e.g. outputs = ["logits"]', _names),
-    "target": Key((str,), 'one of "gpu" (discrete and integrated GPUs) or "cpu" (software WebGPU such as SwiftShader)', _choice(tuple(DEVICE_CLASSES)), "gpu"),
+    "target": Key((str,), 'one of "auto" (the kernels of both classes, chosen at load), "gpu" (discrete and integrated GPUs) or "cpu" (software WebGPU such as SwiftShader)', _choice(TARGETS), "auto"),
 }
 # the whole file: [build], [cache], and a MODEL table per model ("*": any name, checked by _model),
 # whose inputs table holds an INPUT table per input (_inputs)

@@ -1,7 +1,8 @@
 """Device classes: what a kind of WebGPU device can do and what runs fast on it, as one value.
 
 The fastest kernels differ between a CPU implementation of WebGPU and a GPU by 2-6x either way
-(docs/performance.md, "Device classes"). A model is compiled for one class (kuma.toml `target`);
+(docs/performance.md, "Device classes"). A model is compiled for each class kuma.toml's `target`
+names ("auto", the default, is both, and the browser runtime picks one by the adapter at load);
 the value travels with the graph (Graph.device) through the passes, the kernels and the plan, so
 two classes can be compiled side by side in one process. This module imports nothing, so config.py
 checks kuma.toml's `target` against it without loading the compiler.
@@ -41,6 +42,9 @@ CPU = DeviceClass("cpu", parallel=2, implicit_gemm_conv=False, tiles=(16, 32, 64
 DEVICE_CLASSES = {d.name: d for d in (GPU, CPU)}
 
 
-def device_class(name: str) -> DeviceClass:
-    """The class named by kuma.toml's `target` (config.py checks the name against DEVICE_CLASSES)."""
-    return DEVICE_CLASSES[name]
+TARGETS = ("auto", *DEVICE_CLASSES)  # kuma.toml's `target`: every class, or one
+
+
+def device_classes(target: str) -> list[DeviceClass]:
+    """The classes kuma.toml's `target` names (config.py checks it against TARGETS)."""
+    return list(DEVICE_CLASSES.values()) if target == "auto" else [DEVICE_CLASSES[target]]

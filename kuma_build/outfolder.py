@@ -1,7 +1,14 @@
 """A model's output folder: written all at once, checked on every build, read back without torch.
 
     <out_dir>/<model>/index.js, index.d.ts, manifest.json, weights/<hash>.bin
+    <out_dir>/<model>/gpu.js, cpu.js      the program's part for each device class it was built for
     <out_dir>/<model>/.kuma-output.json   {"generator": "kuma-build", "files": {path: {"sha256", "size"}}}
+
+The program (the dict every runtime runs, emit.program_dict) is split in two: index.js
+embeds what the device classes share (model, input and output specs, weight chunks, the
+classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers, kernels,
+dispatches, copies, and the specs with their buffer indices), so the browser runtime
+imports only the module of the class it picks at load. read_program joins them again.
 
 write_output stages the files in a temporary sibling folder and swaps it in
 only when complete, so a failed or interrupted build never leaves a
@@ -26,6 +33,7 @@ from kuma_build.errors import KumaError
 
 PROGRAM_START, PROGRAM_END = "/*kuma:program*/", "/*kuma:end*/"
 RECORD = ".kuma-output.json"
+CLASS_KEYS = ("inputs", "outputs", "buffers", "kernels", "dispatches", "copies")
 
 
 def write_output(folder: Path, files: dict[str, bytes]) -> None:
@@ -105,16 +113,47 @@ def is_current(folder: Path, key: str, hash_file) -> bool:
     """Whether `folder` holds a complete, undamaged build with this cache key."""
     manifest, record = read_manifest(folder), read_record(folder)
     try:
-        expected = {"index.js", "index.d.ts", "manifest.json", *(c["file"] for c in manifest["chunks"])}
+        expected = {"index.js", "index.d.ts", "manifest.json", *(c["file"] for c in manifest["chunks"]),
+                    *(class_file(name) for name in manifest["classes"])}
     except (TypeError, KeyError):
         return False
     return manifest.get("key") == key and record is not None and set(record["files"]) == expected \
         and damaged_files(folder, hash_file) == []
 
 
-def read_program(folder: Path) -> dict:
-    """The program embedded in an emitted index.js (what the browser runs)."""
-    return program_from_js((folder / "index.js").read_text())
+def class_file(device_class: str) -> str:
+    return f"{device_class}.js"
+
+
+def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
+    """(what the device classes' programs share, each class's own part)."""
+    first = next(iter(programs.values()))
+    shared = {"format": 2, "model": first["model"], "classes": list(programs),
+              "inputs": [spec_info(s) for s in first["inputs"]], "outputs": [spec_info(s) for s in first["outputs"]],
+              "chunks": first["chunks"]}
+    return shared, {name: {key: program[key] for key in CLASS_KEYS} for name, program in programs.items()}
+
+
+def spec_info(spec: dict) -> dict:
+    return {"name": spec["name"], "shape": spec["shape"], "dtype": spec["dtype"]}
+
+
+def join_program(shared: dict, part: dict) -> dict:
+    return {**{key: value for key, value in shared.items() if key not in ("format", "classes")}, **part}
+
+
+def read_program(folder: Path, device_class: str | None = None) -> dict:
+    """The whole program the runtimes run for `device_class` (default: the first the build has)."""
+    shared = program_from_js((folder / "index.js").read_text())
+    name = device_class or shared["classes"][0]
+    if name not in shared["classes"]:
+        raise KumaError(f"model {shared['model']} was built for {', '.join(shared['classes'])}, not {name} (kuma.toml target).", folder)
+    return join_program(shared, program_from_js((folder / class_file(name)).read_text()))
+
+
+def program_classes(folder: Path) -> list[str]:
+    """The device classes a built model folder has programs for."""
+    return program_from_js((folder / "index.js").read_text())["classes"]
 
 
 def program_from_js(text: str) -> dict:

@@ -8,7 +8,7 @@ import torch
 
 from kuma_build.cache.entry import BadEntry, check_files, make_entry, parse_entry
 from kuma_build.cache.keys import sha256_file
-from kuma_build.outfolder import damaged_files, read_manifest, read_record, read_program
+from kuma_build.outfolder import damaged_files, program_classes, read_manifest, read_record, read_program
 from kuma_build.compiler.export import build_module, call_order, example_inputs, user_code
 from kuma_build.errors import KumaError
 from kuma_build.webgpu import run_program
@@ -43,22 +43,23 @@ def compare(actual: dict[str, np.ndarray], expected: list[np.ndarray]) -> dict[s
     return report
 
 
-def verify_model(project, model, seed: int) -> dict[str, tuple[float, float]]:
-    """{output name: (max abs error, relative L2 error)} on seeded random inputs."""
+def verify_model(project, model, seed: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """{device class: {output name: (max abs error, relative L2 error)}} on seeded random inputs, for
+    each device class the build has kernels for (both run on the local adapter)."""
     folder = project.out_dir / model.name
     if not (folder / "index.js").is_file():
         raise KumaError(f"model {model.name} has not been built; run `kuma build {model.name}` first.", folder)
     check_folder(folder, model)
-    program = read_program(folder)
+    programs = {name: read_program(folder, name) for name in program_classes(folder)}
     expected_inputs = [{"name": s.name, "shape": list(s.shape)} for s in model.inputs]
-    if [{"name": i["name"], "shape": i["shape"]} for i in program["inputs"]] != expected_inputs:
+    if [{"name": i["name"], "shape": i["shape"]} for i in next(iter(programs.values()))["inputs"]] != expected_inputs:
         raise KumaError(f"the built model {model.name} does not match kuma.toml's inputs; run `kuma build {model.name}` again.", folder)
 
     net = build_module(model, project.root)
     inputs = example_inputs(model, torch.Generator().manual_seed(seed))
     expected = reference_outputs(net, model, inputs)
-    actual = run_program(program, {name: t.numpy() for name, t in inputs.items()}, folder)
-    return compare(actual, expected)
+    feed = {name: t.numpy() for name, t in inputs.items()}
+    return {name: compare(run_program(program, feed, folder), expected) for name, program in programs.items()}
 
 
 def check_folder(folder, model) -> None:

@@ -26,7 +26,12 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** ms without a byte before a chunk download is retried (default 30000) */
   timeout?: number;
+  /** the kernels to run: "gpu" or "cpu" (default: "cpu" on a software or fallback adapter, else "gpu", among the classes the model was built for) */
+  deviceClass?: DeviceClass;
 }
+
+/** Kernels tuned for a GPU, or for a software implementation of WebGPU (SwiftShader, lavapipe). */
+export type DeviceClass = "gpu" | "cpu";
 
 export interface Model {
   /** Runs the model once; calls are queued. */
@@ -34,6 +39,8 @@ export interface Model {
   /** Destroys the model's buffers (and its device, if load() created it). */
   dispose(): void;
   readonly device: GPUDevice;
+  /** the device class whose kernels this model runs */
+  readonly deviceClass: DeviceClass;
   /** resolves when the device is lost or destroyed; load() again to recover */
   readonly lost: Promise<GPUDeviceLostInfo>;
   readonly inputs: typeof inputs;

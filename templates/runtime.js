@@ -1,6 +1,8 @@
 // kuma runtime: loads a compiled program onto WebGPU and runs it.
 //
-// load: the device is asked for the limits the model needs, and every buffer is checked against
+// load: the device class ("gpu" or "cpu" kernels) is picked by the adapter (a software or fallback
+// one gets "cpu") unless load({ deviceClass }) names one, and only that class's module is imported.
+// The device is asked for the limits the model needs, and every buffer is checked against
 // them before any is made. The kernels compile while the weight chunks stream in, at most
 // CONCURRENCY at a time; each chunk is put into its GPU buffers as soon as it is whole and its
 // SHA-256 matches the build, then dropped, so JS memory holds a few chunks whatever the model's
@@ -32,12 +34,41 @@ function tensorInfo(specs) {
   return specs.map(({ name, shape, dtype }) => ({ name, shape, dtype }));
 }
 
-async function requestDevice(program, need) {
+async function requestAdapter() {
   if (typeof navigator === "undefined" || !navigator.gpu) {
     throw new Error("kuma: WebGPU is not available in this browser (navigator.gpu is missing). Use a browser with WebGPU enabled, or pass load({ device }).");
   }
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new Error("kuma: no WebGPU adapter found; the browser or GPU driver does not support WebGPU here.");
+  return adapter;
+}
+
+// a software implementation of WebGPU (SwiftShader, lavapipe, WARP) or a fallback adapter runs
+// the "cpu" class's kernels 2 to 6 times faster than the "gpu" class's (docs/performance.md)
+const SOFTWARE = /swiftshader|llvmpipe|lavapipe|softpipe|software|warp|basic render/i;
+
+function chooseClass(names, info, wanted) {
+  if (wanted !== undefined) {
+    if (!names.includes(wanted)) throw new Error(`kuma: load({ deviceClass: ${JSON.stringify(wanted)} }): this model was built for ${names.join(" and ")} (kuma.toml target).`);
+    return wanted;
+  }
+  const software = info && (info.isFallbackAdapter || SOFTWARE.test([info.vendor, info.architecture, info.device, info.description].join(" ")));
+  const preferred = software ? "cpu" : "gpu";
+  return names.includes(preferred) ? preferred : names[0];
+}
+
+// the device class by the adapter (or the device passed in), its program joined to what the classes share
+async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
+  options.signal?.throwIfAborted();
+  const adapter = options.device ? undefined : await requestAdapter();
+  const info = options.device ? options.device.adapterInfo : adapter.info;
+  const name = chooseClass(shared.classes, info, options.deviceClass);
+  const { program: part } = await deviceClasses[name]();
+  const { classes, format, ...common } = shared;
+  return createModel({ ...common, ...part, deviceClass: name }, chunkUrls, options, adapter);
+}
+
+async function requestDevice(adapter, program, need) {
   checkLimits(program, need, adapter.limits, "this GPU's adapter");
   // f16 weights: kernels have a native-f16 variant; ask for the feature only when it is there
   const requiredFeatures = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16") ? ["shader-f16"] : [];
@@ -327,11 +358,11 @@ async function uploadChunks(program, urls, buffers, device, options) {
   if (cache) await evictStale(cache, program); // a few ms: the keys of one model
 }
 
-async function createModel(program, chunkUrls, options = {}) {
+async function createModel(program, chunkUrls, options, adapter) {
   options.signal?.throwIfAborted();
   const need = neededLimits(program);
   const ownsDevice = !options.device;
-  const device = options.device ?? (await requestDevice(program, need));
+  const device = options.device ?? (await requestDevice(adapter, program, need));
   const made = [];
   let scoped = false;
   try {
@@ -452,6 +483,7 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks) {
 
   return {
     device,
+    deviceClass: program.deviceClass,
     inputs: tensorInfo(program.inputs),
     outputs: tensorInfo(program.outputs),
     // resolves with the GPUDeviceLostInfo ({ reason, message }) when the device is lost or destroyed

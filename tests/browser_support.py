@@ -75,10 +75,11 @@ class Browser:
             self._fail(f"{self.script} exited while {what}")
         return json.loads(line)
 
-    def run(self, root: Path, model: str, inputs: dict[str, np.ndarray]) -> BrowserRun:
+    def run(self, root: Path, model: str, inputs: dict[str, np.ndarray], options: dict | None = None) -> BrowserRun:
         if self.process.poll() is not None:
             raise RuntimeError("the browser has already stopped (an earlier run failed or timed out)")
-        request = {"root": str(root), "model": model, "inputs": {name: encode(array) for name, array in inputs.items()}}
+        request = {"root": str(root), "model": model, "inputs": {name: encode(array) for name, array in inputs.items()},
+                   "options": options or {}}
         reply = self.request(request, f"running {model}")
         if not reply["ok"]:
             raise AssertionError(f"model {model} failed in Chromium:\n{reply['error']}")
@@ -127,8 +128,9 @@ def shared_browser() -> Browser:
     return _browser
 
 
-def run_folder(model_folder: Path, inputs: dict[str, np.ndarray]) -> BrowserRun:
-    return shared_browser().run(model_folder.parent, model_folder.name, inputs)
+def run_folder(model_folder: Path, inputs: dict[str, np.ndarray], options: dict | None = None) -> BrowserRun:
+    """Load the model in model_folder in Chromium (with extra load() options) and run it once."""
+    return shared_browser().run(model_folder.parent, model_folder.name, inputs, options)
 
 
 def run_in_browser(model_folder: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

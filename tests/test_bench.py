@@ -19,6 +19,7 @@ out_dir = "out"
 [models.mlp]
 source = "mlp.py"
 factory = "build_model"
+target = "cpu"  # one device class: one report
 inputs = { x = { shape = [3, 50], dtype = "float32" } }
 [models.gpt]
 source = "gpt.py"
@@ -44,8 +45,8 @@ def project(tmp_path_factory):
 
 def test_manifest_records_bytes_and_flops_per_dispatch(project):
     manifest = json.loads((project / "out" / "mlp" / "manifest.json").read_text())
-    costs = manifest["dispatch_costs"]
-    assert len(costs) == manifest["dispatches"]
+    costs = manifest["classes"]["cpu"]["dispatch_costs"]
+    assert len(costs) == manifest["classes"]["cpu"]["dispatches"]
     # Linear(50, 129) on [3, 50]: x, the transposed weight, the broadcast bias once, the output
     assert costs[0] == [4 * (3 * 50 + 50 * 129 + 129 + 3 * 129), 2 * 3 * 129 * 50]
 
@@ -53,7 +54,7 @@ def test_manifest_records_bytes_and_flops_per_dispatch(project):
 def test_markdown_table_has_kernel_rows_and_totals_add_up(project):
     result = kuma("bench", "mlp", "--runs", "2", "--warmup", "1", cwd=project)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"\[kuma\] bench mlp on .*\(Vulkan\): 2 runs, end-to-end [\d.]+ ms", result.stdout)
+    assert re.search(r"\[kuma\] bench mlp \(cpu kernels\) on .*\(Vulkan\): 2 runs, end-to-end [\d.]+ ms", result.stdout)
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     header, *kernels, total = [[cell.strip() for cell in row] for row in rows]
     assert header == ["kernel", "calls", "total µs", "share", "GB/s", "GFLOP/s"]

@@ -215,16 +215,17 @@ x = {{ shape = [3, 50], dtype = "float32" }}
     (tmp_path / "kuma.toml").write_text(toml)
     built = kuma("build", cwd=tmp_path)
     assert built.returncode == 0, built.stderr
-    index = (tmp_path / "kuma-out" / "half" / "index.js").read_text()
-    assert "enable f16;" in index and "unpack2x16float" in index  # both variants ship
+    kernels = (tmp_path / "kuma-out" / "half" / "gpu.js").read_text()
+    assert "enable f16;" in kernels and "unpack2x16float" in kernels  # both variants ship
     verified = kuma("verify", cwd=tmp_path)  # default tolerance follows the precision
     assert verified.returncode == 0 and "FAILED" not in verified.stdout, verified.stdout + verified.stderr
 
-    # precision is in the model key: half as int8 is now the same build as quarter, so it comes from the cache
+    # precision is in the model key: half as int8 is rebuilt, from the kernels quarter already made
     (tmp_path / "kuma.toml").write_text(toml.replace('precision = "f16"', 'precision = "int8"'))
     rebuilt = kuma("build", cwd=tmp_path)
-    assert "[kuma] restored half from local cache" in rebuilt.stdout and "[kuma] quarter is up to date" in rebuilt.stdout, rebuilt.stdout
-    assert "enable f16;" not in (tmp_path / "kuma-out" / "half" / "index.js").read_text()
+    assert re.search(r"\[kuma\] built half in \d+ ms \(kernels 0 compiled / \d+ reused", rebuilt.stdout), rebuilt.stdout
+    assert "[kuma] quarter is up to date" in rebuilt.stdout, rebuilt.stdout
+    assert "enable f16;" not in (tmp_path / "kuma-out" / "half" / "gpu.js").read_text()
     verified = kuma("verify", "half", cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 

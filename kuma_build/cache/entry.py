@@ -6,13 +6,14 @@ An entry from a cache (local or remote) is trusted only as far as it is consiste
 with what this build would produce:
 
   - it is for this model and this key;
-  - it names exactly index.js, index.d.ts, manifest.json and the weight chunks that
-    the program lists, each chunk named weights/<first 20 hex digits of its sha256>.bin;
+  - it names exactly index.js, index.d.ts, manifest.json, a module for each device class
+    the program lists (gpu.js, cpu.js) and the weight chunks that the program lists, each
+    chunk named weights/<first 20 hex digits of its sha256>.bin;
   - every file has the hash and size the entry records;
-  - index.js and index.d.ts are byte for byte what jsmodule renders from the program
-    embedded in index.js: the only code they carry is Kuma's runtime, never the entry's;
-  - manifest.json agrees with the program (model, key, inputs, outputs, kernels, chunks) and
-    the program's inputs are kuma.toml's.
+  - index.js, index.d.ts and the class modules are byte for byte what jsmodule renders from
+    the program they embed: the only code they carry is Kuma's runtime, never the entry's;
+  - manifest.json agrees with the program (model, key, inputs, outputs, chunks, and each
+    class's kernels and dispatches) and the program's inputs are kuma.toml's.
 
 What the checks cannot tell is whether the program's kernels and weights are the ones
 this compiler would produce: that needs trust in the writers (docs/reliability.md),
@@ -24,12 +25,14 @@ import hmac
 import json
 import re
 
-from kuma_build.jsmodule import TS_ARRAY, render_dts, render_js
-from kuma_build.outfolder import program_from_js
+from kuma_build.devices import DEVICE_CLASSES
+from kuma_build.jsmodule import TS_ARRAY, render_class_js, render_dts, render_js
+from kuma_build.outfolder import class_file, join_program, program_from_js
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK_FILE = re.compile(r"weights/([0-9a-f]{20})\.bin")
 FIXED_FILES = ("index.js", "index.d.ts", "manifest.json")
+CLASS_FILES = {class_file(name): name for name in DEVICE_CLASSES}
 MAX_ENTRY_BYTES = 1 << 20  # an entry lists a few files per MiB of weights: far below this
 MAX_TEXT_BYTES = 64 << 20  # index.js (kernels and program), index.d.ts, manifest.json
 
@@ -52,7 +55,7 @@ def parse_entry(value, model: str, key: str) -> dict:
                        f"not {model!r} and {key[:12]}")
     files = value["files"]
     for path, record in files.items():
-        if not (path in FIXED_FILES or CHUNK_FILE.fullmatch(path)):
+        if not (path in FIXED_FILES or path in CLASS_FILES or CHUNK_FILE.fullmatch(path)):
             raise BadEntry(f"names the file {path[:60]!r}, which no build writes")
         if not (isinstance(record, dict) and isinstance(record.get("sha256"), str) and SHA256.fullmatch(record["sha256"])
                 and type(record.get("size")) is int and 0 <= record["size"] <= (1 << 40)):
@@ -73,17 +76,27 @@ def check_files(entry: dict, files: dict[str, bytes], model) -> None:
         if len(data) != entry["files"][path]["size"] or hashlib.sha256(data).hexdigest() != entry["files"][path]["sha256"]:
             raise BadEntry(f"records another hash for {path}")
     try:
-        program = program_from_js(files["index.js"].decode())
+        shared = program_from_js(files["index.js"].decode())
         manifest = json.loads(files["manifest.json"])
-        js, dts = render_js(program).encode(), render_dts(program).encode()
+        js, dts = render_js(shared).encode(), render_dts(shared).encode()
         if files["index.js"] != js or files["index.d.ts"] != dts:
             raise BadEntry("has an index.js or index.d.ts that is not Kuma's rendering of its program")
-        _check_program(program, manifest, entry, model)
+        names = shared["classes"]
+        if not names or len(set(names)) != len(names) or not set(names) <= set(DEVICE_CLASSES) or \
+                set(manifest.get("classes", {})) != set(names):
+            raise BadEntry("names device classes that no build makes")
+        for name in names:
+            part = program_from_js(files[class_file(name)].decode())
+            if files[class_file(name)] != render_class_js(part).encode():
+                raise BadEntry(f"has a {class_file(name)} that is not Kuma's rendering of its program")
+            _check_program(join_program(shared, part), name, manifest, entry, model)
+        if set(entry["files"]) != set(FIXED_FILES) | {c["file"] for c in shared["chunks"]} | {class_file(n) for n in names}:
+            raise BadEntry("lists files other than its program's")
     except (ValueError, TypeError, KeyError, AttributeError, IndexError):  # UnicodeDecodeError is a ValueError
         raise BadEntry("has an index.js or manifest.json that Kuma did not write")
 
 
-def _check_program(program: dict, manifest: dict, entry: dict, model) -> None:
+def _check_program(program: dict, device_class: str, manifest: dict, entry: dict, model) -> None:
     def specs(items):
         return [{"name": s["name"], "shape": s["shape"], "dtype": s["dtype"]} for s in items]
 
@@ -95,15 +108,15 @@ def _check_program(program: dict, manifest: dict, entry: dict, model) -> None:
         raise BadEntry("holds a program with unknown dtypes")
     chunks = [{"file": c["file"], "size": c["size"], "sha256": entry["files"].get(c["file"], {}).get("sha256")}
               for c in program["chunks"]]
-    if not all(isinstance(c["file"], str) and CHUNK_FILE.fullmatch(c["file"]) for c in chunks) or \
-            set(entry["files"]) != set(FIXED_FILES) | {c["file"] for c in chunks} or \
+    if not all(isinstance(c["file"], str) and CHUNK_FILE.fullmatch(c["file"]) and c["file"] in entry["files"] for c in chunks) or \
             any(entry["files"][c["file"]]["size"] != c["size"] for c in chunks):
         raise BadEntry("lists files other than its program's chunks")
     kernels = [{"name": k["name"], "sha256": hashlib.sha256(k["code"].encode()).hexdigest()} for k in program["kernels"]]
-    expected = {"model": model.name, "key": entry["key"], "inputs": inputs, "outputs": outputs, "chunks": chunks,
-                "kernels": kernels, "dispatches": len(program["dispatches"])}
+    expected = {"model": model.name, "key": entry["key"], "inputs": inputs, "outputs": outputs, "chunks": chunks}
+    own = manifest.get("classes", {}).get(device_class, {}) if isinstance(manifest, dict) else {}
     if not isinstance(manifest, dict) or manifest.get("compiler", {}).get("name") != "kuma-build" or \
-            any(manifest.get(field) != value for field, value in expected.items()):
+            any(manifest.get(field) != value for field, value in expected.items()) or \
+            own.get("kernels") != kernels or own.get("dispatches") != len(program["dispatches"]):
         raise BadEntry("has a manifest.json that does not match its program")
     pieces = {p.get("chunk") for w in manifest.get("weights", []) for p in w.get("pieces", [])}
     if not pieces <= {c["file"] for c in chunks}:

@@ -1,7 +1,7 @@
 """Model keys: everything a build's output depends on, hashed without importing torch.
 
 The key covers the compiler's own source files (as Triton and Inductor do: a
-version string misses local edits), the torch version, the model's kuma.toml
+version string misses local edits), the torch version, the model's name, its kuma.toml
 section and the chunk size, the model's source file and every project-local
 module it imports, and the weights file. The fields are kept, not just their
 hash, so `kuma cache explain` can say which one changed.
@@ -97,6 +97,7 @@ def model_fields(project, model, hash_file=sha256_file) -> dict:
     roots = [model.source.parent, project.root]
     return {
         "compiler": compiler_hash(),
+        "model": model.name,  # the output names it (the program, the browser cache), so two models never share a build
         "torch": torch_version(),
         "config": {"section": model.section, "chunk_size": project.chunk_size},
         "source": hash_file(model.source),

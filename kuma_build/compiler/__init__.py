@@ -8,7 +8,7 @@ from kuma_build.compiler import emit
 from kuma_build.compiler.cost import dispatch_costs
 from kuma_build.compiler.export import build_module, export
 from kuma_build.compiler.ir.importer import import_program
-from kuma_build.devices import device_class
+from kuma_build.devices import DeviceClass, device_classes
 from kuma_build.compiler.passes import run_passes
 from kuma_build.compiler.passes.weight_storage import choose_weight_storage
 from kuma_build.compiler.plan import make_plan
@@ -19,13 +19,18 @@ from kuma_build.outfolder import write_output
 @dataclass
 class Compiled:
     name: str
-    program: dict
+    programs: dict[str, dict]  # device class -> the whole program the runtimes run on it
     manifest: dict
-    chunks: list
-    stats: dict
+    chunks: list  # the weight chunks of every class (classes share the chunks with the same bytes)
+    stats: dict  # the first class's, for the build report
+
+    @property
+    def program(self) -> dict:
+        """The program of the first (for a build of one class, the only) device class."""
+        return next(iter(self.programs.values()))
 
     def files(self) -> dict[str, bytes]:
-        return emit.output_files(self.program, self.manifest, self.chunks)
+        return emit.output_files(self.programs, self.manifest, self.chunks)
 
     def write(self, out_dir: Path) -> Path:
         folder = out_dir / self.name
@@ -33,32 +38,48 @@ class Compiled:
         return folder
 
 
-def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_store=None, key: str = "") -> Compiled:
-    """Compile an nn.Module already built, with the specs of `model`."""
-    started = time.perf_counter()
-    program, input_names, output_names = export(net, model)
-    graph = import_program(program, model.name, model.source, input_names, output_names, device_class(model.target))
+@dataclass
+class ClassBuild:
+    """The model compiled for one device class: its graph after the passes and its plan."""
+    device: DeviceClass
+    graph: object
+    plan: object
+    ops: int  # IR nodes before the passes
+
+
+def compile_for(device: DeviceClass, exported, model: ModelConfig, input_names, output_names, kernel_store) -> ClassBuild:
+    graph = import_program(exported, model.name, model.source, input_names, output_names, device)
     ops = len(graph.nodes)
     run_passes(graph)
     choose_weight_storage(graph, model.precision)
-    plan = make_plan(graph, kernel_store)
-    chunks, copies = emit.pack_weights(plan, chunk_size)
+    return ClassBuild(device, graph, make_plan(graph, kernel_store), ops)
+
+
+def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_store=None, key: str = "") -> Compiled:
+    """Compile an nn.Module already built, with the specs of `model`, for each device class its
+    target names: exported once, then imported, rewritten and planned per class."""
+    started = time.perf_counter()
+    exported, input_names, output_names = export(net, model)
+    builds = [compile_for(device, exported, model, input_names, output_names, kernel_store) for device in device_classes(model.target)]
+    chunks, copies = emit.pack_classes([b.plan for b in builds], chunk_size)
     specs = {s.name: s for s in model.inputs}
-    program_json = emit.program_dict(model.name, plan, graph, specs, chunks, copies)
-    stats = {
-        "ops": ops,
-        "dispatches": len(plan.dispatches),
-        "kernels": len(plan.kernels),
-        "weight_bytes": sum(len(c.data) for c in chunks),
-        "chunks": len(chunks),
-        "activation_bytes": plan.temp_bytes,
-        "activation_lower_bound": plan.temp_lower_bound,
-    }
-    manifest = emit.manifest_dict(program_json, plan, chunks, copies, dict(stats), key)
-    manifest["dispatch_costs"] = dispatch_costs(graph, plan)  # [bytes, flops] per dispatch, for `kuma bench`
-    stats["kernels_reused"] = plan.kernels_reused
+    programs = {b.device.name: emit.program_dict(model.name, b.plan, b.graph, specs, chunks, c) for b, c in zip(builds, copies)}
+    per_class = {b.device.name: class_stats(b) for b in builds}
+    manifest = emit.manifest_dict(programs, builds[0].plan, chunks, copies[0], per_class, key)
+    manifest["classes"] = {b.device.name: {**manifest["classes"][b.device.name], "dispatch_costs": dispatch_costs(b.graph, b.plan)}
+                           for b in builds}  # [bytes, flops] per dispatch, for `kuma bench`
+    stats = {**per_class[builds[0].device.name], "weight_bytes": sum(len(c.data) for c in chunks), "chunks": len(chunks),
+             "classes": list(programs)}
+    stats["kernels_reused"] = sum(b.plan.kernels_reused for b in builds)
+    stats["kernels_total"] = sum(len(b.plan.kernels) for b in builds)
     stats["seconds"] = round(time.perf_counter() - started, 3)  # not in the manifest: outputs must be reproducible
-    return Compiled(model.name, program_json, manifest, chunks, stats)
+    return Compiled(model.name, programs, manifest, chunks, stats)
+
+
+def class_stats(build: ClassBuild) -> dict:
+    plan = build.plan
+    return {"ops": build.ops, "dispatches": len(plan.dispatches), "kernels": len(plan.kernels),
+            "activation_bytes": plan.temp_bytes, "activation_lower_bound": plan.temp_lower_bound}
 
 
 def compile_model(project: Project, model: ModelConfig, kernel_store=None, key: str = "") -> Compiled:

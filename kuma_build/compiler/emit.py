@@ -18,7 +18,8 @@ import torch
 from kuma_build import __version__
 from kuma_build.compiler import precision
 from kuma_build.compiler.plan import Plan
-from kuma_build.jsmodule import render_dts, render_js
+from kuma_build.jsmodule import render_class_js, render_dts, render_js
+from kuma_build.outfolder import class_file, split_program
 
 JS_DTYPE = {"f32": "float32", "i32": "int32", "bool": "int32"}
 
@@ -79,6 +80,24 @@ def pack_weights(plan: Plan, chunk_size: int):
     return chunks, copies
 
 
+def pack_classes(plans: list[Plan], chunk_size: int) -> tuple[list[Chunk], list[list]]:
+    """The chunks of every device class's plan, each chunk once (the classes' weights are the same
+    bytes in the same order unless a pass treated them differently), and each plan's copies into them."""
+    chunks: list[Chunk] = []
+    index: dict[str, int] = {}
+    copies = []
+    for plan in plans:
+        own, own_copies = pack_weights(plan, chunk_size)
+        at = []  # own chunk -> its index in chunks
+        for chunk in own:
+            if chunk.file not in index:
+                index[chunk.file] = len(chunks)
+                chunks.append(chunk)
+            at.append(index[chunk.file])
+        copies.append([[at[chunk], *rest] for chunk, *rest in own_copies])
+    return chunks, copies
+
+
 def _is_anchor(layer: str) -> bool:
     return hashlib.sha256(layer.encode()).digest()[0] % 4 == 0
 
@@ -91,7 +110,6 @@ def shipped(wgsl: str) -> str:
 
 def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
     return {
-        "format": 1,
         "model": name,
         "inputs": [{"name": n, "shape": list(specs[n].shape), "dtype": "int32" if specs[n].dtype != "float32" else "float32",
                     "buffer": plan.input_buffer[n]} for n in graph.inputs],
@@ -107,7 +125,9 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
     }
 
 
-def manifest_dict(program: dict, plan: Plan, chunks, copies, stats: dict, key: str) -> dict:
+def manifest_dict(programs: dict[str, dict], plan: Plan, chunks, copies, stats: dict[str, dict], key: str) -> dict:
+    """What the build made, for people and tools (never read by the browser): the weights as the first
+    class's plan packs them, and for each device class its kernels, dispatch count and stats."""
     weights = []
     for buf, index in zip(plan.weights, plan.weight_buffer):
         pieces = [c for c in copies if c[2] == index]
@@ -116,24 +136,29 @@ def manifest_dict(program: dict, plan: Plan, chunks, copies, stats: dict, key: s
         weights.append({"name": buf.name, "dtype": buf.dtype, "storage": buf.storage, "numel": buf.numel, "bytes": len(data),
                         "sha256": hashlib.sha256(data).hexdigest(),
                         "pieces": [{"chunk": chunks[c[0]].file, "offset": c[1], "size": c[4]} for c in pieces]})
+    program = next(iter(programs.values()))
+    first = next(iter(stats.values()))
     return {
         "compiler": {"name": "kuma-build", "version": __version__, "torch": torch.__version__},
         "key": key,  # the build cache's key of everything this output depends on
         "model": program["model"],
         "inputs": [{k: s[k] for k in ("name", "shape", "dtype")} for s in program["inputs"]],
         "outputs": [{k: s[k] for k in ("name", "shape", "dtype")} for s in program["outputs"]],
-        "kernels": [{"name": k["name"], "sha256": hashlib.sha256(k["code"].encode()).hexdigest()} for k in program["kernels"]],
-        "dispatches": len(program["dispatches"]),
+        "classes": {name: {"kernels": [{"name": k["name"], "sha256": hashlib.sha256(k["code"].encode()).hexdigest()} for k in p["kernels"]],
+                           "dispatches": len(p["dispatches"]), "stats": stats[name]} for name, p in programs.items()},
         "weights": weights,
         "chunks": [{"file": c.file, "size": len(c.data), "sha256": c.sha256} for c in chunks],
-        "stats": stats,
+        "stats": {**first, "weight_bytes": sum(len(c.data) for c in chunks), "chunks": len(chunks)},
     }
 
 
-def output_files(program: dict, manifest: dict, chunks) -> dict[str, bytes]:
-    """Every file of a model's output folder, by relative path."""
+def output_files(programs: dict[str, dict], manifest: dict, chunks) -> dict[str, bytes]:
+    """Every file of a model's output folder, by relative path: index.js with what the device
+    classes share, one module per class (outfolder.split_program), index.d.ts, the manifest, the chunks."""
+    shared, parts = split_program(programs)
     files = {chunk.file: chunk.data for chunk in chunks}
-    files["index.js"] = render_js(program).encode()
-    files["index.d.ts"] = render_dts(program).encode()
+    files["index.js"] = render_js(shared).encode()
+    files.update({class_file(name): render_class_js(part).encode() for name, part in parts.items()})
+    files["index.d.ts"] = render_dts(shared).encode()
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
     return files

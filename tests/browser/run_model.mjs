@@ -6,7 +6,9 @@
 //
 //   node run_model.mjs <root> <model> <inputs.json>   one run, prints one JSON object
 //   node run_model.mjs --serve                        one browser for many runs: a JSON
-//       request {root, model, inputs} per stdin line, a JSON reply per stdout line
+//       request {root, model, inputs, options?} per stdin line, a JSON reply per stdout line
+//       (options: extra load() options, e.g. { deviceClass: "gpu" }; the reply names the
+//       device class the model runs and the model's files the page fetched)
 //
 // inputs: {name: {dtype: "float32"|"int32", shape, data: base64}}; outputs alike.
 // Any page error, console error or uncaptured WebGPU error fails the run.
@@ -65,7 +67,7 @@ function send(response, status, ext, body) {
 }
 
 // runs inside the page
-async function runInPage({ url, inputs }) {
+async function runInPage({ url, inputs, options }) {
   const decode = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
   const encode = (bytes) => {
     let text = "";
@@ -77,7 +79,7 @@ async function runInPage({ url, inputs }) {
   const gpuErrors = [];
   const started = performance.now();
   const { load } = await import(url);
-  const model = await load({ onProgress: (loaded, total) => progress.push([loaded, total]) });
+  const model = await load({ ...options, onProgress: (loaded, total) => progress.push([loaded, total]) });
   const loadMs = performance.now() - started;
   model.device.addEventListener("uncapturederror", (e) => gpuErrors.push(e.error.message));
   try {
@@ -95,7 +97,7 @@ async function runInPage({ url, inputs }) {
     const adapter = { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description };
     const monotonic = progress.every(([loaded, total], i) => total === progress[0][1] && (i === 0 || loaded >= progress[i - 1][0]));
     return { outputs, adapter, progress: { calls: progress.length, first: progress[0] ?? null, last: progress.at(-1) ?? null, monotonic },
-      loadMs, runMs, gpuErrors };
+      loadMs, runMs, gpuErrors, deviceClass: model.deviceClass };
   } finally {
     model.dispose();
   }
@@ -114,10 +116,13 @@ export async function modelPage(browser, server, root, model, init = []) {
   return { context, page, problems, url: `${server.mount(root)}/${encodeURIComponent(model)}/index.js` };
 }
 
-async function runModel(browser, server, { root, model, inputs }) {
+async function runModel(browser, server, { root, model, inputs, options = {} }) {
   const { context, page, problems, url } = await modelPage(browser, server, root, model);
+  const folder = url.slice(0, url.lastIndexOf("/") + 1);
+  const seen = server.requests.length;
   try {
-    const result = await page.evaluate(runInPage, { url, inputs });
+    const result = await page.evaluate(runInPage, { url, inputs, options });
+    result.fetched = server.requests.slice(seen).filter(([file]) => file.startsWith(folder)).map(([file]) => file.slice(folder.length));
     problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
     if (problems.length) throw new Error(problems.join("\n"));
     delete result.gpuErrors;

@@ -1,0 +1,59 @@
+"""Code bytes a page downloads per model and device class: index.js (the runtime and what the
+classes share) plus the class's own module (its kernels and plan), gzip -9, weights excluded.
+
+    .venv/bin/python bench/code_size.py [MODEL ...]     (default: the benchmark models)
+
+Builds tests/models/ with target = "auto" (both classes) in a temporary folder and prints a
+Markdown table; docs/benchmarks.md ("Code per device class") records it.
+"""
+
+import argparse
+import dataclasses
+import gzip
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from kuma_build.compiler import compile_model  # noqa: E402
+from kuma_build.config import load_project  # noqa: E402
+
+MODELS = ["mlp", "convnet", "resnet", "mobilenet", "transformer", "gpt", "unet"]
+
+
+def gzipped(path: Path) -> int:
+    return len(gzip.compress(path.read_bytes(), 9, mtime=0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", default=MODELS)
+    names = parser.parse_args().models
+    project = load_project(REPO / "tests" / "models" / "kuma.toml")
+    rows = ["| model | index.js | gpu.js | cpu.js | a GPU page loads | a software-WebGPU page loads | both classes in one module |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as out:
+        for name in names:
+            model = dataclasses.replace(project.models[name], target="auto")
+            folder = compile_model(project, model).write(Path(out))
+            index, gpu, cpu = (gzipped(folder / f) for f in ("index.js", "gpu.js", "cpu.js"))
+            both = gzipped_text(folder)
+            rows.append(f"| {name} | {kb(index)} | {kb(gpu)} | {kb(cpu)} | **{kb(index + gpu)}** | **{kb(index + cpu)}** | {kb(both)} |")
+            print(f"code_size: {name} done", file=sys.stderr, flush=True)
+    print("\n".join(rows))
+
+
+def gzipped_text(folder: Path) -> int:
+    """What one module holding both classes would weigh (the cost of not splitting them)."""
+    text = b"".join((folder / f).read_bytes() for f in ("index.js", "gpu.js", "cpu.js"))
+    return len(gzip.compress(text, 9, mtime=0))
+
+
+def kb(n: int) -> str:
+    return f"{n / 1000:.1f} kB"
+
+
+if __name__ == "__main__":
+    main()
