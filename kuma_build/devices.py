@@ -24,6 +24,7 @@ class DeviceClass:
     storage_buffers: int = 10  # storage buffers per shader stage; one is a kernel's output
     workgroup_threads: int = 256  # invocations per workgroup
     workgroup_bytes: int = 16384  # workgroup memory
+    binding_bytes: int = 1 << 27  # bytes one storage binding may span (WebGPU's default maxStorageBufferBindingSize)
     # --- tuning choices ---
     # workgroups the device runs at once: the tile cost model's waves (an H100 or H200: 132
     # multiprocessors x 2 of our 256-thread workgroups; 6% faster convolutions than 128 in the

@@ -3,6 +3,8 @@ module of its own, and the runtime picks one by the adapter at load: Chromium's 
 software adapter, so it gets the "cpu" kernels and never downloads the "gpu" ones;
 load({ deviceClass }) overrides. Both programs match PyTorch, on lavapipe and in Chromium."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from torch import nn
 
 from browser_support import run_folder
 from kuma_build.compiler import compile_module
+from kuma_build.devices import CPU
 from kuma_build.outfolder import program_classes, read_program
 from kuma_build.webgpu import run_program
 from support import TOLERANCE, assert_outputs_match, model_config, reference_outputs
@@ -83,3 +86,45 @@ def test_a_class_the_build_lacks_is_a_clear_error(tmp_path):
         run_folder(folder, {"image": image.numpy()}, {"deviceClass": "cpu"})
     result = run_folder(folder, {"image": image.numpy()})  # a build of one class runs it everywhere
     assert result.facts["deviceClass"] == "gpu"
+
+
+class TiedLM(nn.Module):
+    """A token embedding read twice: gathered, and as the output projection (GPT-2's tied weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Embedding(301, 64)
+
+    def forward(self, tokens):
+        h = torch.tanh(self.table(tokens))
+        return h @ self.table.weight.t()
+
+
+def test_a_weight_larger_than_a_binding_is_split_into_pages(tmp_path):
+    """With bindings of at most 32 KiB, the 301 x 64 table (77 KB) takes 3 buffers each time; the gather and
+    the matmul read it through page_in<k>() and match PyTorch on lavapipe and in Chromium, and no
+    buffer the runtime makes is larger than a binding may be."""
+    limit = 32 << 10
+    module, tokens = TiedLM().eval(), torch.randint(0, 301, (2, 9))
+    config = model_config(module, [tokens], name="tied", device="cpu")
+    compiled = compile_module(module, config, devices=[dataclasses.replace(CPU, binding_bytes=limit)])
+    program = compiled.program
+    assert max(b["size"] for b in program["buffers"]) <= limit
+    # the table, and its transpose for the product (passes/constants.py stores strided views of weights contiguously)
+    assert sum(1 for b in program["buffers"] if b["kind"] == "weight") == 2 * 3
+    assert all("fn page_in" in k["code"] for k in program["kernels"] if k["name"] in ("gather", "matmul"))
+    expected = reference_outputs(module, config, {"tokens": tokens})
+    on_lavapipe = run_program(program, {"tokens": tokens.numpy()}, chunks=[c.data for c in compiled.chunks])
+    assert_outputs_match(list(on_lavapipe.values()), expected, TOLERANCE)
+    in_chromium = run_folder(compiled.write(tmp_path), {"tokens": tokens.numpy().astype("int32")})
+    assert_outputs_match(list(in_chromium.outputs.values()), expected, TOLERANCE)
+
+
+def test_only_weights_are_paged():
+    """An activation larger than a binding stays one buffer: a device whose limits allow it runs it,
+    any other is told at load (tests/test_browser_loading.py: the buffer and the limit are named)."""
+    module, tokens = TiedLM().eval(), torch.randint(0, 301, (2, 9))
+    config = model_config(module, [tokens], name="tied", device="cpu")
+    program = compile_module(module, config, devices=[dataclasses.replace(CPU, binding_bytes=16 << 10)]).program
+    assert any(b["kind"] == "output" and b["size"] > 16 << 10 for b in program["buffers"])  # 2 x 9 x 301 logits
+    assert all(b["size"] <= 16 << 10 for b in program["buffers"] if b["kind"] == "weight")

@@ -38,4 +38,4 @@ def test_wheel_installs_modules_and_templates_and_builds(tmp_path):
     built = run(sys.executable, "-m", "kuma_build", "build", cwd=project, env=env)
     assert "[kuma] built" in built.stdout
     (index,) = project.glob("**/index.js")
-    assert "kuma runtime" in index.read_text()
+    assert "async function loadModel(" in index.read_text()  # the runtime, from the wheel's templates

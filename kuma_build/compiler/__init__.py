@@ -10,6 +10,7 @@ from kuma_build.compiler.export import build_module, export
 from kuma_build.compiler.ir.importer import import_program
 from kuma_build.devices import DeviceClass, device_classes
 from kuma_build.compiler.passes import run_passes
+from kuma_build.compiler.passes.page_weights import page_weights
 from kuma_build.compiler.passes.weight_storage import choose_weight_storage
 from kuma_build.compiler.plan import make_plan
 from kuma_build.config import ModelConfig, Project
@@ -52,15 +53,18 @@ def compile_for(device: DeviceClass, exported, model: ModelConfig, input_names, 
     ops = len(graph.nodes)
     run_passes(graph)
     choose_weight_storage(graph, model.precision)
+    page_weights(graph)  # last: it splits the weights as stored
     return ClassBuild(device, graph, make_plan(graph, kernel_store), ops)
 
 
-def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_store=None, key: str = "") -> Compiled:
+def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_store=None, key: str = "",
+                   devices: list[DeviceClass] | None = None) -> Compiled:
     """Compile an nn.Module already built, with the specs of `model`, for each device class its
-    target names: exported once, then imported, rewritten and planned per class."""
+    target names (or the `devices` given): exported once, then imported, rewritten and planned per class."""
     started = time.perf_counter()
     exported, input_names, output_names = export(net, model)
-    builds = [compile_for(device, exported, model, input_names, output_names, kernel_store) for device in device_classes(model.target)]
+    devices = devices or device_classes(model.target)
+    builds = [compile_for(device, exported, model, input_names, output_names, kernel_store) for device in devices]
     chunks, copies = emit.pack_classes([b.plan for b in builds], chunk_size)
     specs = {s.name: s for s in model.inputs}
     programs = {b.device.name: emit.program_dict(model.name, b.plan, b.graph, specs, chunks, c) for b, c in zip(builds, copies)}

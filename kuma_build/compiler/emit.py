@@ -69,15 +69,30 @@ def pack_weights(plan: Plan, chunk_size: int):
             flush()
             for start in range(0, len(data), chunk_size):
                 piece = data[start:start + chunk_size]
-                copies.append([len(chunks), 0, index, start, len(piece)])
+                copies += [[len(chunks), at, *target] for at, target in page_copies(buf, index, start, len(piece))]
                 chunks.append(Chunk(piece))
             continue
         if len(current) + len(data) > chunk_size:
             flush()
-        copies.append([len(chunks), len(current), index, 0, len(data)])
+        copies += [[len(chunks), len(current) + at, *target] for at, target in page_copies(buf, index, 0, len(data))]
         current += data
     flush()
     return chunks, copies
+
+
+def page_copies(buf, index: int, start: int, size: int):
+    """(offset in the piece, [buffer, buffer offset, size]) for bytes start..start+size of a weight
+    whose first buffer is `index`: one copy, or one per page a paged weight's piece spans."""
+    if buf.pages == 1:
+        yield 0, [index, start, size]
+        return
+    page_bytes = 4 * buf.page
+    at = start
+    while at < start + size:
+        page, offset = divmod(at, page_bytes)
+        length = min(start + size, (page + 1) * page_bytes) - at
+        yield at - start, [index + page, offset, length]
+        at += length
 
 
 def pack_classes(plans: list[Plan], chunk_size: int) -> tuple[list[Chunk], list[list]]:
@@ -130,7 +145,7 @@ def manifest_dict(programs: dict[str, dict], plan: Plan, chunks, copies, stats: 
     class's plan packs them, and for each device class its kernels, dispatch count and stats."""
     weights = []
     for buf, index in zip(plan.weights, plan.weight_buffer):
-        pieces = [c for c in copies if c[2] == index]
+        pieces = [c for c in copies if index <= c[2] < index + buf.pages]
         # the weight's bytes as packed into the chunks (encoding it again would quantise twice)
         data = b"".join(chunks[chunk].data[offset:offset + size] for chunk, offset, _, _, size in pieces)
         weights.append({"name": buf.name, "dtype": buf.dtype, "storage": buf.storage, "numel": buf.numel, "bytes": len(data),

@@ -26,7 +26,7 @@ class Plan:
     kernels: list[Kernel]               # distinct kernels in first-use order
     dispatches: list[tuple[int, list[int], tuple]]  # (kernel index, buffer indices, workgroups)
     buffers: list[dict]                  # {"size": bytes, "kind": ...}
-    weights: list[Buffer]                # const buffers, index-aligned with weight_buffer
+    weights: list[Buffer]                # const buffers, index-aligned with weight_buffer (each one's first buffer)
     weight_buffer: list[int] = field(default_factory=list)
     input_buffer: dict[str, int] = field(default_factory=dict)
     output_buffer: dict[str, int] = field(default_factory=dict)
@@ -51,8 +51,9 @@ def make_plan(graph: Graph, kernel_store=None) -> Plan:
     index_of: dict[Buffer, int] = {}
 
     def own_buffer(buf: Buffer, kind: str) -> int:
+        """Its first buffer index; a paged weight takes one buffer per page, in order."""
         index_of[buf] = len(buffers)
-        buffers.append({"size": buf.nbytes, "kind": kind})
+        buffers.extend({"size": buf.page_bytes(p), "kind": kind} for p in range(buf.pages))
         return index_of[buf]
 
     plan = Plan([], [], buffers, [])
@@ -85,7 +86,8 @@ def make_plan(graph: Graph, kernel_store=None) -> Plan:
         if launch.code not in kernel_index:
             kernel_index[launch.code] = len(plan.kernels)
             plan.kernels.append(launch)
-        plan.dispatches.append((kernel_index[launch.code], [index_of[b] for b in launch.buffers], launch.workgroups))
+        bound = [index_of[b] + p for b in launch.buffers for p in range(b.pages)]
+        plan.dispatches.append((kernel_index[launch.code], bound, launch.workgroups))
     plan.temp_bytes = sum(b["size"] for b in buffers if b["kind"] == "temp")
     plan.kernels_reused = len(plan.kernels) - len({k.code for k, reused in lowered if not reused})
     return plan

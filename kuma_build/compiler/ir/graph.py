@@ -28,10 +28,19 @@ class Buffer:
     data: torch.Tensor | None = None  # flat contents of a const buffer
     storage: str = "f32"  # a const f32 weight may be stored as "f16" or "int8" (compiler/precision.py)
     channels: tuple[int, int] = (1, 1)  # int8: (step, count) of its per-channel scales
+    page: int = 0  # elements per binding of a weight too big for one (passes/page_weights.py); 0: one binding
 
     @property
     def nbytes(self) -> int:
         return 4 * stored_words(self)
+
+    @property
+    def pages(self) -> int:
+        """The bindings (and GPU buffers) it takes: one, or ceil(numel / page) for a paged weight."""
+        return -(-self.numel // self.page) if self.page else 1
+
+    def page_bytes(self, p: int) -> int:
+        return 4 * (min(self.numel, (p + 1) * self.page) - p * self.page) if self.page else self.nbytes
 
 
 @dataclass(eq=False)

@@ -135,7 +135,7 @@ def vectorizable(node) -> bool:
     """Every operand and the result are whole contiguous f32 buffers of a size divisible by 4."""
     values = [*node.inputs, node.output]
     return node.output.numel % 4 == 0 and all(
-        v.dtype == "f32" and v.buffer.storage == "f32" and v.is_contiguous() for v in values)
+        v.dtype == "f32" and v.buffer.storage == "f32" and v.buffer.pages == 1 and v.is_contiguous() for v in values)
 
 
 def lower_vec4(node):

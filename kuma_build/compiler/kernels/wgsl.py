@@ -43,7 +43,8 @@ def binding_buffers(node: Node) -> list[Buffer]:
 
 
 class Bindings:
-    """Binding declarations for a node: one per distinct input buffer, then the output."""
+    """Binding declarations for a node: one per distinct input buffer (one per page of a paged
+    weight, passes/page_weights.py), then the output."""
 
     def __init__(self, node: Node):
         self.buffers = binding_buffers(node)
@@ -54,14 +55,18 @@ class Bindings:
 
     def declare(self, native_f16: bool = False) -> str:
         """Binding declarations; f16/int8 weights also get a `weight_inK(i)` reader returning f32."""
-        lines, readers = [], []
+        lines, readers, binding = [], [], 0
         for i, buf in enumerate(self.buffers[:-1]):
             element = WGSL_TYPE[buf.dtype]
             if buf.storage != "f32":
                 element, function = precision.reader(buf, f"in{i}", native_f16)
                 readers.append(function)
-            lines.append(f"@group(0) @binding({i}) var<storage, read> in{i}: array<{self._item(element)}>;")
-        lines.append(f"@group(0) @binding({len(self.buffers) - 1}) var<storage, read_write> out: array<{self._item(WGSL_TYPE[self.out.dtype])}>;")
+            if buf.pages > 1:
+                readers.append(page_reader(buf, f"in{i}"))
+            for name in page_names(buf, f"in{i}"):
+                lines.append(f"@group(0) @binding({binding}) var<storage, read> {name}: array<{self._item(element)}>;")
+                binding += 1
+        lines.append(f"@group(0) @binding({binding}) var<storage, read_write> out: array<{self._item(WGSL_TYPE[self.out.dtype])}>;")
         return "\n".join(lines) + "".join("\n\n" + reader for reader in readers)
 
     def _item(self, element: str) -> str:
@@ -72,6 +77,8 @@ class Bindings:
         offset = offset_expr(self.inputs[k], index)
         if self.inputs[k].buffer.storage != "f32":
             return f"weight_{self.names[k]}({offset})"
+        if self.inputs[k].buffer.pages > 1:
+            return f"page_{self.names[k]}({offset})"
         return f"{self.names[k]}[{offset}]"
 
     def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None) -> Kernel:
@@ -80,6 +87,18 @@ class Bindings:
         if any(buf.storage == "f16" for buf in self.buffers):
             code_f16 = "enable f16;\n\n" + self.declare(native_f16=True) + after_bindings(body_f16 or body)
         return Kernel(name, self.declare() + after_bindings(body), tuple(workgroups), self.buffers, code_f16)
+
+
+def page_names(buf: Buffer, var: str) -> list[str]:
+    """The binding variables of a buffer: `var`, or var_0, var_1, ... for each page of a paged weight."""
+    return [var] if buf.pages == 1 else [f"{var}_{p}" for p in range(buf.pages)]
+
+
+def page_reader(buf: Buffer, var: str) -> str:
+    """`page_<var>(i)`: element i of a paged weight, from the page holding it."""
+    pages = [f"if (i < {(p + 1) * buf.page}u) {{ return {name}[i - {p * buf.page}u]; }}" for p, name in enumerate(page_names(buf, var)[:-1])]
+    last = f"return {var}_{buf.pages - 1}[i - {(buf.pages - 1) * buf.page}u];"
+    return "\n".join(block(f"fn page_{var}(i: u32) -> {WGSL_TYPE[buf.dtype]}", [*pages, last]))
 
 
 def after_bindings(body: str) -> str:

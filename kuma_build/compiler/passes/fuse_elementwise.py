@@ -60,7 +60,7 @@ def compact(inputs: list[Value], expr, most: int, keep: int = 0):
                 index[key] = len(kept)
                 kept.append(v)
             moved[k] = index[key]
-    if len({v.buffer for v in kept}) > most:
+    if sum(buf.pages for buf in {v.buffer for v in kept}) > most:
         return None
     return kept, remap(expr, lambda leaf: leaf if isinstance(leaf, Acc) or leaf.index < keep else In(leaf.dtype, moved[leaf.index]))
 
