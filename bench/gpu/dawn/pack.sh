@@ -6,7 +6,7 @@
 #   node_modules/webgpu  dawn.node (linux-x64) and its index.js, from npm package webgpu
 #   node_modules/onnxruntime-web  the WebGPU build's files only (ort.webgpu.min.mjs, the asyncify wasm)
 #   wheels/              wgpu-py and its needs, cp312 manylinux (the device's python3 is 3.12)
-#   debs/                the Vulkan loader (libvulkan1, amd64)
+#   debs/                the Vulkan loader and the glvnd libraries the NVIDIA ICD loads (amd64)
 # The device has torch, transformers, onnx and onnxscript. Needs npm, pip, apt-get and xz here.
 #   bash bench/gpu/dawn/pack.sh [DEST]     (DEST: default <repo>/.dawn)
 set -euo pipefail
@@ -42,7 +42,8 @@ echo "[pack] Vulkan loader"
 mkdir -p "$stage/debs" "$stage/apt/partial"
 apt_opts=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 "-oDir::State::Lists=$stage/apt")
 apt-get "${apt_opts[@]}" update -qq
-(cd "$stage/debs" && apt-get "${apt_opts[@]}" download -qq libvulkan1)
+# the NVIDIA ICD (libGLX_nvidia) needs the glvnd libraries too (.library/device/README.md)
+(cd "$stage/debs" && apt-get "${apt_opts[@]}" download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 rm -rf "$stage/apt"
 
 mkdir -p "$DEST"

@@ -83,6 +83,7 @@ async function fileFetch(url) {
 
 async function adapterInfo() {
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new Error("Dawn found no WebGPU adapter: no Vulkan driver (check VK_DRIVER_FILES or VK_ICD_FILENAMES and the Vulkan loader)");
   const { vendor, architecture, device, description } = adapter.info;
   return { vendor, architecture, device, description, features: [...adapter.features].sort() };
 }
