@@ -293,9 +293,27 @@ def dawn_kuma(options, p: dict, work: Path, name: str, small: bool) -> dict:
     result = node_job(options, job, work, f"{name}.kuma", 300 if small else 240)
     if not result["ok"]:
         raise RuntimeError(result["error"])
+    add_rates(result.get("profile"), Path(p["kuma"]))
     return {"dawn_ms": result["medianMs"], "dawn_min_ms": result["minMs"], "dawn_runs": result["runs"], "dawn_load_ms": result["loadMs"],
             "dispatches": result["dispatches"], "dawn_rel_l2": result["relL2"], "profile": result.get("profile"),
             "dawn_adapter": result["adapter"]}
+
+
+def add_rates(profile: dict | None, folder: Path) -> None:
+    """GFLOP/s and GB/s per kernel: the compiler's per-dispatch estimates (manifest.json's
+    dispatch_costs, kuma_build/compiler/cost.py) over the profile's per-dispatch times."""
+    from kuma_build.outfolder import read_manifest
+    costs = (read_manifest(folder) or {}).get("dispatch_costs")
+    if not profile or not profile.get("kernels") or not costs or len(costs) != len(profile["dispatches"]):
+        return
+    totals = {}
+    for (moved, flops), dispatch in zip(costs, profile["dispatches"]):
+        total = totals.setdefault(dispatch["name"], [0, 0])
+        total[0] += moved
+        total[1] += flops
+    for kernel in profile["kernels"]:
+        moved, flops = totals[kernel["name"]]
+        kernel["gbps"], kernel["gflops"] = moved / (kernel["us"] * 1e3), flops / (kernel["us"] * 1e3)
 
 
 def dawn_ort(options, p: dict, work: Path, name: str, small: bool) -> dict:
@@ -380,9 +398,10 @@ def markdown(env: dict, rows: list[dict]) -> str:
         total = profile["dispatchSumMs"] * 1e3
         lines += ["", f"{r['model']}: Dawn profile, one pass {profile['passMs']:.3f} ms, back to back {profile['backToBackMs']:.3f} ms, "
                       f"{r.get('dispatches')} dispatches each in a pass of its own {profile['dispatchSumMs']:.3f} ms:", "",
-                  "| kernel | calls | µs | share |", "|---|--:|--:|--:|"]
+                  "| kernel | calls | µs | share | GFLOP/s | GB/s |", "|---|--:|--:|--:|--:|--:|"]
+        rate = lambda k, key: f"{k[key]:,.0f}" if k.get(key) is not None else "–"
         for k in profile["kernels"][:6]:
-            lines.append(f"| {k['name']} | {k['calls']} | {k['us']:.1f} | {k['us'] / total:.0%} |")
+            lines.append(f"| {k['name']} | {k['calls']} | {k['us']:.1f} | {k['us'] / total:.0%} | {rate(k, 'gflops')} | {rate(k, 'gbps')} |")
     return "\n".join(lines) + "\n"
 
 
