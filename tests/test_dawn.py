@@ -4,6 +4,7 @@ GPT-style decoder loads and runs in Node as a page would run it, its output matc
 per-dispatch profile from timestamp queries covers every dispatch, and the dispatch-cost probe ran
 every one of its dispatches. scripts/setup.sh installs bench/gpu/dawn's node_modules."""
 
+import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -18,11 +19,18 @@ from support import model_config
 REPO = Path(__file__).resolve().parents[1]
 DAWN = REPO / "bench" / "gpu" / "dawn"
 SWIFTSHADER = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
-sys.path.insert(0, str(REPO / "tests" / "models"))
-sys.path.insert(0, str(DAWN))
 
-import bench  # noqa: E402  (bench/gpu/dawn/bench.py)
-from gpt import GPT  # noqa: E402
+
+def load(name: str, path: Path):
+    """A module from its file, under a name no other test uses (tests/models and bench/ are folders too)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)  # inspect finds its source through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load("kuma_dawn_bench", DAWN / "bench.py")
+GPT = load("kuma_dawn_test_gpt", REPO / "tests" / "models" / "gpt.py").GPT
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The Dawn benchmark (issue 12): full-size models through the browser's own WebGPU engine, in one go.
 
-For each model of models.py (batch 1, fp32, random weights, built here from `transformers` classes):
+For each model of dawn_models.py (batch 1, fp32, random weights, built here from `transformers` classes):
   prepare   (one process per model, in parallel, CPU only) build the module, draw its inputs, compile
             it with Kuma (target "gpu") and export it with torch.onnx (dynamo)
   torch     PyTorch eager on the GPU with TF32 off: the reference output every engine is checked
@@ -39,7 +39,7 @@ ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-import models  # noqa: E402
+import dawn_models  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -67,11 +67,11 @@ def prepare(case_name: str, small: bool, work: str) -> dict:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 6))
     from kuma_build.compiler import compile_module
     from kuma_build.config import InputSpec, ModelConfig
-    case = next(c for c in models.cases(small) if c.name == case_name)
+    case = next(c for c in dawn_models.cases(small) if c.name == case_name)
     folder = Path(work) / case.name
     folder.mkdir(parents=True, exist_ok=True)
-    net = models.instantiate(case)
-    inputs = models.random_inputs(case)
+    net = dawn_models.instantiate(case)
+    inputs = dawn_models.random_inputs(case)
     files = {}
     for name, tensor in inputs.items():
         files[name] = {"file": str(folder / f"input-{name}.bin"), "dtype": str(tensor.dtype).removeprefix("torch."),
@@ -80,7 +80,7 @@ def prepare(case_name: str, small: bool, work: str) -> dict:
     done = {"model": case.name, "inputs": files, "errors": {}}
     started = time.perf_counter()
     try:
-        config = ModelConfig(name=case.name, source=HERE / "models.py", factory=case.name, weights=None, precision="f32",
+        config = ModelConfig(name=case.name, source=HERE / "dawn_models.py", factory=case.name, weights=None, precision="f32",
                              inputs=[InputSpec(n, tuple(s), d) for n, (s, d) in case.inputs.items()], outputs=None, section={}, target="gpu")
         compiled = compile_module(net, config)
         done["kuma"] = str(compiled.write(folder / "kuma"))
@@ -130,7 +130,7 @@ def timed_ms(fn, warmup: int, runs: int) -> float:
 
 
 def torch_case(case, inputs: dict):
-    net = models.instantiate(case).to(DEVICE)
+    net = dawn_models.instantiate(case).to(DEVICE)
     args = [torch.from_numpy(np.fromfile(s["file"], dtype=s["dtype"]).reshape(s["shape"])).to(DEVICE) for s in inputs.values()]
     return net, args
 
@@ -212,7 +212,7 @@ def main() -> int:
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 against fp32
     torch.backends.cudnn.allow_tf32 = False
     warnings.filterwarnings("ignore")
-    cases = {c.name: c for c in models.cases(small)}
+    cases = {c.name: c for c in dawn_models.cases(small)}
     names = options.models.split(",") if options.models else list(cases)
     unknown = [n for n in names if n not in cases]
     if unknown:
