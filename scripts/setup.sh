@@ -3,7 +3,8 @@
 # Mesa's Vulkan driver (lavapipe) for wgpu-py, Debian's Chromium for the browser tests,
 # nginx (its WebDAV PUT plays the shared remote cache in the tests),
 # a Python venv in .venv with the package, and the npm packages of the browser harness,
-# the example site and the bundler fixture apps of the npm shim's tests.
+# the example site, the bundler fixture apps of the npm shim's tests, and dawn.node (the npm package
+# webgpu) for the Dawn benchmark's test.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,10 @@ fi
 if [ ! -d example-site/node_modules ]; then
   echo "[setup] npm ci in example-site (Vite, and the kuma-build shim from npm-shim/)"
   (cd example-site && npm ci --no-audit --no-fund --silent)
+fi
+if [ ! -d bench/gpu/dawn/node_modules/webgpu ]; then
+  echo "[setup] npm ci in bench/gpu/dawn (dawn.node, for tests/test_dawn.py; ONNX Runtime Web is left to pack.sh)"
+  (cd bench/gpu/dawn && npm ci --omit=optional --no-audit --no-fund --silent)
 fi
 for app in tests/fixtures/vite-app tests/fixtures/webpack-app tests/fixtures/vite-ts-app tests/fixtures/webpack-ts-app; do
   if [ ! -d "$app/node_modules" ]; then

@@ -1,0 +1,306 @@
+// The Node side of the Dawn benchmark (issue 12), driven by bench/gpu/dawn/bench.py: one engine on
+// one model per process, on Dawn (dawn.node from the npm package `webgpu`, Chrome's WebGPU engine).
+//
+//   node run.mjs <job.json> <result.json>
+//   job: {engine: "kuma" | "ort" | "probe", path, inputs: {name: {file, dtype, shape}},
+//         expected: {file, shape}, timing: {warmup, minRuns, budgetMs}, profile: bool, dawnFlags: [..]}
+//
+// kuma:  the model folder's emitted index.js, its own load() and run() as a page calls them (the
+//        weight chunks through a fetch of file: URLs). Latency is run() end to end: input upload, one
+//        pass, readback. Runs go back to back after the warm-up, so the GPU stays at its working clock
+//        (an idle GPU drops it, docs/performance.md). With profile, the same program (parsed from
+//        index.js) is rebuilt on a device with timestamp-query: the GPU time of one pass, of runs
+//        back to back in one pass, and of each dispatch in a pass of its own.
+// ort:   ONNX Runtime Web's WebGPU EP on the same Dawn, for the model's ONNX export.
+// probe: Dawn's cost per dispatch: 1000 tiny dispatches in one pass, one submit; and one submit alone.
+// Every engine checks its output against PyTorch's (expected: raw little-endian float32).
+
+import fs from "node:fs";
+import path from "node:path";
+import { pathToFileURL, fileURLToPath } from "node:url";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const MODULES = process.env.KUMA_DAWN_MODULES ?? path.join(HERE, "node_modules"); // the carried kit sets this
+const ARRAYS = { float32: Float32Array, int32: Int32Array, int64: BigInt64Array };
+const PROGRAM_START = "/*kuma:program*/"; // kuma_build/outfolder.py
+const PROGRAM_END = "/*kuma:end*/";
+
+const [jobFile, resultFile] = process.argv.slice(2);
+const job = JSON.parse(fs.readFileSync(jobFile, "utf8"));
+
+// navigator.gpu from dawn.node; the flags turn off timestamp quantization (exact per-dispatch times)
+const { create, globals } = await import(pathToFileURL(path.join(MODULES, "webgpu", "index.js")));
+Object.assign(globalThis, globals); // GPUBufferUsage, GPUMapMode, ... as in a browser
+const gpu = create(job.dawnFlags ?? []);
+if (typeof globalThis.navigator === "undefined") globalThis.navigator = {};
+Object.defineProperty(globalThis.navigator, "gpu", { value: gpu, configurable: true });
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+function readArray(file, dtype) {
+  const bytes = fs.readFileSync(file);
+  const copy = new Uint8Array(bytes.byteLength); // own, aligned buffer
+  copy.set(bytes);
+  return new ARRAYS[dtype](copy.buffer);
+}
+
+function relL2(actual, expected) {
+  if (actual.length !== expected.length) return Infinity;
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const d = actual[i] - expected[i];
+    num += d * d;
+    den += expected[i] * expected[i];
+  }
+  return Number.isNaN(num) ? Infinity : Math.sqrt(num / Math.max(den, 1e-30));
+}
+
+// warm-up runs, then back-to-back timed runs until both minRuns and budgetMs are reached
+async function timeRuns(run, { warmup, minRuns, budgetMs, maxRuns = 1000 }) {
+  for (let i = 0; i < warmup; i++) await run();
+  const times = [];
+  const started = performance.now();
+  while (times.length < maxRuns && (times.length < minRuns || performance.now() - started < budgetMs)) {
+    const t = performance.now();
+    await run();
+    times.push(performance.now() - t);
+  }
+  const sorted = [...times].sort((a, b) => a - b);
+  return { medianMs: median(times), minMs: sorted[0], p90Ms: sorted[Math.floor(0.9 * (sorted.length - 1))], runs: times.length };
+}
+
+// fetch for the weight chunks: Node's fetch has no file: URLs
+async function fileFetch(url) {
+  const file = fileURLToPath(url);
+  if (!fs.existsSync(file)) return new Response(null, { status: 404 });
+  return new Response(fs.readFileSync(file), { status: 200, headers: { "Content-Type": "application/octet-stream" } });
+}
+
+async function adapterInfo() {
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new Error("Dawn found no WebGPU adapter: no Vulkan driver (check VK_DRIVER_FILES or VK_ICD_FILENAMES and the Vulkan loader)");
+  const { vendor, architecture, device, description } = adapter.info;
+  return { vendor, architecture, device, description, features: [...adapter.features].sort() };
+}
+
+// ---- Kuma ----
+
+function kumaInputs(program) {
+  return Object.fromEntries(program.inputs.map((spec) => {
+    const given = job.inputs[spec.name];
+    const array = readArray(given.file, given.dtype);
+    return [spec.name, spec.dtype === "int32" && array instanceof BigInt64Array ? Int32Array.from(array, Number) : array];
+  }));
+}
+
+async function runKuma() {
+  const indexJs = path.join(job.path, "index.js");
+  const text = fs.readFileSync(indexJs, "utf8");
+  const start = text.indexOf(PROGRAM_START) + PROGRAM_START.length;
+  const program = JSON.parse(text.slice(start, text.indexOf(PROGRAM_END, start)));
+  const feed = kumaInputs(program);
+  const loadStarted = performance.now();
+  const { load } = await import(pathToFileURL(indexJs));
+  const model = await load({ fetch: fileFetch, cache: false });
+  const loadMs = performance.now() - loadStarted;
+  let outputs = await model.run(feed);
+  const timing = await timeRuns(async () => { outputs = await model.run(feed); }, job.timing);
+  const result = { loadMs, ...timing, dispatches: program.dispatches.length, relL2: relL2(Object.values(outputs)[0], readArray(job.expected.file, "float32")) };
+  model.dispose();
+  if (job.profile) result.profile = await profileKuma(program, feed);
+  return result;
+}
+
+// The program rebuilt as templates/runtime.js builds it, on a device with timestamp-query.
+async function profileKuma(program, feed) {
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter.features.has("timestamp-query")) return { error: "the adapter has no timestamp-query" };
+  const largest = Math.max(4, ...program.buffers.map((b) => Math.ceil(b.size / 4) * 4));
+  const f16 = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16");
+  const device = await adapter.requestDevice({
+    requiredFeatures: ["timestamp-query", ...(f16 ? ["shader-f16"] : [])],
+    requiredLimits: { maxStorageBufferBindingSize: largest, maxBufferSize: largest, maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage },
+  });
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+  const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage }));
+  program.chunks.forEach((chunk, i) => {
+    const bytes = fs.readFileSync(path.join(job.path, chunk.file));
+    for (const [c, chunkOffset, buffer, bufferOffset, size] of program.copies) {
+      if (c === i) device.queue.writeBuffer(buffers[buffer], bufferOffset, bytes, chunkOffset, size);
+    }
+  });
+  program.inputs.forEach((spec) => device.queue.writeBuffer(buffers[spec.buffer], 0, feed[spec.name]));
+  const pipelines = await Promise.all(program.kernels.map(async (k) => device.createComputePipelineAsync({
+    label: k.name, layout: "auto", compute: { module: device.createShaderModule({ code: (f16 && k.f16) || k.code }), entryPoint: "main" },
+  })));
+  const binds = program.dispatches.map(([kernel, bound, groups]) => ({
+    name: program.kernels[kernel].name, pipeline: pipelines[kernel], groups,
+    bindGroup: device.createBindGroup({ layout: pipelines[kernel].getBindGroupLayout(0), entries: bound.map((b, i) => ({ binding: i, resource: { buffer: buffers[b] } })) }),
+  }));
+  const encode = (pass, list) => {
+    for (const { pipeline, bindGroup, groups } of list) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(...groups);
+    }
+  };
+  // passes: [[dispatch list, repeats]], each a pass with stamps at its start and end; ns per pass
+  const stamped = async (passes) => {
+    const count = 2 * passes.length;
+    const queries = device.createQuerySet({ type: "timestamp", count });
+    const resolved = device.createBuffer({ size: 8 * count, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const readback = device.createBuffer({ size: 8 * count, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const encoder = device.createCommandEncoder();
+    passes.forEach(([list, repeats], i) => {
+      const pass = encoder.beginComputePass({ timestampWrites: { querySet: queries, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+      for (let r = 0; r < repeats; r++) encode(pass, list);
+      pass.end();
+    });
+    encoder.resolveQuerySet(queries, 0, count, resolved, 0);
+    encoder.copyBufferToBuffer(resolved, 0, readback, 0, 8 * count);
+    device.queue.submit([encoder.finish()]);
+    await readback.mapAsync(GPUMapMode.READ);
+    const ticks = new BigInt64Array(readback.getMappedRange().slice(0));
+    readback.unmap();
+    for (const b of [queries, resolved, readback]) b.destroy();
+    return passes.map((_, i) => Number(ticks[2 * i + 1] - ticks[2 * i]));
+  };
+  const runs = job.profileRuns ?? 10;
+  await stamped([[binds, 3]]); // warm-up: pipelines finish lazily, clocks rise
+  const onePass = [];
+  for (let r = 0; r < runs; r++) onePass.push((await stamped([[binds, 1]]))[0]);
+  // back to back: enough repeats in one pass for ~0.2 s of work, at the clocks of steady work
+  const repeats = Math.max(10, Math.min(2000, Math.round(2e8 / Math.max(median(onePass), 1000))));
+  const backToBack = (await stamped([[binds, repeats]]))[0] / repeats;
+  const perDispatch = binds.map(() => []);
+  const limit = 2048; // passes per submit: 4096 queries
+  for (let r = 0; r < runs; r++) {
+    for (let s = 0; s < binds.length; s += limit) {
+      const times = await stamped(binds.slice(s, s + limit).map((b) => [[b], 1]));
+      times.forEach((ns, i) => perDispatch[s + i].push(ns));
+    }
+  }
+  const dispatches = binds.map((b, i) => ({ name: b.name, groups: b.groups, us: median(perDispatch[i]) / 1e3 }));
+  const kernels = {};
+  for (const d of dispatches) {
+    const k = (kernels[d.name] ??= { name: d.name, calls: 0, us: 0 });
+    k.calls += 1;
+    k.us += d.us;
+  }
+  for (const b of buffers) b.destroy();
+  device.destroy();
+  return {
+    passMs: median(onePass) / 1e6, backToBackMs: backToBack / 1e6, repeats,
+    dispatchSumMs: dispatches.reduce((s, d) => s + d.us, 0) / 1e3,
+    kernels: Object.values(kernels).sort((a, b) => b.us - a.us),
+    dispatches,
+  };
+}
+
+// ---- ONNX Runtime Web ----
+
+async function runOrt() {
+  // dawn.node rejects views of wasm memory in writeBuffer: copy the data into a fresh array first
+  const { writeBuffer } = GPUQueue.prototype;
+  GPUQueue.prototype.writeBuffer = function (buffer, offset, data, dataOffset = 0, size) {
+    const unit = ArrayBuffer.isView(data) ? (data.BYTES_PER_ELEMENT ?? 1) : 1;
+    const bytes = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
+    const begin = dataOffset * unit;
+    const end = size === undefined ? bytes.byteLength : begin + size * unit;
+    return writeBuffer.call(this, buffer, offset, bytes.slice(begin, end));
+  };
+  const dist = path.join(MODULES, "onnxruntime-web", "dist");
+  const loadStarted = performance.now();
+  const ort = await import(pathToFileURL(path.join(dist, "ort.webgpu.min.mjs")));
+  ort.env.wasm.wasmPaths = pathToFileURL(dist + path.sep).href;
+  ort.env.wasm.numThreads = 1;
+  ort.env.logLevel = "error";
+  const session = await ort.InferenceSession.create(fs.readFileSync(job.path), { executionProviders: ["webgpu"] });
+  const feeds = Object.fromEntries(Object.entries(job.inputs).map(([name, spec]) => [name, new ort.Tensor(spec.dtype, readArray(spec.file, spec.dtype), spec.shape)]));
+  const run = async () => {
+    const result = await session.run(feeds);
+    for (const tensor of Object.values(result)) if (tensor.location !== "cpu") await tensor.getData(true);
+    return result;
+  };
+  let outputs = await run();
+  const loadMs = performance.now() - loadStarted;
+  const timing = await timeRuns(async () => { outputs = await run(); }, job.timing);
+  const result = { loadMs, ...timing, ortVersion: ort.env.versions?.web, relL2: relL2(outputs[session.outputNames[0]].data, readArray(job.expected.file, "float32")) };
+  await session.release();
+  return result;
+}
+
+// ---- Dawn's cost per dispatch ----
+
+async function runProbe() {
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  const stamps = adapter.features.has("timestamp-query");
+  const device = await adapter.requestDevice({ requiredFeatures: stamps ? ["timestamp-query"] : [] });
+  const module = device.createShaderModule({ code: "@group(0) @binding(0) var<storage, read_write> x: array<u32>;\n@compute @workgroup_size(1) fn main() { x[0] = x[0] + 1u; }" });
+  const pipeline = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+  const buffer = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer } }] });
+  const queries = stamps && device.createQuerySet({ type: "timestamp", count: 2 });
+  const resolved = stamps && device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  const readback = device.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const once = async (count) => {
+    const started = performance.now();
+    const encoder = device.createCommandEncoder();
+    const pass = encoder.beginComputePass(stamps ? { timestampWrites: { querySet: queries, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 } } : {});
+    for (let i = 0; i < count; i++) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(1);
+    }
+    pass.end();
+    if (stamps) {
+      encoder.resolveQuerySet(queries, 0, 2, resolved, 0);
+      encoder.copyBufferToBuffer(resolved, 0, readback, 0, 16);
+    }
+    device.queue.submit([encoder.finish()]);
+    await device.queue.onSubmittedWorkDone();
+    const wallMs = performance.now() - started;
+    let gpuMs = null;
+    if (stamps) {
+      await readback.mapAsync(GPUMapMode.READ);
+      const t = new BigInt64Array(readback.getMappedRange().slice(0));
+      readback.unmap();
+      gpuMs = Number(t[1] - t[0]) / 1e6;
+    }
+    return { wallMs, gpuMs };
+  };
+  const measure = async (count, runs) => {
+    for (let i = 0; i < 5; i++) await once(count);
+    const all = [];
+    for (let i = 0; i < runs; i++) all.push(await once(count));
+    return { wallMs: median(all.map((r) => r.wallMs)), gpuMs: stamps ? median(all.map((r) => r.gpuMs)) : null };
+  };
+  const many = await measure(1000, 30);
+  const single = await measure(1, 100);
+  // the check: every dispatch ran (5 + 30 runs of 1000, 5 + 100 of 1)
+  device.queue.submit([(() => { const e = device.createCommandEncoder(); e.copyBufferToBuffer(buffer, 0, readback, 0, 16); return e.finish(); })()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  const counted = new Uint32Array(readback.getMappedRange().slice(0))[0];
+  readback.unmap();
+  device.destroy();
+  return {
+    dispatches1000: many, submit1: single, counted, countedExpected: 35 * 1000 + 105,
+    usPerDispatchWall: ((many.wallMs - single.wallMs) / 999) * 1e3,
+    usPerDispatchGpu: stamps ? ((many.gpuMs - single.gpuMs) / 999) * 1e3 : null,
+  };
+}
+
+const ENGINES = { kuma: runKuma, ort: runOrt, probe: runProbe };
+let result;
+try {
+  result = { ok: true, adapter: await adapterInfo(), ...(await ENGINES[job.engine]()) };
+} catch (error) {
+  result = { ok: false, error: `${error?.name ?? "Error"}: ${error?.message ?? error}`.slice(0, 2000) };
+}
+fs.writeFileSync(resultFile, JSON.stringify(result));
+process.exit(0); // dawn.node keeps the event loop alive

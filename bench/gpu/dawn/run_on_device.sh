@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The Dawn benchmark (issue 12) in one device call, from the repository root:
+#   device run, carry [".dawn"]:  bash bench/gpu/dawn/run_on_device.sh [bench.py options]
+# .dawn/kit.tar.xz comes from bench/gpu/dawn/pack.sh (Node, dawn.node, onnxruntime-web, the wgpu
+# wheels, the Vulkan loader). The models are built there (torch and transformers are on the
+# device), so no weights travel. $OUT gets dawn_bench.md, dawn_bench.json, log.txt, machine.txt.
+set -o pipefail
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+OUT=${OUT:-/tmp/kuma-dawn-bench}
+KIT=/tmp/kuma-dawn-kit
+mkdir -p "$OUT" "$KIT" && tar -xJf "$ROOT/.dawn/kit.tar.xz" -C "$KIT" || exit 1
+for f in "$KIT"/debs/*.deb; do dpkg -x "$f" /; done
+ldconfig
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$KIT"/wheels/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$ROOT PYTHONUNBUFFERED=1 XDG_RUNTIME_DIR=/tmp/xdg KUMA_NODE=$KIT/node/node KUMA_DAWN_MODULES=$KIT/node_modules
+mkdir -p -m 700 /tmp/xdg
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+{ nvidia-smi; nvidia-smi --query-gpu=clocks.sm,clocks.max.sm,power.draw --format=csv; ldconfig -p | grep libvulkan; echo "VK_DRIVER_FILES=$VK_DRIVER_FILES"; "$KUMA_NODE" --version; } 2>&1 | tee "$OUT/machine.txt"
+# 480 s: steps not started by then are skipped, so the table comes back inside the 10-minute call
+python3 "$ROOT/bench/gpu/dawn/bench.py" --out "$OUT" --work /tmp/kuma-dawn-work --deadline 480 "$@" 2>&1 | tee "$OUT/log.txt"

@@ -1,0 +1,81 @@
+"""The Dawn benchmark's Node side (bench/gpu/dawn/run.mjs) on Dawn itself: dawn.node from the npm
+package webgpu, here on Chromium's SwiftShader (Vulkan on the CPU). The emitted index.js of a small
+GPT-style decoder loads and runs in Node as a page would run it, its output matches PyTorch, the
+per-dispatch profile from timestamp queries covers every dispatch, and the dispatch-cost probe ran
+every one of its dispatches. scripts/setup.sh installs bench/gpu/dawn's node_modules."""
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kuma_build.compiler import compile_module
+from support import model_config
+
+REPO = Path(__file__).resolve().parents[1]
+DAWN = REPO / "bench" / "gpu" / "dawn"
+SWIFTSHADER = Path("/usr/lib/chromium/vk_swiftshader_icd.json")
+
+
+def load(name: str, path: Path):
+    """A module from its file, under a name no other test uses (tests/models and bench/ are folders too)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)  # inspect finds its source through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load("kuma_dawn_bench", DAWN / "bench.py")
+GPT = load("kuma_dawn_test_gpt", REPO / "tests" / "models" / "gpt.py").GPT
+
+
+@pytest.fixture(scope="module")
+def dawn(monkeypatch_module):
+    assert (DAWN / "node_modules" / "webgpu").is_dir(), "dawn.node is missing: run scripts/setup.sh (npm ci in bench/gpu/dawn)"
+    assert SWIFTSHADER.is_file(), f"{SWIFTSHADER} is missing: run scripts/setup.sh (Debian's chromium ships SwiftShader)"
+    monkeypatch_module.setenv("VK_ICD_FILENAMES", str(SWIFTSHADER))
+    monkeypatch_module.delenv("VK_DRIVER_FILES", raising=False)
+    return types.SimpleNamespace(node="node", timing={"warmup": 1, "minRuns": 3, "budgetMs": 0})
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_kuma_run_and_profile_on_dawn(dawn, tmp_path):
+    torch.manual_seed(0)
+    net = GPT(vocab=211, context=32, dim=64, heads=4, layers=1).eval()
+    tokens = torch.randint(0, 211, (1, 16), generator=torch.Generator().manual_seed(3))
+    config = model_config(net, (tokens,), name="gpt", device="gpu")
+    folder = compile_module(net, config).write(tmp_path / "kuma")
+    with torch.no_grad():
+        expected = net(tokens).numpy()
+    tokens.numpy().tofile(tmp_path / "tokens.bin")
+    expected.tofile(tmp_path / "expected.bin")
+    job = {"engine": "kuma", "path": str(folder), "profile": True, "profileRuns": 2,
+           "inputs": {config.inputs[0].name: {"file": str(tmp_path / "tokens.bin"), "dtype": "int64", "shape": [1, 16]}},
+           "expected": {"file": str(tmp_path / "expected.bin"), "shape": list(expected.shape)}}
+    result = bench.node_job(dawn, job, tmp_path, "kuma", timeout=120)
+    assert result["ok"], result["error"]
+    assert result["adapter"]["architecture"] == "swiftshader"
+    assert result["relL2"] <= 1e-5
+    assert result["runs"] >= 3 and 0 < result["minMs"] <= result["medianMs"]
+    profile = result["profile"]
+    assert len(profile["dispatches"]) == result["dispatches"] > 5
+    assert all(d["us"] > 0 for d in profile["dispatches"])
+    assert sum(k["calls"] for k in profile["kernels"]) == result["dispatches"]
+    assert profile["passMs"] > 0 and profile["backToBackMs"] > 0
+
+
+def test_dispatch_probe_on_dawn(dawn, tmp_path):
+    result = bench.node_job(dawn, {"engine": "probe"}, tmp_path, "probe", timeout=120)
+    assert result["ok"], result["error"]
+    assert result["counted"] == result["countedExpected"]  # every one of the tiny dispatches ran
+    assert result["dispatches1000"]["gpuMs"] > result["submit1"]["gpuMs"] > 0
+    assert np.isfinite(result["usPerDispatchWall"])
