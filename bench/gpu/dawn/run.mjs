@@ -9,7 +9,7 @@
 //        weight chunks through a fetch of file: URLs). Latency is run() end to end: input upload, one
 //        pass, readback. Runs go back to back after the warm-up, so the GPU stays at its working clock
 //        (an idle GPU drops it, docs/performance.md). With profile, the same program (parsed from
-//        index.js) is rebuilt on a device with timestamp-query: the GPU time of one pass, of runs
+//        index.js and the picked device class's module) is rebuilt on a device with timestamp-query: the GPU time of one pass, of runs
 //        back to back in one pass, and of each dispatch in a pass of its own.
 // ort:   ONNX Runtime Web's WebGPU EP on the same Dawn, for the model's ONNX export.
 // probe: Dawn's cost per dispatch: 1000 tiny dispatches in one pass, one submit; and one submit alone.
@@ -102,15 +102,18 @@ async function runKuma() {
   const indexJs = path.join(job.path, "index.js");
   const text = fs.readFileSync(indexJs, "utf8");
   const start = text.indexOf(PROGRAM_START) + PROGRAM_START.length;
-  const program = JSON.parse(text.slice(start, text.indexOf(PROGRAM_END, start)));
-  const feed = kumaInputs(program);
+  const shared = JSON.parse(text.slice(start, text.indexOf(PROGRAM_END, start)));
+  const feed = kumaInputs(shared);
   const loadStarted = performance.now();
   const { load } = await import(pathToFileURL(indexJs));
   const model = await load({ fetch: fileFetch, cache: false });
   const loadMs = performance.now() - loadStarted;
+  // the class the runtime picked: its kernels and plan, joined to what the classes share (outfolder.read_program)
+  const { program: part } = await import(pathToFileURL(path.join(job.path, `${model.deviceClass}.js`)));
+  const program = { ...shared, ...part };
   let outputs = await model.run(feed);
   const timing = await timeRuns(async () => { outputs = await model.run(feed); }, job.timing);
-  const result = { loadMs, ...timing, dispatches: program.dispatches.length, relL2: relL2(Object.values(outputs)[0], readArray(job.expected.file, "float32")) };
+  const result = { loadMs, ...timing, deviceClass: model.deviceClass, dispatches: program.dispatches.length, relL2: relL2(Object.values(outputs)[0], readArray(job.expected.file, "float32")) };
   model.dispose();
   if (job.profile) result.profile = await profileKuma(program, feed);
   return result;
