@@ -56,8 +56,17 @@ export interface LoadOptions {{
   timeout?: number;
 }}
 
+/** an input as a typed array, or as a GPUBuffer of the model's device (COPY_SRC usage) */
+export type RunInputs = {{ [K in keyof Inputs]: Inputs[K] | GPUBuffer }};
+
 export interface Model {{
-  run(inputs: Inputs): Promise<Outputs>;
+  run(inputs: RunInputs): Promise<Outputs>;
+  /** reads back only the outputs named in read; the others stay on the GPU (outputBuffer) */
+  run<K extends keyof Outputs>(inputs: RunInputs, options: {{ read: readonly K[] }}): Promise<Pick<Outputs, K>>;
+  /** the GPUBuffer holding this output of the latest run (the model's own: the next run overwrites it) */
+  outputBuffer(name: keyof Outputs): GPUBuffer;
+  /** sets the state buffers (e.g. a KV cache) back to their initial values, after the runs already called */
+  reset(): Promise<void>;
   dispose(): void;
   readonly device: GPUDevice;
   /** resolves when the device is lost or destroyed; load() again to recover */

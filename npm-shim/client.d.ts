@@ -24,7 +24,12 @@ declare module "kuma:*" {
     dtype: "float32" | "int32";
   }
   export interface Model {
-    run(inputs: Record<string, Float32Array | Int32Array>): Promise<Record<string, Float32Array | Int32Array>>;
+    /** an input may be a GPUBuffer (COPY_SRC); options.read: the outputs to read back (default all) */
+    run(inputs: Record<string, Float32Array | Int32Array | GPUBuffer>, options?: { read?: readonly string[] }): Promise<Record<string, Float32Array | Int32Array>>;
+    /** the GPUBuffer holding this output of the latest run (the model's own: the next run overwrites it) */
+    outputBuffer(name: string): GPUBuffer;
+    /** sets the state buffers (e.g. a KV cache) back to their initial values, after the runs already called */
+    reset(): Promise<void>;
     dispose(): void;
     readonly device: GPUDevice;
     /** resolves when the device is lost or destroyed; load() again to recover */

@@ -134,7 +134,7 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     inputs = example_inputs(model)
     args = tuple(inputs[name] for name in order)
     with user_code(model, "running forward()", lambda e: f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
-                   f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes."), torch.no_grad():
+                   f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes."), torch.no_grad(), kept_buffers(net):
         eager = net(*args)
     names = output_names(eager, model, net)
     with user_code(model, "torch.export", lambda e: f"torch.export could not capture the model: {type(e).__name__}: {_first_line(e)}. "
@@ -142,6 +142,19 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
         program = torch.export.export(net, args)
         program = program.run_decompositions(decompositions())
     return program, order, names
+
+
+@contextmanager
+def kept_buffers(net: torch.nn.Module):
+    """Undo what a forward() does to the module's buffers (a KV cache it updates in place): their
+    values as the model is built are the state's initial values."""
+    saved = {name: b.clone() for name, b in net.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in net.named_buffers():
+                b.copy_(saved[name])
 
 
 def call_order(net: torch.nn.Module, model: ModelConfig) -> list[str]:
