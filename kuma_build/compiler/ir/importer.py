@@ -25,7 +25,7 @@ from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.expr import copy_of
 from kuma_build.compiler.ir.graph import Graph, Value, const, fresh, ir_dtype, state
 from kuma_build.compiler.ir.registry import ATEN, Unsupported
-from kuma_build.compiler.ir import aten_conv, aten_elementwise, aten_linalg, aten_misc, aten_norm, aten_pool, aten_reduce, aten_scatter, aten_shape  # noqa: F401  (they register their handlers)
+from kuma_build.compiler.ir import aten_conv, aten_elementwise, aten_linalg, aten_misc, aten_norm, aten_pool, aten_reduce, aten_scan, aten_scatter, aten_shape  # noqa: F401  (they register their handlers)
 from kuma_build.errors import KumaError, frame_from_stack_trace
 
 
