@@ -2,10 +2,11 @@
 // forward(token, pos) -> (next token "output0", logits) with its KV cache in state buffers. The
 // prompt goes in token by token; each decode step feeds the last step's token output back as a
 // GPUBuffer (it never leaves the GPU) and reads back only the 4-byte token. Then reset() and the
-// same generation again, timed for tokens/s.
+// same generation again, its prompt's runs called all at once (they queue), timed for tokens/s;
+// then the errors of misused run options, GPUBuffer inputs and outputBuffer().
 //
 //   node decode.mjs --serve    one JSON request {root, model, prompt, steps} per stdin line, one
-//                              JSON reply {ok, first, again, decodeMs, adapter} per stdout line
+//                              JSON reply {ok, first, again, decodeMs, errors, adapter} per stdout line
 
 import readline from "node:readline";
 import { modelPage, start, withTimeout } from "./run_model.mjs";
@@ -17,26 +18,52 @@ async function decodeInPage({ url, prompt, steps }) {
   const model = await load();
   model.device.addEventListener("uncapturederror", (e) => gpuErrors.push(e.error.message));
   const [tokenName] = model.outputs.map((o) => o.name);
-  async function generate() {
-    const tokens = [];
+  // queued: the prompt's runs are all called at once, and resolve in order
+  async function generate(queued) {
+    const read = { read: [tokenName] };
+    const prompted = [];
+    for (let pos = 0; pos < prompt.length; pos++) {
+      const run = model.run({ token: Int32Array.of(prompt[pos]), pos: Int32Array.of(pos) }, read);
+      prompted.push(queued ? run : await run);
+    }
+    const tokens = [(await prompted.at(-1))[tokenName][0]];
     let decodeMs = 0;
-    for (let pos = 0; pos < prompt.length + steps - 1; pos++) {
-      const decoding = pos >= prompt.length;
-      const token = decoding ? model.outputBuffer(tokenName) : Int32Array.of(prompt[pos]);
+    for (let pos = prompt.length; pos < prompt.length + steps - 1; pos++) {
       const started = performance.now();
-      const out = await model.run({ token, pos: Int32Array.of(pos) }, { read: [tokenName] });
-      if (decoding) decodeMs += performance.now() - started;
+      const out = await model.run({ token: model.outputBuffer(tokenName), pos: Int32Array.of(pos) }, read);
+      decodeMs += performance.now() - started;
       if (Object.keys(out).length !== 1) throw new Error(`run read back ${Object.keys(out)}, not only ${tokenName}`);
-      if (pos >= prompt.length - 1) tokens.push(out[tokenName][0]);
+      tokens.push(out[tokenName][0]);
     }
     return { tokens, decodeMs };
   }
+  // each misuse of the API, and the error it gives (null: none)
+  async function misuses() {
+    const pos = Int32Array.of(0);
+    const cases = {
+      unknownRead: () => model.run({ token: Int32Array.of(1), pos }, { read: ["nope"] }),
+      notCopySource: () => model.run({ token: model.device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE }), pos }),
+      tooSmall: () => model.run({ token: model.device.createBuffer({ size: 0, usage: GPUBufferUsage.COPY_SRC }), pos }),
+      unknownOutput: () => model.outputBuffer("nope"),
+    };
+    const errors = {};
+    for (const [name, call] of Object.entries(cases)) {
+      try {
+        await call();
+        errors[name] = null;
+      } catch (error) {
+        errors[name] = `${error.name}: ${error.message}`;
+      }
+    }
+    return errors;
+  }
   try {
-    const first = await generate();
-    await model.reset();
-    const again = await generate();
+    const first = await generate(false);
+    model.reset(); // queued before the next runs: not awaited
+    const again = await generate(true);
+    const errors = await misuses();
     const info = model.device.adapterInfo;
-    return { first: first.tokens, again: again.tokens, decodeMs: again.decodeMs, gpuErrors,
+    return { first: first.tokens, again: again.tokens, decodeMs: again.decodeMs, errors, gpuErrors,
       adapter: { vendor: info.vendor, architecture: info.architecture, description: info.description } };
   } finally {
     model.dispose();
