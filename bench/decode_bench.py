@@ -5,7 +5,8 @@ Each size is compiled for the "cpu" device class (software WebGPU), then tests/b
 loads it in a fresh page, feeds a prompt token by token, and times the decode steps: each feeds the
 last token back as a GPUBuffer and reads back 4 bytes (`run(..., { read: ["output0"] })`, awaited
 every step, as a page showing tokens as they come would). The tokens are checked against PyTorch
-eager stepping the same module. Prints a Markdown table.
+eager stepping the same module, whose own step time on this machine's CPU is shown for scale.
+Prints a Markdown table.
 Not part of the test suite; uses tests/browser's playwright-core (cd tests/browser && npm ci).
 
     .venv/bin/python bench/decode_bench.py [--steps 100]
@@ -18,6 +19,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -38,15 +40,19 @@ SIZES = {
 }
 
 
-def eager_tokens(module, steps: int) -> list[int]:
-    tokens = []
+def eager_tokens(module, steps: int) -> tuple[list[int], float]:
+    """PyTorch eager's greedy tokens, and its ms per decode step (on this machine's CPU)."""
+    tokens, decode_s = [], 0.0
     with torch.no_grad():
         for pos in range(len(PROMPT) + steps - 1):
             token = PROMPT[pos] if pos < len(PROMPT) else tokens[-1]
+            started = time.perf_counter()
             next_token, _ = module(torch.tensor([[token]]), torch.tensor([pos]))
+            if pos >= len(PROMPT):
+                decode_s += time.perf_counter() - started
             if pos >= len(PROMPT) - 1:
                 tokens.append(int(next_token))
-    return tokens
+    return tokens, 1000 * decode_s / (steps - 1)
 
 
 def main():
@@ -67,11 +73,12 @@ def main():
                 reply = browser.request({"root": out, "model": folder.name, "prompt": PROMPT, "steps": args.steps}, f"decoding with {name}")
                 if not reply["ok"]:
                     raise SystemExit(f"{name} failed in Chromium: {reply['error']}")
-                same = reply["again"] == eager_tokens(reference, args.steps)
+                expected, eager_ms = eager_tokens(reference, args.steps)
+                same = reply["again"] == expected
                 params = sum(p.numel() for p in module.parameters())
                 timed = args.steps - 1  # the steps that feed a generated token back
                 rows.append(f"| {name} | {params / 1e6:.2f} M | {compiled.stats['dispatches']} | "
-                            f"{timed / (reply['decodeMs'] / 1000):.1f} | {reply['decodeMs'] / timed:.2f} | {'yes' if same else 'NO'} |")
+                            f"{timed / (reply['decodeMs'] / 1000):.1f} | {reply['decodeMs'] / timed:.2f} | {eager_ms:.2f} | {'yes' if same else 'NO'} |")
                 adapter = reply["adapter"]
     finally:
         browser.close()
@@ -79,8 +86,8 @@ def main():
           f"adapter {adapter['vendor']} {adapter['architecture']} {adapter['description']}".rstrip())
     print(f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     print(f"- {len(PROMPT)}-token prompt, then {args.steps - 1} greedy decode steps after the first generated token\n")
-    print("| model | parameters | dispatches per step | decode tokens/s | ms per step | tokens = PyTorch |")
-    print("|---|---|---|---|---|---|")
+    print(f"| model | parameters | dispatches per step | decode tokens/s | ms per step | PyTorch eager ms per step (CPU, {torch.get_num_threads()} threads) | tokens = PyTorch |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
