@@ -163,3 +163,35 @@ def test_state_whose_old_value_is_read_after_the_update():
             assert rel_l2(gpu.run({"x": x.numpy(), "pos": pos.numpy()})["output"], expected.numpy()) <= TOLERANCE
     finally:
         gpu.release()
+
+
+class Ring(nn.Module):
+    """A ring buffer that keeps its own write position as state: index_copy_ at that position
+    (written in place), the position advanced and wrapped, and the buffer itself returned."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("slots", torch.zeros(5, 3))
+        self.register_buffer("pos", torch.tensor([0]))
+
+    def forward(self, x):
+        self.slots.index_copy_(0, self.pos, x)
+        self.pos.copy_((self.pos + 1) % 5)
+        return self.slots, self.slots.sum(0) + self.pos
+
+
+def test_state_indexed_by_state_and_returned_as_output():
+    module = Ring()
+    reference = copy.deepcopy(module)
+    gpu, compiled = load(module, torch.randn(1, 3))
+    try:
+        kernels = [compiled.program["kernels"][k]["name"] for k, _, _ in compiled.program["dispatches"]]
+        assert "index_put" not in kernels  # the slots are written in place
+        for _ in range(7):  # past the wrap-around
+            x = torch.randn(1, 3)
+            with torch.no_grad():
+                expected = reference(x)
+            for actual, want in zip(gpu.run({"x": x.numpy()}).values(), expected):
+                assert rel_l2(actual, want.numpy()) <= TOLERANCE
+    finally:
+        gpu.release()
