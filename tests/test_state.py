@@ -3,6 +3,7 @@ next, reset() restores them, and outputs and inputs can stay on the GPU. On real
 (lavapipe) against PyTorch eager stepping the same module."""
 
 import copy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -195,3 +196,30 @@ def test_state_indexed_by_state_and_returned_as_output():
                 assert rel_l2(actual, want.numpy()) <= TOLERANCE
     finally:
         gpu.release()
+
+
+COUNTER = '''
+import torch
+from torch import nn
+
+
+class Counter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("total", torch.arange(5.0))
+
+    def forward(self, x):
+        self.total.add_(x)
+        return self.total * 2
+'''
+
+
+def test_kuma_build_and_verify_a_model_with_state(tmp_path):
+    (tmp_path / "counter.py").write_text(COUNTER)
+    (tmp_path / "kuma.toml").write_text('[models.counter]\nsource = "counter.py"\nfactory = "Counter"\n'
+                                        '[models.counter.inputs]\nx = { shape = [5], dtype = "float32" }\n')
+    kuma = lambda *args: subprocess.run([sys.executable, "-m", "kuma_build", *args], cwd=tmp_path, capture_output=True, text=True)
+    built = kuma("build")
+    assert built.returncode == 0, built.stderr
+    verified = kuma("verify")  # two runs: the second sees the first's writes
+    assert verified.returncode == 0 and "[kuma] verify counter.output: " in verified.stdout, verified.stdout + verified.stderr
