@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from kuma_build.compiler import compile_module
+from kuma_build.errors import KumaError
 from kuma_build.webgpu import GpuModel
 from support import TOLERANCE, model_config, rel_l2
 
@@ -223,3 +224,19 @@ def test_kuma_build_and_verify_a_model_with_state(tmp_path):
     assert built.returncode == 0, built.stderr
     verified = kuma("verify")  # two runs: the second sees the first's writes
     assert verified.returncode == 0 and "[kuma] verify counter.output: " in verified.stdout, verified.stdout + verified.stderr
+
+
+class DecayParameter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(7))
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.w.mul_(0.5)
+        return x * self.w
+
+
+def test_a_parameter_updated_in_place_is_a_clear_error():
+    with pytest.raises(KumaError, match="updates the parameter w in place.*register_buffer"):
+        load(DecayParameter(), torch.randn(7))

@@ -90,6 +90,10 @@ class Importer:
                 # mutates in place, before the user's outputs
                 results = [arg for spec, arg in zip(signature.output_specs, node.args[0]) if spec.kind == OutputKind.USER_OUTPUT]
                 for spec, arg in zip(signature.output_specs, node.args[0]):
+                    if spec.kind == OutputKind.PARAMETER_MUTATION:
+                        raise KumaError(f"model {self.model_name}: forward() updates the parameter {spec.target} in place; kuma keeps "
+                                        "state only in registered buffers. Make it a buffer (self.register_buffer) instead of a parameter.",
+                                        self.source)
                     if spec.kind == OutputKind.BUFFER_MUTATION:
                         self.graph.state[spec.target] = (state_of[spec.target], env[arg])
                 for name, arg in zip(output_names, results):
