@@ -409,7 +409,7 @@ const isGPUBuffer = (value) => typeof GPUBuffer !== "undefined" && value instanc
 
 // the outputs run(inputs, { read }) reads back: their indices in program.outputs
 function readIndices(program, options) {
-  if (options === undefined || options.read === undefined) return program.outputs.map((_, i) => i);
+  if (options == null || options.read === undefined) return program.outputs.map((_, i) => i);
   const names = program.outputs.map((o) => `"${o.name}"`).join(", ");
   if (!Array.isArray(options.read)) throw new TypeError(`kuma: run()'s read option is an array of output names (${names}).`);
   for (const name of options.read) {
