@@ -240,3 +240,31 @@ class DecayParameter(nn.Module):
 def test_a_parameter_updated_in_place_is_a_clear_error():
     with pytest.raises(KumaError, match="updates the parameter w in place.*register_buffer"):
         load(DecayParameter(), torch.randn(7))
+
+
+class StridedSlots(nn.Module):
+    """Slice assignment with a step into state with a random start: written in place, by arithmetic."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("cache", torch.randn(4, 9))
+
+    def forward(self, x):
+        self.cache[:, 2:8:3] = x * 2
+        return self.cache * 1.5
+
+
+def test_slice_assignment_into_state_in_place():
+    module = StridedSlots()
+    reference = copy.deepcopy(module)
+    gpu, compiled = load(module, torch.randn(4, 2))
+    try:
+        kernels = [compiled.program["kernels"][k]["name"] for k, _, _ in compiled.program["dispatches"]]
+        assert "scatter" in kernels and "index_put" not in kernels
+        for _ in range(2):
+            x = torch.randn(4, 2)
+            with torch.no_grad():
+                expected = reference(x)
+            assert rel_l2(gpu.run({"x": x.numpy()})["output"], expected.numpy()) <= TOLERANCE
+    finally:
+        gpu.release()

@@ -19,8 +19,10 @@ from kuma_build.compiler.ir.registry import Unsupported, aten
 COVERS = "`x[:, ids] = y`, `index_copy_`, `index_put_`, slice and select assignment, `copy_` (a static KV cache)"
 
 
-def index_put(ctx, x, dim: int, ids: list, values):
-    """x with x[..., *ids, ...] = values: ids (index tensors, broadcast together) index dims dim, dim + 1, ..."""
+def index_put(ctx, x, dim: int, ids: list, values, progression: tuple[int, int] | None = None):
+    """x with x[..., *ids, ...] = values: ids (index tensors, broadcast together) index dims dim, dim + 1, ...
+    progression: (start, step) when ids are one range made at build time (slice and select
+    assignment), so the kernel finds a slot's update by arithmetic instead of a search."""
     if any(i.dtype != "i32" for i in ids):
         raise Unsupported("index tensors must be integer tensors (boolean masks give data-dependent shapes)")
     batch = tuple(torch.broadcast_shapes(*(i.shape for i in ids)))
@@ -31,6 +33,8 @@ def index_put(ctx, x, dim: int, ids: list, values):
     except ValueError:
         raise Unsupported(f"values of shape {list(values.shape)} do not broadcast to the indexed shape {list(indexed)}")
     ids = [views.expand(i, batch) for i in ids]
+    if progression:  # the slots are arithmetic: no index tensor to bind
+        return ctx.emit("index_put", [x, values], x.shape, x.dtype, dim=dim, progression=progression)
     return ctx.emit("index_put", [x, values, *ids], x.shape, x.dtype, dim=dim)
 
 
@@ -57,13 +61,14 @@ def index_copy(ctx, x, dim, index, source):
 def slice_scatter(ctx, x, src, dim=0, start=None, end=None, step=1):
     dim = views.norm_dim(dim, len(x.shape))
     ids = range(*slice(start, end, step).indices(x.shape[dim]))
-    return index_put(ctx, x, dim, [const(torch.tensor(list(ids), dtype=torch.int32))], src)
+    return index_put(ctx, x, dim, [const(torch.tensor(list(ids), dtype=torch.int32))], src, (ids.start, ids.step))
 
 
 @aten("select_scatter.default")
 def select_scatter(ctx, x, src, dim, index):
     dim = views.norm_dim(dim, len(x.shape))
-    return index_put(ctx, x, dim, [const(torch.tensor([index % x.shape[dim]], dtype=torch.int32))], views.unsqueeze(src, dim))
+    index %= x.shape[dim]
+    return index_put(ctx, x, dim, [const(torch.tensor([index], dtype=torch.int32))], views.unsqueeze(src, dim), (index, 1))
 
 
 @aten("copy.default")
