@@ -18,13 +18,14 @@ from kuma_build.compiler.ir.graph import Node, Value, fresh
 
 
 def write_state(graph) -> None:
-    for start, end in graph.state.values():
+    for name, (start, end) in graph.state.items():
         if not _scatter_in_place(graph, start, end):
             if end.buffer is start.buffer:  # a view of the state itself: copy it out first
                 out = fresh(end.shape, end.dtype)
                 graph.nodes.append(Node("elementwise", [end], out, {"expr": copy_of(end.dtype)}))
                 end = out
             graph.nodes.append(Node("scatter", [end], start, {"dim": 0}))
+        graph.state[name] = (start, start)  # the run now ends with the new value in the state buffer
 
 
 def _scatter_in_place(graph, start: Value, end: Value) -> bool:
