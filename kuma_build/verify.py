@@ -9,7 +9,7 @@ import torch
 from kuma_build.cache.entry import BadEntry, check_files, make_entry, parse_entry
 from kuma_build.cache.keys import sha256_file
 from kuma_build.outfolder import damaged_files, read_manifest, read_record, read_program
-from kuma_build.compiler.export import build_module, call_order, example_inputs, user_code
+from kuma_build.compiler.export import build_module, buffer_values, call_order, example_inputs, restore_buffers, user_code
 from kuma_build.errors import KumaError
 from kuma_build.webgpu import GpuModel
 
@@ -55,9 +55,16 @@ def verify_model(project, model, seed: int) -> dict[str, tuple[float, float]]:
         raise KumaError(f"the built model {model.name} does not match kuma.toml's inputs; run `kuma build {model.name}` again.", folder)
 
     net = build_module(model, project.root)
-    # a model with state (buffers forward() mutates) runs twice, on the GPU and in eager alike: the
-    # second run must see the first one's writes. Each output reports its worse run.
+    return verify_program(net, model, program, folder, seed)
+
+
+def verify_program(net, model, program: dict, folder, seed: int) -> dict[str, tuple[float, float]]:
+    """{output name: (max abs error, relative L2 error)} of one program against net on seeded random
+    inputs. A model with state (buffers forward() updates in place) runs twice on each side, the
+    second run seeing the first one's writes, and each output reports its worse run; net's
+    buffers are as they were afterwards."""
     runs = 2 if program.get("state") else 1
+    initial = buffer_values(net)
     gpu = GpuModel(program, folder)
     try:
         report = {}
@@ -70,6 +77,7 @@ def verify_model(project, model, seed: int) -> dict[str, tuple[float, float]]:
         return report
     finally:
         gpu.release()
+        restore_buffers(net, initial)
 
 
 def check_folder(folder, model) -> None:

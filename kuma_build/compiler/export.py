@@ -132,11 +132,13 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     """The exported program (core aten), its input names in call order, and its output names."""
     order = call_order(net, model)
     inputs = example_inputs(model)
+    initial = buffer_values(net)  # forward() may update buffers in place (a KV cache): these are their initial values
     args = tuple(inputs[name] for name in order)
     with user_code(model, "running forward()", lambda e: f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
-                   f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes."), torch.no_grad(), kept_buffers(net):
+                   f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes."), torch.no_grad():
         eager = net(*args)
     names = output_names(eager, model, net)
+    restore_buffers(net, initial)
     with user_code(model, "torch.export", lambda e: f"torch.export could not capture the model: {type(e).__name__}: {_first_line(e)}. "
                    "kuma needs a model whose control flow does not depend on tensor values."):
         program = torch.export.export(net, args)
@@ -144,17 +146,16 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     return program, order, names
 
 
-@contextmanager
-def kept_buffers(net: torch.nn.Module):
-    """Undo what a forward() does to the module's buffers (a KV cache it updates in place): their
-    values as the model is built are the state's initial values."""
-    saved = {name: b.clone() for name, b in net.named_buffers()}
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for name, b in net.named_buffers():
-                b.copy_(saved[name])
+def buffer_values(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the module's buffers, for restore_buffers."""
+    return {name: b.clone() for name, b in net.named_buffers()}
+
+
+def restore_buffers(net: torch.nn.Module, values: dict[str, torch.Tensor]) -> None:
+    """Undo what forward() did to the module's buffers (a KV cache it updates in place)."""
+    with torch.no_grad():
+        for name, b in net.named_buffers():
+            b.copy_(values[name])
 
 
 def call_order(net: torch.nn.Module, model: ModelConfig) -> list[str]:
