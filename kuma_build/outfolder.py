@@ -6,7 +6,7 @@
 
 The program (the dict every runtime runs, emit.program_dict) is split in two: index.js
 embeds what the device classes share (model, input and output specs, weight chunks, the
-classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers, kernels,
+classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers, kernels, state,
 dispatches, copies, and the specs with their buffer indices), so the browser runtime
 imports only the module of the class it picks at load. read_program joins them again.
 
@@ -33,7 +33,7 @@ from kuma_build.errors import KumaError
 
 PROGRAM_START, PROGRAM_END = "/*kuma:program*/", "/*kuma:end*/"
 RECORD = ".kuma-output.json"
-CLASS_KEYS = ("inputs", "outputs", "buffers", "kernels", "dispatches", "copies")
+CLASS_KEYS = ("inputs", "outputs", "buffers", "kernels", "dispatches", "copies", "state")
 
 
 def write_output(folder: Path, files: dict[str, bytes]) -> None:

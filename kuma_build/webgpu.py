@@ -1,7 +1,8 @@
 """Run a compiled program on the local WebGPU adapter through wgpu-py.
 
 This mirrors templates/runtime.js step for step (same WGSL, same buffers,
-same dispatch list, one compute pass), so `kuma verify` and the tests check
+same dispatch list, one compute pass, state buffers set at load and by reset(),
+outputs read back only when asked for), so `kuma verify` and the tests check
 exactly what the browser will run.
 """
 
@@ -70,15 +71,38 @@ class GpuModel:
             group = device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=[
                 {"binding": i, "resource": {"buffer": self.buffers[b], "offset": 0, "size": self.buffers[b].size}} for i, b in enumerate(bound)])
             self.binds.append((pipeline, group, groups))
+        self.reset()
 
-    def run(self, inputs: dict[str, np.ndarray], timestamps: str | None = None) -> dict[str, np.ndarray]:
-        """timestamps="pass" stamps the compute pass's start and end, "dispatch" the start and each
-        dispatch's end (needs timestamp-query-inside-passes); self.stamps then holds them, in ns."""
-        for spec in self.program["inputs"]:
-            array = np.ascontiguousarray(inputs[spec["name"]], dtype=NUMPY_DTYPES[spec["dtype"]])
-            assert array.size == int(np.prod(spec["shape"])), f"input {spec['name']} has the wrong size"
-            self.device.queue.write_buffer(self.buffers[spec["buffer"]], 0, array.tobytes())
+    def reset(self) -> None:
+        """Give every state buffer its initial value (a copy of its init buffer, or zeros)."""
         encoder = self.device.create_command_encoder()
+        for state in self.program.get("state", []):
+            target = self.buffers[state["buffer"]]
+            if state["init"] is None:
+                encoder.clear_buffer(target)
+            else:
+                encoder.copy_buffer_to_buffer(self.buffers[state["init"]], 0, target, 0, target.size)
+        self.device.queue.submit([encoder.finish()])
+
+    def output_buffer(self, name: str):
+        """The GPU buffer holding output `name` of the latest run (the next run overwrites it)."""
+        return self.buffers[next(o["buffer"] for o in self.program["outputs"] if o["name"] == name)]
+
+    def run(self, inputs: dict, timestamps: str | None = None, read: list[str] | None = None) -> dict[str, np.ndarray]:
+        """An input is an array, or a GPU buffer (wgpu) holding it, copied on the GPU. read: the
+        outputs to read back (default all); the others stay on the GPU (output_buffer).
+        timestamps="pass" stamps the compute pass's start and end, "dispatch" the start and each
+        dispatch's end (needs timestamp-query-inside-passes); self.stamps then holds them, in ns."""
+        import wgpu
+        encoder = self.device.create_command_encoder()
+        for spec in self.program["inputs"]:
+            given, target = inputs[spec["name"]], self.buffers[spec["buffer"]]
+            if isinstance(given, wgpu.GPUBuffer):
+                encoder.copy_buffer_to_buffer(given, 0, target, 0, target.size)
+                continue
+            array = np.ascontiguousarray(given, dtype=NUMPY_DTYPES[spec["dtype"]])
+            assert array.size == int(np.prod(spec["shape"])), f"input {spec['name']} has the wrong size"
+            self.device.queue.write_buffer(target, 0, array.tobytes())
         queries = timestamps and self._timestamp_queries(2 if timestamps == "pass" else len(self.binds) + 1)
         writes = {"query_set": queries, "beginning_of_pass_write_index": 0, "end_of_pass_write_index": 1}
         compute = encoder.begin_compute_pass(timestamp_writes=writes if timestamps == "pass" else None)
@@ -93,6 +117,8 @@ class GpuModel:
             self.stamps = stamps
         outputs = {}
         for spec in self.program["outputs"]:
+            if read is not None and spec["name"] not in read:
+                continue
             raw = self.device.queue.read_buffer(self.buffers[spec["buffer"]])
             size = int(np.prod(spec["shape"]))
             outputs[spec["name"]] = np.frombuffer(raw, dtype=NUMPY_DTYPES[spec["dtype"]])[:size].reshape(spec["shape"]).copy()

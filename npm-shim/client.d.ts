@@ -43,9 +43,18 @@ declare module "kuma:*" {
   /** Kernels tuned for a GPU, or for a software implementation of WebGPU (SwiftShader, lavapipe). */
   export type DeviceClass = "gpu" | "cpu";
 
+  /** an input as a typed array, or as a GPUBuffer of the model's device (COPY_SRC usage) */
+  export type RunInputs = { [K in keyof Inputs]: Inputs[K] | GPUBuffer };
+
   export interface Model {
     /** Runs the model once; calls are queued. */
-    run(inputs: Inputs): Promise<Outputs>;
+    run(inputs: RunInputs): Promise<Outputs>;
+    /** reads back only the outputs named in read; the others stay on the GPU (outputBuffer) */
+    run<K extends keyof Outputs>(inputs: RunInputs, options: { read: readonly K[] }): Promise<Pick<Outputs, K>>;
+    /** the GPUBuffer holding this output of the latest run (the model's own: the next run overwrites it) */
+    outputBuffer(name: keyof Outputs): GPUBuffer;
+    /** sets the state buffers (e.g. a KV cache) back to their initial values, after the runs already called */
+    reset(): Promise<void>;
     /** Destroys the model's buffers (and its device, if load() created it). */
     dispose(): void;
     readonly device: GPUDevice;

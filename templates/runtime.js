@@ -10,7 +10,9 @@
 // network, where network errors, stalls, 5xx and 429 are retried. A load that fails destroys what
 // it made and returns no model, so no run ever reads bytes that were not verified.
 // run: the inputs are checked and copied when run() is called; each run is one command encoder
-// with one compute pass, and the only CPU wait is the final read of the outputs.
+// with one compute pass, and the only CPU wait is the final read of the outputs asked for (the
+// others stay on the GPU, as outputBuffer(name)). State buffers (a KV cache forward() updates in
+// place) keep their contents from one run to the next; they are set at load and by reset().
 
 const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
 const USAGE_READBACK = 0x01 | 0x08; // MAP_READ | COPY_DST
@@ -405,6 +407,7 @@ async function createModel(program, chunkUrls, options, adapter) {
       device.queue.submit([encoder.finish()]);
       await device.queue.onSubmittedWorkDone();
     }
+    resetState(program, device, buffers); // after the warm-up, which wrote to them
     options.signal?.throwIfAborted();
     return runnable(program, device, ownsDevice, buffers, binds, readbacks);
   } catch (error) {
@@ -426,7 +429,33 @@ function encodePass(encoder, binds) {
   pass.end();
 }
 
-// the inputs of one run, checked and copied now: the caller may reuse its arrays at once
+// every state buffer back to its initial value: a copy of its init buffer, or zeros
+function resetState(program, device, buffers) {
+  const states = program.state ?? [];
+  if (!states.length) return;
+  const encoder = device.createCommandEncoder();
+  for (const { buffer, init } of states) {
+    if (init === null) encoder.clearBuffer(buffers[buffer]);
+    else encoder.copyBufferToBuffer(buffers[init], 0, buffers[buffer], 0, buffers[buffer].size);
+  }
+  device.queue.submit([encoder.finish()]);
+}
+
+const isGPUBuffer = (value) => typeof GPUBuffer !== "undefined" && value instanceof GPUBuffer;
+
+// the outputs run(inputs, { read }) reads back: their indices in program.outputs
+function readIndices(program, options) {
+  if (options == null || options.read === undefined) return program.outputs.map((_, i) => i);
+  const names = program.outputs.map((o) => `"${o.name}"`).join(", ");
+  if (!Array.isArray(options.read)) throw new TypeError(`kuma: run()'s read option is an array of output names (${names}).`);
+  for (const name of options.read) {
+    if (!program.outputs.some((o) => o.name === name)) throw new TypeError(`kuma: run() cannot read unknown output "${name}"; model ${program.model} has ${names}.`);
+  }
+  return program.outputs.flatMap((o, i) => (options.read.includes(o.name) ? [i] : []));
+}
+
+// the inputs of one run, checked and copied now: the caller may reuse its arrays at once (a
+// GPUBuffer is copied on the GPU when the run is submitted)
 function takeInputs(program, inputs) {
   const names = program.inputs.map((s) => `"${s.name}"`).join(", ");
   if (inputs === null || typeof inputs !== "object") {
@@ -440,6 +469,11 @@ function takeInputs(program, inputs) {
     const Type = ARRAY_TYPES[spec.dtype];
     const count = spec.shape.reduce((a, b) => a * b, 1);
     if (array === undefined) throw new TypeError(`kuma: run() is missing input "${spec.name}"`);
+    if (isGPUBuffer(array)) {
+      if (array.size < count * 4) throw new RangeError(`kuma: GPUBuffer for input "${spec.name}" has ${array.size} bytes; it needs ${count * 4} (shape [${spec.shape}], ${spec.dtype})`);
+      if (!(array.usage & GPUBufferUsage.COPY_SRC)) throw new TypeError(`kuma: GPUBuffer for input "${spec.name}" needs the COPY_SRC usage`);
+      return array;
+    }
     if (spec.dtype === "int32" && array instanceof BigInt64Array) return Int32Array.from(array, Number);
     if (!(array instanceof Type)) throw new TypeError(`kuma: input "${spec.name}" must be a ${Type.name}`);
     if (array.length !== count) throw new RangeError(`kuma: input "${spec.name}" needs ${count} values (shape [${spec.shape}]), got ${array.length}`);
@@ -460,25 +494,36 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks) {
     return null;
   }
 
-  async function execute(arrays) {
+  async function execute(arrays, read) {
     const why = unusable();
     if (why) throw new Error(why);
-    program.inputs.forEach((spec, i) => device.queue.writeBuffer(buffers[spec.buffer], 0, arrays[i]));
     const encoder = device.createCommandEncoder();
+    program.inputs.forEach((spec, i) => {
+      const target = buffers[spec.buffer];
+      if (isGPUBuffer(arrays[i])) encoder.copyBufferToBuffer(arrays[i], 0, target, 0, 4 * spec.shape.reduce((a, b) => a * b, 1));
+      else device.queue.writeBuffer(target, 0, arrays[i]);
+    });
     encodePass(encoder, binds);
-    program.outputs.forEach((o, i) => encoder.copyBufferToBuffer(buffers[o.buffer], 0, readbacks[i], 0, readbacks[i].size));
+    for (const i of read) encoder.copyBufferToBuffer(buffers[program.outputs[i].buffer], 0, readbacks[i], 0, readbacks[i].size);
     device.queue.submit([encoder.finish()]);
     try {
-      await Promise.all(readbacks.map((r) => r.mapAsync(1)));
+      await Promise.all(read.map((i) => readbacks[i].mapAsync(1)));
     } catch (error) {
       throw new Error(unusable() ?? `kuma: reading the outputs of model ${program.model} failed: ${error.name}: ${error.message}`);
     }
     const result = {};
-    program.outputs.forEach((o, i) => {
-      result[o.name] = new ARRAY_TYPES[o.dtype](readbacks[i].getMappedRange().slice(0));
+    for (const i of read) {
+      result[program.outputs[i].name] = new ARRAY_TYPES[program.outputs[i].dtype](readbacks[i].getMappedRange().slice(0));
       readbacks[i].unmap();
-    });
+    }
     return result;
+  }
+
+  // runs and resets are queued: they share the readback buffers and the state
+  function enqueue(work) {
+    const next = queue.then(work);
+    queue = next.catch(() => {});
+    return next;
   }
 
   return {
@@ -488,19 +533,33 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks) {
     outputs: tensorInfo(program.outputs),
     // resolves with the GPUDeviceLostInfo ({ reason, message }) when the device is lost or destroyed
     lost,
-    run(inputs) {
-      let arrays;
+    run(inputs, options) {
+      let arrays, read;
       try {
         const why = unusable();
         if (why) throw new Error(why);
         arrays = takeInputs(program, inputs);
+        read = readIndices(program, options);
       } catch (error) {
         return Promise.reject(error);
       }
-      // runs are queued: the readback buffers are shared
-      const next = queue.then(() => execute(arrays));
-      queue = next.catch(() => {});
-      return next;
+      return enqueue(() => execute(arrays, read));
+    },
+    // the GPUBuffer holding output `name` of the latest run (the model's own: the next run overwrites it)
+    outputBuffer(name) {
+      const spec = program.outputs.find((o) => o.name === name);
+      if (!spec) throw new TypeError(`kuma: model ${program.model} has no output "${name}".`);
+      const why = unusable();
+      if (why) throw new Error(why);
+      return buffers[spec.buffer];
+    },
+    // state buffers back to their initial values, after the runs already called
+    reset() {
+      return enqueue(() => {
+        const why = unusable();
+        if (why) throw new Error(why);
+        resetState(program, device, buffers);
+      });
     },
     dispose() {
       if (disposed) return;

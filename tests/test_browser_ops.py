@@ -35,6 +35,13 @@ CASES = {
     "pad_cat_gather": (lambda x, y: torch.cat([F.pad(x, (1, 2, 0, 1)), y], 0)[:, torch.tensor([2, 0, 4])], (2, 5, 4), (3, 6, 7)),
     "fused_epilogues": (lambda x, y: (F.gelu(x @ y) + x[:, :1]).clamp(max=float("inf")) + F.silu(F.layer_norm(x, (12,)))[:, :7],
                         (5, 12), (12, 7)),
+    "index_writes": (lambda x, y: (x.index_copy(1, torch.tensor([4, 0]), y[:, :2]) + x.index_put((torch.tensor([-1]),), y[0, 0])
+                                  + x.slice_scatter(y[:, :2], dim=1, start=1, end=5, step=2)),
+                     (3, 5, 7), (3, 4, 7)),
+    "grouped_query_attention": (lambda x, y: F.scaled_dot_product_attention(x, y, y * 2, attn_mask=(torch.arange(9) <= 5)[None], enable_gqa=True),
+                                (1, 6, 13, 24), (1, 2, 9, 24)),
+    "cumsum_topk": (lambda x, y: torch.cumsum(x, -1) + torch.topk(y, 3, -1)[0].sum(-1, keepdim=True) + torch.topk(y, 2, 0)[1][:1].float(),
+                    (5, 13), (5, 13)),
     "conv_channel_blocks_epilogue": (lambda x, y: F.hardswish(F.conv2d(x, y, padding=1)) + x.mean(), (1, 4, 9, 8), (8, 4, 3, 3)),
 }
 

@@ -35,6 +35,7 @@ BINARY = {
     "where": lambda a, b: torch.where(a > b, a, b * 2), "where_scalar": lambda a, b: torch.where(a > 0, a, 0.0) + b,
     "masked_fill": lambda a, b: a.masked_fill(b > 0.5, -1e9) + b,
     "comparisons": lambda a, b: (a > b).float() + (a >= b).float() * 2 + (a < b).float() * 4 + (a <= 0).float() * 8 + (a == a).float() + (a != b).float(),
+    "remainder": lambda a, b: torch.remainder(a * 3, b.sign() * (b.abs() + 0.5)) + (a * 9).int() % -4 + (b * 9).int() % 5,
     "logical": lambda a, b: torch.logical_and(a > 0, b > 0).float() + torch.logical_or(a > 1, b < -1).float() + torch.logical_not(a > 0).float(),
 }
 

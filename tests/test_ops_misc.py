@@ -208,6 +208,7 @@ class CountCalls(nn.Module):
         return x * self.calls
 
 
-def test_a_buffer_mutated_in_place_is_a_clear_error():
-    with pytest.raises(KumaError, match="updates the buffer calls in place"):
-        assert_matches(CountCalls(), torch.randn(4))
+def test_a_buffer_mutated_in_place_is_state():
+    # the first run from the buffer's initial value; later runs and reset() in tests/test_state.py
+    compiled = assert_matches(CountCalls(), torch.randn(4))
+    assert [s["name"] for s in compiled.program["state"]] == ["calls"]

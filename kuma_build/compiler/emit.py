@@ -137,6 +137,9 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
         # sha256: the runtime checks each chunk against it before using its bytes, and caches by it
         "chunks": [{"file": c.file, "size": len(c.data), "sha256": c.sha256} for c in chunks],
         "copies": copies,
+        # buffers forward() mutates, kept on the GPU between runs; init: the buffer holding the
+        # initial value, copied in at load and on reset() (null: zeros)
+        "state": plan.state,
     }
 
 

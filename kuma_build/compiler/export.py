@@ -135,6 +135,7 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     """The exported program (core aten), its input names in call order, and its output names."""
     order = call_order(net, model)
     inputs = example_inputs(model)
+    initial = buffer_values(net)  # forward() may update buffers in place (a KV cache): these are their initial values
     args = tuple(inputs[name] for name in order)
     with tracking_modules(net) as failed_module, \
             user_code(model, "running forward()", lambda e: f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
@@ -150,11 +151,24 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
                             f"PyTorch says: {type(e).__name__}: {_first_line(e)}. Fix the module's definition, or what the "
                             f"model passes to it.", culprit.file, culprit.line) from None
     names = output_names(eager, model, net)
+    restore_buffers(net, initial)
     with user_code(model, "torch.export", lambda e: f"torch.export could not capture the model: {type(e).__name__}: {_first_line(e)}. "
                    "kuma needs a model whose control flow does not depend on tensor values."):
         program = torch.export.export(net, args)
         program = program.run_decompositions(decompositions())
     return program, order, names
+
+
+def buffer_values(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the module's buffers, for restore_buffers."""
+    return {name: b.clone() for name, b in net.named_buffers()}
+
+
+def restore_buffers(net: torch.nn.Module, values: dict[str, torch.Tensor]) -> None:
+    """Undo what forward() did to the module's buffers (a KV cache it updates in place)."""
+    with torch.no_grad():
+        for name, b in net.named_buffers():
+            b.copy_(values[name])
 
 
 def call_order(net: torch.nn.Module, model: ModelConfig) -> list[str]:

@@ -31,7 +31,7 @@ import torch
 from kuma_build.devices import DeviceClass
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.graph import Node, Value, const
-from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, matmul, pool, resize, rows, split_sum
+from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, matmul, pool, resize, rows, scan, scatter, split_sum
 from kuma_build.compiler.kernels.wgsl import Kernel
 
 
@@ -144,6 +144,11 @@ OPS: dict[str, OpRecord] = {
     "gather": OpRecord(gather.lower, weight_dim=lambda node, k: node.attrs["dim"] if k == 0 else None),  # an embedding table's rows
     "pad": OpRecord(gather.lower_pad),
     "split_sum": OpRecord(split_sum.lower),
+    "index_put": OpRecord(scatter.lower_index_put),
+    "cumsum": OpRecord(scan.lower_cumsum),
+    "topk": OpRecord(scan.lower_topk, flops=lambda node: node.inputs[0].numel * node.output.shape[-1]),
+    # writes its output view in place (a state buffer, passes/state.py): the updated slots only
+    "scatter": OpRecord(scatter.lower_scatter, flops=lambda node: node.inputs[0].numel),
 }
 
 

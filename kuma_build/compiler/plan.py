@@ -6,14 +6,16 @@ values' lifetimes don't overlap its own, else a new slot (greedy by size, as
 TFLite's arena planner does; a split-K product's big, short-lived partial
 sums then share one slot). A node's output never shares a slot with its own
 inputs, as their lifetimes overlap at that node (WebGPU forbids binding one
-buffer as both read and read_write storage in one dispatch). Inputs, outputs
-and weights get their own buffers. The program dict is the contract every runtime (JS, wgpu-py) reads.
+buffer as both read and read_write storage in one dispatch). Inputs, outputs,
+weights and state get their own buffers; a state buffer whose initial value is not
+all zeros also gets a weight buffer holding that value, which the runtimes copy into
+it at load and on reset(). The program dict is the contract every runtime (JS, wgpu-py) reads.
 """
 
 import random
 from dataclasses import dataclass, field
 
-from kuma_build.compiler.ir.graph import Buffer, Graph
+from kuma_build.compiler.ir.graph import Buffer, Graph, const
 from kuma_build.compiler.kernels import spec_key
 from kuma_build.compiler.kernels.wgsl import Kernel, binding_buffers
 from kuma_build.compiler.ops import record
@@ -30,6 +32,7 @@ class Plan:
     weight_buffer: list[int] = field(default_factory=list)
     input_buffer: dict[str, int] = field(default_factory=dict)
     output_buffer: dict[str, int] = field(default_factory=dict)
+    state: list[dict] = field(default_factory=list)  # {"name", "buffer", "init": weight buffer or None (zeros)}
     temp_bytes: int = 0                  # bytes of temporary slots
     temp_lower_bound: int = 0            # the most temporary bytes ever live at once
     kernels_reused: int = 0              # kernels found in the kernel cache
@@ -61,6 +64,13 @@ def make_plan(graph: Graph, kernel_store=None) -> Plan:
         plan.input_buffer[name] = own_buffer(value.buffer, "input")
     for name, value in graph.outputs.items():
         plan.output_buffer[name] = own_buffer(value.buffer, "output")
+    for name, (start, _) in graph.state.items():
+        init = None
+        if start.buffer.data.any():
+            plan.weights.append(const(start.buffer.data, name).buffer)
+            init = own_buffer(plan.weights[-1], "weight")
+            plan.weight_buffer.append(init)
+        plan.state.append({"name": name, "buffer": own_buffer(start.buffer, "state"), "init": init})
 
     slot_buffer: dict[int, int] = {}  # slot -> its buffer index, made at the slot's first use
     live_bytes = 0

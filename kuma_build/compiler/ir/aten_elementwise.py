@@ -110,6 +110,11 @@ def div(ctx, a, b, rounding_mode=None):
     return elementwise(ctx, op, a, b)
 
 
+@aten("remainder.Tensor", "remainder.Scalar")
+def remainder(ctx, a, b):
+    return elementwise(ctx, "remainder", a, b)
+
+
 @aten("pow.Tensor_Scalar", "pow.Tensor_Tensor", "pow.Scalar")
 def pow_(ctx, a, b):
     return elementwise(ctx, "pow", a, b)

@@ -3,7 +3,8 @@
 embedding, index_select and single-tensor indexing are one "gather" node
 (rows of a table picked by i32 ids). scaled_dot_product_attention is kept
 whole by export (see export.decompositions) and becomes one "attention" node,
-its operands broadcast to a common batch shape as free views. constant_pad_nd
+its operands broadcast to a common batch shape as free views (grouped-query
+heads too: enable_gqa reads each key/value head for its group of query heads). constant_pad_nd
 crops with a slice view and pads with a "pad" node.
 """
 
@@ -46,17 +47,26 @@ def scaled_dot_product_attention(ctx, query, key, value, attn_mask=None, dropout
                                  scale=None, enable_gqa=False):
     if dropout_p:
         raise Unsupported("dropout_p must be 0 (kuma compiles inference; pass dropout_p=0.0 or call model.eval())")
-    if enable_gqa:
-        raise Unsupported("enable_gqa is not supported; repeat the key and value heads with expand() instead")
     shape = tuple(ctx.meta.shape)
     batch, (length, value_dim) = shape[:-2], shape[-2:]
     keys, head_dim = key.shape[-2], query.shape[-1]
-    inputs = [views.expand(query, batch + (length, head_dim)), views.expand(key, batch + (keys, head_dim)),
-              views.expand(value, batch + (keys, value_dim))]
-    if attn_mask is not None:
-        inputs.append(views.expand(attn_mask, batch + (length, keys)))
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    return ctx.emit("attention", inputs, shape, "f32", scale=scale, causal=bool(is_causal))
+    query = views.expand(query, batch + (length, head_dim))
+    mask = views.expand(attn_mask, batch + (length, keys)) if attn_mask is not None else None
+    if enable_gqa and len(key.shape) >= 3 and key.shape[-3] != batch[-1]:
+        # grouped-query heads: query head h reads key/value head h // group. The query heads
+        # split into (key heads, group) as a free view, and keys and values gain a group dim of
+        # stride 0 (torch's repeat_interleave, never materialised)
+        kv_heads = key.shape[-3]
+        batch = batch[:-1] + (kv_heads, batch[-1] // kv_heads)
+        query = ctx.reshape(query, batch + (length, head_dim))
+        mask = ctx.reshape(mask, batch + (length, keys)) if mask is not None else None
+        key, value = (views.unsqueeze(views.expand(t, batch[:-2] + t.shape[-3:]), -3) for t in (key, value))
+    inputs = [query, views.expand(key, batch + (keys, head_dim)), views.expand(value, batch + (keys, value_dim))]
+    if mask is not None:
+        inputs.append(mask)
+    out = ctx.emit("attention", inputs, batch + (length, value_dim), "f32", scale=scale, causal=bool(is_causal))
+    return ctx.reshape(out, shape)
 
 
 @aten("constant_pad_nd.default")

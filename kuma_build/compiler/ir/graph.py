@@ -1,9 +1,11 @@
 """The IR: a list of nodes over strided views of buffers, all shapes static, for one device class.
 
-A Buffer is one GPU allocation (an input, a constant weight, or a value a node
-writes). A Value is a strided view of a buffer, so permute, transpose, expand,
-slice, select and most reshapes are free: they make a new Value on the same
-buffer. Every node reads Values and writes one fresh contiguous buffer.
+A Buffer is one GPU allocation (an input, a constant weight, a value a node
+writes, or state: a buffer forward() mutates in place, kept on the GPU from one
+run to the next). A Value is a strided view of a buffer, so permute, transpose,
+expand, slice, select and most reshapes are free: they make a new Value on the
+same buffer. Every node reads Values and writes one fresh contiguous buffer,
+except the nodes passes/state.py makes write a state buffer in place.
 What each op means to the passes and kernels is in its record (compiler/ops.py).
 """
 
@@ -23,9 +25,9 @@ WGSL_TYPE = {"f32": "f32", "i32": "i32", "bool": "i32"}
 class Buffer:
     numel: int
     dtype: str
-    kind: str  # "input" | "const" | "temp" | "output"
+    kind: str  # "input" | "const" | "temp" | "output" | "state"
     name: str = ""
-    data: torch.Tensor | None = None  # flat contents of a const buffer
+    data: torch.Tensor | None = None  # flat contents of a const buffer; a state buffer's initial value
     storage: str = "f32"  # a const f32 weight may be stored as "f16" or "int8" (compiler/precision.py)
     channels: tuple[int, int] = (1, 1)  # int8: (step, count) of its per-channel scales
     page: int = 0  # elements per binding of a weight too big for one (passes/page_weights.py); 0: one binding
@@ -96,6 +98,9 @@ class Graph:
     inputs: dict[str, Value] = field(default_factory=dict)
     outputs: dict[str, Value] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
+    # buffers forward() mutates, by name: (the state's value as a run starts, its value as the run
+    # ends); passes/state.py makes the run end by writing the latter into the state's own buffer
+    state: dict[str, tuple[Value, Value]] = field(default_factory=dict)
 
     def add(self, op: str, inputs: list[Value], shape, dtype: str, where: str = "", **attrs) -> Value:
         out = fresh(shape, dtype)
@@ -123,6 +128,13 @@ def const(tensor: torch.Tensor, name: str = "") -> Value:
     if data.dtype in (torch.float16, torch.bfloat16):
         data = data.float()
     value.buffer.data = data if data.numel() else torch.zeros(1, dtype=data.dtype)
+    return value
+
+
+def state(tensor: torch.Tensor, name: str) -> Value:
+    """A buffer forward() mutates: the GPU keeps it between runs, starting from `tensor`."""
+    value = const(tensor, name)
+    value.buffer.kind = "state"
     return value
 
 

@@ -6,6 +6,11 @@ in registry.py; importing them here fills the registry.
 Nodes whose tensor inputs are all constants are folded here by running the
 aten op in PyTorch itself (exact semantics, no second implementation), except
 views, which stay free aliases of the constant they view.
+
+A registered buffer that forward() mutates in place (torch.export lists it as a
+BUFFER_MUTATION output, its new value among the program's results) becomes a
+state buffer: Graph.state pairs its value at the start of a run with its new
+value, and passes/state.py makes each run end by writing the new value into it.
 """
 
 import operator
@@ -18,9 +23,9 @@ from torch.fx.node import map_arg
 from kuma_build.devices import DeviceClass
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.expr import copy_of
-from kuma_build.compiler.ir.graph import Graph, Value, const, fresh, ir_dtype
+from kuma_build.compiler.ir.graph import Graph, Value, const, fresh, ir_dtype, state
 from kuma_build.compiler.ir.registry import ATEN, Unsupported
-from kuma_build.compiler.ir import aten_conv, aten_elementwise, aten_linalg, aten_misc, aten_norm, aten_pool, aten_reduce, aten_shape  # noqa: F401  (they register their handlers)
+from kuma_build.compiler.ir import aten_conv, aten_elementwise, aten_linalg, aten_misc, aten_norm, aten_pool, aten_reduce, aten_scan, aten_scatter, aten_shape  # noqa: F401  (they register their handlers)
 from kuma_build.errors import KumaError, frame_from_stack_trace
 
 
@@ -59,6 +64,8 @@ class Importer:
         signature = program.graph_signature
         constants = {**program.state_dict, **program.constants}
         lifted = {spec.arg.name: spec for spec in signature.input_specs}
+        mutated = {spec.target for spec in signature.output_specs if spec.kind == OutputKind.BUFFER_MUTATION}
+        state_of = {}  # buffer target -> its state value
         env: dict = {}
         user_inputs = iter(input_names)
         for node in program.graph_module.graph.nodes:
@@ -71,6 +78,8 @@ class Importer:
                     name = next(user_inputs)
                     value = fresh(fake.shape, ir_dtype(fake.dtype), "input", name)
                     self.graph.inputs[name] = value
+                elif spec.target in mutated:
+                    value = state_of[spec.target] = state(constants[spec.target], spec.target)
                 else:
                     value = const(constants[spec.target], spec.target)
                 env[node] = value
@@ -79,21 +88,20 @@ class Importer:
             elif node.op == "output":
                 # the program also returns the new values of inputs and buffers that forward()
                 # mutates in place, before the user's outputs
-                results = [arg for spec, arg in zip(signature.output_specs, node.args[0]) if self._user_output(spec)]
+                results = [arg for spec, arg in zip(signature.output_specs, node.args[0]) if spec.kind == OutputKind.USER_OUTPUT]
+                for spec, arg in zip(signature.output_specs, node.args[0]):
+                    if spec.kind == OutputKind.PARAMETER_MUTATION:
+                        raise KumaError(f"model {self.model_name}: forward() updates the parameter {spec.target} in place; kuma keeps "
+                                        "state only in registered buffers. Make it a buffer (self.register_buffer) instead of a parameter.",
+                                        self.source)
+                    if spec.kind == OutputKind.BUFFER_MUTATION:
+                        self.graph.state[spec.target] = (state_of[spec.target], env[arg])
                 for name, arg in zip(output_names, results):
                     value = env[arg] if isinstance(arg, torch.fx.Node) else None
                     if not isinstance(value, Value):
                         raise KumaError(f"model {self.model_name}: output {name} is not a tensor; forward() must return tensors.", self.source)
                     self.graph.outputs[name] = value
         return self.graph
-
-    def _user_output(self, spec) -> bool:
-        """Whether an output of the program is one of forward()'s results. A mutated input's new value
-        is not (the caller's array is not written back); a mutated buffer is state, not compiled yet."""
-        if spec.kind == OutputKind.BUFFER_MUTATION:
-            raise KumaError(f"model {self.model_name}: forward() updates the buffer {spec.target} in place; kuma does not "
-                            "keep state between runs yet. Return the new value as an output instead.", self.source)
-        return spec.kind == OutputKind.USER_OUTPUT
 
     def _call(self, node, env):
         if node.target is operator.getitem:

@@ -21,7 +21,7 @@ TEMPLATES = {
     "leaky_relu": "select({0} * {1}, {0}, {0} > 0.0)",
     "elu": "({2} * select({1} * (exp({0} * {3}) - 1.0), {0}, {0} > 0.0))",
     "add": "({0} + {1})", "sub": "({0} - {1})", "mul": "({0} * {1})", "div": "({0} / {1})",
-    "div_trunc": "trunc({0} / {1})", "div_floor": "floor({0} / {1})",
+    "div_trunc": "trunc({0} / {1})", "div_floor": "floor({0} / {1})", "remainder": "({0} - floor({0} / {1}) * {1})",
     "maximum": "max({0}, {1})", "minimum": "min({0}, {1})", "clamp": "clamp({0}, {1}, {2})",
     "eq": "i32({0} == {1})", "ne": "i32({0} != {1})", "lt": "i32({0} < {1})",
     "le": "i32({0} <= {1})", "gt": "i32({0} > {1})", "ge": "i32({0} >= {1})",
@@ -29,7 +29,8 @@ TEMPLATES = {
     "logical_xor": "i32(({0} != 0i) != ({1} != 0i))",
     "where": "select({2}, {1}, {0} != 0i)", "pow": "kuma_pow({0}, {1})",
 }
-INTEGER_TEMPLATES = {"div_floor": "kuma_div_floor_i32({0}, {1})", "div_trunc": "({0} / {1})", "relu": "max({0}, 0i)"}
+INTEGER_TEMPLATES = {"div_floor": "kuma_div_floor_i32({0}, {1})", "div_trunc": "({0} / {1})", "relu": "max({0}, 0i)",
+                     "remainder": "kuma_remainder_i32({0}, {1})"}
 
 HELPERS = {
     # erf: Taylor series near 0 (no cancellation), Numerical Recipes erfc elsewhere (|rel err| < 1.2e-7)
@@ -56,6 +57,11 @@ HELPERS = {
     "kuma_div_floor_i32": """fn kuma_div_floor_i32(a: i32, b: i32) -> i32 {
   let q = a / b;
   return select(q, q - 1i, (a % b != 0i) && ((a < 0i) != (b < 0i)));
+}""",
+    # torch's (Python's) remainder: the sign of the divisor
+    "kuma_remainder_i32": """fn kuma_remainder_i32(a: i32, b: i32) -> i32 {
+  let r = a % b;
+  return select(r, r + b, (r != 0i) && ((r < 0i) != (b < 0i)));
 }""",
 }
 

@@ -11,8 +11,9 @@ from kuma_build.compiler.passes.fuse_elementwise import fuse_elementwise
 from kuma_build.compiler.passes.fuse_epilogue import fuse_epilogues
 from kuma_build.compiler.passes.outputs import materialize_outputs
 from kuma_build.compiler.passes.split_k import split_k
+from kuma_build.compiler.passes.state import write_state
 
-PASSES = [fold_batchnorm, pack_constant_views, materialize_outputs, fuse_elementwise, fuse_epilogues, split_k, remove_dead_nodes]
+PASSES = [write_state, fold_batchnorm, pack_constant_views, materialize_outputs, fuse_elementwise, fuse_epilogues, split_k, remove_dead_nodes]
 
 
 def run_passes(graph) -> None:

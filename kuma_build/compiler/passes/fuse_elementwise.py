@@ -28,9 +28,10 @@ def readers_of(graph) -> dict:
 
 
 def only_reader(node, src, readers, graph) -> bool:
-    """Whether `node` is the only thing reading src's result (a model output is read by the caller)."""
+    """Whether `node` is the only thing reading src's result (a model output is read by the caller,
+    a state buffer by the next run)."""
     buf = src.output.buffer
-    return readers.get(buf) == {node} and not any(v.buffer is buf for v in graph.outputs.values())
+    return readers.get(buf) == {node} and buf.kind != "state" and not any(v.buffer is buf for v in graph.outputs.values())
 
 
 def sole_reader(node, src, readers, graph) -> bool:

@@ -1,7 +1,7 @@
 """Give every model output its own contiguous buffer written by a kernel.
 
-An output that is a view, an input, a constant, or the same buffer as another
-output gets a copy node, so runtimes can read outputs back as whole buffers.
+An output that is a view, an input, a constant, a state buffer, or the same buffer
+as another output gets a copy node, so runtimes can read outputs back as whole buffers.
 """
 
 from kuma_build.compiler.ir.expr import copy_of
@@ -12,7 +12,7 @@ def materialize_outputs(graph) -> None:
     produced = {node.output.buffer for node in graph.nodes}
     claimed = set()
     for name, value in graph.outputs.items():
-        if value.is_contiguous() and value.buffer in produced and value.buffer not in claimed:
+        if value.is_contiguous() and value.buffer in produced and value.buffer.kind == "temp" and value.buffer not in claimed:
             out = value
         else:
             out = fresh(value.shape, value.dtype)

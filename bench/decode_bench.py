@@ -1,0 +1,95 @@
+"""Decode benchmark: greedy tokens/s of a Llama-style step model (tests/models/llama.py: one
+token and its position per run, the KV cache in state buffers) in headless Chromium.
+
+Each size is compiled for the "cpu" device class (software WebGPU), then tests/browser/decode.mjs
+loads it in a fresh page, feeds a prompt token by token, and times the decode steps: each feeds the
+last token back as a GPUBuffer and reads back 4 bytes (`run(..., { read: ["output0"] })`, awaited
+every step, as a page showing tokens as they come would). The tokens are checked against PyTorch
+eager stepping the same module, whose own step time on this machine's CPU is shown for scale.
+Prints a Markdown table.
+Not part of the test suite; uses tests/browser's playwright-core (cd tests/browser && npm ci).
+
+    .venv/bin/python bench/decode_bench.py [--steps 100]
+"""
+
+import argparse
+import copy
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "models")]
+
+from browser_support import Browser  # noqa: E402
+from kuma_build.compiler import compile_module  # noqa: E402
+from llama import Llama  # noqa: E402
+from support import model_config  # noqa: E402
+
+PROMPT = [5, 9, 2, 33, 17]
+# name -> Llama(...) arguments
+SIZES = {
+    "test model (2 layers, dim 48)": dict(vocab=67, dim=48, layers=2, heads=4, kv_heads=2, hidden=100),
+    "small (4 layers, dim 256)": dict(vocab=256, dim=256, layers=4, heads=8, kv_heads=2, hidden=688),
+}
+
+
+def eager_tokens(module, steps: int) -> tuple[list[int], float]:
+    """PyTorch eager's greedy tokens, and its ms per decode step (on this machine's CPU)."""
+    tokens, decode_s = [], 0.0
+    with torch.no_grad():
+        for pos in range(len(PROMPT) + steps - 1):
+            token = PROMPT[pos] if pos < len(PROMPT) else tokens[-1]
+            started = time.perf_counter()
+            next_token, _ = module(torch.tensor([[token]]), torch.tensor([pos]))
+            if pos >= len(PROMPT):
+                decode_s += time.perf_counter() - started
+            if pos >= len(PROMPT) - 1:
+                tokens.append(int(next_token))
+    return tokens, 1000 * decode_s / (steps - 1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args()
+    rows = []
+    browser = Browser("decode.mjs", "--serve")
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            for name, sizes in SIZES.items():
+                torch.manual_seed(0)
+                module = Llama(**sizes, context=len(PROMPT) + args.steps).eval()
+                reference = copy.deepcopy(module)
+                inputs = (torch.tensor([[3]]), torch.tensor([0]))
+                compiled = compile_module(module, model_config(module, inputs, name=f"llama{len(rows)}"))
+                folder = compiled.write(Path(out))
+                reply = browser.request({"root": out, "model": folder.name, "prompt": PROMPT, "steps": args.steps}, f"decoding with {name}")
+                if not reply["ok"]:
+                    raise SystemExit(f"{name} failed in Chromium: {reply['error']}")
+                expected, eager_ms = eager_tokens(reference, args.steps)
+                same = reply["again"] == expected
+                params = sum(p.numel() for p in module.parameters())
+                timed = args.steps - 1  # the steps that feed a generated token back
+                rows.append(f"| {name} | {params / 1e6:.2f} M | {compiled.stats['dispatches']} | "
+                            f"{timed / (reply['decodeMs'] / 1000):.1f} | {reply['decodeMs'] / timed:.2f} | {eager_ms:.2f} | {'yes' if same else 'NO'} |")
+                adapter = reply["adapter"]
+    finally:
+        browser.close()
+    print(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; Chromium {browser.chromium}; "
+          f"adapter {adapter['vendor']} {adapter['architecture']} {adapter['description']}".rstrip())
+    print(f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
+    print(f"- {len(PROMPT)}-token prompt, then {args.steps - 1} greedy decode steps after the first generated token\n")
+    print(f"| model | parameters | dispatches per step | decode tokens/s | ms per step | PyTorch eager ms per step (CPU, {torch.get_num_threads()} threads) | tokens = PyTorch |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+// Greedy decoding with a stateful kuma model in headless Chromium, as a page would: a step model
+// forward(token, pos) -> (next token "output0", logits) with its KV cache in state buffers. The
+// prompt goes in token by token; each decode step feeds the last step's token output back as a
+// GPUBuffer (it never leaves the GPU) and reads back only the 4-byte token. Then reset() and the
+// same generation again, its prompt's runs called all at once (they queue), timed for tokens/s;
+// then the errors of misused run options, GPUBuffer inputs and outputBuffer().
+//
+//   node decode.mjs --serve    one JSON request {root, model, prompt, steps} per stdin line, one
+//                              JSON reply {ok, first, again, decodeMs, errors, adapter} per stdout line
+
+import readline from "node:readline";
+import { modelPage, start, withTimeout } from "./run_model.mjs";
+
+// runs inside the page
+async function decodeInPage({ url, prompt, steps }) {
+  const gpuErrors = [];
+  const { load } = await import(url);
+  const model = await load();
+  model.device.addEventListener("uncapturederror", (e) => gpuErrors.push(e.error.message));
+  const [tokenName] = model.outputs.map((o) => o.name);
+  // queued: the prompt's runs are all called at once, and resolve in order
+  async function generate(queued) {
+    const read = { read: [tokenName] };
+    const prompted = [];
+    for (let pos = 0; pos < prompt.length; pos++) {
+      const run = model.run({ token: Int32Array.of(prompt[pos]), pos: Int32Array.of(pos) }, read);
+      prompted.push(queued ? run : await run);
+    }
+    const tokens = [(await prompted.at(-1))[tokenName][0]];
+    let decodeMs = 0;
+    for (let pos = prompt.length; pos < prompt.length + steps - 1; pos++) {
+      const started = performance.now();
+      const out = await model.run({ token: model.outputBuffer(tokenName), pos: Int32Array.of(pos) }, read);
+      decodeMs += performance.now() - started;
+      if (Object.keys(out).length !== 1) throw new Error(`run read back ${Object.keys(out)}, not only ${tokenName}`);
+      tokens.push(out[tokenName][0]);
+    }
+    return { tokens, decodeMs };
+  }
+  // each misuse of the API, and the error it gives (null: none)
+  async function misuses() {
+    const pos = Int32Array.of(0);
+    const cases = {
+      unknownRead: () => model.run({ token: Int32Array.of(1), pos }, { read: ["nope"] }),
+      notCopySource: () => model.run({ token: model.device.createBuffer({ size: 4, usage: GPUBufferUsage.STORAGE }), pos }),
+      tooSmall: () => model.run({ token: model.device.createBuffer({ size: 0, usage: GPUBufferUsage.COPY_SRC }), pos }),
+      unknownOutput: () => model.outputBuffer("nope"),
+    };
+    const errors = {};
+    for (const [name, call] of Object.entries(cases)) {
+      try {
+        await call();
+        errors[name] = null;
+      } catch (error) {
+        errors[name] = `${error.name}: ${error.message}`;
+      }
+    }
+    return errors;
+  }
+  try {
+    const first = await generate(false);
+    model.reset(); // queued before the next runs: not awaited
+    const again = await generate(true);
+    const errors = await misuses();
+    const info = model.device.adapterInfo;
+    return { first: first.tokens, again: again.tokens, decodeMs: again.decodeMs, errors, gpuErrors,
+      adapter: { vendor: info.vendor, architecture: info.architecture, description: info.description } };
+  } finally {
+    model.dispose();
+  }
+}
+
+async function serve() {
+  const { server, browser, version } = await withTimeout(start(), "starting Chromium");
+  process.stdout.write(JSON.stringify({ ready: true, chromium: version }) + "\n");
+  for await (const line of readline.createInterface({ input: process.stdin })) {
+    if (!line.trim()) continue;
+    let reply;
+    try {
+      const { root, model, prompt, steps } = JSON.parse(line);
+      const { context, page, problems, url } = await modelPage(browser, server, root, model);
+      try {
+        const result = await withTimeout(page.evaluate(decodeInPage, { url, prompt, steps }), `decoding with ${model}`);
+        problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
+        if (problems.length) throw new Error(problems.join("\n"));
+        delete result.gpuErrors;
+        reply = { ok: true, ...result };
+      } finally {
+        await context.close();
+      }
+    } catch (error) {
+      reply = { ok: false, error: error.message };
+    }
+    process.stdout.write(JSON.stringify(reply) + "\n");
+  }
+  await browser.close();
+  server.server.close();
+}
+
+serve().catch((error) => {
+  process.stderr.write(`decode: ${error.message}\n`);
+  process.exit(1);
+});
