@@ -53,7 +53,7 @@ def main():
     parser.add_argument("--mib", type=int, default=32, help="weight MiB (default 32)")
     parser.add_argument("--chunk-size", default="4MiB", help="chunk size as in kuma.toml (default 4MiB)")
     args = parser.parse_args()
-    chunk_size = parse_size(args.chunk_size, None)
+    chunk_size = parse_size(args.chunk_size)
     module = Scaled(args.mib * 4).eval()
     compiled = compile_module(module, model_config(module, (torch.randn(65536),), name="scaled"), chunk_size)
     concurrency = int(re.search(r"const CONCURRENCY = (\d+)", (TEMPLATES / "runtime.js").read_text()).group(1))

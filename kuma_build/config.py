@@ -164,6 +164,14 @@ def _size(value, at) -> int:
     return value
 
 
+def parse_size(value) -> int:
+    """A chunk size as kuma.toml takes it ("4MiB", 65536) in bytes, for scripts; ValueError if it is none."""
+    try:
+        return _size(value, None)
+    except Invalid as e:
+        raise ValueError(f"chunk size {value!r} {e}") from None
+
+
 def _choice(options: tuple) -> Callable:
     def check(value, at):
         if value not in options:
