@@ -8,8 +8,7 @@
 //   node decode.mjs --serve    one JSON request {root, model, prompt, steps} per stdin line, one
 //                              JSON reply {ok, first, again, decodeMs, errors, adapter} per stdout line
 
-import readline from "node:readline";
-import { modelPage, start, withTimeout } from "./run_model.mjs";
+import { modelPage, serve, withTimeout } from "./run_model.mjs";
 
 // runs inside the page
 async function decodeInPage({ url, prompt, steps }) {
@@ -70,34 +69,20 @@ async function decodeInPage({ url, prompt, steps }) {
   }
 }
 
-async function serve() {
-  const { server, browser, version } = await withTimeout(start(), "starting Chromium");
-  process.stdout.write(JSON.stringify({ ready: true, chromium: version }) + "\n");
-  for await (const line of readline.createInterface({ input: process.stdin })) {
-    if (!line.trim()) continue;
-    let reply;
-    try {
-      const { root, model, prompt, steps } = JSON.parse(line);
-      const { context, page, problems, url } = await modelPage(browser, server, root, model);
-      try {
-        const result = await withTimeout(page.evaluate(decodeInPage, { url, prompt, steps }), `decoding with ${model}`);
-        problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
-        if (problems.length) throw new Error(problems.join("\n"));
-        delete result.gpuErrors;
-        reply = { ok: true, ...result };
-      } finally {
-        await context.close();
-      }
-    } catch (error) {
-      reply = { ok: false, error: error.message };
-    }
-    process.stdout.write(JSON.stringify(reply) + "\n");
+async function decode(browser, server, { root, model, prompt, steps }) {
+  const { context, page, problems, url } = await modelPage(browser, server, root, model);
+  try {
+    const result = await withTimeout(page.evaluate(decodeInPage, { url, prompt, steps }), `decoding with ${model}`);
+    problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
+    if (problems.length) throw new Error(problems.join("\n"));
+    delete result.gpuErrors;
+    return { ok: true, ...result };
+  } finally {
+    await context.close();
   }
-  await browser.close();
-  server.server.close();
 }
 
-serve().catch((error) => {
+serve(decode).catch((error) => {
   process.stderr.write(`decode: ${error.message}\n`);
   process.exit(1);
 });

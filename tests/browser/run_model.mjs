@@ -174,7 +174,9 @@ async function oneRun([root, model, inputsFile]) {
   })(), `running ${model}`);
 }
 
-async function serve() {
+// one browser for many requests: a JSON request per stdin line, handle(browser, server, request)'s
+// reply (or { ok: false, error }) per stdout line
+export async function serve(handle) {
   serving = true;
   const { server, browser, version } = await withTimeout(start(), "starting Chromium");
   process.stdout.write(JSON.stringify({ ready: true, chromium: version }) + "\n");
@@ -182,8 +184,7 @@ async function serve() {
     if (!line.trim()) continue;
     let reply;
     try {
-      const request = JSON.parse(line);
-      reply = await withTimeout(runModel(browser, server, request), `running ${request.model}`);
+      reply = await handle(browser, server, JSON.parse(line));
     } catch (error) {
       reply = { ok: false, error: error.message };
     }
@@ -196,5 +197,6 @@ async function serve() {
 // a script, unless imported for its server and browser launch (run_app.mjs)
 if (import.meta.url === pathToFileURL(process.argv[1]).href) {
   const args = process.argv.slice(2);
-  (args[0] === "--serve" ? serve() : oneRun(args)).catch((error) => fail(error.message));
+  const runOne = (browser, server, request) => withTimeout(runModel(browser, server, request), `running ${request.model}`);
+  (args[0] === "--serve" ? serve(runOne) : oneRun(args)).catch((error) => fail(error.message));
 }
