@@ -18,7 +18,7 @@ export interface LoadOptions {
   onProgress?: (loaded: number, total: number) => void;
   /** fetch implementation for the weight chunks (default: globalThis.fetch) */
   fetch?: typeof fetch;
-  /** false: skip the warm-up run on zeroed inputs at load */
+  /** the warm-up run on zeroed inputs at load (default: true, except on a software adapter, whose first run is no slower) */
   warmup?: boolean;
   /** false: neither read nor store the weight chunks in the browser's Cache API (default: on where `caches` exists) */
   cache?: boolean;
@@ -52,6 +52,8 @@ export interface Model {
   readonly deviceClass: DeviceClass;
   /** resolves when the device is lost or destroyed; load() again to recover */
   readonly lost: Promise<GPUDeviceLostInfo>;
+  /** resolves once the weight chunks are stored in the browser cache for the next load (at once with cache: false; never rejects) */
+  readonly cached: Promise<void>;
   readonly inputs: typeof inputs;
   readonly outputs: typeof outputs;
 }

@@ -49,12 +49,15 @@ async function requestAdapter() {
 // the "cpu" class's kernels 2 to 6 times faster than the "gpu" class's (docs/performance.md)
 const SOFTWARE = /swiftshader|llvmpipe|lavapipe|softpipe|software|warp|basic render/i;
 
-function chooseClass(names, info, wanted) {
+function isSoftware(info) {
+  return Boolean(info && (info.isFallbackAdapter || SOFTWARE.test([info.vendor, info.architecture, info.device, info.description].join(" "))));
+}
+
+function chooseClass(names, software, wanted) {
   if (wanted !== undefined) {
     if (!names.includes(wanted)) throw new Error(`kuma: load({ deviceClass: ${JSON.stringify(wanted)} }): this model was built for ${names.join(" and ")} (kuma.toml target).`);
     return wanted;
   }
-  const software = info && (info.isFallbackAdapter || SOFTWARE.test([info.vendor, info.architecture, info.device, info.description].join(" ")));
   const preferred = software ? "cpu" : "gpu";
   return names.includes(preferred) ? preferred : names[0];
 }
@@ -63,11 +66,11 @@ function chooseClass(names, info, wanted) {
 async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
   options.signal?.throwIfAborted();
   const adapter = options.device ? undefined : await requestAdapter();
-  const info = options.device ? options.device.adapterInfo : adapter.info;
-  const name = chooseClass(shared.classes, info, options.deviceClass);
+  const software = isSoftware(options.device ? options.device.adapterInfo : adapter.info);
+  const name = chooseClass(shared.classes, software, options.deviceClass);
   const { program: part } = await deviceClasses[name]();
   const { classes, format, ...common } = shared;
-  return createModel({ ...common, ...part, deviceClass: name }, chunkUrls, options, adapter);
+  return createModel({ ...common, ...part, deviceClass: name }, chunkUrls, options, adapter, software);
 }
 
 async function requestDevice(adapter, program, need) {
@@ -355,12 +358,15 @@ async function uploadChunks(program, urls, buffers, device, options) {
   } finally {
     options.signal?.removeEventListener("abort", abort);
   }
-  await Promise.all(ctx.stores); // never rejects: toCache() handles its errors
-  if (failure) throw failure.error;
-  if (cache) await evictStale(cache, program); // a few ms: the keys of one model
+  if (failure) {
+    await Promise.all(ctx.stores); // never rejects: toCache() handles its errors
+    throw failure.error;
+  }
+  // off the critical path: load() resolves without waiting; model.cached says when the chunks are stored
+  return Promise.all(ctx.stores).then(() => cache && evictStale(cache, program)).then(() => undefined); // eviction: a few ms
 }
 
-async function createModel(program, chunkUrls, options, adapter) {
+async function createModel(program, chunkUrls, options, adapter, software) {
   options.signal?.throwIfAborted();
   const need = neededLimits(program);
   const ownsDevice = !options.device;
@@ -384,7 +390,7 @@ async function createModel(program, chunkUrls, options, adapter) {
       }
     }));
     pipelines.catch(() => {}); // awaited below; a failed download must not leave it unhandled
-    await uploadChunks(program, chunkUrls, buffers, device, options);
+    const cached = await uploadChunks(program, chunkUrls, buffers, device, options);
     const compiled = await pipelines;
     const binds = program.dispatches.map(([kernel, bound, groups]) => ({
       pipeline: compiled[kernel],
@@ -401,7 +407,9 @@ async function createModel(program, chunkUrls, options, adapter) {
     made.push(...readbacks);
     // warm-up: drivers finish pipelines and allocations lazily at their first dispatch; pay that
     // here (on the zeroed inputs) rather than in the caller's first run()
-    if (options.warmup !== false) {
+    // a software adapter compiles at pipeline creation, so its first run is no slower and the
+    // warm-up would only be a whole run of the model on the CPU (measured: docs/benchmarks.md)
+    if (options.warmup ?? !software) {
       const encoder = device.createCommandEncoder();
       encodePass(encoder, binds);
       device.queue.submit([encoder.finish()]);
@@ -409,7 +417,7 @@ async function createModel(program, chunkUrls, options, adapter) {
     }
     resetState(program, device, buffers); // after the warm-up, which wrote to them
     options.signal?.throwIfAborted();
-    return runnable(program, device, ownsDevice, buffers, binds, readbacks);
+    return runnable(program, device, ownsDevice, buffers, binds, readbacks, cached);
   } catch (error) {
     if (scoped) device.popErrorScope().catch(() => {});
     for (const b of made) b.destroy();
@@ -481,7 +489,7 @@ function takeInputs(program, inputs) {
   });
 }
 
-function runnable(program, device, ownsDevice, buffers, binds, readbacks) {
+function runnable(program, device, ownsDevice, buffers, binds, readbacks, cached) {
   let queue = Promise.resolve();
   let disposed = false;
   let lostInfo = null;
@@ -533,6 +541,8 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks) {
     outputs: tensorInfo(program.outputs),
     // resolves with the GPUDeviceLostInfo ({ reason, message }) when the device is lost or destroyed
     lost,
+    // resolves once the weight chunks are in the browser cache for the next load (never rejects)
+    cached,
     run(inputs, options) {
       let arrays, read;
       try {

@@ -210,7 +210,7 @@ def test_first_hour(tool, tmp_path, cache_dir):
     assert rel_l2(outputs["logits"], pytorch(app, "net.py", image)) <= TOLERANCE
     assert rel_l2(outputs["sample"], pytorch(app, "model.py", torch.zeros(1, 16))) <= TOLERANCE
     api = json.loads("".join(map(chr, outputs["api"].view(np.int32))))
-    assert api == [["device", "deviceClass", "dispose", "inputs", "lost", "outputBuffer", "outputs", "reset", "run"], ["dtype", "name", "shape"], list(SHAPE)]
+    assert api == [["cached", "device", "deviceClass", "dispose", "inputs", "lost", "outputBuffer", "outputs", "reset", "run"], ["dtype", "name", "shape"], list(SHAPE)]
     bundle = "".join(p.read_text() for p in (app / "dist").rglob("*.js"))
     uses_image_helper = "kuma: imageToTensor needs a shape" in bundle
     assert uses_image_helper == (tool == "vite"), "a bundle holds exactly the input helpers its app imports"

@@ -43,6 +43,7 @@ window.kumaTest = {
     try {
       model = await load({ ...options, signal: this.abort.signal, onProgress: (loaded, total) => (this.progress = [loaded, total]) });
       const result = await model.run(this.feed(inputs));
+      await model.cached; // the chunks are stored before the next page loads
       return { ok: true, outputs: this.encode(model.outputs, result), progress: this.progress };
     } catch (error) {
       return { ok: false, name: error.name, error: error.message, progress: this.progress };
