@@ -49,24 +49,25 @@ def verify_model(project, model, seed: int) -> dict[str, dict[str, tuple[float, 
     folder = project.out_dir / model.name
     if not (folder / "index.js").is_file():
         raise KumaError(f"model {model.name} has not been built; run `kuma build {model.name}` first.", folder)
-    check_folder(folder, model)
+    files = check_folder(folder, model)
     programs = {name: read_program(folder, name) for name in program_classes(folder)}
     expected_inputs = [{"name": s.name, "shape": list(s.shape)} for s in model.inputs]
     if [{"name": i["name"], "shape": i["shape"]} for i in next(iter(programs.values()))["inputs"]] != expected_inputs:
         raise KumaError(f"the built model {model.name} does not match kuma.toml's inputs; run `kuma build {model.name}` again.", folder)
 
     net = build_module(model, project.root)
-    return {name: verify_program(net, model, program, folder, seed) for name, program in programs.items()}
+    chunks = [files[c["file"]] for c in next(iter(programs.values()))["chunks"]]  # the classes share them, checked once
+    return {name: verify_program(net, model, program, chunks, seed) for name, program in programs.items()}
 
 
-def verify_program(net, model, program: dict, folder, seed: int) -> dict[str, tuple[float, float]]:
+def verify_program(net, model, program: dict, chunks: list[bytes], seed: int) -> dict[str, tuple[float, float]]:
     """{output name: (max abs error, relative L2 error)} of one program against net on seeded random
     inputs. A model with state (buffers forward() updates in place) runs twice on each side, the
     second run seeing the first one's writes, and each output reports its worse run; net's
     buffers are as they were afterwards."""
     runs = 2 if program.get("state") else 1
     initial = buffer_values(net)
-    gpu = GpuModel(program, folder)
+    gpu = GpuModel(program, chunks=chunks)
     try:
         report = {}
         for run in range(runs):
@@ -81,9 +82,10 @@ def verify_program(net, model, program: dict, folder, seed: int) -> dict[str, tu
         restore_buffers(net, initial)
 
 
-def check_folder(folder, model) -> None:
+def check_folder(folder, model) -> dict[str, bytes]:
     """Every file of the output folder as kuma build wrote it: each recorded hash, and the whole
-    folder consistent as a cache entry must be (index.js rendered from its program, chunks named by hash)."""
+    folder consistent as a cache entry must be (index.js rendered from its program, chunks named by
+    hash). Returns the files' bytes, by path."""
     damaged = damaged_files(folder, sha256_file)
     if damaged is None:
         raise KumaError(f"model {model.name}'s output folder has no readable record of its files; run `kuma build {model.name}` to rebuild it.", folder)
@@ -100,3 +102,4 @@ def check_folder(folder, model) -> None:
     except BadEntry as e:
         raise KumaError(f"model {model.name}'s output folder is not a consistent kuma build (it {e}); "
                         f"run `kuma build {model.name}` to rebuild it.", folder)
+    return files
