@@ -46,3 +46,11 @@ def test_planned_memory_within_1_2x_of_lower_bound(project, name, target):
     program = compiled.program
     for _, bound, _ in program["dispatches"]:  # a kernel never reads and writes one buffer
         assert bound[-1] not in bound[:-1]
+
+
+def test_tied_embedding_is_stored_once(project):
+    """GPT's output head is its token embedding transposed: the product reads a packed transposed
+    copy, and the embedding's gather reads a view of that copy rather than a second copy."""
+    compiled = compile_model(project, dataclasses.replace(project.models["gpt"], target="gpu"))
+    weights = compiled.manifest["weights"]
+    assert [w["numel"] for w in weights].count(211 * 96) == 1  # the [vocab, dim] table, once

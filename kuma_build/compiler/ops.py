@@ -17,6 +17,9 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
     fold_affine    (node, x, scale, shift) -> whether x * scale + shift, a per-channel affine (along
                    dim 1 of x, a view of node's result), was folded into node's weights
                    (fold_batchnorm, which runs before any fusion), or None when it never can be
+    any_layout     it reads a weight a few scattered rows at a time, so the weight's layout costs it
+                   nothing: passes/constants.py may give it a view of the copy another op reads
+                   rather than store the weight twice (a tied embedding and output head)
 
 Every op reads its inputs through their views' strides (kernels/wgsl.py: Bindings.load), so
 views of any layout cost nothing, and writes one contiguous buffer unless strided_output.
@@ -51,6 +54,7 @@ class OpRecord:
     product: Callable[[Node, DeviceClass], tuple[int, int, int, int] | None] = lambda node, device: None
     bias: Callable[[Node], tuple[Value, float] | None] = lambda node: None
     fold_affine: Callable[[Node, Value, torch.Tensor, torch.Tensor], bool] | None = None
+    any_layout: bool = False
 
 
 # --- matmul: out[b] = alpha * A[b] @ B[b] + beta * bias[b] (ir/aten_linalg.py) ------------------
@@ -141,7 +145,8 @@ OPS: dict[str, OpRecord] = {
     "pool2d": OpRecord(pool.lower, pool_flops),
     "resize": OpRecord(resize.lower),
     "concat": OpRecord(concat.lower),
-    "gather": OpRecord(gather.lower, weight_dim=lambda node, k: node.attrs["dim"] if k == 0 else None),  # an embedding table's rows
+    "gather": OpRecord(gather.lower, weight_dim=lambda node, k: node.attrs["dim"] if k == 0 else None,  # an embedding table's rows
+                       any_layout=True),
     "pad": OpRecord(gather.lower_pad),
     "split_sum": OpRecord(split_sum.lower),
     "index_put": OpRecord(scatter.lower_index_put),

@@ -1,14 +1,23 @@
-"""Store strided views of constants (transposed or sliced weights) contiguously.
+"""Store strided views of constants (transposed or sliced weights) contiguously, each weight once.
 
 The weight file then holds exactly what kernels read, in the order they read
 it. Broadcast views (stride 0) stay views: expanding them would bloat weights.
+
+A weight read both as it is and as a packed permutation (a tied embedding: the
+table's rows by the gather, its transpose by the output head's product) would be
+stored twice; when every plain reader is an op whose record says any layout
+serves it (OpRecord.any_layout), those readers get a view of the packed copy
+instead, and the original is stored nowhere. GPT-2's 154 MB table is then shipped once.
 """
 
+from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.graph import Value, const
+from kuma_build.compiler.ops import record
 
 
 def pack_constant_views(graph) -> None:
     packed: dict[tuple, Value] = {}
+    whole: dict = {}  # weight buffer -> all of it, as a view of a packed permuted copy
     for node in graph.nodes:
         for i, v in enumerate(node.inputs):
             if not v.is_const or v.is_contiguous() or v.is_broadcast():
@@ -16,4 +25,38 @@ def pack_constant_views(graph) -> None:
             key = (id(v.buffer), v.shape, v.strides, v.offset)
             if key not in packed:
                 packed[key] = const(v.tensor().contiguous(), v.buffer.name)
+                if v.buffer not in whole and (original := unpermuted(v, packed[key])) is not None:
+                    whole[v.buffer] = original
             node.inputs[i] = packed[key]
+    share_packed_copies(graph, whole)
+
+
+def share_packed_copies(graph, whole: dict) -> None:
+    """Point the plain readers of a weight that has a packed permuted copy at a view of that copy,
+    when every one of them takes any layout."""
+    readers: dict = {}
+    for node in graph.nodes:
+        for k, v in enumerate(node.inputs):
+            if v.buffer in whole:
+                readers.setdefault(v.buffer, []).append((node, k))
+    for buffer, uses in readers.items():
+        if not all(record(node).any_layout and node.inputs[k].is_contiguous() for node, k in uses):
+            continue
+        shared = [views.reshape(whole[buffer], node.inputs[k].shape) for node, k in uses]
+        if all(view is not None for view in shared):
+            for (node, k), view in zip(uses, shared):
+                node.inputs[k] = view
+
+
+def unpermuted(view: Value, copy: Value) -> Value | None:
+    """view's whole buffer, contiguous, as a view of `copy` (view packed contiguous) when view is a
+    permutation of all of it; else None."""
+    if view.offset != 0 or view.numel != view.buffer.numel:
+        return None
+    order = sorted(range(len(view.shape)), key=lambda d: -view.strides[d])  # the buffer's row-major dim order
+    step = 1
+    for d in reversed(order):  # a permutation of a contiguous layout has exactly these strides
+        if view.shape[d] != 1 and view.strides[d] != step:
+            return None
+        step *= view.shape[d]
+    return Value(copy.buffer, tuple(view.shape[d] for d in order), tuple(copy.strides[d] for d in order), 0)
