@@ -39,7 +39,7 @@ def dawn(monkeypatch_module):
     assert SWIFTSHADER.is_file(), f"{SWIFTSHADER} is missing: run scripts/setup.sh (Debian's chromium ships SwiftShader)"
     monkeypatch_module.setenv("VK_ICD_FILENAMES", str(SWIFTSHADER))
     monkeypatch_module.delenv("VK_DRIVER_FILES", raising=False)
-    return types.SimpleNamespace(node="node", timing={"warmup": 1, "minRuns": 3, "budgetMs": 0})
+    return types.SimpleNamespace(node="node", precision="f32", timing={"warmup": 1, "minRuns": 3, "budgetMs": 0})
 
 
 @pytest.fixture(scope="module")
