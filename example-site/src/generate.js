@@ -53,6 +53,7 @@ running = ready.then(() => generate(0), () => {}).catch(showGenerateError);
 async function generate(number) {
   if (number !== edit) return;
   const model = await ready;
+  $("problem").hidden = true; // an earlier generation's error, if any
   const count = Math.min(Math.max(1, Number(steps.value) || 1), CONTEXT - 1);
   const t = Number(temperature.value);
   // the prompt's last bytes that leave room for the generated ones
