@@ -1,5 +1,7 @@
 """Decode benchmark: greedy tokens/s of a Llama-style step model (tests/models/llama.py: one
-token and its position per run, the KV cache in state buffers) in headless Chromium.
+token and its position per run, the KV cache in state buffers) in headless Chromium, at two sizes
+with random weights, and of the example site's text generator (example-site/models/lm.py with its
+trained weights, the prompt a text's bytes).
 
 Each size is compiled for the "cpu" device class (software WebGPU), then tests/browser/decode.mjs
 loads it in a fresh page, feeds a prompt token by token, and times the decode steps: each feeds the
@@ -9,17 +11,19 @@ eager stepping the same module, whose own step time on this machine's CPU is sho
 Prints a Markdown table.
 Not part of the test suite; uses tests/browser's playwright-core (cd tests/browser && npm ci).
 
-    .venv/bin/python bench/decode_bench.py [--steps 100]
+    .venv/bin/python bench/decode_bench.py [--steps 100] [--models test small site]
 """
 
 import argparse
 import copy
 import datetime
+import importlib.util
 import os
 import platform
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,27 +34,50 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "models")]
 from browser_support import Browser  # noqa: E402
 from kuma_build.compiler import compile_module  # noqa: E402
 from llama import Llama  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 from support import model_config  # noqa: E402
 
 PROMPT = [5, 9, 2, 33, 17]
-# name -> Llama(...) arguments
-SIZES = {
-    "test model (2 layers, dim 48)": dict(vocab=67, dim=48, layers=2, heads=4, kv_heads=2, hidden=100),
-    "small (4 layers, dim 256)": dict(vocab=256, dim=256, layers=4, heads=8, kv_heads=2, hidden=688),
+SITE_PROMPT = list(b"Return the ")
+
+
+def random_llama(steps: int, **sizes):
+    """tests/models/llama.py's Llama(**sizes) with seeded random weights, and PROMPT."""
+    torch.manual_seed(0)
+    return Llama(**sizes, context=len(PROMPT) + steps).eval(), PROMPT
+
+
+def site_lm(steps: int):
+    """The example site's text generator with its trained weights; its context is fixed at 256."""
+    spec = importlib.util.spec_from_file_location("site_lm", REPO / "example-site" / "models" / "lm.py")
+    source = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # registered: kuma reads its source
+    spec.loader.exec_module(source)
+    module = source.build_model().eval()
+    module.load_state_dict(load_file(REPO / "example-site" / "weights" / "lm.safetensors"))
+    if len(SITE_PROMPT) + steps > source.CONTEXT:
+        raise SystemExit(f"the example site's LM holds {source.CONTEXT} positions: use --steps {source.CONTEXT - len(SITE_PROMPT)} or fewer")
+    return module, SITE_PROMPT
+
+
+# --models name -> (row label, a function of steps that returns (module, prompt tokens))
+MODELS = {
+    "test": ("test model (2 layers, dim 48)", partial(random_llama, vocab=67, dim=48, layers=2, heads=4, kv_heads=2, hidden=100)),
+    "small": ("small (4 layers, dim 256)", partial(random_llama, vocab=256, dim=256, layers=4, heads=8, kv_heads=2, hidden=688)),
+    "site": ("example site's LM (4 layers, dim 96, trained)", site_lm),
 }
 
 
-def eager_tokens(module, steps: int) -> tuple[list[int], float]:
+def eager_tokens(module, prompt: list[int], steps: int) -> tuple[list[int], float]:
     """PyTorch eager's greedy tokens, and its ms per decode step (on this machine's CPU)."""
     tokens, decode_s = [], 0.0
     with torch.no_grad():
-        for pos in range(len(PROMPT) + steps - 1):
-            token = PROMPT[pos] if pos < len(PROMPT) else tokens[-1]
+        for pos in range(len(prompt) + steps - 1):
+            token = prompt[pos] if pos < len(prompt) else tokens[-1]
             started = time.perf_counter()
             next_token, _ = module(torch.tensor([[token]]), torch.tensor([pos]))
-            if pos >= len(PROMPT):
+            if pos >= len(prompt):
                 decode_s += time.perf_counter() - started
-            if pos >= len(PROMPT) - 1:
+            if pos >= len(prompt) - 1:
                 tokens.append(int(next_token))
     return tokens, 1000 * decode_s / (steps - 1)
 
@@ -58,22 +85,23 @@ def eager_tokens(module, steps: int) -> tuple[list[int], float]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     args = parser.parse_args()
     rows = []
     browser = Browser("decode.mjs", "--serve")
     try:
         with tempfile.TemporaryDirectory() as out:
-            for name, sizes in SIZES.items():
-                torch.manual_seed(0)
-                module = Llama(**sizes, context=len(PROMPT) + args.steps).eval()
+            for key in args.models:
+                name, build = MODELS[key]
+                module, prompt = build(args.steps)
                 reference = copy.deepcopy(module)
                 inputs = (torch.tensor([[3]]), torch.tensor([0]))
                 compiled = compile_module(module, model_config(module, inputs, name=f"llama{len(rows)}"))
                 folder = compiled.write(Path(out))
-                reply = browser.request({"root": out, "model": folder.name, "prompt": PROMPT, "steps": args.steps}, f"decoding with {name}")
+                reply = browser.request({"root": out, "model": folder.name, "prompt": prompt, "steps": args.steps}, f"decoding with {name}")
                 if not reply["ok"]:
                     raise SystemExit(f"{name} failed in Chromium: {reply['error']}")
-                expected, eager_ms = eager_tokens(reference, args.steps)
+                expected, eager_ms = eager_tokens(reference, prompt, args.steps)
                 same = reply["again"] == expected
                 params = sum(p.numel() for p in module.parameters())
                 timed = args.steps - 1  # the steps that feed a generated token back
@@ -85,7 +113,8 @@ def main():
     print(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; Chromium {browser.chromium}; "
           f"adapter {adapter['vendor']} {adapter['architecture']} {adapter['description']}".rstrip())
     print(f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
-    print(f"- {len(PROMPT)}-token prompt, then {args.steps - 1} greedy decode steps after the first generated token\n")
+    print(f"- a {len(PROMPT)}-token prompt ({len(SITE_PROMPT)} bytes for the example site's LM), then {args.steps - 1} "
+          "greedy decode steps after the first generated token\n")
     print(f"| model | parameters | dispatches per step | decode tokens/s | ms per step | PyTorch eager ms per step (CPU, {torch.get_num_threads()} threads) | tokens = PyTorch |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))

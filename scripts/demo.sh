@@ -12,4 +12,4 @@ cd example-site
 ../.venv/bin/kuma build
 ../.venv/bin/kuma verify
 npm run build
-echo "[demo] serve example-site/dist/ from any static server, e.g.: python3 -m http.server -d example-site/dist 8000"
+echo "[demo] serve example-site/dist/ from any static server, e.g.: python3 -m http.server -d example-site/dist 8000 (index.html: the digit page; generate.html: the text generator)"

@@ -4,6 +4,8 @@ local folder) and headless Chromium with WebGPU, driven through tests/browser/dr
 - `vite build`, dist/ served statically from 127.0.0.1: the page's model gives PyTorch's logits on
   held-out handwritten digits (example-site/train/heldout_digits.safetensors, written by the training
   script) and their right answers, and a digit drawn with the mouse gets the right answer.
+- the same build's second page, the text generator: a prompt typed into it (greedy, set by the URL)
+  gets the bytes PyTorch eager's greedy decoding of models/lm.py gets.
 - `vite` dev server, on a copy of the site: saving models/classifier.py with a new head changes the
   page's output without a manual reload; a syntax error shows in Vite's error overlay with file and
   line; fixing it brings the model back.
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.browser
 
 SITE = Path(__file__).resolve().parent.parent / "example-site"
 SEVEN = [[80, 60], [200, 60], [120, 230]]  # a stroke path on the 280x280 pad
+PROMPT, GENERATED = "Return a new ", 24  # typed into the text generator; bytes it writes
 POLL_SECONDS = 0.25
 
 
@@ -62,14 +65,29 @@ def heldout():
     return digits["images"], digits["labels"]
 
 
-def torch_logits(site: Path, images: torch.Tensor) -> torch.Tensor:
-    spec = importlib.util.spec_from_file_location("example_classifier", site / "models" / "classifier.py")
+@pytest.fixture(scope="module")
+def dist(env, tmp_path_factory) -> Path:
+    """The site built by `vite build`: both pages and both models."""
+    dist = tmp_path_factory.mktemp("site") / "dist"
+    build = subprocess.run(["npx", "vite", "build", "--outDir", str(dist), "--emptyOutDir"], cwd=SITE, env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert build.returncode == 0, build.stdout + build.stderr
+    return dist
+
+
+def site_model(site: Path, name: str):
+    """(models/<name>.py as a module, its build_model() with weights/<name>.safetensors loaded, in eval mode)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", site / "models" / f"{name}.py")
     source = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(source)
     model = source.build_model().eval()
-    model.load_state_dict(load_file(site / "weights" / "classifier.safetensors"))
+    model.load_state_dict(load_file(site / "weights" / f"{name}.safetensors"))
+    return source, model
+
+
+def torch_logits(site: Path, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return model(images)
+        return site_model(site, "classifier")[1](images)
 
 
 def classify(page: Browser, image: torch.Tensor) -> tuple[np.ndarray | None, dict]:
@@ -98,11 +116,7 @@ def wait_for(what: str, attempt, seconds: float):
     pytest.fail(f"{what}: not within {seconds} s (last reply: {str(last)[:2000]})")
 
 
-def test_vite_build_runs_the_model_like_pytorch(env, page, heldout, tmp_path):
-    dist = tmp_path / "dist"
-    build = subprocess.run(["npx", "vite", "build", "--outDir", str(dist), "--emptyOutDir"], cwd=SITE, env=env,
-                           capture_output=True, text=True, timeout=240)
-    assert build.returncode == 0, build.stdout + build.stderr
+def test_vite_build_runs_the_model_like_pytorch(dist, page, heldout):
     assert list((dist / "assets").glob("*.bin")), "the weight chunks are emitted as assets"
 
     problems = command(page, {"open": str(dist)})["problems"]
@@ -122,6 +136,19 @@ def test_vite_build_runs_the_model_like_pytorch(env, page, heldout, tmp_path):
     # a browser without WebGPU gets a plain explanation instead of the model
     command(page, {"open": str(dist), "webgpu": False})
     assert "no WebGPU" in command(page, {"text": "#problem"})["text"]
+
+
+def test_generator_page_writes_what_pytorch_writes(dist, page):
+    command(page, {"open": str(dist)})
+    assert command(page, {"text": "nav a"})["text"] == "Write a docstring"  # the first page links to it
+
+    command(page, {"open": str(dist), "page": f"generate.html?temperature=0&tokens={GENERATED}"})
+    reply = command(page, {"prompt": PROMPT})
+    source, model = site_model(SITE, "lm")
+    expected = source.greedy(model, PROMPT.encode(), GENERATED).decode()
+    assert reply["generated"] == expected
+    assert "tokens/s" in reply["speed"], reply["speed"]
+    assert not reply["problems"], reply["problems"]
 
 
 @pytest.fixture

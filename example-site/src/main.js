@@ -6,44 +6,19 @@
 
 import { load } from "kuma:classifier";
 import { prepareDigit } from "./digit.js";
+import { loadModel, showError } from "./loading.js";
 import "./style.css";
 
 const $ = (id) => document.getElementById(id);
-const kib = (bytes) => (bytes / 1024).toFixed(0);
 const pad = $("pad");
 const pen = pad.getContext("2d", { willReadFrequently: true });
 
 pad.dataset.drawing = $("digit").dataset.drawing = "0";
 
-const ready = loadModel();
-ready.catch(showError);
+const ready = loadModel(load);
+ready.catch((error) => showError(error, document.querySelector(".board")));
 window.kumaReady = ready;
 window.kumaClassify = async (image) => (await (await ready).run({ image })).logits;
-
-async function loadModel() {
-  if (!navigator.gpu) throw new Error("This browser has no WebGPU, which this page needs to run the model.");
-  const started = performance.now();
-  const model = await load({
-    onProgress(loaded, total) {
-      $("progress").value = total ? loaded / total : 1;
-      $("loaded").textContent = `${kib(loaded)} / ${kib(total)} KiB of weights`;
-    },
-  });
-  const { description, vendor, architecture } = model.device.adapterInfo ?? {};
-  const adapter = description || [vendor, architecture].filter(Boolean).join(" ");
-  $("status").textContent = `Model loaded in ${Math.round(performance.now() - started)} ms${adapter ? ` on ${adapter}` : ""}.`;
-  return model;
-}
-
-function showError(error) {
-  const webgpu = /WebGPU|adapter/.test(error.message);
-  document.querySelector(".board").hidden = true;
-  $("status").hidden = true;
-  $("problem").hidden = false;
-  $("problem").textContent = webgpu
-    ? `${error.message} Try a recent Chrome, Edge or Safari, or Firefox with WebGPU enabled.`
-    : `The model failed to load: ${error.message}`;
-}
 
 // each change to the drawing gets the next number (#pad's data-drawing), and each answer shown
 // carries the number of the drawing it classified (#digit's data-drawing): an answer to a

@@ -3,7 +3,8 @@
 // or a dev server's URL. One JSON command per stdin line, one JSON reply per stdout line:
 //
 //   {"open": "<folder>"}      serve the folder from 127.0.0.1 and open its index.html in a fresh
-//                             page; with "webgpu": false the page sees no navigator.gpu
+//                             page; with "webgpu": false the page sees no navigator.gpu; with
+//                             "page": "generate.html?..." that page of the folder instead
 //   {"open": "http://..."}    the same for a URL (a dev server)
 //   {"text": "<selector>"}    replies {text} of that element once it is visible
 //   {"classify": "<base64>"}  once window.kumaReady resolves, window.kumaClassify(float32 input);
@@ -12,6 +13,10 @@
 //                             pixels), then wait for the page's answer to the finished drawing
 //                             (#digit's data-drawing equals #pad's); replies {digit}
 //   {"overlay": true}         replies {overlay: {message, file, frame}} of Vite's error overlay, or null
+//   {"prompt": "<text>"}      once window.kumaReady resolves, select the text generator page's #prompt
+//                             and type the text over it, then wait for the generation for the text
+//                             as typed (#generated's data-edit equals #prompt's); replies
+//                             {generated, speed} (#generated's and #speed's text)
 //
 // Every reply has ok (false with error when the command failed, e.g. the page reloaded under it),
 // loads (how many times the page has loaded) and problems (page and console errors since the last
@@ -51,6 +56,19 @@ async function draw(page, points) {
   return { digit: await page.textContent("#digit") };
 }
 
+async function generate(page, text) {
+  await page.evaluate(() => window.kumaReady);
+  const prompt = page.locator("#prompt");
+  await prompt.selectText();
+  await prompt.pressSequentially(text);
+  // the generation for the finished text, not for one typed on the way (generate.js)
+  await page.waitForFunction(() => {
+    const [prompt, generated] = ["prompt", "generated"].map((id) => document.getElementById(id));
+    return prompt.dataset.edit !== "0" && generated.dataset.edit === prompt.dataset.edit;
+  }, null, { timeout: COMMAND_MS });
+  return { generated: await page.textContent("#generated"), speed: await page.textContent("#speed") };
+}
+
 // the overlay is a custom element whose parts live in its shadow root
 function overlay(page) {
   return page.evaluate(() => {
@@ -66,7 +84,7 @@ async function main() {
   let loads = 0;
   let problems = [];
 
-  async function open(target, { webgpu = true }) {
+  async function open(target, { webgpu = true, page: file = "index.html" }) {
     await page?.context().close();
     const context = await browser.newContext();
     if (!webgpu) await context.addInitScript(() => delete Navigator.prototype.gpu);
@@ -75,7 +93,7 @@ async function main() {
     page.on("load", () => loads++);
     page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
     page.on("console", (message) => { if (message.type() === "error") problems.push(`console error: ${message.text()}`); });
-    await page.goto(target.startsWith("http") ? target : `${server.origin}${server.mount(target)}/index.html`);
+    await page.goto(target.startsWith("http") ? target : `${server.origin}${server.mount(target)}/${file}`);
     return {};
   }
 
@@ -88,6 +106,7 @@ async function main() {
     classify: (input) => classify(page, input),
     draw: (points) => draw(page, points),
     overlay: () => overlay(page),
+    prompt: (text) => generate(page, text),
   };
   process.stdout.write(JSON.stringify({ ready: true, chromium: browser.version() }) + "\n");
   for await (const line of readline.createInterface({ input: process.stdin })) {
