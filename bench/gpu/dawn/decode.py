@@ -26,7 +26,8 @@ The steps, one after another (a step that fails is a cell of the table, --deadli
            fp32 (for the f16 model: with Kuma's f16-rounded weights) fed Kuma's own tokens: the
            share of steps whose argmax agrees, and whether all do.
   compile  torch.compile(mode="reduce-overhead") (CUDA graphs) stepping the same module, last
-The bound of a decode step: weight bytes (each parameter once, at its stored precision) over
+The bound of a decode step: the weight bytes a step reads (each parameter once at its stored
+precision; of an untied embedding table one row) over
 Dawn's copy bandwidth (bytes read plus written), plus Kuma's dispatches per step times Dawn's
 host cost per dispatch. Markdown and JSON go to --out; the Markdown is printed last.
 
@@ -108,9 +109,12 @@ def stored_f16(module: nn.Module, precision: str) -> set[int]:
 
 
 def weight_bytes(module: nn.Module, precision: str) -> int:
-    """Bytes of the weights a decode step reads: each parameter once (a tied one once), at its stored precision."""
+    """Bytes of the weights a decode step reads, at their stored precision: every parameter once, but
+    of an embedding table one row, unless the head is tied to it (then the head reads it all)."""
     f16 = stored_f16(module, precision)
-    return sum(p.numel() * (2 if id(p) in f16 else 4) for p in module.parameters())
+    linear = {id(m.weight) for m in module.modules() if isinstance(m, nn.Linear)}
+    rows = {id(m.weight): m.embedding_dim for m in module.modules() if isinstance(m, nn.Embedding) and id(m.weight) not in linear}
+    return sum(rows.get(id(p), p.numel()) * (2 if id(p) in f16 else 4) for p in module.parameters())
 
 
 def cache_bytes(module: nn.Module) -> int:
@@ -158,7 +162,7 @@ def generate(step, module: nn.Module, prompt: list[int], steps: int, read_each: 
     reset(module)
     positions = [torch.tensor([p], device=DEVICE) for p in range(len(prompt) + steps)]
     fed = [torch.tensor([[t]], device=DEVICE) for t in prompt + (forced or [])]
-    tokens, decode_ms = [], []
+    tokens = []
     with torch.no_grad():
         sync()
         started = time.perf_counter()
@@ -167,6 +171,7 @@ def generate(step, module: nn.Module, prompt: list[int], steps: int, read_each: 
             token = token.clone()  # a CUDA graph's output is overwritten by its next replay
             if read_each:
                 int(token)
+        sync()
         prefill_ms = (time.perf_counter() - started) * 1e3 / len(prompt)
         tokens.append(token)
         started = time.perf_counter()
@@ -343,7 +348,8 @@ def main() -> int:
         skipped = torch._dynamo.utils.counters["inductor"]["cudagraph_skips"] - skipped  # 0: it ran as CUDA graphs
         torch._dynamo.reset()
         return {"compile_ms": timed["decode_ms"], "compile_prefill_ms": timed["prefill_ms"], "compile_s": compile_s,
-                "compile_tokens": timed["tokens"], "compile_cudagraph_skips": skipped}
+                "compile_tokens": timed["tokens"], "compile_same_as_eager": timed["tokens"] == rows[name].get("eager_tokens"),
+                "compile_cudagraph_skips": skipped}
     if not options.no_compile:
         for name in names:
             if name in modules:
