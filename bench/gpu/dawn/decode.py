@@ -92,6 +92,9 @@ def build(name: str, small: bool) -> nn.Module:
     torch.manual_seed(0)
     module = Llama(**sizes).eval()
     if tied:
+        # N(0, 0.02), as GPT-2 and Qwen initialise it (initializer_range): with nn.Embedding's N(0, 1)
+        # the residual stream is the input token's row, and a tied head predicts that token forever
+        nn.init.normal_(module.embed.weight, std=0.02)
         module.head.weight = module.embed.weight
     return module
 
