@@ -328,7 +328,8 @@ def main() -> int:
                 "dawn_adapter": result["adapter"], "dawn_device_class": result["deviceClass"], "profile": result.get("profile"),
                 "dawn_tokens": result["tokens"],
                 "agreement": sum(agree) / len(agree), "first_disagreement": agree.index(False) if not all(agree) else None,
-                "logits_rel_l2": logits_error}
+                "logits_rel_l2": logits_error,
+                "same_as_free_eager": result["tokens"] == rows[name].get("eager_tokens")}  # the f16 model's eager runs f16 math
     for name in names:
         if "kuma" in rows[name] and name in modules:
             step(name, "kuma", lambda: kuma(name))
