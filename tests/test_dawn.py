@@ -2,8 +2,10 @@
 package webgpu, here on Chromium's SwiftShader (Vulkan on the CPU). The emitted index.js of a small
 GPT-style decoder loads and runs in Node as a page would run it, its output matches PyTorch, the
 per-dispatch profile from timestamp queries covers every dispatch, and the dispatch-cost probe ran
-every one of its dispatches. scripts/setup.sh installs bench/gpu/dawn's node_modules."""
+every one of its dispatches. The decode benchmark's loop (decode.py) gives PyTorch eager's greedy
+tokens and logits, and its copy probe copies. scripts/setup.sh installs bench/gpu/dawn's node_modules."""
 
+import copy
 import importlib.util
 import sys
 import types
@@ -30,6 +32,7 @@ def load(name: str, path: Path):
 
 
 bench = load("kuma_dawn_bench", DAWN / "bench.py")
+decode = load("kuma_dawn_decode", DAWN / "decode.py")
 GPT = load("kuma_dawn_test_gpt", REPO / "tests" / "models" / "gpt.py").GPT
 
 
@@ -79,3 +82,27 @@ def test_dispatch_probe_on_dawn(dawn, tmp_path):
     assert result["counted"] == result["countedExpected"]  # every one of the tiny dispatches ran
     assert result["dispatches1000"]["gpuMs"] > result["submit1"]["gpuMs"] > 0
     assert np.isfinite(result["usPerDispatchWall"])
+
+
+def test_decode_loop_on_dawn(dawn, tmp_path):
+    torch.manual_seed(0)
+    net = decode.Llama(vocab=67, dim=48, layers=2, heads=4, kv_heads=2, hidden=100, context=16).eval()
+    config = model_config(net, (torch.tensor([[3]]), torch.tensor([0])), name="llama", device="gpu")
+    config.outputs = ["token", "logits"]
+    folder = compile_module(copy.deepcopy(net), config).write(tmp_path / "kuma")
+    prompt, steps = [5, 9, 2], 8
+    job = {"engine": "decode", "path": str(folder), "prompt": prompt, "steps": steps, "rounds": 2}
+    result = bench.node_job(dawn, job, tmp_path, "decode", timeout=120)
+    assert result["ok"], result["error"]
+    expected = decode.generate(net, net, prompt, steps)  # PyTorch eager, greedy, the same loop
+    assert result["tokens"] == expected["tokens"]
+    assert bench.rel_l2(result["lastLogits"], expected["last_logits"].numpy()) <= 1e-5
+    assert result["repeatable"]  # reset() gave the timed generation the warm-up's tokens
+    assert result["decodeSteps"] == steps - 1 and result["decodeTokensPerS"] > 0 and result["prefillTokensPerS"] > 0
+
+
+def test_copy_probe_on_dawn(dawn, tmp_path):
+    result = bench.node_job(dawn, {"engine": "copy", "bytes": 4 << 20, "repeats": 4, "runs": 3}, tmp_path, "copy", timeout=120)
+    assert result["ok"], result["error"]
+    assert result["same"] and result["bytes"] == 4 << 20  # the copy holds the source's bytes
+    assert np.isfinite(result["gbps"])

@@ -73,7 +73,7 @@ class Llama(nn.Module):
         """token [1, 1], pos [1]: the next token [1, 1] and the logits [1, 1, vocab]."""
         x = self.embed(token)
         cos, sin = self.cos[pos], self.sin[pos]
-        mask = torch.arange(self.context) <= pos[:, None]  # the positions written so far
+        mask = torch.arange(self.context, device=pos.device) <= pos[:, None]  # the positions written so far
         for block in self.blocks:
             x = block(x, pos, cos, sin, mask)
         logits = self.head(self.norm(x))

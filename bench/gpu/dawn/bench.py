@@ -298,17 +298,17 @@ def dawn_kuma(options, p: dict, work: Path, name: str, small: bool) -> dict:
     result = node_job(options, job, work, f"{name}.kuma", 300 if small else 240)
     if not result["ok"]:
         raise RuntimeError(result["error"])
-    add_rates(result.get("profile"), Path(p["kuma"]))
+    add_rates(result.get("profile"), Path(p["kuma"]), result["deviceClass"])
     return {"dawn_ms": result["medianMs"], "dawn_min_ms": result["minMs"], "dawn_runs": result["runs"], "dawn_load_ms": result["loadMs"],
             "dispatches": result["dispatches"], "dawn_rel_l2": result["relL2"], "profile": result.get("profile"),
             "dawn_adapter": result["adapter"]}
 
 
-def add_rates(profile: dict | None, folder: Path) -> None:
-    """GFLOP/s and GB/s per kernel: the compiler's per-dispatch estimates (manifest.json's
-    dispatch_costs, kuma_build/compiler/cost.py) over the profile's per-dispatch times."""
+def add_rates(profile: dict | None, folder: Path, device_class: str) -> None:
+    """GFLOP/s and GB/s per kernel: the compiler's per-dispatch estimates (the dispatch_costs of the
+    device class in manifest.json, kuma_build/compiler/cost.py) over the profile's per-dispatch times."""
     from kuma_build.outfolder import read_manifest
-    costs = (read_manifest(folder) or {}).get("dispatch_costs")
+    costs = ((read_manifest(folder) or {}).get("classes", {}).get(device_class) or {}).get("dispatch_costs")
     if not profile or not profile.get("kernels") or not costs or len(costs) != len(profile["dispatches"]):
         return
     totals = {}

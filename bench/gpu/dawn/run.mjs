@@ -2,7 +2,7 @@
 // one model per process, on Dawn (dawn.node from the npm package `webgpu`, Chrome's WebGPU engine).
 //
 //   node run.mjs <job.json> <result.json>
-//   job: {engine: "kuma" | "ort" | "probe", path, inputs: {name: {file, dtype, shape}},
+//   job: {engine: "kuma" | "decode" | "copy" | "ort" | "probe", path, inputs: {name: {file, dtype, shape}},
 //         expected: {file, shape}, timing: {warmup, minRuns, budgetMs}, profile: bool, dawnFlags: [..]}
 //
 // kuma:  the model folder's emitted index.js, its own load() and run() as a page calls them (the
@@ -13,7 +13,10 @@
 //        back to back in one pass, and of each dispatch in a pass of its own.
 // ort:   ONNX Runtime Web's WebGPU EP on the same Dawn, for the model's ONNX export.
 // probe: Dawn's cost per dispatch: 1000 tiny dispatches in one pass, one submit; and one submit alone.
-// Every engine checks its output against PyTorch's (expected: raw little-endian float32).
+// decode: a step model's greedy decode loop (docs/generative.md), for bench/gpu/dawn/decode.py.
+// copy:  Dawn's device-to-device copy bandwidth (copyBufferToBuffer).
+// kuma and ort check their output against PyTorch's (expected: raw little-endian float32); decode
+// returns its tokens, which decode.py checks.
 
 import fs from "node:fs";
 import path from "node:path";
@@ -98,19 +101,24 @@ function kumaInputs(program) {
   }));
 }
 
-async function runKuma() {
+// The model folder's index.js loaded as a page loads it, and the program of the class the runtime
+// picked (its kernels and plan joined to what the classes share, as outfolder.read_program joins them).
+async function loadKuma() {
   const indexJs = path.join(job.path, "index.js");
   const text = fs.readFileSync(indexJs, "utf8");
   const start = text.indexOf(PROGRAM_START) + PROGRAM_START.length;
   const shared = JSON.parse(text.slice(start, text.indexOf(PROGRAM_END, start)));
-  const feed = kumaInputs(shared);
   const loadStarted = performance.now();
   const { load } = await import(pathToFileURL(indexJs));
   const model = await load({ fetch: fileFetch, cache: false });
   const loadMs = performance.now() - loadStarted;
-  // the class the runtime picked: its kernels and plan, joined to what the classes share (outfolder.read_program)
   const { program: part } = await import(pathToFileURL(path.join(job.path, `${model.deviceClass}.js`)));
-  const program = { ...shared, ...part };
+  return { model, loadMs, program: { ...shared, ...part } };
+}
+
+async function runKuma() {
+  const { model, loadMs, program } = await loadKuma();
+  const feed = kumaInputs(program);
   let outputs = await model.run(feed);
   const timing = await timeRuns(async () => { outputs = await model.run(feed); }, job.timing);
   const result = { loadMs, ...timing, deviceClass: model.deviceClass, dispatches: program.dispatches.length, relL2: relL2(Object.values(outputs)[0], readArray(job.expected.file, "float32")) };
@@ -203,6 +211,104 @@ async function profileKuma(program, feed) {
     kernels: Object.values(kernels).sort((a, b) => b.us - a.us),
     dispatches,
   };
+}
+
+// ---- Kuma decoding (issue 10) ----
+
+// The loop of docs/generative.md on a step model forward(token, pos) -> (token, logits): reset(), the
+// prompt one token per run, then each step feeds the last token back as a GPUBuffer
+// (model.outputBuffer) and reads back only the 4-byte token, awaited every step. `rounds`
+// generations: the first warms up (pipelines compile lazily, clocks rise), the others are timed and
+// must give the first one's tokens (reset() reproduces the generation). The warm-up's last step also
+// reads the logits, for decode.py's check.
+async function runDecode() {
+  const { model, loadMs, program } = await loadKuma();
+  const { prompt, steps, rounds = 2 } = job;
+  const read = { read: ["token"] };
+  const generate = async (logits = false) => {
+    await model.reset();
+    const prefillMs = [];
+    const decodeMs = [];
+    let out;
+    for (let pos = 0; pos < prompt.length; pos++) {
+      const started = performance.now();
+      out = await model.run({ token: Int32Array.of(prompt[pos]), pos: Int32Array.of(pos) }, read);
+      prefillMs.push(performance.now() - started);
+    }
+    const tokens = [out.token[0]];
+    const end = prompt.length + steps - 1;
+    for (let pos = prompt.length; pos < end; pos++) {
+      const started = performance.now();
+      out = await model.run({ token: model.outputBuffer("token"), pos: Int32Array.of(pos) }, logits && pos === end - 1 ? { read: ["token", "logits"] } : read);
+      decodeMs.push(performance.now() - started);
+      tokens.push(out.token[0]);
+    }
+    return { tokens, prefillMs, decodeMs, logits: logits ? Array.from(out.logits) : null };
+  };
+  const first = await generate(true);
+  const timed = [];
+  for (let r = 1; r < rounds; r++) timed.push(await generate());
+  model.dispose();
+  const decodeMs = timed.flatMap((g) => g.decodeMs);
+  const prefillMs = timed.flatMap((g) => g.prefillMs);
+  const sum = (xs) => xs.reduce((a, b) => a + b, 0);
+  const result = {
+    loadMs, deviceClass: model.deviceClass, dispatches: program.dispatches.length, tokens: first.tokens, lastLogits: first.logits,
+    repeatable: timed.every((g) => g.tokens.every((t, i) => t === first.tokens[i])),
+    decodeSteps: decodeMs.length, decodeMsMedian: median(decodeMs), decodeMsMean: sum(decodeMs) / decodeMs.length,
+    decodeTokensPerS: (1000 * decodeMs.length) / sum(decodeMs),
+    prefillMsMedian: median(prefillMs), prefillTokensPerS: (1000 * prefillMs.length) / sum(prefillMs),
+    firstRoundDecodeMsMedian: median(first.decodeMs),
+  };
+  if (job.profile) result.profile = await profileKuma(program, { token: Int32Array.of(prompt[0]), pos: Int32Array.of(0) });
+  return result;
+}
+
+// ---- Dawn's copy bandwidth ----
+
+// copyBufferToBuffer of `bytes` of random data between two buffers: `repeats` copies in one submit
+// against one copy in one submit, timed from submit to onSubmittedWorkDone (median of `runs`); the
+// difference over repeats - 1 is one copy without the submit's fixed cost. GB/s counts the bytes
+// read plus the bytes written, as bench/gpu/device.py counts torch's copy.
+async function runCopy() {
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  const bytes = Math.min(job.bytes ?? 256 * 2 ** 20, adapter.limits.maxBufferSize) & ~4095;
+  const { repeats = 32, runs = 10 } = job;
+  const device = await adapter.requestDevice({ requiredLimits: { maxBufferSize: bytes } });
+  const usage = GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  const [src, dst] = [device.createBuffer({ size: bytes, usage }), device.createBuffer({ size: bytes, usage })];
+  const block = new Uint32Array(Math.min(bytes, 16 * 2 ** 20) / 4).map(() => (Math.random() * 2 ** 32) >>> 0);
+  for (let offset = 0; offset < bytes; offset += block.byteLength) {
+    device.queue.writeBuffer(src, offset, block, 0, Math.min(block.length, (bytes - offset) / 4));
+  }
+  const once = async (count) => {
+    const started = performance.now();
+    const encoder = device.createCommandEncoder();
+    for (let i = 0; i < count; i++) encoder.copyBufferToBuffer(src, 0, dst, 0, bytes);
+    device.queue.submit([encoder.finish()]);
+    await device.queue.onSubmittedWorkDone();
+    return performance.now() - started;
+  };
+  const measure = async (count) => {
+    for (let i = 0; i < 2; i++) await once(count);
+    const times = [];
+    for (let i = 0; i < runs; i++) times.push(await once(count));
+    return median(times);
+  };
+  const manyMs = await measure(repeats);
+  const oneMs = await measure(1);
+  // the check: the copy's first block is the source's
+  const readback = device.createBuffer({ size: block.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(dst, 0, readback, 0, block.byteLength);
+  device.queue.submit([encoder.finish()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  const copied = new Uint32Array(readback.getMappedRange());
+  const same = copied.every((v, i) => v === block[i]);
+  readback.unmap();
+  device.destroy();
+  const copyMs = (manyMs - oneMs) / (repeats - 1);
+  return { bytes, repeats, manyMs, oneMs, copyMs, gbps: (2 * bytes) / (copyMs * 1e6), same };
 }
 
 // ---- ONNX Runtime Web ----
@@ -298,7 +404,7 @@ async function runProbe() {
   };
 }
 
-const ENGINES = { kuma: runKuma, ort: runOrt, probe: runProbe };
+const ENGINES = { kuma: runKuma, decode: runDecode, copy: runCopy, ort: runOrt, probe: runProbe };
 let result;
 try {
   result = { ok: true, adapter: await adapterInfo(), ...(await ENGINES[job.engine]()) };

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The Dawn benchmark (issue 12) in one device call, from the repository root:
-#   device run, carry [".dawn"]:  bash bench/gpu/dawn/run_on_device.sh [bench.py options]
+# The Dawn benchmark (issue 12), or with `decode` first the decode benchmark (issue 10, decode.py),
+# in one device call, from the repository root:
+#   device run, carry [".dawn"]:  bash bench/gpu/dawn/run_on_device.sh [decode] [bench.py or decode.py options]
 # .dawn/kit.tar.xz comes from bench/gpu/dawn/pack.sh (Node, dawn.node, onnxruntime-web, the wgpu
 # wheels, the Vulkan loader). The models are built there (torch and transformers are on the
-# device), so no weights travel. $OUT gets dawn_bench.md, dawn_bench.json, log.txt, machine.txt.
+# device), so no weights travel. $OUT gets dawn_bench.md and .json (decode: decode_bench.md and .json),
+# log.txt, machine.txt.
 set -o pipefail
+script=bench.py
+[ "$1" = decode ] && script=decode.py && shift
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 OUT=${OUT:-/tmp/kuma-dawn-bench}
 KIT=/tmp/kuma-dawn-kit
@@ -18,4 +22,4 @@ icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
 { nvidia-smi; nvidia-smi --query-gpu=clocks.sm,clocks.max.sm,power.draw --format=csv; ldconfig -p | grep libvulkan; echo "VK_DRIVER_FILES=$VK_DRIVER_FILES"; "$KUMA_NODE" --version; } 2>&1 | tee "$OUT/machine.txt"
 # 480 s: steps not started by then are skipped, so the table comes back inside the 10-minute call
-python3 "$ROOT/bench/gpu/dawn/bench.py" --out "$OUT" --work /tmp/kuma-dawn-work --deadline 480 "$@" 2>&1 | tee "$OUT/log.txt"
+python3 "$ROOT/bench/gpu/dawn/$script" --out "$OUT" --work /tmp/kuma-dawn-work --deadline 480 "$@" 2>&1 | tee "$OUT/log.txt"
