@@ -46,7 +46,9 @@ DEVICE = "cuda" if CUDA else "cpu"
 # rel L2 against PyTorch eager (fp32) for a pass; kuma's own tests hold 1e-5 against CPU fp32, and f16
 # weights are within docs/precision.md's bounds (ORT Web and torch.compile stay fp32 either way)
 TOLERANCE = {"f32": 1e-4, "f16": 5e-3}
-DAWN_FLAGS = ["disable-dawn-features=timestamp_quantization"]  # exact stamps for the profile
+# exact stamps for the profile; and shader-f16, which dawn.node offers only with allow_unsafe_apis
+# (Chrome offers it on this GPU without; a program asks for it only when it has f16 kernels)
+DAWN_FLAGS = ["disable-dawn-features=timestamp_quantization", "enable-dawn-features=allow_unsafe_apis"]
 STARTED = time.monotonic()
 
 
@@ -180,9 +182,7 @@ def run_wgpu(prepared: dict, expected: np.ndarray, runs: int) -> dict:
 # ---- Node on Dawn ----
 
 def node_job(options, job: dict, work: Path, tag: str, timeout: float) -> dict:
-    # shader-f16 is behind allow_unsafe_apis in dawn.node (Chrome offers it on this GPU without)
-    flags = DAWN_FLAGS + (["enable-dawn-features=allow_unsafe_apis"] if options.precision == "f16" else [])
-    job = {**job, "dawnFlags": flags, "timing": options.timing}
+    job = {**job, "dawnFlags": DAWN_FLAGS, "timing": options.timing}
     job_file, result_file = work / f"{tag}.job.json", work / f"{tag}.result.json"
     job_file.write_text(json.dumps(job))
     result_file.unlink(missing_ok=True)
@@ -226,7 +226,7 @@ def main() -> int:
     work = options.work or options.out.parent / (options.out.name + "-work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    env = environment(options)
+    env = {**environment(options), "precision": options.precision}
     say(json.dumps(env))
 
     # prepare, in parallel (CPU only: the workers never touch CUDA)
@@ -346,7 +346,7 @@ def environment(options) -> dict:
     import transformers
     import wgpu
     from kuma_build import __version__
-    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "small": options.small, "precision": options.precision,
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "small": options.small,
             "gpu": torch.cuda.get_device_name() if CUDA else platform.processor() or "cpu",
             "driver": command("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader") if CUDA else "n/a",
             "cpus": os.cpu_count(), "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
