@@ -97,6 +97,13 @@ ATTENTION = {
     "no_batch": ((13, 24), (17, 24), (17, 5), {}),
     "transposed": ((2, 13, 3, 24), (2, 17, 3, 24), (2, 17, 3, 24), dict(prepare=lambda t: t.transpose(1, 2))),
     "query_too_long_for_workgroup_memory": ((1, 3, 2100), (1, 5, 2100), (1, 5, 3), {}),
+    # the "gpu" class's tiled kernel (flash): partial query and key tiles, each tile shape it picks
+    "vit_tokens": ((1, 2, 197, 64), (1, 2, 197, 64), (1, 2, 197, 64), {}),
+    "head_dim_128": ((1, 2, 37, 128), (1, 2, 45, 128), (1, 2, 45, 128), dict(mask=bool_mask(37, 45))),
+    "head_dim_32_causal": ((1, 2, 150, 32), (1, 2, 150, 32), (1, 2, 150, 32), dict(is_causal=True)),
+    "odd_dims": ((2, 3, 21, 37), (2, 3, 29, 37), (2, 3, 29, 70), dict(mask=torch.randn(2, 1, 21, 29))),
+    "rows_64_per_workgroup": ((1, 64, 70, 16), (1, 64, 70, 16), (1, 64, 70, 16), {}),
+    "rows_32_per_workgroup": ((1, 48, 70, 16), (1, 48, 70, 16), (1, 48, 70, 16), dict(is_causal=True)),
 }
 
 
