@@ -50,3 +50,45 @@ def test_split_only_when_tiles_are_few_and_k_long():
     assert gemm.choose_split(GPU, 1, 512, 49, 4608) > 1      # ResNet-18's last convolutions at batch 1
     assert gemm.choose_split(GPU, 1, 64, 64, 40) == 1        # K too short to slice
     assert gemm.choose_split(GPU, 1, 4, 4096, 4096) == 1     # thin: that kernel splits K itself
+
+
+class QKV(nn.Module):
+    """BERT's self-attention: three linear layers of one input, read as heads by the attention."""
+
+    def __init__(self, dim=96, heads=4, bias=True):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(dim, dim, bias=bias) for _ in range(3))
+        self.heads = heads
+
+    def forward(self, x):
+        batch, length, dim = x.shape
+        q, k, v = (layer(x).view(batch, length, self.heads, dim // self.heads).transpose(1, 2) for layer in (self.q, self.k, self.v))
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, length, dim)
+
+
+class CrossRows(nn.Module):
+    """Two linear layers of one input whose results are read across their rows (a flat view)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(40, 24), nn.Linear(40, 16)
+
+    def forward(self, x):
+        return self.a(x).reshape(-1)[5:200] * 2, self.b(x).softmax(-1)
+
+
+@pytest.mark.parametrize("batch,bias", [(1, True), (2, False)])
+def test_linear_layers_of_one_input_merge(batch, bias):
+    # queries, keys and values as one product (split, then summed: 2 dispatches), the attention
+    compiled = assert_matches(QKV(dim=256, bias=bias), torch.randn(batch, 21, 256), device="gpu")
+    assert kernel_names(compiled) == ["matmul", "split_sum", "attention"]
+
+
+def test_results_read_across_rows_are_not_merged():
+    compiled = assert_matches(CrossRows(), torch.randn(30, 40), device="gpu")
+    assert kernel_names(compiled).count("matmul") == 2
+
+
+def kernel_names(compiled) -> list[str]:
+    program = compiled.program
+    return [program["kernels"][dispatch[0]]["name"] for dispatch in program["dispatches"]]
