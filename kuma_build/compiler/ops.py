@@ -14,6 +14,9 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
     product        (node, device) -> (batch, rows, cols, depth) when the GEMM kernels compute it
                    (split_k may split its K), else None
     bias           node -> its bias viewed in the output's shape and the bias's factor, or None
+    reads_any_layout  its kernel reads each input's rows along the last dim into registers or
+                   workgroup memory, so a strided view reads as fast as a contiguous copy of it
+                   (elide_copies points it at the copy's source)
     fold_affine    (node, x, scale, shift) -> whether x * scale + shift, a per-channel affine (along
                    dim 1 of x, a view of node's result), was folded into node's weights
                    (fold_batchnorm, which runs before any fusion), or None when it never can be
@@ -50,6 +53,7 @@ class OpRecord:
     strided_output: bool = False
     product: Callable[[Node, DeviceClass], tuple[int, int, int, int] | None] = lambda node, device: None
     bias: Callable[[Node], tuple[Value, float] | None] = lambda node: None
+    reads_any_layout: bool = False
     fold_affine: Callable[[Node, Value, torch.Tensor, torch.Tensor], bool] | None = None
 
 
@@ -137,7 +141,7 @@ OPS: dict[str, OpRecord] = {
     "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True),
     "reduce": OpRecord(rows.lower_reduce),
     "softmax": OpRecord(rows.lower_softmax),
-    "attention": OpRecord(attention.lower, attention_flops, strided_output=True),
+    "attention": OpRecord(attention.lower, attention_flops, strided_output=True, reads_any_layout=True),
     "pool2d": OpRecord(pool.lower, pool_flops),
     "resize": OpRecord(resize.lower),
     "concat": OpRecord(concat.lower),

@@ -6,6 +6,7 @@ the fusion passes' binding limit consult; what they need to know of each op they
 
 from kuma_build.compiler.passes.constants import pack_constant_views
 from kuma_build.compiler.passes.dead_code import remove_dead_nodes
+from kuma_build.compiler.passes.elide_copies import elide_copies
 from kuma_build.compiler.passes.fold_batchnorm import fold_batchnorm
 from kuma_build.compiler.passes.fuse_elementwise import fuse_elementwise
 from kuma_build.compiler.passes.fuse_epilogue import fuse_epilogues
@@ -14,7 +15,7 @@ from kuma_build.compiler.passes.outputs import materialize_outputs
 from kuma_build.compiler.passes.split_k import split_k
 from kuma_build.compiler.passes.state import write_state
 
-PASSES = [write_state, fold_batchnorm, pack_constant_views, materialize_outputs, fuse_elementwise, fuse_epilogues, merge_products, split_k, remove_dead_nodes]
+PASSES = [write_state, fold_batchnorm, pack_constant_views, materialize_outputs, fuse_elementwise, fuse_epilogues, elide_copies, merge_products, split_k, remove_dead_nodes]
 
 
 def run_passes(graph) -> None:
