@@ -113,6 +113,17 @@ def test_attention(name, device_class):
     assert_matches(Attention(**kwargs), *(torch.randn(shape) for shape in shapes), device=device_class)
 
 
+def causal_float_mask(length, keys):
+    return torch.zeros(length, keys).masked_fill(~torch.ones(length, keys).tril().bool(), float("-inf"))
+
+
+@pytest.mark.parametrize("mask", [torch.ones(13, 17).tril().bool(), causal_float_mask(13, 17)], ids=["bool", "float"])
+def test_constant_causal_mask_is_the_causal_flag(mask, device_class):
+    # as transformers builds GPT-2's mask: the kernel skips the masked keys and binds no mask
+    compiled = assert_matches(Attention(mask=mask), *(torch.randn(2, 3, n, 24) for n in (13, 17, 17)), device=device_class)
+    assert [k["code"].count("@binding(") for k in compiled.program["kernels"]] == [4]  # q, k, v, out
+
+
 class SelfAttention(nn.Module):
     """GPT-style causal self-attention: q, k, v are strided views of one Linear output."""
 
