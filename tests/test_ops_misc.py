@@ -117,9 +117,11 @@ def causal_float_mask(length, keys):
     return torch.zeros(length, keys).masked_fill(~torch.ones(length, keys).tril().bool(), float("-inf"))
 
 
-@pytest.mark.parametrize("mask", [torch.ones(13, 17).tril().bool(), causal_float_mask(13, 17)], ids=["bool", "float"])
-def test_constant_causal_mask_is_the_causal_flag(mask, device_class):
-    # as transformers builds GPT-2's mask: the kernel skips the masked keys and binds no mask
+@pytest.mark.parametrize("mask", [torch.ones(13, 17).tril().bool(), causal_float_mask(13, 17), torch.ones(1, 17).bool(), torch.zeros(13, 17)],
+                         ids=["causal_bool", "causal_float", "all_true", "all_zero"])
+def test_constant_masks_that_need_no_loads(mask, device_class):
+    # as transformers builds GPT-2's (causal) and BERT's (hiding nothing) masks: the kernel skips
+    # the masked keys, if any, and binds no mask
     compiled = assert_matches(Attention(mask=mask), *(torch.randn(2, 3, n, 24) for n in (13, 17, 17)), device=device_class)
     assert [k["code"].count("@binding(") for k in compiled.program["kernels"]] == [4]  # q, k, v, out
 
