@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kuma_build.compiler.kernels import attention
+from kuma_build.devices import GPU
 from kuma_build.errors import KumaError
 from support import assert_matches
 
@@ -102,9 +104,14 @@ ATTENTION = {
     "head_dim_128": ((1, 2, 37, 128), (1, 2, 45, 128), (1, 2, 45, 128), dict(mask=bool_mask(37, 45))),
     "head_dim_32_causal": ((1, 2, 150, 32), (1, 2, 150, 32), (1, 2, 150, 32), dict(is_causal=True)),
     "odd_dims": ((2, 3, 21, 37), (2, 3, 29, 37), (2, 3, 29, 70), dict(mask=torch.randn(2, 1, 21, 29))),
-    "rows_64_per_workgroup": ((1, 64, 70, 16), (1, 64, 70, 16), (1, 64, 70, 16), {}),
-    "rows_32_per_workgroup": ((1, 48, 70, 16), (1, 48, 70, 16), (1, 48, 70, 16), dict(is_causal=True)),
+    "rows_64_per_workgroup": ((1, 64, 128, 16), (1, 64, 128, 16), (1, 64, 128, 16), {}),
+    "rows_32_per_workgroup": ((1, 12, 197, 16), (1, 12, 197, 16), (1, 12, 197, 16), dict(is_causal=True)),
 }
+
+
+def test_flash_tiles_cover_each_row_count():
+    # the cases above reach each tile of query rows (the "gpu" class)
+    assert [attention.flash_rows(GPU, heads, length) for heads, length in ((64, 128), (12, 197), (12, 512))] == [64, 32, 16]
 
 
 @pytest.mark.parametrize("name", sorted(ATTENTION))
