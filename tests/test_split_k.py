@@ -92,3 +92,30 @@ def test_results_read_across_rows_are_not_merged():
 def kernel_names(compiled) -> list[str]:
     program = compiled.program
     return [program["kernels"][dispatch[0]]["name"] for dispatch in program["dispatches"]]
+
+
+class PostNorm(nn.Module):
+    """BERT's output block: linear, + residual, layer norm; the sum of the linear's slices is read
+    in place by the norm. With `pre_norm`, GPT-2's: the summed stream is read by the norm and by
+    the next block's sum as its residual."""
+
+    def __init__(self, depth: int, pre_norm: bool = False):
+        super().__init__()
+        self.up, self.down = nn.Linear(48, depth), nn.Linear(depth, 48)
+        self.norm, self.pre_norm = nn.LayerNorm(48), pre_norm
+
+    def forward(self, x, y):
+        stream = x + self.down(F.gelu(self.up(y)))
+        if not self.pre_norm:
+            return self.norm(stream)
+        return stream + self.down(F.relu(self.up(self.norm(stream))))
+
+
+@pytest.mark.parametrize("depth,pre_norm,kernels", [
+    (512, False, ["matmul", "matmul", "normalize"]),  # 8 slices: summed by the norm
+    (1024, False, ["matmul", "matmul", "split_sum", "normalize"]),  # 16: too many for a norm's three reads
+    (512, True, ["matmul", "matmul", "normalize", "matmul", "matmul", "split_sum"]),  # by the norm and the next sum
+])
+def test_split_sums_read_in_place(depth, pre_norm, kernels):
+    compiled = assert_matches(PostNorm(depth, pre_norm), torch.randn(21, 48), torch.randn(21, 48), device="gpu")
+    assert kernel_names(compiled) == kernels
