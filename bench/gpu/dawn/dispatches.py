@@ -2,7 +2,7 @@
 anything: export, import, passes and plan only (no weights packed, no files written), so the
 full-size models can be counted on a CPU machine in about a minute each.
 
-    PYTHONPATH=. .venv/bin/python bench/gpu/dawn/dispatches.py [--small] [--target gpu] [--models bert-base-seq128 ...]
+    PYTHONPATH=. .venv/bin/python bench/gpu/dawn/dispatches.py [--small] [--target gpu] [--models bert-base-seq128,gpt2-small-seq128]
 
 Each model prints one line: its total and the dispatches of each kernel name (split_sum, attention, ...).
 Dawn pays about 5 us of host time per dispatch (docs/performance.md), so these are counted before
@@ -36,10 +36,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="the tiny configs of the same classes")
     parser.add_argument("--target", default="gpu", choices=sorted(DEVICE_CLASSES))
-    parser.add_argument("--models", nargs="*", help="case names (default: all)")
+    parser.add_argument("--models", help="comma-separated case names, as bench.py's (default: all)")
     options = parser.parse_args()
     for case in dawn_models.cases(options.small):
-        if options.models and case.name not in options.models:
+        if options.models and case.name not in options.models.split(","):
             continue
         per_kernel = counts(case, options.target)
         detail = ", ".join(f"{name} {n}" for name, n in per_kernel.most_common())
