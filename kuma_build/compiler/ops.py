@@ -17,15 +17,14 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
     fold_sums      its kernel reads each input element about once and can read a split-K product's
                    partial sums in place (kernels/split_sum.py: fold_sums), so split_k may drop the
                    split_sum node before it
-    reads_any_layout  its kernel reads each input's rows along the last dim into registers or
-                   workgroup memory, so a strided view reads as fast as a contiguous copy of it
-                   (elide_copies points it at the copy's source)
+    reads_any_layout  its kernel reads its inputs a row at a time (attention's keys and values along
+                   the head dim into registers or workgroup memory, a gather's table rows by id), so
+                   a strided view reads about as fast as a contiguous copy: elide_copies points it
+                   at a copy's source, and passes/constants.py at the copy of a weight another op
+                   reads rather than store the weight twice (a tied embedding and output head)
     fold_affine    (node, x, scale, shift) -> whether x * scale + shift, a per-channel affine (along
                    dim 1 of x, a view of node's result), was folded into node's weights
                    (fold_batchnorm, which runs before any fusion), or None when it never can be
-    any_layout     it reads a weight a few scattered rows at a time, so the weight's layout costs it
-                   nothing: passes/constants.py may give it a view of the copy another op reads
-                   rather than store the weight twice (a tied embedding and output head)
 
 Every op reads its inputs through their views' strides (kernels/wgsl.py: Bindings.load), so
 views of any layout cost nothing, and writes one contiguous buffer unless strided_output.
@@ -62,7 +61,6 @@ class OpRecord:
     fold_sums: bool = False
     reads_any_layout: bool = False
     fold_affine: Callable[[Node, Value, torch.Tensor, torch.Tensor], bool] | None = None
-    any_layout: bool = False
 
 
 # --- matmul: out[b] = alpha * A[b] @ B[b] + beta * bias[b] (ir/aten_linalg.py) ------------------
@@ -154,7 +152,7 @@ OPS: dict[str, OpRecord] = {
     "resize": OpRecord(resize.lower),
     "concat": OpRecord(concat.lower),
     "gather": OpRecord(gather.lower, weight_dim=lambda node, k: node.attrs["dim"] if k == 0 else None,  # an embedding table's rows
-                       any_layout=True),
+                       reads_any_layout=True),
     "pad": OpRecord(gather.lower_pad),
     "split_sum": OpRecord(split_sum.lower, fold_sums=True),
     "index_put": OpRecord(scatter.lower_index_put),

@@ -6,7 +6,7 @@ it. Broadcast views (stride 0) stay views: expanding them would bloat weights.
 A weight read both as it is and as a packed permutation (a tied embedding: the
 table's rows by the gather, its transpose by the output head's product) would be
 stored twice; when every plain reader is an op whose record says any layout
-serves it (OpRecord.any_layout), those readers get a view of the packed copy
+serves it (OpRecord.reads_any_layout), those readers get a view of the packed copy
 instead, and the original is stored nowhere. GPT-2's 154 MB table is then shipped once.
 """
 
@@ -40,7 +40,7 @@ def share_packed_copies(graph, whole: dict) -> None:
             if v.buffer in whole:
                 readers.setdefault(v.buffer, []).append((node, k))
     for buffer, uses in readers.items():
-        if not all(record(node).any_layout and node.inputs[k].is_contiguous() for node, k in uses):
+        if not all(record(node).reads_any_layout and node.inputs[k].is_contiguous() for node, k in uses):
             continue
         shared = [views.reshape(whole[buffer], node.inputs[k].shape) for node, k in uses]
         if all(view is not None for view in shared):
