@@ -19,7 +19,7 @@ from kuma_build import __version__
 from kuma_build.compiler import precision
 from kuma_build.compiler.plan import Plan
 from kuma_build.jsmodule import render_class_js, render_dts, render_js
-from kuma_build.outfolder import class_file, split_program
+from kuma_build.outfolder import chunk_file, class_file, split_program
 
 JS_DTYPE = {"f32": "float32", "i32": "int32", "bool": "int32"}
 
@@ -34,7 +34,7 @@ class Chunk:
 
     @property
     def file(self) -> str:
-        return f"weights/{self.sha256[:20]}.bin"
+        return chunk_file(self.sha256)
 
 
 def buffer_bytes(buf) -> bytes:
@@ -134,8 +134,9 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
         # "f16": the kernel's variant for devices with shader-f16 (the runtime picks at load)
         "kernels": [{"name": k.name, "code": shipped(k.code), **({"f16": shipped(k.code_f16)} if k.code_f16 else {})} for k in plan.kernels],
         "dispatches": [[k, bufs, list(wg)] for k, bufs, wg in plan.dispatches],
-        # sha256: the runtime checks each chunk against it before using its bytes, and caches by it
-        "chunks": [{"file": c.file, "size": len(c.data), "sha256": c.sha256} for c in chunks],
+        # sha256: the runtime checks each chunk against it before using its bytes, and caches by it;
+        # the chunk's file is named by it (outfolder.chunk_file)
+        "chunks": [{"size": len(c.data), "sha256": c.sha256} for c in chunks],
         "copies": copies,
         # buffers forward() mutates, kept on the GPU between runs; init: the buffer holding the
         # initial value, copied in at load and on reset() (null: zeros)
