@@ -52,7 +52,7 @@ export interface Model {
   readonly deviceClass: DeviceClass;
   /** resolves when the device is lost or destroyed; load() again to recover */
   readonly lost: Promise<GPUDeviceLostInfo>;
-  /** resolves once the weight chunks are stored in the browser cache for the next load (at once with cache: false; never rejects) */
+  /** resolves once the downloaded weight chunks are stored in the browser cache for the next load; the stores begin after load() resolves (at once with cache: false; never rejects) */
   readonly cached: Promise<void>;
   readonly inputs: typeof inputs;
   readonly outputs: typeof outputs;

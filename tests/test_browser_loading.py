@@ -121,6 +121,17 @@ def test_second_load_comes_from_the_cache_and_a_new_build_reuses_unchanged_chunk
     assert sorted(third["keys"]) == sorted(c["sha256"] for c in v2.chunks)
 
 
+def test_cache_stores_wait_until_the_model_is_loaded(driver, wide, x):
+    # the stores begin once load() has resolved (during the downloads they slowed them), so no
+    # Cache.put had started then; a held put keeps model.cached pending; released, every chunk is stored
+    reply = scenario(driver, wide, x, "deferred_store")
+    assert_correct(reply, wide, x)
+    assert reply["putsAtLoad"] == 0 and reply["settledWhileHeld"] is False
+    assert sorted(reply["keys"]) == sorted(c["sha256"] for c in wide.chunks)
+    # a model disposed right after load() stops storing (its buffers are gone), and cached resolves
+    assert reply["disposed"]["keys"] < len(wide.chunks)
+
+
 def test_damaged_cache_entry_is_fetched_again(driver, wide, x):
     reply = scenario(driver, wide, x, "damaged_cache", damage=3)
     assert_correct(reply["first"], wide, x)
