@@ -55,7 +55,7 @@ declare module "kuma:*" {
     outputBuffer(name: keyof Outputs): GPUBuffer;
     /** sets the state buffers (e.g. a KV cache) back to their initial values, after the runs already called */
     reset(): Promise<void>;
-    /** Destroys the model's buffers (and its device, if load() created it). */
+    /** Destroys the model's buffers (and its device, if load() created it), once the browser cache's stores that read them are done; run() rejects from now on. */
     dispose(): void;
     readonly device: GPUDevice;
     /** the device class whose kernels this model runs */

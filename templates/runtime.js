@@ -277,7 +277,7 @@ async function toCache(ctx, chunk, bytes) {
 // the GPU buffers it was written to, one chunk at a time (JS memory holds one). Storing costs the
 // browser tens of ms of CPU per MiB; done during the downloads, it slowed them (docs/benchmarks.md).
 // A chunk this class uses only in part does not come back whole: it fails its hash and is skipped.
-// Stops storing when the model is disposed, its device lost or the cache full. Never rejects.
+// Stops storing when the device is lost or the cache is full. Never rejects.
 async function storeChunks(ctx, program, device, buffers, copies, usable) {
   const cache = ctx.cache;
   if (!cache) return;
@@ -297,7 +297,7 @@ async function storeChunks(ctx, program, device, buffers, copies, usable) {
       const bytes = new Uint8Array(readback.getMappedRange(), 0, chunk.size);
       if (!invalid && (await sha256(bytes)) === chunk.sha256) await toCache(ctx, chunk, bytes); // the Response copies them
     } catch {
-      break; // disposed or lost meanwhile
+      break; // the device was lost meanwhile
     } finally {
       readback.destroy();
     }
@@ -536,8 +536,9 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store)
     return null;
   }
 
-  // the cache's stores begin once the caller has the model (and may have started its first run)
-  const cached = new Promise((resolve) => setTimeout(resolve, 0)).then(() => store(() => unusable() === null));
+  // the cache's stores begin once the caller has the model (and may have started its first run);
+  // they read the buffers back, so dispose() destroys them only after the stores
+  const cached = new Promise((resolve) => setTimeout(resolve, 0)).then(() => store(() => lostInfo === null));
 
   async function execute(arrays, read) {
     const why = unusable();
@@ -611,8 +612,10 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store)
     dispose() {
       if (disposed) return;
       disposed = true;
-      for (const b of [...buffers, ...readbacks]) b.destroy();
-      if (ownsDevice) device.destroy();
+      cached.then(() => {
+        for (const b of [...buffers, ...readbacks]) b.destroy();
+        if (ownsDevice) device.destroy();
+      });
     },
   };
 }

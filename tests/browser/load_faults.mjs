@@ -162,7 +162,7 @@ const SCENARIOS = {
 
   // the cache's stores wait until load() has resolved: every Cache.put is held until the page has
   // the model and has run it; then the stores finish and fill the cache. A second page disposes its
-  // model right after load(): the stores stop, model.cached still resolves
+  // model right after load(): the stores still finish, and then the buffers and device are destroyed
   async deferred_store(env, request) {
     await env.page.evaluate(() => {
       const put = Cache.prototype.put;
@@ -195,9 +195,13 @@ const SCENARIOS = {
       const { load } = await import(url);
       const loaded = await load();
       loaded.dispose();
+      let destroyed = false;
+      loaded.lost.then(() => (destroyed = true));
       await loaded.cached;
+      const destroyedBeforeStored = destroyed;
+      const lost = await loaded.lost;
       const cache = await caches.open("kuma:" + model);
-      return { keys: (await cache.keys()).length };
+      return { keys: (await cache.keys()).length, destroyedBeforeStored, lost: lost.reason };
     }, [`${sessions.server.mount(request.root)}/${encodeURIComponent(request.model)}/index.js`, request.model]);
     await page.close();
     return { ...result, disposed };
