@@ -15,7 +15,13 @@ import { createRequire } from "node:module";
 
 const templates = new URL("../templates/", import.meta.url);
 const require = createRequire(new URL("../tests/browser/package.json", import.meta.url));
-const { minify } = require("terser");
+let minify;
+try {
+  ({ minify } = require("terser"));
+} catch {
+  console.error("scripts/minify_runtime.mjs: terser is not installed; run `cd tests/browser && npm ci` first.");
+  process.exit(2);
+}
 
 // the runtime's functions index.js calls after it (jsmodule.render_js): kept, under these names
 const API = ["loadModel", "tensorInfo"];
