@@ -1,6 +1,6 @@
 """A model's output folder: written all at once, checked on every build, read back without torch.
 
-    <out_dir>/<model>/index.js, index.d.ts, manifest.json, weights/<hash>.bin
+    <out_dir>/<model>/index.js, index.d.ts, manifest.json, weights/<hash>.bin (chunk_file)
     <out_dir>/<model>/gpu.js, cpu.js      the program's part for each device class it was built for
     <out_dir>/<model>/.kuma-output.json   {"generator": "kuma-build", "files": {path: {"sha256", "size"}}}
 
@@ -123,6 +123,11 @@ def is_current(folder: Path, key: str, hash_file) -> bool:
 
 def class_file(device_class: str) -> str:
     return f"{device_class}.js"
+
+
+def chunk_file(sha256: str) -> str:
+    """A weight chunk's file, named by its content: the program's chunks carry only size and sha256."""
+    return f"weights/{sha256[:20]}.bin"
 
 
 def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:

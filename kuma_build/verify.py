@@ -8,7 +8,7 @@ import torch
 
 from kuma_build.cache.entry import BadEntry, check_files, make_entry, parse_entry
 from kuma_build.cache.keys import sha256_file
-from kuma_build.outfolder import damaged_files, program_classes, read_manifest, read_record, read_program
+from kuma_build.outfolder import chunk_file, damaged_files, program_classes, read_manifest, read_record, read_program
 from kuma_build.compiler.export import build_module, buffer_values, call_order, example_inputs, restore_buffers, user_code
 from kuma_build.errors import KumaError
 from kuma_build.webgpu import GpuModel
@@ -56,7 +56,7 @@ def verify_model(project, model, seed: int) -> dict[str, dict[str, tuple[float, 
         raise KumaError(f"the built model {model.name} does not match kuma.toml's inputs; run `kuma build {model.name}` again.", folder)
 
     net = build_module(model, project.root)
-    chunks = [files[c["file"]] for c in next(iter(programs.values()))["chunks"]]  # the classes share them, checked once
+    chunks = [files[chunk_file(c["sha256"])] for c in next(iter(programs.values()))["chunks"]]  # the classes share them, checked once
     return {name: verify_program(net, model, program, chunks, seed) for name, program in programs.items()}
 
 

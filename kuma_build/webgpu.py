@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kuma_build.errors import KumaError
+from kuma_build.outfolder import chunk_file
 
 NUMPY_DTYPES = {"float32": np.float32, "int32": np.int32}
 TIMESTAMP_FEATURES = ("timestamp-query", "timestamp-query-inside-passes")
@@ -184,9 +185,10 @@ def run_program(program: dict, inputs: dict[str, np.ndarray], folder: Path | Non
 
 def read_chunk(folder: Path, chunk: dict) -> bytes:
     """A weight chunk's bytes, checked against the program's sha256 as the browser runtime checks them."""
-    data = (folder / chunk["file"]).read_bytes()
+    file = folder / chunk_file(chunk["sha256"])
+    data = file.read_bytes()
     if hashlib.sha256(data).hexdigest() != chunk["sha256"]:
-        raise KumaError(f"{folder / chunk['file']} does not match its build (SHA-256 differs): the output folder was changed "
+        raise KumaError(f"{file} does not match its build (SHA-256 differs): the output folder was changed "
                         "after the build; run `kuma build --force` to write it again.")
     return data
 

@@ -55,14 +55,14 @@ declare module "kuma:*" {
     outputBuffer(name: keyof Outputs): GPUBuffer;
     /** sets the state buffers (e.g. a KV cache) back to their initial values, after the runs already called */
     reset(): Promise<void>;
-    /** Destroys the model's buffers (and its device, if load() created it). */
+    /** Destroys the model's buffers (and its device, if load() created it), once the browser cache's stores that read them are done; run() rejects from now on. */
     dispose(): void;
     readonly device: GPUDevice;
     /** the device class whose kernels this model runs */
     readonly deviceClass: DeviceClass;
     /** resolves when the device is lost or destroyed; load() again to recover */
     readonly lost: Promise<GPUDeviceLostInfo>;
-    /** resolves once the weight chunks are stored in the browser cache for the next load (at once with cache: false; never rejects) */
+    /** resolves once the downloaded weight chunks are stored in the browser cache for the next load; the stores begin after load() resolves (at once with cache: false; never rejects) */
     readonly cached: Promise<void>;
     readonly inputs: typeof inputs;
     readonly outputs: typeof outputs;

@@ -31,7 +31,7 @@ if ! .venv/bin/python -c "import kuma_build, torch, wgpu, safetensors, watchdog,
   .venv/bin/python -m pip install -q -e ".[test]"
 fi
 
-if [ ! -d tests/browser/node_modules ]; then
+if [ ! -d tests/browser/node_modules/terser ]; then  # terser: scripts/minify_runtime.mjs
   echo "[setup] npm ci in tests/browser"
   (cd tests/browser && npm ci --no-audit --no-fund --silent)
 fi

@@ -7,8 +7,10 @@
 // CONCURRENCY at a time; each chunk is put into its GPU buffers as soon as it is whole and its
 // SHA-256 matches the build, then dropped, so JS memory holds a few chunks whatever the model's
 // size. A chunk comes from the Cache API (one cache per model, keyed by content hash) or from the
-// network, where network errors, stalls, 5xx and 429 are retried. A load that fails destroys what
-// it made and returns no model, so no run ever reads bytes that were not verified.
+// network, where network errors, stalls, 5xx and 429 are retried. The chunks that came from the
+// network are stored in the cache after load() resolves, read back from the GPU one at a time, so
+// the cache's writes never compete with the downloads. A load that fails destroys what it made and
+// returns no model, so no run ever reads bytes that were not verified.
 // run: the inputs are checked and copied when run() is called; each run is one command encoder
 // with one compute pass, and the only CPU wait is the final read of the outputs asked for (the
 // others stay on the GPU, as outputBuffer(name)). State buffers (a KV cache forward() updates in
@@ -65,12 +67,13 @@ function chooseClass(names, software, wanted) {
 // the device class by the adapter (or the device passed in), its program joined to what the classes share
 async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
   options.signal?.throwIfAborted();
+  const cache = openCache(shared, options); // meanwhile: the adapter, the class's module, the device
   const adapter = options.device ? undefined : await requestAdapter();
   const software = isSoftware(options.device ? options.device.adapterInfo : adapter.info);
   const name = chooseClass(shared.classes, software, options.deviceClass);
   const { program: part } = await deviceClasses[name]();
   const { classes, format, ...common } = shared;
-  return createModel({ ...common, ...part, deviceClass: name }, chunkUrls, options, adapter, software);
+  return createModel({ ...common, ...part, deviceClass: name }, chunkUrls, options, adapter, software, cache);
 }
 
 async function requestDevice(adapter, program, need) {
@@ -230,11 +233,13 @@ async function download(url, size, ctx, cacheMode, got, slot) {
   }
 }
 
-// the model's chunk cache, or null: opted out, no Cache API (http pages), or storage refused
+// the model's chunk cache and the keys in it, or null: opted out, no Cache API (http pages), or
+// storage refused. The keys spare a cold load a lookup per chunk.
 async function openCache(program, options) {
   if (options.cache === false || typeof caches === "undefined") return null;
   try {
-    return await caches.open(`kuma:${program.model}`);
+    const cache = await caches.open(`kuma:${program.model}`);
+    return { cache, keys: new Set((await cache.keys()).map((request) => request.url)) };
   } catch {
     return null;
   }
@@ -244,7 +249,7 @@ async function openCache(program, options) {
 const cacheKey = (chunk) => `https://kuma.invalid/chunks/${chunk.sha256}`;
 
 async function fromCache(ctx, chunk, slot) {
-  if (!ctx.cache) return null;
+  if (!ctx.cache || !ctx.cachedKeys.has(cacheKey(chunk))) return null;
   try {
     const hit = await ctx.cache.match(cacheKey(chunk));
     if (!hit) return null;
@@ -266,6 +271,38 @@ async function toCache(ctx, chunk, bytes) {
     console.warn(`kuma: the browser cache refused weight chunks of model ${ctx.model} (${error.name}: ${error.message}); loading without it.`);
     ctx.cache = null;
   }
+}
+
+// After load() resolved: each chunk that came from the network goes into the cache, read back from
+// the GPU buffers it was written to, one chunk at a time (JS memory holds one). Storing costs the
+// browser tens of ms of CPU per MiB; done during the downloads, it slowed them (docs/benchmarks.md).
+// A chunk this class uses only in part does not come back whole: it fails its hash and is skipped.
+// Stops storing when the device is lost or the cache is full. Never rejects.
+async function storeChunks(ctx, program, device, buffers, copies, usable) {
+  const cache = ctx.cache;
+  if (!cache) return;
+  for (const i of ctx.downloaded) {
+    if (!ctx.cache || !usable()) break;
+    const chunk = program.chunks[i];
+    const readback = device.createBuffer({ size: Math.ceil(chunk.size / 4) * 4, usage: USAGE_READBACK });
+    try {
+      device.pushErrorScope("validation");
+      const encoder = device.createCommandEncoder();
+      for (const [, chunkOffset, buffer, bufferOffset, size] of copies[i]) {
+        encoder.copyBufferToBuffer(buffers[buffer], bufferOffset, readback, chunkOffset, size);
+      }
+      device.queue.submit([encoder.finish()]);
+      const invalid = await device.popErrorScope();
+      await readback.mapAsync(1); // GPUMapMode.READ
+      const bytes = new Uint8Array(readback.getMappedRange(), 0, chunk.size);
+      if (!invalid && (await sha256(bytes)) === chunk.sha256) await toCache(ctx, chunk, bytes); // the Response copies them
+    } catch {
+      break; // the device was lost meanwhile
+    } finally {
+      readback.destroy();
+    }
+  }
+  await evictStale(cache, program);
 }
 
 // drop the cached chunks this build no longer uses (older builds of the model)
@@ -296,7 +333,7 @@ async function chunkBytes(program, urls, i, ctx, slot) {
     const { bytes, at, type } = await download(urls[i], chunk.size, ctx, cacheMode, got, slot);
     const actual = at === chunk.size ? await sha256(bytes) : null;
     if (actual === chunk.sha256) {
-      ctx.stores.push(toCache(ctx, chunk, bytes)); // the Response copies the bytes: no need to wait
+      ctx.downloaded.push(i); // stored after the load (storeChunks)
       return bytes;
     }
     if (cacheMode === "reload") {
@@ -310,8 +347,9 @@ async function chunkBytes(program, urls, i, ctx, slot) {
 }
 
 // Streams every chunk into the buffers, CONCURRENCY at a time. On the first failure the other
-// downloads are aborted and awaited, so nothing writes to the buffers after this rejects.
-async function uploadChunks(program, urls, buffers, device, options) {
+// downloads are aborted and awaited, so nothing writes to the buffers after this rejects. Resolves
+// with store(usable), which puts the downloaded chunks into the cache (storeChunks).
+async function uploadChunks(program, urls, buffers, device, options, opened) {
   const copies = program.chunks.map(() => []);
   for (const copy of program.copies) copies[copy[0]].push(copy);
   const total = program.chunks.reduce((sum, c) => sum + c.size, 0);
@@ -326,14 +364,14 @@ async function uploadChunks(program, urls, buffers, device, options) {
     fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
     signal: stop.signal,
     timeout: options.timeout ?? STALL_MS,
-    cache: await openCache(program, options),
-    stores: [], // cache.put()s in flight
+    cache: (await opened)?.cache ?? null,
+    cachedKeys: (await opened)?.keys ?? new Set(),
+    downloaded: [], // indices of the chunks that came from the network, verified
     progress(bytes) {
       loaded += bytes;
       options.onProgress?.(loaded, total);
     },
   };
-  const cache = ctx.cache;
   let next = 0;
   let failure = null;
   const room = Math.max(0, ...program.chunks.map((c) => c.size)) + 1;
@@ -358,15 +396,11 @@ async function uploadChunks(program, urls, buffers, device, options) {
   } finally {
     options.signal?.removeEventListener("abort", abort);
   }
-  if (failure) {
-    await Promise.all(ctx.stores); // never rejects: toCache() handles its errors
-    throw failure.error;
-  }
-  // off the critical path: load() resolves without waiting; model.cached says when the chunks are stored
-  return Promise.all(ctx.stores).then(() => cache && evictStale(cache, program)).then(() => undefined); // eviction: a few ms
+  if (failure) throw failure.error;
+  return (usable) => storeChunks(ctx, program, device, buffers, copies, usable);
 }
 
-async function createModel(program, chunkUrls, options, adapter, software) {
+async function createModel(program, chunkUrls, options, adapter, software, cache) {
   options.signal?.throwIfAborted();
   const need = neededLimits(program);
   const ownsDevice = !options.device;
@@ -390,7 +424,7 @@ async function createModel(program, chunkUrls, options, adapter, software) {
       }
     }));
     pipelines.catch(() => {}); // awaited below; a failed download must not leave it unhandled
-    const cached = await uploadChunks(program, chunkUrls, buffers, device, options);
+    const store = await uploadChunks(program, chunkUrls, buffers, device, options, cache);
     const compiled = await pipelines;
     const binds = program.dispatches.map(([kernel, bound, groups]) => ({
       pipeline: compiled[kernel],
@@ -417,7 +451,7 @@ async function createModel(program, chunkUrls, options, adapter, software) {
     }
     resetState(program, device, buffers); // after the warm-up, which wrote to them
     options.signal?.throwIfAborted();
-    return runnable(program, device, ownsDevice, buffers, binds, readbacks, cached);
+    return runnable(program, device, ownsDevice, buffers, binds, readbacks, store);
   } catch (error) {
     if (scoped) device.popErrorScope().catch(() => {});
     for (const b of made) b.destroy();
@@ -489,7 +523,7 @@ function takeInputs(program, inputs) {
   });
 }
 
-function runnable(program, device, ownsDevice, buffers, binds, readbacks, cached) {
+function runnable(program, device, ownsDevice, buffers, binds, readbacks, store) {
   let queue = Promise.resolve();
   let disposed = false;
   let lostInfo = null;
@@ -501,6 +535,10 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, cached
     if (lostInfo) return `kuma: the GPU device of model ${program.model} was lost (${lostInfo.reason}: ${lostInfo.message}); load() the model again.`;
     return null;
   }
+
+  // the cache's stores begin once the caller has the model (and may have started its first run);
+  // they read the buffers back, so dispose() destroys them only after the stores
+  const cached = new Promise((resolve) => setTimeout(resolve, 0)).then(() => store(() => lostInfo === null));
 
   async function execute(arrays, read) {
     const why = unusable();
@@ -574,8 +612,10 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, cached
     dispose() {
       if (disposed) return;
       disposed = true;
-      for (const b of [...buffers, ...readbacks]) b.destroy();
-      if (ownsDevice) device.destroy();
+      cached.then(() => {
+        for (const b of [...buffers, ...readbacks]) b.destroy();
+        if (ownsDevice) device.destroy();
+      });
     },
   };
 }

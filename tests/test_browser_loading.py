@@ -80,8 +80,10 @@ def assert_correct(reply, built, x):
 
 
 def test_chunks_carry_their_hash(wide):
+    # the program keeps each chunk's size and SHA-256; its file is named by the hash
     assert len(wide.chunks) > 100
-    for chunk in wide.compiled.program["chunks"]:
+    assert wide.compiled.program["chunks"] == [{"size": c["size"], "sha256": c["sha256"]} for c in wide.chunks]
+    for chunk in wide.chunks:
         assert chunk["file"] == f"weights/{chunk['sha256'][:20]}.bin"
 
 
@@ -117,6 +119,18 @@ def test_second_load_comes_from_the_cache_and_a_new_build_reuses_unchanged_chunk
     assert sorted(third["served"]["files"]) == sorted(c["file"].split("/")[-1] for c in changed)
     # the chunks only v1 used are gone from the cache
     assert sorted(third["keys"]) == sorted(c["sha256"] for c in v2.chunks)
+
+
+def test_cache_stores_wait_until_the_model_is_loaded(driver, wide, x):
+    # the stores begin once load() has resolved (during the downloads they slowed them), so no
+    # Cache.put had started then; a held put keeps model.cached pending; released, every chunk is stored
+    reply = scenario(driver, wide, x, "deferred_store")
+    assert_correct(reply, wide, x)
+    assert reply["putsAtLoad"] == 0 and reply["settledWhileHeld"] is False
+    assert sorted(reply["keys"]) == sorted(c["sha256"] for c in wide.chunks)
+    # a model disposed right after load() still stores every chunk: its buffers (and the device
+    # load() made) are destroyed once the stores that read them are done
+    assert reply["disposed"] == {"keys": len(wide.chunks), "destroyedBeforeStored": False, "lost": "destroyed"}
 
 
 def test_damaged_cache_entry_is_fetched_again(driver, wide, x):

@@ -139,9 +139,9 @@ def test_shader_f16_variant_multiplies_in_f16(layer):
     kernel = next(k for k in compiled.program["kernels"] if k["name"] in ("matmul", "conv2d"))
     assert "f16" not in kernel["code"].replace("unpack2x16float", "")
     assert f16_math(compiled)
-    tiled = "var<workgroup> tile_a" in kernel["f16"]  # the kernel of target = "gpu"
+    tiled = "var<workgroup>tile_a" in kernel["f16"]  # the kernel of target = "gpu"
     assert tiled == (LAYERS[layer][3] == "gpu")
-    assert not tiled or re.search(r"var<workgroup> tile_a: array<(vec\d<)?f16", kernel["f16"])  # f16 staged tiles
+    assert not tiled or re.search(r"var<workgroup>tile_a:array<(vec\d<)?f16", kernel["f16"])  # f16 staged tiles
     f16_math_out, f32_math_out = (run_compiled(compiled, config, inputs, native)[0] for native in (True, False))
     assert rel_l2(f16_math_out, f32_math_out) > 10 * TOLERANCE  # the device really rounds to f16
 

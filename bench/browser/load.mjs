@@ -2,14 +2,17 @@
 // the pure download of the same chunk files, under network throttles set through the DevTools protocol.
 //
 //   node load.mjs <request.json>    prints one JSON object
-//   request: {root, model, chunks: [file], concurrency, throttles: [{name, mbps, latencyMs}]}
+//   request: {root, model, chunks: [file], concurrency, repeats, throttles: [{name, mbps, latencyMs}]}
 //
 // Per throttle, in a fresh browser context (empty caches): the pure download (the chunk files fetched
 // `concurrency` at a time, bodies read and dropped), a cold load (cache on, so it also fills the
-// cache), a second load from another page of the same context, and a load with { cache: false,
+// cache; model.cached says when its stores, which begin after load() resolves, are done), a second
+// load from another page of the same context, and a load with { cache: false,
 // warmup: false } from a third (the download, checks and GPU upload alone). JS memory (heap + ArrayBuffers,
 // Runtime.getHeapUsage) is sampled back to back during the cold load; the peak is over the baseline
-// taken after the module import. Hashing: crypto.subtle.digest over every chunk, one after another.
+// taken after the module import. Each throttle is measured `repeats` times in turn (every repeat of
+// every throttle in its own fresh context); the rows hold every repeat's numbers.
+// Hashing: crypto.subtle.digest over every chunk, one after another.
 // Uses tests/browser's server and Chromium launch (and its playwright-core).
 
 import fs from "node:fs";
@@ -63,23 +66,25 @@ async function measure(throttle) {
     const started = performance.now();
     const model = await load(options);
     const ms = performance.now() - started;
+    await model.cached; // the next page's load finds every chunk
+    const cachedMs = performance.now() - started;
     model.dispose();
-    return ms;
+    return { ms, cachedMs };
   }, [url, options]);
-  const coldMs = await load(page);
+  const { ms: coldMs, cachedMs } = await load(page);
   loading = false;
   await sampler;
   const second = await context.newPage();
   await second.goto(`${server.origin}/`);
   await throttled(await context.newCDPSession(second), throttle);
-  const secondMs = await load(second);
+  const { ms: secondMs } = await load(second);
   // the load alone: no cache store, no warm-up run (a fresh page; the HTTP cache is bypassed by no-store)
   const third = await context.newPage();
   await third.goto(`${server.origin}/`);
   await throttled(await context.newCDPSession(third), throttle);
-  const bareMs = await load(third, { cache: false, warmup: false });
+  const { ms: bareMs } = await load(third, { cache: false, warmup: false });
   await context.close();
-  return { ...throttle, downloadMs, coldMs, bareMs, secondMs, peakBytes: peak - baseline };
+  return { ...throttle, downloadMs, coldMs, cachedMs, bareMs, secondMs, peakBytes: peak - baseline };
 }
 
 // ms to hash every chunk, unthrottled
@@ -97,8 +102,10 @@ async function hashing() {
 }
 
 try {
-  const rows = [];
-  for (const throttle of request.throttles) rows.push(await measure(throttle));
+  const rows = request.throttles.map(() => []);
+  for (let r = 0; r < (request.repeats ?? 1); r++) {
+    for (const [i, throttle] of request.throttles.entries()) rows[i].push(await measure(throttle));
+  }
   process.stdout.write(JSON.stringify({ chromium: version, rows, hashMs: await hashing() }) + "\n");
 } finally {
   await browser.close();

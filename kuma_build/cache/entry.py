@@ -27,7 +27,7 @@ import re
 
 from kuma_build.devices import DEVICE_CLASSES
 from kuma_build.jsmodule import TS_ARRAY, render_class_js, render_dts, render_js
-from kuma_build.outfolder import class_file, join_program, program_from_js
+from kuma_build.outfolder import chunk_file, class_file, join_program, program_from_js
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK_FILE = re.compile(r"weights/([0-9a-f]{20})\.bin")
@@ -90,7 +90,7 @@ def check_files(entry: dict, files: dict[str, bytes], model) -> None:
             if files[class_file(name)] != render_class_js(part).encode():
                 raise BadEntry(f"has a {class_file(name)} that is not Kuma's rendering of its program")
             _check_program(join_program(shared, part), name, manifest, entry, model)
-        if set(entry["files"]) != set(FIXED_FILES) | {c["file"] for c in shared["chunks"]} | {class_file(n) for n in names}:
+        if set(entry["files"]) != set(FIXED_FILES) | {chunk_file(c["sha256"]) for c in shared["chunks"]} | {class_file(n) for n in names}:
             raise BadEntry("lists files other than its program's")
     except (ValueError, TypeError, KeyError, AttributeError, IndexError):  # UnicodeDecodeError is a ValueError
         raise BadEntry("has an index.js or manifest.json that Kuma did not write")
@@ -106,10 +106,11 @@ def _check_program(program: dict, device_class: str, manifest: dict, entry: dict
         raise BadEntry("holds a program for another model or other inputs")
     if any(s["dtype"] not in TS_ARRAY for s in inputs + outputs):
         raise BadEntry("holds a program with unknown dtypes")
-    chunks = [{"file": c["file"], "size": c["size"], "sha256": entry["files"].get(c["file"], {}).get("sha256")}
-              for c in program["chunks"]]
-    if not all(isinstance(c["file"], str) and CHUNK_FILE.fullmatch(c["file"]) and c["file"] in entry["files"] for c in chunks) or \
-            any(entry["files"][c["file"]]["size"] != c["size"] for c in chunks):
+    if not all(isinstance(c["sha256"], str) and SHA256.fullmatch(c["sha256"]) for c in program["chunks"]):
+        raise BadEntry("holds a program whose chunks have no valid sha256")
+    chunks = [{"file": chunk_file(c["sha256"]), "size": c["size"], "sha256": c["sha256"]} for c in program["chunks"]]
+    if not all(c["file"] in entry["files"] and (entry["files"][c["file"]]["sha256"], entry["files"][c["file"]]["size"]) == (c["sha256"], c["size"])
+               for c in chunks):
         raise BadEntry("lists files other than its program's chunks")
     kernels = [{"name": k["name"], "sha256": hashlib.sha256(k["code"].encode()).hexdigest()} for k in program["kernels"]]
     expected = {"model": model.name, "key": entry["key"], "inputs": inputs, "outputs": outputs, "chunks": chunks}

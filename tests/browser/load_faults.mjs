@@ -160,6 +160,53 @@ const SCENARIOS = {
     return { ...(await done), before, during };
   },
 
+  // the cache's stores wait until load() has resolved: every Cache.put is held until the page has
+  // the model and has run it; then the stores finish and fill the cache. A second page disposes its
+  // model right after load(): the stores still finish, and then the buffers and device are destroyed
+  async deferred_store(env, request) {
+    await env.page.evaluate(() => {
+      const put = Cache.prototype.put;
+      let release;
+      window.held = { started: 0, released: new Promise((resolve) => (release = resolve)), release };
+      Cache.prototype.put = async function (...args) {
+        window.held.started++;
+        await window.held.released;
+        return put.apply(this, args);
+      };
+    });
+    const result = await env.page.evaluate(async ([url, inputs]) => {
+      const { load } = await import(url);
+      const model = await load();
+      const putsAtLoad = window.held.started;
+      let settled = false;
+      model.cached.then(() => (settled = true));
+      const outputs = window.kumaTest.encode(model.outputs, await model.run(window.kumaTest.feed(inputs)));
+      while (window.held.started === 0) await new Promise((resolve) => requestAnimationFrame(resolve)); // a store waits
+      const settledWhileHeld = settled;
+      window.held.release();
+      await model.cached;
+      model.dispose();
+      return { ok: true, outputs, putsAtLoad, settledWhileHeld, keys: await window.kumaTest.cacheKeys("wide") };
+    }, [env.url, request.inputs]);
+    const page = await env.context.newPage();
+    await page.goto(sessions.server.origin + "/");
+    const disposed = await page.evaluate(async ([url, model]) => {
+      await caches.delete("kuma:" + model);
+      const { load } = await import(url);
+      const loaded = await load();
+      loaded.dispose();
+      let destroyed = false;
+      loaded.lost.then(() => (destroyed = true));
+      await loaded.cached;
+      const destroyedBeforeStored = destroyed;
+      const lost = await loaded.lost;
+      const cache = await caches.open("kuma:" + model);
+      return { keys: (await cache.keys()).length, destroyedBeforeStored, lost: lost.reason };
+    }, [`${sessions.server.mount(request.root)}/${encodeURIComponent(request.model)}/index.js`, request.model]);
+    await page.close();
+    return { ...result, disposed };
+  },
+
   // chunk `corrupt` arrives with one bit flipped: on every request ("always") or the first ("once")
   async corrupt(env, request) {
     const attempts = await intercept(env, "Response", async (event, i, attempt) => {
