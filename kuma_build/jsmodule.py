@@ -89,10 +89,10 @@ def api_fragment() -> str:
 
 def size_text(size) -> str | int:
     """A size of the program as the model's inputs and outputs show it: a number, or for a size that
-    depends on dims ([[coef, name, ...], ...]) its text, "seq" or "2*seq + 1" (as runtime.js's tensorInfo)."""
+    depends on dims ([[coef, name, ...], ...]) its text, "seq", "2*seq + 1", "seq - 1" (as runtime.js's tensorInfo)."""
     if not isinstance(size, list):
         return size
-    return " + ".join("*".join(map(str, names if coef == 1 and names else [coef, *names])) for coef, *names in size)
+    return " + ".join("*".join(map(str, names if coef == 1 and names else [coef, *names])) for coef, *names in size).replace("+ -", "- ")
 
 
 def render_dts(program: dict) -> str:

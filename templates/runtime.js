@@ -38,7 +38,7 @@ class Transient extends Error {
 // what the model tells its caller about a tensor (TensorInfo in runtime.d.ts): not the buffer index;
 // a size that depends on dims as text ("seq", "2*seq + 1"), as jsmodule.size_text writes it in index.d.ts
 function tensorInfo(specs) {
-  const text = (s) => (typeof s === "object" ? s.map(([coef, ...names]) => (coef === 1 && names.length ? names : [coef, ...names]).join("*")).join(" + ") : s);
+  const text = (s) => (typeof s === "object" ? s.map(([coef, ...names]) => (coef === 1 && names.length ? names : [coef, ...names]).join("*")).join(" + ").replaceAll("+ -", "- ") : s);
   return specs.map(({ name, shape, dtype }) => ({ name, shape: shape.map(text), dtype }));
 }
 
@@ -497,6 +497,12 @@ function readIndices(program, options) {
   return program.outputs.flatMap((o, i) => (options.read.includes(o.name) ? [i] : []));
 }
 
+// " with seq = 5, ...": the values of the dims an input's shape names (for messages)
+function withDims(spec, values) {
+  const known = spec.shape.filter((d) => typeof d === "string" && d in values).map((d) => `${d} = ${values[d]}`);
+  return known.length ? ` with ${known.join(", ")}` : "";
+}
+
 // each dim's value from the input lengths: an input whose other dims are known gives its one
 // unknown dim (as config.py checks that every dim can be); takeInputs then checks every length
 function inferDims(program, inputs) {
@@ -505,17 +511,17 @@ function inferDims(program, inputs) {
   for (let pass = 0; pass < Object.keys(ranges).length; pass++) {
     for (const spec of program.inputs) {
       const unknown = spec.shape.filter((d) => typeof d === "string" && !(d in values));
-      const array = inputs[spec.name];
       if (unknown.length !== 1) continue;
       const [dim] = unknown;
       const { min, max } = ranges[dim];
+      const array = inputs[spec.name];
       const length = isGPUBuffer(array) ? array.size / 4 : array.length;
-      const value = length / numel(spec.shape, { ...values, [dim]: 1 });
-      if (!(Number.isInteger(value) && value >= min && value <= max)) {
-        throw new RangeError(`kuma: input "${spec.name}" has ${length} values, so ${dim} (shape [${spec.shape}]) would be ${value}; ` +
-          `${dim} is an integer from ${min} to ${max}`);
+      const rest = numel(spec.shape, { ...values, [dim]: 1 });
+      if (!(Number.isInteger(length / rest) && length / rest >= min && length / rest <= max)) {
+        throw new RangeError(`kuma: input "${spec.name}" has ${length} values; its shape [${spec.shape}]${withDims(spec, values)} takes ${dim} from ${min} to ${max}, ` +
+          `so it needs ${rest * min} to ${rest * max} values${rest > 1 ? `, a multiple of ${rest}` : ""}`);
       }
-      values[dim] = value;
+      values[dim] = length / rest;
     }
   }
   return values;
@@ -545,7 +551,7 @@ function takeInputs(program, inputs) {
   const arrays = program.inputs.map((spec) => {
     const array = inputs[spec.name];
     const count = numel(spec.shape, values);
-    const dims = spec.shape.filter((d) => typeof d === "string").map((d) => ` with ${d} = ${values[d]}`).join("");
+    const dims = withDims(spec, values);
     if (isGPUBuffer(array)) {
       if (array.size < count * 4) throw new RangeError(`kuma: GPUBuffer for input "${spec.name}" has ${array.size} bytes; it needs ${count * 4} (shape [${spec.shape}]${dims}, ${spec.dtype})`);
       return array;
