@@ -95,11 +95,13 @@ def decode(spec: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(spec["data"]), dtype=NUMPY_DTYPES[spec["dtype"]])
 
 
-def run_dims(folder, runs: list[dict], bad: list[dict]) -> dict:
+def run_dims(folder, runs: list[dict], bad: list[dict], gpu: list[str] = ()) -> dict:
+    """One load of the model in folder running each input set of runs in turn, then each of bad
+    (whose errors the reply lists); the inputs of runs named in gpu go in as GPUBuffers."""
     browser = Browser("dims.mjs", "--serve")
     try:
         request = {"root": str(folder.parent), "model": folder.name, "runs": [{k: encode(v) for k, v in r.items()} for r in runs],
-                   "bad": [{k: encode(v) for k, v in r.items()} for r in bad]}
+                   "bad": [{k: encode(v) for k, v in r.items()} for r in bad], "gpu": list(gpu)}
         reply = browser.request(request, f"running {folder.name}")
     finally:
         browser.close()
@@ -119,7 +121,7 @@ def test_runtime_dims(tmp_path):
 
     # b from scale, then n from x (b known), then bias checked against n
     bad = [zeros(3, 10, 5), zeros(4, 20, 5), zeros(1, 301, 301), zeros(1, 0, 0), zeros(2, 6, 5)]
-    reply = run_dims(folder, runs, bad)
+    reply = run_dims(folder, runs, bad, gpu=["scale"])  # b from a GPUBuffer: its size is its length
     for run, got in zip(runs, reply["outputs"]):
         for name, want in expected(**run).items():
             actual = decode(got[name])
