@@ -54,7 +54,7 @@ MAX_NAME = 64  # a model name becomes a folder and an import name
 @dataclass
 class InputSpec:
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int | str, ...]  # a str names one of the model's dims
     dtype: str
 
 
@@ -71,6 +71,7 @@ class ModelConfig:
     target: str = "auto"  # the device classes: "auto" (each, chosen at load), "gpu" or "cpu" (devices.py)
     config: Path | None = None  # the kuma.toml that declares it, and the line of each of its keys,
     lines: dict[str, int] = field(default_factory=dict, repr=False)  # for errors found later (export.py)
+    dims: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (min, max): sizes one build serves
 
     def config_error(self, message: str, key: str) -> KumaError:
         """An error about this model's kuma.toml key, at its line."""
