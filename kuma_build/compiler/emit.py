@@ -17,6 +17,7 @@ import torch
 
 from kuma_build import __version__
 from kuma_build.compiler import precision
+from kuma_build.compiler.ir.sizes import to_json
 from kuma_build.compiler.plan import Plan
 from kuma_build.jsmodule import render_class_js, render_dts, render_js
 from kuma_build.outfolder import class_file, split_program
@@ -124,11 +125,14 @@ def shipped(wgsl: str) -> str:
 
 
 def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
+    # the dims (kuma.toml order: their fields in the dims uniform), only for a model that has any
+    dims = {"dims": {d.name: {"min": d.min, "max": d.max} for d in graph.dims}} if graph.dims else {}
     return {
         "model": name,
+        **dims,
         "inputs": [{"name": n, "shape": list(specs[n].shape), "dtype": "int32" if specs[n].dtype != "float32" else "float32",
                     "buffer": plan.input_buffer[n]} for n in graph.inputs],
-        "outputs": [{"name": n, "shape": list(v.shape), "dtype": JS_DTYPE[v.dtype], "buffer": plan.output_buffer[n]}
+        "outputs": [{"name": n, "shape": [to_json(s) for s in v.shape], "dtype": JS_DTYPE[v.dtype], "buffer": plan.output_buffer[n]}
                     for n, v in graph.outputs.items()],
         "buffers": plan.buffers,
         # "f16": the kernel's variant for devices with shader-f16 (the runtime picks at load)

@@ -15,7 +15,7 @@ it at load and on reset(). The program dict is the contract every runtime (JS, w
 import random
 from dataclasses import dataclass, field
 
-from kuma_build.compiler.ir.graph import Buffer, Graph, const
+from kuma_build.compiler.ir.graph import DIMS, Buffer, Graph, const
 from kuma_build.compiler.kernels import spec_key
 from kuma_build.compiler.kernels.wgsl import Kernel, binding_buffers
 from kuma_build.compiler.ops import record
@@ -71,6 +71,9 @@ def make_plan(graph: Graph, kernel_store=None) -> Plan:
             init = own_buffer(plan.weights[-1], "weight")
             plan.weight_buffer.append(init)
         plan.state.append({"name": name, "buffer": own_buffer(start.buffer, "state"), "init": init})
+    if graph.dims:  # the dims' current values, a u32 each (docs/DIMS_FORMAT.md)
+        index_of[DIMS] = len(buffers)
+        buffers.append({"size": 16 * -(-len(graph.dims) // 4), "kind": "dims"})
 
     slot_buffer: dict[int, int] = {}  # slot -> its buffer index, made at the slot's first use
     live_bytes = 0

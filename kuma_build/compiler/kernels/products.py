@@ -4,6 +4,7 @@ matmul.py and conv.py (implicit GEMM) describe their product as a Gemm and call 
 
 from dataclasses import replace
 
+from kuma_build.compiler.ir.sizes import max_value
 from kuma_build.compiler.kernels.gemm import THIN, Gemm, thin, tiled
 from kuma_build.compiler.kernels.gemm_registers import registers
 from kuma_build.compiler.kernels.wgsl import Bindings, Kernel
@@ -13,7 +14,14 @@ def gemm_code(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     """WGSL (after the bindings) and workgroup counts of the best kernel for g."""
     if g.device.register_gemm:
         return registers(g)
-    return thin(g) if min(g.rows, g.cols) <= THIN else tiled(g)
+    return thin(g) if is_thin(g) else tiled(g)
+
+
+def is_thin(g: Gemm) -> bool:
+    """The thin kernel's narrow side (the fewer of rows and columns, at their max) is at most THIN,
+    and no dim sets it (the kernel unrolls it)."""
+    narrow = g.cols if max_value(g.cols) < max_value(g.rows) else g.rows
+    return isinstance(narrow, int) and narrow <= THIN
 
 
 def gemm_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:

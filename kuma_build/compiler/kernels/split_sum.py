@@ -7,6 +7,7 @@ the ("acc", "f32") leaf, as a fused epilogue is).
 """
 
 from kuma_build.compiler.kernels.elementwise import epilogue
+from kuma_build.compiler.ir.sizes import wgsl as u32
 from kuma_build.compiler.kernels.wgsl import Bindings, indent, threads
 
 
@@ -16,6 +17,6 @@ def lower(node, device):
     header, workgroups = threads(out.numel)
     writer, value = epilogue(node, b, "total", "gid")
     lines = ["var total = 0.0;",
-             f"for (var s = 0u; s < {splits}u; s++) {{ total += {b.names[0]}[s * {out.numel}u + gid]; }}",
+             f"for (var s = 0u; s < {splits}u; s++) {{ total += {b.names[0]}[s * {u32(out.numel)} + gid]; }}",
              *writer.lines, f"out[gid] = {value};"]
     return b.kernel("split_sum", writer.functions() + header + indent(lines) + "\n}", workgroups)
