@@ -5,8 +5,6 @@ of its own. rel_l2, reference_outputs and compare are also what the tests check 
 model with.
 """
 
-import dataclasses
-
 import numpy as np
 import torch
 
@@ -57,12 +55,6 @@ def dim_values(model) -> list[dict[str, int]]:
     return [values for i, values in enumerate(picks) if values not in picks[:i]]
 
 
-def shaped(model, values: dict[str, int]):
-    """model with each dim in its input shapes replaced by its value (what example_inputs makes)."""
-    inputs = [dataclasses.replace(s, shape=tuple(values[d] if isinstance(d, str) else d for d in s.shape)) for s in model.inputs]
-    return dataclasses.replace(model, inputs=inputs)
-
-
 def verify_model(project, model, seed: int) -> dict[str, dict[str, tuple[float, float]]]:
     """{what ran: {output name: (max abs error, relative L2 error)}} on seeded random inputs, for each
     device class the build has kernels for (both run on the local adapter) and, for a model with dims,
@@ -96,7 +88,7 @@ def verify_program(net, model, program: dict, chunks: list[bytes], seed: int) ->
         for values in dim_values(model):
             report = reports["".join(f", {d} = {v}" for d, v in values.items())] = {}
             for run in range(runs):
-                inputs = example_inputs(shaped(model, values), torch.Generator().manual_seed(seed + run))
+                inputs = example_inputs(model, torch.Generator().manual_seed(seed + run), values)
                 expected = reference_outputs(net, model, inputs)
                 actual = gpu.run({name: t.numpy() for name, t in inputs.items()})
                 for name, errors in compare(actual, expected).items():
