@@ -19,9 +19,11 @@ import linecache
 import logging
 import re
 import sys
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+import sympy
 import torch
 
 from kuma_build.compiler.blame import describe, recording_definitions, tracking_modules
@@ -150,9 +152,10 @@ def dynamic_shapes(model: ModelConfig, order: list[str]) -> tuple | None:
     """torch.export's dynamic_shapes for the inputs in call order: one Dim per kuma.toml dim."""
     if not model.dims:
         return None
-    dims = {name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in model.dims.items()}
+    # a dim of one value is a number to torch (which refuses a Dim with min == max)
+    dims = {name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in model.dims.items() if low < high}
     shapes = {s.name: s.shape for s in model.inputs}
-    return tuple({i: dims[s] for i, s in enumerate(shapes[name]) if isinstance(s, str)} or None for name in order)
+    return tuple({i: dims[s] for i, s in enumerate(shapes[name]) if s in dims} or None for name in order)
 
 
 def decompositions():
@@ -185,7 +188,7 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     restore_buffers(net, initial)
     with user_code(model, "torch.export", lambda e: f"torch.export could not capture the model: {type(e).__name__}: {_first_line(e)}. "
                    "kuma needs a model whose control flow does not depend on tensor values."):
-        with guard_sites() as sites:
+        with guard_sites(model.source) as sites:
             try:
                 program = torch.export.export(net, args, dynamic_shapes=dynamic_shapes(model, order))
             except torch._dynamo.exc.UserError as e:
@@ -197,17 +200,19 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
 
 
 @contextmanager
-def guard_sites():
+def guard_sites(source: Path):
     """Yields a list that fills with (guard, file, line) for each guard on sizes torch adds while
-    exporting: torch logs each with the frame that added it, and its error does not say where."""
+    exporting, at the innermost line of `source` running then (torch logs each guard as it adds
+    it; its error does not say where)."""
     sites = []
+    source = source.resolve()
 
     class Recorder(logging.Handler):
         def emit(self, record):
-            if "[guard added]" in record.msg and len(record.args) >= 3:
-                frame = getattr(record.args[2], "framework_loc", None)
-                if hasattr(frame, "filename"):
-                    sites.append((str(record.args[1]), frame.filename, frame.lineno))
+            if "[guard added]" in record.msg and len(record.args) >= 2:
+                frames = [f for f in traceback.extract_stack() if Path(f.filename).resolve() == source]
+                if frames:
+                    sites.append((str(record.args[1]), frames[-1].filename, frames[-1].lineno))
 
     logger = logging.getLogger("torch.fx.experimental.symbolic_shapes")
     handlers, level, propagate = logger.handlers, logger.level, logger.propagate
@@ -228,18 +233,33 @@ def specialised_error(e: Exception, model: ModelConfig, sites: list) -> KumaErro
     names = [n.strip() for n in named.group(1).split(",")] if named else list(model.dims)
     reasons = [line.strip()[2:] for line in text.splitlines() if line.strip().startswith("- ")]
     ranges = ", ".join(f"{n} in [{model.dims[n][0]}, {model.dims[n][1]}]" for n in names if n in model.dims)
-    own = [(guard, file, line) for guard, file, line in sites if Path(file).resolve() == model.source.resolve()]
+    # the first guard that fails somewhere in the range (a guard that always holds is no culprit)
+    culprits = [site for site in sites if not always_holds(site[0], [model.dims[n] for n in names if n in model.dims])] or sites
     site = ""
-    if own:
-        _, file, line = own[-1]
+    if culprits:
+        _, file, line = culprits[0]
         code = linecache.getline(file, line).strip()
         site = f" The guard comes from {Path(file).name}:{line}{f' (`{code}`)' if code else ''}."
+    declared = f" ({model.config.name}:{model.lines['dims']})" if model.config and model.lines.get("dims") else ""
     message = (f"model {model.name}: torch.export cannot keep the dim {', '.join(names)} dynamic over its kuma.toml range "
-               f"({ranges}): {' '.join(reasons[:2]) or _first_line(e)}{site} Remove the condition on that size from the model, "
+               f"({ranges}{declared}): {' '.join(reasons[:2]) or _first_line(e)}{site} Remove the condition on that size from the model, "
                "or declare a range (or a fixed size) for which it always holds.")
-    if own:
-        return KumaError(message, own[-1][1], own[-1][2])
+    if culprits:
+        return KumaError(message, culprits[0][1], culprits[0][2])
     return model.config_error(message, "dims")
+
+
+def always_holds(guard: str, ranges: list[tuple[int, int]], most: int = 4096) -> bool:
+    """Whether a guard torch logged (sympy text over one symbol) holds at every value of the one
+    dim the error names; False when that cannot be told."""
+    try:
+        expr = sympy.sympify(guard)
+    except (sympy.SympifyError, TypeError, SyntaxError):
+        return False
+    if len(ranges) != 1 or len(expr.free_symbols) != 1 or ranges[0][1] - ranges[0][0] > most:
+        return False
+    (symbol,), (low, high) = expr.free_symbols, ranges[0]
+    return all(bool(expr.subs(symbol, value)) for value in range(low, high + 1))
 
 
 def buffer_values(net: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -48,6 +48,19 @@ def expand(v: Value, shape) -> Value:
     return Value(v.buffer, tuple(sizes), tuple(strides), v.offset)
 
 
+def broadcast_shapes(*shapes) -> tuple:
+    """numpy's broadcast of shapes whose sizes may be Syms (a size-1 dim takes the other's size)."""
+    rank = max(len(s) for s in shapes)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    result = []
+    for sizes in zip(*padded):
+        others = [s for s in sizes if s != 1]
+        if any(s != others[0] for s in others):
+            raise ValueError(f"shapes {shapes} do not broadcast")
+        result.append(others[0] if others else 1)
+    return tuple(result)
+
+
 def slice_(v: Value, dim: int, start, end, step: int = 1, length=None) -> Value:
     """v[..., start:end:step, ...]; with a dim in the sizes, `length` is the result's size as
     torch.export recorded it (torch clamps start and end, which a Sym cannot do here)."""
