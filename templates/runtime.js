@@ -504,12 +504,15 @@ function withDims(spec, values) {
 }
 
 // each dim's value from the input lengths: an input whose other dims are known gives its one
-// unknown dim (as config.py checks that every dim can be); takeInputs then checks every length
+// unknown dim (as config.py checks that every dim can be), a typed array before a GPUBuffer;
+// takeInputs then checks every length (a GPUBuffer may be longer, as for a model without dims)
 function inferDims(program, inputs) {
   const values = {};
   const ranges = program.ranges ?? {};
+  // typed arrays first: a GPUBuffer (another run's output, planned for the maxima) may be longer than the input
+  const specs = [...program.inputs].sort((a, b) => isGPUBuffer(inputs[a.name]) - isGPUBuffer(inputs[b.name]));
   for (let pass = 0; pass < Object.keys(ranges).length; pass++) {
-    for (const spec of program.inputs) {
+    for (const spec of specs) {
       const unknown = spec.shape.filter((d) => typeof d === "string" && !(d in values));
       if (unknown.length !== 1) continue;
       const [dim] = unknown;

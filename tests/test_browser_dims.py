@@ -1,6 +1,8 @@
 """Models with dims (one build for a range of sizes) in headless Chromium: one load runs at several
 sizes in turn (tests/browser/dims.mjs), compared with PyTorch, and run() rejects inconsistent or
-out-of-range lengths naming the input, the dim and its range.
+out-of-range lengths naming the input, the dim and its range. test_bert_with_a_dynamic_sequence_length
+is the whole path: kuma.toml, `kuma build`, `kuma verify` at min, middle and max, and Chromium; the
+Llama-style step model prefills its KV cache with the whole prompt in one run, then decodes.
 
 test_runtime_dims runs a program written here to the program format (docs/design.md, "Dimensions"),
 with three small WGSL kernels, so that the runtime's part is checked on its own and on what a
@@ -9,15 +11,22 @@ products, a dispatch with no workgroups at the min (left out) and an output of l
 """
 
 import base64
-import json
+import copy
+import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from browser_support import NUMPY_DTYPES, Browser, encode
+from kuma_build.compiler import compile_module
+from kuma_build.compiler.export import build_module
+from kuma_build.config import InputSpec, load_project
 from kuma_build.jsmodule import render_class_js, render_dts, render_js
-from support import TOLERANCE, rel_l2
+from support import TOLERANCE, model_config, rel_l2
+from test_state import PROMPT, STEPS, Llama
 
 pytestmark = pytest.mark.browser
 
@@ -142,3 +151,99 @@ def test_runtime_dims(tmp_path):
     dts = (folder / "index.d.ts").read_text()
     assert "- `b`: from 1 to 3, in input scale, x" in dts and "- `n`: from 1 to 300, in input x, bias" in dts
     assert '/** shape [n - 1], float32; n from 1 to 300 */' in dts and 'readonly shape: readonly ["b", "n"]' in dts
+
+
+BERT = """\
+from torch import nn
+from transformers import BertConfig, BertModel
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=100,
+                            max_position_embeddings=64)
+        self.bert = BertModel(config, add_pooling_layer=False)
+
+    def forward(self, input_ids):
+        return self.bert(input_ids=input_ids).last_hidden_state
+
+
+def build_model():
+    return Encoder().eval()
+"""
+BERT_TOML = """\
+[build]
+out_dir = "out"
+
+[models.bert]
+source = "bert.py"
+factory = "build_model"
+outputs = ["hidden"]
+target = "cpu"
+[models.bert.dims]
+seq = { min = 1, max = 64 }
+[models.bert.inputs]
+input_ids = { shape = [1, "seq"], dtype = "int64" }
+"""
+
+
+def kuma(root, *args):
+    result = subprocess.run([sys.executable, "-m", "kuma_build", *args], cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stdout + result.stderr
+    return result
+
+
+def test_bert_with_a_dynamic_sequence_length(tmp_path):
+    """A Hugging Face BertModel (a tiny config) built once for seq from 1 to 64: `kuma verify` checks
+    seq = 1, 33 and 64, and one load in Chromium runs seq = 1, 64, 33, 7, 64 in turn like PyTorch,
+    then rejects 65 tokens."""
+    (tmp_path / "bert.py").write_text(BERT)
+    (tmp_path / "kuma.toml").write_text(BERT_TOML)
+    built = kuma(tmp_path, "build")
+    assert "warning" not in built.stderr, built.stderr
+    verified = kuma(tmp_path, "verify").stdout.splitlines()
+    assert [line.split(":")[0] for line in verified] == [f"[kuma] verify bert.hidden (cpu kernels, seq = {n})" for n in (1, 33, 64)]
+    assert all(line.endswith(" ok") for line in verified), verified
+
+    project = load_project(tmp_path / "kuma.toml")
+    net = build_module(project.models["bert"], project.root)
+    generator = torch.Generator().manual_seed(5)
+    ids = [torch.randint(0, 100, (1, n), generator=generator) for n in (1, 64, 33, 7, 64)]
+    reply = run_dims(project.out_dir / "bert", [{"input_ids": t.numpy()} for t in ids], [{"input_ids": np.zeros((1, 65), np.int32)}])
+    for tokens, got in zip(ids, reply["outputs"]):
+        with torch.no_grad():
+            want = net(tokens).numpy()
+        assert got["hidden"]["length"] == want.size == tokens.shape[1] * 32
+        assert rel_l2(decode(got["hidden"]), want.ravel()) <= TOLERANCE, tokens.shape
+    assert reply["errors"] == ['RangeError: kuma: input "input_ids" has 65 values; its shape [1,seq] takes seq from 1 to 64, '
+                               "so it needs 1 to 64 values"]
+    assert reply["info"]["modelOutputs"] == [{"name": "hidden", "shape": [1, "seq", 32], "dtype": "float32"}]
+
+
+def test_llama_prefill_in_one_run_then_decode_in_chromium(tmp_path):
+    """The Llama-style step model with token [1, seq] and pos [seq] (seq from 1 to its context of 40):
+    the prompt goes in as one run, then greedy steps of one token, each fed back as a GPUBuffer (the
+    model's own output buffer, longer than one token: the typed-array pos gives seq = 1). Token-identical
+    to PyTorch eager doing the same, again after reset() with the runs queued at once."""
+    torch.manual_seed(0)
+    module = Llama().eval()
+    reference = copy.deepcopy(module)
+    example = (torch.tensor([[3, 4]]), torch.tensor([0, 1]))
+    config = dataclasses.replace(model_config(module, example, name="llama"), dims={"seq": (1, 40)},
+                                 inputs=[InputSpec("token", (1, "seq"), "int64"), InputSpec("pos", ("seq",), "int64")])
+    folder = compile_module(module, config).write(tmp_path)
+    with torch.no_grad():
+        token, _ = reference(torch.tensor([PROMPT]), torch.arange(len(PROMPT)))
+        expected = [int(token[0, -1])]
+        for pos in range(len(PROMPT), len(PROMPT) + STEPS - 1):
+            token, _ = reference(torch.tensor([[expected[-1]]]), torch.tensor([pos]))
+            expected.append(int(token[0, 0]))
+    browser = Browser("decode.mjs", "--serve")
+    try:
+        reply = browser.request({"root": str(folder.parent), "model": folder.name, "prompt": PROMPT, "steps": STEPS, "prefill": True}, "decoding")
+    finally:
+        browser.close()
+    assert reply["ok"], reply.get("error")
+    assert reply["first"] == expected
+    assert reply["again"] == expected
