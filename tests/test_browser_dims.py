@@ -225,12 +225,13 @@ def test_llama_prefill_in_one_run_then_decode_in_chromium(tmp_path):
     """The Llama-style step model with token [1, seq] and pos [seq] (seq from 1 to its context of 40):
     the prompt goes in as one run, then greedy steps of one token, each fed back as a GPUBuffer (the
     model's own output buffer, longer than one token: the typed-array pos gives seq = 1). Token-identical
-    to PyTorch eager doing the same, again after reset() with the runs queued at once."""
+    to PyTorch eager doing the same, again after reset() with the runs queued at once, with the
+    kernels of each device class."""
     torch.manual_seed(0)
     module = Llama().eval()
     reference = copy.deepcopy(module)
     example = (torch.tensor([[3, 4]]), torch.tensor([0, 1]))
-    config = dataclasses.replace(model_config(module, example, name="llama"), dims={"seq": (1, 40)},
+    config = dataclasses.replace(model_config(module, example, name="llama", device="auto"), dims={"seq": (1, 40)},
                                  inputs=[InputSpec("token", (1, "seq"), "int64"), InputSpec("pos", ("seq",), "int64")])
     folder = compile_module(module, config).write(tmp_path)
     with torch.no_grad():
@@ -241,9 +242,12 @@ def test_llama_prefill_in_one_run_then_decode_in_chromium(tmp_path):
             expected.append(int(token[0, 0]))
     browser = Browser("decode.mjs", "--serve")
     try:
-        reply = browser.request({"root": str(folder.parent), "model": folder.name, "prompt": PROMPT, "steps": STEPS, "prefill": True}, "decoding")
+        for device_class in ("cpu", "gpu"):
+            request = {"root": str(folder.parent), "model": folder.name, "prompt": PROMPT, "steps": STEPS, "prefill": True,
+                       "options": {"deviceClass": device_class}}
+            reply = browser.request(request, "decoding")
+            assert reply["ok"], reply.get("error")
+            assert reply["deviceClass"] == device_class
+            assert reply["first"] == reply["again"] == expected, device_class
     finally:
         browser.close()
-    assert reply["ok"], reply.get("error")
-    assert reply["first"] == expected
-    assert reply["again"] == expected

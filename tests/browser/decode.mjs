@@ -9,16 +9,17 @@
 // as one run of its length, and the first decode step gets the last token as a typed array (the
 // token output then holds one token per prompt position).
 //
-//   node decode.mjs --serve    one JSON request {root, model, prompt, steps, prefill?} per stdin line, one
-//                              JSON reply {ok, first, again, decodeMs, errors, adapter} per stdout line
+//   node decode.mjs --serve    one JSON request {root, model, prompt, steps, prefill?, options?} per stdin
+//                              line (options: load()'s, e.g. { deviceClass: "gpu" }), one JSON reply
+//                              {ok, first, again, decodeMs, errors, adapter, deviceClass} per stdout line
 
 import { modelPage, serve, withTimeout } from "./run_model.mjs";
 
 // runs inside the page
-async function decodeInPage({ url, prompt, steps, prefill }) {
+async function decodeInPage({ url, prompt, steps, prefill, options }) {
   const gpuErrors = [];
   const { load } = await import(url);
-  const model = await load();
+  const model = await load(options);
   model.device.addEventListener("uncapturederror", (e) => gpuErrors.push(e.error.message));
   const [tokenName] = model.outputs.map((o) => o.name);
   // queued: the prompt's runs are all called at once, and resolve in order
@@ -68,17 +69,17 @@ async function decodeInPage({ url, prompt, steps, prefill }) {
     const again = await generate(true);
     const errors = await misuses();
     const info = model.device.adapterInfo;
-    return { first: first.tokens, again: again.tokens, decodeMs: again.decodeMs, errors, gpuErrors,
+    return { first: first.tokens, again: again.tokens, decodeMs: again.decodeMs, errors, gpuErrors, deviceClass: model.deviceClass,
       adapter: { vendor: info.vendor, architecture: info.architecture, description: info.description } };
   } finally {
     model.dispose();
   }
 }
 
-async function decode(browser, server, { root, model, prompt, steps, prefill = false }) {
+async function decode(browser, server, { root, model, prompt, steps, prefill = false, options = {} }) {
   const { context, page, problems, url } = await modelPage(browser, server, root, model);
   try {
-    const result = await withTimeout(page.evaluate(decodeInPage, { url, prompt, steps, prefill }), `decoding with ${model}`);
+    const result = await withTimeout(page.evaluate(decodeInPage, { url, prompt, steps, prefill, options }), `decoding with ${model}`);
     problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
     if (problems.length) throw new Error(problems.join("\n"));
     delete result.gpuErrors;
