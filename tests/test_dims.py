@@ -86,11 +86,31 @@ class Attend(nn.Module):
         return causal, masked.transpose(1, 2).reshape(1, x.shape[1], 16)
 
 
+class Batched(nn.Module):
+    """A dynamic batch of products (tiled and thin kernels), a thin linear layer (few columns, dynamic
+    rows), constant padding of a dynamic dim, a sum of everything, and a static KV cache (state) that
+    each run writes a dynamic number of rows into, in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.thin = nn.Linear(12, 5)
+        self.register_buffer("cache", torch.zeros(1, 80, 12))
+
+    def forward(self, a, b, positions):  # a [seq, 20, 12], b [seq, 12, 20], positions [seq]
+        wide = torch.bmm(a, b)  # [seq, 20, 20]
+        narrow = torch.bmm(a, b[:, :, :3])  # [seq, 20, 3]
+        padded = F.pad(self.thin(a[:, 0]), (0, 0, 2, 1), value=0.5)  # [seq + 3, 5]
+        self.cache.index_copy_(1, positions, a[:, 1].unsqueeze(0))
+        return wide, narrow, padded, wide.sum(), self.cache.sum(-1)
+
+
 # name -> (module, kuma.toml inputs, dims, the values each run takes)
 MODELS = {
     "mixed": (Mixed, [InputSpec("x", (2, "seq", 12), "float32")], {"seq": SEQ}, [{"seq": v} for v in VALUES]),
     "lookup": (Lookup, [InputSpec("ids", (1, "seq"), "int64"), InputSpec("positions", ("seq",), "int64")], {"seq": SEQ},
                [{"seq": v} for v in VALUES]),
+    "batched": (Batched, [InputSpec("a", ("seq", 20, 12), "float32"), InputSpec("b", ("seq", 12, 20), "float32"),
+                          InputSpec("positions", ("seq",), "int64")], {"seq": SEQ}, [{"seq": v} for v in (*VALUES, 5)]),
     "attend": (Attend, [InputSpec("x", (1, "seq", 16), "float32"), InputSpec("memory", (1, "keys", 16), "float32")],
                {"seq": (1, 40), "keys": (1, 90)}, [{"seq": 1, "keys": 1}, {"seq": 23, "keys": 50}, {"seq": 40, "keys": 90},
                                                    {"seq": 40, "keys": 5}]),
