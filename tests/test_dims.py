@@ -5,8 +5,11 @@ against PyTorch eager. Also: Hugging Face BERT at several sequence lengths from 
 errors for a dim the export specialises or an op that cannot take a dynamic size, and that a
 static model's output does not change."""
 
+import copy
 import inspect
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +24,9 @@ from kuma_build.devices import DEVICE_CLASSES
 from kuma_build.errors import KumaError
 from kuma_build.webgpu import GpuModel
 from support import assert_outputs_match, model_config, reference_outputs
+
+sys.path.insert(0, str(Path(__file__).parent / "models"))
+from llama import Llama  # noqa: E402
 
 SEQ = (1, 70)  # min and max of the dim `seq`
 VALUES = (1, 37, 70)  # min, a middle value, max
@@ -86,11 +92,31 @@ class Attend(nn.Module):
         return causal, masked.transpose(1, 2).reshape(1, x.shape[1], 16)
 
 
+class Batched(nn.Module):
+    """A dynamic batch of products (tiled and thin kernels), a thin linear layer (few columns, dynamic
+    rows), constant padding of a dynamic dim, a sum of everything, and a static KV cache (state) that
+    each run writes a dynamic number of rows into, in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.thin = nn.Linear(12, 5)
+        self.register_buffer("cache", torch.zeros(1, 80, 12))
+
+    def forward(self, a, b, positions):  # a [seq, 20, 12], b [seq, 12, 20], positions [seq]
+        wide = torch.bmm(a, b)  # [seq, 20, 20]
+        narrow = torch.bmm(a, b[:, :, :3])  # [seq, 20, 3]
+        padded = F.pad(self.thin(a[:, 0]), (0, 0, 2, 1), value=0.5)  # [seq + 3, 5]
+        self.cache.index_copy_(1, positions, a[:, 1].unsqueeze(0))
+        return wide, narrow, padded, wide.sum(), self.cache.sum(-1)
+
+
 # name -> (module, kuma.toml inputs, dims, the values each run takes)
 MODELS = {
     "mixed": (Mixed, [InputSpec("x", (2, "seq", 12), "float32")], {"seq": SEQ}, [{"seq": v} for v in VALUES]),
     "lookup": (Lookup, [InputSpec("ids", (1, "seq"), "int64"), InputSpec("positions", ("seq",), "int64")], {"seq": SEQ},
                [{"seq": v} for v in VALUES]),
+    "batched": (Batched, [InputSpec("a", ("seq", 20, 12), "float32"), InputSpec("b", ("seq", 12, 20), "float32"),
+                          InputSpec("positions", ("seq",), "int64")], {"seq": SEQ}, [{"seq": v} for v in (*VALUES, 5)]),
     "attend": (Attend, [InputSpec("x", (1, "seq", 16), "float32"), InputSpec("memory", (1, "keys", 16), "float32")],
                {"seq": (1, 40), "keys": (1, 90)}, [{"seq": 1, "keys": 1}, {"seq": 23, "keys": 50}, {"seq": 40, "keys": 90},
                                                    {"seq": 40, "keys": 5}]),
@@ -178,6 +204,24 @@ def test_bert_from_transformers_at_several_lengths():
         expected = reference_outputs(net, config, {"input_ids": ids})
         for gpu in gpus.values():
             assert_outputs_match(list(gpu.run({"input_ids": ids.numpy()}).values()), expected)
+
+
+def test_llama_prefill_then_decode_from_one_build():
+    """tests/models/llama.py (a static KV cache in state buffers) with the token count dynamic: a
+    7-token prompt, then one token per run, token-identical to PyTorch eager stepping the same module."""
+    torch.manual_seed(0)
+    inputs = [InputSpec("token", (1, "seq"), "int64"), InputSpec("pos", ("seq",), "int64")]
+    net, config, _, gpus = build(Llama(), inputs, {"seq": (1, 40)})
+    for gpu in gpus.values():
+        reference = copy.deepcopy(net)  # build() restored the caches: both start empty
+        token, pos = torch.randint(0, 67, (1, 7), generator=torch.Generator().manual_seed(3)), torch.arange(7)
+        for _ in range(6):
+            with torch.no_grad():
+                expected_token, expected_logits = reference(token, pos)
+            out = gpu.run({"token": token.numpy(), "pos": pos.numpy()})
+            np.testing.assert_array_equal(out["output0"], expected_token.numpy())
+            assert_outputs_match([out["output1"]], [expected_logits.numpy()])
+            token, pos = expected_token[:, -1:], pos[-1:] + 1
 
 
 def test_inconsistent_or_out_of_range_inputs_are_errors():

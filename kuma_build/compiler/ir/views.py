@@ -68,6 +68,9 @@ def slice_(v: Value, dim: int, start, end, step: int = 1, length=None) -> Value:
     size = v.shape[dim]
     if any_sym((size, start, end, length)):
         start = 0 if start is None else (start + size if isinstance(start, int) and start < 0 else start)
+        if length is None:  # a crop or a split's part: end and start are exact
+            end = size if end is None else (end + size if isinstance(end, int) and end < 0 else end)
+            length = (end - start) if step == 1 else -(-(end - start) // step)
     else:
         start, end, _ = slice(start, end).indices(size)
         length = max(0, (end - start + step - 1) // step)

@@ -18,6 +18,7 @@ from kuma_build.compiler.ir.graph import DIMS, WGSL_TYPE, Buffer, Node, Value
 from kuma_build.compiler.ir.sizes import Sym, ceil_div_count, dims_of, max_value, wgsl as u32
 
 MAX_WORKGROUPS_PER_DIM = 65535
+DIMS_BINDING = "var<uniform> dims"
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Kernel:
 
     @classmethod
     def from_entry(cls, entry: dict, buffers: list[Buffer]) -> "Kernel":
+        buffers = [buf for buf in buffers if buf is not DIMS or DIMS_BINDING in entry["code"]]  # as Bindings.kernel left them
         return cls(entry["name"], entry["code"], tuple(entry["workgroups"]), buffers, entry.get("code_f16"))
 
 
@@ -81,7 +83,7 @@ class Bindings:
         for i, buf in enumerate(self.buffers[:-1]):
             if buf is DIMS:
                 lines[:0] = [dims_struct(self.dims), ""]
-                lines.append(f"@group(0) @binding({binding}) var<uniform> dims: Dims;")
+                lines.append(f"@group(0) @binding({binding}) {DIMS_BINDING}: Dims;")
                 binding += 1
                 continue
             element = WGSL_TYPE[buf.dtype]
@@ -110,6 +112,8 @@ class Bindings:
 
     def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None) -> Kernel:
         """body_f16: the body of the shader-f16 variant when it differs (f16 arithmetic, gemm.py)."""
+        if DIMS in self.buffers and "dims." not in body + (body_f16 or ""):
+            self.buffers.remove(DIMS)  # no size it computes with depends on a dim (a size-1 dim's stride, say)
         code_f16 = None
         if any(buf.storage == "f16" for buf in self.buffers):
             code_f16 = "enable f16;\n\n" + self.declare(native_f16=True) + after_bindings(body_f16 or body)
