@@ -408,9 +408,10 @@ async function createModel(program, chunkUrls, options, adapter, software) {
     pipelines.catch(() => {}); // awaited below; a failed download must not leave it unhandled
     const cached = await uploadChunks(program, chunkUrls, buffers, device, options);
     const compiled = await pipelines;
-    const binds = program.dispatches.map(([kernel, bound, groups]) => ({
+    const binds = program.dispatches.map(([kernel, bound, groups, when]) => ({
       pipeline: compiled[kernel],
       groups,
+      when,
       bindGroup: device.createBindGroup({
         layout: compiled[kernel].getBindGroupLayout(0),
         entries: bound.map((b, i) => ({ binding: i, resource: { buffer: buffers[b] } })),
@@ -446,12 +447,13 @@ async function createModel(program, chunkUrls, options, adapter, software) {
 }
 
 // every dispatch of the plan in one compute pass; a count { size, per } is ceil(size / per) at the
-// dims' values, and a dispatch with no workgroups at them is left out
+// dims' values, and a dispatch with no workgroups at them, or for other values ({ dim: [low, high] }:
+// a kernel for few rows), is left out
 function encodePass(encoder, binds, values) {
   const pass = encoder.beginComputePass();
-  for (const { pipeline, bindGroup, groups } of binds) {
+  for (const { pipeline, bindGroup, groups, when = {} } of binds) {
     const [x, y, z] = groups.map((g) => (g.per ? Math.ceil(size(g.size, values) / g.per) : g));
-    if (!x) continue;
+    if (!x || Object.entries(when).some(([name, [low, high]]) => values[name] < low || values[name] > high)) continue;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);

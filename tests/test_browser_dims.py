@@ -5,9 +5,10 @@ is the whole path: kuma.toml, `kuma build`, `kuma verify` at min, middle and max
 Llama-style step model prefills its KV cache with the whole prompt in one run, then decodes.
 
 test_runtime_dims runs a program written here to the program format (docs/design.md, "Dimensions"),
-with three small WGSL kernels, so that the runtime's part is checked on its own and on what a
+with four small WGSL kernels, so that the runtime's part is checked on its own and on what a
 compiled model may not show yet: two dims, one inferred after the other, sizes that are sums of
-products, a dispatch with no workgroups at the min (left out) and an output of length 0.
+products, a dispatch with no workgroups at the min (left out), an output of length 0, and two
+kernels for one output, each run only in its range of a dim.
 """
 
 import base64
@@ -51,6 +52,15 @@ struct Dims { b: u32, n: u32 }
   z[id.x] = f32(id.x) * f32(dims.b);
 }
 """
+RAMP_ONE = """\
+struct Dims { b: u32, n: u32 }
+@group(0) @binding(0) var<uniform> dims: Dims;
+@group(0) @binding(1) var<storage, read_write> z: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+  if (id.x >= 2u * dims.n + 1u) { return; }
+  z[id.x] = f32(id.x);
+}
+"""
 DIFF = """\
 struct Dims { b: u32, n: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -82,9 +92,13 @@ def runtime_fixture(folder):
         "inputs": [{**spec, "buffer": i} for i, spec in enumerate(shared["inputs"])],
         "outputs": [{**o, "buffer": i + 3} for i, o in enumerate(shared["outputs"])],
         "buffers": [{"size": 4 * s, "kind": kind} for s, kind in zip(sizes, ["input"] * 3 + ["output"] * 3)] + [{"size": 16, "kind": "dims"}],
-        "kernels": [{"name": "scale", "code": SCALE}, {"name": "ramp", "code": RAMP}, {"name": "diff", "code": DIFF}],
-        "dispatches": [[0, [1, 0, 2, 3, 6], [{"size": b_n, "per": 64}, 1, 1]], [1, [6, 4], [{"size": [[2, "n"], [1]], "per": 64}, 1, 1]],
-                       [2, [1, 5, 6], [{"size": [[1, "n"], [-1]], "per": 64}, 1, 1]]],
+        "kernels": [{"name": "scale", "code": SCALE}, {"name": "ramp", "code": RAMP}, {"name": "diff", "code": DIFF},
+                    {"name": "ramp_one", "code": RAMP_ONE}],
+        # z by ramp for b from 2, by ramp_one (right only for b = 1) after it for b = 1
+        "dispatches": [[0, [1, 0, 2, 3, 6], [{"size": b_n, "per": 64}, 1, 1]],
+                       [1, [6, 4], [{"size": [[2, "n"], [1]], "per": 64}, 1, 1], {"b": [2, 3]}],
+                       [2, [1, 5, 6], [{"size": [[1, "n"], [-1]], "per": 64}, 1, 1]],
+                       [3, [6, 4], [{"size": [[2, "n"], [1]], "per": 64}, 1, 1], {"b": [1, 1]}]],
         "copies": [], "state": [], "dims": ["b", "n"],
     }
     folder.mkdir(parents=True)
