@@ -556,12 +556,11 @@ function takeInputs(program, inputs) {
   const arrays = program.inputs.map((spec) => {
     const array = inputs[spec.name];
     const count = numel(spec.shape, values);
-    const dims = withDims(spec, values);
     if (isGPUBuffer(array)) {
-      if (array.size < count * 4) throw new RangeError(`kuma: GPUBuffer for input "${spec.name}" has ${array.size} bytes; it needs ${count * 4} (shape [${spec.shape}]${dims}, ${spec.dtype})`);
+      if (array.size < count * 4) throw new RangeError(`kuma: GPUBuffer for input "${spec.name}" has ${array.size} bytes; it needs ${count * 4} (shape [${spec.shape}]${withDims(spec, values)}, ${spec.dtype})`);
       return array;
     }
-    if (array.length !== count) throw new RangeError(`kuma: input "${spec.name}" needs ${count} values (shape [${spec.shape}]${dims}), got ${array.length}`);
+    if (array.length !== count) throw new RangeError(`kuma: input "${spec.name}" needs ${count} values (shape [${spec.shape}]${withDims(spec, values)}), got ${array.length}`);
     return spec.dtype === "int32" && array instanceof BigInt64Array ? Int32Array.from(array, Number) : array.slice();
   });
   return { arrays, values };
