@@ -2,10 +2,11 @@
 every shape, else the thin kernel for at most THIN rows or columns and the tiled one for the rest.
 matmul.py and conv.py (implicit GEMM) describe their product as a Gemm and call gemm_kernel.
 
-A product whose row count a dim sets (a linear layer over `seq` tokens) gets both: the tiled
-kernel for the values with more than THIN rows and, after it, the thin one (unrolled to THIN rows,
-each checked) for the values with fewer, such as a decode step; each dispatch says for which values
-of the dim it runs (Kernel.when), so a run at seq = 1 costs what a build for 1 would.
+A product whose row count a dim sets (a linear layer over `seq` tokens) gets all three: the tiled
+kernel for the values with more than THIN rows, the thin one (unrolled to THIN rows, each checked)
+for the values with fewer, and the thin one unrolled to the rows of the dim's least value (a decode
+step's seq = 1); each dispatch says for which values of the dim it runs (Kernel.when), so a run at
+seq = 1 costs what a build for 1 would.
 """
 
 from dataclasses import replace
@@ -52,8 +53,15 @@ def gemm_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
     dim, low, last, high = small
     many = one_kernel(b, name, g, functions)
     many.when = {dim: [last + 1, high]}
-    many.then = one_kernel(b, name, replace(g, rows_at_most=THIN), functions)
-    many.then.when = {dim: [low, last]}
+    # the least value (a decode step's 1) unrolls only its own rows: software adapters pay for every row
+    fewest = one_kernel(b, name, replace(g, rows_at_most=g.rows.evaluate({dim: low})), functions)
+    fewest.when = {dim: [low, low]}
+    if last > low:
+        many.then = one_kernel(b, name, replace(g, rows_at_most=THIN), functions)
+        many.then.when = {dim: [low + 1, last]}
+        many.then.then = fewest
+    else:
+        many.then = fewest
     return many
 
 
