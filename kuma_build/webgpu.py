@@ -8,7 +8,8 @@ exactly what the browser will run.
 A model with dims (kuma.toml `dims`, docs/DIMS_FORMAT.md) takes inputs of any size in their
 ranges: run() reads each dim's value from the inputs' shapes, writes them to the dims uniform
 buffer, evaluates the workgroup counts that depend on them (skipping a dispatch with none) and
-reads back each output at its current size.
+reads back each output at its current size. A dispatch that names ranges of dims (a product's
+kernel for few rows) runs only while the dims are in them.
 """
 
 import hashlib
@@ -75,11 +76,11 @@ class GpuModel:
         for chunk, chunk_offset, buffer, buffer_offset, size in program["copies"]:
             device.queue.write_buffer(self.buffers[buffer], buffer_offset, memoryview(chunks[chunk])[chunk_offset:chunk_offset + size])
         self.binds = []
-        for kernel, bound, groups in program["dispatches"]:
+        for kernel, bound, groups, *when in program["dispatches"]:
             pipeline = pipelines[kernel]
             group = device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=[
                 {"binding": i, "resource": {"buffer": self.buffers[b], "offset": 0, "size": self.buffers[b].size}} for i, b in enumerate(bound)])
-            self.binds.append((pipeline, group, groups))
+            self.binds.append((pipeline, group, groups, when[0] if when else None))
         self.reset()
 
     def reset(self) -> None:
@@ -199,9 +200,10 @@ class GpuModel:
 
     def _record(self, compute, after=None) -> None:
         """Every dispatch of the plan into the compute pass; after(i) follows the i-th (from 1)."""
-        for i, (pipeline, group, groups) in enumerate(self.binds, 1):
+        for i, (pipeline, group, groups, when) in enumerate(self.binds, 1):
             counts = self._groups(groups)
-            if 0 not in counts:  # a dim's value can leave a dispatch nothing to do
+            runs = not when or all(low <= self.values[name] <= high for name, (low, high) in when.items())
+            if runs and 0 not in counts:  # a dim's value can leave a dispatch nothing to do, or to another kernel
                 compute.set_pipeline(pipeline)
                 compute.set_bind_group(0, group)
                 compute.dispatch_workgroups(*counts)

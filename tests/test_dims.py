@@ -179,7 +179,18 @@ def test_dims_in_the_program(built):
         assert list(program["dims"]) == list(config.dims)
         kinds = [b["kind"] for b in program["buffers"]]
         assert kinds.count("dims") == 1 and program["buffers"][kinds.index("dims")]["size"] == 16
-        assert any(isinstance(count, dict) for _, _, groups in program["dispatches"] for count in groups)
+        assert any(isinstance(count, dict) for _, _, groups, *_ in program["dispatches"] for count in groups)
+
+
+def test_few_rows_of_a_dynamic_product_get_the_thin_kernel():
+    """On the "gpu" class a linear layer over `seq` rows is three dispatches: the tiled kernel while
+    seq > 8, the thin one for 8 rows while 2 <= seq <= 8, and for 1 row (as a decode step's build
+    would have) at seq = 1; each right at its edges."""
+    built = build(nn.Linear(40, 24), [InputSpec("input", ("seq", 40), "float32")], {"seq": SEQ})
+    whens = [dispatch[3] for dispatch in built[2].programs["gpu"]["dispatches"] if len(dispatch) > 3]
+    assert whens == [{"seq": [9, 70]}, {"seq": [2, 8]}, {"seq": [1, 1]}]
+    assert all(len(dispatch) == 3 for dispatch in built[2].programs["cpu"]["dispatches"])  # one register-blocked kernel
+    check_runs(built, [{"seq": v} for v in (1, 2, 8, 9, 70)])
 
 
 def test_bert_from_transformers_at_several_lengths():

@@ -137,7 +137,8 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
         "buffers": plan.buffers,
         # "f16": the kernel's variant for devices with shader-f16 (the runtime picks at load)
         "kernels": [{"name": k.name, "code": shipped(k.code), **({"f16": shipped(k.code_f16)} if k.code_f16 else {})} for k in plan.kernels],
-        "dispatches": [[k, bufs, list(wg)] for k, bufs, wg in plan.dispatches],
+        # a 4th entry, {dim: [low, high]}: the dispatch runs only while each dim is in its range
+        "dispatches": [[k, bufs, list(wg), *([when] if when else [])] for k, bufs, wg, when in plan.dispatches],
         # sha256: the runtime checks each chunk against it before using its bytes, and caches by it
         "chunks": [{"file": c.file, "size": len(c.data), "sha256": c.sha256} for c in chunks],
         "copies": copies,

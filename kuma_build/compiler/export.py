@@ -20,7 +20,7 @@ import logging
 import re
 import sys
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import sympy
@@ -169,11 +169,12 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     """The exported program (core aten), its input names in call order, and its output names."""
     order = call_order(net, model)
     inputs = example_inputs(model)
+    at_values = f" (at {', '.join(f'{n} = {example_value(*r)}' for n, r in model.dims.items())})" if model.dims else ""
     initial = buffer_values(net)  # forward() may update buffers in place (a KV cache): these are their initial values
     args = tuple(inputs[name] for name in order)
     with tracking_modules(net) as failed_module, \
-            user_code(model, "running forward()", lambda e: f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
-                      f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes."), torch.no_grad():
+            user_code(model, "running forward()", lambda e: f"the model fails in PyTorch on random inputs of the shapes in kuma.toml"
+                      f"{at_values}: {type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes."), torch.no_grad():
         try:
             eager = net(*args)
         except Exception as e:  # inside a library module: name the module's definition, not only the call
@@ -188,7 +189,7 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     restore_buffers(net, initial)
     with user_code(model, "torch.export", lambda e: f"torch.export could not capture the model: {type(e).__name__}: {_first_line(e)}. "
                    "kuma needs a model whose control flow does not depend on tensor values."):
-        with guard_sites(model.source) as sites:
+        with guard_sites(model.source) if model.dims else nullcontext([]) as sites:
             try:
                 program = torch.export.export(net, args, dynamic_shapes=dynamic_shapes(model, order))
             except torch._dynamo.exc.UserError as e:
@@ -242,7 +243,7 @@ def specialised_error(e: Exception, model: ModelConfig, sites: list) -> KumaErro
         site = f" The guard comes from {Path(file).name}:{line}{f' (`{code}`)' if code else ''}."
     declared = f" ({model.config.name}:{model.lines['dims']})" if model.config and model.lines.get("dims") else ""
     message = (f"model {model.name}: torch.export cannot keep the dim {', '.join(names)} dynamic over its kuma.toml range "
-               f"({ranges}{declared}): {' '.join(reasons[:2]) or _first_line(e)}{site} Remove the condition on that size from the model, "
+               f"({ranges}{declared}): {' '.join(r.rstrip('.') + '.' for r in reasons[:2]) or _first_line(e)}{site} Remove the condition on that size from the model, "
                "or declare a range (or a fixed size) for which it always holds.")
     if culprits:
         return KumaError(message, culprits[0][1], culprits[0][2])

@@ -77,8 +77,8 @@ class Importer:
         unknown = expr.free_symbols - set(self.symbols)
         poly = None if unknown else expr.as_poly(*self.symbols)
         if poly is None or any(not c.is_integer for c in poly.coeffs()):
-            names = ", ".join(d.name for d in {self.symbols[s] for s in expr.free_symbols if s in self.symbols}) or "a dim"
-            raise self.error(f"the size {expr} (from {names}) is not a polynomial in the declared dims; "
+            named = expr.subs({s: sympy.Symbol(d.name) for s, d in self.symbols.items()})  # torch's s27 as seq
+            raise self.error(f"the size {named} is not a polynomial in the declared dims (kuma.toml dims); "
                              "kuma does not support it with a dynamic dimension yet", listed=False)
         dims = list(self.symbols.values())
         terms = {}

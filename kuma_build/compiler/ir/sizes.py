@@ -89,8 +89,11 @@ class Sym:
 
     __lt__ = __le__ = __gt__ = __ge__ = _refuse
 
-    def __int__(self):
+    def _as_number(self, *other):
         raise DynamicSize(f"the size {self} is used as a number")
+
+    # range(), slice.indices(), %, / and // by a Sym need a number: refused the same way
+    __int__ = __index__ = __mod__ = __rmod__ = __truediv__ = __rtruediv__ = __rfloordiv__ = _as_number
 
     # --- what it is ------------------------------------------------------------------------
     @property

@@ -59,6 +59,7 @@ class Gemm:
     cols_contiguous: bool = True  # B's neighbouring columns are neighbours in memory
     splits: int = 1  # K in this many slices, each summed into its own partial output (passes/split_k.py)
     half: bool = False  # f16 products and per-step sums (needs `enable f16;`)
+    rows_at_most: int = 0  # the most rows this kernel runs at (a dynamic product's variant for few rows); 0: max_value(rows)
     device: DeviceClass | None = None  # the class the kernel is tuned for
 
     @property
@@ -76,8 +77,9 @@ class Gemm:
 
     @property
     def largest(self) -> tuple[int, int, int, int]:
-        """(batch, rows, cols, depth) at the dims' max: what the tuning choices look at."""
-        return tuple(max_value(x) for x in (self.batch, self.rows, self.cols, self.depth))
+        """(batch, rows, cols, depth) at the dims' max (or rows_at_most): what the tuning choices look at."""
+        rows = self.rows_at_most or max_value(self.rows)
+        return tuple(max_value(x) for x in (self.batch, rows, self.cols, self.depth))
 
     def span(self) -> str:
         """K per split, in whole steps, as WGSL (all of K when it depends on a dim: never split)."""
@@ -282,12 +284,13 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     """Threads own elements of the wide side (columns, or rows when there are fewer columns), split K
     and go through the narrow side; neighbouring threads read neighbouring memory where they can."""
     size = SIDE * SIDE
-    if max_value(g.cols) < max_value(g.rows):  # threads own rows w, go through the columns
+    _, rows, cols, _ = g.largest
+    if cols < rows:  # threads own rows w, go through the columns
         wide, narrow, fast = g.rows, g.cols, not g.a_k_contiguous
         load_wide, load_narrow = "gemm_a(batch, w, k)", lambda n: f"gemm_b(batch, k, {n}u)"
         at = lambda n: f"w, {n}u"
-    else:
-        wide, narrow, fast = g.cols, g.rows, g.cols_contiguous
+    else:  # a dynamic row count is unrolled to its bound; gemm_a and gemm_put check each row
+        wide, narrow, fast = g.cols, rows, g.cols_contiguous
         load_wide, load_narrow = "gemm_b(batch, k, w)", lambda n: f"gemm_a(batch, {n}u, k)"
         at = lambda n: f"{n}u, w"
     lanes = min(32, 1 << (max_value(wide) - 1).bit_length()) if fast else 8  # wide elements per workgroup

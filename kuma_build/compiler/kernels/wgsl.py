@@ -28,15 +28,28 @@ class Kernel:
     workgroups: tuple  # x, y, z: each an int, or {"size", "per"} (ceil(size / per) at the current dims)
     buffers: list[Buffer]  # binding i is buffers[i]; the output is last
     code_f16: str | None = None  # variant reading f16 weights natively (and gemm.py's f16 math), for shader-f16 devices
+    # for a node dispatched more than once (products.py: a kernel for few rows of a dynamic product):
+    # the dims' ranges {name: [low, high]} in which this dispatch runs (None: always), and the next dispatch
+    when: dict | None = None
+    then: "Kernel | None" = None
 
     def entry(self) -> dict:
         """What the kernel cache keeps of it (the buffers are the node's)."""
-        return {"name": self.name, "code": self.code, "workgroups": list(self.workgroups), "code_f16": self.code_f16}
+        entry = {"name": self.name, "code": self.code, "workgroups": list(self.workgroups), "code_f16": self.code_f16}
+        if self.when:
+            entry.update(when=self.when, then=self.then and self.then.entry())
+        return entry
 
     @classmethod
     def from_entry(cls, entry: dict, buffers: list[Buffer]) -> "Kernel":
-        buffers = [buf for buf in buffers if buf is not DIMS or DIMS_BINDING in entry["code"]]  # as Bindings.kernel left them
-        return cls(entry["name"], entry["code"], tuple(entry["workgroups"]), buffers, entry.get("code_f16"))
+        own = [buf for buf in buffers if buf is not DIMS or DIMS_BINDING in entry["code"]]  # as Bindings.kernel left them
+        then = entry.get("then")
+        return cls(entry["name"], entry["code"], tuple(entry["workgroups"]), own, entry.get("code_f16"), entry.get("when"),
+                   then and cls.from_entry(then, buffers))
+
+    def chain(self) -> list["Kernel"]:
+        """This kernel and the ones after it (Kernel.then): the node's dispatches, in order."""
+        return [self] + (self.then.chain() if self.then else [])
 
 
 def binding_buffers(node: Node) -> list[Buffer]:
