@@ -86,7 +86,7 @@ def random_inputs(program: dict, seed: int = 0) -> dict[str, np.ndarray]:
 def kernel_rows(program: dict, costs: list | None, dispatch_us) -> list[dict]:
     """Per kernel name: calls, total µs, share, and GB/s and GFLOP/s where costs are known."""
     rows: dict[str, dict] = {}
-    for i, (kernel, _, _) in enumerate(program["dispatches"]):
+    for i, (kernel, *_) in enumerate(program["dispatches"]):
         row = rows.setdefault(program["kernels"][kernel]["name"], {"calls": 0, "us": 0.0, "bytes": 0, "flops": 0})
         row["calls"] += 1
         row["us"] += float(dispatch_us[i])

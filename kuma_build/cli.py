@@ -111,11 +111,11 @@ def run_verify(project, names: list[str], tolerance: float, seed: int) -> int:
     failed = 0
     for name in names:
         limit = tolerance if tolerance is not None else DEFAULT_TOLERANCE[project.models[name].precision]
-        for device_class, errors in verify_model(project, project.models[name], seed).items():
+        for ran, errors in verify_model(project, project.models[name], seed).items():
             for output, (max_abs, rel) in errors.items():
                 ok = rel <= limit
                 failed += not ok
-                print(f"[kuma] verify {name}.{output} ({device_class} kernels): max abs error {max_abs:.3g}, relative L2 error {rel:.3g} "
+                print(f"[kuma] verify {name}.{output} ({ran}): max abs error {max_abs:.3g}, relative L2 error {rel:.3g} "
                       f"{'ok' if ok else f'FAILED (> {limit:g})'}", flush=True)
     return 1 if failed else 0
 

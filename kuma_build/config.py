@@ -14,6 +14,11 @@
     [models.classifier.inputs]
     image = { shape = [1, 1, 28, 28], dtype = "float32" }
 
+    [models.encoder.dims]                         # optional: one build for every value in range
+    seq = { min = 1, max = 512 }                  # a shape entry "seq" takes any length from 1 to 512
+    [models.encoder.inputs]
+    input_ids = { shape = [1, "seq"], dtype = "int64" }
+
 What the file may hold is one declaration, SCHEMA: every table, and for each key the TOML types it
 takes, its default and the check that turns the value as written into the value used. load_project
 walks it; docs/kuma-toml.md describes it and tests/test_config_fuzz.py fuzzes every key of it with
@@ -49,12 +54,13 @@ SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024
 MIN_CHUNK, MAX_CHUNK = 4096, 1 << 30
 MAX_ELEMENTS = 2**31 - 1  # kernels index tensors with 32-bit integers
 MAX_NAME = 64  # a model name becomes a folder and an import name
+DIM_NAME = r"[A-Za-z][A-Za-z0-9_]{0,63}"  # a dim names a field in JS and in WGSL (no leading "_": WGSL reserves "__")
 
 
 @dataclass
 class InputSpec:
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int | str, ...]  # a str names one of the model's dims
     dtype: str
 
 
@@ -71,6 +77,7 @@ class ModelConfig:
     target: str = "auto"  # the device classes: "auto" (each, chosen at load), "gpu" or "cpu" (devices.py)
     config: Path | None = None  # the kuma.toml that declares it, and the line of each of its keys,
     lines: dict[str, int] = field(default_factory=dict, repr=False)  # for errors found later (export.py)
+    dims: dict[str, tuple[int, int]] = field(default_factory=dict)  # dim name -> (min, max), in kuma.toml's order
 
     def config_error(self, message: str, key: str) -> KumaError:
         """An error about this model's kuma.toml key, at its line."""
@@ -214,11 +221,13 @@ def _names(value: list, at) -> list[str]:
     return value
 
 
-def _shape(value: list, at) -> tuple[int, ...]:
-    if not value or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value):
-        raise Invalid("is not a list of positive integers")
-    if math.prod(value) > MAX_ELEMENTS:
-        raise Invalid(f"has {math.prod(value)} elements; kernels index with 32-bit integers, so at most {MAX_ELEMENTS}")
+def _shape(value: list, at) -> tuple[int | str, ...]:
+    """Positive integers and dim names; _check_dims matches the names with the model's dims."""
+    if not value or not all((isinstance(d, int) and not isinstance(d, bool) and d > 0) or (isinstance(d, str) and d) for d in value):
+        raise Invalid("is not a list of positive integers and dim names")
+    static = math.prod(d for d in value if isinstance(d, int))
+    if static > MAX_ELEMENTS:
+        raise Invalid(f"has {static} elements; kernels index with 32-bit integers, so at most {MAX_ELEMENTS}")
     return tuple(value)
 
 
@@ -232,6 +241,25 @@ def _inputs(value: dict, at: At) -> list[InputSpec]:
         fields = _table(spec, at.path + (name,), INPUT, at.root, at.where)
         specs.append(InputSpec(name, fields["shape"], fields["dtype"]))
     return specs
+
+
+def _dims(value: dict, at: At) -> dict[str, tuple[int, int]]:
+    dims = {}
+    for name, spec in value.items():
+        if not re.fullmatch(DIM_NAME, name):
+            raise at.where.error(f'dim name "{name[:80]}" must be a letter followed by at most 63 letters, digits or "_" '
+                                 "(it names a field in JavaScript and WGSL).", *at.path, name)
+        fields = _table(spec, at.path + (name,), DIM, at.root, at.where)
+        if fields["min"] > fields["max"]:
+            raise at.where.error(f"dim {name} has min = {fields['min']} above max = {fields['max']}; make min at most max.", *at.path, name)
+        dims[name] = (fields["min"], fields["max"])
+    return dims
+
+
+def _dim_bound(value: int, at) -> int:
+    if not 1 <= value <= MAX_ELEMENTS:
+        raise Invalid(f"is {'less than 1' if value < 1 else 'too large'}")
+    return value
 
 
 NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
@@ -252,17 +280,22 @@ INPUT = {
     "shape": Key((list,), f"a list of positive integers with at most {MAX_ELEMENTS} elements in all, e.g. shape = [1, 3, 224, 224]", _shape, required=True),
     "dtype": Key((str,), f'one of {", ".join(INPUT_DTYPES)}, e.g. dtype = "float32"', _choice(INPUT_DTYPES), "float32"),
 }
+DIM = {
+    "min": Key((int,), f"an integer from 1 to {MAX_ELEMENTS}, e.g. min = 1", _dim_bound, 1),
+    "max": Key((int,), f"an integer from 1 to {MAX_ELEMENTS}, at least min, e.g. max = 512", _dim_bound, required=True),
+}
 MODEL = {
     "source": Key((str,), 'the model\'s Python file relative to kuma.toml, e.g. source = "models/net.py"', _path("source", ".py", exists=True), required=True),
     "factory": Key((str,), 'the name of a function or class in the source file, e.g. factory = "build_model"', _pattern(r"[A-Za-z_][A-Za-z0-9_]*"), required=True),
     "weights": Key((str,), 'a .safetensors or torch.save file relative to kuma.toml, e.g. weights = "weights/net.safetensors"', _path("weights", exists=True)),
     "precision": Key((str,), f'one of {", ".join(PRECISIONS)}, e.g. precision = "f16"', _choice(PRECISIONS), "f32"),
     "inputs": Key((dict,), 'a table with one entry per input, e.g. image = { shape = [1, 3, 224, 224], dtype = "float32" }', _inputs, required=True),
+    "dims": Key((dict,), "a table with one entry per dimension, e.g. seq = { min = 1, max = 512 }", _dims),
     "outputs": Key((list,), 'a list of distinct names, e.g. outputs = ["logits"]', _names),
     "target": Key((str,), 'one of "auto" (the kernels of both classes, chosen at load), "gpu" (discrete and integrated GPUs) or "cpu" (software WebGPU such as SwiftShader)', _choice(TARGETS), "auto"),
 }
 # the whole file: [build], [cache], and a MODEL table per model ("*": any name, checked by _model),
-# whose inputs table holds an INPUT table per input (_inputs)
+# whose inputs table holds an INPUT table per input (_inputs) and whose dims table a DIM table per dim (_dims)
 SCHEMA = {"build": BUILD, "cache": CACHE, "models": {"*": MODEL}}
 TABLE_HINTS = {"build": "[build]", "cache": "[cache]", "models": "[models.NAME]"}
 
@@ -380,8 +413,46 @@ def _model(name: str, section, root: Path, where: "_Locator") -> ModelConfig:
         raise where.error(f'model name "{name[:80]}" must be at most {MAX_NAME} letters, digits, "_" or "-", starting with a letter or "_" '
                           "(it becomes a folder and an import name).", "models", name)
     fields = _table(section, ("models", name), MODEL, root, where)
+    dims = fields["dims"] or {}
+    _check_dims(name, dims, fields["inputs"], where)
     return ModelConfig(name, fields["source"], fields["factory"], fields["weights"], fields["precision"], fields["inputs"],
-                       fields["outputs"], section, fields["target"], where.path, {key: where.line("models", name, key) for key in MODEL})
+                       fields["outputs"], section, fields["target"], where.path, {key: where.line("models", name, key) for key in MODEL}, dims)
+
+
+def _check_dims(model: str, dims: dict, inputs: list[InputSpec], where: "_Locator") -> None:
+    """Each dim name in a shape is a dim of the model, each dim is used, no input is too large at the
+    dims' maxima, and run() can infer every dim from the input lengths: an input whose other dims
+    are known gives its one unknown dim (the order the runtimes infer them in)."""
+    for spec in inputs:
+        at = ("models", model, "inputs", spec.name, "shape")
+        for d in spec.shape:
+            if isinstance(d, str) and d not in dims:
+                close = difflib.get_close_matches(d, list(dims), n=1)
+                hint = f'did you mean "{close[0]}"? ' if close else ""
+                raise where.error(f'models.{model}.inputs.{spec.name}.shape: "{d[:80]}" names no dim of model {model}; {hint}'
+                                  f"declare it under [models.{model}.dims], e.g. {d[:80] if re.fullmatch(DIM_NAME, d) else 'seq'} = {{ min = 1, max = 512 }}.", *at)
+        largest = math.prod(dims[d][1] if isinstance(d, str) else d for d in spec.shape)
+        if largest > MAX_ELEMENTS:
+            dim = max((d for d in spec.shape if isinstance(d, str)), key=lambda d: dims[d][1])
+            raise where.error(f"input {spec.name} (shape {toml_text(list(spec.shape))}) has {largest} elements at the dims' maxima; kernels "
+                              f"index with 32-bit integers, so at most {MAX_ELEMENTS}: lower max of dim {dim}.", "models", model, "dims", dim, "max")
+    used = {d for spec in inputs for d in spec.shape if isinstance(d, str)}
+    for name in dims:
+        if name not in used:
+            raise where.error(f"dim {name} is used by no input of model {model}; use it in an input's shape "
+                              f'(e.g. shape = [1, "{name}"]) or remove it.', "models", model, "dims", name)
+    known: set[str] = set()
+    while True:
+        found = {unknown[0] for spec in inputs
+                 if len(unknown := [d for d in spec.shape if isinstance(d, str) and d not in known]) == 1}
+        if not found:
+            break
+        known |= found
+    for name in dims:
+        if name not in known:
+            raise where.error(f"dim {name} cannot be inferred from the input lengths: every input that uses it has another unknown dim or "
+                              f'has it twice; give it an input of its own (e.g. shape = ["{name}"]), or make one of the others a number.',
+                              "models", model, "dims", name)
 
 
 def _check_folders(root: Path, out_dir: Path, cache_dir: Path, models: dict, where: "_Locator") -> None:

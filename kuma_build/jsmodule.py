@@ -108,14 +108,38 @@ def api_fragment() -> str:
     return "\n".join(lines[start:]) + "\n"
 
 
+def size_text(size) -> str | int:
+    """A size of the program as the model's inputs and outputs show it: a number, or for a size that
+    depends on dims ([[coef, name, ...], ...]) its text, "seq", "2*seq + 1", "seq - 1" (as runtime.js's tensorInfo)."""
+    if not isinstance(size, list):
+        return size
+    return " + ".join("*".join(map(str, names if coef == 1 and names else [coef, *names])) for coef, *names in size).replace("+ -", "- ")
+
+
 def render_dts(program: dict) -> str:
+    ranges = program.get("dims", {})
+
     def fields(specs):
-        return "\n".join(f"  /** shape [{', '.join(map(str, s['shape']))}], {s['dtype']} */\n  {json.dumps(s['name'])}: {TS_ARRAY[s['dtype']]};" for s in specs)
+        return "\n".join(f"  /** shape [{', '.join(str(size_text(d)) for d in s['shape'])}], {s['dtype']}{dims_note(s)} */\n"
+                         f"  {json.dumps(s['name'])}: {TS_ARRAY[s['dtype']]};" for s in specs)
+
+    def dims_note(spec):
+        named = {d for size in spec["shape"] for d in ([size] if isinstance(size, str) else
+                                                        [n for _, *names in size for n in names] if isinstance(size, list) else [])}
+        return "".join(f"; {d} from {r['min']} to {r['max']}" for d, r in ranges.items() if d in named)
 
     def spec_list(specs):
-        return ", ".join(f"{{ readonly name: {json.dumps(s['name'])}; readonly shape: readonly [{', '.join(map(str, s['shape']))}]; readonly dtype: {json.dumps(s['dtype'])} }}" for s in specs)
+        return ", ".join(f"{{ readonly name: {json.dumps(s['name'])}; readonly shape: readonly [{', '.join(json.dumps(size_text(d)) for d in s['shape'])}]; readonly dtype: {json.dumps(s['dtype'])} }}" for s in specs)
 
-    return f"""{GENERATED.format(version=__version__)}export interface Inputs {{
+    def dims_doc():
+        if not ranges:
+            return ""
+        lines = [f" * - `{d}`: from {r['min']} to {r['max']}, in input " + ", ".join(s["name"] for s in program["inputs"] if d in s["shape"])
+                 for d, r in ranges.items()]
+        return ("/**\n * Dimensions: one build serves every value in range; run() infers each from the lengths of the\n"
+                " * input arrays, and outputs come back at their current lengths.\n" + "\n".join(lines) + "\n */\n")
+
+    return f"""{GENERATED.format(version=__version__)}{dims_doc()}export interface Inputs {{
 {fields(program['inputs'])}
 }}
 

@@ -136,7 +136,12 @@ def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
     shared = {"format": 2, "model": first["model"], "classes": list(programs),
               "inputs": [spec_info(s) for s in first["inputs"]], "outputs": [spec_info(s) for s in first["outputs"]],
               "chunks": first["chunks"]}
-    return shared, {name: {key: program[key] for key in CLASS_KEYS} for name, program in programs.items()}
+    parts = {name: {key: program[key] for key in CLASS_KEYS} for name, program in programs.items()}
+    if "dims" in first:  # ranges shared; each class lists the dims in its uniform's order (docs/DIMS_FORMAT.md)
+        shared["dims"] = first["dims"]
+        for name, program in programs.items():
+            parts[name]["dims"] = list(program["dims"])
+    return shared, parts
 
 
 def spec_info(spec: dict) -> dict:
@@ -144,7 +149,11 @@ def spec_info(spec: dict) -> dict:
 
 
 def join_program(shared: dict, part: dict) -> dict:
-    return {**{key: value for key, value in shared.items() if key not in ("format", "classes")}, **part}
+    """The whole program of a class; its dims keep their ranges (the class's list is the same order)."""
+    joined = {**{key: value for key, value in shared.items() if key not in ("format", "classes")}, **part}
+    if "dims" in shared:
+        joined["dims"] = shared["dims"]
+    return joined
 
 
 def read_program(folder: Path, device_class: str | None = None) -> dict:

@@ -1,6 +1,8 @@
 """`kuma verify`: run the emitted artifact on the local WebGPU adapter and compare with PyTorch eager.
 
-rel_l2, reference_outputs and compare are also what the tests check every kernel and model with.
+A model with dims is checked at each dim's min, max and a value between (dim_values), each a report
+of its own. rel_l2, reference_outputs and compare are also what the tests check every kernel and
+model with.
 """
 
 import numpy as np
@@ -43,9 +45,20 @@ def compare(actual: dict[str, np.ndarray], expected: list[np.ndarray]) -> dict[s
     return report
 
 
+def dim_values(model) -> list[dict[str, int]]:
+    """The dims' values a model is checked at: every dim at its min, at its max, and between ([{}]
+    for a model without dims). The middle is odd where it can be, to catch kernels that assume even sizes."""
+    if not model.dims:
+        return [{}]
+    middle = {name: ((low + high) // 2) | 1 if high - low > 2 else (low + high) // 2 for name, (low, high) in model.dims.items()}
+    picks = [{name: low for name, (low, _) in model.dims.items()}, middle, {name: high for name, (_, high) in model.dims.items()}]
+    return [values for i, values in enumerate(picks) if values not in picks[:i]]
+
+
 def verify_model(project, model, seed: int) -> dict[str, dict[str, tuple[float, float]]]:
-    """{device class: {output name: (max abs error, relative L2 error)}} on seeded random inputs, for
-    each device class the build has kernels for (both run on the local adapter)."""
+    """{what ran: {output name: (max abs error, relative L2 error)}} on seeded random inputs, for each
+    device class the build has kernels for (both run on the local adapter) and, for a model with dims,
+    each of their values in dim_values: "gpu kernels", or "gpu kernels, seq = 7"."""
     folder = project.out_dir / model.name
     if not (folder / "index.js").is_file():
         raise KumaError(f"model {model.name} has not been built; run `kuma build {model.name}` first.", folder)
@@ -57,26 +70,30 @@ def verify_model(project, model, seed: int) -> dict[str, dict[str, tuple[float, 
 
     net = build_module(model, project.root)
     chunks = [files[chunk_file(c["sha256"])] for c in next(iter(programs.values()))["chunks"]]  # the classes share them, checked once
-    return {name: verify_program(net, model, program, chunks, seed) for name, program in programs.items()}
+    return {f"{name} kernels{at}": report for name, program in programs.items()
+            for at, report in verify_program(net, model, program, chunks, seed).items()}
 
 
-def verify_program(net, model, program: dict, chunks: list[bytes], seed: int) -> dict[str, tuple[float, float]]:
-    """{output name: (max abs error, relative L2 error)} of one program against net on seeded random
-    inputs. A model with state (buffers forward() updates in place) runs twice on each side, the
-    second run seeing the first one's writes, and each output reports its worse run; net's
-    buffers are as they were afterwards."""
+def verify_program(net, model, program: dict, chunks: list[bytes], seed: int) -> dict[str, dict[str, tuple[float, float]]]:
+    """{"" or ", seq = 7": {output name: (max abs error, relative L2 error)}} of one program against
+    net on seeded random inputs, for each of dim_values (one loaded program runs them in turn). A
+    model with state (buffers forward() updates in place) runs twice on each side, the second run
+    seeing the first one's writes, and each output reports its worse run; net's buffers are as they
+    were afterwards."""
     runs = 2 if program.get("state") else 1
     initial = buffer_values(net)
     gpu = GpuModel(program, chunks=chunks)
+    reports = {}
     try:
-        report = {}
-        for run in range(runs):
-            inputs = example_inputs(model, torch.Generator().manual_seed(seed + run))
-            expected = reference_outputs(net, model, inputs)
-            actual = gpu.run({name: t.numpy() for name, t in inputs.items()})
-            for name, errors in compare(actual, expected).items():
-                report[name] = max(report.get(name, errors), errors, key=lambda e: e[1])
-        return report
+        for values in dim_values(model):
+            report = reports["".join(f", {d} = {v}" for d, v in values.items())] = {}
+            for run in range(runs):
+                inputs = example_inputs(model, torch.Generator().manual_seed(seed + run), values)
+                expected = reference_outputs(net, model, inputs)
+                actual = gpu.run({name: t.numpy() for name, t in inputs.items()})
+                for name, errors in compare(actual, expected).items():
+                    report[name] = max(report.get(name, errors), errors, key=lambda e: e[1])
+        return reports
     finally:
         gpu.release()
         restore_buffers(net, initial)

@@ -4,6 +4,12 @@ This mirrors templates/runtime.js step for step (same WGSL, same buffers,
 same dispatch list, one compute pass, state buffers set at load and by reset(),
 outputs read back only when asked for), so `kuma verify` and the tests check
 exactly what the browser will run.
+
+A model with dims (kuma.toml `dims`, docs/DIMS_FORMAT.md) takes inputs of any size in their
+ranges: run() reads each dim's value from the inputs' shapes, writes them to the dims uniform
+buffer, evaluates the workgroup counts that depend on them (skipping a dispatch with none) and
+reads back each output at its current size. A dispatch that names ranges of dims (a product's
+kernel for few rows) runs only while the dims are in them.
 """
 
 import hashlib
@@ -57,7 +63,11 @@ class GpuModel:
         if f16 is None:
             f16 = "shader-f16" in device.features
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
-        self.buffers = [device.create_buffer(size=max(4, -(-b["size"] // 4) * 4), usage=usage) for b in program["buffers"]]
+        uniform = wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST  # the dims' values
+        self.buffers = [device.create_buffer(size=max(4, -(-b["size"] // 4) * 4), usage=uniform if b["kind"] == "dims" else usage)
+                        for b in program["buffers"]]
+        self.dims = program.get("dims", {})  # name -> {"min", "max"}, in the uniform's order
+        self.values = None  # the dims' values the uniform holds
         pipelines = []
         for kernel in program["kernels"]:
             module = device.create_shader_module(label=kernel["name"], code=(f16 and kernel.get("f16")) or kernel["code"])
@@ -67,11 +77,11 @@ class GpuModel:
         for chunk, chunk_offset, buffer, buffer_offset, size in program["copies"]:
             device.queue.write_buffer(self.buffers[buffer], buffer_offset, memoryview(chunks[chunk])[chunk_offset:chunk_offset + size])
         self.binds = []
-        for kernel, bound, groups in program["dispatches"]:
+        for kernel, bound, groups, *when in program["dispatches"]:
             pipeline = pipelines[kernel]
             group = device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=[
                 {"binding": i, "resource": {"buffer": self.buffers[b], "offset": 0, "size": self.buffers[b].size}} for i, b in enumerate(bound)])
-            self.binds.append((pipeline, group, groups))
+            self.binds.append((pipeline, group, groups, when[0] if when else None))
         self.reset()
 
     def reset(self) -> None:
@@ -95,14 +105,15 @@ class GpuModel:
         timestamps="pass" stamps the compute pass's start and end, "dispatch" the start and each
         dispatch's end (needs timestamp-query-inside-passes); self.stamps then holds them, in ns."""
         import wgpu
+        self._set_dims(inputs)
         encoder = self.device.create_command_encoder()
         for spec in self.program["inputs"]:
             given, target = inputs[spec["name"]], self.buffers[spec["buffer"]]
             if isinstance(given, wgpu.GPUBuffer):
-                encoder.copy_buffer_to_buffer(given, 0, target, 0, target.size)
+                encoder.copy_buffer_to_buffer(given, 0, target, 0, min(given.size, target.size))
                 continue
             array = np.ascontiguousarray(given, dtype=NUMPY_DTYPES[spec["dtype"]])
-            assert array.size == int(np.prod(spec["shape"])), f"input {spec['name']} has the wrong size"
+            assert array.size == int(np.prod(self._shape(spec["shape"]))), f"input {spec['name']} has the wrong size"
             self.device.queue.write_buffer(target, 0, array.tobytes())
         queries = timestamps and self._timestamp_queries(2 if timestamps == "pass" else len(self.binds) + 1)
         writes = {"query_set": queries, "beginning_of_pass_write_index": 0, "end_of_pass_write_index": 1}
@@ -120,10 +131,57 @@ class GpuModel:
         for spec in self.program["outputs"]:
             if read is not None and spec["name"] not in read:
                 continue
-            raw = self.device.queue.read_buffer(self.buffers[spec["buffer"]])
-            size = int(np.prod(spec["shape"]))
-            outputs[spec["name"]] = np.frombuffer(raw, dtype=NUMPY_DTYPES[spec["dtype"]])[:size].reshape(spec["shape"]).copy()
+            shape = self._shape(spec["shape"])
+            size = int(np.prod(shape))
+            raw = self.device.queue.read_buffer(self.buffers[spec["buffer"]], 0, max(4, 4 * size))
+            outputs[spec["name"]] = np.frombuffer(raw, dtype=NUMPY_DTYPES[spec["dtype"]])[:size].reshape(shape).copy()
         return outputs
+
+    def _set_dims(self, inputs: dict) -> None:
+        """Find each dim's value from the inputs' shapes (docs/DIMS_FORMAT.md) and write them to the
+        dims uniform when they changed."""
+        if not self.dims:
+            return
+        values: dict[str, int] = {}
+        for spec in self.program["inputs"]:
+            given = inputs[spec["name"]]
+            if not any(isinstance(s, str) for s in spec["shape"]) or not hasattr(given, "shape"):
+                continue  # a GPU buffer: another input gives its dims
+            shape = np.shape(given)
+            if len(shape) != len(spec["shape"]):
+                raise KumaError(f"input {spec['name']} has shape {list(shape)}, but the model takes {spec['shape']}.")
+            for size, declared in zip(shape, spec["shape"]):
+                if isinstance(declared, str):
+                    low, high = self.dims[declared]["min"], self.dims[declared]["max"]
+                    if not low <= size <= high:
+                        raise KumaError(f"input {spec['name']} sets the dim {declared} to {size}, outside its range [{low}, {high}].")
+                    if values.setdefault(declared, size) != size:
+                        raise KumaError(f"input {spec['name']} sets the dim {declared} to {size}, but another input set it to "
+                                        f"{values[declared]} (range [{low}, {high}]).")
+                elif size != declared:
+                    raise KumaError(f"input {spec['name']} has shape {list(shape)}, but the model takes {spec['shape']}.")
+        missing = [name for name in self.dims if name not in values]
+        if missing:
+            raise KumaError(f"no input array gives the dim {', '.join(missing)}; pass an array (not a GPU buffer) for one input that has it.")
+        if values != self.values:
+            words = np.zeros(-(-len(self.dims) // 4) * 4, dtype=np.uint32)
+            words[:len(self.dims)] = [values[name] for name in self.dims]
+            buffer = next(self.buffers[i] for i, b in enumerate(self.program["buffers"]) if b["kind"] == "dims")
+            self.device.queue.write_buffer(buffer, 0, words.tobytes())
+            self.values = values
+
+    def _size(self, size) -> int:
+        """A program size (a number, or terms [coef, name, ...]) at the current dims."""
+        if isinstance(size, int):
+            return size
+        return sum(coef * int(np.prod([self.values[name] for name in names], dtype=np.int64)) for coef, *names in size)
+
+    def _shape(self, shape) -> tuple[int, ...]:
+        """An input's or output's shape at the current dims (an input names a dim; an output has terms)."""
+        return tuple(self.values[s] if isinstance(s, str) else self._size(s) for s in shape)
+
+    def _groups(self, groups) -> list[int]:
+        return [g if isinstance(g, int) else -(-self._size(g["size"]) // g["per"]) for g in groups]
 
     def time_repeats(self, inputs: dict[str, np.ndarray], repeats: int) -> list[float]:
         """GPU ns of each of `repeats` back-to-back runs of the dispatch list in one compute pass
@@ -143,10 +201,13 @@ class GpuModel:
 
     def _record(self, compute, after=None) -> None:
         """Every dispatch of the plan into the compute pass; after(i) follows the i-th (from 1)."""
-        for i, (pipeline, group, groups) in enumerate(self.binds, 1):
-            compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(*groups)
+        for i, (pipeline, group, groups, when) in enumerate(self.binds, 1):
+            counts = self._groups(groups)
+            runs = not when or all(low <= self.values[name] <= high for name, (low, high) in when.items())
+            if runs and 0 not in counts:  # a dim's value can leave a dispatch nothing to do, or to another kernel
+                compute.set_pipeline(pipeline)
+                compute.set_bind_group(0, group)
+                compute.dispatch_workgroups(*counts)
             if after:
                 after(i)
 

@@ -14,10 +14,13 @@ declare module "kuma:*" {
   export const inputs: readonly TensorInfo[];
   export const outputs: readonly TensorInfo[];
 
-  /** A tensor the model reads or returns: the name, the static shape, the dtype. */
+  /**
+   * A tensor the model reads or returns: the name, the shape, the dtype. A string in the shape is a
+   * size that depends on the model's dims (kuma.toml): a dim's name ("seq") or a sum of products ("2*seq + 1").
+   */
   export interface TensorInfo {
     readonly name: string;
-    readonly shape: readonly number[];
+    readonly shape: readonly (number | string)[];
     readonly dtype: "float32" | "int32" | "int64";
   }
 
@@ -47,7 +50,7 @@ declare module "kuma:*" {
   export type RunInputs = { [K in keyof Inputs]: Inputs[K] | GPUBuffer };
 
   export interface Model {
-    /** Runs the model once; calls are queued. */
+    /** Runs the model once; calls are queued. A model with dims infers their values from the input lengths, and its outputs have the lengths of those values. */
     run(inputs: RunInputs): Promise<Outputs>;
     /** reads back only the outputs named in read; the others stay on the GPU (outputBuffer) */
     run<K extends keyof Outputs>(inputs: RunInputs, options: { read: readonly K[] }): Promise<Pick<Outputs, K>>;

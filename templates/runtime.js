@@ -15,9 +15,13 @@
 // with one compute pass, and the only CPU wait is the final read of the outputs asked for (the
 // others stay on the GPU, as outputBuffer(name)). State buffers (a KV cache forward() updates in
 // place) keep their contents from one run to the next; they are set at load and by reset().
+// dims (a model built for a range of sizes): run() infers each dim's value from the input lengths,
+// writes the values to the "dims" uniform buffer the kernels read (when they change), computes the
+// workgroup counts and reads the outputs back at their current lengths.
 
 const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
 const USAGE_READBACK = 0x01 | 0x08; // MAP_READ | COPY_DST
+const USAGE_DIMS = 0x40 | 0x08; // UNIFORM | COPY_DST
 const ARRAY_TYPES = { float32: Float32Array, int32: Int32Array };
 const CONCURRENCY = 4; // chunk downloads at once: enough to fill the link while one chunk is hashed; JS memory holds this many chunks
 const ATTEMPTS = 4; // per chunk, for network errors, stalls, 5xx and 429
@@ -33,10 +37,21 @@ class Transient extends Error {
   }
 }
 
-// what the model tells its caller about a tensor (TensorInfo in runtime.d.ts): not the buffer index
+// what the model tells its caller about a tensor (TensorInfo in runtime.d.ts): not the buffer index;
+// a size that depends on dims as text ("seq", "2*seq + 1"), as jsmodule.size_text writes it in index.d.ts
 function tensorInfo(specs) {
-  return specs.map(({ name, shape, dtype }) => ({ name, shape, dtype }));
+  const text = (s) => (typeof s === "object" ? s.map(([coef, ...names]) => (coef === 1 && names.length ? names : [coef, ...names]).join("*")).join(" + ").replaceAll("+ -", "- ") : s);
+  return specs.map(({ name, shape, dtype }) => ({ name, shape: shape.map(text), dtype }));
 }
+
+// a size of the program at the dims' values: a number, a dim's name, or terms [coef, name, ...] summed
+function size(s, values) {
+  if (typeof s === "number") return s;
+  if (typeof s === "string") return values[s];
+  return s.reduce((sum, [coef, ...names]) => sum + names.reduce((p, n) => p * values[n], coef), 0);
+}
+
+const numel = (shape, values) => shape.reduce((p, s) => p * size(s, values), 1);
 
 async function requestAdapter() {
   if (typeof navigator === "undefined" || !navigator.gpu) {
@@ -72,8 +87,8 @@ async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
   const software = isSoftware(options.device ? options.device.adapterInfo : adapter.info);
   const name = chooseClass(shared.classes, software, options.deviceClass);
   const { program: part } = await deviceClasses[name]();
-  const { classes, format, ...common } = shared;
-  return createModel({ ...common, ...part, deviceClass: name }, chunkUrls, options, adapter, software, cache);
+  const { classes, format, dims: ranges, ...common } = shared;
+  return createModel({ ...common, ...part, ranges, deviceClass: name }, chunkUrls, options, adapter, software, cache);
 }
 
 async function requestDevice(adapter, program, need) {
@@ -86,9 +101,10 @@ async function requestDevice(adapter, program, need) {
 // the limits the model needs, and for each what asks for it (to name it in an error)
 function neededLimits(program) {
   const largest = program.buffers.reduce((best, b, i) => (b.size > program.buffers[best].size ? i : best), 0);
-  const widest = program.dispatches.reduce((best, d, i) => (d[1].length > program.dispatches[best][1].length ? i : best), 0);
+  const storage = (d) => d[1].filter((b) => program.buffers[b].kind !== "dims").length; // the dims buffer is a uniform
+  const widest = program.dispatches.reduce((best, d, i) => (storage(d) > storage(program.dispatches[best]) ? i : best), 0);
   const size = Math.max(4, Math.ceil((program.buffers[largest]?.size ?? 4) / 4) * 4);
-  const bindings = Math.max(1, program.dispatches[widest]?.[1].length ?? 1);
+  const bindings = Math.max(1, program.dispatches[widest] ? storage(program.dispatches[widest]) : 1);
   const buffer = describeBuffer(program, largest);
   const kernel = program.kernels[program.dispatches[widest]?.[0]]?.name;
   return {
@@ -409,7 +425,7 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
   let scoped = false;
   try {
     checkLimits(program, need, device.limits, "this device");
-    const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage: USAGE_STORAGE }));
+    const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage: b.kind === "dims" ? USAGE_DIMS : USAGE_STORAGE }));
     made.push(...buffers);
     device.pushErrorScope("validation");
     scoped = true;
@@ -426,9 +442,10 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
     pipelines.catch(() => {}); // awaited below; a failed download must not leave it unhandled
     const store = await uploadChunks(program, chunkUrls, buffers, device, options, cache);
     const compiled = await pipelines;
-    const binds = program.dispatches.map(([kernel, bound, groups]) => ({
+    const binds = program.dispatches.map(([kernel, bound, groups, when]) => ({
       pipeline: compiled[kernel],
       groups,
+      when,
       bindGroup: device.createBindGroup({
         layout: compiled[kernel].getBindGroupLayout(0),
         entries: bound.map((b, i) => ({ binding: i, resource: { buffer: buffers[b] } })),
@@ -443,15 +460,18 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
     // here (on the zeroed inputs) rather than in the caller's first run()
     // a software adapter compiles at pipeline creation, so its first run is no slower and the
     // warm-up would only be a whole run of the model on the CPU (measured: docs/benchmarks.md)
+    const dims = dimsWriter(program, device, buffers);
     if (options.warmup ?? !software) {
       const encoder = device.createCommandEncoder();
-      encodePass(encoder, binds);
+      const least = Object.fromEntries(Object.entries(program.ranges ?? {}).map(([name, range]) => [name, range.min]));
+      dims(least);
+      encodePass(encoder, binds, least);
       device.queue.submit([encoder.finish()]);
       await device.queue.onSubmittedWorkDone();
     }
     resetState(program, device, buffers); // after the warm-up, which wrote to them
     options.signal?.throwIfAborted();
-    return runnable(program, device, ownsDevice, buffers, binds, readbacks, store);
+    return runnable(program, device, ownsDevice, buffers, binds, readbacks, store, dims);
   } catch (error) {
     if (scoped) device.popErrorScope().catch(() => {});
     for (const b of made) b.destroy();
@@ -460,15 +480,32 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
   }
 }
 
-// every dispatch of the plan in one compute pass
-function encodePass(encoder, binds) {
+// every dispatch of the plan in one compute pass; a count { size, per } is ceil(size / per) at the
+// dims' values, and a dispatch with no workgroups at them, or for other values ({ dim: [low, high] }:
+// a kernel for few rows), is left out
+function encodePass(encoder, binds, values) {
   const pass = encoder.beginComputePass();
-  for (const { pipeline, bindGroup, groups } of binds) {
+  for (const { pipeline, bindGroup, groups, when = {} } of binds) {
+    const [x, y, z] = groups.map((g) => (g.per ? Math.ceil(size(g.size, values) / g.per) : g));
+    if (!x || Object.entries(when).some(([name, [low, high]]) => values[name] < low || values[name] > high)) continue;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(groups[0], groups[1], groups[2]);
+    pass.dispatchWorkgroups(x, y, z);
   }
   pass.end();
+}
+
+// writes the dims' values to the dims uniform (one u32 each, in the class program's order) when they change
+function dimsWriter(program, device, buffers) {
+  const buffer = buffers[program.buffers.findIndex((b) => b.kind === "dims")];
+  let written = "";
+  return (values) => {
+    if (!buffer) return;
+    const words = Uint32Array.from(program.dims, (name) => values[name]);
+    if (String(words) === written) return;
+    device.queue.writeBuffer(buffer, 0, words);
+    written = String(words);
+  };
 }
 
 // every state buffer back to its initial value: a copy of its init buffer, or zeros
@@ -496,6 +533,39 @@ function readIndices(program, options) {
   return program.outputs.flatMap((o, i) => (options.read.includes(o.name) ? [i] : []));
 }
 
+// " with seq = 5, ...": the values of the dims an input's shape names (for messages)
+function withDims(spec, values) {
+  const known = spec.shape.filter((d) => typeof d === "string" && d in values).map((d) => `${d} = ${values[d]}`);
+  return known.length ? ` with ${known.join(", ")}` : "";
+}
+
+// each dim's value from the input lengths: an input whose other dims are known gives its one
+// unknown dim (as config.py checks that every dim can be), a typed array before a GPUBuffer;
+// takeInputs then checks every length (a GPUBuffer may be longer, as for a model without dims)
+function inferDims(program, inputs) {
+  const values = {};
+  const ranges = program.ranges ?? {};
+  // typed arrays first: a GPUBuffer (another run's output, planned for the maxima) may be longer than the input
+  const specs = [...program.inputs].sort((a, b) => isGPUBuffer(inputs[a.name]) - isGPUBuffer(inputs[b.name]));
+  for (let pass = 0; pass < Object.keys(ranges).length; pass++) {
+    for (const spec of specs) {
+      const unknown = spec.shape.filter((d) => typeof d === "string" && !(d in values));
+      if (unknown.length !== 1) continue;
+      const [dim] = unknown;
+      const { min, max } = ranges[dim];
+      const array = inputs[spec.name];
+      const length = isGPUBuffer(array) ? array.size / 4 : array.length;
+      const rest = numel(spec.shape, { ...values, [dim]: 1 });
+      if (!(Number.isInteger(length / rest) && length / rest >= min && length / rest <= max)) {
+        throw new RangeError(`kuma: input "${spec.name}" has ${length} values; its shape [${spec.shape}]${withDims(spec, values)} takes ${dim} from ${min} to ${max}, ` +
+          `so it needs ${rest * min} to ${rest * max} values${rest > 1 ? `, a multiple of ${rest}` : ""}`);
+      }
+      values[dim] = length / rest;
+    }
+  }
+  return values;
+}
+
 // the inputs of one run, checked and copied now: the caller may reuse its arrays at once (a
 // GPUBuffer is copied on the GPU when the run is submitted)
 function takeInputs(program, inputs) {
@@ -506,24 +576,31 @@ function takeInputs(program, inputs) {
   for (const name of Object.keys(inputs)) {
     if (!program.inputs.some((s) => s.name === name)) throw new TypeError(`kuma: run() got an unknown input "${name}"; model ${program.model} takes ${names}.`);
   }
-  return program.inputs.map((spec) => {
+  for (const spec of program.inputs) {
     const array = inputs[spec.name];
     const Type = ARRAY_TYPES[spec.dtype];
-    const count = spec.shape.reduce((a, b) => a * b, 1);
     if (array === undefined) throw new TypeError(`kuma: run() is missing input "${spec.name}"`);
     if (isGPUBuffer(array)) {
-      if (array.size < count * 4) throw new RangeError(`kuma: GPUBuffer for input "${spec.name}" has ${array.size} bytes; it needs ${count * 4} (shape [${spec.shape}], ${spec.dtype})`);
       if (!(array.usage & GPUBufferUsage.COPY_SRC)) throw new TypeError(`kuma: GPUBuffer for input "${spec.name}" needs the COPY_SRC usage`);
+    } else if (!(array instanceof Type || (spec.dtype === "int32" && array instanceof BigInt64Array))) {
+      throw new TypeError(`kuma: input "${spec.name}" must be a ${Type.name}`);
+    }
+  }
+  const values = inferDims(program, inputs);
+  const arrays = program.inputs.map((spec) => {
+    const array = inputs[spec.name];
+    const count = numel(spec.shape, values);
+    if (isGPUBuffer(array)) {
+      if (array.size < count * 4) throw new RangeError(`kuma: GPUBuffer for input "${spec.name}" has ${array.size} bytes; it needs ${count * 4} (shape [${spec.shape}]${withDims(spec, values)}, ${spec.dtype})`);
       return array;
     }
-    if (spec.dtype === "int32" && array instanceof BigInt64Array) return Int32Array.from(array, Number);
-    if (!(array instanceof Type)) throw new TypeError(`kuma: input "${spec.name}" must be a ${Type.name}`);
-    if (array.length !== count) throw new RangeError(`kuma: input "${spec.name}" needs ${count} values (shape [${spec.shape}]), got ${array.length}`);
-    return array.slice();
+    if (array.length !== count) throw new RangeError(`kuma: input "${spec.name}" needs ${count} values (shape [${spec.shape}]${withDims(spec, values)}), got ${array.length}`);
+    return spec.dtype === "int32" && array instanceof BigInt64Array ? Int32Array.from(array, Number) : array.slice();
   });
+  return { arrays, values };
 }
 
-function runnable(program, device, ownsDevice, buffers, binds, readbacks, store) {
+function runnable(program, device, ownsDevice, buffers, binds, readbacks, store, dims) {
   let queue = Promise.resolve();
   let disposed = false;
   let lostInfo = null;
@@ -540,17 +617,19 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store)
   // they read the buffers back, so dispose() destroys them only after the stores
   const cached = new Promise((resolve) => setTimeout(resolve, 0)).then(() => store(() => lostInfo === null));
 
-  async function execute(arrays, read) {
+  async function execute({ arrays, values }, read) {
     const why = unusable();
     if (why) throw new Error(why);
     const encoder = device.createCommandEncoder();
     program.inputs.forEach((spec, i) => {
       const target = buffers[spec.buffer];
-      if (isGPUBuffer(arrays[i])) encoder.copyBufferToBuffer(arrays[i], 0, target, 0, 4 * spec.shape.reduce((a, b) => a * b, 1));
+      if (isGPUBuffer(arrays[i])) encoder.copyBufferToBuffer(arrays[i], 0, target, 0, 4 * numel(spec.shape, values));
       else device.queue.writeBuffer(target, 0, arrays[i]);
     });
-    encodePass(encoder, binds);
-    for (const i of read) encoder.copyBufferToBuffer(buffers[program.outputs[i].buffer], 0, readbacks[i], 0, readbacks[i].size);
+    dims(values);
+    encodePass(encoder, binds, values);
+    const bytes = read.map((i) => 4 * numel(program.outputs[i].shape, values));
+    read.forEach((i, k) => encoder.copyBufferToBuffer(buffers[program.outputs[i].buffer], 0, readbacks[i], 0, bytes[k]));
     device.queue.submit([encoder.finish()]);
     try {
       await Promise.all(read.map((i) => readbacks[i].mapAsync(1)));
@@ -558,10 +637,10 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store)
       throw new Error(unusable() ?? `kuma: reading the outputs of model ${program.model} failed: ${error.name}: ${error.message}`);
     }
     const result = {};
-    for (const i of read) {
-      result[program.outputs[i].name] = new ARRAY_TYPES[program.outputs[i].dtype](readbacks[i].getMappedRange().slice(0));
+    read.forEach((i, k) => {
+      result[program.outputs[i].name] = new ARRAY_TYPES[program.outputs[i].dtype](readbacks[i].getMappedRange(0, bytes[k]).slice(0));
       readbacks[i].unmap();
-    }
+    });
     return result;
   }
 
@@ -582,16 +661,16 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store)
     // resolves once the weight chunks are in the browser cache for the next load (never rejects)
     cached,
     run(inputs, options) {
-      let arrays, read;
+      let taken, read;
       try {
         const why = unusable();
         if (why) throw new Error(why);
-        arrays = takeInputs(program, inputs);
+        taken = takeInputs(program, inputs);
         read = readIndices(program, options);
       } catch (error) {
         return Promise.reject(error);
       }
-      return enqueue(() => execute(arrays, read));
+      return enqueue(() => execute(taken, read));
     },
     // the GPUBuffer holding output `name` of the latest run (the model's own: the next run overwrites it)
     outputBuffer(name) {

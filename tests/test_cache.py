@@ -163,3 +163,16 @@ def test_cache_commands(project):
 def test_cache_dir_from_environment(project, tmp_path):
     kuma(project, "build", env={"KUMA_CACHE_DIR": str(tmp_path / "ci-cache")})
     assert (tmp_path / "ci-cache" / "models").is_dir() and not (project / ".kuma").exists()
+
+
+def test_kernels_with_run_time_workgroup_counts_are_cached(tmp_path):
+    """A dims model's kernel ({"size", "per"} workgroup counts) is read back from the cache; a count
+    of another shape is a damaged entry, discarded."""
+    from kuma_build.cache.store import LocalCache
+    cache = LocalCache(tmp_path / "cache")
+    cache.claim()
+    kernel = {"name": "gelu", "code": "fn main() {}", "workgroups": [{"size": [[32, "seq"], [1]], "per": 256}, 2, 1], "code_f16": None}
+    cache.write_kernel("dims", kernel)
+    assert cache.read_kernel("dims") == kernel and not cache.problems
+    cache.write_kernel("bad", {**kernel, "workgroups": [{"size": [[32, 7]], "per": 0}, 1, 1]})
+    assert cache.read_kernel("bad") is None and len(cache.problems) == 1

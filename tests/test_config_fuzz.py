@@ -61,6 +61,9 @@ KEY_SAMPLES = {
     "shape": ["[1]", "[2, 8]", "[2, 0]", "[2, -8]", "[2.0, 8]", "[true, 50]", "[9223372036854775807, 2]", "[65536, 65536]",
               "[46340, 46340]", "[46341, 46341]", "[[2, 8]]", '["2", "8"]'],
     "dtype": ['"float32"', '"int32"', '"int64"', '"float16"', '"Float32"'],
+    "dims": ['{ n = { max = 4 } }', '{ n = { min = 1, max = 4 }, m = { max = 2 } }', '{ 1n = { max = 4 } }', '{ n = 4 }'],
+    "min": ["2147483647", "2147483648", "16", "17"],
+    "max": ["2147483647", "2147483648", "268435456", "268435455"],
 }
 MODEL_NAMES = ["net", "my-net_2", "_net", "1net", "a b", "a.b", "", "n" * 64, "n" * 65, "n" * 250, "ünï"]
 
@@ -73,7 +76,9 @@ def base() -> dict:
                   "remote_timeout": 5},
         "models": {"net": {"source": "net.py", "factory": "build_model", "weights": "w.bin", "precision": "f32",
                            "outputs": ["y"], "target": "gpu",
-                           "inputs": {"x": Inline(shape=[2, 8], dtype="float32"), "t": {"shape": [4], "dtype": "int64"}}}},
+                           "inputs": {"x": Inline(shape=[2, 8], dtype="float32"), "t": {"shape": [4], "dtype": "int64"},
+                                      "ids": Inline(shape=[8, "n"], dtype="int32")},
+                           "dims": {"n": Inline(min=1, max=16)}}},
     }
 
 
@@ -139,7 +144,8 @@ def schema_keys():
     """(table path, key name, Key) for every key the schema declares, inputs included."""
     tables = [(("build",), config.SCHEMA["build"]), (("cache",), config.SCHEMA["cache"]),
               (("models", "net"), config.SCHEMA["models"]["*"]),
-              (("models", "net", "inputs", "x"), config.INPUT), (("models", "net", "inputs", "t"), config.INPUT)]
+              (("models", "net", "inputs", "x"), config.INPUT), (("models", "net", "inputs", "t"), config.INPUT),
+              (("models", "net", "dims", "n"), config.DIM)]
     for path, schema in tables:
         for name, key in schema.items():
             yield path, name, key
@@ -203,9 +209,13 @@ def check_project(project: config.Project):
         assert model.weights is None or model.weights.is_file()
         assert model.precision in config.PRECISIONS and model.target in TARGETS
         assert model.inputs
+        for name, (low, high) in model.dims.items():
+            assert re.fullmatch(config.DIM_NAME, name) and type(low) is int and type(high) is int and 1 <= low <= high < 2**31
         for spec in model.inputs:
             assert spec.name and spec.dtype in config.INPUT_DTYPES
-            assert spec.shape and all(type(d) is int and d > 0 for d in spec.shape) and math.prod(spec.shape) < 2**31
+            assert spec.shape and all((type(d) is int and d > 0) or d in model.dims for d in spec.shape)
+            assert math.prod(model.dims[d][1] if d in model.dims else d for d in spec.shape) < 2**31
+        assert {d for spec in model.inputs for d in spec.shape if d in model.dims} == set(model.dims)
         assert model.outputs is None or (all(type(o) is str and o for o in model.outputs) and len(set(model.outputs)) == len(model.outputs))
         json.dumps(model.section, allow_nan=False)  # the cache key is its JSON
 
@@ -221,7 +231,9 @@ def test_every_variant_loads_soundly_or_names_its_line(project_dir):
             project = load_project(project_dir / "kuma.toml")
         except KumaError as e:
             assert e.file == str(project_dir / "kuma.toml"), context
-            assert e.line == line_of(where, path), f"{e}\n{context}"
+            # a dims table that lost n: the mistake shows where a shape names it
+            wrong = ("models", "net", "inputs", "ids", "shape") if '"n" names no dim' in e.message else path
+            assert e.line == line_of(where, wrong), f"{e}\n{context}"
             assert e.message and "\n" not in e.message and len(e.message) < 400, context
             counts["rejected"] += 1
             continue
@@ -312,3 +324,17 @@ def test_an_accepted_integer_chunk_size_builds_and_verifies(tmp_path):
     assert result.stdout.endswith(" ok\n"), result.stdout
     sizes = [c["size"] for c in json.loads((tmp_path / "out" / "net" / "manifest.json").read_text())["chunks"]]
     assert len(sizes) > 1 and all(size <= 4100 and size % 4 == 0 for size in sizes), sizes
+
+
+def test_dims_are_part_of_the_cache_key(project_dir):
+    """A changed range is a different build (the key hashes the model's whole table, dims included)."""
+    from kuma_build.cache.keys import model_fields, model_key
+    keys = []
+    for high in (16, 17):
+        tree = base()
+        tree["models"]["net"]["dims"]["n"] = Inline(min=1, max=high)
+        (project_dir / "kuma.toml").write_text(render(tree)[0])
+        project = load_project(project_dir / "kuma.toml")
+        assert project.models["net"].dims == {"n": (1, high)}
+        keys.append(model_key(model_fields(project, project.models["net"])))
+    assert keys[0] != keys[1]

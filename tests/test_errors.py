@@ -61,6 +61,25 @@ def test_config_errors(tmp_path, toml, fragments):
     assert_fails(make_project(tmp_path, toml=toml), *fragments)
 
 
+# a model with a dim: lines 8 [models.net.dims], 9 seq, 10 [models.net.inputs], 11 x
+DIMS_TOML = GOOD_TOML.replace("[models.net.inputs]", "[models.net.dims]\nseq = { min = 1, max = 16 }\n[models.net.inputs]").replace(
+    "shape = [2, 8]", 'shape = ["seq", 8]')
+
+
+@pytest.mark.parametrize("toml, fragments", [
+    (DIMS_TOML.replace("seq = {", "batch = { max = 4 }\nseq = {"), ["kuma.toml:9:", "dim batch is used by no input of model net"]),
+    (DIMS_TOML.replace("min = 1", "min = 20"), ["kuma.toml:9:", "dim seq has min = 20 above max = 16"]),
+    (DIMS_TOML.replace("min = 1", "min = 0"), ["kuma.toml:9:", "models.net.dims.seq.min = 0 is less than 1"]),
+    (DIMS_TOML.replace('["seq", 8]', '["sq", 8]'), ["kuma.toml:11:", '"sq" names no dim of model net; did you mean "seq"?']),
+    (GOOD_TOML.replace("shape = [2, 8]", 'shape = ["seq", 8]'), ["kuma.toml:9:", '"seq" names no dim of model net', "[models.net.dims]"]),
+    (DIMS_TOML.replace("seq = {", "seq-len = {").replace('"seq"', '"seq-len"'), ["kuma.toml:9:", 'dim name "seq-len" must be a letter']),
+    (DIMS_TOML.replace('["seq", 8]', '["seq", "seq"]'), ["kuma.toml:9:", "dim seq cannot be inferred from the input lengths"]),
+    (DIMS_TOML.replace("max = 16", "max = 1000000000"), ["kuma.toml:9:", "8000000000 elements at the dims' maxima", "lower max of dim seq"]),
+])
+def test_dims_config_errors(tmp_path, toml, fragments):
+    assert_fails(make_project(tmp_path, toml=toml), *fragments)
+
+
 def test_syntax_error_in_model_file(tmp_path):
     assert_fails(make_project(tmp_path, model=GOOD_MODEL + "\ndef broken(:\n    pass\n"), "net.py:8:", "SyntaxError")
 

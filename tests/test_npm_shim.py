@@ -341,3 +341,20 @@ def test_python_is_found_in_a_venv_above_the_project(tmp_path):
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert (found["path"], found["source"]) == (str(tmp_path / ".venv" / "bin" / "python"), f"./.venv in {tmp_path}")
+
+
+def test_allocate_inputs_with_dims():
+    """kuma-build/input's allocateInputs sizes an input whose shape names a dim from the value given, and
+    without one throws naming the input (no NaN-length array)."""
+    specs = [{"name": "ids", "shape": [1, "seq"], "dtype": "int32"}, {"name": "x", "shape": [2, 3], "dtype": "float32"}]
+    script = f"import({json.dumps(str(SHIM / 'src' / 'input.js'))}).then(({{ allocateInputs }}) => {{\n" \
+             f"  const specs = {json.dumps(specs)};\n" \
+             "  const feed = allocateInputs(specs, { seq: 5 });\n" \
+             "  let error = null;\n" \
+             "  try { allocateInputs(specs); } catch (e) { error = e.message; }\n" \
+             "  console.log(JSON.stringify({ ids: [feed.ids.constructor.name, feed.ids.length], x: [feed.x.constructor.name, feed.x.length], error }));\n" \
+             "})"
+    result = subprocess.run(["node", "-e", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"ids": ["Int32Array", 5], "x": ["Float32Array", 6],
+                                         "error": 'kuma: allocateInputs: input "ids" has shape [1,seq]; pass each dim\'s value, e.g. allocateInputs(inputs, { seq: 16 })'}

@@ -263,4 +263,15 @@ def _checksum(key: str, value) -> str:
 def _is_kernel(kernel) -> bool:
     return isinstance(kernel, dict) and isinstance(kernel.get("name"), str) and isinstance(kernel.get("code"), str) \
         and isinstance(kernel.get("workgroups"), list) and 1 <= len(kernel["workgroups"]) <= 3 \
-        and all(type(n) is int and n >= 0 for n in kernel["workgroups"]) and isinstance(kernel.get("code_f16"), (str, type(None)))
+        and all(map(_is_count, kernel["workgroups"])) and isinstance(kernel.get("code_f16"), (str, type(None)))
+
+
+def _is_count(n) -> bool:
+    """A workgroup count: a number, or {"size", "per"} for a model with dims (ceil(size / per) at run time;
+    size a number or terms [[coef, dim, ...], ...], docs/design.md)."""
+    if isinstance(n, dict):
+        size = n.get("size")
+        terms = isinstance(size, list) and all(isinstance(t, list) and t and type(t[0]) is int and all(isinstance(d, str) for d in t[1:])
+                                               for t in size)
+        return set(n) == {"size", "per"} and (type(size) is int or terms) and type(n["per"]) is int and n["per"] > 0
+    return type(n) is int and n >= 0

@@ -8,6 +8,7 @@ from kuma_build.compiler import emit
 from kuma_build.compiler.cost import dispatch_costs
 from kuma_build.compiler.export import build_module, export
 from kuma_build.compiler.ir.importer import import_program
+from kuma_build.compiler.ops import check_dynamic
 from kuma_build.devices import DeviceClass, device_classes
 from kuma_build.compiler.passes import run_passes
 from kuma_build.compiler.passes.page_weights import page_weights
@@ -49,9 +50,11 @@ class ClassBuild:
 
 
 def compile_for(device: DeviceClass, exported, model: ModelConfig, input_names, output_names, kernel_store) -> ClassBuild:
-    graph = import_program(exported, model.name, model.source, input_names, output_names, device)
+    graph = import_program(exported, model.name, model.source, input_names, output_names, device,
+                           model.dims, {s.name: s.shape for s in model.inputs})
     ops = len(graph.nodes)
     run_passes(graph)
+    check_dynamic(graph)
     choose_weight_storage(graph, model.precision)
     page_weights(graph)  # last: it splits the weights as stored
     return ClassBuild(device, graph, make_plan(graph, kernel_store), ops)

@@ -16,12 +16,13 @@ manifest.json (never to index.js, which the browser downloads).
 from math import prod
 
 from kuma_build.compiler.ir.graph import Value
+from kuma_build.compiler.ir.sizes import max_value
 from kuma_build.compiler.ops import record
 
 
 def distinct_bytes(v: Value) -> int:
     """Bytes of the elements a strided view reaches: broadcast dims count once."""
-    reached = prod(size for size, stride in zip(v.shape, v.strides) if stride != 0)
+    reached = max_value(prod(size for size, stride in zip(v.shape, v.strides) if stride != 0))
     per_element = v.buffer.nbytes / max(v.buffer.numel, 1)  # 4 for f32, less for f16/int8 weights
     return round(min(reached, v.buffer.numel) * per_element)
 
@@ -30,4 +31,5 @@ def dispatch_costs(graph, plan) -> list[list[int]] | None:
     """[bytes, flops] per dispatch; None when the plan's dispatches are not one per node."""
     if len(plan.dispatches) != len(graph.nodes):
         return None
-    return [[sum(distinct_bytes(v) for v in node.inputs) + node.output.buffer.nbytes, record(node).flops(node)] for node in graph.nodes]
+    return [[sum(distinct_bytes(v) for v in node.inputs) + node.output.buffer.nbytes, max_value(record(node).flops(node))]
+            for node in graph.nodes]  # at the dims' max

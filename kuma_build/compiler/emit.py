@@ -18,6 +18,7 @@ import torch
 
 from kuma_build import __version__
 from kuma_build.compiler import precision
+from kuma_build.compiler.ir.sizes import to_json
 from kuma_build.compiler.plan import Plan
 from kuma_build.jsmodule import render_class_js, render_dts, render_js
 from kuma_build.outfolder import chunk_file, class_file, split_program
@@ -149,16 +150,20 @@ def needs_space(before: str, after: str) -> bool:
 
 
 def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
+    # the dims (kuma.toml order: their fields in the dims uniform), only for a model that has any
+    dims = {"dims": {d.name: {"min": d.min, "max": d.max} for d in graph.dims}} if graph.dims else {}
     return {
         "model": name,
+        **dims,
         "inputs": [{"name": n, "shape": list(specs[n].shape), "dtype": "int32" if specs[n].dtype != "float32" else "float32",
                     "buffer": plan.input_buffer[n]} for n in graph.inputs],
-        "outputs": [{"name": n, "shape": list(v.shape), "dtype": JS_DTYPE[v.dtype], "buffer": plan.output_buffer[n]}
+        "outputs": [{"name": n, "shape": [to_json(s) for s in v.shape], "dtype": JS_DTYPE[v.dtype], "buffer": plan.output_buffer[n]}
                     for n, v in graph.outputs.items()],
         "buffers": plan.buffers,
         # "f16": the kernel's variant for devices with shader-f16 (the runtime picks at load)
         "kernels": [{"name": k.name, "code": shipped(k.code), **({"f16": shipped(k.code_f16)} if k.code_f16 else {})} for k in plan.kernels],
-        "dispatches": [[k, bufs, list(wg)] for k, bufs, wg in plan.dispatches],
+        # a 4th entry, {dim: [low, high]}: the dispatch runs only while each dim is in its range
+        "dispatches": [[k, bufs, list(wg), *([when] if when else [])] for k, bufs, wg, when in plan.dispatches],
         # sha256: the runtime checks each chunk against it before using its bytes, and caches by it;
         # the chunk's file is named by it (outfolder.chunk_file)
         "chunks": [{"size": len(c.data), "sha256": c.sha256} for c in chunks],

@@ -5,14 +5,25 @@ weights that don't fit, untraceable Python, sys.exit or argparse at import)
 becomes a KumaError that names the user's file and line; user code runs inside
 user_code(). A KeyboardInterrupt goes on up (the CLI reports it) carrying the
 user's line as kuma_where.
+
+A model with dims (kuma.toml `dims`, sizes one build serves) is exported once with a
+torch.export.Dim per dim, on example inputs at a value inside each range that torch does not
+specialise (not 0 or 1). When torch finds that the model only works for some values (its 0/1
+specialisation, or a guard the model imposes, such as `assert x.shape[1] % 8 == 0`), the error
+names the dim and the model's line that added the guard (guard_sites records them).
 """
 
 import importlib.util
 import inspect
+import linecache
+import logging
+import re
 import sys
-from contextlib import contextmanager
+import traceback
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import sympy
 import torch
 
 from kuma_build.compiler.blame import describe, recording_definitions, tracking_modules
@@ -114,14 +125,37 @@ def load_weights(net: torch.nn.Module, model: ModelConfig) -> None:
                         "Check that factory builds the architecture the weights were saved from.", path)
 
 
-def example_inputs(model: ModelConfig, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def example_value(low: int, high: int) -> int:
+    """A value of a dim's range that torch.export does not specialise: not 0 or 1 (the middle, or 2)."""
+    return min(high, max(2, (low + high) // 2))
+
+
+def concrete_shape(shape, values: dict[str, int]) -> tuple[int, ...]:
+    """An input's kuma.toml shape with each dim name replaced by its value."""
+    return tuple(values[s] if isinstance(s, str) else s for s in shape)
+
+
+def example_inputs(model: ModelConfig, generator: torch.Generator | None = None, values: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """Random inputs of the kuma.toml shapes; a dim takes its value from `values`, else example_value."""
+    values = {name: example_value(*limits) for name, limits in model.dims.items()} | (values or {})
     inputs = {}
     for spec in model.inputs:
+        shape = concrete_shape(spec.shape, values)
         if spec.dtype == "float32":
-            inputs[spec.name] = torch.randn(spec.shape, generator=generator)
+            inputs[spec.name] = torch.randn(shape, generator=generator)
         else:
-            inputs[spec.name] = torch.randint(0, 2, spec.shape, generator=generator, dtype=TORCH_DTYPES[spec.dtype])
+            inputs[spec.name] = torch.randint(0, 2, shape, generator=generator, dtype=TORCH_DTYPES[spec.dtype])
     return inputs
+
+
+def dynamic_shapes(model: ModelConfig, order: list[str]) -> tuple | None:
+    """torch.export's dynamic_shapes for the inputs in call order: one Dim per kuma.toml dim."""
+    if not model.dims:
+        return None
+    # a dim of one value is a number to torch (which refuses a Dim with min == max)
+    dims = {name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in model.dims.items() if low < high}
+    shapes = {s.name: s.shape for s in model.inputs}
+    return tuple({i: dims[s] for i, s in enumerate(shapes[name]) if s in dims} or None for name in order)
 
 
 def decompositions():
@@ -135,11 +169,12 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     """The exported program (core aten), its input names in call order, and its output names."""
     order = call_order(net, model)
     inputs = example_inputs(model)
+    at_values = f" (at {', '.join(f'{n} = {example_value(*r)}' for n, r in model.dims.items())})" if model.dims else ""
     initial = buffer_values(net)  # forward() may update buffers in place (a KV cache): these are their initial values
     args = tuple(inputs[name] for name in order)
     with tracking_modules(net) as failed_module, \
-            user_code(model, "running forward()", lambda e: f"the model fails in PyTorch on random inputs of the shapes in kuma.toml: "
-                      f"{type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes."), torch.no_grad():
+            user_code(model, "running forward()", lambda e: f"the model fails in PyTorch on random inputs of the shapes in kuma.toml"
+                      f"{at_values}: {type(e).__name__}: {_first_line(e)}. Check the input shapes and dtypes."), torch.no_grad():
         try:
             eager = net(*args)
         except Exception as e:  # inside a library module: name the module's definition, not only the call
@@ -154,9 +189,78 @@ def export(net: torch.nn.Module, model: ModelConfig) -> tuple[torch.export.Expor
     restore_buffers(net, initial)
     with user_code(model, "torch.export", lambda e: f"torch.export could not capture the model: {type(e).__name__}: {_first_line(e)}. "
                    "kuma needs a model whose control flow does not depend on tensor values."):
-        program = torch.export.export(net, args)
+        with guard_sites(model.source) if model.dims else nullcontext([]) as sites:
+            try:
+                program = torch.export.export(net, args, dynamic_shapes=dynamic_shapes(model, order))
+            except torch._dynamo.exc.UserError as e:
+                if not model.dims or "Constraints violated" not in str(e):
+                    raise
+                raise specialised_error(e, model, sites) from None
         program = program.run_decompositions(decompositions())
     return program, order, names
+
+
+@contextmanager
+def guard_sites(source: Path):
+    """Yields a list that fills with (guard, file, line) for each guard on sizes torch adds while
+    exporting, at the innermost line of `source` running then (torch logs each guard as it adds
+    it; its error does not say where)."""
+    sites = []
+    source = source.resolve()
+
+    class Recorder(logging.Handler):
+        def emit(self, record):
+            if "[guard added]" in record.msg and len(record.args) >= 2:
+                frames = [f for f in traceback.extract_stack() if Path(f.filename).resolve() == source]
+                if frames:
+                    sites.append((str(record.args[1]), frames[-1].filename, frames[-1].lineno))
+
+    logger = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    handlers, level, propagate = logger.handlers, logger.level, logger.propagate
+    logger.handlers, logger.propagate = [Recorder(logging.INFO)], False  # recorded, not printed
+    logger.setLevel(logging.INFO)
+    try:
+        yield sites
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+        logger.setLevel(level)
+
+
+def specialised_error(e: Exception, model: ModelConfig, sites: list) -> KumaError:
+    """A dim torch.export would not keep dynamic: name it, its range, torch's reason, and the model's
+    line that added the guard when torch recorded one in the model's file (else the kuma.toml line)."""
+    text = str(e)
+    named = re.search(r"Constraints violated \(([^)]*)\)", text)
+    names = [n.strip() for n in named.group(1).split(",")] if named else list(model.dims)
+    reasons = [line.strip()[2:] for line in text.splitlines() if line.strip().startswith("- ")]
+    ranges = ", ".join(f"{n} in [{model.dims[n][0]}, {model.dims[n][1]}]" for n in names if n in model.dims)
+    # the first guard that fails somewhere in the range (a guard that always holds is no culprit)
+    culprits = [site for site in sites if not always_holds(site[0], [model.dims[n] for n in names if n in model.dims])] or sites
+    site = ""
+    if culprits:
+        _, file, line = culprits[0]
+        code = linecache.getline(file, line).strip()
+        site = f" The guard comes from {Path(file).name}:{line}{f' (`{code}`)' if code else ''}."
+    declared = f" ({model.config.name}:{model.lines['dims']})" if model.config and model.lines.get("dims") else ""
+    message = (f"model {model.name}: torch.export cannot keep the dim {', '.join(names)} dynamic over its kuma.toml range "
+               f"({ranges}{declared}): {' '.join(r.rstrip('.') + '.' for r in reasons[:2]) or _first_line(e)}{site} Remove the condition on that size from the model, "
+               "or declare a range (or a fixed size) for which it always holds.")
+    if culprits:
+        return KumaError(message, culprits[0][1], culprits[0][2])
+    return model.config_error(message, "dims")
+
+
+def always_holds(guard: str, ranges: list[tuple[int, int]], most: int = 4096) -> bool:
+    """Whether a guard torch logged (sympy text over one symbol) holds at every value of the one
+    dim the error names; False when that cannot be told."""
+    try:
+        expr = sympy.sympify(guard)
+    except (sympy.SympifyError, TypeError, SyntaxError):
+        return False
+    if len(ranges) != 1 or len(expr.free_symbols) != 1 or ranges[0][1] - ranges[0][0] > most:
+        return False
+    (symbol,), (low, high) = expr.free_symbols, ranges[0]
+    return all(bool(expr.subs(symbol, value)) for value in range(low, high + 1))
 
 
 def buffer_values(net: torch.nn.Module) -> dict[str, torch.Tensor]:

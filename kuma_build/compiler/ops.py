@@ -25,6 +25,8 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
     fold_affine    (node, x, scale, shift) -> whether x * scale + shift, a per-channel affine (along
                    dim 1 of x, a view of node's result), was folded into node's weights
                    (fold_batchnorm, which runs before any fusion), or None when it never can be
+    dynamic        node -> whether its lowering takes sizes that a dim sets (Syms, ir/sizes.py);
+                   check_dynamic refuses any other node whose sizes depend on a dim
 
 Every op reads its inputs through their views' strides (kernels/wgsl.py: Bindings.load), so
 views of any layout cost nothing, and writes one contiguous buffer unless strided_output.
@@ -37,15 +39,17 @@ from typing import Callable
 import torch
 
 from kuma_build.devices import DeviceClass
+from kuma_build.errors import KumaError
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.graph import Node, Value, const
+from kuma_build.compiler.ir.sizes import max_value
 from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, matmul, pool, resize, rows, scan, scatter, split_sum
-from kuma_build.compiler.kernels.wgsl import Kernel
+from kuma_build.compiler.kernels.wgsl import Kernel, node_dims
 
 
 def per_element(node: Node) -> int:
     """One operation per element of the largest operand: a rough figure for what is not a product."""
-    return max([node.output.numel] + [v.numel for v in node.inputs])
+    return max(max_value(v.numel) for v in [node.output, *node.inputs])
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class OpRecord:
     fold_sums: bool = False
     reads_any_layout: bool = False
     fold_affine: Callable[[Node, Value, torch.Tensor, torch.Tensor], bool] | None = None
+    dynamic: Callable[[Node], bool] = lambda node: False
 
 
 # --- matmul: out[b] = alpha * A[b] @ B[b] + beta * bias[b] (ir/aten_linalg.py) ------------------
@@ -125,7 +130,16 @@ def _refold(node: Node, weight: torch.Tensor, bias: torch.Tensor) -> Value:
     return const(bias, name.rsplit(".", 1)[0] + ".bias")
 
 
-# --- the rest ------------------------------------------------------------------------------------
+# --- the rest ---
+
+ANY = lambda node: True  # noqa: E731  (the lowering takes sizes a dim sets)
+
+
+def static_head_dims(node: Node) -> bool:
+    """Attention keeps its query row and value columns in registers: only their lengths must be numbers."""
+    return all(isinstance(v.shape[-1], int) for v in [*node.inputs[:3], node.output])
+
+# ------------------------------------------------------------------------------------
 
 def attention_flops(node: Node) -> int:
     keys = node.inputs[1].shape[-2]
@@ -137,31 +151,49 @@ def pool_flops(node: Node) -> int:
 
 
 OPS: dict[str, OpRecord] = {
-    "elementwise": OpRecord(elementwise.lower, expression=True),
+    "elementwise": OpRecord(elementwise.lower, expression=True, dynamic=ANY),
     "matmul": OpRecord(matmul.lower, matmul_flops, weight_dim=lambda node, k: {0: 1, 1: 2}.get(k),  # A [b, M, K]: rows; B [b, K, N]: columns
                        epilogue=lambda node: True, product=lambda node, device: matmul.gemm_shape(node), bias=matmul_bias,
-                       fold_affine=fold_into_linear),
+                       fold_affine=fold_into_linear, dynamic=ANY),
     "conv2d": OpRecord(conv.lower, conv_flops, weight_dim=conv_weight_dim, epilogue=lambda node: not node.attrs["transposed"],
                        product=lambda node, device: conv.gemm_shape(node) if conv.is_implicit_gemm(node, device) else None,
                        bias=conv_bias, fold_affine=fold_into_conv),
-    "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True, fold_sums=True),
-    "reduce": OpRecord(rows.lower_reduce),
-    "softmax": OpRecord(rows.lower_softmax),
-    "attention": OpRecord(attention.lower, attention_flops, strided_output=True, reads_any_layout=True),
+    "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True, fold_sums=True, dynamic=ANY),
+    "reduce": OpRecord(rows.lower_reduce, dynamic=ANY),
+    "softmax": OpRecord(rows.lower_softmax, dynamic=ANY),
+    "attention": OpRecord(attention.lower, attention_flops, strided_output=True, reads_any_layout=True, dynamic=static_head_dims),
     "pool2d": OpRecord(pool.lower, pool_flops),
     "resize": OpRecord(resize.lower),
-    "concat": OpRecord(concat.lower),
+    "concat": OpRecord(concat.lower, dynamic=ANY),
     "gather": OpRecord(gather.lower, weight_dim=lambda node, k: node.attrs["dim"] if k == 0 else None,  # an embedding table's rows
-                       reads_any_layout=True),
-    "pad": OpRecord(gather.lower_pad),
-    "split_sum": OpRecord(split_sum.lower, fold_sums=True),
-    "index_put": OpRecord(scatter.lower_index_put),
-    "cumsum": OpRecord(scan.lower_cumsum),
-    "topk": OpRecord(scan.lower_topk, flops=lambda node: node.inputs[0].numel * node.output.shape[-1]),
+                       reads_any_layout=True, dynamic=ANY),
+    "take": OpRecord(gather.lower_take, dynamic=ANY),
+    "pad": OpRecord(gather.lower_pad, dynamic=ANY),
+    "split_sum": OpRecord(split_sum.lower, fold_sums=True, dynamic=ANY),
+    "index_put": OpRecord(scatter.lower_index_put, dynamic=ANY),
+    "cumsum": OpRecord(scan.lower_cumsum, dynamic=ANY),
+    "topk": OpRecord(scan.lower_topk, flops=lambda node: node.inputs[0].numel * node.output.shape[-1],
+                     dynamic=lambda node: isinstance(node.output.shape[-1], int)),  # k passes, unrolled
     # writes its output view in place (a state buffer, passes/state.py): the updated slots only
-    "scatter": OpRecord(scatter.lower_scatter, flops=lambda node: node.inputs[0].numel),
+    "scatter": OpRecord(scatter.lower_scatter, flops=lambda node: node.inputs[0].numel, dynamic=ANY),
+    # torch.arange and fills whose shape a dim sets (constant ones are folded at build time)
+    "arange": OpRecord(elementwise.lower_arange, dynamic=ANY),
 }
 
 
 def record(node: Node) -> OpRecord:
     return OPS[node.op]
+
+
+def check_dynamic(graph) -> None:
+    """Refuse, before any kernel is written, a node whose sizes depend on a dim when its lowering
+    cannot take them yet: the error names the op, the model's line and the dims."""
+    for node in graph.nodes:
+        dims = node_dims(node)
+        if dims and not record(node).dynamic(node):
+            file, _, line = node.where.rpartition(":")
+            names = ", ".join(sorted(d.name for d in dims))
+            raise KumaError(f"the {node.op} op{f' at {node.where}' if node.where else ''} is not supported with a dynamic "
+                            f"dimension yet: its sizes depend on the dim {names}. Make {names} static (a number in the "
+                            "input shapes in kuma.toml), or compute this part with supported ops (docs/ops.md).",
+                            file or None, int(line) if line.isdigit() else None)

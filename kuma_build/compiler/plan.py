@@ -15,7 +15,7 @@ it at load and on reset(). The program dict is the contract every runtime (JS, w
 import random
 from dataclasses import dataclass, field
 
-from kuma_build.compiler.ir.graph import Buffer, Graph, const
+from kuma_build.compiler.ir.graph import DIMS, Buffer, Graph, const
 from kuma_build.compiler.kernels import spec_key
 from kuma_build.compiler.kernels.wgsl import Kernel, binding_buffers
 from kuma_build.compiler.ops import record
@@ -26,7 +26,7 @@ RESHUFFLES = 200
 @dataclass
 class Plan:
     kernels: list[Kernel]               # distinct kernels in first-use order
-    dispatches: list[tuple[int, list[int], tuple]]  # (kernel index, buffer indices, workgroups)
+    dispatches: list[tuple[int, list[int], tuple, dict | None]]  # (kernel index, buffer indices, workgroups, when)
     buffers: list[dict]                  # {"size": bytes, "kind": ...}
     weights: list[Buffer]                # const buffers, index-aligned with weight_buffer (each one's first buffer)
     weight_buffer: list[int] = field(default_factory=list)
@@ -40,7 +40,7 @@ class Plan:
 
 def make_plan(graph: Graph, kernel_store=None) -> Plan:
     lowered = [lower_cached(node, graph.device, kernel_store) for node in graph.nodes]
-    launches = [kernel for kernel, _ in lowered]
+    launches = [kernel for kernel, _ in lowered]  # one per node (and its Kernel.then dispatches)
 
     first_use: dict[Buffer, int] = {}
     last_use: dict[Buffer, int] = {}
@@ -71,6 +71,9 @@ def make_plan(graph: Graph, kernel_store=None) -> Plan:
             init = own_buffer(plan.weights[-1], "weight")
             plan.weight_buffer.append(init)
         plan.state.append({"name": name, "buffer": own_buffer(start.buffer, "state"), "init": init})
+    if graph.dims:  # the dims' current values, a u32 each (docs/DIMS_FORMAT.md)
+        index_of[DIMS] = len(buffers)
+        buffers.append({"size": 16 * -(-len(graph.dims) // 4), "kind": "dims"})
 
     slot_buffer: dict[int, int] = {}  # slot -> its buffer index, made at the slot's first use
     live_bytes = 0
@@ -93,11 +96,12 @@ def make_plan(graph: Graph, kernel_store=None) -> Plan:
         for buf in set(launch.buffers):
             if buf.kind == "temp" and last_use[buf] == step:
                 live_bytes -= buf.nbytes
-        if launch.code not in kernel_index:
-            kernel_index[launch.code] = len(plan.kernels)
-            plan.kernels.append(launch)
-        bound = [index_of[b] + p for b in launch.buffers for p in range(b.pages)]
-        plan.dispatches.append((kernel_index[launch.code], bound, launch.workgroups))
+        for kernel in launch.chain():
+            if kernel.code not in kernel_index:
+                kernel_index[kernel.code] = len(plan.kernels)
+                plan.kernels.append(kernel)
+            bound = [index_of[b] + p for b in kernel.buffers for p in range(b.pages)]
+            plan.dispatches.append((kernel_index[kernel.code], bound, kernel.workgroups, kernel.when))
     plan.temp_bytes = sum(b["size"] for b in buffers if b["kind"] == "temp")
     plan.kernels_reused = len(plan.kernels) - len({k.code for k, reused in lowered if not reused})
     return plan

@@ -3,13 +3,14 @@
 /** A tensor spec as a model's `inputs` lists it. */
 export interface InputSpec {
   readonly name: string;
-  readonly shape: readonly number[];
+  readonly shape: readonly (number | string)[];
   readonly dtype: "float32" | "int32" | "int64";
 }
 
-/** Zeroed arrays of the right type and length for each input spec, keyed by name. */
+/** Zeroed arrays of the right type and length for each input spec, keyed by name; dims gives the value of each dim a shape names (e.g. { seq: 16 }). */
 export function allocateInputs<const S extends readonly InputSpec[]>(
   specs: S,
+  dims?: { readonly [dim: string]: number },
 ): { [K in S[number] as K["name"]]: K["dtype"] extends "float32" ? Float32Array : Int32Array };
 
 export type ImageSource = ImageData | HTMLCanvasElement | OffscreenCanvas | HTMLImageElement | HTMLVideoElement | ImageBitmap | VideoFrame;
@@ -30,4 +31,4 @@ export interface ImageToTensorOptions {
  * (as PyTorch's F.interpolate(mode="bilinear", align_corners=False, antialias=False)), then
  * (x - mean) / std. spec: an input spec, or its shape ([1, C, H, W] or [C, H, W], C = 1 or 3).
  */
-export function imageToTensor(source: ImageSource, spec: { readonly shape: readonly number[] } | readonly number[], options?: ImageToTensorOptions): Float32Array;
+export function imageToTensor(source: ImageSource, spec: { readonly shape: readonly (number | string)[] } | readonly number[], options?: ImageToTensorOptions): Float32Array;

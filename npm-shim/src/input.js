@@ -10,11 +10,12 @@
 
 const LUMA = [0.299, 0.587, 0.114]; // torchvision's Grayscale weights (ITU-R 601)
 
-/** Zeroed arrays of the right type and length for each input spec ({ name, shape, dtype }). */
-export function allocateInputs(specs) {
+/** Zeroed arrays of the right type and length for each input spec ({ name, shape, dtype }), a dim named in a shape at its value in dims. */
+export function allocateInputs(specs, dims = {}) {
   const inputs = {};
   for (const { name, shape, dtype } of specs) {
-    const count = shape.reduce((a, b) => a * b, 1);
+    const count = shape.reduce((a, b) => a * (typeof b === "string" ? dims[b] : b), 1);
+    if (!Number.isInteger(count)) throw new Error(`kuma: allocateInputs: input "${name}" has shape [${shape}]; pass each dim's value, e.g. allocateInputs(inputs, { ${shape.find((b) => typeof b === "string")}: 16 })`);
     inputs[name] = dtype === "float32" ? new Float32Array(count) : new Int32Array(count);
   }
   return inputs;

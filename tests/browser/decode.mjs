@@ -5,31 +5,38 @@
 // same generation again, its prompt's runs called all at once (they queue), timed for tokens/s;
 // then the errors of misused run options, GPUBuffer inputs and outputBuffer().
 //
-//   node decode.mjs --serve    one JSON request {root, model, prompt, steps} per stdin line, one
-//                              JSON reply {ok, first, again, decodeMs, errors, adapter} per stdout line
+// With prefill (a model whose token and pos inputs have a dim, kuma.toml dims), the prompt goes in
+// as one run of its length, and the first decode step gets the last token as a typed array (the
+// token output then holds one token per prompt position).
+//
+//   node decode.mjs --serve    one JSON request {root, model, prompt, steps, prefill?, options?} per stdin
+//                              line (options: load()'s, e.g. { deviceClass: "gpu" }), one JSON reply
+//                              {ok, first, again, decodeMs, errors, adapter, deviceClass} per stdout line
 
 import { modelPage, serve, withTimeout } from "./run_model.mjs";
 
 // runs inside the page
-async function decodeInPage({ url, prompt, steps }) {
+async function decodeInPage({ url, prompt, steps, prefill, options }) {
   const gpuErrors = [];
   const { load } = await import(url);
-  const model = await load();
+  const model = await load(options);
   model.device.addEventListener("uncapturederror", (e) => gpuErrors.push(e.error.message));
   const [tokenName] = model.outputs.map((o) => o.name);
   // queued: the prompt's runs are all called at once, and resolve in order
   async function generate(queued) {
     const read = { read: [tokenName] };
     const prompted = [];
-    for (let pos = 0; pos < prompt.length; pos++) {
+    if (prefill) prompted.push(model.run({ token: Int32Array.from(prompt), pos: Int32Array.from(prompt.keys()) }, read));
+    for (let pos = 0; pos < prompt.length && !prefill; pos++) {
       const run = model.run({ token: Int32Array.of(prompt[pos]), pos: Int32Array.of(pos) }, read);
       prompted.push(queued ? run : await run);
     }
-    const tokens = [(await prompted.at(-1))[tokenName][0]];
+    const tokens = [(await prompted.at(-1))[tokenName].at(-1)];
     let decodeMs = 0;
     for (let pos = prompt.length; pos < prompt.length + steps - 1; pos++) {
       const started = performance.now();
-      const out = await model.run({ token: model.outputBuffer(tokenName), pos: Int32Array.of(pos) }, read);
+      const token = prefill && pos === prompt.length ? Int32Array.of(tokens[0]) : model.outputBuffer(tokenName);
+      const out = await model.run({ token, pos: Int32Array.of(pos) }, read);
       decodeMs += performance.now() - started;
       if (Object.keys(out).length !== 1) throw new Error(`run read back ${Object.keys(out)}, not only ${tokenName}`);
       tokens.push(out[tokenName][0]);
@@ -62,17 +69,17 @@ async function decodeInPage({ url, prompt, steps }) {
     const again = await generate(true);
     const errors = await misuses();
     const info = model.device.adapterInfo;
-    return { first: first.tokens, again: again.tokens, decodeMs: again.decodeMs, errors, gpuErrors,
+    return { first: first.tokens, again: again.tokens, decodeMs: again.decodeMs, errors, gpuErrors, deviceClass: model.deviceClass,
       adapter: { vendor: info.vendor, architecture: info.architecture, description: info.description } };
   } finally {
     model.dispose();
   }
 }
 
-async function decode(browser, server, { root, model, prompt, steps }) {
+async function decode(browser, server, { root, model, prompt, steps, prefill = false, options = {} }) {
   const { context, page, problems, url } = await modelPage(browser, server, root, model);
   try {
-    const result = await withTimeout(page.evaluate(decodeInPage, { url, prompt, steps }), `decoding with ${model}`);
+    const result = await withTimeout(page.evaluate(decodeInPage, { url, prompt, steps, prefill, options }), `decoding with ${model}`);
     problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
     if (problems.length) throw new Error(problems.join("\n"));
     delete result.gpuErrors;

@@ -26,12 +26,12 @@ def convolution(ctx, x, weight, bias, stride, padding, dilation, transposed, out
         x, weight = views.unsqueeze(x, 2), views.unsqueeze(weight, 2)
         stride, dilation = (1, pair(stride)[0]), (1, pair(dilation)[0])
         padding, output_padding = (0, pair(padding)[0]), (0, pair(output_padding)[0])
-        shape = (*ctx.meta.shape[:2], 1, ctx.meta.shape[2])
+        shape = (*ctx.shape[:2], 1, ctx.shape[2])
     elif len(weight.shape) == 4 and len(x.shape) == 4:
-        shape = ctx.meta.shape
+        shape = ctx.shape
     else:
         raise Unsupported(f"only 1-D and 2-D convolutions on batched input are compiled (got a {len(weight.shape) - 2}-D one)")
     inputs = [x, weight] if bias is None else [x, weight, bias]
     out = ctx.emit("conv2d", inputs, shape, "f32", stride=pair(stride), padding=pair(padding), dilation=pair(dilation),
                    groups=int(groups), transposed=bool(transposed), output_padding=pair(output_padding))
-    return views.squeeze(out, [2]) if len(shape) != len(ctx.meta.shape) else out
+    return views.squeeze(out, [2]) if len(shape) != len(ctx.shape) else out

@@ -12,6 +12,7 @@ from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.expr import In, Lit, Op
 from kuma_build.compiler.ir.graph import Value, const, ir_dtype
 from kuma_build.compiler.ir.registry import Unsupported, aten
+from kuma_build.compiler.ir.sizes import is_sym
 
 COMPARISONS = {"eq", "ne", "lt", "le", "gt", "ge"}
 LOGICAL = {"logical_and", "logical_or", "logical_xor"}
@@ -32,8 +33,7 @@ def _example(x):
 
 def elementwise(ctx, op: str, *operands):
     """Emit out = op(*operands) with torch's broadcasting and type promotion."""
-    out = ctx.meta
-    out_dtype = ir_dtype(out.dtype)
+    out_shape, out_dtype = ctx.shape, ir_dtype(ctx.meta.dtype)
     tensors = [x for x in operands if isinstance(x, Value)]
     compute = out_dtype
     if op in COMPARISONS:
@@ -44,7 +44,7 @@ def elementwise(ctx, op: str, *operands):
     for i, x in enumerate(operands):
         want = "bool" if (op == "where" and i == 0) else compute
         if isinstance(x, Value):
-            inputs.append(views.expand(x, out.shape) if tuple(x.shape) != tuple(out.shape) else x)
+            inputs.append(views.expand(x, out_shape) if tuple(x.shape) != out_shape else x)
             leaf = In(x.dtype, len(inputs) - 1)
             leaves.append(leaf if x.dtype == want else Op("cast", want, (leaf,)))
         else:
@@ -52,7 +52,7 @@ def elementwise(ctx, op: str, *operands):
     expr = Op(op, out_dtype, tuple(leaves))
     if not tensors:
         raise Unsupported("needs at least one tensor operand")
-    return ctx.emit("elementwise", inputs, tuple(out.shape), out_dtype, expr=expr)
+    return ctx.emit("elementwise", inputs, out_shape, out_dtype, expr=expr)
 
 
 def unary(op):
@@ -179,7 +179,41 @@ def to_copy(ctx, x, **kwargs):
 
 @aten("full_like.default", "zeros_like.default", "ones_like.default", "empty_like.default")
 def full_like(ctx, x, fill_value=0, **kwargs):
-    # only the shape of x matters, so the result is a constant
+    # only the shape of x matters, so the result is a constant (or a fill, when a dim sets the shape)
     name = str(ctx.node.target)
     value = 1 if "ones_like" in name else (fill_value if "full_like" in name else 0)
-    return const(torch.full(tuple(ctx.meta.shape), value, dtype=ctx.meta.dtype), f"folded.{ctx.node.name}")
+    return fill(ctx, value)
+
+
+def fill(ctx, value):
+    """The current node's result filled with value: a constant, or an "arange" of step 0 when a dim sets its shape."""
+    shape, dtype = ctx.shape, ctx.meta.dtype
+    if not any(is_sym(s) for s in shape):
+        return const(torch.full(shape, value, dtype=dtype), f"folded.{ctx.node.name}")
+    return ctx.emit("arange", [], shape, ir_dtype(dtype), start=value, step=0)
+
+
+# torch.full, arange and the like are computed at build time (the importer folds them) unless a
+# dim sets their size; then they become an "arange" node (kernels/elementwise.py: lower_arange)
+
+@aten("full.default")
+def full(ctx, size, fill_value, **kwargs):
+    return fill(ctx, fill_value)
+
+
+@aten("zeros.default", "empty.memory_format")
+def zeros(ctx, size, **kwargs):
+    return fill(ctx, 0)
+
+
+@aten("ones.default")
+def ones(ctx, size, **kwargs):
+    return fill(ctx, 1)
+
+
+@aten("arange.default", "arange.start", "arange.start_step")
+def arange(ctx, *args, **kwargs):
+    start, step = (0, 1) if len(args) == 1 else (args[0], args[2] if len(args) > 2 else 1)
+    if is_sym(start) or is_sym(step):
+        raise Unsupported("arange's start and step must be numbers (only its end may depend on a dim)")
+    return ctx.emit("arange", [], ctx.shape, ir_dtype(ctx.meta.dtype), start=start, step=step)

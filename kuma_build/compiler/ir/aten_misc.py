@@ -1,7 +1,7 @@
 """Lookups, fused attention and constant padding.
 
 embedding, index_select and single-tensor indexing are one "gather" node
-(rows of a table picked by i32 ids). scaled_dot_product_attention is kept
+(rows of a table picked by i32 ids); torch.gather is a "take" node (an id per element). scaled_dot_product_attention is kept
 whole by export (see export.decompositions) and becomes one "attention" node,
 its operands broadcast to a common batch shape as free views (grouped-query
 heads too: enable_gqa reads each key/value head for its group of query heads); a constant causal
@@ -32,6 +32,14 @@ def embedding(ctx, weight, indices, padding_idx=-1, scale_grad_by_freq=False, sp
     return gather(ctx, weight, indices, 0)
 
 
+@aten("gather.default")
+def take_along(ctx, x, dim, index, sparse_grad=False):
+    """torch.gather: out[i] = x[i with dim `dim` replaced by index[i]], out shaped as index."""
+    if index.dtype != "i32":
+        raise Unsupported("indices must be an integer tensor")
+    return ctx.emit("take", [x, index], index.shape, x.dtype, dim=views.norm_dim(dim, len(x.shape)))
+
+
 @aten("index_select.default")
 def index_select(ctx, x, dim, index):
     return gather(ctx, x, index, dim)
@@ -51,7 +59,7 @@ def scaled_dot_product_attention(ctx, query, key, value, attn_mask=None, dropout
                                  scale=None, enable_gqa=False):
     if dropout_p:
         raise Unsupported("dropout_p must be 0 (kuma compiles inference; pass dropout_p=0.0 or call model.eval())")
-    shape = tuple(ctx.meta.shape)
+    shape = ctx.shape
     batch, (length, value_dim) = shape[:-2], shape[-2:]
     keys, head_dim = key.shape[-2], query.shape[-1]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
@@ -108,5 +116,5 @@ def constant_pad_nd(ctx, x, pad, value=0.0):
     before = [max(b, 0) for b in before]
     if not any(before) and not any(a > 0 for a in after):
         return x
-    shape = tuple(ctx.meta.shape)
+    shape = ctx.shape
     return ctx.emit("pad", [x], shape, x.dtype, before=tuple(before), value=float(value))

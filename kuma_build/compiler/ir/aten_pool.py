@@ -16,7 +16,7 @@ from kuma_build.compiler.ir.registry import Unsupported, aten
 def pool(ctx, x, mode: str, **attrs):
     if len(x.shape) not in (3, 4):
         raise Unsupported(f"2-D pooling needs a 3-D or 4-D input, got {len(x.shape)}-D")
-    shape = tuple(ctx.meta[0].shape if isinstance(ctx.meta, (tuple, list)) else ctx.meta.shape)
+    shape = ctx.sizes(ctx.meta[0].shape if isinstance(ctx.meta, (tuple, list)) else ctx.meta.shape)
     if len(x.shape) == 3:
         out = ctx.emit("pool2d", [views.unsqueeze(x, 0)], (1,) + shape, "f32", mode=mode, **attrs)
         return views.squeeze(out, [0])
@@ -52,7 +52,7 @@ def resize(ctx, x, mode: str, scales, align_corners: bool = False):
     if len(x.shape) != 4:
         raise Unsupported(f"2-D upsampling needs a 4-D NCHW input, got {len(x.shape)}-D")
     scales = tuple(None if s is None else float(s) for s in (scales or (None, None)))
-    return ctx.emit("resize", [x], ctx.meta.shape, "f32", mode=mode, scales=scales, align_corners=bool(align_corners))
+    return ctx.emit("resize", [x], ctx.shape, "f32", mode=mode, scales=scales, align_corners=bool(align_corners))
 
 
 @aten("upsample_nearest2d.vec")

@@ -25,7 +25,7 @@ def index_put(ctx, x, dim: int, ids: list, values, progression: tuple[int, int] 
     assignment), so the kernel finds a slot's update by arithmetic instead of a search."""
     if any(i.dtype != "i32" for i in ids):
         raise Unsupported("index tensors must be integer tensors (boolean masks give data-dependent shapes)")
-    batch = tuple(torch.broadcast_shapes(*(i.shape for i in ids)))
+    batch = views.broadcast_shapes(*(i.shape for i in ids))
     indexed = x.shape[:dim] + batch + x.shape[dim + len(ids):]
     values = _as(ctx, values, x.dtype)
     try:

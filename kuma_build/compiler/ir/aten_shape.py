@@ -7,7 +7,7 @@ from kuma_build.compiler.ir.registry import aten
 
 @aten("view.default", "_unsafe_view.default", "reshape.default")
 def view(ctx, x, shape):
-    return ctx.reshape(x, shape)
+    return ctx.reshape(x, ctx.shape)  # as recorded: a -1 is resolved, a dim's size is its Sym
 
 
 @aten("permute.default")
@@ -27,7 +27,7 @@ def transpose(ctx, x, a, b):
 
 @aten("expand.default")
 def expand(ctx, x, shape, implicit=False):
-    return views.expand(x, shape)
+    return views.expand(x, ctx.shape)
 
 
 @aten("unsqueeze.default")
@@ -44,7 +44,7 @@ def squeeze(ctx, x, dims=None):
 
 @aten("slice.Tensor")
 def slice_(ctx, x, dim=0, start=None, end=None, step=1):
-    return views.slice_(x, dim, start, end, step)
+    return views.slice_(x, dim, start, end, step, ctx.shape[views.norm_dim(dim, len(x.shape))])
 
 
 @aten("select.int")
@@ -60,8 +60,7 @@ def alias(ctx, x):
 @aten("split_with_sizes.default", "split.Tensor")
 def split(ctx, x, sizes, dim=0):
     dim = views.norm_dim(dim, len(x.shape))
-    if isinstance(sizes, int):
-        sizes = [min(sizes, x.shape[dim] - s) for s in range(0, x.shape[dim], sizes)]
+    sizes = [ctx.size(part.shape[dim]) for part in ctx.meta]  # as recorded, so a dim's part is its Sym
     parts, start = [], 0
     for size in sizes:
         parts.append(views.slice_(x, dim, start, start + size))
@@ -76,7 +75,7 @@ def unbind(ctx, x, dim=0):
 
 @aten("cat.default")
 def cat(ctx, tensors, dim=0):
-    tensors = [t for t in tensors if t.numel > 0]
+    tensors = [t for t in tensors if t.numel != 0]
     dim = views.norm_dim(dim, len(tensors[0].shape))
     most = ctx.graph.device.storage_buffers - 2  # inputs per concat: well inside the device's storage buffers
     while len(tensors) > most:  # concatenate in groups, then the groups
@@ -86,4 +85,4 @@ def cat(ctx, tensors, dim=0):
         tensors = [ctx.emit("concat", group, shape, group[0].dtype, dim=dim)] + tensors[most:]
     if len(tensors) == 1:
         return ctx.copy(tensors[0])
-    return ctx.emit("concat", tensors, tuple(ctx.meta.shape), tensors[0].dtype, dim=dim)
+    return ctx.emit("concat", tensors, ctx.shape, tensors[0].dtype, dim=dim)

@@ -16,6 +16,11 @@ naming the operator, the model and the line of your Python source that produced 
 Views (`view`, `permute`, `expand`, `slice`, ...) cost nothing: they alias their input.
 Nodes whose inputs are all constants (weights, `arange`, masks) are computed at build time
 by PyTorch itself, so any operator works there.
+
+With a dynamic dimension (kuma.toml `dims`), every family below takes sizes set by the dim,
+except convolution, pooling and upsampling (and `topk` with a `k`, attention with a head size, or
+slice assignment along a dim that a dim sets): those fail the build naming the op, your line and the dim. Sizes must stay polynomials in the dims (`2 * seq + 1`,
+not `seq // 2`).
 """
 
 

@@ -1,4 +1,4 @@
-"""The IR: a list of nodes over strided views of buffers, all shapes static, for one device class.
+"""The IR: a list of nodes over strided views of buffers, for one device class.
 
 A Buffer is one GPU allocation (an input, a constant weight, a value a node
 writes, or state: a buffer forward() mutates in place, kept on the GPU from one
@@ -7,6 +7,9 @@ expand, slice, select and most reshapes are free: they make a new Value on the
 same buffer. Every node reads Values and writes one fresh contiguous buffer,
 except the nodes passes/state.py makes write a state buffer in place.
 What each op means to the passes and kernels is in its record (compiler/ops.py).
+
+Shapes, strides and offsets are ints, or Syms (ir/sizes.py) where they depend on a dim
+declared in kuma.toml; a buffer is then allocated for every dim at its max.
 """
 
 from dataclasses import dataclass, field
@@ -16,6 +19,7 @@ import torch
 
 from kuma_build.devices import DeviceClass
 from kuma_build.compiler.precision import stored_words
+from kuma_build.compiler.ir.sizes import Sym, max_value
 
 # storage type in WGSL for each IR dtype (bool travels as 0/1 in i32)
 WGSL_TYPE = {"f32": "f32", "i32": "i32", "bool": "i32"}
@@ -31,6 +35,12 @@ class Buffer:
     storage: str = "f32"  # a const f32 weight may be stored as "f16" or "int8" (compiler/precision.py)
     channels: tuple[int, int] = (1, 1)  # int8: (step, count) of its per-channel scales
     page: int = 0  # elements per binding of a weight too big for one (passes/page_weights.py); 0: one binding
+    dynamic: Sym | None = None  # its element count when a dim sets it (numel is then that count's max)
+
+    @property
+    def count(self):
+        """Its element count at the current dims: an int, or a Sym."""
+        return self.numel if self.dynamic is None else self.dynamic
 
     @property
     def nbytes(self) -> int:
@@ -64,13 +74,18 @@ class Value:
     def is_const(self) -> bool:
         return self.buffer.kind == "const"
 
+    @property
+    def is_dynamic(self) -> bool:
+        """Whether a dim sets its shape, strides or offset (a constant's view is then read at run time)."""
+        return any(isinstance(x, Sym) for x in (*self.shape, *self.strides, self.offset))
+
     def is_contiguous(self) -> bool:
         """Row-major over the whole buffer (strides of size-1 dims don't matter)."""
         dense = all(size == 1 or stride == want for size, stride, want in zip(self.shape, self.strides, contiguous_strides(self.shape)))
-        return self.offset == 0 and dense and self.numel == self.buffer.numel
+        return self.offset == 0 and dense and self.numel == self.buffer.count
 
     def is_broadcast(self) -> bool:
-        return any(stride == 0 and size > 1 for size, stride in zip(self.shape, self.strides))
+        return any(stride == 0 and size != 1 for size, stride in zip(self.shape, self.strides))
 
     def tensor(self) -> torch.Tensor:
         """The contents of a constant value, as a (possibly strided) torch tensor."""
@@ -101,11 +116,17 @@ class Graph:
     # buffers forward() mutates, by name: (the state's value as a run starts, its value as the run
     # ends); passes/state.py makes the run end by writing the latter into the state's own buffer
     state: dict[str, tuple[Value, Value]] = field(default_factory=dict)
+    dims: list = field(default_factory=list)  # the declared dims (ir/sizes.Dim), in the dims uniform's order
 
     def add(self, op: str, inputs: list[Value], shape, dtype: str, where: str = "", **attrs) -> Value:
         out = fresh(shape, dtype)
         self.nodes.append(Node(op, list(inputs), out, attrs, where))
         return out
+
+
+# the uniform buffer holding the dims' current values (docs/DIMS_FORMAT.md): kernels whose sizes
+# depend on a dim bind it (kernels/wgsl.py: binding_buffers); the plan gives it its own buffer
+DIMS = Buffer(0, "i32", "dims", "dims")
 
 
 def contiguous_strides(shape) -> tuple[int, ...]:
@@ -117,8 +138,12 @@ def contiguous_strides(shape) -> tuple[int, ...]:
 
 
 def fresh(shape, dtype: str, kind: str = "temp", name: str = "") -> Value:
-    shape = tuple(int(s) for s in shape)
-    return Value(Buffer(max(prod(shape), 1), dtype, kind, name), shape, contiguous_strides(shape))
+    if any(isinstance(s, torch.SymInt) for s in shape):  # int() would specialise it to the example's value
+        raise TypeError("a torch.SymInt shape reached the IR: convert it with Importer.size")
+    shape = tuple(s if isinstance(s, Sym) else int(s) for s in shape)
+    numel = prod(shape)
+    dynamic = numel if isinstance(numel, Sym) else None
+    return Value(Buffer(max(max_value(numel), 1), dtype, kind, name, dynamic=dynamic), shape, contiguous_strides(shape))
 
 
 def const(tensor: torch.Tensor, name: str = "") -> Value:

@@ -11,11 +11,17 @@ A registered buffer that forward() mutates in place (torch.export lists it as a
 BUFFER_MUTATION output, its new value among the program's results) becomes a
 state buffer: Graph.state pairs its value at the start of a run with its new
 value, and passes/state.py makes each run end by writing the new value into it.
+
+A dim declared in kuma.toml reaches the graph as a torch SymInt in the fake tensors' shapes
+(export.py passes torch.export one Dim per declared dim). `size` turns each SymInt into an int
+or a Sym (ir/sizes.py), so the IR never holds a SymInt; nodes that compute sizes (sym_size,
+seq * 8) import as their Sym.
 """
 
 import operator
 from pathlib import Path
 
+import sympy
 import torch
 from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.node import map_arg
@@ -25,6 +31,7 @@ from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.expr import copy_of
 from kuma_build.compiler.ir.graph import Graph, Value, const, fresh, ir_dtype, state
 from kuma_build.compiler.ir.registry import ATEN, Unsupported
+from kuma_build.compiler.ir.sizes import Dim, DynamicSize, Sym, is_sym
 from kuma_build.compiler.ir import aten_conv, aten_elementwise, aten_linalg, aten_misc, aten_norm, aten_pool, aten_reduce, aten_scan, aten_scatter, aten_shape  # noqa: F401  (they register their handlers)
 from kuma_build.errors import KumaError, frame_from_stack_trace
 
@@ -34,17 +41,59 @@ def op_name(target) -> str:
 
 
 class Importer:
-    def __init__(self, model_name: str, source: Path, device: DeviceClass):
+    def __init__(self, model_name: str, source: Path, device: DeviceClass, dims: dict[str, tuple[int, int]] | None = None,
+                 shapes: dict[str, tuple] | None = None):
         self.model_name, self.source = model_name, source
         self.graph = Graph(device)
         self.node = None  # the fx node being imported
         self.where = ""
+        # the declared dims, in kuma.toml order (their fields in the dims uniform), and each
+        # input's kuma.toml shape, which names them
+        self.graph.dims = [Dim(i, name, lo, hi) for i, (name, (lo, hi)) in enumerate((dims or {}).items())]
+        self.shapes = shapes or {}
+        self.symbols: dict = {}  # sympy symbol -> its Dim, from the inputs' fake shapes
 
     # --- helpers for handlers -------------------------------------------------
     @property
     def meta(self):
         """The fake output tensor(s) torch.export recorded for the current node."""
         return self.node.meta.get("val")
+
+    @property
+    def shape(self) -> tuple:
+        """The current node's output shape as torch.export recorded it (ints and Syms)."""
+        return self.sizes(self.meta.shape)
+
+    def sizes(self, values) -> tuple:
+        return tuple(self.size(v) for v in values)
+
+    def size(self, value):
+        """An int, or the Sym of a torch SymInt: a polynomial over the declared dims."""
+        if not isinstance(value, torch.SymInt):
+            return value if is_sym(value) else int(value)
+        expr = sympy.expand(value.node.expr)
+        if expr.is_number:
+            return int(expr)
+        unknown = expr.free_symbols - set(self.symbols)
+        poly = None if unknown else expr.as_poly(*self.symbols)
+        if poly is None or any(not c.is_integer for c in poly.coeffs()):
+            named = expr.subs({s: sympy.Symbol(d.name) for s, d in self.symbols.items()})  # torch's s27 as seq
+            raise self.error(f"the size {named} is not a polynomial in the declared dims (kuma.toml dims); "
+                             "kuma does not support it with a dynamic dimension yet", listed=False)
+        dims = list(self.symbols.values())
+        terms = {}
+        for powers, coef in poly.terms():
+            monomial = tuple(sorted(d for d, p in zip(dims, powers) for _ in range(p)))
+            terms[monomial] = int(coef)
+        return Sym(terms) if any(terms) else terms.get((), 0)
+
+    def _input(self, name: str, fake) -> Value:
+        """A model input; a kuma.toml dim name in its shape is the symbol torch gave that position."""
+        by_name = {d.name: d for d in self.graph.dims}
+        for declared, size in zip(self.shapes.get(name, ()), fake.shape):
+            if isinstance(declared, str) and isinstance(size, torch.SymInt) and isinstance(size.node.expr, sympy.Symbol):
+                self.symbols.setdefault(size.node.expr, by_name[declared])
+        return fresh(self.sizes(fake.shape), ir_dtype(fake.dtype), "input", name)
 
     def emit(self, op: str, inputs: list[Value], shape, dtype: str, **attrs) -> Value:
         return self.graph.add(op, inputs, shape, dtype, self.where, **attrs)
@@ -74,9 +123,8 @@ class Importer:
             if node.op == "placeholder":
                 spec = lifted[node.name]
                 if spec.kind == InputKind.USER_INPUT:
-                    fake = node.meta["val"]
                     name = next(user_inputs)
-                    value = fresh(fake.shape, ir_dtype(fake.dtype), "input", name)
+                    value = self._input(name, node.meta["val"])
                     self.graph.inputs[name] = value
                 elif spec.target in mutated:
                     value = state_of[spec.target] = state(constants[spec.target], spec.target)
@@ -107,6 +155,10 @@ class Importer:
         if node.target is operator.getitem:
             items, index = env[node.args[0]], node.args[1]
             return items[index]
+        if isinstance(self.meta, (torch.SymInt, int)) and not isinstance(self.meta, bool):
+            return self.size(self.meta)  # a size computed from sizes (sym_size, seq * 8)
+        if isinstance(self.meta, torch.SymBool) or node.target in SIZE_CHECKS:
+            return None  # a check of sizes torch.export already proved over the dims' ranges
         name = op_name(node.target)
         args = map_arg(node.args, lambda n: env[n])
         kwargs = map_arg(node.kwargs, lambda n: env[n])
@@ -119,12 +171,17 @@ class Importer:
             return handler(self, *args, **kwargs)
         except Unsupported as e:
             raise self.error(f"operator {name} is not supported here: {e}")
+        except DynamicSize as e:
+            dims = ", ".join(sorted(d.name for d in self.graph.dims)) or "a dim"
+            raise self.error(f"operator {name} is not supported with a dynamic dimension ({dims}) yet: {e}", listed=False)
 
     def _foldable(self, node, args, kwargs) -> bool:
         if isinstance(node.target, torch._ops.OpOverload) and node.target.is_view:
             return False
-        values = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, Value)]
-        return all(v.is_const for v in values)
+        leaves = torch.utils._pytree.tree_leaves((args, kwargs))
+        values = [v for v in leaves if isinstance(v, Value)]
+        # a dim's size is not a number PyTorch could fold with (a constant's view of it is read at run time)
+        return all(v.is_const and not v.is_dynamic for v in values) and not any(is_sym(a) for a in leaves)
 
     def _fold(self, node, args, kwargs):
         to_tensor = lambda a: a.tensor() if isinstance(a, Value) else a
@@ -138,18 +195,25 @@ class Importer:
         frame = frame_from_stack_trace(node.meta.get("stack_trace"), self.source)
         return f"{Path(frame[0]).name}:{frame[1]}" if frame else ""
 
-    def error(self, problem: str) -> KumaError:
+    def error(self, problem: str, listed: bool = True) -> KumaError:
+        """listed: the problem is an op that docs/ops.md does not list (else the message says what to do)."""
         frame = frame_from_stack_trace(self.node.meta.get("stack_trace"), self.source)
         code = ""
         if frame:
             lines = Path(frame[0]).read_text().splitlines()
             code = f" (`{lines[frame[1] - 1].strip()}`)" if frame[1] <= len(lines) else ""
-        return KumaError(
-            f"model {self.model_name}: {problem}{code}. kuma build compiles only the ops listed in docs/ops.md; "
-            "rewrite this line with supported operations, or open an issue asking for the op.",
-            frame[0] if frame else self.source, frame[1] if frame else None)
+        advice = ("kuma build compiles only the ops listed in docs/ops.md; rewrite this line with supported operations, "
+                  "or open an issue asking for the op." if listed else
+                  "Rewrite this line, or make the dim static (a number in the input's shape in kuma.toml).")
+        return KumaError(f"model {self.model_name}: {problem}{code}. {advice}",
+                         frame[0] if frame else self.source, frame[1] if frame else None)
+
+
+# checks of sizes that torch.export inserts; the export proved them over the dims' ranges
+SIZE_CHECKS = {torch.ops.aten._assert_scalar.default, torch.ops.aten.sym_constrain_range_for_size.default,
+               torch.ops.aten.sym_constrain_range.default}
 
 
 def import_program(program, model_name: str, source: Path, input_names: list[str], output_names: list[str],
-                   device: DeviceClass) -> Graph:
-    return Importer(model_name, source, device).run(program, input_names, output_names)
+                   device: DeviceClass, dims: dict[str, tuple[int, int]] | None = None, shapes: dict[str, tuple] | None = None) -> Graph:
+    return Importer(model_name, source, device, dims, shapes).run(program, input_names, output_names)

@@ -2,11 +2,13 @@
 
 These mirror torch's own view semantics. reshape() returns None when the
 strides cannot express the new shape; the caller then copies first.
+Sizes may be Syms (ir/sizes.py); strides and offsets then may be too.
 """
 
 from math import prod
 
 from kuma_build.compiler.ir.graph import Value
+from kuma_build.compiler.ir.sizes import any_sym
 
 
 def norm_dim(dim: int, rank: int) -> int:
@@ -46,11 +48,32 @@ def expand(v: Value, shape) -> Value:
     return Value(v.buffer, tuple(sizes), tuple(strides), v.offset)
 
 
-def slice_(v: Value, dim: int, start: int | None, end: int | None, step: int = 1) -> Value:
+def broadcast_shapes(*shapes) -> tuple:
+    """numpy's broadcast of shapes whose sizes may be Syms (a size-1 dim takes the other's size)."""
+    rank = max(len(s) for s in shapes)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    result = []
+    for sizes in zip(*padded):
+        others = [s for s in sizes if s != 1]
+        if any(s != others[0] for s in others):
+            raise ValueError(f"shapes {shapes} do not broadcast")
+        result.append(others[0] if others else 1)
+    return tuple(result)
+
+
+def slice_(v: Value, dim: int, start, end, step: int = 1, length=None) -> Value:
+    """v[..., start:end:step, ...]; with a dim in the sizes, `length` is the result's size as
+    torch.export recorded it (torch clamps start and end, which a Sym cannot do here)."""
     dim = norm_dim(dim, len(v.shape))
     size = v.shape[dim]
-    start, end, _ = slice(start, end).indices(size)
-    length = max(0, (end - start + step - 1) // step)
+    if any_sym((size, start, end, length)):
+        start = 0 if start is None else (start + size if isinstance(start, int) and start < 0 else start)
+        if length is None:  # a crop or a split's part: end and start are exact
+            end = size if end is None else (end + size if isinstance(end, int) and end < 0 else end)
+            length = (end - start) if step == 1 else -(-(end - start) // step)
+    else:
+        start, end, _ = slice(start, end).indices(size)
+        length = max(0, (end - start + step - 1) // step)
     shape = v.shape[:dim] + (length,) + v.shape[dim + 1:]
     strides = v.strides[:dim] + (v.strides[dim] * step,) + v.strides[dim + 1:]
     return Value(v.buffer, shape, strides, v.offset + start * v.strides[dim])
@@ -94,7 +117,9 @@ def reshape(v: Value, shape) -> Value | None:
     for tensor_d in range(len(v.shape) - 1, -1, -1):
         tensor_numel *= v.shape[tensor_d]
         if tensor_d == 0 or (v.shape[tensor_d - 1] != 1 and v.strides[tensor_d - 1] != tensor_numel * chunk_base_stride):
-            while view_d >= 0 and (view_numel < tensor_numel or shape[view_d] == 1):
+            # torch tests view_numel < tensor_numel; as products only grow, != stops at the same
+            # place, and it is what a Sym can answer
+            while view_d >= 0 and (view_numel != tensor_numel or shape[view_d] == 1):
                 new_strides[view_d] = view_numel * chunk_base_stride
                 view_numel *= shape[view_d]
                 view_d -= 1

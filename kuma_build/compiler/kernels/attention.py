@@ -35,6 +35,7 @@ no workgroup memory; a causal row stops at its own position.
 
 from math import ceil, prod
 
+from kuma_build.compiler.ir.sizes import any_sym, max_value, wgsl as u32
 from kuma_build.compiler.kernels.rows import MIN_THREAD_ROWS, thread_row_size
 from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, grid, indent, offset_expr, threads, unravel, workgroup_rows
 
@@ -56,12 +57,14 @@ def lower(node, device):
     *batch, length, value_dim = out.shape
     head_dim = node.inputs[0].shape[-1]
     rows = prod(batch) * length
-    if not device.thread_rows and length >= FLASH_MIN_ROWS and head_dim <= FLASH_MAX_DIM:
+    # the tiled kernel is for static sizes; with a dim, the row kernels below read sizes from the uniform
+    static = not any_sym([*node.output.shape, *(size for v in node.inputs for size in v.shape)])
+    if static and not device.thread_rows and length >= FLASH_MIN_ROWS and head_dim <= FLASH_MAX_DIM:
         return flash(node, device, b)
     row_lines, row_index = unravel("row", out.shape[:-1], "r")
     batch_index, i = row_index[:-1], row_index[-1]
     score = score_lines(node, b, batch_index, i, "j", "qk", "s")
-    if device.thread_rows and rows >= MIN_THREAD_ROWS and value_dim <= MAX_THREAD_COLUMNS:
+    if device.thread_rows and max_value(rows) >= MIN_THREAD_ROWS and value_dim <= MAX_THREAD_COLUMNS:
         return thread_per_row(node, b, rows, row_lines, batch_index, i, score)
     if node.attrs["causal"]:
         score.append(f"s = select(s, {f32(float('-inf'))}, j > {i});")
@@ -83,7 +86,7 @@ def thread_per_row(node, b, rows, row_lines, batch_index, i, score):
     keys, head_dim = node.inputs[1].shape[-2:]
     value_dim = node.output.shape[-1]
     header, workgroups = threads(rows, thread_row_size(rows))
-    end = f"min({keys}u, {i} + 1u)" if node.attrs["causal"] else f"{keys}u"
+    end = f"min({u32(keys)}, {i} + 1u)" if node.attrs["causal"] else u32(keys)
     key = [
         "var qk = 0.0;",
         *block(f"for (var e = 0u; e < {head_dim}u; e++)", [f"qk += {b.load(0, batch_index + [i, 'e'])} * {b.load(1, batch_index + ['j', 'e'])};"]),
@@ -133,9 +136,9 @@ def workgroup_per_row(node, device, b, rows, row_lines, batch_index, i, score):
     ]
     tile = [
         "let j = start + li;",
-        *block(f"if (j < {keys}u)", score_key),
+        *block(f"if (j < {u32(keys)})", score_key),
         "workgroupBarrier();",
-        f"let tile = min({SIZE}u, {keys}u - start);",
+        f"let tile = min({SIZE}u, {u32(keys)} - start);",
         "var tile_max = running_max;",
         "for (var t = 0u; t < tile; t++) { tile_max = max(tile_max, scores[t]); }",
         "let rescale = exp(running_max - tile_max);",
@@ -151,7 +154,7 @@ def workgroup_per_row(node, device, b, rows, row_lines, batch_index, i, score):
         f"var running_max = {f32(LOWEST)};",
         "var total = 0.0;",
         *[f"var acc{c} = 0.0;" for c in range(columns)],
-        *block(f"for (var start = 0u; start < {keys}u; start += {SIZE}u)", tile),
+        *block(f"for (var start = 0u; start < {u32(keys)}; start += {SIZE}u)", tile),
         *each_column(lambda acc: [f"out[{offset_expr(node.output, batch_index + [i, 'col'])}] = select({acc} / total, 0.0, total == 0.0);"]),
     ]
     shared = f"var<workgroup> scores: array<f32, {SIZE}>;\n" + (f"var<workgroup> query: array<f32, {head_dim}>;\n" if shared_query else "")

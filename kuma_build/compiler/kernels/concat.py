@@ -1,5 +1,6 @@
 """Concatenation: one thread per output element picks the input its coordinate falls in."""
 
+from kuma_build.compiler.ir.sizes import wgsl as u32
 from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, threads, unravel
 
 
@@ -12,9 +13,9 @@ def lower(node, device):
     for k, v in enumerate(node.inputs):
         end = start + v.shape[dim]
         shifted = list(index)
-        shifted[dim] = f"({index[dim]} - {start}u)" if start else index[dim]
+        shifted[dim] = f"({index[dim]} - {u32(start)})" if start != 0 else index[dim]
         keyword = "if" if k == 0 else "else if"
-        test = f"({index[dim]} < {end}u)" if k < len(node.inputs) - 1 else "(true)"
+        test = f"({index[dim]} < {u32(end)})" if k < len(node.inputs) - 1 else "(true)"
         lines += block(f"{keyword} {test}", [f"out[gid] = {b.load(k, shifted)};"])
         start = end
     return b.kernel("concat", header + indent(lines) + "\n}", workgroups)

@@ -6,6 +6,7 @@ an expression uses them.
 """
 
 from kuma_build.compiler.ir.expr import Acc, Expr, In, Leaf, Lit, Op
+from kuma_build.compiler.ir.graph import WGSL_TYPE
 from kuma_build.compiler.kernels.wgsl import Bindings, indent, literal, threads, unravel
 
 # op -> WGSL template over the rendered arguments {0}, {1}, ...
@@ -155,7 +156,7 @@ LANES = "xyzw"
 def vectorizable(node) -> bool:
     """Every operand and the result are whole contiguous f32 buffers of a size divisible by 4."""
     values = [*node.inputs, node.output]
-    return node.output.numel % 4 == 0 and all(
+    return isinstance(node.output.numel, int) and node.output.numel % 4 == 0 and all(
         v.dtype == "f32" and v.buffer.storage == "f32" and v.buffer.pages == 1 and v.is_contiguous() for v in values)
 
 
@@ -187,3 +188,17 @@ def lower(node, device):
     value = writer(node.attrs["expr"])
     body = header + indent(lines + writer.lines + [f"out[gid] = {value};"]) + "\n}"
     return b.kernel("elementwise", writer.functions() + body, workgroups)
+
+
+def lower_arange(node, device):
+    """out = start + step * (flat index): torch.arange with an end a dim sets, and a fill (step 0)
+    of a shape a dim sets (torch.full, ones, zeros)."""
+    b = Bindings(node)
+    out = node.output
+    header, workgroups = threads(out.numel)
+    wgsl_type = WGSL_TYPE[out.dtype]
+    kind = "f32" if wgsl_type == "f32" else "i32"
+    value = literal(node.attrs["start"], kind)
+    if node.attrs["step"]:
+        value = f"{value} + {literal(node.attrs['step'], kind)} * {wgsl_type}(gid)"
+    return b.kernel("arange", header + indent([f"out[gid] = {value};"]) + "\n}", workgroups)

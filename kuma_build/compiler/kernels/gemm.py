@@ -24,6 +24,10 @@ docs/precision.md) both kernels multiply in f16: loads are rounded to f16,
 tiles are staged as f16 (half the workgroup memory) and the products of each
 K step of STEP values are summed in f16, then added to f32 accumulators, so
 the rounding error does not grow with K. Finishing a sum stays f32.
+
+Sizes that a dim sets (Syms, ir/sizes.py) are bounds in the code and counts the runtime
+evaluates; tiles and kernels are chosen for their max values (Gemm.largest), and K is never
+split nor the thin kernel's narrow side a Sym (it is unrolled).
 """
 
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ from math import ceil
 from typing import Callable
 
 from kuma_build.devices import DeviceClass
+from kuma_build.compiler.ir.sizes import Sym, ceil_div_count, max_value, wgsl as u32
 from kuma_build.compiler.kernels.rows import workgroup_reduce
 from kuma_build.compiler.kernels.wgsl import block, indent
 
@@ -53,6 +58,7 @@ class Gemm:
     cols_contiguous: bool = True  # B's neighbouring columns are neighbours in memory
     splits: int = 1  # K in this many slices, each summed into its own partial output (passes/split_k.py)
     half: bool = False  # f16 products and per-step sums (needs `enable f16;`)
+    rows_at_most: int = 0  # the most rows this kernel runs at (a dynamic product's variant for few rows); 0: max_value(rows)
     device: DeviceClass | None = None  # the class the kernel is tuned for
 
     @property
@@ -67,6 +73,19 @@ class Gemm:
     @property
     def zero(self) -> str:
         return "0.0h" if self.half else "0.0"
+
+    @property
+    def largest(self) -> tuple[int, int, int, int]:
+        """(batch, rows, cols, depth) at the dims' max (or rows_at_most): what the tuning choices look at."""
+        rows = self.rows_at_most or max_value(self.rows)
+        return tuple(max_value(x) for x in (self.batch, rows, self.cols, self.depth))
+
+    def span(self) -> str:
+        """K per split, in whole steps, as WGSL (all of K when it depends on a dim: never split)."""
+        if isinstance(self.depth, Sym):
+            assert self.splits == 1
+            return u32(self.depth)
+        return f"{ceil(self.depth / self.splits / STEP) * STEP}u"
 
 
 def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int) -> float:
@@ -83,12 +102,14 @@ def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: 
 def choose_tile(g: Gemm) -> tuple[int, int]:
     """The tile of least estimated cost for g's shape and split (ties: the bigger tile)."""
     tiles = [(tm, tn) for tm in g.device.tiles for tn in g.device.tiles]
-    return min(tiles, key=lambda t: (cost(g.device, g.batch, g.rows, g.cols, g.depth, *t, g.splits), -t[0] * t[1]))
+    return min(tiles, key=lambda t: (cost(g.device, *g.largest, *t, g.splits), -t[0] * t[1]))
 
 
 def choose_split(device: DeviceClass, batch: int, rows: int, cols: int, depth: int) -> int:
     """Into how many slices of K the tiled kernel should split a product (1: don't). Splitting
     only pays when the tiles are too few to fill the device and K is long."""
+    if any(isinstance(x, Sym) for x in (batch, rows, cols, depth)):
+        return 1  # a dim's small values would leave most slices empty; the partials would need dynamic sizes
     if min(rows, cols) <= THIN:
         return 1  # the thin kernel splits K inside its workgroups
     options = [(tm, tn, s) for tm in device.tiles for tn in device.tiles for s in device.splits
@@ -106,20 +127,20 @@ def functions(g: Gemm) -> str:
     and storing one output into output matrix `slot`: each unrolled copy in a kernel is one call,
     which keeps the shipped source small (drivers inline them)."""
     finish, value = g.finish("total", "batch", "r", "c")
-    put = [f"let flat = (slot * {g.rows}u + r) * {g.cols}u + c;", *finish, f"out[flat] = {value};"]
+    put = [f"let flat = (slot * {u32(g.rows)} + r) * {u32(g.cols)} + c;", *finish, f"out[flat] = {value};"]
     return f"""
 fn gemm_a(batch: u32, am: u32, ak: u32) -> f32 {{
-{indent(stage("va", g.load_a("va", "batch", "am", "ak"), f"am < {g.rows}u && ak < {g.depth}u"))}
+{indent(stage("va", g.load_a("va", "batch", "am", "ak"), f"am < {u32(g.rows)} && ak < {u32(g.depth)}"))}
   return va;
 }}
 
 fn gemm_b(batch: u32, bk: u32, bn: u32) -> f32 {{
-{indent(stage("vb", g.load_b("vb", "batch", "bk", "bn"), f"bk < {g.depth}u && bn < {g.cols}u"))}
+{indent(stage("vb", g.load_b("vb", "batch", "bk", "bn"), f"bk < {u32(g.depth)} && bn < {u32(g.cols)}"))}
   return vb;
 }}
 
 fn gemm_put(batch: u32, slot: u32, r: u32, c: u32, total: f32) {{
-  if (r < {g.rows}u && c < {g.cols}u) {{
+  if (r < {u32(g.rows)} && c < {u32(g.cols)}) {{
 {indent(put, 2)}
   }}
 }}
@@ -181,7 +202,6 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     tm, tn = choose_tile(g)
     rows, cols, element = Side(tm), Side(tn), g.element
     fetch_a, fetch_b = tm * STEP // SIDE ** 2, tn * STEP // SIDE ** 2  # staged elements per thread
-    span = ceil(g.depth / g.splits / STEP) * STEP  # K per split, whole steps
 
     # staged element t of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
     # threads read 4 neighbouring k of a row (4-way conflicts on the store, 8 rows a warp instead
@@ -237,9 +257,9 @@ var<workgroup> tile_b: array<{cols.type(element)}, {tn * STEP // cols.width}>;
 
 @compute @workgroup_size({SIDE}, {SIDE})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
-  let batch = wg.z % {g.batch}u;
-  let k_begin = (wg.z / {g.batch}u) * {span}u;
-  let k_end = min(k_begin + {span}u, {g.depth}u);
+  let batch = wg.z % {u32(g.batch)};
+  let k_begin = (wg.z / {u32(g.batch)}) * {g.span()};
+  let k_end = min(k_begin + {g.span()}, {u32(g.depth)});
   let row0 = wg.y * {tm}u;
   let col0 = wg.x * {tn}u;
 {indent([f"var fa{i} = {g.zero};" for i in range(fetch_a)] + [f"var fb{j} = {g.zero};" for j in range(fetch_b)])}
@@ -256,22 +276,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 {indent(writes)}
 }}
 """
-    return code, (ceil(g.cols / tn), ceil(g.rows / tm), g.batch * g.splits)
+    return code, (ceil_div_count(g.cols, tn), ceil_div_count(g.rows, tm), ceil_div_count(g.batch * g.splits, 1))
 
 
 def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     """Threads own elements of the wide side (columns, or rows when there are fewer columns), split K
     and go through the narrow side; neighbouring threads read neighbouring memory where they can."""
     size = SIDE * SIDE
-    if g.cols < g.rows:  # threads own rows w, go through the columns
+    _, rows, cols, _ = g.largest
+    if cols < rows:  # threads own rows w, go through the columns
         wide, narrow, fast = g.rows, g.cols, not g.a_k_contiguous
         load_wide, load_narrow = "gemm_a(batch, w, k)", lambda n: f"gemm_b(batch, k, {n}u)"
         at = lambda n: f"w, {n}u"
-    else:
-        wide, narrow, fast = g.cols, g.rows, g.cols_contiguous
+    else:  # a dynamic row count is unrolled to its bound; gemm_a and gemm_put check each row
+        wide, narrow, fast = g.cols, rows, g.cols_contiguous
         load_wide, load_narrow = "gemm_b(batch, k, w)", lambda n: f"gemm_a(batch, {n}u, k)"
         at = lambda n: f"{n}u, w"
-    lanes = min(32, 1 << (wide - 1).bit_length()) if fast else 8  # wide elements per workgroup
+    lanes = min(32, 1 << (max_value(wide) - 1).bit_length()) if fast else 8  # wide elements per workgroup
     split = size // lanes
     slot = [f"let lane = li % {lanes}u;", f"let s = li / {lanes}u;"] if fast else [f"let lane = li / {split}u;", f"let s = li % {split}u;"]
     sums = "part" if g.half else "acc"  # what a k adds to
@@ -280,11 +301,11 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
         accumulate.append(f"{sums}{n} = fma({g.convert(load_narrow(n))}, vw, {sums}{n});")
         finish += block("", [f"let total = gemm_sum(acc{n}, s * {lanes}u + lane);",
                          f"if (s == 0u) {{ gemm_put(batch, batch, {at(n)}, total); }}"])
-    ks = loop("k", "s", f"{g.depth}u", split, accumulate)
+    ks = loop("k", "s", u32(g.depth), split, accumulate)
     if g.half:  # each STEP of the thread's k summed in f16, then added to the f32 sums
-        ks = loop("k0", "s", f"{g.depth}u", split * STEP, [
+        ks = loop("k0", "s", u32(g.depth), split * STEP, [
             *[f"var part{n} = 0.0h;" for n in range(narrow)],
-            *loop("k", "k0", f"min(k0 + {split * STEP}u, {g.depth}u)", split, accumulate),
+            *loop("k", "k0", f"min(k0 + {split * STEP}u, {u32(g.depth)})", split, accumulate),
             *[f"acc{n} += f32(part{n});" for n in range(narrow)]])
     code = functions(g) + workgroup_reduce("gemm_sum", "sum", "f32", size, lanes) + f"""
 
@@ -294,13 +315,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 {indent(slot)}
   let w = wg.x * {lanes}u + lane;
 {indent([f"var acc{n} = 0.0;" for n in range(narrow)])}
-  if (w < {wide}u) {{
+  if (w < {u32(wide)}) {{
 {indent(ks, 2)}
   }}
 {indent(finish)}
 }}
 """
-    return code, (ceil(wide / lanes), 1, g.batch)
+    return code, (ceil_div_count(wide, lanes), 1, ceil_div_count(g.batch, 1))
 
 
 def loop(var: str, begin: str, end: str, stride: int, lines: list[str]) -> list[str]:

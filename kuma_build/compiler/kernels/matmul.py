@@ -10,13 +10,14 @@ layout is the same.
 from kuma_build.compiler.kernels.elementwise import epilogue
 from kuma_build.compiler.kernels.gemm import Gemm
 from kuma_build.compiler.kernels.products import gemm_kernel
+from kuma_build.compiler.ir.sizes import wgsl as u32
 from kuma_build.compiler.kernels.wgsl import Bindings, f32
 
 
 def folds(node) -> bool:
     """Whether the batch folds into the rows: B and the bias are the same for every batch."""
     batch, b_view = node.output.shape[0], node.inputs[1]
-    return batch > 1 and b_view.strides[0] == 0 and (node.operands < 3 or node.inputs[2].strides[0] == 0)
+    return batch != 1 and b_view.strides[0] == 0 and (node.operands < 3 or node.inputs[2].strides[0] == 0)
 
 
 def gemm_shape(node) -> tuple[int, int, int, int]:
@@ -35,7 +36,7 @@ def lower(node, device):
 
     def at(bi: str, r: str) -> list[str]:
         """The (batch, row) of A and the bias for GEMM row r of GEMM batch bi."""
-        return [f"({r} / {m}u)", f"({r} % {m}u)"] if fold else [bi, r]
+        return [f"({r} / {u32(m)})", f"({r} % {u32(m)})"] if fold else [bi, r]
 
     writer, stored = epilogue(node, b, "value", "flat")
 

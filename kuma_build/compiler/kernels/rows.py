@@ -16,9 +16,10 @@ them at every barrier, which made a 96-long layer norm cost ~85 us a row.
 from math import prod
 
 from kuma_build.compiler.ir.graph import WGSL_TYPE
+from kuma_build.compiler.ir.sizes import Sym, max_value, wgsl as u32
 from kuma_build.compiler.kernels.elementwise import epilogue
 from kuma_build.compiler.kernels.split_sum import fold_sums
-from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, threads, unravel, workgroup_rows
+from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, f32_size, indent, threads, unravel, workgroup_rows
 
 # kind -> (combine template, identity per WGSL type)
 COMBINES = {
@@ -39,7 +40,7 @@ MIN_THREAD_ROWS = 8  # fewer rows than SIMD lanes on two cores: a workgroup per 
 
 def thread_row_size(rows: int) -> int:
     """Workgroup size for a thread per row: at least 4 workgroups (two per core), at most 64 threads each."""
-    return min(64, max(4, 1 << (rows // 4).bit_length() - 1))
+    return min(64, max(4, 1 << (max_value(rows) // 4).bit_length() - 1))
 
 
 def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int = 1) -> str:
@@ -77,9 +78,10 @@ class RowKernel:
         shape = node.inputs[0].shape
         kept_shape, row_shape = shape[:len(shape) - reduced], shape[len(shape) - reduced:]
         self.rows, self.length = prod(kept_shape), prod(row_shape)
-        self.shared = not device.thread_rows or self.rows < MIN_THREAD_ROWS
+        # tuned for the sizes at their max; the code is right at every value
+        self.shared = not device.thread_rows or max_value(self.rows) < MIN_THREAD_ROWS
         if self.shared:  # threads split the row; the loops start at li and stride by the workgroup
-            self.size = min(device.workgroup_threads, max(32, 1 << (self.length - 1).bit_length()))
+            self.size = min(device.workgroup_threads, max(32, 1 << (max_value(self.length) - 1).bit_length()))
             self.header, self.workgroups = workgroup_rows(self.rows, self.size)
         else:
             self.size = thread_row_size(self.rows)
@@ -101,7 +103,7 @@ class RowKernel:
         """Lines running body for each of this thread's positions, with x the element there."""
         inner = self.pos_lines + [f"let x = {self.x};"] + body
         start, step = ("li", f"{self.size}u") if self.shared else ("0u", "1u")
-        return block(f"for (var pos = {start}; pos < {self.length}u; pos += {step})", inner)
+        return block(f"for (var pos = {start}; pos < {u32(self.length)}; pos += {step})", inner)
 
     def reduce(self, result: str, kind: str, wgsl_type: str, value: str) -> list[str]:
         """Lines combining `value` (an expression of x and pos) over the row into `let result`."""
@@ -125,7 +127,7 @@ class RowKernel:
 
 def mean_and_squares(k: RowKernel) -> list[str]:
     """Two passes: the row's mean, then the sum of squared deviations (no E[x^2] - E[x]^2 cancellation)."""
-    return (k.reduce("total", "sum", "f32", "x") + [f"let mean = total / {f32(k.length)};"]
+    return (k.reduce("total", "sum", "f32", "x") + [f"let mean = total / {f32_size(k.length)};"]
             + k.reduce("squares", "sum", "f32", "(x - mean) * (x - mean)"))
 
 
@@ -142,14 +144,16 @@ def lower_reduce(node, device):
     elif op == "var":
         k = RowKernel(node, reduced, device)
         lines = mean_and_squares(k)
-        result = f"squares / {f32(k.length - node.attrs['correction'])}"
+        correction = node.attrs["correction"]
+        divisor = f"({f32_size(k.length)} - {f32(correction)})" if isinstance(k.length, Sym) else f32(k.length - correction)
+        result = f"squares / {divisor}"
     else:
         kind, value, finish = REDUCTIONS[op]
         k = RowKernel(node, reduced, device, x.dtype if op == "any" else out.dtype)
         zero = "0.0" if x.dtype == "f32" else "0i"
         compute_type = WGSL_TYPE[out.dtype]
         lines = k.reduce("t", kind, compute_type, value.format(zero=zero))
-        result = finish.format(n=f32(k.length))
+        result = finish.format(n=f32_size(k.length))
     lines.append(k.once(f"out[row] = {result};"))
     return k.kernel(f"reduce_{op}", lines)
 
@@ -158,14 +162,14 @@ def lower_softmax(node, device):
     k = RowKernel(node, 1, device)
     lines = k.reduce("top", "max", "f32", "x") + k.reduce("total", "sum", "f32", "exp(x - top)")
     result = "x - top - log(total)" if node.attrs["log"] else "exp(x - top) / total"
-    lines += k.loop([f"out[row * {k.length}u + pos] = {result};"])
+    lines += k.loop([f"out[row * {u32(k.length)} + pos] = {result};"])
     return k.kernel("log_softmax" if node.attrs["log"] else "softmax", lines)
 
 
 def lower_normalize(node, device):
     """(x - mean) / sqrt(var + eps) * weight + bias; weight and bias come as views broadcast to x's shape."""
     k = RowKernel(node, node.attrs["reduced"], device)
-    lines = mean_and_squares(k) + [f"let rstd = inverseSqrt(squares / {f32(k.length)} + {f32(node.attrs['eps'])});"]
+    lines = mean_and_squares(k) + [f"let rstd = inverseSqrt(squares / {f32_size(k.length)} + {f32(node.attrs['eps'])});"]
     result = "(x - mean) * rstd"
     affine = 1
     if node.attrs["has_weight"]:
@@ -175,5 +179,5 @@ def lower_normalize(node, device):
     finish, stored = epilogue(node, k.b, "value", "flat")  # e.g. the activation after a group norm
     if finish.helpers:
         k.functions["epilogue"] = finish.functions()
-    lines += k.loop([f"let flat = row * {k.length}u + pos;", f"let value = {result};", *finish.lines, f"out[flat] = {stored};"])
+    lines += k.loop([f"let flat = row * {u32(k.length)} + pos;", f"let value = {result};", *finish.lines, f"out[flat] = {stored};"])
     return k.kernel("normalize", lines)

@@ -9,6 +9,7 @@ value, then by position: of equal values the first comes first), so it keeps no 
 from math import prod
 
 from kuma_build.compiler.ir.graph import WGSL_TYPE
+from kuma_build.compiler.ir.sizes import max_value, wgsl as u32
 from kuma_build.compiler.kernels.rows import MIN_THREAD_ROWS, thread_row_size
 from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, threads, unravel
 
@@ -18,7 +19,7 @@ def _rows(node):
     b = Bindings(node)
     x = node.inputs[0]
     rows, length = prod(x.shape[:-1]), x.shape[-1]
-    header, workgroups = threads(rows, thread_row_size(max(rows, MIN_THREAD_ROWS)))
+    header, workgroups = threads(rows, thread_row_size(max(max_value(rows), MIN_THREAD_ROWS)))
     lines, index = unravel("gid", x.shape[:-1], "r")
     return b, header, workgroups, lines, index, length
 
@@ -27,9 +28,9 @@ def lower_cumsum(node, device):
     b, header, workgroups, lines, index, length = _rows(node)
     out_type = WGSL_TYPE[node.output.dtype]
     lines += [f"var total = {out_type}(0);"]
-    lines += block(f"for (var pos = 0u; pos < {length}u; pos++)", [
+    lines += block(f"for (var pos = 0u; pos < {u32(length)}; pos++)", [
         f"total = total + {out_type}({b.load(0, index + ['pos'])});",
-        f"out[gid * {length}u + pos] = total;"])
+        f"out[gid * {u32(length)} + pos] = total;"])
     return b.kernel("cumsum", header + indent(lines) + "\n}", workgroups)
 
 
@@ -46,6 +47,6 @@ def lower_topk(node, device):
             f"if (after && (best_pos == 0xffffffffu || x {ahead} best)) {{ best = x; best_pos = pos; }}"]
     lines += block(f"for (var j = 0u; j < {k}u; j++)", [
         f"var best = {x_type}(0);", "var best_pos = 0xffffffffu;",
-        *block(f"for (var pos = 0u; pos < {length}u; pos++)", scan),
+        *block(f"for (var pos = 0u; pos < {u32(length)}; pos++)", scan),
         f"out[gid * {k}u + j] = {result};", "last = best;", "last_pos = best_pos;"])
     return b.kernel("topk", header + indent(lines) + "\n}", workgroups)

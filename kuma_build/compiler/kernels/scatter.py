@@ -16,7 +16,8 @@ one slot the later wins.
 
 from math import prod
 
-from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, offset_expr, threads, unravel
+from kuma_build.compiler.ir.sizes import wgsl as u32
+from kuma_build.compiler.kernels.wgsl import Bindings, block, i32_size, indent, offset_expr, threads, unravel
 
 
 def _slots(b: Bindings, node, first: int, at: list[str], prefix: str) -> tuple[list[str], list[str]]:
@@ -27,7 +28,7 @@ def _slots(b: Bindings, node, first: int, at: list[str], prefix: str) -> tuple[l
     for j, k in enumerate(range(first, len(node.inputs))):
         size = target[dim + j]
         lines += [f"let {prefix}raw{j} = {b.load(k, at)};",
-                  f"let {prefix}slot{j} = u32(clamp(select({prefix}raw{j}, {prefix}raw{j} + {size}i, {prefix}raw{j} < 0i), 0i, {size - 1}i));"]
+                  f"let {prefix}slot{j} = u32(clamp(select({prefix}raw{j}, {prefix}raw{j} + {i32_size(size)}, {prefix}raw{j} < 0i), 0i, {i32_size(size - 1)}));"]
         names.append(f"{prefix}slot{j}")
     return lines, names
 
@@ -43,7 +44,7 @@ def lower_index_put(node, device):
     if node.attrs.get("progression"):
         (start, step), updates = node.attrs["progression"], values.shape[dim]
         lines.append(f"let k = ({index[dim]} - {start}u) / {step}u;")
-        inside = f"{index[dim]} >= {start}u && ({index[dim]} - {start}u) % {step}u == 0u && k < {updates}u"
+        inside = f"{index[dim]} >= {start}u && ({index[dim]} - {start}u) % {step}u == 0u && k < {u32(updates)}"
         lines += block(f"if ({inside})", [f"value = {b.load(1, index[:dim] + ['k'] + index[dim + 1:])};"])
     else:
         count, batch = len(node.inputs) - 2, node.inputs[2].shape
@@ -52,7 +53,7 @@ def lower_index_put(node, device):
         match = " && ".join(f"{slot} == {index[dim + j]}" for j, slot in enumerate(slots))
         source = index[:dim] + update + index[dim + count:]
         loop = update_lines + slot_lines + block(f"if ({match})", [f"value = {b.load(1, source)};"])
-        lines += block(f"for (var k = 0u; k < {prod(batch)}u; k++)", loop)
+        lines += block(f"for (var k = 0u; k < {u32(prod(batch))}; k++)", loop)
     lines.append("out[gid] = value;")
     return b.kernel("index_put", header + indent(lines) + "\n}", workgroups)
 

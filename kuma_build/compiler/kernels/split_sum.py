@@ -12,6 +12,7 @@ attrs["sums"], and fold_sums gives each a function its loads call instead.
 
 from math import prod
 
+from kuma_build.compiler.ir.sizes import wgsl as u32
 from kuma_build.compiler.kernels.elementwise import epilogue, expression_at
 from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, threads
 
@@ -23,7 +24,7 @@ def lower(node, device):
     header, workgroups = threads(out.numel)
     writer, value = epilogue(node, b, "total", "gid")
     lines = ["var total = 0.0;",
-             f"for (var s = 0u; s < {splits}u; s++) {{ total += {b.names[0]}[s * {out.numel}u + gid]; }}",
+             f"for (var s = 0u; s < {splits}u; s++) {{ total += {b.names[0]}[s * {u32(out.numel)} + gid]; }}",
              *writer.lines, f"out[gid] = {value};"]
     return b.kernel("split_sum", folded + writer.functions() + header + indent(lines) + "\n}", workgroups)
 
@@ -37,7 +38,7 @@ def fold_sums(node, b) -> str:
     for k, splits, expr, shape in node.attrs.get("sums", ()):
         writer, value = expression_at(expr, shape, b, "total", "flat", ("s_i", "s_in", "sv"))
         lines = ["var total = 0.0;",
-                 f"for (var s = 0u; s < {splits}u; s++) {{ total += {b.names[k]}[s * {prod(shape)}u + flat]; }}",
+                 f"for (var s = 0u; s < {splits}u; s++) {{ total += {b.names[k]}[s * {u32(prod(shape))} + flat]; }}",
                  *writer.lines, f"return {value};"]
         functions.append("\n".join(block(f"fn sum_in{k}(flat: u32) -> f32", lines)) + "\n\n")
     for k, *_ in node.attrs.get("sums", ()):

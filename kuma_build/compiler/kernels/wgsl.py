@@ -2,7 +2,10 @@
 
 Shapes, strides and offsets are baked into the WGSL as constants, so a kernel
 is specialised to its exact shapes and two layers of the same shape share one
-kernel (the plan dedupes kernels by their source text).
+kernel (the plan dedupes kernels by their source text). A size that depends on a
+dim (a Sym, ir/sizes.py) is rendered as a u32 expression reading the `dims`
+uniform, which such a kernel binds (before its output), and its workgroup
+counts are {"size", "per"} entries the runtime evaluates (docs/DIMS_FORMAT.md).
 """
 
 from dataclasses import dataclass
@@ -11,35 +14,68 @@ from math import ceil, prod
 import numpy as np
 
 from kuma_build.compiler import precision
-from kuma_build.compiler.ir.graph import WGSL_TYPE, Buffer, Node, Value
+from kuma_build.compiler.ir.graph import DIMS, WGSL_TYPE, Buffer, Node, Value
+from kuma_build.compiler.ir.sizes import Sym, ceil_div_count, dims_of, max_value, wgsl as u32
 
 MAX_WORKGROUPS_PER_DIM = 65535
+DIMS_BINDING = "var<uniform> dims"
 
 
 @dataclass
 class Kernel:
     name: str
     code: str
-    workgroups: tuple[int, int, int]
+    workgroups: tuple  # x, y, z: each an int, or {"size", "per"} (ceil(size / per) at the current dims)
     buffers: list[Buffer]  # binding i is buffers[i]; the output is last
     code_f16: str | None = None  # variant reading f16 weights natively (and gemm.py's f16 math), for shader-f16 devices
+    # for a node dispatched more than once (products.py: a kernel for few rows of a dynamic product):
+    # the dims' ranges {name: [low, high]} in which this dispatch runs (None: always), and the next dispatch
+    when: dict | None = None
+    then: "Kernel | None" = None
 
     def entry(self) -> dict:
         """What the kernel cache keeps of it (the buffers are the node's)."""
-        return {"name": self.name, "code": self.code, "workgroups": list(self.workgroups), "code_f16": self.code_f16}
+        entry = {"name": self.name, "code": self.code, "workgroups": list(self.workgroups), "code_f16": self.code_f16}
+        if self.when:
+            entry.update(when=self.when, then=self.then and self.then.entry())
+        return entry
 
     @classmethod
     def from_entry(cls, entry: dict, buffers: list[Buffer]) -> "Kernel":
-        return cls(entry["name"], entry["code"], tuple(entry["workgroups"]), buffers, entry.get("code_f16"))
+        own = [buf for buf in buffers if buf is not DIMS or DIMS_BINDING in entry["code"]]  # as Bindings.kernel left them
+        then = entry.get("then")
+        return cls(entry["name"], entry["code"], tuple(entry["workgroups"]), own, entry.get("code_f16"), entry.get("when"),
+                   then and cls.from_entry(then, buffers))
+
+    def chain(self) -> list["Kernel"]:
+        """This kernel and the ones after it (Kernel.then): the node's dispatches, in order."""
+        return [self] + (self.then.chain() if self.then else [])
 
 
 def binding_buffers(node: Node) -> list[Buffer]:
-    """The buffers a node's kernel binds, in binding order: distinct inputs, then the output."""
+    """The buffers a node's kernel binds, in binding order: distinct inputs, the dims uniform when
+    a size depends on a dim, then the output."""
     buffers: list[Buffer] = []
     for v in node.inputs:
         if v.buffer not in buffers:
             buffers.append(v.buffer)
+    if node_dims(node):
+        buffers.append(DIMS)
     return buffers + [node.output.buffer]
+
+
+def node_dims(node: Node) -> set:
+    """The dims (ir/sizes.Dim) that the sizes, strides or offsets of a node's views depend on."""
+    return dims_of(x for v in [*node.inputs, node.output] for x in (*v.shape, *v.strides, v.offset))
+
+
+def dims_struct(dims) -> str:
+    """The uniform's struct: a u32 field per dim up to the last one used, in the uniform's order,
+    padded to 16 bytes (the fields of dims a kernel does not use keep their place)."""
+    used = {d.index: d.name for d in dims}
+    count = -(-(max(used) + 1) // 4) * 4
+    fields = "\n".join(f"  {used.get(i, f'unused{i}')}: u32," for i in range(count))
+    return f"struct Dims {{\n{fields}\n}}"
 
 
 class Bindings:
@@ -51,6 +87,7 @@ class Bindings:
         self.names = [f"in{self.buffers.index(v.buffer)}" for v in node.inputs]  # binding variable of each input
         self.inputs = node.inputs
         self.out = node.output
+        self.dims = node_dims(node)
         self.vector = 1  # elements per array item: 4 declares array<vec4<f32>> (elementwise.py)
         self.sums: dict[int, str] = {}  # input k -> the function reading it: a split-K product's folded sum (split_sum.py)
 
@@ -58,6 +95,11 @@ class Bindings:
         """Binding declarations; f16/int8 weights also get a `weight_inK(i)` reader returning f32."""
         lines, readers, binding = [], [], 0
         for i, buf in enumerate(self.buffers[:-1]):
+            if buf is DIMS:
+                lines[:0] = [dims_struct(self.dims), ""]
+                lines.append(f"@group(0) @binding({binding}) {DIMS_BINDING}: Dims;")
+                binding += 1
+                continue
             element = WGSL_TYPE[buf.dtype]
             if buf.storage != "f32":
                 element, function = precision.reader(buf, f"in{i}", native_f16)
@@ -86,6 +128,8 @@ class Bindings:
 
     def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None) -> Kernel:
         """body_f16: the body of the shader-f16 variant when it differs (f16 arithmetic, gemm.py)."""
+        if DIMS in self.buffers and "dims." not in body + (body_f16 or ""):
+            self.buffers.remove(DIMS)  # no size it computes with depends on a dim (a size-1 dim's stride, say)
         code_f16 = None
         if any(buf.storage == "f16" for buf in self.buffers):
             code_f16 = "enable f16;\n\n" + self.declare(native_f16=True) + after_bindings(body_f16 or body)
@@ -110,30 +154,29 @@ def after_bindings(body: str) -> str:
 
 
 def offset_expr(v: Value, index: list[str]) -> str:
-    terms = [str(v.offset)] if v.offset else []
+    terms = [u32(v.offset) if isinstance(v.offset, Sym) else str(v.offset)] if v.offset != 0 else []
     for idx, size, stride in zip(index, v.shape, v.strides):
         if size == 1 or stride == 0:
             continue
-        terms.append(idx if stride == 1 else f"{idx} * {stride}u")
+        terms.append(idx if stride == 1 else f"{idx} * {u32(stride)}")
     return " + ".join(terms) if terms else "0u"
 
 
 def unravel(flat: str, shape, prefix: str = "i") -> tuple[list[str], list[str]]:
     """WGSL lines splitting a row-major flat index into per-dim indices, and their names."""
     lines, names = [], []
-    step = prod(shape)
     for d, size in enumerate(shape):
-        step //= size
+        step = prod(shape[d + 1:])
         name = f"{prefix}{d}"
         names.append(name)
         if size == 1:
             lines.append(f"let {name} = 0u;")
         elif step == 1:
-            lines.append(f"let {name} = {flat} % {size}u;")
+            lines.append(f"let {name} = {flat} % {u32(size)};")
         elif d == 0:
-            lines.append(f"let {name} = {flat} / {step}u;")
+            lines.append(f"let {name} = {flat} / {u32(step)};")
         else:
-            lines.append(f"let {name} = ({flat} / {step}u) % {size}u;")
+            lines.append(f"let {name} = ({flat} / {u32(step)}) % {u32(size)};")
     return lines, names
 
 
@@ -146,8 +189,25 @@ def grid(groups: int) -> tuple[int, int, int]:
     return (ceil(groups / y), y, 1)
 
 
-def threads(total: int, size: int = 256) -> tuple[str, tuple[int, int, int]]:
+def dynamic_grid(count: Sym, per: int) -> tuple[int, tuple]:
+    """For ceil(count / per) workgroups, count depending on a dim: y, fixed by count's max so that x
+    stays within the limit at every value, and the workgroups (x evaluated at run time, y, 1).
+    Workgroup (x, y) is number x * y_count + y."""
+    y = ceil(ceil(max_value(count) / per) / MAX_WORKGROUPS_PER_DIM)
+    return y, (ceil_div_count(count, per * y), y, 1)
+
+
+def threads(total, size: int = 256) -> tuple[str, tuple]:
     """Entry point header for one thread per item: defines `gid` and returns early past `total`."""
+    if isinstance(total, Sym):
+        y, workgroups = dynamic_grid(total, size)
+        header = (
+            f"@compute @workgroup_size({size})\n"
+            "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
+            f"  let gid = (wg.x * {y}u + wg.y) * {size}u + li;\n"
+            f"  if (gid >= {u32(total)}) {{ return; }}\n"
+        )
+        return header, workgroups
     workgroups = grid(ceil(total / size))
     header = (
         f"@compute @workgroup_size({size})\n"
@@ -158,9 +218,15 @@ def threads(total: int, size: int = 256) -> tuple[str, tuple[int, int, int]]:
     return header, workgroups
 
 
-def workgroup_rows(rows: int, size: int) -> tuple[str, tuple[int, int, int]]:
+def workgroup_rows(rows, size: int) -> tuple[str, tuple]:
     """Entry point header for one workgroup of `size` threads per row: defines `row` and `li`
     (the thread's index in the row) and returns early past `rows`."""
+    if isinstance(rows, Sym):
+        y, workgroups = dynamic_grid(rows, 1)
+        return (f"@compute @workgroup_size({size})\n"
+                "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
+                f"  let row = wg.x * {y}u + wg.y;\n"
+                f"  if (row >= {u32(rows)}) {{ return; }}\n"), workgroups
     workgroups = grid(rows)
     header = (
         f"@compute @workgroup_size({size})\n"
@@ -183,6 +249,16 @@ def f32(value) -> str:
         return f"kuma_bits({int(value.view(np.uint32))}u)"
     text = repr(float(value))
     return text if ("." in text or "e" in text) else text + ".0"
+
+
+def f32_size(x) -> str:
+    """A size as an f32 WGSL value (a mean's divisor)."""
+    return f"f32({u32(x)})" if isinstance(x, Sym) else f32(x)
+
+
+def i32_size(x) -> str:
+    """A size as an i32 WGSL value (an index's bound)."""
+    return f"i32({u32(x)})" if isinstance(x, Sym) else f"{x}i"
 
 
 def literal(value, dtype: str) -> str:

@@ -1,7 +1,8 @@
 """Store strided views of constants (transposed or sliced weights) contiguously, each weight once.
 
 The weight file then holds exactly what kernels read, in the order they read
-it. Broadcast views (stride 0) stay views: expanding them would bloat weights.
+it. Broadcast views (stride 0) stay views: expanding them would bloat weights, and so do views
+whose size a dim sets (a table's first `seq` rows).
 
 A weight read both as it is and as a packed permutation (a tied embedding: the
 table's rows by the gather, its transpose by the output head's product) would be
@@ -20,7 +21,7 @@ def pack_constant_views(graph) -> None:
     whole: dict = {}  # weight buffer -> all of it, as a view of a packed permuted copy
     for node in graph.nodes:
         for i, v in enumerate(node.inputs):
-            if not v.is_const or v.is_contiguous() or v.is_broadcast():
+            if not v.is_const or v.is_dynamic or v.is_contiguous() or v.is_broadcast():
                 continue
             key = (id(v.buffer), v.shape, v.strides, v.offset)
             if key not in packed:
@@ -40,7 +41,7 @@ def share_packed_copies(graph, whole: dict) -> None:
             if v.buffer in whole:
                 readers.setdefault(v.buffer, []).append((node, k))
     for buffer, uses in readers.items():
-        if not all(record(node).reads_any_layout and node.inputs[k].is_contiguous() for node, k in uses):
+        if not all(record(node).reads_any_layout and not node.inputs[k].is_dynamic and node.inputs[k].is_contiguous() for node, k in uses):
             continue
         shared = [views.reshape(whole[buffer], node.inputs[k].shape) for node, k in uses]
         if all(view is not None for view in shared):

@@ -55,10 +55,10 @@ def fuse_epilogues(graph) -> None:
 def _layout_in_copy(view: Value, out: Value) -> tuple[int, ...] | None:
     """Strides that place out's elements where a contiguous copy of `view` (a permutation of all
     of out's contiguous buffer) has them; None when the view is anything else."""
-    if view.offset or view.numel != out.buffer.numel or not out.is_contiguous():
+    if view.offset != 0 or view.numel != out.buffer.count or not out.is_contiguous():
         return None
     copy_strides = contiguous_strides(view.shape)
-    by_stride = {stride: (size, copy_stride) for size, stride, copy_stride in zip(view.shape, view.strides, copy_strides) if size > 1}
+    by_stride = {stride: (size, copy_stride) for size, stride, copy_stride in zip(view.shape, view.strides, copy_strides) if size != 1}
     layout = []
     for size, stride in zip(out.shape, out.strides):
         if size == 1:

@@ -24,8 +24,9 @@ def page_weights(graph) -> None:
         for buf in buffers:
             if buf.nbytes > device.binding_bytes and buf.kind == "const" and buf.storage == "f32" and not buf.page:
                 buf.page = device.binding_bytes // 4
-        if sum(buf.pages for buf in buffers) > device.storage_buffers:
-            raise KumaError(f"a {node.op} kernel would bind {sum(buf.pages for buf in buffers)} storage buffers once its large "
+        storage = sum(buf.pages for buf in buffers if buf.kind != "dims")  # the dims are a uniform buffer
+        if storage > device.storage_buffers:
+            raise KumaError(f"a {node.op} kernel would bind {storage} storage buffers once its large "
                             f"weights are split to fit the binding limit; WebGPU guarantees {device.storage_buffers} per stage.",
                             *_where(node))
 

@@ -18,7 +18,8 @@ def choose_weight_storage(graph, precision: str) -> None:
     for node in graph.nodes:
         for k, value in enumerate(node.inputs):
             buf, dim = value.buffer, record(node).weight_dim(node, k)
-            if dim is None or buf.kind != "const" or buf.dtype != "f32" or buf.storage != "f32" or buf.numel < MIN_ELEMENTS:
+            if (dim is None or buf.kind != "const" or buf.dtype != "f32" or buf.storage != "f32" or buf.numel < MIN_ELEMENTS
+                    or value.is_dynamic):  # a view a dim sizes (a table's first seq rows) is read as stored
                 continue
             buf.storage = precision
             if precision == "int8":

@@ -1,0 +1,76 @@
+// One load of a kuma model with dims (one build for a range of sizes) in headless Chromium, run at
+// several sizes in turn as a page would, then the error of each bad input set.
+//
+//   node dims.mjs --serve    one JSON request {root, model, runs, bad, gpu?} per stdin line, one JSON
+//                            reply {ok, outputs, errors, info} per stdout line
+//
+// runs and bad: lists of input sets {name: {dtype, data: base64}}; gpu: names of inputs that runs
+// give to run() as GPUBuffers of exactly their size (COPY_SRC) rather than typed arrays; outputs: for each
+// run {name: {dtype, length, data: base64}} (an output's length is its numel at that run's dims);
+// errors: "Name: message" of each bad set's rejection (null if it ran); info: the module's and
+// the model's inputs and outputs specs.
+
+import { modelPage, serve, withTimeout } from "./run_model.mjs";
+
+// runs inside the page
+async function dimsInPage({ url, runs, bad, gpu }) {
+  const decode = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const encode = (bytes) => {
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(text);
+  };
+  const arrays = { float32: Float32Array, int32: Int32Array };
+  const gpuErrors = [];
+  const { load, inputs, outputs } = await import(url);
+  const model = await load();
+  const made = [];
+  const onGpu = (bytes) => {
+    const buffer = model.device.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+    model.device.queue.writeBuffer(buffer, 0, bytes);
+    made.push(buffer);
+    return buffer;
+  };
+  const feed = (inputs, onGpuNames = []) => Object.fromEntries(Object.entries(inputs).map(([name, { dtype, data }]) =>
+    [name, onGpuNames.includes(name) ? onGpu(decode(data)) : new arrays[dtype](decode(data).buffer)]));
+  model.device.addEventListener("uncapturederror", (e) => gpuErrors.push(e.error.message));
+  try {
+    const results = [];
+    for (const run of runs) {
+      const result = await model.run(feed(run, gpu));
+      results.push(Object.fromEntries(Object.entries(result).map(([name, array]) => [name,
+        { dtype: array instanceof Float32Array ? "float32" : "int32", length: array.length, data: encode(new Uint8Array(array.buffer, array.byteOffset, array.byteLength)) }])));
+    }
+    const errors = [];
+    for (const run of bad) {
+      try {
+        await model.run(feed(run));
+        errors.push(null);
+      } catch (error) {
+        errors.push(`${error.name}: ${error.message}`);
+      }
+    }
+    return { outputs: results, errors, gpuErrors, info: { inputs, outputs, modelInputs: model.inputs, modelOutputs: model.outputs } };
+  } finally {
+    for (const buffer of made) buffer.destroy();
+    model.dispose();
+  }
+}
+
+async function runDims(browser, server, { root, model, runs, bad = [], gpu = [] }) {
+  const { context, page, problems, url } = await modelPage(browser, server, root, model);
+  try {
+    const result = await withTimeout(page.evaluate(dimsInPage, { url, runs, bad, gpu }), `running ${model}`);
+    problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
+    if (problems.length) throw new Error(problems.join("\n"));
+    delete result.gpuErrors;
+    return { ok: true, ...result };
+  } finally {
+    await context.close();
+  }
+}
+
+serve(runDims).catch((error) => {
+  process.stderr.write(`dims: ${error.message}\n`);
+  process.exit(1);
+});
