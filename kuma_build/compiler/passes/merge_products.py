@@ -22,7 +22,7 @@ rows of the member's result) or a member's result is a model output.
 import torch
 
 from kuma_build.compiler.ir import views
-from kuma_build.compiler.ir.graph import Buffer, Node, Value, const
+from kuma_build.compiler.ir.graph import Buffer, Node, Value, const, fresh
 
 
 def merge_products(graph) -> None:
@@ -72,7 +72,7 @@ def _merge(graph, group: list[Node]) -> Node | None:
     batch, rows = group[0].output.shape[:2]
     widths = [node.output.shape[2] for node in group]
     total = sum(widths)
-    out = Value(Buffer(batch * rows * total, "f32", "temp"), (batch, rows, total), (rows * total, total, 1))
+    out = fresh((batch, rows, total), "f32")  # rows may be a dim (ir/sizes.py)
     rewrites = []  # (node, input index, new view)
     start = 0
     for member, width in zip(group, widths):
@@ -89,11 +89,12 @@ def _merge(graph, group: list[Node]) -> Node | None:
         node.inputs[k] = view
     depth = group[0].inputs[1].shape[1]
     # the weights side by side, stored as the linear layers store theirs (each column's k together)
-    weight = torch.cat([node.inputs[1].tensor()[:1] for node in group], dim=2)
+    weight = torch.cat([views.select(node.inputs[1], 0, 0).tensor() for node in group], dim=1)
     names = "+".join(node.inputs[1].buffer.name for node in group)
-    inputs = [group[0].inputs[0], views.expand(views.transpose(const(weight.transpose(1, 2), names), 1, 2), (batch, depth, total))]
+    stored = views.transpose(const(weight.t(), names), 0, 1)
+    inputs = [group[0].inputs[0], views.expand(views.unsqueeze(stored, 0), (batch, depth, total))]
     if group[0].operands == 3:
-        bias = torch.cat([node.inputs[2].tensor()[0, 0] for node in group])
+        bias = torch.cat([views.select(views.select(node.inputs[2], 0, 0), 0, 0).tensor() for node in group])
         inputs.append(views.expand(const(bias, names + ".bias"), (batch, rows, total)))
     return Node("matmul", inputs, out, {"alpha": group[0].attrs["alpha"], "beta": group[0].attrs["beta"]}, group[0].where)
 
