@@ -87,4 +87,4 @@ def dynamic_grid(g: Gemm, rows: int, cols: int, size: int):
               "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
               f"  if ((wg.x * {size}u + li) * {cols}u >= {u32(g.cols)}) {{ return; }}\n")
     workgroups = (ceil_div_count(g.cols, cols * size), ceil_div_count(g.rows, rows), ceil_div_count(g.batch * g.splits, 1))
-    return header, workgroups, ["let col_block = wg.x * {size}u + li;".format(size=size)], ("wg.z", "wg.y", "col_block")
+    return header, workgroups, [f"let col_block = wg.x * {size}u + li;"], ("wg.z", "wg.y", "col_block")
