@@ -136,6 +136,11 @@ def _monomial_value(m: Monomial, values: dict[str, int]) -> int:
     return value
 
 
+def divides(n: int, x) -> bool:
+    """Whether n divides x at every value of the dims (every coefficient of a Sym)."""
+    return all(c % n == 0 for _, c in x.terms) if isinstance(x, Sym) else x % n == 0
+
+
 def is_sym(x) -> bool:
     return isinstance(x, Sym)
 
