@@ -77,10 +77,13 @@ def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0, f
 
 
 def random_inputs(program: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs of the program's shapes: normal floats, and 0/1 integers (valid token ids)."""
+    """Seeded inputs of the program's shapes: normal floats, and 0/1 integers (valid token ids); a
+    dim (kuma.toml dims) at its max, the largest run the build serves."""
     rng = np.random.default_rng(seed)
-    return {s["name"]: rng.standard_normal(s["shape"], dtype=np.float32) if s["dtype"] == "float32"
-            else rng.integers(0, 2, s["shape"], dtype=np.int32) for s in program["inputs"]}
+    dims = program.get("dims", {})
+    shape = lambda s: [dims[d]["max"] if isinstance(d, str) else d for d in s["shape"]]
+    return {s["name"]: rng.standard_normal(shape(s), dtype=np.float32) if s["dtype"] == "float32"
+            else rng.integers(0, 2, shape(s), dtype=np.int32) for s in program["inputs"]}
 
 
 def kernel_rows(program: dict, costs: list | None, dispatch_us) -> list[dict]:

@@ -137,7 +137,7 @@ def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
               "inputs": [spec_info(s) for s in first["inputs"]], "outputs": [spec_info(s) for s in first["outputs"]],
               "chunks": first["chunks"]}
     parts = {name: {key: program[key] for key in CLASS_KEYS} for name, program in programs.items()}
-    if "dims" in first:  # ranges shared; each class lists the dims in its uniform's order (docs/DIMS_FORMAT.md)
+    if "dims" in first:  # ranges shared; each class lists the dims in its uniform's order (docs/design.md, Dimensions)
         shared["dims"] = first["dims"]
         for name, program in programs.items():
             parts[name]["dims"] = list(program["dims"])

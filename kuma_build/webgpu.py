@@ -5,7 +5,7 @@ same dispatch list, one compute pass, state buffers set at load and by reset(),
 outputs read back only when asked for), so `kuma verify` and the tests check
 exactly what the browser will run.
 
-A model with dims (kuma.toml `dims`, docs/DIMS_FORMAT.md) takes inputs of any size in their
+A model with dims (kuma.toml `dims`, docs/design.md, Dimensions) takes inputs of any size in their
 ranges: run() reads each dim's value from the inputs' shapes, writes them to the dims uniform
 buffer, evaluates the workgroup counts that depend on them (skipping a dispatch with none) and
 reads back each output at its current size. A dispatch that names ranges of dims (a product's
@@ -138,7 +138,7 @@ class GpuModel:
         return outputs
 
     def _set_dims(self, inputs: dict) -> None:
-        """Find each dim's value from the inputs' shapes (docs/DIMS_FORMAT.md) and write them to the
+        """Find each dim's value from the inputs' shapes (docs/design.md, Dimensions) and write them to the
         dims uniform when they changed."""
         if not self.dims:
             return

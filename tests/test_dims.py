@@ -33,8 +33,8 @@ VALUES = (1, 37, 70)  # min, a middle value, max
 
 
 class Mixed(nn.Module):
-    """Elementwise chains and epilogues, rows (norms, softmax and reductions over a fixed and over a
-    dynamic length), linear layers (dynamic M), attention-style products (dynamic N, then K),
+    """Elementwise chains and epilogues, rows (layer and group norms, softmax, log-softmax and
+    reductions over a fixed and over a dynamic length), linear layers (dynamic M), attention-style products (dynamic N, then K),
     arange, comparisons and masks, cat, slices, cumsum, argmax and topk."""
 
     def __init__(self):
@@ -52,8 +52,9 @@ class Mixed(nn.Module):
         down = torch.softmax(masked, dim=1)  # rows of dynamic length
         stats = torch.cat([masked.sum(1), masked.mean(1), masked.var(1, correction=0), masked.amax(1)], dim=-1)
         joined = torch.cat([masked, down * 2], dim=1)[:, :, 3:9]  # [2, 2 * seq, 6]
+        grouped = F.group_norm(masked.transpose(1, 2), 3)  # rows of 4 * seq
         return (masked, stats, joined, torch.cumsum(masked, dim=1), masked.argmax(dim=1),
-                torch.topk(masked, 1, dim=1).values, masked.norm(dim=-1) > 3.0)
+                torch.topk(masked, 1, dim=1).values, masked.norm(dim=-1) > 3.0, grouped, torch.log_softmax(masked, dim=1))
 
 
 class Lookup(nn.Module):

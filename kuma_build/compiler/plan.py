@@ -71,7 +71,7 @@ def make_plan(graph: Graph, kernel_store=None) -> Plan:
             init = own_buffer(plan.weights[-1], "weight")
             plan.weight_buffer.append(init)
         plan.state.append({"name": name, "buffer": own_buffer(start.buffer, "state"), "init": init})
-    if graph.dims:  # the dims' current values, a u32 each (docs/DIMS_FORMAT.md)
+    if graph.dims:  # the dims' current values, a u32 each (docs/design.md, Dimensions)
         index_of[DIMS] = len(buffers)
         buffers.append({"size": 16 * -(-len(graph.dims) // 4), "kind": "dims"})
 

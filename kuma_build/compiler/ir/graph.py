@@ -124,7 +124,7 @@ class Graph:
         return out
 
 
-# the uniform buffer holding the dims' current values (docs/DIMS_FORMAT.md): kernels whose sizes
+# the uniform buffer holding the dims' current values (docs/design.md, Dimensions): kernels whose sizes
 # depend on a dim bind it (kernels/wgsl.py: binding_buffers); the plan gives it its own buffer
 DIMS = Buffer(0, "i32", "dims", "dims")
 

@@ -5,7 +5,7 @@ from it a polynomial over the dim names with integer coefficients (`12*seq + 3`,
 A `Sym` is such a polynomial; every operation that gives a constant gives a plain int, so a
 model without dims never holds a Sym and compiles exactly as before. Kernels render a Sym as
 a u32 WGSL expression reading the dims uniform (`wgsl`), the program stores it as a term list
-(`to_json`, docs/DIMS_FORMAT: `[[12, "seq"], [3]]`), and memory is planned at `max_value`.
+(`to_json`, docs/design.md: `[[12, "seq"], [3]]`), and memory is planned at `max_value`.
 
 Only what shapes need is here: +, -, * and exact // by an int. Comparing a Sym with a number
 is refused (a TypeError) rather than guessed: code that branches on a size must branch on
@@ -134,6 +134,11 @@ def _monomial_value(m: Monomial, values: dict[str, int]) -> int:
     for d in m:
         value *= values[d.name]
     return value
+
+
+def divides(n: int, x) -> bool:
+    """Whether n divides x at every value of the dims (every coefficient of a Sym)."""
+    return all(c % n == 0 for _, c in x.terms) if isinstance(x, Sym) else x % n == 0
 
 
 def is_sym(x) -> bool:

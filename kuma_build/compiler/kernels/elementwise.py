@@ -7,6 +7,7 @@ an expression uses them.
 
 from kuma_build.compiler.ir.expr import Acc, Expr, In, Leaf, Lit, Op
 from kuma_build.compiler.ir.graph import WGSL_TYPE
+from kuma_build.compiler.ir.sizes import divides
 from kuma_build.compiler.kernels.wgsl import Bindings, indent, literal, threads, unravel
 
 # op -> WGSL template over the rendered arguments {0}, {1}, ...
@@ -156,7 +157,7 @@ LANES = "xyzw"
 def vectorizable(node) -> bool:
     """Every operand and the result are whole contiguous f32 buffers of a size divisible by 4."""
     values = [*node.inputs, node.output]
-    return isinstance(node.output.numel, int) and node.output.numel % 4 == 0 and all(
+    return divides(4, node.output.numel) and all(
         v.dtype == "f32" and v.buffer.storage == "f32" and v.buffer.pages == 1 and v.is_contiguous() for v in values)
 
 

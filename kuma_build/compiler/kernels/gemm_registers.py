@@ -18,6 +18,7 @@ thread count would need a ceiling of a Sym (gemm.py's Gemm.largest, ir/sizes.py)
 
 from math import ceil
 
+from kuma_build.errors import KumaError
 from kuma_build.compiler.ir.sizes import Sym, ceil_div_count, wgsl as u32
 from kuma_build.compiler.kernels.gemm import STEP, Gemm, functions, loop
 from kuma_build.compiler.kernels.wgsl import MAX_WORKGROUPS_PER_DIM, indent, threads, unravel
@@ -82,9 +83,10 @@ def dynamic_grid(g: Gemm, rows: int, cols: int, size: int):
     """(header, workgroups, lines, (slot, row block, column block)) when a dim sets a size: a
     workgroup's threads take neighbouring column blocks, workgroup y a row block, z a slot."""
     if -(-g.largest[1] // rows) > MAX_WORKGROUPS_PER_DIM:
-        raise ValueError(f"{g.largest[1]} rows are too many for one dispatch dimension")
+        raise KumaError(f"a product of up to {g.largest[1]} rows (at the dims' max) needs more workgroups than one dispatch "
+                        f"dimension holds ({MAX_WORKGROUPS_PER_DIM}); lower the max of the dims in kuma.toml.")
     header = (f"@compute @workgroup_size({size})\n"
               "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n"
               f"  if ((wg.x * {size}u + li) * {cols}u >= {u32(g.cols)}) {{ return; }}\n")
     workgroups = (ceil_div_count(g.cols, cols * size), ceil_div_count(g.rows, rows), ceil_div_count(g.batch * g.splits, 1))
-    return header, workgroups, ["let col_block = wg.x * {size}u + li;".format(size=size)], ("wg.z", "wg.y", "col_block")
+    return header, workgroups, [f"let col_block = wg.x * {size}u + li;"], ("wg.z", "wg.y", "col_block")

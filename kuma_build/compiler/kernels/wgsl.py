@@ -5,7 +5,7 @@ is specialised to its exact shapes and two layers of the same shape share one
 kernel (the plan dedupes kernels by their source text). A size that depends on a
 dim (a Sym, ir/sizes.py) is rendered as a u32 expression reading the `dims`
 uniform, which such a kernel binds (before its output), and its workgroup
-counts are {"size", "per"} entries the runtime evaluates (docs/DIMS_FORMAT.md).
+counts are {"size", "per"} entries the runtime evaluates (docs/design.md, Dimensions).
 """
 
 from dataclasses import dataclass
