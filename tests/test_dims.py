@@ -308,3 +308,18 @@ def test_static_models_have_no_dims():
     assert "dims" not in program and all(b["kind"] != "dims" for b in program["buffers"])
     assert all(isinstance(count, int) for _, _, groups in program["dispatches"] for count in groups)
     assert math.prod(program["outputs"][0]["shape"]) == 6
+
+
+def test_sizes_render_and_evaluate():
+    """ir/sizes.py: polynomials over dims; constant results are ints; WGSL and the program's term lists."""
+    from kuma_build.compiler.ir.sizes import Dim, DynamicSize, Sym, max_value, to_json, wgsl
+    seq, keys = Sym.of(Dim(0, "seq", 1, 70)), Sym.of(Dim(1, "keys", 2, 9))
+    size = 12 * seq + 3 - keys * seq
+    assert (size - size, seq * 2 // 2, seq - seq + 5) == (0, seq, 5)
+    assert to_json(size) == [[3], [12, "seq"], [-1, "seq", "keys"]]
+    assert size.evaluate({"seq": 7, "keys": 4}) == 12 * 7 + 3 - 28 and max_value(size) == 12 * 70 + 3 - 2 * 70
+    assert wgsl(seq) == "dims.seq" and wgsl(size) == "(3u + 12u * dims.seq - dims.seq * dims.keys)" and wgsl(5) == "5u"
+    with pytest.raises(DynamicSize):
+        seq < 3  # noqa: B015  (a Sym is compared only through max_value)
+    with pytest.raises(DynamicSize):
+        seq // 2
