@@ -263,7 +263,8 @@ def _checksum(key: str, value) -> str:
 def _is_kernel(kernel) -> bool:
     return isinstance(kernel, dict) and isinstance(kernel.get("name"), str) and isinstance(kernel.get("code"), str) \
         and isinstance(kernel.get("workgroups"), list) and 1 <= len(kernel["workgroups"]) <= 3 \
-        and all(map(_is_count, kernel["workgroups"])) and isinstance(kernel.get("code_f16"), (str, type(None)))
+        and all(map(_is_count, kernel["workgroups"])) and isinstance(kernel.get("code_f16"), (str, type(None))) \
+        and isinstance(kernel.get("when"), (dict, type(None))) and (kernel.get("then") is None or _is_kernel(kernel["then"]))
 
 
 def _is_count(n) -> bool:
