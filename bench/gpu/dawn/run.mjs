@@ -140,7 +140,8 @@ async function profileKuma(program, feed) {
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
   const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage }));
   program.chunks.forEach((chunk, i) => {
-    const bytes = fs.readFileSync(path.join(job.path, chunk.file));
+    // named by its hash, as kuma_build/outfolder.py's chunk_file names it
+    const bytes = fs.readFileSync(path.join(job.path, "weights", `${chunk.sha256.slice(0, 20)}.bin`));
     for (const [c, chunkOffset, buffer, bufferOffset, size] of program.copies) {
       if (c === i) device.queue.writeBuffer(buffers[buffer], bufferOffset, bytes, chunkOffset, size);
     }
