@@ -35,11 +35,18 @@ class DeviceClass:
     splits: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # slices K may be split into, to fill the device
     thread_rows: bool = False  # softmax, norms, reductions, attention: a thread per row (else a workgroup sharing it)
     register_gemm: bool = False  # every product as gemm_registers.py's barrier-free kernel (else thin or tiled by shape)
+    # linear layers of one input as one wider product (passes/merge_products.py: BERT's queries,
+    # keys and values); fewer dispatches and more tiles each, for a GPU's many multiprocessors
+    merge_products: bool = True
+    # a split-K sum of at most this many slices is read in place by the norm or split sum after it
+    # instead of a dispatch of its own (passes/split_k.py); a norm reads each element three times,
+    # so longer sums cost it more than the dispatch (about 7 us on Dawn: 5 of host time, docs/performance.md)
+    fold_splits: int = 8
 
 
 GPU = DeviceClass("gpu")
 CPU = DeviceClass("cpu", parallel=2, implicit_gemm_conv=False, tiles=(16, 32, 64), splits=(1,), thread_rows=True,
-                  register_gemm=True)
+                  register_gemm=True, merge_products=False)
 DEVICE_CLASSES = {d.name: d for d in (GPU, CPU)}
 
 

@@ -43,6 +43,7 @@ CASES = {
     "cumsum_topk": (lambda x, y: torch.cumsum(x, -1) + torch.topk(y, 3, -1)[0].sum(-1, keepdim=True) + torch.topk(y, 2, 0)[1][:1].float(),
                     (5, 13), (5, 13)),
     "conv_channel_blocks_epilogue": (lambda x, y: F.hardswish(F.conv2d(x, y, padding=1)) + x.mean(), (1, 4, 9, 8), (8, 4, 3, 3)),
+    "causal_attention_long": (lambda x, y: F.scaled_dot_product_attention(x, y, y * 2, is_causal=True), (1, 2, 70, 37), (1, 2, 70, 37)),
 }
 
 
@@ -52,8 +53,9 @@ def test_kernel_family_in_chromium(tmp_path, name):
     assert_matches_in_browser(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), out_dir=tmp_path)
 
 
-@pytest.mark.parametrize("name", ["bmm_broadcast", "conv_channel_blocks_epilogue", "conv_groups_dilation", "matmul_bias_transposed"])
+@pytest.mark.parametrize("name", ["attention_mask", "bmm_broadcast", "causal_attention_long", "conv_channel_blocks_epilogue",
+                                  "conv_groups_dilation", "grouped_query_attention", "matmul_bias_transposed"])
 def test_gpu_device_class_in_chromium(tmp_path, name):
-    # the kernels tuned for GPUs (implicit-GEMM convolutions, smaller tiles) through Tint too
+    # the kernels tuned for GPUs (implicit-GEMM convolutions, smaller tiles, tiled attention) through Tint too
     fn, x_shape, y_shape = CASES[name]
     assert_matches_in_browser(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), out_dir=tmp_path, device="gpu")

@@ -106,3 +106,24 @@ def test_attention_writes_the_merged_heads_layout(causal, device_class):
     q, k, v = (torch.randn(2, 11, 3, 10) for _ in range(3))
     compiled = assert_matches(MergeHeads(causal), q, k, v, device=device_class)
     assert compiled.stats["dispatches"] == 2  # attention, then the linear layer: no copy between
+
+
+class CopiedHeads(nn.Module):
+    """Keys and values copied contiguous before attention (as transformers' GPT-2 cache code does);
+    with `keep`, the keys' copy is also returned, so it must stay."""
+
+    def __init__(self, keep: bool):
+        super().__init__()
+        self.keep = keep
+
+    def forward(self, q, k, v):
+        k, v = k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, is_causal=True)
+        return (y, k) if self.keep else y
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_attention_reads_the_source_of_a_copy(keep, device_class):
+    q, k, v = (torch.randn(1, 19, 3, 16) for _ in range(3))
+    compiled = assert_matches(CopiedHeads(keep), q, k, v, device=device_class)
+    assert compiled.stats["dispatches"] == (2 if keep else 1)  # attention, and the returned copy of the keys when kept

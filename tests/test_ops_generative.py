@@ -90,6 +90,8 @@ GQA = {
     "float_mask_per_head": ((2, 6, 13, 24), (2, 3, 17, 24), (2, 3, 17, 24), dict(mask=torch.randn(2, 6, 13, 17))),
     "decode_step": ((1, 6, 1, 16), (1, 2, 40, 16), (1, 2, 40, 16), dict(mask=torch.arange(40)[None] <= 11)),
     "repeat_interleave": ((2, 6, 13, 24), (2, 2, 17, 24), (2, 2, 17, 24), dict(mask=bool_mask(13, 17), repeat=True)),
+    "long_causal": ((1, 4, 75, 64), (1, 2, 75, 64), (1, 2, 75, 64), dict(is_causal=True)),  # several key tiles
+    "long_float_mask": ((1, 6, 70, 32), (1, 3, 90, 32), (1, 3, 90, 32), dict(mask=torch.randn(1, 6, 70, 90))),
 }
 
 

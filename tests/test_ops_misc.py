@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kuma_build.compiler.kernels import attention
+from kuma_build.devices import GPU
 from kuma_build.errors import KumaError
 from support import assert_matches
 
@@ -97,13 +99,38 @@ ATTENTION = {
     "no_batch": ((13, 24), (17, 24), (17, 5), {}),
     "transposed": ((2, 13, 3, 24), (2, 17, 3, 24), (2, 17, 3, 24), dict(prepare=lambda t: t.transpose(1, 2))),
     "query_too_long_for_workgroup_memory": ((1, 3, 2100), (1, 5, 2100), (1, 5, 3), {}),
+    # the "gpu" class's tiled kernel (flash): partial query and key tiles, each tile shape it picks
+    "vit_tokens": ((1, 2, 197, 64), (1, 2, 197, 64), (1, 2, 197, 64), {}),
+    "head_dim_128": ((1, 2, 37, 128), (1, 2, 45, 128), (1, 2, 45, 128), dict(mask=bool_mask(37, 45))),
+    "head_dim_32_causal": ((1, 2, 150, 32), (1, 2, 150, 32), (1, 2, 150, 32), dict(is_causal=True)),
+    "odd_dims": ((2, 3, 21, 37), (2, 3, 29, 37), (2, 3, 29, 70), dict(mask=torch.randn(2, 1, 21, 29))),
+    "rows_64_per_workgroup": ((1, 64, 128, 16), (1, 64, 128, 16), (1, 64, 128, 16), {}),
+    "rows_32_per_workgroup": ((1, 12, 197, 16), (1, 12, 197, 16), (1, 12, 197, 16), dict(is_causal=True)),
 }
+
+
+def test_flash_tiles_cover_each_row_count():
+    # the cases above reach each tile of query rows (the "gpu" class)
+    assert [attention.flash_rows(GPU, heads, length) for heads, length in ((64, 128), (12, 197), (12, 512))] == [64, 32, 16]
 
 
 @pytest.mark.parametrize("name", sorted(ATTENTION))
 def test_attention(name, device_class):
     *shapes, kwargs = ATTENTION[name]
     assert_matches(Attention(**kwargs), *(torch.randn(shape) for shape in shapes), device=device_class)
+
+
+def causal_float_mask(length, keys):
+    return torch.zeros(length, keys).masked_fill(~torch.ones(length, keys).tril().bool(), float("-inf"))
+
+
+@pytest.mark.parametrize("mask", [torch.ones(13, 17).tril().bool(), causal_float_mask(13, 17), torch.ones(1, 17).bool(), torch.zeros(13, 17)],
+                         ids=["causal_bool", "causal_float", "all_true", "all_zero"])
+def test_constant_masks_that_need_no_loads(mask, device_class):
+    # as transformers builds GPT-2's (causal) and BERT's (hiding nothing) masks: the kernel skips
+    # the masked keys, if any, and binds no mask
+    compiled = assert_matches(Attention(mask=mask), *(torch.randn(2, 3, n, 24) for n in (13, 17, 17)), device=device_class)
+    assert [k["code"].count("@binding(") for k in compiled.program["kernels"]] == [4]  # q, k, v, out
 
 
 class SelfAttention(nn.Module):

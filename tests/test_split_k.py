@@ -50,3 +50,72 @@ def test_split_only_when_tiles_are_few_and_k_long():
     assert gemm.choose_split(GPU, 1, 512, 49, 4608) > 1      # ResNet-18's last convolutions at batch 1
     assert gemm.choose_split(GPU, 1, 64, 64, 40) == 1        # K too short to slice
     assert gemm.choose_split(GPU, 1, 4, 4096, 4096) == 1     # thin: that kernel splits K itself
+
+
+class QKV(nn.Module):
+    """BERT's self-attention: three linear layers of one input, read as heads by the attention."""
+
+    def __init__(self, dim=96, heads=4, bias=True):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(dim, dim, bias=bias) for _ in range(3))
+        self.heads = heads
+
+    def forward(self, x):
+        batch, length, dim = x.shape
+        q, k, v = (layer(x).view(batch, length, self.heads, dim // self.heads).transpose(1, 2) for layer in (self.q, self.k, self.v))
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, length, dim)
+
+
+class CrossRows(nn.Module):
+    """Two linear layers of one input whose results are read across their rows (a flat view)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(40, 24), nn.Linear(40, 16)
+
+    def forward(self, x):
+        return self.a(x).reshape(-1)[5:200] * 2, self.b(x).softmax(-1)
+
+
+@pytest.mark.parametrize("batch,bias", [(1, True), (2, False)])
+def test_linear_layers_of_one_input_merge(batch, bias):
+    # queries, keys and values as one product (split, then summed: 2 dispatches), the attention
+    compiled = assert_matches(QKV(dim=256, bias=bias), torch.randn(batch, 21, 256), device="gpu")
+    assert kernel_names(compiled) == ["matmul", "split_sum", "attention"]
+
+
+def test_results_read_across_rows_are_not_merged():
+    compiled = assert_matches(CrossRows(), torch.randn(30, 40), device="gpu")
+    assert kernel_names(compiled).count("matmul") == 2
+
+
+def kernel_names(compiled) -> list[str]:
+    program = compiled.program
+    return [program["kernels"][dispatch[0]]["name"] for dispatch in program["dispatches"]]
+
+
+class PostNorm(nn.Module):
+    """BERT's output block: linear, + residual, layer norm; the sum of the linear's slices is read
+    in place by the norm. With `pre_norm`, GPT-2's: the summed stream is read by the norm and by
+    the next block's sum as its residual."""
+
+    def __init__(self, depth: int, pre_norm: bool = False):
+        super().__init__()
+        self.up, self.down = nn.Linear(48, depth), nn.Linear(depth, 48)
+        self.norm, self.pre_norm = nn.LayerNorm(48), pre_norm
+
+    def forward(self, x, y):
+        stream = x + self.down(F.gelu(self.up(y)))
+        if not self.pre_norm:
+            return self.norm(stream)
+        return stream + self.down(F.relu(self.up(self.norm(stream))))
+
+
+@pytest.mark.parametrize("depth,pre_norm,kernels", [
+    (512, False, ["matmul", "matmul", "normalize"]),  # 8 slices: summed by the norm
+    (1024, False, ["matmul", "matmul", "split_sum", "normalize"]),  # 16: too many for a norm's three reads
+    (512, True, ["matmul", "matmul", "normalize", "matmul", "matmul", "split_sum"]),  # by the norm and the next sum
+])
+def test_split_sums_read_in_place(depth, pre_norm, kernels):
+    compiled = assert_matches(PostNorm(depth, pre_norm), torch.randn(21, 48), torch.randn(21, 48), device="gpu")
+    assert kernel_names(compiled) == kernels

@@ -88,14 +88,16 @@ def build(out: Path, picked_only: bool, knobs: dict) -> None:
     (out / "index.json").write_text(json.dumps(index, indent=1))
 
 
-def run(out: Path, runs: int, results: Path) -> None:
+def run(out: Path, runs: int, results: Path, heater_case: str = "l4 512") -> None:
+    """Time every program of out/index.json; the first variant of heater_case (a case name's start)
+    keeps the GPU busy before each timing."""
     from kuma_build.bench import random_inputs
     from kuma_build.outfolder import read_program
     from kuma_build.webgpu import GpuModel
 
     index = json.loads((out / "index.json").read_text())
-    # the heater: a late convolution, GPU work with a tiny readback
-    heater_folder = out / "programs" / next(e["folder"] for e in index if e["case"].startswith("l4 512"))
+    # the heater: GPU work with a tiny readback (a late convolution for the GEMM sweep)
+    heater_folder = out / "programs" / next(e["folder"] for e in index if e["case"].startswith(heater_case))
     heater = GpuModel(read_program(heater_folder), heater_folder)
     heater_inputs = random_inputs(heater.program)
     heater_ns = min(heater.time_repeats(heater_inputs, 3))

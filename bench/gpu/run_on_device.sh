@@ -20,3 +20,7 @@ python3 bench/gpu/device.py --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt" || exit 
 if [ -d bench/gpu/sweep ]; then
   python3 bench/gpu/gemm_sweep.py run bench/gpu/sweep --results "$OUT/sweep.json" 2>&1 | tee "$OUT/sweep.txt"
 fi
+# the attention kernels' sweep, when built (attention_sweep.py)
+if [ -d bench/gpu/attention_sweep ]; then
+  python3 bench/gpu/attention_sweep.py run bench/gpu/attention_sweep --results "$OUT/attention_sweep.json" 2>&1 | tee "$OUT/attention_sweep.txt"
+fi

@@ -14,6 +14,12 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
     product        (node, device) -> (batch, rows, cols, depth) when the GEMM kernels compute it
                    (split_k may split its K), else None
     bias           node -> its bias viewed in the output's shape and the bias's factor, or None
+    fold_sums      its kernel reads each input element about once and can read a split-K product's
+                   partial sums in place (kernels/split_sum.py: fold_sums), so split_k may drop the
+                   split_sum node before it
+    reads_any_layout  its kernel reads each input's rows along the last dim into registers or
+                   workgroup memory, so a strided view reads as fast as a contiguous copy of it
+                   (elide_copies points it at the copy's source)
     fold_affine    (node, x, scale, shift) -> whether x * scale + shift, a per-channel affine (along
                    dim 1 of x, a view of node's result), was folded into node's weights
                    (fold_batchnorm, which runs before any fusion), or None when it never can be
@@ -53,6 +59,8 @@ class OpRecord:
     strided_output: bool = False
     product: Callable[[Node, DeviceClass], tuple[int, int, int, int] | None] = lambda node, device: None
     bias: Callable[[Node], tuple[Value, float] | None] = lambda node: None
+    fold_sums: bool = False
+    reads_any_layout: bool = False
     fold_affine: Callable[[Node, Value, torch.Tensor, torch.Tensor], bool] | None = None
     any_layout: bool = False
 
@@ -138,17 +146,17 @@ OPS: dict[str, OpRecord] = {
     "conv2d": OpRecord(conv.lower, conv_flops, weight_dim=conv_weight_dim, epilogue=lambda node: not node.attrs["transposed"],
                        product=lambda node, device: conv.gemm_shape(node) if conv.is_implicit_gemm(node, device) else None,
                        bias=conv_bias, fold_affine=fold_into_conv),
-    "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True),
+    "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True, fold_sums=True),
     "reduce": OpRecord(rows.lower_reduce),
     "softmax": OpRecord(rows.lower_softmax),
-    "attention": OpRecord(attention.lower, attention_flops, strided_output=True),
+    "attention": OpRecord(attention.lower, attention_flops, strided_output=True, reads_any_layout=True),
     "pool2d": OpRecord(pool.lower, pool_flops),
     "resize": OpRecord(resize.lower),
     "concat": OpRecord(concat.lower),
     "gather": OpRecord(gather.lower, weight_dim=lambda node, k: node.attrs["dim"] if k == 0 else None,  # an embedding table's rows
                        any_layout=True),
     "pad": OpRecord(gather.lower_pad),
-    "split_sum": OpRecord(split_sum.lower),
+    "split_sum": OpRecord(split_sum.lower, fold_sums=True),
     "index_put": OpRecord(scatter.lower_index_put),
     "cumsum": OpRecord(scan.lower_cumsum),
     "topk": OpRecord(scan.lower_topk, flops=lambda node: node.inputs[0].numel * node.output.shape[-1]),

@@ -4,11 +4,15 @@ embedding, index_select and single-tensor indexing are one "gather" node
 (rows of a table picked by i32 ids). scaled_dot_product_attention is kept
 whole by export (see export.decompositions) and becomes one "attention" node,
 its operands broadcast to a common batch shape as free views (grouped-query
-heads too: enable_gqa reads each key/value head for its group of query heads). constant_pad_nd
+heads too: enable_gqa reads each key/value head for its group of query heads); a constant causal
+mask becomes the node's `causal` flag, so the kernels skip the masked keys, and a constant mask that
+hides nothing goes. constant_pad_nd
 crops with a slice view and pads with a "pad" node.
 """
 
 import math
+
+import torch
 
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.registry import Unsupported, aten
@@ -51,6 +55,11 @@ def scaled_dot_product_attention(ctx, query, key, value, attn_mask=None, dropout
     batch, (length, value_dim) = shape[:-2], shape[-2:]
     keys, head_dim = key.shape[-2], query.shape[-1]
     scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    if attn_mask is not None and attn_mask.is_const:
+        if mask_hides_nothing(attn_mask):
+            attn_mask = None  # (BERT's and ViT's without padding) no loads of it
+        elif not is_causal and is_causal_mask(attn_mask, length, keys):
+            attn_mask, is_causal = None, True  # the kernels skip the masked keys instead of reading a mask
     query = views.expand(query, batch + (length, head_dim))
     mask = views.expand(attn_mask, batch + (length, keys)) if attn_mask is not None else None
     if enable_gqa and len(key.shape) >= 3 and key.shape[-3] != batch[-1]:
@@ -67,6 +76,24 @@ def scaled_dot_product_attention(ctx, query, key, value, attn_mask=None, dropout
         inputs.append(mask)
     out = ctx.emit("attention", inputs, batch + (length, value_dim), "f32", scale=scale, causal=bool(is_causal))
     return ctx.reshape(out, shape)
+
+
+def mask_hides_nothing(mask) -> bool:
+    """Whether a constant mask is all true (boolean) or all zeros (float)."""
+    values = mask.tensor()
+    return bool(values.all()) if mask.dtype == "bool" else mask.dtype == "f32" and not values.any()
+
+
+def is_causal_mask(mask, length: int, keys: int) -> bool:
+    """Whether a mask is a constant that lets query row i see keys 0..i and no others (transformers
+    builds GPT-2's causal mask so); it may broadcast over the batch and heads."""
+    if mask.shape[-2:] != (length, keys):
+        return False
+    seen = torch.ones(length, keys, dtype=torch.bool).tril()
+    values = mask.tensor()
+    if mask.dtype == "bool":
+        return bool((values == seen).all())
+    return mask.dtype == "f32" and bool((values == torch.zeros(()).masked_fill(~seen, float("-inf"))).all())
 
 
 @aten("constant_pad_nd.default")

@@ -1,16 +1,28 @@
-"""Fused attention: softmax(q k^T * scale + mask) v in one kernel, one workgroup per query row.
+"""Fused attention: softmax(q k^T * scale + mask) v in one kernel.
 
-The keys go by in tiles of one key per thread: each thread scores its key
-into workgroup memory, then every thread folds the tile into the row's
-online softmax (running max, running sum) and into the value columns it owns
-(column li, li + size, ...). Masked keys score -inf and weigh exp(-inf) = 0;
-the running max starts at the lowest finite f32 rather than -inf so a row
-masked so far never computes inf - inf, and a row with every key masked ends
-with a zero sum and writes zeros, as torch's CPU attention does.
+On the "gpu" device class (flash): a workgroup takes a tile of query rows of
+one head and streams the keys and values through workgroup memory in tiles,
+each thread keeping a running max, a running sum and its output row in
+registers (online softmax), and writes the output once. Its threads are
+(query row, key split): each split takes its own keys of every tile, so the
+threads of a row never wait for each other until the end, where the splits
+merge through workgroup memory. A warp's threads are neighbouring rows of one
+split: every key they read from workgroup memory is a broadcast. Tiles have
+as many rows as still give each multiprocessor a workgroup (flash_rows): at
+batch 1 and 128 tokens, 12 heads make 96 workgroups of 16 rows, split 16 ways.
 
-The query row is read once into workgroup memory (every thread reads all of
-it for every key), and each thread's value columns are unrolled here into
-scalar accumulators (see gemm.py on private arrays).
+Decoding (fewer than FLASH_MIN_ROWS query rows) and query rows too long for
+registers go a row per workgroup: the keys go by in tiles of one key per
+thread; each thread scores its key into workgroup memory, then every thread
+folds the tile into the row's online softmax (running max, running sum) and
+into the value columns it owns (column li, li + size, ...). Its query row is
+read once into workgroup memory.
+
+Masked keys score -inf and weigh exp(-inf) = 0; running maxima start at the
+lowest finite f32 rather than -inf so a row masked so far never computes
+inf - inf, and a row with every key masked ends with a zero sum and writes
+zeros, as torch's CPU attention does. Per-thread values are scalars or vec4s
+named by the generator (see gemm.py on private arrays).
 
 The output is written through its view's strides, so the epilogue pass can
 make the kernel write a permuted copy's layout directly (GPT's heads merged
@@ -24,30 +36,46 @@ no workgroup memory; a causal row stops at its own position.
 from math import ceil, prod
 
 from kuma_build.compiler.kernels.rows import MIN_THREAD_ROWS, thread_row_size
-from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, offset_expr, threads, unravel, workgroup_rows
+from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, grid, indent, offset_expr, threads, unravel, workgroup_rows
 
 SIZE = 64  # threads per row: keys per tile, and value columns per pass
 MAX_THREAD_COLUMNS = 256  # value columns a thread's unrolled accumulators may hold
 LOWEST = -3.4028234663852886e38  # the running max starts here, not at -inf (see above)
+# the "gpu" class's tiled kernel (flash)
+FLASH_THREADS = 256  # threads per workgroup: query rows x key splits
+FLASH_ROWS = (64, 32, 16)  # query rows per workgroup, most first (flash_rows)
+FLASH_COLUMNS = 64  # value columns a workgroup accumulates (16 vec4 registers); wider values take more workgroups
+FLASH_MAX_DIM = 128  # longest query/key row held in registers (32 vec4s); longer ones go a row per workgroup
+FLASH_MAX_KEYS = 64  # keys per tile at most
+FLASH_MIN_ROWS = 8  # fewer query rows (decoding) go a row per workgroup: its threads split the keys of one row
 
 
 def lower(node, device):
     b = Bindings(node)
     out = node.output
     *batch, length, value_dim = out.shape
+    head_dim = node.inputs[0].shape[-1]
     rows = prod(batch) * length
+    if not device.thread_rows and length >= FLASH_MIN_ROWS and head_dim <= FLASH_MAX_DIM:
+        return flash(node, device, b)
     row_lines, row_index = unravel("row", out.shape[:-1], "r")
     batch_index, i = row_index[:-1], row_index[-1]
-
-    score = [f"var s = {f32(node.attrs['scale'])} * qk;"]
-    if len(node.inputs) == 4:
-        mask = b.load(3, batch_index + [i, "j"])
-        score.append(f"s = select({f32(float('-inf'))}, s, {mask} != 0i);" if node.inputs[3].dtype == "bool" else f"s += {mask};")
+    score = score_lines(node, b, batch_index, i, "j", "qk", "s")
     if device.thread_rows and rows >= MIN_THREAD_ROWS and value_dim <= MAX_THREAD_COLUMNS:
         return thread_per_row(node, b, rows, row_lines, batch_index, i, score)
     if node.attrs["causal"]:
         score.append(f"s = select(s, {f32(float('-inf'))}, j > {i});")
     return workgroup_per_row(node, device, b, rows, row_lines, batch_index, i, score)
+
+
+def score_lines(node, b, batch_index, i: str, j: str, qk: str, s: str) -> list[str]:
+    """Lines turning `qk` (query row i . key j) into the score `s`: the scale, then the mask (a boolean
+    mask scores -inf where false, a float mask is added). The causal mask is the kernel's own."""
+    lines = [f"var {s} = {f32(node.attrs['scale'])} * {qk};"]
+    if len(node.inputs) == 4:
+        mask = b.load(3, batch_index + [i, j])
+        lines.append(f"{s} = select({f32(float('-inf'))}, {s}, {mask} != 0i);" if node.inputs[3].dtype == "bool" else f"{s} += {mask};")
+    return lines
 
 
 def thread_per_row(node, b, rows, row_lines, batch_index, i, score):
@@ -128,3 +156,166 @@ def workgroup_per_row(node, device, b, rows, row_lines, batch_index, i, score):
     ]
     shared = f"var<workgroup> scores: array<f32, {SIZE}>;\n" + (f"var<workgroup> query: array<f32, {head_dim}>;\n" if shared_query else "")
     return b.kernel("attention", shared + "\n" + header + indent(lines) + "\n}", workgroups)
+
+
+def flash_rows(device, heads: int, length: int) -> int:
+    """Query rows per workgroup. A workgroup holds its threads' query and output rows in registers,
+    so a multiprocessor runs about one (parallel / 2 at once); every workgroup takes about as long
+    (rows x keys over its 256 threads), so the time goes as waves x rows: the least of that, ties
+    to more rows (fewer key and value tiles read per query row). BERT-base at 512 tokens: 16 rows
+    (384 workgroups, 3 waves) over 32 (2 waves of twice the work)."""
+    def time(rows: int) -> tuple[int, int]:
+        return ceil(heads * ceil(length / rows) / max(1, device.parallel // 2)) * rows, -rows
+    return min(FLASH_ROWS, key=time)
+
+
+def flash(node, device, b):
+    """A workgroup takes `rows` query rows of one head (one batch index) and the value columns
+    [col0, col0 + 4 * cols4); its threads are (row r, key split t), r fastest, so a warp's threads
+    read the same key. Key tiles go through workgroup memory as vec4s (keys, then values), the next
+    tile fetched into registers while this one computes; split t takes keys t * per .. t * per +
+    per - 1 of each tile, keeping its own running max, sum and output row (vec4 registers); at the
+    end the splits of a row merge through the same workgroup memory."""
+    out = node.output
+    *batch, length, value_dim = out.shape
+    keys, head_dim = node.inputs[1].shape[-2:]
+    heads = prod(batch)
+    head4 = ceil(head_dim / 4)                           # query/key vec4s per row
+    groups = ceil(value_dim / FLASH_COLUMNS)              # workgroups per query tile, by value columns
+    cols4 = ceil(min(value_dim, FLASH_COLUMNS) / 4)      # value vec4s a workgroup accumulates
+    rows = flash_rows(device, heads * groups, length)
+    splits = FLASH_THREADS // rows
+    capacity = device.workgroup_bytes // 16              # vec4s of workgroup memory
+    tile = max(splits, min(FLASH_MAX_KEYS, 1 << (capacity // (head4 + cols4)).bit_length() - 1))  # keys per tile
+    per = tile // splits                                 # keys per split per tile
+    key_part, tile4 = tile * head4, tile * (head4 + cols4)
+    shared4 = max(tile4, FLASH_THREADS)                  # the merge writes one vec4 per thread at least
+    chunk4 = shared4 // FLASH_THREADS                    # value vec4s merged per round
+    fetches = ceil(tile4 / FLASH_THREADS)
+    tiles = ceil(length / rows)
+
+    batch_lines, batch_index = unravel("head", batch, "h")
+    params = "".join(f", {name}: u32" for name in batch_index)
+    args = "".join(f", {name}" for name in batch_index)
+
+    def lanes(var: str, load, count: int, bound: int, base: str) -> list[str]:
+        """var.xyzw = load(base + lane) for the lanes below bound (checked unless count lanes all are)."""
+        lines = []
+        for lane in range(4):
+            set_lane = f"{var}.{'xyzw'[lane]} = {load(f'({base} + {lane}u)')};"
+            lines += [set_lane] if count * 4 <= bound else block(f"if ({base} + {lane}u < {bound}u)", [set_lane])
+        return lines
+
+    fetch = [  # element idx of the tile starting at key `start`: keys' vec4s, then values'
+        "var v = vec4<f32>();",
+        *block(f"if (idx < {key_part}u)", [
+            f"let j = start + idx / {head4}u;",
+            f"let e = (idx % {head4}u) * 4u;",
+            *block(f"if (j < {keys}u)", lanes("v", lambda e: b.load(1, batch_index + ["j", e]), head4, head_dim, "e"))]),
+        *block(f"else if (idx < {tile4}u)", [
+            f"let j = start + (idx - {key_part}u) / {cols4}u;",
+            f"let c = col0 + ((idx - {key_part}u) % {cols4}u) * 4u;",
+            *block(f"if (j < {keys}u)", lanes("v", lambda c: b.load(2, batch_index + ["j", c]), groups * cols4, value_dim, "c"))]),
+        "return v;",
+    ]
+    functions = [
+        *[f"var<private> q{e}: vec4<f32>;" for e in range(head4)],
+        *[f"var<private> acc{c}: vec4<f32>;" for c in range(cols4)],
+        "",
+        *block(f"fn query(qi: u32, e: u32{params}) -> vec4<f32>", [  # elements e .. e + 3 of query row qi
+            "var v = vec4<f32>();", *lanes("v", lambda e: b.load(0, batch_index + ["qi", e]), head4, head_dim, "e"), "return v;"]),
+        "",
+        *block(f"fn fetch(idx: u32, start: u32, col0: u32{params}) -> vec4<f32>", fetch),
+        "",
+        *block("fn dot_key(slot: u32) -> f32", [  # the query row . key `slot` of the tile
+            f"let k = slot * {head4}u;",
+            "return " + " + ".join(f"dot(q{e}, kv[k + {e}u])" for e in range(head4)) + ";"]),
+        "",
+        *block("fn rescale(f: f32)", [f"acc{c} *= f;" for c in range(cols4)]),
+        "",
+        *block("fn attend(p: f32, slot: u32)", [  # add p times value `slot` of the tile
+            f"let v = {key_part}u + slot * {cols4}u;",
+            *[f"acc{c} = fma(vec4<f32>(p), kv[v + {c}u], acc{c});" for c in range(cols4)]]),
+    ]
+
+    causal = node.attrs["causal"]
+    end = f"min({keys}u, tile0 + {rows}u)" if causal else f"{keys}u"  # keys past a causal tile's last row count for none
+    scores = []
+    for u in range(per):
+        valid = f"j{u} < {keys}u" + (f" && j{u} <= row" if causal else "")
+        scores += [f"let j{u} = start + t * {per}u + {u}u;", f"let qk{u} = dot_key(t * {per}u + {u}u);",
+                   *score_lines(node, b, batch_index, "qi", f"min(j{u}, {keys - 1}u)", f"qk{u}", f"s{u}")]
+        scores.append(f"s{u} = select({f32(float('-inf'))}, s{u}, {valid});")
+    top = "running_max"
+    for u in range(per):
+        top = f"max({top}, s{u})"
+    fold = [
+        *scores,
+        f"let top = {top};",
+        *block("if (top > running_max)", ["let f = exp(running_max - top);", "total *= f;", "rescale(f);"]),  # rarely, after the first tiles
+        *[line for u in range(per) for line in (f"let p{u} = exp(s{u} - top);", f"total += p{u};", f"attend(p{u}, t * {per}u + {u}u);")],
+        "running_max = top;",
+    ]
+    stage = [f"kv[li + {n * FLASH_THREADS}u] = f{n};" if (n + 1) * FLASH_THREADS <= tile4
+             else f"if (li + {n * FLASH_THREADS}u < {tile4}u) {{ kv[li + {n * FLASH_THREADS}u] = f{n}; }}" for n in range(fetches)]
+    loop = [
+        *stage,
+        "workgroupBarrier();",
+        *block(f"if (start + {tile}u < end)", [f"f{n} = fetch(li + {n * FLASH_THREADS}u, start + {tile}u, col0{args});" for n in range(fetches)]),
+        *fold,
+        "workgroupBarrier();",
+    ]
+
+    # the merge: each split writes its share of chunk4 value vec4s; split t then sums the splits'
+    # shares of vec4s t, t + splits, ... of them and writes those output columns
+    merge = [
+        *block(f"for (var c = t; c < count; c += {splits}u)", [
+            "var sum = vec4<f32>();",
+            f"for (var s = 0u; s < {splits}u; s++) {{ sum += kv[c * {FLASH_THREADS}u + s * {rows}u + r]; }}",
+            "let value = select(sum / total, vec4<f32>(), total == 0.0);",
+            "let col = col0 + (first + c) * 4u;",
+            *[line for lane in range(4) for line in block(
+                f"if (row < {length}u && col + {lane}u < {value_dim}u)",
+                [f"out[{offset_expr(out, batch_index + ['row', f'(col + {lane}u)'])}] = value.{'xyzw'[lane]};"])]]),
+    ]
+    functions += ["", *block(f"fn merge(first: u32, count: u32, t: u32, r: u32, row: u32, col0: u32, total: f32{params})", merge)]
+
+    def merge_round(first: int) -> list[str]:
+        count = min(chunk4, cols4 - first)
+        return [*[f"kv[{c * FLASH_THREADS}u + li] = acc{first + c} * own;" for c in range(count)], "workgroupBarrier();",
+                f"merge({first}u, {count}u, t, r, row, col0, total{args});", "workgroupBarrier();"]
+
+    workgroups = grid(heads * tiles * groups)
+    body = [
+        f"let w = wg.y * {workgroups[0]}u + wg.x;",
+        f"if (w >= {heads * tiles * groups}u) {{ return; }}",
+        f"let col0 = (w % {groups}u) * {FLASH_COLUMNS}u;",
+        f"let tile0 = ((w / {groups}u) % {tiles}u) * {rows}u;",
+        f"let head = w / {groups * tiles}u;",
+        *batch_lines,
+        f"let r = li % {rows}u;",
+        f"let t = li / {rows}u;",
+        "let row = tile0 + r;",
+        f"let qi = min(row, {length - 1}u);",
+        *[f"q{e} = query(qi, {4 * e}u{args});" for e in range(head4)],
+        *[f"acc{c} = vec4<f32>();" for c in range(cols4)],
+        f"var running_max = {f32(LOWEST)};",
+        "var total = 0.0;",
+        f"let end = {end};",
+        *[f"var f{n} = fetch(li + {n * FLASH_THREADS}u, 0u, col0{args});" for n in range(fetches)],
+        *block(f"for (var start = 0u; start < end; start += {tile}u)", loop),
+        # merge the splits of each row: the common max, the total, then the output columns
+        "kv[li] = vec4<f32>(running_max, total, 0.0, 0.0);",
+        "workgroupBarrier();",
+        f"var top = {f32(LOWEST)};",
+        f"for (var s = 0u; s < {splits}u; s++) {{ top = max(top, kv[s * {rows}u + r].x); }}",
+        "total = 0.0;",
+        f"for (var s = 0u; s < {splits}u; s++) {{ let m = kv[s * {rows}u + r]; total += m.y * exp(m.x - top); }}",
+        "let own = exp(running_max - top);",
+        "workgroupBarrier();",
+        *[line for first in range(0, cols4, chunk4) for line in merge_round(first)],
+    ]
+    header = (f"@compute @workgroup_size({FLASH_THREADS})\n"
+              "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n")
+    code = f"var<workgroup> kv: array<vec4<f32>, {shared4}>;\n" + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}"
+    return b.kernel("attention", code, workgroups)

@@ -119,19 +119,34 @@ def epilogue(node, b, acc: str, flat: str) -> tuple[Writer, str]:
     expr = node.attrs.get("epilogue")
     if expr is None:
         return Writer(None), acc
-    index_lines, index = unravel(flat, node.output.shape, "e")
+    return expression_at(expr, node.output.shape, b, acc, flat)
+
+
+def expression_at(expr, shape, b, acc: str, flat: str, names: tuple[str, str, str] = ("e", "e_in", "ep")) -> tuple[Writer, str]:
+    """expr with its Acc leaf `acc` and each In leaf input k of b read at the element `flat` (a flat
+    index into a contiguous tensor of `shape`): the writer (lines, helpers) and the value. `names`
+    prefix the index, load and expression lets, apart from the caller's."""
+    index_prefix, load_prefix, prefix = names
+    index_lines, index = unravel(flat, shape, index_prefix)
     loads: dict[int, str] = {}  # input -> its load line, each input read once
 
     def leaf(leaf: Leaf) -> str:
         if isinstance(leaf, Acc):
             return acc
-        loads.setdefault(leaf.index, f"let e_in{leaf.index} = {b.load(leaf.index, index)};")
-        return f"e_in{leaf.index}"
+        loads.setdefault(leaf.index, f"let {load_prefix}{leaf.index} = {b.load(leaf.index, index)};")
+        return f"{load_prefix}{leaf.index}"
 
-    writer = Writer(leaf, "ep")
+    writer = Writer(leaf, prefix)
     value = writer(expr)
     writer.lines[:0] = (index_lines + list(loads.values())) if loads else []
     return writer, value
+
+
+def helpers_of(expr) -> set[str]:
+    """The helper functions (HELPERS) rendering expr calls."""
+    writer = Writer(lambda leaf: "x")
+    writer(expr)
+    return writer.helpers
 
 
 LANES = "xyzw"

@@ -17,6 +17,7 @@ from math import prod
 
 from kuma_build.compiler.ir.graph import WGSL_TYPE
 from kuma_build.compiler.kernels.elementwise import epilogue
+from kuma_build.compiler.kernels.split_sum import fold_sums
 from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, threads, unravel, workgroup_rows
 
 # kind -> (combine template, identity per WGSL type)
@@ -72,6 +73,7 @@ class RowKernel:
 
     def __init__(self, node, reduced: int, device, x_type: str | None = None):
         self.b = Bindings(node)
+        folded = fold_sums(node, self.b)  # a split-K product's sum read in place (split_sum.py)
         shape = node.inputs[0].shape
         kept_shape, row_shape = shape[:len(shape) - reduced], shape[len(shape) - reduced:]
         self.rows, self.length = prod(kept_shape), prod(row_shape)
@@ -89,7 +91,7 @@ class RowKernel:
         x_type = x_type or node.inputs[0].dtype
         load = self.load(0)
         self.x = load if WGSL_TYPE[x_type] == WGSL_TYPE[node.inputs[0].dtype] else f"{WGSL_TYPE[x_type]}({load})"
-        self.functions: dict[str, str] = {}
+        self.functions: dict[str, str] = {"sums": folded} if folded else {}
 
     def load(self, k: int) -> str:
         """Input k at this thread's row and position (inputs share the first one's shape)."""

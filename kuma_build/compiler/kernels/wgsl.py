@@ -52,6 +52,7 @@ class Bindings:
         self.inputs = node.inputs
         self.out = node.output
         self.vector = 1  # elements per array item: 4 declares array<vec4<f32>> (elementwise.py)
+        self.sums: dict[int, str] = {}  # input k -> the function reading it: a split-K product's folded sum (split_sum.py)
 
     def declare(self, native_f16: bool = False) -> str:
         """Binding declarations; f16/int8 weights also get a `weight_inK(i)` reader returning f32."""
@@ -75,6 +76,8 @@ class Bindings:
     def load(self, k: int, index: list[str]) -> str:
         """WGSL that reads input k at the multi-index `index` (one expression per dim), as its IR dtype."""
         offset = offset_expr(self.inputs[k], index)
+        if k in self.sums:
+            return f"{self.sums[k]}({offset})"
         if self.inputs[k].buffer.storage != "f32":
             return f"weight_{self.names[k]}({offset})"
         if self.inputs[k].buffer.pages > 1:

@@ -1,19 +1,21 @@
 """Passes: IR -> IR rewrites, run in order. Each is a function graph -> None.
 
-They run for the graph's device class (graph.device, devices.py), which split_k and the
-fusion passes' binding limit consult; what they need to know of each op they ask its record
+They run for the graph's device class (graph.device, devices.py), which merge_products, split_k and
+the fusion passes' binding limit consult; what they need to know of each op they ask its record
 (compiler/ops.py)."""
 
 from kuma_build.compiler.passes.constants import pack_constant_views
 from kuma_build.compiler.passes.dead_code import remove_dead_nodes
+from kuma_build.compiler.passes.elide_copies import elide_copies
 from kuma_build.compiler.passes.fold_batchnorm import fold_batchnorm
 from kuma_build.compiler.passes.fuse_elementwise import fuse_elementwise
 from kuma_build.compiler.passes.fuse_epilogue import fuse_epilogues
+from kuma_build.compiler.passes.merge_products import merge_products
 from kuma_build.compiler.passes.outputs import materialize_outputs
 from kuma_build.compiler.passes.split_k import split_k
 from kuma_build.compiler.passes.state import write_state
 
-PASSES = [write_state, fold_batchnorm, pack_constant_views, materialize_outputs, fuse_elementwise, fuse_epilogues, split_k, remove_dead_nodes]
+PASSES = [write_state, fold_batchnorm, pack_constant_views, materialize_outputs, fuse_elementwise, fuse_epilogues, elide_copies, merge_products, split_k, remove_dead_nodes]
 
 
 def run_passes(graph) -> None:

@@ -9,23 +9,62 @@ new split_sum node (kernels/split_sum.py) adds them up and applies what the
 product would have applied after the sum: the bias and the fused epilogue
 (activation, residual). That node writes the original output buffer, so the rest of the
 graph does not change.
+
+Each such sum is one more dispatch (on Dawn about 5 us of host time,
+docs/performance.md). When every kernel reading its result can read the
+partial sums in place instead (a norm, another split sum: their records say
+fold_sums, and each reads an element about once), the sum has at most
+device.fold_splits slices and its epilogue needs no helper functions, the
+split_sum node goes: its readers read the partials and its epilogue's inputs
+(kernels/split_sum.py: fold_sums). BERT's attention output, its bias and
+residual read so by the layer norm after it. A split sum whose own inputs
+were folded so stays, so a reader never folds more than one level.
 """
 
 from kuma_build.compiler.ir.expr import Acc, In, Lit, Op, remap
 from kuma_build.compiler.ir.graph import Buffer, Node, Value
 from kuma_build.compiler.kernels import gemm
+from kuma_build.compiler.kernels.elementwise import helpers_of
 from kuma_build.compiler.ops import record
+from kuma_build.compiler.passes.fuse_elementwise import input_buffers, readers_of
 
 
 def split_k(graph) -> None:
-    nodes = []
+    nodes, sums = [], []
     for node in graph.nodes:
         nodes.append(node)
         shape = record(node).product(node, graph.device)
         splits = gemm.choose_split(graph.device, *shape) if shape else 1  # by attribute: bench/gpu/gemm_sweep.py forces it
         if splits > 1:
-            nodes.append(_split(node, splits))
+            sums.append(_split(node, splits))
+            nodes.append(sums[-1])
     graph.nodes = nodes
+    folded = [node for node in sums if _fold(graph, node, readers_of(graph))]
+    graph.nodes = [node for node in graph.nodes if node not in folded]
+
+
+def _fold(graph, node, readers) -> bool:
+    """Make the readers of split_sum node's result read its partial sums in place, when they all can."""
+    out, partials = node.output, node.inputs[0]
+    users = readers.get(out.buffer, set())
+    if (not users or node.attrs["splits"] > graph.device.fold_splits or "sums" in node.attrs or out.buffer.kind != "temp"
+            or any(v.buffer is out.buffer for v in graph.outputs.values()) or helpers_of(node.attrs["epilogue"])
+            or not all(record(user).fold_sums for user in users)):
+        return False
+    for user in users:
+        buffers = {v.buffer for v in user.inputs if v.buffer is not out.buffer} | {v.buffer for v in node.inputs}
+        if sum(buf.pages for buf in buffers) > input_buffers(graph):
+            return False
+    for user in users:
+        user.attrs.setdefault("operands", user.operands)
+        for k, v in enumerate(list(user.inputs)):
+            if v.buffer is out.buffer:
+                base = len(user.inputs) - 1  # the epilogue's input i (i >= 1) is appended as base + i
+                user.inputs += node.inputs[1:]
+                expr = remap(node.attrs["epilogue"], lambda leaf: leaf if isinstance(leaf, Acc) else In(leaf.dtype, base + leaf.index))
+                user.inputs[k] = Value(partials.buffer, v.shape, v.strides, v.offset)
+                user.attrs["sums"] = (*user.attrs.get("sums", ()), (k, node.attrs["splits"], expr, out.shape))
+    return True
 
 
 def _split(node, splits: int) -> Node:
