@@ -101,6 +101,31 @@ def test_grouped_query_attention(name, device_class):
     assert_matches(GroupedAttention(**kwargs), *(torch.randn(shape) for shape in shapes), device=device_class)
 
 
+def prefix_mask(keys, seen):
+    """The static-cache decode mask: the first `seen` positions."""
+    return torch.arange(keys)[None] < seen
+
+
+# the "gpu" class's decode kernel (kernels/attention_decode.py): keys split over workgroups, or one
+# workgroup per row going through its keys in chunks; name -> (q, k, v shapes, kwargs)
+DECODE = {
+    "one_key": ((1, 4, 1, 32), (1, 2, 1, 32), (1, 2, 1, 32), {}),
+    "odd_dims_bool_mask": ((1, 6, 1, 37), (1, 3, 37, 37), (1, 3, 37, 37), dict(mask=bool_mask(1, 37))),
+    "cache_1000_prefix": ((1, 12, 1, 64), (1, 4, 1000, 64), (1, 4, 1000, 64), dict(mask=prefix_mask(1000, 413))),
+    "float_mask_dim_128": ((2, 4, 1, 128), (2, 2, 300, 128), (2, 2, 300, 128), dict(mask=torch.randn(2, 4, 1, 300))),
+    "causal_rows": ((1, 2, 7, 24), (1, 1, 90, 24), (1, 1, 90, 24), dict(is_causal=True)),
+    "wide_values": ((1, 3, 2, 16), (1, 3, 129, 16), (1, 3, 129, 300), dict(mask=bool_mask(2, 129))),
+    "tiny_rows": ((1, 2, 3, 2), (1, 2, 50, 2), (1, 2, 50, 1), dict(mask=torch.randn(3, 50))),
+    "rows_fill_the_device": ((1, 64, 4, 64), (1, 64, 300, 64), (1, 64, 300, 64), {}),  # unsplit, chunks
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECODE))
+def test_decode_attention(name):
+    *shapes, kwargs = DECODE[name]
+    assert_matches(GroupedAttention(**kwargs), *(torch.randn(shape) for shape in shapes), device="gpu")
+
+
 class Rotary(nn.Module):
     """Rotary embeddings: sin/cos tables indexed by the caller's positions, halves sliced and
     concatenated; the mask of positions so far from arange."""
