@@ -18,6 +18,11 @@ CASES = {  # name -> (fn, x shape, y shape)
     "vector_times_matrix": (lambda x, y: x @ y, (1, 300), (300, 77)),
     "thin_rows_transposed_b": (lambda x, y: x @ y.t(), (3, 70), (45, 70)),
     "thin_columns": (lambda x, y: x @ y, (90, 37), (37, 5)),
+    # decoding's single-row products: K past, short of and not a multiple of the unrolled k per thread
+    "vector_wide_odd_depth": (lambda x, y: x @ y, (1, 1203), (1203, 301)),
+    "vector_two_columns": (lambda x, y: x @ y, (1, 37), (37, 2)),
+    "vector_linear_many_columns": (lambda x, y: F.linear(x, y), (1, 75), (2100, 75)),
+    "rows_times_one_column": (lambda x, y: x @ y, (3, 513), (513, 1)),
     "thin_columns_transposed_a": (lambda x, y: x.t() @ y, (37, 90), (37, 3)),
     "thin_one_column": (lambda x, y: x @ y[:, 1:2], (70, 33), (33, 4)),
     "tiled_small": (lambda x, y: x @ y, (37, 96), (96, 29)),
