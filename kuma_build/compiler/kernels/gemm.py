@@ -39,9 +39,9 @@ STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in 
 SPLIT_COST = 1024  # the dispatch that sums split-K partials, in the same units
 MIN_SPLIT_STEPS = 4  # K steps each slice keeps at least
 THIN = 8  # at most this many rows or columns: the thin kernel
-THIN_LANES = (8, 16, 32)  # wide elements a thin workgroup may take when they are neighbours in memory (thin_lanes)
+THIN_LANES = (4, 8, 16, 32)  # wide elements a thin workgroup may take when they are neighbours in memory (thin_lanes)
 THIN_K_LANES = (2, 4, 8)  # the same when their k are (a linear layer's weight)
-THIN_UNROLL = 8  # k a thin kernel's thread loads before using them (f32; with f16 weights STEP, a multiple)
+THIN_UNROLL = STEP  # k a thin kernel's thread loads before using any (with f16 weights: one f16 step)
 
 
 @dataclass
@@ -266,9 +266,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 def thin_lanes(device: DeviceClass, wide: int, fast: bool) -> int:
     """Wide elements per workgroup of the thin kernel: the most of the options that still make
     device.parallel workgroups, else the fewest; never past the wide side. When the wide elements
-    are neighbours in memory (fast) at least 8 (one 32-byte sector of a row of B per k, so no sector
-    is read by two workgroups), else (a linear layer's [N, K] weight: each wide element's k are
-    neighbours) as few as 2, the rest of the 256 threads splitting K."""
+    are neighbours in memory (fast) at least 4 (16 bytes of a row of B per k: the two workgroups
+    sharing a 32-byte sector read it from L2, which keeps the whole weight of a decode step's
+    product), else (a linear layer's [N, K] weight: each wide element's k are neighbours) as few
+    as 2, the rest of the 256 threads splitting K."""
     options = THIN_LANES if fast else THIN_K_LANES
     fits = [lanes for lanes in options if ceil(wide / lanes) >= device.parallel]
     return min(max(fits, default=options[0]), 1 << (wide - 1).bit_length())
@@ -279,7 +280,7 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     and go through the narrow side; neighbouring threads read neighbouring memory where they can.
     A single-row product (decoding) is a stream of B through memory: each workgroup takes few
     columns (thin_lanes), so there are many workgroups, and each thread loads THIN_UNROLL of its k
-    (STEP with f16 weights) before using any, so many loads are in flight."""
+    before using any, so many loads are in flight."""
     size = SIDE * SIDE
     if g.cols < g.rows:  # threads own rows w, go through the columns
         wide, narrow, fast = g.rows, g.cols, not g.a_k_contiguous
@@ -291,21 +292,20 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
         at = lambda n: f"{n}u, w"
     lanes = thin_lanes(g.device, wide, fast)  # wide elements per workgroup
     split = size // lanes
-    unroll = STEP if g.half else THIN_UNROLL
     slot = [f"let lane = li % {lanes}u;", f"let s = li / {lanes}u;"] if fast else [f"let lane = li / {split}u;", f"let s = li % {split}u;"]
     sums = "part" if g.half else "acc"  # what a k adds to
-    ks = [f"k + {u * split}u" for u in range(unroll)]  # the thread's k this iteration (past K: zeros)
+    ks = [f"k + {u * split}u" for u in range(THIN_UNROLL)]  # the thread's k this iteration (past K: zeros)
     accumulate = [f"let vw{u} = {g.convert(load_wide(k))};" for u, k in enumerate(ks)]
     accumulate += [f"{sums}{n} = fma({g.convert(load_narrow(n, k))}, vw{u}, {sums}{n});" for u, k in enumerate(ks) for n in range(narrow)]
     finish = []
     for n in range(narrow):
         finish += block("", [f"let total = gemm_sum(acc{n}, s * {lanes}u + lane);",
                          f"if (s == 0u) {{ gemm_put(batch, batch, {at(n)}, total); }}"])
-    ks = loop("k", "s", f"{g.depth}u", unroll * split, accumulate)
+    ks = loop("k", "s", f"{g.depth}u", THIN_UNROLL * split, accumulate)
     if g.half:  # each STEP of the thread's k summed in f16, then added to the f32 sums
         ks = loop("k0", "s", f"{g.depth}u", split * STEP, [
             *[f"var part{n} = 0.0h;" for n in range(narrow)],
-            *loop("k", "k0", f"min(k0 + {split * STEP}u, {g.depth}u)", unroll * split, accumulate),
+            *loop("k", "k0", f"min(k0 + {split * STEP}u, {g.depth}u)", THIN_UNROLL * split, accumulate),
             *[f"acc{n} += f32(part{n});" for n in range(narrow)]])
     code = functions(g) + workgroup_reduce("gemm_sum", "sum", "f32", size, lanes) + f"""
 
