@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from kuma_build.errors import KumaError
-from support import Fn, Fn1, assert_matches
+from kuma_build.compiler import compile_module
+from support import Fn, Fn1, assert_matches, model_config
 
 
 def scatter_into(fn):
@@ -124,6 +125,15 @@ DECODE = {
 def test_decode_attention(name):
     *shapes, kwargs = DECODE[name]
     assert_matches(GroupedAttention(**kwargs), *(torch.randn(shape) for shape in shapes), device="gpu")
+
+
+def test_decode_attention_fills_the_device():
+    """GPT-2 small's decode step (12 heads, a 1024-position cache): 22 slices of 48 keys per head,
+    264 workgroups (DeviceClass.parallel: 256), then one small combine."""
+    module, inputs = GroupedAttention(mask=prefix_mask(1024, 5)), [torch.randn(1, 12, 1, 64), *2 * [torch.randn(1, 12, 1024, 64)]]
+    program = compile_module(module.eval(), model_config(module, inputs, device="gpu")).program
+    dispatches = [(program["kernels"][k]["name"], workgroups[0]) for k, _, workgroups in program["dispatches"]]
+    assert dispatches == [("attention", 264), ("attention_combine", 3)]
 
 
 class Rotary(nn.Module):

@@ -60,3 +60,18 @@ def test_cpu_class_gemm_has_no_barriers_and_fills_both_cores():
     code, workgroups = gemm_code(Gemm(1, 64, 96, 96, load, load, lambda total, *at: ([], total), device=DEVICE_CLASSES["cpu"]))
     assert "workgroupBarrier" not in code and "var<workgroup>" not in code
     assert "@workgroup_size(16)" in code and workgroups == (6, 1, 1)  # 8 x 8 outputs per thread, 3 workgroups a core
+
+
+def test_thin_kernel_gives_a_decode_step_hundreds_of_workgroups():
+    """A single-row product streams its weight: few columns per workgroup, so an H200's 132
+    multiprocessors all have some (DeviceClass.parallel), and 16 loads in flight per thread."""
+    load = lambda var, *index: [f"{var} = 1.0;"]
+
+    def workgroups(cols, depth, cols_contiguous):
+        g = Gemm(1, 1, cols, depth, load, load, lambda total, *at: ([], total), cols_contiguous=cols_contiguous, device=DEVICE_CLASSES["gpu"])
+        return gemm_code(g)[1][0]
+    assert workgroups(768, 768, True) == 192  # 4 columns each: below 256, the fewest
+    assert workgroups(3072, 768, True) == 384  # 8 columns each
+    assert workgroups(50257, 768, True) == 1571  # 32 columns each: a GPT-2 head
+    assert workgroups(768, 3072, False) == 384  # an [N, K] weight: 2 columns each, 128 threads along K
+
