@@ -145,13 +145,13 @@ def lower(node, device):
 
     # the key groups meet: the total (the same for every thread of a group), then each column
     base = f"(row * {splits}u + split) * {value_dim + 2}u"
-    finish = ["sums[li] = total;", "workgroupBarrier();", "var all = 0.0;",
-              f"for (var g = 0u; g < {group}u; g++) {{ all += sums[g * {width}u]; }}", "workgroupBarrier();"]
+    finish = ["sums[li] = total;", "workgroupBarrier();", "var weight = 0.0;",
+              f"for (var g = 0u; g < {group}u; g++) {{ weight += sums[g * {width}u]; }}", "workgroupBarrier();"]
     if splits > 1:
-        finish.append(f"if (li == 0u) {{ out[{base}] = running_max; out[{base} + 1u] = all; }}")
+        finish.append(f"if (li == 0u) {{ out[{base}] = running_max; out[{base} + 1u] = weight; }}")
     for c in range(columns):
         col = f"vc + {c * width}u"
-        value = "sum" if splits > 1 else "select(sum / all, 0.0, all == 0.0)"
+        value = "sum" if splits > 1 else "select(sum / weight, 0.0, weight == 0.0)"
         target = f"{base} + 2u + {col}" if splits > 1 else offset_expr(node.output, batch_index + [i, col])
         finish += [f"sums[li] = acc{c};", "workgroupBarrier();",
                    *block(f"if (vk == 0u && {col} < {value_dim}u)", [
