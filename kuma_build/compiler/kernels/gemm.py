@@ -301,12 +301,9 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     for n in range(narrow):
         finish += block("", [f"let total = gemm_sum(acc{n}, s * {lanes}u + lane);",
                          f"if (s == 0u) {{ gemm_put(batch, batch, {at(n)}, total); }}"])
+    if g.half:  # each iteration's STEP products summed in f16, then added to the f32 sums
+        accumulate = [*[f"var part{n} = 0.0h;" for n in range(narrow)], *accumulate, *[f"acc{n} += f32(part{n});" for n in range(narrow)]]
     ks = loop("k", "s", f"{g.depth}u", THIN_UNROLL * split, accumulate)
-    if g.half:  # each STEP of the thread's k summed in f16, then added to the f32 sums
-        ks = loop("k0", "s", f"{g.depth}u", split * STEP, [
-            *[f"var part{n} = 0.0h;" for n in range(narrow)],
-            *loop("k", "k0", f"min(k0 + {split * STEP}u, {g.depth}u)", THIN_UNROLL * split, accumulate),
-            *[f"acc{n} += f32(part{n});" for n in range(narrow)]])
     code = functions(g) + workgroup_reduce("gemm_sum", "sum", "f32", size, lanes) + f"""
 
 @compute @workgroup_size({size})
