@@ -30,6 +30,10 @@ class DeviceClass:
     # multiprocessors x 2 of our 256-thread workgroups; 6% faster convolutions than 128 in the
     # sweep of docs/performance.md)
     parallel: int = 256
+    # one more dispatch (split-K's sum of partials) in the tile cost model's units (kernels/gemm.py:
+    # cost, a thread's FMAs in a wave): BERT's products on the H200 took about 5 ns a unit, so
+    # 1024 is about Dawn's 5 us of host time per dispatch (docs/performance.md)
+    dispatch_cost: int = 1024
     implicit_gemm_conv: bool = True  # plain convolutions as implicit GEMMs (else direct kernels)
     tiles: tuple[int, ...] = (16, 32, 64, 128)  # tile sides for the tiled GEMM and split-K's choice
     splits: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # slices K may be split into, to fill the device

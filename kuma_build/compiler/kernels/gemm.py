@@ -36,7 +36,6 @@ from kuma_build.compiler.kernels.wgsl import block, indent
 
 STEP, SIDE = 16, 16  # K per stage; threads per workgroup side (16 x 16 = 256)
 STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in a thread's FMAs
-SPLIT_COST = 1024  # the dispatch that sums split-K partials, in the same units
 MIN_SPLIT_STEPS = 4  # K steps each slice keeps at least
 THIN = 8  # at most this many rows or columns: the thin kernel
 THIN_LANES = (4, 8, 16, 32)  # wide elements a thin workgroup may take when they are neighbours in memory (thin_lanes)
@@ -81,7 +80,7 @@ def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: 
     rows_side, cols_side = Side(tm), Side(tn)
     per_step = STEP * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
     steps = ceil(depth / splits / STEP)
-    return ceil(groups / device.parallel) * steps * (per_step + STEP_LATENCY) + (splits > 1) * SPLIT_COST
+    return ceil(groups / device.parallel) * steps * (per_step + STEP_LATENCY) + (splits > 1) * device.dispatch_cost
 
 
 def choose_tile(g: Gemm) -> tuple[int, int]:
