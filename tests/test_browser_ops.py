@@ -44,8 +44,8 @@ CASES = {
                     (5, 13), (5, 13)),
     "conv_channel_blocks_epilogue": (lambda x, y: F.hardswish(F.conv2d(x, y, padding=1)) + x.mean(), (1, 4, 9, 8), (8, 4, 3, 3)),
     "causal_attention_long": (lambda x, y: F.scaled_dot_product_attention(x, y, y * 2, is_causal=True), (1, 2, 70, 37), (1, 2, 70, 37)),
-    "decode_attention": (lambda x, y: F.scaled_dot_product_attention(x, y, y * 2, attn_mask=(torch.arange(300) <= 200)[None], enable_gqa=True) @ y[0, 0, :40],
-                         (1, 6, 1, 40), (1, 2, 300, 40)),  # on "gpu": keys split over workgroups, then a thin product
+    "decode_attention": (lambda x, y: F.scaled_dot_product_attention(x, y, y * 2, attn_mask=(torch.arange(1500) <= 1000)[None], enable_gqa=True) @ y[0, 0, :40],
+                         (1, 6, 1, 40), (1, 2, 1500, 40)),  # on "gpu": keys split over workgroups, then a thin product
 }
 
 

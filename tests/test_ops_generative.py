@@ -2,6 +2,8 @@
 index_copy, slice and select assignment), grouped-query attention with boolean and float
 masks, rotary embeddings from position-indexed tables, cumsum and topk."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +11,8 @@ from torch import nn
 
 from kuma_build.errors import KumaError
 from kuma_build.compiler import compile_module
-from support import Fn, Fn1, assert_matches, model_config
+from kuma_build.devices import GPU
+from support import Fn, Fn1, assert_matches, assert_outputs_match, model_config, reference_outputs, run_compiled
 
 
 def scatter_into(fn):
@@ -121,19 +124,29 @@ DECODE = {
 }
 
 
+@pytest.mark.parametrize("dispatch_cost", [GPU.dispatch_cost, 0])  # as built (few split), and split wherever it fills the device
 @pytest.mark.parametrize("name", sorted(DECODE))
-def test_decode_attention(name):
+def test_decode_attention(name, dispatch_cost):
     *shapes, kwargs = DECODE[name]
-    assert_matches(GroupedAttention(**kwargs), *(torch.randn(shape) for shape in shapes), device="gpu")
+    module, inputs = GroupedAttention(**kwargs).eval(), [torch.randn(shape) for shape in shapes]
+    config = model_config(module, inputs, device="gpu")
+    compiled = compile_module(module, config, devices=[dataclasses.replace(GPU, dispatch_cost=dispatch_cost)])
+    expected = reference_outputs(module, config, {s.name: t for s, t in zip(config.inputs, inputs)})
+    assert_outputs_match(run_compiled(compiled, config, inputs), expected)
 
 
-def test_decode_attention_fills_the_device():
-    """GPT-2 small's decode step (12 heads, a 1024-position cache): 22 slices of 48 keys per head,
-    264 workgroups (DeviceClass.parallel: 256), then one small combine."""
-    module, inputs = GroupedAttention(mask=prefix_mask(1024, 5)), [torch.randn(1, 12, 1, 64), *2 * [torch.randn(1, 12, 1024, 64)]]
+def decode_dispatches(heads: int, keys: int) -> list[tuple[str, int]]:
+    """(kernel, workgroups) of a decode step's attention over a cache of `keys` positions, head dim 64."""
+    module, inputs = GroupedAttention(mask=prefix_mask(keys, 5)), [torch.randn(1, heads, 1, 64), *2 * [torch.randn(1, heads, keys, 64)]]
     program = compile_module(module.eval(), model_config(module, inputs, device="gpu")).program
-    dispatches = [(program["kernels"][k]["name"], workgroups[0]) for k, _, workgroups in program["dispatches"]]
-    assert dispatches == [("attention", 264), ("attention_combine", 3)]
+    return [(program["kernels"][k]["name"], workgroups[0]) for k, _, workgroups in program["dispatches"]]
+
+
+def test_decode_attention_splits_where_it_pays():
+    """GPT-2 small's decode step (12 heads, 1024 cached positions): 16 slices of 64 keys per head, 192
+    workgroups, then one small combine; a short cache (the example site's) is not worth the dispatch."""
+    assert decode_dispatches(12, 1024) == [("attention", 192), ("attention_combine", 3)]
+    assert decode_dispatches(4, 256) == [("attention", 4)]
 
 
 class Rotary(nn.Module):

@@ -91,7 +91,7 @@ def test_llama_greedy_decode_on_the_gpu_class():
     """The same decode compiled for the "gpu" device class: thin products, and attention with its
     keys split over workgroups then combined (kernels/attention_decode.py)."""
     torch.manual_seed(1)
-    module = Llama(context=70).eval()
+    module = Llama(context=600).eval()  # long enough a cache to split
     reference = copy.deepcopy(module)
     gpu, compiled = load(module, torch.tensor([[3]]), torch.tensor([0]), device="gpu")
     try:

@@ -4,8 +4,9 @@ A decode step has one query row per head: a workgroup per row would put a
 dozen workgroups on a GPU of 132 multiprocessors, each streaming its whole
 key/value cache alone (GPT-2 small at 1024 cached positions: 13 GB/s). Here
 (flash-decoding) a workgroup takes one query row and one slice of `per`
-keys; passes/split_keys.py gives the node `splits` slices so the device gets
-about DeviceClass.parallel workgroups. Each writes its slice's max, sum and
+keys; passes/split_keys.py gives the node `splits` slices, as many as fill the
+device (DeviceClass.parallel workgroups at once) where that saves more than
+the one more dispatch it takes (key_splits). Each writes its slice's max, sum and
 unnormalised output row (a partial: value_dim + 2 floats) and an
 attention_combine node (lower_combine) rescales the partials by exp(m_s - m)
 and writes the output through its view's strides. With one slice the kernel
@@ -33,6 +34,7 @@ from math import ceil, prod
 
 from kuma_build.compiler.kernels import attention
 from kuma_build.compiler.kernels.attention import LOWEST, score_lines
+from kuma_build.compiler.kernels.gemm import STEP_LATENCY
 from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, grid, indent, offset_expr, threads, unravel
 
 THREADS = 256
@@ -67,16 +69,34 @@ def lower_attention(node, device):
     return lower(node, device) if split or applies(node, device) else attention.lower(node, device)
 
 
+def chunk_keys(head_dim: int, value_dim: int, per: int) -> int:
+    """Keys a workgroup loads at once: a multiple of layout's step, at most LOADS per thread."""
+    step = layout(head_dim, value_dim)[2]
+    cap = max(step, min(MAX_CHUNK, THREADS * LOADS // (head_dim + value_dim)) // step * step)
+    return min(ceil(per / step) * step, cap)
+
+
+def cost(device, rows: int, keys: int, head_dim: int, value_dim: int, per: int) -> float:
+    """Estimated time of slices of `per` keys, in the tile cost model's units (kernels/gemm.py:
+    cost): waves of device.parallel workgroups, each going through its chunks, a chunk costing a
+    trip to memory (gemm's STEP_LATENCY) and its loads; slicing adds the combine's dispatch."""
+    splits, chunk = ceil(keys / per), chunk_keys(head_dim, value_dim, per)
+    loads = chunk * (head_dim + value_dim) / THREADS
+    return (ceil(rows * splits / device.parallel) * ceil(per / chunk) * (STEP_LATENCY + loads)
+            + (splits > 1) * device.dispatch_cost)
+
+
 def key_splits(node, device) -> tuple[int, int]:
-    """(slices of the keys, keys per slice): enough workgroups to give the device about
-    device.parallel at once, each slice at least MIN_SPLIT_KEYS keys."""
+    """(slices of the keys, keys per slice) of least estimated cost (ties: fewer slices), slices
+    of at least MIN_SPLIT_KEYS keys. GPT-2 small's decode step (12 heads, 1024 cached positions)
+    splits 16 ways, 192 workgroups; a cache of 256 positions (the example site's model) does not."""
     keys, head_dim = node.inputs[1].shape[-2:]
+    value_dim = node.output.shape[-1]
     rows = prod(node.output.shape[:-1])
-    step = layout(head_dim, node.output.shape[-1])[2]
-    want = max(1, ceil(device.parallel / rows))
-    per = max(ceil(ceil(keys / want) / step), ceil(MIN_SPLIT_KEYS / step)) * step
-    splits = ceil(keys / per)
-    return (splits, per) if splits > 1 else (1, keys)
+    step = layout(head_dim, value_dim)[2]
+    options = [keys] + list(range(ceil(MIN_SPLIT_KEYS / step) * step, keys, step))
+    per = min(options, key=lambda per: (cost(device, rows, keys, head_dim, value_dim, per), ceil(keys / per)))
+    return ceil(keys / per), per
 
 
 def split_choice(node, device) -> tuple[int, int] | None:
@@ -96,8 +116,7 @@ def lower(node, device):
     rows = prod(batch) * length
     splits, per = node.attrs.get("key_splits", (1, keys))
     lanes, width, step = layout(head_dim, value_dim)
-    cap = max(step, min(MAX_CHUNK, THREADS * LOADS // (head_dim + value_dim)) // step * step)  # keys a chunk, a multiple of step
-    chunk = min(ceil(per / step) * step, cap)
+    chunk = chunk_keys(head_dim, value_dim, per)
     passes, group = chunk // (THREADS // lanes), THREADS // width  # score passes a chunk; key groups of the values
     elements, columns = ceil(head_dim / lanes), ceil(value_dim / width)  # per thread and key
     row_lines, row_index = unravel("row", shape[:-1], "r")
