@@ -293,9 +293,9 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     split = size // lanes
     slot = [f"let lane = li % {lanes}u;", f"let s = li / {lanes}u;"] if fast else [f"let lane = li / {split}u;", f"let s = li % {split}u;"]
     sums = "part" if g.half else "acc"  # what a k adds to
-    ks = [f"k + {u * split}u" for u in range(THIN_UNROLL)]  # the thread's k this iteration (past K: zeros)
-    accumulate = [f"let vw{u} = {g.convert(load_wide(k))};" for u, k in enumerate(ks)]
-    accumulate += [f"{sums}{n} = fma({g.convert(load_narrow(n, k))}, vw{u}, {sums}{n});" for u, k in enumerate(ks) for n in range(narrow)]
+    k_at = [f"k + {u * split}u" for u in range(THIN_UNROLL)]  # the thread's k this iteration (past K: zeros)
+    accumulate = [f"let vw{u} = {g.convert(load_wide(k))};" for u, k in enumerate(k_at)]
+    accumulate += [f"{sums}{n} = fma({g.convert(load_narrow(n, k))}, vw{u}, {sums}{n});" for u, k in enumerate(k_at) for n in range(narrow)]
     finish = []
     for n in range(narrow):
         finish += block("", [f"let total = gemm_sum(acc{n}, s * {lanes}u + lane);",
