@@ -2,13 +2,17 @@
 index_copy, slice and select assignment), grouped-query attention with boolean and float
 masks, rotary embeddings from position-indexed tables, cumsum and topk."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kuma_build.errors import KumaError
-from support import Fn, Fn1, assert_matches
+from kuma_build.compiler import compile_module
+from kuma_build.devices import GPU
+from support import Fn, Fn1, assert_matches, assert_outputs_match, model_config, reference_outputs, run_compiled
 
 
 def scatter_into(fn):
@@ -99,6 +103,50 @@ GQA = {
 def test_grouped_query_attention(name, device_class):
     *shapes, kwargs = GQA[name]
     assert_matches(GroupedAttention(**kwargs), *(torch.randn(shape) for shape in shapes), device=device_class)
+
+
+def prefix_mask(keys, seen):
+    """The static-cache decode mask: the first `seen` positions."""
+    return torch.arange(keys)[None] < seen
+
+
+# the "gpu" class's decode kernel (kernels/attention_decode.py): keys split over workgroups, or one
+# workgroup per row going through its keys in chunks; name -> (q, k, v shapes, kwargs)
+DECODE = {
+    "one_key": ((1, 4, 1, 32), (1, 2, 1, 32), (1, 2, 1, 32), {}),
+    "odd_dims_bool_mask": ((1, 6, 1, 37), (1, 3, 37, 37), (1, 3, 37, 37), dict(mask=bool_mask(1, 37))),
+    "cache_1000_prefix": ((1, 12, 1, 64), (1, 4, 1000, 64), (1, 4, 1000, 64), dict(mask=prefix_mask(1000, 413))),
+    "float_mask_dim_128": ((2, 4, 1, 128), (2, 2, 300, 128), (2, 2, 300, 128), dict(mask=torch.randn(2, 4, 1, 300))),
+    "causal_rows": ((1, 2, 7, 24), (1, 1, 90, 24), (1, 1, 90, 24), dict(is_causal=True)),
+    "wide_values": ((1, 3, 2, 16), (1, 3, 129, 16), (1, 3, 129, 300), dict(mask=bool_mask(2, 129))),
+    "tiny_rows": ((1, 2, 3, 2), (1, 2, 50, 2), (1, 2, 50, 1), dict(mask=torch.randn(3, 50))),
+    "rows_fill_the_device": ((1, 64, 4, 64), (1, 64, 300, 64), (1, 64, 300, 64), {}),  # unsplit, chunks
+}
+
+
+@pytest.mark.parametrize("dispatch_cost", [GPU.dispatch_cost, 0])  # as built (few split), and split wherever it fills the device
+@pytest.mark.parametrize("name", sorted(DECODE))
+def test_decode_attention(name, dispatch_cost):
+    *shapes, kwargs = DECODE[name]
+    module, inputs = GroupedAttention(**kwargs).eval(), [torch.randn(shape) for shape in shapes]
+    config = model_config(module, inputs, device="gpu")
+    compiled = compile_module(module, config, devices=[dataclasses.replace(GPU, dispatch_cost=dispatch_cost)])
+    expected = reference_outputs(module, config, {s.name: t for s, t in zip(config.inputs, inputs)})
+    assert_outputs_match(run_compiled(compiled, config, inputs), expected)
+
+
+def decode_dispatches(heads: int, keys: int) -> list[tuple[str, int]]:
+    """(kernel, workgroups) of a decode step's attention over a cache of `keys` positions, head dim 64."""
+    module, inputs = GroupedAttention(mask=prefix_mask(keys, 5)), [torch.randn(1, heads, 1, 64), *2 * [torch.randn(1, heads, keys, 64)]]
+    program = compile_module(module.eval(), model_config(module, inputs, device="gpu")).program
+    return [(program["kernels"][k]["name"], workgroups[0]) for k, _, workgroups in program["dispatches"]]
+
+
+def test_decode_attention_splits_where_it_pays():
+    """GPT-2 small's decode step (12 heads, 1024 cached positions): 16 slices of 64 keys per head, 192
+    workgroups, then one small combine; a short cache (the example site's) is not worth the dispatch."""
+    assert decode_dispatches(12, 1024) == [("attention", 192), ("attention_combine", 3)]
+    assert decode_dispatches(4, 256) == [("attention", 4)]
 
 
 class Rotary(nn.Module):

@@ -18,6 +18,11 @@ CASES = {  # name -> (fn, x shape, y shape)
     "vector_times_matrix": (lambda x, y: x @ y, (1, 300), (300, 77)),
     "thin_rows_transposed_b": (lambda x, y: x @ y.t(), (3, 70), (45, 70)),
     "thin_columns": (lambda x, y: x @ y, (90, 37), (37, 5)),
+    # decoding's single-row products: K past, short of and not a multiple of the unrolled k per thread
+    "vector_wide_odd_depth": (lambda x, y: x @ y, (1, 1203), (1203, 301)),
+    "vector_two_columns": (lambda x, y: x @ y, (1, 37), (37, 2)),
+    "vector_linear_many_columns": (lambda x, y: F.linear(x, y), (1, 75), (2100, 75)),
+    "rows_times_one_column": (lambda x, y: x @ y, (3, 513), (513, 1)),
     "thin_columns_transposed_a": (lambda x, y: x.t() @ y, (37, 90), (37, 3)),
     "thin_one_column": (lambda x, y: x @ y[:, 1:2], (70, 33), (33, 4)),
     "tiled_small": (lambda x, y: x @ y, (37, 96), (96, 29)),
@@ -55,3 +60,18 @@ def test_cpu_class_gemm_has_no_barriers_and_fills_both_cores():
     code, workgroups = gemm_code(Gemm(1, 64, 96, 96, load, load, lambda total, *at: ([], total), device=DEVICE_CLASSES["cpu"]))
     assert "workgroupBarrier" not in code and "var<workgroup>" not in code
     assert "@workgroup_size(16)" in code and workgroups == (6, 1, 1)  # 8 x 8 outputs per thread, 3 workgroups a core
+
+
+def test_thin_kernel_gives_a_decode_step_hundreds_of_workgroups():
+    """A single-row product streams its weight: few columns per workgroup, so an H200's 132
+    multiprocessors all have some (DeviceClass.parallel), and 16 loads in flight per thread."""
+    load = lambda var, *index: [f"{var} = 1.0;"]
+
+    def workgroups(cols, depth, cols_contiguous):
+        g = Gemm(1, 1, cols, depth, load, load, lambda total, *at: ([], total), cols_contiguous=cols_contiguous, device=DEVICE_CLASSES["gpu"])
+        return gemm_code(g)[1][0]
+    assert workgroups(768, 768, True) == 192  # 4 columns each: below 256, the fewest
+    assert workgroups(3072, 768, True) == 384  # 8 columns each
+    assert workgroups(50257, 768, True) == 1571  # 32 columns each: a GPT-2 head
+    assert workgroups(768, 3072, False) == 384  # an [N, K] weight: 2 columns each, 128 threads along K
+

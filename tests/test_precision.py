@@ -96,12 +96,13 @@ LAYERS = {  # module, inputs, {weight: its output-channel dim}, target
     "linear": (Linear, lambda: [torch.randn(37, 5)], {"fc.weight": 0}, "cpu"),  # thin gemm
     "right_matmul": (RightMatmul, lambda: [torch.randn(6, 33)], {"weight": 1}, "cpu"),  # thin gemm
     "long_linear": (lambda: nn.Linear(4608, 24), lambda: [torch.randn(40, 4608)], {"weight": 0}, "gpu"),  # tiled, K = 4608
+    "gpu_thin_linear": (lambda: nn.Linear(301, 70), lambda: [torch.randn(1, 301)], {"weight": 0}, "gpu"),  # a decode step's
     "conv": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "cpu"),  # direct
     "conv_gemm": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "gpu"),
     "conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 3, stride=2), lambda: [torch.randn(1, 12, 5, 6)], {"weight": 1}, "cpu"),
     "embedding": (Embedding, lambda: [torch.randint(0, 101, (3, 7))], {"table.weight": 0}, "cpu"),
 }
-GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "conv_gemm"]
+GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "conv_gemm"]
 
 
 def compiled_layer(layer: str, precision: str):
@@ -140,7 +141,7 @@ def test_shader_f16_variant_multiplies_in_f16(layer):
     assert "f16" not in kernel["code"].replace("unpack2x16float", "")
     assert f16_math(compiled)
     tiled = "var<workgroup>tile_a" in kernel["f16"]  # the kernel of target = "gpu"
-    assert tiled == (LAYERS[layer][3] == "gpu")
+    assert tiled == (LAYERS[layer][3] == "gpu" and "thin" not in layer)
     assert not tiled or re.search(r"var<workgroup>tile_a:array<(vec\d<)?f16", kernel["f16"])  # f16 staged tiles
     f16_math_out, f32_math_out = (run_compiled(compiled, config, inputs, native)[0] for native in (True, False))
     assert rel_l2(f16_math_out, f32_math_out) > 10 * TOLERANCE  # the device really rounds to f16

@@ -87,6 +87,24 @@ def test_llama_reset_reproduces_the_generation(llama):
     assert gpu_generate(gpu)[0] == first == eager_generate(copy.deepcopy(reference).apply(_zero_caches))[0]
 
 
+def test_llama_greedy_decode_on_the_gpu_class():
+    """The same decode compiled for the "gpu" device class: thin products, and attention with its
+    keys split over workgroups then combined (kernels/attention_decode.py)."""
+    torch.manual_seed(1)
+    module = Llama(context=600).eval()  # long enough a cache to split
+    reference = copy.deepcopy(module)
+    gpu, compiled = load(module, torch.tensor([[3]]), torch.tensor([0]), device="gpu")
+    try:
+        expected, expected_logits = eager_generate(reference)
+        tokens, logits = gpu_generate(gpu)
+    finally:
+        gpu.release()
+    assert tokens == expected
+    assert rel_l2(logits, expected_logits) <= TOLERANCE
+    kernels = [compiled.program["kernels"][k]["name"] for k, _, _ in compiled.program["dispatches"]]
+    assert kernels.count("attention_combine") == 2
+
+
 def _zero_caches(module):
     for name, buffer in module.named_buffers(recurse=False):
         if name.endswith("_cache"):

@@ -13,6 +13,8 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
                    permuted copy's layout
     product        (node, device) -> (batch, rows, cols, depth) when the GEMM kernels compute it
                    (split_k may split its K), else None
+    key_splits     (node, device) -> (slices, keys per slice) when passes/split_keys.py should split
+                   its keys over workgroups (decode attention), else None
     bias           node -> its bias viewed in the output's shape and the bias's factor, or None
     fold_sums      its kernel reads each input element about once and can read a split-K product's
                    partial sums in place (kernels/split_sum.py: fold_sums), so split_k may drop the
@@ -43,7 +45,7 @@ from kuma_build.errors import KumaError
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.graph import Node, Value, const
 from kuma_build.compiler.ir.sizes import max_value
-from kuma_build.compiler.kernels import attention, concat, conv, elementwise, gather, matmul, pool, resize, rows, scan, scatter, split_sum
+from kuma_build.compiler.kernels import attention, attention_decode, concat, conv, elementwise, gather, matmul, pool, resize, rows, scan, scatter, split_sum
 from kuma_build.compiler.kernels.wgsl import Kernel, node_dims
 
 
@@ -61,6 +63,7 @@ class OpRecord:
     epilogue: Callable[[Node], bool] = lambda node: False
     strided_output: bool = False
     product: Callable[[Node, DeviceClass], tuple[int, int, int, int] | None] = lambda node, device: None
+    key_splits: Callable[[Node, DeviceClass], tuple[int, int] | None] = lambda node, device: None
     bias: Callable[[Node], tuple[Value, float] | None] = lambda node: None
     fold_sums: bool = False
     reads_any_layout: bool = False
@@ -143,7 +146,8 @@ def static_head_dims(node: Node) -> bool:
 
 def attention_flops(node: Node) -> int:
     keys = node.inputs[1].shape[-2]
-    return 2 * prod(node.output.shape[:-1]) * keys * (node.inputs[0].shape[-1] + node.output.shape[-1])
+    shape = node.attrs.get("rows_shape", node.output.shape)  # its output before passes/split_keys.py
+    return 2 * prod(shape[:-1]) * keys * (node.inputs[0].shape[-1] + node.output.shape[-1])
 
 
 def pool_flops(node: Node) -> int:
@@ -161,7 +165,10 @@ OPS: dict[str, OpRecord] = {
     "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True, fold_sums=True, dynamic=ANY),
     "reduce": OpRecord(rows.lower_reduce, dynamic=ANY),
     "softmax": OpRecord(rows.lower_softmax, dynamic=ANY),
-    "attention": OpRecord(attention.lower, attention_flops, strided_output=True, reads_any_layout=True, dynamic=static_head_dims),
+    "attention": OpRecord(attention_decode.lower_attention, attention_flops, strided_output=True, reads_any_layout=True,
+                          key_splits=attention_decode.split_choice, dynamic=static_head_dims),
+    # the slices of a decode attention whose keys passes/split_keys.py split over workgroups
+    "attention_combine": OpRecord(attention_decode.lower_combine, strided_output=True),
     "pool2d": OpRecord(pool.lower, pool_flops),
     "resize": OpRecord(resize.lower),
     "concat": OpRecord(concat.lower, dynamic=ANY),

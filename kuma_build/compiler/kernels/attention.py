@@ -11,8 +11,9 @@ split: every key they read from workgroup memory is a broadcast. Tiles have
 as many rows as still give each multiprocessor a workgroup (flash_rows): at
 batch 1 and 128 tokens, 12 heads make 96 workgroups of 16 rows, split 16 ways.
 
-Decoding (fewer than FLASH_MIN_ROWS query rows) and query rows too long for
-registers go a row per workgroup: the keys go by in tiles of one key per
+Decoding (fewer than FLASH_MIN_ROWS query rows) goes to attention_decode.py
+(the keys split over workgroups); query rows too long for registers go a row
+per workgroup: the keys go by in tiles of one key per
 thread; each thread scores its key into workgroup memory, then every thread
 folds the tile into the row's online softmax (running max, running sum) and
 into the value columns it owns (column li, li + size, ...). Its query row is
@@ -55,11 +56,8 @@ def lower(node, device):
     b = Bindings(node)
     out = node.output
     *batch, length, value_dim = out.shape
-    head_dim = node.inputs[0].shape[-1]
     rows = prod(batch) * length
-    # the tiled kernel is for static sizes; with a dim, the row kernels below read sizes from the uniform
-    static = not any_sym([*node.output.shape, *(size for v in node.inputs for size in v.shape)])
-    if static and not device.thread_rows and length >= FLASH_MIN_ROWS and head_dim <= FLASH_MAX_DIM:
+    if uses_flash(node, device):
         return flash(node, device, b)
     row_lines, row_index = unravel("row", out.shape[:-1], "r")
     batch_index, i = row_index[:-1], row_index[-1]
@@ -69,6 +67,18 @@ def lower(node, device):
     if node.attrs["causal"]:
         score.append(f"s = select(s, {f32(float('-inf'))}, j > {i});")
     return workgroup_per_row(node, device, b, rows, row_lines, batch_index, i, score)
+
+
+def is_static(node) -> bool:
+    """No size of the node is set by a dim: the tiled and the split-key kernels are for those; with a
+    dim, the row kernels here read the sizes from the uniform."""
+    return not any_sym([*node.output.shape, *(size for v in node.inputs for size in v.shape)])
+
+
+def uses_flash(node, device) -> bool:
+    """Whether the "gpu" class's tiled kernel takes the node (else attention_decode.py, or a row per workgroup)."""
+    return (not device.thread_rows and is_static(node) and node.output.shape[-2] >= FLASH_MIN_ROWS
+            and node.inputs[0].shape[-1] <= FLASH_MAX_DIM)
 
 
 def score_lines(node, b, batch_index, i: str, j: str, qk: str, s: str) -> list[str]:

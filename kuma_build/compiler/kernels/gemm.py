@@ -43,6 +43,9 @@ STEP, SIDE = 16, 16  # K per stage; threads per workgroup side (16 x 16 = 256)
 STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in a thread's FMAs
 MIN_SPLIT_STEPS = 4  # K steps each slice keeps at least
 THIN = 8  # at most this many rows or columns: the thin kernel
+THIN_LANES = (4, 8, 16, 32)  # wide elements a thin workgroup may take when they are neighbours in memory (thin_lanes)
+THIN_K_LANES = (2, 4, 8)  # the same when their k are (a linear layer's weight)
+THIN_UNROLL = STEP  # k a thin kernel's thread loads before using any (with f16 weights: one f16 step)
 
 
 @dataclass
@@ -279,34 +282,48 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     return code, (ceil_div_count(g.cols, tn), ceil_div_count(g.rows, tm), ceil_div_count(g.batch * g.splits, 1))
 
 
+def thin_lanes(device: DeviceClass, wide: int, fast: bool) -> int:
+    """Wide elements per workgroup of the thin kernel: the most of the options that still make
+    device.parallel workgroups, else the fewest; never past the wide side. When the wide elements
+    are neighbours in memory (fast) at least 4 (16 bytes of a row of B per k: the two workgroups
+    sharing a 32-byte sector read it from L2, which keeps the whole weight of a decode step's
+    product), else (a linear layer's [N, K] weight: each wide element's k are neighbours) as few
+    as 2, the rest of the 256 threads splitting K."""
+    options = THIN_LANES if fast else THIN_K_LANES
+    fits = [lanes for lanes in options if ceil(wide / lanes) >= device.parallel]
+    return min(max(fits, default=options[0]), 1 << (wide - 1).bit_length())
+
+
 def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     """Threads own elements of the wide side (columns, or rows when there are fewer columns), split K
-    and go through the narrow side; neighbouring threads read neighbouring memory where they can."""
+    and go through the narrow side; neighbouring threads read neighbouring memory where they can.
+    A single-row product (decoding) is a stream of B through memory: each workgroup takes few
+    columns (thin_lanes), so there are many workgroups, and each thread loads THIN_UNROLL of its k
+    before using any, so many loads are in flight."""
     size = SIDE * SIDE
     _, rows, cols, _ = g.largest
     if cols < rows:  # threads own rows w, go through the columns
         wide, narrow, fast = g.rows, g.cols, not g.a_k_contiguous
-        load_wide, load_narrow = "gemm_a(batch, w, k)", lambda n: f"gemm_b(batch, k, {n}u)"
+        load_wide, load_narrow = lambda k: f"gemm_a(batch, w, {k})", lambda n, k: f"gemm_b(batch, {k}, {n}u)"
         at = lambda n: f"w, {n}u"
     else:  # a dynamic row count is unrolled to its bound; gemm_a and gemm_put check each row
         wide, narrow, fast = g.cols, rows, g.cols_contiguous
-        load_wide, load_narrow = "gemm_b(batch, k, w)", lambda n: f"gemm_a(batch, {n}u, k)"
+        load_wide, load_narrow = lambda k: f"gemm_b(batch, {k}, w)", lambda n, k: f"gemm_a(batch, {n}u, {k})"
         at = lambda n: f"{n}u, w"
-    lanes = min(32, 1 << (max_value(wide) - 1).bit_length()) if fast else 8  # wide elements per workgroup
+    lanes = thin_lanes(g.device, max_value(wide), fast)  # wide elements per workgroup
     split = size // lanes
     slot = [f"let lane = li % {lanes}u;", f"let s = li / {lanes}u;"] if fast else [f"let lane = li / {split}u;", f"let s = li % {split}u;"]
     sums = "part" if g.half else "acc"  # what a k adds to
-    accumulate, finish = [f"let vw = {g.convert(load_wide)};"], []
+    k_at = [f"k + {u * split}u" for u in range(THIN_UNROLL)]  # the thread's k this iteration (past K: zeros)
+    accumulate = [f"let vw{u} = {g.convert(load_wide(k))};" for u, k in enumerate(k_at)]
+    accumulate += [f"{sums}{n} = fma({g.convert(load_narrow(n, k))}, vw{u}, {sums}{n});" for u, k in enumerate(k_at) for n in range(narrow)]
+    finish = []
     for n in range(narrow):
-        accumulate.append(f"{sums}{n} = fma({g.convert(load_narrow(n))}, vw, {sums}{n});")
         finish += block("", [f"let total = gemm_sum(acc{n}, s * {lanes}u + lane);",
                          f"if (s == 0u) {{ gemm_put(batch, batch, {at(n)}, total); }}"])
-    ks = loop("k", "s", u32(g.depth), split, accumulate)
-    if g.half:  # each STEP of the thread's k summed in f16, then added to the f32 sums
-        ks = loop("k0", "s", u32(g.depth), split * STEP, [
-            *[f"var part{n} = 0.0h;" for n in range(narrow)],
-            *loop("k", "k0", f"min(k0 + {split * STEP}u, {u32(g.depth)})", split, accumulate),
-            *[f"acc{n} += f32(part{n});" for n in range(narrow)]])
+    if g.half:  # each iteration's STEP products summed in f16, then added to the f32 sums
+        accumulate = [*[f"var part{n} = 0.0h;" for n in range(narrow)], *accumulate, *[f"acc{n} += f32(part{n});" for n in range(narrow)]]
+    ks = loop("k", "s", u32(g.depth), THIN_UNROLL * split, accumulate)
     code = functions(g) + workgroup_reduce("gemm_sum", "sum", "f32", size, lanes) + f"""
 
 @compute @workgroup_size({size})
