@@ -13,7 +13,7 @@
 //                              line (options: load()'s, e.g. { deviceClass: "gpu" }), one JSON reply
 //                              {ok, first, again, decodeMs, errors, adapter, deviceClass} per stdout line
 
-import { modelPage, serve, withTimeout } from "./run_model.mjs";
+import { inModelPage, serve } from "./run_model.mjs";
 
 // runs inside the page
 async function decodeInPage({ url, prompt, steps, prefill, options }) {
@@ -76,18 +76,8 @@ async function decodeInPage({ url, prompt, steps, prefill, options }) {
   }
 }
 
-async function decode(browser, server, { root, model, prompt, steps, prefill = false, options = {} }) {
-  const { context, page, problems, url } = await modelPage(browser, server, root, model);
-  try {
-    const result = await withTimeout(page.evaluate(decodeInPage, { url, prompt, steps, prefill, options }), `decoding with ${model}`);
-    problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
-    if (problems.length) throw new Error(problems.join("\n"));
-    delete result.gpuErrors;
-    return { ok: true, ...result };
-  } finally {
-    await context.close();
-  }
-}
+const decode = (browser, server, { prompt, steps, prefill = false, options = {}, ...where }) =>
+  inModelPage(browser, server, where, decodeInPage, { prompt, steps, prefill, options });
 
 serve(decode).catch((error) => {
   process.stderr.write(`decode: ${error.message}\n`);

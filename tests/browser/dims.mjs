@@ -10,17 +10,11 @@
 // errors: "Name: message" of each bad set's rejection (null if it ran); info: the module's and
 // the model's inputs and outputs specs.
 
-import { modelPage, serve, withTimeout } from "./run_model.mjs";
+import { inModelPage, serve } from "./run_model.mjs";
 
 // runs inside the page
 async function dimsInPage({ url, runs, bad, gpu }) {
-  const decode = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-  const encode = (bytes) => {
-    let text = "";
-    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    return btoa(text);
-  };
-  const arrays = { float32: Float32Array, int32: Int32Array };
+  const { decode, encode, arrays } = window.kumaCodec;
   const gpuErrors = [];
   const { load, inputs, outputs } = await import(url);
   const model = await load();
@@ -57,18 +51,7 @@ async function dimsInPage({ url, runs, bad, gpu }) {
   }
 }
 
-async function runDims(browser, server, { root, model, runs, bad = [], gpu = [] }) {
-  const { context, page, problems, url } = await modelPage(browser, server, root, model);
-  try {
-    const result = await withTimeout(page.evaluate(dimsInPage, { url, runs, bad, gpu }), `running ${model}`);
-    problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
-    if (problems.length) throw new Error(problems.join("\n"));
-    delete result.gpuErrors;
-    return { ok: true, ...result };
-  } finally {
-    await context.close();
-  }
-}
+const runDims = (browser, server, { runs, bad = [], gpu = [], ...where }) => inModelPage(browser, server, where, dimsInPage, { runs, bad, gpu });
 
 serve(runDims).catch((error) => {
   process.stderr.write(`dims: ${error.message}\n`);

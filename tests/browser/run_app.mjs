@@ -10,17 +10,11 @@
 // {outputs: {name: {dtype, data}}, requests: [paths requested]}; shapes are the caller's.
 
 import fs from "node:fs";
-import { start, withTimeout } from "./run_model.mjs";
+import { PAGE_CODEC, start, withTimeout } from "./run_model.mjs";
 
 // runs inside the page
 async function runApp(inputs) {
-  const decode = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-  const encode = (bytes) => {
-    let text = "";
-    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    return btoa(text);
-  };
-  const arrays = { float32: Float32Array, int32: Int32Array };
+  const { decode, encode, arrays } = window.kumaCodec;
   const feed = {};
   for (const [name, { dtype, data }] of Object.entries(inputs)) feed[name] = new arrays[dtype](decode(data).buffer);
   const result = await window.runModel(feed);
@@ -39,7 +33,9 @@ async function main([dist, inputsFile]) {
   const problems = [];
   const requests = [];
   try {
-    const page = await (await browser.newContext()).newPage();
+    const context = await browser.newContext();
+    await context.addInitScript({ content: PAGE_CODEC });
+    const page = await context.newPage();
     page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
     page.on("console", (message) => { if (message.type() === "error") problems.push(`console error: ${message.text()}`); });
     // (not "requestfailed": Chromium reports some fully read streamed bodies as aborted; a real

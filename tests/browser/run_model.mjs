@@ -68,13 +68,7 @@ function send(response, status, ext, body) {
 
 // runs inside the page
 async function runInPage({ url, inputs, options }) {
-  const decode = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-  const encode = (bytes) => {
-    let text = "";
-    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    return btoa(text);
-  };
-  const arrays = { float32: Float32Array, int32: Int32Array };
+  const { decode, encode, arrays } = window.kumaCodec;
   const progress = [];
   const gpuErrors = [];
   const started = performance.now();
@@ -103,11 +97,23 @@ async function runInPage({ url, inputs, options }) {
   }
 }
 
+// window.kumaCodec in a page: the tests' inputs and outputs travel as base64 of their bytes
+export const PAGE_CODEC = `
+window.kumaCodec = {
+  decode: (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)),
+  encode(bytes) {
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(text);
+  },
+  arrays: { float32: Float32Array, int32: Int32Array },
+};`;
+
 // a fresh page on the server that records page errors and console errors in `problems`,
-// and the URL of the model's index.js there; `init` scripts run before the page's own
+// and the URL of the model's index.js there; `init` scripts run before the page's own (after PAGE_CODEC)
 export async function modelPage(browser, server, root, model, init = []) {
   const context = await browser.newContext();
-  for (const content of init) await context.addInitScript({ content });
+  for (const content of [PAGE_CODEC, ...init]) await context.addInitScript({ content });
   const problems = [];
   const page = await context.newPage();
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
@@ -116,13 +122,14 @@ export async function modelPage(browser, server, root, model, init = []) {
   return { context, page, problems, url: `${server.mount(root)}/${encodeURIComponent(model)}/index.js` };
 }
 
-async function runModel(browser, server, { root, model, inputs, options = {} }) {
+// { ok: true, ...fn({ url, ...arg }) } evaluated in a fresh model page (modelPage); the page's
+// problems and the uncaptured WebGPU errors fn returns (gpuErrors) fail it; seen(result, url) may
+// add to the result before the page closes
+export async function inModelPage(browser, server, { root, model }, fn, arg, seen = () => {}) {
   const { context, page, problems, url } = await modelPage(browser, server, root, model);
-  const folder = url.slice(0, url.lastIndexOf("/") + 1);
-  const seen = server.requests.length;
   try {
-    const result = await page.evaluate(runInPage, { url, inputs, options });
-    result.fetched = server.requests.slice(seen).filter(([file]) => file.startsWith(folder)).map(([file]) => file.slice(folder.length));
+    const result = await withTimeout(page.evaluate(fn, { url, ...arg }), `running ${model}`);
+    seen(result, url);
     problems.push(...result.gpuErrors.map((m) => `uncaptured WebGPU error: ${m}`));
     if (problems.length) throw new Error(problems.join("\n"));
     delete result.gpuErrors;
@@ -133,6 +140,14 @@ async function runModel(browser, server, { root, model, inputs, options = {} }) 
   } finally {
     await context.close();
   }
+}
+
+async function runModel(browser, server, request) {
+  const before = server.requests.length;
+  return inModelPage(browser, server, request, runInPage, { inputs: request.inputs, options: request.options ?? {} }, (result, url) => {
+    const folder = url.slice(0, url.lastIndexOf("/") + 1);
+    result.fetched = server.requests.slice(before).filter(([file]) => file.startsWith(folder)).map(([file]) => file.slice(folder.length));
+  });
 }
 
 let serving = false;
