@@ -19,6 +19,11 @@
 // writes the values to the "dims" uniform buffer the kernels read (when they change), computes the
 // workgroup counts and reads the outputs back at their current lengths.
 
+// false in the runtime index.js ships for a model without dims: scripts/minify_runtime.mjs derives
+// runtime.static.min.js with it, where terser drops the code behind it (the dims uniform, inferring
+// dims, { size, per } counts, `when` ranges, sizes with terms; docs/benchmarks.md has the sizes)
+const DIMS = true;
+
 const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
 const USAGE_READBACK = 0x01 | 0x08; // MAP_READ | COPY_DST
 const USAGE_DIMS = 0x40 | 0x08; // UNIFORM | COPY_DST
@@ -40,13 +45,13 @@ class Transient extends Error {
 // what the model tells its caller about a tensor (TensorInfo in runtime.d.ts): not the buffer index;
 // a size that depends on dims as text ("seq", "2*seq + 1"), as jsmodule.size_text writes it in index.d.ts
 function tensorInfo(specs) {
-  const text = (s) => (typeof s === "object" ? s.map(([coef, ...names]) => (coef === 1 && names.length ? names : [coef, ...names]).join("*")).join(" + ").replaceAll("+ -", "- ") : s);
+  const text = (s) => (DIMS && typeof s === "object" ? s.map(([coef, ...names]) => (coef === 1 && names.length ? names : [coef, ...names]).join("*")).join(" + ").replaceAll("+ -", "- ") : s);
   return specs.map(({ name, shape, dtype }) => ({ name, shape: shape.map(text), dtype }));
 }
 
 // a size of the program at the dims' values: a number, a dim's name, or terms [coef, name, ...] summed
 function size(s, values) {
-  if (typeof s === "number") return s;
+  if (!DIMS || typeof s === "number") return s;
   if (typeof s === "string") return values[s];
   return s.reduce((sum, [coef, ...names]) => sum + names.reduce((p, n) => p * values[n], coef), 0);
 }
@@ -101,7 +106,7 @@ async function requestDevice(adapter, program, need) {
 // the limits the model needs, and for each what asks for it (to name it in an error)
 function neededLimits(program) {
   const largest = program.buffers.reduce((best, b, i) => (b.size > program.buffers[best].size ? i : best), 0);
-  const storage = (d) => d[1].filter((b) => program.buffers[b].kind !== "dims").length; // the dims buffer is a uniform
+  const storage = (d) => d[1].filter((b) => !(DIMS && program.buffers[b].kind === "dims")).length; // the dims buffer is a uniform
   const widest = program.dispatches.reduce((best, d, i) => (storage(d) > storage(program.dispatches[best]) ? i : best), 0);
   const size = Math.max(4, Math.ceil((program.buffers[largest]?.size ?? 4) / 4) * 4);
   const bindings = Math.max(1, program.dispatches[widest] ? storage(program.dispatches[widest]) : 1);
@@ -425,7 +430,7 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
   let scoped = false;
   try {
     checkLimits(program, need, device.limits, "this device");
-    const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage: b.kind === "dims" ? USAGE_DIMS : USAGE_STORAGE }));
+    const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage: DIMS && b.kind === "dims" ? USAGE_DIMS : USAGE_STORAGE }));
     made.push(...buffers);
     device.pushErrorScope("validation");
     scoped = true;
@@ -463,7 +468,7 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
     const dims = dimsWriter(program, device, buffers);
     if (options.warmup ?? !software) {
       const encoder = device.createCommandEncoder();
-      const least = Object.fromEntries(Object.entries(program.ranges ?? {}).map(([name, range]) => [name, range.min]));
+      const least = !DIMS ? {} : Object.fromEntries(Object.entries(program.ranges ?? {}).map(([name, range]) => [name, range.min]));
       dims(least);
       encodePass(encoder, binds, least);
       device.queue.submit([encoder.finish()]);
@@ -486,8 +491,8 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
 function encodePass(encoder, binds, values) {
   const pass = encoder.beginComputePass();
   for (const { pipeline, bindGroup, groups, when = {} } of binds) {
-    const [x, y, z] = groups.map((g) => (g.per ? Math.ceil(size(g.size, values) / g.per) : g));
-    if (!x || Object.entries(when).some(([name, [low, high]]) => values[name] < low || values[name] > high)) continue;
+    const [x, y, z] = !DIMS ? groups : groups.map((g) => (g.per ? Math.ceil(size(g.size, values) / g.per) : g));
+    if (!x || (DIMS && Object.entries(when).some(([name, [low, high]]) => values[name] < low || values[name] > high))) continue;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);
@@ -497,6 +502,7 @@ function encodePass(encoder, binds, values) {
 
 // writes the dims' values to the dims uniform (one u32 each, in the class program's order) when they change
 function dimsWriter(program, device, buffers) {
+  if (!DIMS) return () => {};
   const buffer = buffers[program.buffers.findIndex((b) => b.kind === "dims")];
   let written = "";
   return (values) => {
@@ -535,6 +541,7 @@ function readIndices(program, options) {
 
 // " with seq = 5, ...": the values of the dims an input's shape names (for messages)
 function withDims(spec, values) {
+  if (!DIMS) return "";
   const known = spec.shape.filter((d) => typeof d === "string" && d in values).map((d) => `${d} = ${values[d]}`);
   return known.length ? ` with ${known.join(", ")}` : "";
 }
@@ -543,6 +550,7 @@ function withDims(spec, values) {
 // unknown dim (as config.py checks that every dim can be), a typed array before a GPUBuffer;
 // takeInputs then checks every length (a GPUBuffer may be longer, as for a model without dims)
 function inferDims(program, inputs) {
+  if (!DIMS) return {};
   const values = {};
   const ranges = program.ranges ?? {};
   // typed arrays first: a GPUBuffer (another run's output, planned for the maxima) may be longer than the input

@@ -1,17 +1,29 @@
 """The runtime as index.js ships it (jsmodule.shipped_runtime) is the template's code: the minified
-runtime.min.js is derived from the current runtime.js (scripts/minify_runtime.mjs), a stale one is
-never shipped, both forms parse and keep every message, and the browser tests run what ships."""
+runtime.min.js and runtime.static.min.js are derived from the current runtime.js
+(scripts/minify_runtime.mjs), a stale one is never shipped, every form parses and keeps every
+message, a model without dims ships the runtime without the dims code, and the browser tests run
+what ships."""
 
+import dataclasses
 import hashlib
 import re
 import shutil
 import subprocess
 
+import torch
+
 from kuma_build import TEMPLATES
+from kuma_build.compiler import compile_module
+from kuma_build.config import InputSpec
 from kuma_build.jsmodule import code_before_comment, shipped_runtime, stripped_runtime
+from kuma_build.outfolder import PROGRAM_START
+from support import model_config
 
 REPO = TEMPLATES.parent
-REGENERATE = "templates/runtime.js changed since templates/runtime.min.js was derived: run `node scripts/minify_runtime.mjs` (terser comes with `cd tests/browser && npm ci`) and commit runtime.min.js"
+REGENERATE = ("templates/runtime.js changed since templates/runtime.min.js and runtime.static.min.js were derived: run "
+              "`node scripts/minify_runtime.mjs` (terser comes with `cd tests/browser && npm ci`) and commit them")
+# what only the dims code reads: the dims uniform's buffer kind, the class program's dims, { size, per }
+DIMS_CODE = ['"dims"', ".dims", ".per"]
 
 
 def assert_parses(tmp_path, code):
@@ -22,33 +34,57 @@ def assert_parses(tmp_path, code):
 
 
 def test_the_minified_runtime_is_derived_from_the_current_template():
-    first = (TEMPLATES / "runtime.min.js").read_text().split("\n", 1)[0]
-    assert hashlib.sha256((TEMPLATES / "runtime.js").read_bytes()).hexdigest() in first, REGENERATE
+    for name in ("runtime.min.js", "runtime.static.min.js"):
+        first = (TEMPLATES / name).read_text().split("\n", 1)[0]
+        assert hashlib.sha256((TEMPLATES / "runtime.js").read_bytes()).hexdigest() in first, REGENERATE
     # and it is exactly what the script derives (not edited by hand)
     result = subprocess.run(["node", str(REPO / "scripts" / "minify_runtime.mjs"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr + result.stdout
 
 
 def test_the_shipped_runtime_is_the_minified_one_and_keeps_every_message(tmp_path):
-    shipped, template = shipped_runtime(), (TEMPLATES / "runtime.js").read_text()
-    assert_parses(tmp_path, shipped)
-    assert "\n" not in shipped.strip() and len(shipped) < 0.6 * len(template)
-    # every message a user may see is in it word for word (terser may only change the quotes)
+    template = (TEMPLATES / "runtime.js").read_text()
+    # every message a user may see is in both word for word, up to its first `${` (terser may only
+    # change the quotes)
     messages = re.findall(r'`(kuma: [^`$]*)', template) + re.findall(r'"(kuma: [^"]*)"', template)
     assert len(messages) > 20
-    for message in messages:
-        assert message in shipped, message
+    for shipped in (shipped_runtime(dims=True), shipped_runtime(dims=False)):
+        assert_parses(tmp_path, shipped)
+        assert "\n" not in shipped.strip() and len(shipped) < 0.6 * len(template)
+        for message in messages:
+            assert message in shipped, message
+    assert all(code in shipped_runtime(dims=True) and code not in shipped_runtime(dims=False) for code in DIMS_CODE)
+
+
+def test_a_model_without_dims_ships_the_runtime_without_the_dims_code(tmp_path):
+    """index.js as kuma build writes it, for one small model built with a fixed batch and with a dim."""
+    torch.manual_seed(0)
+    module = torch.nn.Linear(4, 3).eval()
+    static = model_config(module, (torch.randn(2, 4),), name="static")
+    dynamic = dataclasses.replace(static, name="dynamic", dims={"batch": (1, 8)}, inputs=[InputSpec("input", ("batch", 4), "float32")])
+    runtimes = {}
+    for config in (static, dynamic):
+        index = (compile_module(module, config).write(tmp_path) / "index.js").read_text()
+        runtimes[config.name] = index.split(f"const program = {PROGRAM_START}")[0]
+    assert runtimes["static"].endswith(shipped_runtime(dims=False) + "\n")
+    assert runtimes["dynamic"].endswith(shipped_runtime(dims=True) + "\n")
+    for code in DIMS_CODE:
+        assert code not in runtimes["static"] and code in runtimes["dynamic"], code
 
 
 def test_a_stale_minified_runtime_is_never_shipped(tmp_path):
-    for name in ("runtime.js", "runtime.min.js"):
+    for name in ("runtime.js", "runtime.min.js", "runtime.static.min.js"):
         shutil.copy(TEMPLATES / name, tmp_path / name)
-    assert shipped_runtime(tmp_path) == shipped_runtime()
+    for dims in (True, False):
+        assert shipped_runtime(tmp_path, dims) == shipped_runtime(dims=dims)
     edited = (TEMPLATES / "runtime.js").read_text().replace("const CONCURRENCY = ", "const CONCURRENCY = 1 + ")
     (tmp_path / "runtime.js").write_text(edited)
-    assert shipped_runtime(tmp_path) == stripped_runtime(edited) and "CONCURRENCY = 1 + " in shipped_runtime(tmp_path)
+    for dims in (True, False):  # the whole runtime, which runs a model without dims too
+        assert shipped_runtime(tmp_path, dims) == stripped_runtime(edited) and "CONCURRENCY = 1 + " in shipped_runtime(tmp_path, dims)
     (tmp_path / "runtime.min.js").unlink()
-    assert shipped_runtime(tmp_path) == stripped_runtime(edited)
+    (tmp_path / "runtime.static.min.js").unlink()
+    for dims in (True, False):
+        assert shipped_runtime(tmp_path, dims) == stripped_runtime(edited)
 
 
 def test_the_stripped_runtime_parses_and_is_smaller(tmp_path):
