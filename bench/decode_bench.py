@@ -13,7 +13,7 @@ eager stepping the same module, whose own step time on this machine's CPU is sho
 Prints a Markdown table.
 Not part of the test suite; uses tests/browser's playwright-core (cd tests/browser && npm ci).
 
-    .venv/bin/python bench/decode_bench.py [--steps 100] [--models test small site site-static]
+    .venv/bin/python bench/decode_bench.py [--steps 100] [--models test small site site-static] [--site-prompt TEXT]
 """
 
 import argparse
@@ -42,7 +42,7 @@ from kuma_build.config import InputSpec  # noqa: E402
 from support import model_config  # noqa: E402
 
 PROMPT = [5, 9, 2, 33, 17]
-SITE_PROMPT = list(b"Return the ")
+SITE_PROMPT = "Return the "  # the page's default prompt; --site-prompt sets another
 
 
 def random_llama(steps: int, **sizes):
@@ -51,17 +51,18 @@ def random_llama(steps: int, **sizes):
     return Llama(**sizes, context=len(PROMPT) + steps).eval(), PROMPT
 
 
-def site_lm(steps: int):
-    """The example site's text generator with its trained weights, and SITE_PROMPT; its context is fixed at 256."""
+def site_lm(steps: int, text: str = SITE_PROMPT):
+    """The example site's text generator with its trained weights, and text's bytes; its context is fixed at 256."""
     spec = importlib.util.spec_from_file_location("site_lm", REPO / "example-site" / "models" / "lm.py")
     source = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # registered: kuma reads its source
     spec.loader.exec_module(source)
     module = source.build_model().eval()
     module.load_state_dict(load_file(REPO / "example-site" / "weights" / "lm.safetensors"))
     assert source.CONTEXT == SITE_CONTEXT, "update SITE_CONTEXT to models/lm.py's CONTEXT"
-    if len(SITE_PROMPT) + steps > source.CONTEXT:
-        raise SystemExit(f"the example site's LM holds {source.CONTEXT} positions: use --steps {source.CONTEXT - len(SITE_PROMPT)} or fewer")
-    return module, SITE_PROMPT
+    prompt = list(text.encode())
+    if len(prompt) + steps > source.CONTEXT:
+        raise SystemExit(f"the example site's LM holds {source.CONTEXT} positions: use --steps {source.CONTEXT - len(prompt)} or fewer")
+    return module, prompt
 
 
 # --models name -> (row label, a function of steps that returns (module, prompt tokens), the seq
@@ -94,6 +95,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--site-prompt", default=SITE_PROMPT, help="the example site's LM's prompt (its bytes and --steps: at most 256)")
     args = parser.parse_args()
     rows = []
     browser = Browser("decode.mjs", "--serve")
@@ -101,7 +103,7 @@ def main():
         with tempfile.TemporaryDirectory() as out:
             for key in args.models:
                 name, build, seq_max = MODELS[key]
-                module, prompt = build(args.steps)
+                module, prompt = build(args.steps, args.site_prompt) if build is site_lm else build(args.steps)
                 reference = copy.deepcopy(module)
                 inputs = (torch.tensor([[3]]), torch.tensor([0]))
                 config = model_config(module, inputs, name=f"llama{len(rows)}")
@@ -126,7 +128,7 @@ def main():
     print(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; Chromium {browser.chromium}; "
           f"adapter {adapter['vendor']} {adapter['architecture']} {adapter['description']}".rstrip())
     print(f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
-    print(f"- a {len(PROMPT)}-token prompt ({len(SITE_PROMPT)} bytes for the example site's LM), then {args.steps - 1} "
+    print(f"- a {len(PROMPT)}-token prompt ({len(args.site_prompt.encode())} bytes for the example site's LM), then {args.steps - 1} "
           "greedy decode steps after the first generated token\n")
     print(f"| model | parameters | dispatches per step | prefill tokens/s | decode tokens/s | ms per step | PyTorch eager ms per step (CPU, {torch.get_num_threads()} threads) | tokens = PyTorch |")
     print("|---|---|---|---|---|---|---|---|")
