@@ -6,7 +6,8 @@ local folder) and headless Chromium with WebGPU, driven through tests/browser/dr
   script) and their right answers, and a digit drawn with the mouse gets the right answer.
 - the same build's second page, the text generator: a prompt typed into it (greedy, set by the URL)
   gets the bytes PyTorch eager's greedy decoding of models/lm.py gets (the prompt in one run, then
-  one byte per run), and so does a prompt longer than the cache (its last bytes).
+  one byte per run), and so does a prompt longer than the cache (its last bytes); sampling at a
+  temperature generates as many bytes.
 - `vite` dev server, on a copy of the site: saving models/classifier.py with a new head changes the
   page's output without a manual reload; a syntax error shows in Vite's error overlay with file and
   line; fixing it brings the model back.
@@ -152,6 +153,12 @@ def test_generator_page_writes_what_pytorch_writes(dist, page):
         assert reply["generated"] == source.greedy(model, kept.encode(), GENERATED).decode(), len(prompt)
         assert "tokens/s" in reply["speed"], reply["speed"]
         assert not reply["problems"], reply["problems"]
+
+    # sampling reads the prefill's logits (one row per prompt position) and draws from the last row
+    command(page, {"open": str(dist), "page": f"generate.html?temperature=1&tokens={GENERATED}"})
+    reply = command(page, {"prompt": PROMPT})
+    assert f"Generated: {GENERATED} bytes at" in reply["speed"], reply["speed"]
+    assert not reply["problems"], reply["problems"]
 
 
 @pytest.fixture
