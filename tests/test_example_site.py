@@ -5,7 +5,9 @@ local folder) and headless Chromium with WebGPU, driven through tests/browser/dr
   held-out handwritten digits (example-site/train/heldout_digits.safetensors, written by the training
   script) and their right answers, and a digit drawn with the mouse gets the right answer.
 - the same build's second page, the text generator: a prompt typed into it (greedy, set by the URL)
-  gets the bytes PyTorch eager's greedy decoding of models/lm.py gets.
+  gets the bytes PyTorch eager's greedy decoding of models/lm.py gets (the prompt in one run, then
+  one byte per run), and so does a prompt longer than the cache (its last bytes); sampling at a
+  temperature generates as many bytes.
 - `vite` dev server, on a copy of the site: saving models/classifier.py with a new head changes the
   page's output without a manual reload; a syntax error shows in Vite's error overlay with file and
   line; fixing it brings the model back.
@@ -143,11 +145,19 @@ def test_generator_page_writes_what_pytorch_writes(dist, page):
     assert command(page, {"text": "nav a"})["text"] == "Write a docstring"  # the first page links to it
 
     command(page, {"open": str(dist), "page": f"generate.html?temperature=0&tokens={GENERATED}"})
-    reply = command(page, {"prompt": PROMPT})
     source, model = site_model(SITE, "lm")
-    expected = source.greedy(model, PROMPT.encode(), GENERATED).decode()
-    assert reply["generated"] == expected
-    assert "tokens/s" in reply["speed"], reply["speed"]
+    # a prompt longer than the cache: the page keeps the last bytes that leave room for the generated
+    long_prompt = " ".join(source.__doc__.split())[:source.CONTEXT + 20]
+    for prompt, kept in [(PROMPT, PROMPT), (long_prompt, long_prompt[-(source.CONTEXT - GENERATED):])]:
+        reply = command(page, {"prompt": prompt})
+        assert reply["generated"] == source.greedy(model, kept.encode(), GENERATED).decode(), len(prompt)
+        assert "tokens/s" in reply["speed"], reply["speed"]
+        assert not reply["problems"], reply["problems"]
+
+    # sampling reads the prefill's logits (one row per prompt position) and draws from the last row
+    command(page, {"open": str(dist), "page": f"generate.html?temperature=1&tokens={GENERATED}"})
+    reply = command(page, {"prompt": PROMPT})
+    assert f"Generated: {GENERATED} bytes at" in reply["speed"], reply["speed"]
     assert not reply["problems"], reply["problems"]
 
 

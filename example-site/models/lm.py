@@ -3,10 +3,12 @@ rotary embeddings, grouped-query attention, SwiGLU), trained on the Python stand
 docstrings by train/train_lm.py.
 
 Two ways through the same weights:
-- forward(token, pos), the step model kuma builds: one byte and its position in, the greedy next
-  byte and the logits out. The keys and values of the positions seen so far live in a static KV
-  cache in registered buffers, written in place with index_copy_, so kuma keeps them on the GPU
-  between runs; the page feeds the prompt one byte per run and then its own output.
+- forward(token, pos), the step model kuma builds: seq bytes and their positions in (kuma.toml's
+  `seq` dim), the greedy next byte after each and the logits out. The keys and values of the
+  positions seen so far live in a static KV cache in registered buffers, written in place with
+  index_copy_, so kuma keeps them on the GPU between runs; attention reads the cache under a
+  causal mask (each position sees the positions up to its own). The page feeds the whole prompt
+  in one run (prefill) and then its own output one byte per run (decode).
 - sequence(tokens), for training: the logits at every position of whole sequences at once, with
   causal attention and no cache.
 """
@@ -52,7 +54,7 @@ class Block(nn.Module):
         self.register_buffer("v_cache", torch.zeros(1, kv_heads, context, self.head_dim), persistent=False)
 
     def forward(self, x, cos, sin, pos=None, mask=None):
-        """x [b, t, dim]. With pos (decoding): the new keys and values go into the cache at pos and
+        """x [b, t, dim]. With pos [t] (the step model): the new keys and values go into the cache at pos and
         attention reads the cache under mask. Without (training): causal attention over x itself."""
         b, t, _ = x.shape
         h = self.norm1(x)
@@ -87,10 +89,13 @@ class ByteLM(nn.Module):
         self.context = context
 
     def forward(self, token, pos):
-        """token [1, 1] (a byte), pos [1]: the greedy next byte [1, 1] and the logits [1, 1, 256]."""
+        """token [1, seq] (bytes), pos [seq] (their positions, ascending): the greedy next byte after
+        each [1, seq] and the logits [1, seq, 256]."""
         x = self.embed(token)
         cos, sin = self.cos[pos], self.sin[pos]
-        mask = torch.arange(self.context) <= pos[:, None]  # the positions written so far
+        # [seq, context]: each position reads the cache up to itself (causal within a prefill run;
+        # rows after it are stale or zero after reset)
+        mask = torch.arange(self.context) <= pos[:, None]
         for block in self.blocks:
             x = block(x, cos, sin, pos, mask)
         logits = self.head(self.norm(x))
@@ -110,15 +115,14 @@ def build_model():
 
 
 def greedy(model: ByteLM, prompt: bytes, steps: int) -> bytes:
-    """PyTorch eager's greedy decoding as the page does it: reset the cache, feed the prompt one byte
-    per forward() step, then each step's next byte, for steps bytes."""
+    """PyTorch eager's greedy decoding as the page does it: reset the cache, feed the whole prompt in
+    one forward() step (prefill), then each step's next byte, for steps bytes."""
     for block in model.blocks:
         block.k_cache.zero_(), block.v_cache.zero_()
-    out = []
     with torch.no_grad():
-        for pos in range(len(prompt) + steps - 1):
-            token = prompt[pos] if pos < len(prompt) else out[-1]
-            next_token, _ = model(torch.tensor([[token]]), torch.tensor([pos]))
-            if pos >= len(prompt) - 1:
-                out.append(int(next_token))
+        next_token, _ = model(torch.tensor([list(prompt)]), torch.arange(len(prompt)))
+        out = [int(next_token[0, -1])]
+        for pos in range(len(prompt), len(prompt) + steps - 1):
+            next_token, _ = model(torch.tensor([[out[-1]]]), torch.tensor([pos]))
+            out.append(int(next_token))
     return bytes(out)

@@ -11,7 +11,9 @@
 //
 //   node decode.mjs --serve    one JSON request {root, model, prompt, steps, prefill?, options?} per stdin
 //                              line (options: load()'s, e.g. { deviceClass: "gpu" }), one JSON reply
-//                              {ok, first, again, decodeMs, errors, adapter, deviceClass} per stdout line
+//                              {ok, first, again, prefillMs, decodeMs, errors, adapter, deviceClass} per
+//                              stdout line (prefillMs: the second generation's prompt runs called until
+//                              the first token is read back)
 
 import { inModelPage, serve } from "./run_model.mjs";
 
@@ -25,6 +27,7 @@ async function decodeInPage({ url, prompt, steps, prefill, options }) {
   // queued: the prompt's runs are all called at once, and resolve in order
   async function generate(queued) {
     const read = { read: [tokenName] };
+    const prefillStarted = performance.now();
     const prompted = [];
     if (prefill) prompted.push(model.run({ token: Int32Array.from(prompt), pos: Int32Array.from(prompt.keys()) }, read));
     for (let pos = 0; pos < prompt.length && !prefill; pos++) {
@@ -32,6 +35,7 @@ async function decodeInPage({ url, prompt, steps, prefill, options }) {
       prompted.push(queued ? run : await run);
     }
     const tokens = [(await prompted.at(-1))[tokenName].at(-1)];
+    const prefillMs = performance.now() - prefillStarted;
     let decodeMs = 0;
     for (let pos = prompt.length; pos < prompt.length + steps - 1; pos++) {
       const started = performance.now();
@@ -41,7 +45,7 @@ async function decodeInPage({ url, prompt, steps, prefill, options }) {
       if (Object.keys(out).length !== 1) throw new Error(`run read back ${Object.keys(out)}, not only ${tokenName}`);
       tokens.push(out[tokenName][0]);
     }
-    return { tokens, decodeMs };
+    return { tokens, prefillMs, decodeMs };
   }
   // each misuse of the API, and the error it gives (null: none)
   async function misuses() {
@@ -69,7 +73,7 @@ async function decodeInPage({ url, prompt, steps, prefill, options }) {
     const again = await generate(true);
     const errors = await misuses();
     const info = model.device.adapterInfo;
-    return { first: first.tokens, again: again.tokens, decodeMs: again.decodeMs, errors, gpuErrors, deviceClass: model.deviceClass,
+    return { first: first.tokens, again: again.tokens, prefillMs: again.prefillMs, decodeMs: again.decodeMs, errors, gpuErrors, deviceClass: model.deviceClass,
       adapter: { vendor: info.vendor, architecture: info.architecture, description: info.description } };
   } finally {
     model.dispose();
