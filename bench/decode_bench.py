@@ -13,7 +13,7 @@ eager stepping the same module, whose own step time on this machine's CPU is sho
 Prints a Markdown table.
 Not part of the test suite; uses tests/browser's playwright-core (cd tests/browser && npm ci).
 
-    .venv/bin/python bench/decode_bench.py [--steps 100] [--models test small site site-static] [--site-prompt TEXT]
+    .venv/bin/python bench/decode_bench.py [--steps 100] [--models test small site site-static gpt2-size qwen-0.5b] [--site-prompt TEXT]
 """
 
 import argparse
@@ -51,6 +51,19 @@ def random_llama(steps: int, **sizes):
     return Llama(**sizes, context=len(PROMPT) + steps).eval(), PROMPT
 
 
+def gpu_machine_model(name: str, steps: int):
+    """A model of the GPU machine's decode benchmark (bench/gpu/dawn/decode.py: the same module, the
+    same seeded weights, its context), and PROMPT."""
+    return gpu_machine_benchmark().build(name, small=False), PROMPT
+
+
+def gpu_machine_benchmark():
+    spec = importlib.util.spec_from_file_location("dawn_decode", REPO / "bench" / "gpu" / "dawn" / "decode.py")
+    source = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(source)
+    return source
+
+
 def site_lm(steps: int, text: str = SITE_PROMPT):
     """The example site's text generator with its trained weights, and text's bytes; its context is fixed at 256."""
     spec = importlib.util.spec_from_file_location("site_lm", REPO / "example-site" / "models" / "lm.py")
@@ -73,7 +86,11 @@ MODELS = {
     "small": ("small (4 layers, dim 256)", partial(random_llama, vocab=256, dim=256, layers=4, heads=8, kv_heads=2, hidden=688), None),
     "site": ("example site's LM (4 layers, dim 96, trained), seq dim: prompt in one run", site_lm, SITE_CONTEXT),
     "site-static": ("example site's LM, static: prompt a byte per run", site_lm, None),
+    # the GPU machine's sizes (docs/benchmarks.md, "Decode on the GPU machine"): minutes each on SwiftShader
+    "gpt2-size": ("GPT-2-small-sized (12 layers, dim 768, tied head, context 1024)", partial(gpu_machine_model, "gpt2-size"), None),
+    "qwen-0.5b": ("Qwen2.5-0.5B-sized (24 layers, dim 896, f16 weights, context 1024)", partial(gpu_machine_model, "qwen-0.5b"), None),
 }
+PRECISION = {"qwen-0.5b": "f16"}  # as the GPU machine's benchmark builds it
 
 
 def eager_tokens(module, prompt: list[int], steps: int) -> tuple[list[int], float]:
@@ -94,7 +111,7 @@ def eager_tokens(module, prompt: list[int], steps: int) -> tuple[list[int], floa
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=[m for m in MODELS if m not in ("gpt2-size", "qwen-0.5b")])
     parser.add_argument("--site-prompt", default=SITE_PROMPT, help="the example site's LM's prompt (its bytes and --steps: at most 256)")
     args = parser.parse_args()
     rows = []
@@ -104,9 +121,11 @@ def main():
             for key in args.models:
                 name, build, seq_max = MODELS[key]
                 module, prompt = build(args.steps, args.site_prompt) if build is site_lm else build(args.steps)
-                reference = copy.deepcopy(module)
+                precision = PRECISION.get(key, "f32")
+                # the reference computes what Kuma does: with f16 weights, fp32 on the weights rounded to f16
+                reference = gpu_machine_benchmark().f16_rounded(module, precision) if precision != "f32" else copy.deepcopy(module)
                 inputs = (torch.tensor([[3]]), torch.tensor([0]))
-                config = model_config(module, inputs, name=f"llama{len(rows)}")
+                config = dataclasses.replace(model_config(module, inputs, name=f"llama{len(rows)}"), precision=precision)
                 if seq_max:  # as example-site/kuma.toml: token [1, "seq"], pos ["seq"]
                     config = dataclasses.replace(config, dims={"seq": (1, seq_max)},
                                                  inputs=[InputSpec("token", (1, "seq"), "int64"), InputSpec("pos", ("seq",), "int64")])
