@@ -402,14 +402,23 @@ def markdown(env: dict, rows: list[dict]) -> str:
         profile = r.get("profile") or {}
         if not profile.get("kernels"):
             continue
-        total = profile["dispatchSumMs"] * 1e3
         lines += ["", f"{r['model']}: Dawn profile, one pass {profile['passMs']:.3f} ms, back to back {profile['backToBackMs']:.3f} ms, "
                       f"{r.get('dispatches')} dispatches each in a pass of its own {profile['dispatchSumMs']:.3f} ms:", "",
-                  "| kernel | calls | µs | share | GFLOP/s | GB/s |", "|---|--:|--:|--:|--:|--:|"]
-        rate = lambda k, key: f"{k[key]:,.0f}" if k.get(key) is not None else "–"
-        for k in profile["kernels"][:6]:
-            lines.append(f"| {k['name']} | {k['calls']} | {k['us']:.1f} | {k['us'] / total:.0%} | {rate(k, 'gflops')} | {rate(k, 'gbps')} |")
+                  *kernel_table(profile)]
     return "\n".join(lines) + "\n"
+
+
+def kernel_table(profile: dict, flops: bool = True) -> list[str]:
+    """The profile's top kernels (each dispatch in a pass of its own) as Markdown table lines; the
+    decode benchmark (decode.py) leaves out GFLOP/s."""
+    total = profile["dispatchSumMs"] * 1e3
+    rate = lambda k, key: f"{k[key]:,.0f}" if k.get(key) is not None else "–"
+    head = ["kernel", "calls", "µs", "share", *(["GFLOP/s"] if flops else []), "GB/s"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "--:|" * (len(head) - 1)]
+    for k in profile["kernels"][:6]:
+        cells = [k["name"], str(k["calls"]), f"{k['us']:.1f}", f"{k['us'] / total:.0%}", *([rate(k, "gflops")] if flops else []), rate(k, "gbps")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

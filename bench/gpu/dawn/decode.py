@@ -421,12 +421,9 @@ def markdown(env: dict, rows: list[dict]) -> str:
         profile = r.get("profile") or {}
         if not profile.get("kernels"):
             continue
-        total = profile["dispatchSumMs"] * 1e3
         lines += ["", f"{r['model']}: one step on Dawn, one pass {profile['passMs']:.3f} ms, back to back {profile['backToBackMs']:.3f} ms; "
                       f"KV cache {r.get('cache_bytes', 0) / 1e6:,.3g} MB (attention reads all of it); top kernels, each dispatch in a pass of its own:", "",
-                  "| kernel | calls | µs | share | GB/s |", "|---|--:|--:|--:|--:|"]
-        for k in profile["kernels"][:6]:
-            lines.append(f"| {k['name']} | {k['calls']} | {k['us']:.1f} | {k['us'] / total:.0%} | {num(k.get('gbps'), ',.0f')} |")
+                  *bench.kernel_table(profile, flops=False)]
     return "\n".join(lines) + "\n"
 
 
