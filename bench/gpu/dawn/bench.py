@@ -210,7 +210,11 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--precision", choices=["f32", "f16"], default="f32", help="Kuma's weight storage (f16: half the bytes, f16 math on shader-f16 adapters)")
     parser.add_argument("--runs", type=int, help="timed runs per engine (default 50; 5 with --small)")
+    parser.add_argument("--dawn-toggles", default="", help="more Dawn toggles to enable, comma-separated (vulkan_enable_f16_on_nvidia: "
+                        "shader-f16 on NVIDIA's Vulkan driver, which Dawn blocks by default; adapters.mjs lists what each offers)")
     options = parser.parse_args()
+    if options.dawn_toggles:  # one enable flag: a second would replace the first
+        DAWN_FLAGS[1] += "," + options.dawn_toggles
     small = options.small
     runs = options.runs or (5 if small else 50)
     options.timing = {"warmup": 2 if small else 10, "minRuns": runs, "budgetMs": 500 if small else 2000}
@@ -226,7 +230,7 @@ def main() -> int:
     work = options.work or options.out.parent / (options.out.name + "-work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    env = {**environment(options), "precision": options.precision}
+    env = {**environment(options), "precision": options.precision, "dawnFlags": DAWN_FLAGS}
     say(json.dumps(env))
 
     # prepare, in parallel (CPU only: the workers never touch CUDA)
