@@ -83,6 +83,15 @@ class RightMatmul(nn.Module):  # x @ w: the channel is w's last dim (stride 1)
         return x @ self.weight
 
 
+class WideMatmul(nn.Module):  # x @ w on the tiled kernel with 32-column tiles (pairs of f16 columns per fetch)
+    def __init__(self, k, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(k, n))
+
+    def forward(self, x):
+        return x @ self.weight
+
+
 class Embedding(nn.Module):  # per-row scales of a gathered table
     def __init__(self):
         super().__init__()
@@ -97,12 +106,16 @@ LAYERS = {  # module, inputs, {weight: its output-channel dim}, target
     "right_matmul": (RightMatmul, lambda: [torch.randn(6, 33)], {"weight": 1}, "cpu"),  # thin gemm
     "long_linear": (lambda: nn.Linear(4608, 24), lambda: [torch.randn(40, 4608)], {"weight": 0}, "gpu"),  # tiled, K = 4608
     "gpu_thin_linear": (lambda: nn.Linear(301, 70), lambda: [torch.randn(1, 301)], {"weight": 0}, "gpu"),  # a decode step's
+    # tiled, 16 x 32 tiles: B's f16 words fetched whole (gemm.py, pairs) when the rows start on words
+    "gpu_pair_linear": (lambda: nn.Linear(45, 258), lambda: [torch.randn(256, 45)], {"weight": 0}, "gpu"),
+    "gpu_pair_matmul": (lambda: WideMatmul(45, 258), lambda: [torch.randn(256, 45)], {"weight": 1}, "gpu"),
+    "gpu_odd_matmul": (lambda: WideMatmul(43, 257), lambda: [torch.randn(256, 43)], {"weight": 1}, "gpu"),  # odd rows: per element
     "conv": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "cpu"),  # direct
     "conv_gemm": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "gpu"),
     "conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 3, stride=2), lambda: [torch.randn(1, 12, 5, 6)], {"weight": 1}, "cpu"),
     "embedding": (Embedding, lambda: [torch.randint(0, 101, (3, 7))], {"table.weight": 0}, "cpu"),
 }
-GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "conv_gemm"]
+GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul", "conv_gemm"]
 
 
 def compiled_layer(layer: str, precision: str):
@@ -145,6 +158,18 @@ def test_shader_f16_variant_multiplies_in_f16(layer):
     assert not tiled or re.search(r"var<workgroup>tile_a:array<(vec\d<)?f16", kernel["f16"])  # f16 staged tiles
     f16_math_out, f32_math_out = (run_compiled(compiled, config, inputs, native)[0] for native in (True, False))
     assert rel_l2(f16_math_out, f32_math_out) > 10 * TOLERANCE  # the device really rounds to f16
+
+
+@pytest.mark.parametrize("layer, pairs", [("gpu_pair_linear", True), ("gpu_pair_matmul", True), ("gpu_odd_matmul", False)])
+def test_tiled_kernel_fetches_f16_weight_words_whole(layer, pairs):
+    """Without shader-f16, the tiled kernel loads each word of two f16 columns once and unpacks it
+    when staging (docs/precision.md); the shader-f16 variant and f32 builds read elements."""
+    compiled = compiled_layer(layer, "f16")[0]
+    kernel = next(k for k in compiled.program["kernels"] if k["name"] == "matmul")
+    assert "var<workgroup>tile_b" in kernel["code"]
+    assert ("gemm_b_pair" in kernel["code"]) == pairs
+    assert "gemm_b_pair" not in kernel["f16"]
+    assert not any("gemm_b_pair" in k["code"] for k in compiled_layer(layer, "f32")[0].program["kernels"])
 
 
 @cache

@@ -6,6 +6,8 @@ into an f32 value.
 
   f16   2 bytes a value. Read as array<u32> + unpack2x16float (every device), or, in
         the kernel's shader-f16 variant, as a native array<f16>. The bytes are the same.
+        A kernel reading two neighbours i, i + 1 (i even) may load their word once
+        (pair_word) and unpack it where it uses them (pair_values): gemm.py's tiles.
         That variant of a matrix product also multiplies in f16 (kernels/gemm.py, `half`).
   int8  symmetric, one scale per output channel: scale = max|w| / 127, q = round(w / scale).
         The buffer holds the int8 values (4 a word), then one f32 scale per channel; the
@@ -74,3 +76,14 @@ def reader(buf, var: str, native_f16: bool = False) -> tuple[str, str]:
     return "u32", (f"{head}\n  let q = extractBits(bitcast<i32>({var}[i >> 2u]), (i & 3u) * 8u, 8u);\n"
                    f"  return f32(q) * bitcast<f32>({var}[{scales}u + {channel}]);\n}}")
 
+
+
+def pair_word(buf, var: str, offset: str) -> str | None:
+    """WGSL u32 holding elements offset and offset + 1 (offset even) of an f16 binding `var` read
+    as words (not the shader-f16 variant); None for other storage."""
+    return f"{var}[({offset}) >> 1u]" if buf.storage == "f16" and buf.pages == 1 else None
+
+
+def pair_values(word: str) -> str:
+    """The two f32 values (a vec2) of a pair_word."""
+    return f"unpack2x16float({word})"

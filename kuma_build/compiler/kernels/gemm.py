@@ -35,6 +35,7 @@ from math import ceil
 from typing import Callable
 
 from kuma_build.devices import DeviceClass
+from kuma_build.compiler import precision
 from kuma_build.compiler.ir.sizes import Sym, ceil_div_count, max_value, wgsl as u32
 from kuma_build.compiler.kernels.rows import workgroup_reduce
 from kuma_build.compiler.kernels.wgsl import block, indent
@@ -59,6 +60,7 @@ class Gemm:
     finish: Callable[[str, str, str, str], tuple[list[str], str]]  # (sum, b, r, c) -> (lines, value); `flat` is defined
     a_k_contiguous: bool = True   # A's neighbouring k are neighbours in memory
     cols_contiguous: bool = True  # B's neighbouring columns are neighbours in memory
+    load_b_pair: Callable[[str, str, str, str], list[str]] | None = None  # (var, b, k, c) -> lines assigning var a u32 holding B[k, c] and B[k, c + 1] (c even; precision.pair_word)
     splits: int = 1  # K in this many slices, each summed into its own partial output (passes/split_k.py)
     half: bool = False  # f16 products and per-step sums (needs `enable f16;`)
     rows_at_most: int = 0  # the most rows this kernel runs at (a dynamic product's variant for few rows); 0: max_value(rows)
@@ -131,6 +133,15 @@ def functions(g: Gemm) -> str:
     which keeps the shipped source small (drivers inline them)."""
     finish, value = g.finish("total", "batch", "r", "c")
     put = [f"let flat = (slot * {u32(g.rows)} + r) * {u32(g.cols)} + c;", *finish, f"out[flat] = {value};"]
+    pair = ""
+    if pairs(g):
+        pair = f"""
+fn gemm_b_pair(batch: u32, bk: u32, bn: u32) -> u32 {{
+  var vb = 0u;
+{indent(block(f"if (bk < {u32(g.depth)} && bn < {u32(g.cols)})", g.load_b_pair("vb", "batch", "bk", "bn")))}
+  return vb;
+}}
+"""
     return f"""
 fn gemm_a(batch: u32, am: u32, ak: u32) -> f32 {{
 {indent(stage("va", g.load_a("va", "batch", "am", "ak"), f"am < {u32(g.rows)} && ak < {u32(g.depth)}"))}
@@ -147,7 +158,14 @@ fn gemm_put(batch: u32, slot: u32, r: u32, c: u32, total: f32) {{
 {indent(put, 2)}
   }}
 }}
-"""
+{pair}"""
+
+
+def pairs(g: Gemm) -> bool:
+    """Whether the tiled kernel fetches B by words of two neighbouring columns (f16 weights read
+    as words): a thread's fetch register holds the word as loaded, and staging unpacks it, so each
+    word is loaded once and no conversion waits on a load before the step's products."""
+    return g.load_b_pair is not None and not g.half and not g.device.register_gemm and choose_tile(g)[1] * STEP // SIDE ** 2 % 2 == 0
 
 
 # Per-thread values are scalars with names fixed in the generator (acc_0_1, not acc[i][j] in a
@@ -213,11 +231,20 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
         a_m, a_k = f"(t / 4u) % {tm}u", f"t % 4u + 4u * (t / {4 * tm}u)"
     else:
         a_m, a_k = f"t % {tm}u", f"t / {tm}u"
+    fetch_b_line = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> {element} {{ return {g.convert(f'gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u)')}; }}"
+    stage_b_lines = [f"fn stage_b(t: u32, v: {element}) {{ {cols.write('tile_b', 't', 'v')} }}"]
+    fb_declare = [f"var fb{j} = {g.zero};" for j in range(fetch_b)]
+    if pairs(g):  # fetch j of a thread: B's elements 2t, 2t + 1 in one word (t: the thread's j-th pair)
+        fetch_b //= 2
+        fetch_b_line = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> u32 {{ return gemm_b_pair(batch, k0 + 2u * t / {tn}u, col0 + 2u * t % {tn}u); }}"
+        stage_b_lines = block("fn stage_b(t: u32, w: u32)", [f"let v = {precision.pair_values('w')};",
+                                                              cols.write("tile_b", "2u * t", "v.x"), cols.write("tile_b", "2u * t + 1u", "v.y")])
+        fb_declare = [f"var fb{j} = 0u;" for j in range(fetch_b)]
     staging = f"""
 fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> {element} {{ return {g.convert(f"gemm_a(batch, row0 + {a_m}, k0 + {a_k})")}; }}
-fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> {element} {{ return {g.convert(f"gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u)")}; }}
+{fetch_b_line}
 fn stage_a(t: u32, v: {element}) {{ {rows.write("tile_a", f"({a_k}) * {tm}u + {a_m}", "v")} }}
-fn stage_b(t: u32, v: {element}) {{ {cols.write("tile_b", "t", "v")} }}
+{indent(stage_b_lines, 0)}
 """
     threads = [f"li + {i * SIDE ** 2}u" for i in range(max(fetch_a, fetch_b))]
 
@@ -265,7 +292,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let k_end = min(k_begin + {g.span()}, {u32(g.depth)});
   let row0 = wg.y * {tm}u;
   let col0 = wg.x * {tn}u;
-{indent([f"var fa{i} = {g.zero};" for i in range(fetch_a)] + [f"var fb{j} = {g.zero};" for j in range(fetch_b)])}
+{indent([f"var fa{i} = {g.zero};" for i in range(fetch_a)] + fb_declare)}
 {indent(fetch("k_begin"))}
   for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
 {indent(stage_tiles, 2)}

@@ -47,6 +47,11 @@ def lower(node, device):
             value += f" + {bias}" if node.attrs["beta"] == 1.0 else f" + {f32(node.attrs['beta'])} * {bias}"
         return [f"let value = {value};", *writer.lines], stored
 
+    # neighbouring columns of an f16 weight share a word when every row starts on a word
+    # (even strides and offset): the tiled kernel then loads each word once (gemm.py, load_b_pair)
+    even = all(isinstance(x, int) and x % 2 == 0 for x in (*b_view.strides[:2], b_view.offset)) and b_view.strides[2] == 1
+    pair = (lambda var, bi, kk, c: [f"{var} = {b.pair(1, [bi, kk, c])};"]) if even and b.pair(1, ["0u"] * 3) else None
+
     gemm = Gemm(
         *gemm_shape(node),
         load_a=lambda var, bi, r, kk: [f"{var} = {b.load(0, at(bi, r) + [kk])};"],
@@ -54,6 +59,7 @@ def lower(node, device):
         finish=finish,
         a_k_contiguous=a_view.strides[2] == 1 or k == 1,
         cols_contiguous=b_view.strides[2] == 1 or n == 1,
+        load_b_pair=pair,
         splits=node.attrs.get("splits", 1),
         device=device,
     )

@@ -126,6 +126,13 @@ class Bindings:
             return f"page_{self.names[k]}({offset})"
         return f"{self.names[k]}[{offset}]"
 
+    def pair(self, k: int, index: list[str]) -> str | None:
+        """WGSL u32 holding input k's elements at `index` and the next one along its last dim, when
+        they share a stored word (precision.pair_word; the caller knows the offset is even), else None."""
+        if k in self.sums:
+            return None
+        return precision.pair_word(self.inputs[k].buffer, self.names[k], offset_expr(self.inputs[k], index))
+
     def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None) -> Kernel:
         """body_f16: the body of the shader-f16 variant when it differs (f16 arithmetic, gemm.py)."""
         if DIMS in self.buffers and "dims." not in body + (body_f16 or ""):
