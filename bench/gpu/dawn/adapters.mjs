@@ -36,9 +36,13 @@ fn main() {
 }`;
 }
 
+// f16 bits of values that f16 holds exactly (0 and quarter steps up to 1 here)
 function halves(values) {
-  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
-  return Uint16Array.from(values, (v) => { f[0] = v; const x = u[0]; return ((x >> 16) & 0x8000) | ((((x >> 23) & 0xff) - 112) << 10) | ((x >> 13) & 0x3ff); });
+  return Uint16Array.from(values, (v) => {
+    if (v === 0) return 0;
+    const exponent = Math.floor(Math.log2(Math.abs(v)));
+    return (v < 0 ? 0x8000 : 0) | ((exponent + 15) << 10) | Math.round((Math.abs(v) / 2 ** exponent - 1) * 1024);
+  });
 }
 function fromHalf(h) {
   const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;

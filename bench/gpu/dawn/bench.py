@@ -49,6 +49,7 @@ TOLERANCE = {"f32": 1e-4, "f16": 5e-3}
 # exact stamps for the profile; and shader-f16, which dawn.node offers only with allow_unsafe_apis
 # (Chrome offers it on this GPU without; a program asks for it only when it has f16 kernels)
 DAWN_FLAGS = ["disable-dawn-features=timestamp_quantization", "enable-dawn-features=allow_unsafe_apis"]
+ENGINES = ("kuma", "wgpu", "ort", "compile")  # beside PyTorch eager
 STARTED = time.monotonic()
 
 
@@ -65,7 +66,7 @@ def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
 
 # ---- prepare: one process per model ----
 
-def prepare(case_name: str, small: bool, work: str, precision: str = "f32") -> dict:
+def prepare(case_name: str, small: bool, work: str, precision: str = "f32", onnx: bool = True) -> dict:
     """Build, draw inputs, compile with Kuma, export ONNX. Runs in a worker process."""
     warnings.filterwarnings("ignore")
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 6))
@@ -91,6 +92,8 @@ def prepare(case_name: str, small: bool, work: str, precision: str = "f32") -> d
         done["kuma_compile_s"] = time.perf_counter() - started
     except Exception as e:
         done["errors"]["kuma"] = f"compile: {type(e).__name__}: {first_line(e)}"
+    if not onnx:
+        return done
     started = time.perf_counter()
     try:
         onnx_file = folder / f"{case.name}.onnx"
@@ -212,7 +215,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, help="timed runs per engine (default 50; 5 with --small)")
     parser.add_argument("--dawn-toggles", default="", help="more Dawn toggles to enable, comma-separated (vulkan_enable_f16_on_nvidia: "
                         "shader-f16 on NVIDIA's Vulkan driver, which Dawn blocks by default; adapters.mjs lists what each offers)")
+    parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {','.join(ENGINES)} (PyTorch eager always runs: "
+                        "it is the reference)")
     options = parser.parse_args()
+    engines = set(options.engines.split(","))
+    if not engines <= set(ENGINES):
+        parser.error(f"unknown engines {sorted(engines - set(ENGINES))}; from {', '.join(ENGINES)}")
     if options.dawn_toggles:  # one enable flag: a second would replace the first
         DAWN_FLAGS[1] += "," + options.dawn_toggles
     small = options.small
@@ -238,7 +246,7 @@ def main() -> int:
     rows = {n: {"model": n} for n in names}
     prepared = {}
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(prepare, n, small, str(work), options.precision): n for n in names}
+        futures = {pool.submit(prepare, n, small, str(work), options.precision, "ort" in engines): n for n in names}
         for future in concurrent.futures.as_completed(futures):
             name = futures[future]
             try:
@@ -281,14 +289,15 @@ def main() -> int:
         step(name, "torch", eager)
         if name not in expected:
             continue
-        if "kuma" in p:
+        if "kuma" in p and "kuma" in engines:
             step(name, "kuma", lambda: dawn_kuma(options, p, work, name, small))
+        if "kuma" in p and "wgpu" in engines:
             step(name, "wgpu", lambda: run_wgpu(p, expected[name], runs))
         if "onnx" in p:
             step(name, "ort", lambda: dawn_ort(options, p, work, name, small))
     probe = node_job(options, {"engine": "probe"}, work, "probe", 120) if not late() else {"ok": False, "error": "skipped"}
     env["dispatch_probe"] = probe
-    if not options.no_compile:
+    if not options.no_compile and "compile" in engines:
         for name in names:
             if name in expected:
                 step(name, "compile", lambda: run_compile(cases[name], prepared[name], expected[name], runs))
