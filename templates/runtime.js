@@ -11,10 +11,12 @@
 // network are stored in the cache after load() resolves, read back from the GPU one at a time, so
 // the cache's writes never compete with the downloads. A load that fails destroys what it made and
 // returns no model, so no run ever reads bytes that were not verified.
-// run: the inputs are checked and copied when run() is called; each run is one command encoder
-// with one compute pass, and the only CPU wait is the final read of the outputs asked for (the
-// others stay on the GPU, as outputBuffer(name)). State buffers (a KV cache forward() updates in
-// place) keep their contents from one run to the next; they are set at load and by reset().
+// run: the inputs are checked and copied when run() is called and written before the first
+// submit; the dispatches go to the GPU in a few command buffers of growing size as they are encoded
+// (SUBMIT_FIRST), the last with the copies of the outputs, and the only CPU wait is the final read
+// of the outputs asked for (the others stay on the GPU, as outputBuffer(name)). State buffers (a KV
+// cache forward() updates in place) keep their contents from one run to the next; they are set at
+// load and by reset().
 // dims (a model built for a range of sizes): run() infers each dim's value from the input lengths,
 // writes the values to the "dims" uniform buffer the kernels read (when they change), computes the
 // workgroup counts and reads the outputs back at their current lengths.
@@ -33,6 +35,15 @@ const ATTEMPTS = 4; // per chunk, for network errors, stalls, 5xx and 429
 const BACKOFF_MS = 250; // before the 2nd attempt; doubled for each next one, with jitter
 const MAX_RETRY_AFTER_MS = 10_000; // a server's Retry-After is honoured up to this
 const STALL_MS = 30_000; // default load({ timeout }): an attempt with no bytes for this long is retried
+// A run's dispatches are submitted as they are encoded, so the GPU starts on the first while the
+// host encodes the rest: Dawn (Chrome's WebGPU) spends ~4.4 µs of host time on each dispatch and the
+// GPU starts only at a submit. A command buffer is submitted after SUBMIT_FIRST dispatches, the next
+// each time the count reaches SUBMIT_GROWTH times the last (8, 24, 72, 216...: 4 submits for
+// BERT-base's 123): the GPU (10-60 µs a dispatch for the models of docs/performance.md on an H200)
+// runs each while the host encodes the next (at most 3 times as many, at ~4.4 µs each), and a
+// submit (~40 µs of host time) is paid a few times only.
+const SUBMIT_FIRST = 8;
+const SUBMIT_GROWTH = 3;
 
 // a fault worth another attempt (the server or the connection, not the deployed files)
 class Transient extends Error {
@@ -467,11 +478,9 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
     // warm-up would only be a whole run of the model on the CPU (measured: docs/benchmarks.md)
     const dims = dimsWriter(program, device, buffers);
     if (options.warmup ?? !software) {
-      const encoder = device.createCommandEncoder();
       const least = !DIMS ? {} : Object.fromEntries(Object.entries(program.ranges ?? {}).map(([name, range]) => [name, range.min]));
       dims(least);
-      encodePass(encoder, binds, least);
-      device.queue.submit([encoder.finish()]);
+      device.queue.submit([encodeDispatches(device, device.createCommandEncoder(), binds, least).finish()]);
       await device.queue.onSubmittedWorkDone();
     }
     resetState(program, device, buffers); // after the warm-up, which wrote to them
@@ -485,19 +494,30 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
   }
 }
 
-// every dispatch of the plan in one compute pass; a count { size, per } is ceil(size / per) at the
-// dims' values, and a dispatch with no workgroups at them, or for other values ({ dim: [low, high] }:
-// a kernel for few rows), is left out
-function encodePass(encoder, binds, values) {
-  const pass = encoder.beginComputePass();
+// every dispatch of the plan after what `encoder` holds, a compute pass per command buffer: all but
+// the last submitted on the way (SUBMIT_FIRST), whose encoder is returned for the caller to finish and
+// submit. A count { size, per } is ceil(size / per) at the dims' values, and a dispatch with no
+// workgroups at them, or for other values ({ dim: [low, high] }: a kernel for few rows), is left out.
+function encodeDispatches(device, encoder, binds, values) {
+  let pass = encoder.beginComputePass();
+  let count = 0;
+  let next = SUBMIT_FIRST;
   for (const { pipeline, bindGroup, groups, when = {} } of binds) {
     const [x, y, z] = !DIMS ? groups : groups.map((g) => (g.per ? Math.ceil(size(g.size, values) / g.per) : g));
     if (!x || (DIMS && Object.entries(when).some(([name, [low, high]]) => values[name] < low || values[name] > high))) continue;
+    if (count++ === next) {
+      pass.end();
+      device.queue.submit([encoder.finish()]);
+      encoder = device.createCommandEncoder();
+      pass = encoder.beginComputePass();
+      next *= SUBMIT_GROWTH;
+    }
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(x, y, z);
   }
   pass.end();
+  return encoder;
 }
 
 // writes the dims' values to the dims uniform (one u32 each, in the class program's order) when they change
@@ -628,17 +648,17 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
   async function execute({ arrays, values }, read) {
     const why = unusable();
     if (why) throw new Error(why);
-    const encoder = device.createCommandEncoder();
+    const first = device.createCommandEncoder();
     program.inputs.forEach((spec, i) => {
       const target = buffers[spec.buffer];
-      if (isGPUBuffer(arrays[i])) encoder.copyBufferToBuffer(arrays[i], 0, target, 0, 4 * numel(spec.shape, values));
+      if (isGPUBuffer(arrays[i])) first.copyBufferToBuffer(arrays[i], 0, target, 0, 4 * numel(spec.shape, values));
       else device.queue.writeBuffer(target, 0, arrays[i]);
     });
     dims(values);
-    encodePass(encoder, binds, values);
+    const last = encodeDispatches(device, first, binds, values);
     const bytes = read.map((i) => 4 * numel(program.outputs[i].shape, values));
-    read.forEach((i, k) => encoder.copyBufferToBuffer(buffers[program.outputs[i].buffer], 0, readbacks[i], 0, bytes[k]));
-    device.queue.submit([encoder.finish()]);
+    read.forEach((i, k) => last.copyBufferToBuffer(buffers[program.outputs[i].buffer], 0, readbacks[i], 0, bytes[k]));
+    device.queue.submit([last.finish()]);
     try {
       await Promise.all(read.map((i) => readbacks[i].mapAsync(1)));
     } catch (error) {

@@ -32,7 +32,7 @@ NUMPY_DTYPES = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4")}
 @dataclass
 class BrowserRun:
     outputs: dict  # name -> np.ndarray, in the model's output order
-    facts: dict  # adapter, progress {calls, first, last, monotonic}, loadMs, runMs
+    facts: dict  # adapter, progress {calls, first, last, monotonic}, loadMs, runMs, submits (dispatches per command buffer of the run)
 
 
 class Browser:
@@ -139,15 +139,17 @@ def run_in_browser(model_folder: Path, inputs: dict[str, np.ndarray]) -> dict[st
 
 
 def assert_matches_in_browser(module: torch.nn.Module, *inputs: torch.Tensor, out_dir: Path,
-                              chunk_size: int = 4 << 20, tolerance: float = TOLERANCE, device: str = "cpu"):
-    """Compile module, write it under out_dir, run it in Chromium and compare with PyTorch.
+                              chunk_size: int = 4 << 20, tolerance: float = TOLERANCE, device: str = "cpu",
+                              options: dict | None = None):
+    """Compile module, write it under out_dir, run it in Chromium (with extra load() options) and
+    compare with PyTorch.
 
     Returns (compiled, facts) so tests can check loading details.
     """
     module = module.eval()
     config = model_config(module, inputs, device=device)
     compiled = compile_module(module, config, chunk_size)
-    result = run_folder(compiled.write(out_dir), {s.name: t.numpy() for s, t in zip(config.inputs, inputs)})
+    result = run_folder(compiled.write(out_dir), {s.name: t.numpy() for s, t in zip(config.inputs, inputs)}, options)
     expected = reference_outputs(module, config, {s.name: t for s, t in zip(config.inputs, inputs)})
     assert_outputs_match(list(result.outputs.values()), expected, tolerance)
     return compiled, result.facts

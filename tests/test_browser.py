@@ -99,6 +99,29 @@ class Affine(nn.Module):
         return torch.tanh(x * self.scale) + self.shift
 
 
+class Deep(nn.Module):
+    """40 layers, a matmul dispatch each (one kernel: SwiftShader compiles it once)."""
+
+    def __init__(self, layers: int = 40):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(16, 16) for _ in range(layers))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return x
+
+
+def test_run_submits_as_it_encodes(tmp_path):
+    # every dispatch, in order, over several command buffers: the output is PyTorch's (no cache: its
+    # stores after load() would submit copies meanwhile)
+    compiled, facts = assert_matches_in_browser(Deep(), torch.randn(4, 16), out_dir=tmp_path, options={"cache": False})
+    # 40 dispatches: submitted after 8, then after 3 × 8 (templates/runtime.js: SUBMIT_FIRST,
+    # SUBMIT_GROWTH), the rest with the readback
+    assert len(compiled.programs[facts["deviceClass"]]["dispatches"]) == 40
+    assert facts["submits"] == [8, 16, 16]
+
+
 def test_model_folder_runs_again_with_new_inputs(tmp_path):
     module = Affine().eval()
     compiled, _ = assert_matches_in_browser(module, torch.randn(3, 20), out_dir=tmp_path)

@@ -8,7 +8,8 @@
 //   node run_model.mjs --serve                        one browser for many runs: a JSON
 //       request {root, model, inputs, options?} per stdin line, a JSON reply per stdout line
 //       (options: extra load() options, e.g. { deviceClass: "gpu" }; the reply names the
-//       device class the model runs and the model's files the page fetched)
+//       device class the model runs, the model's files the page fetched and the dispatches in
+//       each command buffer run() submitted)
 //
 // inputs: {name: {dtype: "float32"|"int32", shape, data: base64}}; outputs alike.
 // Any page error, console error or uncaptured WebGPU error fails the run.
@@ -69,6 +70,15 @@ function send(response, status, ext, body) {
 // runs inside the page
 async function runInPage({ url, inputs, options }) {
   const { decode, encode, arrays } = window.kumaCodec;
+  // the dispatches encoded before each queue.submit during run(), counted through the real calls:
+  // run() submits its command buffers as it encodes them (templates/runtime.js, SUBMIT_FIRST); the
+  // cache's stores after load() may submit copies meanwhile (none with load({ cache: false }))
+  const submits = [];
+  let dispatched = 0;
+  const { submit } = GPUQueue.prototype;
+  const { dispatchWorkgroups } = GPUComputePassEncoder.prototype;
+  GPUComputePassEncoder.prototype.dispatchWorkgroups = function (...args) { dispatched++; return dispatchWorkgroups.apply(this, args); };
+  GPUQueue.prototype.submit = function (buffers) { submits.push(dispatched); dispatched = 0; return submit.call(this, buffers); };
   const progress = [];
   const gpuErrors = [];
   const started = performance.now();
@@ -80,8 +90,10 @@ async function runInPage({ url, inputs, options }) {
     const feed = {};
     for (const [name, { dtype, data }] of Object.entries(inputs)) feed[name] = new arrays[dtype](decode(data).buffer);
     const runStarted = performance.now();
+    submits.length = dispatched = 0; // load's submits (warm-up, state) are not the run's
     const result = await model.run(feed);
     const runMs = performance.now() - runStarted;
+    const runSubmits = [...submits];
     const outputs = {};
     for (const { name, shape, dtype } of model.outputs) {
       const array = result[name];
@@ -91,7 +103,7 @@ async function runInPage({ url, inputs, options }) {
     const adapter = { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description };
     const monotonic = progress.every(([loaded, total], i) => total === progress[0][1] && (i === 0 || loaded >= progress[i - 1][0]));
     return { outputs, adapter, progress: { calls: progress.length, first: progress[0] ?? null, last: progress.at(-1) ?? null, monotonic },
-      loadMs, runMs, gpuErrors, deviceClass: model.deviceClass };
+      loadMs, runMs, gpuErrors, deviceClass: model.deviceClass, submits: runSubmits };
   } finally {
     model.dispose();
   }

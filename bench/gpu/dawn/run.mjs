@@ -6,8 +6,8 @@
 //         expected: {file, shape}, timing: {warmup, minRuns, budgetMs}, profile: bool, dawnFlags: [..]}
 //
 // kuma:  the model folder's emitted index.js, its own load() and run() as a page calls them (the
-//        weight chunks through a fetch of file: URLs). Latency is run() end to end: input upload, one
-//        pass, readback. Runs go back to back after the warm-up, so the GPU stays at its working clock
+//        weight chunks through a fetch of file: URLs). Latency is run() end to end: input upload, the
+//        dispatches in the runtime's command buffers (submitted while encoded), readback. Runs go back to back after the warm-up, so the GPU stays at its working clock
 //        (an idle GPU drops it, docs/performance.md). With profile, the same program (parsed from
 //        index.js and the picked device class's module) is rebuilt on a device with timestamp-query: the GPU time of one pass, of runs
 //        back to back in one pass, and of each dispatch in a pass of its own.
