@@ -169,7 +169,8 @@ def matrix_tiled(g: Gemm, backend: str | None = None) -> tuple[str, str, tuple] 
     or None when its tile has too few blocks. g is the product the tiled kernel computes (not `half`)."""
     tm, tn = choose_tile(g)
     grid = block_grid(tm, tn)
-    if tm % MATRIX or tn % MATRIX or grid is None:
+    staged = 2 * (tm + tn) * STEP + 4 * SUBGROUPS * MATRIX * MATRIX  # bytes of tile_a, tile_b and tile_c (16 KB at 128 x 128)
+    if tm % MATRIX or tn % MATRIX or grid is None or staged > g.device.workgroup_bytes:
         return None
     p = primitives(backend or BACKEND)
     per_rows, per_cols = tm // MATRIX // grid[0], tn // MATRIX // grid[1]  # blocks per subgroup
