@@ -5,7 +5,8 @@ No local WebGPU offers subgroup matrices, so the kernel built on gemm_matrix.py'
 builtins runs on lavapipe against PyTorch (on the same f16-rounded weights): odd sizes, partial
 tiles and K steps, split K, a batch, bias and fused epilogues, each operand layout the staging
 handles. The kernel builds ship differs from the emulated one only in the lines calling a
-primitive, so the indexing tested is the indexing shipped. Only f16-weight products of the "gpu"
+primitive, so the indexing tested is the indexing shipped, and Chromium (no subgroup matrices)
+runs the f32 variant of a build carrying it. Only f16-weight products of the "gpu"
 class's tiled kernel with enough blocks carry the variant; f32 builds are as before.
 """
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from browser_support import run_folder
 from kuma_build.compiler import compile_module
 from kuma_build.compiler.kernels import gemm_matrix
 from support import assert_outputs_match, model_config, run_compiled
@@ -118,3 +120,12 @@ def test_only_f16_weight_tiled_products_of_enough_blocks_carry_it():
     assert not matrix_kernels(compiled_layer("split_k", "int8")[0])
     assert gemm_matrix.block_grid(32, 32) is None  # 4 blocks for 8 subgroups: the tiled kernel's two variants only
     assert gemm_matrix.block_grid(128, 128) in ((2, 4), (4, 2)) and gemm_matrix.block_grid(16, 128) == (1, 8)
+
+
+@pytest.mark.browser
+def test_chromium_without_subgroup_matrices_runs_the_f32_variant(tmp_path):
+    compiled, config, inputs, _ = compiled_layer("split_k")
+    assert matrix_kernels(compiled)
+    run = run_folder(compiled.write(tmp_path), {s.name: t.numpy() for s, t in zip(config.inputs, inputs)})
+    # SwiftShader offers neither shader-f16 nor subgroup matrices: the f32 variant, as lavapipe runs it
+    assert_outputs_match(list(run.outputs.values()), run_compiled(compiled, config, inputs, False))
