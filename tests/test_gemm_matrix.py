@@ -4,7 +4,7 @@ build's products (docs/precision.md).
 No local WebGPU offers subgroup matrices, so the kernel built on gemm_matrix.py's emulation of the
 builtins runs on lavapipe against PyTorch (on the same f16-rounded weights): odd sizes, partial
 tiles and K steps, split K, a batch, bias and fused epilogues, each operand layout the staging
-handles. The kernel builds ship differs from the emulated one only in the lines calling a
+handles, a dim's rows. The kernel builds ship differs from the emulated one only in the lines calling a
 primitive, so the indexing tested is the indexing shipped, and Chromium (no subgroup matrices)
 runs the f32 variant of a build carrying it. Only f16-weight products of the "gpu"
 class's tiled kernel with enough blocks carry the variant; f32 builds are as before.
@@ -20,6 +20,7 @@ from torch import nn
 from browser_support import run_folder
 from kuma_build.compiler import compile_module
 from kuma_build.compiler.kernels import gemm_matrix
+from kuma_build.config import InputSpec
 from support import assert_outputs_match, model_config, run_compiled
 
 F16_MATH_LAYER_BOUND = 3e-3  # as tests/test_precision.py's: one product with f16 operands against PyTorch
@@ -85,6 +86,23 @@ def test_emulated_kernel_matches_pytorch(layer, monkeypatch):
     with torch.no_grad():
         expected = [module(*inputs).numpy()]
     assert_outputs_match(run_compiled(compiled, config, inputs, True, matrix=True), expected, F16_MATH_LAYER_BOUND)
+
+
+def test_emulated_kernel_of_a_dynamic_product(monkeypatch):
+    """A product over a dim's rows: the tiled kernel (with the variant) for more than 8 rows."""
+    monkeypatch.setattr(gemm_matrix, "BACKEND", gemm_matrix.EMULATED)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 384), nn.GELU()).eval()  # 700 x 384 x 32 at the max: a 32 x 64 tile
+    config = dataclasses.replace(model_config(net, [], "dims"), precision="f16", target="gpu")
+    config.inputs, config.dims = [InputSpec("x", (1, "seq", 32), "float32")], {"seq": (1, 700)}
+    compiled = compile_module(net, config)
+    assert [("f16m" in k) for k in compiled.program["kernels"]] == [True, False, False]  # the thin ones have none
+    net[0].weight.data = net[0].weight.data.half().float()
+    for seq in (700, 301, 9, 1):
+        x = torch.randn(1, seq, 32)
+        with torch.no_grad():
+            expected = [net(x).numpy()]
+        assert_outputs_match(run_compiled(compiled, config, [x], True, matrix=True), expected, F16_MATH_LAYER_BOUND)
 
 
 def test_shipped_kernel_differs_from_the_emulated_one_only_in_the_primitives(monkeypatch):
