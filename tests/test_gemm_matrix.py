@@ -60,6 +60,7 @@ LAYERS = {  # module, inputs; the comments say the product's (batch, rows, cols,
     "transposed_input": (TransposedInput, lambda: [torch.randn(260, 300)]),
     "weight_left": (WeightLeft, lambda: [torch.randn(300, 256)]),
     "conv": (lambda: nn.Conv2d(64, 128, 3, padding=1), lambda: [torch.randn(1, 64, 28, 28)]),  # 1 128 784 576, 64x64
+    "bert_ffn": (lambda: nn.Linear(768, 3072), lambda: [torch.randn(128, 768)]),  # 128x128: 8 blocks a subgroup, 16 KB staged
 }
 
 
