@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from kuma_build.compiler.ir.sizes import ceil_div_count, wgsl as u32
 from kuma_build.compiler.kernels.gemm import SIDE, STEP, Gemm, choose_tile, functions
-from kuma_build.compiler.kernels.wgsl import indent
+from kuma_build.compiler.kernels.wgsl import block, indent
 
 MATRIX = 16  # M = N = K of every subgroup matrix (the config the runtime asks the adapter for)
 SUBGROUP = 32  # invocations per subgroup
@@ -49,11 +49,9 @@ PER_INVOCATION = MATRIX * MATRIX // SUBGROUP  # result elements an invocation fi
 assert STEP == MATRIX  # one left and one right matrix of a block row or column per staged step
 
 
-@dataclass
 class Primitives:
     """How the kernel spells the subgroup-matrix builtins: their WGSL expressions and statements,
     the module's directives (before the bindings) and any helpers (after them)."""
-    name: str
 
     def directives(self) -> str:
         return ("enable f16;\nenable chromium_experimental_subgroup_matrix;\n"
@@ -151,7 +149,7 @@ BACKEND = SUBGROUP_MATRIX  # what builds ship; tests set EMULATED to run the ker
 
 
 def primitives(backend: str) -> Primitives:
-    return Emulated(backend) if backend == EMULATED else Primitives(backend)
+    return Emulated() if backend == EMULATED else Primitives()
 
 
 def block_grid(tm: int, tn: int) -> tuple[int, int] | None:
@@ -164,7 +162,7 @@ def block_grid(tm: int, tn: int) -> tuple[int, int] | None:
     return min(options, key=lambda o: rows // o[0] + cols // o[1], default=None)
 
 
-def matrix_tiled(g: Gemm, backend: str | None = None) -> tuple[str, str, tuple] | None:
+def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     """(directives, WGSL after the bindings, workgroup counts) of g's product on subgroup matrices,
     or None when its tile has too few blocks. g is the product the tiled kernel computes (not `half`)."""
     tm, tn = choose_tile(g)
@@ -172,7 +170,7 @@ def matrix_tiled(g: Gemm, backend: str | None = None) -> tuple[str, str, tuple] 
     staged = 2 * (tm + tn) * STEP + 4 * SUBGROUPS * MATRIX * MATRIX  # bytes of tile_a, tile_b and tile_c (16 KB at 128 x 128)
     if tm % MATRIX or tn % MATRIX or grid is None or staged > g.device.workgroup_bytes:
         return None
-    p = primitives(backend or BACKEND)
+    p = primitives(BACKEND)
     per_rows, per_cols = tm // MATRIX // grid[0], tn // MATRIX // grid[1]  # blocks per subgroup
     fetch_a, fetch_b = tm * STEP // THREADS, tn * STEP // THREADS  # staged elements per invocation
 
@@ -184,7 +182,7 @@ def matrix_tiled(g: Gemm, backend: str | None = None) -> tuple[str, str, tuple] 
         a_at, left = (f"t % {tm}u", f"t / {tm}u"), (lambda i: f"({i}) * {MATRIX}u", True, f"{tm}u")
     if g.cols_contiguous:
         b_at, right = (f"t / {tn}u", f"t % {tn}u"), (lambda j: f"({j}) * {MATRIX}u", False, f"{tn}u")
-    else:  # B's k are neighbours in memory (a linear layer's [N, K] weight): column-major
+    else:  # B's k are neighbours in memory (W @ x^T: x's rows): column-major
         b_at, right = (f"t % {STEP}u", f"t / {STEP}u"), (lambda j: f"({j}) * {MATRIX * STEP}u", True, f"{STEP}u")
 
     staging = f"""
@@ -199,16 +197,16 @@ fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> f16 {{ return f16(gemm_b(b
 
     blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
     step = ([f"tile_a[{thread(i)}] = fa{i};" for i in range(fetch_a)] + [f"tile_b[{thread(j)}] = fb{j};" for j in range(fetch_b)]
-            + ["workgroupBarrier();"] + [f"if (k0 + {STEP}u < k_end) {{", *["  " + line for line in fetch(f"k0 + {STEP}u")], "}"]
-            + [f"let a{i} = {p.load('left', 'tile_a', left[0](f'rows + {i}u'), left[1], left[2])};" for i in range(per_rows)]
-            + [f"let b{j} = {p.load('right', 'tile_b', right[0](f'cols + {j}u'), right[1], right[2])};" for j in range(per_cols)]
+            + ["workgroupBarrier();", *block(f"if (k0 + {STEP}u < k_end)", fetch(f"k0 + {STEP}u"))]
+            + [f"let a{i} = {p.load('left', 'tile_a', left[0](f'block_row + {i}u'), left[1], left[2])};" for i in range(per_rows)]
+            + [f"let b{j} = {p.load('right', 'tile_b', right[0](f'block_col + {j}u'), right[1], right[2])};" for j in range(per_cols)]
             + [f"acc_{i}_{j} = {p.multiply_add(f'a{i}', f'b{j}', f'acc_{i}_{j}')};" for i, j in blocks]
             + ["workgroupBarrier();"])
     # each result matrix through the subgroup's slice of tile_c, then finished element by element
     finish = []
     for i, j in blocks:
         finish += [p.store("tile_c", f"sg * {MATRIX * MATRIX}u", f"acc_{i}_{j}", False, f"{MATRIX}u"), "workgroupBarrier();",
-                   f"gemm_finish(batch, wg.z, row0 + (rows + {i}u) * {MATRIX}u, col0 + (cols + {j}u) * {MATRIX}u, li);",
+                   f"gemm_finish(batch, wg.z, row0 + (block_row + {i}u) * {MATRIX}u, col0 + (block_col + {j}u) * {MATRIX}u, li);",
                    "workgroupBarrier();"]
     lane_columns = MATRIX // PER_INVOCATION  # invocations sharing a row of a result matrix
     puts = [f"gemm_put(batch, slot, r, c + {e}u, tile_c[at + {e}u]);" for e in range(PER_INVOCATION)]
@@ -234,8 +232,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let row0 = wg.y * {tm}u;
   let col0 = wg.x * {tn}u;
   let sg = li / {SUBGROUP}u;
-  let rows = (sg / {grid[1]}u) * {per_rows}u;  // the subgroup's first block row and column in the tile
-  let cols = (sg % {grid[1]}u) * {per_cols}u;
+  let block_row = (sg / {grid[1]}u) * {per_rows}u;  // the subgroup's first block row and column in the tile
+  let block_col = (sg % {grid[1]}u) * {per_cols}u;
 {indent([f"var fa{i} = 0.0h;" for i in range(fetch_a)] + [f"var fb{j} = 0.0h;" for j in range(fetch_b)])}
 {indent(fetch("k_begin"))}
 {indent([f"var acc_{i}_{j} = {p.zero()};" for i, j in blocks])}
