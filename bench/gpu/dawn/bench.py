@@ -391,7 +391,14 @@ def markdown(env: dict, rows: list[dict]) -> str:
                                  ms(r, "wgpu_e2e_ms"), ms(r, "wgpu_gpu_ms"), ms(r, "ort_ms"), ms(r, "eager_ms"), ms(r, "compile_ms"),
                                  ratio(r, "dawn_ms", "compile_ms"), ratio(r, "dawn_ms", "ort_ms"),
                                  " / ".join(err(r, k) for k in ("dawn_rel_l2", "wgpu_rel_l2", "ort_rel_l2", "compile_rel_l2"))]) + " |")
-    variants = [f"{r['model']} {r['dawn_variant']} ({r['dawn_matrix_kernels']} kernels with a subgroup-matrix variant)" for r in rows if r.get("dawn_variant")]
+    def variant(r):
+        line = f"{r['model']} {r['dawn_variant']} ({r['dawn_matrix_kernels']} kernels with a subgroup-matrix variant"
+        instead = ((r.get("profile") or {}).get("insteadF16")) or {}
+        if instead:  # the same pass and product dispatches on the shader-f16 variant
+            line += (f"; one pass {r['profile']['passMs']:.3f} ms, {instead['passMs']:.3f} ms with the shader-f16 variant; its "
+                     f"{instead['matrixDispatches']} dispatches {instead['matrixDispatchesUs']:.0f} µs, {instead['f16DispatchesUs']:.0f} µs")
+        return line + ")"
+    variants = [variant(r) for r in rows if r.get("dawn_variant")]
     if variants:  # which kernel variant the runtime picked (templates/runtime.js), and what the adapter offered
         adapter = next(r["dawn_adapter"] for r in rows if r.get("dawn_variant"))
         configs = ", ".join(f"{c['componentType']}x{c['componentType']}->{c['resultComponentType']} {c['M']}x{c['N']}x{c['K']}"

@@ -12,7 +12,8 @@
 //        index.js and the picked device class's module) is rebuilt on a device with timestamp-query: the GPU time of one pass, of runs
 //        back to back in one pass, and of each dispatch in a pass of its own. Both use the kernel
 //        variant the runtime picks on this adapter (variant(): f32, shader-f16 or subgroup matrices),
-//        which the result names, beside the adapter's subgroup sizes and subgroup-matrix configs.
+//        which the result names, beside the adapter's subgroup sizes and subgroup-matrix configs; on
+//        subgroup matrices the profile also times the pass and those dispatches on the shader-f16 variant.
 // ort:   ONNX Runtime Web's WebGPU EP on the same Dawn, for the model's ONNX export.
 // probe: Dawn's cost per dispatch: 1000 tiny dispatches in one pass, one submit; and one submit alone.
 // decode: a step model's greedy decode loop (docs/generative.md), for bench/gpu/dawn/decode.py.
@@ -164,13 +165,17 @@ async function profileKuma(program, feed) {
     }
   });
   program.inputs.forEach((spec) => device.queue.writeBuffer(buffers[spec.buffer], 0, feed[spec.name]));
-  const pipelines = await Promise.all(program.kernels.map(async (k) => device.createComputePipelineAsync({
-    label: k.name, layout: "auto", compute: { module: device.createShaderModule({ code: (picked.name === "f16m" && k.f16m) || (picked.name !== "code" && k.f16) || k.code }), entryPoint: "main" },
-  })));
-  const binds = program.dispatches.map(([kernel, bound, groups]) => ({
-    name: program.kernels[kernel].name, pipeline: pipelines[kernel], groups,
-    bindGroup: device.createBindGroup({ layout: pipelines[kernel].getBindGroupLayout(0), entries: bound.map((b, i) => ({ binding: i, resource: { buffer: buffers[b] } })) }),
-  }));
+  // the dispatches with the kernels of a variant
+  const dispatchesOf = async (name) => {
+    const pipelines = await Promise.all(program.kernels.map(async (k) => device.createComputePipelineAsync({
+      label: k.name, layout: "auto", compute: { module: device.createShaderModule({ code: (name === "f16m" && k.f16m) || (name !== "code" && k.f16) || k.code }), entryPoint: "main" },
+    })));
+    return program.dispatches.map(([kernel, bound, groups]) => ({
+      name: program.kernels[kernel].name, pipeline: pipelines[kernel], groups, matrix: Boolean(program.kernels[kernel].f16m),
+      bindGroup: device.createBindGroup({ layout: pipelines[kernel].getBindGroupLayout(0), entries: bound.map((b, i) => ({ binding: i, resource: { buffer: buffers[b] } })) }),
+    }));
+  };
+  const binds = await dispatchesOf(picked.name);
   const encode = (pass, list) => {
     for (const { pipeline, bindGroup, groups } of list) {
       pass.setPipeline(pipeline);
@@ -215,6 +220,20 @@ async function profileKuma(program, feed) {
     }
   }
   const dispatches = binds.map((b, i) => ({ name: b.name, groups: b.groups, us: median(perDispatch[i]) / 1e3 }));
+  // on subgroup matrices: the same pass, and the dispatches that have a matrix variant, with the
+  // shader-f16 variant instead, what the matrices gain
+  let insteadF16 = null;
+  if (picked.name === "f16m") {
+    const other = await dispatchesOf("f16");
+    await stamped([[other, 3]]);
+    const pass = [];
+    for (let r = 0; r < runs; r++) pass.push((await stamped([[other, 1]]))[0]);
+    const matrix = other.map((b, i) => i).filter((i) => other[i].matrix);
+    const times = [];
+    for (let r = 0; r < runs; r++) times.push((await stamped(matrix.slice(0, limit).map((i) => [[other[i]], 1]))).reduce((a, b) => a + b, 0));
+    insteadF16 = { passMs: median(pass) / 1e6, matrixDispatches: matrix.length,
+      matrixDispatchesUs: matrix.slice(0, limit).reduce((sum, i) => sum + dispatches[i].us, 0), f16DispatchesUs: median(times) / 1e3 };
+  }
   const kernels = {};
   for (const d of dispatches) {
     const k = (kernels[d.name] ??= { name: d.name, calls: 0, us: 0 });
@@ -226,7 +245,7 @@ async function profileKuma(program, feed) {
   return {
     variant: picked.name,
     passMs: median(onePass) / 1e6, backToBackMs: backToBack / 1e6, repeats,
-    dispatchSumMs: dispatches.reduce((s, d) => s + d.us, 0) / 1e3,
+    dispatchSumMs: dispatches.reduce((s, d) => s + d.us, 0) / 1e3, insteadF16,
     kernels: Object.values(kernels).sort((a, b) => b.us - a.us),
     dispatches,
   };
