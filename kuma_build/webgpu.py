@@ -54,8 +54,11 @@ def adapter_and_device():
 
 
 class GpuModel:
-    def __init__(self, program: dict, folder: Path | None = None, chunks: list[bytes] | None = None, f16: bool | None = None):
-        """f16: run the kernels' shader-f16 variants (default: when the device has shader-f16, as the browser does)."""
+    def __init__(self, program: dict, folder: Path | None = None, chunks: list[bytes] | None = None, f16: bool | None = None,
+                 matrix: bool = False):
+        """f16: run the kernels' shader-f16 variants (default: when the device has shader-f16, as the browser does).
+        matrix: run their subgroup-matrix variants where they have one (with f16); wgpu offers no subgroup
+        matrices, so only a build with gemm_matrix.py's emulation runs here (the tests)."""
         import wgpu
         self.program = program
         _, device = adapter_and_device()
@@ -70,7 +73,8 @@ class GpuModel:
         self.values = None  # the dims' values the uniform holds
         pipelines = []
         for kernel in program["kernels"]:
-            module = device.create_shader_module(label=kernel["name"], code=(f16 and kernel.get("f16")) or kernel["code"])
+            code = (f16 and matrix and kernel.get("f16m")) or (f16 and kernel.get("f16")) or kernel["code"]
+            module = device.create_shader_module(label=kernel["name"], code=code)
             pipelines.append(device.create_compute_pipeline(label=kernel["name"], layout="auto", compute={"module": module, "entry_point": "main"}))
         if chunks is None:
             chunks = [read_chunk(folder, c) for c in program["chunks"]]
@@ -235,9 +239,9 @@ class GpuModel:
 
 
 def run_program(program: dict, inputs: dict[str, np.ndarray], folder: Path | None = None, chunks: list[bytes] | None = None,
-                f16: bool | None = None) -> dict[str, np.ndarray]:
+                f16: bool | None = None, matrix: bool = False) -> dict[str, np.ndarray]:
     """Load a program (weights from its folder, or the chunks given), run it once, release it."""
-    gpu = GpuModel(program, folder, chunks, f16)
+    gpu = GpuModel(program, folder, chunks, f16, matrix)
     try:
         return gpu.run(inputs)
     finally:

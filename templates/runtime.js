@@ -109,9 +109,20 @@ async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
 
 async function requestDevice(adapter, program, need) {
   checkLimits(program, need, adapter.limits, "this GPU's adapter");
-  // f16 weights: kernels have a native-f16 variant; ask for the feature only when it is there
-  const requiredFeatures = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+  // f16 weights: kernels have a native-f16 variant, and tiled products one on subgroup matrices;
+  // ask for the features only when they are there
+  const f16 = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16");
+  const matrix = f16 && program.kernels.some((k) => k.f16m) && tensorCores(adapter.features, adapter.info);
+  const requiredFeatures = [...(f16 ? ["shader-f16"] : []), ...(matrix ? [MATRIX] : [])];
   return adapter.requestDevice({ requiredLimits: need.limits, requiredFeatures });
+}
+
+// subgroup matrices as kernels/gemm_matrix.py's variant needs them: f16 x f16 -> f32 blocks of
+// 16 x 16 x 16, in subgroups of exactly 32 invocations
+const MATRIX = "chromium-experimental-subgroup-matrix";
+function tensorCores(features, info) {
+  return features.has(MATRIX) && info?.subgroupMinSize === 32 && info.subgroupMaxSize === 32 &&
+    [...(info.subgroupMatrixConfigs ?? [])].some((c) => c.componentType === "f16" && c.resultComponentType === "f32" && c.M === 16 && c.N === 16 && c.K === 16);
 }
 
 // the limits the model needs, and for each what asks for it (to name it in an error)
@@ -147,10 +158,12 @@ function checkLimits(program, need, limits, whose) {
   }
 }
 
-// the WGSL of each kernel for this device (the one place a later choice between kernel sets goes)
-function kernelSources(program, device) {
+// the WGSL of each kernel for this device (the one place a later choice between kernel sets goes);
+// adapter: the one the device came from (undefined for load({ device }))
+function kernelSources(program, device, adapter) {
   const f16 = device.features.has("shader-f16");
-  return program.kernels.map((k) => ({ name: k.name, code: (f16 && k.f16) || k.code }));
+  const matrix = f16 && tensorCores(device.features, adapter ? adapter.info : device.adapterInfo);
+  return program.kernels.map((k) => ({ name: k.name, code: (matrix && k.f16m) || (f16 && k.f16) || k.code }));
 }
 
 async function sha256(bytes) {
@@ -445,7 +458,7 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
     made.push(...buffers);
     device.pushErrorScope("validation");
     scoped = true;
-    const pipelines = Promise.all(kernelSources(program, device).map(async ({ name, code }) => {
+    const pipelines = Promise.all(kernelSources(program, device, adapter).map(async ({ name, code }) => {
       const module = device.createShaderModule({ label: name, code });
       try {
         return await device.createComputePipelineAsync({ label: name, layout: "auto", compute: { module, entryPoint: "main" } });

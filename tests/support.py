@@ -24,10 +24,10 @@ def model_config(module: torch.nn.Module, inputs, name: str = "test", device: st
     return ModelConfig(name, source, "", None, "f32", specs, None, {}, device)
 
 
-def run_compiled(compiled, config: ModelConfig, inputs, f16: bool | None = None) -> list[np.ndarray]:
+def run_compiled(compiled, config: ModelConfig, inputs, f16: bool | None = None, matrix: bool = False) -> list[np.ndarray]:
     """The outputs of a compiled module on real WebGPU, for inputs in kuma.toml order."""
     feed = {s.name: t.numpy() for s, t in zip(config.inputs, inputs)}
-    return list(run_program(compiled.program, feed, chunks=[c.data for c in compiled.chunks], f16=f16).values())
+    return list(run_program(compiled.program, feed, chunks=[c.data for c in compiled.chunks], f16=f16, matrix=matrix).values())
 
 
 def run_on_gpu(module: torch.nn.Module, *inputs: torch.Tensor, chunk_size: int = 4 << 20, device: str = "cpu"):

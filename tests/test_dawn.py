@@ -1,7 +1,8 @@
 """The Dawn benchmark's Node side (bench/gpu/dawn/run.mjs) on Dawn itself: dawn.node from the npm
 package webgpu, here on Chromium's SwiftShader (Vulkan on the CPU). The emitted index.js of a small
 GPT-style decoder loads and runs in Node as a page would run it, its output matches PyTorch, the
-per-dispatch profile from timestamp queries covers every dispatch, and the dispatch-cost probe ran
+per-dispatch profile from timestamp queries covers every dispatch, an f16 build runs the kernel
+variant the runtime picks (SwiftShader has no subgroup matrices), and the dispatch-cost probe ran
 every one of its dispatches. The decode benchmark's loop (decode.py) gives PyTorch eager's greedy
 tokens and logits, and its copy probe copies. scripts/setup.sh installs bench/gpu/dawn's node_modules."""
 
@@ -74,6 +75,29 @@ def test_kuma_run_and_profile_on_dawn(dawn, tmp_path):
     assert all(d["us"] > 0 for d in profile["dispatches"])
     assert sum(k["calls"] for k in profile["kernels"]) == result["dispatches"]
     assert profile["passMs"] > 0 and profile["backToBackMs"] > 0
+
+
+def test_f16_build_runs_the_variant_the_runtime_picks(dawn, tmp_path):
+    torch.manual_seed(0)
+    net, x = torch.nn.Linear(260, 200).eval(), torch.randn(300, 260)
+    config = model_config(net, (x,), name="linear", device="gpu")
+    config.precision = "f16"
+    folder = compile_module(net, config).write(tmp_path / "kuma")
+    net.weight.data = net.weight.data.half().float()  # as stored
+    with torch.no_grad():
+        expected = net(x).numpy()
+    x.numpy().tofile(tmp_path / "x.bin")
+    expected.tofile(tmp_path / "expected.bin")
+    job = {"engine": "kuma", "path": str(folder), "profile": True, "profileRuns": 1,
+           "inputs": {config.inputs[0].name: {"file": str(tmp_path / "x.bin"), "dtype": "float32", "shape": [300, 260]}},
+           "expected": {"file": str(tmp_path / "expected.bin"), "shape": list(expected.shape)}}
+    toggled = types.SimpleNamespace(**vars(dawn), dawn_toggles="vulkan_enable_f16_on_nvidia")
+    assert bench.dawn_flags(toggled)[1] == "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia"
+    result = bench.node_job(toggled, job, tmp_path, "kuma", timeout=120)
+    assert result["ok"], result["error"]
+    assert result["matrixKernels"] == 1 and result["adapter"]["subgroupMatrixConfigs"] == []  # SwiftShader has none
+    assert result["variant"] == result["profile"]["variant"] == ("f16" if "shader-f16" in result["adapter"]["features"] else "code")
+    assert result["relL2"] <= 3e-3
 
 
 def test_dispatch_probe_on_dawn(dawn, tmp_path):

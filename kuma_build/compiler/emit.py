@@ -160,8 +160,10 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
         "outputs": [{"name": n, "shape": [to_json(s) for s in v.shape], "dtype": JS_DTYPE[v.dtype], "buffer": plan.output_buffer[n]}
                     for n, v in graph.outputs.items()],
         "buffers": plan.buffers,
-        # "f16": the kernel's variant for devices with shader-f16 (the runtime picks at load)
-        "kernels": [{"name": k.name, "code": shipped(k.code), **({"f16": shipped(k.code_f16)} if k.code_f16 else {})} for k in plan.kernels],
+        # "f16": the kernel's variant for devices with shader-f16, "f16m": for those with subgroup
+        # matrices too (the runtime picks at load)
+        "kernels": [{"name": k.name, "code": shipped(k.code), **({"f16": shipped(k.code_f16)} if k.code_f16 else {}),
+                     **({"f16m": shipped(k.code_matrix)} if k.code_matrix else {})} for k in plan.kernels],
         # a 4th entry, {dim: [low, high]}: the dispatch runs only while each dim is in its range
         "dispatches": [[k, bufs, list(wg), *([when] if when else [])] for k, bufs, wg, when in plan.dispatches],
         # sha256: the runtime checks each chunk against it before using its bytes, and caches by it;

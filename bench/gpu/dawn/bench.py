@@ -184,8 +184,15 @@ def run_wgpu(prepared: dict, expected: np.ndarray, runs: int) -> dict:
 
 # ---- Node on Dawn ----
 
+def dawn_flags(options) -> list[str]:
+    """DAWN_FLAGS, with --dawn-toggles' toggles in its one enable-dawn-features flag (dawn.node keeps
+    only the last flag of a name)."""
+    extra = [t for t in (getattr(options, "dawn_toggles", None) or "").split(",") if t]
+    return [",".join([flag, *extra]) if flag.startswith("enable-dawn-features=") else flag for flag in DAWN_FLAGS]
+
+
 def node_job(options, job: dict, work: Path, tag: str, timeout: float) -> dict:
-    job = {**job, "dawnFlags": DAWN_FLAGS, "timing": options.timing}
+    job = {**job, "dawnFlags": dawn_flags(options), "timing": options.timing}
     job_file, result_file = work / f"{tag}.job.json", work / f"{tag}.result.json"
     job_file.write_text(json.dumps(job))
     result_file.unlink(missing_ok=True)
@@ -213,16 +220,15 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--precision", choices=["f32", "f16"], default="f32", help="Kuma's weight storage (f16: half the bytes, f16 math on shader-f16 adapters)")
     parser.add_argument("--runs", type=int, help="timed runs per engine (default 50; 5 with --small)")
-    parser.add_argument("--dawn-toggles", default="", help="more Dawn toggles to enable, comma-separated (vulkan_enable_f16_on_nvidia: "
-                        "shader-f16 on NVIDIA's Vulkan driver, which Dawn blocks by default; adapters.mjs lists what each offers)")
+    parser.add_argument("--dawn-toggles", default="", help="comma-separated Dawn toggles to enable too, e.g. vulkan_enable_f16_on_nvidia "
+                        "(shader-f16 on NVIDIA's Vulkan driver, so f16 builds run their shader-f16 or subgroup-matrix kernels; "
+                        "adapters.mjs lists what each toggle set offers)")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {','.join(ENGINES)} (PyTorch eager always runs: "
                         "it is the reference)")
     options = parser.parse_args()
     engines = set(options.engines.split(","))
     if not engines <= set(ENGINES):
         parser.error(f"unknown engines {sorted(engines - set(ENGINES))}; from {', '.join(ENGINES)}")
-    if options.dawn_toggles:  # one enable flag: a second would replace the first
-        DAWN_FLAGS[1] += "," + options.dawn_toggles
     small = options.small
     runs = options.runs or (5 if small else 50)
     options.timing = {"warmup": 2 if small else 10, "minRuns": runs, "budgetMs": 500 if small else 2000}
@@ -238,7 +244,7 @@ def main() -> int:
     work = options.work or options.out.parent / (options.out.name + "-work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    env = {**environment(options), "precision": options.precision, "dawnFlags": DAWN_FLAGS}
+    env = {**environment(options), "precision": options.precision, "dawnFlags": dawn_flags(options)}
     say(json.dumps(env))
 
     # prepare, in parallel (CPU only: the workers never touch CUDA)
@@ -314,7 +320,7 @@ def dawn_kuma(options, p: dict, work: Path, name: str, small: bool) -> dict:
     add_rates(result.get("profile"), Path(p["kuma"]), result["deviceClass"])
     return {"dawn_ms": result["medianMs"], "dawn_min_ms": result["minMs"], "dawn_runs": result["runs"], "dawn_load_ms": result["loadMs"],
             "dispatches": result["dispatches"], "dawn_rel_l2": result["relL2"], "profile": result.get("profile"),
-            "dawn_adapter": result["adapter"]}
+            "dawn_variant": result["variant"], "dawn_matrix_kernels": result["matrixKernels"], "dawn_adapter": result["adapter"]}
 
 
 def add_rates(profile: dict | None, folder: Path, device_class: str) -> None:
@@ -365,7 +371,7 @@ def environment(options) -> dict:
             "cpus": os.cpu_count(), "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
             "wgpu": wgpu.__version__, "kuma": __version__, "node": command(options.node, "--version"),
             "webgpu (dawn.node)": package_version("webgpu"), "onnxruntime-web": package_version("onnxruntime-web"),
-            "timing": options.timing}
+            "timing": options.timing, "dawn_flags": dawn_flags(options)}
 
 
 def write(out: Path, env: dict, rows: dict) -> str:
@@ -395,6 +401,21 @@ def markdown(env: dict, rows: list[dict]) -> str:
                                  ms(r, "wgpu_e2e_ms"), ms(r, "wgpu_gpu_ms"), ms(r, "ort_ms"), ms(r, "eager_ms"), ms(r, "compile_ms"),
                                  ratio(r, "dawn_ms", "compile_ms"), ratio(r, "dawn_ms", "ort_ms"),
                                  " / ".join(err(r, k) for k in ("dawn_rel_l2", "wgpu_rel_l2", "ort_rel_l2", "compile_rel_l2"))]) + " |")
+    def variant(r):
+        line = f"{r['model']} {r['dawn_variant']} ({r['dawn_matrix_kernels']} kernels with a subgroup-matrix variant"
+        instead = ((r.get("profile") or {}).get("insteadF16")) or {}
+        if instead:  # the same pass and product dispatches on the shader-f16 variant
+            line += (f"; one pass {r['profile']['passMs']:.3f} ms, {instead['passMs']:.3f} ms with the shader-f16 variant; its "
+                     f"{instead['matrixDispatches']} dispatches {instead['matrixDispatchesUs']:.0f} µs, {instead['f16DispatchesUs']:.0f} µs")
+        return line + ")"
+    variants = [variant(r) for r in rows if r.get("dawn_variant")]
+    if variants:  # which kernel variant the runtime picked (templates/runtime.js), and what the adapter offered
+        adapter = next(r["dawn_adapter"] for r in rows if r.get("dawn_variant"))
+        configs = ", ".join(f"{c['componentType']}x{c['componentType']}->{c['resultComponentType']} {c['M']}x{c['N']}x{c['K']}"
+                            for c in adapter.get("subgroupMatrixConfigs") or []) or "none"
+        lines += ["", f"Kuma's kernels on Dawn (flags {' '.join(env.get('dawn_flags', []))}): {'; '.join(variants)}. Adapter: subgroups "
+                      f"{adapter.get('subgroupMinSize')}..{adapter.get('subgroupMaxSize')}, subgroup-matrix configs {configs}, "
+                      f"shader-f16 {'shader-f16' in adapter['features']}."]
     tolerance = {k: TOLERANCE[env.get("precision", "f32") if k in ("dawn_rel_l2", "wgpu_rel_l2") else "f32"]
                  for k in ("dawn_rel_l2", "wgpu_rel_l2", "ort_rel_l2", "compile_rel_l2")}
     bad = [f"- {r['model']}: {k} rel L2 {r[k]:.1e} > {limit:g}" for r in rows

@@ -229,6 +229,7 @@ def main() -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--steps", type=int, help=f"generated tokens per generation (default {STEPS}; 24 with --small)")
     parser.add_argument("--prompt", type=int, help=f"prompt tokens (default {PROMPT}; 8 with --small)")
+    parser.add_argument("--dawn-toggles", default="", help="comma-separated Dawn toggles to enable too, as bench.py's")
     options = parser.parse_args()
     small = options.small
     steps = options.steps or (24 if small else STEPS)

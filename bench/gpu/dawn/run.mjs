@@ -10,7 +10,10 @@
 //        dispatches in the runtime's command buffers (submitted while encoded), readback. Runs go back to back after the warm-up, so the GPU stays at its working clock
 //        (an idle GPU drops it, docs/performance.md). With profile, the same program (parsed from
 //        index.js and the picked device class's module) is rebuilt on a device with timestamp-query: the GPU time of one pass, of runs
-//        back to back in one pass, and of each dispatch in a pass of its own.
+//        back to back in one pass, and of each dispatch in a pass of its own. Both use the kernel
+//        variant the runtime picks on this adapter (variant(): f32, shader-f16 or subgroup matrices),
+//        which the result names, beside the adapter's subgroup sizes and subgroup-matrix configs; on
+//        subgroup matrices the profile also times the pass and those dispatches on the shader-f16 variant.
 // ort:   ONNX Runtime Web's WebGPU EP on the same Dawn, for the model's ONNX export.
 // probe: Dawn's cost per dispatch: 1000 tiny dispatches in one pass, one submit; and one submit alone.
 // decode: a step model's greedy decode loop (docs/generative.md), for bench/gpu/dawn/decode.py.
@@ -87,8 +90,21 @@ async function fileFetch(url) {
 async function adapterInfo() {
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new Error("Dawn found no WebGPU adapter: no Vulkan driver (check VK_DRIVER_FILES or VK_ICD_FILENAMES and the Vulkan loader)");
-  const { vendor, architecture, device, description } = adapter.info;
-  return { vendor, architecture, device, description, features: [...adapter.features].sort() };
+  const { vendor, architecture, device, description, subgroupMinSize, subgroupMaxSize } = adapter.info;
+  const subgroupMatrixConfigs = [...(adapter.info.subgroupMatrixConfigs ?? [])].map(({ componentType, resultComponentType, M, N, K }) => ({ componentType, resultComponentType, M, N, K }));
+  return { vendor, architecture, device, description, features: [...adapter.features].sort(), subgroupMinSize, subgroupMaxSize, subgroupMatrixConfigs };
+}
+
+// The kernel variant templates/runtime.js picks for a program on an adapter (requestDevice and
+// kernelSources there; this mirrors them): "f16m" (subgroup matrices), "f16" (shader-f16) or "code",
+// and the device features it asks for.
+const MATRIX = "chromium-experimental-subgroup-matrix";
+function variant(program, adapter) {
+  const info = adapter.info;
+  const f16 = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16");
+  const matrix = f16 && program.kernels.some((k) => k.f16m) && adapter.features.has(MATRIX) && info.subgroupMinSize === 32 && info.subgroupMaxSize === 32 &&
+    [...(info.subgroupMatrixConfigs ?? [])].some((c) => c.componentType === "f16" && c.resultComponentType === "f32" && c.M === 16 && c.N === 16 && c.K === 16);
+  return { name: matrix ? "f16m" : f16 ? "f16" : "code", features: [...(f16 ? ["shader-f16"] : []), ...(matrix ? [MATRIX] : [])] };
 }
 
 // ---- Kuma ----
@@ -121,7 +137,9 @@ async function runKuma() {
   const feed = kumaInputs(program);
   let outputs = await model.run(feed);
   const timing = await timeRuns(async () => { outputs = await model.run(feed); }, job.timing);
-  const result = { loadMs, ...timing, deviceClass: model.deviceClass, dispatches: program.dispatches.length, relL2: relL2(Object.values(outputs)[0], readArray(job.expected.file, "float32")) };
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  const result = { loadMs, ...timing, deviceClass: model.deviceClass, variant: variant(program, adapter).name, dispatches: program.dispatches.length,
+    matrixKernels: program.kernels.filter((k) => k.f16m).length, relL2: relL2(Object.values(outputs)[0], readArray(job.expected.file, "float32")) };
   model.dispose();
   if (job.profile) result.profile = await profileKuma(program, feed);
   return result;
@@ -132,9 +150,9 @@ async function profileKuma(program, feed) {
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter.features.has("timestamp-query")) return { error: "the adapter has no timestamp-query" };
   const largest = Math.max(4, ...program.buffers.map((b) => Math.ceil(b.size / 4) * 4));
-  const f16 = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16");
+  const picked = variant(program, adapter);
   const device = await adapter.requestDevice({
-    requiredFeatures: ["timestamp-query", ...(f16 ? ["shader-f16"] : [])],
+    requiredFeatures: ["timestamp-query", ...picked.features],
     requiredLimits: { maxStorageBufferBindingSize: largest, maxBufferSize: largest, maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage },
   });
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
@@ -147,13 +165,17 @@ async function profileKuma(program, feed) {
     }
   });
   program.inputs.forEach((spec) => device.queue.writeBuffer(buffers[spec.buffer], 0, feed[spec.name]));
-  const pipelines = await Promise.all(program.kernels.map(async (k) => device.createComputePipelineAsync({
-    label: k.name, layout: "auto", compute: { module: device.createShaderModule({ code: (f16 && k.f16) || k.code }), entryPoint: "main" },
-  })));
-  const binds = program.dispatches.map(([kernel, bound, groups]) => ({
-    name: program.kernels[kernel].name, pipeline: pipelines[kernel], groups,
-    bindGroup: device.createBindGroup({ layout: pipelines[kernel].getBindGroupLayout(0), entries: bound.map((b, i) => ({ binding: i, resource: { buffer: buffers[b] } })) }),
-  }));
+  // the dispatches with the kernels of a variant
+  const dispatchesOf = async (name) => {
+    const pipelines = await Promise.all(program.kernels.map(async (k) => device.createComputePipelineAsync({
+      label: k.name, layout: "auto", compute: { module: device.createShaderModule({ code: (name === "f16m" && k.f16m) || (name !== "code" && k.f16) || k.code }), entryPoint: "main" },
+    })));
+    return program.dispatches.map(([kernel, bound, groups]) => ({
+      name: program.kernels[kernel].name, pipeline: pipelines[kernel], groups, matrix: Boolean(program.kernels[kernel].f16m),
+      bindGroup: device.createBindGroup({ layout: pipelines[kernel].getBindGroupLayout(0), entries: bound.map((b, i) => ({ binding: i, resource: { buffer: buffers[b] } })) }),
+    }));
+  };
+  const binds = await dispatchesOf(picked.name);
   const encode = (pass, list) => {
     for (const { pipeline, bindGroup, groups } of list) {
       pass.setPipeline(pipeline);
@@ -198,6 +220,20 @@ async function profileKuma(program, feed) {
     }
   }
   const dispatches = binds.map((b, i) => ({ name: b.name, groups: b.groups, us: median(perDispatch[i]) / 1e3 }));
+  // on subgroup matrices: the same pass, and the dispatches that have a matrix variant, with the
+  // shader-f16 variant instead, what the matrices gain
+  let insteadF16 = null;
+  if (picked.name === "f16m") {
+    const other = await dispatchesOf("f16");
+    await stamped([[other, 3]]);
+    const pass = [];
+    for (let r = 0; r < runs; r++) pass.push((await stamped([[other, 1]]))[0]);
+    const matrix = other.map((b, i) => i).filter((i) => other[i].matrix);
+    const times = [];
+    for (let r = 0; r < runs; r++) times.push((await stamped(matrix.slice(0, limit).map((i) => [[other[i]], 1]))).reduce((a, b) => a + b, 0));
+    insteadF16 = { passMs: median(pass) / 1e6, matrixDispatches: matrix.length,
+      matrixDispatchesUs: matrix.slice(0, limit).reduce((sum, i) => sum + dispatches[i].us, 0), f16DispatchesUs: median(times) / 1e3 };
+  }
   const kernels = {};
   for (const d of dispatches) {
     const k = (kernels[d.name] ??= { name: d.name, calls: 0, us: 0 });
@@ -207,8 +243,9 @@ async function profileKuma(program, feed) {
   for (const b of buffers) b.destroy();
   device.destroy();
   return {
+    variant: picked.name,
     passMs: median(onePass) / 1e6, backToBackMs: backToBack / 1e6, repeats,
-    dispatchSumMs: dispatches.reduce((s, d) => s + d.us, 0) / 1e3,
+    dispatchSumMs: dispatches.reduce((s, d) => s + d.us, 0) / 1e3, insteadF16,
     kernels: Object.values(kernels).sort((a, b) => b.us - a.us),
     dispatches,
   };

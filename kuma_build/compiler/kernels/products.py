@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from kuma_build.compiler.ir.sizes import Sym
 from kuma_build.compiler.kernels.gemm import THIN, Gemm, thin, tiled
+from kuma_build.compiler.kernels.gemm_matrix import matrix_tiled
 from kuma_build.compiler.kernels.gemm_registers import registers
 from kuma_build.compiler.kernels.wgsl import Bindings, Kernel
 
@@ -46,7 +47,7 @@ def few_rows(g: Gemm) -> tuple[str, int, int, int] | None:
 
 def gemm_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
     """The kernel of g after `functions` (its epilogue's); its shader-f16 variant, when it has one,
-    multiplies in f16. With few_rows, the tiled kernel for many rows, then (Kernel.then) the thin one."""
+    multiplies in f16, and a tiled one also gets a variant on subgroup matrices (gemm_matrix.py). With few_rows, the tiled kernel for many rows, then (Kernel.then) the thin one."""
     small = few_rows(g)
     if small is None:
         return one_kernel(b, name, g, functions)
@@ -69,4 +70,11 @@ def one_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
     code, workgroups = gemm_code(g)
     reads_f16 = any(buf.storage == "f16" for buf in b.buffers)  # only then is there a shader-f16 variant
     half = functions + gemm_code(replace(g, half=True))[0] if reads_f16 else None
-    return b.kernel(name, functions + code, workgroups, half)
+    matrix = None  # and, for the tiled kernel's products, one on subgroup matrices
+    if reads_f16 and not g.device.register_gemm and not is_thin(g):
+        on_matrices = matrix_tiled(replace(g, load_b_pair=None))  # native f16 bindings: no u32 words to pair
+        if on_matrices:
+            directives, body, counts = on_matrices
+            assert counts == workgroups  # the plan's dispatch serves every variant
+            matrix = directives, functions + body
+    return b.kernel(name, functions + code, workgroups, half, matrix)

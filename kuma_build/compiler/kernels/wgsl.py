@@ -32,10 +32,13 @@ class Kernel:
     # the dims' ranges {name: [low, high]} in which this dispatch runs (None: always), and the next dispatch
     when: dict | None = None
     then: "Kernel | None" = None
+    # variant multiplying on subgroup matrices (tensor cores), for devices with shader-f16 and them (gemm_matrix.py)
+    code_matrix: str | None = None
 
     def entry(self) -> dict:
         """What the kernel cache keeps of it (the buffers are the node's)."""
-        entry = {"name": self.name, "code": self.code, "workgroups": list(self.workgroups), "code_f16": self.code_f16}
+        entry = {"name": self.name, "code": self.code, "workgroups": list(self.workgroups), "code_f16": self.code_f16,
+                 "code_matrix": self.code_matrix}
         if self.when:
             entry.update(when=self.when, then=self.then and self.then.entry())
         return entry
@@ -45,7 +48,7 @@ class Kernel:
         own = [buf for buf in buffers if buf is not DIMS or DIMS_BINDING in entry["code"]]  # as Bindings.kernel left them
         then = entry.get("then")
         return cls(entry["name"], entry["code"], tuple(entry["workgroups"]), own, entry.get("code_f16"), entry.get("when"),
-                   then and cls.from_entry(then, buffers))
+                   then and cls.from_entry(then, buffers), entry.get("code_matrix"))
 
     def chain(self) -> list["Kernel"]:
         """This kernel and the ones after it (Kernel.then): the node's dispatches, in order."""
@@ -133,14 +136,18 @@ class Bindings:
             return None
         return precision.pair_word(self.inputs[k].buffer, self.names[k], offset_expr(self.inputs[k], index))
 
-    def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None) -> Kernel:
-        """body_f16: the body of the shader-f16 variant when it differs (f16 arithmetic, gemm.py)."""
-        if DIMS in self.buffers and "dims." not in body + (body_f16 or ""):
+    def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None,
+               matrix: tuple[str, str] | None = None) -> Kernel:
+        """body_f16: the body of the shader-f16 variant when it differs (f16 arithmetic, gemm.py);
+        matrix: (directives, body) of the subgroup-matrix variant (gemm_matrix.py), f16 weights only."""
+        if DIMS in self.buffers and "dims." not in body + (body_f16 or "") + (matrix[1] if matrix else ""):
             self.buffers.remove(DIMS)  # no size it computes with depends on a dim (a size-1 dim's stride, say)
-        code_f16 = None
+        code_f16 = code_matrix = None
         if any(buf.storage == "f16" for buf in self.buffers):
             code_f16 = "enable f16;\n\n" + self.declare(native_f16=True) + after_bindings(body_f16 or body)
-        return Kernel(name, self.declare() + after_bindings(body), tuple(workgroups), self.buffers, code_f16)
+            if matrix:
+                code_matrix = matrix[0] + "\n\n" + self.declare(native_f16=True) + after_bindings(matrix[1])
+        return Kernel(name, self.declare() + after_bindings(body), tuple(workgroups), self.buffers, code_f16, code_matrix=code_matrix)
 
 
 def page_names(buf: Buffer, var: str) -> list[str]:

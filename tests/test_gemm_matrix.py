@@ -1,0 +1,150 @@
+"""The tiled product on subgroup matrices (kernels/gemm_matrix.py), the third variant of an f16-weight
+build's products (docs/precision.md).
+
+No local WebGPU offers subgroup matrices, so the kernel built on gemm_matrix.py's emulation of the
+builtins runs on lavapipe against PyTorch (on the same f16-rounded weights): odd sizes, partial
+tiles and K steps, split K, a batch, bias and fused epilogues, each operand layout the staging
+handles, a dim's rows. The kernel builds ship differs from the emulated one only in the lines calling a
+primitive, so the indexing tested is the indexing shipped, and Chromium (no subgroup matrices)
+runs the f32 variant of a build carrying it. Only f16-weight products of the "gpu"
+class's tiled kernel with enough blocks carry the variant; f32 builds are as before.
+"""
+
+import dataclasses
+import difflib
+
+import pytest
+import torch
+from torch import nn
+
+from browser_support import run_folder
+from kuma_build.compiler import compile_module
+from kuma_build.compiler.kernels import gemm_matrix
+from kuma_build.config import InputSpec
+from support import assert_outputs_match, model_config, run_compiled
+
+F16_MATH_LAYER_BOUND = 3e-3  # as tests/test_precision.py's: one product with f16 operands against PyTorch
+
+
+class Batched(nn.Module):  # a weight per batch (no folding into rows), a fused relu
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(2, 40, 714))
+
+    def forward(self, x):
+        return torch.relu(x @ self.weight)
+
+
+class TransposedInput(nn.Module):  # A's rows are its neighbours in memory: k-major staging
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(260, 200))
+
+    def forward(self, x):
+        return x.transpose(0, 1) @ self.weight
+
+
+class WeightLeft(nn.Module):  # W @ x^T: B's k are neighbours in memory: column-major right matrices
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(200, 256))
+
+    def forward(self, x):
+        return self.weight @ x.transpose(0, 1)
+
+
+LAYERS = {  # module, inputs; the comments say the product's (batch, rows, cols, K), split and tile
+    "linear_gelu": (lambda: nn.Sequential(nn.Linear(40, 614), nn.GELU()), lambda: [torch.randn(2, 207, 40)]),  # 1 414 614 40, 32x64
+    "batched": (Batched, lambda: [torch.randn(2, 164, 40)]),  # 2 164 714 40, 32x64
+    "split_k": (lambda: nn.Linear(260, 200), lambda: [torch.randn(300, 260)]),  # 1 300 200 260, 4 slices
+    "transposed_input": (TransposedInput, lambda: [torch.randn(260, 300)]),
+    "weight_left": (WeightLeft, lambda: [torch.randn(300, 256)]),
+    "conv": (lambda: nn.Conv2d(64, 128, 3, padding=1), lambda: [torch.randn(1, 64, 28, 28)]),  # 1 128 784 576, 64x64
+    "bert_ffn": (lambda: nn.Linear(768, 3072), lambda: [torch.randn(128, 768)]),  # 128x128: 8 blocks a subgroup, 16 KB staged
+}
+
+
+def compiled_layer(layer: str, precision: str = "f16", target: str = "gpu"):
+    make, make_inputs = LAYERS[layer]
+    torch.manual_seed(0)
+    module, inputs = make().eval(), make_inputs()
+    config = dataclasses.replace(model_config(module, inputs), precision=precision, target=target)
+    return compile_module(module, config), config, inputs, module
+
+
+def matrix_kernels(compiled) -> list[dict]:
+    return [k for k in compiled.program["kernels"] if "f16m" in k]
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_emulated_kernel_matches_pytorch(layer, monkeypatch):
+    monkeypatch.setattr(gemm_matrix, "BACKEND", gemm_matrix.EMULATED)
+    compiled, config, inputs, module = compiled_layer(layer)
+    assert matrix_kernels(compiled) and all("emulated_multiply_add" in k["f16m"] for k in matrix_kernels(compiled))
+    for param in module.parameters():
+        if param.dim() > 1:  # the weights as stored (biases stay f32)
+            param.data = param.data.half().float()
+    with torch.no_grad():
+        expected = [module(*inputs).numpy()]
+    assert_outputs_match(run_compiled(compiled, config, inputs, True, matrix=True), expected, F16_MATH_LAYER_BOUND)
+
+
+def test_emulated_kernel_of_a_dynamic_product(monkeypatch):
+    """A product over a dim's rows: the tiled kernel (with the variant) for more than 8 rows."""
+    monkeypatch.setattr(gemm_matrix, "BACKEND", gemm_matrix.EMULATED)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(32, 384), nn.GELU()).eval()  # 700 x 384 x 32 at the max: a 32 x 64 tile
+    config = dataclasses.replace(model_config(net, [], "dims"), precision="f16", target="gpu")
+    config.inputs, config.dims = [InputSpec("x", (1, "seq", 32), "float32")], {"seq": (1, 700)}
+    compiled = compile_module(net, config)
+    assert [("f16m" in k) for k in compiled.program["kernels"]] == [True, False, False]  # the thin ones have none
+    net[0].weight.data = net[0].weight.data.half().float()
+    for seq in (700, 301, 9, 1):
+        x = torch.randn(1, seq, 32)
+        with torch.no_grad():
+            expected = [net(x).numpy()]
+        assert_outputs_match(run_compiled(compiled, config, [x], True, matrix=True), expected, F16_MATH_LAYER_BOUND)
+
+
+def test_shipped_kernel_differs_from_the_emulated_one_only_in_the_primitives(monkeypatch):
+    real = matrix_kernels(compiled_layer("transposed_input")[0])[0]["f16m"]
+    monkeypatch.setattr(gemm_matrix, "BACKEND", gemm_matrix.EMULATED)
+    emulated = matrix_kernels(compiled_layer("transposed_input")[0])[0]["f16m"]
+    directives = "enable f16;\nenable chromium_experimental_subgroup_matrix;\ndiagnostic(off,chromium.subgroup_matrix_uniformity);\n"
+    assert real.startswith(directives) and emulated.startswith("enable f16;\n")
+    real_lines, emulated_lines = real.removeprefix(directives).splitlines(), emulated.removeprefix("enable f16;\n").splitlines()
+    primitive = ("subgroupMatrixLoad<subgroup_matrix_left<f16,16,16>>(&tile_a,", "subgroupMatrixLoad<subgroup_matrix_right<f16,16,16>>(&tile_b,",
+                 "subgroupMatrixMultiplyAccumulate(", "subgroupMatrixStore(&tile_c,", "subgroup_matrix_result<f32,16,16>()")
+    emulation = ("EmulatedMatrix(", "emulated_multiply_add(", "emulated_store(", "EmulatedResult()")
+    used = set()
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=real_lines, b=emulated_lines, autojunk=False).get_opcodes():
+        ours, theirs = real_lines[i1:i2], emulated_lines[j1:j2]
+        if op == "equal":
+            continue
+        if op == "insert":  # the emulation's own helpers, between the staging and the kernel
+            assert theirs[0].startswith("struct EmulatedMatrix") and not any("subgroup" in line for line in theirs)
+            continue
+        assert op == "replace" and len(ours) == len(theirs), (ours, theirs)
+        for line, other in zip(ours, theirs):
+            used |= {p for p in primitive if p in line}
+            assert any(p in line for p in primitive) and any(e in other for e in emulation), (line, other)
+            assert line.split("=")[0] == other.split("=")[0] or "=" not in line + other  # the same variable, or a store
+    assert used == set(primitive)
+
+
+def test_only_f16_weight_tiled_products_of_enough_blocks_carry_it():
+    assert matrix_kernels(compiled_layer("split_k")[0])
+    assert not any("f16m" in k or "f16" in k for k in compiled_layer("split_k", "f32")[0].program["kernels"])
+    assert not matrix_kernels(compiled_layer("split_k", "f16", "cpu")[0])  # the register-blocked kernel
+    assert not matrix_kernels(compiled_layer("split_k", "int8")[0])
+    assert gemm_matrix.block_grid(32, 32) is None  # 4 blocks for 8 subgroups: the tiled kernel's two variants only
+    assert gemm_matrix.block_grid(128, 128) in ((2, 4), (4, 2)) and gemm_matrix.block_grid(16, 128) == (1, 8)
+
+
+@pytest.mark.browser
+def test_chromium_without_subgroup_matrices_runs_the_f32_variant(tmp_path):
+    compiled, config, inputs, _ = compiled_layer("split_k")
+    assert matrix_kernels(compiled)
+    run = run_folder(compiled.write(tmp_path), {s.name: t.numpy() for s, t in zip(config.inputs, inputs)})
+    # SwiftShader offers neither shader-f16 nor subgroup matrices: the f32 variant, as lavapipe runs it
+    assert_outputs_match(list(run.outputs.values()), run_compiled(compiled, config, inputs, False))
