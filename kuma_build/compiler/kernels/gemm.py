@@ -46,6 +46,10 @@ THIN = 8  # at most this many rows or columns: the thin kernel
 THIN_LANES = (4, 8, 16, 32)  # wide elements a thin workgroup may take when they are neighbours in memory (thin_lanes)
 THIN_K_LANES = (2, 4, 8)  # the same when their k are (a linear layer's weight)
 THIN_UNROLL = STEP  # k a thin kernel's thread loads before using any (with f16 weights: one f16 step)
+# Variants the GEMM sweep measures (bench/gpu/gemm_sweep.py --knob), off until measured:
+# the tiled kernel fetches A's and B's tiles as vec4s (4 neighbouring k of a row of A, 4 neighbouring
+# columns of B) where the caller can read them so (Gemm.load_a4 / load_b4), one bounds check a vec4
+VECTOR_LOADS = False
 
 
 @dataclass
@@ -59,6 +63,10 @@ class Gemm:
     finish: Callable[[str, str, str, str], tuple[list[str], str]]  # (sum, b, r, c) -> (lines, value); `flat` is defined
     a_k_contiguous: bool = True   # A's neighbouring k are neighbours in memory
     cols_contiguous: bool = True  # B's neighbouring columns are neighbours in memory
+    # lines assigning a vec4<f32> var the 4 elements of A at (b, r, k..k+3) (k a multiple of 4, all 4
+    # inside A when k < depth), and of B at (b, k, c..c+3) likewise; None where the layout does not allow it
+    load_a4: Callable[[str, str, str, str], list[str]] | None = None
+    load_b4: Callable[[str, str, str, str], list[str]] | None = None
     splits: int = 1  # K in this many slices, each summed into its own partial output (passes/split_k.py)
     half: bool = False  # f16 products and per-step sums (needs `enable f16;`)
     rows_at_most: int = 0  # the most rows this kernel runs at (a dynamic product's variant for few rows); 0: max_value(rows)
@@ -69,9 +77,11 @@ class Gemm:
         """The WGSL type of loaded values, products and per-step sums."""
         return "f16" if self.half else "f32"
 
-    def convert(self, value: str) -> str:
-        """An f32 expression as the element type."""
-        return f"f16({value})" if self.half else value
+    def convert(self, value: str, width: int = 1) -> str:
+        """An f32 expression (a vecN when width > 1) as the element type."""
+        if not self.half:
+            return value
+        return f"f16({value})" if width == 1 else f"vec{width}<f16>({value})"
 
     @property
     def zero(self) -> str:
@@ -102,9 +112,14 @@ def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: 
     return ceil(groups / device.parallel) * steps * (per_step + STEP_LATENCY) + (splits > 1) * device.dispatch_cost
 
 
+def fits(device: DeviceClass, tm: int, tn: int) -> bool:
+    """Whether a tile's staged K step fits the device's workgroup memory (f32: the widest)."""
+    return 4 * (tm + tn) * STEP <= device.workgroup_bytes
+
+
 def choose_tile(g: Gemm) -> tuple[int, int]:
     """The tile of least estimated cost for g's shape and split (ties: the bigger tile)."""
-    tiles = [(tm, tn) for tm in g.device.tiles for tn in g.device.tiles]
+    tiles = [(tm, tn) for tm in g.device.tiles for tn in g.device.tiles if fits(g.device, tm, tn)]
     return min(tiles, key=lambda t: (cost(g.device, *g.largest, *t, g.splits), -t[0] * t[1]))
 
 
@@ -116,13 +131,13 @@ def choose_split(device: DeviceClass, batch: int, rows: int, cols: int, depth: i
     if min(rows, cols) <= THIN:
         return 1  # the thin kernel splits K inside its workgroups
     options = [(tm, tn, s) for tm in device.tiles for tn in device.tiles for s in device.splits
-               if s == 1 or depth >= s * STEP * MIN_SPLIT_STEPS]
+               if fits(device, tm, tn) and (s == 1 or depth >= s * STEP * MIN_SPLIT_STEPS)]
     return min(options, key=lambda o: (cost(device, batch, rows, cols, depth, *o), o[2]))[2]
 
 
-def stage(var: str, load: list[str], check: str) -> list[str]:
-    """Lines setting `var` to the loaded element, or 0.0 when `check` fails (outside the matrix)."""
-    return [f"var {var} = 0.0;", *block(f"if ({check})", load)]
+def stage(var: str, load: list[str], check: str, zero: str = "0.0") -> list[str]:
+    """Lines setting `var` to the loaded element, or `zero` when `check` fails (outside the matrix)."""
+    return [f"var {var} = {zero};", *block(f"if ({check})", load)]
 
 
 def functions(g: Gemm) -> str:
@@ -204,21 +219,7 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     With g.half, each step sums into f16 `part_` values that gemm_fold adds to the f32 `acc_` ones."""
     tm, tn = choose_tile(g)
     rows, cols, element = Side(tm), Side(tn), g.element
-    fetch_a, fetch_b = tm * STEP // SIDE ** 2, tn * STEP // SIDE ** 2  # staged elements per thread
-
-    # staged element t of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
-    # threads read 4 neighbouring k of a row (4-way conflicts on the store, 8 rows a warp instead
-    # of 32): 17% faster on an H100 (docs/performance.md). B's element t is (t / tn, t % tn).
-    if g.a_k_contiguous:
-        a_m, a_k = f"(t / 4u) % {tm}u", f"t % 4u + 4u * (t / {4 * tm}u)"
-    else:
-        a_m, a_k = f"t % {tm}u", f"t / {tm}u"
-    staging = f"""
-fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> {element} {{ return {g.convert(f"gemm_a(batch, row0 + {a_m}, k0 + {a_k})")}; }}
-fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> {element} {{ return {g.convert(f"gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u)")}; }}
-fn stage_a(t: u32, v: {element}) {{ {rows.write("tile_a", f"({a_k}) * {tm}u + {a_m}", "v")} }}
-fn stage_b(t: u32, v: {element}) {{ {cols.write("tile_b", "t", "v")} }}
-"""
+    staging, (fetch_a, fetch_b), (zero_a, zero_b) = staged_loads(g, rows, cols)
     threads = [f"li + {i * SIDE ** 2}u" for i in range(max(fetch_a, fetch_b))]
 
     def fetch(k0: str) -> list[str]:
@@ -265,7 +266,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let k_end = min(k_begin + {g.span()}, {u32(g.depth)});
   let row0 = wg.y * {tm}u;
   let col0 = wg.x * {tn}u;
-{indent([f"var fa{i} = {g.zero};" for i in range(fetch_a)] + [f"var fb{j} = {g.zero};" for j in range(fetch_b)])}
+{indent([f"var fa{i} = {zero_a};" for i in range(fetch_a)] + [f"var fb{j} = {zero_b};" for j in range(fetch_b)])}
 {indent(fetch("k_begin"))}
   for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
 {indent(stage_tiles, 2)}
@@ -280,6 +281,72 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 }}
 """
     return code, (ceil_div_count(g.cols, tn), ceil_div_count(g.rows, tm), ceil_div_count(g.batch * g.splits, 1))
+
+
+def vector_side(tile: int) -> bool:
+    """Whether VECTOR_LOADS fetches a tile side's K step as vec4s: a whole number of them per thread."""
+    return VECTOR_LOADS and tile * STEP % (4 * SIDE ** 2) == 0
+
+
+def vectors(load, tile: int) -> bool:
+    """Whether a tile side's K step is fetched as vec4s: vector_side, and a vec4 reader."""
+    return load is not None and vector_side(tile)
+
+
+def staged_loads(g: Gemm, rows: Side, cols: Side) -> tuple[str, tuple[int, int], tuple[str, str]]:
+    """WGSL functions fetching staged value t of A's and B's K step (fetch_a, fetch_b) and storing
+    it in the k-major tiles (stage_a, stage_b); how many values each thread fetches; their zeros.
+    A value is an element, or a vec4 where `vectors` says so: 4 neighbouring k of a row of A, whose
+    threads go along the row (a row's STEP k are STEP * 4 neighbouring bytes), or 4 neighbouring
+    columns of B, which is one vec4 of the staged tile."""
+    tm, tn, element = rows.tile, cols.tile, g.element
+    vec_a, vec_b = vectors(g.load_a4, tm), vectors(g.load_b4, tn)
+    readers = ""  # the vec4 readers, as gemm_a and gemm_b (functions) read one element
+    if vec_a:
+        a_m, a_k = f"t / {STEP // 4}u", f"4u * (t % {STEP // 4}u)"
+        readers += vector_reader(g, "a", g.load_a4, f"am < {u32(g.rows)} && ak < {u32(g.depth)}")
+        fetch_a = f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_a4(batch, row0 + {a_m}, k0 + {a_k})', 4)}; }}"
+        stage_a = f"fn stage_a(t: u32, v: vec4<{element}>) {{ {lanes(rows, 'tile_a', lambda j: f'({a_k} + {j}u) * {tm}u + {a_m}')} }}"
+    else:
+        # staged element t of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
+        # threads read 4 neighbouring k of a row (4-way conflicts on the store, 8 rows a warp instead
+        # of 32): 17% faster on an H100 (docs/performance.md)
+        if g.a_k_contiguous:
+            a_m, a_k = f"(t / 4u) % {tm}u", f"t % 4u + 4u * (t / {4 * tm}u)"
+        else:
+            a_m, a_k = f"t % {tm}u", f"t / {tm}u"
+        fetch_a = f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> {element} {{ return {g.convert(f'gemm_a(batch, row0 + {a_m}, k0 + {a_k})')}; }}"
+        stage_a = f"fn stage_a(t: u32, v: {element}) {{ {rows.write('tile_a', f'({a_k}) * {tm}u + {a_m}', 'v')} }}"
+    if vec_b:  # value t is columns 4 * (t % (tn / 4)) .. + 3 of k t / (tn / 4): vec4 t of the tile
+        b_k, b_c = f"t / {tn // 4}u", f"4u * (t % {tn // 4}u)"
+        readers += vector_reader(g, "b", g.load_b4, f"bk < {u32(g.depth)} && bn < {u32(g.cols)}")
+        fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_b4(batch, k0 + {b_k}, col0 + {b_c})', 4)}; }}"
+        store = "tile_b[t] = v;" if cols.width == 4 else lanes(cols, "tile_b", lambda j: f"4u * t + {j}u")
+        stage_b = f"fn stage_b(t: u32, v: vec4<{element}>) {{ {store} }}"
+    else:  # B's element t is (t / tn, t % tn)
+        fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> {element} {{ return {g.convert(f'gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u)')}; }}"
+        stage_b = f"fn stage_b(t: u32, v: {element}) {{ {cols.write('tile_b', 't', 'v')} }}"
+    code = f"{readers}\n{fetch_a}\n{fetch_b}\n{stage_a}\n{stage_b}\n"
+    per = SIDE ** 2
+    counts = (tm * STEP // per // (4 if vec_a else 1), tn * STEP // per // (4 if vec_b else 1))
+    zeros = (f"vec4<{element}>()" if vec_a else g.zero, f"vec4<{element}>()" if vec_b else g.zero)
+    return code, counts, zeros
+
+
+def vector_reader(g: Gemm, side: str, load, check: str) -> str:
+    """gemm_a4 or gemm_b4: the vec4 at (batch, row or k, first k or column), zeros outside the matrix."""
+    first, second = ("am", "ak") if side == "a" else ("bk", "bn")
+    return f"""
+fn gemm_{side}4(batch: u32, {first}: u32, {second}: u32) -> vec4<f32> {{
+{indent(stage(f"v{side}", load(f"v{side}", "batch", first, second), check, "vec4<f32>()"))}
+  return v{side};
+}}
+"""
+
+
+def lanes(side: Side, tile: str, at) -> str:
+    """Store the lanes of vec4 v at the tile positions at(0) .. at(3)."""
+    return " ".join(side.write(tile, at(j), f"v.{'xyzw'[j]}") for j in range(4))
 
 
 def thin_lanes(device: DeviceClass, wide: int, fast: bool) -> int:
