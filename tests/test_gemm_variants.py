@@ -1,5 +1,5 @@
 """The tiled GEMM's variants that bench/gpu/gemm_sweep.py measures (kernels/gemm.py: VECTOR_LOADS,
-STEP), each forced onto a tile where it changes the code, on sizes that are not multiples of the
+DOUBLE_BUFFER, STEP), each forced onto a tile where it changes the code, on sizes that are not multiples of the
 tile or the K step, on real WebGPU against PyTorch. The cost model picks small tiles for these
 small products, so the tests force the tile and split as the sweep does."""
 
@@ -16,6 +16,7 @@ from kuma_build.devices import GPU
 from support import Fn, assert_matches, model_config, rel_l2, run_compiled
 
 VECTORS = {"VECTOR_LOADS": True}
+DOUBLE = {"DOUBLE_BUFFER": True}
 CASES = {  # name -> (fn, x shape, y shape, tile, split, knobs, vec4 loads expected in the kernel)
     # both operands vec4 (rows, columns and K past the tile and step), K split in 3 uneven slices
     "vectors_both": (lambda x, y: x @ y, (70, 200), (200, 132), (64, 64), 3, VECTORS, ("gemm_a4", "gemm_b4")),
@@ -29,6 +30,11 @@ CASES = {  # name -> (fn, x shape, y shape, tile, split, knobs, vec4 loads expec
     # 32 k a step: half the tile fits the workgroup memory
     "step32": (lambda x, y: x @ y, (70, 200), (200, 75), (64, 64), 2, {"STEP": 32}, ()),
     "step32_vectors": (lambda x, y: x @ y, (37, 164), (164, 76), (32, 64), 1, {"STEP": 32, **VECTORS}, ("gemm_a4", "gemm_b4")),
+    # two halves of workgroup memory: uneven slices, B's columns in runs of 2 (a 32-wide tile), a single step
+    "double": (lambda x, y: x @ y.t(), (70, 200), (75, 200), (64, 64), 3, DOUBLE, ()),
+    "double_narrow": (lambda x, y: x @ y, (45, 90), (90, 40), (32, 32), 1, DOUBLE, ()),
+    "double_one_step": (lambda x, y: x @ y, (40, 13), (13, 70), (32, 64), 1, DOUBLE, ()),
+    "double_vectors": (lambda x, y: x @ y, (70, 200), (200, 132), (64, 64), 2, {**DOUBLE, **VECTORS}, ("gemm_a4", "gemm_b4")),
 }
 
 
@@ -51,6 +57,7 @@ def test_variant_matches_pytorch(name, forced):
     code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")
     assert all(f"fn {reader}(" in code for reader in vector_reads)
     assert ("gemm_a4" in code, "gemm_b4" in code) == ("gemm_a4" in vector_reads, "gemm_b4" in vector_reads)
+    assert ("var half" in code) == ("DOUBLE_BUFFER" in knobs)  # the staged half alternates
 
 
 def test_vector_loads_change_no_arithmetic_of_f16_math(forced):

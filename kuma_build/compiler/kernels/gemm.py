@@ -50,6 +50,9 @@ THIN_UNROLL = STEP  # k a thin kernel's thread loads before using any (with f16 
 # the tiled kernel fetches A's and B's tiles as vec4s (4 neighbouring k of a row of A, 4 neighbouring
 # columns of B) where the caller can read them so (Gemm.load_a4 / load_b4), one bounds check a vec4
 VECTOR_LOADS = False
+# two halves of workgroup memory, one K step staged in each in turn: one barrier a step instead of
+# two, on the tiles whose two steps fit (double_buffered)
+DOUBLE_BUFFER = False
 
 
 @dataclass
@@ -219,14 +222,18 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     With g.half, each step sums into f16 `part_` values that gemm_fold adds to the f32 `acc_` ones."""
     tm, tn = choose_tile(g)
     rows, cols, element = Side(tm), Side(tn), g.element
-    staging, (fetch_a, fetch_b), (zero_a, zero_b) = staged_loads(g, rows, cols)
+    double = double_buffered(g.device, tm, tn)
+    staging, (fetch_a, fetch_b), (zero_a, zero_b) = staged_loads(g, rows, cols, double)
     threads = [f"li + {i * SIDE ** 2}u" for i in range(max(fetch_a, fetch_b))]
 
     def fetch(k0: str) -> list[str]:
         return ([f"fa{i} = fetch_a({threads[i]}, batch, row0, {k0});" for i in range(fetch_a)]
                 + [f"fb{j} = fetch_b({threads[j]}, batch, {k0}, col0);" for j in range(fetch_b)])
 
-    stage_tiles = [f"stage_a({threads[i]}, fa{i});" for i in range(fetch_a)] + [f"stage_b({threads[j]}, fb{j});" for j in range(fetch_b)]
+    def stage_tiles(half: str = "") -> list[str]:
+        """Store the fetched values (into half `half` of the tiles, an expression 0u or 1u, when double)."""
+        at_a, at_b = (f", {half} * {tm * STEP}u", f", {half} * {tn * STEP}u") if double else ("", "")
+        return [f"stage_a({threads[i]}, fa{i}{at_a});" for i in range(fetch_a)] + [f"stage_b({threads[j]}, fb{j}{at_b});" for j in range(fetch_b)]
     # a thread's accumulators: one per row and run of columns (vectors: fewer lines to ship)
     accs = [(i, run) for i in range(rows.per) for run in range(cols.groups)]
     splat = (lambda x: x) if cols.width == 1 else (lambda x: f"{cols.type(element)}({x})")
@@ -237,7 +244,7 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     # step was 10% faster than Naga's loop on an H100 (the driver did not unroll it), and as
     # calls the source stays small; inlined, they ran as fast as unrolled source
     private = "\n".join(f"var<private> acc_{i}_{run}: {cols.type()};" for i, run in accs)
-    inner = [f"gemm_step({c}u, lid);" for c in range(STEP)]
+    inner = [f"gemm_step({f'half * {STEP}u + ' if double else ''}{c}u, lid);" for c in range(STEP)]
     fold = ""
     if g.half:
         private += "".join(f"\nvar<private> part_{i}_{run}: {cols.type(element)};" for i, run in accs)
@@ -255,9 +262,38 @@ fn gemm_step(kk: u32, lid: vec3<u32>) {{
     writes = [f"let r = row0 + lid.y * {rows.width}u;", f"let c = col0 + lid.x * {cols.width}u;"]
     writes += [f"gemm_put(batch, wg.z, r + {rows.offset(i)}u, c + {cols.offset(j)}u, {cols.element(f'acc_{i}_', j)});"
                for i in range(rows.per) for j in range(cols.per)]
+    if double:  # stage step 0, then each step: fetch the next, compute this one, stage the next in the other half
+        loop = f"""
+{indent(stage_tiles("0u"))}
+  workgroupBarrier();
+  var half = 0u;
+  for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
+    let more = k0 + {STEP}u < k_end;
+    if (more) {{
+{indent(fetch(f"k0 + {STEP}u"), 3)}
+    }}
+{indent(inner, 2)}
+    if (more) {{
+{indent(stage_tiles("(1u - half)"), 3)}
+    }}
+    workgroupBarrier();
+    half = 1u - half;
+  }}"""
+    else:
+        loop = f"""
+  for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
+{indent(stage_tiles(), 2)}
+    workgroupBarrier();
+    if (k0 + {STEP}u < k_end) {{
+{indent(fetch(f"k0 + {STEP}u"), 3)}
+    }}
+{indent(inner, 2)}
+    workgroupBarrier();
+  }}"""
+    halves = 2 if double else 1
     code = functions(g) + staging + step_fn + f"""
-var<workgroup> tile_a: array<{rows.type(element)}, {tm * STEP // rows.width}>;
-var<workgroup> tile_b: array<{cols.type(element)}, {tn * STEP // cols.width}>;
+var<workgroup> tile_a: array<{rows.type(element)}, {halves * tm * STEP // rows.width}>;
+var<workgroup> tile_b: array<{cols.type(element)}, {halves * tn * STEP // cols.width}>;
 
 @compute @workgroup_size({SIDE}, {SIDE})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
@@ -267,20 +303,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let row0 = wg.y * {tm}u;
   let col0 = wg.x * {tn}u;
 {indent([f"var fa{i} = {zero_a};" for i in range(fetch_a)] + [f"var fb{j} = {zero_b};" for j in range(fetch_b)])}
-{indent(fetch("k_begin"))}
-  for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
-{indent(stage_tiles, 2)}
-    workgroupBarrier();
-    if (k0 + {STEP}u < k_end) {{
-{indent(fetch(f"k0 + {STEP}u"), 3)}
-    }}
-{indent(inner, 2)}
-    workgroupBarrier();
-  }}
+{indent(fetch("k_begin"))}{loop}
 {indent(writes)}
 }}
 """
     return code, (ceil_div_count(g.cols, tn), ceil_div_count(g.rows, tm), ceil_div_count(g.batch * g.splits, 1))
+
+
+def double_buffered(device: DeviceClass, tm: int, tn: int) -> bool:
+    """Whether the tiled kernel stages K steps alternately in two halves (DOUBLE_BUFFER): when two fit."""
+    return DOUBLE_BUFFER and 2 * 4 * (tm + tn) * STEP <= device.workgroup_bytes
 
 
 def vector_side(tile: int) -> bool:
@@ -293,20 +325,22 @@ def vectors(load, tile: int) -> bool:
     return load is not None and vector_side(tile)
 
 
-def staged_loads(g: Gemm, rows: Side, cols: Side) -> tuple[str, tuple[int, int], tuple[str, str]]:
+def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple[str, tuple[int, int], tuple[str, str]]:
     """WGSL functions fetching staged value t of A's and B's K step (fetch_a, fetch_b) and storing
-    it in the k-major tiles (stage_a, stage_b); how many values each thread fetches; their zeros.
+    it in the k-major tiles (stage_a, stage_b; when double, at element offset o: the half it goes
+    to); how many values each thread fetches; their zeros.
     A value is an element, or a vec4 where `vectors` says so: 4 neighbouring k of a row of A, whose
     threads go along the row (a row's STEP k are STEP * 4 neighbouring bytes), or 4 neighbouring
     columns of B, which is one vec4 of the staged tile."""
     tm, tn, element = rows.tile, cols.tile, g.element
     vec_a, vec_b = vectors(g.load_a4, tm), vectors(g.load_b4, tn)
+    o, at = (", o: u32", "o + ") if double else ("", "")  # the half's offset, when double
     readers = ""  # the vec4 readers, as gemm_a and gemm_b (functions) read one element
     if vec_a:
         a_m, a_k = f"t / {STEP // 4}u", f"4u * (t % {STEP // 4}u)"
         readers += vector_reader(g, "a", g.load_a4, f"am < {u32(g.rows)} && ak < {u32(g.depth)}")
         fetch_a = f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_a4(batch, row0 + {a_m}, k0 + {a_k})', 4)}; }}"
-        stage_a = f"fn stage_a(t: u32, v: vec4<{element}>) {{ {lanes(rows, 'tile_a', lambda j: f'({a_k} + {j}u) * {tm}u + {a_m}')} }}"
+        stage_a = f"fn stage_a(t: u32, v: vec4<{element}>{o}) {{ {lanes(rows, 'tile_a', lambda j: f'{at}({a_k} + {j}u) * {tm}u + {a_m}')} }}"
     else:
         # staged element t of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
         # threads read 4 neighbouring k of a row (4-way conflicts on the store, 8 rows a warp instead
@@ -316,16 +350,16 @@ def staged_loads(g: Gemm, rows: Side, cols: Side) -> tuple[str, tuple[int, int],
         else:
             a_m, a_k = f"t % {tm}u", f"t / {tm}u"
         fetch_a = f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> {element} {{ return {g.convert(f'gemm_a(batch, row0 + {a_m}, k0 + {a_k})')}; }}"
-        stage_a = f"fn stage_a(t: u32, v: {element}) {{ {rows.write('tile_a', f'({a_k}) * {tm}u + {a_m}', 'v')} }}"
+        stage_a = f"fn stage_a(t: u32, v: {element}{o}) {{ {rows.write('tile_a', f'{at}({a_k}) * {tm}u + {a_m}', 'v')} }}"
     if vec_b:  # value t is columns 4 * (t % (tn / 4)) .. + 3 of k t / (tn / 4): vec4 t of the tile
         b_k, b_c = f"t / {tn // 4}u", f"4u * (t % {tn // 4}u)"
         readers += vector_reader(g, "b", g.load_b4, f"bk < {u32(g.depth)} && bn < {u32(g.cols)}")
         fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_b4(batch, k0 + {b_k}, col0 + {b_c})', 4)}; }}"
-        store = "tile_b[t] = v;" if cols.width == 4 else lanes(cols, "tile_b", lambda j: f"4u * t + {j}u")
-        stage_b = f"fn stage_b(t: u32, v: vec4<{element}>) {{ {store} }}"
+        store = f"tile_b[{at.replace('o', 'o / 4u')}t] = v;" if cols.width == 4 else lanes(cols, "tile_b", lambda j: f"{at}4u * t + {j}u")
+        stage_b = f"fn stage_b(t: u32, v: vec4<{element}>{o}) {{ {store} }}"
     else:  # B's element t is (t / tn, t % tn)
         fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> {element} {{ return {g.convert(f'gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u)')}; }}"
-        stage_b = f"fn stage_b(t: u32, v: {element}) {{ {cols.write('tile_b', 't', 'v')} }}"
+        stage_b = f"fn stage_b(t: u32, v: {element}{o}) {{ {cols.write('tile_b', f'{at}t', 'v')} }}"
     code = f"{readers}\n{fetch_a}\n{fetch_b}\n{stage_a}\n{stage_b}\n"
     per = SIDE ** 2
     counts = (tm * STEP // per // (4 if vec_a else 1), tn * STEP // per // (4 if vec_b else 1))
