@@ -7,11 +7,13 @@ folders carry no weights; `run` (on the GPU machine) times each with pass timest
 per shape, every variant and what the cost model would pick, then the best time per shape for the
 default kernel and each knob value. docs/performance.md has the results.
 
-A knob is a module constant of kernels/gemm.py (VECTOR_LOADS, STEP, ...) set for one program: it
-is timed on each tile of the shape's grid that fits, at the split the cost model gives that tile
-(and a quarter of it), and so is the default kernel, for a like-for-like comparison.
+A knob is a module constant of kernels/gemm.py (VECTOR_LOADS, DOUBLE_BUFFER, STEP, ...) set for one
+program (a setting: one or several): it is timed on each tile of the shape's grid that fits, at the
+split the cost model gives that tile, where it changes the kernel's code (from the default's and the
+earlier settings'), and so is the default kernel, for a like-for-like comparison.
 
     python bench/gpu/gemm_sweep.py build bench/gpu/sweep [--cases bert,vit] [--picked-only] [--knob VECTOR_LOADS=True]
+        [--setting VECTOR_LOADS=True,DOUBLE_BUFFER=True]
     python bench/gpu/gemm_sweep.py run bench/gpu/sweep [--runs 10]
 """
 
@@ -52,7 +54,7 @@ HEAT_SECONDS = 0.2  # of GPU work before each timing: an idle H100 drops its SM 
 TIMED_SECONDS = 0.1  # of back-to-back runs timed per variant
 
 
-def build(out: Path, picked_only: bool, knobs: dict, only: list[str]) -> None:
+def build(out: Path, picked_only: bool, settings: list[dict], only: list[str]) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -97,13 +99,9 @@ def build(out: Path, picked_only: bool, knobs: dict, only: list[str]) -> None:
             return [s for s in SPLITS if gemm.fits(GPU, *tile) and (s == 1 or depth >= s * gemm.STEP * gemm.MIN_SPLIT_STEPS)]
 
         def knob_grid():
-            """Each tile at the split the cost model gives it and a quarter of that (under the current knobs)."""
-            pairs = []
-            for tile in tiles:
-                if splits_of(tile):
-                    best = min(splits_of(tile), key=lambda s: (gemm.cost(GPU, 1, rows, cols, depth, *tile, s), s))
-                    pairs += [(tile, best)] + [(tile, best // 4)] * (best >= 4)
-            return pairs
+            """Each tile at the split the cost model gives it (under the current knobs)."""
+            return [(tile, min(splits_of(tile), key=lambda s: (gemm.cost(GPU, 1, rows, cols, depth, *tile, s), s)))
+                    for tile in tiles if splits_of(tile)]
 
         if name.startswith("matmul"):
             pairs = [(tile, 1) for tile in tiles]
@@ -111,14 +109,14 @@ def build(out: Path, picked_only: bool, knobs: dict, only: list[str]) -> None:
             pairs = [(tile, split) for tile in tiles for split in splits_of(tile)]
         else:
             pairs = []
-        if knobs:
-            pairs += knob_grid()
-        pairs = list(dict.fromkeys([(picked_tile, picked_split)] + pairs))
+        knob_pairs = []
+        for setting in settings:  # the default kernel is timed on every pair a knob is
+            with knob_set(gemm, setting):
+                knob_pairs.append(list(dict.fromkeys(knob_grid())))
+        pairs = list(dict.fromkeys([(picked_tile, picked_split)] + pairs + [p for grid in knob_pairs for p in grid]))
         runs = [(tile, split, {}) for tile, split in pairs]
-        for knob, values in knobs.items():
-            for value in values:
-                with knob_set(gemm, {knob: value}):
-                    runs += [(tile, split, {knob: value}) for tile, split in dict.fromkeys(knob_grid())]
+        runs += [(tile, split, setting) for setting, grid in zip(settings, knob_pairs) for tile, split in grid]
+        built = {}  # (tile, split) -> the kernels of the programs built for it: a setting that changes none is not timed
         for tile, split, setting in runs:
             if picked_only and (tile, split) != (picked_tile, picked_split):
                 continue
@@ -126,7 +124,12 @@ def build(out: Path, picked_only: bool, knobs: dict, only: list[str]) -> None:
             gemm.choose_split = lambda *shape, split=split: split
             folder = f"case{case}-{tile[0]}x{tile[1]}-s{split}" + "".join(f"-{k}={v}" for k, v in setting.items())
             with knob_set(gemm, setting):
-                compile_module(net, replace(config, name=folder)).write(out / "programs")
+                compiled = compile_module(net, replace(config, name=folder))
+            code = [k["code"] for k in compiled.program["kernels"]]
+            if setting and code in built.get((tile, split), []):
+                continue
+            built.setdefault((tile, split), []).append(code)
+            compiled.write(out / "programs")
             index.append({"case": name, "tile": tile, "split": split, "folder": folder, "setting": setting,
                           "picked": tile == picked_tile and split == picked_split and not setting, "flops": 2 * rows * cols * depth})
         gemm.choose_tile, gemm.choose_split = choose_tile, choose_split
@@ -227,11 +230,14 @@ def main() -> int:
     parser.add_argument("--picked-only", action="store_true", help="build: only the cost model's tile and split")
     parser.add_argument("--cases", default="", help="build: only the shapes whose names start so (comma-separated: bert,vit,l4)")
     parser.add_argument("--knob", action="append", default=[], metavar="NAME=V1,V2",
-                        help="build: also the picked tile with each value of a gemm.py constant (Python literals)")
+                        help="build: also each value of a gemm.py constant (Python literals), each tile at its split")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=V,NAME2=V2",
+                        help="build: also these gemm.py constants together (as --knob does one)")
     args = parser.parse_args()
     if args.mode == "build":
-        knobs = {name: [ast.literal_eval(v) for v in values.split(",")] for name, values in (k.split("=") for k in args.knob)}
-        build(args.folder, args.picked_only, knobs, [c for c in args.cases.split(",") if c])
+        settings = [{name: ast.literal_eval(v)} for name, values in (k.split("=") for k in args.knob) for v in values.split(",")]
+        settings += [{name: ast.literal_eval(v) for name, v in (pair.split("=") for pair in s.split(","))} for s in args.setting]
+        build(args.folder, args.picked_only, settings, [c for c in args.cases.split(",") if c])
     else:
         run(args.folder, args.runs, args.results or args.folder / "results.json")
     return 0
