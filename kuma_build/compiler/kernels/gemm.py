@@ -19,6 +19,10 @@ finish a sum (alpha, bias, fused epilogue). Two kernels:
 The "cpu" device class uses neither: gemm_registers.py's kernel has no barriers.
 products.py picks one.
 
+Variants of the tiled kernel that bench/gpu/gemm_sweep.py times against it are module constants,
+off by default (the kernels are then exactly the measured ones): VECTOR_LOADS (tiles fetched as
+vec4s), DOUBLE_BUFFER (one barrier a K step) and STEP = 32 (docs/performance.md, item 4).
+
 With `half` (the shader-f16 variant of a kernel reading f16 weights,
 docs/precision.md) both kernels multiply in f16: loads are rounded to f16,
 tiles are staged as f16 (half the workgroup memory) and the products of each
