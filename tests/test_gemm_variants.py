@@ -57,20 +57,23 @@ def test_variant_matches_pytorch(name, forced):
     code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")
     assert all(f"fn {reader}(" in code for reader in vector_reads)
     assert ("gemm_a4" in code, "gemm_b4" in code) == ("gemm_a4" in vector_reads, "gemm_b4" in vector_reads)
-    assert ("var half" in code) == ("DOUBLE_BUFFER" in knobs)  # the staged half alternates
+    assert ("var phase" in code) == ("DOUBLE_BUFFER" in knobs)  # the staged half alternates
 
 
-def test_vector_loads_change_no_arithmetic_of_f16_math(forced):
-    """The shader-f16 variant (f16 weights, f32 activations read as vec4s and rounded to f16)
-    gives the same bits with and without vec4 loads: only how the tiles are fetched differs."""
+@pytest.mark.parametrize("knobs", [VECTORS, DOUBLE], ids=["vectors", "double"])
+def test_variants_change_no_arithmetic_of_f16_math(knobs, forced):
+    """The shader-f16 variant (f16 weights, f32 activations, here read as vec4s or staged in two
+    halves, rounded to f16) gives the same bits as the default kernel: only how the tiles are
+    fetched and staged differs."""
     net, x = nn.Linear(200, 68).eval(), torch.randn(70, 200)
     config = dataclasses.replace(model_config(net, [x], device="gpu"), precision="f16")
-    forced((64, 64), 1, {})
+    forced((64, 64), 2, {})
     plain = compile_module(net, config)
-    forced((64, 64), 1, VECTORS)
-    vectors = compile_module(net, config)
-    assert "vec4<f16>(gemm_a4(" in next(k["f16"] for k in vectors.program["kernels"] if k["name"] == "matmul")
-    outputs = [run_compiled(c, config, [x], True)[0] for c in (plain, vectors)]
+    forced((64, 64), 2, knobs)
+    variant = compile_module(net, config)
+    code = next(k["f16"] for k in variant.program["kernels"] if k["name"] == "matmul")
+    assert ("vec4<f16>(gemm_a4(" in code) == ("VECTOR_LOADS" in knobs) and ("var phase" in code) == ("DOUBLE_BUFFER" in knobs)
+    outputs = [run_compiled(c, config, [x], True)[0] for c in (plain, variant)]
     assert rel_l2(outputs[1], outputs[0]) == 0
 
 

@@ -234,9 +234,9 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
         return ([f"fa{i} = fetch_a({threads[i]}, batch, row0, {k0});" for i in range(fetch_a)]
                 + [f"fb{j} = fetch_b({threads[j]}, batch, {k0}, col0);" for j in range(fetch_b)])
 
-    def stage_tiles(half: str = "") -> list[str]:
-        """Store the fetched values (into half `half` of the tiles, an expression 0u or 1u, when double)."""
-        at_a, at_b = (f", {half} * {tm * STEP}u", f", {half} * {tn * STEP}u") if double else ("", "")
+    def stage_tiles(phase: str = "") -> list[str]:
+        """Store the fetched values (into half `phase` of the tiles, an expression 0u or 1u, when double)."""
+        at_a, at_b = (f", {phase} * {tm * STEP}u", f", {phase} * {tn * STEP}u") if double else ("", "")
         return [f"stage_a({threads[i]}, fa{i}{at_a});" for i in range(fetch_a)] + [f"stage_b({threads[j]}, fb{j}{at_b});" for j in range(fetch_b)]
     # a thread's accumulators: one per row and run of columns (vectors: fewer lines to ship)
     accs = [(i, run) for i in range(rows.per) for run in range(cols.groups)]
@@ -248,7 +248,7 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     # step was 10% faster than Naga's loop on an H100 (the driver did not unroll it), and as
     # calls the source stays small; inlined, they ran as fast as unrolled source
     private = "\n".join(f"var<private> acc_{i}_{run}: {cols.type()};" for i, run in accs)
-    inner = [f"gemm_step({f'half * {STEP}u + ' if double else ''}{c}u, lid);" for c in range(STEP)]
+    inner = [f"gemm_step({f'phase * {STEP}u + ' if double else ''}{c}u, lid);" for c in range(STEP)]
     fold = ""
     if g.half:
         private += "".join(f"\nvar<private> part_{i}_{run}: {cols.type(element)};" for i, run in accs)
@@ -270,7 +270,7 @@ fn gemm_step(kk: u32, lid: vec3<u32>) {{
         loop = f"""
 {indent(stage_tiles("0u"))}
   workgroupBarrier();
-  var half = 0u;
+  var phase = 0u;
   for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
     let more = k0 + {STEP}u < k_end;
     if (more) {{
@@ -278,10 +278,10 @@ fn gemm_step(kk: u32, lid: vec3<u32>) {{
     }}
 {indent(inner, 2)}
     if (more) {{
-{indent(stage_tiles("(1u - half)"), 3)}
+{indent(stage_tiles("(1u - phase)"), 3)}
     }}
     workgroupBarrier();
-    half = 1u - half;
+    phase = 1u - phase;
   }}"""
     else:
         loop = f"""
