@@ -215,6 +215,29 @@ def print_knobs(index: list[dict]) -> None:
             else:
                 cells.append("")
         print(f"| {case} | " + " | ".join(cells) + " |")
+    print_layers(index, settings)
+
+
+def print_layers(index: list[dict], settings: list[str]) -> None:
+    """Per model and row count (bert M128, ...), the four linear layers' times summed: the cost
+    model's picks, the default's best, and each setting's best (over its tiles)."""
+    groups = {}
+    for e in index:
+        if e["case"].startswith(("bert", "vit")):
+            groups.setdefault(" ".join(e["case"].split()[:2]), []).append(e)
+    if not groups:
+        return
+    print("\n| layer's products | picked µs | default best µs | " + " | ".join(f"{s} best µs" for s in settings) + " |")
+    print("| --- | ---: | ---: |" + " ---: |" * len(settings))
+    for group, entries in groups.items():
+        cases = list(dict.fromkeys(e["case"] for e in entries))
+
+        def total(keep) -> str:
+            best = [min((e["us"] for e in entries if e["case"] == case and keep(e)), default=float("nan")) for case in cases]
+            return f"{sum(best):.1f}"
+        cells = [total(lambda e: e["picked"]), total(lambda e: not e["setting"])]
+        cells += [total(lambda e, s=s: json.dumps(e["setting"], sort_keys=True) == s) for s in settings]
+        print(f"| {group} | " + " | ".join(cells) + " |")
 
 
 def describe(entry: dict) -> str:
