@@ -1,17 +1,26 @@
-"""Sweep the tiled GEMM's tile and split-K over ResNet-18's convolutions and a large matmul.
+"""Sweep the tiled GEMM's tile and split-K over ResNet-18's convolutions, a large matmul and the
+linear layers of BERT-base and ViT-B/16.
 
 The tile cost model (kernels/gemm.py: cost) guesses; this measures. `build` (here, where torch
-compiles) writes one program per (shape, tile, split) with the weights as inputs, so the folders
-carry no weights; `run` (on the GPU machine) times each with pass timestamps and prints, per
-shape, every variant and what the cost model would pick. docs/performance.md has the results.
+compiles) writes one program per (shape, tile, split[, knob]) with the weights as inputs, so the
+folders carry no weights; `run` (on the GPU machine) times each with pass timestamps and prints,
+per shape, every variant and what the cost model would pick, then the best time per shape for the
+default kernel and each knob value. docs/performance.md has the results.
 
-    python bench/gpu/gemm_sweep.py build bench/gpu/sweep [--picked-only] [--knob STEP_FUNCTION=True,False]
+A knob is a module constant of kernels/gemm.py (VECTOR_LOADS, DOUBLE_BUFFER, STEP, ...) set for one
+program (a setting: one or several): it is timed on each tile of the shape's grid that fits, at the
+split the cost model gives that tile, where it changes the kernel's code (from the default's and the
+earlier settings'), and so is the default kernel, for a like-for-like comparison.
+
+    python bench/gpu/gemm_sweep.py build bench/gpu/sweep [--cases bert,vit] [--picked-only] [--knob VECTOR_LOADS=True]
+        [--setting VECTOR_LOADS=True,DOUBLE_BUFFER=True]
     python bench/gpu/gemm_sweep.py run bench/gpu/sweep [--runs 10]
 """
 
 import argparse
 import ast
 import json
+from contextlib import contextmanager
 from dataclasses import replace
 import statistics
 import sys
@@ -30,13 +39,22 @@ CONVS = [
     ("l4 256-512 k3s2 7", (1, 256, 14, 14), (512, 256, 3, 3), 2, 1),
 ]
 MATMULS = [("matmul 4096", 4096, 4096, 4096)]
+# (name, rows M, K, N): BERT-base's linear layers at seq 128 and 512 and ViT-B/16's at 197 tokens,
+# activations [M, K] times a [K, N] weight plus a bias: a linear layer's constant weight is stored
+# packed [K, N] (passes/constants.py), so this is its kernel (merged queries, keys and values:
+# passes/merge_products.py)
+LINEARS = [("qkv", 768, 2304), ("attention out", 768, 768), ("ffn up", 768, 3072), ("ffn down", 3072, 768)]
+TRANSFORMERS = [(f"{model} M{m} {name} {k}x{n}", m, k, n) for model, m in (("bert", 128), ("vit", 197), ("bert", 512))
+                for name, k, n in LINEARS]
+FULL_GRID_ROWS = (128, 512)  # ViT's 197 rows: only the knob grid (each tile at its split)
 TILES = [(32, 32), (32, 64), (64, 64), (64, 128), (128, 64), (128, 128)]
+TRANSFORMER_TILES = [(64, 64), (64, 128), (128, 64), (128, 128)]
 SPLITS = [1, 2, 4, 8, 16, 32]
 HEAT_SECONDS = 0.2  # of GPU work before each timing: an idle H100 drops its SM clock to 345 MHz
 TIMED_SECONDS = 0.1  # of back-to-back runs timed per variant
 
 
-def build(out: Path, picked_only: bool, knobs: dict) -> None:
+def build(out: Path, picked_only: bool, settings: list[dict], only: list[str]) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -57,35 +75,80 @@ def build(out: Path, picked_only: bool, knobs: dict) -> None:
         def forward(self, x, w):
             return x @ w
 
-    cases = [(name, Conv(stride, pad), x, w, (w[0], x[2] // stride * x[3] // stride, w[1] * w[2] * w[3]))
+    class Linear(torch.nn.Module):
+        def forward(self, x, w, b):
+            return x @ w + b
+
+    # (name, module, input shapes, (rows, cols, depth), tiles, whether to time every tile and split)
+    cases = [(name, Conv(stride, pad), [x, w], (w[0], x[2] // stride * x[3] // stride, w[1] * w[2] * w[3]), TILES, True)
              for name, x, w, stride, pad in CONVS]
-    cases += [(name, MatMul(), (m, k), (k, n), (m, n, k)) for name, m, n, k in MATMULS]
+    cases += [(name, MatMul(), [(m, k), (k, n)], (m, n, k), TILES, False) for name, m, n, k in MATMULS]
+    cases += [(name, Linear(), [(m, k), (k, n), (n,)], (m, n, k), TRANSFORMER_TILES, m in FULL_GRID_ROWS)
+              for name, m, k, n in TRANSFORMERS]
+    cases = [case for case in cases if not only or any(case[0].startswith(prefix) for prefix in only)]
     choose_split, choose_tile = gemm.choose_split, gemm.choose_tile  # the cost model's picks; forced below
     index = []
-    for case, (name, net, x_shape, w_shape, (rows, cols, depth)) in enumerate(cases):
-        specs = [InputSpec("x", x_shape, "float32"), InputSpec("w", w_shape, "float32")]
+    for case, (name, net, shapes, (rows, cols, depth), tiles, full) in enumerate(cases):
+        specs = [InputSpec(n, shape, "float32") for n, shape in zip("xwb", shapes)]
         config = ModelConfig(f"case{case}", Path(__file__), "", None, "f32", specs, None, {}, target="gpu")
         picked_split = choose_split(GPU, 1, rows, cols, depth)
         picked_tile = choose_tile(gemm.Gemm(1, rows, cols, depth, None, None, None, splits=picked_split, device=GPU))
-        splits = [s for s in SPLITS if s == 1 or depth >= s * gemm.STEP * gemm.MIN_SPLIT_STEPS]
-        runs = [(tile, split, {}) for tile in TILES for split in ([1] if name.startswith("matmul") else splits)]
-        runs += [(picked_tile, picked_split, {knob: value}) for knob, values in knobs.items() for value in values]
+
+        def splits_of(tile):
+            """The splits of K the sweep times for a tile (each slice at least MIN_SPLIT_STEPS steps)."""
+            return [s for s in SPLITS if gemm.fits(GPU, *tile) and (s == 1 or depth >= s * gemm.STEP * gemm.MIN_SPLIT_STEPS)]
+
+        def knob_grid():
+            """Each tile at the split the cost model gives it (under the current knobs)."""
+            return [(tile, min(splits_of(tile), key=lambda s: (gemm.cost(GPU, 1, rows, cols, depth, *tile, s), s)))
+                    for tile in tiles if splits_of(tile)]
+
+        if name.startswith("matmul"):
+            pairs = [(tile, 1) for tile in tiles]
+        elif full:
+            pairs = [(tile, split) for tile in tiles for split in splits_of(tile)]
+        else:
+            pairs = []
+        knob_pairs = []
+        for setting in settings:  # the default kernel is timed on every pair a knob is
+            with knob_set(gemm, setting):
+                knob_pairs.append(list(dict.fromkeys(knob_grid())))
+        pairs = list(dict.fromkeys([(picked_tile, picked_split)] + pairs + [p for grid in knob_pairs for p in grid]))
+        runs = [(tile, split, {}) for tile, split in pairs]
+        runs += [(tile, split, setting) for setting, grid in zip(settings, knob_pairs) for tile, split in grid]
+        built = {}  # (tile, split) -> the kernels of the programs built for it: a setting that changes none is not timed
         for tile, split, setting in runs:
             if picked_only and (tile, split) != (picked_tile, picked_split):
                 continue
             gemm.choose_tile = lambda g, tile=tile: tile
             gemm.choose_split = lambda *shape, split=split: split
-            saved = {knob: getattr(gemm, knob) for knob in setting}
-            for knob, value in setting.items():
-                setattr(gemm, knob, value)
             folder = f"case{case}-{tile[0]}x{tile[1]}-s{split}" + "".join(f"-{k}={v}" for k, v in setting.items())
-            compile_module(net, replace(config, name=folder)).write(out / "programs")
-            for knob, value in saved.items():
-                setattr(gemm, knob, value)
+            with knob_set(gemm, setting):
+                compiled = compile_module(net, replace(config, name=folder))
+            code = [k["code"] for k in compiled.program["kernels"]]
+            if setting and code in built.get((tile, split), []):
+                continue
+            built.setdefault((tile, split), []).append(code)
+            compiled.write(out / "programs")
             index.append({"case": name, "tile": tile, "split": split, "folder": folder, "setting": setting,
                           "picked": tile == picked_tile and split == picked_split and not setting, "flops": 2 * rows * cols * depth})
-        print(f"{name}: cost model picks {picked_tile} split {picked_split}", flush=True)
+        gemm.choose_tile, gemm.choose_split = choose_tile, choose_split
+        print(f"{name}: cost model picks {picked_tile} split {picked_split}; {sum(e['case'] == name for e in index)} programs", flush=True)
     (out / "index.json").write_text(json.dumps(index, indent=1))
+    print(f"{len(index)} programs", flush=True)
+
+
+@contextmanager
+def knob_set(module, setting: dict):
+    """The module's constants set to `setting` inside the block, restored after it."""
+    saved = {knob: getattr(module, knob) for knob in setting}
+    for knob, value in setting.items():
+        setattr(module, knob, value)
+    try:
+        yield
+    finally:
+        for knob, value in saved.items():
+            setattr(module, knob, value)
 
 
 def run(out: Path, runs: int, results: Path, heater_case: str = "l4 512") -> None:
@@ -96,8 +159,10 @@ def run(out: Path, runs: int, results: Path, heater_case: str = "l4 512") -> Non
     from kuma_build.webgpu import GpuModel
 
     index = json.loads((out / "index.json").read_text())
-    # the heater: GPU work with a tiny readback (a late convolution for the GEMM sweep)
-    heater_folder = out / "programs" / next(e["folder"] for e in index if e["case"].startswith(heater_case))
+    # the heater: GPU work with a tiny readback (a late convolution for the GEMM sweep; else the
+    # largest product built)
+    heater_entry = next((e for e in index if e["case"].startswith(heater_case)), None) or max(index, key=lambda e: e["flops"])
+    heater_folder = out / "programs" / heater_entry["folder"]
     heater = GpuModel(read_program(heater_folder), heater_folder)
     heater_inputs = random_inputs(heater.program)
     heater_ns = min(heater.time_repeats(heater_inputs, 3))
@@ -123,8 +188,60 @@ def run(out: Path, runs: int, results: Path, heater_case: str = "l4 512") -> Non
     print("\n| shape | best tile | best split | best µs | picked µs |\n| --- | --- | ---: | ---: | ---: |")
     for case, entry in best.items():
         picked = next((e for e in index if e["case"] == case and e["picked"]), None)
-        print(f"| {case} | {entry['tile'][0]}x{entry['tile'][1]} | {entry['split']} | {entry['us']:.1f} | {picked['us'] if picked else float('nan'):.1f} |")
+        print(f"| {case} | {entry['tile'][0]}x{entry['tile'][1]} | {entry['split']} {entry['setting'] or ''} | {entry['us']:.1f} | "
+              f"{picked['us'] if picked else float('nan'):.1f} |")
+    print_knobs(index)
     results.write_text(json.dumps(index, indent=1))
+
+
+def print_knobs(index: list[dict]) -> None:
+    """Per shape, the best time of the default kernel and of each knob value, over the same
+    (tile, split) pairs as the knob's (and the default's best over all its pairs), with the tile
+    and split where each was best."""
+    settings = list(dict.fromkeys(json.dumps(e["setting"], sort_keys=True) for e in index if e["setting"]))
+    if not settings:
+        return
+    print("\n| shape | default best µs (all) | " + " | ".join(f"default µs / {s} µs (same tiles)" for s in settings) + " |")
+    print("| --- | ---: |" + " ---: |" * len(settings))
+    for case in dict.fromkeys(e["case"] for e in index):
+        entries = [e for e in index if e["case"] == case]
+        default = {(tuple(e["tile"]), e["split"]): e for e in entries if not e["setting"]}
+        cells = [describe(min(default.values(), key=lambda e: e["us"]))]
+        for setting in settings:
+            knob = [e for e in entries if json.dumps(e["setting"], sort_keys=True) == setting]
+            same = [default[(tuple(e["tile"]), e["split"])] for e in knob if (tuple(e["tile"]), e["split"]) in default]
+            if knob and same:
+                cells.append(f"{describe(min(same, key=lambda e: e['us']))} / {describe(min(knob, key=lambda e: e['us']))}")
+            else:
+                cells.append("")
+        print(f"| {case} | " + " | ".join(cells) + " |")
+    print_layers(index, settings)
+
+
+def print_layers(index: list[dict], settings: list[str]) -> None:
+    """Per model and row count (bert M128, ...), the four linear layers' times summed: the cost
+    model's picks, the default's best, and each setting's best (over its tiles)."""
+    groups = {}
+    for e in index:
+        if e["case"].startswith(("bert", "vit")):
+            groups.setdefault(" ".join(e["case"].split()[:2]), []).append(e)
+    if not groups:
+        return
+    print("\n| layer's products | picked µs | default best µs | " + " | ".join(f"{s} best µs" for s in settings) + " |")
+    print("| --- | ---: | ---: |" + " ---: |" * len(settings))
+    for group, entries in groups.items():
+        cases = list(dict.fromkeys(e["case"] for e in entries))
+
+        def total(keep) -> str:
+            best = [min((e["us"] for e in entries if e["case"] == case and keep(e)), default=float("nan")) for case in cases]
+            return f"{sum(best):.1f}"
+        cells = [total(lambda e: e["picked"]), total(lambda e: not e["setting"])]
+        cells += [total(lambda e, s=s: json.dumps(e["setting"], sort_keys=True) == s) for s in settings]
+        print(f"| {group} | " + " | ".join(cells) + " |")
+
+
+def describe(entry: dict) -> str:
+    return f"{entry['us']:.1f} ({entry['tile'][0]}x{entry['tile'][1]} s{entry['split']})"
 
 
 def main() -> int:
@@ -134,12 +251,16 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--results", type=Path, help="run: where to write results.json (default: the folder)")
     parser.add_argument("--picked-only", action="store_true", help="build: only the cost model's tile and split")
+    parser.add_argument("--cases", default="", help="build: only the shapes whose names start so (comma-separated: bert,vit,l4)")
     parser.add_argument("--knob", action="append", default=[], metavar="NAME=V1,V2",
-                        help="build: also the picked tile with each value of a gemm.py constant (Python literals)")
+                        help="build: also each value of a gemm.py constant (Python literals), each tile at its split")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=V,NAME2=V2",
+                        help="build: also these gemm.py constants together (as --knob does one)")
     args = parser.parse_args()
     if args.mode == "build":
-        knobs = {name: [ast.literal_eval(v) for v in values.split(",")] for name, values in (k.split("=") for k in args.knob)}
-        build(args.folder, args.picked_only, knobs)
+        settings = [{name: ast.literal_eval(v)} for name, values in (k.split("=") for k in args.knob) for v in values.split(",")]
+        settings += [{name: ast.literal_eval(v) for name, v in (pair.split("=") for pair in s.split(","))} for s in args.setting]
+        build(args.folder, args.picked_only, settings, [c for c in args.cases.split(",") if c])
     else:
         run(args.folder, args.runs, args.results or args.folder / "results.json")
     return 0

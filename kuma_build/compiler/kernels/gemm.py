@@ -19,6 +19,10 @@ finish a sum (alpha, bias, fused epilogue). Two kernels:
 The "cpu" device class uses neither: gemm_registers.py's kernel has no barriers.
 products.py picks one.
 
+Variants of the tiled kernel that bench/gpu/gemm_sweep.py times against it are module constants,
+off by default (the kernels are then exactly the measured ones): VECTOR_LOADS (tiles fetched as
+vec4s), DOUBLE_BUFFER (one barrier a K step) and STEP = 32 (docs/performance.md, item 4).
+
 With `half` (the shader-f16 variant of a kernel reading f16 weights,
 docs/precision.md) both kernels multiply in f16: loads are rounded to f16,
 tiles are staged as f16 (half the workgroup memory) and the products of each
@@ -47,6 +51,13 @@ THIN = 8  # at most this many rows or columns: the thin kernel
 THIN_LANES = (4, 8, 16, 32)  # wide elements a thin workgroup may take when they are neighbours in memory (thin_lanes)
 THIN_K_LANES = (2, 4, 8)  # the same when their k are (a linear layer's weight)
 THIN_UNROLL = STEP  # k a thin kernel's thread loads before using any (with f16 weights: one f16 step)
+# Variants the GEMM sweep measures (bench/gpu/gemm_sweep.py --knob), off until measured:
+# the tiled kernel fetches A's and B's tiles as vec4s (4 neighbouring k of a row of A, 4 neighbouring
+# columns of B) where the caller can read them so (Gemm.load_a4 / load_b4), one bounds check a vec4
+VECTOR_LOADS = False
+# two halves of workgroup memory, one K step staged in each in turn: one barrier a step instead of
+# two, on the tiles whose two steps fit (double_buffered)
+DOUBLE_BUFFER = False
 
 
 @dataclass
@@ -61,6 +72,10 @@ class Gemm:
     a_k_contiguous: bool = True   # A's neighbouring k are neighbours in memory
     cols_contiguous: bool = True  # B's neighbouring columns are neighbours in memory
     load_b_pair: Callable[[str, str, str, str], list[str]] | None = None  # (var, b, k, c) -> lines assigning var a u32 holding B[k, c] and B[k, c + 1] (c even; precision.pair_word)
+    # lines assigning a vec4<f32> var the 4 elements of A at (b, r, k..k+3) (k a multiple of 4, all 4
+    # inside A when k < depth), and of B at (b, k, c..c+3) likewise; None where the layout does not allow it
+    load_a4: Callable[[str, str, str, str], list[str]] | None = None
+    load_b4: Callable[[str, str, str, str], list[str]] | None = None
     splits: int = 1  # K in this many slices, each summed into its own partial output (passes/split_k.py)
     half: bool = False  # f16 products and per-step sums (needs `enable f16;`)
     rows_at_most: int = 0  # the most rows this kernel runs at (a dynamic product's variant for few rows); 0: max_value(rows)
@@ -71,9 +86,11 @@ class Gemm:
         """The WGSL type of loaded values, products and per-step sums."""
         return "f16" if self.half else "f32"
 
-    def convert(self, value: str) -> str:
-        """An f32 expression as the element type."""
-        return f"f16({value})" if self.half else value
+    def convert(self, value: str, width: int = 1) -> str:
+        """An f32 expression (a vecN when width > 1) as the element type."""
+        if not self.half:
+            return value
+        return f"f16({value})" if width == 1 else f"vec{width}<f16>({value})"
 
     @property
     def zero(self) -> str:
@@ -104,9 +121,14 @@ def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: 
     return ceil(groups / device.parallel) * steps * (per_step + STEP_LATENCY) + (splits > 1) * device.dispatch_cost
 
 
+def fits(device: DeviceClass, tm: int, tn: int) -> bool:
+    """Whether a tile's staged K step fits the device's workgroup memory (f32: the widest)."""
+    return 4 * (tm + tn) * STEP <= device.workgroup_bytes
+
+
 def choose_tile(g: Gemm) -> tuple[int, int]:
     """The tile of least estimated cost for g's shape and split (ties: the bigger tile)."""
-    tiles = [(tm, tn) for tm in g.device.tiles for tn in g.device.tiles]
+    tiles = [(tm, tn) for tm in g.device.tiles for tn in g.device.tiles if fits(g.device, tm, tn)]
     return min(tiles, key=lambda t: (cost(g.device, *g.largest, *t, g.splits), -t[0] * t[1]))
 
 
@@ -118,13 +140,13 @@ def choose_split(device: DeviceClass, batch: int, rows: int, cols: int, depth: i
     if min(rows, cols) <= THIN:
         return 1  # the thin kernel splits K inside its workgroups
     options = [(tm, tn, s) for tm in device.tiles for tn in device.tiles for s in device.splits
-               if s == 1 or depth >= s * STEP * MIN_SPLIT_STEPS]
+               if fits(device, tm, tn) and (s == 1 or depth >= s * STEP * MIN_SPLIT_STEPS)]
     return min(options, key=lambda o: (cost(device, batch, rows, cols, depth, *o), o[2]))[2]
 
 
-def stage(var: str, load: list[str], check: str) -> list[str]:
-    """Lines setting `var` to the loaded element, or 0.0 when `check` fails (outside the matrix)."""
-    return [f"var {var} = 0.0;", *block(f"if ({check})", load)]
+def stage(var: str, load: list[str], check: str, zero: str = "0.0") -> list[str]:
+    """Lines setting `var` to the loaded element, or `zero` when `check` fails (outside the matrix)."""
+    return [f"var {var} = {zero};", *block(f"if ({check})", load)]
 
 
 def functions(g: Gemm) -> str:
@@ -222,37 +244,18 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     With g.half, each step sums into f16 `part_` values that gemm_fold adds to the f32 `acc_` ones."""
     tm, tn = choose_tile(g)
     rows, cols, element = Side(tm), Side(tn), g.element
-    fetch_a, fetch_b = tm * STEP // SIDE ** 2, tn * STEP // SIDE ** 2  # staged elements per thread
-
-    # staged element t of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
-    # threads read 4 neighbouring k of a row (4-way conflicts on the store, 8 rows a warp instead
-    # of 32): 17% faster on an H100 (docs/performance.md). B's element t is (t / tn, t % tn).
-    if g.a_k_contiguous:
-        a_m, a_k = f"(t / 4u) % {tm}u", f"t % 4u + 4u * (t / {4 * tm}u)"
-    else:
-        a_m, a_k = f"t % {tm}u", f"t / {tm}u"
-    fetch_b_line = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> {element} {{ return {g.convert(f'gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u)')}; }}"
-    stage_b_lines = [f"fn stage_b(t: u32, v: {element}) {{ {cols.write('tile_b', 't', 'v')} }}"]
-    fb_declare = [f"var fb{j} = {g.zero};" for j in range(fetch_b)]
-    if pairs(g):  # fetch j of a thread: B's elements 2t, 2t + 1 in one word (t: the thread's j-th pair)
-        fetch_b //= 2
-        fetch_b_line = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> u32 {{ return gemm_b_pair(batch, k0 + 2u * t / {tn}u, col0 + 2u * t % {tn}u); }}"
-        stage_b_lines = block("fn stage_b(t: u32, w: u32)", [f"let v = {precision.pair_values('w')};",
-                                                              cols.write("tile_b", "2u * t", "v.x"), cols.write("tile_b", "2u * t + 1u", "v.y")])
-        fb_declare = [f"var fb{j} = 0u;" for j in range(fetch_b)]
-    staging = f"""
-fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> {element} {{ return {g.convert(f"gemm_a(batch, row0 + {a_m}, k0 + {a_k})")}; }}
-{fetch_b_line}
-fn stage_a(t: u32, v: {element}) {{ {rows.write("tile_a", f"({a_k}) * {tm}u + {a_m}", "v")} }}
-{indent(stage_b_lines, 0)}
-"""
+    double = double_buffered(g.device, tm, tn)
+    staging, (fetch_a, fetch_b), (zero_a, zero_b) = staged_loads(g, rows, cols, double)
     threads = [f"li + {i * SIDE ** 2}u" for i in range(max(fetch_a, fetch_b))]
 
     def fetch(k0: str) -> list[str]:
         return ([f"fa{i} = fetch_a({threads[i]}, batch, row0, {k0});" for i in range(fetch_a)]
                 + [f"fb{j} = fetch_b({threads[j]}, batch, {k0}, col0);" for j in range(fetch_b)])
 
-    stage_tiles = [f"stage_a({threads[i]}, fa{i});" for i in range(fetch_a)] + [f"stage_b({threads[j]}, fb{j});" for j in range(fetch_b)]
+    def stage_tiles(phase: str = "") -> list[str]:
+        """Store the fetched values (into half `phase` of the tiles, an expression 0u or 1u, when double)."""
+        at_a, at_b = (f", {phase} * {tm * STEP}u", f", {phase} * {tn * STEP}u") if double else ("", "")
+        return [f"stage_a({threads[i]}, fa{i}{at_a});" for i in range(fetch_a)] + [f"stage_b({threads[j]}, fb{j}{at_b});" for j in range(fetch_b)]
     # a thread's accumulators: one per row and run of columns (vectors: fewer lines to ship)
     accs = [(i, run) for i in range(rows.per) for run in range(cols.groups)]
     splat = (lambda x: x) if cols.width == 1 else (lambda x: f"{cols.type(element)}({x})")
@@ -263,7 +266,7 @@ fn stage_a(t: u32, v: {element}) {{ {rows.write("tile_a", f"({a_k}) * {tm}u + {a
     # step was 10% faster than Naga's loop on an H100 (the driver did not unroll it), and as
     # calls the source stays small; inlined, they ran as fast as unrolled source
     private = "\n".join(f"var<private> acc_{i}_{run}: {cols.type()};" for i, run in accs)
-    inner = [f"gemm_step({c}u, lid);" for c in range(STEP)]
+    inner = [f"gemm_step({f'phase * {STEP}u + ' if double else ''}{c}u, lid);" for c in range(STEP)]
     fold = ""
     if g.half:
         private += "".join(f"\nvar<private> part_{i}_{run}: {cols.type(element)};" for i, run in accs)
@@ -281,9 +284,38 @@ fn gemm_step(kk: u32, lid: vec3<u32>) {{
     writes = [f"let r = row0 + lid.y * {rows.width}u;", f"let c = col0 + lid.x * {cols.width}u;"]
     writes += [f"gemm_put(batch, wg.z, r + {rows.offset(i)}u, c + {cols.offset(j)}u, {cols.element(f'acc_{i}_', j)});"
                for i in range(rows.per) for j in range(cols.per)]
+    if double:  # stage step 0, then each step: fetch the next, compute this one, stage the next in the other half
+        loop = f"""
+{indent(stage_tiles("0u"))}
+  workgroupBarrier();
+  var phase = 0u;
+  for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
+    let more = k0 + {STEP}u < k_end;
+    if (more) {{
+{indent(fetch(f"k0 + {STEP}u"), 3)}
+    }}
+{indent(inner, 2)}
+    if (more) {{
+{indent(stage_tiles("(1u - phase)"), 3)}
+    }}
+    workgroupBarrier();
+    phase = 1u - phase;
+  }}"""
+    else:
+        loop = f"""
+  for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
+{indent(stage_tiles(), 2)}
+    workgroupBarrier();
+    if (k0 + {STEP}u < k_end) {{
+{indent(fetch(f"k0 + {STEP}u"), 3)}
+    }}
+{indent(inner, 2)}
+    workgroupBarrier();
+  }}"""
+    halves = 2 if double else 1
     code = functions(g) + staging + step_fn + f"""
-var<workgroup> tile_a: array<{rows.type(element)}, {tm * STEP // rows.width}>;
-var<workgroup> tile_b: array<{cols.type(element)}, {tn * STEP // cols.width}>;
+var<workgroup> tile_a: array<{rows.type(element)}, {halves * tm * STEP // rows.width}>;
+var<workgroup> tile_b: array<{cols.type(element)}, {halves * tn * STEP // cols.width}>;
 
 @compute @workgroup_size({SIDE}, {SIDE})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
@@ -292,21 +324,90 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let k_end = min(k_begin + {g.span()}, {u32(g.depth)});
   let row0 = wg.y * {tm}u;
   let col0 = wg.x * {tn}u;
-{indent([f"var fa{i} = {g.zero};" for i in range(fetch_a)] + fb_declare)}
-{indent(fetch("k_begin"))}
-  for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
-{indent(stage_tiles, 2)}
-    workgroupBarrier();
-    if (k0 + {STEP}u < k_end) {{
-{indent(fetch(f"k0 + {STEP}u"), 3)}
-    }}
-{indent(inner, 2)}
-    workgroupBarrier();
-  }}
+{indent([f"var fa{i} = {zero_a};" for i in range(fetch_a)] + [f"var fb{j} = {zero_b};" for j in range(fetch_b)])}
+{indent(fetch("k_begin"))}{loop}
 {indent(writes)}
 }}
 """
     return code, (ceil_div_count(g.cols, tn), ceil_div_count(g.rows, tm), ceil_div_count(g.batch * g.splits, 1))
+
+
+def double_buffered(device: DeviceClass, tm: int, tn: int) -> bool:
+    """Whether the tiled kernel stages K steps alternately in two halves (DOUBLE_BUFFER): when two fit."""
+    return DOUBLE_BUFFER and 2 * 4 * (tm + tn) * STEP <= device.workgroup_bytes
+
+
+def vector_side(tile: int) -> bool:
+    """Whether VECTOR_LOADS fetches a tile side's K step as vec4s: a whole number of them per thread."""
+    return VECTOR_LOADS and tile * STEP % (4 * SIDE ** 2) == 0
+
+
+def vectors(load, tile: int) -> bool:
+    """Whether a tile side's K step is fetched as vec4s: vector_side, and a vec4 reader."""
+    return load is not None and vector_side(tile)
+
+
+def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple[str, tuple[int, int], tuple[str, str]]:
+    """WGSL functions fetching staged value t of A's and B's K step (fetch_a, fetch_b) and storing
+    it in the k-major tiles (stage_a, stage_b; when double, at element offset o: the half it goes
+    to); how many values each thread fetches; their zeros.
+    A value is an element, or a vec4 where `vectors` says so: 4 neighbouring k of a row of A, whose
+    threads go along the row (a row's STEP k are STEP * 4 neighbouring bytes), or 4 neighbouring
+    columns of B, which is one vec4 of the staged tile."""
+    tm, tn, element = rows.tile, cols.tile, g.element
+    vec_a, vec_b = vectors(g.load_a4, tm), vectors(g.load_b4, tn)
+    paired = not vec_b and pairs(g)
+    o, at = (", o: u32", "o + ") if double else ("", "")  # the half's offset, when double
+    readers = ""  # the vec4 readers, as gemm_a and gemm_b (functions) read one element
+    if vec_a:
+        a_m, a_k = f"t / {STEP // 4}u", f"4u * (t % {STEP // 4}u)"
+        readers += vector_reader(g, "a", g.load_a4, f"am < {u32(g.rows)} && ak < {u32(g.depth)}")
+        fetch_a = f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_a4(batch, row0 + {a_m}, k0 + {a_k})', 4)}; }}"
+        stage_a = f"fn stage_a(t: u32, v: vec4<{element}>{o}) {{ {lanes(rows, 'tile_a', lambda j: f'{at}({a_k} + {j}u) * {tm}u + {a_m}')} }}"
+    else:
+        # staged element t of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
+        # threads read 4 neighbouring k of a row (4-way conflicts on the store, 8 rows a warp instead
+        # of 32): 17% faster on an H100 (docs/performance.md)
+        if g.a_k_contiguous:
+            a_m, a_k = f"(t / 4u) % {tm}u", f"t % 4u + 4u * (t / {4 * tm}u)"
+        else:
+            a_m, a_k = f"t % {tm}u", f"t / {tm}u"
+        fetch_a = f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> {element} {{ return {g.convert(f'gemm_a(batch, row0 + {a_m}, k0 + {a_k})')}; }}"
+        stage_a = f"fn stage_a(t: u32, v: {element}{o}) {{ {rows.write('tile_a', f'{at}({a_k}) * {tm}u + {a_m}', 'v')} }}"
+    if vec_b:  # value t is columns 4 * (t % (tn / 4)) .. + 3 of k t / (tn / 4): vec4 t of the tile
+        b_k, b_c = f"t / {tn // 4}u", f"4u * (t % {tn // 4}u)"
+        readers += vector_reader(g, "b", g.load_b4, f"bk < {u32(g.depth)} && bn < {u32(g.cols)}")
+        fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_b4(batch, k0 + {b_k}, col0 + {b_c})', 4)}; }}"
+        store = f"tile_b[{at.replace('o', 'o / 4u')}t] = v;" if cols.width == 4 else lanes(cols, "tile_b", lambda j: f"{at}4u * t + {j}u")
+        stage_b = f"fn stage_b(t: u32, v: vec4<{element}>{o}) {{ {store} }}"
+    elif paired:  # value t is B's elements 2t, 2t + 1: one f16 word as loaded, unpacked when staged
+        fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> u32 {{ return gemm_b_pair(batch, k0 + 2u * t / {tn}u, col0 + 2u * t % {tn}u); }}"
+        stage_b = "\n".join(block(f"fn stage_b(t: u32, w: u32{o})", [f"let v = {precision.pair_values('w')};",
+                                                                     cols.write("tile_b", f"{at}2u * t", "v.x"), cols.write("tile_b", f"{at}2u * t + 1u", "v.y")]))
+    else:  # B's element t is (t / tn, t % tn)
+        fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> {element} {{ return {g.convert(f'gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u)')}; }}"
+        stage_b = f"fn stage_b(t: u32, v: {element}{o}) {{ {cols.write('tile_b', f'{at}t', 'v')} }}"
+    code = f"{readers}\n{fetch_a}\n{fetch_b}\n{stage_a}\n{stage_b}\n"
+    per = SIDE ** 2
+    counts = (tm * STEP // per // (4 if vec_a else 1), tn * STEP // per // (4 if vec_b else 2 if paired else 1))
+    zeros = (f"vec4<{element}>()" if vec_a else g.zero, f"vec4<{element}>()" if vec_b else "0u" if paired else g.zero)
+    return code, counts, zeros
+
+
+def vector_reader(g: Gemm, side: str, load, check: str) -> str:
+    """gemm_a4 or gemm_b4: the vec4 at (batch, row or k, first k or column), zeros outside the matrix."""
+    first, second = ("am", "ak") if side == "a" else ("bk", "bn")
+    return f"""
+fn gemm_{side}4(batch: u32, {first}: u32, {second}: u32) -> vec4<f32> {{
+{indent(stage(f"v{side}", load(f"v{side}", "batch", first, second), check, "vec4<f32>()"))}
+  return v{side};
+}}
+"""
+
+
+def lanes(side: Side, tile: str, at) -> str:
+    """Store the lanes of vec4 v at the tile positions at(0) .. at(3)."""
+    return " ".join(side.write(tile, at(j), f"v.{'xyzw'[j]}") for j in range(4))
 
 
 def thin_lanes(device: DeviceClass, wide: int, fast: bool) -> int:

@@ -7,9 +7,10 @@ layer applied to a batch of sequences), the batch folds into the rows: one
 layout is the same.
 """
 
+from kuma_build.compiler.kernels import gemm as gemm_module
 from kuma_build.compiler.kernels.elementwise import epilogue
 from kuma_build.compiler.kernels.gemm import Gemm
-from kuma_build.compiler.kernels.products import gemm_kernel
+from kuma_build.compiler.kernels.products import gemm_kernel, is_thin
 from kuma_build.compiler.ir.sizes import wgsl as u32
 from kuma_build.compiler.kernels.wgsl import Bindings, f32
 
@@ -27,12 +28,37 @@ def gemm_shape(node) -> tuple[int, int, int, int]:
     return (1, batch * m, n, k) if folds(node) else (batch, m, n, k)
 
 
+def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
+    """Whether the tiled kernel reads A and B as vec4s along their last dim (gemm.VECTOR_LOADS):
+    static sizes, a tiled product whose tile side takes vec4s (gemm.vector_side), and each vec4
+    whole and aligned (unit last stride, a last dim and every other stride and the offset multiples
+    of 4). Only then is the binding declared so: its other reads take one element of a vec4."""
+    shape = gemm_shape(node)
+    if not gemm_module.VECTOR_LOADS or device.register_gemm or not all(isinstance(x, int) for x in shape):
+        return False, False
+    g = Gemm(*shape, None, None, None, splits=node.attrs.get("splits", 1), device=device)
+    if is_thin(g):
+        return False, False
+    tm, tn = gemm_module.choose_tile(g)
+
+    def aligned(k: int) -> bool:
+        v = node.inputs[k]
+        sizes = (*v.shape, *v.strides, v.offset)
+        return (all(isinstance(x, int) for x in sizes) and v.strides[2] == 1 and v.shape[2] % 4 == 0 and v.offset % 4 == 0
+                and all(stride % 4 == 0 for size, stride in zip(v.shape[:2], v.strides[:2]) if size > 1) and b.can_load4(k))
+    return gemm_module.vector_side(tm) and aligned(0), gemm_module.vector_side(tn) and aligned(1)
+
+
 def lower(node, device):
     b = Bindings(node)
     a_view, b_view = node.inputs[0], node.inputs[1]
     m, n, k = node.output.shape[1], node.output.shape[2], a_view.shape[2]
     has_bias = node.operands == 3
     fold = folds(node)
+    vec_a, vec_b = vec4_operands(node, device, b)
+    for operand, vector in enumerate((vec_a, vec_b)):
+        if vector:  # declared before any load is written (the epilogue's too)
+            b.vec4_input(operand)
 
     def at(bi: str, r: str) -> list[str]:
         """The (batch, row) of A and the bias for GEMM row r of GEMM batch bi."""
@@ -56,6 +82,8 @@ def lower(node, device):
         *gemm_shape(node),
         load_a=lambda var, bi, r, kk: [f"{var} = {b.load(0, at(bi, r) + [kk])};"],
         load_b=lambda var, bi, kk, c: [f"{var} = {b.load(1, [bi, kk, c])};"],
+        load_a4=(lambda var, bi, r, kk: [f"{var} = {b.load4(0, at(bi, r) + [kk])};"]) if vec_a else None,
+        load_b4=(lambda var, bi, kk, c: [f"{var} = {b.load4(1, [bi, kk, c])};"]) if vec_b else None,
         finish=finish,
         a_k_contiguous=a_view.strides[2] == 1 or k == 1,
         cols_contiguous=b_view.strides[2] == 1 or n == 1,

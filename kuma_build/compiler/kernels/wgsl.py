@@ -92,6 +92,7 @@ class Bindings:
         self.out = node.output
         self.dims = node_dims(node)
         self.vector = 1  # elements per array item: 4 declares array<vec4<f32>> (elementwise.py)
+        self.vec4: set[int] = set()  # bindings of f32 inputs declared array<vec4<f32>> alone (load4: gemm.py's VECTOR_LOADS)
         self.sums: dict[int, str] = {}  # input k -> the function reading it: a split-K product's folded sum (split_sum.py)
 
     def declare(self, native_f16: bool = False) -> str:
@@ -109,8 +110,9 @@ class Bindings:
                 readers.append(function)
             if buf.pages > 1:
                 readers.append(page_reader(buf, f"in{i}"))
+            item = "vec4<f32>" if i in self.vec4 else self._item(element)
             for name in page_names(buf, f"in{i}"):
-                lines.append(f"@group(0) @binding({binding}) var<storage, read> {name}: array<{self._item(element)}>;")
+                lines.append(f"@group(0) @binding({binding}) var<storage, read> {name}: array<{item}>;")
                 binding += 1
         lines.append(f"@group(0) @binding({binding}) var<storage, read_write> out: array<{self._item(WGSL_TYPE[self.out.dtype])}>;")
         return "\n".join(lines) + "".join("\n\n" + reader for reader in readers)
@@ -127,6 +129,8 @@ class Bindings:
             return f"weight_{self.names[k]}({offset})"
         if self.inputs[k].buffer.pages > 1:
             return f"page_{self.names[k]}({offset})"
+        if self.buffers.index(self.inputs[k].buffer) in self.vec4:
+            return f"{self.names[k]}[({offset}) / 4u][({offset}) % 4u]"
         return f"{self.names[k]}[{offset}]"
 
     def pair(self, k: int, index: list[str]) -> str | None:
@@ -135,6 +139,21 @@ class Bindings:
         if k in self.sums:
             return None
         return precision.pair_word(self.inputs[k].buffer, self.names[k], offset_expr(self.inputs[k], index))
+
+    def can_load4(self, k: int) -> bool:
+        """Whether input k may be declared array<vec4<f32>> (vec4_input): f32, in one page, not a
+        folded sum, and a whole number of vec4s (each element then lies in a whole vec4 of the
+        binding, since every buffer is its own GPU buffer of at least its size)."""
+        buf = self.inputs[k].buffer
+        return buf.storage == "f32" and buf.dtype == "f32" and buf.pages == 1 and k not in self.sums and buf.numel % 4 == 0
+
+    def vec4_input(self, k: int) -> None:
+        """Declare input k's binding array<vec4<f32>>: load4 reads 4 elements at once, load one."""
+        self.vec4.add(self.buffers.index(self.inputs[k].buffer))
+
+    def load4(self, k: int, index: list[str]) -> str:
+        """WGSL that reads the vec4 of input k (a vec4_input) starting at `index`, a multiple of 4 elements."""
+        return f"{self.names[k]}[({offset_expr(self.inputs[k], index)}) / 4u]"
 
     def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None,
                matrix: tuple[str, str] | None = None) -> Kernel:

@@ -1,0 +1,86 @@
+"""The tiled GEMM's variants that bench/gpu/gemm_sweep.py measures (kernels/gemm.py: VECTOR_LOADS,
+DOUBLE_BUFFER, STEP), each forced onto a tile where it changes the code, on sizes that are not multiples of the
+tile or the K step, on real WebGPU against PyTorch. The cost model picks small tiles for these
+small products, so the tests force the tile and split as the sweep does."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kuma_build.compiler import compile_module
+from kuma_build.compiler.kernels import gemm
+from kuma_build.devices import GPU
+from support import Fn, assert_matches, model_config, rel_l2, run_compiled
+
+VECTORS = {"VECTOR_LOADS": True}
+DOUBLE = {"DOUBLE_BUFFER": True}
+CASES = {  # name -> (fn, x shape, y shape, tile, split, knobs, vec4 loads expected in the kernel)
+    # both operands vec4 (rows, columns and K past the tile and step), K split in 3 uneven slices
+    "vectors_both": (lambda x, y: x @ y, (70, 200), (200, 132), (64, 64), 3, VECTORS, ("gemm_a4", "gemm_b4")),
+    # a linear layer over a folded batch: B is the transposed weight (scalar), and the residual
+    # reads A's buffer one element at a time through its vec4 binding
+    "vectors_linear_residual": (lambda x, y: F.linear(x, y[:, :196], y[:, 199]) + x[..., :1], (2, 35, 196), (68, 200),
+                                (128, 64), 1, VECTORS, ("gemm_a4",)),
+    # batched, and sliced views: B's offset 4 keeps its vec4s aligned; A's offset 1 does not
+    "vectors_batched": (lambda x, y: x @ y, (3, 20, 36), (3, 36, 68), (64, 128), 1, VECTORS, ("gemm_a4", "gemm_b4")),
+    "vectors_sliced": (lambda x, y: x[:, 1:] @ y[:, 4:], (50, 41), (40, 136), (64, 128), 2, VECTORS, ("gemm_b4",)),
+    # 32 k a step: half the tile fits the workgroup memory
+    "step32": (lambda x, y: x @ y, (70, 200), (200, 75), (64, 64), 2, {"STEP": 32}, ()),
+    "step32_vectors": (lambda x, y: x @ y, (37, 164), (164, 76), (32, 64), 1, {"STEP": 32, **VECTORS}, ("gemm_a4", "gemm_b4")),
+    # two halves of workgroup memory: uneven slices, B's columns in runs of 2 (a 32-wide tile), a single step
+    "double": (lambda x, y: x @ y.t(), (70, 200), (75, 200), (64, 64), 3, DOUBLE, ()),
+    "double_narrow": (lambda x, y: x @ y, (45, 90), (90, 40), (32, 32), 1, DOUBLE, ()),
+    "double_one_step": (lambda x, y: x @ y, (40, 13), (13, 70), (32, 64), 1, DOUBLE, ()),
+    "double_vectors": (lambda x, y: x @ y, (70, 200), (200, 132), (64, 64), 2, {**DOUBLE, **VECTORS}, ("gemm_a4", "gemm_b4")),
+}
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    """Set gemm.py's knobs and force its tile and split (restored after the test)."""
+    def force(tile, split, knobs):
+        for knob, value in knobs.items():
+            monkeypatch.setattr(gemm, knob, value)
+        monkeypatch.setattr(gemm, "choose_tile", lambda g: tile)
+        monkeypatch.setattr(gemm, "choose_split", lambda *shape: split)
+    return force
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_variant_matches_pytorch(name, forced):
+    fn, x_shape, y_shape, tile, split, knobs, vector_reads = CASES[name]
+    forced(tile, split, knobs)
+    compiled = assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), device="gpu")
+    code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")
+    assert all(f"fn {reader}(" in code for reader in vector_reads)
+    assert ("gemm_a4" in code, "gemm_b4" in code) == ("gemm_a4" in vector_reads, "gemm_b4" in vector_reads)
+    assert ("var phase" in code) == ("DOUBLE_BUFFER" in knobs)  # the staged half alternates
+
+
+@pytest.mark.parametrize("knobs", [VECTORS, DOUBLE], ids=["vectors", "double"])
+def test_variants_change_no_arithmetic_of_f16_math(knobs, forced):
+    """The shader-f16 variant (f16 weights, f32 activations, here read as vec4s or staged in two
+    halves, rounded to f16) gives the same bits as the default kernel: only how the tiles are
+    fetched and staged differs."""
+    net, x = nn.Linear(200, 68).eval(), torch.randn(70, 200)
+    config = dataclasses.replace(model_config(net, [x], device="gpu"), precision="f16")
+    forced((64, 64), 2, {})
+    plain = compile_module(net, config)
+    forced((64, 64), 2, knobs)
+    variant = compile_module(net, config)
+    code = next(k["f16"] for k in variant.program["kernels"] if k["name"] == "matmul")
+    assert ("vec4<f16>(gemm_a4(" in code) == ("VECTOR_LOADS" in knobs) and ("var phase" in code) == ("DOUBLE_BUFFER" in knobs)
+    outputs = [run_compiled(c, config, [x], True)[0] for c in (plain, variant)]
+    assert rel_l2(outputs[1], outputs[0]) == 0
+
+
+def test_tiles_fit_workgroup_memory_at_any_step(monkeypatch):
+    """With 32 k a step a 128 x 128 tile would stage 32 KiB: the cost model keeps to the tiles that fit."""
+    g = gemm.Gemm(1, 4096, 4096, 4096, None, None, None, device=GPU)
+    assert gemm.choose_tile(g) == (128, 128)
+    monkeypatch.setattr(gemm, "STEP", 32)
+    tm, tn = gemm.choose_tile(g)
+    assert gemm.fits(GPU, tm, tn) and 4 * (tm + tn) * 32 <= GPU.workgroup_bytes
