@@ -66,9 +66,13 @@ def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
 
 # ---- prepare: one process per model ----
 
-def prepare(case_name: str, small: bool, work: str, precision: str = "f32", onnx: bool = True) -> dict:
-    """Build, draw inputs, compile with Kuma, export ONNX. Runs in a worker process."""
+def prepare(case_name: str, small: bool, work: str, precision: str = "f32", onnx: bool = True, knobs: dict | None = None) -> dict:
+    """Build, draw inputs, compile with Kuma (its kernels/gemm.py constants set to `knobs`), export
+    ONNX. Runs in a worker process."""
     warnings.filterwarnings("ignore")
+    from kuma_build.compiler.kernels import gemm
+    for name, value in (knobs or {}).items():
+        setattr(gemm, name, value)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 6))
     from kuma_build.compiler import compile_module
     from kuma_build.config import InputSpec, ModelConfig
@@ -225,7 +229,10 @@ def main() -> int:
                         "adapters.mjs lists what each toggle set offers)")
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {','.join(ENGINES)} (PyTorch eager always runs: "
                         "it is the reference)")
+    parser.add_argument("--gemm-knob", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a constant of kernels/gemm.py for Kuma's builds (as gemm_sweep.py's knobs), e.g. SPLIT_TRAFFIC=0")
     options = parser.parse_args()
+    knobs = gemm_knobs(parser, options.gemm_knob)
     engines = set(options.engines.split(","))
     if not engines <= set(ENGINES):
         parser.error(f"unknown engines {sorted(engines - set(ENGINES))}; from {', '.join(ENGINES)}")
@@ -244,7 +251,7 @@ def main() -> int:
     work = options.work or options.out.parent / (options.out.name + "-work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    env = {**environment(options), "precision": options.precision, "dawnFlags": dawn_flags(options)}
+    env = {**environment(options), "precision": options.precision, "dawnFlags": dawn_flags(options), "gemmKnobs": knobs}
     say(json.dumps(env))
 
     # prepare, in parallel (CPU only: the workers never touch CUDA)
@@ -252,7 +259,7 @@ def main() -> int:
     rows = {n: {"model": n} for n in names}
     prepared = {}
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(prepare, n, small, str(work), options.precision, "ort" in engines): n for n in names}
+        futures = {pool.submit(prepare, n, small, str(work), options.precision, "ort" in engines, knobs): n for n in names}
         for future in concurrent.futures.as_completed(futures):
             name = futures[future]
             try:
@@ -310,6 +317,19 @@ def main() -> int:
     text = write(options.out, env, rows)
     print(text, flush=True)
     return 0
+
+
+def gemm_knobs(parser, given: list[str]) -> dict:
+    """--gemm-knob NAME=VALUE pairs as {name: value}; each name must be a constant of kernels/gemm.py."""
+    import ast
+    from kuma_build.compiler.kernels import gemm
+    knobs = {}
+    for pair in given:
+        name, _, value = pair.partition("=")
+        if not name.isupper() or not hasattr(gemm, name):
+            parser.error(f"--gemm-knob {pair}: {name} is not a constant of kuma_build/compiler/kernels/gemm.py")
+        knobs[name] = ast.literal_eval(value)
+    return knobs
 
 
 def dawn_kuma(options, p: dict, work: Path, name: str, small: bool) -> dict:
@@ -386,7 +406,7 @@ def markdown(env: dict, rows: list[dict]) -> str:
     ms = lambda r, key: f"{r[key]:.3f}" if r.get(key) is not None else "–"
     err = lambda r, key: f"{r[key]:.1e}" if r.get(key) is not None else "–"
     ratio = lambda r, a, b: f"{r[a] / r[b]:.2f}×" if r.get(a) and r.get(b) else "–"
-    lines = [f"## {env['gpu']}, driver {env['driver']}, {env['date']}{' (--small)' if env['small'] else ''}, Kuma weights {env.get('precision', 'f32')}", "",
+    lines = [f"## {env['gpu']}, driver {env['driver']}, {env['date']}{' (--small)' if env['small'] else ''}, Kuma weights {env.get('precision', 'f32')}{''.join(f', {k}={v}' for k, v in (env.get('gemmKnobs') or {}).items())}", "",
              f"torch {env['torch']} (CUDA {env['cuda']}), transformers {env['transformers']}, kuma {env['kuma']}, "
              f"Node {env['node']}, webgpu (dawn.node) {env['webgpu (dawn.node)']}, onnxruntime-web {env['onnxruntime-web']}, "
              f"wgpu-py {env['wgpu']}; {env['cpus']} CPUs", "",

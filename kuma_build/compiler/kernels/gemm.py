@@ -46,6 +46,11 @@ from kuma_build.compiler.kernels.wgsl import block, indent
 
 STEP, SIDE = 16, 16  # K per stage; threads per workgroup side (16 x 16 = 256)
 STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in a thread's FMAs
+# a partial sum's trip through memory (the product writes it, the sum reads it) in cost units: the
+# H200 sweep of BERT's and ViT's linear layers (docs/performance.md, item 4) fits about 0.005; a
+# fit over measured tiles and splits only, 0.003 kept the picks among the measured ones and took
+# the twelve products from 1009 to 846 us (the best measured: 766)
+SPLIT_TRAFFIC = 0.003
 MIN_SPLIT_STEPS = 4  # K steps each slice keeps at least
 THIN = 8  # at most this many rows or columns: the thin kernel
 THIN_LANES = (4, 8, 16, 32)  # wide elements a thin workgroup may take when they are neighbours in memory (thin_lanes)
@@ -113,12 +118,13 @@ class Gemm:
 def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int) -> float:
     """Estimated time of the tiled kernel: waves of device.parallel workgroups, each running its
     K steps; a step costs its thread's FMAs and workgroup-memory reads, its share of the global
-    loads and a fixed latency (barriers, memory). Splitting K adds a dispatch that sums the partials."""
+    loads and a fixed latency (barriers, memory). Splitting K adds a dispatch that sums the partials
+    and the partials' trip through memory (written, then read by the sum)."""
     groups = batch * ceil(rows / tm) * ceil(cols / tn) * splits
     rows_side, cols_side = Side(tm), Side(tn)
     per_step = STEP * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
     steps = ceil(depth / splits / STEP)
-    return ceil(groups / device.parallel) * steps * (per_step + STEP_LATENCY) + (splits > 1) * device.dispatch_cost
+    return ceil(groups / device.parallel) * steps * (per_step + STEP_LATENCY) + (splits > 1) * (device.dispatch_cost + SPLIT_TRAFFIC * splits * batch * rows * cols)
 
 
 def fits(device: DeviceClass, tm: int, tn: int) -> bool:
