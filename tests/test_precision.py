@@ -111,11 +111,14 @@ LAYERS = {  # module, inputs, {weight: its output-channel dim}, target
     "gpu_pair_matmul": (lambda: WideMatmul(45, 258), lambda: [torch.randn(256, 45)], {"weight": 1}, "gpu"),
     "gpu_odd_matmul": (lambda: WideMatmul(43, 257), lambda: [torch.randn(256, 43)], {"weight": 1}, "gpu"),  # odd rows: per element
     "conv": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "cpu"),  # direct
-    "conv_gemm": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "gpu"),
+    "conv_gemm": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "gpu"),  # odd K: per element
+    # tiled, 32 x 32 tiles, 21 rows a group: A's f16 words (two k) fetched whole (gemm.py, pairs)
+    "gpu_pair_conv": (lambda: nn.Conv2d(12, 42, 3, padding=1, groups=2), lambda: [torch.randn(2, 12, 37, 37)], {"weight": 0}, "gpu"),
     "conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 3, stride=2), lambda: [torch.randn(1, 12, 5, 6)], {"weight": 1}, "cpu"),
     "embedding": (Embedding, lambda: [torch.randint(0, 101, (3, 7))], {"table.weight": 0}, "cpu"),
 }
-GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul", "conv_gemm"]
+GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul", "conv_gemm",
+               "gpu_pair_conv"]
 
 
 def compiled_layer(layer: str, precision: str):
@@ -160,16 +163,19 @@ def test_shader_f16_variant_multiplies_in_f16(layer):
     assert rel_l2(f16_math_out, f32_math_out) > 10 * TOLERANCE  # the device really rounds to f16
 
 
-@pytest.mark.parametrize("layer, pairs", [("gpu_pair_linear", True), ("gpu_pair_matmul", True), ("gpu_odd_matmul", False)])
-def test_tiled_kernel_fetches_f16_weight_words_whole(layer, pairs):
-    """Without shader-f16, the tiled kernel loads each word of two f16 columns once and unpacks it
-    when staging (docs/precision.md); the shader-f16 variant and f32 builds read elements."""
+WORDS = ("gemm_a_pair", "gemm_b_pair")  # what each way of reading f16 weights by words adds to a kernel
+
+
+@pytest.mark.parametrize("layer, words", [("gpu_pair_linear", "gemm_b_pair"), ("gpu_pair_matmul", "gemm_b_pair"), ("gpu_odd_matmul", None),
+                                          ("gpu_pair_conv", "gemm_a_pair"), ("conv_gemm", None)])
+def test_kernels_fetch_f16_weight_words_whole(layer, words):
+    """Without shader-f16, the tiled kernel loads each word of two f16 weight values once and
+    unpacks it when staging (docs/precision.md); the shader-f16 variant and f32 builds read elements."""
     compiled = compiled_layer(layer, "f16")[0]
-    kernel = next(k for k in compiled.program["kernels"] if k["name"] == "matmul")
-    assert "var<workgroup>tile_b" in kernel["code"]
-    assert ("gemm_b_pair" in kernel["code"]) == pairs
-    assert "gemm_b_pair" not in kernel["f16"]
-    assert not any("gemm_b_pair" in k["code"] for k in compiled_layer(layer, "f32")[0].program["kernels"])
+    kernel = next(k for k in compiled.program["kernels"] if k["name"] in ("matmul", "conv2d"))
+    assert [w for w in WORDS if w in kernel["code"]] == ([words] if words else [])
+    assert not any(w in kernel["f16"] for w in WORDS)
+    assert not any(w in k["code"] for w in WORDS for k in compiled_layer(layer, "f32")[0].program["kernels"])
 
 
 @cache

@@ -112,13 +112,21 @@ def implicit_gemm(node, device):
         read = f"{var} = {b.load(0, [image, channel(bi, weight.shape[1], f'{k} / {kernel_h * kernel_w}u'), 'u32(ih)', 'u32(iw)'])};"
         return coords + ([f"if ({inside}) {{ {read} }}"] if inside else [read])
 
+    # neighbouring k of an f16 weight share a word when every row starts on a word (even K, row
+    # stride and offset): the tiled kernel then loads each word once (gemm.py, pairs)
+    load_a_pair = None
+    if (flat_weight is not None and flat_weight.strides[1] == 1 and all(x % 2 == 0 for x in (depth, flat_weight.strides[0], flat_weight.offset))
+            and b.pair(1, ["0u", "0u"])):
+        def load_a_pair(var, bi, r, k):
+            return [f"{var} = {b.pair(1, [out_channel(bi, r), k])};"]
+
     writer, stored = epilogue(node, b, "value", "flat")
 
     def finish(total, bi, r, c):
         bias = f" + {b.load(2, [out_channel(bi, r)])}" if node.operands > 2 else ""
         return [f"let value = {total}{bias};", *writer.lines], stored
 
-    product = Gemm(batch, rows, cols, depth, load_a, load_b, finish, a_k_contiguous=flat_weight is not None,
+    product = Gemm(batch, rows, cols, depth, load_a, load_b, finish, a_k_contiguous=flat_weight is not None, load_a_pair=load_a_pair,
                    splits=node.attrs.get("splits", 1), device=device)
     return gemm_kernel(b, "conv2d", product, writer.functions())
 

@@ -60,7 +60,8 @@ class Gemm:
     finish: Callable[[str, str, str, str], tuple[list[str], str]]  # (sum, b, r, c) -> (lines, value); `flat` is defined
     a_k_contiguous: bool = True   # A's neighbouring k are neighbours in memory
     cols_contiguous: bool = True  # B's neighbouring columns are neighbours in memory
-    load_b_pair: Callable[[str, str, str, str], list[str]] | None = None  # (var, b, k, c) -> lines assigning var a u32 holding B[k, c] and B[k, c + 1] (c even; precision.pair_word)
+    load_a_pair: Callable[[str, str, str, str], list[str]] | None = None  # (var, b, r, k) -> lines assigning var a u32 holding A[r, k] and A[r, k + 1] (k even; precision.pair_word)
+    load_b_pair: Callable[[str, str, str, str], list[str]] | None = None  # (var, b, k, c) -> lines assigning var a u32 holding B[k, c] and B[k, c + 1] (c even)
     splits: int = 1  # K in this many slices, each summed into its own partial output (passes/split_k.py)
     half: bool = False  # f16 products and per-step sums (needs `enable f16;`)
     rows_at_most: int = 0  # the most rows this kernel runs at (a dynamic product's variant for few rows); 0: max_value(rows)
@@ -134,12 +135,14 @@ def functions(g: Gemm) -> str:
     finish, value = g.finish("total", "batch", "r", "c")
     put = [f"let flat = (slot * {u32(g.rows)} + r) * {u32(g.cols)} + c;", *finish, f"out[flat] = {value};"]
     pair = ""
-    if pairs(g):
-        pair = f"""
-fn gemm_b_pair(batch: u32, bk: u32, bn: u32) -> u32 {{
-  var vb = 0u;
-{indent(block(f"if (bk < {u32(g.depth)} && bn < {u32(g.cols)})", g.load_b_pair("vb", "batch", "bk", "bn")))}
-  return vb;
+    for side, load, (x, y), check in (("a", g.load_a_pair, ("am", "ak"), f"am < {u32(g.rows)} && ak < {u32(g.depth)}"),
+                                      ("b", g.load_b_pair, ("bk", "bn"), f"bk < {u32(g.depth)} && bn < {u32(g.cols)}")):
+        if pairs(g, side):
+            pair += f"""
+fn gemm_{side}_pair(batch: u32, {x}: u32, {y}: u32) -> u32 {{
+  var v{side} = 0u;
+{indent(block(f"if ({check})", load(f"v{side}", "batch", x, y)))}
+  return v{side};
 }}
 """
     return f"""
@@ -161,11 +164,34 @@ fn gemm_put(batch: u32, slot: u32, r: u32, c: u32, total: f32) {{
 {pair}"""
 
 
-def pairs(g: Gemm) -> bool:
-    """Whether the tiled kernel fetches B by words of two neighbouring columns (f16 weights read
-    as words): a thread's fetch register holds the word as loaded, and staging unpacks it, so each
-    word is loaded once and no conversion waits on a load before the step's products."""
-    return g.load_b_pair is not None and not g.half and not g.device.register_gemm and choose_tile(g)[1] * STEP // SIDE ** 2 % 2 == 0
+def pairs(g: Gemm, side: str) -> bool:
+    """Whether the tiled kernel fetches operand `side` ("a" or "b") by words of two neighbours
+    (f16 weights read as words: A's neighbouring k, B's neighbouring columns): a thread's fetch
+    register holds the word as loaded, and staging unpacks it, so each word is loaded once and no
+    conversion waits on a load before the step's products. A's staged elements 2t, 2t + 1 are
+    neighbouring k of a row only when its k are neighbours in memory (tiled's a_m, a_k)."""
+    load, tile = (g.load_a_pair, 0) if side == "a" else (g.load_b_pair, 1)
+    contiguous = g.a_k_contiguous if side == "a" else True
+    return (load is not None and contiguous and not g.half and not g.device.register_gemm
+            and choose_tile(g)[tile] * STEP // SIDE ** 2 % 2 == 0)
+
+
+def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], at, write) -> tuple[str, list[str], list[str], int]:
+    """The tiled kernel's fetch_<side> and stage_<side> functions for one operand, the declarations
+    of a thread's fetch registers and how many fetches a thread makes. Staged element e of the
+    operand is at (origins[0] + at(e)[0], origins[1] + at(e)[1]) and write(e, value) stores it in
+    the tile. With pairs(g, side), fetch t loads the word of elements 2t and 2t + 1, half as many."""
+    head = f"fn fetch_{side}(t: u32, batch: u32, {origins[0]}: u32, {origins[1]}: u32)"
+    if not pairs(g, side):
+        x, y = at("t")
+        fetch = f"{head} -> {g.element} {{ return {g.convert(f'gemm_{side}(batch, {origins[0]} + {x}, {origins[1]} + {y})')}; }}"
+        stage = [f"fn stage_{side}(t: u32, v: {g.element}) {{ {write('t', 'v')} }}"]
+        return fetch, stage, [f"var f{side}{i} = {g.zero};" for i in range(fetches)], fetches
+    x, y = at("2u * t")
+    fetch = f"{head} -> u32 {{ return gemm_{side}_pair(batch, {origins[0]} + {x}, {origins[1]} + {y}); }}"
+    stage = block(f"fn stage_{side}(t: u32, w: u32)", [f"let v = {precision.pair_values('w')};",
+                                                        write("2u * t", "v.x"), write("2u * t + 1u", "v.y")])
+    return fetch, stage, [f"var f{side}{i} = 0u;" for i in range(fetches // 2)], fetches // 2
 
 
 # Per-thread values are scalars with names fixed in the generator (acc_0_1, not acc[i][j] in a
@@ -214,6 +240,11 @@ class Side:
         return f"{tile}[{e}] = {value};" if self.width == 1 else f"{tile}[({e}) / {self.width}u][({e}) % {self.width}u] = {value};"
 
 
+def group(e: str) -> str:
+    """WGSL expression e, parenthesised unless it is a name."""
+    return e if e.isidentifier() else f"({e})"
+
+
 def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     """TM x TN outputs per workgroup of SIDE x SIDE threads. Each K step stages A's TM x STEP and
     B's STEP x TN block in workgroup memory (k-major, so the threads' reads are vectors); the next
@@ -227,23 +258,19 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     # staged element t of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
     # threads read 4 neighbouring k of a row (4-way conflicts on the store, 8 rows a warp instead
     # of 32): 17% faster on an H100 (docs/performance.md). B's element t is (t / tn, t % tn).
+    # (a_m, a_k of element e: e a name or, for pairs, an expression to parenthesise)
     if g.a_k_contiguous:
-        a_m, a_k = f"(t / 4u) % {tm}u", f"t % 4u + 4u * (t / {4 * tm}u)"
+        a_m, a_k = (lambda e: f"({group(e)} / 4u) % {tm}u"), (lambda e: f"{group(e)} % 4u + 4u * ({group(e)} / {4 * tm}u)")
     else:
-        a_m, a_k = f"t % {tm}u", f"t / {tm}u"
-    fetch_b_line = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> {element} {{ return {g.convert(f'gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u)')}; }}"
-    stage_b_lines = [f"fn stage_b(t: u32, v: {element}) {{ {cols.write('tile_b', 't', 'v')} }}"]
-    fb_declare = [f"var fb{j} = {g.zero};" for j in range(fetch_b)]
-    if pairs(g):  # fetch j of a thread: B's elements 2t, 2t + 1 in one word (t: the thread's j-th pair)
-        fetch_b //= 2
-        fetch_b_line = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> u32 {{ return gemm_b_pair(batch, k0 + 2u * t / {tn}u, col0 + 2u * t % {tn}u); }}"
-        stage_b_lines = block("fn stage_b(t: u32, w: u32)", [f"let v = {precision.pair_values('w')};",
-                                                              cols.write("tile_b", "2u * t", "v.x"), cols.write("tile_b", "2u * t + 1u", "v.y")])
-        fb_declare = [f"var fb{j} = 0u;" for j in range(fetch_b)]
+        a_m, a_k = (lambda e: f"{group(e)} % {tm}u"), (lambda e: f"{group(e)} / {tm}u")
+    fetch_a_line, stage_a_lines, fa_declare, fetch_a = fetch_and_stage(
+        g, "a", fetch_a, ("row0", "k0"), lambda e: (a_m(e), a_k(e)), lambda e, v: rows.write("tile_a", f"({a_k(e)}) * {tm}u + {a_m(e)}", v))
+    fetch_b_line, stage_b_lines, fb_declare, fetch_b = fetch_and_stage(
+        g, "b", fetch_b, ("k0", "col0"), lambda e: (f"{e} / {tn}u", f"{e} % {tn}u"), lambda e, v: cols.write("tile_b", e, v))
     staging = f"""
-fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> {element} {{ return {g.convert(f"gemm_a(batch, row0 + {a_m}, k0 + {a_k})")}; }}
+{fetch_a_line}
 {fetch_b_line}
-fn stage_a(t: u32, v: {element}) {{ {rows.write("tile_a", f"({a_k}) * {tm}u + {a_m}", "v")} }}
+{indent(stage_a_lines, 0)}
 {indent(stage_b_lines, 0)}
 """
     threads = [f"li + {i * SIDE ** 2}u" for i in range(max(fetch_a, fetch_b))]
@@ -292,7 +319,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let k_end = min(k_begin + {g.span()}, {u32(g.depth)});
   let row0 = wg.y * {tm}u;
   let col0 = wg.x * {tn}u;
-{indent([f"var fa{i} = {g.zero};" for i in range(fetch_a)] + fb_declare)}
+{indent(fa_declare + fb_declare)}
 {indent(fetch("k_begin"))}
   for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
 {indent(stage_tiles, 2)}
