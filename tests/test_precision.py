@@ -114,6 +114,9 @@ LAYERS = {  # module, inputs, {weight: its output-channel dim}, target
     "conv_gemm": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "gpu"),  # odd K: per element
     # tiled, 32 x 32 tiles, 21 rows a group: A's f16 words (two k) fetched whole (gemm.py, pairs)
     "gpu_pair_conv": (lambda: nn.Conv2d(12, 42, 3, padding=1, groups=2), lambda: [torch.randn(2, 12, 37, 37)], {"weight": 0}, "gpu"),
+    # direct: a filter row's f16 words loaded before its taps, rows starting on odd elements (7 x 7) or on words (4 x 4)
+    "gpu_depthwise": (lambda: nn.Conv2d(22, 22, 7, padding=3, groups=22), lambda: [torch.randn(1, 22, 9, 11)], {"weight": 0}, "gpu"),
+    "gpu_conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 4, stride=2, padding=1), lambda: [torch.randn(1, 12, 5, 7)], {"weight": 1}, "gpu"),
     "conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 3, stride=2), lambda: [torch.randn(1, 12, 5, 6)], {"weight": 1}, "cpu"),
     "embedding": (Embedding, lambda: [torch.randint(0, 101, (3, 7))], {"table.weight": 0}, "cpu"),
 }
@@ -163,16 +166,18 @@ def test_shader_f16_variant_multiplies_in_f16(layer):
     assert rel_l2(f16_math_out, f32_math_out) > 10 * TOLERANCE  # the device really rounds to f16
 
 
-WORDS = ("gemm_a_pair", "gemm_b_pair")  # what each way of reading f16 weights by words adds to a kernel
+WORDS = ("gemm_a_pair", "gemm_b_pair", "let row=")  # what each way of reading f16 weights by words adds to a kernel
 
 
 @pytest.mark.parametrize("layer, words", [("gpu_pair_linear", "gemm_b_pair"), ("gpu_pair_matmul", "gemm_b_pair"), ("gpu_odd_matmul", None),
-                                          ("gpu_pair_conv", "gemm_a_pair"), ("conv_gemm", None)])
+                                          ("gpu_pair_conv", "gemm_a_pair"), ("conv_gemm", None),
+                                          ("gpu_depthwise", "let row="), ("gpu_conv_transpose", "let row=")])
 def test_kernels_fetch_f16_weight_words_whole(layer, words):
     """Without shader-f16, the tiled kernel loads each word of two f16 weight values once and
-    unpacks it when staging (docs/precision.md); the shader-f16 variant and f32 builds read elements."""
+    unpacks it when staging, and the direct convolution loads a filter row's words before its taps
+    (docs/precision.md); the shader-f16 variant and f32 builds read elements."""
     compiled = compiled_layer(layer, "f16")[0]
-    kernel = next(k for k in compiled.program["kernels"] if k["name"] in ("matmul", "conv2d"))
+    kernel = next(k for k in compiled.program["kernels"] if k["name"] in ("matmul", "conv2d", "conv_transpose2d"))
     assert [w for w in WORDS if w in kernel["code"]] == ([words] if words else [])
     assert not any(w in kernel["f16"] for w in WORDS)
     assert not any(w in k["code"] for w in WORDS for k in compiled_layer(layer, "f32")[0].program["kernels"])
