@@ -61,7 +61,7 @@ class Gemm:
     a_k_contiguous: bool = True   # A's neighbouring k are neighbours in memory
     cols_contiguous: bool = True  # B's neighbouring columns are neighbours in memory
     load_a_pair: Callable[[str, str, str, str], list[str]] | None = None  # (var, b, r, k) -> lines assigning var a u32 holding A[r, k] and A[r, k + 1] (k even; precision.pair_word)
-    load_b_pair: Callable[[str, str, str, str], list[str]] | None = None  # (var, b, k, c) -> lines assigning var a u32 holding B[k, c] and B[k, c + 1] (c even)
+    load_b_pair: Callable[[str, str, str, str], list[str]] | None = None  # (var, b, k, c) -> lines assigning var a u32 holding B[k, c] and B[k, c + 1] (c even), or B[k + 1, c] (k even) when not cols_contiguous
     splits: int = 1  # K in this many slices, each summed into its own partial output (passes/split_k.py)
     half: bool = False  # f16 products and per-step sums (needs `enable f16;`)
     rows_at_most: int = 0  # the most rows this kernel runs at (a dynamic product's variant for few rows); 0: max_value(rows)
@@ -166,10 +166,11 @@ fn gemm_put(batch: u32, slot: u32, r: u32, c: u32, total: f32) {{
 
 def pairs(g: Gemm, side: str) -> bool:
     """Whether the tiled kernel fetches operand `side` ("a" or "b") by words of two neighbours
-    (f16 weights read as words: A's neighbouring k, B's neighbouring columns): a thread's fetch
-    register holds the word as loaded, and staging unpacks it, so each word is loaded once and no
-    conversion waits on a load before the step's products. A's staged elements 2t, 2t + 1 are
-    neighbouring k of a row only when its k are neighbours in memory (tiled's a_m, a_k)."""
+    (f16 weights read as words: A's neighbouring k; B's neighbouring columns, or k when its
+    columns are not neighbours in memory, as a merged linear weight's): a thread's fetch register
+    holds the word as loaded, and staging unpacks it, so each word is loaded once and no
+    conversion waits on a load before the step's products. Staged elements 2t, 2t + 1 are
+    neighbouring k of A's row only when its k are neighbours in memory (tiled's a_m, a_k)."""
     load, tile = (g.load_a_pair, 0) if side == "a" else (g.load_b_pair, 1)
     contiguous = g.a_k_contiguous if side == "a" else True
     return (load is not None and contiguous and not g.half and not g.device.register_gemm
@@ -245,6 +246,12 @@ def group(e: str) -> str:
     return e if e.isidentifier() else f"({e})"
 
 
+def k_runs(tile: int):
+    """(position in the tile, k) of staged element e of an operand whose k are neighbours in
+    memory: runs of 4 threads read 4 neighbouring k of one row (A) or column (B)."""
+    return (lambda e: f"({group(e)} / 4u) % {tile}u"), (lambda e: f"{group(e)} % 4u + 4u * ({group(e)} / {4 * tile}u)")
+
+
 def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     """TM x TN outputs per workgroup of SIDE x SIDE threads. Each K step stages A's TM x STEP and
     B's STEP x TN block in workgroup memory (k-major, so the threads' reads are vectors); the next
@@ -257,16 +264,17 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
 
     # staged element t of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
     # threads read 4 neighbouring k of a row (4-way conflicts on the store, 8 rows a warp instead
-    # of 32): 17% faster on an H100 (docs/performance.md). B's element t is (t / tn, t % tn).
+    # of 32): 17% faster on an H100 (docs/performance.md). B's element t is (t / tn, t % tn), or
+    # k in runs as A's when B is fetched by words of two k (pairs).
     # (a_m, a_k of element e: e a name or, for pairs, an expression to parenthesise)
-    if g.a_k_contiguous:
-        a_m, a_k = (lambda e: f"({group(e)} / 4u) % {tm}u"), (lambda e: f"{group(e)} % 4u + 4u * ({group(e)} / {4 * tm}u)")
-    else:
-        a_m, a_k = (lambda e: f"{group(e)} % {tm}u"), (lambda e: f"{group(e)} / {tm}u")
+    a_m, a_k = k_runs(tm) if g.a_k_contiguous else ((lambda e: f"{group(e)} % {tm}u"), (lambda e: f"{group(e)} / {tm}u"))
+    b_by_k = pairs(g, "b") and not g.cols_contiguous
+    b_n, b_k = k_runs(tn) if b_by_k else ((lambda e: f"{e} % {tn}u"), (lambda e: f"{e} / {tn}u"))
     fetch_a_line, stage_a_lines, fa_declare, fetch_a = fetch_and_stage(
         g, "a", fetch_a, ("row0", "k0"), lambda e: (a_m(e), a_k(e)), lambda e, v: rows.write("tile_a", f"({a_k(e)}) * {tm}u + {a_m(e)}", v))
     fetch_b_line, stage_b_lines, fb_declare, fetch_b = fetch_and_stage(
-        g, "b", fetch_b, ("k0", "col0"), lambda e: (f"{e} / {tn}u", f"{e} % {tn}u"), lambda e, v: cols.write("tile_b", e, v))
+        g, "b", fetch_b, ("k0", "col0"), lambda e: (b_k(e), b_n(e)),
+        lambda e, v: cols.write("tile_b", f"({b_k(e)}) * {tn}u + {b_n(e)}" if b_by_k else e, v))
     staging = f"""
 {fetch_a_line}
 {fetch_b_line}
