@@ -178,12 +178,12 @@ def test_shader_f16_variant_multiplies_in_f16(layer):
     assert rel_l2(f16_math_out, f32_math_out) > 10 * TOLERANCE  # the device really rounds to f16
 
 
-WORDS = ("gemm_a_pair", "gemm_b_pair", "let row=")  # what each way of reading f16 weights by words adds to a kernel
+WORDS = ("gemm_a_pair", "gemm_b_pair", "let filter_row=")  # what each way of reading f16 weights by words adds to a kernel
 
 
 @pytest.mark.parametrize("layer, words", [("gpu_pair_linear", "gemm_b_pair"), ("gpu_pair_matmul", "gemm_b_pair"), ("gpu_odd_matmul", None),
                                           ("gpu_pair_merged", "gemm_b_pair"), ("gpu_pair_conv", "gemm_a_pair"), ("conv_gemm", None),
-                                          ("gpu_depthwise", "let row="), ("gpu_conv_transpose", "let row=")])
+                                          ("gpu_depthwise", "let filter_row="), ("gpu_conv_transpose", "let filter_row=")])
 def test_kernels_fetch_f16_weight_words_whole(layer, words):
     """Without shader-f16, the tiled kernel loads each word of two f16 weight values once and
     unpacks it when staging, and the direct convolution loads a filter row's words before its taps

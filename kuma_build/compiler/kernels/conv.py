@@ -180,10 +180,10 @@ def direct(node, channels: int = 1, pixels: int = 1, size: int = 256):
         words = (width + 1) // 2 if starts_on_word else width // 2 + 1
         half = lambda i: f"w{i // 2}.{'xy'[i % 2]}"
         # word j holds the row's elements 2j, 2j + 1 (one further when odd); the last stays in the row
-        lines = [f"let row = {offset_expr(weight, weight_at[:3])};",
-                 *[f"let w{j} = {precision.pair_values(b.word(1, f'row + {min(2 * j, width - 1)}u'))};" for j in range(words)]]
+        lines = [f"let filter_row = {offset_expr(weight, weight_at[:3])};",
+                 *[f"let w{j} = {precision.pair_values(b.word(1, f'filter_row + {min(2 * j, width - 1)}u'))};" for j in range(words)]]
         if not starts_on_word:
-            lines.append("let odd = (row & 1u) == 1u;")
+            lines.append("let odd = (filter_row & 1u) == 1u;")
         for kw in range(width):
             coords, inside = taps(node, "oh0", "ow0", "kh", f"{kw}u")
             w = half(kw) if starts_on_word else f"select({half(kw)}, {half(kw + 1)}, odd)"
