@@ -92,6 +92,15 @@ class WideMatmul(nn.Module):  # x @ w on the tiled kernel with 32-column tiles (
         return x @ self.weight
 
 
+class QueryKey(nn.Module):  # two linear layers of one input, merged into one product (passes/merge_products.py) whose weight's k are neighbours
+    def __init__(self, k, n):
+        super().__init__()
+        self.q, self.k = nn.Linear(k, n), nn.Linear(k, n)
+
+    def forward(self, x):
+        return self.q(x) @ self.k(x).transpose(0, 1)
+
+
 class Embedding(nn.Module):  # per-row scales of a gathered table
     def __init__(self):
         super().__init__()
@@ -101,7 +110,7 @@ class Embedding(nn.Module):  # per-row scales of a gathered table
         return self.table(tokens) * 2.0
 
 
-LAYERS = {  # module, inputs, {weight: its output-channel dim}, target
+LAYERS = {  # module, inputs, {weight (merged ones: their parameters joined by "+"): its output-channel dim}, target
     "linear": (Linear, lambda: [torch.randn(37, 5)], {"fc.weight": 0}, "cpu"),  # thin gemm
     "right_matmul": (RightMatmul, lambda: [torch.randn(6, 33)], {"weight": 1}, "cpu"),  # thin gemm
     "long_linear": (lambda: nn.Linear(4608, 24), lambda: [torch.randn(40, 4608)], {"weight": 0}, "gpu"),  # tiled, K = 4608
@@ -110,12 +119,20 @@ LAYERS = {  # module, inputs, {weight: its output-channel dim}, target
     "gpu_pair_linear": (lambda: nn.Linear(45, 258), lambda: [torch.randn(256, 45)], {"weight": 0}, "gpu"),
     "gpu_pair_matmul": (lambda: WideMatmul(45, 258), lambda: [torch.randn(256, 45)], {"weight": 1}, "gpu"),
     "gpu_odd_matmul": (lambda: WideMatmul(43, 257), lambda: [torch.randn(256, 43)], {"weight": 1}, "gpu"),  # odd rows: per element
+    # tiled, 16 x 32 tiles: the merged weight's words fetched whole by two k
+    "gpu_pair_merged": (lambda: QueryKey(46, 130), lambda: [torch.randn(256, 46)], {"q.weight+k.weight": 0}, "gpu"),
     "conv": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "cpu"),  # direct
-    "conv_gemm": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "gpu"),
+    "conv_gemm": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "gpu"),  # odd K: per element
+    # tiled, 32 x 32 tiles, 21 rows a group: A's f16 words (two k) fetched whole (gemm.py, pairs)
+    "gpu_pair_conv": (lambda: nn.Conv2d(12, 42, 3, padding=1, groups=2), lambda: [torch.randn(2, 12, 37, 37)], {"weight": 0}, "gpu"),
+    # direct: a filter row's f16 words loaded before its taps, rows starting on odd elements (7 x 7) or on words (4 x 4)
+    "gpu_depthwise": (lambda: nn.Conv2d(22, 22, 7, padding=3, groups=22), lambda: [torch.randn(1, 22, 9, 11)], {"weight": 0}, "gpu"),
+    "gpu_conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 4, stride=2, padding=1), lambda: [torch.randn(1, 12, 5, 7)], {"weight": 1}, "gpu"),
     "conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 3, stride=2), lambda: [torch.randn(1, 12, 5, 6)], {"weight": 1}, "cpu"),
     "embedding": (Embedding, lambda: [torch.randint(0, 101, (3, 7))], {"table.weight": 0}, "cpu"),
 }
-GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul", "conv_gemm"]
+GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul", "conv_gemm",
+               "gpu_pair_conv", "gpu_pair_merged"]
 
 
 def compiled_layer(layer: str, precision: str):
@@ -138,8 +155,9 @@ def test_weight_readers_are_exact(layer, precision, native):
 
     reference = copy.deepcopy(module)
     for name, dim in weights.items():
-        param = reference.get_parameter(name)
-        param.data = rounded(param.data, precision, dim)
+        for part in name.split("+"):
+            param = reference.get_parameter(part)
+            param.data = rounded(param.data, precision, dim)
     with torch.no_grad():
         expected = [reference(*inputs).numpy()]
     assert f16_math(compiled) == (precision == "f16" and layer in GEMM_LAYERS)
@@ -160,16 +178,21 @@ def test_shader_f16_variant_multiplies_in_f16(layer):
     assert rel_l2(f16_math_out, f32_math_out) > 10 * TOLERANCE  # the device really rounds to f16
 
 
-@pytest.mark.parametrize("layer, pairs", [("gpu_pair_linear", True), ("gpu_pair_matmul", True), ("gpu_odd_matmul", False)])
-def test_tiled_kernel_fetches_f16_weight_words_whole(layer, pairs):
-    """Without shader-f16, the tiled kernel loads each word of two f16 columns once and unpacks it
-    when staging (docs/precision.md); the shader-f16 variant and f32 builds read elements."""
+WORDS = ("gemm_a_pair", "gemm_b_pair", "let filter_row=")  # what each way of reading f16 weights by words adds to a kernel
+
+
+@pytest.mark.parametrize("layer, words", [("gpu_pair_linear", "gemm_b_pair"), ("gpu_pair_matmul", "gemm_b_pair"), ("gpu_odd_matmul", None),
+                                          ("gpu_pair_merged", "gemm_b_pair"), ("gpu_pair_conv", "gemm_a_pair"), ("conv_gemm", None),
+                                          ("gpu_depthwise", "let filter_row="), ("gpu_conv_transpose", "let filter_row=")])
+def test_kernels_fetch_f16_weight_words_whole(layer, words):
+    """Without shader-f16, the tiled kernel loads each word of two f16 weight values once and
+    unpacks it when staging, and the direct convolution loads a filter row's words before its taps
+    (docs/precision.md); the shader-f16 variant and f32 builds read elements."""
     compiled = compiled_layer(layer, "f16")[0]
-    kernel = next(k for k in compiled.program["kernels"] if k["name"] == "matmul")
-    assert "var<workgroup>tile_b" in kernel["code"]
-    assert ("gemm_b_pair" in kernel["code"]) == pairs
-    assert "gemm_b_pair" not in kernel["f16"]
-    assert not any("gemm_b_pair" in k["code"] for k in compiled_layer(layer, "f32")[0].program["kernels"])
+    kernel = next(k for k in compiled.program["kernels"] if k["name"] in ("matmul", "conv2d", "conv_transpose2d"))
+    assert [w for w in WORDS if w in kernel["code"]] == ([words] if words else [])
+    assert not any(w in kernel["f16"] for w in WORDS)
+    assert not any(w in k["code"] for w in WORDS for k in compiled_layer(layer, "f32")[0].program["kernels"])
 
 
 @cache

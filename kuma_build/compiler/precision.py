@@ -7,7 +7,8 @@ into an f32 value.
   f16   2 bytes a value. Read as array<u32> + unpack2x16float (every device), or, in
         the kernel's shader-f16 variant, as a native array<f16>. The bytes are the same.
         A kernel reading two neighbours i, i + 1 (i even) may load their word once
-        (pair_word) and unpack it where it uses them (pair_values): gemm.py's tiles.
+        (pair_word) and unpack it where it uses them (pair_values): gemm.py's tiles,
+        conv.py's direct kernel (a filter row's words).
         That variant of a matrix product also multiplies in f16 (kernels/gemm.py, `half`).
   int8  symmetric, one scale per output channel: scale = max|w| / 127, q = round(w / scale).
         The buffer holds the int8 values (4 a word), then one f32 scale per channel; the
@@ -79,8 +80,8 @@ def reader(buf, var: str, native_f16: bool = False) -> tuple[str, str]:
 
 
 def pair_word(buf, var: str, offset: str) -> str | None:
-    """WGSL u32 holding elements offset and offset + 1 (offset even) of an f16 binding `var` read
-    as words (not the shader-f16 variant); None for other storage."""
+    """WGSL u32 holding element `offset` of an f16 binding `var` read as words (not the shader-f16
+    variant), and offset + 1 when offset is even (else offset - 1); None for other storage."""
     return f"{var}[({offset}) >> 1u]" if buf.storage == "f16" and buf.pages == 1 else None
 
 

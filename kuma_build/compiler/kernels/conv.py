@@ -20,11 +20,12 @@ Every kernel maps an output coordinate to an input coordinate per tap:
 from dataclasses import replace
 from math import ceil
 
+from kuma_build.compiler import precision
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.kernels.elementwise import epilogue
 from kuma_build.compiler.kernels.gemm import Gemm
 from kuma_build.compiler.kernels.products import gemm_kernel
-from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, threads, unravel
+from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, offset_expr, threads, unravel
 
 # a CPU device: each thread takes up to 2 pixels (4 ran ~10% faster on SwiftShader but its unrolled
 # code took mobilenet's index.js past 10 kB gzip; 8 spilled and ran 2x slower) and the workgroups
@@ -112,13 +113,21 @@ def implicit_gemm(node, device):
         read = f"{var} = {b.load(0, [image, channel(bi, weight.shape[1], f'{k} / {kernel_h * kernel_w}u'), 'u32(ih)', 'u32(iw)'])};"
         return coords + ([f"if ({inside}) {{ {read} }}"] if inside else [read])
 
+    # neighbouring k of an f16 weight share a word when every row starts on a word (even K, row
+    # stride and offset): the tiled kernel then loads each word once (gemm.py, pairs)
+    load_a_pair = None
+    if (flat_weight is not None and flat_weight.strides[1] == 1 and all(x % 2 == 0 for x in (depth, flat_weight.strides[0], flat_weight.offset))
+            and b.pair(1, ["0u", "0u"])):
+        def load_a_pair(var, bi, r, k):
+            return [f"{var} = {b.pair(1, [out_channel(bi, r), k])};"]
+
     writer, stored = epilogue(node, b, "value", "flat")
 
     def finish(total, bi, r, c):
         bias = f" + {b.load(2, [out_channel(bi, r)])}" if node.operands > 2 else ""
         return [f"let value = {total}{bias};", *writer.lines], stored
 
-    product = Gemm(batch, rows, cols, depth, load_a, load_b, finish, a_k_contiguous=flat_weight is not None,
+    product = Gemm(batch, rows, cols, depth, load_a, load_b, finish, a_k_contiguous=flat_weight is not None, load_a_pair=load_a_pair,
                    splits=node.attrs.get("splits", 1), device=device)
     return gemm_kernel(b, "conv2d", product, writer.functions())
 
@@ -160,18 +169,48 @@ def direct(node, channels: int = 1, pixels: int = 1, size: int = 256):
         load = f"x{p} = {b.load(0, [n, 'c', 'u32(ih)', 'u32(iw)'])};"
         return [f"var x{p} = 0.0;", *block("", coords + [f"if ({check}) {{ {load} }}" if check else load])]
 
+    def row_of_words() -> list[str]:
+        """The taps of filter row kh, unrolled, for f16 weights read as words (one channel and pixel a
+        thread): the row's words are loaded first, each once for two taps, so no conversion waits on
+        a load between the taps' products. A row starting on an odd element picks each tap's half
+        one further (`odd`), unless every row starts on a word."""
+        width = weight.shape[3]
+        starts_on_word = all(isinstance(x, int) and x % 2 == 0 for x in (
+            weight.offset, *[stride for size, stride in zip(weight.shape[:3], weight.strides[:3]) if size > 1]))
+        words = (width + 1) // 2 if starts_on_word else width // 2 + 1
+        half = lambda i: f"w{i // 2}.{'xy'[i % 2]}"
+        # word j holds the row's elements 2j, 2j + 1 (one further when odd); the last stays in the row
+        lines = [f"let filter_row = {offset_expr(weight, weight_at[:3])};",
+                 *[f"let w{j} = {precision.pair_values(b.word(1, f'filter_row + {min(2 * j, width - 1)}u'))};" for j in range(words)]]
+        if not starts_on_word:
+            lines.append("let odd = (filter_row & 1u) == 1u;")
+        for kw in range(width):
+            coords, inside = taps(node, "oh0", "ow0", "kh", f"{kw}u")
+            w = half(kw) if starts_on_word else f"select({half(kw)}, {half(kw + 1)}, odd)"
+            product = f"{accs[0][0]} += {b.load(0, [n, 'c', 'u32(ih)', 'u32(iw)'])} * {w};"
+            lines += block("", coords + [f"if ({inside}) {{ {product} }}" if inside else product])
+        return lines
+
     tap = [line for p in range(pixels) for line in read(p)]
     tap += each_channel(lambda j: [f"let w = {b.load(1, weight_at)};", *[f"{accs[p][j]} += x{p} * w;" for p in range(pixels)]])
-    loop = block(f"for (var ic = 0u; ic < {in_per_group}u; ic++)", [
-        f"let c = group * {in_per_group}u + ic;",
-        *block(f"for (var kh = 0u; kh < {weight.shape[2]}u; kh++)", block(f"for (var kw = 0u; kw < {weight.shape[3]}u; kw++)", tap))])
+    kh_body = block(f"for (var kw = 0u; kw < {weight.shape[3]}u; kw++)", tap)
+    by_words = channels == pixels == 1 and weight.shape[3] > 1 and weight.strides[3] == 1 and b.word(1, "0u") is not None
+
     for p in range(pixels):
         lines += [f"let q{p} = {first} + {p * spread}u;", f"let oh{p} = q{p} / {out.shape[3]}u;", f"let ow{p} = q{p} % {out.shape[3]}u;"]
     lines += [f"let oc0 = {oc_block} * {channels}u;", f"let group = oc0 / {out_per_group}u;",
               *[f"var {acc} = 0.0;" for row in accs for acc in row],
-              *(each_channel(lambda j: [f"{accs[p][j]} = {b.load(2, ['oc'])};" for p in range(pixels)]) if has_bias else []),
-              *loop, *[line for p in range(pixels) for line in each_channel(lambda j: write(p, j))]]
+              *(each_channel(lambda j: [f"{accs[p][j]} = {b.load(2, ['oc'])};" for p in range(pixels)]) if has_bias else [])]
+    writes = [line for p in range(pixels) for line in each_channel(lambda j: write(p, j))]
     finish, value = epilogue(node, b, "acc", "flat")
     put = block("fn conv_put(flat: u32, acc: f32)", [*finish.lines, f"out[flat] = {value};"])
-    body = finish.functions() + "\n".join(put) + "\n\n" + header + indent(lines) + "\n}"
-    return b.kernel("conv_transpose2d" if transposed else "conv2d", body, workgroups)
+
+    def body(kh_body: list[str]) -> str:
+        loop = block(f"for (var ic = 0u; ic < {in_per_group}u; ic++)", [
+            f"let c = group * {in_per_group}u + ic;", *block(f"for (var kh = 0u; kh < {weight.shape[2]}u; kh++)", kh_body)])
+        return finish.functions() + "\n".join(put) + "\n\n" + header + indent(lines + loop + writes) + "\n}"
+
+    name = "conv_transpose2d" if transposed else "conv2d"
+    if by_words:  # the shader-f16 variant reads f16 elements as before
+        return b.kernel(name, body(each_channel(lambda j: row_of_words())), workgroups, body(kh_body))
+    return b.kernel(name, body(kh_body), workgroups)

@@ -76,7 +76,8 @@ class Gemm:
     finish: Callable[[str, str, str, str], tuple[list[str], str]]  # (sum, b, r, c) -> (lines, value); `flat` is defined
     a_k_contiguous: bool = True   # A's neighbouring k are neighbours in memory
     cols_contiguous: bool = True  # B's neighbouring columns are neighbours in memory
-    load_b_pair: Callable[[str, str, str, str], list[str]] | None = None  # (var, b, k, c) -> lines assigning var a u32 holding B[k, c] and B[k, c + 1] (c even; precision.pair_word)
+    load_a_pair: Callable[[str, str, str, str], list[str]] | None = None  # (var, b, r, k) -> lines assigning var a u32 holding A[r, k] and A[r, k + 1] (k even; precision.pair_word)
+    load_b_pair: Callable[[str, str, str, str], list[str]] | None = None  # (var, b, k, c) -> lines assigning var a u32 holding B[k, c] and B[k, c + 1] (c even), or B[k + 1, c] (k even) when not cols_contiguous
     # lines assigning a vec4<f32> var the 4 elements of A at (b, r, k..k+3) (k a multiple of 4, all 4
     # inside A when k < depth), and of B at (b, k, c..c+3) likewise; None where the layout does not allow it
     load_a4: Callable[[str, str, str, str], list[str]] | None = None
@@ -162,12 +163,14 @@ def functions(g: Gemm) -> str:
     finish, value = g.finish("total", "batch", "r", "c")
     put = [f"let flat = (slot * {u32(g.rows)} + r) * {u32(g.cols)} + c;", *finish, f"out[flat] = {value};"]
     pair = ""
-    if pairs(g):
-        pair = f"""
-fn gemm_b_pair(batch: u32, bk: u32, bn: u32) -> u32 {{
-  var vb = 0u;
-{indent(block(f"if (bk < {u32(g.depth)} && bn < {u32(g.cols)})", g.load_b_pair("vb", "batch", "bk", "bn")))}
-  return vb;
+    for side, load, (x, y), check in (("a", g.load_a_pair, ("am", "ak"), f"am < {u32(g.rows)} && ak < {u32(g.depth)}"),
+                                      ("b", g.load_b_pair, ("bk", "bn"), f"bk < {u32(g.depth)} && bn < {u32(g.cols)}")):
+        if pairs(g, side):
+            pair += f"""
+fn gemm_{side}_pair(batch: u32, {x}: u32, {y}: u32) -> u32 {{
+  var v{side} = 0u;
+{indent(block(f"if ({check})", load(f"v{side}", "batch", x, y)))}
+  return v{side};
 }}
 """
     return f"""
@@ -189,11 +192,35 @@ fn gemm_put(batch: u32, slot: u32, r: u32, c: u32, total: f32) {{
 {pair}"""
 
 
-def pairs(g: Gemm) -> bool:
-    """Whether the tiled kernel fetches B by words of two neighbouring columns (f16 weights read
-    as words): a thread's fetch register holds the word as loaded, and staging unpacks it, so each
-    word is loaded once and no conversion waits on a load before the step's products."""
-    return g.load_b_pair is not None and not g.half and not g.device.register_gemm and choose_tile(g)[1] * STEP // SIDE ** 2 % 2 == 0
+def pairs(g: Gemm, side: str) -> bool:
+    """Whether the tiled kernel fetches operand `side` ("a" or "b") by words of two neighbours
+    (f16 weights read as words: A's neighbouring k; B's neighbouring columns, or k when its
+    columns are not neighbours in memory, as a merged linear weight's): a thread's fetch register
+    holds the word as loaded, and staging unpacks it, so each word is loaded once and no
+    conversion waits on a load before the step's products. Staged elements 2t, 2t + 1 are
+    neighbouring k of A's row only when its k are neighbours in memory (tiled's a_m, a_k)."""
+    load, tile = (g.load_a_pair, 0) if side == "a" else (g.load_b_pair, 1)
+    contiguous = g.a_k_contiguous if side == "a" else True
+    return (load is not None and contiguous and not g.half and not g.device.register_gemm
+            and choose_tile(g)[tile] * STEP // SIDE ** 2 % 2 == 0)
+
+
+def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], at, write, o: str = "") -> tuple[str, list[str], str, int]:
+    """The tiled kernel's fetch_<side> and stage_<side> functions for one operand's elements, the
+    zero of a thread's fetch registers and how many fetches a thread makes. Staged element e of the
+    operand is at (origins[0] + at(e)[0], origins[1] + at(e)[1]) and write(e, value) stores it in
+    the tile (o: stage's extra parameter, the double buffer's half). With pairs(g, side), fetch t
+    loads the word of elements 2t and 2t + 1, half as many."""
+    head = f"fn fetch_{side}(t: u32, batch: u32, {origins[0]}: u32, {origins[1]}: u32)"
+    if not pairs(g, side):
+        x, y = at("t")
+        fetch = f"{head} -> {g.element} {{ return {g.convert(f'gemm_{side}(batch, {origins[0]} + {x}, {origins[1]} + {y})')}; }}"
+        return fetch, [f"fn stage_{side}(t: u32, v: {g.element}{o}) {{ {write('t', 'v')} }}"], g.zero, fetches
+    x, y = at("2u * t")
+    fetch = f"{head} -> u32 {{ return gemm_{side}_pair(batch, {origins[0]} + {x}, {origins[1]} + {y}); }}"
+    stage = block(f"fn stage_{side}(t: u32, w: u32{o})", [f"let v = {precision.pair_values('w')};",
+                                                           write("2u * t", "v.x"), write("2u * t + 1u", "v.y")])
+    return fetch, stage, "0u", fetches // 2
 
 
 # Per-thread values are scalars with names fixed in the generator (acc_0_1, not acc[i][j] in a
@@ -240,6 +267,17 @@ class Side:
     def write(self, tile: str, e: str, value: str) -> str:
         """Store element e of the k-major staged tile."""
         return f"{tile}[{e}] = {value};" if self.width == 1 else f"{tile}[({e}) / {self.width}u][({e}) % {self.width}u] = {value};"
+
+
+def group(e: str) -> str:
+    """WGSL expression e, parenthesised unless it is a name."""
+    return e if e.isidentifier() else f"({e})"
+
+
+def k_runs(tile: int):
+    """(position in the tile, k) of staged element e of an operand whose k are neighbours in
+    memory: runs of 4 threads read 4 neighbouring k of one row (A) or column (B)."""
+    return (lambda e: f"({group(e)} / 4u) % {tile}u"), (lambda e: f"{group(e)} % 4u + 4u * ({group(e)} / {4 * tile}u)")
 
 
 def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
@@ -357,47 +395,46 @@ def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple
     """WGSL functions fetching staged value t of A's and B's K step (fetch_a, fetch_b) and storing
     it in the k-major tiles (stage_a, stage_b; when double, at element offset o: the half it goes
     to); how many values each thread fetches; their zeros.
-    A value is an element, or a vec4 where `vectors` says so: 4 neighbouring k of a row of A, whose
-    threads go along the row (a row's STEP k are STEP * 4 neighbouring bytes), or 4 neighbouring
-    columns of B, which is one vec4 of the staged tile."""
+    A value is an element, a word of two f16 elements (fetch_and_stage: pairs), or a vec4 where
+    `vectors` says so: 4 neighbouring k of a row of A, whose threads go along the row (a row's
+    STEP k are STEP * 4 neighbouring bytes), or 4 neighbouring columns of B, which is one vec4 of
+    the staged tile."""
     tm, tn, element = rows.tile, cols.tile, g.element
     vec_a, vec_b = vectors(g.load_a4, tm), vectors(g.load_b4, tn)
-    paired = not vec_b and pairs(g)
     o, at = (", o: u32", "o + ") if double else ("", "")  # the half's offset, when double
+    per = SIDE ** 2
     readers = ""  # the vec4 readers, as gemm_a and gemm_b (functions) read one element
     if vec_a:
         a_m, a_k = f"t / {STEP // 4}u", f"4u * (t % {STEP // 4}u)"
         readers += vector_reader(g, "a", g.load_a4, f"am < {u32(g.rows)} && ak < {u32(g.depth)}")
         fetch_a = f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_a4(batch, row0 + {a_m}, k0 + {a_k})', 4)}; }}"
-        stage_a = f"fn stage_a(t: u32, v: vec4<{element}>{o}) {{ {lanes(rows, 'tile_a', lambda j: f'{at}({a_k} + {j}u) * {tm}u + {a_m}')} }}"
+        stage_a = [f"fn stage_a(t: u32, v: vec4<{element}>{o}) {{ {lanes(rows, 'tile_a', lambda j: f'{at}({a_k} + {j}u) * {tm}u + {a_m}')} }}"]
+        zero_a, count_a = f"vec4<{element}>()", tm * STEP // per // 4
     else:
-        # staged element t of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
+        # staged element e of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
         # threads read 4 neighbouring k of a row (4-way conflicts on the store, 8 rows a warp instead
         # of 32): 17% faster on an H100 (docs/performance.md)
-        if g.a_k_contiguous:
-            a_m, a_k = f"(t / 4u) % {tm}u", f"t % 4u + 4u * (t / {4 * tm}u)"
-        else:
-            a_m, a_k = f"t % {tm}u", f"t / {tm}u"
-        fetch_a = f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> {element} {{ return {g.convert(f'gemm_a(batch, row0 + {a_m}, k0 + {a_k})')}; }}"
-        stage_a = f"fn stage_a(t: u32, v: {element}{o}) {{ {rows.write('tile_a', f'{at}({a_k}) * {tm}u + {a_m}', 'v')} }}"
+        a_m, a_k = k_runs(tm) if g.a_k_contiguous else ((lambda e: f"{group(e)} % {tm}u"), (lambda e: f"{group(e)} / {tm}u"))
+        fetch_a, stage_a, zero_a, count_a = fetch_and_stage(
+            g, "a", tm * STEP // per, ("row0", "k0"), lambda e: (a_m(e), a_k(e)),
+            lambda e, v: rows.write("tile_a", f"{at}({a_k(e)}) * {tm}u + {a_m(e)}", v), o)
     if vec_b:  # value t is columns 4 * (t % (tn / 4)) .. + 3 of k t / (tn / 4): vec4 t of the tile
         b_k, b_c = f"t / {tn // 4}u", f"4u * (t % {tn // 4}u)"
         readers += vector_reader(g, "b", g.load_b4, f"bk < {u32(g.depth)} && bn < {u32(g.cols)}")
         fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_b4(batch, k0 + {b_k}, col0 + {b_c})', 4)}; }}"
         store = f"tile_b[{at.replace('o', 'o / 4u')}t] = v;" if cols.width == 4 else lanes(cols, "tile_b", lambda j: f"{at}4u * t + {j}u")
-        stage_b = f"fn stage_b(t: u32, v: vec4<{element}>{o}) {{ {store} }}"
-    elif paired:  # value t is B's elements 2t, 2t + 1: one f16 word as loaded, unpacked when staged
-        fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> u32 {{ return gemm_b_pair(batch, k0 + 2u * t / {tn}u, col0 + 2u * t % {tn}u); }}"
-        stage_b = "\n".join(block(f"fn stage_b(t: u32, w: u32{o})", [f"let v = {precision.pair_values('w')};",
-                                                                     cols.write("tile_b", f"{at}2u * t", "v.x"), cols.write("tile_b", f"{at}2u * t + 1u", "v.y")]))
-    else:  # B's element t is (t / tn, t % tn)
-        fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> {element} {{ return {g.convert(f'gemm_b(batch, k0 + t / {tn}u, col0 + t % {tn}u)')}; }}"
-        stage_b = f"fn stage_b(t: u32, v: {element}{o}) {{ {cols.write('tile_b', f'{at}t', 'v')} }}"
-    code = f"{readers}\n{fetch_a}\n{fetch_b}\n{stage_a}\n{stage_b}\n"
-    per = SIDE ** 2
-    counts = (tm * STEP // per // (4 if vec_a else 1), tn * STEP // per // (4 if vec_b else 2 if paired else 1))
-    zeros = (f"vec4<{element}>()" if vec_a else g.zero, f"vec4<{element}>()" if vec_b else "0u" if paired else g.zero)
-    return code, counts, zeros
+        stage_b = [f"fn stage_b(t: u32, v: vec4<{element}>{o}) {{ {store} }}"]
+        zero_b, count_b = f"vec4<{element}>()", tn * STEP // per // 4
+    else:
+        # B's element e is (e / tn, e % tn), or k in runs as A's when B is fetched by words of two
+        # k (pairs of a merged linear weight, whose columns are not neighbours in memory)
+        by_k = pairs(g, "b") and not g.cols_contiguous
+        b_n, b_k = k_runs(tn) if by_k else ((lambda e: f"{e} % {tn}u"), (lambda e: f"{e} / {tn}u"))
+        fetch_b, stage_b, zero_b, count_b = fetch_and_stage(
+            g, "b", tn * STEP // per, ("k0", "col0"), lambda e: (b_k(e), b_n(e)),
+            lambda e, v: cols.write("tile_b", f"{at}({b_k(e)}) * {tn}u + {b_n(e)}" if by_k else f"{at}{e}", v), o)
+    code = "\n".join([readers, fetch_a, fetch_b, *stage_a, *stage_b]) + "\n"
+    return code, (count_a, count_b), (zero_a, zero_b)
 
 
 def vector_reader(g: Gemm, side: str, load, check: str) -> str:

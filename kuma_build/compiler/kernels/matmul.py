@@ -73,9 +73,13 @@ def lower(node, device):
             value += f" + {bias}" if node.attrs["beta"] == 1.0 else f" + {f32(node.attrs['beta'])} * {bias}"
         return [f"let value = {value};", *writer.lines], stored
 
-    # neighbouring columns of an f16 weight share a word when every row starts on a word
-    # (even strides and offset): the tiled kernel then loads each word once (gemm.py, load_b_pair)
-    even = all(isinstance(x, int) and x % 2 == 0 for x in (*b_view.strides[:2], b_view.offset)) and b_view.strides[2] == 1
+    # neighbouring columns of an f16 weight share a word when every row starts on a word (even
+    # strides and offset), or neighbouring k when the columns are not neighbours (a merged linear
+    # weight, passes/merge_products.py) but k are and K is even: the tiled kernel then loads each
+    # word once (gemm.py, load_b_pair)
+    inner = 2 if b_view.strides[2] == 1 or n == 1 else 1  # the dim of B's pairs: columns (as cols_contiguous says), else k
+    evens = [x for d, x in enumerate(b_view.strides) if d != inner] + [b_view.offset] + ([k] if inner == 1 else [])
+    even = b_view.strides[inner] == 1 and all(isinstance(x, int) and x % 2 == 0 for x in evens)
     pair = (lambda var, bi, kk, c: [f"{var} = {b.pair(1, [bi, kk, c])};"]) if even and b.pair(1, ["0u"] * 3) else None
 
     gemm = Gemm(

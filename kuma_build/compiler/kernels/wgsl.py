@@ -136,9 +136,14 @@ class Bindings:
     def pair(self, k: int, index: list[str]) -> str | None:
         """WGSL u32 holding input k's elements at `index` and the next one along its last dim, when
         they share a stored word (precision.pair_word; the caller knows the offset is even), else None."""
+        return self.word(k, offset_expr(self.inputs[k], index))
+
+    def word(self, k: int, offset: str) -> str | None:
+        """WGSL u32: the stored word holding input k's flat element `offset`, when its elements are
+        read by words (precision.pair_word), else None."""
         if k in self.sums:
             return None
-        return precision.pair_word(self.inputs[k].buffer, self.names[k], offset_expr(self.inputs[k], index))
+        return precision.pair_word(self.inputs[k].buffer, self.names[k], offset)
 
     def can_load4(self, k: int) -> bool:
         """Whether input k may be declared array<vec4<f32>> (vec4_input): f32, in one page, not a
