@@ -51,6 +51,11 @@ STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in 
 # fit over measured tiles and splits only, 0.003 kept the picks among the measured ones and took
 # the twelve products from 1009 to 846 us (the best measured: 766)
 SPLIT_TRAFFIC = 0.003
+# workgroups of a tile of at most 64 x 64 (4 x 4 outputs a thread) a GPU keeps in flight for one of a
+# bigger tile (device.parallel counts those: 8 x 8 accumulators a thread, registers for two a
+# multiprocessor): the same sweep measured 64 x 64 tiles fastest at all twelve shapes, where the
+# model without this term picked 128-wide tiles for most
+SMALL_TILE_OCCUPANCY = 2
 MIN_SPLIT_STEPS = 4  # K steps each slice keeps at least
 THIN = 8  # at most this many rows or columns: the thin kernel
 THIN_LANES = (4, 8, 16, 32)  # wide elements a thin workgroup may take when they are neighbours in memory (thin_lanes)
@@ -125,7 +130,8 @@ def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: 
     rows_side, cols_side = Side(tm), Side(tn)
     per_step = STEP * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
     steps = ceil(depth / splits / STEP)
-    return ceil(groups / device.parallel) * steps * (per_step + STEP_LATENCY) + (splits > 1) * (device.dispatch_cost + SPLIT_TRAFFIC * splits * batch * rows * cols)
+    in_flight = device.parallel * (SMALL_TILE_OCCUPANCY if tm * tn <= 64 * 64 else 1)
+    return ceil(groups / in_flight) * steps * (per_step + STEP_LATENCY) + (splits > 1) * (device.dispatch_cost + SPLIT_TRAFFIC * splits * batch * rows * cols)
 
 
 def fits(device: DeviceClass, tm: int, tn: int) -> bool:
