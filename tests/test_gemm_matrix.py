@@ -47,10 +47,19 @@ class TransposedInput(nn.Module):  # A's rows are its neighbours in memory: k-ma
 class WeightLeft(nn.Module):  # W @ x^T: B's k are neighbours in memory: column-major right matrices
     def __init__(self):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(200, 256))
+        self.weight = nn.Parameter(torch.randn(208, 256))  # 13 matrices of rows: left ones from storage, the last tile's partly past it
 
     def forward(self, x):
         return self.weight @ x.transpose(0, 1)
+
+
+class SharedTransposed(nn.Module):  # x @ W^T with W^T broadcast over the batch: a view, read in place: column-major right matrices from storage
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(208, 272))
+
+    def forward(self, x):
+        return torch.relu(x @ self.weight.t().expand(2, 272, 208))
 
 
 LAYERS = {  # module, inputs; the comments say the product's (batch, rows, cols, K), split and tile
@@ -59,6 +68,8 @@ LAYERS = {  # module, inputs; the comments say the product's (batch, rows, cols,
     "split_k": (lambda: nn.Linear(260, 200), lambda: [torch.randn(300, 260)]),  # 1 300 200 260, 4 slices
     "transposed_input": (TransposedInput, lambda: [torch.randn(260, 300)]),
     "weight_left": (WeightLeft, lambda: [torch.randn(300, 256)]),
+    "shared_transposed": (SharedTransposed, lambda: [torch.randn(2, 150, 272)]),
+    "stored_edges": (lambda: nn.Linear(272, 400), lambda: [torch.randn(300, 272)]),  # 300 400 272, 4 slices of 80, 64x64
     "conv": (lambda: nn.Conv2d(64, 128, 3, padding=1), lambda: [torch.randn(1, 64, 28, 28)]),  # 1 128 784 576, 64x64
     "bert_ffn": (lambda: nn.Linear(768, 3072), lambda: [torch.randn(128, 768)]),  # 128x128: 8 blocks a subgroup, 16 KB staged
 }

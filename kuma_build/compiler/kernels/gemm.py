@@ -50,6 +50,17 @@ THIN_UNROLL = STEP  # k a thin kernel's thread loads before using any (with f16 
 
 
 @dataclass
+class Stored:
+    """Where an operand that is an f16 weight lies in its binding, for gemm_matrix.py's loads
+    straight from storage: element (b, i, k) (i: A's row or B's column) at
+    base(b) + i * wide_stride + k * k_stride, one of the two strides 1."""
+    array: str  # the binding variable
+    base: Callable[[str], str]  # batch -> WGSL index of element (b, 0, 0)
+    wide_stride: int
+    k_stride: int
+
+
+@dataclass
 class Gemm:
     batch: int
     rows: int
@@ -65,6 +76,8 @@ class Gemm:
     half: bool = False  # f16 products and per-step sums (needs `enable f16;`)
     rows_at_most: int = 0  # the most rows this kernel runs at (a dynamic product's variant for few rows); 0: max_value(rows)
     device: DeviceClass | None = None  # the class the kernel is tuned for
+    stored_a: Stored | None = None  # A, B as an f16 weight's binding holds them (only gemm_matrix.py reads these)
+    stored_b: Stored | None = None
 
     @property
     def element(self) -> str:

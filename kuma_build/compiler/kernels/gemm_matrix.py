@@ -36,9 +36,10 @@ here, since nothing writes the staged tiles between a step's loads and its multi
 """
 
 from dataclasses import dataclass, field
+from math import ceil
 
-from kuma_build.compiler.ir.sizes import ceil_div_count, wgsl as u32
-from kuma_build.compiler.kernels.gemm import SIDE, STEP, Gemm, choose_tile, functions
+from kuma_build.compiler.ir.sizes import ceil_div_count, max_value, wgsl as u32
+from kuma_build.compiler.kernels.gemm import SIDE, STEP, Gemm, Stored, choose_tile, functions
 from kuma_build.compiler.kernels.wgsl import block, indent
 
 MATRIX = 16  # M = N = K of every subgroup matrix (the config the runtime asks the adapter for)
@@ -162,55 +163,161 @@ def block_grid(tm: int, tn: int) -> tuple[int, int] | None:
     return min(options, key=lambda o: rows // o[0] + cols // o[1], default=None)
 
 
+@dataclass
+class Operand:
+    """One side of the product as the kernel reaches its matrices: A gives left matrices (rows: its
+    rows, columns: k), B right ones (rows: k, columns: its columns). Its `wide` index is A's row or
+    B's column; element (wide i, k) lies at i * wide_stride + k * k_stride past the matrix's offset,
+    in the storage binding (stored, straight from an f16 weight) or in the staged tile (else)."""
+    side: str  # "left" or "right"
+    name: str  # "a" or "b": the tile, fetch and matrix variables' letter
+    tile: int  # the tile's extent along wide (tm or tn)
+    stored: Stored | None  # loaded straight from storage, else staged
+    k_inner: bool = True  # staged: a wide element's k are neighbours in the tile (as in memory)
+
+    def strides(self, step: int) -> tuple[int, int]:
+        """(wide_stride, k_stride) of the staged tile, each line PAD longer than its data."""
+        if self.stored:
+            return self.stored.wide_stride, self.stored.k_stride
+        return (step + PAD, 1) if self.k_inner else (1, self.tile + PAD)
+
+    def staged(self, step: int) -> int:
+        """f16 values of the staged tile (0 when stored)."""
+        return 0 if self.stored else (self.tile * (step + PAD) if self.k_inner else step * (self.tile + PAD))
+
+    def load(self, p: Primitives, array: str, offset: str, step: int) -> str:
+        """The matrix whose element (0, 0) is at offset: row-major where its columns are neighbours."""
+        wide, k = self.strides(step)
+        rows, columns = (wide, k) if self.side == "left" else (k, wide)
+        col_major = columns != 1
+        return p.load(self.side, array, offset, col_major, f"{columns if col_major else rows}u")
+
+
+PAD = 8  # f16 past each line of a staged tile: a matrix's 16-byte rows then start in different banks
+STEPS = (16, 32, 48, 64)  # k per staged step (between two barriers), the fewest steps that fit chosen
+
+
+def stored(s: Stored | None, wide, depth) -> Stored | None:
+    """s when the kernel may load its matrices straight from storage: the wide side and K whole
+    multiples of MATRIX (a matrix is then wholly inside them or, past the wide side, clamped to the
+    last one, whose results gemm's bounds drop), one stride 1 and the other a matrix row at least."""
+    if s is None or not all(isinstance(x, int) and x % MATRIX == 0 for x in (wide, depth)):
+        return None
+    return s if min(s.wide_stride, s.k_stride) == 1 and max(s.wide_stride, s.k_stride) >= MATRIX else None
+
+
+def stores_sum(g: Gemm) -> bool:
+    """Whether results go to `out` as they are (no alpha, bias or epilogue: a split product's
+    partials), in whole matrices (rows and columns multiples of MATRIX): then each result matrix
+    is stored straight to the output, else through workgroup memory and gemm_put."""
+    lines, value = g.finish("total", "batch", "r", "c")
+    plain = (lines, value) in (([], "total"), (["let value = total;"], "value"))
+    return plain and all(isinstance(x, int) and x % MATRIX == 0 for x in (g.rows, g.cols))
+
+
+def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int) -> int | None:
+    """The k per staged step that fits workgroup memory in the fewest steps of a K slice (ties:
+    the shorter); None when none fits."""
+    span = ceil(max_value(g.depth) / g.splits / MATRIX) * MATRIX
+    fits = [step for step in STEPS if 2 * (a.staged(step) + b.staged(step)) + epilogue <= g.device.workgroup_bytes]
+    return min(fits, key=lambda step: (ceil(span / step), step), default=None)
+
+
 def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     """(directives, WGSL after the bindings, workgroup counts) of g's product on subgroup matrices,
     or None when its tile has too few blocks. g is the product the tiled kernel computes (not `half`)."""
     tm, tn = choose_tile(g)
     grid = block_grid(tm, tn)
-    staged = 2 * (tm + tn) * STEP + 4 * SUBGROUPS * MATRIX * MATRIX  # bytes of tile_a, tile_b and tile_c (16 KB at 128 x 128)
-    if tm % MATRIX or tn % MATRIX or grid is None or staged > g.device.workgroup_bytes:
+    if tm % MATRIX or tn % MATRIX or grid is None:
+        return None
+    a = Operand("left", "a", tm, stored(g.stored_a, g.rows, g.depth), g.a_k_contiguous)
+    b = Operand("right", "b", tn, stored(g.stored_b, g.cols, g.depth), not g.cols_contiguous)
+    direct_out = stores_sum(g)
+    step = choose_step(g, a, b, 0 if direct_out else 4 * SUBGROUPS * MATRIX * MATRIX)
+    if step is None:
         return None
     p = primitives(BACKEND)
     per_rows, per_cols = tm // MATRIX // grid[0], tn // MATRIX // grid[1]  # blocks per subgroup
-    fetch_a, fetch_b = tm * STEP // THREADS, tn * STEP // THREADS  # staged elements per invocation
+    blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
+    kks = range(step // MATRIX)  # the step's matrices along k
+    staged = [o for o in (a, b) if not o.stored]
+    # a step's last matrices along k may lie past the slice (or K): skipped unless every slice is whole steps
+    depth, span = g.depth, ceil(max_value(g.depth) / g.splits / MATRIX) * MATRIX
+    whole = isinstance(depth, int) and all(min(span, depth - s * span) % step == 0 for s in range(g.splits) if depth > s * span)
 
-    # staged element t of each tile and where its blocks lie: (row, k) and (k, column) of t, and
-    # a block's (offset of block i, column-major, stride) in the staged array
-    if g.a_k_contiguous:  # a row of A's k is a row of the tile
-        a_at, left = (f"t / {STEP}u", f"t % {STEP}u"), (lambda i: f"({i}) * {MATRIX * STEP}u", False, f"{STEP}u")
-    else:  # A's rows are neighbours in memory: k-major
-        a_at, left = (f"t % {tm}u", f"t / {tm}u"), (lambda i: f"({i}) * {MATRIX}u", True, f"{tm}u")
-    if g.cols_contiguous:
-        b_at, right = (f"t / {tn}u", f"t % {tn}u"), (lambda j: f"({j}) * {MATRIX}u", False, f"{tn}u")
-    else:  # B's k are neighbours in memory (W @ x^T: x's rows): column-major
-        b_at, right = (f"t % {STEP}u", f"t / {STEP}u"), (lambda j: f"({j}) * {MATRIX * STEP}u", True, f"{STEP}u")
+    # staged element t of a tile: (wide, k) of t, neighbouring t neighbours in memory
+    def at(o: Operand) -> tuple[str, str]:
+        return (f"t / {step}u", f"t % {step}u") if o.k_inner else (f"t % {o.tile}u", f"t / {o.tile}u")
 
-    staging = f"""
-fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> f16 {{ return f16(gemm_a(batch, row0 + {a_at[0]}, k0 + {a_at[1]})); }}
-fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> f16 {{ return f16(gemm_b(batch, k0 + {b_at[0]}, col0 + {b_at[1]})); }}
-"""
-    thread = lambda i: f"li + {i * THREADS}u"
+    def index(o: Operand) -> str:
+        wide, k = o.strides(step)
+        return f"({at(o)[0]}) * {wide}u + ({at(o)[1]}) * {k}u"
+
+    fetches = {o.name: o.tile * step // THREADS for o in staged}  # staged elements per invocation
+    thread = lambda n: f"li + {n * THREADS}u"
+    helpers = []
+    if not a.stored:
+        helpers.append(f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> f16 {{ return f16(gemm_a(batch, row0 + {at(a)[0]}, k0 + {at(a)[1]})); }}")
+    if not b.stored:
+        helpers.append(f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> f16 {{ return f16(gemm_b(batch, k0 + {at(b)[1]}, col0 + {at(b)[0]})); }}")
+    helpers += [f"fn stage_{o.name}(t: u32, v: f16) {{ tile_{o.name}[{index(o)}] = v; }}" for o in staged]
+    first = {"a": "block_row", "b": "block_col"}  # the subgroup's first block along each side's wide
+    count = {"a": per_rows, "b": per_cols}
+    origin = {"a": "row0", "b": "col0"}
+    wide_size = {"a": g.rows, "b": g.cols}
 
     def fetch(k0: str) -> list[str]:
-        return ([f"fa{i} = fetch_a({thread(i)}, batch, row0, {k0});" for i in range(fetch_a)]
-                + [f"fb{j} = fetch_b({thread(j)}, batch, {k0}, col0);" for j in range(fetch_b)])
+        lines = []
+        for o in staged:
+            args = f"batch, row0, {k0}" if o.name == "a" else f"batch, {k0}, col0"
+            lines += [f"f{o.name}{n} = fetch_{o.name}({thread(n)}, {args});" for n in range(fetches[o.name])]
+        return lines
 
-    blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
-    step = ([f"tile_a[{thread(i)}] = fa{i};" for i in range(fetch_a)] + [f"tile_b[{thread(j)}] = fb{j};" for j in range(fetch_b)]
-            + ["workgroupBarrier();", *block(f"if (k0 + {STEP}u < k_end)", fetch(f"k0 + {STEP}u"))]
-            + [f"let a{i} = {p.load('left', 'tile_a', left[0](f'block_row + {i}u'), left[1], left[2])};" for i in range(per_rows)]
-            + [f"let b{j} = {p.load('right', 'tile_b', right[0](f'block_col + {j}u'), right[1], right[2])};" for j in range(per_cols)]
-            + [f"acc_{i}_{j} = {p.multiply_add(f'a{i}', f'b{j}', f'acc_{i}_{j}')};" for i, j in blocks]
-            + ["workgroupBarrier();"])
-    # each result matrix through the subgroup's slice of tile_c, then finished element by element
+    def direct(o: Operand, k0: str, declare: bool) -> list[str]:
+        """The stored side's matrices of the step at k0, into its prefetch variables."""
+        if not o.stored:
+            return []
+        return [f"{'var ' if declare else ''}d{o.name}_{kk}_{i} = "
+                f"{o.load(p, o.stored.array, f'w{o.name}{i} + ({k0} + {kk * MATRIX}u) * {o.stored.k_stride}u', step)};"
+                for kk in kks for i in range(count[o.name])]
+
+    def matrix(o: Operand, kk: int, i: int) -> str:
+        return f"c{o.name}_{kk}_{i}" if o.stored else f"{o.name}{i}"
+
+    prologue = [f"var f{o.name}{n} = 0.0h;" for o in staged for n in range(fetches[o.name])] + fetch("k_begin")
+    for o in (a, b):
+        if o.stored:  # each matrix's wide offset, clamped to the last matrix inside
+            wide_stride = o.stored.wide_stride
+            prologue += [f"let w{o.name}{i} = {o.stored.base('batch')} + min({origin[o.name]} + ({first[o.name]} + {i}u) * {MATRIX}u, "
+                         f"{wide_size[o.name] - MATRIX}u) * {wide_stride}u;" for i in range(count[o.name])]
+    prologue += direct(a, "k_begin", True) + direct(b, "k_begin", True)
+    prologue += [f"var acc_{i}_{j} = {p.zero()};" for i, j in blocks]
+
+    body = [f"stage_{o.name}({thread(n)}, f{o.name}{n});" for o in staged for n in range(fetches[o.name])]
+    body += ["workgroupBarrier();"] if staged else []
+    body += [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in (a, b) if o.stored for kk in kks for i in range(count[o.name])]
+    body += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + direct(a, f"k0 + {step}u", False) + direct(b, f"k0 + {step}u", False))
+    for kk in kks:
+        wide_offset = lambda o, i: f"({first[o.name]} + {i}u) * {MATRIX * o.strides(step)[0]}u + {kk * MATRIX * o.strides(step)[1]}u"
+        lines = [f"let {o.name}{i} = {o.load(p, f'tile_{o.name}', wide_offset(o, i), step)};" for o in staged for i in range(count[o.name])]
+        lines += [f"acc_{i}_{j} = {p.multiply_add(matrix(a, kk, i), matrix(b, kk, j), f'acc_{i}_{j}')};" for i, j in blocks]
+        body += block("" if kk == 0 or whole else f"if (k0 + {kk * MATRIX}u < k_end)", lines)
+    body += ["workgroupBarrier();"] if staged else []
+
     finish = []
-    for i, j in blocks:
-        finish += [p.store("tile_c", f"sg * {MATRIX * MATRIX}u", f"acc_{i}_{j}", False, f"{MATRIX}u"), "workgroupBarrier();",
-                   f"gemm_finish(batch, wg.z, row0 + (block_row + {i}u) * {MATRIX}u, col0 + (block_col + {j}u) * {MATRIX}u, li);",
-                   "workgroupBarrier();"]
+    if direct_out:  # each result matrix inside the output straight to it (the others are past it)
+        for i, j in blocks:
+            finish += block("", [f"let r = row0 + (block_row + {i}u) * {MATRIX}u;", f"let c = col0 + (block_col + {j}u) * {MATRIX}u;",
+                                 *block(f"if (r < {g.rows}u && c < {g.cols}u)",
+                                        [p.store("out", f"(wg.z * {g.rows}u + r) * {g.cols}u + c", f"acc_{i}_{j}", False, f"{g.cols}u")])])
+    else:  # each result matrix through the subgroup's slice of tile_c, then finished element by element
+        for i, j in blocks:
+            finish += [p.store("tile_c", f"sg * {MATRIX * MATRIX}u", f"acc_{i}_{j}", False, f"{MATRIX}u"), "workgroupBarrier();",
+                       f"gemm_finish(batch, wg.z, row0 + (block_row + {i}u) * {MATRIX}u, col0 + (block_col + {j}u) * {MATRIX}u, li);",
+                       "workgroupBarrier();"]
     lane_columns = MATRIX // PER_INVOCATION  # invocations sharing a row of a result matrix
     puts = [f"gemm_put(batch, slot, r, c + {e}u, tile_c[at + {e}u]);" for e in range(PER_INVOCATION)]
-    code = functions(g) + staging + p.helpers() + f"""
+    gemm_finish = "" if direct_out else f"""
 // invocation li finishes elements 8 * lane .. 8 * lane + 7 of its subgroup's result matrix at (r0, c0)
 fn gemm_finish(batch: u32, slot: u32, r0: u32, c0: u32, li: u32) {{
   let lane = li % {SUBGROUP}u;
@@ -219,10 +326,10 @@ fn gemm_finish(batch: u32, slot: u32, r0: u32, c0: u32, li: u32) {{
   let c = c0 + (lane % {lane_columns}u) * {PER_INVOCATION}u;
 {indent(puts)}
 }}
-
-var<workgroup> tile_a: array<f16, {tm * STEP}>;
-var<workgroup> tile_b: array<f16, {STEP * tn}>;
-var<workgroup> tile_c: array<f32, {SUBGROUPS * MATRIX * MATRIX}>;
+"""
+    memory = [f"var<workgroup> tile_{o.name}: array<f16, {o.staged(step)}>;" for o in staged]
+    memory += [] if direct_out else [f"var<workgroup> tile_c: array<f32, {SUBGROUPS * MATRIX * MATRIX}>;"]
+    code = functions(g) + "\n" + "\n".join(helpers) + "\n" + p.helpers() + gemm_finish + "\n" + "\n".join(memory) + f"""
 
 @compute @workgroup_size({THREADS})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
@@ -234,11 +341,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let sg = li / {SUBGROUP}u;
   let block_row = (sg / {grid[1]}u) * {per_rows}u;  // the subgroup's first block row and column in the tile
   let block_col = (sg % {grid[1]}u) * {per_cols}u;
-{indent([f"var fa{i} = 0.0h;" for i in range(fetch_a)] + [f"var fb{j} = 0.0h;" for j in range(fetch_b)])}
-{indent(fetch("k_begin"))}
-{indent([f"var acc_{i}_{j} = {p.zero()};" for i, j in blocks])}
-  for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
-{indent(step, 2)}
+{indent(prologue)}
+  for (var k0 = k_begin; k0 < k_end; k0 += {step}u) {{
+{indent(body, 2)}
   }}
 {indent(finish)}
 }}

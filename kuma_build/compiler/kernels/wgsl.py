@@ -136,6 +136,13 @@ class Bindings:
             return None
         return precision.pair_word(self.inputs[k].buffer, self.names[k], offset_expr(self.inputs[k], index))
 
+    def f16_array(self, k: int) -> str | None:
+        """The binding variable of input k when it is an f16 weight that the native-f16 variants
+        read as array<f16> by plain index (one page, no folded sums, sizes free of dims), else None."""
+        v = self.inputs[k]
+        fixed = all(isinstance(x, int) for x in (*v.shape, *v.strides, v.offset))
+        return self.names[k] if v.buffer.storage == "f16" and v.buffer.pages == 1 and k not in self.sums and fixed else None
+
     def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None,
                matrix: tuple[str, str] | None = None) -> Kernel:
         """body_f16: the body of the shader-f16 variant when it differs (f16 arithmetic, gemm.py);
