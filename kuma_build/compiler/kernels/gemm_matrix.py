@@ -193,6 +193,7 @@ class Operand:
         return p.load(self.side, array, offset, col_major, f"{columns if col_major else rows}u")
 
 
+VECTOR = 4  # A's k fetched at once where they are neighbours in memory
 PAD = 8  # f16 past each line of a staged tile: a matrix's 16-byte rows then start in different banks
 STEPS = (16, 32, 48, 64)  # k per staged step (between two barriers), the fewest steps that fit chosen
 
@@ -245,22 +246,36 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     depth, span = g.depth, ceil(max_value(g.depth) / g.splits / MATRIX) * MATRIX
     whole = isinstance(depth, int) and all(min(span, depth - s * span) % step == 0 for s in range(g.splits) if depth > s * span)
 
-    # staged element t of a tile: (wide, k) of t, neighbouring t neighbours in memory
+    # A's neighbouring k are neighbours in memory: an invocation fetches VECTOR of them at once
+    width = {"a": VECTOR if not a.stored and a.k_inner and tm * step % (THREADS * VECTOR) == 0 else 1, "b": 1}
+
+    # the first element of staged fetch t: (wide, k), neighbouring t neighbours in memory
     def at(o: Operand) -> tuple[str, str]:
-        return (f"t / {step}u", f"t % {step}u") if o.k_inner else (f"t % {o.tile}u", f"t / {o.tile}u")
+        e = "t" if width[o.name] == 1 else f"{width[o.name]}u * t"
+        return (f"({e}) / {step}u", f"({e}) % {step}u") if o.k_inner else (f"({e}) % {o.tile}u", f"({e}) / {o.tile}u")
 
     def index(o: Operand) -> str:
         wide, k = o.strides(step)
         return f"({at(o)[0]}) * {wide}u + ({at(o)[1]}) * {k}u"
 
-    fetches = {o.name: o.tile * step // THREADS for o in staged}  # staged elements per invocation
+    fetches = {o.name: o.tile * step // THREADS // width[o.name] for o in staged}  # fetches per invocation
+    fetched = {o.name: "f16" if width[o.name] == 1 else f"vec{width[o.name]}<f16>" for o in staged}
     thread = lambda n: f"li + {n * THREADS}u"
     helpers = []
-    if not a.stored:
+    if width["a"] > 1:  # one bounds check for the vector inside A, else each element's
+        inside = [line for lane in range(VECTOR) for line in block("", g.load_a(f"v[{lane}]", "batch", "am", f"ak + {lane}u"))]
+        helpers += block(f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> {fetched['a']}", [
+            f"let am = row0 + {at(a)[0]};", f"let ak = k0 + {at(a)[1]};", f"var v = vec{VECTOR}<f32>();",
+            *block(f"if (am < {u32(g.rows)} && ak + {VECTOR - 1}u < {u32(g.depth)})", inside),
+            *block("else", [f"v = vec{VECTOR}<f32>({', '.join(f'gemm_a(batch, am, ak + {lane}u)' for lane in range(VECTOR))});"]),
+            f"return {fetched['a']}(v);"])
+    elif not a.stored:
         helpers.append(f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> f16 {{ return f16(gemm_a(batch, row0 + {at(a)[0]}, k0 + {at(a)[1]})); }}")
     if not b.stored:
         helpers.append(f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> f16 {{ return f16(gemm_b(batch, k0 + {at(b)[1]}, col0 + {at(b)[0]})); }}")
-    helpers += [f"fn stage_{o.name}(t: u32, v: f16) {{ tile_{o.name}[{index(o)}] = v; }}" for o in staged]
+    for o in staged:
+        lanes = [f"tile_{o.name}[at + {lane}u] = v[{lane}];" for lane in range(width[o.name])] if width[o.name] > 1 else ["tile_{o.name}[at] = v;".format(o=o)]
+        helpers += block(f"fn stage_{o.name}(t: u32, v: {fetched[o.name]})", [f"let at = {index(o)};", *lanes])
     first = {"a": "block_row", "b": "block_col"}  # the subgroup's first block along each side's wide
     count = {"a": per_rows, "b": per_cols}
     origin = {"a": "row0", "b": "col0"}
@@ -284,7 +299,7 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     def matrix(o: Operand, kk: int, i: int) -> str:
         return f"c{o.name}_{kk}_{i}" if o.stored else f"{o.name}{i}"
 
-    prologue = [f"var f{o.name}{n} = 0.0h;" for o in staged for n in range(fetches[o.name])] + fetch("k_begin")
+    prologue = [f"var f{o.name}{n} = {fetched[o.name]}();" for o in staged for n in range(fetches[o.name])] + fetch("k_begin")
     for o in (a, b):
         if o.stored:  # each matrix's wide offset, clamped to the last matrix inside
             wide_stride = o.stored.wide_stride
