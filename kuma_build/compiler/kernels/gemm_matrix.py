@@ -6,24 +6,32 @@ M = N = K = MATRIX and subgroups exactly SUBGROUP wide (the runtime checks, temp
 The same tile, workgroup grid and dispatch as gemm.py's tiled kernel (choose_tile), so the plan
 does not change and only the code differs. 256 invocations are SUBGROUPS subgroups of SUBGROUP;
 subgroup s is invocations s * SUBGROUP .. (s + 1) * SUBGROUP - 1 (how NVIDIA forms them, and what
-ONNX Runtime's subgroup-matrix kernels assume too). Each K step of STEP (= MATRIX):
+ONNX Runtime's subgroup-matrix kernels assume too). Each subgroup multiplies a rectangle of the
+tile's MATRIX x MATRIX blocks (block_grid: the rectangle that loads the fewest matrices), PR left
+and PC right matrices per MATRIX of k, PR x PC multiply-accumulates into f32 result matrices.
+Where the matrices come from (Operand):
 
-- the workgroup stages A's TM x STEP tile (the activations or a convolution's weight, rounded to
-  f16) and B's STEP x TN tile in workgroup memory as f16, through gemm.functions' gemm_a and
-  gemm_b (zero outside the matrices); invocation i stages elements i, i + 256, ... of each tile,
-  laid out in the order memory has them (a row of k when A's k are neighbours, else k-major; the
-  same for B's columns), so neighbouring invocations read and write neighbours; the next step's
-  elements are fetched into registers while this one multiplies, as in the tiled kernel;
-- each subgroup multiplies a rectangle of the tile's MATRIX x MATRIX blocks (block_grid: the
-  rectangle that loads the fewest matrices): PR left and PC right matrices loaded from the staged
-  tiles, PR x PC multiply-accumulates into f32 result matrices.
+- an f16 weight (a linear layer's [K, N] weight, a convolution's [Cout, K] one: Gemm.stored_a,
+  stored_b) is loaded straight from its storage binding, no staging and no barrier, when its wide
+  side and K are whole matrices (stored()): a matrix past the wide side (an edge tile) is clamped
+  to the last one inside, whose results gemm_put's bounds drop. Each step's matrices are loaded
+  one step ahead, while the previous step multiplies;
+- the other operand (activations, f32) is staged in workgroup memory as f16 through gemm.functions'
+  gemm_a and gemm_b (zero outside the matrices), a step of k between two barriers (choose_step:
+  the fewest steps of a K slice that fit workgroup memory, up to 64 k), each line PAD values
+  longer so a matrix's rows lie in different banks. Invocation i fetches elements i, i + 256, ...
+  in the order memory has them (A's k four at a time where they are neighbours: one bounds check
+  and one conversion), into registers a step ahead, as in the tiled kernel.
 
-At the end each subgroup stores its result matrices one at a time into its own MATRIX x MATRIX
-slice of f32 workgroup memory, and each of its invocations finishes 8 of the elements through
-gemm_put (alpha, bias, fused epilogue, bounds), as the tiled kernel finishes its own. The products
-of f16 values are exact in f32 and the sums are f32, so this variant rounds only the operands.
-Only tiles of at least SUBGROUPS blocks get it (block_grid); a product of smaller tiles keeps the
-two other variants, as do the thin kernel and the "cpu" class's.
+A step's last matrices along k that lie past the slice or K (K not a multiple of the step) are
+skipped. The results of a product that stores its sums as they are (a split product's partials,
+stores_sum) go straight to the output, a whole result matrix at a time; otherwise each subgroup
+stores its result matrices one at a time into its own MATRIX x MATRIX slice of f32 workgroup
+memory, and each of its invocations finishes 8 of the elements through gemm_put (alpha, bias, fused
+epilogue, bounds), as the tiled kernel finishes its own. The products of f16 values are exact in
+f32 and the sums are f32, so this variant rounds only the operands. Only tiles of at least
+SUBGROUPS blocks get it (block_grid); a product of smaller tiles keeps the two other variants, as
+do the thin kernel and the "cpu" class's.
 
 The builtins compile only where an adapter offers them, and no local WebGPU does (SwiftShader,
 lavapipe). So the kernel is written against Primitives, with two backends: SUBGROUP_MATRIX, the
@@ -32,7 +40,8 @@ stride and column-major as subgroupMatrixLoad and subgroupMatrixStore read them;
 a subgroup keeps 8 elements of a result matrix), which tests run on lavapipe against PyTorch. The
 two kernels differ only in the lines that call a primitive (tests/test_gemm_matrix.py checks both).
 The emulation reads a loaded matrix's elements at the multiply, not at the load: the same values
-here, since nothing writes the staged tiles between a step's loads and its multiplies.
+here, since nothing writes the staged tiles between a step's loads and its multiplies, nor the
+weights ever.
 """
 
 from dataclasses import dataclass, field
@@ -47,7 +56,7 @@ SUBGROUP = 32  # invocations per subgroup
 THREADS = SIDE * SIDE
 SUBGROUPS = THREADS // SUBGROUP
 PER_INVOCATION = MATRIX * MATRIX // SUBGROUP  # result elements an invocation finishes (and the emulation keeps)
-assert STEP == MATRIX  # one left and one right matrix of a block row or column per staged step
+assert STEP == MATRIX  # K slices (Gemm.span) start on a matrix
 
 
 class Primitives:
@@ -216,12 +225,22 @@ def stores_sum(g: Gemm) -> bool:
     return plain and all(isinstance(x, int) and x % MATRIX == 0 for x in (g.rows, g.cols))
 
 
+def span(g: Gemm) -> int:
+    """The k of a slice of K at its longest (Gemm.span, all of K when not split)."""
+    return ceil(max_value(g.depth) / g.splits / STEP) * STEP
+
+
+def whole_steps(g: Gemm, step: int) -> bool:
+    """Whether every slice of K is whole steps (else a step's last matrices may lie past it)."""
+    depth, length = g.depth, span(g)
+    return isinstance(depth, int) and all(min(length, depth - s * length) % step == 0 for s in range(g.splits) if depth > s * length)
+
+
 def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int) -> int | None:
     """The k per staged step that fits workgroup memory in the fewest steps of a K slice (ties:
     the shorter); None when none fits."""
-    span = ceil(max_value(g.depth) / g.splits / MATRIX) * MATRIX
     fits = [step for step in STEPS if 2 * (a.staged(step) + b.staged(step)) + epilogue <= g.device.workgroup_bytes]
-    return min(fits, key=lambda step: (ceil(span / step), step), default=None)
+    return min(fits, key=lambda step: (ceil(span(g) / step), step), default=None)
 
 
 def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
@@ -242,9 +261,7 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
     kks = range(step // MATRIX)  # the step's matrices along k
     staged = [o for o in (a, b) if not o.stored]
-    # a step's last matrices along k may lie past the slice (or K): skipped unless every slice is whole steps
-    depth, span = g.depth, ceil(max_value(g.depth) / g.splits / MATRIX) * MATRIX
-    whole = isinstance(depth, int) and all(min(span, depth - s * span) % step == 0 for s in range(g.splits) if depth > s * span)
+    whole = whole_steps(g, step)  # else a step's matrices past the slice are skipped
 
     # A's neighbouring k are neighbours in memory: an invocation fetches VECTOR of them at once
     width = {"a": VECTOR if not a.stored and a.k_inner and tm * step % (THREADS * VECTOR) == 0 else 1, "b": 1}
