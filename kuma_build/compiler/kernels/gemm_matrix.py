@@ -203,17 +203,19 @@ class Operand:
 
 
 VECTOR = 4  # A's k fetched at once where they are neighbours in memory
-PAD = 8  # f16 past each line of a staged tile: a matrix's 16-byte rows then start in different banks
+PAD = 8  # f16 (16 bytes) past each line of a staged tile: a matrix's rows then start in different banks
 STEPS = (16, 32, 48, 64)  # k per staged step (between two barriers), the fewest steps that fit chosen
 
 
 def stored(s: Stored | None, wide, depth) -> Stored | None:
     """s when the kernel may load its matrices straight from storage: the wide side and K whole
     multiples of MATRIX (a matrix is then wholly inside them or, past the wide side, clamped to the
-    last one, whose results gemm's bounds drop), one stride 1 and the other a matrix row at least."""
+    last one, whose results gemm's bounds drop), one stride 1 and the other a matrix row at least,
+    in 16-byte steps (as the staged tiles' lines: matrix loads want their rows aligned)."""
     if s is None or not all(isinstance(x, int) and x % MATRIX == 0 for x in (wide, depth)):
         return None
-    return s if min(s.wide_stride, s.k_stride) == 1 and max(s.wide_stride, s.k_stride) >= MATRIX else None
+    line = max(s.wide_stride, s.k_stride)
+    return s if min(s.wide_stride, s.k_stride) == 1 and line >= MATRIX and line % PAD == 0 else None
 
 
 def stores_sum(g: Gemm) -> bool:

@@ -138,9 +138,10 @@ class Bindings:
 
     def f16_array(self, k: int) -> str | None:
         """The binding variable of input k when it is an f16 weight that the native-f16 variants
-        read as array<f16> by plain index (one page, no folded sums, sizes free of dims), else None."""
+        read as array<f16> by plain index (one page, no folded sums, sizes free of dims), starting
+        on 16 bytes (what matrix loads want), else None."""
         v = self.inputs[k]
-        fixed = all(isinstance(x, int) for x in (*v.shape, *v.strides, v.offset))
+        fixed = all(isinstance(x, int) for x in (*v.shape, *v.strides, v.offset)) and v.offset % 8 == 0
         return self.names[k] if v.buffer.storage == "f16" and v.buffer.pages == 1 and k not in self.sums and fixed else None
 
     def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None,
