@@ -18,7 +18,7 @@ Where the matrices come from (Operand):
   one step ahead, while the previous step multiplies;
 - the other operand (activations, f32) is staged in workgroup memory as f16 through gemm.functions'
   gemm_a and gemm_b (zero outside the matrices), a step of k between two barriers (choose_step:
-  the fewest steps of a K slice that fit workgroup memory, up to 64 k), each line PAD values
+  the fewest steps of a K slice that fit workgroup memory, up to 128 k), each line PAD values
   longer so a matrix's rows lie in different banks. Invocation i fetches elements i, i + 256, ...
   in the order memory has them (A's k four at a time where they are neighbours: one bounds check
   and one conversion), into registers a step ahead, as in the tiled kernel.
@@ -204,7 +204,8 @@ class Operand:
 
 VECTOR = 4  # A's k fetched at once where they are neighbours in memory
 PAD = 8  # f16 (16 bytes) past each line of a staged tile: a matrix's rows then start in different banks
-STEPS = (16, 32, 48, 64)  # k per staged step (between two barriers), the fewest steps that fit chosen
+STEPS = (16, 32, 48, 64, 96, 128)  # k per staged step (between two barriers), the fewest steps that fit chosen
+AHEAD = 8  # matrices from storage a subgroup loads a step ahead, per side, at most (4 registers each)
 
 
 def stored(s: Stored | None, wide, depth) -> Stored | None:
@@ -238,10 +239,12 @@ def whole_steps(g: Gemm, step: int) -> bool:
     return isinstance(depth, int) and all(min(length, depth - s * length) % step == 0 for s in range(g.splits) if depth > s * length)
 
 
-def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int) -> int | None:
-    """The k per staged step that fits workgroup memory in the fewest steps of a K slice (ties:
-    the shorter); None when none fits."""
-    fits = [step for step in STEPS if 2 * (a.staged(step) + b.staged(step)) + epilogue <= g.device.workgroup_bytes]
+def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int, per_subgroup: dict) -> int | None:
+    """The k per staged step that fits workgroup memory and registers (AHEAD) in the fewest steps of
+    a K slice (ties: the shorter); None when none fits. per_subgroup: each side's matrices along
+    its wide side that a subgroup loads per MATRIX of k."""
+    fits = [step for step in STEPS if 2 * (a.staged(step) + b.staged(step)) + epilogue <= g.device.workgroup_bytes
+            and all(step // MATRIX * per_subgroup[o.name] <= AHEAD for o in (a, b) if o.stored)]
     return min(fits, key=lambda step: (ceil(span(g) / step), step), default=None)
 
 
@@ -255,11 +258,11 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     a = Operand("left", "a", tm, stored(g.stored_a, g.rows, g.depth), g.a_k_contiguous)
     b = Operand("right", "b", tn, stored(g.stored_b, g.cols, g.depth), not g.cols_contiguous)
     direct_out = stores_sum(g)
-    step = choose_step(g, a, b, 0 if direct_out else 4 * SUBGROUPS * MATRIX * MATRIX)
+    per_rows, per_cols = tm // MATRIX // grid[0], tn // MATRIX // grid[1]  # blocks per subgroup
+    step = choose_step(g, a, b, 0 if direct_out else 4 * SUBGROUPS * MATRIX * MATRIX, {"a": per_rows, "b": per_cols})
     if step is None:
         return None
     p = primitives(BACKEND)
-    per_rows, per_cols = tm // MATRIX // grid[0], tn // MATRIX // grid[1]  # blocks per subgroup
     blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
     kks = range(step // MATRIX)  # the step's matrices along k
     staged = [o for o in (a, b) if not o.stored]
