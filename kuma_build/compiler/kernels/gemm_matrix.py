@@ -15,7 +15,8 @@ Where the matrices come from (Operand):
   stored_b) is loaded straight from its storage binding, no staging and no barrier, when its wide
   side and K are whole matrices (stored()): a matrix past the wide side (an edge tile) is clamped
   to the last one inside, whose results gemm_put's bounds drop. Each step's matrices are loaded
-  one step ahead, while the previous step multiplies;
+  one step ahead, while the previous step multiplies, where registers allow (estimate: two
+  workgroups a multiprocessor), else at the step's start, before the staged tiles are written;
 - the other operand (activations, f32) is staged in workgroup memory as f16 through gemm.functions'
   gemm_a and gemm_b (zero outside the matrices), a step of k between two barriers (choose_step:
   the fewest steps of a K slice that fit workgroup memory, up to 128 k), each line PAD values
@@ -205,7 +206,10 @@ class Operand:
 VECTOR = 4  # A's k fetched at once where they are neighbours in memory
 PAD = 8  # f16 (16 bytes) past each line of a staged tile: a matrix's rows then start in different banks
 STEPS = (16, 32, 48, 64, 96, 128)  # k per staged step (between two barriers), the fewest steps that fit chosen
-AHEAD = 8  # matrices from storage a subgroup loads a step ahead, per side, at most (4 registers each)
+# registers an invocation may give its result, loaded and fetched matrices so that two workgroups
+# fit a multiprocessor (NVIDIA: 64K 32-bit registers, 128 an invocation of 512), the rest left for
+# indices; what decides whether the matrices from storage are loaded a step ahead (estimate())
+REGISTERS = 104
 
 
 def stored(s: Stored | None, wide, depth) -> Stored | None:
@@ -239,12 +243,21 @@ def whole_steps(g: Gemm, step: int) -> bool:
     return isinstance(depth, int) and all(min(length, depth - s * length) % step == 0 for s in range(g.splits) if depth > s * length)
 
 
-def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int, per_subgroup: dict) -> int | None:
-    """The k per staged step that fits workgroup memory and registers (AHEAD) in the fewest steps of
-    a K slice (ties: the shorter); None when none fits. per_subgroup: each side's matrices along
-    its wide side that a subgroup loads per MATRIX of k."""
-    fits = [step for step in STEPS if 2 * (a.staged(step) + b.staged(step)) + epilogue <= g.device.workgroup_bytes
-            and all(step // MATRIX * per_subgroup[o.name] <= AHEAD for o in (a, b) if o.stored)]
+def estimate(step: int, blocks: int, per_subgroup: dict, staged: list, ahead: bool) -> int:
+    """32-bit registers an invocation holds at once for matrices and fetches (a 16 x 16 matrix of
+    f16: 4; of f32 results: 8): its results, a MATRIX of k's matrices of each staged side and its
+    fetches of them (f16: two a register), and a whole step's of each stored side, twice when
+    loaded a step ahead. per_subgroup: a side's matrices per MATRIX of k; staged: (side, tile)."""
+    loaded = sum(4 * count * step // MATRIX * (2 if ahead else 1) for name, count in per_subgroup.items() if name not in dict(staged))
+    return 8 * blocks + loaded + sum(4 * per_subgroup[name] + tile * step // THREADS // 2 for name, tile in staged)
+
+
+def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int, registers) -> int | None:
+    """The k per staged step that fits workgroup memory, and registers (registers(step): the
+    estimate) where some step does, in the fewest steps of a K slice (ties: the shorter); None
+    when none fits workgroup memory."""
+    fits = [step for step in STEPS if 2 * (a.staged(step) + b.staged(step)) + epilogue <= g.device.workgroup_bytes]
+    fits = [step for step in fits if registers(step) <= REGISTERS] or fits[:1]
     return min(fits, key=lambda step: (ceil(span(g) / step), step), default=None)
 
 
@@ -259,13 +272,15 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     b = Operand("right", "b", tn, stored(g.stored_b, g.cols, g.depth), not g.cols_contiguous)
     direct_out = stores_sum(g)
     per_rows, per_cols = tm // MATRIX // grid[0], tn // MATRIX // grid[1]  # blocks per subgroup
-    step = choose_step(g, a, b, 0 if direct_out else 4 * SUBGROUPS * MATRIX * MATRIX, {"a": per_rows, "b": per_cols})
+    blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
+    staged = [o for o in (a, b) if not o.stored]
+    per_subgroup = {"a": per_rows, "b": per_cols}
+    registers = lambda step, ahead=False: estimate(step, len(blocks), per_subgroup, [(o.name, o.tile) for o in staged], ahead)
+    step = choose_step(g, a, b, 0 if direct_out else 4 * SUBGROUPS * MATRIX * MATRIX, registers)
     if step is None:
         return None
     p = primitives(BACKEND)
-    blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
     kks = range(step // MATRIX)  # the step's matrices along k
-    staged = [o for o in (a, b) if not o.stored]
     whole = whole_steps(g, step)  # else a step's matrices past the slice are skipped
 
     # A's neighbouring k are neighbours in memory: an invocation fetches VECTOR of them at once
@@ -310,12 +325,17 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
             lines += [f"f{o.name}{n} = fetch_{o.name}({thread(n)}, {args});" for n in range(fetches[o.name])]
         return lines
 
+    # the stored sides' matrices are loaded a step ahead, while a step multiplies, where registers
+    # allow; else at the step's start, before its staged tiles are written
+    loaded_ahead = [o for o in (a, b) if o.stored and registers(step, True) <= REGISTERS]
+    loaded_at_start = [o for o in (a, b) if o.stored and o not in loaded_ahead]
+
+    def from_storage(o: Operand, i: int, k: str) -> str:
+        return o.load(p, o.stored.array, f"w{o.name}{i} + ({k}) * {o.stored.k_stride}u", step)
+
     def direct(o: Operand, k0: str, declare: bool) -> list[str]:
-        """The stored side's matrices of the step at k0, into its prefetch variables."""
-        if not o.stored:
-            return []
-        return [f"{'var ' if declare else ''}d{o.name}_{kk}_{i} = "
-                f"{o.load(p, o.stored.array, f'w{o.name}{i} + ({k0} + {kk * MATRIX}u) * {o.stored.k_stride}u', step)};"
+        """The stored side's matrices of the step at k0, into its variables loaded ahead."""
+        return [f"{'var ' if declare else ''}d{o.name}_{kk}_{i} = {from_storage(o, i, f'{k0} + {kk * MATRIX}u')};"
                 for kk in kks for i in range(count[o.name])]
 
     def matrix(o: Operand, kk: int, i: int) -> str:
@@ -327,13 +347,14 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
             wide_stride = o.stored.wide_stride
             prologue += [f"let w{o.name}{i} = {o.stored.base('batch')} + min({origin[o.name]} + ({first[o.name]} + {i}u) * {MATRIX}u, "
                          f"{wide_size[o.name] - MATRIX}u) * {wide_stride}u;" for i in range(count[o.name])]
-    prologue += direct(a, "k_begin", True) + direct(b, "k_begin", True)
+    prologue += [line for o in loaded_ahead for line in direct(o, "k_begin", True)]
     prologue += [f"var acc_{i}_{j} = {p.zero()};" for i, j in blocks]
 
-    body = [f"stage_{o.name}({thread(n)}, f{o.name}{n});" for o in staged for n in range(fetches[o.name])]
+    body = [f"let c{o.name}_{kk}_{i} = {from_storage(o, i, f'k0 + {kk * MATRIX}u')};" for o in loaded_at_start for kk in kks for i in range(count[o.name])]
+    body += [f"stage_{o.name}({thread(n)}, f{o.name}{n});" for o in staged for n in range(fetches[o.name])]
     body += ["workgroupBarrier();"] if staged else []
-    body += [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in (a, b) if o.stored for kk in kks for i in range(count[o.name])]
-    body += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + direct(a, f"k0 + {step}u", False) + direct(b, f"k0 + {step}u", False))
+    body += [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in loaded_ahead for kk in kks for i in range(count[o.name])]
+    body += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + [line for o in loaded_ahead for line in direct(o, f"k0 + {step}u", False)])
     for kk in kks:
         wide_offset = lambda o, i: f"({first[o.name]} + {i}u) * {MATRIX * o.strides(step)[0]}u + {kk * MATRIX * o.strides(step)[1]}u"
         lines = [f"let {o.name}{i} = {o.load(p, f'tile_{o.name}', wide_offset(o, i), step)};" for o in staged for i in range(count[o.name])]
