@@ -21,8 +21,8 @@ Where the matrices come from (Operand):
   gemm_a and gemm_b (zero outside the matrices), a step of k between two barriers (choose_step:
   the fewest steps of a K slice that fit workgroup memory, up to 128 k), each line PAD values
   longer so a matrix's rows lie in different banks. Invocation i fetches elements i, i + 256, ...
-  in the order memory has them (A's k four at a time where they are neighbours: one bounds check
-  and one conversion), into registers a step ahead, as in the tiled kernel.
+  in the order memory has them, four neighbours at a time where the counts divide (one bounds
+  check and one conversion for the four), into registers a step ahead, as in the tiled kernel.
 
 A step's last matrices along k that lie past the slice or K (K not a multiple of the step) are
 skipped. The results of a product that stores its sums as they are (a split product's partials,
@@ -283,8 +283,9 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     kks = range(step // MATRIX)  # the step's matrices along k
     whole = whole_steps(g, step)  # else a step's matrices past the slice are skipped
 
-    # A's neighbouring k are neighbours in memory: an invocation fetches VECTOR of them at once
-    width = {"a": VECTOR if not a.stored and a.k_inner and tm * step % (THREADS * VECTOR) == 0 else 1, "b": 1}
+    # an invocation fetches VECTOR neighbours along the staged tile's lines at once, where the
+    # fetches divide so: one bounds check and one conversion for the four
+    width = {o.name: VECTOR if o.tile * step % (THREADS * VECTOR) == 0 else 1 for o in staged}
 
     # the first element of staged fetch t: (wide, k), neighbouring t neighbours in memory
     def at(o: Operand) -> tuple[str, str]:
@@ -299,17 +300,25 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     fetched = {o.name: "f16" if width[o.name] == 1 else f"vec{width[o.name]}<f16>" for o in staged}
     thread = lambda n: f"li + {n * THREADS}u"
     helpers = []
-    if width["a"] > 1:  # one bounds check for the vector inside A, else each element's
-        inside = [line for lane in range(VECTOR) for line in block("", g.load_a(f"v[{lane}]", "batch", "am", f"ak + {lane}u"))]
-        helpers += block(f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> {fetched['a']}", [
-            f"let am = row0 + {at(a)[0]};", f"let ak = k0 + {at(a)[1]};", f"var v = vec{VECTOR}<f32>();",
-            *block(f"if (am < {u32(g.rows)} && ak + {VECTOR - 1}u < {u32(g.depth)})", inside),
-            *block("else", [f"v = vec{VECTOR}<f32>({', '.join(f'gemm_a(batch, am, ak + {lane}u)' for lane in range(VECTOR))});"]),
-            f"return {fetched['a']}(v);"])
-    elif not a.stored:
-        helpers.append(f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> f16 {{ return f16(gemm_a(batch, row0 + {at(a)[0]}, k0 + {at(a)[1]})); }}")
-    if not b.stored:
-        helpers.append(f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> f16 {{ return f16(gemm_b(batch, k0 + {at(b)[1]}, col0 + {at(b)[0]})); }}")
+    for o in staged:
+        # (wide, k) of lane `lane` of the fetch, its value and its lines without the bounds check
+        at_lane = lambda lane: ("w", f"(k + {lane}u)") if o.k_inner else (f"(w + {lane}u)", "k")  # loads paste them into products
+        if o.name == "a":
+            head, origin, size = "fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32)", "row0", u32(g.rows)
+            value, unchecked = (lambda w, k: f"gemm_a(batch, {w}, {k})"), (lambda var, w, k: g.load_a(var, "batch", w, k))
+        else:
+            head, origin, size = "fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32)", "col0", u32(g.cols)
+            value, unchecked = (lambda w, k: f"gemm_b(batch, {k}, {w})"), (lambda var, w, k: g.load_b(var, "batch", k, w))
+        if width[o.name] == 1:
+            helpers.append(f"{head} -> f16 {{ return f16({value(f'{origin} + {at(o)[0]}', f'k0 + {at(o)[1]}')}); }}")
+            continue
+        last = at_lane(VECTOR - 1)
+        inside = [line for lane in range(VECTOR) for line in block("", unchecked(f"v[{lane}]", *at_lane(lane)))]
+        helpers += block(f"{head} -> {fetched[o.name]}", [
+            f"let w = {origin} + {at(o)[0]};", f"let k = k0 + {at(o)[1]};", f"var v = vec{VECTOR}<f32>();",
+            *block(f"if ({last[0]} < {size} && {last[1]} < {u32(g.depth)})", inside),
+            *block("else", [f"v = vec{VECTOR}<f32>({', '.join(value(*at_lane(lane)) for lane in range(VECTOR))});"]),
+            f"return {fetched[o.name]}(v);"])
     for o in staged:
         lanes = [f"tile_{o.name}[at + {lane}u] = v[{lane}];" for lane in range(width[o.name])] if width[o.name] > 1 else ["tile_{o.name}[at] = v;".format(o=o)]
         helpers += block(f"fn stage_{o.name}(t: u32, v: {fetched[o.name]})", [f"let at = {index(o)};", *lanes])
