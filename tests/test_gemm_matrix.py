@@ -4,7 +4,9 @@ build's products (docs/precision.md).
 No local WebGPU offers subgroup matrices, so the kernel built on gemm_matrix.py's emulation of the
 builtins runs on lavapipe against PyTorch (on the same f16-rounded weights): odd sizes, partial
 tiles and K steps, split K, a batch, bias and fused epilogues, each operand layout the staging
-handles, a dim's rows. The kernel builds ship differs from the emulated one only in the lines calling a
+handles, weights' left and right matrices (row- and column-major) loaded straight from storage,
+ahead or at a step's start, with edge tiles and steps past a K slice, a group's weights, partial
+sums stored straight to the output, a dim's rows. The kernel builds ship differs from the emulated one only in the lines calling a
 primitive, so the indexing tested is the indexing shipped, and Chromium (no subgroup matrices)
 runs the f32 variant of a build carrying it. Only f16-weight products of the "gpu"
 class's tiled kernel with enough blocks carry the variant; f32 builds are as before.
@@ -29,7 +31,7 @@ F16_MATH_LAYER_BOUND = 3e-3  # as tests/test_precision.py's: one product with f1
 class Batched(nn.Module):  # a weight per batch (no folding into rows), a fused relu
     def __init__(self):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(2, 40, 714))
+        self.weight = nn.Parameter(torch.randn(2, 48, 720))  # whole matrices: each batch's right matrices from storage
 
     def forward(self, x):
         return torch.relu(x @ self.weight)
@@ -64,13 +66,14 @@ class SharedTransposed(nn.Module):  # x @ W^T with W^T broadcast over the batch:
 
 LAYERS = {  # module, inputs; the comments say the product's (batch, rows, cols, K), split and tile
     "linear_gelu": (lambda: nn.Sequential(nn.Linear(40, 614), nn.GELU()), lambda: [torch.randn(2, 207, 40)]),  # 1 414 614 40, 32x64
-    "batched": (Batched, lambda: [torch.randn(2, 164, 40)]),  # 2 164 714 40, 32x64
+    "batched": (Batched, lambda: [torch.randn(2, 164, 48)]),  # 2 164 720 48
     "split_k": (lambda: nn.Linear(260, 200), lambda: [torch.randn(300, 260)]),  # 1 300 200 260, 4 slices
     "transposed_input": (TransposedInput, lambda: [torch.randn(260, 300)]),
     "weight_left": (WeightLeft, lambda: [torch.randn(300, 256)]),
     "shared_transposed": (SharedTransposed, lambda: [torch.randn(2, 150, 272)]),
     "stored_edges": (lambda: nn.Linear(272, 400), lambda: [torch.randn(300, 272)]),  # 300 400 272, 4 slices of 80, 64x64
     "conv": (lambda: nn.Conv2d(64, 128, 3, padding=1), lambda: [torch.randn(1, 64, 28, 28)]),  # 1 128 784 576, 64x64
+    "grouped_conv": (lambda: nn.Conv2d(64, 128, 3, padding=1, groups=2), lambda: [torch.randn(1, 64, 28, 28)]),  # 2 64 784 288, 4 slices: a group's weight rows after the last's
     "bert_ffn": (lambda: nn.Linear(768, 3072), lambda: [torch.randn(128, 768)]),  # 128x128: 8 blocks a subgroup, 16 KB staged
 }
 
