@@ -203,7 +203,7 @@ class Operand:
         return p.load(self.side, array, offset, col_major, f"{columns if col_major else rows}u")
 
 
-VECTOR = 4  # A's k fetched at once where they are neighbours in memory
+VECTOR = 4  # neighbours along a staged tile's line that an invocation fetches at once
 PAD = 8  # f16 (16 bytes) past each line of a staged tile: a matrix's rows then start in different banks
 STEPS = (16, 32, 48, 64, 96, 128)  # k per staged step (between two barriers), the fewest steps that fit chosen
 # registers an invocation may give its result, loaded and fetched matrices so that two workgroups
@@ -304,26 +304,25 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
         # (wide, k) of lane `lane` of the fetch, its value and its lines without the bounds check
         at_lane = lambda lane: ("w", f"(k + {lane}u)") if o.k_inner else (f"(w + {lane}u)", "k")  # loads paste them into products
         if o.name == "a":
-            head, origin, size = "fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32)", "row0", u32(g.rows)
+            head, start, size = "fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32)", "row0", u32(g.rows)
             value, unchecked = (lambda w, k: f"gemm_a(batch, {w}, {k})"), (lambda var, w, k: g.load_a(var, "batch", w, k))
         else:
-            head, origin, size = "fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32)", "col0", u32(g.cols)
+            head, start, size = "fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32)", "col0", u32(g.cols)
             value, unchecked = (lambda w, k: f"gemm_b(batch, {k}, {w})"), (lambda var, w, k: g.load_b(var, "batch", k, w))
         if width[o.name] == 1:
-            helpers.append(f"{head} -> f16 {{ return f16({value(f'{origin} + {at(o)[0]}', f'k0 + {at(o)[1]}')}); }}")
+            helpers.append(f"{head} -> f16 {{ return f16({value(f'{start} + {at(o)[0]}', f'k0 + {at(o)[1]}')}); }}")
             continue
         last = at_lane(VECTOR - 1)
         inside = [line for lane in range(VECTOR) for line in block("", unchecked(f"v[{lane}]", *at_lane(lane)))]
         helpers += block(f"{head} -> {fetched[o.name]}", [
-            f"let w = {origin} + {at(o)[0]};", f"let k = k0 + {at(o)[1]};", f"var v = vec{VECTOR}<f32>();",
+            f"let w = {start} + {at(o)[0]};", f"let k = k0 + {at(o)[1]};", f"var v = vec{VECTOR}<f32>();",
             *block(f"if ({last[0]} < {size} && {last[1]} < {u32(g.depth)})", inside),
             *block("else", [f"v = vec{VECTOR}<f32>({', '.join(value(*at_lane(lane)) for lane in range(VECTOR))});"]),
             f"return {fetched[o.name]}(v);"])
     for o in staged:
-        lanes = [f"tile_{o.name}[at + {lane}u] = v[{lane}];" for lane in range(width[o.name])] if width[o.name] > 1 else ["tile_{o.name}[at] = v;".format(o=o)]
+        lanes = [f"tile_{o.name}[at + {lane}u] = v[{lane}];" for lane in range(width[o.name])] if width[o.name] > 1 else [f"tile_{o.name}[at] = v;"]
         helpers += block(f"fn stage_{o.name}(t: u32, v: {fetched[o.name]})", [f"let at = {index(o)};", *lanes])
     first = {"a": "block_row", "b": "block_col"}  # the subgroup's first block along each side's wide
-    count = {"a": per_rows, "b": per_cols}
     origin = {"a": "row0", "b": "col0"}
     wide_size = {"a": g.rows, "b": g.cols}
 
@@ -345,7 +344,7 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     def direct(o: Operand, k0: str, declare: bool) -> list[str]:
         """The stored side's matrices of the step at k0, into its variables loaded ahead."""
         return [f"{'var ' if declare else ''}d{o.name}_{kk}_{i} = {from_storage(o, i, f'{k0} + {kk * MATRIX}u')};"
-                for kk in kks for i in range(count[o.name])]
+                for kk in kks for i in range(per_subgroup[o.name])]
 
     def matrix(o: Operand, kk: int, i: int) -> str:
         return f"c{o.name}_{kk}_{i}" if o.stored else f"{o.name}{i}"
@@ -355,18 +354,18 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
         if o.stored:  # each matrix's wide offset, clamped to the last matrix inside
             wide_stride = o.stored.wide_stride
             prologue += [f"let w{o.name}{i} = {o.stored.base('batch')} + min({origin[o.name]} + ({first[o.name]} + {i}u) * {MATRIX}u, "
-                         f"{wide_size[o.name] - MATRIX}u) * {wide_stride}u;" for i in range(count[o.name])]
+                         f"{wide_size[o.name] - MATRIX}u) * {wide_stride}u;" for i in range(per_subgroup[o.name])]
     prologue += [line for o in loaded_ahead for line in direct(o, "k_begin", True)]
     prologue += [f"var acc_{i}_{j} = {p.zero()};" for i, j in blocks]
 
-    body = [f"let c{o.name}_{kk}_{i} = {from_storage(o, i, f'k0 + {kk * MATRIX}u')};" for o in loaded_at_start for kk in kks for i in range(count[o.name])]
+    body = [f"let c{o.name}_{kk}_{i} = {from_storage(o, i, f'k0 + {kk * MATRIX}u')};" for o in loaded_at_start for kk in kks for i in range(per_subgroup[o.name])]
     body += [f"stage_{o.name}({thread(n)}, f{o.name}{n});" for o in staged for n in range(fetches[o.name])]
     body += ["workgroupBarrier();"] if staged else []
-    body += [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in loaded_ahead for kk in kks for i in range(count[o.name])]
+    body += [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in loaded_ahead for kk in kks for i in range(per_subgroup[o.name])]
     body += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + [line for o in loaded_ahead for line in direct(o, f"k0 + {step}u", False)])
     for kk in kks:
         wide_offset = lambda o, i: f"({first[o.name]} + {i}u) * {MATRIX * o.strides(step)[0]}u + {kk * MATRIX * o.strides(step)[1]}u"
-        lines = [f"let {o.name}{i} = {o.load(p, f'tile_{o.name}', wide_offset(o, i), step)};" for o in staged for i in range(count[o.name])]
+        lines = [f"let {o.name}{i} = {o.load(p, f'tile_{o.name}', wide_offset(o, i), step)};" for o in staged for i in range(per_subgroup[o.name])]
         lines += [f"acc_{i}_{j} = {p.multiply_add(matrix(a, kk, i), matrix(b, kk, j), f'acc_{i}_{j}')};" for i, j in blocks]
         body += block("" if kk == 0 or whole else f"if (k0 + {kk * MATRIX}u < k_end)", lines)
     body += ["workgroupBarrier();"] if staged else []
