@@ -30,6 +30,11 @@ class DeviceClass:
     # multiprocessors x 2 of our 256-thread workgroups; 6% faster convolutions than 128 in the
     # sweep of docs/performance.md)
     parallel: int = 256
+    # workgroups of a tile of at most 64 x 64 (4 x 4 outputs a thread) in flight for one of a bigger
+    # tile (`parallel` counts those: 8 x 8 accumulators a thread leave registers for two a
+    # multiprocessor). An H200 sweep of BERT's and ViT's linear layers measured 64 x 64 fastest at
+    # all twelve shapes, where the cost model without this picked 128-wide tiles (docs/performance.md)
+    small_tile_occupancy: int = 2
     # one more dispatch (split-K's sum of partials) in the tile cost model's units (kernels/gemm.py:
     # cost, a thread's FMAs in a wave): BERT's products on the H200 took about 5 ns a unit, so
     # 1024 is about Dawn's 5 us of host time per dispatch (docs/performance.md)
@@ -49,7 +54,7 @@ class DeviceClass:
 
 
 GPU = DeviceClass("gpu")
-CPU = DeviceClass("cpu", parallel=2, implicit_gemm_conv=False, tiles=(16, 32, 64), splits=(1,), thread_rows=True,
+CPU = DeviceClass("cpu", parallel=2, small_tile_occupancy=1, implicit_gemm_conv=False, tiles=(16, 32, 64), splits=(1,), thread_rows=True,
                   register_gemm=True, merge_products=False)
 DEVICE_CLASSES = {d.name: d for d in (GPU, CPU)}
 

@@ -4,7 +4,9 @@ build's products (docs/precision.md).
 No local WebGPU offers subgroup matrices, so the kernel built on gemm_matrix.py's emulation of the
 builtins runs on lavapipe against PyTorch (on the same f16-rounded weights): odd sizes, partial
 tiles and K steps, split K, a batch, bias and fused epilogues, each operand layout the staging
-handles, a dim's rows. The kernel builds ship differs from the emulated one only in the lines calling a
+handles, weights' left and right matrices (row- and column-major) loaded straight from storage,
+ahead or at a step's start, with edge tiles and steps past a K slice, a group's weights, partial
+sums stored straight to the output, a dim's rows. The kernel builds ship differs from the emulated one only in the lines calling a
 primitive, so the indexing tested is the indexing shipped, and Chromium (no subgroup matrices)
 runs the f32 variant of a build carrying it. Only f16-weight products of the "gpu"
 class's tiled kernel with enough blocks carry the variant; f32 builds are as before.
@@ -29,7 +31,7 @@ F16_MATH_LAYER_BOUND = 3e-3  # as tests/test_precision.py's: one product with f1
 class Batched(nn.Module):  # a weight per batch (no folding into rows), a fused relu
     def __init__(self):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(2, 40, 714))
+        self.weight = nn.Parameter(torch.randn(2, 48, 720))  # whole matrices: each batch's right matrices from storage
 
     def forward(self, x):
         return torch.relu(x @ self.weight)
@@ -47,19 +49,34 @@ class TransposedInput(nn.Module):  # A's rows are its neighbours in memory: k-ma
 class WeightLeft(nn.Module):  # W @ x^T: B's k are neighbours in memory: column-major right matrices
     def __init__(self):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(200, 256))
+        self.weight = nn.Parameter(torch.randn(208, 256))  # 13 matrices of rows: left ones from storage, the last tile's partly past it
 
     def forward(self, x):
         return self.weight @ x.transpose(0, 1)
 
 
+class SharedTransposed(nn.Module):  # x @ W^T with W^T broadcast over the batch: a view, read in place: column-major right matrices from storage
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(208, 272))
+
+    def forward(self, x):
+        return torch.relu(x @ self.weight.t().expand(2, 272, 208))
+
+
+
+pytestmark = pytest.mark.usefixtures("tiles_as_written")  # conftest.py: the layers' tiles as their comments give them
+
 LAYERS = {  # module, inputs; the comments say the product's (batch, rows, cols, K), split and tile
     "linear_gelu": (lambda: nn.Sequential(nn.Linear(40, 614), nn.GELU()), lambda: [torch.randn(2, 207, 40)]),  # 1 414 614 40, 32x64
-    "batched": (Batched, lambda: [torch.randn(2, 164, 40)]),  # 2 164 714 40, 32x64
+    "batched": (Batched, lambda: [torch.randn(2, 164, 48)]),  # 2 164 720 48
     "split_k": (lambda: nn.Linear(260, 200), lambda: [torch.randn(300, 260)]),  # 1 300 200 260, 4 slices
     "transposed_input": (TransposedInput, lambda: [torch.randn(260, 300)]),
     "weight_left": (WeightLeft, lambda: [torch.randn(300, 256)]),
+    "shared_transposed": (SharedTransposed, lambda: [torch.randn(2, 150, 272)]),
+    "stored_edges": (lambda: nn.Linear(272, 400), lambda: [torch.randn(300, 272)]),  # 300 400 272, 4 slices of 80, 64x64
     "conv": (lambda: nn.Conv2d(64, 128, 3, padding=1), lambda: [torch.randn(1, 64, 28, 28)]),  # 1 128 784 576, 64x64
+    "grouped_conv": (lambda: nn.Conv2d(64, 128, 3, padding=1, groups=2), lambda: [torch.randn(1, 64, 28, 28)]),  # 2 64 784 288, 4 slices: a group's weight rows after the last's
     "bert_ffn": (lambda: nn.Linear(768, 3072), lambda: [torch.randn(128, 768)]),  # 128x128: 8 blocks a subgroup, 16 KB staged
 }
 
@@ -106,23 +123,38 @@ def test_emulated_kernel_of_a_dynamic_product(monkeypatch):
         assert_outputs_match(run_compiled(compiled, config, [x], True, matrix=True), expected, F16_MATH_LAYER_BOUND)
 
 
-def test_shipped_kernel_differs_from_the_emulated_one_only_in_the_primitives(monkeypatch):
-    real = matrix_kernels(compiled_layer("transposed_input")[0])[0]["f16m"]
+def without_emulation_helpers(lines: list[str]) -> list[str]:
+    """The emulated kernel's lines less its helpers (a run of `struct Emulated..` and `fn emulated_..`)."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("struct EmulatedMatrix"))
+    end, depth = start, 0
+    while depth or lines[end].startswith(("struct Emulated", "fn emulated_")):
+        assert "subgroup" not in lines[end]
+        depth += lines[end].count("{") - lines[end].count("}")
+        end += 1
+    return lines[:start] + lines[end:]
+
+
+@pytest.mark.parametrize("layer, arrays", [  # the arrays its left and right matrices come from and its results go to
+    ("transposed_input", ("&tile_a,", "&tile_b,", "&tile_c,")),  # both staged, results through workgroup memory
+    ("weight_left", ("&in0,", "&tile_b,", "&tile_c,")),  # the weight's left matrices from storage
+    ("bert_ffn", ("&tile_a,", "&in1,", "&out,")),  # the weight's right matrices from storage, partials straight to the output
+])
+def test_shipped_kernel_differs_from_the_emulated_one_only_in_the_primitives(layer, arrays, monkeypatch):
+    real = matrix_kernels(compiled_layer(layer)[0])[0]["f16m"]
     monkeypatch.setattr(gemm_matrix, "BACKEND", gemm_matrix.EMULATED)
-    emulated = matrix_kernels(compiled_layer("transposed_input")[0])[0]["f16m"]
+    emulated = matrix_kernels(compiled_layer(layer)[0])[0]["f16m"]
     directives = "enable f16;\nenable chromium_experimental_subgroup_matrix;\ndiagnostic(off,chromium.subgroup_matrix_uniformity);\n"
     assert real.startswith(directives) and emulated.startswith("enable f16;\n")
-    real_lines, emulated_lines = real.removeprefix(directives).splitlines(), emulated.removeprefix("enable f16;\n").splitlines()
-    primitive = ("subgroupMatrixLoad<subgroup_matrix_left<f16,16,16>>(&tile_a,", "subgroupMatrixLoad<subgroup_matrix_right<f16,16,16>>(&tile_b,",
-                 "subgroupMatrixMultiplyAccumulate(", "subgroupMatrixStore(&tile_c,", "subgroup_matrix_result<f32,16,16>()")
+    real_lines = real.removeprefix(directives).splitlines()
+    emulated_lines = without_emulation_helpers(emulated.removeprefix("enable f16;\n").splitlines())
+    left, right, result = arrays
+    primitive = (f"subgroupMatrixLoad<subgroup_matrix_left<f16,16,16>>({left}", f"subgroupMatrixLoad<subgroup_matrix_right<f16,16,16>>({right}",
+                 "subgroupMatrixMultiplyAccumulate(", f"subgroupMatrixStore({result}", "subgroup_matrix_result<f32,16,16>()")
     emulation = ("EmulatedMatrix(", "emulated_multiply_add(", "emulated_store(", "EmulatedResult()")
     used = set()
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=real_lines, b=emulated_lines, autojunk=False).get_opcodes():
         ours, theirs = real_lines[i1:i2], emulated_lines[j1:j2]
         if op == "equal":
-            continue
-        if op == "insert":  # the emulation's own helpers, between the staging and the kernel
-            assert theirs[0].startswith("struct EmulatedMatrix") and not any("subgroup" in line for line in theirs)
             continue
         assert op == "replace" and len(ours) == len(theirs), (ours, theirs)
         for line, other in zip(ours, theirs):

@@ -178,6 +178,8 @@ def test_shader_f16_variant_multiplies_in_f16(layer):
     assert rel_l2(f16_math_out, f32_math_out) > 10 * TOLERANCE  # the device really rounds to f16
 
 
+pytestmark = pytest.mark.usefixtures("tiles_as_written")  # conftest.py: the gpu layers keep the tiles of their pair paths
+
 WORDS = ("gemm_a_pair", "gemm_b_pair", "let filter_row=")  # what each way of reading f16 weights by words adds to a kernel
 
 

@@ -23,7 +23,7 @@ from math import ceil
 from kuma_build.compiler import precision
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.kernels.elementwise import epilogue
-from kuma_build.compiler.kernels.gemm import Gemm
+from kuma_build.compiler.kernels.gemm import Gemm, Stored
 from kuma_build.compiler.kernels.products import gemm_kernel
 from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, offset_expr, threads, unravel
 
@@ -127,8 +127,12 @@ def implicit_gemm(node, device):
         bias = f" + {b.load(2, [out_channel(bi, r)])}" if node.operands > 2 else ""
         return [f"let value = {total}{bias};", *writer.lines], stored
 
+    stored_a = None  # the flat weight as its f16 binding holds it: a group's rows follow the previous group's
+    if flat_weight is not None and (array := b.f16_array(1)) is not None:
+        group = f" + ({{}} % {groups}u) * {rows * flat_weight.strides[0]}u" if groups > 1 else ""
+        stored_a = Stored(array, lambda bi: f"{flat_weight.offset}u" + group.format(bi), *flat_weight.strides)
     product = Gemm(batch, rows, cols, depth, load_a, load_b, finish, a_k_contiguous=flat_weight is not None, load_a_pair=load_a_pair,
-                   splits=node.attrs.get("splits", 1), device=device)
+                   splits=node.attrs.get("splits", 1), device=device, stored_a=stored_a)
     return gemm_kernel(b, "conv2d", product, writer.functions())
 
 

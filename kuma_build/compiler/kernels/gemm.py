@@ -51,11 +51,6 @@ STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in 
 # fit over measured tiles and splits only, 0.003 kept the picks among the measured ones and took
 # the twelve products from 1009 to 846 us (the best measured: 766)
 SPLIT_TRAFFIC = 0.003
-# workgroups of a tile of at most 64 x 64 (4 x 4 outputs a thread) a GPU keeps in flight for one of a
-# bigger tile (device.parallel counts those: 8 x 8 accumulators a thread, registers for two a
-# multiprocessor): the same sweep measured 64 x 64 tiles fastest at all twelve shapes, where the
-# model without this term picked 128-wide tiles for most
-SMALL_TILE_OCCUPANCY = 2
 MIN_SPLIT_STEPS = 4  # K steps each slice keeps at least
 THIN = 8  # at most this many rows or columns: the thin kernel
 THIN_LANES = (4, 8, 16, 32)  # wide elements a thin workgroup may take when they are neighbours in memory (thin_lanes)
@@ -68,6 +63,17 @@ VECTOR_LOADS = False
 # two halves of workgroup memory, one K step staged in each in turn: one barrier a step instead of
 # two, on the tiles whose two steps fit (double_buffered)
 DOUBLE_BUFFER = False
+
+
+@dataclass
+class Stored:
+    """Where an operand that is an f16 weight lies in its binding, for gemm_matrix.py's loads
+    straight from storage: element (b, i, k) (i: A's row or B's column) at
+    base(b) + i * wide_stride + k * k_stride, one of the two strides 1."""
+    array: str  # the binding variable
+    base: Callable[[str], str]  # batch -> WGSL index of element (b, 0, 0)
+    wide_stride: int
+    k_stride: int
 
 
 @dataclass
@@ -91,6 +97,8 @@ class Gemm:
     half: bool = False  # f16 products and per-step sums (needs `enable f16;`)
     rows_at_most: int = 0  # the most rows this kernel runs at (a dynamic product's variant for few rows); 0: max_value(rows)
     device: DeviceClass | None = None  # the class the kernel is tuned for
+    stored_a: Stored | None = None  # A, B as an f16 weight's binding holds them (only gemm_matrix.py reads these)
+    stored_b: Stored | None = None
 
     @property
     def element(self) -> str:
@@ -130,7 +138,7 @@ def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: 
     rows_side, cols_side = Side(tm), Side(tn)
     per_step = STEP * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
     steps = ceil(depth / splits / STEP)
-    in_flight = device.parallel * (SMALL_TILE_OCCUPANCY if tm * tn <= 64 * 64 else 1)
+    in_flight = device.parallel * (device.small_tile_occupancy if tm * tn <= 64 * 64 else 1)
     return ceil(groups / in_flight) * steps * (per_step + STEP_LATENCY) + (splits > 1) * (device.dispatch_cost + SPLIT_TRAFFIC * splits * batch * rows * cols)
 
 

@@ -6,24 +6,33 @@ M = N = K = MATRIX and subgroups exactly SUBGROUP wide (the runtime checks, temp
 The same tile, workgroup grid and dispatch as gemm.py's tiled kernel (choose_tile), so the plan
 does not change and only the code differs. 256 invocations are SUBGROUPS subgroups of SUBGROUP;
 subgroup s is invocations s * SUBGROUP .. (s + 1) * SUBGROUP - 1 (how NVIDIA forms them, and what
-ONNX Runtime's subgroup-matrix kernels assume too). Each K step of STEP (= MATRIX):
+ONNX Runtime's subgroup-matrix kernels assume too). Each subgroup multiplies a rectangle of the
+tile's MATRIX x MATRIX blocks (block_grid: the rectangle that loads the fewest matrices), PR left
+and PC right matrices per MATRIX of k, PR x PC multiply-accumulates into f32 result matrices.
+Where the matrices come from (Operand):
 
-- the workgroup stages A's TM x STEP tile (the activations or a convolution's weight, rounded to
-  f16) and B's STEP x TN tile in workgroup memory as f16, through gemm.functions' gemm_a and
-  gemm_b (zero outside the matrices); invocation i stages elements i, i + 256, ... of each tile,
-  laid out in the order memory has them (a row of k when A's k are neighbours, else k-major; the
-  same for B's columns), so neighbouring invocations read and write neighbours; the next step's
-  elements are fetched into registers while this one multiplies, as in the tiled kernel;
-- each subgroup multiplies a rectangle of the tile's MATRIX x MATRIX blocks (block_grid: the
-  rectangle that loads the fewest matrices): PR left and PC right matrices loaded from the staged
-  tiles, PR x PC multiply-accumulates into f32 result matrices.
+- an f16 weight (a linear layer's [K, N] weight, a convolution's [Cout, K] one: Gemm.stored_a,
+  stored_b) is loaded straight from its storage binding, no staging and no barrier, when its wide
+  side and K are whole matrices (stored()): a matrix past the wide side (an edge tile) is clamped
+  to the last one inside, whose results gemm_put's bounds drop. Each step's matrices are loaded
+  one step ahead, while the previous step multiplies, where registers allow (estimate: two
+  workgroups a multiprocessor), else at the step's start, before the staged tiles are written;
+- the other operand (activations, f32) is staged in workgroup memory as f16 through gemm.functions'
+  gemm_a and gemm_b (zero outside the matrices), a step of k between two barriers (choose_step:
+  the fewest steps of a K slice that fit workgroup memory, up to 128 k), each line PAD values
+  longer so a matrix's rows lie in different banks. Invocation i fetches elements i, i + 256, ...
+  in the order memory has them, four neighbours at a time where the counts divide (one bounds
+  check and one conversion for the four), into registers a step ahead, as in the tiled kernel.
 
-At the end each subgroup stores its result matrices one at a time into its own MATRIX x MATRIX
-slice of f32 workgroup memory, and each of its invocations finishes 8 of the elements through
-gemm_put (alpha, bias, fused epilogue, bounds), as the tiled kernel finishes its own. The products
-of f16 values are exact in f32 and the sums are f32, so this variant rounds only the operands.
-Only tiles of at least SUBGROUPS blocks get it (block_grid); a product of smaller tiles keeps the
-two other variants, as do the thin kernel and the "cpu" class's.
+A step's last matrices along k that lie past the slice or K (K not a multiple of the step) are
+skipped. The results of a product that stores its sums as they are (a split product's partials,
+stores_sum) go straight to the output, a whole result matrix at a time; otherwise each subgroup
+stores its result matrices one at a time into its own MATRIX x MATRIX slice of f32 workgroup
+memory, and each of its invocations finishes 8 of the elements through gemm_put (alpha, bias, fused
+epilogue, bounds), as the tiled kernel finishes its own. The products of f16 values are exact in
+f32 and the sums are f32, so this variant rounds only the operands. Only tiles of at least
+SUBGROUPS blocks get it (block_grid); a product of smaller tiles keeps the two other variants, as
+do the thin kernel and the "cpu" class's.
 
 The builtins compile only where an adapter offers them, and no local WebGPU does (SwiftShader,
 lavapipe). So the kernel is written against Primitives, with two backends: SUBGROUP_MATRIX, the
@@ -32,13 +41,15 @@ stride and column-major as subgroupMatrixLoad and subgroupMatrixStore read them;
 a subgroup keeps 8 elements of a result matrix), which tests run on lavapipe against PyTorch. The
 two kernels differ only in the lines that call a primitive (tests/test_gemm_matrix.py checks both).
 The emulation reads a loaded matrix's elements at the multiply, not at the load: the same values
-here, since nothing writes the staged tiles between a step's loads and its multiplies.
+here, since nothing writes the staged tiles between a step's loads and its multiplies, nor the
+weights ever.
 """
 
 from dataclasses import dataclass, field
+from math import ceil
 
-from kuma_build.compiler.ir.sizes import ceil_div_count, wgsl as u32
-from kuma_build.compiler.kernels.gemm import SIDE, STEP, Gemm, choose_tile, functions
+from kuma_build.compiler.ir.sizes import ceil_div_count, max_value, wgsl as u32
+from kuma_build.compiler.kernels.gemm import SIDE, STEP, Gemm, Stored, choose_tile, functions
 from kuma_build.compiler.kernels.wgsl import block, indent
 
 MATRIX = 16  # M = N = K of every subgroup matrix (the config the runtime asks the adapter for)
@@ -46,7 +57,7 @@ SUBGROUP = 32  # invocations per subgroup
 THREADS = SIDE * SIDE
 SUBGROUPS = THREADS // SUBGROUP
 PER_INVOCATION = MATRIX * MATRIX // SUBGROUP  # result elements an invocation finishes (and the emulation keeps)
-assert STEP == MATRIX  # one left and one right matrix of a block row or column per staged step
+assert STEP == MATRIX  # K slices (Gemm.span) start on a matrix
 
 
 class Primitives:
@@ -162,55 +173,217 @@ def block_grid(tm: int, tn: int) -> tuple[int, int] | None:
     return min(options, key=lambda o: rows // o[0] + cols // o[1], default=None)
 
 
+@dataclass
+class Operand:
+    """One side of the product as the kernel reaches its matrices: A gives left matrices (rows: its
+    rows, columns: k), B right ones (rows: k, columns: its columns). Its `wide` index is A's row or
+    B's column; element (wide i, k) lies at i * wide_stride + k * k_stride past the matrix's offset,
+    in the storage binding (stored, straight from an f16 weight) or in the staged tile (else)."""
+    side: str  # "left" or "right"
+    name: str  # "a" or "b": the tile, fetch and matrix variables' letter
+    tile: int  # the tile's extent along wide (tm or tn)
+    stored: Stored | None  # loaded straight from storage, else staged
+    k_inner: bool = True  # staged: a wide element's k are neighbours in the tile (as in memory)
+
+    def strides(self, step: int) -> tuple[int, int]:
+        """(wide_stride, k_stride) of the staged tile, each line PAD longer than its data."""
+        if self.stored:
+            return self.stored.wide_stride, self.stored.k_stride
+        return (step + PAD, 1) if self.k_inner else (1, self.tile + PAD)
+
+    def staged(self, step: int) -> int:
+        """f16 values of the staged tile (0 when stored)."""
+        return 0 if self.stored else (self.tile * (step + PAD) if self.k_inner else step * (self.tile + PAD))
+
+    def load(self, p: Primitives, array: str, offset: str, step: int) -> str:
+        """The matrix whose element (0, 0) is at offset: row-major where its columns are neighbours."""
+        wide, k = self.strides(step)
+        rows, columns = (wide, k) if self.side == "left" else (k, wide)
+        col_major = columns != 1
+        return p.load(self.side, array, offset, col_major, f"{columns if col_major else rows}u")
+
+
+VECTOR = 4  # neighbours along a staged tile's line that an invocation fetches at once
+PAD = 8  # f16 (16 bytes) past each line of a staged tile: a matrix's rows then start in different banks
+STEPS = (16, 32, 48, 64, 96, 128)  # k per staged step (between two barriers), the fewest steps that fit chosen
+# registers an invocation may give its result, loaded and fetched matrices so that two workgroups
+# fit a multiprocessor (NVIDIA: 64K 32-bit registers, 128 an invocation of 512), the rest left for
+# indices; what decides whether the matrices from storage are loaded a step ahead (estimate())
+REGISTERS = 104
+
+
+def stored(s: Stored | None, wide, depth) -> Stored | None:
+    """s when the kernel may load its matrices straight from storage: the wide side and K whole
+    multiples of MATRIX (a matrix is then wholly inside them or, past the wide side, clamped to the
+    last one, whose results gemm's bounds drop), one stride 1 and the other a matrix row at least,
+    in 16-byte steps (as the staged tiles' lines: matrix loads want their rows aligned)."""
+    if s is None or not all(isinstance(x, int) and x % MATRIX == 0 for x in (wide, depth)):
+        return None
+    line = max(s.wide_stride, s.k_stride)
+    return s if min(s.wide_stride, s.k_stride) == 1 and line >= MATRIX and line % PAD == 0 else None
+
+
+def stores_sum(g: Gemm) -> bool:
+    """Whether results go to `out` as they are (no alpha, bias or epilogue: a split product's
+    partials), in whole matrices (rows and columns multiples of MATRIX): then each result matrix
+    is stored straight to the output, else through workgroup memory and gemm_put."""
+    lines, value = g.finish("total", "batch", "r", "c")
+    plain = (lines, value) in (([], "total"), (["let value = total;"], "value"))
+    return plain and all(isinstance(x, int) and x % MATRIX == 0 for x in (g.rows, g.cols))
+
+
+def span(g: Gemm) -> int:
+    """The k of a slice of K at its longest (Gemm.span, all of K when not split)."""
+    return ceil(max_value(g.depth) / g.splits / STEP) * STEP
+
+
+def whole_steps(g: Gemm, step: int) -> bool:
+    """Whether every slice of K is whole steps (else a step's last matrices may lie past it)."""
+    depth, length = g.depth, span(g)
+    return isinstance(depth, int) and all(min(length, depth - s * length) % step == 0 for s in range(g.splits) if depth > s * length)
+
+
+def estimate(step: int, blocks: int, per_subgroup: dict, staged: list, ahead: bool) -> int:
+    """32-bit registers an invocation holds at once for matrices and fetches (a 16 x 16 matrix of
+    f16: 4; of f32 results: 8): its results, a MATRIX of k's matrices of each staged side and its
+    fetches of them (f16: two a register), and a whole step's of each stored side, twice when
+    loaded a step ahead. per_subgroup: a side's matrices per MATRIX of k; staged: (side, tile)."""
+    loaded = sum(4 * count * step // MATRIX * (2 if ahead else 1) for name, count in per_subgroup.items() if name not in dict(staged))
+    return 8 * blocks + loaded + sum(4 * per_subgroup[name] + tile * step // THREADS // 2 for name, tile in staged)
+
+
+def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int, registers) -> int | None:
+    """The k per staged step that fits workgroup memory, and registers (registers(step): the
+    estimate) where some step does, in the fewest steps of a K slice (ties: the shorter); None
+    when none fits workgroup memory."""
+    fits = [step for step in STEPS if 2 * (a.staged(step) + b.staged(step)) + epilogue <= g.device.workgroup_bytes]
+    fits = [step for step in fits if registers(step) <= REGISTERS] or fits[:1]
+    return min(fits, key=lambda step: (ceil(span(g) / step), step), default=None)
+
+
 def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     """(directives, WGSL after the bindings, workgroup counts) of g's product on subgroup matrices,
     or None when its tile has too few blocks. g is the product the tiled kernel computes (not `half`)."""
     tm, tn = choose_tile(g)
     grid = block_grid(tm, tn)
-    staged = 2 * (tm + tn) * STEP + 4 * SUBGROUPS * MATRIX * MATRIX  # bytes of tile_a, tile_b and tile_c (16 KB at 128 x 128)
-    if tm % MATRIX or tn % MATRIX or grid is None or staged > g.device.workgroup_bytes:
+    if tm % MATRIX or tn % MATRIX or grid is None:
+        return None
+    a = Operand("left", "a", tm, stored(g.stored_a, g.rows, g.depth), g.a_k_contiguous)
+    b = Operand("right", "b", tn, stored(g.stored_b, g.cols, g.depth), not g.cols_contiguous)
+    direct_out = stores_sum(g)
+    per_rows, per_cols = tm // MATRIX // grid[0], tn // MATRIX // grid[1]  # blocks per subgroup
+    blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
+    staged = [o for o in (a, b) if not o.stored]
+    per_subgroup = {"a": per_rows, "b": per_cols}
+    registers = lambda step, ahead=False: estimate(step, len(blocks), per_subgroup, [(o.name, o.tile) for o in staged], ahead)
+    step = choose_step(g, a, b, 0 if direct_out else 4 * SUBGROUPS * MATRIX * MATRIX, registers)
+    if step is None:
         return None
     p = primitives(BACKEND)
-    per_rows, per_cols = tm // MATRIX // grid[0], tn // MATRIX // grid[1]  # blocks per subgroup
-    fetch_a, fetch_b = tm * STEP // THREADS, tn * STEP // THREADS  # staged elements per invocation
+    kks = range(step // MATRIX)  # the step's matrices along k
+    whole = whole_steps(g, step)  # else a step's matrices past the slice are skipped
 
-    # staged element t of each tile and where its blocks lie: (row, k) and (k, column) of t, and
-    # a block's (offset of block i, column-major, stride) in the staged array
-    if g.a_k_contiguous:  # a row of A's k is a row of the tile
-        a_at, left = (f"t / {STEP}u", f"t % {STEP}u"), (lambda i: f"({i}) * {MATRIX * STEP}u", False, f"{STEP}u")
-    else:  # A's rows are neighbours in memory: k-major
-        a_at, left = (f"t % {tm}u", f"t / {tm}u"), (lambda i: f"({i}) * {MATRIX}u", True, f"{tm}u")
-    if g.cols_contiguous:
-        b_at, right = (f"t / {tn}u", f"t % {tn}u"), (lambda j: f"({j}) * {MATRIX}u", False, f"{tn}u")
-    else:  # B's k are neighbours in memory (W @ x^T: x's rows): column-major
-        b_at, right = (f"t % {STEP}u", f"t / {STEP}u"), (lambda j: f"({j}) * {MATRIX * STEP}u", True, f"{STEP}u")
+    # an invocation fetches VECTOR neighbours along the staged tile's lines at once, where the
+    # fetches divide so: one bounds check and one conversion for the four
+    width = {o.name: VECTOR if o.tile * step % (THREADS * VECTOR) == 0 else 1 for o in staged}
 
-    staging = f"""
-fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> f16 {{ return f16(gemm_a(batch, row0 + {a_at[0]}, k0 + {a_at[1]})); }}
-fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> f16 {{ return f16(gemm_b(batch, k0 + {b_at[0]}, col0 + {b_at[1]})); }}
-"""
-    thread = lambda i: f"li + {i * THREADS}u"
+    # the first element of staged fetch t: (wide, k), neighbouring t neighbours in memory
+    def at(o: Operand) -> tuple[str, str]:
+        e = "t" if width[o.name] == 1 else f"{width[o.name]}u * t"
+        return (f"({e}) / {step}u", f"({e}) % {step}u") if o.k_inner else (f"({e}) % {o.tile}u", f"({e}) / {o.tile}u")
+
+    def index(o: Operand) -> str:
+        wide, k = o.strides(step)
+        return f"({at(o)[0]}) * {wide}u + ({at(o)[1]}) * {k}u"
+
+    fetches = {o.name: o.tile * step // THREADS // width[o.name] for o in staged}  # fetches per invocation
+    fetched = {o.name: "f16" if width[o.name] == 1 else f"vec{width[o.name]}<f16>" for o in staged}
+    thread = lambda n: f"li + {n * THREADS}u"
+    helpers = []
+    for o in staged:
+        # (wide, k) of lane `lane` of the fetch, its value and its lines without the bounds check
+        at_lane = lambda lane: ("w", f"(k + {lane}u)") if o.k_inner else (f"(w + {lane}u)", "k")  # loads paste them into products
+        if o.name == "a":
+            head, start, size = "fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32)", "row0", u32(g.rows)
+            value, unchecked = (lambda w, k: f"gemm_a(batch, {w}, {k})"), (lambda var, w, k: g.load_a(var, "batch", w, k))
+        else:
+            head, start, size = "fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32)", "col0", u32(g.cols)
+            value, unchecked = (lambda w, k: f"gemm_b(batch, {k}, {w})"), (lambda var, w, k: g.load_b(var, "batch", k, w))
+        if width[o.name] == 1:
+            helpers.append(f"{head} -> f16 {{ return f16({value(f'{start} + {at(o)[0]}', f'k0 + {at(o)[1]}')}); }}")
+            continue
+        last = at_lane(VECTOR - 1)
+        inside = [line for lane in range(VECTOR) for line in block("", unchecked(f"v[{lane}]", *at_lane(lane)))]
+        helpers += block(f"{head} -> {fetched[o.name]}", [
+            f"let w = {start} + {at(o)[0]};", f"let k = k0 + {at(o)[1]};", f"var v = vec{VECTOR}<f32>();",
+            *block(f"if ({last[0]} < {size} && {last[1]} < {u32(g.depth)})", inside),
+            *block("else", [f"v = vec{VECTOR}<f32>({', '.join(value(*at_lane(lane)) for lane in range(VECTOR))});"]),
+            f"return {fetched[o.name]}(v);"])
+    for o in staged:
+        lanes = [f"tile_{o.name}[at + {lane}u] = v[{lane}];" for lane in range(width[o.name])] if width[o.name] > 1 else [f"tile_{o.name}[at] = v;"]
+        helpers += block(f"fn stage_{o.name}(t: u32, v: {fetched[o.name]})", [f"let at = {index(o)};", *lanes])
+    first = {"a": "block_row", "b": "block_col"}  # the subgroup's first block along each side's wide
+    origin = {"a": "row0", "b": "col0"}
+    wide_size = {"a": g.rows, "b": g.cols}
 
     def fetch(k0: str) -> list[str]:
-        return ([f"fa{i} = fetch_a({thread(i)}, batch, row0, {k0});" for i in range(fetch_a)]
-                + [f"fb{j} = fetch_b({thread(j)}, batch, {k0}, col0);" for j in range(fetch_b)])
+        lines = []
+        for o in staged:
+            args = f"batch, row0, {k0}" if o.name == "a" else f"batch, {k0}, col0"
+            lines += [f"f{o.name}{n} = fetch_{o.name}({thread(n)}, {args});" for n in range(fetches[o.name])]
+        return lines
 
-    blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
-    step = ([f"tile_a[{thread(i)}] = fa{i};" for i in range(fetch_a)] + [f"tile_b[{thread(j)}] = fb{j};" for j in range(fetch_b)]
-            + ["workgroupBarrier();", *block(f"if (k0 + {STEP}u < k_end)", fetch(f"k0 + {STEP}u"))]
-            + [f"let a{i} = {p.load('left', 'tile_a', left[0](f'block_row + {i}u'), left[1], left[2])};" for i in range(per_rows)]
-            + [f"let b{j} = {p.load('right', 'tile_b', right[0](f'block_col + {j}u'), right[1], right[2])};" for j in range(per_cols)]
-            + [f"acc_{i}_{j} = {p.multiply_add(f'a{i}', f'b{j}', f'acc_{i}_{j}')};" for i, j in blocks]
-            + ["workgroupBarrier();"])
-    # each result matrix through the subgroup's slice of tile_c, then finished element by element
+    # the stored sides' matrices are loaded a step ahead, while a step multiplies, where registers
+    # allow; else at the step's start, before its staged tiles are written
+    loaded_ahead = [o for o in (a, b) if o.stored and registers(step, True) <= REGISTERS]
+    loaded_at_start = [o for o in (a, b) if o.stored and o not in loaded_ahead]
+
+    def from_storage(o: Operand, i: int, k: str) -> str:
+        return o.load(p, o.stored.array, f"w{o.name}{i} + ({k}) * {o.stored.k_stride}u", step)
+
+    def direct(o: Operand, k0: str, declare: bool) -> list[str]:
+        """The stored side's matrices of the step at k0, into its variables loaded ahead."""
+        return [f"{'var ' if declare else ''}d{o.name}_{kk}_{i} = {from_storage(o, i, f'{k0} + {kk * MATRIX}u')};"
+                for kk in kks for i in range(per_subgroup[o.name])]
+
+    def matrix(o: Operand, kk: int, i: int) -> str:
+        return f"c{o.name}_{kk}_{i}" if o.stored else f"{o.name}{i}"
+
+    prologue = [f"var f{o.name}{n} = {fetched[o.name]}();" for o in staged for n in range(fetches[o.name])] + fetch("k_begin")
+    for o in (a, b):
+        if o.stored:  # each matrix's wide offset, clamped to the last matrix inside
+            wide_stride = o.stored.wide_stride
+            prologue += [f"let w{o.name}{i} = {o.stored.base('batch')} + min({origin[o.name]} + ({first[o.name]} + {i}u) * {MATRIX}u, "
+                         f"{wide_size[o.name] - MATRIX}u) * {wide_stride}u;" for i in range(per_subgroup[o.name])]
+    prologue += [line for o in loaded_ahead for line in direct(o, "k_begin", True)]
+    prologue += [f"var acc_{i}_{j} = {p.zero()};" for i, j in blocks]
+
+    body = [f"let c{o.name}_{kk}_{i} = {from_storage(o, i, f'k0 + {kk * MATRIX}u')};" for o in loaded_at_start for kk in kks for i in range(per_subgroup[o.name])]
+    body += [f"stage_{o.name}({thread(n)}, f{o.name}{n});" for o in staged for n in range(fetches[o.name])]
+    body += ["workgroupBarrier();"] if staged else []
+    body += [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in loaded_ahead for kk in kks for i in range(per_subgroup[o.name])]
+    body += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + [line for o in loaded_ahead for line in direct(o, f"k0 + {step}u", False)])
+    for kk in kks:
+        wide_offset = lambda o, i: f"({first[o.name]} + {i}u) * {MATRIX * o.strides(step)[0]}u + {kk * MATRIX * o.strides(step)[1]}u"
+        lines = [f"let {o.name}{i} = {o.load(p, f'tile_{o.name}', wide_offset(o, i), step)};" for o in staged for i in range(per_subgroup[o.name])]
+        lines += [f"acc_{i}_{j} = {p.multiply_add(matrix(a, kk, i), matrix(b, kk, j), f'acc_{i}_{j}')};" for i, j in blocks]
+        body += block("" if kk == 0 or whole else f"if (k0 + {kk * MATRIX}u < k_end)", lines)
+    body += ["workgroupBarrier();"] if staged else []
+
     finish = []
-    for i, j in blocks:
-        finish += [p.store("tile_c", f"sg * {MATRIX * MATRIX}u", f"acc_{i}_{j}", False, f"{MATRIX}u"), "workgroupBarrier();",
-                   f"gemm_finish(batch, wg.z, row0 + (block_row + {i}u) * {MATRIX}u, col0 + (block_col + {j}u) * {MATRIX}u, li);",
-                   "workgroupBarrier();"]
+    if direct_out:  # each result matrix inside the output straight to it (the others are past it)
+        for i, j in blocks:
+            finish += block("", [f"let r = row0 + (block_row + {i}u) * {MATRIX}u;", f"let c = col0 + (block_col + {j}u) * {MATRIX}u;",
+                                 *block(f"if (r < {g.rows}u && c < {g.cols}u)",
+                                        [p.store("out", f"(wg.z * {g.rows}u + r) * {g.cols}u + c", f"acc_{i}_{j}", False, f"{g.cols}u")])])
+    else:  # each result matrix through the subgroup's slice of tile_c, then finished element by element
+        for i, j in blocks:
+            finish += [p.store("tile_c", f"sg * {MATRIX * MATRIX}u", f"acc_{i}_{j}", False, f"{MATRIX}u"), "workgroupBarrier();",
+                       f"gemm_finish(batch, wg.z, row0 + (block_row + {i}u) * {MATRIX}u, col0 + (block_col + {j}u) * {MATRIX}u, li);",
+                       "workgroupBarrier();"]
     lane_columns = MATRIX // PER_INVOCATION  # invocations sharing a row of a result matrix
     puts = [f"gemm_put(batch, slot, r, c + {e}u, tile_c[at + {e}u]);" for e in range(PER_INVOCATION)]
-    code = functions(g) + staging + p.helpers() + f"""
+    gemm_finish = "" if direct_out else f"""
 // invocation li finishes elements 8 * lane .. 8 * lane + 7 of its subgroup's result matrix at (r0, c0)
 fn gemm_finish(batch: u32, slot: u32, r0: u32, c0: u32, li: u32) {{
   let lane = li % {SUBGROUP}u;
@@ -219,10 +392,10 @@ fn gemm_finish(batch: u32, slot: u32, r0: u32, c0: u32, li: u32) {{
   let c = c0 + (lane % {lane_columns}u) * {PER_INVOCATION}u;
 {indent(puts)}
 }}
-
-var<workgroup> tile_a: array<f16, {tm * STEP}>;
-var<workgroup> tile_b: array<f16, {STEP * tn}>;
-var<workgroup> tile_c: array<f32, {SUBGROUPS * MATRIX * MATRIX}>;
+"""
+    memory = [f"var<workgroup> tile_{o.name}: array<f16, {o.staged(step)}>;" for o in staged]
+    memory += [] if direct_out else [f"var<workgroup> tile_c: array<f32, {SUBGROUPS * MATRIX * MATRIX}>;"]
+    code = functions(g) + "\n" + "\n".join(helpers) + "\n" + p.helpers() + gemm_finish + "\n" + "\n".join(memory) + f"""
 
 @compute @workgroup_size({THREADS})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
@@ -234,11 +407,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let sg = li / {SUBGROUP}u;
   let block_row = (sg / {grid[1]}u) * {per_rows}u;  // the subgroup's first block row and column in the tile
   let block_col = (sg % {grid[1]}u) * {per_cols}u;
-{indent([f"var fa{i} = 0.0h;" for i in range(fetch_a)] + [f"var fb{j} = 0.0h;" for j in range(fetch_b)])}
-{indent(fetch("k_begin"))}
-{indent([f"var acc_{i}_{j} = {p.zero()};" for i, j in blocks])}
-  for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
-{indent(step, 2)}
+{indent(prologue)}
+  for (var k0 = k_begin; k0 < k_end; k0 += {step}u) {{
+{indent(body, 2)}
   }}
 {indent(finish)}
 }}

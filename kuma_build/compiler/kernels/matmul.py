@@ -9,7 +9,7 @@ layout is the same.
 
 from kuma_build.compiler.kernels import gemm as gemm_module
 from kuma_build.compiler.kernels.elementwise import epilogue
-from kuma_build.compiler.kernels.gemm import Gemm
+from kuma_build.compiler.kernels.gemm import Gemm, Stored
 from kuma_build.compiler.kernels.products import gemm_kernel, is_thin
 from kuma_build.compiler.ir.sizes import wgsl as u32
 from kuma_build.compiler.kernels.wgsl import Bindings, f32
@@ -82,6 +82,15 @@ def lower(node, device):
     even = b_view.strides[inner] == 1 and all(isinstance(x, int) and x % 2 == 0 for x in evens)
     pair = (lambda var, bi, kk, c: [f"{var} = {b.pair(1, [bi, kk, c])};"]) if even and b.pair(1, ["0u"] * 3) else None
 
+    def weight_layout(k: int, wide: int) -> Stored | None:
+        """Operand k (dims: batch, then `wide` and K in either order) as its f16 binding holds it;
+        A only when the batch stays a batch (folded, its rows would span batches)."""
+        view, array = node.inputs[k], b.f16_array(k)
+        if array is None or (k == 0 and fold):
+            return None
+        batch = f" + {{}} * {view.strides[0]}u" if view.shape[0] != 1 and view.strides[0] else ""
+        return Stored(array, lambda bi: f"{view.offset}u" + batch.format(bi), view.strides[wide], view.strides[3 - wide])
+
     gemm = Gemm(
         *gemm_shape(node),
         load_a=lambda var, bi, r, kk: [f"{var} = {b.load(0, at(bi, r) + [kk])};"],
@@ -94,5 +103,7 @@ def lower(node, device):
         load_b_pair=pair,
         splits=node.attrs.get("splits", 1),
         device=device,
+        stored_a=weight_layout(0, 1),
+        stored_b=weight_layout(1, 2),
     )
     return gemm_kernel(b, "matmul", gemm, writer.functions())

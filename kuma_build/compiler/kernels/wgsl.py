@@ -160,6 +160,14 @@ class Bindings:
         """WGSL that reads the vec4 of input k (a vec4_input) starting at `index`, a multiple of 4 elements."""
         return f"{self.names[k]}[({offset_expr(self.inputs[k], index)}) / 4u]"
 
+    def f16_array(self, k: int) -> str | None:
+        """The binding variable of input k when it is an f16 weight that the native-f16 variants
+        read as array<f16> by plain index (one page, no folded sums, sizes free of dims), starting
+        on 16 bytes (what matrix loads want), else None."""
+        v = self.inputs[k]
+        fixed = all(isinstance(x, int) for x in (*v.shape, *v.strides, v.offset)) and v.offset % 8 == 0
+        return self.names[k] if v.buffer.storage == "f16" and v.buffer.pages == 1 and k not in self.sums and fixed else None
+
     def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None,
                matrix: tuple[str, str] | None = None) -> Kernel:
         """body_f16: the body of the shader-f16 variant when it differs (f16 arithmetic, gemm.py);
