@@ -36,3 +36,11 @@ def tiles_as_written(monkeypatch):
     from kuma_build.devices import GPU
     monkeypatch.setitem(GPU.__dict__, "small_tile_occupancy", 1)
     monkeypatch.setattr(gemm, "SPLIT_TRAFFIC", 0.0)
+
+
+@pytest.fixture
+def matrices_everywhere(monkeypatch):
+    """Subgroup-matrix variants on every product that can take one, not only where they were
+    measured faster (gemm_matrix.worthwhile): the kernel's tests cover convolutions, odd rows, short K."""
+    from kuma_build.compiler.kernels import gemm_matrix
+    monkeypatch.setattr(gemm_matrix, "ONLY_WHERE_FASTER", False)

@@ -77,7 +77,7 @@ def test_kuma_run_and_profile_on_dawn(dawn, tmp_path):
     assert profile["passMs"] > 0 and profile["backToBackMs"] > 0
 
 
-@pytest.mark.usefixtures("tiles_as_written")  # conftest.py: a tile big enough for a subgroup-matrix variant
+@pytest.mark.usefixtures("tiles_as_written", "matrices_everywhere")  # conftest.py: a product with a subgroup-matrix variant
 def test_f16_build_runs_the_variant_the_runtime_picks(dawn, tmp_path):
     torch.manual_seed(0)
     net, x = torch.nn.Linear(260, 200).eval(), torch.randn(300, 260)

@@ -65,7 +65,7 @@ class SharedTransposed(nn.Module):  # x @ W^T with W^T broadcast over the batch:
 
 
 
-pytestmark = pytest.mark.usefixtures("tiles_as_written")  # conftest.py: the layers' tiles as their comments give them
+pytestmark = pytest.mark.usefixtures("tiles_as_written", "matrices_everywhere")  # conftest.py: the layers' tiles as their comments give them
 
 LAYERS = {  # module, inputs; the comments say the product's (batch, rows, cols, K), split and tile
     "linear_gelu": (lambda: nn.Sequential(nn.Linear(40, 614), nn.GELU()), lambda: [torch.randn(2, 207, 40)]),  # 1 414 614 40, 32x64
@@ -172,6 +172,15 @@ def test_only_f16_weight_tiled_products_of_enough_blocks_carry_it():
     assert gemm_matrix.block_grid(32, 32) is None  # 4 blocks for 8 subgroups: the tiled kernel's two variants only
     assert gemm_matrix.block_grid(128, 128) in ((2, 4), (4, 2)) and gemm_matrix.block_grid(16, 128) == (1, 8)
 
+
+
+def test_builds_ship_it_only_where_it_was_measured_faster(monkeypatch):
+    """gemm_matrix.worthwhile: a linear layer of rows in whole blocks and a long K (BERT's shape),
+    not a convolution, rows off the blocks or a short K."""
+    monkeypatch.setattr(gemm_matrix, "ONLY_WHERE_FASTER", True)
+    assert matrix_kernels(compiled_layer("bert_ffn")[0])  # 128 rows, K 768
+    for layer in ("conv", "linear_gelu", "stored_edges"):  # a convolution; 414 rows; 300 rows, K 272
+        assert not matrix_kernels(compiled_layer(layer)[0]), layer
 
 @pytest.mark.browser
 def test_chromium_without_subgroup_matrices_runs_the_f32_variant(tmp_path):

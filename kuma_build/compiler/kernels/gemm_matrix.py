@@ -48,7 +48,7 @@ weights ever.
 from dataclasses import dataclass, field
 from math import ceil
 
-from kuma_build.compiler.ir.sizes import ceil_div_count, max_value, wgsl as u32
+from kuma_build.compiler.ir.sizes import Sym, ceil_div_count, max_value, wgsl as u32
 from kuma_build.compiler.kernels.gemm import SIDE, STEP, Gemm, Stored, choose_tile, functions
 from kuma_build.compiler.kernels.wgsl import block, indent
 
@@ -259,6 +259,24 @@ def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int, registers) -> in
     fits = [step for step in STEPS if 2 * (a.staged(step) + b.staged(step)) + epilogue <= g.device.workgroup_bytes]
     fits = [step for step in fits if registers(step) <= REGISTERS] or fits[:1]
     return min(fits, key=lambda step: (ceil(span(g) / step), step), default=None)
+
+
+# where the matrix kernel beat the FMA kernels on the H200 (docs/performance.md, 08:07 UTC, each
+# dispatch against the same build's f16 FMA kernel): linear layers, whose f16 weight is the right
+# operand loaded straight from storage, with rows a multiple of 16 (partial sums stored straight to
+# the output) and a K of at least 384 (BERT's, GPT-2's: 27 vs 37 us a product). Slower: implicit-GEMM
+# convolutions (their input staged through coordinate arithmetic; ResNet-50 1400 vs 1288 us), rows
+# not a multiple of 16 (ViT's 197, ConvNeXt's 196 and 49: up to 1.3x) and a K of 96 (1.3x)
+MIN_DEPTH = 384
+ONLY_WHERE_FASTER = True  # tests set False to run the kernel on every shape it can take
+
+
+def worthwhile(g: Gemm) -> bool:
+    """Whether a build ships g's product on subgroup matrices (see MIN_DEPTH's comment)."""
+    if not ONLY_WHERE_FASTER:
+        return True
+    rows, depth = max_value(g.rows), max_value(g.depth)
+    return g.stored_b is not None and not isinstance(g.rows, Sym) and rows % MATRIX == 0 and depth >= MIN_DEPTH
 
 
 def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from kuma_build.compiler.ir.sizes import Sym
 from kuma_build.compiler.kernels.gemm import THIN, Gemm, thin, tiled
-from kuma_build.compiler.kernels.gemm_matrix import matrix_tiled
+from kuma_build.compiler.kernels.gemm_matrix import matrix_tiled, worthwhile
 from kuma_build.compiler.kernels.gemm_registers import registers
 from kuma_build.compiler.kernels.wgsl import Bindings, Kernel
 
@@ -71,7 +71,7 @@ def one_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
     reads_f16 = any(buf.storage == "f16" for buf in b.buffers)  # only then is there a shader-f16 variant
     half = functions + gemm_code(replace(g, half=True))[0] if reads_f16 else None
     matrix = None  # and, for the tiled kernel's products, one on subgroup matrices
-    if reads_f16 and not g.device.register_gemm and not is_thin(g):
+    if reads_f16 and not g.device.register_gemm and not is_thin(g) and worthwhile(g):
         on_matrices = matrix_tiled(replace(g, load_a_pair=None, load_b_pair=None))  # native f16 bindings: no u32 words to pair
         if on_matrices:
             directives, body, counts = on_matrices
