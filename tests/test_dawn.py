@@ -52,6 +52,16 @@ def monkeypatch_module():
         yield patch
 
 
+
+def kuma_job(folder, input_name: str, array, expected, tmp_path, profile_runs: int) -> dict:
+    """run.mjs's job for the kuma engine: the model folder's run() and profile on one input, checked
+    against PyTorch's output (both written as raw files, as bench.py writes them)."""
+    array.tofile(tmp_path / "input.bin")
+    expected.tofile(tmp_path / "expected.bin")
+    return {"engine": "kuma", "path": str(folder), "profile": True, "profileRuns": profile_runs,
+            "inputs": {input_name: {"file": str(tmp_path / "input.bin"), "dtype": str(array.dtype), "shape": list(array.shape)}},
+            "expected": {"file": str(tmp_path / "expected.bin"), "shape": list(expected.shape)}}
+
 def test_kuma_run_and_profile_on_dawn(dawn, tmp_path):
     torch.manual_seed(0)
     net = GPT(vocab=211, context=32, dim=64, heads=4, layers=1).eval()
@@ -60,11 +70,7 @@ def test_kuma_run_and_profile_on_dawn(dawn, tmp_path):
     folder = compile_module(net, config).write(tmp_path / "kuma")
     with torch.no_grad():
         expected = net(tokens).numpy()
-    tokens.numpy().tofile(tmp_path / "tokens.bin")
-    expected.tofile(tmp_path / "expected.bin")
-    job = {"engine": "kuma", "path": str(folder), "profile": True, "profileRuns": 2,
-           "inputs": {config.inputs[0].name: {"file": str(tmp_path / "tokens.bin"), "dtype": "int64", "shape": [1, 16]}},
-           "expected": {"file": str(tmp_path / "expected.bin"), "shape": list(expected.shape)}}
+    job = kuma_job(folder, config.inputs[0].name, tokens.numpy(), expected, tmp_path, profile_runs=2)
     result = bench.node_job(dawn, job, tmp_path, "kuma", timeout=120)
     assert result["ok"], result["error"]
     assert result["adapter"]["architecture"] == "swiftshader"
@@ -87,11 +93,7 @@ def test_f16_build_runs_the_variant_the_runtime_picks(dawn, tmp_path):
     net.weight.data = net.weight.data.half().float()  # as stored
     with torch.no_grad():
         expected = net(x).numpy()
-    x.numpy().tofile(tmp_path / "x.bin")
-    expected.tofile(tmp_path / "expected.bin")
-    job = {"engine": "kuma", "path": str(folder), "profile": True, "profileRuns": 1,
-           "inputs": {config.inputs[0].name: {"file": str(tmp_path / "x.bin"), "dtype": "float32", "shape": [300, 260]}},
-           "expected": {"file": str(tmp_path / "expected.bin"), "shape": list(expected.shape)}}
+    job = kuma_job(folder, config.inputs[0].name, x.numpy(), expected, tmp_path, profile_runs=1)
     toggled = types.SimpleNamespace(**vars(dawn), dawn_toggles="vulkan_enable_f16_on_nvidia")
     assert bench.dawn_flags(toggled)[1] == "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia"
     result = bench.node_job(toggled, job, tmp_path, "kuma", timeout=120)
