@@ -1,8 +1,9 @@
 // Derives the runtimes index.js ships from templates/runtime.js, the source of truth written for
 // readers: terser (from tests/browser's node_modules: cd tests/browser && npm ci) drops comments and
 // whitespace and shortens local names, a fifth of the runtime's gzip size. Two of them:
-// runtime.min.js (all of it, for a model with dims) and runtime.static.min.js (runtime.js's
-// `const DIMS = true;` made false, so terser drops the dims code, for a model without dims).
+// runtime.min.js (all of it, for a model with dims or subgroup-matrix kernels) and
+// runtime.static.min.js (runtime.js's `const DIMS = true, MATRICES = true;` made false, so terser
+// drops that code, for a model with neither).
 //
 //   node scripts/minify_runtime.mjs           after every edit of templates/runtime.js; commit all three
 //   node scripts/minify_runtime.mjs --check   exit 1 when a derived file is not what this derives
@@ -28,25 +29,25 @@ try {
 // the runtime's functions index.js calls after it (jsmodule.render_js): kept, under these names
 const API = ["loadModel", "tensorInfo"];
 
-// the switch runtime.js declares once; the static runtime is the source with it false
-const SWITCH = "const DIMS = true;";
+// the switches runtime.js declares once; the static runtime is the source with them false
+const SWITCH = "const DIMS = true, MATRICES = true;";
 
 const source = fs.readFileSync(new URL("runtime.js", templates), "utf8");
 const hash = crypto.createHash("sha256").update(source).digest("hex");
 if (source.split(SWITCH).length !== 2) {
-  console.error(`scripts/minify_runtime.mjs: templates/runtime.js must declare \`${SWITCH}\` exactly once (the dims code's switch).`);
+  console.error(`scripts/minify_runtime.mjs: templates/runtime.js must declare \`${SWITCH}\` exactly once (the switches of the dims and subgroup-matrix code).`);
   process.exit(2);
 }
 const variants = [
   ["runtime.min.js", source, ""],
-  ["runtime.static.min.js", source.replace(SWITCH, "const DIMS = false;"), " with DIMS = false"],
+  ["runtime.static.min.js", source.replace(SWITCH, "const DIMS = false, MATRICES = false;"), " with DIMS = MATRICES = false"],
 ];
 let stale = false;
 for (const [name, variant, how] of variants) {
   const { code } = await minify(variant, {
     module: true, // an ES module's top level: its own names may be shortened too
     ecma: 2020,
-    compress: { passes: 2, top_retain: API }, // a false DIMS is inlined and its dead branches dropped
+    compress: { passes: 2, top_retain: API }, // false switches are inlined and their dead branches dropped
     mangle: { reserved: API },
   });
   const text = `// generated from runtime.js (sha256 ${hash})${how} by scripts/minify_runtime.mjs; do not edit\n${code}\n`;

@@ -21,10 +21,11 @@
 // writes the values to the "dims" uniform buffer the kernels read (when they change), computes the
 // workgroup counts and reads the outputs back at their current lengths.
 
-// false in the runtime index.js ships for a model without dims: scripts/minify_runtime.mjs derives
-// runtime.static.min.js with it, where terser drops the code behind it (the dims uniform, inferring
-// dims, { size, per } counts, `when` ranges, sizes with terms; docs/benchmarks.md has the sizes)
-const DIMS = true;
+// both false in the runtime index.js ships for a model without dims and without subgroup-matrix
+// kernels: scripts/minify_runtime.mjs derives runtime.static.min.js with them, where terser drops the
+// code behind them (the dims uniform, inferring dims, { size, per } counts, `when` ranges, sizes with
+// terms; picking the f16m variants; docs/benchmarks.md has the sizes)
+const DIMS = true, MATRICES = true;
 
 const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
 const USAGE_READBACK = 0x01 | 0x08; // MAP_READ | COPY_DST
@@ -112,7 +113,7 @@ async function requestDevice(adapter, program, need) {
   // f16 weights: kernels have a native-f16 variant, and tiled products one on subgroup matrices;
   // ask for the features only when they are there
   const f16 = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16");
-  const matrix = f16 && program.kernels.some((k) => k.f16m) && tensorCores(adapter.features, adapter.info);
+  const matrix = MATRICES && f16 && program.kernels.some((k) => k.f16m) && tensorCores(adapter.features, adapter.info);
   const requiredFeatures = [...(f16 ? ["shader-f16"] : []), ...(matrix ? [MATRIX] : [])];
   return adapter.requestDevice({ requiredLimits: need.limits, requiredFeatures });
 }
@@ -162,7 +163,7 @@ function checkLimits(program, need, limits, whose) {
 // adapter: the one the device came from (undefined for load({ device }))
 function kernelSources(program, device, adapter) {
   const f16 = device.features.has("shader-f16");
-  const matrix = f16 && tensorCores(device.features, adapter ? adapter.info : device.adapterInfo);
+  const matrix = MATRICES && f16 && tensorCores(device.features, adapter ? adapter.info : device.adapterInfo);
   return program.kernels.map((k) => ({ name: k.name, code: (matrix && k.f16m) || (f16 && k.f16) || k.code }));
 }
 

@@ -182,6 +182,13 @@ def test_builds_ship_it_only_where_it_was_measured_faster(monkeypatch):
     for layer in ("conv", "linear_gelu", "stored_edges"):  # a convolution; 414 rows; 300 rows, K 272
         assert not matrix_kernels(compiled_layer(layer)[0]), layer
 
+
+def test_only_a_build_carrying_it_ships_the_runtime_that_picks_it(tmp_path):
+    """index.js ships the whole runtime for a model with f16m kernels, the static one otherwise."""
+    for precision, picks in (("f16", True), ("f32", False)):
+        index = (compiled_layer("bert_ffn", precision)[0].write(tmp_path / precision) / "index.js").read_text()
+        assert ("chromium-experimental-subgroup-matrix" in index) == picks, precision
+
 @pytest.mark.browser
 def test_chromium_without_subgroup_matrices_runs_the_f32_variant(tmp_path):
     compiled, config, inputs, _ = compiled_layer("split_k")

@@ -24,6 +24,7 @@ REGENERATE = ("templates/runtime.js changed since templates/runtime.min.js and r
               "`node scripts/minify_runtime.mjs` (terser comes with `cd tests/browser && npm ci`) and commit them")
 # what only the dims code reads: the dims uniform's buffer kind, the class program's dims, { size, per }
 DIMS_CODE = ['"dims"', ".dims", ".per"]
+MATRIX_CODE = ["chromium-experimental-subgroup-matrix", "subgroupMatrixConfigs"]  # picking the f16m variants
 
 
 def assert_parses(tmp_path, code):
@@ -48,12 +49,12 @@ def test_the_shipped_runtime_is_the_minified_one_and_keeps_every_message(tmp_pat
     # change the quotes)
     messages = re.findall(r'`(kuma: [^`$]*)', template) + re.findall(r'"(kuma: [^"]*)"', template)
     assert len(messages) > 20
-    for shipped in (shipped_runtime(dims=True), shipped_runtime(dims=False)):
+    for shipped in (shipped_runtime(full=True), shipped_runtime(full=False)):
         assert_parses(tmp_path, shipped)
         assert "\n" not in shipped.strip() and len(shipped) < 0.6 * len(template)
         for message in messages:
             assert message in shipped, message
-    assert all(code in shipped_runtime(dims=True) and code not in shipped_runtime(dims=False) for code in DIMS_CODE)
+    assert all(code in shipped_runtime(full=True) and code not in shipped_runtime(full=False) for code in DIMS_CODE + MATRIX_CODE)
 
 
 def test_a_model_without_dims_ships_the_runtime_without_the_dims_code(tmp_path):
@@ -66,8 +67,8 @@ def test_a_model_without_dims_ships_the_runtime_without_the_dims_code(tmp_path):
     for config in (static, dynamic):
         index = (compile_module(module, config).write(tmp_path) / "index.js").read_text()
         runtimes[config.name] = index.split(f"const program = {PROGRAM_START}")[0]
-    assert runtimes["static"].endswith(shipped_runtime(dims=False) + "\n")
-    assert runtimes["dynamic"].endswith(shipped_runtime(dims=True) + "\n")
+    assert runtimes["static"].endswith(shipped_runtime(full=False) + "\n")
+    assert runtimes["dynamic"].endswith(shipped_runtime(full=True) + "\n")
     for code in DIMS_CODE:
         assert code not in runtimes["static"] and code in runtimes["dynamic"], code
 
@@ -75,16 +76,16 @@ def test_a_model_without_dims_ships_the_runtime_without_the_dims_code(tmp_path):
 def test_a_stale_minified_runtime_is_never_shipped(tmp_path):
     for name in ("runtime.js", "runtime.min.js", "runtime.static.min.js"):
         shutil.copy(TEMPLATES / name, tmp_path / name)
-    for dims in (True, False):
-        assert shipped_runtime(tmp_path, dims) == shipped_runtime(dims=dims)
+    for full in (True, False):
+        assert shipped_runtime(tmp_path, full) == shipped_runtime(full=full)
     edited = (TEMPLATES / "runtime.js").read_text().replace("const CONCURRENCY = ", "const CONCURRENCY = 1 + ")
     (tmp_path / "runtime.js").write_text(edited)
-    for dims in (True, False):  # the whole runtime, which runs a model without dims too
-        assert shipped_runtime(tmp_path, dims) == stripped_runtime(edited) and "CONCURRENCY = 1 + " in shipped_runtime(tmp_path, dims)
+    for full in (True, False):  # the whole runtime, which runs a model without dims too
+        assert shipped_runtime(tmp_path, full) == stripped_runtime(edited) and "CONCURRENCY = 1 + " in shipped_runtime(tmp_path, full)
     (tmp_path / "runtime.min.js").unlink()
     (tmp_path / "runtime.static.min.js").unlink()
-    for dims in (True, False):
-        assert shipped_runtime(tmp_path, dims) == stripped_runtime(edited)
+    for full in (True, False):
+        assert shipped_runtime(tmp_path, full) == stripped_runtime(edited)
 
 
 def test_the_stripped_runtime_parses_and_is_smaller(tmp_path):

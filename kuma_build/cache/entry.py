@@ -26,7 +26,7 @@ import json
 import re
 
 from kuma_build.devices import DEVICE_CLASSES
-from kuma_build.jsmodule import TS_ARRAY, render_class_js, render_dts, render_js
+from kuma_build.jsmodule import TS_ARRAY, needs_full_runtime, render_class_js, render_dts, render_js
 from kuma_build.outfolder import chunk_file, class_file, join_program, program_from_js
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -78,15 +78,15 @@ def check_files(entry: dict, files: dict[str, bytes], model) -> None:
     try:
         shared = program_from_js(files["index.js"].decode())
         manifest = json.loads(files["manifest.json"])
-        js, dts = render_js(shared).encode(), render_dts(shared).encode()
-        if files["index.js"] != js or files["index.d.ts"] != dts:
-            raise BadEntry("has an index.js or index.d.ts that is not Kuma's rendering of its program")
         names = shared["classes"]
         if not names or len(set(names)) != len(names) or not set(names) <= set(DEVICE_CLASSES) or \
                 set(manifest.get("classes", {})) != set(names):
             raise BadEntry("names device classes that no build makes")
-        for name in names:
-            part = program_from_js(files[class_file(name)].decode())
+        parts = {name: program_from_js(files[class_file(name)].decode()) for name in names}
+        js, dts = render_js(shared, needs_full_runtime(shared, parts)).encode(), render_dts(shared).encode()
+        if files["index.js"] != js or files["index.d.ts"] != dts:
+            raise BadEntry("has an index.js or index.d.ts that is not Kuma's rendering of its program")
+        for name, part in parts.items():
             if files[class_file(name)] != render_class_js(part).encode():
                 raise BadEntry(f"has a {class_file(name)} that is not Kuma's rendering of its program")
             _check_program(join_program(shared, part), name, manifest, entry, model)
