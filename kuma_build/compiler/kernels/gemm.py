@@ -47,9 +47,10 @@ from kuma_build.compiler.kernels.wgsl import block, indent
 STEP, SIDE = 16, 16  # K per stage; threads per workgroup side (16 x 16 = 256)
 STEP_LATENCY = 256  # the fixed cost of a K step (barriers, memory latency), in a thread's FMAs
 # a partial sum's trip through memory (the product writes it, the sum reads it) in cost units: the
-# H200 sweep of BERT's and ViT's linear layers (docs/performance.md, item 4) fits about 0.005; a
-# fit over measured tiles and splits only, 0.003 kept the picks among the measured ones and took
-# the twelve products from 1009 to 846 us (the best measured: 766)
+# H200 sweep of BERT's and ViT's linear layers (docs/performance.md, item 4) fits about 0.005;
+# 0.003 keeps most picks among the tiles and splits it measured (with DeviceClass.small_tile_occupancy,
+# 521 us summed over the eight shapes whose pick it measured, the best there 511; the model without
+# either picked 1009 us over all twelve, the best 766)
 SPLIT_TRAFFIC = 0.003
 MIN_SPLIT_STEPS = 4  # K steps each slice keeps at least
 THIN = 8  # at most this many rows or columns: the thin kernel
@@ -130,8 +131,8 @@ class Gemm:
 
 
 def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int) -> float:
-    """Estimated time of the tiled kernel: waves of device.parallel workgroups, each running its
-    K steps; a step costs its thread's FMAs and workgroup-memory reads, its share of the global
+    """Estimated time of the tiled kernel: waves of the workgroups in flight (device.parallel, more
+    for small tiles: small_tile_occupancy), each running its K steps; a step costs its thread's FMAs and workgroup-memory reads, its share of the global
     loads and a fixed latency (barriers, memory). Splitting K adds a dispatch that sums the partials
     and the partials' trip through memory (written, then read by the sum)."""
     groups = batch * ceil(rows / tm) * ceil(cols / tn) * splits
