@@ -45,7 +45,7 @@ here, since nothing writes the staged tiles between a step's loads and its multi
 weights ever.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import ceil
 
 from kuma_build.compiler.ir.sizes import Sym, ceil_div_count, max_value, wgsl as u32
@@ -282,6 +282,7 @@ def worthwhile(g: Gemm) -> bool:
 def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     """(directives, WGSL after the bindings, workgroup counts) of g's product on subgroup matrices,
     or None when its tile has too few blocks. g is the product the tiled kernel computes (not `half`)."""
+    g = replace(g, load_a_pair=None, load_b_pair=None)  # its bindings are native f16: no u32 words to pair
     tm, tn = choose_tile(g)
     grid = block_grid(tm, tn)
     if tm % MATRIX or tn % MATRIX or grid is None:

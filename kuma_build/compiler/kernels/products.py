@@ -72,7 +72,7 @@ def one_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
     half = functions + gemm_code(replace(g, half=True))[0] if reads_f16 else None
     matrix = None  # and, for the tiled kernel's products, one on subgroup matrices
     if reads_f16 and not g.device.register_gemm and not is_thin(g) and worthwhile(g):
-        on_matrices = matrix_tiled(replace(g, load_a_pair=None, load_b_pair=None))  # native f16 bindings: no u32 words to pair
+        on_matrices = matrix_tiled(g)
         if on_matrices:
             directives, body, counts = on_matrices
             assert counts == workgroups  # the plan's dispatch serves every variant
