@@ -48,7 +48,7 @@ TRANSFORMERS = [(f"{model} M{m} {name} {k}x{n}", m, k, n) for model, m in (("ber
                 for name, k, n in LINEARS]
 FULL_GRID_ROWS = (128, 512)  # ViT's 197 rows: only the knob grid (each tile at its split)
 TILES = [(32, 32), (32, 64), (64, 64), (64, 128), (128, 64), (128, 128)]
-TRANSFORMER_TILES = [(64, 64), (64, 128), (128, 64), (128, 128)]
+TRANSFORMER_TILES = [(32, 64), (64, 32), (64, 64), (64, 128), (128, 64), (128, 128)]
 SPLITS = [1, 2, 4, 8, 16, 32]
 HEAT_SECONDS = 0.2  # of GPU work before each timing: an idle H100 drops its SM clock to 345 MHz
 TIMED_SECONDS = 0.1  # of back-to-back runs timed per variant
