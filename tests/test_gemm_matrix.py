@@ -203,11 +203,14 @@ def test_only_f16_weight_tiled_products_of_enough_blocks_carry_it():
 
 
 def test_builds_ship_it_only_where_it_was_measured_faster(monkeypatch):
-    """gemm_matrix.worthwhile: a linear layer of rows in whole blocks and a long K (BERT's shape),
-    not a convolution, rows off the blocks or a short K."""
+    """gemm_matrix.worthwhile: a linear layer of a long K (BERT's shape) whose rows are whole blocks
+    or whose results go straight to the output (ViT's 197 tokens, split), not a convolution, a
+    short K, nor rows off the blocks finished through workgroup memory."""
     monkeypatch.setattr(gemm_matrix, "ONLY_WHERE_FASTER", True)
-    assert matrix_kernels(compiled_layer("bert_ffn")[0])  # 128 rows, K 768
-    for layer in ("conv", "linear_gelu", "stored_edges"):  # a convolution; 414 rows; 300 rows, K 272
+    for layer in ("bert_ffn", "vit_tokens", "few_tokens"):  # 128 rows, K 768; 197 rows, K 768, the last tile shifted; 37, K 600, clamped
+        assert matrix_kernels(compiled_layer(layer)[0]), layer
+    # a convolution; 414 rows and a GELU; 300 rows, K 272; 37 k-major rows (no clamp) of K 600
+    for layer in ("conv", "linear_gelu", "stored_edges", "few_tokens_transposed"):
         assert not matrix_kernels(compiled_layer(layer)[0]), layer
 
 

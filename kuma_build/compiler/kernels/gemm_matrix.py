@@ -280,20 +280,27 @@ def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int, registers) -> in
 
 # where the matrix kernel beat the FMA kernels on the H200 (docs/performance.md, 08:07 UTC, each
 # dispatch against the same build's f16 FMA kernel): linear layers, whose f16 weight is the right
-# operand loaded straight from storage, with rows a multiple of 16 (partial sums stored straight to
-# the output) and a K of at least 384 (BERT's, GPT-2's: 27 vs 37 us a product). Slower: implicit-GEMM
-# convolutions (their input staged through coordinate arithmetic; ResNet-50 1400 vs 1288 us), rows
-# not a multiple of 16 (ViT's 197, ConvNeXt's 196 and 49: up to 1.3x) and a K of 96 (1.3x)
+# operand loaded straight from storage, with rows a multiple of 16 and a K of at least 384 (BERT's,
+# GPT-2's: 27 vs 37 us a product, their partial sums stored straight to the output). Slower:
+# implicit-GEMM convolutions (their input staged through coordinate arithmetic; ResNet-50 1400 vs
+# 1288 us), a K of 96 (1.3x), and rows not a multiple of 16 (ViT's 197, ConvNeXt's 196 and 49: up
+# to 1.3x) while their split products' partial sums went through workgroup memory, two barriers a
+# result matrix for a slice of K of 96 to 384; now they go straight to the output too (stores_sum),
+# as BERT's, and ship (not measured yet). An unsplit product finishing through workgroup memory
+# (BERT-512's bias and GELU, K 768 a workgroup) was faster in whole blocks and keeps the variant.
 MIN_DEPTH = 384
 ONLY_WHERE_FASTER = True  # tests set False to run the kernel on every shape it can take
 
 
 def worthwhile(g: Gemm) -> bool:
-    """Whether a build ships g's product on subgroup matrices (see MIN_DEPTH's comment)."""
+    """Whether a build ships g's product on subgroup matrices (see MIN_DEPTH's comment): a linear
+    layer of a fixed row count and a K of at least MIN_DEPTH, whose rows are whole blocks or whose
+    results go straight to the output."""
     if not ONLY_WHERE_FASTER:
         return True
-    rows, depth = max_value(g.rows), max_value(g.depth)
-    return g.stored_b is not None and not isinstance(g.rows, Sym) and rows % MATRIX == 0 and depth >= MIN_DEPTH
+    if g.stored_b is None or isinstance(g.rows, Sym) or max_value(g.depth) < MIN_DEPTH:
+        return False
+    return g.rows % MATRIX == 0 or stores_sum(g, choose_tile(g)[0], g.a_k_contiguous) is not None
 
 
 def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
