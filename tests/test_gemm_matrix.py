@@ -203,13 +203,13 @@ def test_only_f16_weight_tiled_products_of_enough_blocks_carry_it():
 
 
 def test_builds_ship_it_only_where_it_was_measured_faster(monkeypatch):
-    """gemm_matrix.worthwhile: a linear layer of a long K (BERT's shape) whose rows are whole blocks
-    or whose results go straight to the output (ViT's 197 tokens, split), not a convolution, a
-    short K, nor rows off the blocks finished through workgroup memory."""
+    """gemm_matrix.worthwhile: a linear layer of a long K (BERT's shape), its partial sums stored
+    straight to the output (also ViT's 197 tokens), not a convolution, a short K, nor partial sums
+    through workgroup memory."""
     monkeypatch.setattr(gemm_matrix, "ONLY_WHERE_FASTER", True)
     for layer in ("bert_ffn", "vit_tokens", "few_tokens"):  # 128 rows, K 768; 197 rows, K 768, the last tile shifted; 37, K 600, clamped
         assert matrix_kernels(compiled_layer(layer)[0]), layer
-    # a convolution; 414 rows and a GELU; 300 rows, K 272; 37 k-major rows (no clamp) of K 600
+    # a convolution; K 40; K 272; 37 k-major rows (no clamp), 8 slices of K 600 through workgroup memory
     for layer in ("conv", "linear_gelu", "stored_edges", "few_tokens_transposed"):
         assert not matrix_kernels(compiled_layer(layer)[0]), layer
 

@@ -280,27 +280,26 @@ def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int, registers) -> in
 
 # where the matrix kernel beat the FMA kernels on the H200 (docs/performance.md, 08:07 UTC, each
 # dispatch against the same build's f16 FMA kernel): linear layers, whose f16 weight is the right
-# operand loaded straight from storage, with rows a multiple of 16 and a K of at least 384 (BERT's,
-# GPT-2's: 27 vs 37 us a product, their partial sums stored straight to the output). Slower:
+# operand loaded straight from storage, with a K of at least 384 (BERT's, GPT-2's: 27 vs 37 us a
+# product, split, their partial sums stored straight to the output; BERT-512's unsplit ones, which
+# finish their bias and GELU through workgroup memory after a K of 768, were faster too). Slower:
 # implicit-GEMM convolutions (their input staged through coordinate arithmetic; ResNet-50 1400 vs
-# 1288 us), a K of 96 (1.3x), and rows not a multiple of 16 (ViT's 197, ConvNeXt's 196 and 49: up
-# to 1.3x) while their split products' partial sums went through workgroup memory, two barriers a
-# result matrix for a slice of K of 96 to 384; now they go straight to the output too (stores_sum),
-# as BERT's, and ship (not measured yet). An unsplit product finishing through workgroup memory
-# (BERT-512's bias and GELU, K 768 a workgroup) was faster in whole blocks and keeps the variant.
+# 1288 us), a K of 96 (1.3x), and split products whose partial sums went through workgroup memory
+# (two barriers a result matrix after a slice of K of 96 to 384: ViT's 197 rows, ConvNeXt's 196
+# and 49, up to 1.3x); those now go straight to the output too (stores_sum) and ship (not measured yet)
 MIN_DEPTH = 384
 ONLY_WHERE_FASTER = True  # tests set False to run the kernel on every shape it can take
 
 
 def worthwhile(g: Gemm) -> bool:
     """Whether a build ships g's product on subgroup matrices (see MIN_DEPTH's comment): a linear
-    layer of a fixed row count and a K of at least MIN_DEPTH, whose rows are whole blocks or whose
-    results go straight to the output."""
+    layer of a fixed row count and a K of at least MIN_DEPTH, unsplit or with its partial sums
+    stored straight to the output."""
     if not ONLY_WHERE_FASTER:
         return True
     if g.stored_b is None or isinstance(g.rows, Sym) or max_value(g.depth) < MIN_DEPTH:
         return False
-    return g.rows % MATRIX == 0 or stores_sum(g, choose_tile(g)[0], g.a_k_contiguous) is not None
+    return g.splits == 1 or stores_sum(g, choose_tile(g)[0], g.a_k_contiguous) is not None
 
 
 def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
