@@ -6,7 +6,8 @@ builtins runs on lavapipe against PyTorch (on the same f16-rounded weights): odd
 tiles and K steps, split K, a batch, bias and fused epilogues, each operand layout the staging
 handles, weights' left and right matrices (row- and column-major) loaded straight from storage,
 ahead or at a step's start, with edge tiles and steps past a K slice, a group's weights, partial
-sums stored straight to the output, a dim's rows. The kernel builds ship differs from the emulated one only in the lines calling a
+sums stored straight to the output (also of rows off the blocks: the last tile shifted, or the last
+block clamped in a product of fewer rows than the tile), a dim's rows. The kernel builds ship differs from the emulated one only in the lines calling a
 primitive, so the indexing tested is the indexing shipped, and Chromium (no subgroup matrices)
 runs the f32 variant of a build carrying it. Only f16-weight products of the "gpu"
 class's tiled kernel with enough blocks carry the variant; f32 builds are as before.
@@ -55,6 +56,24 @@ class WeightLeft(nn.Module):  # W @ x^T: B's k are neighbours in memory: column-
         return self.weight @ x.transpose(0, 1)
 
 
+class Residual(nn.Module):  # x + a linear layer of x: the bias and the residual added to the split's partials
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(384, 384)
+
+    def forward(self, x):
+        return x + self.fc(x)
+
+
+class TokensTransposed(nn.Module):  # x^T @ W: A's rows are its neighbours in memory, a block per staged k line
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(600, 2048))
+
+    def forward(self, x):
+        return x.transpose(0, 1) @ self.weight
+
+
 class SharedTransposed(nn.Module):  # x @ W^T with W^T broadcast over the batch: a view, read in place: column-major right matrices from storage
     def __init__(self):
         super().__init__()
@@ -78,6 +97,12 @@ LAYERS = {  # module, inputs; the comments say the product's (batch, rows, cols,
     "conv": (lambda: nn.Conv2d(64, 128, 3, padding=1), lambda: [torch.randn(1, 64, 28, 28)]),  # 1 128 784 576, 64x64
     "grouped_conv": (lambda: nn.Conv2d(64, 128, 3, padding=1, groups=2), lambda: [torch.randn(1, 64, 28, 28)]),  # 2 64 784 288, 4 slices: a group's weight rows after the last's
     "bert_ffn": (lambda: nn.Linear(768, 3072), lambda: [torch.randn(128, 768)]),  # 128x128: 8 blocks a subgroup, 16 KB staged
+    # rows off the blocks, partial sums straight to the output (gemm_matrix.stores_sum)
+    "vit_tokens": (lambda: nn.Linear(768, 384), lambda: [torch.randn(1, 197, 768)]),  # 197 384 768, 8 slices, 64x64: the last tile shifted
+    "residual_tokens": (Residual, lambda: [torch.randn(1, 197, 384)]),  # 197 384 384, 4 slices, 32x64
+    "odd_depth": (lambda: nn.Linear(200, 768, bias=False), lambda: [torch.randn(200, 200)]),  # 200 768 200, 2 slices of 112 and 88, staged weight
+    "few_tokens": (lambda: nn.Linear(600, 2048), lambda: [torch.randn(1, 37, 600)]),  # 37 2048 600, 8 slices, 64x64: the last block clamped
+    "few_tokens_transposed": (TokensTransposed, lambda: [torch.randn(600, 37)]),  # the same through workgroup memory (no clamp on k-major staging)
 }
 
 
@@ -138,6 +163,9 @@ def without_emulation_helpers(lines: list[str]) -> list[str]:
     ("transposed_input", ("&tile_a,", "&tile_b,", "&tile_c,")),  # both staged, results through workgroup memory
     ("weight_left", ("&in0,", "&tile_b,", "&tile_c,")),  # the weight's left matrices from storage
     ("bert_ffn", ("&tile_a,", "&in1,", "&out,")),  # the weight's right matrices from storage, partials straight to the output
+    ("vit_tokens", ("&tile_a,", "&in1,", "&out,")),  # rows off the blocks: the last tile shifted, still straight to the output
+    ("few_tokens", ("&tile_a,", "&tile_b,", "&out,")),  # fewer rows than the tile: the last block clamped
+    ("few_tokens_transposed", ("&tile_a,", "&tile_b,", "&tile_c,")),  # k-major rows: no clamp, results through workgroup memory
 ])
 def test_shipped_kernel_differs_from_the_emulated_one_only_in_the_primitives(layer, arrays, monkeypatch):
     real = matrix_kernels(compiled_layer(layer)[0])[0]["f16m"]
@@ -175,11 +203,14 @@ def test_only_f16_weight_tiled_products_of_enough_blocks_carry_it():
 
 
 def test_builds_ship_it_only_where_it_was_measured_faster(monkeypatch):
-    """gemm_matrix.worthwhile: a linear layer of rows in whole blocks and a long K (BERT's shape),
-    not a convolution, rows off the blocks or a short K."""
+    """gemm_matrix.worthwhile: a linear layer of a long K (BERT's shape), its partial sums stored
+    straight to the output (also ViT's 197 tokens), not a convolution, a short K, nor partial sums
+    through workgroup memory."""
     monkeypatch.setattr(gemm_matrix, "ONLY_WHERE_FASTER", True)
-    assert matrix_kernels(compiled_layer("bert_ffn")[0])  # 128 rows, K 768
-    for layer in ("conv", "linear_gelu", "stored_edges"):  # a convolution; 414 rows; 300 rows, K 272
+    for layer in ("bert_ffn", "vit_tokens", "few_tokens"):  # 128 rows, K 768; 197 rows, K 768, the last tile shifted; 37, K 600, clamped
+        assert matrix_kernels(compiled_layer(layer)[0]), layer
+    # a convolution; K 40; K 272; 37 k-major rows (no clamp), 8 slices of K 600 through workgroup memory
+    for layer in ("conv", "linear_gelu", "stored_edges", "few_tokens_transposed"):
         assert not matrix_kernels(compiled_layer(layer)[0]), layer
 
 

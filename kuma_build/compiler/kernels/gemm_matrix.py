@@ -26,7 +26,9 @@ Where the matrices come from (Operand):
 
 A step's last matrices along k that lie past the slice or K (K not a multiple of the step) are
 skipped. The results of a product that stores its sums as they are (a split product's partials,
-stores_sum) go straight to the output, a whole result matrix at a time; otherwise each subgroup
+stores_sum) go straight to the output, a whole result matrix at a time, also where the rows are
+not whole matrices (ViT's 197 tokens): the last tile of rows is shifted back to end at the last
+row, or, in a product of fewer rows than the tile, its last block; otherwise each subgroup
 stores its result matrices one at a time into its own MATRIX x MATRIX slice of f32 workgroup
 memory, and each of its invocations finishes 8 of the elements through gemm_put (alpha, bias, fused
 epilogue, bounds), as the tiled kernel finishes its own. The products of f16 values are exact in
@@ -223,13 +225,28 @@ def stored(s: Stored | None, wide, depth) -> Stored | None:
     return s if min(s.wide_stride, s.k_stride) == 1 and line >= MATRIX and line % PAD == 0 else None
 
 
-def stores_sum(g: Gemm) -> bool:
-    """Whether results go to `out` as they are (no alpha, bias or epilogue: a split product's
-    partials), in whole matrices (rows and columns multiples of MATRIX): then each result matrix
-    is stored straight to the output, else through workgroup memory and gemm_put."""
+def stores_sum(g: Gemm, tm: int, k_inner: bool) -> str | None:
+    """How results go to `out` as they are (no alpha, bias or epilogue: a split product's partials),
+    a whole result matrix at a time, with no bounds but the columns' (a multiple of MATRIX), or
+    None (then through workgroup memory and gemm_put, element by element). Rows, a fixed count of
+    at least MATRIX, stay whole result matrices:
+
+    - "whole": a multiple of MATRIX (blocks past the last row are not stored);
+    - "shift" (more rows than the tile tm): the last tile of rows starts at rows - tm rather than
+      past the last whole tile, so its blocks end at the last row. It computes rows that the tile
+      before it computes too (where unshifted it computed zeros: the same work) and stores the
+      blocks holding rows of its own, one of them overlapping the tile before by fewer than
+      MATRIX rows, which both write with the same sums (the same operands in the same order);
+    - "clamp" (fewer rows than the tile: one tile of rows): the last block starts at rows - MATRIX
+      of the staged tile, overlapping the block before it; only where the staged rows are the
+      tile's lines (k_inner: an odd row still starts a line 16 bytes aligned, as matrix loads want)."""
     lines, value = g.finish("total", "batch", "r", "c")
     plain = (lines, value) in (([], "total"), (["let value = total;"], "value"))
-    return plain and all(isinstance(x, int) and x % MATRIX == 0 for x in (g.rows, g.cols))
+    if not plain or not isinstance(g.cols, int) or g.cols % MATRIX or not isinstance(g.rows, int) or g.rows < MATRIX:
+        return None
+    if g.rows % MATRIX == 0:
+        return "whole"
+    return "shift" if g.rows > tm else "clamp" if k_inner else None
 
 
 def span(g: Gemm) -> int:
@@ -263,20 +280,26 @@ def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int, registers) -> in
 
 # where the matrix kernel beat the FMA kernels on the H200 (docs/performance.md, 08:07 UTC, each
 # dispatch against the same build's f16 FMA kernel): linear layers, whose f16 weight is the right
-# operand loaded straight from storage, with rows a multiple of 16 (partial sums stored straight to
-# the output) and a K of at least 384 (BERT's, GPT-2's: 27 vs 37 us a product). Slower: implicit-GEMM
-# convolutions (their input staged through coordinate arithmetic; ResNet-50 1400 vs 1288 us), rows
-# not a multiple of 16 (ViT's 197, ConvNeXt's 196 and 49: up to 1.3x) and a K of 96 (1.3x)
+# operand loaded straight from storage, with a K of at least 384 (BERT's, GPT-2's: 27 vs 37 us a
+# product, split, their partial sums stored straight to the output; BERT-512's unsplit ones, which
+# finish their bias and GELU through workgroup memory after a K of 768, were faster too). Slower:
+# implicit-GEMM convolutions (their input staged through coordinate arithmetic; ResNet-50 1400 vs
+# 1288 us), a K of 96 (1.3x), and split products whose partial sums went through workgroup memory
+# (two barriers a result matrix after a slice of K of 96 to 384: ViT's 197 rows, ConvNeXt's 196
+# and 49, up to 1.3x); those now go straight to the output too (stores_sum) and ship (not measured yet)
 MIN_DEPTH = 384
 ONLY_WHERE_FASTER = True  # tests set False to run the kernel on every shape it can take
 
 
 def worthwhile(g: Gemm) -> bool:
-    """Whether a build ships g's product on subgroup matrices (see MIN_DEPTH's comment)."""
+    """Whether a build ships g's product on subgroup matrices (see MIN_DEPTH's comment): a linear
+    layer of a fixed row count and a K of at least MIN_DEPTH, unsplit or with its partial sums
+    stored straight to the output."""
     if not ONLY_WHERE_FASTER:
         return True
-    rows, depth = max_value(g.rows), max_value(g.depth)
-    return g.stored_b is not None and not isinstance(g.rows, Sym) and rows % MATRIX == 0 and depth >= MIN_DEPTH
+    if g.stored_b is None or isinstance(g.rows, Sym) or max_value(g.depth) < MIN_DEPTH:
+        return False
+    return g.splits == 1 or stores_sum(g, choose_tile(g)[0], g.a_k_contiguous) is not None
 
 
 def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
@@ -289,7 +312,7 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
         return None
     a = Operand("left", "a", tm, stored(g.stored_a, g.rows, g.depth), g.a_k_contiguous)
     b = Operand("right", "b", tn, stored(g.stored_b, g.cols, g.depth), not g.cols_contiguous)
-    direct_out = stores_sum(g)
+    direct_out = stores_sum(g, tm, a.k_inner)  # else None
     per_rows, per_cols = tm // MATRIX // grid[0], tn // MATRIX // grid[1]  # blocks per subgroup
     blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
     staged = [o for o in (a, b) if not o.stored]
@@ -376,6 +399,8 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
                          f"{wide_size[o.name] - MATRIX}u) * {wide_stride}u;" for i in range(per_subgroup[o.name])]
     prologue += [line for o in loaded_ahead for line in direct(o, "k_begin", True)]
     prologue += [f"var acc_{i}_{j} = {p.zero()};" for i, j in blocks]
+    if direct_out == "clamp":  # each block's first row in the staged tile, the last one's ending at the last row
+        prologue += [f"let ra{i} = min((block_row + {i}u) * {MATRIX}u, {g.rows - MATRIX}u);" for i in range(per_rows)]
 
     body = [f"let c{o.name}_{kk}_{i} = {from_storage(o, i, f'k0 + {kk * MATRIX}u')};" for o in loaded_at_start for kk in kks for i in range(per_subgroup[o.name])]
     body += [f"stage_{o.name}({thread(n)}, f{o.name}{n});" for o in staged for n in range(fetches[o.name])]
@@ -383,18 +408,22 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     body += [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in loaded_ahead for kk in kks for i in range(per_subgroup[o.name])]
     body += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + [line for o in loaded_ahead for line in direct(o, f"k0 + {step}u", False)])
     for kk in kks:
-        wide_offset = lambda o, i: f"({first[o.name]} + {i}u) * {MATRIX * o.strides(step)[0]}u + {kk * MATRIX * o.strides(step)[1]}u"
+        def wide_offset(o: Operand, i: int) -> str:
+            wide = f"ra{i} * {o.strides(step)[0]}u" if o.name == "a" and direct_out == "clamp" else f"({first[o.name]} + {i}u) * {MATRIX * o.strides(step)[0]}u"
+            return f"{wide} + {kk * MATRIX * o.strides(step)[1]}u"
         lines = [f"let {o.name}{i} = {o.load(p, f'tile_{o.name}', wide_offset(o, i), step)};" for o in staged for i in range(per_subgroup[o.name])]
         lines += [f"acc_{i}_{j} = {p.multiply_add(matrix(a, kk, i), matrix(b, kk, j), f'acc_{i}_{j}')};" for i, j in blocks]
         body += block("" if kk == 0 or whole else f"if (k0 + {kk * MATRIX}u < k_end)", lines)
     body += ["workgroupBarrier();"] if staged else []
 
     finish = []
-    if direct_out:  # each result matrix inside the output straight to it (the others are past it)
+    if direct_out:  # each result matrix holding rows of its own straight to the output (stores_sum)
+        own = f"r + {MATRIX}u > wg.y * {tm}u" if direct_out == "shift" else f"r < {g.rows}u"  # past the tile before; not past the rows
+        at = f"min(r, {g.rows - MATRIX}u)" if direct_out == "clamp" else "r"
         for i, j in blocks:
             finish += block("", [f"let r = row0 + (block_row + {i}u) * {MATRIX}u;", f"let c = col0 + (block_col + {j}u) * {MATRIX}u;",
-                                 *block(f"if (r < {g.rows}u && c < {g.cols}u)",
-                                        [p.store("out", f"(wg.z * {g.rows}u + r) * {g.cols}u + c", f"acc_{i}_{j}", False, f"{g.cols}u")])])
+                                 *block(f"if ({own} && c < {g.cols}u)",
+                                        [p.store("out", f"(wg.z * {g.rows}u + {at}) * {g.cols}u + c", f"acc_{i}_{j}", False, f"{g.cols}u")])])
     else:  # each result matrix through the subgroup's slice of tile_c, then finished element by element
         for i, j in blocks:
             finish += [p.store("tile_c", f"sg * {MATRIX * MATRIX}u", f"acc_{i}_{j}", False, f"{MATRIX}u"), "workgroupBarrier();",
@@ -412,6 +441,7 @@ fn gemm_finish(batch: u32, slot: u32, r0: u32, c0: u32, li: u32) {{
 {indent(puts)}
 }}
 """
+    row0 = f"min(wg.y * {tm}u, {g.rows - tm}u);  // the last tile ends at the last row" if direct_out == "shift" else f"wg.y * {tm}u;"
     memory = [f"var<workgroup> tile_{o.name}: array<f16, {o.staged(step)}>;" for o in staged]
     memory += [] if direct_out else [f"var<workgroup> tile_c: array<f32, {SUBGROUPS * MATRIX * MATRIX}>;"]
     code = functions(g) + "\n" + "\n".join(helpers) + "\n" + p.helpers() + gemm_finish + "\n" + "\n".join(memory) + f"""
@@ -421,7 +451,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let batch = wg.z % {u32(g.batch)};
   let k_begin = (wg.z / {u32(g.batch)}) * {g.span()};
   let k_end = min(k_begin + {g.span()}, {u32(g.depth)});
-  let row0 = wg.y * {tm}u;
+  let row0 = {row0}
   let col0 = wg.x * {tn}u;
   let sg = li / {SUBGROUP}u;
   let block_row = (sg / {grid[1]}u) * {per_rows}u;  // the subgroup's first block row and column in the tile
