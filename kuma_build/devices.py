@@ -54,7 +54,7 @@ class DeviceClass:
     fold_splits: int = 8
     # the same for a reader that reads each element once (a split sum, a norm's row in registers):
     # it reads the slices the dispatch would have read and skips writing and rereading their sum, so
-    # every split folds (BERT's and GPT-2's 16-slice sums of the FFN's down projection into the norm)
+    # every split folds (BERT's 16-slice sums of the feed-forward's down projection, into the norm after)
     fold_splits_once: int = 32
 
 
