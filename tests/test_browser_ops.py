@@ -56,8 +56,10 @@ def test_kernel_family_in_chromium(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["attention_mask", "bmm_broadcast", "causal_attention_long", "conv_channel_blocks_epilogue",
-                                  "conv_groups_dilation", "decode_attention", "grouped_query_attention", "matmul_bias_transposed"])
+                                  "conv_groups_dilation", "decode_attention", "grouped_query_attention", "matmul_bias_transposed",
+                                  "norms", "softmax_middle"])
 def test_gpu_device_class_in_chromium(tmp_path, name):
-    # the kernels tuned for GPUs (implicit-GEMM convolutions, smaller tiles, tiled attention) through Tint too
+    # the kernels tuned for GPUs (implicit-GEMM convolutions, smaller tiles, tiled attention, rows
+    # shared by a workgroup and held in registers) through Tint too
     fn, x_shape, y_shape = CASES[name]
     assert_matches_in_browser(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), out_dir=tmp_path, device="gpu")

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from support import Fn1, assert_matches
 
-# a workgroup per row (gpu) or, with 8 rows or more, a thread per row (cpu)
-pytestmark = pytest.mark.usefixtures("device_class")
+# each test runs for both device classes: a workgroup per row (gpu) or, with 8 rows or more, a
+# thread per row (cpu)
 
 
 REDUCTIONS = {
@@ -20,29 +20,29 @@ DIMS = {"last": {"dim": -1}, "middle": {"dim": 1}, "first_and_last": {"dim": (0,
 @pytest.mark.parametrize("keepdim", [False, True])
 @pytest.mark.parametrize("dims", sorted(DIMS))
 @pytest.mark.parametrize("name", sorted(REDUCTIONS))
-def test_reduce_dims(name, dims, keepdim):
+def test_reduce_dims(name, dims, keepdim, device_class):
     fn, kwargs = REDUCTIONS[name], dict(DIMS[dims])
     if kwargs:
         kwargs["keepdim"] = keepdim
     elif keepdim:
         kwargs = {"dim": (0, 1, 2), "keepdim": True}
-    assert_matches(Fn1(lambda x: fn(x, **kwargs)), torch.randn(3, 37, 5))
+    assert_matches(Fn1(lambda x: fn(x, **kwargs)), torch.randn(3, 37, 5), device=device_class)
 
 
 @pytest.mark.parametrize("length", [37, 300, 1000])
-def test_row_lengths_off_the_workgroup_size(length):
+def test_row_lengths_off_the_workgroup_size(length, device_class):
     fn = lambda x: torch.cat([x.sum(-1), x.mean(-1), x.amax(-1), x.amin(-1)])
-    assert_matches(Fn1(fn), torch.randn(3, length))
+    assert_matches(Fn1(fn), torch.randn(3, length), device=device_class)
 
 
-def test_non_contiguous_and_broadcast_inputs():
+def test_non_contiguous_and_broadcast_inputs(device_class):
     fn = lambda x: (x.transpose(0, 2).sum(1) + x[:, ::2].mean(1).t() + x.permute(1, 2, 0).amax(0)
                     + x[:1].expand(3, 9, 5).sum(1).t())
-    assert_matches(Fn1(fn), torch.randn(3, 9, 5))
+    assert_matches(Fn1(fn), torch.randn(3, 9, 5), device=device_class)
 
 
-def test_more_rows_than_one_grid_dimension():
-    assert_matches(Fn1(lambda x: x.sum(-1)), torch.randn(70000, 3))
+def test_more_rows_than_one_grid_dimension(device_class):
+    assert_matches(Fn1(lambda x: x.sum(-1)), torch.randn(70000, 3), device=device_class)
 
 
 OTHERS = {
@@ -61,8 +61,8 @@ OTHERS = {
 
 
 @pytest.mark.parametrize("name", sorted(OTHERS))
-def test_other_reductions(name):
-    assert_matches(Fn1(OTHERS[name]), torch.randn(4, 37, 6))
+def test_other_reductions(name, device_class):
+    assert_matches(Fn1(OTHERS[name]), torch.randn(4, 37, 6), device=device_class)
 
 
 SOFTMAX = {
@@ -74,7 +74,7 @@ SOFTMAX = {
 
 
 @pytest.mark.parametrize("name", sorted(SOFTMAX))
-def test_softmax(name):
+def test_softmax(name, device_class):
     # large logits: only the max-subtracting form stays finite and accurate
     fn = SOFTMAX[name]
-    assert_matches(Fn1(lambda x: fn(x * 20)), torch.randn(3, 37, 300 if name.endswith("last") else 7))
+    assert_matches(Fn1(lambda x: fn(x * 20)), torch.randn(3, 37, 300 if name.endswith("last") else 7), device=device_class)

@@ -99,10 +99,10 @@ class PostNorm(nn.Module):
     in place by the norm. With `pre_norm`, GPT-2's: the summed stream is read by the norm and by
     the next block's sum as its residual."""
 
-    def __init__(self, depth: int, pre_norm: bool = False):
+    def __init__(self, depth: int, pre_norm: bool = False, width: int = 48):
         super().__init__()
-        self.up, self.down = nn.Linear(48, depth), nn.Linear(depth, 48)
-        self.norm, self.pre_norm = nn.LayerNorm(48), pre_norm
+        self.up, self.down = nn.Linear(width, depth), nn.Linear(depth, width)
+        self.norm, self.pre_norm = nn.LayerNorm(width), pre_norm
 
     def forward(self, x, y):
         stream = x + self.down(F.gelu(self.up(y)))
@@ -111,11 +111,38 @@ class PostNorm(nn.Module):
         return stream + self.down(F.relu(self.up(self.norm(stream))))
 
 
-@pytest.mark.parametrize("depth,pre_norm,kernels", [
-    (512, False, ["matmul", "matmul", "normalize"]),  # 8 slices: summed by the norm
-    (1024, False, ["matmul", "matmul", "split_sum", "normalize"]),  # 16: too many for a norm's three reads
-    (512, True, ["matmul", "matmul", "normalize", "matmul", "matmul", "split_sum"]),  # by the norm and the next sum
+@pytest.mark.parametrize("depth,pre_norm,width,kernels", [
+    (512, False, 48, ["matmul", "matmul", "normalize"]),  # 8 slices: summed by the norm
+    # 16: the norm holds its row in registers (2 values a thread, the second round partial), so it
+    # adds each element's slices once (the up projection's sum, read by a product, stays)
+    (1024, False, 300, ["matmul", "split_sum", "matmul", "normalize"]),
+    (512, True, 48, ["matmul", "matmul", "normalize", "matmul", "matmul", "split_sum"]),  # by the norm and the next sum
 ])
-def test_split_sums_read_in_place(depth, pre_norm, kernels):
-    compiled = assert_matches(PostNorm(depth, pre_norm), torch.randn(21, 48), torch.randn(21, 48), device="gpu")
+def test_split_sums_read_in_place(depth, pre_norm, width, kernels):
+    compiled = assert_matches(PostNorm(depth, pre_norm, width), torch.randn(21, width), torch.randn(21, width), device="gpu")
     assert kernel_names(compiled) == kernels
+
+
+def test_long_sums_stay_before_a_norm_reading_them_three_times():
+    # a norm over all 90 x 48 values: more than 16 a thread, so each pass reads the row from memory
+    # and would add the 16 slices three times
+    block = PostNorm(1024)
+    block.norm = nn.LayerNorm([90, 48])
+    compiled = assert_matches(block, torch.randn(90, 48), torch.randn(90, 48), device="gpu")
+    assert kernel_names(compiled) == ["matmul", "matmul", "split_sum", "normalize"]
+
+
+def test_softmax_reads_split_sums_in_place():
+    # 16 slices and the + 1 of the product's epilogue, summed in the softmax's registers
+    compiled = assert_matches(Fn(lambda x, y: torch.softmax(x @ y + 1, -1)), torch.randn(20, 1200), torch.randn(1200, 30), device="gpu")
+    assert kernel_names(compiled) == ["matmul", "softmax"]
+
+
+def test_bert_layer_sums_its_feed_forward_in_the_norm():
+    # BERT's layer (post-norm, gelu): the attention's output projection and the feed-forward's
+    # 16-slice down projection are summed by the layer norms after them; the sums of the queries,
+    # keys and values (read by the attention) and of the up projection (read by a product) stay
+    layer = nn.TransformerEncoderLayer(256, 4, 1024, dropout=0.0, activation="gelu", batch_first=True)
+    names = kernel_names(assert_matches(layer, torch.randn(1, 21, 256), device="gpu"))
+    assert names.count("normalize") == 2 and names.count("split_sum") == 2
+    assert all(before == "matmul" for before, name in zip(names, names[1:]) if name == "normalize")

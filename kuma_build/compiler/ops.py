@@ -16,9 +16,10 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
     key_splits     (node, device) -> (slices, keys per slice) when passes/split_keys.py should split
                    its keys over workgroups (decode attention), else None
     bias           node -> its bias viewed in the output's shape and the bias's factor, or None
-    fold_sums      its kernel reads each input element about once and can read a split-K product's
-                   partial sums in place (kernels/split_sum.py: fold_sums), so split_k may drop the
-                   split_sum node before it
+    fold_sums      (node, device) -> how many times its kernel reads each element of its inputs; set
+                   when it can read a split-K product's partial sums in place (kernels/split_sum.py:
+                   fold_sums), so split_k may drop the split_sum node before it: a sum of at most
+                   the device's fold_splits_once slices when every reader reads once, else fold_splits
     reads_any_layout  its kernel reads its inputs a row at a time (attention's keys and values along
                    the head dim into registers or workgroup memory, a gather's table rows by id), so
                    a strided view reads about as fast as a contiguous copy: elide_copies points it
@@ -65,7 +66,7 @@ class OpRecord:
     product: Callable[[Node, DeviceClass], tuple[int, int, int, int] | None] = lambda node, device: None
     key_splits: Callable[[Node, DeviceClass], tuple[int, int] | None] = lambda node, device: None
     bias: Callable[[Node], tuple[Value, float] | None] = lambda node: None
-    fold_sums: bool = False
+    fold_sums: Callable[[Node, DeviceClass], int] | None = None
     reads_any_layout: bool = False
     fold_affine: Callable[[Node, Value, torch.Tensor, torch.Tensor], bool] | None = None
     dynamic: Callable[[Node], bool] = lambda node: False
@@ -162,9 +163,10 @@ OPS: dict[str, OpRecord] = {
     "conv2d": OpRecord(conv.lower, conv_flops, weight_dim=conv_weight_dim, epilogue=lambda node: not node.attrs["transposed"],
                        product=lambda node, device: conv.gemm_shape(node) if conv.is_implicit_gemm(node, device) else None,
                        bias=conv_bias, fold_affine=fold_into_conv),
-    "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True, fold_sums=True, dynamic=ANY),
+    "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True,
+                          fold_sums=lambda node, device: rows.row_reads(node, node.attrs["reduced"], device), dynamic=ANY),
     "reduce": OpRecord(rows.lower_reduce, dynamic=ANY),
-    "softmax": OpRecord(rows.lower_softmax, dynamic=ANY),
+    "softmax": OpRecord(rows.lower_softmax, fold_sums=lambda node, device: rows.row_reads(node, 1, device), dynamic=ANY),
     "attention": OpRecord(attention_decode.lower_attention, attention_flops, strided_output=True, reads_any_layout=True,
                           key_splits=attention_decode.split_choice, dynamic=static_head_dims),
     # the slices of a decode attention whose keys passes/split_keys.py split over workgroups
@@ -176,7 +178,7 @@ OPS: dict[str, OpRecord] = {
                        reads_any_layout=True, dynamic=ANY),
     "take": OpRecord(gather.lower_take, dynamic=ANY),
     "pad": OpRecord(gather.lower_pad, dynamic=ANY),
-    "split_sum": OpRecord(split_sum.lower, fold_sums=True, dynamic=ANY),
+    "split_sum": OpRecord(split_sum.lower, fold_sums=lambda node, device: 1, dynamic=ANY),
     "index_put": OpRecord(scatter.lower_index_put, dynamic=ANY),
     "cumsum": OpRecord(scan.lower_cumsum, dynamic=ANY),
     "topk": OpRecord(scan.lower_topk, flops=lambda node: node.inputs[0].numel * node.output.shape[-1],

@@ -29,7 +29,7 @@ def counts(case: dawn_models.Case, target: str) -> Counter:
                          target=target)
     exported, input_names, output_names = export(dawn_models.instantiate(case), config)
     build = compile_for(DEVICE_CLASSES[target], exported, config, input_names, output_names, None)
-    return Counter(build.plan.kernels[k].name for k, _, _ in build.plan.dispatches)
+    return Counter(build.plan.kernels[dispatch[0]].name for dispatch in build.plan.dispatches)
 
 
 def main() -> None:

@@ -7,12 +7,22 @@ strides) and combine their partial results with one shared workgroup tree
 reduction. Softmax and norms make several passes over the row (max or mean
 first) for accuracy, and write a contiguous output in the permuted order.
 
+A row of static length at most ROW_REGISTERS a thread is read from memory
+once: each thread loads its positions into named scalars (x_0, x_1, ...:
+the passes are unrolled, since drivers keep run-time-indexed private arrays
+in slow local memory, kernels/gemm.py) and every pass reads those. Such a
+kernel reads each element once, so a split-K product's sum it reads in
+place (kernels/split_sum.py: fold_sums) adds each element's slices once,
+and passes/split_k.py folds longer sums into it (row_reads). Rows of a
+dynamic length, or longer, loop through memory in each pass.
+
 On the "cpu" device class (DeviceClass.thread_rows) a thread takes a whole row
 instead, when there are rows enough for the cores' SIMD lanes: SwiftShader
 runs a workgroup's threads a few SIMD lanes at a time and switches between
 them at every barrier, which made a 96-long layer norm cost ~85 us a row.
 """
 
+import re
 from math import prod
 
 from kuma_build.compiler.ir.graph import WGSL_TYPE
@@ -36,6 +46,11 @@ REDUCTIONS = {
     "norm1": ("sum", "abs(x)", "t"), "norm2": ("sum", "x * x", "sqrt(t)"), "norm_inf": ("max", "abs(x)", "t"),
 }
 MIN_THREAD_ROWS = 8  # fewer rows than SIMD lanes on two cores: a workgroup per row even on "cpu"
+# values of its row a thread keeps in registers at most: 16 covers hidden sizes up to 4096 at 256
+# threads (BERT's and GPT-2's 768 take 3) and a thread per row of up to 16 ("cpu"); 16 floats with
+# their index arithmetic stay far below a GPU thread's 255 registers, and the unrolled passes stay short
+ROW_REGISTERS = 16
+PASSES = 3  # the passes softmax and the norms make over a row that is not in registers
 
 
 def thread_row_size(rows: int) -> int:
@@ -69,6 +84,26 @@ fn {name}(value: {wgsl_type}, li: u32) -> {wgsl_type} {{
 }}"""
 
 
+def row_layout(rows, length, device) -> tuple[bool, int, int]:
+    """(whether a workgroup shares each row, else a thread takes one; threads a workgroup; values of
+    its row a thread keeps in registers, 0 when it loops through memory in each pass), tuned for the
+    sizes at their max: the code is right at every value."""
+    shared = not device.thread_rows or max_value(rows) < MIN_THREAD_ROWS
+    size = min(device.workgroup_threads, max(32, 1 << (max_value(length) - 1).bit_length())) if shared else thread_row_size(rows)
+    step = size if shared else 1  # positions a round of the workgroup covers
+    registers = -(-length // step) if isinstance(length, int) and length <= ROW_REGISTERS * step else 0
+    return shared, size, registers
+
+
+def row_reads(node, reduced: int, device) -> int:
+    """How many times softmax or a norm reads each element of its input, whose last `reduced` dims
+    are the row: once from registers, else once a pass (their records' fold_sums in ops.py, by
+    which passes/split_k.py decides how long a split-K sum they may read in place)."""
+    shape = node.inputs[0].shape
+    registers = row_layout(prod(shape[:len(shape) - reduced]), prod(shape[len(shape) - reduced:]), device)[2]
+    return 1 if registers else PASSES
+
+
 class RowKernel:
     """Layout of a row kernel for a node whose first input ends in `reduced` row dims."""
 
@@ -78,21 +113,18 @@ class RowKernel:
         shape = node.inputs[0].shape
         kept_shape, row_shape = shape[:len(shape) - reduced], shape[len(shape) - reduced:]
         self.rows, self.length = prod(kept_shape), prod(row_shape)
-        # tuned for the sizes at their max; the code is right at every value
-        self.shared = not device.thread_rows or max_value(self.rows) < MIN_THREAD_ROWS
+        self.shared, self.size, self.registers = row_layout(self.rows, self.length, device)
         if self.shared:  # threads split the row; the loops start at li and stride by the workgroup
-            self.size = min(device.workgroup_threads, max(32, 1 << (max_value(self.length) - 1).bit_length()))
             self.header, self.workgroups = workgroup_rows(self.rows, self.size)
         else:
-            self.size = thread_row_size(self.rows)
             self.header, self.workgroups = threads(self.rows, self.size)
             self.header += "  let row = gid;\n"
         self.row_lines, row_index = unravel("row", kept_shape, "r")
         self.pos_lines, pos_index = unravel("pos", row_shape, "p")
         self.index = row_index + pos_index
-        x_type = x_type or node.inputs[0].dtype
+        self.x_type = WGSL_TYPE[x_type or node.inputs[0].dtype]
         load = self.load(0)
-        self.x = load if WGSL_TYPE[x_type] == WGSL_TYPE[node.inputs[0].dtype] else f"{WGSL_TYPE[x_type]}({load})"
+        self.x = load if self.x_type == WGSL_TYPE[node.inputs[0].dtype] else f"{self.x_type}({load})"
         self.functions: dict[str, str] = {"sums": folded} if folded else {}
 
     def load(self, k: int) -> str:
@@ -101,9 +133,26 @@ class RowKernel:
 
     def loop(self, body: list[str]) -> list[str]:
         """Lines running body for each of this thread's positions, with x the element there."""
+        if self.registers:
+            return [line for i in range(self.registers) for line in self.at(i, [f"let x = x_{i};"] + body)]
         inner = self.pos_lines + [f"let x = {self.x};"] + body
         start, step = ("li", f"{self.size}u") if self.shared else ("0u", "1u")
         return block(f"for (var pos = {start}; pos < {u32(self.length)}; pos += {step})", inner)
+
+    def at(self, i: int, body: list[str]) -> list[str]:
+        """Lines running body at this thread's i-th position of a row in registers, if the row has it."""
+        step = self.size if self.shared else 1
+        first = ("li" if i == 0 else f"li + {i * step}u") if self.shared else f"{i}u"
+        inside = "" if (i + 1) * step <= self.length else f"if (li < {self.length - i * step}u)"  # the last, partial round
+        uses_pos = re.search(r"\b(pos|p\d+)\b", "\n".join(body))  # the statistics' passes need only x
+        return block(inside, [f"let pos = {first};", *self.pos_lines, *body] if uses_pos else body)
+
+    def held(self) -> list[str]:
+        """Lines loading a row in registers: x_i holds this thread's i-th position (zero past the row's end)."""
+        lines = []
+        for i in range(self.registers):
+            lines += [f"var x_{i}: {self.x_type};", *self.at(i, [f"x_{i} = {self.x};"])]
+        return lines
 
     def reduce(self, result: str, kind: str, wgsl_type: str, value: str) -> list[str]:
         """Lines combining `value` (an expression of x and pos) over the row into `let result`."""
@@ -121,7 +170,7 @@ class RowKernel:
         return f"if (li == 0u) {{ {line} }}" if self.shared else line
 
     def kernel(self, name: str, lines: list[str]):
-        body = self.header + indent(self.row_lines + lines) + "\n}"
+        body = self.header + indent(self.row_lines + self.held() + lines) + "\n}"
         return self.b.kernel(name, "\n\n".join(self.functions.values()) + "\n\n" + body, self.workgroups)
 
 

@@ -12,13 +12,16 @@ graph does not change.
 
 Each such sum is one more dispatch (on Dawn about 5 us of host time,
 docs/performance.md). When every kernel reading its result can read the
-partial sums in place instead (a norm, another split sum: their records say
-fold_sums, and each reads an element about once), the sum has at most
-device.fold_splits slices and its epilogue needs no helper functions, the
-split_sum node goes: its readers read the partials and its epilogue's inputs
-(kernels/split_sum.py: fold_sums). BERT's attention output, its bias and
-residual read so by the layer norm after it. A split sum whose own inputs
-were folded so stays, so a reader never folds more than one level.
+partial sums in place instead (a norm, softmax, another split sum: their
+records' fold_sums say how many times they read each element), the sum has
+at most device.fold_splits_once slices where each reads an element once
+(device.fold_splits where one reads it more often) and its epilogue needs
+no helper functions, the split_sum node goes: its readers read the partials
+and its epilogue's inputs (kernels/split_sum.py: fold_sums). BERT's
+attention output and FFN output, their biases and residuals read so by the
+layer norms after them (rows of 768 in registers, read once). A split sum
+whose own inputs were folded so stays, so a reader never folds more than
+one level.
 """
 
 from kuma_build.compiler.ir.expr import Acc, In, Lit, Op, remap
@@ -47,9 +50,11 @@ def _fold(graph, node, readers) -> bool:
     """Make the readers of split_sum node's result read its partial sums in place, when they all can."""
     out, partials = node.output, node.inputs[0]
     users = readers.get(out.buffer, set())
-    if (not users or node.attrs["splits"] > graph.device.fold_splits or "sums" in node.attrs or out.buffer.kind != "temp"
-            or any(v.buffer is out.buffer for v in graph.outputs.values()) or helpers_of(node.attrs["epilogue"])
-            or not all(record(user).fold_sums for user in users)):
+    if (not users or "sums" in node.attrs or out.buffer.kind != "temp" or any(v.buffer is out.buffer for v in graph.outputs.values())
+            or helpers_of(node.attrs["epilogue"]) or not all(record(user).fold_sums for user in users)):
+        return False
+    reads = max(record(user).fold_sums(user, graph.device) for user in users)
+    if node.attrs["splits"] > (graph.device.fold_splits_once if reads == 1 else graph.device.fold_splits):
         return False
     for user in users:
         buffers = {v.buffer for v in user.inputs if v.buffer is not out.buffer} | {v.buffer for v in node.inputs}
