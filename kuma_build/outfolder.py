@@ -125,17 +125,33 @@ def class_file(device_class: str) -> str:
     return f"{device_class}.js"
 
 
+# A weight chunk in the program is {"size", "id"}: its id, the first ID_HEX hex digits of its SHA-256,
+# names its file and its browser cache entry, and each chunk's SHA-256 must begin with it before its
+# bytes are used; the program's "digest" (chunks_digest) checks every chunk's whole SHA-256 at once
+# before load() resolves. So index.js ships 10 bytes of hash a chunk, not 32 (docs/benchmarks.md).
+ID_HEX = 20
+
+
+def chunk_id(sha256: str) -> str:
+    return sha256[:ID_HEX]
+
+
 def chunk_file(sha256: str) -> str:
-    """A weight chunk's file, named by its content: the program's chunks carry only size and sha256."""
-    return f"weights/{sha256[:20]}.bin"
+    """A weight chunk's file, named by its content (its id, or its SHA-256's first ID_HEX digits)."""
+    return f"weights/{chunk_id(sha256)}.bin"
+
+
+def chunks_digest(sha256s) -> str:
+    """The program's "digest": the SHA-256 of the chunks' SHA-256s (hex) one after another, in order."""
+    return hashlib.sha256("".join(sha256s).encode()).hexdigest()
 
 
 def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
     """(what the device classes' programs share, each class's own part)."""
     first = next(iter(programs.values()))
-    shared = {"format": 2, "model": first["model"], "classes": list(programs),
+    shared = {"format": 3, "model": first["model"], "classes": list(programs),
               "inputs": [spec_info(s) for s in first["inputs"]], "outputs": [spec_info(s) for s in first["outputs"]],
-              "chunks": first["chunks"]}
+              "chunks": first["chunks"], "digest": first["digest"]}
     parts = {name: {key: program[key] for key in CLASS_KEYS} for name, program in programs.items()}
     if "dims" in first:  # ranges shared; each class lists the dims in its uniform's order (docs/design.md, Dimensions)
         shared["dims"] = first["dims"]

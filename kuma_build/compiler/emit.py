@@ -21,7 +21,7 @@ from kuma_build.compiler import precision
 from kuma_build.compiler.ir.sizes import to_json
 from kuma_build.compiler.plan import Plan
 from kuma_build.jsmodule import needs_full_runtime, render_class_js, render_dts, render_js
-from kuma_build.outfolder import chunk_file, class_file, split_program
+from kuma_build.outfolder import chunk_file, chunk_id, chunks_digest, class_file, split_program
 
 JS_DTYPE = {"f32": "float32", "i32": "int32", "bool": "int32"}
 
@@ -166,9 +166,10 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
                      **({"f16m": shipped(k.code_matrix)} if k.code_matrix else {})} for k in plan.kernels],
         # a 4th entry, {dim: [low, high]}: the dispatch runs only while each dim is in its range
         "dispatches": [[k, bufs, list(wg), *([when] if when else [])] for k, bufs, wg, when in plan.dispatches],
-        # sha256: the runtime checks each chunk against it before using its bytes, and caches by it;
-        # the chunk's file is named by it (outfolder.chunk_file)
-        "chunks": [{"size": len(c.data), "sha256": c.sha256} for c in chunks],
+        # id: each chunk's SHA-256 must begin with it before the runtime uses its bytes; its file and
+        # cache entry are named by it; digest: all of the SHA-256s at once (outfolder.chunk_id)
+        "chunks": [{"size": len(c.data), "id": chunk_id(c.sha256)} for c in chunks],
+        "digest": chunks_digest(c.sha256 for c in chunks),
         "copies": copies,
         # buffers forward() mutates, kept on the GPU between runs; init: the buffer holding the
         # initial value, copied in at load and on reset() (null: zeros)
