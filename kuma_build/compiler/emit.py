@@ -22,6 +22,7 @@ from kuma_build.compiler.ir.sizes import to_json
 from kuma_build.compiler.plan import Plan
 from kuma_build.jsmodule import needs_full_runtime, render_class_js, render_dts, render_js
 from kuma_build.outfolder import chunk_file, chunk_id, chunks_digest, class_file, split_program
+from kuma_build.shortnames import short_kernels
 
 JS_DTYPE = {"f32": "float32", "i32": "int32", "bool": "int32"}
 
@@ -196,7 +197,8 @@ def manifest_dict(programs: dict[str, dict], plan: Plan, chunks, copies, stats: 
         "model": program["model"],
         "inputs": [{k: s[k] for k in ("name", "shape", "dtype")} for s in program["inputs"]],
         "outputs": [{k: s[k] for k in ("name", "shape", "dtype")} for s in program["outputs"]],
-        "classes": {name: {"kernels": [{"name": k["name"], "sha256": hashlib.sha256(k["code"].encode()).hexdigest()} for k in p["kernels"]],
+        # each kernel's hash as its class module ships it (with short names, shortnames.py)
+        "classes": {name: {"kernels": [{"name": k["name"], "sha256": hashlib.sha256(k["code"].encode()).hexdigest()} for k in short_kernels(p["kernels"])],
                            "dispatches": len(p["dispatches"]), "stats": stats[name]} for name, p in programs.items()},
         "weights": weights,
         "chunks": [{"file": c.file, "size": len(c.data), "sha256": c.sha256} for c in chunks],
