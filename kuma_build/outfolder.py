@@ -146,6 +146,41 @@ def chunks_digest(sha256s) -> str:
     return hashlib.sha256("".join(sha256s).encode()).hexdigest()
 
 
+# A copy of weight bytes into a buffer is [chunk, offset in it, buffer, offset in it, size]; the
+# program writes one that follows from the copy before it as its bare buffer index (compact_copies):
+# the bytes right after the last copy's (in the next chunk if that one ended there), at the start
+# of the buffer or right after the last copy's bytes of it, as many as both hold. A third of a class
+# module's plan (docs/benchmarks.md); runtime.js's copyList reads it as expand_copies does.
+NO_COPY = [0, 0, -1, 0, 0]
+
+
+def next_copy(last: list, buffer: int, chunks: list[dict], buffers: list[dict]) -> list | None:
+    chunk, at, previous, start, size = last
+    at += size
+    if at == chunks[chunk]["size"]:
+        chunk, at = chunk + 1, 0
+    if chunk == len(chunks):
+        return None
+    start = start + size if buffer == previous else 0
+    return [chunk, at, buffer, start, min(buffers[buffer]["size"] - start, chunks[chunk]["size"] - at)]
+
+
+def compact_copies(copies: list, chunks: list[dict], buffers: list[dict]) -> list:
+    compact, last = [], NO_COPY
+    for copy in copies:
+        compact.append(copy[2] if next_copy(last, copy[2], chunks, buffers) == list(copy) else list(copy))
+        last = list(copy)
+    return compact
+
+
+def expand_copies(program: dict) -> list[list[int]]:
+    copies, last = [], NO_COPY
+    for copy in program["copies"]:
+        last = next_copy(last, copy, program["chunks"], program["buffers"]) if isinstance(copy, int) else copy
+        copies.append(last)
+    return copies
+
+
 def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
     """(what the device classes' programs share, each class's own part)."""
     first = next(iter(programs.values()))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kuma_build.errors import KumaError
-from kuma_build.outfolder import chunk_file, chunks_digest
+from kuma_build.outfolder import chunk_file, chunks_digest, expand_copies
 
 NUMPY_DTYPES = {"float32": np.float32, "int32": np.int32}
 TIMESTAMP_FEATURES = ("timestamp-query", "timestamp-query-inside-passes")
@@ -78,7 +78,7 @@ class GpuModel:
             pipelines.append(device.create_compute_pipeline(label=kernel["name"], layout="auto", compute={"module": module, "entry_point": "main"}))
         if chunks is None:
             chunks = read_chunks(folder, program)
-        for chunk, chunk_offset, buffer, buffer_offset, size in program["copies"]:
+        for chunk, chunk_offset, buffer, buffer_offset, size in expand_copies(program):
             device.queue.write_buffer(self.buffers[buffer], buffer_offset, memoryview(chunks[chunk])[chunk_offset:chunk_offset + size])
         self.binds = []
         for kernel, bound, groups, *when in program["dispatches"]:

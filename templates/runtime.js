@@ -406,12 +406,28 @@ async function chunkBytes(program, urls, i, ctx, slot) {
   }
 }
 
+// the program's copies [chunk, offset, buffer, offset, size], a bare buffer index being the one that
+// follows from the copy before it (outfolder.next_copy: the next bytes, as many as both hold)
+function copyList(program) {
+  let last = [0, 0, -1, 0, 0];
+  return program.copies.map((copy) => {
+    if (typeof copy === "number") {
+      let [chunk, at, buffer, start, size] = last;
+      at += size;
+      if (at === program.chunks[chunk].size) [chunk, at] = [chunk + 1, 0];
+      start = copy === buffer ? start + size : 0;
+      copy = [chunk, at, copy, start, Math.min(program.buffers[copy].size - start, program.chunks[chunk].size - at)];
+    }
+    return (last = copy);
+  });
+}
+
 // Streams every chunk into the buffers, CONCURRENCY at a time. On the first failure the other
 // downloads are aborted and awaited, so nothing writes to the buffers after this rejects. Resolves
 // with store(usable), which puts the downloaded chunks into the cache (storeChunks).
 async function uploadChunks(program, urls, buffers, device, options, opened) {
   const copies = program.chunks.map(() => []);
-  for (const copy of program.copies) copies[copy[0]].push(copy);
+  for (const copy of copyList(program)) copies[copy[0]].push(copy);
   const total = program.chunks.reduce((sum, c) => sum + c.size, 0);
   let loaded = 0;
   options.onProgress?.(0, total);

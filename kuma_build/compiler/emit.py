@@ -21,7 +21,7 @@ from kuma_build.compiler import precision
 from kuma_build.compiler.ir.sizes import to_json
 from kuma_build.compiler.plan import Plan
 from kuma_build.jsmodule import needs_full_runtime, render_class_js, render_dts, render_js
-from kuma_build.outfolder import chunk_file, chunk_id, chunks_digest, class_file, split_program
+from kuma_build.outfolder import chunk_file, chunk_id, chunks_digest, class_file, compact_copies, split_program
 from kuma_build.shortnames import short_kernels
 
 JS_DTYPE = {"f32": "float32", "i32": "int32", "bool": "int32"}
@@ -171,7 +171,8 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
         # cache entry are named by it; digest: all of the SHA-256s at once (outfolder.chunk_id)
         "chunks": [{"size": len(c.data), "id": chunk_id(c.sha256)} for c in chunks],
         "digest": chunks_digest(c.sha256 for c in chunks),
-        "copies": copies,
+        # a copy that follows from the one before it is its bare buffer index (outfolder.compact_copies)
+        "copies": compact_copies(copies, [{"size": len(c.data)} for c in chunks], plan.buffers),
         # buffers forward() mutates, kept on the GPU between runs; init: the buffer holding the
         # initial value, copied in at load and on reset() (null: zeros)
         "state": plan.state,
