@@ -128,8 +128,10 @@ def class_file(device_class: str) -> str:
 # A weight chunk in the program is {"size", "id"}: its id, the first ID_HEX hex digits of its SHA-256,
 # names its file and its browser cache entry, and each chunk's SHA-256 must begin with it before its
 # bytes are used; the program's "digest" (chunks_digest) checks every chunk's whole SHA-256 at once
-# before load() resolves. So index.js ships 10 bytes of hash a chunk, not 32 (docs/benchmarks.md).
-ID_HEX = 20
+# before load() resolves. So index.js ships 6 bytes of hash a chunk, not 32 (docs/benchmarks.md):
+# 48 bits tell a damaged or stale chunk from the build's (and the digest catches the rest), and
+# name a build's chunks apart (emit.pack_classes checks it)
+ID_HEX = 12
 
 
 def chunk_id(sha256: str) -> str:

@@ -8,7 +8,7 @@ with what this build would produce:
   - it is for this model and this key;
   - it names exactly index.js, index.d.ts, manifest.json, a module for each device class
     the program lists (gpu.js, cpu.js) and the weight chunks that the program lists, each
-    chunk named weights/<first 20 hex digits of its sha256>.bin;
+    chunk named weights/<first 12 hex digits of its sha256>.bin (outfolder.chunk_file);
   - every file has the hash and size the entry records;
   - index.js, index.d.ts and the class modules are byte for byte what jsmodule renders from
     the program they embed: the only code they carry is Kuma's runtime, never the entry's;

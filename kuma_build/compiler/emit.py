@@ -20,8 +20,9 @@ from kuma_build import __version__
 from kuma_build.compiler import precision
 from kuma_build.compiler.ir.sizes import to_json
 from kuma_build.compiler.plan import Plan
+from kuma_build.errors import KumaError
 from kuma_build.jsmodule import needs_full_runtime, render_class_js, render_dts, render_js
-from kuma_build.outfolder import chunk_file, chunk_id, chunks_digest, class_file, compact_copies, split_program
+from kuma_build.outfolder import ID_HEX, chunk_file, chunk_id, chunks_digest, class_file, compact_copies, split_program
 from kuma_build.shortnames import short_kernels
 
 JS_DTYPE = {"f32": "float32", "i32": "int32", "bool": "int32"}
@@ -108,11 +109,14 @@ def pack_classes(plans: list[Plan], chunk_size: int) -> tuple[list[Chunk], list[
         own, own_copies = pack_weights(plan, chunk_size)
         at = []  # own chunk -> its index in chunks
         for chunk in own:
-            if chunk.file not in index:
-                index[chunk.file] = len(chunks)
+            if chunk.sha256 not in index:
+                index[chunk.sha256] = len(chunks)
                 chunks.append(chunk)
-            at.append(index[chunk.file])
+            at.append(index[chunk.sha256])
         copies.append([[at[chunk], *rest] for chunk, *rest in own_copies])
+    if len({c.file for c in chunks}) < len(chunks):  # SHA-256s beginning alike: 1 in 10^11 builds of 60 chunks
+        raise KumaError(f"two weight chunks of this model have SHA-256s with the same first {ID_HEX} hex digits, which "
+                        "name their files; change chunk_size in kuma.toml a little and build again.")
     return chunks, copies
 
 

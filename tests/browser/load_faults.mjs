@@ -121,7 +121,7 @@ const SCENARIOS = {
   async damaged_cache(env, request) {
     const first = await loadAndRun(env, request);
     const { sha256 } = request.chunks[request.damage];
-    const key = sha256.slice(0, 20); // the chunk's id
+    const key = request.chunks[request.damage].file.split("/").at(-1).replace(".bin", ""); // the chunk's id
     await env.page.evaluate(async ([model, key]) => {
       const cache = await caches.open("kuma:" + model);
       const url = (await cache.keys()).find((r) => r.url.endsWith("/" + key)).url;
