@@ -8,7 +8,8 @@ read kernels keep the readable source; a kernel's compile error in the browser n
 Safe by construction, without parsing WGSL: a name is renamed only if every kernel text it occurs in
 declares it (after fn, let, var, const or struct, or as a parameter `name:`), never if it appears
 after "." (a member or a swizzle) or inside a template list <...> or an attribute's arguments
-@builtin(...), and never `main` (the entry point) or a name that is already short. The new names
+@builtin(...); an attribute's own name (@group) is never touched, even where a kernel declares a
+variable of that name; and never `main` (the entry point) or a name that is already short. The new names
 occur nowhere in the module and are no WGSL word. Renaming a shipped module again changes nothing (a
 cache entry's class module must be what Kuma renders from its own program, cache/entry.py): the
 names left are those excluded, and excluded again for the same reasons.
@@ -19,8 +20,8 @@ import re
 import string
 from collections import Counter
 
-# an identifier, not the suffix of a number (1u, 2e5, 0x1f) nor a member (.x)
-NAME = re.compile(r"(?<![A-Za-z0-9_.])[A-Za-z_][A-Za-z0-9_]*")
+# an identifier, not the suffix of a number (1u, 2e5, 0x1f), a member (.x) or an attribute (@group)
+NAME = re.compile(r"(?<![A-Za-z0-9_.@])[A-Za-z_][A-Za-z0-9_]*")
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SHORT = re.compile(r"[A-Za-z][0-9]{0,2}")
 DECLARED = re.compile(r"\b(?:fn|let|var|const|struct)(?:\s+|\s*<[^<>]*>\s*)([A-Za-z_]\w*)|[(,)]\s*([A-Za-z_]\w*)\s*:")
