@@ -5,8 +5,8 @@ classes share) plus the class's own module (its kernels and plan), gzip -9, weig
 
 Builds tests/models/ with target = "auto" (both classes) in a temporary folder and prints a
 Markdown table; docs/benchmarks.md ("Code per device class") records it. The chunk table column is
-what index.js's table of weight chunks (a SHA-256 and a size per chunk, and the chunk URLs) adds to
-it: it grows with the weights over chunk_size, 32 bytes of hash per chunk at least.
+what index.js's table of weight chunks (an id and a size per chunk, the chunk URLs, and the digest of
+them all) adds to it: it grows with the weights over chunk_size, 6 bytes of id per chunk at least.
 """
 
 import argparse
@@ -46,7 +46,7 @@ def main() -> None:
             both = gzipped_text(folder)
             shared = program_from_js((folder / "index.js").read_text())
             parts = {c: program_from_js((folder / class_file(c)).read_text()) for c in shared["classes"]}
-            table = index - len(gzip.compress(render_js({**shared, "chunks": []}, needs_full_runtime(shared, parts)).encode(), 9, mtime=0))
+            table = index - len(gzip.compress(render_js({**shared, "chunks": [], "digest": ""}, needs_full_runtime(shared, parts)).encode(), 9, mtime=0))
             rows.append(f"| {name} | {kb(index)} | {kb(table)} ({len(shared['chunks'])} chunks) | {kb(gpu)} | {kb(cpu)} "
                         f"| **{kb(index + gpu)}** | **{kb(index + cpu)}** | {kb(both)} |")
             print(f"code_size: {name} done", file=sys.stderr, flush=True)

@@ -125,17 +125,70 @@ def class_file(device_class: str) -> str:
     return f"{device_class}.js"
 
 
+# A weight chunk in the program is {"size", "id"}: its id, the first ID_HEX hex digits of its SHA-256,
+# names its file and its browser cache entry, and each chunk's SHA-256 must begin with it before its
+# bytes are used; the program's "digest" (chunks_digest) checks every chunk's whole SHA-256 at once
+# before load() resolves. So index.js ships 6 bytes of hash a chunk, not 32 (docs/benchmarks.md):
+# 48 bits tell a damaged or stale chunk from the build's (and the digest catches the rest), and
+# name a build's chunks apart (emit.pack_classes checks it)
+ID_HEX = 12
+
+
+def chunk_id(sha256: str) -> str:
+    return sha256[:ID_HEX]
+
+
 def chunk_file(sha256: str) -> str:
-    """A weight chunk's file, named by its content: the program's chunks carry only size and sha256."""
-    return f"weights/{sha256[:20]}.bin"
+    """A weight chunk's file, named by its content (its id, or its SHA-256's first ID_HEX digits)."""
+    return f"weights/{chunk_id(sha256)}.bin"
+
+
+def chunks_digest(sha256s) -> str:
+    """The program's "digest": the SHA-256 of the chunks' SHA-256s (hex) one after another, in order."""
+    return hashlib.sha256("".join(sha256s).encode()).hexdigest()
+
+
+# A copy of weight bytes into a buffer is [chunk, offset in it, buffer, offset in it, size]; the
+# program writes one that follows from the copy before it as its bare buffer index (compact_copies):
+# the bytes right after the last copy's (in the next chunk if that one ended there), at the start
+# of the buffer or right after the last copy's bytes of it, as many as both hold. A third of a class
+# module's plan (docs/benchmarks.md); runtime.js's copyList reads it as expand_copies does.
+NO_COPY = [0, 0, -1, 0, 0]
+
+
+def next_copy(last: list, buffer: int, chunks: list[dict], buffers: list[dict]) -> list | None:
+    chunk, at, previous, start, size = last
+    at += size
+    if at == chunks[chunk]["size"]:
+        chunk, at = chunk + 1, 0
+    if chunk == len(chunks):
+        return None
+    start = start + size if buffer == previous else 0
+    return [chunk, at, buffer, start, min(buffers[buffer]["size"] - start, chunks[chunk]["size"] - at)]
+
+
+def compact_copies(copies: list, chunks: list[dict], buffers: list[dict]) -> list:
+    compact, last = [], NO_COPY
+    for copy in copies:
+        compact.append(copy[2] if next_copy(last, copy[2], chunks, buffers) == list(copy) else list(copy))
+        last = list(copy)
+    return compact
+
+
+def expand_copies(program: dict) -> list[list[int]]:
+    copies, last = [], NO_COPY
+    for copy in program["copies"]:
+        last = next_copy(last, copy, program["chunks"], program["buffers"]) if isinstance(copy, int) else copy
+        copies.append(last)
+    return copies
 
 
 def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
     """(what the device classes' programs share, each class's own part)."""
     first = next(iter(programs.values()))
-    shared = {"format": 2, "model": first["model"], "classes": list(programs),
+    shared = {"format": 3, "model": first["model"], "classes": list(programs),
               "inputs": [spec_info(s) for s in first["inputs"]], "outputs": [spec_info(s) for s in first["outputs"]],
-              "chunks": first["chunks"]}
+              "chunks": first["chunks"], "digest": first["digest"]}
     parts = {name: {key: program[key] for key in CLASS_KEYS} for name, program in programs.items()}
     if "dims" in first:  # ranges shared; each class lists the dims in its uniform's order (docs/design.md, Dimensions)
         shared["dims"] = first["dims"]

@@ -69,7 +69,7 @@ def verify_model(project, model, seed: int) -> dict[str, dict[str, tuple[float, 
         raise KumaError(f"the built model {model.name} does not match kuma.toml's inputs; run `kuma build {model.name}` again.", folder)
 
     net = build_module(model, project.root)
-    chunks = [files[chunk_file(c["sha256"])] for c in next(iter(programs.values()))["chunks"]]  # the classes share them, checked once
+    chunks = [files[chunk_file(c["id"])] for c in next(iter(programs.values()))["chunks"]]  # the classes share them, checked once
     return {f"{name} kernels{at}": report for name, program in programs.items()
             for at, report in verify_program(net, model, program, chunks, seed).items()}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kuma_build.errors import KumaError
-from kuma_build.outfolder import chunk_file
+from kuma_build.outfolder import chunk_file, chunks_digest, expand_copies
 
 NUMPY_DTYPES = {"float32": np.float32, "int32": np.int32}
 TIMESTAMP_FEATURES = ("timestamp-query", "timestamp-query-inside-passes")
@@ -77,8 +77,8 @@ class GpuModel:
             module = device.create_shader_module(label=kernel["name"], code=code)
             pipelines.append(device.create_compute_pipeline(label=kernel["name"], layout="auto", compute={"module": module, "entry_point": "main"}))
         if chunks is None:
-            chunks = [read_chunk(folder, c) for c in program["chunks"]]
-        for chunk, chunk_offset, buffer, buffer_offset, size in program["copies"]:
+            chunks = read_chunks(folder, program)
+        for chunk, chunk_offset, buffer, buffer_offset, size in expand_copies(program):
             device.queue.write_buffer(self.buffers[buffer], buffer_offset, memoryview(chunks[chunk])[chunk_offset:chunk_offset + size])
         self.binds = []
         for kernel, bound, groups, *when in program["dispatches"]:
@@ -248,14 +248,24 @@ def run_program(program: dict, inputs: dict[str, np.ndarray], folder: Path | Non
         gpu.release()
 
 
-def read_chunk(folder: Path, chunk: dict) -> bytes:
-    """A weight chunk's bytes, checked against the program's sha256 as the browser runtime checks them."""
-    file = folder / chunk_file(chunk["sha256"])
-    data = file.read_bytes()
-    if hashlib.sha256(data).hexdigest() != chunk["sha256"]:
-        raise KumaError(f"{file} does not match its build (SHA-256 differs): the output folder was changed "
-                        "after the build; run `kuma build --force` to write it again.")
-    return data
+def read_chunks(folder: Path, program: dict) -> list[bytes]:
+    """The weight chunks' bytes, checked against the program as the browser runtime checks them:
+    each one's SHA-256 against its id, then all of them against the program's digest."""
+    datas, digests = [], []
+    for chunk in program["chunks"]:
+        file = folder / chunk_file(chunk["id"])
+        datas.append(file.read_bytes())
+        digests.append(hashlib.sha256(datas[-1]).hexdigest())
+        if not digests[-1].startswith(chunk["id"]):
+            raise changed_after_build(file)
+    if chunks_digest(digests) != program["digest"]:
+        raise changed_after_build(folder / "weights")
+    return datas
+
+
+def changed_after_build(path: Path) -> KumaError:
+    return KumaError(f"{path} does not match its build (SHA-256 differs): the output folder was changed "
+                     "after the build; run `kuma build --force` to write it again.")
 
 
 def timestamp_period(device) -> float:

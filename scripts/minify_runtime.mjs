@@ -47,7 +47,7 @@ for (const [name, variant, how] of variants) {
   const { code } = await minify(variant, {
     module: true, // an ES module's top level: its own names may be shortened too
     ecma: 2020,
-    compress: { passes: 2, top_retain: API }, // false switches are inlined and their dead branches dropped
+    compress: { passes: 3, top_retain: API }, // false switches are inlined and their dead branches dropped (3 passes: 16 bytes gzip less than 2)
     mangle: { reserved: API },
   });
   const text = `// generated from runtime.js (sha256 ${hash})${how} by scripts/minify_runtime.mjs; do not edit\n${code}\n`;

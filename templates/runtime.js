@@ -5,8 +5,9 @@
 // The device is asked for the limits the model needs, and every buffer is checked against
 // them before any is made. The kernels compile while the weight chunks stream in, at most
 // CONCURRENCY at a time; each chunk is put into its GPU buffers as soon as it is whole and its
-// SHA-256 matches the build, then dropped, so JS memory holds a few chunks whatever the model's
-// size. A chunk comes from the Cache API (one cache per model, keyed by content hash) or from the
+// SHA-256 begins with its id, then dropped, so JS memory holds a few chunks whatever the model's
+// size, and load() resolves once all the SHA-256s match the program's digest (outfolder.chunk_id).
+// A chunk comes from the Cache API (one cache per model, keyed by content hash) or from the
 // network, where network errors, stalls, 5xx and 429 are retried. The chunks that came from the
 // network are stored in the cache after load() resolves, read back from the GPU one at a time, so
 // the cache's writes never compete with the downloads. A load that fails destroys what it made and
@@ -292,15 +293,29 @@ async function openCache(program, options) {
 }
 
 // keys are content hashes, so a new build finds its unchanged chunks under the same keys
-const cacheKey = (chunk) => `https://kuma.invalid/chunks/${chunk.sha256}`;
+const cacheKey = (chunk) => `https://kuma.invalid/chunks/${chunk.id}`;
 
-async function fromCache(ctx, chunk, slot) {
+// whether chunk i's bytes hash to a SHA-256 that begins with its id; remembers the SHA-256 for checkDigest
+async function verified(ctx, i, bytes) {
+  ctx.digests[i] = await sha256(bytes);
+  return ctx.digests[i].startsWith(ctx.chunks[i].id);
+}
+
+// every chunk's whole SHA-256 at once, before load() resolves; on a mismatch (which chunk is not
+// known) the model's cached chunks are dropped, so the next load fetches them all
+async function checkDigest(program, ctx) {
+  if (!program.chunks.length || (await sha256(new TextEncoder().encode(ctx.digests.join("")))) === program.digest) return;
+  await Promise.all(program.chunks.map((chunk) => ctx.cache?.delete(cacheKey(chunk)))).catch(() => {});
+  throw new Error(`kuma: the weight chunks of model ${program.model} do not match this build in full (SHA-256): the deployed files differ from the build. Deploy the model's whole output folder from one build.`);
+}
+
+async function fromCache(ctx, i, chunk, slot) {
   if (!ctx.cache || !ctx.cachedKeys.has(cacheKey(chunk))) return null;
   try {
     const hit = await ctx.cache.match(cacheKey(chunk));
     if (!hit) return null;
     const { bytes, at } = await readBody(hit.body, chunk.size, slot, () => {});
-    if (at === chunk.size && (await sha256(bytes)) === chunk.sha256) return bytes;
+    if (at === chunk.size && (await verified(ctx, i, bytes))) return bytes;
     await ctx.cache.delete(cacheKey(chunk)); // damaged: fetched again below
   } catch (error) {
     ctx.signal.throwIfAborted();
@@ -341,7 +356,7 @@ async function storeChunks(ctx, program, device, buffers, copies, usable) {
       const invalid = await device.popErrorScope();
       await readback.mapAsync(1); // GPUMapMode.READ
       const bytes = new Uint8Array(readback.getMappedRange(), 0, chunk.size);
-      if (!invalid && (await sha256(bytes)) === chunk.sha256) await toCache(ctx, chunk, bytes); // the Response copies them
+      if (!invalid && (await sha256(bytes)) === ctx.digests[i]) await toCache(ctx, chunk, bytes); // the Response copies them
     } catch {
       break; // the device was lost meanwhile
     } finally {
@@ -370,20 +385,19 @@ async function chunkBytes(program, urls, i, ctx, slot) {
     if (at > counted) ctx.progress(at - counted);
     counted = Math.max(counted, at);
   };
-  const cached = await fromCache(ctx, chunk, slot);
+  const cached = await fromCache(ctx, i, chunk, slot);
   if (cached) {
     got(chunk.size);
     return cached;
   }
   for (const cacheMode of ["default", "reload"]) {
     const { bytes, at, type } = await download(urls[i], chunk.size, ctx, cacheMode, got, slot);
-    const actual = at === chunk.size ? await sha256(bytes) : null;
-    if (actual === chunk.sha256) {
+    if (at === chunk.size && (await verified(ctx, i, bytes))) {
       ctx.downloaded.push(i); // stored after the load (storeChunks)
       return bytes;
     }
     if (cacheMode === "reload") {
-      const found = actual ? `its SHA-256 is ${actual}, the build's ${chunk.sha256}`
+      const found = at === chunk.size ? `its SHA-256 is ${ctx.digests[i]}, the build's begins ${chunk.id}`
         : at > chunk.size ? `it is longer than the build's ${chunk.size} bytes` : `it is ${at} bytes, the build's ${chunk.size}`;
       const page = type.includes("text/html") ? " The server answered with an HTML page: does it serve a fallback page for missing files?" : "";
       throw new Error(`kuma: weight chunk ${urls[i]} does not match this build of model ${program.model} (${found}), also when fetched again bypassing caches: ` +
@@ -392,12 +406,28 @@ async function chunkBytes(program, urls, i, ctx, slot) {
   }
 }
 
+// the program's copies [chunk, offset, buffer, offset, size], a bare buffer index being the one that
+// follows from the copy before it (outfolder.next_copy: the next bytes, as many as both hold)
+function copyList(program) {
+  let last = [0, 0, -1, 0, 0];
+  return program.copies.map((copy) => {
+    if (typeof copy === "number") {
+      let [chunk, at, buffer, start, size] = last;
+      at += size;
+      if (at === program.chunks[chunk].size) [chunk, at] = [chunk + 1, 0];
+      start = copy === buffer ? start + size : 0;
+      copy = [chunk, at, copy, start, Math.min(program.buffers[copy].size - start, program.chunks[chunk].size - at)];
+    }
+    return (last = copy);
+  });
+}
+
 // Streams every chunk into the buffers, CONCURRENCY at a time. On the first failure the other
 // downloads are aborted and awaited, so nothing writes to the buffers after this rejects. Resolves
 // with store(usable), which puts the downloaded chunks into the cache (storeChunks).
 async function uploadChunks(program, urls, buffers, device, options, opened) {
   const copies = program.chunks.map(() => []);
-  for (const copy of program.copies) copies[copy[0]].push(copy);
+  for (const copy of copyList(program)) copies[copy[0]].push(copy);
   const total = program.chunks.reduce((sum, c) => sum + c.size, 0);
   let loaded = 0;
   options.onProgress?.(0, total);
@@ -413,6 +443,8 @@ async function uploadChunks(program, urls, buffers, device, options, opened) {
     cache: (await opened)?.cache ?? null,
     cachedKeys: (await opened)?.keys ?? new Set(),
     downloaded: [], // indices of the chunks that came from the network, verified
+    chunks: program.chunks,
+    digests: [], // each chunk's SHA-256, for checkDigest
     progress(bytes) {
       loaded += bytes;
       options.onProgress?.(loaded, total);
@@ -443,6 +475,7 @@ async function uploadChunks(program, urls, buffers, device, options, opened) {
     options.signal?.removeEventListener("abort", abort);
   }
   if (failure) throw failure.error;
+  await checkDigest(program, ctx);
   return (usable) => storeChunks(ctx, program, device, buffers, copies, usable);
 }
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from kuma_build.compiler import compile_module
 from kuma_build.config import InputSpec, ModelConfig
+from kuma_build.shortnames import short_kernels
 from kuma_build.verify import reference_outputs, rel_l2  # noqa: F401  (rel_l2: for the tests)
 from kuma_build.webgpu import run_program
 
@@ -25,9 +26,11 @@ def model_config(module: torch.nn.Module, inputs, name: str = "test", device: st
 
 
 def run_compiled(compiled, config: ModelConfig, inputs, f16: bool | None = None, matrix: bool = False) -> list[np.ndarray]:
-    """The outputs of a compiled module on real WebGPU, for inputs in kuma.toml order."""
+    """The outputs of a compiled module on real WebGPU, for inputs in kuma.toml order, its kernels
+    with the short names a class module ships (shortnames.py)."""
     feed = {s.name: t.numpy() for s, t in zip(config.inputs, inputs)}
-    return list(run_program(compiled.program, feed, chunks=[c.data for c in compiled.chunks], f16=f16, matrix=matrix).values())
+    program = {**compiled.program, "kernels": short_kernels(compiled.program["kernels"])}
+    return list(run_program(program, feed, chunks=[c.data for c in compiled.chunks], f16=f16, matrix=matrix).values())
 
 
 def run_on_gpu(module: torch.nn.Module, *inputs: torch.Tensor, chunk_size: int = 4 << 20, device: str = "cpu"):

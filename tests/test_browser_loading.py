@@ -6,6 +6,9 @@ chunk requests, and run_model.mjs's server counts what it sends. Every successfu
 with PyTorch, so a fault can never turn into a wrong output unnoticed.
 """
 
+import hashlib
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -80,11 +83,28 @@ def assert_correct(reply, built, x):
 
 
 def test_chunks_carry_their_hash(wide):
-    # the program keeps each chunk's size and SHA-256; its file is named by the hash
+    # the program keeps each chunk's size and id (its SHA-256's first 12 hex digits, which name its
+    # file), and the SHA-256 of all the chunks' SHA-256s
     assert len(wide.chunks) > 100
-    assert wide.compiled.program["chunks"] == [{"size": c["size"], "sha256": c["sha256"]} for c in wide.chunks]
+    assert wide.compiled.program["chunks"] == [{"size": c["size"], "id": c["sha256"][:12]} for c in wide.chunks]
+    assert wide.compiled.program["digest"] == hashlib.sha256("".join(c["sha256"] for c in wide.chunks).encode()).hexdigest()
     for chunk in wide.chunks:
-        assert chunk["file"] == f"weights/{chunk['sha256'][:20]}.bin"
+        assert chunk["file"] == f"weights/{chunk['sha256'][:12]}.bin"
+
+
+def test_chunks_that_only_begin_like_the_build_fail_the_load(driver, wide, x, tmp_path):
+    # each chunk's SHA-256 begins with its id, but the digest of them all differs (as when a chunk
+    # was made to collide with the id): the load fails, and the chunks it took from the cache are dropped
+    shutil.copytree(wide.root, tmp_path, dirs_exist_ok=True)
+    index = tmp_path / "wide" / "index.js"
+    digest = wide.compiled.program["digest"]
+    index.write_text(index.read_text().replace(digest, hashlib.sha256(digest.encode()).hexdigest()))
+    reply = scenario(driver, wide, x, "digest", root2=str(tmp_path))
+    assert reply["first"]["ok"] and reply["keys"] == len(wide.chunks)
+    assert not reply["second"]["ok"]
+    assert reply["second"]["error"] == ("kuma: the weight chunks of model wide do not match this build in full (SHA-256): the deployed "
+                                        "files differ from the build. Deploy the model's whole output folder from one build.")
+    assert reply["keysAfter"] == 0
 
 
 def test_heap_stays_bounded_by_a_few_chunks(driver, wide, x):
@@ -118,7 +138,7 @@ def test_second_load_comes_from_the_cache_and_a_new_build_reuses_unchanged_chunk
     assert second["served"] == {"count": 0, "bytes": 0, "files": []}
     assert sorted(third["served"]["files"]) == sorted(c["file"].split("/")[-1] for c in changed)
     # the chunks only v1 used are gone from the cache
-    assert sorted(third["keys"]) == sorted(c["sha256"] for c in v2.chunks)
+    assert sorted(third["keys"]) == sorted(c["sha256"][:12] for c in v2.chunks)
 
 
 def test_cache_stores_wait_until_the_model_is_loaded(driver, wide, x):
@@ -127,7 +147,7 @@ def test_cache_stores_wait_until_the_model_is_loaded(driver, wide, x):
     reply = scenario(driver, wide, x, "deferred_store")
     assert_correct(reply, wide, x)
     assert reply["putsAtLoad"] == 0 and reply["settledWhileHeld"] is False
-    assert sorted(reply["keys"]) == sorted(c["sha256"] for c in wide.chunks)
+    assert sorted(reply["keys"]) == sorted(c["sha256"][:12] for c in wide.chunks)
     # a model disposed right after load() still stores every chunk: its buffers (and the device
     # load() made) are destroyed once the stores that read them are done
     assert reply["disposed"] == {"keys": len(wide.chunks), "destroyedBeforeStored": False, "lost": "destroyed"}

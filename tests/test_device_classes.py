@@ -48,7 +48,7 @@ def test_both_classes_are_built_and_share_the_weight_chunks(built):
     compiled, folder, _, _ = built
     assert list(compiled.programs) == ["gpu", "cpu"] and program_classes(folder) == ["gpu", "cpu"]
     gpu, cpu = (read_program(folder, name) for name in ("gpu", "cpu"))
-    conv = [next(k["code"] for k in program["kernels"] if k["name"] == "conv2d") for program in (gpu, cpu)]
+    conv = [next(k["code"] for k in compiled.programs[name]["kernels"] if k["name"] == "conv2d") for name in ("gpu", "cpu")]
     assert "var<workgroup>tile_a" in conv[0] and "conv_put" in conv[1]  # an implicit GEMM, a direct kernel
     assert gpu["chunks"] == cpu["chunks"] and len(compiled.chunks) == len(gpu["chunks"])  # the same bytes, shipped once
     assert (folder / "gpu.js").is_file() and (folder / "cpu.js").is_file()

@@ -1,6 +1,9 @@
 """WGSL as index.js ships it (emit.shipped): the same tokens as the generated kernel, without
 comments, indentation and the spaces no token needs. The browser and wgpu-py tests compile and run
-only shipped kernels; this checks the tokens themselves on every kernel of a model with both classes."""
+only shipped kernels; this checks the tokens themselves on every kernel of a model with both classes,
+and the short names a class module gives the names its kernels declare (shortnames.py)."""
+
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -8,6 +11,7 @@ from torch import nn
 from kuma_build.compiler import compile_for, export
 from kuma_build.compiler.emit import WGSL_TOKEN, shipped
 from kuma_build.devices import device_classes
+from kuma_build.shortnames import short_kernels
 from support import model_config
 
 
@@ -42,3 +46,42 @@ def test_every_kernel_keeps_its_tokens():
         for code in filter(None, (kernel.code, kernel.code_f16, kernel.code_matrix)):
             assert tokens(shipped(code)) == tokens(code), kernel.name
             assert len(shipped(code)) < 0.9 * len(code)
+
+
+def test_short_names_keep_members_attributes_and_the_entry_point():
+    # gemm_a and value are declared in every text they occur in; seq follows "." (a member), read sits
+    # in a template list, workgroup_id in an attribute, main is the entry point, a0 is short already
+    first = ("struct Dims{seq:u32}\n@group(0)@binding(0)var<uniform>dims:Dims;\n@group(0)@binding(1)var<storage,read>in0:array<f32>;\n"
+             "fn gemm_a(value:u32)->f32{return in0[value+dims.seq];}\n"
+             "@compute@workgroup_size(64)\nfn main(@builtin(workgroup_id)wg:vec3<u32>){let a0=gemm_a(wg.x*2u);}")
+    second = "fn gemm_a(value:f32)->f32{return value*2e5;}\nfn main(){let x=gemm_a(1.0);}"
+    # a variable named like an attribute: the attribute stays
+    [grouped] = short_kernels([{"name": "k", "code": "@group(0)@binding(0)var<storage,read>x:array<f32>;\nfn main(){let group=x[0];}"}])
+    assert grouped["code"] == "@group(0)@binding(0)var<storage,read>x:array<f32>;\nfn main(){let a=x[0];}"
+    [one, two] = short_kernels([{"name": "k", "code": first}, {"name": "k", "code": second, "f16": second}])
+    assert one["code"] == ("struct c{seq:u32}\n@group(0)@binding(0)var<uniform>d:c;\n@group(0)@binding(1)var<storage,read>e:array<f32>;\n"
+                           "fn a(b:u32)->f32{return e[b+d.seq];}\n"
+                           "@compute@workgroup_size(64)\nfn main(@builtin(workgroup_id)f:vec3<u32>){let a0=a(f.x*2u);}")
+    assert two == {"name": "k", "code": "fn a(b:f32)->f32{return b*2e5;}\nfn main(){let x=a(1.0);}",
+                   "f16": "fn a(b:f32)->f32{return b*2e5;}\nfn main(){let x=a(1.0);}"}
+
+
+def test_short_names_rename_every_kernel_of_a_class_one_to_one():
+    # one renaming for the class module: every token is kept or replaced by the same short name
+    # everywhere, two names never become one, and a shipped module renamed again is the same
+    module, image = Net().eval(), torch.randn(1, 3, 9, 9)
+    config = model_config(module, [image], device="auto")
+    exported, inputs, outputs = export(module, config)
+    for device in device_classes("auto"):
+        kernels = [{"name": k.name, "code": shipped(k.code)} for k in compile_for(device, exported, config, inputs, outputs, None).plan.kernels]
+        short = short_kernels(kernels)
+        pairs = {pair for k, s in zip(kernels, short) for pair in zip(tokens(k["code"]), tokens(s["code"]), strict=True)}
+        attributes = {(a, b) for k, s in zip(kernels, short) for (at, a), (_, b) in
+                      zip(pairwise(tokens(k["code"])), pairwise(tokens(s["code"]))) if at == "@"}
+        assert all(a == b for a, b in attributes)  # @group stays, even where a kernel has a variable named group
+        pairs -= attributes
+        renamed = {a: b for a, b in pairs if a != b}
+        assert len(renamed) > 5 and len(set(renamed.values())) == len(renamed) and len(dict(pairs)) == len(pairs)
+        assert not set(renamed.values()) & {a for a, _ in pairs}
+        assert sum(len(s["code"]) for s in short) < 0.9 * sum(len(k["code"]) for k in kernels)
+        assert short_kernels(short) == short

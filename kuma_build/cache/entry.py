@@ -8,7 +8,7 @@ with what this build would produce:
   - it is for this model and this key;
   - it names exactly index.js, index.d.ts, manifest.json, a module for each device class
     the program lists (gpu.js, cpu.js) and the weight chunks that the program lists, each
-    chunk named weights/<first 20 hex digits of its sha256>.bin;
+    chunk named weights/<first 12 hex digits of its sha256>.bin (outfolder.chunk_file);
   - every file has the hash and size the entry records;
   - index.js, index.d.ts and the class modules are byte for byte what jsmodule renders from
     the program they embed: the only code they carry is Kuma's runtime, never the entry's;
@@ -27,10 +27,11 @@ import re
 
 from kuma_build.devices import DEVICE_CLASSES
 from kuma_build.jsmodule import TS_ARRAY, needs_full_runtime, render_class_js, render_dts, render_js
-from kuma_build.outfolder import chunk_file, class_file, join_program, program_from_js
+from kuma_build.outfolder import ID_HEX, chunk_file, chunks_digest, class_file, join_program, program_from_js
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
-CHUNK_FILE = re.compile(r"weights/([0-9a-f]{20})\.bin")
+CHUNK_ID = re.compile(f"[0-9a-f]{{{ID_HEX}}}")
+CHUNK_FILE = re.compile(f"weights/({CHUNK_ID.pattern})\\.bin")
 FIXED_FILES = ("index.js", "index.d.ts", "manifest.json")
 CLASS_FILES = {class_file(name): name for name in DEVICE_CLASSES}
 MAX_ENTRY_BYTES = 1 << 20  # an entry lists a few files per MiB of weights: far below this
@@ -90,7 +91,7 @@ def check_files(entry: dict, files: dict[str, bytes], model) -> None:
             if files[class_file(name)] != render_class_js(part).encode():
                 raise BadEntry(f"has a {class_file(name)} that is not Kuma's rendering of its program")
             _check_program(join_program(shared, part), name, manifest, entry, model)
-        if set(entry["files"]) != set(FIXED_FILES) | {chunk_file(c["sha256"]) for c in shared["chunks"]} | {class_file(n) for n in names}:
+        if set(entry["files"]) != set(FIXED_FILES) | {chunk_file(c["id"]) for c in shared["chunks"]} | {class_file(n) for n in names}:
             raise BadEntry("lists files other than its program's")
     except (ValueError, TypeError, KeyError, AttributeError, IndexError):  # UnicodeDecodeError is a ValueError
         raise BadEntry("has an index.js or manifest.json that Kuma did not write")
@@ -106,12 +107,14 @@ def _check_program(program: dict, device_class: str, manifest: dict, entry: dict
         raise BadEntry("holds a program for another model or other inputs")
     if any(s["dtype"] not in TS_ARRAY for s in inputs + outputs):
         raise BadEntry("holds a program with unknown dtypes")
-    if not all(isinstance(c["sha256"], str) and SHA256.fullmatch(c["sha256"]) for c in program["chunks"]):
-        raise BadEntry("holds a program whose chunks have no valid sha256")
-    chunks = [{"file": chunk_file(c["sha256"]), "size": c["size"], "sha256": c["sha256"]} for c in program["chunks"]]
-    if not all(c["file"] in entry["files"] and (entry["files"][c["file"]]["sha256"], entry["files"][c["file"]]["size"]) == (c["sha256"], c["size"])
-               for c in chunks):
+    if not all(isinstance(c["id"], str) and CHUNK_ID.fullmatch(c["id"]) for c in program["chunks"]):
+        raise BadEntry("holds a program whose chunks have no valid id")
+    files = [chunk_file(c["id"]) for c in program["chunks"]]
+    if not all(file in entry["files"] and entry["files"][file]["size"] == c["size"] for file, c in zip(files, program["chunks"])):
         raise BadEntry("lists files other than its program's chunks")
+    chunks = [{"file": file, "size": c["size"], "sha256": entry["files"][file]["sha256"]} for file, c in zip(files, program["chunks"])]
+    if chunks_digest(c["sha256"] for c in chunks) != program["digest"]:
+        raise BadEntry("holds a program whose digest is not its chunks'")
     kernels = [{"name": k["name"], "sha256": hashlib.sha256(k["code"].encode()).hexdigest()} for k in program["kernels"]]
     expected = {"model": model.name, "key": entry["key"], "inputs": inputs, "outputs": outputs, "chunks": chunks}
     own = manifest.get("classes", {}).get(device_class, {}) if isinstance(manifest, dict) else {}

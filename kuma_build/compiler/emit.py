@@ -20,8 +20,10 @@ from kuma_build import __version__
 from kuma_build.compiler import precision
 from kuma_build.compiler.ir.sizes import to_json
 from kuma_build.compiler.plan import Plan
+from kuma_build.errors import KumaError
 from kuma_build.jsmodule import needs_full_runtime, render_class_js, render_dts, render_js
-from kuma_build.outfolder import chunk_file, class_file, split_program
+from kuma_build.outfolder import ID_HEX, chunk_file, chunk_id, chunks_digest, class_file, compact_copies, split_program
+from kuma_build.shortnames import short_kernels
 
 JS_DTYPE = {"f32": "float32", "i32": "int32", "bool": "int32"}
 
@@ -107,11 +109,14 @@ def pack_classes(plans: list[Plan], chunk_size: int) -> tuple[list[Chunk], list[
         own, own_copies = pack_weights(plan, chunk_size)
         at = []  # own chunk -> its index in chunks
         for chunk in own:
-            if chunk.file not in index:
-                index[chunk.file] = len(chunks)
+            if chunk.sha256 not in index:
+                index[chunk.sha256] = len(chunks)
                 chunks.append(chunk)
-            at.append(index[chunk.file])
+            at.append(index[chunk.sha256])
         copies.append([[at[chunk], *rest] for chunk, *rest in own_copies])
+    if len({c.file for c in chunks}) < len(chunks):  # SHA-256s beginning alike: 1 in 10^11 builds of 60 chunks
+        raise KumaError(f"two weight chunks of this model have SHA-256s with the same first {ID_HEX} hex digits, which "
+                        "name their files; change chunk_size in kuma.toml a little and build again.")
     return chunks, copies
 
 
@@ -166,10 +171,12 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
                      **({"f16m": shipped(k.code_matrix)} if k.code_matrix else {})} for k in plan.kernels],
         # a 4th entry, {dim: [low, high]}: the dispatch runs only while each dim is in its range
         "dispatches": [[k, bufs, list(wg), *([when] if when else [])] for k, bufs, wg, when in plan.dispatches],
-        # sha256: the runtime checks each chunk against it before using its bytes, and caches by it;
-        # the chunk's file is named by it (outfolder.chunk_file)
-        "chunks": [{"size": len(c.data), "sha256": c.sha256} for c in chunks],
-        "copies": copies,
+        # id: each chunk's SHA-256 must begin with it before the runtime uses its bytes; its file and
+        # cache entry are named by it; digest: all of the SHA-256s at once (outfolder.chunk_id)
+        "chunks": [{"size": len(c.data), "id": chunk_id(c.sha256)} for c in chunks],
+        "digest": chunks_digest(c.sha256 for c in chunks),
+        # a copy that follows from the one before it is its bare buffer index (outfolder.compact_copies)
+        "copies": compact_copies(copies, [{"size": len(c.data)} for c in chunks], plan.buffers),
         # buffers forward() mutates, kept on the GPU between runs; init: the buffer holding the
         # initial value, copied in at load and on reset() (null: zeros)
         "state": plan.state,
@@ -195,7 +202,8 @@ def manifest_dict(programs: dict[str, dict], plan: Plan, chunks, copies, stats: 
         "model": program["model"],
         "inputs": [{k: s[k] for k in ("name", "shape", "dtype")} for s in program["inputs"]],
         "outputs": [{k: s[k] for k in ("name", "shape", "dtype")} for s in program["outputs"]],
-        "classes": {name: {"kernels": [{"name": k["name"], "sha256": hashlib.sha256(k["code"].encode()).hexdigest()} for k in p["kernels"]],
+        # each kernel's hash as its class module ships it (with short names, shortnames.py)
+        "classes": {name: {"kernels": [{"name": k["name"], "sha256": hashlib.sha256(k["code"].encode()).hexdigest()} for k in short_kernels(p["kernels"])],
                            "dispatches": len(p["dispatches"]), "stats": stats[name]} for name, p in programs.items()},
         "weights": weights,
         "chunks": [{"file": c.file, "size": len(c.data), "sha256": c.sha256} for c in chunks],

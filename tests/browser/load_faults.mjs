@@ -120,7 +120,8 @@ const SCENARIOS = {
   // a cached chunk whose bytes were damaged is deleted and fetched again
   async damaged_cache(env, request) {
     const first = await loadAndRun(env, request);
-    const key = request.chunks[request.damage].sha256;
+    const { sha256 } = request.chunks[request.damage];
+    const key = request.chunks[request.damage].file.split("/").at(-1).replace(".bin", ""); // the chunk's id
     await env.page.evaluate(async ([model, key]) => {
       const cache = await caches.open("kuma:" + model);
       const url = (await cache.keys()).find((r) => r.url.endsWith("/" + key)).url;
@@ -130,13 +131,24 @@ const SCENARIOS = {
     }, [request.model, key]);
     const from = sessions.server.requests.length;
     const second = await loadAndRun(env, request);
-    const repaired = await env.page.evaluate(async ([model, key]) => {
+    const repaired = await env.page.evaluate(async ([model, key, sha256]) => {
       const cache = await caches.open("kuma:" + model);
       const bytes = await (await cache.match("https://kuma.invalid/chunks/" + key)).arrayBuffer();
       const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-      return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("") === key;
-    }, [request.model, key]);
+      return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("") === sha256;
+    }, [request.model, key, sha256]);
     return { first, second, served: served(from), repaired };
+  },
+
+  // a first load fills the cache; then root2's build of the model, whose index.js has another
+  // digest, loads in a page of the same origin
+  async digest(env, request) {
+    const first = await loadAndRun(env, request);
+    const keys = async () => (await env.page.evaluate((m) => window.kumaTest.cacheKeys(m), request.model)).length;
+    const stored = await keys();
+    const url = `${sessions.server.mount(request.root2)}/${encodeURIComponent(request.model)}/index.js`;
+    const second = await env.page.evaluate(([url, inputs]) => window.kumaTest.loadAndRun(url, inputs), [url, request.inputs]);
+    return { first, keys: stored, second, keysAfter: await keys() };
   },
 
   // the JS heap with all but the last chunk loaded (the last one held back at the network), after GC

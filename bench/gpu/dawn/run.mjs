@@ -145,6 +145,22 @@ async function runKuma() {
   return result;
 }
 
+// The program's copies [chunk, offset, buffer, offset, size], a bare buffer index being the one that
+// follows from the copy before it, as templates/runtime.js's copyList reads them (outfolder.next_copy).
+function copyList(program) {
+  let last = [0, 0, -1, 0, 0];
+  return program.copies.map((copy) => {
+    if (typeof copy === "number") {
+      let [chunk, at, buffer, start, size] = last;
+      at += size;
+      if (at === program.chunks[chunk].size) [chunk, at] = [chunk + 1, 0];
+      start = copy === buffer ? start + size : 0;
+      copy = [chunk, at, copy, start, Math.min(program.buffers[copy].size - start, program.chunks[chunk].size - at)];
+    }
+    return (last = copy);
+  });
+}
+
 // The program rebuilt as templates/runtime.js builds it, on a device with timestamp-query.
 async function profileKuma(program, feed) {
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
@@ -157,10 +173,11 @@ async function profileKuma(program, feed) {
   });
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
   const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage }));
+  const copies = copyList(program);
   program.chunks.forEach((chunk, i) => {
-    // named by its hash, as kuma_build/outfolder.py's chunk_file names it
-    const bytes = fs.readFileSync(path.join(job.path, "weights", `${chunk.sha256.slice(0, 20)}.bin`));
-    for (const [c, chunkOffset, buffer, bufferOffset, size] of program.copies) {
+    // named by its id, as kuma_build/outfolder.py's chunk_file names it
+    const bytes = fs.readFileSync(path.join(job.path, "weights", `${chunk.id}.bin`));
+    for (const [c, chunkOffset, buffer, bufferOffset, size] of copies) {
       if (c === i) device.queue.writeBuffer(buffers[buffer], bufferOffset, bytes, chunkOffset, size);
     }
   });
