@@ -608,9 +608,10 @@ function inferDims(program, inputs) {
   return values;
 }
 
-// the inputs of one run, checked and copied now: the caller may reuse its arrays at once (a
-// GPUBuffer is copied on the GPU when the run is submitted)
-function takeInputs(program, inputs) {
+// the inputs of one run, checked; copied now (copy) when the run waits behind others, so that the
+// caller may reuse its arrays at once (a run that starts at once writes them before run() returns,
+// and a GPUBuffer is copied on the GPU when the run is submitted)
+function takeInputs(program, inputs, copy) {
   const names = program.inputs.map((s) => `"${s.name}"`).join(", ");
   if (inputs === null || typeof inputs !== "object") {
     throw new TypeError(`kuma: run() takes an object mapping each input name (${names}) to a typed array, got ${inputs === null ? "null" : typeof inputs}.`);
@@ -637,7 +638,7 @@ function takeInputs(program, inputs) {
       return array;
     }
     if (array.length !== count) throw new RangeError(`kuma: input "${spec.name}" needs ${count} values (shape [${spec.shape}]${withDims(spec, values)}), got ${array.length}`);
-    return spec.dtype === "int32" && array instanceof BigInt64Array ? Int32Array.from(array, Number) : array.slice();
+    return spec.dtype === "int32" && array instanceof BigInt64Array ? Int32Array.from(array, Number) : copy ? array.slice() : array;
   });
   return { arrays, values };
 }
@@ -686,9 +687,12 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
     return result;
   }
 
-  // runs and resets are queued: they share the readback buffers and the state
+  // runs and resets are queued: they share the readback buffers and the state. With none pending,
+  // one starts at once: its writes and submits happen within run() (no copy of the inputs, whose
+  // allocation costs ~0.2 ms for an image's 0.6 MB: bench/gpu/dawn/host.mjs)
+  let pending = 0;
   function enqueue(work) {
-    const next = queue.then(work);
+    const next = (pending++ ? queue.then(work) : new Promise((resolve) => resolve(work()))).finally(() => pending--);
     queue = next.catch(() => {});
     return next;
   }
@@ -707,7 +711,7 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
       try {
         const why = unusable();
         if (why) throw new Error(why);
-        taken = takeInputs(program, inputs);
+        taken = takeInputs(program, inputs, pending > 0);
         read = readIndices(program, options);
       } catch (error) {
         return Promise.reject(error);
