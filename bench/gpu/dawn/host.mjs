@@ -13,8 +13,10 @@
 // per model folder (random inputs of the right shapes; these timings do not depend on the values):
 //   plain     run() back to back, nothing wrapped: the number the benchmark reports
 //   phases    run() with the WebGPU calls it makes wrapped to note the time (the runtime is not
-//             touched): before the first encoder, writeBuffer, each command buffer's encoding and
-//             submit call, the wait from the last submit to mapAsync's resolution, the copy-out.
+//             touched): before the first encoder, writeBuffer, each command buffer's encoding (from
+//             the call for the first, writeBuffer left out; 0 dispatches where the previous run
+//             encoded them while it waited) and submit call, the wait from the last submit to
+//             mapAsync's resolution, the copy-out.
 //             With timestamp-query each pass (one per command buffer) gets stamps: the GPU's busy
 //             time, its idle time between a run's passes (waiting for the host) and between runs.
 //   replays   one run()'s calls recorded (pipelines, bind groups, workgroup counts, writes, copies,
@@ -280,7 +282,7 @@ async function phases(model, feed, runs) {
     const last = n.submits.at(-1);
     const chunks = n.submits.map((s, k) => ({
       dispatches: s.dispatches,
-      encodeMs: s.at - (k ? n.submits[k - 1].end : n.encoder) - (k ? 0 : n.writeMs),
+      encodeMs: s.at - (k ? n.submits[k - 1].end : n.call) - (k ? 0 : n.writeMs),
       submitMs: s.end - s.at,
     }));
     const row = {
@@ -436,7 +438,7 @@ async function modelProbe(folder, runs) {
     undo();
   }
   const feed = randomInputs(model);
-  for (let i = 0; i < 10; i++) await model.run(feed);
+  for (let i = 0; i < 50; i++) await model.run(feed); // pipelines finish, clocks rise, the JIT settles
   const result = { folder, deviceClass: model.deviceClass };
   result.plainUs = await timed(() => model.run(feed), runs, 0);
   result.phases = await phases(model, feed, runs);
