@@ -11,10 +11,11 @@
 // network are stored in the cache after load() resolves, read back from the GPU one at a time, so
 // the cache's writes never compete with the downloads. A load that fails destroys what it made and
 // returns no model, so no run ever reads bytes that were not verified.
-// run: the inputs are checked and copied when run() is called and written before the first
-// submit; the dispatches go to the GPU in a few command buffers of growing size as they are encoded
-// (SUBMIT_FIRST), the last with the copies of the outputs, and the only CPU wait is the final read
-// of the outputs asked for (the others stay on the GPU, as outputBuffer(name)). State buffers (a KV
+// run: the inputs are checked when run() is called, and written then (or copied, for a run queued
+// behind others); the dispatches go to the GPU in a few command buffers of growing size as they are
+// encoded (SUBMIT_FIRST), the last with the copies of the outputs, and the only CPU wait is the
+// final read of the outputs asked for (the others stay on the GPU, as outputBuffer(name)). While it
+// waits, the next run's command buffers are encoded, so that run only submits them. State buffers (a KV
 // cache forward() updates in place) keep their contents from one run to the next; they are set at
 // load and by reset().
 // dims (a model built for a range of sizes): run() infers each dim's value from the input lengths,
@@ -494,7 +495,8 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
     if (options.warmup ?? !software) {
       const least = !DIMS ? {} : Object.fromEntries(Object.entries(program.ranges ?? {}).map(([name, range]) => [name, range.min]));
       dims(least);
-      device.queue.submit([encodeDispatches(device, device.createCommandEncoder(), binds, least).finish()]);
+      const submit = (buffer) => device.queue.submit([buffer]);
+      submit(encodeDispatches(device, binds, least, submit));
       await device.queue.onSubmittedWorkDone();
     }
     resetState(program, device, buffers); // after the warm-up, which wrote to them
@@ -508,11 +510,12 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
   }
 }
 
-// every dispatch of the plan after what `encoder` holds, a compute pass per command buffer: all but
-// the last submitted on the way (SUBMIT_FIRST), whose encoder is returned for the caller to finish and
-// submit. A count { size, per } is ceil(size / per) at the dims' values, and a dispatch with no
-// workgroups at them, or for other values ({ dim: [low, high] }: a kernel for few rows), is left out.
-function encodeDispatches(device, encoder, binds, values) {
+// every dispatch of the plan, a compute pass per command buffer: all but the last handed to `flush`
+// on the way (SUBMIT_FIRST), the last returned. A count { size, per } is ceil(size / per) at the dims'
+// values, and a dispatch with no workgroups at them, or for other values ({ dim: [low, high] }: a
+// kernel for few rows), is left out.
+function encodeDispatches(device, binds, values, flush) {
+  let encoder = device.createCommandEncoder();
   let pass = encoder.beginComputePass();
   let count = 0;
   let next = SUBMIT_FIRST;
@@ -521,7 +524,7 @@ function encodeDispatches(device, encoder, binds, values) {
     if (!x || (DIMS && Object.entries(when).some(([name, [low, high]]) => values[name] < low || values[name] > high))) continue;
     if (count++ === next) {
       pass.end();
-      device.queue.submit([encoder.finish()]);
+      flush(encoder.finish());
       encoder = device.createCommandEncoder();
       pass = encoder.beginComputePass();
       next *= SUBMIT_GROWTH;
@@ -531,7 +534,7 @@ function encodeDispatches(device, encoder, binds, values) {
     pass.dispatchWorkgroups(x, y, z);
   }
   pass.end();
-  return encoder;
+  return encoder.finish();
 }
 
 // writes the dims' values to the dims uniform (one u32 each, in the class program's order) when they change
@@ -660,20 +663,38 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
   // they read the buffers back, so dispose() destroys them only after the stores
   const cached = new Promise((resolve) => setTimeout(resolve, 0)).then(() => store(() => lostInfo === null));
 
+  // The next run's command buffers (its dispatches at the same dims' values), encoded while this
+  // run's outputs come back: that run only submits them, so the GPU starts at once and never waits
+  // for the host's encoding (on Dawn ~2.5 µs of host a dispatch: bench/gpu/dawn/host.mjs).
+  let ahead = null;
+
   async function execute({ arrays, values }, read) {
     const why = unusable();
     if (why) throw new Error(why);
-    const first = device.createCommandEncoder();
+    const queue = device.queue;
+    let copyIn = null; // the GPUBuffer inputs, copied in the first submit, before the dispatches
     program.inputs.forEach((spec, i) => {
       const target = buffers[spec.buffer];
-      if (isGPUBuffer(arrays[i])) first.copyBufferToBuffer(arrays[i], 0, target, 0, 4 * numel(spec.shape, values));
-      else device.queue.writeBuffer(target, 0, arrays[i]);
+      if (isGPUBuffer(arrays[i])) (copyIn ??= device.createCommandEncoder()).copyBufferToBuffer(arrays[i], 0, target, 0, 4 * numel(spec.shape, values));
+      else queue.writeBuffer(target, 0, arrays[i]);
     });
     dims(values);
-    const last = encodeDispatches(device, first, binds, values);
+    const submit = (buffer, after = []) => {
+      queue.submit(copyIn ? [copyIn.finish(), buffer, ...after] : [buffer, ...after]);
+      copyIn = null;
+    };
+    const key = DIMS ? JSON.stringify(values) : "";
+    const encoded = ahead?.key === key ? ahead.buffers : null;
+    ahead = null;
+    const last = encoded ? encoded.pop() : encodeDispatches(device, binds, values, submit);
+    encoded?.forEach((buffer) => submit(buffer));
+    const copyOut = device.createCommandEncoder();
     const bytes = read.map((i) => 4 * numel(program.outputs[i].shape, values));
-    read.forEach((i, k) => last.copyBufferToBuffer(buffers[program.outputs[i].buffer], 0, readbacks[i], 0, bytes[k]));
-    device.queue.submit([last.finish()]);
+    read.forEach((i, k) => copyOut.copyBufferToBuffer(buffers[program.outputs[i].buffer], 0, readbacks[i], 0, bytes[k]));
+    submit(last, [copyOut.finish()]);
+    const next = [];
+    const tail = encodeDispatches(device, binds, values, (buffer) => next.push(buffer));
+    ahead = { key, buffers: [...next, tail] };
     try {
       await Promise.all(read.map((i) => readbacks[i].mapAsync(1)));
     } catch (error) {
