@@ -169,6 +169,7 @@ async function basics() {
   };
   // steps for a kernel of about 2 ms of wall time (on a CPU adapter too; dawn.node's null backend,
   // which runs nothing, stops at 2^24 steps and reads as such)
+  await longJob(1); // SwiftShader compiles at the first dispatch
   let n = 1024;
   for (let i = 0; i < 14 && (await longJob(n)).wallMs < 2; i++) n *= 2;
   const jobs = [];
@@ -252,13 +253,15 @@ async function phases(model, feed, runs) {
   ];
   const notes = [];
   try {
-    for (let r = 0; r < runs; r++) {
+    // one run more: a runtime that encodes a run's command buffers during the previous run's wait
+    // gives a run's notes the next run's passes (the same statistics), which the last one runs
+    for (let r = 0; r <= runs; r++) {
       cur = { call: now(), writeMs: 0, rangeMs: 0, unmapMs: 0, count: 0, submits: [], passes: [] };
       const run = model.run(feed);
       cur.returned = now();
       await run;
       cur.end = now();
-      notes.push(cur);
+      if (r < runs) notes.push(cur);
       cur = null;
     }
   } finally {
@@ -275,7 +278,7 @@ async function phases(model, feed, runs) {
     await readback.mapAsync(GPUMapMode.READ);
     ticks = Array.from(new BigInt64Array(readback.getMappedRange().slice(0)), (t) => Number(t) / 1e6); // ms
     readback.unmap();
-    for (const b of [resolved, readback, querySet]) b.destroy();
+    for (const b of [resolved, readback]) b.destroy(); // not querySet: command buffers encoded ahead may use it
   }
   // per run: host phases (ms), and from the stamps the GPU's view
   const rows = notes.map((n, r) => {
@@ -447,17 +450,20 @@ async function modelProbe(folder, runs) {
   return result;
 }
 
-const result = { flags: options.flags, runs: options.runs };
+// the result so far, after each step (a run cut short by a time limit keeps what it measured)
+const result = { flags: options.flags, runs: options.runs, ok: false, models: [] };
+const save = () => { if (options.out) fs.writeFileSync(options.out, JSON.stringify(result, null, 1)); };
 try {
   result.basics = await basics();
-  result.models = [];
-  for (const folder of options.folders) result.models.push(await modelProbe(path.resolve(folder), options.runs));
+  save();
+  for (const folder of options.folders) {
+    result.models.push(await modelProbe(path.resolve(folder), options.runs));
+    save();
+  }
   result.ok = true;
 } catch (error) {
-  result.ok = false;
   result.error = `${error?.name ?? "Error"}: ${error?.message ?? error}\n${error?.stack ?? ""}`.slice(0, 3000);
 }
-const text = JSON.stringify(result, null, 1);
-if (options.out) fs.writeFileSync(options.out, text);
-console.log(text);
+save();
+console.log(JSON.stringify(result, null, 1));
 process.exit(0); // dawn.node keeps the event loop alive

@@ -58,8 +58,9 @@ def main() -> int:
         process = subprocess.run([options.node, str(HERE / "host.mjs"), "--runs", str(options.runs), *flags, "--out", str(result_file), *folders],
                                  capture_output=True, text=True, timeout=options.timeout)
         (options.out / "host.log").write_text(process.stdout + process.stderr)
-    except subprocess.TimeoutExpired:
-        print(f"[host] host.mjs timed out after {options.timeout:.0f} s", file=sys.stderr)
+    except subprocess.TimeoutExpired as e:
+        (options.out / "host.log").write_text(f"{e.stdout or ''}{e.stderr or ''}" if isinstance(e.stdout, str) else "")
+        print(f"[host] host.mjs timed out after {options.timeout:.0f} s; what it measured by then follows", file=sys.stderr)
     if not result_file.is_file():
         print("[host] host.mjs wrote no result; see host.log", file=sys.stderr)
         return 1
@@ -70,12 +71,12 @@ def main() -> int:
 
 
 def summary(result: dict) -> str:
-    """host.md: the basics, then per model its phases (µs, medians) and replays."""
-    if not result.get("ok"):
-        return f"host.mjs failed: {result.get('error')}\n"
-    b = result["basics"]
-    lines = [f"## host.mjs on {b['adapter']} (timestamp-query: {b['timestampQuery']})", "",
-             "basics (µs): " + ", ".join(f"{k} {v}" for k, v in b.items() if k not in ("adapter", "timestampQuery")), ""]
+    """host.md: the basics, then per model its phases (µs, medians) and replays; what a run cut short measured."""
+    lines = [] if result.get("ok") else [f"host.mjs stopped early: {result.get('error') or 'out of time'}", ""]
+    b = result.get("basics")
+    if b:
+        lines += [f"## host.mjs on {b['adapter']} (timestamp-query: {b['timestampQuery']})", "",
+                  "basics (µs): " + ", ".join(f"{k} {v}" for k, v in b.items() if k not in ("adapter", "timestampQuery")), ""]
     for m in result["models"]:
         p = m["phases"]
         chunks = "; ".join(f"{c['dispatches']} dispatches: encode {c['encodeUs']}, submit {c['submitUs']}"
