@@ -1,7 +1,8 @@
 // Where run()'s host time goes on Dawn (issue 12): run() of an emitted index.js takes longer than
 // its passes' GPU time back to back; this splits the difference.
 //
-//   node host.mjs [--runs N] [--flag DAWN_FLAG]... [--no-replays] [--out result.json] [MODEL_FOLDER...]
+//   node host.mjs [--runs N] [--warmup N] [--rounds N] [--stream N] [--flag DAWN_FLAG]... [--no-replays]
+//                 [--out result.json] [MODEL_FOLDER...]
 //
 // basics (own device): the round trip of an empty submit to onSubmittedWorkDone, of one tiny
 //   dispatch, of a 16-byte copy to mapAsync (and with onSubmittedWorkDone awaited first), mapAsync
@@ -27,6 +28,7 @@
 //             and reads back after the last (per run: what the GPU and the submits allow);
 //             "encodeOnly" encodes and finishes without submitting (the host's encoding alone);
 //             "ahead" encodes the next run's command buffers while it waits for this one's outputs.
+//             `matches`: replays read back run()'s outputs byte for byte.
 // Prints one JSON object (and writes it to --out). KUMA_DAWN_MODULES: the folder holding `webgpu`.
 
 import fs from "node:fs";
@@ -37,9 +39,11 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MODULES = process.env.KUMA_DAWN_MODULES ?? path.join(HERE, "node_modules");
 
 const args = process.argv.slice(2);
-const options = { runs: 50, flags: [], out: null, folders: [], replays: true };
+// runs: timed runs per measurement; warmup: run()s before them; rounds: of the replays, each variant
+// in turn; stream: runs submitted without waiting, in "stream"
+const options = { runs: 50, warmup: 50, rounds: 5, stream: 20, flags: [], out: null, folders: [], replays: true };
 for (let i = 0; i < args.length; i++) {
-  if (args[i] === "--runs") options.runs = Number(args[++i]);
+  if (["--runs", "--warmup", "--rounds", "--stream"].includes(args[i])) options[args[i].slice(2)] = Number(args[++i]);
   else if (args[i] === "--flag") options.flags.push(args[++i]);
   else if (args[i] === "--out") options.out = args[++i];
   else if (args[i] === "--no-replays") options.replays = false;
@@ -387,14 +391,21 @@ function replayer(device, calls, points, { read = true, submit = true, doneFirst
     if (!read || !submit) return;
     if (doneFirst) await queue.onSubmittedWorkDone();
     await Promise.all(calls.maps.map((b) => b.mapAsync(GPUMapMode.READ)));
-    calls.maps.forEach((b, k) => { new Float32Array(b.getMappedRange(0, calls.copies[k][4]).slice(0)); b.unmap(); });
+    return calls.maps.map((b, k) => {
+      const bytes = new Uint8Array(b.getMappedRange(0, calls.copies[k][4]).slice(0));
+      b.unmap();
+      return bytes;
+    });
   };
 }
 
 async function replays(model, feed, runs) {
   const device = model.device;
   const calls = await record(model, feed);
-  const STREAM = 20;
+  // the check: a replay reads back run()'s outputs, byte for byte
+  const want = Object.values(await model.run(feed)).map((a) => new Uint8Array(a.buffer));
+  const same = (got) => got.length === want.length && got.every((g, k) => g.length === want[k].length && g.every((v, i) => v === want[k][i]));
+  const STREAM = options.stream;
   const runtime = geometric(8, 3);
   const variants = {
     plain: () => model.run(feed),
@@ -414,7 +425,7 @@ async function replays(model, feed, runs) {
   };
   // rounds of every variant in turn, so that drift (clocks, other load) spreads over all
   const times = Object.fromEntries([...Object.keys(variants), "stream"].map((k) => [k, []]));
-  const rounds = 5;
+  const rounds = options.rounds;
   const per = Math.max(2, Math.ceil(runs / rounds));
   for (let round = 0; round < rounds; round++) {
     for (const [name, fn] of Object.entries(variants)) {
@@ -424,7 +435,8 @@ async function replays(model, feed, runs) {
     await stream();
     for (let i = 0; i < Math.max(1, per >> 2); i++) { const t = now(); await stream(); times.stream.push((now() - t) / STREAM); }
   }
-  return { dispatches: calls.dispatches.length, medianUs: Object.fromEntries(Object.entries(times).map(([k, v]) => [k, us(median(v))])) };
+  const matches = same(await variants["8x3"]()) && same(await variants.ahead()) && same(await variants.ahead());
+  return { dispatches: calls.dispatches.length, matches, medianUs: Object.fromEntries(Object.entries(times).map(([k, v]) => [k, us(median(v))])) };
 }
 
 async function modelProbe(folder, runs) {
@@ -441,7 +453,7 @@ async function modelProbe(folder, runs) {
     undo();
   }
   const feed = randomInputs(model);
-  for (let i = 0; i < 50; i++) await model.run(feed); // pipelines finish, clocks rise, the JIT settles
+  for (let i = 0; i < options.warmup; i++) await model.run(feed); // pipelines finish, clocks rise, the JIT settles
   const result = { folder, deviceClass: model.deviceClass };
   result.plainUs = await timed(() => model.run(feed), runs, 0);
   result.phases = await phases(model, feed, runs);
