@@ -695,14 +695,16 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
     const next = [];
     const tail = encodeDispatches(device, binds, values, (buffer) => next.push(buffer));
     ahead = { key, buffers: [...next, tail] };
+    // the output arrays, made (their memory touched) while the GPU works: after it, only a copy
+    const result = Object.fromEntries(read.map((i, k) => [program.outputs[i].name, new ARRAY_TYPES[program.outputs[i].dtype](bytes[k] / 4).fill(0)]));
     try {
       await Promise.all(read.map((i) => readbacks[i].mapAsync(1)));
     } catch (error) {
       throw new Error(unusable() ?? `kuma: reading the outputs of model ${program.model} failed: ${error.name}: ${error.message}`);
     }
-    const result = {};
     read.forEach((i, k) => {
-      result[program.outputs[i].name] = new ARRAY_TYPES[program.outputs[i].dtype](readbacks[i].getMappedRange(0, bytes[k]).slice(0));
+      const output = result[program.outputs[i].name];
+      output.set(new output.constructor(readbacks[i].getMappedRange(0, bytes[k])));
       readbacks[i].unmap();
     });
     return result;
