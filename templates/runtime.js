@@ -43,7 +43,9 @@ const STALL_MS = 30_000; // default load({ timeout }): an attempt with no bytes 
 // each time the count reaches SUBMIT_GROWTH times the last (8, 24, 72, 216...: 4 submits for
 // BERT-base's 123): the GPU (10-60 µs a dispatch for the models of docs/performance.md on an H200)
 // runs each while the host encodes the next (at most 3 times as many, at ~4.4 µs each), and a
-// submit (~40 µs of host time) is paid a few times only.
+// submit (~40 µs of host time) is paid a few times only. A run whose command buffers were encoded
+// ahead (runnable's `ahead`) submits them in the same pieces: Dawn records a command buffer for the
+// GPU at its submit (part of those 4.4 µs), so the GPU starts after the first piece's.
 const SUBMIT_FIRST = 8;
 const SUBMIT_GROWTH = 3;
 
