@@ -667,7 +667,7 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
 
   // The next run's command buffers (its dispatches at the same dims' values), encoded while this
   // run's outputs come back: that run only submits them, so the GPU starts at once and never waits
-  // for the host's encoding (on Dawn ~2.5 µs of host a dispatch: bench/gpu/dawn/host.mjs).
+  // for the host's encoding (Dawn's frontend and the JS calls, ~2 µs a dispatch: bench/gpu/dawn/host.mjs).
   let ahead = null;
 
   async function execute({ arrays, values }, read) {
@@ -713,8 +713,8 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
   }
 
   // runs and resets are queued: they share the readback buffers and the state. With none pending,
-  // one starts at once: its writes and submits happen within run() (no copy of the inputs, whose
-  // allocation costs ~0.2 ms for an image's 0.6 MB: bench/gpu/dawn/host.mjs)
+  // one starts at once: its writes and submits happen within run(), with no copy of the inputs
+  // (for an image's 0.6 MB, half of run()'s host time on Dawn: bench/gpu/dawn/host.mjs)
   let pending = 0;
   function enqueue(work) {
     const next = (pending++ ? queue.then(work) : new Promise((resolve) => resolve(work()))).finally(() => pending--);
