@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE))
 import bench  # noqa: E402
 import dawn_models  # noqa: E402
 
-MODELS = "bert-base-seq128,convnext-t-224,resnet50-224"
+MODELS = "bert-base-seq128,bert-base-seq512,convnext-t-224,resnet50-224"
 
 
 def main() -> int:
