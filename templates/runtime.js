@@ -12,10 +12,11 @@
 // network are stored in the cache after load() resolves, read back from the GPU one at a time, so
 // the cache's writes never compete with the downloads. A load that fails destroys what it made and
 // returns no model, so no run ever reads bytes that were not verified.
-// run: the inputs are checked and copied when run() is called and written before the first
-// submit; the dispatches go to the GPU in a few command buffers of growing size as they are encoded
-// (SUBMIT_FIRST), the last with the copies of the outputs, and the only CPU wait is the final read
-// of the outputs asked for (the others stay on the GPU, as outputBuffer(name)). State buffers (a KV
+// run: the inputs are checked when run() is called, and written then (or copied, for a run queued
+// behind others); the dispatches go to the GPU in a few command buffers of growing size as they are
+// encoded (SUBMIT_FIRST), the last with the copies of the outputs, and the only CPU wait is the
+// final read of the outputs asked for (the others stay on the GPU, as outputBuffer(name)). While it
+// waits, the next run's command buffers are encoded, so that run only submits them. State buffers (a KV
 // cache forward() updates in place) keep their contents from one run to the next; they are set at
 // load and by reset().
 // dims (a model built for a range of sizes): run() infers each dim's value from the input lengths,
@@ -43,7 +44,9 @@ const STALL_MS = 30_000; // default load({ timeout }): an attempt with no bytes 
 // each time the count reaches SUBMIT_GROWTH times the last (8, 24, 72, 216...: 4 submits for
 // BERT-base's 123): the GPU (10-60 µs a dispatch for the models of docs/performance.md on an H200)
 // runs each while the host encodes the next (at most 3 times as many, at ~4.4 µs each), and a
-// submit (~40 µs of host time) is paid a few times only.
+// submit (~40 µs of host time) is paid a few times only. A run whose command buffers were encoded
+// ahead (runnable's `ahead`) submits them in the same pieces: Dawn records a command buffer for the
+// GPU at its submit (part of those 4.4 µs), so the GPU starts after the first piece's.
 const SUBMIT_FIRST = 8;
 const SUBMIT_GROWTH = 3;
 
@@ -527,7 +530,8 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
     if (options.warmup ?? !software) {
       const least = !DIMS ? {} : Object.fromEntries(Object.entries(program.ranges ?? {}).map(([name, range]) => [name, range.min]));
       dims(least);
-      device.queue.submit([encodeDispatches(device, device.createCommandEncoder(), binds, least).finish()]);
+      const submit = (buffer) => device.queue.submit([buffer]);
+      submit(encodeDispatches(device, binds, least, submit));
       await device.queue.onSubmittedWorkDone();
     }
     resetState(program, device, buffers); // after the warm-up, which wrote to them
@@ -541,11 +545,12 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
   }
 }
 
-// every dispatch of the plan after what `encoder` holds, a compute pass per command buffer: all but
-// the last submitted on the way (SUBMIT_FIRST), whose encoder is returned for the caller to finish and
-// submit. A count { size, per } is ceil(size / per) at the dims' values, and a dispatch with no
-// workgroups at them, or for other values ({ dim: [low, high] }: a kernel for few rows), is left out.
-function encodeDispatches(device, encoder, binds, values) {
+// every dispatch of the plan, a compute pass per command buffer: all but the last handed to `flush`
+// on the way (SUBMIT_FIRST), the last returned. A count { size, per } is ceil(size / per) at the dims'
+// values, and a dispatch with no workgroups at them, or for other values ({ dim: [low, high] }: a
+// kernel for few rows), is left out.
+function encodeDispatches(device, binds, values, flush) {
+  let encoder = device.createCommandEncoder();
   let pass = encoder.beginComputePass();
   let count = 0;
   let next = SUBMIT_FIRST;
@@ -554,7 +559,7 @@ function encodeDispatches(device, encoder, binds, values) {
     if (!x || (DIMS && Object.entries(when).some(([name, [low, high]]) => values[name] < low || values[name] > high))) continue;
     if (count++ === next) {
       pass.end();
-      device.queue.submit([encoder.finish()]);
+      flush(encoder.finish());
       encoder = device.createCommandEncoder();
       pass = encoder.beginComputePass();
       next *= SUBMIT_GROWTH;
@@ -564,7 +569,7 @@ function encodeDispatches(device, encoder, binds, values) {
     pass.dispatchWorkgroups(x, y, z);
   }
   pass.end();
-  return encoder;
+  return encoder.finish();
 }
 
 // writes the dims' values to the dims uniform (one u32 each, in the class program's order) when they change
@@ -641,9 +646,10 @@ function inferDims(program, inputs) {
   return values;
 }
 
-// the inputs of one run, checked and copied now: the caller may reuse its arrays at once (a
-// GPUBuffer is copied on the GPU when the run is submitted)
-function takeInputs(program, inputs) {
+// the inputs of one run, checked; copied now (copy) when the run waits behind others, so that the
+// caller may reuse its arrays at once (a run that starts at once writes them before run() returns,
+// and a GPUBuffer is copied on the GPU when the run is submitted)
+function takeInputs(program, inputs, copy) {
   const names = program.inputs.map((s) => `"${s.name}"`).join(", ");
   if (inputs === null || typeof inputs !== "object") {
     throw new TypeError(`kuma: run() takes an object mapping each input name (${names}) to a typed array, got ${inputs === null ? "null" : typeof inputs}.`);
@@ -670,7 +676,7 @@ function takeInputs(program, inputs) {
       return array;
     }
     if (array.length !== count) throw new RangeError(`kuma: input "${spec.name}" needs ${count} values (shape [${spec.shape}]${withDims(spec, values)}), got ${array.length}`);
-    return spec.dtype === "int32" && array instanceof BigInt64Array ? Int32Array.from(array, Number) : array.slice();
+    return spec.dtype === "int32" && array instanceof BigInt64Array ? Int32Array.from(array, Number) : copy ? array.slice() : array;
   });
   return { arrays, values };
 }
@@ -692,36 +698,59 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
   // they read the buffers back, so dispose() destroys them only after the stores
   const cached = new Promise((resolve) => setTimeout(resolve, 0)).then(() => store(() => lostInfo === null));
 
+  // The next run's command buffers (its dispatches at the same dims' values), encoded while this
+  // run's outputs come back: that run only submits them, so the GPU starts at once and never waits
+  // for the host's encoding (Dawn's frontend and the JS calls, ~2 µs a dispatch: bench/gpu/dawn/host.mjs).
+  let ahead = null;
+
   async function execute({ arrays, values }, read) {
     const why = unusable();
     if (why) throw new Error(why);
-    const first = device.createCommandEncoder();
+    const queue = device.queue;
+    let copyIn = null; // the GPUBuffer inputs, copied in the first submit, before the dispatches
     program.inputs.forEach((spec, i) => {
       const target = buffers[spec.buffer];
-      if (isGPUBuffer(arrays[i])) first.copyBufferToBuffer(arrays[i], 0, target, 0, 4 * numel(spec.shape, values));
-      else device.queue.writeBuffer(target, 0, arrays[i]);
+      if (isGPUBuffer(arrays[i])) (copyIn ??= device.createCommandEncoder()).copyBufferToBuffer(arrays[i], 0, target, 0, 4 * numel(spec.shape, values));
+      else queue.writeBuffer(target, 0, arrays[i]);
     });
     dims(values);
-    const last = encodeDispatches(device, first, binds, values);
+    const submit = (buffer, after = []) => {
+      queue.submit(copyIn ? [copyIn.finish(), buffer, ...after] : [buffer, ...after]);
+      copyIn = null;
+    };
+    const key = DIMS ? JSON.stringify(values) : "";
+    const encoded = ahead?.key === key ? ahead.buffers : null;
+    ahead = null;
+    const last = encoded ? encoded.pop() : encodeDispatches(device, binds, values, submit);
+    encoded?.forEach((buffer) => submit(buffer));
+    const copyOut = device.createCommandEncoder();
     const bytes = read.map((i) => 4 * numel(program.outputs[i].shape, values));
-    read.forEach((i, k) => last.copyBufferToBuffer(buffers[program.outputs[i].buffer], 0, readbacks[i], 0, bytes[k]));
-    device.queue.submit([last.finish()]);
+    read.forEach((i, k) => copyOut.copyBufferToBuffer(buffers[program.outputs[i].buffer], 0, readbacks[i], 0, bytes[k]));
+    submit(last, [copyOut.finish()]);
+    const next = [];
+    const tail = encodeDispatches(device, binds, values, (buffer) => next.push(buffer));
+    ahead = { key, buffers: [...next, tail] };
+    // the output arrays, made (their memory touched) while the GPU works: after it, only a copy
+    const result = Object.fromEntries(read.map((i, k) => [program.outputs[i].name, new ARRAY_TYPES[program.outputs[i].dtype](bytes[k] / 4).fill(0)]));
     try {
       await Promise.all(read.map((i) => readbacks[i].mapAsync(1)));
     } catch (error) {
       throw new Error(unusable() ?? `kuma: reading the outputs of model ${program.model} failed: ${error.name}: ${error.message}`);
     }
-    const result = {};
     read.forEach((i, k) => {
-      result[program.outputs[i].name] = new ARRAY_TYPES[program.outputs[i].dtype](readbacks[i].getMappedRange(0, bytes[k]).slice(0));
+      const output = result[program.outputs[i].name];
+      output.set(new output.constructor(readbacks[i].getMappedRange(0, bytes[k])));
       readbacks[i].unmap();
     });
     return result;
   }
 
-  // runs and resets are queued: they share the readback buffers and the state
+  // runs and resets are queued: they share the readback buffers and the state. With none pending,
+  // one starts at once: its writes and submits happen within run(), with no copy of the inputs
+  // (for an image's 0.6 MB, ~40 µs of host time on Dawn: bench/gpu/dawn/host.mjs)
+  let pending = 0;
   function enqueue(work) {
-    const next = queue.then(work);
+    const next = (pending++ ? queue.then(work) : new Promise((resolve) => resolve(work()))).finally(() => pending--);
     queue = next.catch(() => {});
     return next;
   }
@@ -740,7 +769,7 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
       try {
         const why = unusable();
         if (why) throw new Error(why);
-        taken = takeInputs(program, inputs);
+        taken = takeInputs(program, inputs, pending > 0);
         read = readIndices(program, options);
       } catch (error) {
         return Promise.reject(error);

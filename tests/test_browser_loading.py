@@ -229,6 +229,7 @@ def test_load_and_run_in_a_module_worker(driver, wide, x):
 def test_run_copies_inputs_and_misuse_is_a_clear_error(driver, wide, x):
     reply = scenario(driver, wide, x, "run_api")
     assert_correct(reply, wide, x)  # the inputs were zeroed right after run(): it used them as passed
+    assert_outputs_match([decode(o) for o in reply["queuedOutputs"].values()], wide.expected(x))  # and so did a run queued behind it
     assert reply["nullInputs"] == 'TypeError: kuma: run() takes an object mapping each input name ("x") to a typed array, got null.'
     assert reply["unknown"] == 'TypeError: kuma: run() got an unknown input "nope"; model wide takes "x".'
     assert reply["afterDispose"] == "Error: kuma: run() on model wide after dispose(): its GPU buffers are gone; load() it again."

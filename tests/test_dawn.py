@@ -8,6 +8,8 @@ tokens and logits, and its copy probe copies. scripts/setup.sh installs bench/gp
 
 import copy
 import importlib.util
+import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -126,6 +128,28 @@ def test_decode_loop_on_dawn(dawn, tmp_path):
     assert bench.rel_l2(result["lastLogits"], expected["last_logits"].numpy()) <= 1e-5
     assert result["repeatable"]  # reset() gave the timed generation the warm-up's tokens
     assert result["decodeSteps"] == steps - 1 and result["decodeTokensPerS"] > 0 and result["prefillTokensPerS"] > 0
+
+
+def test_host_probe_on_dawn(dawn, tmp_path):
+    """host.mjs (where run()'s time beyond the GPU goes) on an emitted module: the round trips, run()
+    split into phases with stamps on its passes, and its recorded calls replayed, reading back run()'s outputs."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[layer for _ in range(12) for layer in (torch.nn.Linear(32, 32), torch.nn.ReLU())]).eval()
+    config = model_config(net, (torch.randn(4, 32),), name="mlp")  # the "cpu" class, which SwiftShader gets: fast here
+    compiled = compile_module(net, config)
+    folder = compiled.write(tmp_path / "kuma")
+    out = tmp_path / "host.json"
+    flags = [arg for flag in bench.dawn_flags(dawn) for arg in ("--flag", flag)]
+    subprocess.run([dawn.node, str(DAWN / "host.mjs"), "--runs", "3", "--warmup", "2", "--rounds", "1", "--stream", "2", *flags, "--out", str(out), str(folder)], capture_output=True, timeout=120)
+    result = json.loads(out.read_text())
+    assert result["ok"], result["error"]
+    assert 0 < result["basics"]["emptySubmitDoneUs"] and 0 < result["basics"]["copyMapUs"] and result["basics"]["longJob"]["gpuUs"] > 0
+    model = result["models"][0]
+    phases = model["phases"]
+    assert phases["stamps"] and phases["runs"] == 3 and len(phases["chunks"]) == 2  # SUBMIT_FIRST: two command buffers
+    assert phases["totalUs"] > phases["waitUs"] > 0 and phases["gpuBusyUs"] > 0
+    assert model["replays"]["dispatches"] == len(compiled.program["dispatches"]) and model["replays"]["matches"]
+    assert all(us > 0 for us in model["replays"]["medianUs"].values())
 
 
 def test_copy_probe_on_dawn(dawn, tmp_path):

@@ -342,22 +342,26 @@ const SCENARIOS = {
     }, [env.url, request.inputs]);
   },
 
-  // run() misuse: inputs changed right after run(), null inputs, run after dispose(), model.lost
+  // run() misuse: inputs changed right after run() (a run that starts at once, and one queued
+  // behind it), null inputs, run after dispose(), model.lost
   async run_api(env, request) {
     return env.page.evaluate(async ([url, inputs]) => {
       const { load } = await import(url);
       const model = await load({ cache: false });
       const feed = window.kumaTest.feed(inputs);
+      const queuedFeed = window.kumaTest.feed(inputs);
       const pending = model.run(feed);
-      for (const array of Object.values(feed)) array.fill(0);
+      const queued = model.run(queuedFeed);
+      for (const array of [...Object.values(feed), ...Object.values(queuedFeed)]) array.fill(0);
       const outputs = window.kumaTest.encode(model.outputs, await pending);
+      const queuedOutputs = window.kumaTest.encode(model.outputs, await queued);
       const message = (promise) => promise.then(() => "resolved", (error) => `${error.name}: ${error.message}`);
       const nullInputs = await message(model.run(null));
       const unknown = await message(model.run({ ...feed, nope: new Float32Array(1) }));
       model.dispose();
       const afterDispose = await message(model.run(feed));
       const lost = await model.lost;
-      return { ok: true, outputs, nullInputs, unknown, afterDispose, lost: { reason: lost.reason } };
+      return { ok: true, outputs, queuedOutputs, nullInputs, unknown, afterDispose, lost: { reason: lost.reason } };
     }, [env.url, request.inputs]);
   },
 };

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The Dawn benchmark (issue 12), or with `decode` first the decode benchmark (issue 10, decode.py),
+# or with `host` first the host-time probe (host.py: where run()'s time beyond the GPU goes),
 # in one device call, from the repository root:
-#   device run, carry [".dawn"]:  bash bench/gpu/dawn/run_on_device.sh [decode] [bench.py or decode.py options]
+#   device run, carry [".dawn"]:  bash bench/gpu/dawn/run_on_device.sh [decode|host] [bench.py, decode.py or host.py options]
 # .dawn/kit.tar.xz comes from bench/gpu/dawn/pack.sh (Node, dawn.node, onnxruntime-web, the wgpu
 # wheels, the Vulkan loader). The models are built there (torch and transformers are on the
-# device), so no weights travel. $OUT gets dawn_bench.md and .json (decode: decode_bench.md and .json),
-# log.txt, machine.txt.
+# device), so no weights travel. $OUT gets dawn_bench.md and .json (decode: decode_bench.md and .json;
+# host: host.md, host.json and host.log), log.txt, machine.txt.
 set -o pipefail
 script=bench.py
 [ "$1" = decode ] && script=decode.py && shift
+[ "$1" = host ] && script=host.py && shift
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 OUT=${OUT:-/tmp/kuma-dawn-bench}
 KIT=/tmp/kuma-dawn-kit
