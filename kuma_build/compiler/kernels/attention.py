@@ -43,7 +43,12 @@ from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, grid, indent,
 SIZE = 64  # threads per row: keys per tile, and value columns per pass
 MAX_THREAD_COLUMNS = 256  # value columns a thread's unrolled accumulators may hold
 LOWEST = -3.4028234663852886e38  # the running max starts here, not at -inf (see above)
-# the "gpu" class's tiled kernel (flash)
+# the "gpu" class's register-tiled kernel (flash_tiled)
+TILED = True  # else flash_split, the kernel it replaced (bench/gpu/attention_sweep.py times both)
+TILED_ROWS = (64, 32, 16)  # query rows per workgroup (4 per row of 16 threads), most first (tiled_rows)
+TILED_KEYS = 64  # keys per tile and value columns per workgroup: 4 per thread of a row of 16
+STEP = 16  # head dims or keys per staged step: ta and tb take 2 x 4.3 kB, a step's 16 terms 256 FMAs a thread
+# flash_split
 FLASH_THREADS = 256  # threads per workgroup: query rows x key splits
 FLASH_ROWS = (64, 32, 16)  # query rows per workgroup, most first (flash_rows)
 FLASH_COLUMNS = 64  # value columns a workgroup accumulates (16 vec4 registers); wider values take more workgroups
@@ -58,7 +63,7 @@ def lower(node, device):
     *batch, length, value_dim = out.shape
     rows = prod(batch) * length
     if uses_flash(node, device):
-        return flash(node, device, b)
+        return flash_tiled(node, device, b) if TILED else flash_split(node, device, b)
     row_lines, row_index = unravel("row", out.shape[:-1], "r")
     batch_index, i = row_index[:-1], row_index[-1]
     score = score_lines(node, b, batch_index, i, "j", "qk", "s")
@@ -171,6 +176,155 @@ def workgroup_per_row(node, device, b, rows, row_lines, batch_index, i, score):
     return b.kernel("attention", shared + "\n" + header + indent(lines) + "\n}", workgroups)
 
 
+def tiled_rows(device, heads: int, length: int) -> int:
+    """Query rows per workgroup of flash_tiled: the most that still give each multiprocessor a
+    workgroup (device.parallel // 2 of them), else the fewest. A thread's work per key tile is the
+    same at every size (a 4 x 4 block of scores and of outputs), and a workgroup needs few registers
+    and 13 kB of workgroup memory, so several share a multiprocessor: more rows only save key and
+    value loads, and fewer rows spread the work over more multiprocessors. BERT-base at 512
+    tokens: 32 rows (192 workgroups); at 128 tokens, ViT's 197 and GPT-2's 128: 16."""
+    return next((rows for rows in TILED_ROWS if heads * ceil(length / rows) >= device.parallel // 2), TILED_ROWS[-1])
+
+
+def flash_tiled(node, device, b):
+    """A workgroup of 16 x G threads takes 4G query rows of one head and the value columns [col0,
+    col0 + 64); thread (x, y) owns rows 4y .. 4y + 3 and, in each tile of 64 keys, keys 4x .. 4x + 3
+    (the scores s0 .. s3, a vec4 of keys per row) and value columns 4x .. 4x + 3 (o0 .. o3). A tile
+    is two register-tiled products through workgroup memory, STEP at a time: the scores, S = Q K^T
+    over steps of STEP head dims, then O += P V over steps of STEP keys. Each step stages an A
+    operand (4 rows a vec4) in `ta` and a B operand (4 keys or columns a vec4) in `tb`; each of its
+    STEP terms costs a thread two vec4 reads for 16 FMAs. The next step's loads are fetched into
+    registers while a step computes. Between the products, the online softmax: the rows' maxima
+    over the tile meet in `red`; each thread rescales its outputs and keeps a partial sum of its
+    keys' weights, merged in `red` at the end."""
+    out = node.output
+    *batch, length, value_dim = out.shape
+    keys, head_dim = node.inputs[1].shape[-2:]
+    heads = prod(batch)
+    groups = ceil(value_dim / TILED_KEYS)           # workgroups per query tile, by value columns
+    rows = tiled_rows(device, heads * groups, length)
+    g = rows // 4                                    # rows of threads
+    threads = 16 * g
+    fetches = 16 * 16 // threads                     # key or value vec4s a thread fetches per step
+    tiles = ceil(length / rows)
+    stride_a = g + 1                                 # ta's vec4s per step term, padded against bank conflicts
+    batch_lines, batch_index = unravel("head", batch, "h")
+    params = "".join(f", {name}: u32" for name in batch_index)
+    args = "".join(f", {name}" for name in batch_index)
+
+    def fetch(name: str, index: list[str], check: str, load, lane_bound: int, base: str, count: int) -> list[str]:
+        """A vec4 of 4 lanes from base on (lanes(), `count` of them at most), zeros where `check` fails."""
+        set_lanes = lanes("v", load, count, lane_bound, base)
+        return block(f"fn {name}(t: u32, a: u32, b: u32{params}) -> vec4<f32>", [
+            *index, "var v = vec4<f32>();", *(block(f"if ({check})", set_lanes) if check else set_lanes), "return v;"])
+
+    head_check = f"e < {head_dim}u" if head_dim % STEP else ""
+    # fetch_q: head dim b + t % 16 of rows a + 4 (t / 16) ..; fetch_k: the same of keys; fetch_v:
+    # columns b + 4 (t % 16) .. of key a + t / 16 (ta and tb hold them transposed or as they come)
+    functions = [
+        *[f"var<private> {acc}{i}: vec4<f32>;" for acc in "so" for i in range(4)],
+        "",
+        *fetch("fetch_q", ["let e = b + t % 16u;", "let r = a + (t / 16u) * 4u;"], head_check,
+               lambda r: b.load(0, batch_index + [r, "e"]), length, "r", tiles * g),
+        "",
+        *fetch("fetch_k", ["let e = b + t % 16u;", "let j = a + (t / 16u) * 4u;"], head_check,
+               lambda j: b.load(1, batch_index + [j, "e"]), keys, "j", ceil(keys / TILED_KEYS) * 16),
+        "",
+        *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], f"j < {keys}u" if keys % TILED_KEYS else "",
+               lambda c: b.load(2, batch_index + ["j", c]), value_dim, "c", groups * 16),
+        "",
+        *block(f"fn score(qk: f32, row: u32, j: u32{params}) -> f32", [  # -inf past the keys or the causal diagonal
+            f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);",
+            *score_lines(node, b, batch_index, "i", "k", "qk", "s"),
+            f"return select({f32(float('-inf'))}, s, j < {keys}u{' && j <= row' if node.attrs['causal'] else ''});"]),
+        "",
+        *block("fn top(v: vec4<f32>) -> f32", ["return max(max(v.x, v.y), max(v.z, v.w));"]),
+        "",
+        *block(f"fn put(row: u32, col: u32, value: f32{params})", [
+            *block(f"if (row < {length}u && col < {value_dim}u)", [f"out[{offset_expr(out, batch_index + ['row', 'col'])}] = value;"])]),
+    ]
+    for name, acc in (("score_step", "s"), ("value_step", "o")):  # one term of a step: 4 x 4 FMAs
+        functions += ["", *block(f"fn {name}(kk: u32, x: u32, y: u32)", [
+            f"let a = ta[kk * {stride_a}u + y];", "let b = tb[kk * 17u + x];",
+            *[f"{acc}{i} = fma(vec4<f32>(a.{'xyzw'[i]}), b, {acc}{i});" for i in range(4)]])]
+
+    def step(name: str, prefetch: list[str]) -> list[str]:
+        """After the operands are staged: fetch the next step's, compute this one."""
+        return ["workgroupBarrier();", *prefetch, *[f"{name}({kk}u, lid.x, lid.y);" for kk in range(STEP)], "workgroupBarrier();"]
+
+    others = [f"li + {n * threads}u" for n in range(fetches)]  # the fetches' indices t
+    fetch_qk = lambda start, d0: [f"fq = fetch_q(li, tile0, {d0}{args});",
+                                  *[f"f{n} = fetch_k({t}, {start}, {d0}{args});" for n, t in enumerate(others)]]
+    fetch_v = lambda key0: [f"f{n} = fetch_v({t}, {key0}, col0{args});" for n, t in enumerate(others)]
+    scores = [  # S = Q K^T, STEP head dims at a time
+        f"ta[(li % 16u) * {stride_a}u + li / 16u] = fq;",
+        *[f"tb[({t}) % 16u * 17u + ({t}) / 16u] = f{n};" for n, t in enumerate(others)],
+        *step("score_step", [*block(f"if (d0 + {STEP}u < {head_dim}u)", fetch_qk("start", f"d0 + {STEP}u")),
+                             *block("else", fetch_v("start"))]),
+    ]
+    softmax = [
+        "let j = start + lid.x * 4u;",
+        *[f"s{i} = vec4<f32>(" + ", ".join(f"score(s{i}.{'xyzw'[k]}, r + {i}u, j + {k}u{args})" for k in range(4)) + ");"
+          for i in range(4)],
+        "red[li] = vec4<f32>(top(s0), top(s1), top(s2), top(s3));",
+        "workgroupBarrier();",
+        "var m = running_max;",
+        f"for (var x = 0u; x < 16u; x++) {{ m = max(m, red[lid.y * 16u + x]); }}",
+        "let f = exp(running_max - m);",
+        "running_max = m;",
+        *[f"o{i} *= f.{'xyzw'[i]};" for i in range(4)],
+        *[f"s{i} = exp(s{i} - m.{'xyzw'[i]});" for i in range(4)],
+        "total = total * f + vec4<f32>(" + ", ".join(f"dot(s{i}, vec4<f32>(1.0))" for i in range(4)) + ");",
+    ]
+    values = [  # O += P V, STEP keys at a time: the threads owning them stage their weights
+        *block(f"if (lid.x / 4u == k0 / {STEP}u)", [
+            f"ta[((lid.x % 4u) * 4u + {k}u) * {stride_a}u + lid.y] = vec4<f32>(" + ", ".join(f"s{i}.{'xyzw'[k]}" for i in range(4)) + ");"
+            for k in range(4)]),
+        *[f"tb[({t}) / 16u * 17u + ({t}) % 16u] = f{n};" for n, t in enumerate(others)],
+        *step("value_step", [*block(f"if (k0 + {STEP}u < count)", fetch_v(f"start + k0 + {STEP}u")),
+                             *block(f"else if (start + {TILED_KEYS}u < end)", fetch_qk(f"start + {TILED_KEYS}u", "0u"))]),
+    ]
+    causal = node.attrs["causal"]
+    workgroups = grid(heads * tiles * groups)
+    body = [
+        f"let w = wg.y * {workgroups[0]}u + wg.x;",
+        f"if (w >= {heads * tiles * groups}u) {{ return; }}",
+        f"let col0 = (w % {groups}u) * {TILED_KEYS}u;",
+        f"let tile0 = ((w / {groups}u) % {tiles}u) * {rows}u;",
+        f"let head = w / {groups * tiles}u;",
+        *batch_lines,
+        "let r = tile0 + lid.y * 4u;",
+        f"let end = {f'min({keys}u, tile0 + {rows}u)' if causal else f'{keys}u'};",  # keys past a causal tile's last row count for none
+        f"var running_max = vec4<f32>({f32(LOWEST)});",
+        "var total = vec4<f32>();",
+        *[f"o{i} = vec4<f32>();" for i in range(4)],
+        "var fq: vec4<f32>;",
+        *[f"var f{n}: vec4<f32>;" for n in range(fetches)],
+        *fetch_qk("0u", "0u"),
+        *block(f"for (var start = 0u; start < end; start += {TILED_KEYS}u)", [
+            *[f"s{i} = vec4<f32>();" for i in range(4)],
+            *block(f"for (var d0 = 0u; d0 < {head_dim}u; d0 += {STEP}u)", scores),
+            *softmax,
+            f"let count = min({TILED_KEYS}u, end - start);",
+            *block(f"for (var k0 = 0u; k0 < count; k0 += {STEP}u)", values)]),
+        # the rows' sums: each thread's share of its keys
+        "red[li] = total;",
+        "workgroupBarrier();",
+        "var sum = vec4<f32>();",
+        "for (var x = 0u; x < 16u; x++) { sum += red[lid.y * 16u + x]; }",
+        "let c = col0 + lid.x * 4u;",
+        *[f"put(r + {i}u, c + {k}u, select(o{i}.{'xyzw'[k]} / sum.{'xyzw'[i]}, 0.0, sum.{'xyzw'[i]} == 0.0){args});"
+          for i in range(4) for k in range(4)],
+    ]
+    shared = (f"var<workgroup> ta: array<vec4<f32>, {STEP * stride_a}>;\n"
+              f"var<workgroup> tb: array<vec4<f32>, {STEP * 17}>;\n"
+              f"var<workgroup> red: array<vec4<f32>, {threads}>;\n")
+    header = (f"@compute @workgroup_size(16, {g})\n"
+              "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, "
+              "@builtin(local_invocation_index) li: u32) {\n")
+    return b.kernel("attention", shared + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}", workgroups)
+
+
 def flash_rows(device, heads: int, length: int) -> int:
     """Query rows per workgroup. A workgroup holds its threads' query and output rows in registers,
     so a multiprocessor runs about one (parallel / 2 at once); every workgroup takes about as long
@@ -182,8 +336,17 @@ def flash_rows(device, heads: int, length: int) -> int:
     return min(FLASH_ROWS, key=time)
 
 
-def flash(node, device, b):
-    """A workgroup takes `rows` query rows of one head (one batch index) and the value columns
+def lanes(var: str, load, count: int, bound: int, base: str) -> list[str]:
+    """var.xyzw = load(base + lane) for the lanes below bound (checked unless count lanes all are)."""
+    lines = []
+    for lane in range(4):
+        set_lane = f"{var}.{'xyzw'[lane]} = {load(f'({base} + {lane}u)')};"
+        lines += [set_lane] if count * 4 <= bound else block(f"if ({base} + {lane}u < {bound}u)", [set_lane])
+    return lines
+
+
+def flash_split(node, device, b):
+    """The "gpu" class's kernel before flash_tiled (TILED = False). A workgroup takes `rows` query rows of one head (one batch index) and the value columns
     [col0, col0 + 4 * cols4); its threads are (row r, key split t), r fastest, so a warp's threads
     read the same key. Key tiles go through workgroup memory as vec4s (keys, then values), the next
     tile fetched into registers while this one computes; split t takes keys t * per .. t * per +
@@ -210,14 +373,6 @@ def flash(node, device, b):
     batch_lines, batch_index = unravel("head", batch, "h")
     params = "".join(f", {name}: u32" for name in batch_index)
     args = "".join(f", {name}" for name in batch_index)
-
-    def lanes(var: str, load, count: int, bound: int, base: str) -> list[str]:
-        """var.xyzw = load(base + lane) for the lanes below bound (checked unless count lanes all are)."""
-        lines = []
-        for lane in range(4):
-            set_lane = f"{var}.{'xyzw'[lane]} = {load(f'({base} + {lane}u)')};"
-            lines += [set_lane] if count * 4 <= bound else block(f"if ({base} + {lane}u < {bound}u)", [set_lane])
-        return lines
 
     fetch = [  # element idx of the tile starting at key `start`: keys' vec4s, then values'
         "var v = vec4<f32>();",
