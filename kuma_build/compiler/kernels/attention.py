@@ -1,20 +1,25 @@
 """Fused attention: softmax(q k^T * scale + mask) v in one kernel.
 
-On the "gpu" device class (flash): a workgroup takes a tile of query rows of
-one head and streams the keys and values through workgroup memory in tiles,
-each thread keeping a running max, a running sum and its output row in
-registers (online softmax), and writes the output once. Its threads are
-(query row, key split): each split takes its own keys of every tile, so the
-threads of a row never wait for each other until the end, where the splits
-merge through workgroup memory. A warp's threads are neighbouring rows of one
-split: every key they read from workgroup memory is a broadcast. Tiles have
-as many rows as still give each multiprocessor a workgroup (flash_rows): at
-batch 1 and 128 tokens, 12 heads make 96 workgroups of 16 rows, split 16 ways.
+On the "gpu" device class (flash_tiled): a workgroup takes a tile of query
+rows of one head and goes through the keys in tiles of 64 as flash attention
+does: the tile's scores S = Q K^T and then O += P V are register-tiled
+products (each thread owns 4 rows x 4 keys of S and 4 rows x 4 columns of O),
+their operands staged in workgroup memory a step of 16 head dims or keys at a
+time, so every value a thread reads from it serves 4 FMAs of each of 4 rows or
+keys: 16 FMAs for two vec4 reads. Between the two products, the online
+softmax: the rows' maxima over the tile meet in workgroup memory, each thread
+rescales its outputs and sums its own keys' weights; the sums merge once at
+the end, and the output is written once. A thread's values are 8 vec4s (S and
+O) and a step's fetches, so workgroups are small and several share a
+multiprocessor; tiles have as many rows as still give each multiprocessor a
+workgroup (tiled_rows). The kernel it replaced (flash_split, TILED = False:
+each thread a query row in registers and a share of each tile's keys, 4 FMAs a
+workgroup-memory read) stays for bench/gpu/attention_sweep.py to time against.
 
 Decoding (fewer than FLASH_MIN_ROWS query rows) goes to attention_decode.py
-(the keys split over workgroups); query rows too long for registers go a row
-per workgroup: the keys go by in tiles of one key per
-thread; each thread scores its key into workgroup memory, then every thread
+(the keys split over workgroups); query rows longer than FLASH_MAX_DIM
+(flash_split's registers) go a row per workgroup: the keys go by in tiles of
+one key per thread; each thread scores its key into workgroup memory, then every thread
 folds the tile into the row's online softmax (running max, running sum) and
 into the value columns it owns (column li, li + size, ...). Its query row is
 read once into workgroup memory.
@@ -47,12 +52,14 @@ LOWEST = -3.4028234663852886e38  # the running max starts here, not at -inf (see
 TILED = True  # else flash_split, the kernel it replaced (bench/gpu/attention_sweep.py times both)
 TILED_ROWS = (64, 32, 16)  # query rows per workgroup (4 per row of 16 threads), most first (tiled_rows)
 TILED_KEYS = 64  # keys per tile and value columns per workgroup: 4 per thread of a row of 16
-STEP = 16  # head dims or keys per staged step: ta and tb take 2 x 4.3 kB, a step's 16 terms 256 FMAs a thread
-# flash_split
+# head dims or keys per staged step, also the threads of a row (the staging assumes both are 16):
+# ta and tb take 4.3 kB each, and a step's 16 terms are 256 FMAs a thread between two barriers
+STEP = 16
+# flash_split (and, for both kernels, FLASH_MAX_DIM and FLASH_MIN_ROWS)
 FLASH_THREADS = 256  # threads per workgroup: query rows x key splits
 FLASH_ROWS = (64, 32, 16)  # query rows per workgroup, most first (flash_rows)
 FLASH_COLUMNS = 64  # value columns a workgroup accumulates (16 vec4 registers); wider values take more workgroups
-FLASH_MAX_DIM = 128  # longest query/key row held in registers (32 vec4s); longer ones go a row per workgroup
+FLASH_MAX_DIM = 128  # longest query/key row of either kernel (flash_split's 32 vec4 registers); longer ones go a row per workgroup
 FLASH_MAX_KEYS = 64  # keys per tile at most
 FLASH_MIN_ROWS = 8  # fewer query rows (decoding) go a row per workgroup: its threads split the keys of one row
 
