@@ -216,13 +216,13 @@ def flash_tiled(node, device, b):
     tiles = ceil(length / rows)
     stride_a = g + 1                                 # ta's vec4s per step term, padded against bank conflicts
     batch_lines, batch_index = unravel("head", batch, "h")
-    params = "".join(f", {name}: u32" for name in batch_index)
-    args = "".join(f", {name}" for name in batch_index)
 
     def fetch(name: str, index: list[str], check: str, load, lane_bound: int, base: str, count: int) -> list[str]:
-        """A vec4 of 4 lanes from base on (lanes(), `count` of them at most), zeros where `check` fails."""
-        set_lanes = lanes("v", load, count, lane_bound, base)
-        return block(f"fn {name}(t: u32, a: u32, b: u32{params}) -> vec4<f32>", [
+        """A vec4 of the lanes base + u (the `count` lanes that reach furthest stay below lane_bound:
+        unchecked), zeros where `check` fails."""
+        lane = f"v[u] = {load(f'({base} + u)')};"
+        set_lanes = block("for (var u = 0u; u < 4u; u++)", [lane if count * 4 <= lane_bound else f"if ({base} + u < {lane_bound}u) {{ {lane} }}"])
+        return block(f"fn {name}(t: u32, a: u32, b: u32) -> vec4<f32>", [
             *index, "var v = vec4<f32>();", *(block(f"if ({check})", set_lanes) if check else set_lanes), "return v;"])
 
     head_check = f"e < {head_dim}u" if head_dim % STEP else ""
@@ -230,6 +230,7 @@ def flash_tiled(node, device, b):
     # columns b + 4 (t % 16) .. of key a + t / 16 (ta and tb hold them transposed or as they come)
     functions = [
         *[f"var<private> {acc}{i}: vec4<f32>;" for acc in "so" for i in range(4)],
+        *[f"var<private> {name}: u32;" for name in ["x", "y", *batch_index]],  # set once, read by the functions
         "",
         *fetch("fetch_q", ["let e = b + t % 16u;", "let r = a + (t / 16u) * 4u;"], head_check,
                lambda r: b.load(0, batch_index + [r, "e"]), length, "r", tiles * g),
@@ -240,29 +241,35 @@ def flash_tiled(node, device, b):
         *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], f"j < {keys}u" if keys % TILED_KEYS else "",
                lambda c: b.load(2, batch_index + ["j", c]), value_dim, "c", groups * 16),
         "",
-        *block(f"fn score(qk: f32, row: u32, j: u32{params}) -> f32", [  # -inf past the keys or the causal diagonal
-            f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);",
-            *score_lines(node, b, batch_index, "i", "k", "qk", "s"),
-            f"return select({f32(float('-inf'))}, s, j < {keys}u{' && j <= row' if node.attrs['causal'] else ''});"]),
+        *block(f"fn score(qk: vec4<f32>, row: u32, j0: u32) -> vec4<f32>", [  # keys j0 .. j0 + 3; -inf past the keys or the causal diagonal
+            "var v = qk;",
+            *block("for (var u = 0u; u < 4u; u++)", [
+                "let j = j0 + u;", *([f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);"] if len(node.inputs) == 4 else []),
+                *score_lines(node, b, batch_index, "i", "k", "qk[u]", "s"),
+                f"v[u] = select({f32(float('-inf'))}, s, j < {keys}u{' && j <= row' if node.attrs['causal'] else ''});"]),
+            "return v;"]),
         "",
         *block("fn top(v: vec4<f32>) -> f32", ["return max(max(v.x, v.y), max(v.z, v.w));"]),
         "",
-        *block(f"fn put(row: u32, col: u32, value: f32{params})", [
-            *block(f"if (row < {length}u && col < {value_dim}u)", [f"out[{offset_expr(out, batch_index + ['row', 'col'])}] = value;"])]),
+        *block(f"fn put(row: u32, c: u32, o: vec4<f32>, sum: f32)", [  # columns c .. c + 3 of a row
+            "let v = select(o / sum, vec4<f32>(), sum == 0.0);",
+            *block("for (var u = 0u; u < 4u; u++)", [
+                "let col = c + u;",
+                *block(f"if (row < {length}u && col < {value_dim}u)", [f"out[{offset_expr(out, batch_index + ['row', 'col'])}] = v[u];"])])]),
     ]
     for name, acc in (("score_step", "s"), ("value_step", "o")):  # one term of a step: 4 x 4 FMAs
-        functions += ["", *block(f"fn {name}(kk: u32, x: u32, y: u32)", [
+        functions += ["", *block(f"fn {name}(kk: u32)", [
             f"let a = ta[kk * {stride_a}u + y];", "let b = tb[kk * 17u + x];",
             *[f"{acc}{i} = fma(vec4<f32>(a.{'xyzw'[i]}), b, {acc}{i});" for i in range(4)]])]
 
     def step(name: str, prefetch: list[str]) -> list[str]:
         """After the operands are staged: fetch the next step's, compute this one."""
-        return ["workgroupBarrier();", *prefetch, *[f"{name}({kk}u, lid.x, lid.y);" for kk in range(STEP)], "workgroupBarrier();"]
+        return ["workgroupBarrier();", *prefetch, *[f"{name}({kk}u);" for kk in range(STEP)], "workgroupBarrier();"]
 
+    # a step's fetches: into registers fq (Q), f0, f1, ... (K or V), then staged
     others = [f"li + {n * threads}u" for n in range(fetches)]  # the fetches' indices t
-    fetch_qk = lambda start, d0: [f"fq = fetch_q(li, tile0, {d0}{args});",
-                                  *[f"f{n} = fetch_k({t}, {start}, {d0}{args});" for n, t in enumerate(others)]]
-    fetch_v = lambda key0: [f"f{n} = fetch_v({t}, {key0}, col0{args});" for n, t in enumerate(others)]
+    fetch_qk = lambda start, d0: [f"fq = fetch_q(li, tile0, {d0});", *[f"f{n} = fetch_k({t}, {start}, {d0});" for n, t in enumerate(others)]]
+    fetch_v = lambda key0: [f"f{n} = fetch_v({t}, {key0}, col0);" for n, t in enumerate(others)]
     scores = [  # S = Q K^T, STEP head dims at a time
         f"ta[(li % 16u) * {stride_a}u + li / 16u] = fq;",
         *[f"tb[({t}) % 16u * 17u + ({t}) / 16u] = f{n};" for n, t in enumerate(others)],
@@ -270,13 +277,12 @@ def flash_tiled(node, device, b):
                              *block("else", fetch_v("start"))]),
     ]
     softmax = [
-        "let j = start + lid.x * 4u;",
-        *[f"s{i} = vec4<f32>(" + ", ".join(f"score(s{i}.{'xyzw'[k]}, r + {i}u, j + {k}u{args})" for k in range(4)) + ");"
-          for i in range(4)],
+        "let j = start + x * 4u;",
+        *[f"s{i} = score(s{i}, r + {i}u, j);" for i in range(4)],
         "red[li] = vec4<f32>(top(s0), top(s1), top(s2), top(s3));",
         "workgroupBarrier();",
         "var m = running_max;",
-        f"for (var x = 0u; x < 16u; x++) {{ m = max(m, red[lid.y * 16u + x]); }}",
+        "for (var n = 0u; n < 16u; n++) { m = max(m, red[y * 16u + n]); }",
         "let f = exp(running_max - m);",
         "running_max = m;",
         *[f"o{i} *= f.{'xyzw'[i]};" for i in range(4)],
@@ -284,9 +290,8 @@ def flash_tiled(node, device, b):
         "total = total * f + vec4<f32>(" + ", ".join(f"dot(s{i}, vec4<f32>(1.0))" for i in range(4)) + ");",
     ]
     values = [  # O += P V, STEP keys at a time: the threads owning them stage their weights
-        *block(f"if (lid.x / 4u == k0 / {STEP}u)", [
-            f"ta[((lid.x % 4u) * 4u + {k}u) * {stride_a}u + lid.y] = vec4<f32>(" + ", ".join(f"s{i}.{'xyzw'[k]}" for i in range(4)) + ");"
-            for k in range(4)]),
+        *block(f"if (x / 4u == k0 / {STEP}u)", [
+            f"for (var u = 0u; u < 4u; u++) {{ ta[((x % 4u) * 4u + u) * {stride_a}u + y] = vec4<f32>(s0[u], s1[u], s2[u], s3[u]); }}"]),
         *[f"tb[({t}) / 16u * 17u + ({t}) % 16u] = f{n};" for n, t in enumerate(others)],
         *step("value_step", [*block(f"if (k0 + {STEP}u < count)", fetch_v(f"start + k0 + {STEP}u")),
                              *block(f"else if (start + {TILED_KEYS}u < end)", fetch_qk(f"start + {TILED_KEYS}u", "0u"))]),
@@ -299,8 +304,10 @@ def flash_tiled(node, device, b):
         f"let col0 = (w % {groups}u) * {TILED_KEYS}u;",
         f"let tile0 = ((w / {groups}u) % {tiles}u) * {rows}u;",
         f"let head = w / {groups * tiles}u;",
-        *batch_lines,
-        "let r = tile0 + lid.y * 4u;",
+        *[line.removeprefix("let ") for line in batch_lines],
+        "x = lid.x;",
+        "y = lid.y;",
+        "let r = tile0 + y * 4u;",
         f"let end = {f'min({keys}u, tile0 + {rows}u)' if causal else f'{keys}u'};",  # keys past a causal tile's last row count for none
         f"var running_max = vec4<f32>({f32(LOWEST)});",
         "var total = vec4<f32>();",
@@ -318,10 +325,9 @@ def flash_tiled(node, device, b):
         "red[li] = total;",
         "workgroupBarrier();",
         "var sum = vec4<f32>();",
-        "for (var x = 0u; x < 16u; x++) { sum += red[lid.y * 16u + x]; }",
-        "let c = col0 + lid.x * 4u;",
-        *[f"put(r + {i}u, c + {k}u, select(o{i}.{'xyzw'[k]} / sum.{'xyzw'[i]}, 0.0, sum.{'xyzw'[i]} == 0.0){args});"
-          for i in range(4) for k in range(4)],
+        "for (var n = 0u; n < 16u; n++) { sum += red[y * 16u + n]; }",
+        "let c = col0 + x * 4u;",
+        *[f"put(r + {i}u, c, o{i}, sum.{'xyzw'[i]});" for i in range(4)],
     ]
     shared = (f"var<workgroup> ta: array<vec4<f32>, {STEP * stride_a}>;\n"
               f"var<workgroup> tb: array<vec4<f32>, {STEP * 17}>;\n"
