@@ -221,7 +221,8 @@ def flash_tiled(node, device, b):
         """A vec4 of the lanes base + u (the `count` lanes that reach furthest stay below lane_bound:
         unchecked), zeros where `check` fails."""
         lane = f"v[u] = {load(f'({base} + u)')};"
-        set_lanes = block("for (var u = 0u; u < 4u; u++)", [lane if count * 4 <= lane_bound else f"if ({base} + u < {lane_bound}u) {{ {lane} }}"])
+        checked = lane if count * 4 <= lane_bound else f"if ({base} + u < {lane_bound}u) {{ {lane} }}"
+        set_lanes = block("for (var u = 0u; u < 4u; u++)", [checked])
         return block(f"fn {name}(t: u32, a: u32, b: u32) -> vec4<f32>", [
             *index, "var v = vec4<f32>();", *(block(f"if ({check})", set_lanes) if check else set_lanes), "return v;"])
 
@@ -241,7 +242,7 @@ def flash_tiled(node, device, b):
         *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], f"j < {keys}u" if keys % TILED_KEYS else "",
                lambda c: b.load(2, batch_index + ["j", c]), value_dim, "c", groups * 16),
         "",
-        *block(f"fn score(qk: vec4<f32>, row: u32, j0: u32) -> vec4<f32>", [  # keys j0 .. j0 + 3; -inf past the keys or the causal diagonal
+        *block("fn score(qk: vec4<f32>, row: u32, j0: u32) -> vec4<f32>", [  # keys j0 .. j0 + 3; -inf past the keys or the causal diagonal
             "var v = qk;",
             *block("for (var u = 0u; u < 4u; u++)", [
                 "let j = j0 + u;", *([f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);"] if len(node.inputs) == 4 else []),
@@ -251,7 +252,7 @@ def flash_tiled(node, device, b):
         "",
         *block("fn top(v: vec4<f32>) -> f32", ["return max(max(v.x, v.y), max(v.z, v.w));"]),
         "",
-        *block(f"fn put(row: u32, c: u32, o: vec4<f32>, sum: f32)", [  # columns c .. c + 3 of a row
+        *block("fn put(row: u32, c: u32, o: vec4<f32>, sum: f32)", [  # columns c .. c + 3 of a row
             "let v = select(o / sum, vec4<f32>(), sum == 0.0);",
             *block("for (var u = 0u; u < 4u; u++)", [
                 "let col = c + u;",
