@@ -217,39 +217,39 @@ def flash_tiled(node, device, b):
     stride_a = g + 1                                 # ta's vec4s per step term, padded against bank conflicts
     batch_lines, batch_index = unravel("head", batch, "h")
 
-    def fetch(name: str, index: list[str], check: str, load, lane_bound: int, base: str, count: int) -> list[str]:
-        """A vec4 of the lanes base + u (the `count` lanes that reach furthest stay below lane_bound:
-        unchecked), zeros where `check` fails."""
-        lane = f"v[u] = {load(f'({base} + u)')};"
-        checked = lane if count * 4 <= lane_bound else f"if ({base} + u < {lane_bound}u) {{ {lane} }}"
-        set_lanes = block("for (var u = 0u; u < 4u; u++)", [checked])
-        return block(f"fn {name}(t: u32, a: u32, b: u32) -> vec4<f32>", [
-            *index, "var v = vec4<f32>();", *(block(f"if ({check})", set_lanes) if check else set_lanes), "return v;"])
+    def element(k: int, name: str, checks: list[str]) -> list[str]:
+        """fn name(i, e) -> f32: input k at (i, e) of the head (a row or key i, a dim or column e),
+        zero where a check fails (the checks that can fail: no index goes past a whole tile)."""
+        load = f"return {b.load(k, batch_index + ['i', 'e'])};"
+        checks = [check for check in checks if check]
+        return block(f"fn {name}(i: u32, e: u32) -> f32", [f"if ({' && '.join(checks)}) {{ {load} }}", "return 0.0;"] if checks else [load])
+
+    def fetch(name: str, lines: list[str], lanes: list[str]) -> list[str]:
+        """fn name(t, a, b) -> vec4: staged vec4 t of a step (lanes written out: a vector indexed at run
+        time may leave registers)."""
+        return block(f"fn {name}(t: u32, a: u32, b: u32) -> vec4<f32>", [*lines, f"return vec4<f32>({', '.join(lanes)});"])
 
     head_check = f"e < {head_dim}u" if head_dim % STEP else ""
+    key_check = f"i < {keys}u" if keys % TILED_KEYS else ""
     # fetch_q: head dim b + t % 16 of rows a + 4 (t / 16) ..; fetch_k: the same of keys; fetch_v:
     # columns b + 4 (t % 16) .. of key a + t / 16 (ta and tb hold them transposed or as they come)
     functions = [
         *[f"var<private> {acc}{i}: vec4<f32>;" for acc in "so" for i in range(4)],
         *[f"var<private> {name}: u32;" for name in ["x", "y", *batch_index]],  # set once, read by the functions
         "",
-        *fetch("fetch_q", ["let e = b + t % 16u;", "let r = a + (t / 16u) * 4u;"], head_check,
-               lambda r: b.load(0, batch_index + [r, "e"]), length, "r", tiles * g),
+        *element(0, "query", [f"i < {length}u" if length % rows else "", head_check]),
+        *element(1, "key", [key_check, head_check]),
+        *element(2, "value", [key_check, f"e < {value_dim}u" if value_dim % TILED_KEYS else ""]),
+        *fetch("fetch_q", ["let e = b + t % 16u;", "let r = a + (t / 16u) * 4u;"], [f"query(r + {u}u, e)" for u in range(4)]),
+        *fetch("fetch_k", ["let e = b + t % 16u;", "let j = a + (t / 16u) * 4u;"], [f"key(j + {u}u, e)" for u in range(4)]),
+        *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], [f"value(j, c + {u}u)" for u in range(4)]),
         "",
-        *fetch("fetch_k", ["let e = b + t % 16u;", "let j = a + (t / 16u) * 4u;"], head_check,
-               lambda j: b.load(1, batch_index + [j, "e"]), keys, "j", ceil(keys / TILED_KEYS) * 16),
-        "",
-        *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], f"j < {keys}u" if keys % TILED_KEYS else "",
-               lambda c: b.load(2, batch_index + ["j", c]), value_dim, "c", groups * 16),
-        "",
-        *block("fn score(qk: vec4<f32>, row: u32, j0: u32) -> vec4<f32>", [  # keys j0 .. j0 + 3; -inf past the keys or the causal diagonal
-            "var v = qk;",
-            *block("for (var u = 0u; u < 4u; u++)", [
-                "let j = j0 + u;", *([f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);"] if len(node.inputs) == 4 else []),
-                *score_lines(node, b, batch_index, "i", "k", "qk[u]", "s"),
-                f"v[u] = select({f32(float('-inf'))}, s, j < {keys}u{' && j <= row' if node.attrs['causal'] else ''});"]),
-            "return v;"]),
-        "",
+        *block("fn score(qk: f32, row: u32, j: u32) -> f32", [  # -inf past the keys or the causal diagonal
+            *([f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);"] if len(node.inputs) == 4 else []),
+            *score_lines(node, b, batch_index, "i", "k", "qk", "s"),
+            f"return select({f32(float('-inf'))}, s, j < {keys}u{' && j <= row' if node.attrs['causal'] else ''});"]),
+        *block("fn scores(qk: vec4<f32>, row: u32, j: u32) -> vec4<f32>", [  # keys j .. j + 3
+            "return vec4<f32>(" + ", ".join(f"score(qk.{lane}, row, j + {u}u)" for u, lane in enumerate("xyzw")) + ");"]),
         *block("fn top(v: vec4<f32>) -> f32", ["return max(max(v.x, v.y), max(v.z, v.w));"]),
         "",
         *block("fn put(row: u32, c: u32, o: vec4<f32>, sum: f32)", [  # columns c .. c + 3 of a row
@@ -279,7 +279,7 @@ def flash_tiled(node, device, b):
     ]
     softmax = [
         "let j = start + x * 4u;",
-        *[f"s{i} = score(s{i}, r + {i}u, j);" for i in range(4)],
+        *[f"s{i} = scores(s{i}, r + {i}u, j);" for i in range(4)],
         "red[li] = vec4<f32>(top(s0), top(s1), top(s2), top(s3));",
         "workgroupBarrier();",
         "var m = running_max;",
@@ -292,7 +292,8 @@ def flash_tiled(node, device, b):
     ]
     values = [  # O += P V, STEP keys at a time: the threads owning them stage their weights
         *block(f"if (x / 4u == k0 / {STEP}u)", [
-            f"for (var u = 0u; u < 4u; u++) {{ ta[((x % 4u) * 4u + u) * {stride_a}u + y] = vec4<f32>(s0[u], s1[u], s2[u], s3[u]); }}"]),
+            f"ta[((x % 4u) * 4u + {u}u) * {stride_a}u + y] = vec4<f32>(s0.{lane}, s1.{lane}, s2.{lane}, s3.{lane});"
+            for u, lane in enumerate("xyzw")]),
         *[f"tb[({t}) / 16u * 17u + ({t}) % 16u] = f{n};" for n, t in enumerate(others)],
         *step("value_step", [*block(f"if (k0 + {STEP}u < count)", fetch_v(f"start + k0 + {STEP}u")),
                              *block(f"else if (start + {TILED_KEYS}u < end)", fetch_qk(f"start + {TILED_KEYS}u", "0u"))]),
