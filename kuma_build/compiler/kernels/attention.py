@@ -217,29 +217,31 @@ def flash_tiled(node, device, b):
     stride_a = g + 1                                 # ta's vec4s per step term, padded against bank conflicts
     batch_lines, batch_index = unravel("head", batch, "h")
 
-    def element(k: int, name: str, checks: list[str]) -> list[str]:
-        """fn name(i, e) -> f32: input k at (i, e) of the head (a row or key i, a dim or column e),
-        zero where a check fails (the checks that can fail: no index goes past a whole tile)."""
-        load = f"return {b.load(k, batch_index + ['i', 'e'])};"
-        checks = [check for check in checks if check]
-        return block(f"fn {name}(i: u32, e: u32) -> f32", [f"if ({' && '.join(checks)}) {{ {load} }}", "return 0.0;"] if checks else [load])
+    def element(k: int, name: str, rows_end: int, whole_rows: bool, dims_end: int, whole_dims: bool, zero: bool = False) -> list[str]:
+        """fn name(i, e) -> f32: input k at (i, e) of the head (a row or key i, a dim or column e).
+        Past a partial tile's end the indices are clamped, not checked (SwiftShader under Dawn took
+        minutes compiling a step's 16 checked reads): a key or value read there weighs nothing and a
+        row or column there is not written. Past the head dim the query reads zero (`zero`), so the
+        key's clamped dims add nothing."""
+        i = "i" if whole_rows else f"min(i, {rows_end - 1}u)"
+        e = "e" if whole_dims else f"min(e, {dims_end - 1}u)"
+        load = b.load(k, batch_index + [i, e])
+        return block(f"fn {name}(i: u32, e: u32) -> f32", [f"return {f'select(0.0, {load}, e < {dims_end}u)' if zero and not whole_dims else load};"])
 
     def fetch(name: str, lines: list[str], lanes: list[str]) -> list[str]:
         """fn name(t, a, b) -> vec4: staged vec4 t of a step (lanes written out: a vector indexed at run
         time may leave registers)."""
         return block(f"fn {name}(t: u32, a: u32, b: u32) -> vec4<f32>", [*lines, f"return vec4<f32>({', '.join(lanes)});"])
 
-    head_check = f"e < {head_dim}u" if head_dim % STEP else ""
-    key_check = f"i < {keys}u" if keys % TILED_KEYS else ""
     # fetch_q: head dim b + t % 16 of rows a + 4 (t / 16) ..; fetch_k: the same of keys; fetch_v:
     # columns b + 4 (t % 16) .. of key a + t / 16 (ta and tb hold them transposed or as they come)
     functions = [
         *[f"var<private> {acc}{i}: vec4<f32>;" for acc in "so" for i in range(4)],
         *[f"var<private> {name}: u32;" for name in ["x", "y", *batch_index]],  # set once, read by the functions
         "",
-        *element(0, "query", [f"i < {length}u" if length % rows else "", head_check]),
-        *element(1, "key", [key_check, head_check]),
-        *element(2, "value", [key_check, f"e < {value_dim}u" if value_dim % TILED_KEYS else ""]),
+        *element(0, "query", length, length % rows == 0, head_dim, head_dim % STEP == 0, zero=True),
+        *element(1, "key", keys, keys % TILED_KEYS == 0, head_dim, head_dim % STEP == 0),
+        *element(2, "value", keys, keys % TILED_KEYS == 0, value_dim, value_dim % TILED_KEYS == 0),
         *fetch("fetch_q", ["let e = b + t % 16u;", "let r = a + (t / 16u) * 4u;"], [f"query(r + {u}u, e)" for u in range(4)]),
         *fetch("fetch_k", ["let e = b + t % 16u;", "let j = a + (t / 16u) * 4u;"], [f"key(j + {u}u, e)" for u in range(4)]),
         *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], [f"value(j, c + {u}u)" for u in range(4)]),
@@ -307,8 +309,8 @@ def flash_tiled(node, device, b):
         f"let tile0 = ((w / {groups}u) % {tiles}u) * {rows}u;",
         f"let head = w / {groups * tiles}u;",
         *[line.removeprefix("let ") for line in batch_lines],
-        "x = lid.x;",
-        "y = lid.y;",
+        "x = li % 16u;",
+        "y = li / 16u;",
         "let r = tile0 + y * 4u;",
         f"let end = {f'min({keys}u, tile0 + {rows}u)' if causal else f'{keys}u'};",  # keys past a causal tile's last row count for none
         f"var running_max = vec4<f32>({f32(LOWEST)});",
@@ -334,9 +336,8 @@ def flash_tiled(node, device, b):
     shared = (f"var<workgroup> ta: array<vec4<f32>, {STEP * stride_a}>;\n"
               f"var<workgroup> tb: array<vec4<f32>, {STEP * 17}>;\n"
               f"var<workgroup> red: array<vec4<f32>, {threads}>;\n")
-    header = (f"@compute @workgroup_size(16, {g})\n"
-              "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, "
-              "@builtin(local_invocation_index) li: u32) {\n")
+    header = (f"@compute @workgroup_size({threads})\n"
+              "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n")
     return b.kernel("attention", shared + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}", workgroups)
 
 
