@@ -195,7 +195,7 @@ def tiled_rows(device, heads: int, length: int) -> int:
 
 def flash_tiled(node, device, b):
     """A workgroup of 16 x G threads takes 4G query rows of one head and the value columns [col0,
-    col0 + 64); thread (x, y) owns rows 4y .. 4y + 3 and, in each tile of 64 keys, keys 4x .. 4x + 3
+    col0 + 64); thread (x, y) = (li % 16, li / 16) owns rows 4y .. 4y + 3 and, in each tile of 64 keys, keys 4x .. 4x + 3
     (the scores s0 .. s3, a vec4 of keys per row) and value columns 4x .. 4x + 3 (o0 .. o3). A tile
     is two register-tiled products through workgroup memory, STEP at a time: the scores, S = Q K^T
     over steps of STEP head dims, then O += P V over steps of STEP keys. Each step stages an A
