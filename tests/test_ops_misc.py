@@ -99,19 +99,28 @@ ATTENTION = {
     "no_batch": ((13, 24), (17, 24), (17, 5), {}),
     "transposed": ((2, 13, 3, 24), (2, 17, 3, 24), (2, 17, 3, 24), dict(prepare=lambda t: t.transpose(1, 2))),
     "query_too_long_for_workgroup_memory": ((1, 3, 2100), (1, 5, 2100), (1, 5, 3), {}),
-    # the "gpu" class's tiled kernel (flash): partial query and key tiles, each tile shape it picks
+    # the "gpu" class's tiled kernel (flash_tiled): partial query and key tiles and steps of head
+    # dims, whole ones (no bounds checks), each count of query rows it picks
     "vit_tokens": ((1, 2, 197, 64), (1, 2, 197, 64), (1, 2, 197, 64), {}),
     "head_dim_128": ((1, 2, 37, 128), (1, 2, 45, 128), (1, 2, 45, 128), dict(mask=bool_mask(37, 45))),
     "head_dim_32_causal": ((1, 2, 150, 32), (1, 2, 150, 32), (1, 2, 150, 32), dict(is_causal=True)),
     "odd_dims": ((2, 3, 21, 37), (2, 3, 29, 37), (2, 3, 29, 70), dict(mask=torch.randn(2, 1, 21, 29))),
     "rows_64_per_workgroup": ((1, 64, 128, 16), (1, 64, 128, 16), (1, 64, 128, 16), {}),
-    "rows_32_per_workgroup": ((1, 12, 197, 16), (1, 12, 197, 16), (1, 12, 197, 16), dict(is_causal=True)),
+    "rows_32_per_workgroup": ((1, 40, 100, 16), (1, 40, 100, 16), (1, 40, 100, 16), dict(is_causal=True)),
 }
 
 
 def test_flash_tiles_cover_each_row_count():
     # the cases above reach each tile of query rows (the "gpu" class)
-    assert [attention.flash_rows(GPU, heads, length) for heads, length in ((64, 128), (12, 197), (12, 512))] == [64, 32, 16]
+    assert [attention.tiled_rows(GPU, heads, length) for heads, length in ((64, 128), (40, 100), (2, 197))] == [64, 32, 16]
+
+
+@pytest.mark.parametrize("name", ["odd_dims", "head_dim_32_causal", "float_mask_with_inf"])
+def test_flash_split(name, monkeypatch):
+    # the kernel flash_tiled replaced, kept for bench/gpu/attention_sweep.py to time against it
+    monkeypatch.setattr(attention, "TILED", False)
+    *shapes, kwargs = ATTENTION[name]
+    assert_matches(Attention(**kwargs), *(torch.randn(shape) for shape in shapes), device="gpu")
 
 
 @pytest.mark.parametrize("name", sorted(ATTENTION))

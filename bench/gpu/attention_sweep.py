@@ -2,11 +2,13 @@
 
 For BERT-base at 128 and 512 tokens, ViT-B/16's 197 tokens and GPT-2's causal 128 (12 heads of
 64), `build` (here, where torch compiles) writes one program per kernel variant with q, k and v as
-inputs, so the folders carry no weights: the tiled kernel (kernels/attention.py: flash) with each
-count of query rows per workgroup, and the row-per-workgroup kernel it replaced on the "gpu"
-class. `run` (on the GPU machine, with wgpu-py: bench/gpu/run_on_device.sh runs it when the folder
-exists) times each with gemm_sweep.py's timing and prints a table per shape; "tile" is query rows x
-key splits per workgroup, and "picked" marks flash_rows' choice.
+inputs, so the folders carry no weights: the register-tiled kernel (kernels/attention.py:
+flash_tiled, the default) with each count of query rows per workgroup, the kernel it replaced
+(flash_split, setting "kernel": "flash_split") with each of its counts, and the row-per-workgroup
+kernel before that. `run` (on the GPU machine, with wgpu-py: bench/gpu/run_on_device.sh runs it
+when the folder exists) times each with gemm_sweep.py's timing and prints a table per shape; "tile"
+is query rows x keys per tile (flash_tiled) or x key splits (flash_split) per workgroup, and
+"picked" marks tiled_rows' choice, what the compiler emits.
 
     python bench/gpu/attention_sweep.py build bench/gpu/attention_sweep
     python bench/gpu/attention_sweep.py run bench/gpu/attention_sweep [--runs 10]
@@ -50,22 +52,27 @@ def build(out: Path) -> None:
         def forward(self, q, k, v):
             return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
 
-    choose_rows, min_rows = attention.flash_rows, attention.FLASH_MIN_ROWS
+    saved = attention.TILED, attention.tiled_rows, attention.flash_rows, attention.FLASH_MIN_ROWS
+    # (folder suffix, setting, tile, TILED, rows): rows None is a row per workgroup
+    variants = ([(f"tiled{rows}", {}, (rows, attention.TILED_KEYS), True, rows) for rows in attention.TILED_ROWS]
+                + [(f"split{rows}", {"kernel": "flash_split"}, (rows, attention.FLASH_THREADS // rows), False, rows)
+                   for rows in attention.FLASH_ROWS]
+                + [("row", {"kernel": "row per workgroup"}, (1, attention.SIZE), False, None)])
     index = []
     for case, (name, heads, length, keys, dim, causal) in enumerate(SHAPES):
         specs = [InputSpec(n, (1, heads, rows, dim), "float32") for n, rows in (("q", length), ("k", keys), ("v", keys))]
         config = ModelConfig(f"attention{case}", Path(__file__), "", None, "f32", specs, None, {}, target="gpu")
-        picked = choose_rows(GPU, heads, length)
-        for rows in (*attention.FLASH_ROWS, None):  # None: a row per workgroup
-            attention.flash_rows = lambda *shape, rows=rows: rows
-            attention.FLASH_MIN_ROWS = min_rows if rows else 1 << 30
-            folder = f"attention{case}-" + (f"flash{rows}" if rows else "row")
+        picked = saved[1](GPU, heads, length)
+        for suffix, setting, tile, tiled, rows in variants:
+            attention.TILED = tiled
+            attention.tiled_rows = attention.flash_rows = lambda *shape, rows=rows: rows
+            attention.FLASH_MIN_ROWS = saved[3] if rows else 1 << 30
+            folder = f"attention{case}-{suffix}"
             compile_module(Attention(causal), replace(config, name=folder)).write(out / "programs")
-            index.append({"case": name, "tile": (rows, attention.FLASH_THREADS // rows) if rows else (1, attention.SIZE),
-                          "split": 1, "folder": folder, "setting": {} if rows else {"kernel": "row per workgroup"},
-                          "picked": rows == picked, "flops": 4 * heads * length * keys * dim})
-        attention.flash_rows, attention.FLASH_MIN_ROWS = choose_rows, min_rows
-        print(f"{name}: flash_rows picks {picked}", flush=True)
+            index.append({"case": name, "tile": tile, "split": 1, "folder": folder, "setting": setting,
+                          "picked": tiled and rows == picked, "flops": 4 * heads * length * keys * dim})
+        attention.TILED, attention.tiled_rows, attention.flash_rows, attention.FLASH_MIN_ROWS = saved
+        print(f"{name}: tiled_rows picks {picked}", flush=True)
     (out / "index.json").write_text(json.dumps(index, indent=1))
 
 

@@ -1,20 +1,25 @@
 """Fused attention: softmax(q k^T * scale + mask) v in one kernel.
 
-On the "gpu" device class (flash): a workgroup takes a tile of query rows of
-one head and streams the keys and values through workgroup memory in tiles,
-each thread keeping a running max, a running sum and its output row in
-registers (online softmax), and writes the output once. Its threads are
-(query row, key split): each split takes its own keys of every tile, so the
-threads of a row never wait for each other until the end, where the splits
-merge through workgroup memory. A warp's threads are neighbouring rows of one
-split: every key they read from workgroup memory is a broadcast. Tiles have
-as many rows as still give each multiprocessor a workgroup (flash_rows): at
-batch 1 and 128 tokens, 12 heads make 96 workgroups of 16 rows, split 16 ways.
+On the "gpu" device class (flash_tiled): a workgroup takes a tile of query
+rows of one head and goes through the keys in tiles of 64 as flash attention
+does: the tile's scores S = Q K^T and then O += P V are register-tiled
+products (each thread owns 4 rows x 4 keys of S and 4 rows x 4 columns of O),
+their operands staged in workgroup memory a step of 16 head dims or keys at a
+time, so every value a thread reads from it serves 4 FMAs of each of 4 rows or
+keys: 16 FMAs for two vec4 reads. Between the two products, the online
+softmax: the rows' maxima over the tile meet in workgroup memory, each thread
+rescales its outputs and sums its own keys' weights; the sums merge once at
+the end, and the output is written once. A thread's values are 8 vec4s (S and
+O) and a step's fetches, so workgroups are small and several share a
+multiprocessor; tiles have as many rows as still give each multiprocessor a
+workgroup (tiled_rows). The kernel it replaced (flash_split, TILED = False:
+each thread a query row in registers and a share of each tile's keys, 4 FMAs a
+workgroup-memory read) stays for bench/gpu/attention_sweep.py to time against.
 
 Decoding (fewer than FLASH_MIN_ROWS query rows) goes to attention_decode.py
-(the keys split over workgroups); query rows too long for registers go a row
-per workgroup: the keys go by in tiles of one key per
-thread; each thread scores its key into workgroup memory, then every thread
+(the keys split over workgroups); query rows longer than FLASH_MAX_DIM
+(flash_split's registers) go a row per workgroup: the keys go by in tiles of
+one key per thread; each thread scores its key into workgroup memory, then every thread
 folds the tile into the row's online softmax (running max, running sum) and
 into the value columns it owns (column li, li + size, ...). Its query row is
 read once into workgroup memory.
@@ -43,11 +48,18 @@ from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, grid, indent,
 SIZE = 64  # threads per row: keys per tile, and value columns per pass
 MAX_THREAD_COLUMNS = 256  # value columns a thread's unrolled accumulators may hold
 LOWEST = -3.4028234663852886e38  # the running max starts here, not at -inf (see above)
-# the "gpu" class's tiled kernel (flash)
+# the "gpu" class's register-tiled kernel (flash_tiled)
+TILED = True  # else flash_split, the kernel it replaced (bench/gpu/attention_sweep.py times both)
+TILED_ROWS = (64, 32, 16)  # query rows per workgroup (4 per row of 16 threads), most first (tiled_rows)
+TILED_KEYS = 64  # keys per tile and value columns per workgroup: 4 per thread of a row of 16
+# head dims or keys per staged step, also the threads of a row (the staging assumes both are 16):
+# ta and tb take 4.3 kB each, and a step's 16 terms are 256 FMAs a thread between two barriers
+STEP = 16
+# flash_split (and, for both kernels, FLASH_MAX_DIM and FLASH_MIN_ROWS)
 FLASH_THREADS = 256  # threads per workgroup: query rows x key splits
 FLASH_ROWS = (64, 32, 16)  # query rows per workgroup, most first (flash_rows)
 FLASH_COLUMNS = 64  # value columns a workgroup accumulates (16 vec4 registers); wider values take more workgroups
-FLASH_MAX_DIM = 128  # longest query/key row held in registers (32 vec4s); longer ones go a row per workgroup
+FLASH_MAX_DIM = 128  # longest query/key row of either kernel (flash_split's 32 vec4 registers); longer ones go a row per workgroup
 FLASH_MAX_KEYS = 64  # keys per tile at most
 FLASH_MIN_ROWS = 8  # fewer query rows (decoding) go a row per workgroup: its threads split the keys of one row
 
@@ -58,7 +70,7 @@ def lower(node, device):
     *batch, length, value_dim = out.shape
     rows = prod(batch) * length
     if uses_flash(node, device):
-        return flash(node, device, b)
+        return flash_tiled(node, device, b) if TILED else flash_split(node, device, b)
     row_lines, row_index = unravel("row", out.shape[:-1], "r")
     batch_index, i = row_index[:-1], row_index[-1]
     score = score_lines(node, b, batch_index, i, "j", "qk", "s")
@@ -171,6 +183,164 @@ def workgroup_per_row(node, device, b, rows, row_lines, batch_index, i, score):
     return b.kernel("attention", shared + "\n" + header + indent(lines) + "\n}", workgroups)
 
 
+def tiled_rows(device, heads: int, length: int) -> int:
+    """Query rows per workgroup of flash_tiled: the most that still give each multiprocessor a
+    workgroup (device.parallel // 2 of them), else the fewest. A thread's work per key tile is the
+    same at every size (a 4 x 4 block of scores and of outputs), and a workgroup needs few registers
+    and 13 kB of workgroup memory, so several share a multiprocessor: more rows only save key and
+    value loads, and fewer rows spread the work over more multiprocessors. BERT-base at 512
+    tokens: 32 rows (192 workgroups); at 128 tokens, ViT's 197 and GPT-2's 128: 16."""
+    return next((rows for rows in TILED_ROWS if heads * ceil(length / rows) >= device.parallel // 2), TILED_ROWS[-1])
+
+
+def flash_tiled(node, device, b):
+    """A workgroup of 16 x G threads takes 4G query rows of one head and the value columns [col0,
+    col0 + 64); thread (x, y) = (li % 16, li / 16) owns rows 4y .. 4y + 3 and, in each tile of 64 keys, keys 4x .. 4x + 3
+    (the scores s0 .. s3, a vec4 of keys per row) and value columns 4x .. 4x + 3 (o0 .. o3). A tile
+    is two register-tiled products through workgroup memory, STEP at a time: the scores, S = Q K^T
+    over steps of STEP head dims, then O += P V over steps of STEP keys. Each step stages an A
+    operand (4 rows a vec4) in `ta` and a B operand (4 keys or columns a vec4) in `tb`; each of its
+    STEP terms costs a thread two vec4 reads for 16 FMAs. The next step's loads are fetched into
+    registers while a step computes. Between the products, the online softmax: the rows' maxima
+    over the tile meet in `red`; each thread rescales its outputs and keeps a partial sum of its
+    keys' weights, merged in `red` at the end."""
+    out = node.output
+    *batch, length, value_dim = out.shape
+    keys, head_dim = node.inputs[1].shape[-2:]
+    heads = prod(batch)
+    groups = ceil(value_dim / TILED_KEYS)           # workgroups per query tile, by value columns
+    rows = tiled_rows(device, heads * groups, length)
+    g = rows // 4                                    # rows of threads
+    threads = 16 * g
+    fetches = 16 * 16 // threads                     # key or value vec4s a thread fetches per step
+    tiles = ceil(length / rows)
+    stride_a = g + 1                                 # ta's vec4s per step term, padded against bank conflicts
+    batch_lines, batch_index = unravel("head", batch, "h")
+
+    def element(k: int, name: str, rows_end: int, whole_rows: bool, dims_end: int, whole_dims: bool, zero: bool = False) -> list[str]:
+        """fn name(i, e) -> f32: input k at (i, e) of the head (a row or key i, a dim or column e).
+        Past a partial tile's end the indices are clamped, not checked (SwiftShader under Dawn took
+        minutes compiling a step's 16 checked reads): a key or value read there weighs nothing and a
+        row or column there is not written. Past the head dim the query reads zero (`zero`), so the
+        key's clamped dims add nothing."""
+        i = "i" if whole_rows else f"min(i, {rows_end - 1}u)"
+        e = "e" if whole_dims else f"min(e, {dims_end - 1}u)"
+        load = b.load(k, batch_index + [i, e])
+        return block(f"fn {name}(i: u32, e: u32) -> f32", [f"return {f'select(0.0, {load}, e < {dims_end}u)' if zero and not whole_dims else load};"])
+
+    def fetch(name: str, lines: list[str], lanes: list[str]) -> list[str]:
+        """fn name(t, a, b) -> vec4: staged vec4 t of a step (lanes written out: a vector indexed at run
+        time may leave registers)."""
+        return block(f"fn {name}(t: u32, a: u32, b: u32) -> vec4<f32>", [*lines, f"return vec4<f32>({', '.join(lanes)});"])
+
+    # fetch_q: head dim b + t % 16 of rows a + 4 (t / 16) ..; fetch_k: the same of keys; fetch_v:
+    # columns b + 4 (t % 16) .. of key a + t / 16 (ta and tb hold them transposed or as they come)
+    functions = [
+        *[f"var<private> {acc}{i}: vec4<f32>;" for acc in "so" for i in range(4)],
+        *[f"var<private> {name}: u32;" for name in ["x", "y", *batch_index]],  # set once, read by the functions
+        "",
+        *element(0, "query", length, length % rows == 0, head_dim, head_dim % STEP == 0, zero=True),
+        *element(1, "key", keys, keys % TILED_KEYS == 0, head_dim, head_dim % STEP == 0),
+        *element(2, "value", keys, keys % TILED_KEYS == 0, value_dim, value_dim % TILED_KEYS == 0),
+        *fetch("fetch_q", ["let e = b + t % 16u;", "let r = a + (t / 16u) * 4u;"], [f"query(r + {u}u, e)" for u in range(4)]),
+        *fetch("fetch_k", ["let e = b + t % 16u;", "let j = a + (t / 16u) * 4u;"], [f"key(j + {u}u, e)" for u in range(4)]),
+        *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], [f"value(j, c + {u}u)" for u in range(4)]),
+        "",
+        *block("fn score(qk: f32, row: u32, j: u32) -> f32", [  # -inf past the keys or the causal diagonal
+            *([f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);"] if len(node.inputs) == 4 else []),
+            *score_lines(node, b, batch_index, "i", "k", "qk", "s"),
+            f"return select({f32(float('-inf'))}, s, j < {keys}u{' && j <= row' if node.attrs['causal'] else ''});"]),
+        *block("fn scores(qk: vec4<f32>, row: u32, j: u32) -> vec4<f32>", [  # keys j .. j + 3
+            "return vec4<f32>(" + ", ".join(f"score(qk.{lane}, row, j + {u}u)" for u, lane in enumerate("xyzw")) + ");"]),
+        *block("fn top(v: vec4<f32>) -> f32", ["return max(max(v.x, v.y), max(v.z, v.w));"]),
+        "",
+        *block("fn put(row: u32, c: u32, o: vec4<f32>, sum: f32)", [  # columns c .. c + 3 of a row
+            "let v = select(o / sum, vec4<f32>(), sum == 0.0);",
+            *block("for (var u = 0u; u < 4u; u++)", [
+                "let col = c + u;",
+                *block(f"if (row < {length}u && col < {value_dim}u)", [f"out[{offset_expr(out, batch_index + ['row', 'col'])}] = v[u];"])])]),
+    ]
+    for name, acc in (("score_step", "s"), ("value_step", "o")):  # one term of a step: 4 x 4 FMAs
+        functions += ["", *block(f"fn {name}(kk: u32)", [
+            f"let a = ta[kk * {stride_a}u + y];", "let b = tb[kk * 17u + x];",
+            *[f"{acc}{i} = fma(vec4<f32>(a.{'xyzw'[i]}), b, {acc}{i});" for i in range(4)]])]
+
+    def step(name: str, prefetch: list[str]) -> list[str]:
+        """After the operands are staged: fetch the next step's, compute this one."""
+        return ["workgroupBarrier();", *prefetch, *[f"{name}({kk}u);" for kk in range(STEP)], "workgroupBarrier();"]
+
+    # a step's fetches: into registers fq (Q), f0, f1, ... (K or V), then staged
+    others = [f"li + {n * threads}u" for n in range(fetches)]  # the fetches' indices t
+    fetch_qk = lambda start, d0: [f"fq = fetch_q(li, tile0, {d0});", *[f"f{n} = fetch_k({t}, {start}, {d0});" for n, t in enumerate(others)]]
+    fetch_v = lambda key0: [f"f{n} = fetch_v({t}, {key0}, col0);" for n, t in enumerate(others)]
+    scores = [  # S = Q K^T, STEP head dims at a time
+        f"ta[(li % 16u) * {stride_a}u + li / 16u] = fq;",
+        *[f"tb[({t}) % 16u * 17u + ({t}) / 16u] = f{n};" for n, t in enumerate(others)],
+        *step("score_step", [*block(f"if (d0 + {STEP}u < {head_dim}u)", fetch_qk("start", f"d0 + {STEP}u")),
+                             *block("else", fetch_v("start"))]),
+    ]
+    softmax = [
+        "let j = start + x * 4u;",
+        *[f"s{i} = scores(s{i}, r + {i}u, j);" for i in range(4)],
+        "red[li] = vec4<f32>(top(s0), top(s1), top(s2), top(s3));",
+        "workgroupBarrier();",
+        "var m = running_max;",
+        "for (var n = 0u; n < 16u; n++) { m = max(m, red[y * 16u + n]); }",
+        "let f = exp(running_max - m);",
+        "running_max = m;",
+        *[f"o{i} *= f.{'xyzw'[i]};" for i in range(4)],
+        *[f"s{i} = exp(s{i} - m.{'xyzw'[i]});" for i in range(4)],
+        "total = total * f + vec4<f32>(" + ", ".join(f"dot(s{i}, vec4<f32>(1.0))" for i in range(4)) + ");",
+    ]
+    values = [  # O += P V, STEP keys at a time: the threads owning them stage their weights
+        *block(f"if (x / 4u == k0 / {STEP}u)", [
+            f"ta[((x % 4u) * 4u + {u}u) * {stride_a}u + y] = vec4<f32>(s0.{lane}, s1.{lane}, s2.{lane}, s3.{lane});"
+            for u, lane in enumerate("xyzw")]),
+        *[f"tb[({t}) / 16u * 17u + ({t}) % 16u] = f{n};" for n, t in enumerate(others)],
+        *step("value_step", [*block(f"if (k0 + {STEP}u < count)", fetch_v(f"start + k0 + {STEP}u")),
+                             *block(f"else if (start + {TILED_KEYS}u < end)", fetch_qk(f"start + {TILED_KEYS}u", "0u"))]),
+    ]
+    causal = node.attrs["causal"]
+    workgroups = grid(heads * tiles * groups)
+    body = [
+        f"let w = wg.y * {workgroups[0]}u + wg.x;",
+        f"if (w >= {heads * tiles * groups}u) {{ return; }}",
+        f"let col0 = (w % {groups}u) * {TILED_KEYS}u;",
+        f"let tile0 = ((w / {groups}u) % {tiles}u) * {rows}u;",
+        f"let head = w / {groups * tiles}u;",
+        *[line.removeprefix("let ") for line in batch_lines],
+        "x = li % 16u;",
+        "y = li / 16u;",
+        "let r = tile0 + y * 4u;",
+        f"let end = {f'min({keys}u, tile0 + {rows}u)' if causal else f'{keys}u'};",  # keys past a causal tile's last row count for none
+        f"var running_max = vec4<f32>({f32(LOWEST)});",
+        "var total = vec4<f32>();",
+        *[f"o{i} = vec4<f32>();" for i in range(4)],
+        "var fq: vec4<f32>;",
+        *[f"var f{n}: vec4<f32>;" for n in range(fetches)],
+        *fetch_qk("0u", "0u"),
+        *block(f"for (var start = 0u; start < end; start += {TILED_KEYS}u)", [
+            *[f"s{i} = vec4<f32>();" for i in range(4)],
+            *block(f"for (var d0 = 0u; d0 < {head_dim}u; d0 += {STEP}u)", scores),
+            *softmax,
+            f"let count = min({TILED_KEYS}u, end - start);",
+            *block(f"for (var k0 = 0u; k0 < count; k0 += {STEP}u)", values)]),
+        # the rows' sums: each thread's share of its keys
+        "red[li] = total;",
+        "workgroupBarrier();",
+        "var sum = vec4<f32>();",
+        "for (var n = 0u; n < 16u; n++) { sum += red[y * 16u + n]; }",
+        "let c = col0 + x * 4u;",
+        *[f"put(r + {i}u, c, o{i}, sum.{'xyzw'[i]});" for i in range(4)],
+    ]
+    shared = (f"var<workgroup> ta: array<vec4<f32>, {STEP * stride_a}>;\n"
+              f"var<workgroup> tb: array<vec4<f32>, {STEP * 17}>;\n"
+              f"var<workgroup> red: array<vec4<f32>, {threads}>;\n")
+    header = (f"@compute @workgroup_size({threads})\n"
+              "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n")
+    return b.kernel("attention", shared + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}", workgroups)
+
+
 def flash_rows(device, heads: int, length: int) -> int:
     """Query rows per workgroup. A workgroup holds its threads' query and output rows in registers,
     so a multiprocessor runs about one (parallel / 2 at once); every workgroup takes about as long
@@ -182,8 +352,17 @@ def flash_rows(device, heads: int, length: int) -> int:
     return min(FLASH_ROWS, key=time)
 
 
-def flash(node, device, b):
-    """A workgroup takes `rows` query rows of one head (one batch index) and the value columns
+def lanes(var: str, load, count: int, bound: int, base: str) -> list[str]:
+    """var.xyzw = load(base + lane) for the lanes below bound (checked unless count lanes all are)."""
+    lines = []
+    for lane in range(4):
+        set_lane = f"{var}.{'xyzw'[lane]} = {load(f'({base} + {lane}u)')};"
+        lines += [set_lane] if count * 4 <= bound else block(f"if ({base} + {lane}u < {bound}u)", [set_lane])
+    return lines
+
+
+def flash_split(node, device, b):
+    """The "gpu" class's kernel before flash_tiled (TILED = False). A workgroup takes `rows` query rows of one head (one batch index) and the value columns
     [col0, col0 + 4 * cols4); its threads are (row r, key split t), r fastest, so a warp's threads
     read the same key. Key tiles go through workgroup memory as vec4s (keys, then values), the next
     tile fetched into registers while this one computes; split t takes keys t * per .. t * per +
@@ -210,14 +389,6 @@ def flash(node, device, b):
     batch_lines, batch_index = unravel("head", batch, "h")
     params = "".join(f", {name}: u32" for name in batch_index)
     args = "".join(f", {name}" for name in batch_index)
-
-    def lanes(var: str, load, count: int, bound: int, base: str) -> list[str]:
-        """var.xyzw = load(base + lane) for the lanes below bound (checked unless count lanes all are)."""
-        lines = []
-        for lane in range(4):
-            set_lane = f"{var}.{'xyzw'[lane]} = {load(f'({base} + {lane}u)')};"
-            lines += [set_lane] if count * 4 <= bound else block(f"if ({base} + {lane}u < {bound}u)", [set_lane])
-        return lines
 
     fetch = [  # element idx of the tile starting at key `start`: keys' vec4s, then values'
         "var v = vec4<f32>();",
