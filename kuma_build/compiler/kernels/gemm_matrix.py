@@ -14,9 +14,11 @@ Where the matrices come from (Operand):
 - an f16 weight (a linear layer's [K, N] weight, a convolution's [Cout, K] one: Gemm.stored_a,
   stored_b) is loaded straight from its storage binding, no staging and no barrier, when its wide
   side and K are whole matrices (stored()): a matrix past the wide side (an edge tile) is clamped
-  to the last one inside, whose results gemm_put's bounds drop. Each step's matrices are loaded
-  one step ahead, while the previous step multiplies, where registers allow (estimate: two
-  workgroups a multiprocessor), else at the step's start, before the staged tiles are written;
+  to the last one inside, whose results gemm_put's bounds drop. Each step's matrices are loaded at
+  the step's start, before the staged tiles are written (their latency overlapping the wait for
+  the staged fetches), or with LOAD_AHEAD one step ahead, while the previous step multiplies, where
+  registers allow (estimate: two workgroups a multiprocessor); WEIGHTS_FROM_STORAGE off stages
+  them as the other operand;
 - the other operand (activations, f32) is staged in workgroup memory as f16 through gemm.functions'
   gemm_a and gemm_b (zero outside the matrices), a step of k between two barriers (choose_step:
   the fewest steps of a K slice that fit workgroup memory, up to 128 k), each line PAD values
@@ -210,8 +212,21 @@ PAD = 8  # f16 (16 bytes) past each line of a staged tile: a matrix's rows then 
 STEPS = (16, 32, 48, 64, 96, 128)  # k per staged step (between two barriers), the fewest steps that fit chosen
 # registers an invocation may give its result, loaded and fetched matrices so that two workgroups
 # fit a multiprocessor (NVIDIA: 64K 32-bit registers, 128 an invocation of 512), the rest left for
-# indices; what decides whether the matrices from storage are loaded a step ahead (estimate())
+# indices; what decides whether the matrices from storage may be loaded a step ahead (estimate())
 REGISTERS = 104
+# knobs (bench/gpu/dawn/bench.py --gemm-knob gemm_matrix.NAME=VALUE sets them for an A/B):
+# - WEIGHTS_FROM_STORAGE: an f16 weight's matrices loaded straight from its binding (stored());
+#   False stages it through workgroup memory as the activations are (vector fetches, then matrix
+#   loads from workgroup memory; smaller steps, as both tiles share the 16 KB);
+# - LOAD_AHEAD: those matrices loaded a step ahead where REGISTERS allow; False loads them at each
+#   step's start, before the staged tiles are written. Off by default: a step waits on the global
+#   latency of its staged fetches either way (issued one step before it), so ahead saves a little of
+#   one latency a step and holds a second step of matrices (BERT's 64 x 64 tiles: 48 registers of
+#   weight matrices against 24), which costs occupancy: BERT's 288 to 384 workgroups a product fit
+#   the H200's 132 multiprocessors in one wave at three workgroups each (80 registers an
+#   invocation), in two at two
+WEIGHTS_FROM_STORAGE = True
+LOAD_AHEAD = False
 
 
 def stored(s: Stored | None, wide, depth) -> Stored | None:
@@ -310,8 +325,9 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     grid = block_grid(tm, tn)
     if tm % MATRIX or tn % MATRIX or grid is None:
         return None
-    a = Operand("left", "a", tm, stored(g.stored_a, g.rows, g.depth), g.a_k_contiguous)
-    b = Operand("right", "b", tn, stored(g.stored_b, g.cols, g.depth), not g.cols_contiguous)
+    weight = lambda s, wide: stored(s, wide, g.depth) if WEIGHTS_FROM_STORAGE else None
+    a = Operand("left", "a", tm, weight(g.stored_a, g.rows), g.a_k_contiguous)
+    b = Operand("right", "b", tn, weight(g.stored_b, g.cols), not g.cols_contiguous)
     direct_out = stores_sum(g, tm, a.k_inner)  # else None
     per_rows, per_cols = tm // MATRIX // grid[0], tn // MATRIX // grid[1]  # blocks per subgroup
     blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
@@ -375,9 +391,9 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
             lines += [f"f{o.name}{n} = fetch_{o.name}({thread(n)}, {args});" for n in range(fetches[o.name])]
         return lines
 
-    # the stored sides' matrices are loaded a step ahead, while a step multiplies, where registers
-    # allow; else at the step's start, before its staged tiles are written
-    loaded_ahead = [o for o in (a, b) if o.stored and registers(step, True) <= REGISTERS]
+    # the stored sides' matrices are loaded a step ahead, while a step multiplies, where LOAD_AHEAD
+    # and registers allow; else at the step's start, before its staged tiles are written
+    loaded_ahead = [o for o in (a, b) if LOAD_AHEAD and o.stored and registers(step, True) <= REGISTERS]
     loaded_at_start = [o for o in (a, b) if o.stored and o not in loaded_ahead]
 
     def from_storage(o: Operand, i: int, k: str) -> str:
