@@ -14,11 +14,11 @@ Where the matrices come from (Operand):
 - an f16 weight (a linear layer's [K, N] weight, a convolution's [Cout, K] one: Gemm.stored_a,
   stored_b) is loaded straight from its storage binding, no staging and no barrier, when its wide
   side and K are whole matrices (stored()): a matrix past the wide side (an edge tile) is clamped
-  to the last one inside, whose results gemm_put's bounds drop. Each step's matrices are loaded at
-  the step's start, before the staged tiles are written (their latency overlapping the wait for
-  the staged fetches), or with LOAD_AHEAD one step ahead, while the previous step multiplies, where
-  registers allow (estimate: two workgroups a multiprocessor); WEIGHTS_FROM_STORAGE off stages
-  them as the other operand;
+  to the last one inside, whose results gemm_put's bounds drop. Each step's matrices are loaded
+  after the previous step's multiplies, into the registers they free, their latency overlapping
+  the wait for the staged fetches (WEIGHT_LOADS: or at the step's start, or a whole step ahead
+  where registers allow: estimate, two workgroups a multiprocessor); WEIGHTS_FROM_STORAGE off
+  stages them as the other operand;
 - the other operand (activations, f32) is staged in workgroup memory as f16 through gemm.functions'
   gemm_a and gemm_b (zero outside the matrices), a step of k between two barriers (choose_step:
   the fewest steps of a K slice that fit workgroup memory, up to 128 k), each line PAD values
@@ -218,15 +218,17 @@ REGISTERS = 104
 # - WEIGHTS_FROM_STORAGE: an f16 weight's matrices loaded straight from its binding (stored());
 #   False stages it through workgroup memory as the activations are (vector fetches, then matrix
 #   loads from workgroup memory; smaller steps, as both tiles share the 16 KB);
-# - LOAD_AHEAD: those matrices loaded a step ahead where REGISTERS allow; False loads them at each
-#   step's start, before the staged tiles are written. Off by default: a step waits on the global
-#   latency of its staged fetches either way (issued one step before it), so ahead saves a little of
-#   one latency a step and holds a second step of matrices (BERT's 64 x 64 tiles: 48 registers of
-#   weight matrices against 24), which costs occupancy: BERT's 288 to 384 workgroups a product fit
-#   the H200's 132 multiprocessors in one wave at three workgroups each (80 registers an
-#   invocation), in two at two
+# - WEIGHT_LOADS: when those matrices of a step are loaded. "ahead": with the step before's fetches,
+#   before its multiplies, where REGISTERS allow a second step of them (else as "end"); "end":
+#   after the step before's multiplies, into the registers they free; "start": at the step's own
+#   start, before its staged tiles are written. "end" by default: a step waits on the global latency
+#   of its staged fetches (issued a step before) in any case, so "ahead" gains little over it and
+#   holds twice the matrices (BERT's 64 x 64 tiles: 48 registers against 24), which costs
+#   occupancy: BERT's 288 to 384 workgroups a product fit the H200's 132 multiprocessors in one
+#   wave at three workgroups each (80 registers an invocation), in two at two. "end" issues the
+#   loads a barrier earlier than "start" and holds them as long but for that barrier
 WEIGHTS_FROM_STORAGE = True
-LOAD_AHEAD = False
+WEIGHT_LOADS = "end"
 
 
 def stored(s: Stored | None, wide, depth) -> Stored | None:
@@ -391,21 +393,23 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
             lines += [f"f{o.name}{n} = fetch_{o.name}({thread(n)}, {args});" for n in range(fetches[o.name])]
         return lines
 
-    # the stored sides' matrices are loaded a step ahead, while a step multiplies, where LOAD_AHEAD
-    # and registers allow; else at the step's start, before its staged tiles are written
-    loaded_ahead = [o for o in (a, b) if LOAD_AHEAD and o.stored and registers(step, True) <= REGISTERS]
-    loaded_at_start = [o for o in (a, b) if o.stored and o not in loaded_ahead]
+    # where the stored sides' matrices of a step are loaded (WEIGHT_LOADS): "ahead" only where the
+    # registers allow a second step of them (else "end"); "end" and "ahead" hold them in variables
+    # d.., loaded first in the prologue
+    loads = "end" if WEIGHT_LOADS == "ahead" and registers(step, True) > REGISTERS else WEIGHT_LOADS
+    from_memory = [o for o in (a, b) if o.stored]
+    held = [] if loads == "start" else from_memory
 
     def from_storage(o: Operand, i: int, k: str) -> str:
         return o.load(p, o.stored.array, f"w{o.name}{i} + ({k}) * {o.stored.k_stride}u", step)
 
     def direct(o: Operand, k0: str, declare: bool) -> list[str]:
-        """The stored side's matrices of the step at k0, into its variables loaded ahead."""
+        """The stored side's matrices of the step at k0, into its variables held across steps."""
         return [f"{'var ' if declare else ''}d{o.name}_{kk}_{i} = {from_storage(o, i, f'{k0} + {kk * MATRIX}u')};"
                 for kk in kks for i in range(per_subgroup[o.name])]
 
     def matrix(o: Operand, kk: int, i: int) -> str:
-        return f"c{o.name}_{kk}_{i}" if o.stored else f"{o.name}{i}"
+        return (f"d{o.name}_{kk}_{i}" if loads == "end" else f"c{o.name}_{kk}_{i}") if o.stored else f"{o.name}{i}"
 
     prologue = [f"var f{o.name}{n} = {fetched[o.name]}();" for o in staged for n in range(fetches[o.name])] + fetch("k_begin")
     for o in (a, b):
@@ -413,16 +417,18 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
             wide_stride = o.stored.wide_stride
             prologue += [f"let w{o.name}{i} = {o.stored.base('batch')} + min({origin[o.name]} + ({first[o.name]} + {i}u) * {MATRIX}u, "
                          f"{wide_size[o.name] - MATRIX}u) * {wide_stride}u;" for i in range(per_subgroup[o.name])]
-    prologue += [line for o in loaded_ahead for line in direct(o, "k_begin", True)]
+    prologue += [line for o in held for line in direct(o, "k_begin", True)]
     prologue += [f"var acc_{i}_{j} = {p.zero()};" for i, j in blocks]
     if direct_out == "clamp":  # each block's first row in the staged tile, the last one's ending at the last row
         prologue += [f"let ra{i} = min((block_row + {i}u) * {MATRIX}u, {g.rows - MATRIX}u);" for i in range(per_rows)]
 
-    body = [f"let c{o.name}_{kk}_{i} = {from_storage(o, i, f'k0 + {kk * MATRIX}u')};" for o in loaded_at_start for kk in kks for i in range(per_subgroup[o.name])]
+    body = [f"let c{o.name}_{kk}_{i} = {from_storage(o, i, f'k0 + {kk * MATRIX}u')};" for o in from_memory if loads == "start" for kk in kks for i in range(per_subgroup[o.name])]
     body += [f"stage_{o.name}({thread(n)}, f{o.name}{n});" for o in staged for n in range(fetches[o.name])]
     body += ["workgroupBarrier();"] if staged else []
-    body += [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in loaded_ahead for kk in kks for i in range(per_subgroup[o.name])]
-    body += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + [line for o in loaded_ahead for line in direct(o, f"k0 + {step}u", False)])
+    next_loads = [line for o in held for line in direct(o, f"k0 + {step}u", False)]  # the next step's
+    if loads == "ahead":
+        body += [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in held for kk in kks for i in range(per_subgroup[o.name])]
+    body += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + (next_loads if loads == "ahead" else []))
     for kk in kks:
         def wide_offset(o: Operand, i: int) -> str:
             wide = f"ra{i} * {o.strides(step)[0]}u" if o.name == "a" and direct_out == "clamp" else f"({first[o.name]} + {i}u) * {MATRIX * o.strides(step)[0]}u"
@@ -430,6 +436,8 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
         lines = [f"let {o.name}{i} = {o.load(p, f'tile_{o.name}', wide_offset(o, i), step)};" for o in staged for i in range(per_subgroup[o.name])]
         lines += [f"acc_{i}_{j} = {p.multiply_add(matrix(a, kk, i), matrix(b, kk, j), f'acc_{i}_{j}')};" for i, j in blocks]
         body += block("" if kk == 0 or whole else f"if (k0 + {kk * MATRIX}u < k_end)", lines)
+    if loads == "end" and held:  # into the registers the multiplies just freed
+        body += block(f"if (k0 + {step}u < k_end)", next_loads)
     body += ["workgroupBarrier();"] if staged else []
 
     finish = []
