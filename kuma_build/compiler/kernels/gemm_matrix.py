@@ -24,7 +24,8 @@ Where the matrices come from (Operand):
   the fewest steps of a K slice that fit workgroup memory, up to 128 k), each line PAD values
   longer so a matrix's rows lie in different banks. Invocation i fetches elements i, i + 256, ...
   in the order memory has them, four neighbours at a time where the counts divide (one bounds
-  check and one conversion for the four), into registers a step ahead, as in the tiled kernel.
+  check and one conversion for the four), into registers a step ahead, as in the tiled kernel,
+  each step's issued as soon as the step before's are staged (FETCH_BEFORE_BARRIER).
 
 A step's last matrices along k that lie past the slice or K (K not a multiple of the step) are
 skipped. The results of a product that stores its sums as they are (a split product's partials,
@@ -227,8 +228,12 @@ REGISTERS = 104
 #   occupancy: BERT's 288 to 384 workgroups a product fit the H200's 132 multiprocessors in one
 #   wave at three workgroups each (80 registers an invocation), in two at two. "end" issues the
 #   loads a barrier earlier than "start" and holds them as long but for that barrier
+# - FETCH_BEFORE_BARRIER: the next step's fetches (and matrices loaded "ahead") issued as soon as
+#   this step's are staged, before the barrier after which every subgroup multiplies, so an
+#   invocation's loads are in flight while it waits there; False issues them after it
 WEIGHTS_FROM_STORAGE = True
 WEIGHT_LOADS = "end"
+FETCH_BEFORE_BARRIER = True
 
 
 def stored(s: Stored | None, wide, depth) -> Stored | None:
@@ -424,11 +429,11 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
 
     body = [f"let c{o.name}_{kk}_{i} = {from_storage(o, i, f'k0 + {kk * MATRIX}u')};" for o in from_memory if loads == "start" for kk in kks for i in range(per_subgroup[o.name])]
     body += [f"stage_{o.name}({thread(n)}, f{o.name}{n});" for o in staged for n in range(fetches[o.name])]
-    body += ["workgroupBarrier();"] if staged else []
     next_loads = [line for o in held for line in direct(o, f"k0 + {step}u", False)]  # the next step's
-    if loads == "ahead":
-        body += [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in held for kk in kks for i in range(per_subgroup[o.name])]
-    body += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + (next_loads if loads == "ahead" else []))
+    ahead = [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in held if loads == "ahead" for kk in kks for i in range(per_subgroup[o.name])]
+    ahead += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + (next_loads if loads == "ahead" else []))
+    barrier = ["workgroupBarrier();"] if staged else []
+    body += ahead + barrier if FETCH_BEFORE_BARRIER else barrier + ahead
     for kk in kks:
         def wide_offset(o: Operand, i: int) -> str:
             wide = f"ra{i} * {o.strides(step)[0]}u" if o.name == "a" and direct_out == "clamp" else f"({first[o.name]} + {i}u) * {MATRIX * o.strides(step)[0]}u"
