@@ -231,7 +231,8 @@ def main() -> int:
                         "it is the reference)")
     parser.add_argument("--gemm-knob", action="append", default=[], metavar="NAME=VALUE",
                         help="set a constant of kernels/gemm.py for Kuma's builds (as gemm_sweep.py's knobs), e.g. SPLIT_TRAFFIC=0, "
-                        "or of another kernels module named before a dot, e.g. gemm_matrix.WEIGHT_LOADS='ahead'; repeatable")
+                        "or of another kernels module named before a dot, e.g. gemm_matrix.WEIGHT_LOADS=ahead; VALUE a Python literal "
+                        "(a bare word for a string constant); repeatable")
     options = parser.parse_args()
     knobs = gemm_knobs(parser, options.gemm_knob)
     engines = set(options.engines.split(","))
@@ -342,11 +343,13 @@ def gemm_knobs(parser, given: list[str]) -> dict:
             found = False
         if not found:
             parser.error(f"--gemm-knob {pair}: {constant or name!r} is not an upper-case constant of {path}; "
-                         "give NAME=VALUE for kernels/gemm.py or MODULE.NAME=VALUE (e.g. gemm_matrix.WEIGHT_LOADS='start')")
+                         "give NAME=VALUE for kernels/gemm.py or MODULE.NAME=VALUE (e.g. gemm_matrix.WEIGHT_LOADS=start)")
         try:
             knobs[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            parser.error(f"--gemm-knob {pair}: {value!r} is not a Python literal (True, 0.003, (16, 32), ...)")
+            if not isinstance(getattr(knob_target(name)[0], constant), str):  # a string constant takes the bare word
+                parser.error(f"--gemm-knob {pair}: {value!r} is not a Python literal (True, 0.003, (16, 32), ...)")
+            knobs[name] = value
     return knobs
 
 

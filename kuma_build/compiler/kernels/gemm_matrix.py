@@ -401,6 +401,7 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     # where the stored sides' matrices of a step are loaded (WEIGHT_LOADS): "ahead" only where the
     # registers allow a second step of them (else "end"); "end" and "ahead" hold them in variables
     # d.., loaded first in the prologue
+    assert WEIGHT_LOADS in ("start", "end", "ahead"), f"gemm_matrix.WEIGHT_LOADS is {WEIGHT_LOADS!r}: start, end or ahead"
     loads = "end" if WEIGHT_LOADS == "ahead" and registers(step, True) > REGISTERS else WEIGHT_LOADS
     from_memory = [o for o in (a, b) if o.stored]
     held = [] if loads == "start" else from_memory
