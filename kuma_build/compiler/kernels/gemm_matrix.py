@@ -430,11 +430,12 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
 
     body = [f"let c{o.name}_{kk}_{i} = {from_storage(o, i, f'k0 + {kk * MATRIX}u')};" for o in from_memory if loads == "start" for kk in kks for i in range(per_subgroup[o.name])]
     body += [f"stage_{o.name}({thread(n)}, f{o.name}{n});" for o in staged for n in range(fetches[o.name])]
-    next_loads = [line for o in held for line in direct(o, f"k0 + {step}u", False)]  # the next step's
-    ahead = [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in held if loads == "ahead" for kk in kks for i in range(per_subgroup[o.name])]
-    ahead += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + (next_loads if loads == "ahead" else []))
+    next_loads = [line for o in held for line in direct(o, f"k0 + {step}u", False)]  # the next step's matrices from storage
+    # the next step's fetches (and "ahead", its matrices, this step's kept as c..)
+    next_step = [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in held if loads == "ahead" for kk in kks for i in range(per_subgroup[o.name])]
+    next_step += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + (next_loads if loads == "ahead" else []))
     barrier = ["workgroupBarrier();"] if staged else []
-    body += ahead + barrier if FETCH_BEFORE_BARRIER else barrier + ahead
+    body += next_step + barrier if FETCH_BEFORE_BARRIER else barrier + next_step
     for kk in kks:
         def wide_offset(o: Operand, i: int) -> str:
             wide = f"ra{i} * {o.strides(step)[0]}u" if o.name == "a" and direct_out == "clamp" else f"({first[o.name]} + {i}u) * {MATRIX * o.strides(step)[0]}u"
