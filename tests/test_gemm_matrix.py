@@ -7,7 +7,9 @@ tiles and K steps, split K, a batch, bias and fused epilogues, each operand layo
 handles, weights' left and right matrices (row- and column-major) loaded straight from storage,
 after the step before's multiplies, at a step's start or a step ahead (gemm_matrix.WEIGHT_LOADS), or
 staged (WEIGHTS_FROM_STORAGE off), with edge tiles and steps past a K slice, a step's fetches
-issued before or after its barrier (FETCH_BEFORE_BARRIER), a group's weights, partial
+issued before or after its barrier (FETCH_BEFORE_BARRIER) and rounded to f16 as staged or as
+fetched (CONVERT_AT_STAGE), results through workgroup memory in rounds of subgroups or all at once
+(FINISH_ROUNDS), a group's weights, partial
 sums stored straight to the output (also of rows off the blocks: the last tile shifted, or the last
 block clamped in a product of fewer rows than the tile), a dim's rows. The kernel builds ship differs from the emulated one only in the lines calling a
 primitive, so the indexing tested is the indexing shipped, and Chromium (no subgroup matrices)
@@ -132,6 +134,9 @@ def test_emulated_kernel_matches_pytorch(layer, monkeypatch):
     ("stored_edges", "WEIGHTS_FROM_STORAGE", False, "fn fetch_b("),  # the weight staged: 300 x 400, split K
     ("batched", "WEIGHTS_FROM_STORAGE", False, "fn fetch_b("),  # a weight a batch staged, 164 rows
     ("few_tokens", "FETCH_BEFORE_BARRIER", False, "workgroupBarrier();\nif(k0+"),  # both sides' fetches after the barrier: 37 rows, 8 slices of K 600
+    ("linear_gelu", "CONVERT_AT_STAGE", False, "->vec4<f16>{"),  # fetches rounded to f16 as fetched: 207 rows, K 40, a fused GELU
+    ("batched", "CONVERT_AT_STAGE", False, "->f16{"),  # the same, a value at a time: K 48, a weight a batch
+    ("transposed_input", "FINISH_ROUNDS", 1, "tile_c:array<f32,2048>"),  # every subgroup's results in tile_c at once (else in 2 rounds)
 ])
 def test_emulated_kernel_with_a_knob_matches_pytorch(layer, knob, value, sign, monkeypatch):
     assert sign not in matrix_kernels(compiled_layer(layer)[0])[0]["f16m"]  # the default takes the other path
