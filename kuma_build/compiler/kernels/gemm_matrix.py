@@ -26,7 +26,7 @@ Where the matrices come from (Operand):
   in the order memory has them, four neighbours at a time where the counts divide (one bounds
   check for the four), into registers a step ahead, as in the tiled kernel, each step's issued
   as soon as the step before's are staged (FETCH_BEFORE_BARRIER), and rounds them to f16 as it
-  stages them (CONVERT_AT_STAGE), so nothing waits on the loads before then.
+  stages them where registers allow (CONVERT_AT_STAGE), so nothing waits on the loads before then.
 
 A step's last matrices along k that lie past the slice or K (K not a multiple of the step) are
 skipped. The results of a product that stores its sums as they are (a split product's partials,
@@ -36,8 +36,8 @@ row, or, in a product of fewer rows than the tile, its last block; otherwise eac
 stores its result matrices one at a time into its own MATRIX x MATRIX slice of f32 workgroup
 memory (tile_c; in rounds of some of the subgroups where that leaves the staged tiles longer
 steps: FINISH_ROUNDS), and each of its invocations finishes 8 of the elements through gemm_put
-(alpha, bias, fused epilogue, bounds), as the tiled kernel finishes its own. The products of f16 values are exact in
-f32 and the sums are f32, so this variant rounds only the operands. Only tiles of at least
+(alpha, bias, fused epilogue, bounds), as the tiled kernel finishes its own. The products of f16
+values are exact in f32 and the sums are f32, so this variant rounds only the operands. Only tiles of at least
 SUBGROUPS blocks get it (block_grid); a product of smaller tiles keeps the two other variants, as
 do the thin kernel and the "cpu" class's.
 
@@ -215,7 +215,8 @@ PAD = 8  # f16 (16 bytes) past each line of a staged tile: a matrix's rows then 
 STEPS = (16, 32, 48, 64, 96, 128)  # k per staged step (between two barriers), the fewest steps that fit chosen
 # registers an invocation may give its result, loaded and fetched matrices so that two workgroups
 # fit a multiprocessor (NVIDIA: 64K 32-bit registers, 128 an invocation of 512), the rest left for
-# indices; what decides whether the matrices from storage may be loaded a step ahead (estimate())
+# indices (estimate()); what decides the step, whether fetches stay f32 until staged and whether the
+# matrices from storage may be loaded a step ahead
 REGISTERS = 104
 # knobs (bench/gpu/dawn/bench.py --gemm-knob gemm_matrix.NAME=VALUE sets them for an A/B):
 # - WEIGHTS_FROM_STORAGE: an f16 weight's matrices loaded straight from its binding (stored());
