@@ -4,8 +4,10 @@ GPT-style decoder loads and runs in Node as a page would run it, its output matc
 per-dispatch profile from timestamp queries covers every dispatch, an f16 build runs the kernel
 variant the runtime picks (SwiftShader has no subgroup matrices), and the dispatch-cost probe ran
 every one of its dispatches. The decode benchmark's loop (decode.py) gives PyTorch eager's greedy
-tokens and logits, and its copy probe copies. scripts/setup.sh installs bench/gpu/dawn's node_modules."""
+tokens and logits, and its copy probe copies; bench.py's --gemm-knob names a kernels module's
+constant. scripts/setup.sh installs bench/gpu/dawn's node_modules."""
 
+import argparse
 import copy
 import importlib.util
 import json
@@ -157,3 +159,18 @@ def test_copy_probe_on_dawn(dawn, tmp_path):
     assert result["ok"], result["error"]
     assert result["same"] and result["bytes"] == 4 << 20  # the copy holds the source's bytes
     assert np.isfinite(result["gbps"])
+
+
+def test_gemm_knobs_name_a_kernels_constant(capsys):
+    """bench.py --gemm-knob: NAME sets kernels/gemm.py's constant, MODULE.NAME kernels/MODULE.py's
+    (a string constant takes a bare word); anything else is a usage error naming the file."""
+    from kuma_build.compiler.kernels import gemm, gemm_matrix
+    parser = argparse.ArgumentParser(prog="bench.py")
+    knobs = bench.gemm_knobs(parser, ["SPLIT_TRAFFIC=0", "gemm_matrix.WEIGHT_LOADS=ahead", "gemm_matrix.STEPS=(16, 32)"])
+    assert knobs == {"SPLIT_TRAFFIC": 0, "gemm_matrix.WEIGHT_LOADS": "ahead", "gemm_matrix.STEPS": (16, 32)}
+    assert [bench.knob_target(name) for name in knobs] == [(gemm, "SPLIT_TRAFFIC"), (gemm_matrix, "WEIGHT_LOADS"), (gemm_matrix, "STEPS")]
+    for pair, says in (("NOPE=1", "kernels/gemm.py"), ("gemm_matrix.NOPE=1", "kernels/gemm_matrix.py"),
+                       ("nowhere.X=1", "kernels/nowhere.py"), ("gemm_matrix.REGISTERS=many", "not a Python literal")):
+        with pytest.raises(SystemExit):
+            bench.gemm_knobs(parser, [pair])
+        assert says in capsys.readouterr().err, pair

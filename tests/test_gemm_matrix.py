@@ -5,7 +5,11 @@ No local WebGPU offers subgroup matrices, so the kernel built on gemm_matrix.py'
 builtins runs on lavapipe against PyTorch (on the same f16-rounded weights): odd sizes, partial
 tiles and K steps, split K, a batch, bias and fused epilogues, each operand layout the staging
 handles, weights' left and right matrices (row- and column-major) loaded straight from storage,
-ahead or at a step's start, with edge tiles and steps past a K slice, a group's weights, partial
+after the step before's multiplies, at a step's start or a step ahead (gemm_matrix.WEIGHT_LOADS), or
+staged (WEIGHTS_FROM_STORAGE off), with edge tiles and steps past a K slice, a step's fetches
+issued before or after its barrier (FETCH_BEFORE_BARRIER) and rounded to f16 as staged or as
+fetched (CONVERT_AT_STAGE), results through workgroup memory in rounds of subgroups or all at once
+(FINISH_ROUNDS), a group's weights, partial
 sums stored straight to the output (also of rows off the blocks: the last tile shifted, or the last
 block clamped in a product of fewer rows than the tile), a dim's rows. The kernel builds ship differs from the emulated one only in the lines calling a
 primitive, so the indexing tested is the indexing shipped, and Chromium (no subgroup matrices)
@@ -120,9 +124,39 @@ def matrix_kernels(compiled) -> list[dict]:
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_emulated_kernel_matches_pytorch(layer, monkeypatch):
+    assert_emulated_kernel_matches_pytorch(layer, monkeypatch)
+
+
+@pytest.mark.parametrize("layer, knob, value, sign", [  # gemm_matrix's knobs off their defaults; sign: a line only that path has
+    ("stored_edges", "WEIGHT_LOADS", "ahead", "let cb_0_0=db_0_0;"),  # right matrices a step ahead: edge tiles, a last slice of 32 k in a step of 80
+    ("weight_left", "WEIGHT_LOADS", "ahead", "let ca_0_0=da_0_0;"),  # left ones ahead, the last tile partly past the weight's rows
+    ("shared_transposed", "WEIGHT_LOADS", "start", "let cb_0_0="),  # column-major right ones at a step's start, a batch
+    ("stored_edges", "WEIGHTS_FROM_STORAGE", False, "fn fetch_b("),  # the weight staged: 300 x 400, split K
+    ("batched", "WEIGHTS_FROM_STORAGE", False, "fn fetch_b("),  # a weight a batch staged, 164 rows
+    ("few_tokens", "FETCH_BEFORE_BARRIER", False, "workgroupBarrier();\nif(k0+"),  # both sides' fetches after the barrier: 37 rows, 8 slices of K 600
+    ("linear_gelu", "CONVERT_AT_STAGE", False, "->vec4<f16>{"),  # fetches rounded to f16 as fetched: 207 rows, K 40, a fused GELU
+    ("batched", "CONVERT_AT_STAGE", False, "->f16{"),  # the same, a value at a time: K 48, a weight a batch
+    ("transposed_input", "FINISH_ROUNDS", 1, "tile_c:array<f32,2048>"),  # every subgroup's results in tile_c at once (else in 2 rounds)
+])
+def test_emulated_kernel_with_a_knob_matches_pytorch(layer, knob, value, sign, monkeypatch):
+    assert sign not in matrix_kernels(compiled_layer(layer)[0])[0]["f16m"]  # the default takes the other path
+    monkeypatch.setattr(gemm_matrix, knob, value)
+    assert_emulated_kernel_matches_pytorch(layer, monkeypatch, sign)
+
+
+def test_weights_loaded_ahead_only_where_registers_allow(monkeypatch):
+    """BERT's 128 x 128 tiles: a second step of right matrices would pass gemm_matrix.REGISTERS, so
+    "ahead" loads them as "end" does."""
+    monkeypatch.setattr(gemm_matrix, "WEIGHT_LOADS", "ahead")
+    ahead = matrix_kernels(compiled_layer("bert_ffn")[0])[0]["f16m"]
+    monkeypatch.setattr(gemm_matrix, "WEIGHT_LOADS", "end")
+    assert ahead == matrix_kernels(compiled_layer("bert_ffn")[0])[0]["f16m"]
+
+
+def assert_emulated_kernel_matches_pytorch(layer: str, monkeypatch, sign: str = "emulated_multiply_add"):
     monkeypatch.setattr(gemm_matrix, "BACKEND", gemm_matrix.EMULATED)
     compiled, config, inputs, module = compiled_layer(layer)
-    assert matrix_kernels(compiled) and all("emulated_multiply_add" in k["f16m"] for k in matrix_kernels(compiled))
+    assert matrix_kernels(compiled) and all("emulated_multiply_add" in k["f16m"] and sign in k["f16m"] for k in matrix_kernels(compiled))
     for param in module.parameters():
         if param.dim() > 1:  # the weights as stored (biases stay f32)
             param.data = param.data.half().float()

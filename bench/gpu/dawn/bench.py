@@ -67,12 +67,12 @@ def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
 # ---- prepare: one process per model ----
 
 def prepare(case_name: str, small: bool, work: str, precision: str = "f32", onnx: bool = True, knobs: dict | None = None) -> dict:
-    """Build, draw inputs, compile with Kuma (its kernels/gemm.py constants set to `knobs`), export
-    ONNX. Runs in a worker process."""
+    """Build, draw inputs, compile with Kuma (its kernels' constants set to `knobs`, gemm_knobs'),
+    export ONNX. Runs in a worker process."""
     warnings.filterwarnings("ignore")
-    from kuma_build.compiler.kernels import gemm
     for name, value in (knobs or {}).items():
-        setattr(gemm, name, value)
+        module, constant = knob_target(name)
+        setattr(module, constant, value)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 6))
     from kuma_build.compiler import compile_module
     from kuma_build.config import InputSpec, ModelConfig
@@ -230,7 +230,9 @@ def main() -> int:
     parser.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated, of {','.join(ENGINES)} (PyTorch eager always runs: "
                         "it is the reference)")
     parser.add_argument("--gemm-knob", action="append", default=[], metavar="NAME=VALUE",
-                        help="set a constant of kernels/gemm.py for Kuma's builds (as gemm_sweep.py's knobs), e.g. SPLIT_TRAFFIC=0")
+                        help="set a constant of kernels/gemm.py for Kuma's builds (as gemm_sweep.py's knobs), e.g. SPLIT_TRAFFIC=0, "
+                        "or of another kernels module named before a dot, e.g. gemm_matrix.WEIGHT_LOADS=ahead; VALUE a Python literal "
+                        "(a bare word for a string constant); repeatable")
     options = parser.parse_args()
     knobs = gemm_knobs(parser, options.gemm_knob)
     engines = set(options.engines.split(","))
@@ -319,16 +321,35 @@ def main() -> int:
     return 0
 
 
+def knob_target(name: str):
+    """(module, constant) that a knob names: NAME is kernels/gemm.py's, MODULE.NAME kernels/MODULE.py's."""
+    import importlib
+    module, _, constant = name.rpartition(".")
+    return importlib.import_module(f"kuma_build.compiler.kernels.{module or 'gemm'}"), constant
+
+
 def gemm_knobs(parser, given: list[str]) -> dict:
-    """--gemm-knob NAME=VALUE pairs as {name: value}; each name must be a constant of kernels/gemm.py."""
+    """--gemm-knob NAME=VALUE or MODULE.NAME=VALUE pairs as {name: value}; each name must be an
+    upper-case constant of kernels/gemm.py or of kernels/MODULE.py."""
     import ast
-    from kuma_build.compiler.kernels import gemm
     knobs = {}
     for pair in given:
         name, _, value = pair.partition("=")
-        if not name.isupper() or not hasattr(gemm, name):
-            parser.error(f"--gemm-knob {pair}: {name} is not a constant of kuma_build/compiler/kernels/gemm.py")
-        knobs[name] = ast.literal_eval(value)
+        module, _, constant = name.rpartition(".")
+        path = f"kuma_build/compiler/kernels/{module or 'gemm'}.py"
+        try:
+            found = constant.isupper() and (module == "" or module.isidentifier()) and hasattr(knob_target(name)[0], constant)
+        except ImportError:
+            found = False
+        if not found:
+            parser.error(f"--gemm-knob {pair}: {constant or name!r} is not an upper-case constant of {path}; "
+                         "give NAME=VALUE for kernels/gemm.py or MODULE.NAME=VALUE (e.g. gemm_matrix.WEIGHT_LOADS=start)")
+        try:
+            knobs[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            if not isinstance(getattr(knob_target(name)[0], constant), str):  # a string constant takes the bare word
+                parser.error(f"--gemm-knob {pair}: {value!r} is not a Python literal (True, 0.003, (16, 32), ...)")
+            knobs[name] = value
     return knobs
 
 

@@ -15,14 +15,18 @@ Where the matrices come from (Operand):
   stored_b) is loaded straight from its storage binding, no staging and no barrier, when its wide
   side and K are whole matrices (stored()): a matrix past the wide side (an edge tile) is clamped
   to the last one inside, whose results gemm_put's bounds drop. Each step's matrices are loaded
-  one step ahead, while the previous step multiplies, where registers allow (estimate: two
-  workgroups a multiprocessor), else at the step's start, before the staged tiles are written;
+  after the previous step's multiplies, into the registers they free, their latency overlapping
+  the wait for the staged fetches (WEIGHT_LOADS: or at the step's start, or a whole step ahead
+  where registers allow: estimate, two workgroups a multiprocessor); WEIGHTS_FROM_STORAGE off
+  stages them as the other operand;
 - the other operand (activations, f32) is staged in workgroup memory as f16 through gemm.functions'
   gemm_a and gemm_b (zero outside the matrices), a step of k between two barriers (choose_step:
   the fewest steps of a K slice that fit workgroup memory, up to 128 k), each line PAD values
   longer so a matrix's rows lie in different banks. Invocation i fetches elements i, i + 256, ...
   in the order memory has them, four neighbours at a time where the counts divide (one bounds
-  check and one conversion for the four), into registers a step ahead, as in the tiled kernel.
+  check for the four), into registers a step ahead, as in the tiled kernel, each step's issued
+  as soon as the step before's are staged (FETCH_BEFORE_BARRIER), and rounds them to f16 as it
+  stages them where registers allow (CONVERT_AT_STAGE), so nothing waits on the loads before then.
 
 A step's last matrices along k that lie past the slice or K (K not a multiple of the step) are
 skipped. The results of a product that stores its sums as they are (a split product's partials,
@@ -30,9 +34,10 @@ stores_sum) go straight to the output, a whole result matrix at a time, also whe
 not whole matrices (ViT's 197 tokens): the last tile of rows is shifted back to end at the last
 row, or, in a product of fewer rows than the tile, its last block; otherwise each subgroup
 stores its result matrices one at a time into its own MATRIX x MATRIX slice of f32 workgroup
-memory, and each of its invocations finishes 8 of the elements through gemm_put (alpha, bias, fused
-epilogue, bounds), as the tiled kernel finishes its own. The products of f16 values are exact in
-f32 and the sums are f32, so this variant rounds only the operands. Only tiles of at least
+memory (tile_c; in rounds of some of the subgroups where that leaves the staged tiles longer
+steps: FINISH_ROUNDS), and each of its invocations finishes 8 of the elements through gemm_put
+(alpha, bias, fused epilogue, bounds), as the tiled kernel finishes its own. The products of f16
+values are exact in f32 and the sums are f32, so this variant rounds only the operands. Only tiles of at least
 SUBGROUPS blocks get it (block_grid); a product of smaller tiles keeps the two other variants, as
 do the thin kernel and the "cpu" class's.
 
@@ -210,8 +215,42 @@ PAD = 8  # f16 (16 bytes) past each line of a staged tile: a matrix's rows then 
 STEPS = (16, 32, 48, 64, 96, 128)  # k per staged step (between two barriers), the fewest steps that fit chosen
 # registers an invocation may give its result, loaded and fetched matrices so that two workgroups
 # fit a multiprocessor (NVIDIA: 64K 32-bit registers, 128 an invocation of 512), the rest left for
-# indices; what decides whether the matrices from storage are loaded a step ahead (estimate())
+# indices (estimate()); what decides the step, whether fetches stay f32 until staged and whether the
+# matrices from storage may be loaded a step ahead
 REGISTERS = 104
+# knobs (bench/gpu/dawn/bench.py --gemm-knob gemm_matrix.NAME=VALUE sets them for an A/B):
+# - WEIGHTS_FROM_STORAGE: an f16 weight's matrices loaded straight from its binding (stored());
+#   False stages it through workgroup memory as the activations are (vector fetches, then matrix
+#   loads from workgroup memory; smaller steps, as both tiles share the 16 KB);
+# - WEIGHT_LOADS: when those matrices of a step are loaded. "ahead": with the step before's fetches,
+#   before its multiplies, where REGISTERS allow a second step of them (else as "end"); "end":
+#   after the step before's multiplies, into the registers they free; "start": at the step's own
+#   start, before its staged tiles are written. "end" by default: a step waits on the global latency
+#   of its staged fetches (issued a step before) in any case, so "ahead" gains little over it and
+#   holds twice the matrices (BERT's 64 x 64 tiles: 48 registers against 24), which costs
+#   occupancy: BERT's 288 to 384 workgroups a product fit the H200's 132 multiprocessors in one
+#   wave at three workgroups each (80 registers an invocation), in two at two. "end" issues the
+#   loads a barrier earlier than "start" and holds them as long but for that barrier
+# - CONVERT_AT_STAGE: a staged side's fetches kept in registers as f32, as loaded, and rounded to
+#   f16 when staged. Converting as they are fetched made the fetch wait for its loads there, one
+#   fetch after the other, a step ahead of where the values are needed (the tiled kernel's f16
+#   weight words: docs/performance.md, 07:45 UTC); f32 holds twice the registers (BERT's 64 x 64
+#   tiles: 24 against 12), so only where REGISTERS allow them at the step chosen for f16 fetches
+#   (not 128 x 128 tiles). False converts them in the fetch
+# - FINISH_ROUNDS: results that go through workgroup memory (alpha, bias, epilogues) pass through
+#   tile_c in up to this many rounds of SUBGROUPS // rounds subgroups, so that it leaves the
+#   staged tiles room for longer steps (BERT-512's unsplit 64 x 64 products with their bias and
+#   GELU: 8 KB of tile_c at once left steps of 48, 16 for a K of 768; in 4 rounds 2 KB, steps of
+#   96), two barriers a round a result matrix; where more rounds would not shorten the steps,
+#   fewer. 1: all subgroups at once
+# - FETCH_BEFORE_BARRIER: the next step's fetches (and matrices loaded "ahead") issued as soon as
+#   this step's are staged, before the barrier after which every subgroup multiplies, so an
+#   invocation's loads are in flight while it waits there; False issues them after it
+WEIGHTS_FROM_STORAGE = True
+WEIGHT_LOADS = "end"
+CONVERT_AT_STAGE = True
+FINISH_ROUNDS = 4
+FETCH_BEFORE_BARRIER = True
 
 
 def stored(s: Stored | None, wide, depth) -> Stored | None:
@@ -260,13 +299,15 @@ def whole_steps(g: Gemm, step: int) -> bool:
     return isinstance(depth, int) and all(min(length, depth - s * length) % step == 0 for s in range(g.splits) if depth > s * length)
 
 
-def estimate(step: int, blocks: int, per_subgroup: dict, staged: list, ahead: bool) -> int:
+def estimate(step: int, blocks: int, per_subgroup: dict, staged: list, ahead: bool, f32_fetches: bool) -> int:
     """32-bit registers an invocation holds at once for matrices and fetches (a 16 x 16 matrix of
     f16: 4; of f32 results: 8): its results, a MATRIX of k's matrices of each staged side and its
-    fetches of them (f16: two a register), and a whole step's of each stored side, twice when
-    loaded a step ahead. per_subgroup: a side's matrices per MATRIX of k; staged: (side, tile)."""
+    fetches of them (f16: two a register; f32_fetches: one), and a whole step's of each
+    stored side, twice when loaded a step ahead. per_subgroup: a side's matrices per MATRIX of k;
+    staged: (side, tile)."""
     loaded = sum(4 * count * step // MATRIX * (2 if ahead else 1) for name, count in per_subgroup.items() if name not in dict(staged))
-    return 8 * blocks + loaded + sum(4 * per_subgroup[name] + tile * step // THREADS // 2 for name, tile in staged)
+    per_register = 1 if f32_fetches else 2
+    return 8 * blocks + loaded + sum(4 * per_subgroup[name] + tile * step // THREADS // per_register for name, tile in staged)
 
 
 def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int, registers) -> int | None:
@@ -310,17 +351,24 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     grid = block_grid(tm, tn)
     if tm % MATRIX or tn % MATRIX or grid is None:
         return None
-    a = Operand("left", "a", tm, stored(g.stored_a, g.rows, g.depth), g.a_k_contiguous)
-    b = Operand("right", "b", tn, stored(g.stored_b, g.cols, g.depth), not g.cols_contiguous)
+    weight = lambda s, wide: stored(s, wide, g.depth) if WEIGHTS_FROM_STORAGE else None
+    a = Operand("left", "a", tm, weight(g.stored_a, g.rows), g.a_k_contiguous)
+    b = Operand("right", "b", tn, weight(g.stored_b, g.cols), not g.cols_contiguous)
     direct_out = stores_sum(g, tm, a.k_inner)  # else None
     per_rows, per_cols = tm // MATRIX // grid[0], tn // MATRIX // grid[1]  # blocks per subgroup
     blocks = [(i, j) for i in range(per_rows) for j in range(per_cols)]
     staged = [o for o in (a, b) if not o.stored]
     per_subgroup = {"a": per_rows, "b": per_cols}
-    registers = lambda step, ahead=False: estimate(step, len(blocks), per_subgroup, [(o.name, o.tile) for o in staged], ahead)
-    step = choose_step(g, a, b, 0 if direct_out else 4 * SUBGROUPS * MATRIX * MATRIX, registers)
-    if step is None:
+    registers = lambda step, ahead=False, f32_fetches=False: estimate(step, len(blocks), per_subgroup, [(o.name, o.tile) for o in staged], ahead, f32_fetches)
+    # results through workgroup memory take tile_c, SUBGROUPS // rounds result matrices at a time:
+    # the fewest rounds (up to FINISH_ROUNDS) that leave the staged tiles their fewest steps
+    choices = [(rounds, choose_step(g, a, b, 0 if direct_out else 4 * SUBGROUPS // rounds * MATRIX * MATRIX, registers))
+               for rounds in (1, 2, 4, 8) if rounds <= (1 if direct_out else FINISH_ROUNDS)]
+    choices = [(rounds, step) for rounds, step in choices if step is not None]
+    if not choices:
         return None
+    rounds, step = min(choices, key=lambda c: (ceil(span(g) / c[1]), c[0]))
+    slots = SUBGROUPS // rounds  # result matrices tile_c holds
     p = primitives(BACKEND)
     kks = range(step // MATRIX)  # the step's matrices along k
     whole = whole_steps(g, step)  # else a step's matrices past the slice are skipped
@@ -339,7 +387,12 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
         return f"({at(o)[0]}) * {wide}u + ({at(o)[1]}) * {k}u"
 
     fetches = {o.name: o.tile * step // THREADS // width[o.name] for o in staged}  # fetches per invocation
-    fetched = {o.name: "f16" if width[o.name] == 1 else f"vec{width[o.name]}<f16>" for o in staged}
+    # fetches rounded to f16 as they are staged (CONVERT_AT_STAGE) where the registers allow f32
+    # fetches at the step chosen for f16 ones, else as they are fetched
+    at_stage = CONVERT_AT_STAGE and registers(step, False, True) <= REGISTERS
+    element = "f32" if at_stage else "f16"  # of a fetch in registers
+    fetched = {o.name: element if width[o.name] == 1 else f"vec{width[o.name]}<{element}>" for o in staged}
+    staged_value = (lambda v: f"f16({v})") if at_stage else (lambda v: v)
     thread = lambda n: f"li + {n * THREADS}u"
     helpers = []
     for o in staged:
@@ -352,7 +405,8 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
             head, start, size = "fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32)", "col0", u32(g.cols)
             value, unchecked = (lambda w, k: f"gemm_b(batch, {k}, {w})"), (lambda var, w, k: g.load_b(var, "batch", k, w))
         if width[o.name] == 1:
-            helpers.append(f"{head} -> f16 {{ return f16({value(f'{start} + {at(o)[0]}', f'k0 + {at(o)[1]}')}); }}")
+            fetch_value = value(f"{start} + {at(o)[0]}", f"k0 + {at(o)[1]}")  # f32
+            helpers.append(f"{head} -> {element} {{ return {fetch_value if at_stage else f'f16({fetch_value})'}; }}")
             continue
         last = at_lane(VECTOR - 1)
         inside = [line for lane in range(VECTOR) for line in block("", unchecked(f"v[{lane}]", *at_lane(lane)))]
@@ -360,9 +414,10 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
             f"let w = {start} + {at(o)[0]};", f"let k = k0 + {at(o)[1]};", f"var v = vec{VECTOR}<f32>();",
             *block(f"if ({last[0]} < {size} && {last[1]} < {u32(g.depth)})", inside),
             *block("else", [f"v = vec{VECTOR}<f32>({', '.join(value(*at_lane(lane)) for lane in range(VECTOR))});"]),
-            f"return {fetched[o.name]}(v);"])
+            f"return {'v' if at_stage else f'{fetched[o.name]}(v)'};"])
     for o in staged:
-        lanes = [f"tile_{o.name}[at + {lane}u] = v[{lane}];" for lane in range(width[o.name])] if width[o.name] > 1 else [f"tile_{o.name}[at] = v;"]
+        lanes = ([f"tile_{o.name}[at + {lane}u] = {staged_value(f'v[{lane}]')};" for lane in range(width[o.name])] if width[o.name] > 1
+                 else [f"tile_{o.name}[at] = {staged_value('v')};"])
         helpers += block(f"fn stage_{o.name}(t: u32, v: {fetched[o.name]})", [f"let at = {index(o)};", *lanes])
     first = {"a": "block_row", "b": "block_col"}  # the subgroup's first block along each side's wide
     origin = {"a": "row0", "b": "col0"}
@@ -375,21 +430,24 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
             lines += [f"f{o.name}{n} = fetch_{o.name}({thread(n)}, {args});" for n in range(fetches[o.name])]
         return lines
 
-    # the stored sides' matrices are loaded a step ahead, while a step multiplies, where registers
-    # allow; else at the step's start, before its staged tiles are written
-    loaded_ahead = [o for o in (a, b) if o.stored and registers(step, True) <= REGISTERS]
-    loaded_at_start = [o for o in (a, b) if o.stored and o not in loaded_ahead]
+    # where the stored sides' matrices of a step are loaded (WEIGHT_LOADS): "ahead" only where the
+    # registers allow a second step of them (else "end"); "end" and "ahead" hold them in variables
+    # d.., loaded first in the prologue
+    assert WEIGHT_LOADS in ("start", "end", "ahead"), f"gemm_matrix.WEIGHT_LOADS is {WEIGHT_LOADS!r}: start, end or ahead"
+    loads = "end" if WEIGHT_LOADS == "ahead" and registers(step, True, at_stage) > REGISTERS else WEIGHT_LOADS
+    from_memory = [o for o in (a, b) if o.stored]
+    held = [] if loads == "start" else from_memory
 
     def from_storage(o: Operand, i: int, k: str) -> str:
         return o.load(p, o.stored.array, f"w{o.name}{i} + ({k}) * {o.stored.k_stride}u", step)
 
     def direct(o: Operand, k0: str, declare: bool) -> list[str]:
-        """The stored side's matrices of the step at k0, into its variables loaded ahead."""
+        """The stored side's matrices of the step at k0, into its variables held across steps."""
         return [f"{'var ' if declare else ''}d{o.name}_{kk}_{i} = {from_storage(o, i, f'{k0} + {kk * MATRIX}u')};"
                 for kk in kks for i in range(per_subgroup[o.name])]
 
     def matrix(o: Operand, kk: int, i: int) -> str:
-        return f"c{o.name}_{kk}_{i}" if o.stored else f"{o.name}{i}"
+        return (f"d{o.name}_{kk}_{i}" if loads == "end" else f"c{o.name}_{kk}_{i}") if o.stored else f"{o.name}{i}"
 
     prologue = [f"var f{o.name}{n} = {fetched[o.name]}();" for o in staged for n in range(fetches[o.name])] + fetch("k_begin")
     for o in (a, b):
@@ -397,16 +455,19 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
             wide_stride = o.stored.wide_stride
             prologue += [f"let w{o.name}{i} = {o.stored.base('batch')} + min({origin[o.name]} + ({first[o.name]} + {i}u) * {MATRIX}u, "
                          f"{wide_size[o.name] - MATRIX}u) * {wide_stride}u;" for i in range(per_subgroup[o.name])]
-    prologue += [line for o in loaded_ahead for line in direct(o, "k_begin", True)]
+    prologue += [line for o in held for line in direct(o, "k_begin", True)]
     prologue += [f"var acc_{i}_{j} = {p.zero()};" for i, j in blocks]
     if direct_out == "clamp":  # each block's first row in the staged tile, the last one's ending at the last row
         prologue += [f"let ra{i} = min((block_row + {i}u) * {MATRIX}u, {g.rows - MATRIX}u);" for i in range(per_rows)]
 
-    body = [f"let c{o.name}_{kk}_{i} = {from_storage(o, i, f'k0 + {kk * MATRIX}u')};" for o in loaded_at_start for kk in kks for i in range(per_subgroup[o.name])]
+    body = [f"let c{o.name}_{kk}_{i} = {from_storage(o, i, f'k0 + {kk * MATRIX}u')};" for o in from_memory if loads == "start" for kk in kks for i in range(per_subgroup[o.name])]
     body += [f"stage_{o.name}({thread(n)}, f{o.name}{n});" for o in staged for n in range(fetches[o.name])]
-    body += ["workgroupBarrier();"] if staged else []
-    body += [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in loaded_ahead for kk in kks for i in range(per_subgroup[o.name])]
-    body += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + [line for o in loaded_ahead for line in direct(o, f"k0 + {step}u", False)])
+    next_loads = [line for o in held for line in direct(o, f"k0 + {step}u", False)]  # the next step's matrices from storage
+    # the next step's fetches (and "ahead", its matrices, this step's kept as c..)
+    next_step = [f"let c{o.name}_{kk}_{i} = d{o.name}_{kk}_{i};" for o in held if loads == "ahead" for kk in kks for i in range(per_subgroup[o.name])]
+    next_step += block(f"if (k0 + {step}u < k_end)", fetch(f"k0 + {step}u") + (next_loads if loads == "ahead" else []))
+    barrier = ["workgroupBarrier();"] if staged else []
+    body += next_step + barrier if FETCH_BEFORE_BARRIER else barrier + next_step
     for kk in kks:
         def wide_offset(o: Operand, i: int) -> str:
             wide = f"ra{i} * {o.strides(step)[0]}u" if o.name == "a" and direct_out == "clamp" else f"({first[o.name]} + {i}u) * {MATRIX * o.strides(step)[0]}u"
@@ -414,6 +475,8 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
         lines = [f"let {o.name}{i} = {o.load(p, f'tile_{o.name}', wide_offset(o, i), step)};" for o in staged for i in range(per_subgroup[o.name])]
         lines += [f"acc_{i}_{j} = {p.multiply_add(matrix(a, kk, i), matrix(b, kk, j), f'acc_{i}_{j}')};" for i, j in blocks]
         body += block("" if kk == 0 or whole else f"if (k0 + {kk * MATRIX}u < k_end)", lines)
+    if loads == "end" and held:  # into the registers the multiplies just freed
+        body += block(f"if (k0 + {step}u < k_end)", next_loads)
     body += ["workgroupBarrier();"] if staged else []
 
     finish = []
@@ -424,18 +487,21 @@ def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
             finish += block("", [f"let r = row0 + (block_row + {i}u) * {MATRIX}u;", f"let c = col0 + (block_col + {j}u) * {MATRIX}u;",
                                  *block(f"if ({own} && c < {g.cols}u)",
                                         [p.store("out", f"(wg.z * {g.rows}u + {at}) * {g.cols}u + c", f"acc_{i}_{j}", False, f"{g.cols}u")])])
-    else:  # each result matrix through the subgroup's slice of tile_c, then finished element by element
+    else:  # each result matrix through the subgroup's slice of tile_c, then finished element by element, a round of subgroups at a time
+        turn = (lambda lines: lines) if rounds == 1 else (lambda lines: block(f"if (sg / {slots}u == rnd)", lines))
         for i, j in blocks:
-            finish += [p.store("tile_c", f"sg * {MATRIX * MATRIX}u", f"acc_{i}_{j}", False, f"{MATRIX}u"), "workgroupBarrier();",
-                       f"gemm_finish(batch, wg.z, row0 + (block_row + {i}u) * {MATRIX}u, col0 + (block_col + {j}u) * {MATRIX}u, li);",
-                       "workgroupBarrier();"]
+            lines = [*turn([p.store("tile_c", f"{'sg' if rounds == 1 else f'(sg % {slots}u)'} * {MATRIX * MATRIX}u", f"acc_{i}_{j}", False, f"{MATRIX}u")]),
+                     "workgroupBarrier();",
+                     *turn([f"gemm_finish(batch, wg.z, row0 + (block_row + {i}u) * {MATRIX}u, col0 + (block_col + {j}u) * {MATRIX}u, li);"]),
+                     "workgroupBarrier();"]
+            finish += lines if rounds == 1 else block(f"for (var rnd = 0u; rnd < {rounds}u; rnd++)", lines)
     lane_columns = MATRIX // PER_INVOCATION  # invocations sharing a row of a result matrix
     puts = [f"gemm_put(batch, slot, r, c + {e}u, tile_c[at + {e}u]);" for e in range(PER_INVOCATION)]
     gemm_finish = "" if direct_out else f"""
 // invocation li finishes elements 8 * lane .. 8 * lane + 7 of its subgroup's result matrix at (r0, c0)
 fn gemm_finish(batch: u32, slot: u32, r0: u32, c0: u32, li: u32) {{
   let lane = li % {SUBGROUP}u;
-  let at = (li / {SUBGROUP}u) * {MATRIX * MATRIX}u + lane * {PER_INVOCATION}u;
+  let at = {f"(li / {SUBGROUP}u)" if rounds == 1 else f"((li / {SUBGROUP}u) % {slots}u)"} * {MATRIX * MATRIX}u + lane * {PER_INVOCATION}u;
   let r = r0 + lane / {lane_columns}u;
   let c = c0 + (lane % {lane_columns}u) * {PER_INVOCATION}u;
 {indent(puts)}
@@ -443,7 +509,7 @@ fn gemm_finish(batch: u32, slot: u32, r0: u32, c0: u32, li: u32) {{
 """
     row0 = f"min(wg.y * {tm}u, {g.rows - tm}u);  // the last tile ends at the last row" if direct_out == "shift" else f"wg.y * {tm}u;"
     memory = [f"var<workgroup> tile_{o.name}: array<f16, {o.staged(step)}>;" for o in staged]
-    memory += [] if direct_out else [f"var<workgroup> tile_c: array<f32, {SUBGROUPS * MATRIX * MATRIX}>;"]
+    memory += [] if direct_out else [f"var<workgroup> tile_c: array<f32, {slots * MATRIX * MATRIX}>;"]
     code = functions(g) + "\n" + "\n".join(helpers) + "\n" + p.helpers() + gemm_finish + "\n" + "\n".join(memory) + f"""
 
 @compute @workgroup_size({THREADS})
