@@ -128,15 +128,15 @@ def test_emulated_kernel_matches_pytorch(layer, monkeypatch):
 
 
 @pytest.mark.parametrize("layer, knob, value, sign", [  # gemm_matrix's knobs off their defaults; sign: a line only that path has
-    ("stored_edges", "WEIGHT_LOADS", "ahead", "let cb_0_0=db_0_0;"),  # right matrices a step ahead: edge tiles, a last slice of 32 k in a step of 80
-    ("weight_left", "WEIGHT_LOADS", "ahead", "let ca_0_0=da_0_0;"),  # left ones ahead, the last tile partly past the weight's rows
-    ("shared_transposed", "WEIGHT_LOADS", "start", "let cb_0_0="),  # column-major right ones at a step's start, a batch
+    ("stored_edges", "WEIGHT_LOADS", "end", "(a0,db_0_0,"),  # right matrices loaded after the step before's multiplies: edge tiles, a last slice of 32 k in a step of 80
+    ("weight_left", "WEIGHT_LOADS", "end", "(da_0_0,b0,"),  # left ones so, the last tile partly past the weight's rows
+    ("shared_transposed", "WEIGHT_LOADS", "start", "wb0+(k0+0u)*1u,"),  # column-major right ones at a step's start, a batch
     ("stored_edges", "WEIGHTS_FROM_STORAGE", False, "fn fetch_b("),  # the weight staged: 300 x 400, split K
     ("batched", "WEIGHTS_FROM_STORAGE", False, "fn fetch_b("),  # a weight a batch staged, 164 rows
-    ("few_tokens", "FETCH_BEFORE_BARRIER", False, "workgroupBarrier();\nif(k0+"),  # both sides' fetches after the barrier: 37 rows, 8 slices of K 600
-    ("linear_gelu", "CONVERT_AT_STAGE", False, "->vec4<f16>{"),  # fetches rounded to f16 as fetched: 207 rows, K 40, a fused GELU
-    ("batched", "CONVERT_AT_STAGE", False, "->f16{"),  # the same, a value at a time: K 48, a weight a batch
-    ("transposed_input", "FINISH_ROUNDS", 1, "tile_c:array<f32,2048>"),  # every subgroup's results in tile_c at once (else in 2 rounds)
+    ("few_tokens", "FETCH_BEFORE_BARRIER", True, "stage_b(li+512u,fb2);\nif(k0+"),  # both sides' fetches before the barrier: 37 rows, 8 slices of K 600
+    ("linear_gelu", "CONVERT_AT_STAGE", True, "->vec4<f32>{"),  # fetches kept f32 until staged: 207 rows, K 40, a fused GELU
+    ("batched", "CONVERT_AT_STAGE", True, "tile_a[at]=f16(v);"),  # the same, a value at a time: K 48, a weight a batch
+    ("transposed_input", "FINISH_ROUNDS", 4, "tile_c:array<f32,1024>"),  # results through tile_c in rounds of half the subgroups (else all at once)
 ])
 def test_emulated_kernel_with_a_knob_matches_pytorch(layer, knob, value, sign, monkeypatch):
     assert sign not in matrix_kernels(compiled_layer(layer)[0])[0]["f16m"]  # the default takes the other path

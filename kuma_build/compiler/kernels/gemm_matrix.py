@@ -225,7 +225,7 @@ REGISTERS = 104
 # - WEIGHT_LOADS: when those matrices of a step are loaded. "ahead": with the step before's fetches,
 #   before its multiplies, where REGISTERS allow a second step of them (else as "end"); "end":
 #   after the step before's multiplies, into the registers they free; "start": at the step's own
-#   start, before its staged tiles are written. "end" by default: a step waits on the global latency
+#   start, before its staged tiles are written. "end" was to be faster: a step waits on the global latency
 #   of its staged fetches (issued a step before) in any case, so "ahead" gains little over it and
 #   holds twice the matrices (BERT's 64 x 64 tiles: 48 registers against 24), which costs
 #   occupancy: BERT's 288 to 384 workgroups a product fit the H200's 132 multiprocessors in one
@@ -246,11 +246,15 @@ REGISTERS = 104
 # - FETCH_BEFORE_BARRIER: the next step's fetches (and matrices loaded "ahead") issued as soon as
 #   this step's are staged, before the barrier after which every subgroup multiplies, so an
 #   invocation's loads are in flight while it waits there; False issues them after it
+# The defaults are the kernel as measured before the knobs: WEIGHT_LOADS "end", CONVERT_AT_STAGE,
+# FINISH_ROUNDS 4 and FETCH_BEFORE_BARRIER together made BERT's f16m products slower on the H200
+# (10:35 UTC: BERT-128's 48 products 1278 against 1209 us, BERT-512's 4095 against 3589;
+# docs/performance.md), so each waits for a measurement of its own
 WEIGHTS_FROM_STORAGE = True
-WEIGHT_LOADS = "end"
-CONVERT_AT_STAGE = True
-FINISH_ROUNDS = 4
-FETCH_BEFORE_BARRIER = True
+WEIGHT_LOADS = "ahead"
+CONVERT_AT_STAGE = False
+FINISH_ROUNDS = 1
+FETCH_BEFORE_BARRIER = False
 
 
 def stored(s: Stored | None, wide, depth) -> Stored | None:
