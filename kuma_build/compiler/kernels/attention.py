@@ -301,13 +301,9 @@ def flash_tiled(node, device, b):
                              *block(f"else if (start + {TILED_KEYS}u < end)", fetch_qk(f"start + {TILED_KEYS}u", "0u"))]),
     ]
     causal = node.attrs["causal"]
-    workgroups = grid(heads * tiles * groups)
+    origin, workgroups = query_tile(heads, tiles, groups, rows, TILED_KEYS)
     body = [
-        f"let w = wg.y * {workgroups[0]}u + wg.x;",
-        f"if (w >= {heads * tiles * groups}u) {{ return; }}",
-        f"let col0 = (w % {groups}u) * {TILED_KEYS}u;",
-        f"let tile0 = ((w / {groups}u) % {tiles}u) * {rows}u;",
-        f"let head = w / {groups * tiles}u;",
+        *origin,
         *[line.removeprefix("let ") for line in batch_lines],
         "x = li % 16u;",
         "y = li / 16u;",
@@ -339,6 +335,18 @@ def flash_tiled(node, device, b):
     header = (f"@compute @workgroup_size({threads})\n"
               "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n")
     return b.kernel("attention", shared + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}", workgroups)
+
+
+def query_tile(heads: int, tiles: int, groups: int, rows: int, columns: int) -> tuple[list[str], tuple[int, int, int]]:
+    """Lines naming the workgroup's share of the tiled kernels' work, w = its index in a 2-D grid
+    (the grid's spare workgroups return): `head`, its query tile's first row `tile0` (tiles of `rows`)
+    and its first value column `col0` (`groups` of `columns` a tile); and the grid."""
+    workgroups = grid(heads * tiles * groups)
+    return [f"let w = wg.y * {workgroups[0]}u + wg.x;",
+            f"if (w >= {heads * tiles * groups}u) {{ return; }}",
+            f"let col0 = (w % {groups}u) * {columns}u;",
+            f"let tile0 = ((w / {groups}u) % {tiles}u) * {rows}u;",
+            f"let head = w / {groups * tiles}u;"], workgroups
 
 
 def flash_rows(device, heads: int, length: int) -> int:
@@ -469,13 +477,9 @@ def flash_split(node, device, b):
         return [*[f"kv[{c * FLASH_THREADS}u + li] = acc{first + c} * own;" for c in range(count)], "workgroupBarrier();",
                 f"merge({first}u, {count}u, t, r, row, col0, total{args});", "workgroupBarrier();"]
 
-    workgroups = grid(heads * tiles * groups)
+    origin, workgroups = query_tile(heads, tiles, groups, rows, FLASH_COLUMNS)
     body = [
-        f"let w = wg.y * {workgroups[0]}u + wg.x;",
-        f"if (w >= {heads * tiles * groups}u) {{ return; }}",
-        f"let col0 = (w % {groups}u) * {FLASH_COLUMNS}u;",
-        f"let tile0 = ((w / {groups}u) % {tiles}u) * {rows}u;",
-        f"let head = w / {groups * tiles}u;",
+        *origin,
         *batch_lines,
         f"let r = li % {rows}u;",
         f"let t = li / {rows}u;",
