@@ -1,6 +1,7 @@
 #!/bin/bash
 # The GPU benchmark in one device call (docs/performance.md, "Real GPU"). From the repository root:
-#   device run, carry [".gl", ".whl", "bench/gpu/out"]:  bash bench/gpu/run_on_device.sh [MODEL...] [--runs N]
+#   device run, carry [".gl", ".whl", "bench/gpu/out"] (and the sweep folders below, when built: they
+#   are ignored by git):  bash bench/gpu/run_on_device.sh [MODEL...] [--runs N]
 # .gl holds the Vulkan loader debs and .whl the wgpu wheels (wgpu, cffi, pycparser, rendercanvas), both
 # fetched here as .library/device/README.md says; bench/gpu/out holds the models `kuma build` made here
 # from bench/gpu/kuma.toml (the device has torch but is not where we compile). Logs land in $OUT.
