@@ -215,14 +215,16 @@ async function phases(model, feed, runs) {
   const querySet = stamps && device.createQuerySet({ type: "timestamp", count: capacity });
   let used = 0;
   let cur = null;
+  // a wrapper adding each call's host time to the current run's `field`
+  const timed = (field) => (f) => function (...a) {
+    const t = now();
+    const r = f.apply(this, a);
+    if (cur) cur[field] += now() - t;
+    return r;
+  };
   const undo = [
     patch(GPUDevice.prototype, "createCommandEncoder", (f) => function (...a) { if (cur) cur.encoder ??= now(); return f.apply(this, a); }),
-    patch(GPUQueue.prototype, "writeBuffer", (f) => function (...a) {
-      const t = now();
-      const r = f.apply(this, a);
-      if (cur) cur.writeMs += now() - t;
-      return r;
-    }),
+    patch(GPUQueue.prototype, "writeBuffer", timed("writeMs")),
     patch(GPUQueue.prototype, "submit", (f) => function (...a) {
       const t = now();
       const r = f.apply(this, a);
@@ -242,12 +244,7 @@ async function phases(model, feed, runs) {
       const p = f.apply(this, a);
       return run ? p.then((v) => { run.mapDone = now(); return v; }) : p;
     }),
-    patch(GPUBuffer.prototype, "getMappedRange", (f) => function (...a) {
-      const t = now();
-      const r = f.apply(this, a);
-      if (cur) cur.rangeMs += now() - t;
-      return r;
-    }),
+    patch(GPUBuffer.prototype, "getMappedRange", timed("rangeMs")),
     patch(GPUBuffer.prototype, "unmap", (f) => function (...a) {
       const t = now();
       const r = f.apply(this, a);
