@@ -128,8 +128,8 @@ def test_emulated_kernel_matches_pytorch(layer, monkeypatch):
 
 
 @pytest.mark.parametrize("layer, knob, value, sign", [  # gemm_matrix's knobs off their defaults; sign: a line only that path has
-    ("stored_edges", "WEIGHT_LOADS", "end", "(a0,db_0_0,"),  # right matrices loaded after the step before's multiplies: edge tiles, a last slice of 32 k in a step of 80
-    ("weight_left", "WEIGHT_LOADS", "end", "(da_0_0,b0,"),  # left ones so, the last tile partly past the weight's rows
+    ("stored_edges", "WEIGHT_LOADS", "ahead", "(a0,cb_0_0,"),  # right matrices loaded a step ahead, with the step before's fetches: edge tiles, a last slice of 32 k in a step of 80
+    ("weight_left", "WEIGHT_LOADS", "ahead", "(ca_0_0,b0,"),  # left ones so, the last tile partly past the weight's rows
     ("shared_transposed", "WEIGHT_LOADS", "start", "wb0+(k0+0u)*1u,"),  # column-major right ones at a step's start, a batch
     ("stored_edges", "WEIGHTS_FROM_STORAGE", False, "fn fetch_b("),  # the weight staged: 300 x 400, split K
     ("batched", "WEIGHTS_FROM_STORAGE", False, "fn fetch_b("),  # a weight a batch staged, 164 rows

@@ -246,12 +246,12 @@ REGISTERS = 104
 # - FETCH_BEFORE_BARRIER: the next step's fetches (and matrices loaded "ahead") issued as soon as
 #   this step's are staged, before the barrier after which every subgroup multiplies, so an
 #   invocation's loads are in flight while it waits there; False issues them after it
-# The defaults are the kernel as measured before the knobs: WEIGHT_LOADS "end", CONVERT_AT_STAGE,
-# FINISH_ROUNDS 4 and FETCH_BEFORE_BARRIER together made BERT's f16m products slower on the H200
-# (10:35 UTC: BERT-128's 48 products 1278 against 1209 us, BERT-512's 4095 against 3589;
-# docs/performance.md), so each waits for a measurement of its own
+# Defaults as measured one knob at a time on the H200 (11:30-11:34 UTC, f16 with Dawn's f16 toggle, GPU ms
+# back to back, BERT-128 / BERT-512 / GPT-2): the old kernel 1.307 / 4.158 / 1.303; WEIGHT_LOADS
+# "end" 1.248 / 3.677 / 1.244 (taken); CONVERT_AT_STAGE 1.352 / 4.569 / 1.343; FINISH_ROUNDS 4
+# 1.308 / 4.440 / 1.312; FETCH_BEFORE_BARRIER 1.289 / 4.154 / 1.289 (within 1%: left off)
 WEIGHTS_FROM_STORAGE = True
-WEIGHT_LOADS = "ahead"
+WEIGHT_LOADS = "end"
 CONVERT_AT_STAGE = False
 FINISH_ROUNDS = 1
 FETCH_BEFORE_BARRIER = False
