@@ -210,14 +210,18 @@ def tiled_splits(device, workgroups: int, rows: int, keys: int) -> int:
     room, more threads a query tile shorten it. BERT-base at 128 tokens (96 workgroups), GPT-2's 128
     and ViT's 197 (156): 2 splits at 16 rows; at 512 tokens 32 rows leave no workgroup memory for
     two."""
-    threads = 4 * rows
-
     def fits(splits: int) -> bool:
-        return (splits <= ceil(keys / TILED_KEYS) and splits * threads <= device.workgroup_threads
-                and workgroups * splits * threads <= device.parallel * device.workgroup_threads
-                and 16 * sum(tiled_memory(rows, splits).values()) <= device.workgroup_bytes
-                and (splits == 1 or 4 * threads <= STEP * 17))
+        return (splits <= ceil(keys / TILED_KEYS) and splits_fit(device, rows, splits)
+                and workgroups * splits * 4 * rows <= device.parallel * device.workgroup_threads)
     return next(splits for splits in range(TILED_SPLITS, 0, -1) if fits(splits))
+
+
+def splits_fit(device, rows: int, splits: int) -> bool:
+    """Whether flash_tiled's workgroup of `rows` query rows can take `splits` key splits: its threads,
+    its workgroup memory, and each split's outputs (4 vec4s a thread) within its part of tb for the merge."""
+    threads = 4 * rows
+    return (splits * threads <= device.workgroup_threads and 16 * sum(tiled_memory(rows, splits).values()) <= device.workgroup_bytes
+            and (splits == 1 or 4 * threads <= STEP * 17))
 
 
 def flash_tiled(node, device, b):
