@@ -12,7 +12,13 @@ rescales its outputs and sums its own keys' weights; the sums merge once at
 the end, and the output is written once. A thread's values are 8 vec4s (S and
 O) and a step's fetches, so workgroups are small and several share a
 multiprocessor; tiles have as many rows as still give each multiprocessor a
-workgroup (tiled_rows). The kernel it replaced (flash_split, TILED = False:
+workgroup (tiled_rows). At 128-256 tokens that is too few workgroups for the
+device, each walking its key tiles one after the other (a barrier a step), so
+the keys split inside the workgroup (tiled_splits): two groups of threads each
+take every other key tile with their own staging and online softmax, in step
+(the barriers are the workgroup's), and merge once at the end through
+workgroup memory. Splitting over workgroups instead would cost a second
+dispatch to merge (about 5 us on Dawn). The kernel it replaced (flash_split, TILED = False:
 each thread a query row in registers and a share of each tile's keys, 4 FMAs a
 workgroup-memory read) stays for bench/gpu/attention_sweep.py to time against.
 
@@ -209,7 +215,7 @@ def tiled_splits(device, workgroups: int, rows: int, keys: int) -> int:
     merge. A query tile's time is its key tiles' chain of steps and barriers, so while the device has
     room, more threads a query tile shorten it. BERT-base at 128 tokens (96 workgroups), GPT-2's 128
     and ViT's 197 (156): 2 splits at 16 rows; at 512 tokens 32 rows leave no workgroup memory for
-    two."""
+    two. More than two never fit: a split's tb alone is 4.3 kB of the 16 kB."""
     def fits(splits: int) -> bool:
         return (splits <= ceil(keys / TILED_KEYS) and splits_fit(device, rows, splits)
                 and workgroups * splits * 4 * rows <= device.parallel * device.workgroup_threads)
@@ -234,7 +240,14 @@ def flash_tiled(node, device, b):
     STEP terms costs a thread two vec4 reads for 16 FMAs. The next step's loads are fetched into
     registers while a step computes. Between the products, the online softmax: the rows' maxima
     over the tile meet in `red`; each thread rescales its outputs and keeps a partial sum of its
-    keys' weights, merged in `red` at the end."""
+    keys' weights, merged in `red` at the end.
+
+    With key splits (tiled_splits), the workgroup is that many such groups of threads (split p =
+    li / threads), each staging in its own part of ta and tb and taking key tile p of each round of
+    `splits` tiles. Every split runs every round's steps (a round's steps are as many as its first
+    tile needs): a split's tile past the keys, or past a causal tile's last row, scores -inf and
+    weighs nothing. At the end the splits' row maxima meet in `tops`, their sums in `red` and their
+    outputs, rescaled to the common max, in tb; split p writes rows p, p + splits, .. of its rows."""
     out = node.output
     *batch, length, value_dim = out.shape
     keys, head_dim = node.inputs[1].shape[-2:]
