@@ -349,7 +349,7 @@ def flash_tiled(node, device, b):
         *step("value_step", [*block(f"if (k0 + {STEP}u < count)", fetch_v(f"start + k0 + {STEP}u")),
                              *block(f"else if ({first} + {span}u < end)", fetch_qk(f"start + {span}u", "0u"))]),
     ]
-    sums = [
+    sums = [  # one split: its threads' shares
         "workgroupBarrier();",
         "var sum = vec4<f32>();",
         "for (var n = 0u; n < 16u; n++) { sum += red[y * 16u + n]; }",
@@ -357,9 +357,9 @@ def flash_tiled(node, device, b):
         *[f"put(r + {i}u, c, o{i}, sum.{'xyzw'[i]});" for i in range(4)],
     ]
     merge = [  # the splits' rows at their common max: sums through red, outputs through tb (staging is over)
-        f"if (x == 0u) {{ tops[li / 16u] = running_max; }}",
+        "if (x == 0u) { tops[li / 16u] = running_max; }",
         "workgroupBarrier();",
-        f"var m = tops[y];",
+        "var m = tops[y];",
         f"for (var q = 1u; q < {splits}u; q++) {{ m = max(m, tops[q * {g}u + y]); }}",
         "var sum = vec4<f32>();",
         *block(f"for (var q = 0u; q < {splits}u; q++)", [
