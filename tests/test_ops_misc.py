@@ -100,7 +100,8 @@ ATTENTION = {
     "transposed": ((2, 13, 3, 24), (2, 17, 3, 24), (2, 17, 3, 24), dict(prepare=lambda t: t.transpose(1, 2))),
     "query_too_long_for_workgroup_memory": ((1, 3, 2100), (1, 5, 2100), (1, 5, 3), {}),
     # the "gpu" class's tiled kernel (flash_tiled): partial query and key tiles and steps of head
-    # dims, whole ones (no bounds checks), each count of query rows it picks
+    # dims, whole ones (no bounds checks), each count of query rows it picks; two key splits at 16
+    # rows and more than 64 keys (vit_tokens, head_dim_32_causal, cross_many_keys, causal_more_keys)
     "vit_tokens": ((1, 2, 197, 64), (1, 2, 197, 64), (1, 2, 197, 64), {}),
     "head_dim_128": ((1, 2, 37, 128), (1, 2, 45, 128), (1, 2, 45, 128), dict(mask=bool_mask(37, 45))),
     "head_dim_32_causal": ((1, 2, 150, 32), (1, 2, 150, 32), (1, 2, 150, 32), dict(is_causal=True)),
@@ -113,6 +114,23 @@ ATTENTION = {
 def test_flash_tiles_cover_each_row_count():
     # the cases above reach each tile of query rows (the "gpu" class)
     assert [attention.tiled_rows(GPU, heads, length) for heads, length in ((64, 128), (40, 100), (2, 197))] == [64, 32, 16]
+
+
+def test_flash_key_splits_by_shape():
+    # two groups of threads a query tile at 128-197 tokens (BERT, GPT-2, ViT: 12 heads of 16-row
+    # tiles) and in the cases above with more than one tile of keys; one at 512 tokens (32 rows)
+    # and with one tile of keys
+    shapes = [(12 * 8, 16, 128), (12 * 13, 16, 197), (12 * 16, 32, 512), (2 * 13, 16, 197), (2 * 10, 16, 150), (6, 16, 17)]
+    assert [attention.tiled_splits(GPU, *shape) for shape in shapes] == [2, 2, 1, 2, 2, 1]
+
+
+@pytest.mark.parametrize("name", ["all_masked_row", "causal", "odd_dims", "float_mask_with_inf"])
+def test_flash_key_splits_forced(name, monkeypatch):
+    # two splits where the keys fill one tile: the second split's keys are all past the end (its
+    # rows' max stays the lowest float, its sums zero) and an all-masked row writes zeros
+    monkeypatch.setattr(attention, "tiled_splits", lambda *shape: 2)
+    *shapes, kwargs = ATTENTION[name]
+    assert_matches(Attention(**kwargs), *(torch.randn(shape) for shape in shapes), device="gpu")
 
 
 @pytest.mark.parametrize("name", ["odd_dims", "head_dim_32_causal", "float_mask_with_inf"])
@@ -158,9 +176,10 @@ class SelfAttention(nn.Module):
 
 
 def test_gpt_self_attention(device_class):
-    compiled = assert_matches(SelfAttention(), torch.randn(2, 13, 24), device=device_class)
+    compiled = assert_matches(SelfAttention(), torch.randn(2, 70, 24), device=device_class)
     # qkv, attention reading the head views in place (no copies of q, k, v) and writing the
-    # merged heads' layout (no contiguous() copy), proj
+    # merged heads' layout (no contiguous() copy), proj; 70 tokens are two tiles of keys, so the
+    # "gpu" class's kernel splits them (tiled_splits) and its merge writes through those strides
     assert compiled.stats["dispatches"] == 3
 
 

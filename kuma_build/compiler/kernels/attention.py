@@ -12,7 +12,13 @@ rescales its outputs and sums its own keys' weights; the sums merge once at
 the end, and the output is written once. A thread's values are 8 vec4s (S and
 O) and a step's fetches, so workgroups are small and several share a
 multiprocessor; tiles have as many rows as still give each multiprocessor a
-workgroup (tiled_rows). The kernel it replaced (flash_split, TILED = False:
+workgroup (tiled_rows). At 128-256 tokens that is too few workgroups for the
+device, each walking its key tiles one after the other (a barrier a step), so
+the keys split inside the workgroup (tiled_splits): two groups of threads each
+take every other key tile with their own staging and online softmax, in step
+(the barriers are the workgroup's), and merge once at the end through
+workgroup memory. Splitting over workgroups instead would cost a second
+dispatch to merge (about 5 us on Dawn). The kernel it replaced (flash_split, TILED = False:
 each thread a query row in registers and a share of each tile's keys, 4 FMAs a
 workgroup-memory read) stays for bench/gpu/attention_sweep.py to time against.
 
@@ -52,6 +58,7 @@ LOWEST = -3.4028234663852886e38  # the running max starts here, not at -inf (see
 TILED = True  # else flash_split, the kernel it replaced (bench/gpu/attention_sweep.py times both)
 TILED_ROWS = (64, 32, 16)  # query rows per workgroup (4 per row of 16 threads), most first (tiled_rows)
 TILED_KEYS = 64  # keys per tile and value columns per workgroup: 4 per thread of a row of 16
+TILED_SPLITS = 2  # key splits per workgroup at most (tiled_splits); 1 is one group of threads walking every key tile
 # head dims or keys per staged step, also the threads of a row (the staging assumes both are 16):
 # ta and tb take 4.3 kB each, and a step's 16 terms are 256 FMAs a thread between two barriers
 STEP = 16
@@ -193,6 +200,36 @@ def tiled_rows(device, heads: int, length: int) -> int:
     return next((rows for rows in TILED_ROWS if heads * ceil(length / rows) >= device.parallel // 2), TILED_ROWS[-1])
 
 
+def tiled_memory(rows: int, splits: int) -> dict[str, int]:
+    """flash_tiled's workgroup arrays and their vec4s: ta and tb stage a step (a part each split), red
+    meets the threads' maxima and sums, tops the splits' maxima."""
+    g = rows // 4
+    return {"ta": splits * STEP * (g + 1), "tb": splits * STEP * 17, "red": splits * 16 * g, **({"tops": splits * g} if splits > 1 else {})}
+
+
+def tiled_splits(device, workgroups: int, rows: int, keys: int) -> int:
+    """Key splits per workgroup of flash_tiled (groups of threads taking their own key tiles): the
+    most, up to TILED_SPLITS, that the keys have tiles for and the device runs at once, every
+    workgroup's threads resident together (device.parallel workgroups of device.workgroup_threads),
+    their staging within workgroup memory, and each split's outputs within its part of tb for the
+    merge. A query tile's time is its key tiles' chain of steps and barriers, so while the device has
+    room, more threads a query tile shorten it. BERT-base at 128 tokens (96 workgroups), GPT-2's 128
+    and ViT's 197 (156): 2 splits at 16 rows; at 512 tokens 32 rows leave no workgroup memory for
+    two. More than two never fit: a split's tb alone is 4.3 kB of the 16 kB."""
+    def fits(splits: int) -> bool:
+        return (splits <= ceil(keys / TILED_KEYS) and splits_fit(device, rows, splits)
+                and workgroups * splits * 4 * rows <= device.parallel * device.workgroup_threads)
+    return next(splits for splits in range(TILED_SPLITS, 0, -1) if fits(splits))
+
+
+def splits_fit(device, rows: int, splits: int) -> bool:
+    """Whether flash_tiled's workgroup of `rows` query rows can take `splits` key splits: its threads,
+    its workgroup memory, and each split's outputs (4 vec4s a thread) within its part of tb for the merge."""
+    threads = 4 * rows
+    return (splits * threads <= device.workgroup_threads and 16 * sum(tiled_memory(rows, splits).values()) <= device.workgroup_bytes
+            and (splits == 1 or 4 * threads <= STEP * 17))
+
+
 def flash_tiled(node, device, b):
     """A workgroup of 16 x G threads takes 4G query rows of one head and the value columns [col0,
     col0 + 64); thread (x, y) = (li % 16, li / 16) owns rows 4y .. 4y + 3 and, in each tile of 64 keys, keys 4x .. 4x + 3
@@ -203,7 +240,14 @@ def flash_tiled(node, device, b):
     STEP terms costs a thread two vec4 reads for 16 FMAs. The next step's loads are fetched into
     registers while a step computes. Between the products, the online softmax: the rows' maxima
     over the tile meet in `red`; each thread rescales its outputs and keeps a partial sum of its
-    keys' weights, merged in `red` at the end."""
+    keys' weights, merged in `red` at the end.
+
+    With key splits (tiled_splits), the workgroup is that many such groups of threads (split p =
+    li / threads), each staging in its own part of ta and tb and taking key tile p of each round of
+    `splits` tiles. Every split runs every round's steps (a round's steps are as many as its first
+    tile needs): a split's tile past the keys, or past a causal tile's last row, scores -inf and
+    weighs nothing. At the end the splits' row maxima meet in `tops`, their sums in `red` and their
+    outputs, rescaled to the common max, in tb; split p writes rows p, p + splits, .. of its rows."""
     out = node.output
     *batch, length, value_dim = out.shape
     keys, head_dim = node.inputs[1].shape[-2:]
@@ -211,11 +255,16 @@ def flash_tiled(node, device, b):
     groups = ceil(value_dim / TILED_KEYS)           # workgroups per query tile, by value columns
     rows = tiled_rows(device, heads * groups, length)
     g = rows // 4                                    # rows of threads
-    threads = 16 * g
+    threads = 16 * g                                 # threads of a split (a group of threads)
     fetches = 16 * 16 // threads                     # key or value vec4s a thread fetches per step
     tiles = ceil(length / rows)
+    splits = tiled_splits(device, heads * tiles * groups, rows, keys)
+    span = splits * TILED_KEYS                       # keys of a round: a tile per split
     stride_a = g + 1                                 # ta's vec4s per step term, padded against bank conflicts
     batch_lines, batch_index = unravel("head", batch, "h")
+    # with splits, split p stages in its own part of ta and tb (from ta0, tb0) and its thread l = li % threads
+    # and a round's first key `base` (its tile's is `start`)
+    ta0, tb0, local, first = ("", "", "li", "start") if splits == 1 else ("ta0 + ", "tb0 + ", "l", "base")
 
     def element(k: int, name: str, rows_end: int, whole_rows: bool, dims_end: int, whole_dims: bool, zero: bool = False) -> list[str]:
         """fn name(i, e) -> f32: input k at (i, e) of the head (a row or key i, a dim or column e).
@@ -237,11 +286,11 @@ def flash_tiled(node, device, b):
     # columns b + 4 (t % 16) .. of key a + t / 16 (ta and tb hold them transposed or as they come)
     functions = [
         *[f"var<private> {acc}{i}: vec4<f32>;" for acc in "so" for i in range(4)],
-        *[f"var<private> {name}: u32;" for name in ["x", "y", *batch_index]],  # set once, read by the functions
+        *[f"var<private> {name}: u32;" for name in ["x", "y", *(["ta0", "tb0"] if splits > 1 else []), *batch_index]],  # set once, read by the functions
         "",
         *element(0, "query", length, length % rows == 0, head_dim, head_dim % STEP == 0, zero=True),
-        *element(1, "key", keys, keys % TILED_KEYS == 0, head_dim, head_dim % STEP == 0),
-        *element(2, "value", keys, keys % TILED_KEYS == 0, value_dim, value_dim % TILED_KEYS == 0),
+        *element(1, "key", keys, keys % span == 0, head_dim, head_dim % STEP == 0),
+        *element(2, "value", keys, keys % span == 0, value_dim, value_dim % TILED_KEYS == 0),
         *fetch("fetch_q", ["let e = b + t % 16u;", "let r = a + (t / 16u) * 4u;"], [f"query(r + {u}u, e)" for u in range(4)]),
         *fetch("fetch_k", ["let e = b + t % 16u;", "let j = a + (t / 16u) * 4u;"], [f"key(j + {u}u, e)" for u in range(4)]),
         *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], [f"value(j, c + {u}u)" for u in range(4)]),
@@ -262,7 +311,7 @@ def flash_tiled(node, device, b):
     ]
     for name, acc in (("score_step", "s"), ("value_step", "o")):  # one term of a step: 4 x 4 FMAs
         functions += ["", *block(f"fn {name}(kk: u32)", [
-            f"let a = ta[kk * {stride_a}u + y];", "let b = tb[kk * 17u + x];",
+            f"let a = ta[{ta0}kk * {stride_a}u + y];", f"let b = tb[{tb0}kk * 17u + x];",
             *[f"{acc}{i} = fma(vec4<f32>(a.{'xyzw'[i]}), b, {acc}{i});" for i in range(4)]])]
 
     def step(name: str, prefetch: list[str]) -> list[str]:
@@ -270,12 +319,12 @@ def flash_tiled(node, device, b):
         return ["workgroupBarrier();", *prefetch, *[f"{name}({kk}u);" for kk in range(STEP)], "workgroupBarrier();"]
 
     # a step's fetches: into registers fq (Q), f0, f1, ... (K or V), then staged
-    others = [f"li + {n * threads}u" for n in range(fetches)]  # the fetches' indices t
-    fetch_qk = lambda start, d0: [f"fq = fetch_q(li, tile0, {d0});", *[f"f{n} = fetch_k({t}, {start}, {d0});" for n, t in enumerate(others)]]
+    others = [f"{local} + {n * threads}u" for n in range(fetches)]  # the fetches' indices t
+    fetch_qk = lambda start, d0: [f"fq = fetch_q({local}, tile0, {d0});", *[f"f{n} = fetch_k({t}, {start}, {d0});" for n, t in enumerate(others)]]
     fetch_v = lambda key0: [f"f{n} = fetch_v({t}, {key0}, col0);" for n, t in enumerate(others)]
     scores = [  # S = Q K^T, STEP head dims at a time
-        f"ta[(li % 16u) * {stride_a}u + li / 16u] = fq;",
-        *[f"tb[({t}) % 16u * 17u + ({t}) / 16u] = f{n};" for n, t in enumerate(others)],
+        f"ta[{ta0}({local} % 16u) * {stride_a}u + {local} / 16u] = fq;",
+        *[f"tb[{tb0}({t}) % 16u * 17u + ({t}) / 16u] = f{n};" for n, t in enumerate(others)],
         *step("score_step", [*block(f"if (d0 + {STEP}u < {head_dim}u)", fetch_qk("start", f"d0 + {STEP}u")),
                              *block("else", fetch_v("start"))]),
     ]
@@ -285,7 +334,7 @@ def flash_tiled(node, device, b):
         "red[li] = vec4<f32>(top(s0), top(s1), top(s2), top(s3));",
         "workgroupBarrier();",
         "var m = running_max;",
-        "for (var n = 0u; n < 16u; n++) { m = max(m, red[y * 16u + n]); }",
+        f"for (var n = 0u; n < 16u; n++) {{ m = max(m, red[{'y' if splits == 1 else '(li / 16u)'} * 16u + n]); }}",  # li / 16: the split's row of threads
         "let f = exp(running_max - m);",
         "running_max = m;",
         *[f"o{i} *= f.{'xyzw'[i]};" for i in range(4)],
@@ -294,19 +343,50 @@ def flash_tiled(node, device, b):
     ]
     values = [  # O += P V, STEP keys at a time: the threads owning them stage their weights
         *block(f"if (x / 4u == k0 / {STEP}u)", [
-            f"ta[((x % 4u) * 4u + {u}u) * {stride_a}u + y] = vec4<f32>(s0.{lane}, s1.{lane}, s2.{lane}, s3.{lane});"
+            f"ta[{ta0}((x % 4u) * 4u + {u}u) * {stride_a}u + y] = vec4<f32>(s0.{lane}, s1.{lane}, s2.{lane}, s3.{lane});"
             for u, lane in enumerate("xyzw")]),
-        *[f"tb[({t}) / 16u * 17u + ({t}) % 16u] = f{n};" for n, t in enumerate(others)],
+        *[f"tb[{tb0}({t}) / 16u * 17u + ({t}) % 16u] = f{n};" for n, t in enumerate(others)],
         *step("value_step", [*block(f"if (k0 + {STEP}u < count)", fetch_v(f"start + k0 + {STEP}u")),
-                             *block(f"else if (start + {TILED_KEYS}u < end)", fetch_qk(f"start + {TILED_KEYS}u", "0u"))]),
+                             *block(f"else if ({first} + {span}u < end)", fetch_qk(f"start + {span}u", "0u"))]),
+    ]
+    sums = [  # one split: its threads' shares
+        "workgroupBarrier();",
+        "var sum = vec4<f32>();",
+        "for (var n = 0u; n < 16u; n++) { sum += red[y * 16u + n]; }",
+        "let c = col0 + x * 4u;",
+        *[f"put(r + {i}u, c, o{i}, sum.{'xyzw'[i]});" for i in range(4)],
+    ]
+    merge = [  # the splits' rows at their common max: sums through red, outputs through tb (staging is over)
+        "if (x == 0u) { tops[li / 16u] = running_max; }",
+        "workgroupBarrier();",
+        "var m = tops[y];",
+        f"for (var q = 1u; q < {splits}u; q++) {{ m = max(m, tops[q * {g}u + y]); }}",
+        "var sum = vec4<f32>();",
+        *block(f"for (var q = 0u; q < {splits}u; q++)", [
+            "var part = vec4<f32>();",
+            f"for (var n = 0u; n < 16u; n++) {{ part += red[q * {threads}u + y * 16u + n]; }}",
+            f"sum += part * exp(tops[q * {g}u + y] - m);"]),
+        "let f = exp(running_max - m);",
+        *[f"tb[tb0 + {i * threads}u + l] = o{i} * f.{'xyzw'[i]};" for i in range(4)],
+        "workgroupBarrier();",
+        "let c = col0 + x * 4u;",
+        *block(f"for (var i = p; i < 4u; i += {splits}u)", [  # split p writes rows p, p + splits, ..
+            "var o = vec4<f32>();",
+            f"for (var q = 0u; q < {splits}u; q++) {{ o += tb[q * {STEP * 17}u + i * {threads}u + l]; }}",
+            "put(r + i, c, o, sum[i]);"]),
     ]
     causal = node.attrs["causal"]
     origin, workgroups = query_tile(heads, tiles, groups, rows, TILED_KEYS)
     body = [
         *origin,
         *[line.removeprefix("let ") for line in batch_lines],
-        "x = li % 16u;",
-        "y = li / 16u;",
+        *(["x = li % 16u;", "y = li / 16u;"] if splits == 1 else [
+            f"let p = li / {threads}u;",
+            f"let l = li % {threads}u;",
+            "x = l % 16u;",
+            "y = l / 16u;",
+            f"ta0 = p * {STEP * stride_a}u;",
+            f"tb0 = p * {STEP * 17}u;"]),
         "let r = tile0 + y * 4u;",
         f"let end = {f'min({keys}u, tile0 + {rows}u)' if causal else f'{keys}u'};",  # keys past a causal tile's last row count for none
         f"var running_max = vec4<f32>({f32(LOWEST)});",
@@ -314,25 +394,20 @@ def flash_tiled(node, device, b):
         *[f"o{i} = vec4<f32>();" for i in range(4)],
         "var fq: vec4<f32>;",
         *[f"var f{n}: vec4<f32>;" for n in range(fetches)],
-        *fetch_qk("0u", "0u"),
-        *block(f"for (var start = 0u; start < end; start += {TILED_KEYS}u)", [
+        *fetch_qk("0u" if splits == 1 else f"p * {TILED_KEYS}u", "0u"),
+        *block(f"for (var {first} = 0u; {first} < end; {first} += {span}u)", [
+            *([] if splits == 1 else [f"let start = base + p * {TILED_KEYS}u;"]),
             *[f"s{i} = vec4<f32>();" for i in range(4)],
             *block(f"for (var d0 = 0u; d0 < {head_dim}u; d0 += {STEP}u)", scores),
             *softmax,
-            f"let count = min({TILED_KEYS}u, end - start);",
+            f"let count = min({TILED_KEYS}u, end - {first});",  # the same for every split: its barriers are the workgroup's
             *block(f"for (var k0 = 0u; k0 < count; k0 += {STEP}u)", values)]),
         # the rows' sums: each thread's share of its keys
         "red[li] = total;",
-        "workgroupBarrier();",
-        "var sum = vec4<f32>();",
-        "for (var n = 0u; n < 16u; n++) { sum += red[y * 16u + n]; }",
-        "let c = col0 + x * 4u;",
-        *[f"put(r + {i}u, c, o{i}, sum.{'xyzw'[i]});" for i in range(4)],
+        *(sums if splits == 1 else merge),
     ]
-    shared = (f"var<workgroup> ta: array<vec4<f32>, {STEP * stride_a}>;\n"
-              f"var<workgroup> tb: array<vec4<f32>, {STEP * 17}>;\n"
-              f"var<workgroup> red: array<vec4<f32>, {threads}>;\n")
-    header = (f"@compute @workgroup_size({threads})\n"
+    shared = "".join(f"var<workgroup> {name}: array<vec4<f32>, {size}>;\n" for name, size in tiled_memory(rows, splits).items())
+    header = (f"@compute @workgroup_size({splits * threads})\n"
               "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n")
     return b.kernel("attention", shared + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}", workgroups)
 
