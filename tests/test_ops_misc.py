@@ -106,14 +106,14 @@ ATTENTION = {
     "head_dim_128": ((1, 2, 37, 128), (1, 2, 45, 128), (1, 2, 45, 128), dict(mask=bool_mask(37, 45))),
     "head_dim_32_causal": ((1, 2, 150, 32), (1, 2, 150, 32), (1, 2, 150, 32), dict(is_causal=True)),
     "odd_dims": ((2, 3, 21, 37), (2, 3, 29, 37), (2, 3, 29, 70), dict(mask=torch.randn(2, 1, 21, 29))),
-    "rows_64_per_workgroup": ((1, 64, 128, 16), (1, 64, 128, 16), (1, 64, 128, 16), {}),
-    "rows_32_per_workgroup": ((1, 40, 100, 16), (1, 40, 100, 16), (1, 40, 100, 16), dict(is_causal=True)),
+    "rows_64_per_workgroup": ((1, 64, 128, 16), (1, 64, 60, 16), (1, 64, 60, 16), {}),  # one tile of keys: no splits, so 64 and 32 rows stay
+    "rows_32_per_workgroup": ((1, 40, 100, 16), (1, 40, 50, 16), (1, 40, 50, 16), dict(is_causal=True)),
 }
 
 
 def test_flash_tiles_cover_each_row_count():
     # the cases above reach each tile of query rows (the "gpu" class)
-    assert [attention.tiled_rows(GPU, heads, length) for heads, length in ((64, 128), (40, 100), (2, 197))] == [64, 32, 16]
+    assert [attention.tiled_shape(GPU, heads, length, keys) for heads, length, keys in ((64, 128, 60), (40, 100, 50), (2, 197, 197))] == [(64, 1), (32, 1), (16, 2)]
 
 
 def test_flash_key_splits_by_shape():
@@ -122,6 +122,10 @@ def test_flash_key_splits_by_shape():
     # and with one tile of keys
     shapes = [(12 * 8, 16, 128), (12 * 13, 16, 197), (12 * 16, 32, 512), (2 * 13, 16, 197), (2 * 10, 16, 150), (6, 16, 17)]
     assert [attention.tiled_splits(GPU, *shape) for shape in shapes] == [2, 2, 1, 2, 2, 1]
+    # where 32 rows leave no room for splits (BERT-base at 512 tokens), 16 rows take two
+    assert attention.tiled_shape(GPU, 12, 512, 512) == (16, 2)
+    assert attention.tiled_shape(GPU, 12, 128, 128) == (16, 2)
+    assert attention.tiled_shape(GPU, 6, 17, 17) == (16, 1)
 
 
 @pytest.mark.parametrize("name", ["all_masked_row", "causal", "odd_dims", "float_mask_with_inf"])

@@ -9,7 +9,7 @@ flash_tiled, the default) with each count of query rows per workgroup and of key
 kernel before that. `run` (on the GPU machine, with wgpu-py: bench/gpu/run_on_device.sh runs it
 when the folder exists) times each with gemm_sweep.py's timing and prints a table per shape; "tile"
 is query rows x keys per tile (flash_tiled) or x key splits (flash_split) per workgroup, "split"
-flash_tiled's key splits, and "picked" marks tiled_rows' and tiled_splits' choice, what the
+flash_tiled's key splits, and "picked" marks tiled_shape's choice, what the
 compiler emits.
 
     python bench/gpu/attention_sweep.py build bench/gpu/attention_sweep
@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from math import ceil
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -66,8 +65,7 @@ def build(out: Path) -> None:
     for case, (name, heads, length, keys, dim, causal) in enumerate(SHAPES):
         specs = [InputSpec(n, (1, heads, rows, dim), "float32") for n, rows in (("q", length), ("k", keys), ("v", keys))]
         config = ModelConfig(f"attention{case}", Path(__file__), "", None, "f32", specs, None, {}, target="gpu")
-        picked = saved[1](GPU, heads, length)
-        picked_splits = saved[4](GPU, heads * ceil(length / picked), picked, keys)
+        picked, picked_splits = attention.tiled_shape(GPU, heads, length, keys)
         for suffix, setting, tile, tiled, rows, splits in variants:
             attention.TILED = tiled
             attention.tiled_rows = attention.flash_rows = lambda *shape, rows=rows: rows
@@ -78,7 +76,7 @@ def build(out: Path) -> None:
             index.append({"case": name, "tile": tile, "split": splits, "folder": folder, "setting": setting,
                           "picked": tiled and (rows, splits) == (picked, picked_splits), "flops": 4 * heads * length * keys * dim})
         attention.TILED, attention.tiled_rows, attention.flash_rows, attention.FLASH_MIN_ROWS, attention.tiled_splits = saved
-        print(f"{name}: tiled_rows picks {picked}, tiled_splits {picked_splits}", flush=True)
+        print(f"{name}: tiled_shape picks {picked} rows, {picked_splits} key splits", flush=True)
     (out / "index.json").write_text(json.dumps(index, indent=1))
 
 

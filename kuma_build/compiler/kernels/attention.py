@@ -17,8 +17,9 @@ device, each walking its key tiles one after the other (a barrier a step), so
 the keys split inside the workgroup (tiled_splits): two groups of threads each
 take every other key tile with their own staging and online softmax, in step
 (the barriers are the workgroup's), and merge once at the end through
-workgroup memory. Splitting over workgroups instead would cost a second
-dispatch to merge (about 5 us on Dawn). The kernel it replaced (flash_split, TILED = False:
+workgroup memory; where they do not fit at tiled_rows' rows, fewer rows
+that take them (tiled_shape: BERT-512 at 16 rows). Splitting over workgroups
+instead would cost a second dispatch to merge (about 5 us on Dawn). The kernel it replaced (flash_split, TILED = False:
 each thread a query row in registers and a share of each tile's keys, 4 FMAs a
 workgroup-memory read) stays for bench/gpu/attention_sweep.py to time against.
 
@@ -200,6 +201,19 @@ def tiled_rows(device, heads: int, length: int) -> int:
     return next((rows for rows in TILED_ROWS if heads * ceil(length / rows) >= device.parallel // 2), TILED_ROWS[-1])
 
 
+def tiled_shape(device, heads: int, length: int, keys: int) -> tuple[int, int]:
+    """flash_tiled's query rows and key splits per workgroup: tiled_rows' rows with the splits that fit
+    there (tiled_splits), else the most of fewer rows that take splits: a query tile's chain of key
+    tiles costs more than the loads more rows save. BERT-base at 512 tokens (H200, wgpu-py, 11:42 UTC):
+    16 rows in two splits 57.6 us a call, 32 rows in one 67.8, 16 in one 69.1."""
+    first = tiled_rows(device, heads, length)
+    for rows in [first] + [r for r in TILED_ROWS if r < first]:
+        splits = tiled_splits(device, heads * ceil(length / rows), rows, keys)
+        if splits > 1:
+            return rows, splits
+    return first, 1
+
+
 def tiled_memory(rows: int, splits: int) -> dict[str, int]:
     """flash_tiled's workgroup arrays and their vec4s: ta and tb stage a step (a part each split), red
     meets the threads' maxima and sums, tops the splits' maxima."""
@@ -253,12 +267,11 @@ def flash_tiled(node, device, b):
     keys, head_dim = node.inputs[1].shape[-2:]
     heads = prod(batch)
     groups = ceil(value_dim / TILED_KEYS)           # workgroups per query tile, by value columns
-    rows = tiled_rows(device, heads * groups, length)
+    rows, splits = tiled_shape(device, heads * groups, length, keys)
     g = rows // 4                                    # rows of threads
     threads = 16 * g                                 # threads of a split (a group of threads)
     fetches = 16 * 16 // threads                     # key or value vec4s a thread fetches per step
     tiles = ceil(length / rows)
-    splits = tiled_splits(device, heads * tiles * groups, rows, keys)
     span = splits * TILED_KEYS                       # keys of a round: a tile per split
     stride_a = g + 1                                 # ta's vec4s per step term, padded against bank conflicts
     batch_lines, batch_index = unravel("head", batch, "h")
