@@ -143,15 +143,15 @@ def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: 
     loads and a fixed latency (barriers, memory). Splitting K adds a dispatch that sums the partials
     and the partials' trip through memory (written, then read by the sum). With K groups (k_groups)
     a thread takes its group's share of a step's k, and each group after the first adds its sums
-    through workgroup memory once (about a step's latency)."""
+    through workgroup memory, each piece costing about a step's latency."""
     groups = batch * ceil(rows / tm) * ceil(cols / tn) * splits
-    k_group = k_groups(device, tm, tn)
+    k_group, pieces = k_groups(device, tm, tn)
     ty, tx = group_grid(k_group)
     rows_side, cols_side = Side(tm, ty), Side(tn, tx)
     per_step = STEP // k_group * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
     steps = ceil(depth / splits / STEP)
     in_flight = device.parallel * (device.small_tile_occupancy if tm * tn <= 64 * 64 else 1)
-    return (ceil(groups / in_flight) * (steps * (per_step + STEP_LATENCY) + (k_group - 1) * STEP_LATENCY)
+    return (ceil(groups / in_flight) * (steps * (per_step + STEP_LATENCY) + (k_group - 1) * pieces * STEP_LATENCY)
             + (splits > 1) * (device.dispatch_cost + SPLIT_TRAFFIC * splits * batch * rows * cols))
 
 
@@ -323,7 +323,7 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     group lid.z takes k lid.z * share .. + share - 1 of each step, and at the end groups 1, 2, ...
     in turn store their sums in workgroup memory for group 0 to add, which then finishes the tile."""
     tm, tn = choose_tile(g)
-    k_group = k_groups(g.device, tm, tn)
+    k_group, pieces = k_groups(g.device, tm, tn)
     (ty, tx), element = group_grid(k_group), g.element
     rows, cols = Side(tm, ty), Side(tn, tx)
     double = double_buffered(g.device, tm, tn)
@@ -369,24 +369,28 @@ fn gemm_step(kk: u32, lid: vec3<u32>) {{
     writes += [f"gemm_put(batch, wg.z, r + {rows.offset(i)}u, c + {cols.offset(j)}u, {cols.element(f'acc_{i}_', j)});"
                for i in range(rows.per) for j in range(cols.per)]
     groups_code, group_lines = "", []
-    if k_group > 1:  # the groups' sums into group 0's, one group at a time through `partial`, then group 0 stores
-        at = {(i, run): f"partial[(lid.y * {rows.width}u + {rows.offset(i)}u) * {tn // cols.width}u + {run * tx}u + lid.x]"
-              for i, run in accs}
-        groups_code = f"""
-var<workgroup> partial: array<{cols.type()}, {tm * tn // cols.width}>;
-
-fn gemm_save(lid: vec3<u32>) {{
-{indent(f"{at[a]} = acc_{a[0]}_{a[1]};" for a in accs)}
+    if k_group > 1:
+        # the groups' sums into group 0's through `partial`, one group and piece of the thread's
+        # rows at a time (row i of piece p: i - p * rows_in), then group 0 stores
+        rows_in, runs = rows.per // pieces, tn // cols.width
+        at = {(i, run): f"partial[({i % rows_in * ty}u + lid.y) * {runs}u + {run * tx}u + lid.x]" for i, run in accs}
+        groups_code = f"\nvar<workgroup> partial: array<{cols.type()}, {tm * tn // cols.width // pieces}>;\n"
+        rounds = []
+        for p in range(pieces):
+            mine = [a for a in accs if a[0] // rows_in == p]
+            groups_code += f"""
+fn gemm_save{p}(lid: vec3<u32>) {{
+{indent(f"{at[a]} = acc_{a[0]}_{a[1]};" for a in mine)}
 }}
 
-fn gemm_add(lid: vec3<u32>) {{
-{indent(f"acc_{a[0]}_{a[1]} += {at[a]};" for a in accs)}
+fn gemm_add{p}(lid: vec3<u32>) {{
+{indent(f"acc_{a[0]}_{a[1]} += {at[a]};" for a in mine)}
 }}
 """
+            rounds += [f"if (lid.z == q) {{ gemm_save{p}(lid); }}", "workgroupBarrier();",
+                       f"if (lid.z == 0u) {{ gemm_add{p}(lid); }}", "workgroupBarrier();"]
         group_lines = [f"let kq = lid.z * {share}u;"]
-        writes = [*block(f"for (var q = 1u; q < {k_group}u; q++)", [
-            "if (lid.z == q) { gemm_save(lid); }", "workgroupBarrier();", "if (lid.z == 0u) { gemm_add(lid); }", "workgroupBarrier();"]),
-            *block("if (lid.z == 0u)", writes)]
+        writes = [*block(f"for (var q = 1u; q < {k_group}u; q++)", rounds), *block("if (lid.z == 0u)", writes)]
     if double:  # stage step 0, then each step: fetch the next, compute this one, stage the next in the other half
         loop = f"""
 {indent(stage_tiles("0u"))}
@@ -447,16 +451,21 @@ def group_grid(k_group: int) -> tuple[int, int]:
     return SIDE >> (log + 1) // 2, SIDE >> log // 2
 
 
-def k_groups(device: DeviceClass, tm: int, tn: int) -> int:
-    """Into how many groups of threads the tiled kernel splits each staged K step's k (K_GROUPS):
-    1 unless the staged step (two with double_buffered) and one group's sums, through which the
-    groups add theirs, fit the workgroup memory, and the group's grid fits the tile."""
+def k_groups(device: DeviceClass, tm: int, tn: int) -> tuple[int, int]:
+    """(groups, pieces): into how many groups of threads the tiled kernel splits each staged K
+    step's k (K_GROUPS), and in how many pieces of rows a group's sums go through workgroup memory
+    to be added (the fewest that fit beside the staged step, or two with double_buffered). (1, 1)
+    where the group's grid does not fit the tile, a thread would own more than 64 sums, or even a
+    piece of one row a thread does not fit."""
     if K_GROUPS == 1:
-        return 1
+        return 1, 1
     halves = 2 if double_buffered(device, tm, tn) else 1
     ty, tx = group_grid(K_GROUPS)
-    fits = 4 * (halves * (tm + tn) * STEP + tm * tn) <= device.workgroup_bytes
-    return K_GROUPS if fits and STEP % K_GROUPS == 0 and tm % ty == 0 and tn % tx == 0 else 1
+    if STEP % K_GROUPS or tm % ty or tn % tx or tm // ty * (tn // tx) > 64:
+        return 1, 1
+    pieces = [p for p in range(1, tm // ty + 1) if tm // ty % p == 0
+              and 4 * (halves * (tm + tn) * STEP + tm * tn // p) <= device.workgroup_bytes]
+    return (K_GROUPS, pieces[0]) if pieces else (1, 1)
 
 
 def vector_side(tile: int) -> bool:
