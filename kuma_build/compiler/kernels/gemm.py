@@ -21,7 +21,13 @@ products.py picks one.
 
 Variants of the tiled kernel that bench/gpu/gemm_sweep.py times against it are module constants,
 off by default (the kernels are then exactly the measured ones): VECTOR_LOADS (tiles fetched as
-vec4s), DOUBLE_BUFFER (one barrier a K step) and STEP = 32 (docs/performance.md, item 4).
+vec4s), DOUBLE_BUFFER (one barrier a K step), STEP = 32 and K_GROUPS (docs/performance.md, item 4).
+K_GROUPS (sliced K) splits the 256 threads into groups that share each staged K step's k and add
+their sums through workgroup memory at the end, for what the products of transformers' few rows
+lack: with 4 groups a 64 x 64 tile keeps 256 threads but each owns 8 x 8 sums (a third of the
+workgroup-memory reads per FMA of the 4 x 4 layout, as the 128 x 128 tile that reached 60% of an
+H100), and a 32 x 32 tile gets a split of K by 4 with no partial sums in memory and no dispatch
+to add them.
 
 With `half` (the shader-f16 variant of a kernel reading f16 weights,
 docs/precision.md) both kernels multiply in f16: loads are rounded to f16,
