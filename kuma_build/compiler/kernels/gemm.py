@@ -453,6 +453,7 @@ def double_buffered(device: DeviceClass, tm: int, tn: int) -> bool:
 
 def group_grid(k_group: int) -> tuple[int, int]:
     """(threads along the rows, along the columns) of each of k_group groups of SIDE * SIDE / k_group threads."""
+    assert k_group & (k_group - 1) == 0, "K_GROUPS is a power of 2"
     log = k_group.bit_length() - 1
     return SIDE >> (log + 1) // 2, SIDE >> log // 2
 
