@@ -7,13 +7,15 @@ folders carry no weights; `run` (on the GPU machine) times each with pass timest
 per shape, every variant and what the cost model would pick, then the best time per shape for the
 default kernel and each knob value. docs/performance.md has the results.
 
-A knob is a module constant of kernels/gemm.py (VECTOR_LOADS, DOUBLE_BUFFER, STEP, ...) set for one
-program (a setting: one or several): it is timed on each tile of the shape's grid that fits, at the
-split the cost model gives that tile, where it changes the kernel's code (from the default's and the
-earlier settings'), and so is the default kernel, for a like-for-like comparison.
+A knob is a module constant of kernels/gemm.py (VECTOR_LOADS, DOUBLE_BUFFER, STEP, K_GROUPS, ...) set
+for one program (a setting: one or several): it is timed on each tile of the shape's grid that fits,
+at the split the cost model gives that tile (with --near-splits also at half and twice that split),
+where it changes the kernel's code (from the default's and the earlier settings'), and so is the
+default kernel, for a like-for-like comparison (with --knob-grid-only only there and at the cost
+model's pick, not at every tile and split of the shapes with FULL_GRID_ROWS).
 
     python bench/gpu/gemm_sweep.py build bench/gpu/sweep [--cases bert,vit] [--picked-only] [--knob VECTOR_LOADS=True]
-        [--setting VECTOR_LOADS=True,DOUBLE_BUFFER=True]
+        [--setting VECTOR_LOADS=True,DOUBLE_BUFFER=True] [--near-splits] [--knob-grid-only] [--tiles 32x32,64x64]
     python bench/gpu/gemm_sweep.py run bench/gpu/sweep [--runs 10]
 """
 
@@ -48,13 +50,14 @@ TRANSFORMERS = [(f"{model} M{m} {name} {k}x{n}", m, k, n) for model, m in (("ber
                 for name, k, n in LINEARS]
 FULL_GRID_ROWS = (128, 512)  # ViT's 197 rows: only the knob grid (each tile at its split)
 TILES = [(32, 32), (32, 64), (64, 64), (64, 128), (128, 64), (128, 128)]
-TRANSFORMER_TILES = [(32, 64), (64, 32), (64, 64), (64, 128), (128, 64), (128, 128)]
+TRANSFORMER_TILES = [(32, 32), (32, 64), (64, 32), (64, 64), (64, 128), (128, 64), (128, 128)]
 SPLITS = [1, 2, 4, 8, 16, 32]
 HEAT_SECONDS = 0.2  # of GPU work before each timing: an idle H100 drops its SM clock to 345 MHz
 TIMED_SECONDS = 0.1  # of back-to-back runs timed per variant
 
 
-def build(out: Path, picked_only: bool, settings: list[dict], only: list[str]) -> None:
+def build(out: Path, picked_only: bool, settings: list[dict], only: list[str], near_splits: bool = False,
+          knob_grid_only: bool = False, only_tiles: list[tuple[int, int]] | None = None) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -86,6 +89,8 @@ def build(out: Path, picked_only: bool, settings: list[dict], only: list[str]) -
     cases += [(name, Linear(), [(m, k), (k, n), (n,)], (m, n, k), TRANSFORMER_TILES, m in FULL_GRID_ROWS)
               for name, m, k, n in TRANSFORMERS]
     cases = [case for case in cases if not only or any(case[0].startswith(prefix) for prefix in only)]
+    if only_tiles:  # the grids' tiles (the cost model's pick is timed wherever it is)
+        cases = [(*case[:4], [t for t in case[4] if t in only_tiles], case[5]) for case in cases]
     choose_split, choose_tile = gemm.choose_split, gemm.choose_tile  # the cost model's picks; forced below
     index = []
     for case, (name, net, shapes, (rows, cols, depth), tiles, full) in enumerate(cases):
@@ -99,13 +104,17 @@ def build(out: Path, picked_only: bool, settings: list[dict], only: list[str]) -
             return [s for s in SPLITS if gemm.fits(GPU, *tile) and (s == 1 or depth >= s * gemm.STEP * gemm.MIN_SPLIT_STEPS)]
 
         def knob_grid():
-            """Each tile at the split the cost model gives it (under the current knobs)."""
-            return [(tile, min(splits_of(tile), key=lambda s: (gemm.cost(GPU, 1, rows, cols, depth, *tile, s), s)))
-                    for tile in tiles if splits_of(tile)]
+            """Each tile at the split the cost model gives it (under the current knobs), and at half
+            and twice that split with near_splits."""
+            grid = []
+            for tile in (tile for tile in tiles if splits_of(tile)):
+                split = min(splits_of(tile), key=lambda s: (gemm.cost(GPU, 1, rows, cols, depth, *tile, s), s))
+                grid += [(tile, s) for s in splits_of(tile) if s == split or near_splits and s in (split // 2, 2 * split)]
+            return grid
 
         if name.startswith("matmul"):
             pairs = [(tile, 1) for tile in tiles]
-        elif full:
+        elif full and not (knob_grid_only and settings):
             pairs = [(tile, split) for tile in tiles for split in splits_of(tile)]
         else:
             pairs = []
@@ -256,11 +265,15 @@ def main() -> int:
                         help="build: also each value of a gemm.py constant (Python literals), each tile at its split")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=V,NAME2=V2",
                         help="build: also these gemm.py constants together (as --knob does one)")
+    parser.add_argument("--near-splits", action="store_true", help="build: each setting's tiles also at half and twice the split the cost model gives them")
+    parser.add_argument("--tiles", default="", help="build: only these tiles in the grids (comma-separated: 32x32,64x64)")
+    parser.add_argument("--knob-grid-only", action="store_true", help="build: the default kernel only where a setting is timed and at the cost model's pick")
     args = parser.parse_args()
     if args.mode == "build":
         settings = [{name: ast.literal_eval(v)} for name, values in (k.split("=") for k in args.knob) for v in values.split(",")]
         settings += [{name: ast.literal_eval(v) for name, v in (pair.split("=") for pair in s.split(","))} for s in args.setting]
-        build(args.folder, args.picked_only, settings, [c for c in args.cases.split(",") if c])
+        build(args.folder, args.picked_only, settings, [c for c in args.cases.split(",") if c], args.near_splits, args.knob_grid_only,
+              [tuple(int(x) for x in t.split("x")) for t in args.tiles.split(",") if t])
     else:
         run(args.folder, args.runs, args.results or args.folder / "results.json")
     return 0

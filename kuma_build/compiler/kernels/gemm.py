@@ -21,7 +21,13 @@ products.py picks one.
 
 Variants of the tiled kernel that bench/gpu/gemm_sweep.py times against it are module constants,
 off by default (the kernels are then exactly the measured ones): VECTOR_LOADS (tiles fetched as
-vec4s), DOUBLE_BUFFER (one barrier a K step) and STEP = 32 (docs/performance.md, item 4).
+vec4s), DOUBLE_BUFFER (one barrier a K step), STEP = 32 and K_GROUPS (docs/performance.md, item 4).
+K_GROUPS (sliced K) splits the 256 threads into groups that share each staged K step's k and add
+their sums through workgroup memory at the end, for what the products of transformers' few rows
+lack: with 4 groups a 64 x 64 tile keeps 256 threads but each owns 8 x 8 sums (a third of the
+workgroup-memory reads per FMA of the 4 x 4 layout, as the 128 x 128 tile that reached 60% of an
+H100), and a 32 x 32 tile gets a split of K by 4 with no partial sums in memory and no dispatch
+to add them.
 
 With `half` (the shader-f16 variant of a kernel reading f16 weights,
 docs/precision.md) both kernels multiply in f16: loads are rounded to f16,
@@ -64,6 +70,13 @@ VECTOR_LOADS = False
 # two halves of workgroup memory, one K step staged in each in turn: one barrier a step instead of
 # two, on the tiles whose two steps fit (double_buffered)
 DOUBLE_BUFFER = False
+# sliced K: K_GROUPS groups of 256 / K_GROUPS threads split each staged K step's k between them, each
+# group computing the whole tile over its share (more outputs a thread: a 32 x 32 tile's 1024 over 4
+# groups of 8 x 8 threads is 4 x 4 a thread), and at the end the groups' sums are added through
+# workgroup memory: as many threads on a tile as a split of K into K_GROUPS slices gives, without
+# the partial sums' trip through memory and the dispatch that adds them (1, 2, 4, 8 or 16; tiles
+# whose staged step and one group's sums do not fit the workgroup memory keep 1: k_groups)
+K_GROUPS = 1
 
 
 @dataclass
@@ -134,13 +147,18 @@ def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: 
     """Estimated time of the tiled kernel: waves of the workgroups in flight (device.parallel, more
     for small tiles: small_tile_occupancy), each running its K steps; a step costs its thread's FMAs and workgroup-memory reads, its share of the global
     loads and a fixed latency (barriers, memory). Splitting K adds a dispatch that sums the partials
-    and the partials' trip through memory (written, then read by the sum)."""
+    and the partials' trip through memory (written, then read by the sum). With K groups (k_groups)
+    a thread takes its group's share of a step's k, and each group after the first adds its sums
+    through workgroup memory, each piece costing about a step's latency."""
     groups = batch * ceil(rows / tm) * ceil(cols / tn) * splits
-    rows_side, cols_side = Side(tm), Side(tn)
-    per_step = STEP * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
+    k_group, pieces = k_groups(device, tm, tn)
+    ty, tx = group_grid(k_group)
+    rows_side, cols_side = Side(tm, ty), Side(tn, tx)
+    per_step = STEP // k_group * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
     steps = ceil(depth / splits / STEP)
     in_flight = device.parallel * (device.small_tile_occupancy if tm * tn <= 64 * 64 else 1)
-    return ceil(groups / in_flight) * steps * (per_step + STEP_LATENCY) + (splits > 1) * (device.dispatch_cost + SPLIT_TRAFFIC * splits * batch * rows * cols)
+    return (ceil(groups / in_flight) * (steps * (per_step + STEP_LATENCY) + (k_group - 1) * pieces * STEP_LATENCY)
+            + (splits > 1) * (device.dispatch_cost + SPLIT_TRAFFIC * splits * batch * rows * cols))
 
 
 def fits(device: DeviceClass, tm: int, tn: int) -> bool:
@@ -244,15 +262,21 @@ def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], 
 
 @dataclass
 class Side:
-    """How one side (rows or columns) of a tile spreads over a line of SIDE threads: each thread
-    owns `per` positions in `groups` runs of `width` neighbours (width <= 4), runs SIDE * width
-    apart. A run is one vecN read from workgroup memory, and neighbouring threads read
-    neighbouring runs, so the reads neither conflict nor repeat."""
+    """How one side (rows or columns) of a tile spreads over a line of `threads` threads (SIDE, or
+    fewer in a K group's grid: group_grid): each thread owns `per` positions in `groups` runs of
+    `width` neighbours (width <= 4), runs threads * width apart. A run is one vecN read from
+    workgroup memory, and neighbouring threads read neighbouring runs, so the reads neither
+    conflict nor repeat."""
     tile: int
+    threads: int = 0  # 0: SIDE
+
+    @property
+    def line(self) -> int:
+        return self.threads or SIDE
 
     @property
     def per(self) -> int:
-        return self.tile // SIDE
+        return self.tile // self.line
 
     @property
     def width(self) -> int:
@@ -268,7 +292,7 @@ class Side:
     def offset(self, i: int) -> int:
         """The tile position of the thread's i-th element, past thread * width."""
         group, lane = divmod(i, self.width)
-        return group * SIDE * self.width + lane
+        return group * self.line * self.width + lane
 
     def element(self, run: str, i: int) -> str:
         """Element i of the thread's runs, read into run0, run1, ..."""
@@ -277,7 +301,7 @@ class Side:
 
     def reads(self, run: str, tile: str, thread: str) -> list[str]:
         runs = self.tile // self.width
-        return [f"let {run}{g} = {tile}[kk * {runs}u + {g * SIDE}u + {thread}];" for g in range(self.groups)]
+        return [f"let {run}{g} = {tile}[kk * {runs}u + {g * self.line}u + {thread}];" for g in range(self.groups)]
 
     def write(self, tile: str, e: str, value: str) -> str:
         """Store element e of the k-major staged tile."""
@@ -300,9 +324,14 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     B's STEP x TN block in workgroup memory (k-major, so the threads' reads are vectors); the next
     step's elements are fetched into registers while this step computes, hiding memory latency.
     With g.splits > 1, workgroup z = split * batch + b sums one slice of K into partial sums.
-    With g.half, each step sums into f16 `part_` values that gemm_fold adds to the f32 `acc_` ones."""
+    With g.half, each step sums into f16 `part_` values that gemm_fold adds to the f32 `acc_` ones.
+    With K groups (k_groups; the workgroup's z is the group, x and y a group's grid: group_grid),
+    group lid.z takes k lid.z * share .. + share - 1 of each step, and at the end groups 1, 2, ...
+    in turn store their sums in workgroup memory for group 0 to add, which then finishes the tile."""
     tm, tn = choose_tile(g)
-    rows, cols, element = Side(tm), Side(tn), g.element
+    k_group, pieces = k_groups(g.device, tm, tn)
+    (ty, tx), element = group_grid(k_group), g.element
+    rows, cols = Side(tm, ty), Side(tn, tx)
     double = double_buffered(g.device, tm, tn)
     staging, (fetch_a, fetch_b), (zero_a, zero_b) = staged_loads(g, rows, cols, double)
     threads = [f"li + {i * SIDE ** 2}u" for i in range(max(fetch_a, fetch_b))]
@@ -325,7 +354,9 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     # step was 10% faster than Naga's loop on an H100 (the driver did not unroll it), and as
     # calls the source stays small; inlined, they ran as fast as unrolled source
     private = "\n".join(f"var<private> acc_{i}_{run}: {cols.type()};" for i, run in accs)
-    inner = [f"gemm_step({f'phase * {STEP}u + ' if double else ''}{c}u, lid);" for c in range(STEP)]
+    share = STEP // k_group  # k of each staged step a thread's group takes
+    first = (f"phase * {STEP}u + " if double else "") + ("kq + " if k_group > 1 else "")
+    inner = [f"gemm_step({first}{c}u, lid);" for c in range(share)]
     fold = ""
     if g.half:
         private += "".join(f"\nvar<private> part_{i}_{run}: {cols.type(element)};" for i, run in accs)
@@ -343,6 +374,29 @@ fn gemm_step(kk: u32, lid: vec3<u32>) {{
     writes = [f"let r = row0 + lid.y * {rows.width}u;", f"let c = col0 + lid.x * {cols.width}u;"]
     writes += [f"gemm_put(batch, wg.z, r + {rows.offset(i)}u, c + {cols.offset(j)}u, {cols.element(f'acc_{i}_', j)});"
                for i in range(rows.per) for j in range(cols.per)]
+    groups_code, group_lines = "", []
+    if k_group > 1:
+        # the groups' sums into group 0's through `partial`, one group and piece of the thread's
+        # rows at a time (row i of piece p: i - p * rows_in), then group 0 stores
+        rows_in, runs = rows.per // pieces, tn // cols.width
+        at = {(i, run): f"partial[({i % rows_in * ty}u + lid.y) * {runs}u + {run * tx}u + lid.x]" for i, run in accs}
+        groups_code = f"\nvar<workgroup> partial: array<{cols.type()}, {tm * tn // cols.width // pieces}>;\n"
+        rounds = []
+        for p in range(pieces):
+            mine = [a for a in accs if a[0] // rows_in == p]
+            groups_code += f"""
+fn gemm_save{p}(lid: vec3<u32>) {{
+{indent(f"{at[a]} = acc_{a[0]}_{a[1]};" for a in mine)}
+}}
+
+fn gemm_add{p}(lid: vec3<u32>) {{
+{indent(f"acc_{a[0]}_{a[1]} += {at[a]};" for a in mine)}
+}}
+"""
+            rounds += [f"if (lid.z == q) {{ gemm_save{p}(lid); }}", "workgroupBarrier();",
+                       f"if (lid.z == 0u) {{ gemm_add{p}(lid); }}", "workgroupBarrier();"]
+        group_lines = [f"let kq = lid.z * {share}u;"]
+        writes = [*block(f"for (var q = 1u; q < {k_group}u; q++)", rounds), *block("if (lid.z == 0u)", writes)]
     if double:  # stage step 0, then each step: fetch the next, compute this one, stage the next in the other half
         loop = f"""
 {indent(stage_tiles("0u"))}
@@ -372,18 +426,19 @@ fn gemm_step(kk: u32, lid: vec3<u32>) {{
     workgroupBarrier();
   }}"""
     halves = 2 if double else 1
-    code = functions(g) + staging + step_fn + f"""
+    size = f"{SIDE}, {SIDE}" if k_group == 1 else f"{tx}, {ty}, {k_group}"
+    code = functions(g) + staging + step_fn + groups_code + f"""
 var<workgroup> tile_a: array<{rows.type(element)}, {halves * tm * STEP // rows.width}>;
 var<workgroup> tile_b: array<{cols.type(element)}, {halves * tn * STEP // cols.width}>;
 
-@compute @workgroup_size({SIDE}, {SIDE})
+@compute @workgroup_size({size})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
   let batch = wg.z % {u32(g.batch)};
   let k_begin = (wg.z / {u32(g.batch)}) * {g.span()};
   let k_end = min(k_begin + {g.span()}, {u32(g.depth)});
   let row0 = wg.y * {tm}u;
   let col0 = wg.x * {tn}u;
-{indent([f"var fa{i} = {zero_a};" for i in range(fetch_a)] + [f"var fb{j} = {zero_b};" for j in range(fetch_b)])}
+{indent(group_lines + [f"var fa{i} = {zero_a};" for i in range(fetch_a)] + [f"var fb{j} = {zero_b};" for j in range(fetch_b)])}
 {indent(fetch("k_begin"))}{loop}
 {indent(writes)}
 }}
@@ -394,6 +449,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 def double_buffered(device: DeviceClass, tm: int, tn: int) -> bool:
     """Whether the tiled kernel stages K steps alternately in two halves (DOUBLE_BUFFER): when two fit."""
     return DOUBLE_BUFFER and 2 * 4 * (tm + tn) * STEP <= device.workgroup_bytes
+
+
+def group_grid(k_group: int) -> tuple[int, int]:
+    """(threads along the rows, along the columns) of each of k_group groups of SIDE * SIDE / k_group threads."""
+    assert k_group & (k_group - 1) == 0, "K_GROUPS is a power of 2"
+    log = k_group.bit_length() - 1
+    return SIDE >> (log + 1) // 2, SIDE >> log // 2
+
+
+def k_groups(device: DeviceClass, tm: int, tn: int) -> tuple[int, int]:
+    """(groups, pieces): into how many groups of threads the tiled kernel splits each staged K
+    step's k (K_GROUPS), and in how many pieces of rows a group's sums go through workgroup memory
+    to be added (the fewest that fit beside the staged step, or two with double_buffered). (1, 1)
+    where the group's grid does not fit the tile, a thread would own more than 64 sums, or even a
+    piece of one row a thread does not fit."""
+    if K_GROUPS == 1:
+        return 1, 1
+    halves = 2 if double_buffered(device, tm, tn) else 1
+    ty, tx = group_grid(K_GROUPS)
+    if STEP % K_GROUPS or tm % ty or tn % tx or tm // ty * (tn // tx) > 64:
+        return 1, 1
+    pieces = [p for p in range(1, tm // ty + 1) if tm // ty % p == 0
+              and 4 * (halves * (tm + tn) * STEP + tm * tn // p) <= device.workgroup_bytes]
+    return (K_GROUPS, pieces[0]) if pieces else (1, 1)
 
 
 def vector_side(tile: int) -> bool:
