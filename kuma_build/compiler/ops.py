@@ -20,7 +20,6 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
                    when it can read a split-K product's partial sums in place (kernels/split_sum.py:
                    fold_sums), so split_k may drop the split_sum node before it: a sum of at most
                    the device's fold_splits_once slices when every reader reads once, else fold_splits
-                   (and none read more than fold_splits times); None where this node's kernel cannot
     reads_any_layout  its kernel reads its inputs a row at a time (attention's keys and values along
                    the head dim into registers or workgroup memory, a gather's table rows by id), so
                    a strided view reads about as fast as a contiguous copy: elide_copies points it
@@ -169,7 +168,7 @@ OPS: dict[str, OpRecord] = {
     "reduce": OpRecord(rows.lower_reduce, dynamic=ANY),
     "softmax": OpRecord(rows.lower_softmax, fold_sums=lambda node, device: rows.row_reads(node, 1, device), dynamic=ANY),
     "attention": OpRecord(attention_decode.lower_attention, attention_flops, strided_output=True, reads_any_layout=True,
-                          key_splits=attention_decode.split_choice, fold_sums=attention.fold_reads, dynamic=static_head_dims),
+                          key_splits=attention_decode.split_choice, dynamic=static_head_dims),
     # the slices of a decode attention whose keys passes/split_keys.py split over workgroups
     "attention_combine": OpRecord(attention_decode.lower_combine, strided_output=True),
     "pool2d": OpRecord(pool.lower, pool_flops),

@@ -50,7 +50,6 @@ from math import ceil, prod
 
 from kuma_build.compiler.ir.sizes import any_sym, max_value, wgsl as u32
 from kuma_build.compiler.kernels.rows import MIN_THREAD_ROWS, thread_row_size
-from kuma_build.compiler.kernels.split_sum import fold_sums
 from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, grid, indent, offset_expr, threads, unravel, workgroup_rows
 
 SIZE = 64  # threads per row: keys per tile, and value columns per pass
@@ -202,22 +201,6 @@ def tiled_rows(device, heads: int, length: int) -> int:
     return next((rows for rows in TILED_ROWS if heads * ceil(length / rows) >= device.parallel // 2), TILED_ROWS[-1])
 
 
-def fold_reads(node, device) -> int | None:
-    """How many times the kernel reads each element of its inputs, for passes/split_k.py, which may
-    fold a split-K product's sum into it (the merged query-key-value product's, BERT's and GPT-2's at
-    128 tokens): flash_tiled reads keys and values once a query tile (and value-column group) and
-    queries once a round of key tiles, through b.load, which reads such a sum's slices in place.
-    None where another kernel takes the node (they read keys once a query row, and attention_decode.py
-    reads no folded sums)."""
-    if not (TILED and uses_flash(node, device)):
-        return None
-    *batch, length, value_dim = node.output.shape
-    keys = node.inputs[1].shape[-2]
-    groups = ceil(value_dim / TILED_KEYS)
-    rows, splits = tiled_shape(device, prod(batch) * groups, length, keys)
-    return max(ceil(length / rows) * groups, ceil(keys / (TILED_KEYS * splits)))
-
-
 def tiled_shape(device, heads: int, length: int, keys: int) -> tuple[int, int]:
     """flash_tiled's query rows and key splits per workgroup: tiled_rows' rows with the splits that fit
     there (tiled_splits), else the most of fewer rows that take splits: a query tile's chain of key
@@ -279,7 +262,6 @@ def flash_tiled(node, device, b):
     tile needs): a split's tile past the keys, or past a causal tile's last row, scores -inf and
     weighs nothing. At the end the splits' row maxima meet in `tops`, their sums in `red` and their
     outputs, rescaled to the common max, in tb; split p writes rows p, p + splits, .. of its rows."""
-    folded = fold_sums(node, b)  # first: b.load then reads a folded split-K sum's slices (fold_reads)
     out = node.output
     *batch, length, value_dim = out.shape
     keys, head_dim = node.inputs[1].shape[-2:]
@@ -440,7 +422,7 @@ def flash_tiled(node, device, b):
     shared = "".join(f"var<workgroup> {name}: array<vec4<f32>, {size}>;\n" for name, size in tiled_memory(rows, splits).items())
     header = (f"@compute @workgroup_size({splits * threads})\n"
               "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n")
-    return b.kernel("attention", shared + folded + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}", workgroups)
+    return b.kernel("attention", shared + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}", workgroups)
 
 
 def query_tile(heads: int, tiles: int, groups: int, rows: int, columns: int) -> tuple[list[str], tuple[int, int, int]]:

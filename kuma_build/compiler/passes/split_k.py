@@ -12,17 +12,14 @@ graph does not change.
 
 Each such sum is one more dispatch (on Dawn about 5 us of host time,
 docs/performance.md). When every kernel reading its result can read the
-partial sums in place instead (a norm, softmax, another split sum, the tiled
-attention: their records' fold_sums say how many times they read each
-element, at most device.fold_splits times), the sum has
+partial sums in place instead (a norm, softmax, another split sum: their
+records' fold_sums say how many times they read each element), the sum has
 at most device.fold_splits_once slices where each reads an element once
 (device.fold_splits where one reads it more often) and its epilogue needs
 no helper functions, the split_sum node goes: its readers read the partials
 and its epilogue's inputs (kernels/split_sum.py: fold_sums). BERT's
 attention output and FFN output, their biases and residuals read so by the
-layer norms after them (rows of 768 in registers, read once); at 128 tokens
-the merged query-key-value product's 4 slices, by the attention after it
-(keys and values read once each of 8 query tiles). A split sum
+layer norms after them (rows of 768 in registers, read once). A split sum
 whose own inputs were folded so stays, so a reader never folds more than
 one level.
 """
@@ -56,10 +53,8 @@ def _fold(graph, node, readers) -> bool:
     if (not users or "sums" in node.attrs or out.buffer.kind != "temp" or any(v.buffer is out.buffer for v in graph.outputs.values())
             or helpers_of(node.attrs["epilogue"]) or not all(record(user).fold_sums for user in users)):
         return False
-    counts = [record(user).fold_sums(user, graph.device) for user in users]
-    if None in counts or max(counts) > graph.device.fold_splits:
-        return False  # a kernel that reads no sums, or reads each element too often to add slices each time
-    if node.attrs["splits"] > (graph.device.fold_splits_once if max(counts) == 1 else graph.device.fold_splits):
+    reads = max(record(user).fold_sums(user, graph.device) for user in users)
+    if node.attrs["splits"] > (graph.device.fold_splits_once if reads == 1 else graph.device.fold_splits):
         return False
     for user in users:
         buffers = {v.buffer for v in user.inputs if v.buffer is not out.buffer} | {v.buffer for v in node.inputs}
