@@ -52,12 +52,15 @@ CASES = {  # name -> (fn, x shape, y shape, tile, split, knobs, vec4 loads expec
 
 @pytest.fixture
 def forced(monkeypatch):
-    """Set gemm.py's knobs and force its tile and split (restored after the test)."""
+    """Set gemm.py's knobs and force its tile and split (restored after the test); the shipped
+    sliced K of linear layers off (SLICED_ROWS 0), so only the knobs change the kernel."""
+    monkeypatch.setattr(gemm, "SLICED_ROWS", 0)
+
     def force(tile, split, knobs):
         for knob, value in knobs.items():
             monkeypatch.setattr(gemm, knob, value)
         monkeypatch.setattr(gemm, "choose_tile", lambda g: tile)
-        monkeypatch.setattr(gemm, "choose_split", lambda *shape: split)
+        monkeypatch.setattr(gemm, "choose_split", lambda *shape, **_: split)
     return force
 
 
@@ -103,3 +106,28 @@ def test_tiles_fit_workgroup_memory_at_any_step(monkeypatch):
     monkeypatch.setattr(gemm, "STEP", 32)
     tm, tn = gemm.choose_tile(g)
     assert gemm.fits(GPU, tm, tn) and 4 * (tm + tn) * 32 <= GPU.workgroup_bytes
+
+
+@pytest.mark.parametrize("fn, x_shape, y_shape, vector_reads", [
+    (lambda x, y: F.linear(x, y[:, :196], y[:, 199]), (2, 37, 196), (75, 200), ()),  # 74 rows, B transposed (scalar)
+    (lambda x, y: x @ y + 1.0, (130, 300), (300, 132), ("gemm_b4",)),  # B's vec4s, K split by the cost model
+    (lambda x, y: x[:, 1:] @ y, (50, 41), (40, 70), ()),  # A's offset 1, B's 70 columns: no vec4s
+], ids=["linear_residual_rows", "split", "unaligned"])
+def test_sliced_linear_layers_by_default(fn, x_shape, y_shape, vector_reads):
+    """What ships for f32 linear layers of THIN to SLICED_ROWS rows: SLICED_GROUPS groups on SLICED_TILE
+    (gemm_add0 adds the groups' sums), B fetched as vec4s where aligned (A's 32 rows a step are too
+    few for a vec4 a thread); sizes off the tile."""
+    compiled = assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), device="gpu")
+    code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")
+    assert "fn gemm_add0(" in code and "@workgroup_size(8, 8, 4)" in code.replace(" ", "").replace(",", ", ")
+    assert ("gemm_a4" in code, "gemm_b4" in code) == ("gemm_a4" in vector_reads, "gemm_b4" in vector_reads)
+
+
+def test_sliced_only_where_measured():
+    """Longer products, convolutions and f16 weights keep the tiles the cost model picks."""
+    for net, x in ((nn.Linear(64, 96), torch.randn(600, 64)), (nn.Conv2d(16, 64, 3), torch.randn(1, 16, 12, 12))):
+        compiled = compile_module(net, model_config(net, [x], device="gpu"))
+        assert all("fn gemm_add0(" not in k["code"] for k in compiled.program["kernels"])
+    net, x = nn.Linear(200, 68).eval(), torch.randn(70, 200)
+    compiled = compile_module(net, dataclasses.replace(model_config(net, [x], device="gpu"), precision="f16"))
+    assert all("fn gemm_add0(" not in k["code"] for k in compiled.program["kernels"])

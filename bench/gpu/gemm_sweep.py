@@ -96,8 +96,9 @@ def build(out: Path, picked_only: bool, settings: list[dict], only: list[str], n
     for case, (name, net, shapes, (rows, cols, depth), tiles, full) in enumerate(cases):
         specs = [InputSpec(n, shape, "float32") for n, shape in zip("xwb", shapes)]
         config = ModelConfig(f"case{case}", Path(__file__), "", None, "f32", specs, None, {}, target="gpu")
-        picked_split = choose_split(GPU, 1, rows, cols, depth)
-        picked_tile = choose_tile(gemm.Gemm(1, rows, cols, depth, None, None, None, splits=picked_split, device=GPU))
+        sliced = gemm.sliced_shape(GPU, rows, cols)  # an f32 linear layer's (matmul.py: sliced)
+        picked_split = choose_split(GPU, 1, rows, cols, depth, sliced=sliced)
+        picked_tile = choose_tile(gemm.Gemm(1, rows, cols, depth, None, None, None, splits=picked_split, device=GPU, sliced=sliced))
 
         def splits_of(tile):
             """The splits of K the sweep times for a tile (each slice at least MIN_SPLIT_STEPS steps)."""
@@ -130,7 +131,7 @@ def build(out: Path, picked_only: bool, settings: list[dict], only: list[str], n
             if picked_only and (tile, split) != (picked_tile, picked_split):
                 continue
             gemm.choose_tile = lambda g, tile=tile: tile
-            gemm.choose_split = lambda *shape, split=split: split
+            gemm.choose_split = lambda *shape, split=split, **_: split
             folder = f"case{case}-{tile[0]}x{tile[1]}-s{split}" + "".join(f"-{k}={v}" for k, v in setting.items())
             with knob_set(gemm, setting):
                 compiled = compile_module(net, replace(config, name=folder))

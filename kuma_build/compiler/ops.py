@@ -13,6 +13,8 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
                    permuted copy's layout
     product        (node, device) -> (batch, rows, cols, depth) when the GEMM kernels compute it
                    (split_k may split its K), else None
+    sliced         (node, device) -> whether that product takes sliced K on its own tile
+                   (kernels/gemm.py: SLICED_*), which split_k's choice of split must know
     key_splits     (node, device) -> (slices, keys per slice) when passes/split_keys.py should split
                    its keys over workgroups (decode attention), else None
     bias           node -> its bias viewed in the output's shape and the bias's factor, or None
@@ -64,6 +66,7 @@ class OpRecord:
     epilogue: Callable[[Node], bool] = lambda node: False
     strided_output: bool = False
     product: Callable[[Node, DeviceClass], tuple[int, int, int, int] | None] = lambda node, device: None
+    sliced: Callable[[Node, DeviceClass], bool] = lambda node, device: False
     key_splits: Callable[[Node, DeviceClass], tuple[int, int] | None] = lambda node, device: None
     bias: Callable[[Node], tuple[Value, float] | None] = lambda node: None
     fold_sums: Callable[[Node, DeviceClass], int] | None = None
@@ -158,7 +161,7 @@ def pool_flops(node: Node) -> int:
 OPS: dict[str, OpRecord] = {
     "elementwise": OpRecord(elementwise.lower, expression=True, dynamic=ANY),
     "matmul": OpRecord(matmul.lower, matmul_flops, weight_dim=lambda node, k: {0: 1, 1: 2}.get(k),  # A [b, M, K]: rows; B [b, K, N]: columns
-                       epilogue=lambda node: True, product=lambda node, device: matmul.gemm_shape(node), bias=matmul_bias,
+                       epilogue=lambda node: True, product=lambda node, device: matmul.gemm_shape(node), sliced=matmul.sliced, bias=matmul_bias,
                        fold_affine=fold_into_linear, dynamic=ANY),
     "conv2d": OpRecord(conv.lower, conv_flops, weight_dim=conv_weight_dim, epilogue=lambda node: not node.attrs["transposed"],
                        product=lambda node, device: conv.gemm_shape(node) if conv.is_implicit_gemm(node, device) else None,

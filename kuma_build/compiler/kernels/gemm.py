@@ -77,6 +77,15 @@ DOUBLE_BUFFER = False
 # the partial sums' trip through memory and the dispatch that adds them (1, 2, 4, 8 or 16; tiles
 # whose staged step and one group's sums do not fit the workgroup memory keep 1: k_groups)
 K_GROUPS = 1
+# what ships: sliced K where the sweep measured it faster (H200, wgpu-py, 11:52 UTC, docs/performance.md
+# item 4): an f32 linear layer of more than THIN and at most SLICED_ROWS rows (matmul.py: sliced) takes
+# SLICED_GROUPS groups on a SLICED_TILE tile (4 x 8 sums a thread), B's tile fetched as vec4s where
+# aligned (A's 32 rows of a step are too few for a vec4 a thread: vector_side); BERT-128's four
+# products a layer 152.8 -> 136.7 us, ViT's 220.9 -> 197.4, BERT-512's
+# 391.7 -> 360.4, each at the split the cost model picks for that tile. Convolutions, f16 weights
+# (their subgroup-matrix variant shares the tiled kernel's grid) and longer products keep the tiles
+# above (not measured with groups)
+SLICED_GROUPS, SLICED_TILE, SLICED_ROWS = 4, (32, 64), 512
 
 
 @dataclass
@@ -113,6 +122,7 @@ class Gemm:
     device: DeviceClass | None = None  # the class the kernel is tuned for
     stored_a: Stored | None = None  # A, B as an f16 weight's binding holds them (only gemm_matrix.py reads these)
     stored_b: Stored | None = None
+    sliced: bool = False  # sliced K on SLICED_TILE (matmul.py: sliced)
 
     @property
     def element(self) -> str:
@@ -143,15 +153,16 @@ class Gemm:
         return f"{ceil(self.depth / self.splits / STEP) * STEP}u"
 
 
-def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int) -> float:
+def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int, wanted: int = 0) -> float:
     """Estimated time of the tiled kernel: waves of the workgroups in flight (device.parallel, more
     for small tiles: small_tile_occupancy), each running its K steps; a step costs its thread's FMAs and workgroup-memory reads, its share of the global
     loads and a fixed latency (barriers, memory). Splitting K adds a dispatch that sums the partials
     and the partials' trip through memory (written, then read by the sum). With K groups (k_groups)
     a thread takes its group's share of a step's k, and each group after the first adds its sums
-    through workgroup memory, each piece costing about a step's latency."""
+    through workgroup memory, each piece costing about a step's latency (wanted: the groups asked
+    for, as group_count gives them; 0: K_GROUPS)."""
     groups = batch * ceil(rows / tm) * ceil(cols / tn) * splits
-    k_group, pieces = k_groups(device, tm, tn)
+    k_group, pieces = k_groups(device, tm, tn, wanted or K_GROUPS)
     ty, tx = group_grid(k_group)
     rows_side, cols_side = Side(tm, ty), Side(tn, tx)
     per_step = STEP // k_group * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
@@ -167,21 +178,26 @@ def fits(device: DeviceClass, tm: int, tn: int) -> bool:
 
 
 def choose_tile(g: Gemm) -> tuple[int, int]:
-    """The tile of least estimated cost for g's shape and split (ties: the bigger tile)."""
+    """The tile of least estimated cost for g's shape and split (ties: the bigger tile); SLICED_TILE
+    for a sliced product."""
+    if g.sliced:
+        return SLICED_TILE
     tiles = [(tm, tn) for tm in g.device.tiles for tn in g.device.tiles if fits(g.device, tm, tn)]
     return min(tiles, key=lambda t: (cost(g.device, *g.largest, *t, g.splits), -t[0] * t[1]))
 
 
-def choose_split(device: DeviceClass, batch: int, rows: int, cols: int, depth: int) -> int:
+def choose_split(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, sliced: bool = False) -> int:
     """Into how many slices of K the tiled kernel should split a product (1: don't). Splitting
-    only pays when the tiles are too few to fill the device and K is long."""
+    only pays when the tiles are too few to fill the device and K is long. A sliced product (on
+    SLICED_TILE, in SLICED_GROUPS groups) gets the split its tile costs least with."""
     if any(isinstance(x, Sym) for x in (batch, rows, cols, depth)):
         return 1  # a dim's small values would leave most slices empty; the partials would need dynamic sizes
     if min(rows, cols) <= THIN:
         return 1  # the thin kernel splits K inside its workgroups
-    options = [(tm, tn, s) for tm in device.tiles for tn in device.tiles for s in device.splits
-               if fits(device, tm, tn) and (s == 1 or depth >= s * STEP * MIN_SPLIT_STEPS)]
-    return min(options, key=lambda o: (cost(device, batch, rows, cols, depth, *o), o[2]))[2]
+    tiles = [SLICED_TILE] if sliced else [(tm, tn) for tm in device.tiles for tn in device.tiles if fits(device, tm, tn)]
+    options = [(tm, tn, s) for tm, tn in tiles for s in device.splits if s == 1 or depth >= s * STEP * MIN_SPLIT_STEPS]
+    wanted = group_count(sliced)
+    return min(options, key=lambda o: (cost(device, batch, rows, cols, depth, *o, wanted), o[2]))[2]
 
 
 def stage(var: str, load: list[str], check: str, zero: str = "0.0") -> list[str]:
@@ -329,7 +345,7 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     group lid.z takes k lid.z * share .. + share - 1 of each step, and at the end groups 1, 2, ...
     in turn store their sums in workgroup memory for group 0 to add, which then finishes the tile."""
     tm, tn = choose_tile(g)
-    k_group, pieces = k_groups(g.device, tm, tn)
+    k_group, pieces = k_groups(g.device, tm, tn, group_count(g.sliced))
     (ty, tx), element = group_grid(k_group), g.element
     rows, cols = Side(tm, ty), Side(tn, tx)
     double = double_buffered(g.device, tm, tn)
@@ -458,30 +474,43 @@ def group_grid(k_group: int) -> tuple[int, int]:
     return SIDE >> (log + 1) // 2, SIDE >> log // 2
 
 
-def k_groups(device: DeviceClass, tm: int, tn: int) -> tuple[int, int]:
+def sliced_shape(device: DeviceClass, rows, cols) -> bool:
+    """The shape part of matmul.py's sliced: static rows past THIN up to SLICED_ROWS, columns past THIN, the "gpu" classes."""
+    return (not device.register_gemm and isinstance(rows, int) and isinstance(cols, int)
+            and THIN < rows <= SLICED_ROWS and THIN < cols)
+
+
+def group_count(sliced: bool) -> int:
+    """The K groups asked of a product: K_GROUPS where the sweep sets it, else SLICED_GROUPS for a
+    sliced product, 1 for the rest."""
+    return K_GROUPS if K_GROUPS > 1 else SLICED_GROUPS if sliced else 1
+
+
+def k_groups(device: DeviceClass, tm: int, tn: int, wanted: int) -> tuple[int, int]:
     """(groups, pieces): into how many groups of threads the tiled kernel splits each staged K
-    step's k (K_GROUPS), and in how many pieces of rows a group's sums go through workgroup memory
+    step's k (`wanted`, as group_count gives it), and in how many pieces of rows a group's sums go through workgroup memory
     to be added (the fewest that fit beside the staged step, or two with double_buffered). (1, 1)
     where the group's grid does not fit the tile, a thread would own more than 64 sums, or even a
     piece of one row a thread does not fit."""
-    if K_GROUPS == 1:
+    if wanted == 1:
         return 1, 1
     halves = 2 if double_buffered(device, tm, tn) else 1
-    ty, tx = group_grid(K_GROUPS)
-    if STEP % K_GROUPS or tm % ty or tn % tx or tm // ty * (tn // tx) > 64:
+    ty, tx = group_grid(wanted)
+    if STEP % wanted or tm % ty or tn % tx or tm // ty * (tn // tx) > 64:
         return 1, 1
     pieces = [p for p in range(1, tm // ty + 1) if tm // ty % p == 0
               and 4 * (halves * (tm + tn) * STEP + tm * tn // p) <= device.workgroup_bytes]
-    return (K_GROUPS, pieces[0]) if pieces else (1, 1)
+    return (wanted, pieces[0]) if pieces else (1, 1)
 
 
 def vector_side(tile: int) -> bool:
-    """Whether VECTOR_LOADS fetches a tile side's K step as vec4s: a whole number of them per thread."""
-    return VECTOR_LOADS and tile * STEP % (4 * SIDE ** 2) == 0
+    """Whether a tile side's K step can be fetched as vec4s (VECTOR_LOADS, or a sliced product:
+    matmul.py's vec4_operands asks): a whole number of them per thread."""
+    return tile * STEP % (4 * SIDE ** 2) == 0
 
 
 def vectors(load, tile: int) -> bool:
-    """Whether a tile side's K step is fetched as vec4s: vector_side, and a vec4 reader."""
+    """Whether a tile side's K step is fetched as vec4s: a vec4 reader (the caller's choice), and vector_side."""
     return load is not None and vector_side(tile)
 
 

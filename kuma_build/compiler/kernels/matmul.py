@@ -28,15 +28,26 @@ def gemm_shape(node) -> tuple[int, int, int, int]:
     return (1, batch * m, n, k) if folds(node) else (batch, m, n, k)
 
 
+def sliced(node, device) -> bool:
+    """Whether the product takes sliced K (gemm.SLICED_GROUPS groups on gemm.SLICED_TILE, B's tile
+    fetched as vec4s where aligned, as the sweep measured it): the "gpu" classes' f32 linear layers of more than gemm.THIN and
+    at most gemm.SLICED_ROWS rows, static sizes: the transformer shapes the sweep measured it on.
+    f16 weights keep their tiles: their subgroup-matrix variant shares the tiled kernel's grid."""
+    _, rows, cols, depth = gemm_shape(node)
+    return (gemm_module.sliced_shape(device, rows, cols) and isinstance(depth, int)
+            and all(v.buffer.storage == "f32" for v in node.inputs[:2]))
+
+
 def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
-    """Whether the tiled kernel reads A and B as vec4s along their last dim (gemm.VECTOR_LOADS):
-    static sizes, a tiled product whose tile side takes vec4s (gemm.vector_side), and each vec4
+    """Whether the tiled kernel reads A and B as vec4s along their last dim (gemm.VECTOR_LOADS, or a
+    sliced product): static sizes, a tiled product whose tile side takes vec4s (gemm.vector_side), and each vec4
     whole and aligned (unit last stride, a last dim and every other stride and the offset multiples
     of 4). Only then is the binding declared so: its other reads take one element of a vec4."""
     shape = gemm_shape(node)
-    if not gemm_module.VECTOR_LOADS or device.register_gemm or not all(isinstance(x, int) for x in shape):
+    on = sliced(node, device)
+    if not (gemm_module.VECTOR_LOADS or on) or device.register_gemm or not all(isinstance(x, int) for x in shape):
         return False, False
-    g = Gemm(*shape, None, None, None, splits=node.attrs.get("splits", 1), device=device)
+    g = Gemm(*shape, None, None, None, splits=node.attrs.get("splits", 1), device=device, sliced=on)
     if is_thin(g):
         return False, False
     tm, tn = gemm_module.choose_tile(g)
@@ -103,6 +114,7 @@ def lower(node, device):
         load_b_pair=pair,
         splits=node.attrs.get("splits", 1),
         device=device,
+        sliced=sliced(node, device),
         stored_a=weight_layout(0, 1),
         stored_b=weight_layout(1, 2),
     )

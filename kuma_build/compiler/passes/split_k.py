@@ -37,7 +37,8 @@ def split_k(graph) -> None:
     for node in graph.nodes:
         nodes.append(node)
         shape = record(node).product(node, graph.device)
-        splits = gemm.choose_split(graph.device, *shape) if shape else 1  # by attribute: bench/gpu/gemm_sweep.py forces it
+        # by attribute: bench/gpu/gemm_sweep.py forces it
+        splits = gemm.choose_split(graph.device, *shape, sliced=record(node).sliced(node, graph.device)) if shape else 1
         if splits > 1:
             sums.append(_split(node, splits))
             nodes.append(sums[-1])
