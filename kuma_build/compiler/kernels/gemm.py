@@ -214,10 +214,9 @@ def pairs(g: Gemm, side: str) -> bool:
     holds the word as loaded, and staging unpacks it, so each word is loaded once and no
     conversion waits on a load before the step's products. Staged elements 2t, 2t + 1 are
     neighbouring k of A's row only when its k are neighbours in memory (tiled's a_m, a_k)."""
-    load, tile = (g.load_a_pair, 0) if side == "a" else (g.load_b_pair, 1)
+    load = g.load_a_pair if side == "a" else g.load_b_pair
     contiguous = g.a_k_contiguous if side == "a" else True
-    return (load is not None and contiguous and not g.half and not g.device.register_gemm
-            and choose_tile(g)[tile] * STEP // SIDE ** 2 % 2 == 0)
+    return load is not None and contiguous and not g.half and not g.device.register_gemm
 
 
 def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], at, write, o: str = "") -> tuple[str, list[str], str, int]:
@@ -225,17 +224,23 @@ def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], 
     zero of a thread's fetch registers and how many fetches a thread makes. Staged element e of the
     operand is at (origins[0] + at(e)[0], origins[1] + at(e)[1]) and write(e, value) stores it in
     the tile (o: stage's extra parameter, the double buffer's half). With pairs(g, side), fetch t
-    loads the word of elements 2t and 2t + 1, half as many."""
+    loads the word of elements 2t and 2t + 1, half as many; a side of one element a thread (a
+    16-wide tile) has fewer words than threads, and the threads past them fetch and stage none
+    (whole subgroups: the first half of the workgroup's threads fetch)."""
     head = f"fn fetch_{side}(t: u32, batch: u32, {origins[0]}: u32, {origins[1]}: u32)"
     if not pairs(g, side):
         x, y = at("t")
         fetch = f"{head} -> {g.element} {{ return {g.convert(f'gemm_{side}(batch, {origins[0]} + {x}, {origins[1]} + {y})')}; }}"
         return fetch, [f"fn stage_{side}(t: u32, v: {g.element}{o}) {{ {write('t', 'v')} }}"], g.zero, fetches
     x, y = at("2u * t")
-    fetch = f"{head} -> u32 {{ return gemm_{side}_pair(batch, {origins[0]} + {x}, {origins[1]} + {y}); }}"
-    stage = block(f"fn stage_{side}(t: u32, w: u32{o})", [f"let v = {precision.pair_values('w')};",
-                                                           write("2u * t", "v.x"), write("2u * t + 1u", "v.y")])
-    return fetch, stage, "0u", fetches // 2
+    word = f"gemm_{side}_pair(batch, {origins[0]} + {x}, {origins[1]} + {y})"
+    unpack = [f"let v = {precision.pair_values('w')};", write("2u * t", "v.x"), write("2u * t + 1u", "v.y")]
+    if fetches % 2:  # fetches == 1: SIDE ** 2 // 2 words
+        words = SIDE ** 2 // 2
+        fetch = "\n".join(block(f"{head} -> u32", [f"if (t >= {words}u) {{ return 0u; }}", f"return {word};"]))
+        return fetch, block(f"fn stage_{side}(t: u32, w: u32{o})", block(f"if (t < {words}u)", unpack)), "0u", 1
+    fetch = f"{head} -> u32 {{ return {word}; }}"
+    return fetch, block(f"fn stage_{side}(t: u32, w: u32{o})", unpack), "0u", fetches // 2
 
 
 # Per-thread values are scalars with names fixed in the generator (acc_0_1, not acc[i][j] in a
