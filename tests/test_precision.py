@@ -118,21 +118,29 @@ LAYERS = {  # module, inputs, {weight (merged ones: their parameters joined by "
     # tiled, 16 x 32 tiles: B's f16 words fetched whole (gemm.py, pairs) when the rows start on words
     "gpu_pair_linear": (lambda: nn.Linear(45, 258), lambda: [torch.randn(256, 45)], {"weight": 0}, "gpu"),
     "gpu_pair_matmul": (lambda: WideMatmul(45, 258), lambda: [torch.randn(256, 45)], {"weight": 1}, "gpu"),
-    "gpu_odd_matmul": (lambda: WideMatmul(43, 257), lambda: [torch.randn(256, 43)], {"weight": 1}, "gpu"),  # odd rows: per element
+    # odd rows (257 columns), stored padded to even (passes/weight_storage.py): words too
+    "gpu_odd_matmul": (lambda: WideMatmul(43, 257), lambda: [torch.randn(256, 43)], {"weight": 1}, "gpu"),
+    # odd K and odd columns, neither a multiple of the tiles: the weight's rows (131 columns) padded
+    "gpu_odd_linear": (lambda: nn.Linear(147, 131), lambda: [torch.randn(40, 147)], {"weight": 0}, "gpu"),
     # tiled, 16 x 32 tiles: the merged weight's words fetched whole by two k
     "gpu_pair_merged": (lambda: QueryKey(46, 130), lambda: [torch.randn(256, 46)], {"q.weight+k.weight": 0}, "gpu"),
+    "gpu_odd_merged": (lambda: QueryKey(45, 130), lambda: [torch.randn(56, 45)], {"q.weight+k.weight": 0}, "gpu"),  # odd K, padded
     "conv": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "cpu"),  # direct
-    "conv_gemm": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "gpu"),  # odd K: per element
+    "conv_gemm": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "gpu"),  # odd K of 63, padded
+    # a ResNet stem's K of 3 x 7 x 7 = 147, padded; 20 rows and 15 x 16 pixels, not multiples of the tiles
+    "gpu_odd_conv": (lambda: nn.Conv2d(3, 20, 7, stride=2, padding=3), lambda: [torch.randn(1, 3, 29, 31)], {"weight": 0}, "gpu"),
     # tiled, 32 x 32 tiles, 21 rows a group: A's f16 words (two k) fetched whole (gemm.py, pairs)
     "gpu_pair_conv": (lambda: nn.Conv2d(12, 42, 3, padding=1, groups=2), lambda: [torch.randn(2, 12, 37, 37)], {"weight": 0}, "gpu"),
-    # direct: a filter row's f16 words loaded before its taps, rows starting on odd elements (7 x 7) or on words (4 x 4)
+    # direct: a filter row's f16 words loaded before its taps, rows starting on words (7 x 7, padded to 8; 4 x 4)
+    # or on odd elements (3 x 3: too short to pad)
     "gpu_depthwise": (lambda: nn.Conv2d(22, 22, 7, padding=3, groups=22), lambda: [torch.randn(1, 22, 9, 11)], {"weight": 0}, "gpu"),
+    "gpu_depthwise_3x3": (lambda: nn.Conv2d(120, 120, 3, padding=1, groups=120), lambda: [torch.randn(1, 120, 5, 6)], {"weight": 0}, "gpu"),
     "gpu_conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 4, stride=2, padding=1), lambda: [torch.randn(1, 12, 5, 7)], {"weight": 1}, "gpu"),
     "conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 3, stride=2), lambda: [torch.randn(1, 12, 5, 6)], {"weight": 1}, "cpu"),
     "embedding": (Embedding, lambda: [torch.randint(0, 101, (3, 7))], {"table.weight": 0}, "cpu"),
 }
-GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul", "conv_gemm",
-               "gpu_pair_conv", "gpu_pair_merged"]
+GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul",
+               "gpu_odd_linear", "conv_gemm", "gpu_odd_conv", "gpu_pair_conv", "gpu_pair_merged", "gpu_odd_merged"]
 
 
 def compiled_layer(layer: str, precision: str):
@@ -183,16 +191,21 @@ pytestmark = pytest.mark.usefixtures("tiles_as_written")  # conftest.py: the gpu
 WORDS = ("gemm_a_pair", "gemm_b_pair", "let filter_row=")  # what each way of reading f16 weights by words adds to a kernel
 
 
-@pytest.mark.parametrize("layer, words", [("gpu_pair_linear", "gemm_b_pair"), ("gpu_pair_matmul", "gemm_b_pair"), ("gpu_odd_matmul", None),
-                                          ("gpu_pair_merged", "gemm_b_pair"), ("gpu_pair_conv", "gemm_a_pair"), ("conv_gemm", None),
-                                          ("gpu_depthwise", "let filter_row="), ("gpu_conv_transpose", "let filter_row=")])
+@pytest.mark.parametrize("layer, words", [("gpu_pair_linear", "gemm_b_pair"), ("gpu_pair_matmul", "gemm_b_pair"), ("gpu_odd_matmul", "gemm_b_pair"),
+                                          ("gpu_odd_linear", "gemm_b_pair"), ("gpu_pair_merged", "gemm_b_pair"), ("gpu_odd_merged", "gemm_b_pair"),
+                                          ("gpu_pair_conv", "gemm_a_pair"), ("conv_gemm", "gemm_a_pair"), ("gpu_odd_conv", "gemm_a_pair"),
+                                          ("gpu_depthwise", "let filter_row="), ("gpu_depthwise_3x3", "let filter_row="),
+                                          ("gpu_conv_transpose", "let filter_row=")])
 def test_kernels_fetch_f16_weight_words_whole(layer, words):
     """Without shader-f16, the tiled kernel loads each word of two f16 weight values once and
-    unpacks it when staging, and the direct convolution loads a filter row's words before its taps
-    (docs/precision.md); the shader-f16 variant and f32 builds read elements."""
+    unpacks it when staging, also where rows of odd length were padded to start on words, and the
+    direct convolution loads a filter row's words before its taps, picking their halves only where
+    rows too short to pad start on odd elements (docs/precision.md); the shader-f16 variant and f32
+    builds read elements."""
     compiled = compiled_layer(layer, "f16")[0]
     kernel = next(k for k in compiled.program["kernels"] if k["name"] in ("matmul", "conv2d", "conv_transpose2d"))
-    assert [w for w in WORDS if w in kernel["code"]] == ([words] if words else [])
+    assert [w for w in WORDS if w in kernel["code"]] == [words]
+    assert ("let odd=" in kernel["code"]) == (layer == "gpu_depthwise_3x3")
     assert not any(w in kernel["f16"] for w in WORDS)
     assert not any(w in k["code"] for w in WORDS for k in compiled_layer(layer, "f32")[0].program["kernels"])
 

@@ -49,6 +49,16 @@ def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
     return gemm_module.vector_side(tm) and aligned(0), gemm_module.vector_side(tn) and aligned(1)
 
 
+def word_row(node, k: int) -> int | None:
+    """The rows of B (input 1) whose neighbours the tiled kernel reads by words when it is stored
+    f16 (OpRecord.word_row): its columns when they are neighbours in memory (x @ W), else its k (a
+    linear layer's weight). A is read by elements."""
+    if k != 1:
+        return None
+    b_view = node.inputs[1]
+    return b_view.shape[2] if b_view.strides[2] == 1 else b_view.shape[1]
+
+
 def lower(node, device):
     b = Bindings(node)
     a_view, b_view = node.inputs[0], node.inputs[1]
@@ -74,11 +84,13 @@ def lower(node, device):
         return [f"let value = {value};", *writer.lines], stored
 
     # neighbouring columns of an f16 weight share a word when every row starts on a word (even
-    # strides and offset), or neighbouring k when the columns are not neighbours (a merged linear
-    # weight, passes/merge_products.py) but k are and K is even: the tiled kernel then loads each
-    # word once (gemm.py, load_b_pair)
+    # strides and offset; odd rows are padded so, passes/weight_storage.py), or neighbouring k when
+    # the columns are not neighbours (a linear weight, merged ones too: passes/merge_products.py)
+    # but k are: the tiled kernel then loads each word once (gemm.py, load_b_pair). A padded row's
+    # last word also holds its padding, staged past the last column or k, where the other operand
+    # or the output's bounds make it count for nothing
     inner = 2 if b_view.strides[2] == 1 or n == 1 else 1  # the dim of B's pairs: columns (as cols_contiguous says), else k
-    evens = [x for d, x in enumerate(b_view.strides) if d != inner] + [b_view.offset] + ([k] if inner == 1 else [])
+    evens = [x for d, (size, x) in enumerate(zip(b_view.shape, b_view.strides)) if d != inner and size != 1] + [b_view.offset]
     even = b_view.strides[inner] == 1 and all(isinstance(x, int) and x % 2 == 0 for x in evens)
     pair = (lambda var, bi, kk, c: [f"{var} = {b.pair(1, [bi, kk, c])};"]) if even and b.pair(1, ["0u"] * 3) else None
 
