@@ -92,6 +92,15 @@ class WideMatmul(nn.Module):  # x @ w on the tiled kernel with 32-column tiles (
         return x @ self.weight
 
 
+class LeftMatmul(nn.Module):  # w @ x: the weight is A, read by words of two k
+    def __init__(self, m, k):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(m, k))
+
+    def forward(self, x):
+        return self.weight @ x
+
+
 class QueryKey(nn.Module):  # two linear layers of one input, merged into one product (passes/merge_products.py) whose weight's k are neighbours
     def __init__(self, k, n):
         super().__init__()
@@ -122,6 +131,7 @@ LAYERS = {  # module, inputs, {weight (merged ones: their parameters joined by "
     "gpu_odd_matmul": (lambda: WideMatmul(43, 257), lambda: [torch.randn(256, 43)], {"weight": 1}, "gpu"),
     # odd K and odd columns, neither a multiple of the tiles: the weight's rows (131 columns) padded
     "gpu_odd_linear": (lambda: nn.Linear(147, 131), lambda: [torch.randn(40, 147)], {"weight": 0}, "gpu"),
+    "gpu_left_matmul": (lambda: LeftMatmul(40, 45), lambda: [torch.randn(45, 70)], {"weight": 0}, "gpu"),  # odd K, padded
     # tiled, 16 x 32 tiles: the merged weight's words fetched whole by two k
     "gpu_pair_merged": (lambda: QueryKey(46, 130), lambda: [torch.randn(256, 46)], {"q.weight+k.weight": 0}, "gpu"),
     "gpu_odd_merged": (lambda: QueryKey(45, 130), lambda: [torch.randn(56, 45)], {"q.weight+k.weight": 0}, "gpu"),  # odd K, padded
@@ -140,7 +150,7 @@ LAYERS = {  # module, inputs, {weight (merged ones: their parameters joined by "
     "embedding": (Embedding, lambda: [torch.randint(0, 101, (3, 7))], {"table.weight": 0}, "cpu"),
 }
 GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul",
-               "gpu_odd_linear", "conv_gemm", "gpu_odd_conv", "gpu_pair_conv", "gpu_pair_merged", "gpu_odd_merged"]
+               "gpu_odd_linear", "gpu_left_matmul", "conv_gemm", "gpu_odd_conv", "gpu_pair_conv", "gpu_pair_merged", "gpu_odd_merged"]
 
 
 def compiled_layer(layer: str, precision: str):
@@ -191,11 +201,14 @@ pytestmark = pytest.mark.usefixtures("tiles_as_written")  # conftest.py: the gpu
 WORDS = ("gemm_a_pair", "gemm_b_pair", "let filter_row=")  # what each way of reading f16 weights by words adds to a kernel
 
 
-@pytest.mark.parametrize("layer, words", [("gpu_pair_linear", "gemm_b_pair"), ("gpu_pair_matmul", "gemm_b_pair"), ("gpu_odd_matmul", "gemm_b_pair"),
-                                          ("gpu_odd_linear", "gemm_b_pair"), ("gpu_pair_merged", "gemm_b_pair"), ("gpu_odd_merged", "gemm_b_pair"),
-                                          ("gpu_pair_conv", "gemm_a_pair"), ("conv_gemm", "gemm_a_pair"), ("gpu_odd_conv", "gemm_a_pair"),
-                                          ("gpu_depthwise", "let filter_row="), ("gpu_depthwise_3x3", "let filter_row="),
-                                          ("gpu_conv_transpose", "let filter_row=")])
+WORDS_READ = {  # layer -> what its kernel reads f16 weights by
+    **dict.fromkeys(["gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul", "gpu_odd_linear", "gpu_pair_merged", "gpu_odd_merged"], "gemm_b_pair"),
+    **dict.fromkeys(["gpu_left_matmul", "gpu_pair_conv", "conv_gemm", "gpu_odd_conv"], "gemm_a_pair"),
+    **dict.fromkeys(["gpu_depthwise", "gpu_depthwise_3x3", "gpu_conv_transpose"], "let filter_row="),
+}
+
+
+@pytest.mark.parametrize("layer, words", WORDS_READ.items())
 def test_kernels_fetch_f16_weight_words_whole(layer, words):
     """Without shader-f16, the tiled kernel loads each word of two f16 weight values once and
     unpacks it when staging, also where rows of odd length were padded to start on words, and the
