@@ -34,7 +34,7 @@ evaluates; tiles and kernels are chosen for their max values (Gemm.largest), and
 split nor the thin kernel's narrow side a Sym (it is unrolled).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import ceil
 from typing import Callable
 
@@ -515,7 +515,8 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     if g.half:  # each iteration's STEP products summed in f16, then added to the f32 sums
         accumulate = [*[f"var part{n} = 0.0h;" for n in range(narrow)], *accumulate, *[f"acc{n} += f32(part{n});" for n in range(narrow)]]
     ks = loop("k", "s", u32(g.depth), THIN_UNROLL * split, accumulate)
-    code = functions(g) + workgroup_reduce("gemm_sum", "sum", "f32", size, lanes) + f"""
+    unpaired = replace(g, load_a_pair=None, load_b_pair=None)  # it reads elements (its neighbouring threads share the words)
+    code = functions(unpaired) + workgroup_reduce("gemm_sum", "sum", "f32", size, lanes) + f"""
 
 @compute @workgroup_size({size})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
