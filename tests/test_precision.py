@@ -223,6 +223,16 @@ def test_kernels_fetch_f16_weight_words_whole(layer, words):
     assert not any(w in k["code"] for w in WORDS for k in compiled_layer(layer, "f32")[0].program["kernels"])
 
 
+@pytest.mark.parametrize("layer, rows, row, padded", [("gpu_odd_conv", 20, 147, 148), ("gpu_depthwise", 22 * 7, 7, 8),
+                                                      ("gpu_depthwise_3x3", 120 * 3, 3, 3), ("gpu_pair_conv", 42, 54, 54)])
+def test_f16_weights_rows_of_odd_length_stored_padded(layer, rows, row, padded):
+    """An f16 weight read by words along rows of odd length (7 or more) is stored with a zero after
+    each row (passes/weight_storage.py); shorter or even rows, and f32 builds, as they are."""
+    for precision, length in (("f16", padded), ("f32", row)):
+        weight = next(w for w in compiled_layer(layer, precision)[0].manifest["weights"] if w["name"] == "weight")
+        assert weight["numel"] == rows * length
+
+
 @cache
 def compiled_model(name: str, precision: str):
     """(compiled, config, inputs, f32 PyTorch outputs) of a tests/models model."""

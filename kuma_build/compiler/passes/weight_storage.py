@@ -68,7 +68,7 @@ def pad_odd_rows(graph) -> None:
         if buf in outputs or len(rows) != 1:
             continue
         (row,) = rows
-        if row % 2 == 0 or row < MIN_PADDED_ROW or buf.numel % row:
+        if not isinstance(row, int) or row % 2 == 0 or row < MIN_PADDED_ROW or buf.numel % row:
             continue
         padded = [padded_view(node.inputs[k], row) for node, k in uses]
         if any(view is None for view in padded):
