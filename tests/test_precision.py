@@ -124,6 +124,11 @@ LAYERS = {  # module, inputs, {weight (merged ones: their parameters joined by "
     "right_matmul": (RightMatmul, lambda: [torch.randn(6, 33)], {"weight": 1}, "cpu"),  # thin gemm
     "long_linear": (lambda: nn.Linear(4608, 24), lambda: [torch.randn(40, 4608)], {"weight": 0}, "gpu"),  # tiled, K = 4608
     "gpu_thin_linear": (lambda: nn.Linear(301, 70), lambda: [torch.randn(1, 301)], {"weight": 0}, "gpu"),  # a decode step's
+    # the thin kernel by f16 words: two columns a thread (77, padded), two k a word (a merged weight's; a convolution's
+    # on 6 pixels, the weight the wide side, K = 297 padded)
+    "gpu_thin_odd_linear": (lambda: nn.Linear(300, 77), lambda: [torch.randn(3, 300)], {"weight": 0}, "gpu"),
+    "gpu_thin_merged": (lambda: QueryKey(45, 130), lambda: [torch.randn(4, 45)], {"q.weight+k.weight": 0}, "gpu"),
+    "gpu_thin_conv": (lambda: nn.Conv2d(33, 40, 3, padding=1), lambda: [torch.randn(1, 33, 2, 3)], {"weight": 0}, "gpu"),
     # tiled, 16 x 32 tiles: B's f16 words fetched whole (gemm.py, pairs) when the rows start on words
     "gpu_pair_linear": (lambda: nn.Linear(45, 258), lambda: [torch.randn(256, 45)], {"weight": 0}, "gpu"),
     "gpu_pair_matmul": (lambda: WideMatmul(45, 258), lambda: [torch.randn(256, 45)], {"weight": 1}, "gpu"),
@@ -149,7 +154,7 @@ LAYERS = {  # module, inputs, {weight (merged ones: their parameters joined by "
     "conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 3, stride=2), lambda: [torch.randn(1, 12, 5, 6)], {"weight": 1}, "cpu"),
     "embedding": (Embedding, lambda: [torch.randint(0, 101, (3, 7))], {"table.weight": 0}, "cpu"),
 }
-GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul",
+GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_thin_odd_linear", "gpu_thin_merged", "gpu_thin_conv", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul",
                "gpu_odd_linear", "gpu_left_matmul", "conv_gemm", "gpu_odd_conv", "gpu_pair_conv", "gpu_pair_merged", "gpu_odd_merged"]
 
 
@@ -202,8 +207,9 @@ WORDS = ("gemm_a_pair", "gemm_b_pair", "let filter_row=")  # what each way of re
 
 
 WORDS_READ = {  # layer -> what its kernel reads f16 weights by
-    **dict.fromkeys(["gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul", "gpu_odd_linear", "gpu_pair_merged", "gpu_odd_merged"], "gemm_b_pair"),
-    **dict.fromkeys(["gpu_left_matmul", "gpu_pair_conv", "conv_gemm", "gpu_odd_conv"], "gemm_a_pair"),
+    **dict.fromkeys(["gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul", "gpu_odd_linear", "gpu_pair_merged", "gpu_odd_merged",
+                     "gpu_thin_linear", "gpu_thin_odd_linear", "gpu_thin_merged"], "gemm_b_pair"),
+    **dict.fromkeys(["gpu_left_matmul", "gpu_pair_conv", "conv_gemm", "gpu_odd_conv", "gpu_thin_conv"], "gemm_a_pair"),
     **dict.fromkeys(["gpu_depthwise", "gpu_depthwise_3x3", "gpu_conv_transpose"], "let filter_row="),
 }
 

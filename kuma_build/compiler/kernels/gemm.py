@@ -490,40 +490,62 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     and go through the narrow side; neighbouring threads read neighbouring memory where they can.
     A single-row product (decoding) is a stream of B through memory: each workgroup takes few
     columns (thin_lanes), so there are many workgroups, and each thread loads THIN_UNROLL of its k
-    before using any, so many loads are in flight."""
+    before using any, so many loads are in flight. A wide operand fetched by f16 words (pairs) is
+    loaded a word at a time: a thread owns two neighbouring wide elements when they share words
+    (vec2 sums), else takes two neighbouring k a word."""
     size = SIDE * SIDE
     _, rows, cols, _ = g.largest
-    if cols < rows:  # threads own rows w, go through the columns
+    side = "a" if cols < rows else "b"  # the wide operand
+    if side == "a":  # threads own rows w, go through the columns
         wide, narrow, fast = g.rows, g.cols, not g.a_k_contiguous
-        load_wide, load_narrow = lambda k: f"gemm_a(batch, w, {k})", lambda n, k: f"gemm_b(batch, {k}, {n}u)"
-        at = lambda n: f"w, {n}u"
+        load_wide, load_narrow = lambda k, fn="gemm_a": f"{fn}(batch, w, {k})", lambda n, k: f"gemm_b(batch, {k}, {n}u)"
+        at = lambda n, w: f"{w}, {n}u"
     else:  # a dynamic row count is unrolled to its bound; gemm_a and gemm_put check each row
         wide, narrow, fast = g.cols, rows, g.cols_contiguous
-        load_wide, load_narrow = lambda k: f"gemm_b(batch, {k}, w)", lambda n, k: f"gemm_a(batch, {n}u, {k})"
-        at = lambda n: f"{n}u, w"
+        load_wide, load_narrow = lambda k, fn="gemm_b": f"{fn}(batch, {k}, w)", lambda n, k: f"gemm_a(batch, {n}u, {k})"
+        at = lambda n, w: f"{n}u, {w}"
     lanes = thin_lanes(g.device, max_value(wide), fast)  # wide elements per workgroup
-    split = size // lanes
-    slot = [f"let lane = li % {lanes}u;", f"let s = li / {lanes}u;"] if fast else [f"let lane = li / {split}u;", f"let s = li % {split}u;"]
+    words = pairs(g, side) and (lanes > 1 or not fast)  # its words hold two wide elements when fast, else two k (matmul.py, conv.py)
+    per = 2 if words and fast else 1  # wide elements a thread owns
+    across = lanes // per  # threads along the wide side
+    split = size // across
+    slot = [f"let lane = li % {across}u;", f"let s = li / {across}u;"] if fast else [f"let lane = li / {split}u;", f"let s = li % {split}u;"]
     sums = "part" if g.half else "acc"  # what a k adds to
-    k_at = [f"k + {u * split}u" for u in range(THIN_UNROLL)]  # the thread's k this iteration (past K: zeros)
-    accumulate = [f"let vw{u} = {g.convert(load_wide(k))};" for u, k in enumerate(k_at)]
-    accumulate += [f"{sums}{n} = fma({g.convert(load_narrow(n, k))}, vw{u}, {sums}{n});" for u, k in enumerate(k_at) for n in range(narrow)]
+    if not words:
+        k_at = [f"k + {u * split}u" for u in range(THIN_UNROLL)]  # the thread's k this iteration (past K: zeros)
+        accumulate = [f"let vw{u} = {g.convert(load_wide(k))};" for u, k in enumerate(k_at)]
+        accumulate += [f"{sums}{n} = fma({g.convert(load_narrow(n, k))}, vw{u}, {sums}{n});" for u, k in enumerate(k_at) for n in range(narrow)]
+        first = "s"
+    elif per == 2:  # word u: wide elements w, w + 1 at k_at[u]
+        k_at = [f"k + {u * split}u" for u in range(THIN_UNROLL)]
+        accumulate = [f"let vw{u} = {precision.pair_values(load_wide(k, f'gemm_{side}_pair'))};" for u, k in enumerate(k_at)]
+        accumulate += [f"acc{n} = fma(vec2<f32>({load_narrow(n, k)}), vw{u}, acc{n});" for u, k in enumerate(k_at) for n in range(narrow)]
+        first = "s"
+    else:  # word u: k_at[u] and the k after it
+        k_at = [f"k + {2 * u * split}u" for u in range(THIN_UNROLL // 2)]
+        accumulate = [f"let vw{u} = {precision.pair_values(load_wide(k, f'gemm_{side}_pair'))};" for u, k in enumerate(k_at)]
+        accumulate += [line for u, k in enumerate(k_at) for n in range(narrow) for line in (
+            f"acc{n} = fma({load_narrow(n, k)}, vw{u}.x, acc{n});", f"acc{n} = fma({load_narrow(n, f'{k} + 1u')}, vw{u}.y, acc{n});")]
+        first = "2u * s"
+    total, zero = ("vec2<f32>", "vec2<f32>()") if per == 2 else ("f32", "0.0")
     finish = []
     for n in range(narrow):
-        finish += block("", [f"let total = gemm_sum(acc{n}, s * {lanes}u + lane);",
-                         f"if (s == 0u) {{ gemm_put(batch, batch, {at(n)}, total); }}"])
+        puts = [f"gemm_put(batch, batch, {at(n, 'w')}, total);"] if per == 1 else [
+            f"gemm_put(batch, batch, {at(n, 'w')}, total.x);", f"gemm_put(batch, batch, {at(n, 'w + 1u')}, total.y);"]
+        finish += block("", [f"let total = gemm_sum(acc{n}, s * {across}u + lane);", f"if (s == 0u) {{ {' '.join(puts)} }}"])
     if g.half:  # each iteration's STEP products summed in f16, then added to the f32 sums
         accumulate = [*[f"var part{n} = 0.0h;" for n in range(narrow)], *accumulate, *[f"acc{n} += f32(part{n});" for n in range(narrow)]]
-    ks = loop("k", "s", u32(g.depth), THIN_UNROLL * split, accumulate)
-    unpaired = replace(g, load_a_pair=None, load_b_pair=None)  # it reads elements (its neighbouring threads share the words)
-    code = functions(unpaired) + workgroup_reduce("gemm_sum", "sum", "f32", size, lanes) + f"""
+    ks = loop("k", first, u32(g.depth), THIN_UNROLL * split, accumulate)
+    # the narrow operand is read by elements (the wide one too without words)
+    read = replace(g, **{f"load_{x}_pair": None for x in "ab" if x != side or not words})
+    code = functions(read) + workgroup_reduce("gemm_sum", "sum", total, size, across) + f"""
 
 @compute @workgroup_size({size})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
   let batch = wg.z;
 {indent(slot)}
-  let w = wg.x * {lanes}u + lane;
-{indent([f"var acc{n} = 0.0;" for n in range(narrow)])}
+  let w = wg.x * {lanes}u + {'2u * ' if per == 2 else ''}lane;
+{indent([f"var acc{n} = {zero};" for n in range(narrow)])}
   if (w < {u32(wide)}) {{
 {indent(ks, 2)}
   }}
