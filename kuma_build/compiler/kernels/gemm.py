@@ -23,6 +23,10 @@ Variants of the tiled kernel that bench/gpu/gemm_sweep.py times against it are m
 off by default (the kernels are then exactly the measured ones): VECTOR_LOADS (tiles fetched as
 vec4s), DOUBLE_BUFFER (one barrier a K step) and STEP = 32 (docs/performance.md, item 4).
 
+Without shader-f16 an f16 weight is read as u32 words of two values, and both kernels load each
+word once where the caller gives a pair loader (Gemm.load_a_pair / load_b_pair, pairs): the tiled
+one fetches words and unpacks them when staging, the thin one loads its wide side's words.
+
 With `half` (the shader-f16 variant of a kernel reading f16 weights,
 docs/precision.md) both kernels multiply in f16: loads are rounded to f16,
 tiles are staged as f16 (half the workgroup memory) and the products of each
