@@ -99,6 +99,9 @@ LAYERS = {  # module, inputs; the comments say the product's (batch, rows, cols,
     "shared_transposed": (SharedTransposed, lambda: [torch.randn(2, 150, 272)]),
     "stored_edges": (lambda: nn.Linear(272, 400), lambda: [torch.randn(300, 272)]),  # 300 400 272, 4 slices of 80, 64x64
     "conv": (lambda: nn.Conv2d(64, 128, 3, padding=1), lambda: [torch.randn(1, 64, 28, 28)]),  # 1 128 784 576, 64x64
+    # weights stored with a zero after each row of odd length (passes/weight_storage.py): K = 147, 263 columns
+    "padded_stem": (lambda: nn.Conv2d(3, 128, 7, stride=2, padding=3), lambda: [torch.randn(1, 3, 112, 112)]),  # 1 128 3136 147
+    "padded_columns": (lambda: nn.Linear(256, 263), lambda: [torch.randn(300, 256)]),  # 1 300 263 256
     "grouped_conv": (lambda: nn.Conv2d(64, 128, 3, padding=1, groups=2), lambda: [torch.randn(1, 64, 28, 28)]),  # 2 64 784 288, 4 slices: a group's weight rows after the last's
     "bert_ffn": (lambda: nn.Linear(768, 3072), lambda: [torch.randn(128, 768)]),  # 128x128: 8 blocks a subgroup, 16 KB staged
     # rows off the blocks, partial sums straight to the output (gemm_matrix.stores_sum)

@@ -92,6 +92,15 @@ class WideMatmul(nn.Module):  # x @ w on the tiled kernel with 32-column tiles (
         return x @ self.weight
 
 
+class LeftMatmul(nn.Module):  # w @ x: the weight is A, read by words of two k
+    def __init__(self, m, k):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(m, k))
+
+    def forward(self, x):
+        return self.weight @ x
+
+
 class QueryKey(nn.Module):  # two linear layers of one input, merged into one product (passes/merge_products.py) whose weight's k are neighbours
     def __init__(self, k, n):
         super().__init__()
@@ -115,24 +124,38 @@ LAYERS = {  # module, inputs, {weight (merged ones: their parameters joined by "
     "right_matmul": (RightMatmul, lambda: [torch.randn(6, 33)], {"weight": 1}, "cpu"),  # thin gemm
     "long_linear": (lambda: nn.Linear(4608, 24), lambda: [torch.randn(40, 4608)], {"weight": 0}, "gpu"),  # tiled, K = 4608
     "gpu_thin_linear": (lambda: nn.Linear(301, 70), lambda: [torch.randn(1, 301)], {"weight": 0}, "gpu"),  # a decode step's
+    # the thin kernel by f16 words: two columns a thread (77, padded), two k a word (a merged weight's; a convolution's
+    # on 6 pixels, the weight the wide side, K = 297 padded)
+    "gpu_thin_odd_linear": (lambda: nn.Linear(300, 77), lambda: [torch.randn(3, 300)], {"weight": 0}, "gpu"),
+    "gpu_thin_merged": (lambda: QueryKey(45, 130), lambda: [torch.randn(4, 45)], {"q.weight+k.weight": 0}, "gpu"),
+    "gpu_thin_conv": (lambda: nn.Conv2d(33, 40, 3, padding=1), lambda: [torch.randn(1, 33, 2, 3)], {"weight": 0}, "gpu"),
     # tiled, 16 x 32 tiles: B's f16 words fetched whole (gemm.py, pairs) when the rows start on words
     "gpu_pair_linear": (lambda: nn.Linear(45, 258), lambda: [torch.randn(256, 45)], {"weight": 0}, "gpu"),
     "gpu_pair_matmul": (lambda: WideMatmul(45, 258), lambda: [torch.randn(256, 45)], {"weight": 1}, "gpu"),
-    "gpu_odd_matmul": (lambda: WideMatmul(43, 257), lambda: [torch.randn(256, 43)], {"weight": 1}, "gpu"),  # odd rows: per element
+    # odd rows (257 columns), stored padded to even (passes/weight_storage.py): words too
+    "gpu_odd_matmul": (lambda: WideMatmul(43, 257), lambda: [torch.randn(256, 43)], {"weight": 1}, "gpu"),
+    # odd K and odd columns, neither a multiple of the tiles: the weight's rows (131 columns) padded
+    "gpu_odd_linear": (lambda: nn.Linear(147, 131), lambda: [torch.randn(40, 147)], {"weight": 0}, "gpu"),
+    "gpu_left_matmul": (lambda: LeftMatmul(40, 45), lambda: [torch.randn(45, 70)], {"weight": 0}, "gpu"),  # odd K, padded
     # tiled, 16 x 32 tiles: the merged weight's words fetched whole by two k
     "gpu_pair_merged": (lambda: QueryKey(46, 130), lambda: [torch.randn(256, 46)], {"q.weight+k.weight": 0}, "gpu"),
+    "gpu_odd_merged": (lambda: QueryKey(45, 130), lambda: [torch.randn(56, 45)], {"q.weight+k.weight": 0}, "gpu"),  # odd K, padded
     "conv": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "cpu"),  # direct
-    "conv_gemm": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "gpu"),  # odd K: per element
+    "conv_gemm": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "gpu"),  # odd K of 63, padded
+    # a ResNet stem's K of 3 x 7 x 7 = 147, padded; 20 rows and 15 x 16 pixels, not multiples of the tiles
+    "gpu_odd_conv": (lambda: nn.Conv2d(3, 20, 7, stride=2, padding=3), lambda: [torch.randn(1, 3, 29, 31)], {"weight": 0}, "gpu"),
     # tiled, 32 x 32 tiles, 21 rows a group: A's f16 words (two k) fetched whole (gemm.py, pairs)
     "gpu_pair_conv": (lambda: nn.Conv2d(12, 42, 3, padding=1, groups=2), lambda: [torch.randn(2, 12, 37, 37)], {"weight": 0}, "gpu"),
-    # direct: a filter row's f16 words loaded before its taps, rows starting on odd elements (7 x 7) or on words (4 x 4)
+    # direct: a filter row's f16 words loaded before its taps, rows starting on words (7 x 7, padded to 8; 4 x 4)
+    # or on odd elements (3 x 3: too short to pad)
     "gpu_depthwise": (lambda: nn.Conv2d(22, 22, 7, padding=3, groups=22), lambda: [torch.randn(1, 22, 9, 11)], {"weight": 0}, "gpu"),
+    "gpu_depthwise_3x3": (lambda: nn.Conv2d(120, 120, 3, padding=1, groups=120), lambda: [torch.randn(1, 120, 5, 6)], {"weight": 0}, "gpu"),
     "gpu_conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 4, stride=2, padding=1), lambda: [torch.randn(1, 12, 5, 7)], {"weight": 1}, "gpu"),
     "conv_transpose": (lambda: nn.ConvTranspose2d(12, 10, 3, stride=2), lambda: [torch.randn(1, 12, 5, 6)], {"weight": 1}, "cpu"),
     "embedding": (Embedding, lambda: [torch.randint(0, 101, (3, 7))], {"table.weight": 0}, "cpu"),
 }
-GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul", "conv_gemm",
-               "gpu_pair_conv", "gpu_pair_merged"]
+GEMM_LAYERS = ["linear", "right_matmul", "long_linear", "gpu_thin_linear", "gpu_thin_odd_linear", "gpu_thin_merged", "gpu_thin_conv", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul",
+               "gpu_odd_linear", "gpu_left_matmul", "conv_gemm", "gpu_odd_conv", "gpu_pair_conv", "gpu_pair_merged", "gpu_odd_merged"]
 
 
 def compiled_layer(layer: str, precision: str):
@@ -183,18 +206,37 @@ pytestmark = pytest.mark.usefixtures("tiles_as_written")  # conftest.py: the gpu
 WORDS = ("gemm_a_pair", "gemm_b_pair", "let filter_row=")  # what each way of reading f16 weights by words adds to a kernel
 
 
-@pytest.mark.parametrize("layer, words", [("gpu_pair_linear", "gemm_b_pair"), ("gpu_pair_matmul", "gemm_b_pair"), ("gpu_odd_matmul", None),
-                                          ("gpu_pair_merged", "gemm_b_pair"), ("gpu_pair_conv", "gemm_a_pair"), ("conv_gemm", None),
-                                          ("gpu_depthwise", "let filter_row="), ("gpu_conv_transpose", "let filter_row=")])
+WORDS_READ = {  # layer -> what its kernel reads f16 weights by
+    **dict.fromkeys(["gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul", "gpu_odd_linear", "gpu_pair_merged", "gpu_odd_merged",
+                     "gpu_thin_linear", "gpu_thin_odd_linear", "gpu_thin_merged"], "gemm_b_pair"),
+    **dict.fromkeys(["gpu_left_matmul", "gpu_pair_conv", "conv_gemm", "gpu_odd_conv", "gpu_thin_conv"], "gemm_a_pair"),
+    **dict.fromkeys(["gpu_depthwise", "gpu_depthwise_3x3", "gpu_conv_transpose"], "let filter_row="),
+}
+
+
+@pytest.mark.parametrize("layer, words", WORDS_READ.items())
 def test_kernels_fetch_f16_weight_words_whole(layer, words):
     """Without shader-f16, the tiled kernel loads each word of two f16 weight values once and
-    unpacks it when staging, and the direct convolution loads a filter row's words before its taps
-    (docs/precision.md); the shader-f16 variant and f32 builds read elements."""
+    unpacks it when staging, also where rows of odd length were padded to start on words, and the
+    direct convolution loads a filter row's words before its taps, picking their halves only where
+    rows too short to pad start on odd elements (docs/precision.md); the shader-f16 variant and f32
+    builds read elements."""
     compiled = compiled_layer(layer, "f16")[0]
     kernel = next(k for k in compiled.program["kernels"] if k["name"] in ("matmul", "conv2d", "conv_transpose2d"))
-    assert [w for w in WORDS if w in kernel["code"]] == ([words] if words else [])
+    assert [w for w in WORDS if w in kernel["code"]] == [words]
+    assert ("let odd=" in kernel["code"]) == (layer == "gpu_depthwise_3x3")
     assert not any(w in kernel["f16"] for w in WORDS)
     assert not any(w in k["code"] for w in WORDS for k in compiled_layer(layer, "f32")[0].program["kernels"])
+
+
+@pytest.mark.parametrize("layer, rows, row, padded", [("gpu_odd_conv", 20, 147, 148), ("gpu_depthwise", 22 * 7, 7, 8),
+                                                      ("gpu_depthwise_3x3", 120 * 3, 3, 3), ("gpu_pair_conv", 42, 54, 54)])
+def test_f16_weights_rows_of_odd_length_stored_padded(layer, rows, row, padded):
+    """An f16 weight read by words along rows of odd length (7 or more) is stored with a zero after
+    each row (passes/weight_storage.py); shorter or even rows, and f32 builds, as they are."""
+    for precision, length in (("f16", padded), ("f32", row)):
+        weight = next(w for w in compiled_layer(layer, precision)[0].manifest["weights"] if w["name"] == "weight")
+        assert weight["numel"] == rows * length
 
 
 @cache

@@ -6,6 +6,10 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
     flops          node -> an estimate of the arithmetic it does (cost.py, `kuma bench`)
     weight_dim     (node, k) -> the output-channel dim of input k when input k is a weight operand
                    that precision = "f16" / "int8" may store narrower, else None
+    word_row       (node, k) -> the length of the rows along which its GPU kernels read input k, when
+                   it is an f16 weight, by words of two neighbours (gemm.py's pairs, conv.py's filter
+                   rows), else None: passes/weight_storage.py pads rows of odd length so that each
+                   starts on a word
     expression     it computes attrs["expr"] (ir/expr.py) per element: fuse_elementwise may inline
                    it into a reader, fuse_epilogue may attach it to a producer
     epilogue       node -> whether it can apply a fused epilogue to its result before the one store
@@ -62,6 +66,7 @@ class OpRecord:
     lower: Callable[[Node, DeviceClass], Kernel]
     flops: Callable[[Node], int] = per_element
     weight_dim: Callable[[Node, int], int | None] = lambda node, k: None
+    word_row: Callable[[Node, int], int | None] = lambda node, k: None
     expression: bool = False
     epilogue: Callable[[Node], bool] = lambda node: False
     strided_output: bool = False
@@ -161,9 +166,10 @@ def pool_flops(node: Node) -> int:
 OPS: dict[str, OpRecord] = {
     "elementwise": OpRecord(elementwise.lower, expression=True, dynamic=ANY),
     "matmul": OpRecord(matmul.lower, matmul_flops, weight_dim=lambda node, k: {0: 1, 1: 2}.get(k),  # A [b, M, K]: rows; B [b, K, N]: columns
+                       word_row=matmul.word_row,
                        epilogue=lambda node: True, product=lambda node, device: matmul.gemm_shape(node), sliced=matmul.sliced, bias=matmul_bias,
                        fold_affine=fold_into_linear, dynamic=ANY),
-    "conv2d": OpRecord(conv.lower, conv_flops, weight_dim=conv_weight_dim, epilogue=lambda node: not node.attrs["transposed"],
+    "conv2d": OpRecord(conv.lower, conv_flops, weight_dim=conv_weight_dim, word_row=conv.word_row, epilogue=lambda node: not node.attrs["transposed"],
                        product=lambda node, device: conv.gemm_shape(node) if conv.is_implicit_gemm(node, device) else None,
                        bias=conv_bias, fold_affine=fold_into_conv),
     "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True,

@@ -18,7 +18,7 @@ Every kernel maps an output coordinate to an input coordinate per tap:
 """
 
 from dataclasses import replace
-from math import ceil
+from math import ceil, prod
 
 from kuma_build.compiler import precision
 from kuma_build.compiler.ir import views
@@ -55,11 +55,26 @@ def taps(node, oh: str, ow: str, kh: str, kw: str) -> tuple[list[str], str]:
     return h_lines + w_lines, " && ".join(c for c in (h_inside, w_inside) if c)
 
 
-def is_implicit_gemm(node, device) -> bool:
-    """Plain convolutions on a GPU; transposed and depthwise ones have no input channel that
-    serves two outputs, so they stay direct."""
+def has_gemm_form(node) -> bool:
+    """Plain, not depthwise: transposed and depthwise convolutions have no input channel that
+    serves two outputs, so they stay direct on every device."""
     transposed, depthwise = node.attrs["transposed"], node.inputs[0].shape[1] == node.attrs["groups"]
-    return device.implicit_gemm_conv and not transposed and not depthwise
+    return not transposed and not depthwise
+
+
+def is_implicit_gemm(node, device) -> bool:
+    """Plain convolutions on a GPU (has_gemm_form)."""
+    return device.implicit_gemm_conv and has_gemm_form(node)
+
+
+def word_row(node, k: int) -> int | None:
+    """The rows of the weight (input 1) whose neighbouring elements a GPU's kernel reads by words
+    when it is stored f16 (OpRecord.word_row): the implicit GEMM's rows of K = (Cin / groups) x kh x kw,
+    the direct kernel's filter rows of kw. Not the device's choice, so every class stores it alike."""
+    if k != 1:
+        return None
+    weight = node.inputs[1]
+    return prod(weight.shape[1:]) if has_gemm_form(node) else weight.shape[3]
 
 
 def gemm_shape(node) -> tuple[int, int, int, int]:
@@ -113,10 +128,12 @@ def implicit_gemm(node, device):
         read = f"{var} = {b.load(0, [image, channel(bi, weight.shape[1], f'{k} / {kernel_h * kernel_w}u'), 'u32(ih)', 'u32(iw)'])};"
         return coords + ([f"if ({inside}) {{ {read} }}"] if inside else [read])
 
-    # neighbouring k of an f16 weight share a word when every row starts on a word (even K, row
-    # stride and offset): the tiled kernel then loads each word once (gemm.py, pairs)
+    # neighbouring k of an f16 weight share a word when every row starts on a word (even row stride
+    # and offset; an odd K's rows are padded so, passes/weight_storage.py): the tiled kernel then
+    # loads each word once (gemm.py, pairs); the last word of an odd K also holds the padding,
+    # staged at k = K, where the input's tile holds zeros
     load_a_pair = None
-    if (flat_weight is not None and flat_weight.strides[1] == 1 and all(x % 2 == 0 for x in (depth, flat_weight.strides[0], flat_weight.offset))
+    if (flat_weight is not None and flat_weight.strides[1] == 1 and all(x % 2 == 0 for x in (flat_weight.strides[0], flat_weight.offset))
             and b.pair(1, ["0u", "0u"])):
         def load_a_pair(var, bi, r, k):
             return [f"{var} = {b.pair(1, [out_channel(bi, r), k])};"]

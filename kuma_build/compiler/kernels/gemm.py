@@ -29,6 +29,10 @@ workgroup-memory reads per FMA of the 4 x 4 layout, as the 128 x 128 tile that r
 H100), and a 32 x 32 tile gets a split of K by 4 with no partial sums in memory and no dispatch
 to add them.
 
+Without shader-f16 an f16 weight is read as u32 words of two values, and both kernels load each
+word once where the caller gives a pair loader (Gemm.load_a_pair / load_b_pair, pairs): the tiled
+one fetches words and unpacks them when staging, the thin one loads its wide side's words.
+
 With `half` (the shader-f16 variant of a kernel reading f16 weights,
 docs/precision.md) both kernels multiply in f16: loads are rounded to f16,
 tiles are staged as f16 (half the workgroup memory) and the products of each
@@ -40,7 +44,7 @@ evaluates; tiles and kernels are chosen for their max values (Gemm.largest), and
 split nor the thin kernel's narrow side a Sym (it is unrolled).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import ceil
 from typing import Callable
 
@@ -248,10 +252,9 @@ def pairs(g: Gemm, side: str) -> bool:
     holds the word as loaded, and staging unpacks it, so each word is loaded once and no
     conversion waits on a load before the step's products. Staged elements 2t, 2t + 1 are
     neighbouring k of A's row only when its k are neighbours in memory (tiled's a_m, a_k)."""
-    load, tile = (g.load_a_pair, 0) if side == "a" else (g.load_b_pair, 1)
+    load = g.load_a_pair if side == "a" else g.load_b_pair
     contiguous = g.a_k_contiguous if side == "a" else True
-    return (load is not None and contiguous and not g.half and not g.device.register_gemm
-            and choose_tile(g)[tile] * STEP // SIDE ** 2 % 2 == 0)
+    return load is not None and contiguous and not g.half and not g.device.register_gemm
 
 
 def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], at, write, o: str = "") -> tuple[str, list[str], str, int]:
@@ -259,17 +262,23 @@ def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], 
     zero of a thread's fetch registers and how many fetches a thread makes. Staged element e of the
     operand is at (origins[0] + at(e)[0], origins[1] + at(e)[1]) and write(e, value) stores it in
     the tile (o: stage's extra parameter, the double buffer's half). With pairs(g, side), fetch t
-    loads the word of elements 2t and 2t + 1, half as many."""
+    loads the word of elements 2t and 2t + 1, half as many; a side of one element a thread (a
+    16-wide tile) has fewer words than threads, and the threads past them fetch and stage none
+    (whole subgroups: the first half of the workgroup's threads fetch)."""
     head = f"fn fetch_{side}(t: u32, batch: u32, {origins[0]}: u32, {origins[1]}: u32)"
     if not pairs(g, side):
         x, y = at("t")
         fetch = f"{head} -> {g.element} {{ return {g.convert(f'gemm_{side}(batch, {origins[0]} + {x}, {origins[1]} + {y})')}; }}"
         return fetch, [f"fn stage_{side}(t: u32, v: {g.element}{o}) {{ {write('t', 'v')} }}"], g.zero, fetches
     x, y = at("2u * t")
-    fetch = f"{head} -> u32 {{ return gemm_{side}_pair(batch, {origins[0]} + {x}, {origins[1]} + {y}); }}"
-    stage = block(f"fn stage_{side}(t: u32, w: u32{o})", [f"let v = {precision.pair_values('w')};",
-                                                           write("2u * t", "v.x"), write("2u * t + 1u", "v.y")])
-    return fetch, stage, "0u", fetches // 2
+    word = f"gemm_{side}_pair(batch, {origins[0]} + {x}, {origins[1]} + {y})"
+    unpack = [f"let v = {precision.pair_values('w')};", write("2u * t", "v.x"), write("2u * t + 1u", "v.y")]
+    if fetches % 2:  # fetches == 1: SIDE ** 2 // 2 words
+        words = SIDE ** 2 // 2
+        fetch = "\n".join(block(f"{head} -> u32", [f"if (t >= {words}u) {{ return 0u; }}", f"return {word};"]))
+        return fetch, block(f"fn stage_{side}(t: u32, w: u32{o})", block(f"if (t < {words}u)", unpack)), "0u", 1
+    fetch = f"{head} -> u32 {{ return {word}; }}"
+    return fetch, block(f"fn stage_{side}(t: u32, w: u32{o})", unpack), "0u", fetches // 2
 
 
 # Per-thread values are scalars with names fixed in the generator (acc_0_1, not acc[i][j] in a
@@ -593,39 +602,62 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     and go through the narrow side; neighbouring threads read neighbouring memory where they can.
     A single-row product (decoding) is a stream of B through memory: each workgroup takes few
     columns (thin_lanes), so there are many workgroups, and each thread loads THIN_UNROLL of its k
-    before using any, so many loads are in flight."""
+    before using any, so many loads are in flight. A wide operand fetched by f16 words (pairs) is
+    loaded a word at a time: a thread owns two neighbouring wide elements when they share words
+    (vec2 sums), else takes two neighbouring k a word."""
     size = SIDE * SIDE
     _, rows, cols, _ = g.largest
-    if cols < rows:  # threads own rows w, go through the columns
+    side = "a" if cols < rows else "b"  # the wide operand
+    if side == "a":  # threads own rows w, go through the columns
         wide, narrow, fast = g.rows, g.cols, not g.a_k_contiguous
-        load_wide, load_narrow = lambda k: f"gemm_a(batch, w, {k})", lambda n, k: f"gemm_b(batch, {k}, {n}u)"
-        at = lambda n: f"w, {n}u"
+        load_wide, load_narrow = lambda k, fn="gemm_a": f"{fn}(batch, w, {k})", lambda n, k: f"gemm_b(batch, {k}, {n}u)"
+        at = lambda n, w: f"{w}, {n}u"
     else:  # a dynamic row count is unrolled to its bound; gemm_a and gemm_put check each row
         wide, narrow, fast = g.cols, rows, g.cols_contiguous
-        load_wide, load_narrow = lambda k: f"gemm_b(batch, {k}, w)", lambda n, k: f"gemm_a(batch, {n}u, {k})"
-        at = lambda n: f"{n}u, w"
+        load_wide, load_narrow = lambda k, fn="gemm_b": f"{fn}(batch, {k}, w)", lambda n, k: f"gemm_a(batch, {n}u, {k})"
+        at = lambda n, w: f"{n}u, {w}"
     lanes = thin_lanes(g.device, max_value(wide), fast)  # wide elements per workgroup
-    split = size // lanes
-    slot = [f"let lane = li % {lanes}u;", f"let s = li / {lanes}u;"] if fast else [f"let lane = li / {split}u;", f"let s = li % {split}u;"]
+    words = pairs(g, side) and (lanes > 1 or not fast)  # its words hold two wide elements when fast, else two k (matmul.py, conv.py)
+    per = 2 if words and fast else 1  # wide elements a thread owns
+    across = lanes // per  # threads along the wide side
+    split = size // across
+    slot = [f"let lane = li % {across}u;", f"let s = li / {across}u;"] if fast else [f"let lane = li / {split}u;", f"let s = li % {split}u;"]
     sums = "part" if g.half else "acc"  # what a k adds to
-    k_at = [f"k + {u * split}u" for u in range(THIN_UNROLL)]  # the thread's k this iteration (past K: zeros)
-    accumulate = [f"let vw{u} = {g.convert(load_wide(k))};" for u, k in enumerate(k_at)]
-    accumulate += [f"{sums}{n} = fma({g.convert(load_narrow(n, k))}, vw{u}, {sums}{n});" for u, k in enumerate(k_at) for n in range(narrow)]
+    if not words:
+        k_at = [f"k + {u * split}u" for u in range(THIN_UNROLL)]  # the thread's k this iteration (past K: zeros)
+        accumulate = [f"let vw{u} = {g.convert(load_wide(k))};" for u, k in enumerate(k_at)]
+        accumulate += [f"{sums}{n} = fma({g.convert(load_narrow(n, k))}, vw{u}, {sums}{n});" for u, k in enumerate(k_at) for n in range(narrow)]
+        first = "s"
+    elif per == 2:  # word u: wide elements w, w + 1 at k_at[u]
+        k_at = [f"k + {u * split}u" for u in range(THIN_UNROLL)]
+        accumulate = [f"let vw{u} = {precision.pair_values(load_wide(k, f'gemm_{side}_pair'))};" for u, k in enumerate(k_at)]
+        accumulate += [f"acc{n} = fma(vec2<f32>({load_narrow(n, k)}), vw{u}, acc{n});" for u, k in enumerate(k_at) for n in range(narrow)]
+        first = "s"
+    else:  # word u: k_at[u] and the k after it
+        k_at = [f"k + {2 * u * split}u" for u in range(THIN_UNROLL // 2)]
+        accumulate = [f"let vw{u} = {precision.pair_values(load_wide(k, f'gemm_{side}_pair'))};" for u, k in enumerate(k_at)]
+        accumulate += [line for u, k in enumerate(k_at) for n in range(narrow) for line in (
+            f"acc{n} = fma({load_narrow(n, k)}, vw{u}.x, acc{n});", f"acc{n} = fma({load_narrow(n, f'{k} + 1u')}, vw{u}.y, acc{n});")]
+        first = "2u * s"
+    total, zero = ("vec2<f32>", "vec2<f32>()") if per == 2 else ("f32", "0.0")
     finish = []
     for n in range(narrow):
-        finish += block("", [f"let total = gemm_sum(acc{n}, s * {lanes}u + lane);",
-                         f"if (s == 0u) {{ gemm_put(batch, batch, {at(n)}, total); }}"])
+        puts = [f"gemm_put(batch, batch, {at(n, 'w')}, total);"] if per == 1 else [
+            f"gemm_put(batch, batch, {at(n, 'w')}, total.x);", f"gemm_put(batch, batch, {at(n, 'w + 1u')}, total.y);"]
+        finish += block("", [f"let total = gemm_sum(acc{n}, s * {across}u + lane);", f"if (s == 0u) {{ {' '.join(puts)} }}"])
     if g.half:  # each iteration's STEP products summed in f16, then added to the f32 sums
         accumulate = [*[f"var part{n} = 0.0h;" for n in range(narrow)], *accumulate, *[f"acc{n} += f32(part{n});" for n in range(narrow)]]
-    ks = loop("k", "s", u32(g.depth), THIN_UNROLL * split, accumulate)
-    code = functions(g) + workgroup_reduce("gemm_sum", "sum", "f32", size, lanes) + f"""
+    ks = loop("k", first, u32(g.depth), THIN_UNROLL * split, accumulate)
+    # the narrow operand is read by elements (the wide one too without words)
+    read = replace(g, **{f"load_{x}_pair": None for x in "ab" if x != side or not words})
+    code = functions(read) + workgroup_reduce("gemm_sum", "sum", total, size, across) + f"""
 
 @compute @workgroup_size({size})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
   let batch = wg.z;
 {indent(slot)}
-  let w = wg.x * {lanes}u + lane;
-{indent([f"var acc{n} = 0.0;" for n in range(narrow)])}
+  let w = wg.x * {lanes}u + {'2u * ' if per == 2 else ''}lane;
+{indent([f"var acc{n} = {zero};" for n in range(narrow)])}
   if (w < {u32(wide)}) {{
 {indent(ks, 2)}
   }}

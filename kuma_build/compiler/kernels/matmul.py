@@ -60,6 +60,24 @@ def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
     return gemm_module.vector_side(tm) and aligned(0), gemm_module.vector_side(tn) and aligned(1)
 
 
+def word_row(node, k: int) -> int | None:
+    """The rows of an operand whose neighbours the tiled kernel reads by words when it is stored
+    f16 (OpRecord.word_row): A's k when they are neighbours in memory (W @ x); B's columns when they
+    are (x @ W), else its k (a linear layer's weight)."""
+    view = node.inputs[k] if k < 2 else None
+    if view is None or (k == 0 and view.strides[2] != 1):
+        return None
+    return view.shape[2] if view.strides[2] == 1 else view.shape[1]
+
+
+def on_words(view, inner: int) -> bool:
+    """Whether the view's neighbours along dim `inner` share stored words, each pair from an even
+    index: unit stride there, and the offset and every other dim's stride even (those of size-1
+    dims do not matter)."""
+    evens = [x for d, (size, x) in enumerate(zip(view.shape, view.strides)) if d != inner and size != 1] + [view.offset]
+    return view.strides[inner] == 1 and all(isinstance(x, int) and x % 2 == 0 for x in evens)
+
+
 def lower(node, device):
     b = Bindings(node)
     a_view, b_view = node.inputs[0], node.inputs[1]
@@ -84,14 +102,15 @@ def lower(node, device):
             value += f" + {bias}" if node.attrs["beta"] == 1.0 else f" + {f32(node.attrs['beta'])} * {bias}"
         return [f"let value = {value};", *writer.lines], stored
 
-    # neighbouring columns of an f16 weight share a word when every row starts on a word (even
-    # strides and offset), or neighbouring k when the columns are not neighbours (a merged linear
-    # weight, passes/merge_products.py) but k are and K is even: the tiled kernel then loads each
-    # word once (gemm.py, load_b_pair)
+    # neighbouring columns of an f16 weight B share a word when every row starts on a word (even
+    # strides and offset; odd rows are padded so, passes/weight_storage.py), or neighbouring k when
+    # the columns are not neighbours (a linear weight, merged ones too: passes/merge_products.py)
+    # but k are, as A's k (a weight on the left): the tiled kernel then loads each word once
+    # (gemm.py, pairs). A padded row's last word also holds its padding, staged past the last
+    # column or k, where the other operand or the output's bounds make it count for nothing
     inner = 2 if b_view.strides[2] == 1 or n == 1 else 1  # the dim of B's pairs: columns (as cols_contiguous says), else k
-    evens = [x for d, x in enumerate(b_view.strides) if d != inner] + [b_view.offset] + ([k] if inner == 1 else [])
-    even = b_view.strides[inner] == 1 and all(isinstance(x, int) and x % 2 == 0 for x in evens)
-    pair = (lambda var, bi, kk, c: [f"{var} = {b.pair(1, [bi, kk, c])};"]) if even and b.pair(1, ["0u"] * 3) else None
+    pair_b = (lambda var, bi, kk, c: [f"{var} = {b.pair(1, [bi, kk, c])};"]) if on_words(b_view, inner) and b.pair(1, ["0u"] * 3) else None
+    pair_a = (lambda var, bi, r, kk: [f"{var} = {b.pair(0, at(bi, r) + [kk])};"]) if on_words(a_view, 2) and b.pair(0, ["0u"] * 3) else None
 
     def weight_layout(k: int, wide: int) -> Stored | None:
         """Operand k (dims: batch, then `wide` and K in either order) as its f16 binding holds it;
@@ -111,7 +130,8 @@ def lower(node, device):
         finish=finish,
         a_k_contiguous=a_view.strides[2] == 1 or k == 1,
         cols_contiguous=b_view.strides[2] == 1 or n == 1,
-        load_b_pair=pair,
+        load_a_pair=pair_a,
+        load_b_pair=pair_b,
         splits=node.attrs.get("splits", 1),
         device=device,
         sliced=sliced(node, device),
