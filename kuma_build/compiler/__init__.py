@@ -53,6 +53,7 @@ def compile_for(device: DeviceClass, exported, model: ModelConfig, input_names, 
     graph = import_program(exported, model.name, model.source, input_names, output_names, device,
                            model.dims, {s.name: s.shape for s in model.inputs})
     ops = len(graph.nodes)
+    graph.precision = model.precision  # split_k's choice of tiles must know which weights will be narrower
     run_passes(graph)
     check_dynamic(graph)
     choose_weight_storage(graph, model.precision)

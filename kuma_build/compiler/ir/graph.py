@@ -117,6 +117,7 @@ class Graph:
     # ends); passes/state.py makes the run end by writing the latter into the state's own buffer
     state: dict[str, tuple[Value, Value]] = field(default_factory=dict)
     dims: list = field(default_factory=list)  # the declared dims (ir/sizes.Dim), in the dims uniform's order
+    precision: str = "f32"  # kuma.toml's precision: the weights passes/weight_storage.py stores narrower after the passes
 
     def add(self, op: str, inputs: list[Value], shape, dtype: str, where: str = "", **attrs) -> Value:
         out = fresh(shape, dtype)

@@ -29,13 +29,13 @@ def gemm_shape(node) -> tuple[int, int, int, int]:
 
 
 def sliced(node, device) -> bool:
-    """Whether the product takes sliced K (gemm.SLICED_GROUPS groups on gemm.SLICED_TILE, B's tile
-    fetched as vec4s where aligned, as the sweep measured it): the "gpu" classes' f32 linear layers of more than gemm.THIN and
-    at most gemm.SLICED_ROWS rows, static sizes: the transformer shapes the sweep measured it on.
-    f16 weights keep their tiles: their subgroup-matrix variant shares the tiled kernel's grid."""
+    """Whether the product can take sliced K (gemm.SLICED_GROUPS groups on gemm.SLICED_TILE, B's tile
+    fetched as vec4s where aligned, as the sweep measured it): the "gpu" classes' linear layers of
+    more than gemm.THIN and at most gemm.SLICED_ROWS rows, static sizes: the transformer shapes the
+    sweep measured it on. passes/split_k.py decides (f32 builds only) and marks the node's
+    attrs["sliced"], which the kernel follows."""
     _, rows, cols, depth = gemm_shape(node)
-    return (gemm_module.sliced_shape(device, rows, cols) and isinstance(depth, int)
-            and all(v.buffer.storage == "f32" for v in node.inputs[:2]))
+    return gemm_module.sliced_shape(device, rows, cols) and isinstance(depth, int)
 
 
 def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
@@ -44,7 +44,7 @@ def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
     whole and aligned (unit last stride, a last dim and every other stride and the offset multiples
     of 4). Only then is the binding declared so: its other reads take one element of a vec4."""
     shape = gemm_shape(node)
-    on = sliced(node, device)
+    on = node.attrs.get("sliced", False)
     if not (gemm_module.VECTOR_LOADS or on) or device.register_gemm or not all(isinstance(x, int) for x in shape):
         return False, False
     g = Gemm(*shape, None, None, None, splits=node.attrs.get("splits", 1), device=device, sliced=on)
@@ -134,7 +134,7 @@ def lower(node, device):
         load_b_pair=pair_b,
         splits=node.attrs.get("splits", 1),
         device=device,
-        sliced=sliced(node, device),
+        sliced=node.attrs.get("sliced", False),
         stored_a=weight_layout(0, 1),
         stored_b=weight_layout(1, 2),
     )

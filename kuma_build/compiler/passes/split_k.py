@@ -37,8 +37,12 @@ def split_k(graph) -> None:
     for node in graph.nodes:
         nodes.append(node)
         shape = record(node).product(node, graph.device)
-        # by attribute: bench/gpu/gemm_sweep.py forces it
-        splits = gemm.choose_split(graph.device, *shape, sliced=record(node).sliced(node, graph.device)) if shape else 1
+        # sliced K (kernels/gemm.py) only in f32 builds: narrower weights keep their tiles, whose
+        # subgroup-matrix variant shares the grid; the kernel reads the choice from the attribute
+        sliced = bool(shape) and graph.precision == "f32" and record(node).sliced(node, graph.device)
+        if sliced:
+            node.attrs["sliced"] = True
+        splits = gemm.choose_split(graph.device, *shape, sliced=sliced) if shape else 1  # by attribute: bench/gpu/gemm_sweep.py forces it
         if splits > 1:
             sums.append(_split(node, splits))
             nodes.append(sums[-1])
