@@ -109,10 +109,10 @@ def test_tiles_fit_workgroup_memory_at_any_step(monkeypatch):
 
 
 @pytest.mark.parametrize("fn, x_shape, y_shape, vector_reads", [
-    (lambda x, y: F.linear(x, y[:, :196], y[:, 199]), (2, 37, 196), (75, 200), ()),  # 74 rows, B transposed (scalar)
-    (lambda x, y: x @ y + 1.0, (130, 300), (300, 132), ("gemm_b4",)),  # B's vec4s, K split by the cost model
-    (lambda x, y: x[:, 1:] @ y, (50, 41), (40, 70), ()),  # A's offset 1, B's 70 columns: no vec4s
-], ids=["linear_residual_rows", "split", "unaligned"])
+    (lambda x, y: x @ y[:, 4:] + x[:, :1], (74, 196), (196, 204), ("gemm_b4",)),  # 74 rows, B's offset 4, a residual
+    (lambda x, y: x @ y + 1.0, (130, 300), (300, 132), ("gemm_b4",)),  # K split by the cost model
+    (lambda x, y: torch.addmm(y[0, :68], x.view(-1, 196), y[:, :68]), (2, 37, 196), (196, 72), ("gemm_b4",)),  # a batch folded into rows, a bias
+], ids=["residual_rows", "split", "folded_batch"])
 def test_sliced_linear_layers_by_default(fn, x_shape, y_shape, vector_reads):
     """What ships for f32 linear layers of THIN to SLICED_ROWS rows: SLICED_GROUPS groups on SLICED_TILE
     (gemm_add0 adds the groups' sums), B fetched as vec4s where aligned (A's 32 rows a step are too
@@ -124,7 +124,15 @@ def test_sliced_linear_layers_by_default(fn, x_shape, y_shape, vector_reads):
 
 
 def test_sliced_only_where_measured():
-    """Longer products, convolutions and f16 weights keep the tiles the cost model picks."""
+    """Longer products, weights whose columns do not take vec4s (70 columns; a merged weight of
+    several linear layers, whose k are neighbours), convolutions and f16 weights keep the tiles the
+    cost model picks."""
+    for net, x in ((Fn(lambda x, w: x @ w), (torch.randn(600, 64), torch.randn(64, 96))),
+                   (Fn(lambda x, w: x @ w), (torch.randn(60, 64), torch.randn(64, 70))),
+                   (Fn(lambda x, w: x @ w.t()), (torch.randn(60, 64), torch.randn(96, 64))),
+                   (nn.Conv2d(16, 64, 3), (torch.randn(1, 16, 12, 12),))):
+        compiled = compile_module(net, model_config(net, list(x), device="gpu"))
+        assert all("fn gemm_add0(" not in k["code"] for k in compiled.program["kernels"])
     for net, x in ((nn.Linear(64, 96), torch.randn(600, 64)), (nn.Conv2d(16, 64, 3), torch.randn(1, 16, 12, 12))):
         compiled = compile_module(net, model_config(net, [x], device="gpu"))
         assert all("fn gemm_add0(" not in k["code"] for k in compiled.program["kernels"])

@@ -82,7 +82,8 @@ DOUBLE_BUFFER = False
 # whose staged step and one group's sums do not fit the workgroup memory keep 1: k_groups)
 K_GROUPS = 1
 # what ships: sliced K where the sweep measured it faster (H200, wgpu-py, 11:52 UTC, docs/performance.md
-# item 4): an f32 linear layer of more than THIN and at most SLICED_ROWS rows (matmul.py: sliced) takes
+# item 4): an f32 linear layer of more than THIN and at most SLICED_ROWS rows whose weight's columns
+# take vec4s (matmul.py: sliced; on Dawn the groups alone made BERT's and ViT's slower) takes
 # SLICED_GROUPS groups on a SLICED_TILE tile (4 x 8 sums a thread), B's tile fetched as vec4s where
 # aligned (A's 32 rows of a step are too few for a vec4 a thread: vector_side); BERT-128's four
 # products a layer 152.8 -> 136.7 us, ViT's 220.9 -> 197.4, BERT-512's

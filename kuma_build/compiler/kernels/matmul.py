@@ -30,12 +30,24 @@ def gemm_shape(node) -> tuple[int, int, int, int]:
 
 def sliced(node, device) -> bool:
     """Whether the product can take sliced K (gemm.SLICED_GROUPS groups on gemm.SLICED_TILE, B's tile
-    fetched as vec4s where aligned, as the sweep measured it): the "gpu" classes' linear layers of
-    more than gemm.THIN and at most gemm.SLICED_ROWS rows, static sizes: the transformer shapes the
-    sweep measured it on. passes/split_k.py decides (f32 builds only) and marks the node's
-    attrs["sliced"], which the kernel follows."""
+    fetched as vec4s, as the sweep measured it): the "gpu" classes' linear layers of more than
+    gemm.THIN and at most gemm.SLICED_ROWS rows, static sizes, B's columns neighbours in memory and
+    aligned for vec4s (GPT-2's [K, N] weights; not torch's nn.Linear [N, K] ones, BERT's and ViT's,
+    whose products the groups alone made slower on Dawn: docs/performance.md item 4).
+    passes/split_k.py decides (f32 builds only) and marks the node's attrs["sliced"], which the
+    kernel follows."""
     _, rows, cols, depth = gemm_shape(node)
-    return gemm_module.sliced_shape(device, rows, cols) and isinstance(depth, int)
+    weight = node.inputs[1]
+    return (gemm_module.sliced_shape(device, rows, cols) and isinstance(depth, int)
+            and aligned4(weight) and weight.buffer.numel % 4 == 0 and weight.buffer.dtype == "f32")
+
+
+def aligned4(v) -> bool:
+    """Whether view v [batch, rows, last] of A or B lies in whole aligned vec4s along its last dim:
+    static, unit last stride, a last dim and every other stride and the offset multiples of 4."""
+    sizes = (*v.shape, *v.strides, v.offset)
+    return (all(isinstance(x, int) for x in sizes) and v.strides[2] == 1 and v.shape[2] % 4 == 0 and v.offset % 4 == 0
+            and all(stride % 4 == 0 for size, stride in zip(v.shape[:2], v.strides[:2]) if size > 1))
 
 
 def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
@@ -53,10 +65,7 @@ def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
     tm, tn = gemm_module.choose_tile(g)
 
     def aligned(k: int) -> bool:
-        v = node.inputs[k]
-        sizes = (*v.shape, *v.strides, v.offset)
-        return (all(isinstance(x, int) for x in sizes) and v.strides[2] == 1 and v.shape[2] % 4 == 0 and v.offset % 4 == 0
-                and all(stride % 4 == 0 for size, stride in zip(v.shape[:2], v.strides[:2]) if size > 1) and b.can_load4(k))
+        return aligned4(node.inputs[k]) and b.can_load4(k)
     return gemm_module.vector_side(tm) and aligned(0), gemm_module.vector_side(tn) and aligned(1)
 
 
