@@ -5,9 +5,9 @@
     <out_dir>/<model>/.kuma-output.json   {"generator": "kuma-build", "files": {path: {"sha256", "size"}}}
 
 The program (the dict every runtime runs, emit.program_dict) is split in two: index.js
-embeds what the device classes share (model, input and output specs, weight chunks, the
-classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers, kernels, state,
-dispatches, copies, and the specs with their buffer indices), so the browser runtime
+embeds what the device classes share (model, input and output specs with their buffer indices,
+weight chunks, the classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers,
+kernels, state, dispatches, copies), so the browser runtime
 imports only the module of the class it picks at load. read_program joins them again.
 
 write_output stages the files in a temporary sibling folder and swaps it in
@@ -33,7 +33,7 @@ from kuma_build.errors import KumaError
 
 PROGRAM_START, PROGRAM_END = "/*kuma:program*/", "/*kuma:end*/"
 RECORD = ".kuma-output.json"
-CLASS_KEYS = ("inputs", "outputs", "buffers", "kernels", "dispatches", "copies", "state")
+CLASS_KEYS = ("buffers", "kernels", "dispatches", "copies", "state")
 
 
 def write_output(folder: Path, files: dict[str, bytes]) -> None:
@@ -184,12 +184,17 @@ def expand_copies(program: dict) -> list[list[int]]:
 
 
 def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
-    """(what the device classes' programs share, each class's own part)."""
+    """(what the device classes' programs share, each class's own part). The input and output specs
+    are shared with their buffer indices, which every class's plan gives them alike (plan.py: the
+    inputs' buffers first, then the outputs'), and a part without state leaves "state" out (read as
+    none): index.js holds the specs anyway, so a class module need not (40-60 bytes gzip a page)."""
     first = next(iter(programs.values()))
-    shared = {"format": 3, "model": first["model"], "classes": list(programs),
-              "inputs": [spec_info(s) for s in first["inputs"]], "outputs": [spec_info(s) for s in first["outputs"]],
+    shared = {"format": 4, "model": first["model"], "classes": list(programs), "inputs": first["inputs"], "outputs": first["outputs"],
               "chunks": first["chunks"], "digest": first["digest"]}
-    parts = {name: {key: program[key] for key in CLASS_KEYS} for name, program in programs.items()}
+    for name, program in programs.items():
+        if (program["inputs"], program["outputs"]) != (first["inputs"], first["outputs"]):
+            raise ValueError(f"outfolder.split_program: device class {name}'s input or output buffers differ from the first class's")
+    parts = {name: {key: program[key] for key in CLASS_KEYS if key != "state" or program["state"]} for name, program in programs.items()}
     if "dims" in first:  # ranges shared; each class lists the dims in its uniform's order (docs/design.md, Dimensions)
         shared["dims"] = first["dims"]
         for name, program in programs.items():
@@ -197,13 +202,9 @@ def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
     return shared, parts
 
 
-def spec_info(spec: dict) -> dict:
-    return {"name": spec["name"], "shape": spec["shape"], "dtype": spec["dtype"]}
-
-
 def join_program(shared: dict, part: dict) -> dict:
     """The whole program of a class; its dims keep their ranges (the class's list is the same order)."""
-    joined = {**{key: value for key, value in shared.items() if key not in ("format", "classes")}, **part}
+    joined = {"state": [], **{key: value for key, value in shared.items() if key not in ("format", "classes")}, **part}
     if "dims" in shared:
         joined["dims"] = shared["dims"]
     return joined
