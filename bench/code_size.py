@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from kuma_build.compiler import compile_model  # noqa: E402
 from kuma_build.config import load_project  # noqa: E402
-from kuma_build.jsmodule import needs_full_runtime, render_js  # noqa: E402
+from kuma_build.jsmodule import runtime_needs, render_js  # noqa: E402
 from kuma_build.outfolder import class_file, program_from_js  # noqa: E402
 
 MODELS = ["mlp", "convnet", "resnet", "mobilenet", "transformer", "gpt", "unet"]
@@ -46,7 +46,7 @@ def main() -> None:
             both = gzipped_text(folder)
             shared = program_from_js((folder / "index.js").read_text())
             parts = {c: program_from_js((folder / class_file(c)).read_text()) for c in shared["classes"]}
-            table = index - len(gzip.compress(render_js({**shared, "chunks": [], "digest": ""}, needs_full_runtime(shared, parts)).encode(), 9, mtime=0))
+            table = index - len(gzip.compress(render_js({**shared, "chunks": [], "digest": ""}, runtime_needs(shared, parts)).encode(), 9, mtime=0))
             rows.append(f"| {name} | {kb(index)} | {kb(table)} ({len(shared['chunks'])} chunks) | {kb(gpu)} | {kb(cpu)} "
                         f"| **{kb(index + gpu)}** | **{kb(index + cpu)}** | {kb(both)} |")
             print(f"code_size: {name} done", file=sys.stderr, flush=True)

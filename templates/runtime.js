@@ -23,11 +23,14 @@
 // writes the values to the "dims" uniform buffer the kernels read (when they change), computes the
 // workgroup counts and reads the outputs back at their current lengths.
 
-// both false in the runtime index.js ships for a model without dims and without subgroup-matrix
-// kernels: scripts/minify_runtime.mjs derives runtime.static.min.js with them, where terser drops the
-// code behind them (the dims uniform, inferring dims, { size, per } counts, `when` ranges, sizes with
-// terms; picking the f16m variants; docs/benchmarks.md has the sizes)
-const DIMS = true, MATRICES = true;
+// What a model may need of the runtime; scripts/minify_runtime.mjs derives runtimes with some of
+// them false, where terser drops the code behind them, and index.js ships the smallest whose false
+// switches the model does not need (jsmodule.runtime_needs; docs/benchmarks.md has the sizes):
+// DIMS, a model with dims (the dims uniform, inferring dims, { size, per } counts, `when` ranges,
+// sizes with terms); MATRICES, kernels with a subgroup-matrix variant (picking it); STATE, state
+// buffers (setting them at load and on reset()); F16, kernels with a shader-f16 variant (asking for
+// the feature and picking it)
+const DIMS = true, MATRICES = true, STATE = true, F16 = true;
 
 const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
 const USAGE_READBACK = 0x01 | 0x08; // MAP_READ | COPY_DST
@@ -116,7 +119,7 @@ async function requestDevice(adapter, program, need) {
   checkLimits(program, need, adapter.limits, "this GPU's adapter");
   // f16 weights: kernels have a native-f16 variant, and tiled products one on subgroup matrices;
   // ask for the features only when they are there
-  const f16 = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16");
+  const f16 = F16 && program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16");
   const matrix = MATRICES && f16 && program.kernels.some((k) => k.f16m) && tensorCores(adapter.features, adapter.info);
   const requiredFeatures = [...(f16 ? ["shader-f16"] : []), ...(matrix ? [MATRIX] : [])];
   return adapter.requestDevice({ requiredLimits: need.limits, requiredFeatures });
@@ -166,7 +169,7 @@ function checkLimits(program, need, limits, whose) {
 // the WGSL of each kernel for this device (the one place a later choice between kernel sets goes);
 // adapter: the one the device came from (undefined for load({ device }))
 function kernelSources(program, device, adapter) {
-  const f16 = device.features.has("shader-f16");
+  const f16 = F16 && device.features.has("shader-f16");
   const matrix = MATRICES && f16 && tensorCores(device.features, adapter ? adapter.info : device.adapterInfo);
   return program.kernels.map((k) => ({ name: k.name, code: (matrix && k.f16m) || (f16 && k.f16) || k.code }));
 }
@@ -589,7 +592,7 @@ function dimsWriter(program, device, buffers) {
 // every state buffer back to its initial value: a copy of its init buffer, or zeros
 function resetState(program, device, buffers) {
   const states = program.state ?? [];
-  if (!states.length) return;
+  if (!STATE || !states.length) return;
   const encoder = device.createCommandEncoder();
   for (const { buffer, init } of states) {
     if (init === null) encoder.clearBuffer(buffers[buffer]);

@@ -100,7 +100,7 @@ def runtime_fixture(folder):
         "copies": [], "state": [], "dims": ["b", "n"],
     }
     folder.mkdir(parents=True)
-    (folder / "index.js").write_text(render_js(shared, full=True))  # dims: the whole runtime
+    (folder / "index.js").write_text(render_js(shared))  # the whole runtime
     (folder / "cpu.js").write_text(render_class_js(part))
     (folder / "index.d.ts").write_text(render_dts(shared))
     return folder
