@@ -696,6 +696,10 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
     if (lostInfo) return `kuma: the GPU device of model ${program.model} was lost (${lostInfo.reason}: ${lostInfo.message}); load() the model again.`;
     return null;
   }
+  function checkUsable() {
+    const why = unusable();
+    if (why) throw new Error(why);
+  }
 
   // the cache's stores begin once the caller has the model (and may have started its first run);
   // they read the buffers back, so dispose() destroys them only after the stores
@@ -707,8 +711,7 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
   let ahead = null;
 
   async function execute({ arrays, values }, read) {
-    const why = unusable();
-    if (why) throw new Error(why);
+    checkUsable();
     const queue = device.queue;
     let copyIn = null; // the GPUBuffer inputs, copied in the first submit, before the dispatches
     program.inputs.forEach((spec, i) => {
@@ -770,8 +773,7 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
     run(inputs, options) {
       let taken, read;
       try {
-        const why = unusable();
-        if (why) throw new Error(why);
+        checkUsable();
         taken = takeInputs(program, inputs, pending > 0);
         read = readIndices(program, options);
       } catch (error) {
@@ -783,15 +785,13 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
     outputBuffer(name) {
       const spec = program.outputs.find((o) => o.name === name);
       if (!spec) throw new TypeError(`kuma: model ${program.model} has no output "${name}".`);
-      const why = unusable();
-      if (why) throw new Error(why);
+      checkUsable();
       return buffers[spec.buffer];
     },
     // state buffers back to their initial values, after the runs already called
     reset() {
       return enqueue(() => {
-        const why = unusable();
-        if (why) throw new Error(why);
+        checkUsable();
         resetState(program, device, buffers);
       });
     },
