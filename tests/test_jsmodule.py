@@ -6,6 +6,7 @@ browser tests run what ships."""
 
 import dataclasses
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -15,8 +16,9 @@ import torch
 from kuma_build import TEMPLATES
 from kuma_build.compiler import compile_module
 from kuma_build.config import InputSpec
-from kuma_build.jsmodule import code_before_comment, shipped_runtime, stripped_runtime
-from kuma_build.outfolder import PROGRAM_START
+from kuma_build.jsmodule import code_before_comment, render_class_js, shipped_runtime, stripped_runtime
+from kuma_build.outfolder import PROGRAM_START, program_from_js
+from kuma_build.shortnames import short_kernels
 from support import model_config
 
 REPO = TEMPLATES.parent
@@ -114,3 +116,17 @@ def test_comments_are_cut_only_outside_strings():
     assert code_before_comment(r'const q = "a \" // b";') == r'const q = "a \" // b";'
     assert code_before_comment("const r = a//b;") == "const r = a//b;"  # not after a space: kept
     assert code_before_comment("// a whole line") == ""
+
+
+def test_a_class_module_holds_its_kernels_raw_and_reads_back_as_node_reads_it(tmp_path):
+    """outfolder.program_js: a string with line breaks (a kernel's WGSL) as a template literal, any
+    other string (or one a template literal would change) as JSON; program_from_js reads it back."""
+    part = {"buffers": [{"size": 4, "kind": "input"}], "dispatches": [], "copies": [],
+            "kernels": [{"name": "k`1", "code": "fn main(){\nlet x=1u;\n}"}, {"name": "k2", "code": "fn main(){}//a\\b\n"}]}
+    text = render_class_js(part)
+    assert "`fn main(){\nlet x=1u;\n}`" in text and '"fn main(){}//a\\\\b\\n"' in text and '"k`1"' in text
+    (tmp_path / "gpu.js").write_text(text)
+    script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == program_from_js(text) == {**part, "kernels": short_kernels(part["kernels"])}
