@@ -6,8 +6,8 @@
 
 The program (the dict every runtime runs, emit.program_dict) is split in two: index.js
 embeds what the device classes share (model, input and output specs with their buffer indices,
-weight chunks, the classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers,
-kernels, state, dispatches, copies), so the browser runtime
+weight chunks, the classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers
+(ship_buffers), kernels, state, dispatches, copies), so the browser runtime
 imports only the module of the class it picks at load. read_program joins them again.
 
 write_output stages the files in a temporary sibling folder and swaps it in
@@ -196,6 +196,8 @@ def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
         if (program["inputs"], program["outputs"]) != (first["inputs"], first["outputs"]):
             raise ValueError(f"outfolder.split_program: device class {name}'s input or output buffers differ from the first class's")
     parts = {name: {key: program[key] for key in CLASS_KEYS if key != "state" or program["state"]} for name, program in programs.items()}
+    for name, program in programs.items():
+        parts[name]["buffers"] = ship_buffers(program)
     if "dims" in first:  # ranges shared; each class lists the dims in its uniform's order (docs/design.md, Dimensions)
         shared["dims"] = first["dims"]
         for name, program in programs.items():
@@ -203,9 +205,22 @@ def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
     return shared, parts
 
 
+# A class's buffers as its module ships them: a buffer whose kind follows is its size alone (an input's
+# or output's buffer, which their specs name, else a weight's), any other [size, kind]; runtime.js's
+# loadModel reads them back: 0.03-0.08 kB gzip of a class module (docs/benchmarks.md)
+def implied_kind(program: dict, index: int) -> str:
+    return next((kind for kind in ("input", "output") if any(s["buffer"] == index for s in program[kind + "s"])), "weight")
+
+
+def ship_buffers(program: dict) -> list:
+    return [b["size"] if b["kind"] == implied_kind(program, i) else [b["size"], b["kind"]] for i, b in enumerate(program["buffers"])]
+
+
 def join_program(shared: dict, part: dict) -> dict:
     """The whole program of a class; its dims keep their ranges (the class's list is the same order)."""
     joined = {"state": [], **{key: value for key, value in shared.items() if key not in ("format", "classes")}, **part}
+    joined["buffers"] = [{"size": b, "kind": implied_kind(joined, i)} if isinstance(b, int) else {"size": b[0], "kind": b[1]}
+                         for i, b in enumerate(part["buffers"])]
     if "dims" in shared:
         joined["dims"] = shared["dims"]
     return joined

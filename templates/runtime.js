@@ -112,7 +112,10 @@ async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
   const name = chooseClass(shared.classes, software, options.deviceClass);
   const { program: part } = await deviceClasses[name]();
   const { classes, format, dims: ranges, ...common } = shared;
-  return createModel({ ...common, ...part, ranges, deviceClass: name }, chunkUrls, options, adapter, software, cache);
+  // a buffer is its size where its kind follows (an input's or output's, which their specs name, else
+  // a weight's: describeBuffer), else [size, kind] (outfolder.ship_buffers)
+  const buffers = part.buffers.map((b) => ({ size: b[0] ?? b, kind: b[1] }));
+  return createModel({ ...common, ...part, buffers, ranges, deviceClass: name }, chunkUrls, options, adapter, software, cache);
 }
 
 async function requestDevice(adapter, program, need) {
@@ -149,10 +152,11 @@ function neededLimits(program) {
   };
 }
 
+// (a buffer without a kind is a weight's: loadModel)
 function describeBuffer(program, index) {
   const input = program.inputs.find((s) => s.buffer === index);
   const output = program.outputs.find((s) => s.buffer === index);
-  const what = input ? `input "${input.name}"` : output ? `output "${output.name}"` : program.buffers[index]?.kind ?? "buffer";
+  const what = input ? `input "${input.name}"` : output ? `output "${output.name}"` : program.buffers[index]?.kind ?? "weight";
   return `buffer ${index} (${what})`;
 }
 

@@ -89,7 +89,7 @@ def runtime_fixture(folder):
               "chunks": []}
     sizes = [B[1], B[1] * N[1], N[1], B[1] * N[1], 2 * N[1] + 1, N[1] - 1]
     part = {
-        "buffers": [{"size": 4 * s, "kind": kind} for s, kind in zip(sizes, ["input"] * 3 + ["output"] * 3)] + [{"size": 16, "kind": "dims"}],
+        "buffers": [4 * s for s in sizes] + [[16, "dims"]],  # as a class module ships them (outfolder.ship_buffers)
         "kernels": [{"name": "scale", "code": SCALE}, {"name": "ramp", "code": RAMP}, {"name": "diff", "code": DIFF},
                     {"name": "ramp_one", "code": RAMP_ONE}],
         # z by ramp for b from 2, by ramp_one (right only for b = 1) after it for b = 1

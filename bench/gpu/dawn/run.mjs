@@ -129,7 +129,8 @@ async function loadKuma() {
   const model = await load({ fetch: fileFetch, cache: false });
   const loadMs = performance.now() - loadStarted;
   const { program: part } = await import(pathToFileURL(path.join(job.path, `${model.deviceClass}.js`)));
-  return { model, loadMs, program: { ...shared, ...part } };
+  // a buffer is its size, or [size, kind] (outfolder.ship_buffers)
+  return { model, loadMs, program: { ...shared, ...part, buffers: part.buffers.map((b) => ({ size: b[0] ?? b, kind: b[1] })) } };
 }
 
 async function runKuma() {
