@@ -30,8 +30,10 @@ try {
 const API = ["loadModel", "tensorInfo"];
 
 // properties of the runtime's own objects, never of the program, the options or the browser's:
-// shortened too (32 bytes gzip)
-const OWN_PROPERTIES = ["retryAfterMs", "cachedKeys", "downloaded", "digests", "progress", "room", "pipeline", "bindGroup", "groups", "when", "why"];
+// shortened too, also those named like a browser's (builtins), as none of the browser's is among
+// them (57 bytes gzip)
+const OWN_PROPERTIES = ["retryAfterMs", "cachedKeys", "downloaded", "digests", "progress", "room", "pipeline", "bindGroup", "groups", "when", "why",
+  "key", "arrays", "values", "bytes", "at", "type", "error"];
 
 // the switches runtime.js declares once
 const SWITCHES = ["DIMS", "MATRICES", "STATE", "F16"];
@@ -57,7 +59,7 @@ for (const [name, variant, how] of variants) {
     module: true, // an ES module's top level: its own names may be shortened too
     ecma: 2020,
     compress: { passes: 3, top_retain: API }, // false switches are inlined and their dead branches dropped (3 passes: 16 bytes gzip less than 2)
-    mangle: { reserved: API, properties: { regex: new RegExp(`^(${OWN_PROPERTIES.join("|")})$`) } },
+    mangle: { reserved: API, properties: { regex: new RegExp(`^(${OWN_PROPERTIES.join("|")})$`), builtins: true } },
   });
   const text = `// generated from runtime.js (sha256 ${hash})${how} by scripts/minify_runtime.mjs; do not edit\n${code}\n`;
   const target = new URL(name, templates);
