@@ -139,7 +139,7 @@ function tensorCores(features, info) {
 // the limits the model needs, and for each what asks for it (to name it in an error)
 function neededLimits(program) {
   const largest = program.buffers.reduce((best, b, i) => (b.size > program.buffers[best].size ? i : best), 0);
-  const storage = (d) => d[1].filter((b) => !(DIMS && program.buffers[b].kind === "dims")).length; // the dims buffer is a uniform
+  const storage = (d) => (DIMS ? d[1].filter((b) => program.buffers[b].kind !== "dims").length : d[1].length); // the dims buffer is a uniform
   const widest = program.dispatches.reduce((best, d, i) => (storage(d) > storage(program.dispatches[best]) ? i : best), 0);
   const size = Math.max(4, Math.ceil((program.buffers[largest]?.size ?? 4) / 4) * 4);
   const bindings = Math.max(1, program.dispatches[widest] ? storage(program.dispatches[widest]) : 1);
@@ -173,6 +173,7 @@ function checkLimits(program, need, limits, whose) {
 // the WGSL of each kernel for this device (the one place a later choice between kernel sets goes);
 // adapter: the one the device came from (undefined for load({ device }))
 function kernelSources(program, device, adapter) {
+  if (!F16) return program.kernels; // f32 kernels: { name, code } already
   const f16 = F16 && device.features.has("shader-f16");
   const matrix = MATRICES && f16 && tensorCores(device.features, adapter ? adapter.info : device.adapterInfo);
   return program.kernels.map((k) => ({ name: k.name, code: (matrix && k.f16m) || (f16 && k.f16) || k.code }));
@@ -536,7 +537,7 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
     const dims = dimsWriter(program, device, buffers);
     if (options.warmup ?? !software) {
       const least = !DIMS ? {} : Object.fromEntries(Object.entries(program.ranges ?? {}).map(([name, range]) => [name, range.min]));
-      dims(least);
+      if (DIMS) dims(least);
       const submit = (buffer) => device.queue.submit([buffer]);
       submit(encodeDispatches(device, binds, least, submit));
       await device.queue.onSubmittedWorkDone();
@@ -723,7 +724,7 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
       if (isGPUBuffer(arrays[i])) (copyIn ??= device.createCommandEncoder()).copyBufferToBuffer(arrays[i], 0, target, 0, 4 * numel(spec.shape, values));
       else queue.writeBuffer(target, 0, arrays[i]);
     });
-    dims(values);
+    if (DIMS) dims(values);
     const submit = (buffer, after = []) => {
       queue.submit(copyIn ? [copyIn.finish(), buffer, ...after] : [buffer, ...after]);
       copyIn = null;
