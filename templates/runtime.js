@@ -138,17 +138,16 @@ function tensorCores(features, info) {
 
 // the limits the model needs, and for each what asks for it (to name it in an error)
 function neededLimits(program) {
-  const largest = program.buffers.reduce((best, b, i) => (b.size > program.buffers[best].size ? i : best), 0);
-  const storage = (d) => (DIMS ? d[1].filter((b) => program.buffers[b].kind !== "dims").length : d[1].length); // the dims buffer is a uniform
-  const widest = program.dispatches.reduce((best, d, i) => (storage(d) > storage(program.dispatches[best]) ? i : best), 0);
-  const size = Math.max(4, Math.ceil((program.buffers[largest]?.size ?? 4) / 4) * 4);
-  const bindings = Math.max(1, program.dispatches[widest] ? storage(program.dispatches[widest]) : 1);
-  const buffer = describeBuffer(program, largest);
-  const kernel = program.kernels[program.dispatches[widest]?.[0]]?.name;
+  const sizes = program.buffers.map((b) => b.size);
+  const size = Math.max(4, Math.ceil(Math.max(0, ...sizes) / 4) * 4);
+  const largest = `${describeBuffer(program, sizes.indexOf(Math.max(...sizes)))} is ${size} bytes`;
+  // storage buffers a dispatch binds (the dims buffer is a uniform)
+  const storage = program.dispatches.map((d) => (DIMS ? d[1].filter((b) => program.buffers[b].kind !== "dims").length : d[1].length));
+  const bindings = Math.max(1, ...storage);
+  const kernel = program.kernels[program.dispatches[storage.indexOf(bindings)]?.[0]]?.name;
   return {
     limits: { maxStorageBufferBindingSize: size, maxBufferSize: size, maxStorageBuffersPerShaderStage: bindings },
-    why: { maxStorageBufferBindingSize: `${buffer} is ${size} bytes`, maxBufferSize: `${buffer} is ${size} bytes`,
-      maxStorageBuffersPerShaderStage: `kernel ${kernel} binds ${bindings} storage buffers` },
+    why: { maxStorageBufferBindingSize: largest, maxBufferSize: largest, maxStorageBuffersPerShaderStage: `kernel ${kernel} binds ${bindings} storage buffers` },
   };
 }
 
