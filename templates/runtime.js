@@ -296,7 +296,7 @@ async function openCache(program, options) {
   if (options.cache === false || typeof caches === "undefined") return null;
   try {
     const cache = await caches.open(`kuma:${program.model}`);
-    return { cache, keys: new Set((await cache.keys()).map((request) => request.url)) };
+    return { cache, cachedKeys: new Set((await cache.keys()).map((request) => request.url)) };
   } catch {
     return null;
   }
@@ -450,8 +450,9 @@ async function uploadChunks(program, urls, buffers, device, options, opened) {
     fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
     signal: stop.signal,
     timeout: options.timeout ?? STALL_MS,
-    cache: (await opened)?.cache ?? null,
-    cachedKeys: (await opened)?.keys ?? new Set(),
+    cache: null,
+    cachedKeys: new Set(),
+    ...(await opened), // the cache and its keys, if open
     downloaded: [], // indices of the chunks that came from the network, verified
     chunks: program.chunks,
     digests: [], // each chunk's SHA-256, for checkDigest
