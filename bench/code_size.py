@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from kuma_build.compiler import compile_model  # noqa: E402
 from kuma_build.config import load_project  # noqa: E402
-from kuma_build.jsmodule import runtime_needs, render_js  # noqa: E402
+from kuma_build.jsmodule import render_js, runtime_needs  # noqa: E402
 from kuma_build.outfolder import class_file, program_from_js  # noqa: E402
 
 MODELS = ["mlp", "convnet", "resnet", "mobilenet", "transformer", "gpt", "unet"]

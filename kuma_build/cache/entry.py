@@ -26,7 +26,7 @@ import json
 import re
 
 from kuma_build.devices import DEVICE_CLASSES
-from kuma_build.jsmodule import TS_ARRAY, runtime_needs, render_class_js, render_dts, render_js
+from kuma_build.jsmodule import TS_ARRAY, render_class_js, render_dts, render_js, runtime_needs
 from kuma_build.outfolder import ID_HEX, chunk_file, chunks_digest, class_file, join_program, program_from_js
 
 SHA256 = re.compile(r"[0-9a-f]{64}")

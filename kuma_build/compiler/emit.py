@@ -21,7 +21,7 @@ from kuma_build.compiler import precision
 from kuma_build.compiler.ir.sizes import to_json
 from kuma_build.compiler.plan import Plan
 from kuma_build.errors import KumaError
-from kuma_build.jsmodule import runtime_needs, render_class_js, render_dts, render_js
+from kuma_build.jsmodule import render_class_js, render_dts, render_js, runtime_needs
 from kuma_build.outfolder import ID_HEX, chunk_file, chunk_id, chunks_digest, class_file, compact_copies, split_program
 from kuma_build.shortnames import short_kernels
 
