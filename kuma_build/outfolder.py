@@ -5,9 +5,9 @@
     <out_dir>/<model>/.kuma-output.json   {"generator": "kuma-build", "files": {path: {"sha256", "size"}}}
 
 The program (the dict every runtime runs, emit.program_dict) is split in two: index.js
-embeds what the device classes share (model, input and output specs, weight chunks, the
-classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers, kernels, state,
-dispatches, copies, and the specs with their buffer indices), so the browser runtime
+embeds what the device classes share (model, input and output specs with their buffer indices,
+weight chunks, the classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers
+(ship_buffers), kernels, state, dispatches, copies), so the browser runtime
 imports only the module of the class it picks at load. read_program joins them again.
 
 write_output stages the files in a temporary sibling folder and swaps it in
@@ -25,15 +25,17 @@ file is restored by the next build, and `kuma verify` checks the same first.
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from kuma_build.errors import KumaError
 
-PROGRAM_START, PROGRAM_END = "/*kuma:program*/", "/*kuma:end*/"
+# the line of index.js (after the runtime) and of a class module that holds the program (program_js)
+PROGRAM_LINE = re.compile(r"^(?:export )?const program = ", re.M)
 RECORD = ".kuma-output.json"
-CLASS_KEYS = ("inputs", "outputs", "buffers", "kernels", "dispatches", "copies", "state")
+CLASS_KEYS = ("buffers", "kernels", "dispatches", "copies", "state")
 
 
 def write_output(folder: Path, files: dict[str, bytes]) -> None:
@@ -184,12 +186,19 @@ def expand_copies(program: dict) -> list[list[int]]:
 
 
 def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
-    """(what the device classes' programs share, each class's own part)."""
+    """(what the device classes' programs share, each class's own part). The input and output specs
+    are shared with their buffer indices, which every class's plan gives them alike (plan.py: the
+    inputs' buffers first, then the outputs'), and a part without state leaves "state" out (read as
+    none): index.js holds the specs anyway, so a class module need not (40-60 bytes gzip a page)."""
     first = next(iter(programs.values()))
-    shared = {"format": 3, "model": first["model"], "classes": list(programs),
-              "inputs": [spec_info(s) for s in first["inputs"]], "outputs": [spec_info(s) for s in first["outputs"]],
+    shared = {"format": 4, "model": first["model"], "classes": list(programs), "inputs": first["inputs"], "outputs": first["outputs"],
               "chunks": first["chunks"], "digest": first["digest"]}
-    parts = {name: {key: program[key] for key in CLASS_KEYS} for name, program in programs.items()}
+    for name, program in programs.items():
+        if (program["inputs"], program["outputs"]) != (first["inputs"], first["outputs"]):
+            raise ValueError(f"outfolder.split_program: device class {name}'s input or output buffers differ from the first class's")
+    parts = {name: {key: program[key] for key in CLASS_KEYS if key != "state" or program["state"]} for name, program in programs.items()}
+    for name, program in programs.items():
+        parts[name]["buffers"] = ship_buffers(program)
     if "dims" in first:  # ranges shared; each class lists the dims in its uniform's order (docs/design.md, Dimensions)
         shared["dims"] = first["dims"]
         for name, program in programs.items():
@@ -197,13 +206,22 @@ def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
     return shared, parts
 
 
-def spec_info(spec: dict) -> dict:
-    return {"name": spec["name"], "shape": spec["shape"], "dtype": spec["dtype"]}
+# A class's buffers as its module ships them: a buffer whose kind follows is its size alone (an input's
+# or output's buffer, which their specs name, else a weight's), any other [size, kind]; runtime.js's
+# loadModel reads them back: 0.03-0.08 kB gzip of a class module (docs/benchmarks.md)
+def implied_kind(program: dict, index: int) -> str:
+    return next((kind for kind in ("input", "output") if any(s["buffer"] == index for s in program[kind + "s"])), "weight")
+
+
+def ship_buffers(program: dict) -> list:
+    return [b["size"] if b["kind"] == implied_kind(program, i) else [b["size"], b["kind"]] for i, b in enumerate(program["buffers"])]
 
 
 def join_program(shared: dict, part: dict) -> dict:
     """The whole program of a class; its dims keep their ranges (the class's list is the same order)."""
-    joined = {**{key: value for key, value in shared.items() if key not in ("format", "classes")}, **part}
+    joined = {"state": [], **{key: value for key, value in shared.items() if key not in ("format", "classes")}, **part}
+    joined["buffers"] = [{"size": b, "kind": implied_kind(joined, i)} if isinstance(b, int) else {"size": b[0], "kind": b[1]}
+                         for i, b in enumerate(part["buffers"])]
     if "dims" in shared:
         joined["dims"] = shared["dims"]
     return joined
@@ -223,6 +241,24 @@ def program_classes(folder: Path) -> list[str]:
     return program_from_js((folder / "index.js").read_text())["classes"]
 
 
+# The program as a JS literal (program_js): JSON, but a string with line breaks (a kernel's WGSL) as a
+# template literal that holds them raw: JSON's "\n" is two characters, a line break one (17-58 bytes
+# gzip of a class module). Only a string without ` \ or ${ (WGSL has none) or any other character
+# JSON escapes, so the literal's text is the string itself.
+STRING_OR_TEMPLATE = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`')
+
+
+def program_js(program: dict) -> str:
+    def literal(match):
+        text = json.loads(match.group(0))
+        raw = "\n" in text and not any(mark in text for mark in ("`", "\\", "${")) and json.dumps(text) == '"' + text.replace("\n", "\\n") + '"'
+        return f"`{text}`" if raw else match.group(0)
+    return STRING_OR_TEMPLATE.sub(literal, json.dumps(program, separators=(",", ":")))
+
+
 def program_from_js(text: str) -> dict:
-    start = text.index(PROGRAM_START) + len(PROGRAM_START)
-    return json.loads(text[start:text.index(PROGRAM_END, start)])
+    """The program of index.js or a class module: the literal that begins its PROGRAM_LINE (no
+    markers around it: they were 0.03 kB gzip of a page)."""
+    rest = text[PROGRAM_LINE.search(text).end():]
+    value, _ = json.JSONDecoder().raw_decode(STRING_OR_TEMPLATE.sub(lambda m: json.dumps(m.group(0)[1:-1]) if m.group(0)[0] == "`" else m.group(0), rest))
+    return value

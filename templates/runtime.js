@@ -23,11 +23,14 @@
 // writes the values to the "dims" uniform buffer the kernels read (when they change), computes the
 // workgroup counts and reads the outputs back at their current lengths.
 
-// both false in the runtime index.js ships for a model without dims and without subgroup-matrix
-// kernels: scripts/minify_runtime.mjs derives runtime.static.min.js with them, where terser drops the
-// code behind them (the dims uniform, inferring dims, { size, per } counts, `when` ranges, sizes with
-// terms; picking the f16m variants; docs/benchmarks.md has the sizes)
-const DIMS = true, MATRICES = true;
+// What a model may need of the runtime; scripts/minify_runtime.mjs derives runtimes with some of
+// them false, where terser drops the code behind them, and index.js ships the smallest whose false
+// switches the model does not need (jsmodule.runtime_needs; docs/benchmarks.md has the sizes):
+// DIMS, a model with dims (the dims uniform, inferring dims, { size, per } counts, `when` ranges,
+// sizes with terms); MATRICES, kernels with a subgroup-matrix variant (picking it); STATE, state
+// buffers (setting them at load and on reset()); F16, kernels with a shader-f16 variant (asking for
+// the feature and picking it)
+const DIMS = true, MATRICES = true, STATE = true, F16 = true;
 
 const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
 const USAGE_READBACK = 0x01 | 0x08; // MAP_READ | COPY_DST
@@ -109,14 +112,17 @@ async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
   const name = chooseClass(shared.classes, software, options.deviceClass);
   const { program: part } = await deviceClasses[name]();
   const { classes, format, dims: ranges, ...common } = shared;
-  return createModel({ ...common, ...part, ranges, deviceClass: name }, chunkUrls, options, adapter, software, cache);
+  // a buffer is its size where its kind follows (an input's or output's, which their specs name, else
+  // a weight's: describeBuffer), else [size, kind] (outfolder.ship_buffers)
+  const buffers = part.buffers.map((b) => ({ size: b[0] ?? b, kind: b[1] }));
+  return createModel({ ...common, ...part, buffers, ranges, deviceClass: name }, chunkUrls, options, adapter, software, cache);
 }
 
 async function requestDevice(adapter, program, need) {
   checkLimits(program, need, adapter.limits, "this GPU's adapter");
   // f16 weights: kernels have a native-f16 variant, and tiled products one on subgroup matrices;
   // ask for the features only when they are there
-  const f16 = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16");
+  const f16 = F16 && program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16");
   const matrix = MATRICES && f16 && program.kernels.some((k) => k.f16m) && tensorCores(adapter.features, adapter.info);
   const requiredFeatures = [...(f16 ? ["shader-f16"] : []), ...(matrix ? [MATRIX] : [])];
   return adapter.requestDevice({ requiredLimits: need.limits, requiredFeatures });
@@ -132,24 +138,24 @@ function tensorCores(features, info) {
 
 // the limits the model needs, and for each what asks for it (to name it in an error)
 function neededLimits(program) {
-  const largest = program.buffers.reduce((best, b, i) => (b.size > program.buffers[best].size ? i : best), 0);
-  const storage = (d) => d[1].filter((b) => !(DIMS && program.buffers[b].kind === "dims")).length; // the dims buffer is a uniform
-  const widest = program.dispatches.reduce((best, d, i) => (storage(d) > storage(program.dispatches[best]) ? i : best), 0);
-  const size = Math.max(4, Math.ceil((program.buffers[largest]?.size ?? 4) / 4) * 4);
-  const bindings = Math.max(1, program.dispatches[widest] ? storage(program.dispatches[widest]) : 1);
-  const buffer = describeBuffer(program, largest);
-  const kernel = program.kernels[program.dispatches[widest]?.[0]]?.name;
+  const sizes = program.buffers.map((b) => b.size);
+  const size = Math.max(4, Math.ceil(Math.max(0, ...sizes) / 4) * 4);
+  const largest = `${describeBuffer(program, sizes.indexOf(Math.max(...sizes)))} is ${size} bytes`;
+  // storage buffers a dispatch binds (the dims buffer is a uniform)
+  const storage = program.dispatches.map((d) => (DIMS ? d[1].filter((b) => program.buffers[b].kind !== "dims").length : d[1].length));
+  const bindings = Math.max(1, ...storage);
+  const kernel = program.kernels[program.dispatches[storage.indexOf(bindings)]?.[0]]?.name;
   return {
     limits: { maxStorageBufferBindingSize: size, maxBufferSize: size, maxStorageBuffersPerShaderStage: bindings },
-    why: { maxStorageBufferBindingSize: `${buffer} is ${size} bytes`, maxBufferSize: `${buffer} is ${size} bytes`,
-      maxStorageBuffersPerShaderStage: `kernel ${kernel} binds ${bindings} storage buffers` },
+    why: { maxStorageBufferBindingSize: largest, maxBufferSize: largest, maxStorageBuffersPerShaderStage: `kernel ${kernel} binds ${bindings} storage buffers` },
   };
 }
 
+// (a buffer without a kind is a weight's: loadModel)
 function describeBuffer(program, index) {
   const input = program.inputs.find((s) => s.buffer === index);
   const output = program.outputs.find((s) => s.buffer === index);
-  const what = input ? `input "${input.name}"` : output ? `output "${output.name}"` : program.buffers[index]?.kind ?? "buffer";
+  const what = input ? `input "${input.name}"` : output ? `output "${output.name}"` : program.buffers[index]?.kind ?? "weight";
   return `buffer ${index} (${what})`;
 }
 
@@ -166,7 +172,8 @@ function checkLimits(program, need, limits, whose) {
 // the WGSL of each kernel for this device (the one place a later choice between kernel sets goes);
 // adapter: the one the device came from (undefined for load({ device }))
 function kernelSources(program, device, adapter) {
-  const f16 = device.features.has("shader-f16");
+  if (!F16) return program.kernels; // f32 kernels: { name, code } already
+  const f16 = F16 && device.features.has("shader-f16");
   const matrix = MATRICES && f16 && tensorCores(device.features, adapter ? adapter.info : device.adapterInfo);
   return program.kernels.map((k) => ({ name: k.name, code: (matrix && k.f16m) || (f16 && k.f16) || k.code }));
 }
@@ -289,7 +296,7 @@ async function openCache(program, options) {
   if (options.cache === false || typeof caches === "undefined") return null;
   try {
     const cache = await caches.open(`kuma:${program.model}`);
-    return { cache, keys: new Set((await cache.keys()).map((request) => request.url)) };
+    return { cache, cachedKeys: new Set((await cache.keys()).map((request) => request.url)) };
   } catch {
     return null;
   }
@@ -443,8 +450,9 @@ async function uploadChunks(program, urls, buffers, device, options, opened) {
     fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
     signal: stop.signal,
     timeout: options.timeout ?? STALL_MS,
-    cache: (await opened)?.cache ?? null,
-    cachedKeys: (await opened)?.keys ?? new Set(),
+    cache: null,
+    cachedKeys: new Set(),
+    ...(await opened), // the cache and its keys, if open
     downloaded: [], // indices of the chunks that came from the network, verified
     chunks: program.chunks,
     digests: [], // each chunk's SHA-256, for checkDigest
@@ -529,7 +537,7 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
     const dims = dimsWriter(program, device, buffers);
     if (options.warmup ?? !software) {
       const least = !DIMS ? {} : Object.fromEntries(Object.entries(program.ranges ?? {}).map(([name, range]) => [name, range.min]));
-      dims(least);
+      if (DIMS) dims(least);
       const submit = (buffer) => device.queue.submit([buffer]);
       submit(encodeDispatches(device, binds, least, submit));
       await device.queue.onSubmittedWorkDone();
@@ -589,7 +597,7 @@ function dimsWriter(program, device, buffers) {
 // every state buffer back to its initial value: a copy of its init buffer, or zeros
 function resetState(program, device, buffers) {
   const states = program.state ?? [];
-  if (!states.length) return;
+  if (!STATE || !states.length) return;
   const encoder = device.createCommandEncoder();
   for (const { buffer, init } of states) {
     if (init === null) encoder.clearBuffer(buffers[buffer]);
@@ -693,6 +701,10 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
     if (lostInfo) return `kuma: the GPU device of model ${program.model} was lost (${lostInfo.reason}: ${lostInfo.message}); load() the model again.`;
     return null;
   }
+  function checkUsable() {
+    const why = unusable();
+    if (why) throw new Error(why);
+  }
 
   // the cache's stores begin once the caller has the model (and may have started its first run);
   // they read the buffers back, so dispose() destroys them only after the stores
@@ -704,8 +716,7 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
   let ahead = null;
 
   async function execute({ arrays, values }, read) {
-    const why = unusable();
-    if (why) throw new Error(why);
+    checkUsable();
     const queue = device.queue;
     let copyIn = null; // the GPUBuffer inputs, copied in the first submit, before the dispatches
     program.inputs.forEach((spec, i) => {
@@ -713,7 +724,7 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
       if (isGPUBuffer(arrays[i])) (copyIn ??= device.createCommandEncoder()).copyBufferToBuffer(arrays[i], 0, target, 0, 4 * numel(spec.shape, values));
       else queue.writeBuffer(target, 0, arrays[i]);
     });
-    dims(values);
+    if (DIMS) dims(values);
     const submit = (buffer, after = []) => {
       queue.submit(copyIn ? [copyIn.finish(), buffer, ...after] : [buffer, ...after]);
       copyIn = null;
@@ -767,8 +778,7 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
     run(inputs, options) {
       let taken, read;
       try {
-        const why = unusable();
-        if (why) throw new Error(why);
+        checkUsable();
         taken = takeInputs(program, inputs, pending > 0);
         read = readIndices(program, options);
       } catch (error) {
@@ -780,15 +790,13 @@ function runnable(program, device, ownsDevice, buffers, binds, readbacks, store,
     outputBuffer(name) {
       const spec = program.outputs.find((o) => o.name === name);
       if (!spec) throw new TypeError(`kuma: model ${program.model} has no output "${name}".`);
-      const why = unusable();
-      if (why) throw new Error(why);
+      checkUsable();
       return buffers[spec.buffer];
     },
     // state buffers back to their initial values, after the runs already called
     reset() {
       return enqueue(() => {
-        const why = unusable();
-        if (why) throw new Error(why);
+        checkUsable();
         resetState(program, device, buffers);
       });
     },

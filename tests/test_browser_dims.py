@@ -80,18 +80,16 @@ def runtime_fixture(folder):
     y = x * scale[:, None] + bias of shape [b, n], z = arange(2n + 1) * b, w = diff(x[0]) of length n - 1.
     Buffers: scale, x, bias, y, z, w, dims."""
     n_terms, b_n = [[1, "n"]], [[1, "b", "n"]]
-    shared = {"format": 2, "model": "dimsfixture", "classes": ["cpu"], "dims": {"b": {"min": B[0], "max": B[1]}, "n": {"min": N[0], "max": N[1]}},
-              "inputs": [{"name": "scale", "shape": ["b"], "dtype": "float32"}, {"name": "x", "shape": ["b", "n"], "dtype": "float32"},
-                         {"name": "bias", "shape": ["n"], "dtype": "float32"}],
-              "outputs": [{"name": "y", "shape": [[[1, "b"]], n_terms], "dtype": "float32"},
-                          {"name": "z", "shape": [[[2, "n"], [1]]], "dtype": "float32"},
-                          {"name": "w", "shape": [[[1, "n"], [-1]]], "dtype": "float32"}],
+    shared = {"format": 4, "model": "dimsfixture", "classes": ["cpu"], "dims": {"b": {"min": B[0], "max": B[1]}, "n": {"min": N[0], "max": N[1]}},
+              "inputs": [{"name": "scale", "shape": ["b"], "dtype": "float32", "buffer": 0}, {"name": "x", "shape": ["b", "n"], "dtype": "float32", "buffer": 1},
+                         {"name": "bias", "shape": ["n"], "dtype": "float32", "buffer": 2}],
+              "outputs": [{"name": "y", "shape": [[[1, "b"]], n_terms], "dtype": "float32", "buffer": 3},
+                          {"name": "z", "shape": [[[2, "n"], [1]]], "dtype": "float32", "buffer": 4},
+                          {"name": "w", "shape": [[[1, "n"], [-1]]], "dtype": "float32", "buffer": 5}],
               "chunks": []}
     sizes = [B[1], B[1] * N[1], N[1], B[1] * N[1], 2 * N[1] + 1, N[1] - 1]
     part = {
-        "inputs": [{**spec, "buffer": i} for i, spec in enumerate(shared["inputs"])],
-        "outputs": [{**o, "buffer": i + 3} for i, o in enumerate(shared["outputs"])],
-        "buffers": [{"size": 4 * s, "kind": kind} for s, kind in zip(sizes, ["input"] * 3 + ["output"] * 3)] + [{"size": 16, "kind": "dims"}],
+        "buffers": [4 * s for s in sizes] + [[16, "dims"]],  # as a class module ships them (outfolder.ship_buffers)
         "kernels": [{"name": "scale", "code": SCALE}, {"name": "ramp", "code": RAMP}, {"name": "diff", "code": DIFF},
                     {"name": "ramp_one", "code": RAMP_ONE}],
         # z by ramp for b from 2, by ramp_one (right only for b = 1) after it for b = 1
@@ -102,7 +100,7 @@ def runtime_fixture(folder):
         "copies": [], "state": [], "dims": ["b", "n"],
     }
     folder.mkdir(parents=True)
-    (folder / "index.js").write_text(render_js(shared, full=True))  # dims: the whole runtime
+    (folder / "index.js").write_text(render_js(shared))  # the whole runtime
     (folder / "cpu.js").write_text(render_class_js(part))
     (folder / "index.d.ts").write_text(render_dts(shared))
     return folder

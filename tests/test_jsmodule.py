@@ -1,11 +1,12 @@
 """The runtime as index.js ships it (jsmodule.shipped_runtime) is the template's code: the minified
-runtime.min.js and runtime.static.min.js are derived from the current runtime.js
+runtimes (templates/runtime*.min.js) are derived from the current runtime.js
 (scripts/minify_runtime.mjs), a stale one is never shipped, every form parses and keeps every
-message, a model without dims ships the runtime without the dims code, and the browser tests run
-what ships."""
+message, a model without dims, state or f16 kernels ships the runtime without their code, and the
+browser tests run what ships."""
 
 import dataclasses
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -15,16 +16,23 @@ import torch
 from kuma_build import TEMPLATES
 from kuma_build.compiler import compile_module
 from kuma_build.config import InputSpec
-from kuma_build.jsmodule import code_before_comment, shipped_runtime, stripped_runtime
-from kuma_build.outfolder import PROGRAM_START
+from kuma_build.jsmodule import code_before_comment, render_class_js, shipped_runtime, stripped_runtime
+from kuma_build.outfolder import program_from_js
+from kuma_build.shortnames import short_kernels
 from support import model_config
 
 REPO = TEMPLATES.parent
-REGENERATE = ("templates/runtime.js changed since templates/runtime.min.js and runtime.static.min.js were derived: run "
+MINIFIED = ("runtime.min.js", "runtime.static.min.js", "runtime.plain.min.js")
+REGENERATE = ("templates/runtime.js changed since templates/runtime*.min.js were derived: run "
               "`node scripts/minify_runtime.mjs` (terser comes with `cd tests/browser && npm ci`) and commit them")
 # what only the dims code reads: the dims uniform's buffer kind, the class program's dims, { size, per }
 DIMS_CODE = ['"dims"', ".dims", ".per"]
 MATRIX_CODE = ["chromium-experimental-subgroup-matrix", "subgroupMatrixConfigs"]  # picking the f16m variants
+STATE_CODE = ["clearBuffer"]  # zeroing a state buffer
+F16_CODE = ['"shader-f16"']  # asking for the feature
+# each derived runtime, as shipped_runtime picks it: the whole one, one for a model without dims or
+# f16m kernels, one for a model with none of what the switches guard
+WHOLE, STATIC, PLAIN = None, {"STATE", "F16"}, set()
 
 
 def assert_parses(tmp_path, code):
@@ -35,7 +43,7 @@ def assert_parses(tmp_path, code):
 
 
 def test_the_minified_runtime_is_derived_from_the_current_template():
-    for name in ("runtime.min.js", "runtime.static.min.js"):
+    for name in MINIFIED:
         first = (TEMPLATES / name).read_text().split("\n", 1)[0]
         assert hashlib.sha256((TEMPLATES / "runtime.js").read_bytes()).hexdigest() in first, REGENERATE
     # and it is exactly what the script derives (not edited by hand)
@@ -49,12 +57,18 @@ def test_the_shipped_runtime_is_the_minified_one_and_keeps_every_message(tmp_pat
     # change the quotes)
     messages = re.findall(r'`(kuma: [^`$]*)', template) + re.findall(r'"(kuma: [^"]*)"', template)
     assert len(messages) > 20
-    for shipped in (shipped_runtime(full=True), shipped_runtime(full=False)):
+    whole, static, plain = (shipped_runtime(needs=needs) for needs in (WHOLE, STATIC, PLAIN))
+    assert len(whole) > len(static) > len(plain)
+    for shipped in (whole, static, plain):
         assert_parses(tmp_path, shipped)
         assert "\n" not in shipped.strip() and len(shipped) < 0.6 * len(template)
         for message in messages:
             assert message in shipped, message
-    assert all(code in shipped_runtime(full=True) and code not in shipped_runtime(full=False) for code in DIMS_CODE + MATRIX_CODE)
+    assert all(code in whole and code not in static for code in DIMS_CODE + MATRIX_CODE)
+    assert all(code in static and code not in plain for code in STATE_CODE + F16_CODE)
+    # a model that needs a switch gets a runtime with it
+    assert shipped_runtime(needs={"DIMS"}) == shipped_runtime(needs={"MATRICES", "F16"}) == whole
+    assert shipped_runtime(needs={"STATE"}) == shipped_runtime(needs={"F16"}) == static
 
 
 def test_a_model_without_dims_ships_the_runtime_without_the_dims_code(tmp_path):
@@ -66,26 +80,26 @@ def test_a_model_without_dims_ships_the_runtime_without_the_dims_code(tmp_path):
     runtimes = {}
     for config in (static, dynamic):
         index = (compile_module(module, config).write(tmp_path) / "index.js").read_text()
-        runtimes[config.name] = index.split(f"const program = {PROGRAM_START}")[0]
-    assert runtimes["static"].endswith(shipped_runtime(full=False) + "\n")
-    assert runtimes["dynamic"].endswith(shipped_runtime(full=True) + "\n")
+        runtimes[config.name] = index.split("\nconst program = ")[0] + "\n"
+    assert runtimes["static"].endswith(shipped_runtime(needs=PLAIN) + "\n")
+    assert runtimes["dynamic"].endswith(shipped_runtime(needs=WHOLE) + "\n")
     for code in DIMS_CODE:
         assert code not in runtimes["static"] and code in runtimes["dynamic"], code
 
 
 def test_a_stale_minified_runtime_is_never_shipped(tmp_path):
-    for name in ("runtime.js", "runtime.min.js", "runtime.static.min.js"):
+    for name in ("runtime.js", *MINIFIED):
         shutil.copy(TEMPLATES / name, tmp_path / name)
-    for full in (True, False):
-        assert shipped_runtime(tmp_path, full) == shipped_runtime(full=full)
+    for needs in (WHOLE, STATIC, PLAIN):
+        assert shipped_runtime(tmp_path, needs) == shipped_runtime(needs=needs)
     edited = (TEMPLATES / "runtime.js").read_text().replace("const CONCURRENCY = ", "const CONCURRENCY = 1 + ")
     (tmp_path / "runtime.js").write_text(edited)
-    for full in (True, False):  # the whole runtime, which runs a model without dims too
-        assert shipped_runtime(tmp_path, full) == stripped_runtime(edited) and "CONCURRENCY = 1 + " in shipped_runtime(tmp_path, full)
-    (tmp_path / "runtime.min.js").unlink()
-    (tmp_path / "runtime.static.min.js").unlink()
-    for full in (True, False):
-        assert shipped_runtime(tmp_path, full) == stripped_runtime(edited)
+    for needs in (WHOLE, STATIC, PLAIN):  # the whole runtime, which runs every model
+        assert shipped_runtime(tmp_path, needs) == stripped_runtime(edited) and "CONCURRENCY = 1 + " in shipped_runtime(tmp_path, needs)
+    for name in MINIFIED:
+        (tmp_path / name).unlink()
+    for needs in (WHOLE, STATIC, PLAIN):
+        assert shipped_runtime(tmp_path, needs) == stripped_runtime(edited)
 
 
 def test_the_stripped_runtime_parses_and_is_smaller(tmp_path):
@@ -102,3 +116,17 @@ def test_comments_are_cut_only_outside_strings():
     assert code_before_comment(r'const q = "a \" // b";') == r'const q = "a \" // b";'
     assert code_before_comment("const r = a//b;") == "const r = a//b;"  # not after a space: kept
     assert code_before_comment("// a whole line") == ""
+
+
+def test_a_class_module_holds_its_kernels_raw_and_reads_back_as_node_reads_it(tmp_path):
+    """outfolder.program_js: a string with line breaks (a kernel's WGSL) as a template literal, any
+    other string (or one a template literal would change) as JSON; program_from_js reads it back."""
+    part = {"buffers": [{"size": 4, "kind": "input"}], "dispatches": [], "copies": [],
+            "kernels": [{"name": "k`1", "code": "fn main(){\nlet x=1u;\n}"}, {"name": "k2", "code": "fn main(){}//a\\b\n"}]}
+    text = render_class_js(part)
+    assert "`fn main(){\nlet x=1u;\n}`" in text and '"fn main(){}//a\\\\b\\n"' in text and '"k`1"' in text
+    (tmp_path / "gpu.js").write_text(text)
+    script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == program_from_js(text) == {**part, "kernels": short_kernels(part["kernels"])}

@@ -26,7 +26,7 @@ import json
 import re
 
 from kuma_build.devices import DEVICE_CLASSES
-from kuma_build.jsmodule import TS_ARRAY, needs_full_runtime, render_class_js, render_dts, render_js
+from kuma_build.jsmodule import TS_ARRAY, render_class_js, render_dts, render_js, runtime_needs
 from kuma_build.outfolder import ID_HEX, chunk_file, chunks_digest, class_file, join_program, program_from_js
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -84,7 +84,7 @@ def check_files(entry: dict, files: dict[str, bytes], model) -> None:
                 set(manifest.get("classes", {})) != set(names):
             raise BadEntry("names device classes that no build makes")
         parts = {name: program_from_js(files[class_file(name)].decode()) for name in names}
-        js, dts = render_js(shared, needs_full_runtime(shared, parts)).encode(), render_dts(shared).encode()
+        js, dts = render_js(shared, runtime_needs(shared, parts)).encode(), render_dts(shared).encode()
         if files["index.js"] != js or files["index.d.ts"] != dts:
             raise BadEntry("has an index.js or index.d.ts that is not Kuma's rendering of its program")
         for name, part in parts.items():

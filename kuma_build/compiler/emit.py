@@ -21,7 +21,7 @@ from kuma_build.compiler import precision
 from kuma_build.compiler.ir.sizes import to_json
 from kuma_build.compiler.plan import Plan
 from kuma_build.errors import KumaError
-from kuma_build.jsmodule import needs_full_runtime, render_class_js, render_dts, render_js
+from kuma_build.jsmodule import render_class_js, render_dts, render_js, runtime_needs
 from kuma_build.outfolder import ID_HEX, chunk_file, chunk_id, chunks_digest, class_file, compact_copies, split_program
 from kuma_build.shortnames import short_kernels
 
@@ -216,7 +216,7 @@ def output_files(programs: dict[str, dict], manifest: dict, chunks) -> dict[str,
     classes share, one module per class (outfolder.split_program), index.d.ts, the manifest, the chunks."""
     shared, parts = split_program(programs)
     files = {chunk.file: chunk.data for chunk in chunks}
-    files["index.js"] = render_js(shared, needs_full_runtime(shared, parts)).encode()
+    files["index.js"] = render_js(shared, runtime_needs(shared, parts)).encode()
     files.update({class_file(name): render_class_js(part).encode() for name, part in parts.items()})
     files["index.d.ts"] = render_dts(shared).encode()
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()

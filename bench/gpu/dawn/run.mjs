@@ -28,8 +28,8 @@ import { pathToFileURL, fileURLToPath } from "node:url";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MODULES = process.env.KUMA_DAWN_MODULES ?? path.join(HERE, "node_modules"); // the carried kit sets this
 const ARRAYS = { float32: Float32Array, int32: Int32Array, int64: BigInt64Array };
-const PROGRAM_START = "/*kuma:program*/"; // kuma_build/outfolder.py
-const PROGRAM_END = "/*kuma:end*/";
+// index.js's line with the program, JSON (kuma_build/outfolder.py's PROGRAM_LINE)
+const PROGRAM_LINE = "\nconst program = ";
 
 const [jobFile, resultFile] = process.argv.slice(2);
 const job = JSON.parse(fs.readFileSync(jobFile, "utf8"));
@@ -122,14 +122,15 @@ function kumaInputs(program) {
 async function loadKuma() {
   const indexJs = path.join(job.path, "index.js");
   const text = fs.readFileSync(indexJs, "utf8");
-  const start = text.indexOf(PROGRAM_START) + PROGRAM_START.length;
-  const shared = JSON.parse(text.slice(start, text.indexOf(PROGRAM_END, start)));
+  const start = text.indexOf(PROGRAM_LINE) + PROGRAM_LINE.length;
+  const shared = JSON.parse(text.slice(start, text.indexOf(";\n", start)));
   const loadStarted = performance.now();
   const { load } = await import(pathToFileURL(indexJs));
   const model = await load({ fetch: fileFetch, cache: false });
   const loadMs = performance.now() - loadStarted;
   const { program: part } = await import(pathToFileURL(path.join(job.path, `${model.deviceClass}.js`)));
-  return { model, loadMs, program: { ...shared, ...part } };
+  // a buffer is its size, or [size, kind] (outfolder.ship_buffers)
+  return { model, loadMs, program: { ...shared, ...part, buffers: part.buffers.map((b) => ({ size: b[0] ?? b, kind: b[1] })) } };
 }
 
 async function runKuma() {
