@@ -158,16 +158,16 @@ class Gemm:
         return f"{ceil(self.depth / self.splits / STEP) * STEP}u"
 
 
-def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int, wanted: int = 0) -> float:
+def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int, sliced: bool = False) -> float:
     """Estimated time of the tiled kernel: waves of the workgroups in flight (device.parallel, more
     for small tiles: small_tile_occupancy), each running its K steps; a step costs its thread's FMAs and workgroup-memory reads, its share of the global
     loads and a fixed latency (barriers, memory). Splitting K adds a dispatch that sums the partials
     and the partials' trip through memory (written, then read by the sum). With K groups (k_groups)
     a thread takes its group's share of a step's k, and each group after the first adds its sums
-    through workgroup memory, each piece costing about a step's latency (wanted: the groups asked
-    for, as group_count gives them; 0: K_GROUPS)."""
+    through workgroup memory, each piece costing about a step's latency (the groups group_count
+    asks of a product, sliced or not)."""
     groups = batch * ceil(rows / tm) * ceil(cols / tn) * splits
-    k_group, pieces = k_groups(device, tm, tn, wanted or K_GROUPS)
+    k_group, pieces = k_groups(device, tm, tn, group_count(sliced))
     ty, tx = group_grid(k_group)
     rows_side, cols_side = Side(tm, ty), Side(tn, tx)
     per_step = STEP // k_group * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
@@ -201,8 +201,7 @@ def choose_split(device: DeviceClass, batch: int, rows: int, cols: int, depth: i
         return 1  # the thin kernel splits K inside its workgroups
     tiles = [SLICED_TILE] if sliced else [(tm, tn) for tm in device.tiles for tn in device.tiles if fits(device, tm, tn)]
     options = [(tm, tn, s) for tm, tn in tiles for s in device.splits if s == 1 or depth >= s * STEP * MIN_SPLIT_STEPS]
-    wanted = group_count(sliced)
-    return min(options, key=lambda o: (cost(device, batch, rows, cols, depth, *o, wanted), o[2]))[2]
+    return min(options, key=lambda o: (cost(device, batch, rows, cols, depth, *o, sliced), o[2]))[2]
 
 
 def stage(var: str, load: list[str], check: str, zero: str = "0.0") -> list[str]:
