@@ -7,7 +7,8 @@
 The program (the dict every runtime runs, emit.program_dict) is split in two: index.js
 embeds what the device classes share (model, input and output specs with their buffer indices,
 weight chunks, the classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers
-(ship_buffers), kernels, state, dispatches, copies), so the browser runtime
+(ship_buffers), kernels, state, dispatches, copies; kernels of one shape as a template function
+and their integers: class_module_js), so the browser runtime
 imports only the module of the class it picks at load. read_program joins them again.
 
 write_output stages the files in a temporary sibling folder and swaps it in
@@ -31,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 from kuma_build.errors import KumaError
+from kuma_build.templated import HOLE, expanded
 
 # the line of index.js (after the runtime) and of a class module that holds the program (program_js)
 PROGRAM_LINE = re.compile(r"^(?:export )?const program = ", re.M)
@@ -220,6 +222,7 @@ def ship_buffers(program: dict) -> list:
 def join_program(shared: dict, part: dict) -> dict:
     """The whole program of a class; its dims keep their ranges (the class's list is the same order)."""
     joined = {"state": [], **{key: value for key, value in shared.items() if key not in ("format", "classes")}, **part}
+    joined["kernels"] = expanded(joined.pop("templates", []), part["kernels"])  # templated.py
     joined["buffers"] = [{"size": b, "kind": implied_kind(joined, i)} if isinstance(b, int) else {"size": b[0], "kind": b[1]}
                          for i, b in enumerate(part["buffers"])]
     if "dims" in shared:
@@ -256,9 +259,51 @@ def program_js(program: dict) -> str:
     return STRING_OR_TEMPLATE.sub(literal, json.dumps(program, separators=(",", ":")))
 
 
+# A class module's templates (templated.py) as JS functions of their holes before the program,
+# `const t0=(a,b)=>`...${a}...${b}...`;` (a hole past the 26th $27), and a templated kernel's code
+# as a call, t0(64,147): importing the module gives every kernel its text as built, so the runtime
+# needs no code for them (decoding [template, values...] in runtime.js was 0.06 kB gzip of every page)
+TEMPLATE_DEF = re.compile(r"\bt(\d+)=\(([^)]*)\)=>`([^`]*)`")
+TEMPLATE_CALL = re.compile(r'"\\u0000(t\d+\([\d,]*\))"')
+CALL = re.compile(r"t(\d+)\(([\d,]*)\)")
+PARAMS = "abcdefghijklmnopqrstuvwxyz"
+JS_HOLE = re.compile(r"\$\{([a-z]|\$\d+)\}")
+
+
+def param(hole: int) -> str:
+    return PARAMS[hole - 1] if hole <= len(PARAMS) else f"${hole}"
+
+
+def hole(js_param: str) -> str:
+    return "$" + str(PARAMS.index(js_param) + 1) if js_param in PARAMS else js_param
+
+
+def class_module_js(part: dict) -> str:
+    """A class module's text: its templates' functions, then its program (program_js)."""
+    templates = part.get("templates", [])
+    shipped = {key: value for key, value in part.items() if key != "templates"}
+    shipped["kernels"] = [{**k, "code": f"\0t{k['code'][0]}({','.join(map(str, k['code'][1:]))})"} if isinstance(k["code"], list) else k
+                          for k in part["kernels"]]
+    functions = []
+    for i, template in enumerate(templates):
+        holes = max((int(n) for n in HOLE.findall(template)), default=0)
+        functions.append(f"t{i}=({','.join(param(n) for n in range(1, holes + 1))})=>`{HOLE.sub(lambda m: '${' + param(int(m.group(1))) + '}', template)}`")
+    head = f"const {','.join(functions)};\n" if functions else ""
+    return f"{head}export const program = {TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped))};\n"
+
+
 def program_from_js(text: str) -> dict:
     """The program of index.js or a class module: the literal that begins its PROGRAM_LINE (no
-    markers around it: they were 0.03 kB gzip of a page)."""
-    rest = text[PROGRAM_LINE.search(text).end():]
-    value, _ = json.JSONDecoder().raw_decode(STRING_OR_TEMPLATE.sub(lambda m: json.dumps(m.group(0)[1:-1]) if m.group(0)[0] == "`" else m.group(0), rest))
+    markers around it: they were 0.03 kB gzip of a page); a class module's templated kernels as
+    templated.py gives them ("templates" and codes [template, values...])."""
+    start = PROGRAM_LINE.search(text)
+    templates = {int(i): JS_HOLE.sub(lambda m: hole(m.group(1)), body) for i, _, body in TEMPLATE_DEF.findall(text[:start.start()])}
+
+    def literal(match):
+        if match.group(1):
+            return json.dumps([int(match.group(1)), *(int(n) for n in match.group(2).split(",") if n)])
+        return json.dumps(match.group(0)[1:-1]) if match.group(0)[0] == "`" else match.group(0)
+    value, _ = json.JSONDecoder().raw_decode(re.sub(f"{STRING_OR_TEMPLATE.pattern}|{CALL.pattern}", literal, text[start.end():]))
+    if templates:
+        value["templates"] = [templates[i] for i in range(len(templates))]
     return value

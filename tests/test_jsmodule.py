@@ -19,6 +19,7 @@ from kuma_build.config import InputSpec
 from kuma_build.jsmodule import code_before_comment, render_class_js, shipped_runtime, stripped_runtime
 from kuma_build.outfolder import program_from_js
 from kuma_build.shortnames import short_kernels
+from kuma_build.templated import expanded
 from support import model_config
 
 REPO = TEMPLATES.parent
@@ -130,3 +131,26 @@ def test_a_class_module_holds_its_kernels_raw_and_reads_back_as_node_reads_it(tm
     result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == program_from_js(text) == {**part, "kernels": short_kernels(part["kernels"])}
+
+
+def test_kernels_of_one_shape_ship_as_a_template_and_compile_their_own_text(tmp_path):
+    """templated.py: kernels that differ only in integers ship as a template function and a call each
+    (outfolder.class_module_js); node's import of the module gives every kernel the text it was built
+    with, byte for byte, and program_from_js reads the module back to the same module."""
+    def conv(channels, size, hole_count):
+        lines = [f"@group(0)@binding({b})var<storage,read>x{b}:array<f32>;" for b in range(3)]
+        lines += [f"fn f{i}(a:u32)->f32{{if(a<{channels * (i + 1)}u){{return x0[a*{size}u+{i}u];}}return 0.0;}}" for i in range(hole_count)]
+        return "\n".join(lines + [f"@compute@workgroup_size(64)\nfn main(){{let v=f0({size}u)*1.5e-3;}}"])
+    kernels = [{"name": "conv2d", "code": conv(c, s, 30)} for c, s in ((16, 9), (32, 49), (64, 9), (8, 25))]
+    part = {"buffers": [4], "dispatches": [], "copies": [],
+            "kernels": [*kernels, {"name": "other", "code": "fn main(){\nlet x=1u;\n}"}]}
+    text = render_class_js(part)
+    assert text.startswith("const t0=(a,b,c,") and "${$27}" in text and '"code":t0(' in text
+    (tmp_path / "gpu.js").write_text(text)
+    script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert [k["code"] for k in json.loads(result.stdout)["kernels"]] == [k["code"] for k in short_kernels(part["kernels"])]
+    read = program_from_js(text)
+    assert len(read["templates"]) == 1 and render_class_js(read) == text
+    assert expanded(read["templates"], read["kernels"]) == short_kernels(part["kernels"])
