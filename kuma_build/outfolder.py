@@ -8,7 +8,7 @@ The program (the dict every runtime runs, emit.program_dict) is split in two: in
 embeds what the device classes share (model, input and output specs with their buffer indices,
 weight chunks, the classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers
 (ship_buffers), kernels, state, dispatches, copies; kernels of one shape as a template function
-and their integers: class_module_js), so the browser runtime
+and their integers, runs of unrolled lines as a repeat: class_module_js), so the browser runtime
 imports only the module of the class it picks at load. read_program joins them again.
 
 write_output stages the files in a temporary sibling folder and swaps it in
@@ -23,6 +23,7 @@ every recorded file still has its hash, so an edited, truncated or bit-flipped
 file is restored by the next build, and `kuma verify` checks the same first.
 """
 
+import gzip
 import hashlib
 import json
 import os
@@ -251,12 +252,67 @@ def program_classes(folder: Path) -> list[str]:
 STRING_OR_TEMPLATE = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`')
 
 
-def program_js(program: dict) -> str:
+def program_js(program: dict, body=lambda text: text) -> str:
+    """`body` writes a template literal's text (repeated)."""
     def literal(match):
         text = json.loads(match.group(0))
         raw = "\n" in text and not any(mark in text for mark in ("`", "\\", "${")) and json.dumps(text) == '"' + text.replace("\n", "\\n") + '"'
-        return f"`{text}`" if raw else match.group(0)
+        return f"`{body(text)}`" if raw else match.group(0)
     return STRING_OR_TEMPLATE.sub(literal, json.dumps(program, separators=(",", ":")))
+
+
+# Runs of lines that differ only in integers in arithmetic progression (a kernel's unrolled steps,
+# d(0u,n); ... d(15u,n);, f0=U(M+0u,S,0u); ... f3=U(M+192u,S,0u);) as one line a JS helper repeats,
+# ${R(16,i=>`d(${i}u,n);`)}: a run costs gzip a few bytes a line, the helper 0.05 kB once, so a
+# module uses them only where its gzip size shrinks (class_module_js): 0.1-0.2 kB of GPT-2's and
+# the transformer's modules. A line with a `$` (a template's hole) is never in a run, and every
+# run reads back as the lines it was (repeated checks it).
+REPEAT_HELPER = 'const R=(n,f)=>[...Array(n).keys()].map(f).join("\\n");\n'
+REPEAT = re.compile(r"\$\{R\((\d+),i=>`([^`]*)`\)\}")
+STEP = re.compile(r"\$\{(?:(\d+)\+)?(?:(\d+)\*)?i\}")
+DIGITS = re.compile(r"\d+")
+MIN_RUN = 3
+
+
+def repeated(text: str) -> str:
+    """A template literal's text with its runs as ${R(...)} (unrepeated reads them back)."""
+    lines, out, start = text.split("\n"), [], 0
+    shape = [None if "$" in line or not DIGITS.search(line) else DIGITS.sub("#", line) for line in lines]
+    while start < len(lines):
+        end = start + 1
+        while end < len(lines) and shape[start] is not None and shape[end] == shape[start]:
+            end += 1
+        run = repeat_line(lines[start:end])
+        out.append(run or lines[start])
+        start = end if run else start + 1
+    return "\n".join(out)
+
+
+def repeat_line(lines: list[str]) -> str | None:
+    """The longest run that begins the lines as one ${R(...)}, or None (shorter than MIN_RUN)."""
+    for count in range(len(lines), MIN_RUN - 1, -1):
+        numbers = [[int(n) for n in DIGITS.findall(line)] for line in lines[:count]]
+        steps = [b - a for a, b in zip(numbers[0], numbers[1])]
+        if all(row == [a + s * i for a, s in zip(numbers[0], steps)] for i, row in enumerate(numbers)) and min(steps) >= 0 \
+                and max(max(row) for row in numbers) < 2 ** 31:
+            pieces = DIGITS.split(lines[0])
+            line = pieces[0] + "".join((step_js(a, s) if s else str(a)) + piece for a, s, piece in zip(numbers[0], steps, pieces[1:]))
+            run = f"${{R({count},i=>`{line}`)}}"
+            if unrepeated(run) == "\n".join(lines[:count]):  # leading zeros (07) are not read back
+                return run
+    return None
+
+
+def step_js(start: int, step: int) -> str:
+    term = "i" if step == 1 else f"{step}*i"
+    return "${" + (term if start == 0 else f"{start}+{term}") + "}"
+
+
+def unrepeated(text: str) -> str:
+    def run(match):
+        count, line = int(match.group(1)), match.group(2)
+        return "\n".join(STEP.sub(lambda m: str(int(m.group(1) or 0) + int(m.group(2) or 1) * i), line) for i in range(count))
+    return REPEAT.sub(run, text)
 
 
 # A class module's templates (templated.py) as JS functions of their holes before the program,
@@ -289,13 +345,21 @@ def class_module_js(part: dict) -> str:
         holes = max((int(n) for n in HOLE.findall(template)), default=0)
         functions.append(f"t{i}=({','.join(param(n) for n in range(1, holes + 1))})=>`{HOLE.sub(lambda m: '${' + param(int(m.group(1))) + '}', template)}`")
     head = f"const {','.join(functions)};\n" if functions else ""
-    return f"{head}export const program = {TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped))};\n"
+    plain = f"{head}export const program = {TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped))};\n"
+    runs = re.sub(r"=>`([^`]*)`", lambda m: f"=>`{repeated(m.group(1))}`", head)
+    runs = f"{REPEAT_HELPER}{runs}export const program = {TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped, repeated))};\n"
+    return runs if "${R(" in runs and gzipped(runs) < gzipped(plain) else plain
+
+
+def gzipped(text: str) -> int:
+    return len(gzip.compress(text.encode(), 9, mtime=0))
 
 
 def program_from_js(text: str) -> dict:
     """The program of index.js or a class module: the literal that begins its PROGRAM_LINE (no
     markers around it: they were 0.03 kB gzip of a page); a class module's templated kernels as
     templated.py gives them ("templates" and codes [template, values...])."""
+    text = unrepeated(text)
     start = PROGRAM_LINE.search(text)
     templates = {int(i): JS_HOLE.sub(lambda m: hole(m.group(1)), body) for i, _, body in TEMPLATE_DEF.findall(text[:start.start()])}
 

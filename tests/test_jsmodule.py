@@ -139,7 +139,7 @@ def test_kernels_of_one_shape_ship_as_a_template_and_compile_their_own_text(tmp_
     with, byte for byte, and program_from_js reads the module back to the same module."""
     def conv(channels, size, hole_count):
         lines = [f"@group(0)@binding({b})var<storage,read>x{b}:array<f32>;" for b in range(3)]
-        lines += [f"fn f{i}(a:u32)->f32{{if(a<{channels * (i + 1)}u){{return x0[a*{size}u+{i}u];}}return 0.0;}}" for i in range(hole_count)]
+        lines += [f"fn f{i}(a:u32)->f32{{if(a<{channels * (i * i + 1)}u){{return x0[a*{size}u+{i * i}u];}}return 0.0;}}" for i in range(hole_count)]
         return "\n".join(lines + [f"@compute@workgroup_size(64)\nfn main(){{let v=f0({size}u)*1.5e-3;}}"])
     kernels = [{"name": "conv2d", "code": conv(c, s, 30)} for c, s in ((16, 9), (32, 49), (64, 9), (8, 25))]
     part = {"buffers": [4], "dispatches": [], "copies": [],
@@ -154,3 +154,23 @@ def test_kernels_of_one_shape_ship_as_a_template_and_compile_their_own_text(tmp_
     read = program_from_js(text)
     assert len(read["templates"]) == 1 and render_class_js(read) == text
     assert expanded(read["templates"], read["kernels"]) == short_kernels(part["kernels"])
+
+
+def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_path):
+    """outfolder.repeated: lines that differ only in integers in arithmetic progression as one
+    ${R(n,i=>`...`)}; node's import gives every kernel its text byte for byte, a run with leading
+    zeros or a template's hole stays as it was, and the module reads back to itself."""
+    def kernel(k):
+        steps = [f"acc{j}=fma(a[{k}u*{j}u+{16 * j}u],b[{j}u],acc{j});" for j in range(10)]
+        return "\n".join([f"fn main(){{", *[f"d({j}u,n);" for j in range(16)], *steps, "x=07u;", "x=08u;", "x=09u;", f"let q={k}u;}}"])
+    part = {"buffers": [4], "dispatches": [], "copies": [], "kernels": [{"name": f"k{k}", "code": kernel(k)} for k in (3, 5, 7, 11)]}
+    text = render_class_js(part)
+    assert text.startswith("const R=") and "${R(16,i=>`d(${i}u,n);`)}" in text and "x=07u;\nx=08u;" in text
+    (tmp_path / "gpu.js").write_text(text)
+    script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    shipped = short_kernels(part["kernels"])
+    assert [k["code"] for k in json.loads(result.stdout)["kernels"]] == [k["code"] for k in shipped]
+    read = program_from_js(text)
+    assert expanded(read.get("templates", []), read["kernels"]) == shipped and render_class_js(read) == text
