@@ -23,6 +23,7 @@ every recorded file still has its hash, so an edited, truncated or bit-flipped
 file is restored by the next build, and `kuma verify` checks the same first.
 """
 
+import functools
 import gzip
 import hashlib
 import json
@@ -274,6 +275,7 @@ DIGITS = re.compile(r"\d+")
 MIN_RUN = 3
 
 
+@functools.lru_cache(maxsize=4096)  # render_class_js renders a module once for each group of templates it weighs
 def repeated(text: str) -> str:
     """A template literal's text with its runs as ${R(...)} (unrepeated reads them back)."""
     lines, out, start = text.split("\n"), [], 0

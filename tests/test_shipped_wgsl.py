@@ -87,3 +87,16 @@ def test_short_names_rename_every_kernel_of_a_class_one_to_one():
         assert not set(renamed.values()) & {a for a, _ in pairs}
         assert sum(len(s["code"]) for s in short) < 0.9 * sum(len(k["code"]) for k in kernels)
         assert short_kernels(short) == short
+
+
+def test_a_family_of_numbered_names_keeps_its_numbers():
+    # acc0 ... acc3 and vw0 ... vw2 become a letter each and the same numbers, so their unrolled
+    # lines stay in progression (outfolder.repeated); a name that is no family gets a short name
+    code = "fn main(){\n" + "".join(f"var acc{i}=0.0;\n" for i in range(4)) + "".join(f"let vw{i}=f32({i});\n" for i in range(3)) + \
+        "".join(f"acc{i}=fma(vw{j},vw{j},acc{i});\n" for j in range(3) for i in range(4)) + "let total=acc0+acc1;\n}"
+    [short] = short_kernels([{"name": "k", "code": code}])
+    names = dict(zip(tokens(code), tokens(short["code"])))
+    acc, vw = names["acc0"][0], names["vw0"][0]
+    assert acc != vw and [names[f"acc{i}"] for i in range(4)] == [f"{acc}{i}" for i in range(4)]
+    assert [names[f"vw{i}"] for i in range(3)] == [f"{vw}{i}" for i in range(3)] and names["total"][0] not in (acc, vw)
+    assert short_kernels([short]) == [short]
