@@ -262,15 +262,15 @@ def program_js(program: dict, body=lambda text: text) -> str:
     return STRING_OR_TEMPLATE.sub(literal, json.dumps(program, separators=(",", ":")))
 
 
-# Runs of lines that differ only in integers in arithmetic progression (a kernel's unrolled steps,
-# d(0u,n); ... d(15u,n);, f0=U(M+0u,S,0u); ... f3=U(M+192u,S,0u);) as one line a JS helper repeats,
-# ${R(16,i=>`d(${i}u,n);`)}: a run costs gzip a few bytes a line, the helper 0.05 kB once, so a
-# module uses them only where its gzip size shrinks (class_module_js): 0.1-0.2 kB of GPT-2's and
-# the transformer's modules. A line with a `$` (a template's hole) is never in a run, and every
-# run reads back as the lines it was (repeated checks it).
+# Runs of lines that differ only in integers, each a + b*i + c*j for line j*p + i (a kernel's
+# unrolled steps: d(0u,n); ... d(15u,n);, or a register tile's acc0=fma(...,w0,acc0); ... for 4
+# registers times 16 steps) as one line a JS helper repeats, ${R(16,i=>`d(${i}u,n);`)} or
+# ${R(16,j=>R(4,i=>`...`))}: a run costs gzip a few bytes a line, the helper 0.05 kB once, so a
+# module uses them only where its gzip size shrinks (class_module_js). A line with a `$` (a
+# template's hole) is never in a run, and every run reads back as the lines it was.
 REPEAT_HELPER = 'const R=(n,f)=>[...Array(n).keys()].map(f).join("\\n");\n'
-REPEAT = re.compile(r"\$\{R\((\d+),i=>`([^`]*)`\)\}")
-STEP = re.compile(r"\$\{(?:(\d+)\+)?(?:(\d+)\*)?i\}")
+REPEAT = re.compile(r"\$\{R\((\d+),(?:j=>R\((\d+),i=>`([^`]*)`\)\)|i=>`([^`]*)`\))\}")
+STEP = re.compile(r"\$\{([0-9ij*+]+)\}")
 DIGITS = re.compile(r"\d+")
 MIN_RUN = 3
 
@@ -284,36 +284,50 @@ def repeated(text: str) -> str:
         end = start + 1
         while end < len(lines) and shape[start] is not None and shape[end] == shape[start]:
             end += 1
-        run = repeat_line(lines[start:end])
+        count, run = repeat_line(lines[start:end])
         out.append(run or lines[start])
-        start = end if run else start + 1
+        start += count if run else 1
     return "\n".join(out)
 
 
-def repeat_line(lines: list[str]) -> str | None:
-    """The longest run that begins the lines as one ${R(...)}, or None (shorter than MIN_RUN)."""
-    for count in range(len(lines), MIN_RUN - 1, -1):
-        numbers = [[int(n) for n in DIGITS.findall(line)] for line in lines[:count]]
-        steps = [b - a for a, b in zip(numbers[0], numbers[1])]
-        if all(row == [a + s * i for a, s in zip(numbers[0], steps)] for i, row in enumerate(numbers)) and min(steps) >= 0 \
-                and max(max(row) for row in numbers) < 2 ** 31:
+def repeat_line(lines: list[str]) -> tuple[int, str | None]:
+    """(how many lines, ${R(...)}) for the longest run that begins the lines, or (1, None)."""
+    if len(lines) < MIN_RUN:
+        return 1, None
+    numbers = [[int(n) for n in DIGITS.findall(line)] for line in lines]
+    best = (1, None)
+    for period in [len(lines), *range(2, len(lines) // 2 + 1)]:
+        start, step = numbers[0], [b - a for a, b in zip(numbers[0], numbers[1])]
+        outer = [b - a for a, b in zip(numbers[0], numbers[period])] if period < len(lines) else [0] * len(start)
+        count = 0
+        while count < len(lines) and numbers[count] == [a + b * (count % period) + c * (count // period) for a, b, c in zip(start, step, outer)]:
+            count += 1
+        count -= count % period if period < len(lines) else 0
+        if count >= max(MIN_RUN, best[0] + 1, 2 * period if period < len(lines) else 0) and min(step + outer) >= 0 \
+                and max(max(row) for row in numbers[:count]) < 2 ** 31:
             pieces = DIGITS.split(lines[0])
-            line = pieces[0] + "".join((step_js(a, s) if s else str(a)) + piece for a, s, piece in zip(numbers[0], steps, pieces[1:]))
-            run = f"${{R({count},i=>`{line}`)}}"
+            line = pieces[0] + "".join(step_js(a, b, c) + piece for a, b, c, piece in zip(start, step, outer, pieces[1:]))
+            run = f"${{R({count // period},j=>R({period},i=>`{line}`))}}" if period < len(lines) else f"${{R({count},i=>`{line}`)}}"
             if unrepeated(run) == "\n".join(lines[:count]):  # leading zeros (07) are not read back
-                return run
-    return None
+                best = (count, run)
+    return best
 
 
-def step_js(start: int, step: int) -> str:
-    term = "i" if step == 1 else f"{step}*i"
-    return "${" + (term if start == 0 else f"{start}+{term}") + "}"
+def step_js(a: int, b: int, c: int) -> str:
+    if not b and not c:
+        return str(a)
+    terms = [str(a)] * bool(a) + [("" if b == 1 else f"{b}*") + "i"] * bool(b) + [("" if c == 1 else f"{c}*") + "j"] * bool(c)
+    return "${" + "+".join(terms) + "}"
 
 
 def unrepeated(text: str) -> str:
+    def value(expression, i, j):
+        return str(sum(int(n or 1) * {"i": i, "j": j, "": 1}[v] for n, _, v in re.findall(r"(\d*)(\*?)([ij]?)", expression) if n or v))
+
     def run(match):
-        count, line = int(match.group(1)), match.group(2)
-        return "\n".join(STEP.sub(lambda m: str(int(m.group(1) or 0) + int(m.group(2) or 1) * i), line) for i in range(count))
+        outer, inner = (int(match.group(1)), int(match.group(2))) if match.group(2) else (1, int(match.group(1)))
+        line = match.group(3) if match.group(2) else match.group(4)
+        return "\n".join(STEP.sub(lambda m: value(m.group(1), i, j), line) for j in range(outer) for i in range(inner))
     return REPEAT.sub(run, text)
 
 
@@ -350,7 +364,8 @@ def class_module_js(part: dict) -> str:
     plain = f"{head}export const program = {TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped))};\n"
     runs = re.sub(r"=>`([^`]*)`", lambda m: f"=>`{repeated(m.group(1))}`", head)
     runs = f"{REPEAT_HELPER}{runs}export const program = {TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped, repeated))};\n"
-    return runs if "${R(" in runs and gzipped(runs) < gzipped(plain) else plain
+    # (never a module whose kernels read back other than they are)
+    return runs if "${R(" in runs and gzipped(runs) < gzipped(plain) and unrepeated(runs) == REPEAT_HELPER + plain else plain
 
 
 def gzipped(text: str) -> int:

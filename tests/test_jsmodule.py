@@ -14,10 +14,10 @@ import subprocess
 import torch
 
 from kuma_build import TEMPLATES
-from kuma_build.compiler import compile_module
-from kuma_build.config import InputSpec
+from kuma_build.compiler import compile_model, compile_module
+from kuma_build.config import InputSpec, load_project
 from kuma_build.jsmodule import code_before_comment, render_class_js, shipped_runtime, stripped_runtime
-from kuma_build.outfolder import program_from_js
+from kuma_build.outfolder import program_from_js, split_program
 from kuma_build.shortnames import short_kernels
 from kuma_build.templated import expanded
 from support import model_config
@@ -162,10 +162,13 @@ def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_
     zeros or a template's hole stays as it was, and the module reads back to itself."""
     def kernel(k):
         steps = [f"acc{j}=fma(a[{k}u*{j}u+{16 * j}u],b[{j}u],acc{j});" for j in range(10)]
-        return "\n".join([f"fn main(){{", *[f"d({j}u,n);" for j in range(16)], *steps, "x=07u;", "x=08u;", "x=09u;", f"let q={k}u;}}"])
+        tile = [f"acc{i}=fma(b[{k}u+{128 * j}u],w{j},acc{i});" for j in range(8) for i in range(4)]  # 8 steps of 4 registers
+        tail = [f"d({j}u,m);" for j in (0, 1, 2, 3, 9, 4)]  # a run, then lines of its shape out of step
+        return "\n".join([f"fn main(){{", *[f"d({j}u,n);" for j in range(16)], *steps, *tile, *tail, "x=07u;", "x=08u;", "x=09u;", f"let q={k}u;}}"])
     part = {"buffers": [4], "dispatches": [], "copies": [], "kernels": [{"name": f"k{k}", "code": kernel(k)} for k in (3, 5, 7, 11)]}
     text = render_class_js(part)
     assert text.startswith("const R=") and "${R(16,i=>`d(${i}u,n);`)}" in text and "x=07u;\nx=08u;" in text
+    assert "j=>R(4,i=>" in text and "d(9u,m);\nd(4u,m);" in text
     (tmp_path / "gpu.js").write_text(text)
     script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
     result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
@@ -174,3 +177,19 @@ def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_
     assert [k["code"] for k in json.loads(result.stdout)["kernels"]] == [k["code"] for k in shipped]
     read = program_from_js(text)
     assert expanded(read.get("templates", []), read["kernels"]) == shipped and render_class_js(read) == text
+
+
+def test_every_shipped_kernel_of_resnet_imports_as_the_text_it_was_built_with(tmp_path):
+    """Both class modules of the model tests' ResNet (templates, repeated runs and families of short
+    names in both): what node's import gives each kernel is byte for byte its short-named source."""
+    project = load_project(REPO / "tests" / "models" / "kuma.toml")
+    compiled = compile_model(project, dataclasses.replace(project.models["resnet"], target="auto"))
+    _, parts = split_program(compiled.programs)
+    for name, part in parts.items():
+        text = render_class_js(part)
+        (tmp_path / f"{name}.js").write_text(text)
+        script = f"import({json.dumps((tmp_path / f'{name}.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program.kernels)))"
+        result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == short_kernels(part["kernels"])
+        assert name == "cpu" or ("${R(" in text and "const t0=(" in text)  # what this test is for
