@@ -262,16 +262,18 @@ def program_js(program: dict, body=lambda text: text) -> str:
     return STRING_OR_TEMPLATE.sub(literal, json.dumps(program, separators=(",", ":")))
 
 
-# Runs of lines that differ only in integers, each a + b*i + c*j for line j*p + i (a kernel's
-# unrolled steps: d(0u,n); ... d(15u,n);, or a register tile's acc0=fma(...,w0,acc0); ... for 4
-# registers times 16 steps) as one line a JS helper repeats, ${R(16,i=>`d(${i}u,n);`)} or
-# ${R(16,j=>R(4,i=>`...`))}: a run costs gzip a few bytes a line, the helper 0.05 kB once, so a
-# module uses them only where its gzip size shrinks (class_module_js). A line with a `$` (a
-# template's hole) is never in a run, and every run reads back as the lines it was.
+# Runs of lines that differ only in integers (and vector components .x ... .w, as 0 ... 3), each
+# a + b*i + c*j for line j*p + i (a kernel's unrolled steps: d(0u,n); ... d(15u,n);, a register
+# tile's acc0=fma(...,w0,acc0); ... for 4 registers times 16 steps, o0*=f.x; ... o3*=f.w;) as one
+# line a JS helper repeats: ${R(16,i=>`d(${i}u,n);`)}, ${R(16,j=>R(4,i=>`...`))}, ${"xyzw"[i]}. A
+# run costs gzip a few bytes a line, the helper 0.05 kB once, so a module uses them only where its
+# gzip size shrinks (class_module_js). A line with a `$` (a template's hole) is never in a run,
+# and every run reads back as the lines it was.
 REPEAT_HELPER = 'const R=(n,f)=>[...Array(n).keys()].map(f).join("\\n");\n'
 REPEAT = re.compile(r"\$\{R\((\d+),(?:j=>R\((\d+),i=>`([^`]*)`\)\)|i=>`([^`]*)`\))\}")
-STEP = re.compile(r"\$\{([0-9ij*+]+)\}")
-DIGITS = re.compile(r"\d+")
+STEP = re.compile(r"\$\{(\"xyzw\"\[)?([0-9ij*+]+)\]?\}")
+DIGITS = re.compile(r"\d+|(?<=\.)[xyzw](?!\w)")  # an integer, or a vector's component as its index
+SWIZZLE = "xyzw"
 MIN_RUN = 3
 
 
@@ -294,7 +296,8 @@ def repeat_line(lines: list[str]) -> tuple[int, str | None]:
     """(how many lines, ${R(...)}) for the longest run that begins the lines, or (1, None)."""
     if len(lines) < MIN_RUN:
         return 1, None
-    numbers = [[int(n) for n in DIGITS.findall(line)] for line in lines]
+    numbers = [[SWIZZLE.index(n) if n in SWIZZLE else int(n) for n in DIGITS.findall(line)] for line in lines]
+    swizzles = [n in SWIZZLE for n in DIGITS.findall(lines[0])]
     best = (1, None)
     for period in [len(lines), *range(2, len(lines) // 2 + 1)]:
         start, step = numbers[0], [b - a for a, b in zip(numbers[0], numbers[1])]
@@ -306,18 +309,18 @@ def repeat_line(lines: list[str]) -> tuple[int, str | None]:
         if count >= max(MIN_RUN, best[0] + 1, 2 * period if period < len(lines) else 0) and min(step + outer) >= 0 \
                 and max(max(row) for row in numbers[:count]) < 2 ** 31:
             pieces = DIGITS.split(lines[0])
-            line = pieces[0] + "".join(step_js(a, b, c) + piece for a, b, c, piece in zip(start, step, outer, pieces[1:]))
+            line = pieces[0] + "".join(step_js(a, b, c, swizzle) + piece for a, b, c, swizzle, piece in zip(start, step, outer, swizzles, pieces[1:]))
             run = f"${{R({count // period},j=>R({period},i=>`{line}`))}}" if period < len(lines) else f"${{R({count},i=>`{line}`)}}"
             if unrepeated(run) == "\n".join(lines[:count]):  # leading zeros (07) are not read back
                 best = (count, run)
     return best
 
 
-def step_js(a: int, b: int, c: int) -> str:
+def step_js(a: int, b: int, c: int, swizzle: bool) -> str:
     if not b and not c:
-        return str(a)
-    terms = [str(a)] * bool(a) + [("" if b == 1 else f"{b}*") + "i"] * bool(b) + [("" if c == 1 else f"{c}*") + "j"] * bool(c)
-    return "${" + "+".join(terms) + "}"
+        return SWIZZLE[a] if swizzle else str(a)
+    terms = "+".join([str(a)] * bool(a) + [("" if b == 1 else f"{b}*") + "i"] * bool(b) + [("" if c == 1 else f"{c}*") + "j"] * bool(c))
+    return f'${{"{SWIZZLE}"[{terms}]}}' if swizzle else f"${{{terms}}}"
 
 
 def unrepeated(text: str) -> str:
@@ -327,7 +330,10 @@ def unrepeated(text: str) -> str:
     def run(match):
         outer, inner = (int(match.group(1)), int(match.group(2))) if match.group(2) else (1, int(match.group(1)))
         line = match.group(3) if match.group(2) else match.group(4)
-        return "\n".join(STEP.sub(lambda m: value(m.group(1), i, j), line) for j in range(outer) for i in range(inner))
+        def step(m, i, j):
+            n = int(value(m.group(2), i, j))
+            return SWIZZLE[n] if m.group(1) else str(n)
+        return "\n".join(STEP.sub(lambda m: step(m, i, j), line) for j in range(outer) for i in range(inner))
     return REPEAT.sub(run, text)
 
 

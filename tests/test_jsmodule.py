@@ -164,11 +164,12 @@ def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_
         steps = [f"acc{j}=fma(a[{k}u*{j}u+{16 * j}u],b[{j}u],acc{j});" for j in range(10)]
         tile = [f"acc{i}=fma(b[{k}u+{128 * j}u],w{j},acc{i});" for j in range(8) for i in range(4)]  # 8 steps of 4 registers
         tail = [f"d({j}u,m);" for j in (0, 1, 2, 3, 9, 4)]  # a run, then lines of its shape out of step
+        tail += [f"o{i}*=f.{c};" for i, c in enumerate("xyzw")]  # a vector's components step too
         return "\n".join([f"fn main(){{", *[f"d({j}u,n);" for j in range(16)], *steps, *tile, *tail, "x=07u;", "x=08u;", "x=09u;", f"let q={k}u;}}"])
     part = {"buffers": [4], "dispatches": [], "copies": [], "kernels": [{"name": f"k{k}", "code": kernel(k)} for k in (3, 5, 7, 11)]}
     text = render_class_js(part)
     assert text.startswith("const R=") and "${R(16,i=>`d(${i}u,n);`)}" in text and "x=07u;\nx=08u;" in text
-    assert "j=>R(4,i=>" in text and "d(9u,m);\nd(4u,m);" in text
+    assert "j=>R(4,i=>" in text and "d(9u,m);\nd(4u,m);" in text and 'o${i}*=f.${"xyzw"[i]};' in text
     (tmp_path / "gpu.js").write_text(text)
     script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
     result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
