@@ -269,7 +269,7 @@ def program_js(program: dict, body=lambda text: text) -> str:
 # run costs gzip a few bytes a line, the helper 0.05 kB once, so a module uses them only where its
 # gzip size shrinks (class_module_js). A line with a `$` (a template's hole) is never in a run,
 # and every run reads back as the lines it was.
-REPEAT_HELPER = 'const R=(n,f)=>[...Array(n).keys()].map(f).join("\\n");\n'
+REPEAT_HELPER = 'R=(n,f)=>[...Array(n).keys()].map(f).join("\\n")'
 REPEAT = re.compile(r"\$\{R\((\d+),(?:j=>R\((\d+),i=>`([^`]*)`\)\)|i=>`([^`]*)`\))\}")
 STEP = re.compile(r"\$\{(\"xyzw\"\[)?([0-9ij*+]+)\]?\}")
 DIGITS = re.compile(r"\d+|(?<=\.)[xyzw](?!\w)")  # an integer, or a vector's component as its index
@@ -357,7 +357,7 @@ def hole(js_param: str) -> str:
 
 
 def class_module_js(part: dict) -> str:
-    """A class module's text: its templates' functions, then its program (program_js)."""
+    """A class module's text: its helpers and templates' functions, then its program (program_js)."""
     templates = part.get("templates", [])
     shipped = {key: value for key, value in part.items() if key != "templates"}
     shipped["kernels"] = [{**k, "code": f"\0t{k['code'][0]}({','.join(map(str, k['code'][1:]))})"} if isinstance(k["code"], list) else k
@@ -366,23 +366,60 @@ def class_module_js(part: dict) -> str:
     for i, template in enumerate(templates):
         holes = max((int(n) for n in HOLE.findall(template)), default=0)
         functions.append(f"t{i}=({','.join(param(n) for n in range(1, holes + 1))})=>`{HOLE.sub(lambda m: '${' + param(int(m.group(1))) + '}', template)}`")
-    head = f"const {','.join(functions)};\n" if functions else ""
-    plain = f"{head}export const program = {TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped))};\n"
-    runs = re.sub(r"=>`([^`]*)`", lambda m: f"=>`{repeated(m.group(1))}`", head)
-    runs = f"{REPEAT_HELPER}{runs}export const program = {TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped, repeated))};\n"
-    # (never a module whose kernels read back other than they are)
-    return runs if "${R(" in runs and gzipped(runs) < gzipped(plain) and unrepeated(runs) == REPEAT_HELPER + plain else plain
+
+    def module(definitions, body=lambda text: text, copies=None):
+        program = TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped, body))
+        if copies:
+            program = program.replace(f'"copies":{json.dumps(part["copies"], separators=(",", ":"))}', f'"copies":{copies}', 1)
+        return (f"const {','.join(definitions)};\n" if definitions else "") + f"export const program = {program};\n"
+    # each helper where the module's gzip shrinks with it, and never one whose kernels or copies
+    # read back other than they are
+    best, helpers, body = module(functions), [], lambda text: text
+    runs = module([REPEAT_HELPER, *(re.sub(r"=>`([^`]*)`", lambda m: f"=>`{repeated(m.group(1))}`", f) for f in functions)], repeated)
+    if "${R(" in runs and gzipped(runs) < gzipped(best) and unrepeated(runs) == module([REPEAT_HELPER, *functions]):
+        best, helpers, body = runs, [REPEAT_HELPER], repeated
+    spread = module([*helpers, RANGE_HELPER, *(re.sub(r"=>`([^`]*)`", lambda m: f"=>`{body(m.group(1))}`", f) for f in functions)], body, ranged(part["copies"]))
+    if "...S(" in spread and gzipped(spread) < gzipped(best) and unspread(spread) == module([*helpers, RANGE_HELPER, *(
+            re.sub(r"=>`([^`]*)`", lambda m: f"=>`{body(m.group(1))}`", f) for f in functions)], body):
+        best = spread
+    return best
 
 
 def gzipped(text: str) -> int:
     return len(gzip.compress(text.encode(), 9, mtime=0))
 
 
+# A class module's copies (compact_copies: mostly bare buffer indices, the weights' in order) with
+# each run of MIN_RANGE or more consecutive indices as ...S(first, end), S a helper in the module:
+# 0.05 kB of a list like MobileNet's [2,3,5,6,8,9,10,...,83], where the module's gzip shrinks
+RANGE_HELPER = "S=(a,b)=>[...Array(b).keys()].slice(a)"
+RANGE = re.compile(r"\.\.\.S\((\d+),(\d+)\)")
+MIN_RANGE = 4
+
+
+def ranged(copies: list) -> str:
+    items, i = [], 0
+    while i < len(copies):
+        end = i + 1
+        while isinstance(copies[i], int) and end < len(copies) and copies[end] == copies[end - 1] + 1 and isinstance(copies[end], int):
+            end += 1
+        if end - i >= MIN_RANGE:
+            items.append(f"...S({copies[i]},{copies[end - 1] + 1})")
+        else:
+            items.extend(json.dumps(c, separators=(",", ":")) for c in copies[i:end])
+        i = end
+    return f"[{','.join(items)}]"
+
+
+def unspread(text: str) -> str:
+    return RANGE.sub(lambda m: ",".join(map(str, range(int(m.group(1)), int(m.group(2))))), text)
+
+
 def program_from_js(text: str) -> dict:
     """The program of index.js or a class module: the literal that begins its PROGRAM_LINE (no
     markers around it: they were 0.03 kB gzip of a page); a class module's templated kernels as
     templated.py gives them ("templates" and codes [template, values...])."""
-    text = unrepeated(text)
+    text = unrepeated(unspread(text))
     start = PROGRAM_LINE.search(text)
     templates = {int(i): JS_HOLE.sub(lambda m: hole(m.group(1)), body) for i, _, body in TEMPLATE_DEF.findall(text[:start.start()])}
 
