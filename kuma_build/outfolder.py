@@ -341,7 +341,7 @@ def unrepeated(text: str) -> str:
 # `const t0=(a,b)=>`...${a}...${b}...`;` (a hole past the 26th $27), and a templated kernel's code
 # as a call, t0(64,147): importing the module gives every kernel its text as built, so the runtime
 # needs no code for them (decoding [template, values...] in runtime.js was 0.06 kB gzip of every page)
-TEMPLATE_DEF = re.compile(r"\bt(\d+)=\(([^)]*)\)=>`([^`]*)`")
+TEMPLATE_DEF = re.compile(r"\bt(\d+)=\(([^)]*)\)=>(?:\(\{name:\"(\w+)\",code:)?`([^`]*)`")
 TEMPLATE_CALL = re.compile(r'"\\u0000(t\d+\([\d,]*\))"')
 CALL = re.compile(r"t(\d+)\(([\d,]*)\)")
 PARAMS = "abcdefghijklmnopqrstuvwxyz"
@@ -357,15 +357,29 @@ def hole(js_param: str) -> str:
 
 
 def class_module_js(part: dict) -> str:
-    """A class module's text: its helpers and templates' functions, then its program (program_js)."""
+    """A class module's text: its helpers and templates' functions, then its program (program_js).
+    A template whose kernels all have one name and nothing but a code may return the whole kernel,
+    t0=(a,b)=>({name:"conv2d",code:`...`}), where the module's gzip shrinks so."""
+    names = {}
+    for k in part["kernels"]:
+        if isinstance(k["code"], list):
+            names.setdefault(k["code"][0], set()).add(k["name"] if list(k) == ["name", "code"] and re.fullmatch(r"\w+", k["name"]) else None)
+    folded = {i: name for i, (name, *more) in ((i, list(n)) for i, n in names.items()) if not more and name is not None}
+    return min((module_with_templates(part, {}), *([module_with_templates(part, folded)] if folded else [])), key=gzipped)
+
+
+def module_with_templates(part: dict, folded: dict[int, str]) -> str:
     templates = part.get("templates", [])
     shipped = {key: value for key, value in part.items() if key != "templates"}
-    shipped["kernels"] = [{**k, "code": f"\0t{k['code'][0]}({','.join(map(str, k['code'][1:]))})"} if isinstance(k["code"], list) else k
-                          for k in part["kernels"]]
+
+    def call(k):
+        return f"\0t{k['code'][0]}({','.join(map(str, k['code'][1:]))})"
+    shipped["kernels"] = [(call(k) if k["code"][0] in folded else {**k, "code": call(k)}) if isinstance(k["code"], list) else k for k in part["kernels"]]
     functions = []
     for i, template in enumerate(templates):
         holes = max((int(n) for n in HOLE.findall(template)), default=0)
-        functions.append(f"t{i}=({','.join(param(n) for n in range(1, holes + 1))})=>`{HOLE.sub(lambda m: '${' + param(int(m.group(1))) + '}', template)}`")
+        text = "`" + HOLE.sub(lambda m: "${" + param(int(m.group(1))) + "}", template) + "`"
+        functions.append(f"t{i}=({','.join(param(n) for n in range(1, holes + 1))})=>" + (f'({{name:"{folded[i]}",code:{text}}})' if i in folded else text))
 
     def module(definitions, body=lambda text: text, copies=None):
         program = TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped, body))
@@ -375,12 +389,12 @@ def class_module_js(part: dict) -> str:
     # each helper where the module's gzip shrinks with it, and never one whose kernels or copies
     # read back other than they are
     best, helpers, body = module(functions), [], lambda text: text
-    runs = module([REPEAT_HELPER, *(re.sub(r"=>`([^`]*)`", lambda m: f"=>`{repeated(m.group(1))}`", f) for f in functions)], repeated)
+    runs = module([REPEAT_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{repeated(m.group(1))}`", f) for f in functions)], repeated)
     if "${R(" in runs and gzipped(runs) < gzipped(best) and unrepeated(runs) == module([REPEAT_HELPER, *functions]):
         best, helpers, body = runs, [REPEAT_HELPER], repeated
-    spread = module([*helpers, RANGE_HELPER, *(re.sub(r"=>`([^`]*)`", lambda m: f"=>`{body(m.group(1))}`", f) for f in functions)], body, ranged(part["copies"]))
+    spread = module([*helpers, RANGE_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{body(m.group(1))}`", f) for f in functions)], body, ranged(part["copies"]))
     if "...S(" in spread and gzipped(spread) < gzipped(best) and unspread(spread) == module([*helpers, RANGE_HELPER, *(
-            re.sub(r"=>`([^`]*)`", lambda m: f"=>`{body(m.group(1))}`", f) for f in functions)], body):
+            re.sub(r"`([^`]*)`", lambda m: f"`{body(m.group(1))}`", f) for f in functions)], body):
         best = spread
     return best
 
@@ -421,11 +435,14 @@ def program_from_js(text: str) -> dict:
     templated.py gives them ("templates" and codes [template, values...])."""
     text = unrepeated(unspread(text))
     start = PROGRAM_LINE.search(text)
-    templates = {int(i): JS_HOLE.sub(lambda m: hole(m.group(1)), body) for i, _, body in TEMPLATE_DEF.findall(text[:start.start()])}
+    definitions = TEMPLATE_DEF.findall(text[:start.start()])
+    templates = {int(i): JS_HOLE.sub(lambda m: hole(m.group(1)), body) for i, _, _, body in definitions}
+    folded = {int(i): name for i, _, name, _ in definitions if name}
 
     def literal(match):
         if match.group(1):
-            return json.dumps([int(match.group(1)), *(int(n) for n in match.group(2).split(",") if n)])
+            code = [int(match.group(1)), *(int(n) for n in match.group(2).split(",") if n)]
+            return json.dumps({"name": folded[code[0]], "code": code} if code[0] in folded else code)
         return json.dumps(match.group(0)[1:-1]) if match.group(0)[0] == "`" else match.group(0)
     value, _ = json.JSONDecoder().raw_decode(re.sub(f"{STRING_OR_TEMPLATE.pattern}|{CALL.pattern}", literal, text[start.end():]))
     if templates:

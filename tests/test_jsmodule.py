@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 
+import pytest
 import torch
 
 from kuma_build import TEMPLATES
@@ -183,17 +184,23 @@ def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_
     assert expanded(read.get("templates", []), read["kernels"]) == shipped and render_class_js(read) == text
 
 
-def test_every_shipped_kernel_of_resnet_imports_as_the_text_it_was_built_with(tmp_path):
-    """Both class modules of the model tests' ResNet (templates, repeated runs and families of short
-    names in both): what node's import gives each kernel is byte for byte its short-named source."""
+@pytest.mark.parametrize("name", ["resnet", "mobilenet"])
+def test_every_shipped_kernel_imports_as_the_text_it_was_built_with(tmp_path, name):
+    """Both class modules of the model tests' ResNet and MobileNet (templates, some returning whole
+    kernels, repeated runs, families of short names, ranges of copies): what node's import gives is
+    byte for byte each kernel's short-named source, and the copies."""
     project = load_project(REPO / "tests" / "models" / "kuma.toml")
-    compiled = compile_model(project, dataclasses.replace(project.models["resnet"], target="auto"))
+    compiled = compile_model(project, dataclasses.replace(project.models[name], target="auto"))
     _, parts = split_program(compiled.programs)
-    for name, part in parts.items():
+    shipped = ""
+    for device_class, part in parts.items():
         text = render_class_js(part)
-        (tmp_path / f"{name}.js").write_text(text)
-        script = f"import({json.dumps((tmp_path / f'{name}.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program.kernels)))"
+        shipped += text
+        (tmp_path / f"{device_class}.js").write_text(text)
+        script = f"import({json.dumps((tmp_path / f'{device_class}.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
         result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout) == short_kernels(part["kernels"])
-        assert name == "cpu" or ("${R(" in text and ",t0=(" in text)  # what this test is for
+        program = json.loads(result.stdout)
+        assert program["kernels"] == short_kernels(part["kernels"]) and program["copies"] == part["copies"]
+    # what this test is for
+    assert "${R(" in shipped and ",t0=(" in shipped and (name == "resnet" or ("({name:" in shipped and "...S(" in shipped))
