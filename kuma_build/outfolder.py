@@ -268,7 +268,9 @@ def program_js(program: dict, body=lambda text: text) -> str:
 # line a JS helper repeats: ${R(16,i=>`d(${i}u,n);`)}, ${R(16,j=>R(4,i=>`...`))}, ${"xyzw"[i]}. A
 # run costs gzip a few bytes a line, the helper 0.05 kB once, so a module uses them only where its
 # gzip size shrinks (class_module_js). A line with a `$` (a template's hole) is never in a run,
-# and every run reads back as the lines it was.
+# nor a binding's declaration (@group(0)@binding(0)var...: every kernel opens with them, and gzip
+# refers back to them from kernel to kernel; 0.005-0.015 kB a module), and every run reads back as
+# the lines it was.
 REPEAT_HELPER = 'R=(n,f)=>[...Array(n).keys()].map(f).join("\\n")'
 REPEAT = re.compile(r"\$\{R\((\d+),(?:j=>R\((\d+),i=>`([^`]*)`\)\)|i=>`([^`]*)`\))\}")
 STEP = re.compile(r"\$\{(\"xyzw\"\[)?([0-9ij*+]+)\]?\}")
@@ -281,7 +283,7 @@ MIN_RUN = 3
 def repeated(text: str) -> str:
     """A template literal's text with its runs as ${R(...)} (unrepeated reads them back)."""
     lines, out, start = text.split("\n"), [], 0
-    shape = [None if "$" in line or not DIGITS.search(line) else DIGITS.sub("#", line) for line in lines]
+    shape = [None if "$" in line or line.startswith("@group") or not DIGITS.search(line) else DIGITS.sub("#", line) for line in lines]
     while start < len(lines):
         end = start + 1
         while end < len(lines) and shape[start] is not None and shape[end] == shape[start]:
