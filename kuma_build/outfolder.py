@@ -7,7 +7,8 @@
 The program (the dict every runtime runs, emit.program_dict) is split in two: index.js
 embeds what the device classes share (model, input and output specs with their buffer indices,
 weight chunks, the classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers
-(ship_buffers), kernels, state, dispatches, copies), so the browser runtime
+(ship_buffers), kernels, state, dispatches, copies; kernels of one shape as a template function
+and their integers, runs of unrolled lines as a repeat: class_module_js), so the browser runtime
 imports only the module of the class it picks at load. read_program joins them again.
 
 write_output stages the files in a temporary sibling folder and swaps it in
@@ -22,6 +23,8 @@ every recorded file still has its hash, so an edited, truncated or bit-flipped
 file is restored by the next build, and `kuma verify` checks the same first.
 """
 
+import functools
+import gzip
 import hashlib
 import json
 import os
@@ -31,6 +34,7 @@ import tempfile
 from pathlib import Path
 
 from kuma_build.errors import KumaError
+from kuma_build.templated import HOLE, expanded
 
 # the line of index.js (after the runtime) and of a class module that holds the program (program_js)
 PROGRAM_LINE = re.compile(r"^(?:export )?const program = ", re.M)
@@ -220,6 +224,7 @@ def ship_buffers(program: dict) -> list:
 def join_program(shared: dict, part: dict) -> dict:
     """The whole program of a class; its dims keep their ranges (the class's list is the same order)."""
     joined = {"state": [], **{key: value for key, value in shared.items() if key not in ("format", "classes")}, **part}
+    joined["kernels"] = expanded(joined.pop("templates", []), part["kernels"])  # templated.py
     joined["buffers"] = [{"size": b, "kind": implied_kind(joined, i)} if isinstance(b, int) else {"size": b[0], "kind": b[1]}
                          for i, b in enumerate(part["buffers"])]
     if "dims" in shared:
@@ -248,17 +253,200 @@ def program_classes(folder: Path) -> list[str]:
 STRING_OR_TEMPLATE = re.compile(r'"(?:[^"\\]|\\.)*"|`[^`]*`')
 
 
-def program_js(program: dict) -> str:
+def program_js(program: dict, body=lambda text: text) -> str:
+    """`body` writes a template literal's text (repeated)."""
     def literal(match):
         text = json.loads(match.group(0))
         raw = "\n" in text and not any(mark in text for mark in ("`", "\\", "${")) and json.dumps(text) == '"' + text.replace("\n", "\\n") + '"'
-        return f"`{text}`" if raw else match.group(0)
+        return f"`{body(text)}`" if raw else match.group(0)
     return STRING_OR_TEMPLATE.sub(literal, json.dumps(program, separators=(",", ":")))
+
+
+# Runs of lines that differ only in integers (and vector components .x ... .w, as 0 ... 3), each
+# a + b*i + c*j for line j*p + i (a kernel's unrolled steps: d(0u,n); ... d(15u,n);, a register
+# tile's acc0=fma(...,w0,acc0); ... for 4 registers times 16 steps, o0*=f.x; ... o3*=f.w;) as one
+# line a JS helper repeats: ${R(16,i=>`d(${i}u,n);`)}, ${R(16,j=>R(4,i=>`...`))}, ${"xyzw"[i]}. A
+# run costs gzip a few bytes a line, the helper 0.05 kB once, so a module uses them only where its
+# gzip size shrinks (class_module_js). A line with a `$` (a template's hole) is never in a run,
+# nor a binding's declaration (@group(0)@binding(0)var...: every kernel opens with them, and gzip
+# refers back to them from kernel to kernel; 0.005-0.015 kB a module), and every run reads back as
+# the lines it was.
+REPEAT_HELPER = 'R=(n,f)=>[...Array(n).keys()].map(f).join("\\n")'
+REPEAT = re.compile(r"\$\{R\((\d+),(?:j=>R\((\d+),i=>`([^`]*)`\)\)|i=>`([^`]*)`\))\}")
+STEP = re.compile(r"\$\{(\"xyzw\"\[)?([0-9ij*+]+)\]?\}")
+DIGITS = re.compile(r"\d+|(?<=\.)[xyzw](?!\w)")  # an integer, or a vector's component as its index
+SWIZZLE = "xyzw"
+MIN_RUN = 3
+
+
+@functools.lru_cache(maxsize=4096)  # render_class_js renders a module once for each group of templates it weighs
+def repeated(text: str) -> str:
+    """A template literal's text with its runs as ${R(...)} (unrepeated reads them back)."""
+    lines, out, start = text.split("\n"), [], 0
+    shape = [None if "$" in line or line.startswith("@group") or not DIGITS.search(line) else DIGITS.sub("#", line) for line in lines]
+    while start < len(lines):
+        end = start + 1
+        while end < len(lines) and shape[start] is not None and shape[end] == shape[start]:
+            end += 1
+        count, run = repeat_line(lines[start:end])
+        out.append(run or lines[start])
+        start += count if run else 1
+    return "\n".join(out)
+
+
+def repeat_line(lines: list[str]) -> tuple[int, str | None]:
+    """(how many lines, ${R(...)}) for the longest run that begins the lines, or (1, None)."""
+    if len(lines) < MIN_RUN:
+        return 1, None
+    numbers = [[SWIZZLE.index(n) if n in SWIZZLE else int(n) for n in DIGITS.findall(line)] for line in lines]
+    swizzles = [n in SWIZZLE for n in DIGITS.findall(lines[0])]
+    best = (1, None)
+    for period in [len(lines), *range(2, len(lines) // 2 + 1)]:
+        start, step = numbers[0], [b - a for a, b in zip(numbers[0], numbers[1])]
+        outer = [b - a for a, b in zip(numbers[0], numbers[period])] if period < len(lines) else [0] * len(start)
+        count = 0
+        while count < len(lines) and numbers[count] == [a + b * (count % period) + c * (count // period) for a, b, c in zip(start, step, outer)]:
+            count += 1
+        count -= count % period if period < len(lines) else 0
+        if count >= max(MIN_RUN, best[0] + 1, 2 * period if period < len(lines) else 0) and min(step + outer) >= 0 \
+                and max(max(row) for row in numbers[:count]) < 2 ** 31:
+            pieces = DIGITS.split(lines[0])
+            line = pieces[0] + "".join(step_js(a, b, c, swizzle) + piece for a, b, c, swizzle, piece in zip(start, step, outer, swizzles, pieces[1:]))
+            run = f"${{R({count // period},j=>R({period},i=>`{line}`))}}" if period < len(lines) else f"${{R({count},i=>`{line}`)}}"
+            if unrepeated(run) == "\n".join(lines[:count]):  # leading zeros (07) are not read back
+                best = (count, run)
+    return best
+
+
+def step_js(a: int, b: int, c: int, swizzle: bool) -> str:
+    if not b and not c:
+        return SWIZZLE[a] if swizzle else str(a)
+    terms = "+".join([str(a)] * bool(a) + [("" if b == 1 else f"{b}*") + "i"] * bool(b) + [("" if c == 1 else f"{c}*") + "j"] * bool(c))
+    return f'${{"{SWIZZLE}"[{terms}]}}' if swizzle else f"${{{terms}}}"
+
+
+def unrepeated(text: str) -> str:
+    def value(expression, i, j):
+        return str(sum(int(n or 1) * {"i": i, "j": j, "": 1}[v] for n, _, v in re.findall(r"(\d*)(\*?)([ij]?)", expression) if n or v))
+
+    def run(match):
+        outer, inner = (int(match.group(1)), int(match.group(2))) if match.group(2) else (1, int(match.group(1)))
+        line = match.group(3) if match.group(2) else match.group(4)
+        def step(m, i, j):
+            n = int(value(m.group(2), i, j))
+            return SWIZZLE[n] if m.group(1) else str(n)
+        return "\n".join(STEP.sub(lambda m: step(m, i, j), line) for j in range(outer) for i in range(inner))
+    return REPEAT.sub(run, text)
+
+
+# A class module's templates (templated.py) as JS functions of their holes before the program,
+# `const t0=(a,b)=>`...${a}...${b}...`;` (a hole past the 26th $27), and a templated kernel's code
+# as a call, t0(64,147): importing the module gives every kernel its text as built, so the runtime
+# needs no code for them (decoding [template, values...] in runtime.js was 0.06 kB gzip of every page)
+TEMPLATE_DEF = re.compile(r"\bt(\d+)=\(([^)]*)\)=>(?:\(\{name:\"(\w+)\",code:)?`([^`]*)`")
+TEMPLATE_CALL = re.compile(r'"\\u0000(t\d+\([\d,]*\))"')
+CALL = re.compile(r"t(\d+)\(([\d,]*)\)")
+PARAMS = "abcdefghijklmnopqrstuvwxyz"
+JS_HOLE = re.compile(r"\$\{([a-z]|\$\d+)\}")
+
+
+def param(hole: int) -> str:
+    return PARAMS[hole - 1] if hole <= len(PARAMS) else f"${hole}"
+
+
+def hole(js_param: str) -> str:
+    return "$" + str(PARAMS.index(js_param) + 1) if js_param in PARAMS else js_param
+
+
+def class_module_js(part: dict) -> str:
+    """A class module's text: its helpers and templates' functions, then its program (program_js).
+    A template whose kernels all have one name and nothing but a code may return the whole kernel,
+    t0=(a,b)=>({name:"conv2d",code:`...`}), where the module's gzip shrinks so."""
+    names = {}
+    for k in part["kernels"]:
+        if isinstance(k["code"], list):
+            names.setdefault(k["code"][0], set()).add(k["name"] if list(k) == ["name", "code"] and re.fullmatch(r"\w+", k["name"]) else None)
+    folded = {i: name for i, (name, *more) in ((i, list(n)) for i, n in names.items()) if not more and name is not None}
+    return min((module_with_templates(part, {}), *([module_with_templates(part, folded)] if folded else [])), key=gzipped)
+
+
+def module_with_templates(part: dict, folded: dict[int, str]) -> str:
+    templates = part.get("templates", [])
+    shipped = {key: value for key, value in part.items() if key != "templates"}
+
+    def call(k):
+        return f"\0t{k['code'][0]}({','.join(map(str, k['code'][1:]))})"
+    shipped["kernels"] = [(call(k) if k["code"][0] in folded else {**k, "code": call(k)}) if isinstance(k["code"], list) else k for k in part["kernels"]]
+    functions = []
+    for i, template in enumerate(templates):
+        holes = max((int(n) for n in HOLE.findall(template)), default=0)
+        text = "`" + HOLE.sub(lambda m: "${" + param(int(m.group(1))) + "}", template) + "`"
+        functions.append(f"t{i}=({','.join(param(n) for n in range(1, holes + 1))})=>" + (f'({{name:"{folded[i]}",code:{text}}})' if i in folded else text))
+
+    def module(definitions, body=lambda text: text, copies=None):
+        program = TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped, body))
+        if copies:
+            program = program.replace(f'"copies":{json.dumps(part["copies"], separators=(",", ":"))}', f'"copies":{copies}', 1)
+        return (f"const {','.join(definitions)};\n" if definitions else "") + f"export const program = {program};\n"
+    # each helper where the module's gzip shrinks with it, and never one whose kernels or copies
+    # read back other than they are
+    best, helpers, body = module(functions), [], lambda text: text
+    runs = module([REPEAT_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{repeated(m.group(1))}`", f) for f in functions)], repeated)
+    if "${R(" in runs and gzipped(runs) < gzipped(best) and unrepeated(runs) == module([REPEAT_HELPER, *functions]):
+        best, helpers, body = runs, [REPEAT_HELPER], repeated
+    spread = module([*helpers, RANGE_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{body(m.group(1))}`", f) for f in functions)], body, ranged(part["copies"]))
+    if "...S(" in spread and gzipped(spread) < gzipped(best) and unspread(spread) == module([*helpers, RANGE_HELPER, *(
+            re.sub(r"`([^`]*)`", lambda m: f"`{body(m.group(1))}`", f) for f in functions)], body):
+        best = spread
+    return best
+
+
+def gzipped(text: str) -> int:
+    return len(gzip.compress(text.encode(), 9, mtime=0))
+
+
+# A class module's copies (compact_copies: mostly bare buffer indices, the weights' in order) with
+# each run of MIN_RANGE or more consecutive indices as ...S(first, end), S a helper in the module:
+# 0.05 kB of a list like MobileNet's [2,3,5,6,8,9,10,...,83], where the module's gzip shrinks
+RANGE_HELPER = "S=(a,b)=>[...Array(b).keys()].slice(a)"
+RANGE = re.compile(r"\.\.\.S\((\d+),(\d+)\)")
+MIN_RANGE = 4
+
+
+def ranged(copies: list) -> str:
+    items, i = [], 0
+    while i < len(copies):
+        end = i + 1
+        while isinstance(copies[i], int) and end < len(copies) and copies[end] == copies[end - 1] + 1 and isinstance(copies[end], int):
+            end += 1
+        if end - i >= MIN_RANGE:
+            items.append(f"...S({copies[i]},{copies[end - 1] + 1})")
+        else:
+            items.extend(json.dumps(c, separators=(",", ":")) for c in copies[i:end])
+        i = end
+    return f"[{','.join(items)}]"
+
+
+def unspread(text: str) -> str:
+    return RANGE.sub(lambda m: ",".join(map(str, range(int(m.group(1)), int(m.group(2))))), text)
 
 
 def program_from_js(text: str) -> dict:
     """The program of index.js or a class module: the literal that begins its PROGRAM_LINE (no
-    markers around it: they were 0.03 kB gzip of a page)."""
-    rest = text[PROGRAM_LINE.search(text).end():]
-    value, _ = json.JSONDecoder().raw_decode(STRING_OR_TEMPLATE.sub(lambda m: json.dumps(m.group(0)[1:-1]) if m.group(0)[0] == "`" else m.group(0), rest))
+    markers around it: they were 0.03 kB gzip of a page); a class module's templated kernels as
+    templated.py gives them ("templates" and codes [template, values...])."""
+    text = unrepeated(unspread(text))
+    start = PROGRAM_LINE.search(text)
+    definitions = TEMPLATE_DEF.findall(text[:start.start()])
+    templates = {int(i): JS_HOLE.sub(lambda m: hole(m.group(1)), body) for i, _, _, body in definitions}
+    folded = {int(i): name for i, _, name, _ in definitions if name}
+
+    def literal(match):
+        if match.group(1):
+            code = [int(match.group(1)), *(int(n) for n in match.group(2).split(",") if n)]
+            return json.dumps({"name": folded[code[0]], "code": code} if code[0] in folded else code)
+        return json.dumps(match.group(0)[1:-1]) if match.group(0)[0] == "`" else match.group(0)
+    value, _ = json.JSONDecoder().raw_decode(re.sub(f"{STRING_OR_TEMPLATE.pattern}|{CALL.pattern}", literal, text[start.end():]))
+    if templates:
+        value["templates"] = [templates[i] for i in range(len(templates))]
     return value

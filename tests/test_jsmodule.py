@@ -11,14 +11,16 @@ import re
 import shutil
 import subprocess
 
+import pytest
 import torch
 
 from kuma_build import TEMPLATES
-from kuma_build.compiler import compile_module
-from kuma_build.config import InputSpec
+from kuma_build.compiler import compile_model, compile_module
+from kuma_build.config import InputSpec, load_project
 from kuma_build.jsmodule import code_before_comment, render_class_js, shipped_runtime, stripped_runtime
-from kuma_build.outfolder import program_from_js
+from kuma_build.outfolder import program_from_js, split_program
 from kuma_build.shortnames import short_kernels
+from kuma_build.templated import expanded
 from support import model_config
 
 REPO = TEMPLATES.parent
@@ -130,3 +132,75 @@ def test_a_class_module_holds_its_kernels_raw_and_reads_back_as_node_reads_it(tm
     result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == program_from_js(text) == {**part, "kernels": short_kernels(part["kernels"])}
+
+
+def test_kernels_of_one_shape_ship_as_a_template_and_compile_their_own_text(tmp_path):
+    """templated.py: kernels that differ only in integers ship as a template function and a call each
+    (outfolder.class_module_js); node's import of the module gives every kernel the text it was built
+    with, byte for byte, and program_from_js reads the module back to the same module."""
+    def conv(channels, size, hole_count):
+        lines = [f"@group(0)@binding({b})var<storage,read>x{b}:array<f32>;" for b in range(3)]
+        lines += [f"fn f{i}(a:u32)->f32{{if(a<{channels * (i * i + 1)}u){{return x0[a*{size}u+{i * i}u];}}return 0.0;}}" for i in range(hole_count)]
+        return "\n".join(lines + [f"@compute@workgroup_size(64)\nfn main(){{let v=f0({size}u)*1.5e-3;}}"])
+    kernels = [{"name": "conv2d", "code": conv(c, s, 30)} for c, s in ((16, 9), (32, 49), (64, 9), (8, 25))]
+    part = {"buffers": [4], "dispatches": [], "copies": [],
+            "kernels": [*kernels, {"name": "other", "code": "fn main(){\nlet x=1u;\n}"}]}
+    text = render_class_js(part)
+    assert text.startswith("const t0=(a,b,c,") and "${$27}" in text and '"code":t0(' in text
+    (tmp_path / "gpu.js").write_text(text)
+    script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert [k["code"] for k in json.loads(result.stdout)["kernels"]] == [k["code"] for k in short_kernels(part["kernels"])]
+    read = program_from_js(text)
+    assert len(read["templates"]) == 1 and render_class_js(read) == text
+    assert expanded(read["templates"], read["kernels"]) == short_kernels(part["kernels"])
+
+
+def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_path):
+    """outfolder.repeated: lines that differ only in integers in arithmetic progression as one
+    ${R(n,i=>`...`)}; node's import gives every kernel its text byte for byte, a run with leading
+    zeros or a template's hole stays as it was, and the module reads back to itself."""
+    def kernel(k):
+        steps = [f"acc{j}=fma(a[{k}u*{j}u+{16 * j}u],b[{j}u],acc{j});" for j in range(10)]
+        tile = [f"acc{i}=fma(b[{k}u+{128 * j}u],w{j},acc{i});" for j in range(8) for i in range(4)]  # 8 steps of 4 registers
+        tail = [f"d({j}u,m);" for j in (0, 1, 2, 3, 9, 4)]  # a run, then lines of its shape out of step
+        tail += [f"o{i}*=f.{c};" for i, c in enumerate("xyzw")]  # a vector's components step too
+        return "\n".join([f"fn main(){{", *[f"d({j}u,n);" for j in range(16)], *steps, *tile, *tail, "x=07u;", "x=08u;", "x=09u;", f"let q={k}u;}}"])
+    part = {"buffers": [4], "dispatches": [], "copies": [[0, 0, 1, 0, 4], *range(2, 40), 41, 43, *range(45, 60)],
+            "kernels": [{"name": f"k{k}", "code": kernel(k)} for k in (3, 5, 7, 11)]}
+    text = render_class_js(part)
+    assert text.startswith("const R=") and "${R(16,i=>`d(${i}u,n);`)}" in text and "x=07u;\nx=08u;" in text
+    assert "j=>R(4,i=>" in text and "d(9u,m);\nd(4u,m);" in text and 'o${i}*=f.${"xyzw"[i]};' in text
+    assert '"copies":[[0,0,1,0,4],...S(2,40),41,43,...S(45,60)]' in text  # runs of indices as ranges
+    (tmp_path / "gpu.js").write_text(text)
+    script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    shipped = short_kernels(part["kernels"])
+    assert [k["code"] for k in json.loads(result.stdout)["kernels"]] == [k["code"] for k in shipped]
+    assert json.loads(result.stdout)["copies"] == part["copies"]
+    read = program_from_js(text)
+    assert expanded(read.get("templates", []), read["kernels"]) == shipped and render_class_js(read) == text
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet"])
+def test_every_shipped_kernel_imports_as_the_text_it_was_built_with(tmp_path, name):
+    """Both class modules of the model tests' ResNet and MobileNet (templates, some returning whole
+    kernels, repeated runs, families of short names, ranges of copies): what node's import gives is
+    byte for byte each kernel's short-named source, and the copies."""
+    project = load_project(REPO / "tests" / "models" / "kuma.toml")
+    compiled = compile_model(project, dataclasses.replace(project.models[name], target="auto"))
+    _, parts = split_program(compiled.programs)
+    shipped = ""
+    for device_class, part in parts.items():
+        text = render_class_js(part)
+        shipped += text
+        (tmp_path / f"{device_class}.js").write_text(text)
+        script = f"import({json.dumps((tmp_path / f'{device_class}.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
+        result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        program = json.loads(result.stdout)
+        assert program["kernels"] == short_kernels(part["kernels"]) and program["copies"] == part["copies"]
+    # what this test is for
+    assert "${R(" in shipped and ",t0=(" in shipped and (name == "resnet" or ("({name:" in shipped and "...S(" in shipped))

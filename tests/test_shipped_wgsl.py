@@ -87,3 +87,27 @@ def test_short_names_rename_every_kernel_of_a_class_one_to_one():
         assert not set(renamed.values()) & {a for a, _ in pairs}
         assert sum(len(s["code"]) for s in short) < 0.9 * sum(len(k["code"]) for k in kernels)
         assert short_kernels(short) == short
+
+
+def test_a_family_of_numbered_names_keeps_its_numbers():
+    # acc0 ... acc3 and vw0 ... vw2 become a letter each and the same numbers, so their unrolled
+    # lines stay in progression (outfolder.repeated); a name that is no family gets a short name
+    code = "fn main(){\n" + "".join(f"var acc{i}=0.0;\n" for i in range(4)) + "".join(f"let vw{i}=f32({i});\n" for i in range(3)) + \
+        "".join(f"acc{i}=fma(vw{j},vw{j},acc{i});\n" for j in range(3) for i in range(4)) + "let total=acc0+acc1;\n}"
+    [short] = short_kernels([{"name": "k", "code": code}])
+    names = dict(zip(tokens(code), tokens(short["code"])))
+    acc, vw = names["acc0"][0], names["vw0"][0]
+    assert acc != vw and [names[f"acc{i}"] for i in range(4)] == [f"{acc}{i}" for i in range(4)]
+    assert [names[f"vw{i}"] for i in range(3)] == [f"{vw}{i}" for i in range(3)] and names["total"][0] not in (acc, vw)
+    assert short_kernels([short]) == [short]
+
+
+def test_a_register_tile_is_numbered_row_by_row_and_numbers_never_collide():
+    code = "fn main(){\n" + "".join(f"var acc_{r}_{c}=0.0;\n" for r in range(3) for c in range(2)) + \
+        "".join(f"var x_{i}=0.0;\nvar x_{i}_1=0.0;\n" for i in range(3)) + "let total=acc_0_0+acc_2_1+x_1+x_1_1;\n}"
+    [short] = short_kernels([{"name": "k", "code": code}])
+    names = dict(zip(tokens(code), tokens(short["code"])))
+    letter = names["acc_0_0"][0]
+    assert [names[f"acc_{r}_{c}"] for r in range(3) for c in range(2)] == [f"{letter}{n}" for n in range(6)]
+    # x_1 and x_1_1 would both be number 1 of family x_: no family, but every name still its own
+    assert len({names[n] for n in names if n.startswith("x_")}) == 6

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kuma_build"
 # matching prefix names a module's layer)
 LAYERS = [
     ["kuma_build", "kuma_build.errors", "kuma_build.devices"],
-    ["kuma_build.config", "kuma_build.outfolder", "kuma_build.jsmodule", "kuma_build.shortnames"],
+    ["kuma_build.config", "kuma_build.outfolder", "kuma_build.jsmodule", "kuma_build.shortnames", "kuma_build.templated"],
     ["kuma_build.compiler.precision", "kuma_build.compiler.ir"],
     ["kuma_build.compiler.kernels"],
     ["kuma_build.compiler.ops"],
