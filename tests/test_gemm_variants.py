@@ -114,7 +114,7 @@ def test_tiles_fit_workgroup_memory_at_any_step(monkeypatch):
     (lambda x, y: torch.addmm(y[0, :68], x.view(-1, 196), y[:, :68]), (2, 37, 196), (196, 72), ("gemm_b4",)),  # a batch folded into rows, a bias
 ], ids=["residual_rows", "split", "folded_batch"])
 def test_sliced_linear_layers_by_default(fn, x_shape, y_shape, vector_reads):
-    """What ships for f32 linear layers of THIN to SLICED_ROWS rows: SLICED_GROUPS groups on SLICED_TILE
+    """What ships for f32 linear layers of SLICED_MIN_ROWS to SLICED_ROWS rows: SLICED_GROUPS groups on SLICED_TILE
     (gemm_add0 adds the groups' sums), B fetched as vec4s where aligned (A's 32 rows a step are too
     few for a vec4 a thread); sizes off the tile."""
     compiled = assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), device="gpu")
@@ -124,10 +124,11 @@ def test_sliced_linear_layers_by_default(fn, x_shape, y_shape, vector_reads):
 
 
 def test_sliced_only_where_measured():
-    """Longer products, weights whose columns do not take vec4s (70 columns; a merged weight of
-    several linear layers, whose k are neighbours), convolutions and f16 weights keep the tiles the
-    cost model picks."""
+    """Longer and shorter products (600 and 40 rows), weights whose columns do not take vec4s (70
+    columns; a transposed one, whose k are neighbours), convolutions and f16 weights keep the tiles
+    the cost model picks."""
     for net, x in ((Fn(lambda x, w: x @ w), (torch.randn(600, 64), torch.randn(64, 96))),
+                   (Fn(lambda x, w: x @ w), (torch.randn(40, 64), torch.randn(64, 96))),
                    (Fn(lambda x, w: x @ w), (torch.randn(60, 64), torch.randn(64, 70))),
                    (Fn(lambda x, w: x @ w.t()), (torch.randn(60, 64), torch.randn(96, 64))),
                    (nn.Conv2d(16, 64, 3), (torch.randn(1, 16, 12, 12),))):

@@ -82,7 +82,9 @@ DOUBLE_BUFFER = False
 # whose staged step and one group's sums do not fit the workgroup memory keep 1: k_groups)
 K_GROUPS = 1
 # what ships: sliced K where the sweep measured it faster (H200, wgpu-py, 11:52 UTC, docs/performance.md
-# item 4): an f32 linear layer of more than THIN and at most SLICED_ROWS rows whose weight's columns
+# item 4): an f32 linear layer of SLICED_MIN_ROWS to SLICED_ROWS rows (the models measured it at 49
+# to 512: ConvNeXt's last stage to BERT-512; fewer rows keep the default, and their pages the
+# smaller kernel) whose weight's columns
 # take vec4s (matmul.py: sliced; on Dawn the groups alone made BERT's and ViT's slower) takes
 # SLICED_GROUPS groups on a SLICED_TILE tile (4 x 8 sums a thread), B's tile fetched as vec4s where
 # aligned (A's 32 rows of a step are too few for a vec4 a thread: vector_side); BERT-128's four
@@ -90,7 +92,7 @@ K_GROUPS = 1
 # 391.7 -> 360.4, each at the split the cost model picks for that tile. Convolutions, f16 weights
 # (their subgroup-matrix variant shares the tiled kernel's grid) and longer products keep the tiles
 # above (not measured with groups)
-SLICED_GROUPS, SLICED_TILE, SLICED_ROWS = 4, (32, 64), 512
+SLICED_GROUPS, SLICED_TILE, SLICED_MIN_ROWS, SLICED_ROWS = 4, (32, 64), 48, 512
 
 
 @dataclass
@@ -484,9 +486,9 @@ def group_grid(k_group: int) -> tuple[int, int]:
 
 
 def sliced_shape(device: DeviceClass, rows, cols) -> bool:
-    """The shape part of matmul.py's sliced: static rows past THIN up to SLICED_ROWS, columns past THIN, the "gpu" classes."""
+    """The shape part of matmul.py's sliced: static rows from SLICED_MIN_ROWS to SLICED_ROWS, columns past THIN, the "gpu" classes."""
     return (not device.register_gemm and isinstance(rows, int) and isinstance(cols, int)
-            and THIN < rows <= SLICED_ROWS and THIN < cols)
+            and SLICED_MIN_ROWS <= rows <= SLICED_ROWS and THIN < cols)
 
 
 def group_count(sliced: bool) -> int:

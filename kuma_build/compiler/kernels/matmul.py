@@ -30,10 +30,10 @@ def gemm_shape(node) -> tuple[int, int, int, int]:
 
 def sliced(node, device) -> bool:
     """Whether the product can take sliced K (gemm.SLICED_GROUPS groups on gemm.SLICED_TILE, B's tile
-    fetched as vec4s, as the sweep measured it): the "gpu" classes' linear layers of more than
-    gemm.THIN and at most gemm.SLICED_ROWS rows, static sizes, B's columns neighbours in memory and
-    aligned for vec4s (GPT-2's [K, N] weights; not torch's nn.Linear [N, K] ones, BERT's and ViT's,
-    whose products the groups alone made slower on Dawn: docs/performance.md item 4).
+    fetched as vec4s, as the sweep measured it): the "gpu" classes' linear layers of
+    gemm.SLICED_MIN_ROWS to gemm.SLICED_ROWS rows, static sizes, B's columns neighbours in memory and
+    aligned for vec4s (a packed linear weight, GPT-2's Conv1D one, an f32 build's merged one; where
+    B's k are neighbours the groups alone made the products slower on Dawn: docs/performance.md item 4).
     passes/split_k.py decides (f32 builds only) and marks the node's attrs["sliced"], which the
     kernel follows."""
     _, rows, cols, depth = gemm_shape(node)
