@@ -27,7 +27,9 @@ their sums through workgroup memory at the end, for what the products of transfo
 lack: with 4 groups a 64 x 64 tile keeps 256 threads but each owns 8 x 8 sums (a third of the
 workgroup-memory reads per FMA of the 4 x 4 layout, as the 128 x 128 tile that reached 60% of an
 H100), and a 32 x 32 tile gets a split of K by 4 with no partial sums in memory and no dispatch
-to add them.
+to add them. One combination ships, where it was measured faster: f32 builds' linear layers of 48
+to 512 rows whose weight's columns take vec4s run 4 groups on 32 x 64 tiles, B fetched as vec4s
+(SLICED_*, matmul.py: sliced, decided in passes/split_k.py).
 
 Without shader-f16 an f16 weight is read as u32 words of two values, and both kernels load each
 word once where the caller gives a pair loader (Gemm.load_a_pair / load_b_pair, pairs): the tiled
@@ -84,8 +86,8 @@ K_GROUPS = 1
 # what ships: sliced K where the sweep measured it faster (H200, wgpu-py, 11:52 UTC, docs/performance.md
 # item 4): an f32 linear layer of SLICED_MIN_ROWS to SLICED_ROWS rows (the models measured it at 49
 # to 512: ConvNeXt's last stage to BERT-512; fewer rows keep the default, and their pages the
-# smaller kernel) whose weight's columns
-# take vec4s (matmul.py: sliced; on Dawn the groups alone made BERT's and ViT's slower) takes
+# smaller kernel) whose weight's columns take vec4s (matmul.py: sliced; on Dawn the groups alone,
+# on weights whose k are neighbours, made the products slower) takes
 # SLICED_GROUPS groups on a SLICED_TILE tile (4 x 8 sums a thread), B's tile fetched as vec4s where
 # aligned (A's 32 rows of a step are too few for a vec4 a thread: vector_side); BERT-128's four
 # products a layer 152.8 -> 136.7 us, ViT's 220.9 -> 197.4, BERT-512's
