@@ -109,14 +109,15 @@ def test_tiles_fit_workgroup_memory_at_any_step(monkeypatch):
 
 
 @pytest.mark.parametrize("fn, x_shape, y_shape, vector_reads", [
-    (lambda x, y: x @ y[:, 4:] + x[:, :1], (74, 196), (196, 204), ("gemm_b4",)),  # 74 rows, B's offset 4, a residual
-    (lambda x, y: x @ y + 1.0, (130, 300), (300, 132), ("gemm_b4",)),  # K split by the cost model
-    (lambda x, y: torch.addmm(y[0, :68], x.view(-1, 196), y[:, :68]), (2, 37, 196), (196, 72), ("gemm_b4",)),  # a batch folded into rows, a bias
-], ids=["residual_rows", "split", "folded_batch"])
+    (lambda x, y: x @ y[:, 4:] + x[:, :1], (74, 196), (196, 204), ("gemm_a4", "gemm_b4")),  # 74 rows, B's offset 4, a residual
+    (lambda x, y: x @ y + 1.0, (130, 300), (300, 132), ("gemm_a4", "gemm_b4")),  # K split by the cost model
+    (lambda x, y: torch.addmm(y[0, :68], x.view(-1, 196), y[:, :68]), (2, 37, 196), (196, 72), ("gemm_a4", "gemm_b4")),  # a batch folded into rows, a bias
+    (lambda x, y: x[:, 1:] @ y, (61, 199), (198, 68), ("gemm_b4",)),  # A's rows 199 apart from offset 1: no vec4s
+], ids=["residual_rows", "split", "folded_batch", "a_unaligned"])
 def test_sliced_linear_layers_by_default(fn, x_shape, y_shape, vector_reads):
     """What ships for f32 linear layers of SLICED_MIN_ROWS to SLICED_ROWS rows: SLICED_GROUPS groups on SLICED_TILE
-    (gemm_add0 adds the groups' sums), B fetched as vec4s where aligned (A's 32 rows a step are too
-    few for a vec4 a thread); sizes off the tile."""
+    (gemm_add0 adds the groups' sums), SLICED_STEP k a step, A and B fetched as vec4s where aligned;
+    sizes off the tile."""
     compiled = assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), device="gpu")
     code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")
     assert "fn gemm_add0(" in code and "@workgroup_size(8, 8, 4)" in code.replace(" ", "").replace(",", ", ")

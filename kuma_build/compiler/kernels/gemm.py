@@ -28,8 +28,8 @@ lack: with 4 groups a 64 x 64 tile keeps 256 threads but each owns 8 x 8 sums (a
 workgroup-memory reads per FMA of the 4 x 4 layout, as the 128 x 128 tile that reached 60% of an
 H100), and a 32 x 32 tile gets a split of K by 4 with no partial sums in memory and no dispatch
 to add them. One combination ships, where it was measured faster: f32 builds' linear layers of 48
-to 512 rows whose weight's columns take vec4s run 4 groups on 32 x 64 tiles, B fetched as vec4s
-(SLICED_*, matmul.py: sliced, decided in passes/split_k.py).
+to 512 rows whose weight's columns take vec4s run 4 groups on 32 x 64 tiles, 32 k a step, A and B
+fetched as vec4s (SLICED_*, matmul.py: sliced, decided in passes/split_k.py).
 
 Without shader-f16 an f16 weight is read as u32 words of two values, and both kernels load each
 word once where the caller gives a pair loader (Gemm.load_a_pair / load_b_pair, pairs): the tiled
@@ -89,12 +89,19 @@ K_GROUPS = 1
 # smaller kernel) whose weight's columns take vec4s (matmul.py: sliced; on Dawn the groups alone,
 # on weights whose k are neighbours, made the products slower) takes
 # SLICED_GROUPS groups on a SLICED_TILE tile (4 x 8 sums a thread), B's tile fetched as vec4s where
-# aligned (A's 32 rows of a step are too few for a vec4 a thread: vector_side); BERT-128's four
+# aligned (A's 32 rows of a 16-k step were too few for a vec4 a thread: vector_side); BERT-128's four
 # products a layer 152.8 -> 136.7 us, ViT's 220.9 -> 197.4, BERT-512's
 # 391.7 -> 360.4, each at the split the cost model picks for that tile. Convolutions, f16 weights
 # (their subgroup-matrix variant shares the tiled kernel's grid) and longer products keep the tiles
 # above (not measured with groups)
 SLICED_GROUPS, SLICED_TILE, SLICED_MIN_ROWS, SLICED_ROWS = 4, (32, 64), 48, 512
+# a sliced product stages SLICED_STEP k at a time (8 a group, A's 32 rows then fetched as vec4s too),
+# its slices of a split at least MIN_SPLIT_STEPS of them: on Dawn (H200, 14:30 UTC, whole models,
+# docs/performance.md) GPU back to back BERT-512 4.748 -> 4.537 ms (its merged QKV no longer split,
+# FF-up 126 -> 115 us, FF-down split 2 instead of 8, 110 -> 104), ViT 2.531 -> 2.471, BERT-128 1.476
+# -> 1.486 (its attention output split 4 instead of 8, 17.0 -> 18.4 us); the other tiles kept 16
+# (the knob on every tile slowed ViT's patch convolution 30 -> 38 us)
+SLICED_STEP = 32
 
 
 @dataclass
@@ -154,12 +161,22 @@ class Gemm:
         rows = self.rows_at_most or max_value(self.rows)
         return tuple(max_value(x) for x in (self.batch, rows, self.cols, self.depth))
 
+    @property
+    def step(self) -> int:
+        """k staged a step: k_step."""
+        return k_step(self.sliced)
+
     def span(self) -> str:
         """K per split, in whole steps, as WGSL (all of K when it depends on a dim: never split)."""
         if isinstance(self.depth, Sym):
             assert self.splits == 1
             return u32(self.depth)
-        return f"{ceil(self.depth / self.splits / STEP) * STEP}u"
+        return f"{ceil(self.depth / self.splits / self.step) * self.step}u"
+
+
+def k_step(sliced: bool) -> int:
+    """k the tiled kernel stages a step: SLICED_STEP for a sliced product, else STEP."""
+    return SLICED_STEP if sliced else STEP
 
 
 def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int, sliced: bool = False) -> float:
@@ -171,11 +188,12 @@ def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: 
     through workgroup memory, each piece costing about a step's latency (the groups group_count
     asks of a product, sliced or not)."""
     groups = batch * ceil(rows / tm) * ceil(cols / tn) * splits
-    k_group, pieces = k_groups(device, tm, tn, group_count(sliced))
+    step = k_step(sliced)
+    k_group, pieces = k_groups(device, tm, tn, group_count(sliced), step)
     ty, tx = group_grid(k_group)
     rows_side, cols_side = Side(tm, ty), Side(tn, tx)
-    per_step = STEP // k_group * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * STEP / SIDE ** 2
-    steps = ceil(depth / splits / STEP)
+    per_step = step // k_group * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * step / SIDE ** 2
+    steps = ceil(depth / splits / step)
     in_flight = device.parallel * (device.small_tile_occupancy if tm * tn <= 64 * 64 else 1)
     return (ceil(groups / in_flight) * (steps * (per_step + STEP_LATENCY) + (k_group - 1) * pieces * STEP_LATENCY)
             + (splits > 1) * (device.dispatch_cost + SPLIT_TRAFFIC * splits * batch * rows * cols))
@@ -204,7 +222,7 @@ def choose_split(device: DeviceClass, batch: int, rows: int, cols: int, depth: i
     if min(rows, cols) <= THIN:
         return 1  # the thin kernel splits K inside its workgroups
     tiles = [SLICED_TILE] if sliced else [(tm, tn) for tm in device.tiles for tn in device.tiles if fits(device, tm, tn)]
-    options = [(tm, tn, s) for tm, tn in tiles for s in device.splits if s == 1 or depth >= s * STEP * MIN_SPLIT_STEPS]
+    options = [(tm, tn, s) for tm, tn in tiles for s in device.splits if s == 1 or depth >= s * k_step(sliced) * MIN_SPLIT_STEPS]
     return min(options, key=lambda o: (cost(device, batch, rows, cols, depth, *o, sliced), o[2]))[2]
 
 
@@ -349,8 +367,8 @@ def k_runs(tile: int):
 
 
 def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
-    """TM x TN outputs per workgroup of SIDE x SIDE threads. Each K step stages A's TM x STEP and
-    B's STEP x TN block in workgroup memory (k-major, so the threads' reads are vectors); the next
+    """TM x TN outputs per workgroup of SIDE x SIDE threads. Each K step stages A's TM x g.step and
+    B's g.step x TN block in workgroup memory (k-major, so the threads' reads are vectors); the next
     step's elements are fetched into registers while this step computes, hiding memory latency.
     With g.splits > 1, workgroup z = split * batch + b sums one slice of K into partial sums.
     With g.half, each step sums into f16 `part_` values that gemm_fold adds to the f32 `acc_` ones.
@@ -358,10 +376,11 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     group lid.z takes k lid.z * share .. + share - 1 of each step, and at the end groups 1, 2, ...
     in turn store their sums in workgroup memory for group 0 to add, which then finishes the tile."""
     tm, tn = choose_tile(g)
-    k_group, pieces = k_groups(g.device, tm, tn, group_count(g.sliced))
+    ks = g.step
+    k_group, pieces = k_groups(g.device, tm, tn, group_count(g.sliced), ks)
     (ty, tx), element = group_grid(k_group), g.element
     rows, cols = Side(tm, ty), Side(tn, tx)
-    double = double_buffered(g.device, tm, tn)
+    double = double_buffered(g.device, tm, tn, ks)
     staging, (fetch_a, fetch_b), (zero_a, zero_b) = staged_loads(g, rows, cols, double)
     threads = [f"li + {i * SIDE ** 2}u" for i in range(max(fetch_a, fetch_b))]
 
@@ -371,7 +390,7 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
 
     def stage_tiles(phase: str = "") -> list[str]:
         """Store the fetched values (into half `phase` of the tiles, an expression 0u or 1u, when double)."""
-        at_a, at_b = (f", {phase} * {tm * STEP}u", f", {phase} * {tn * STEP}u") if double else ("", "")
+        at_a, at_b = (f", {phase} * {tm * ks}u", f", {phase} * {tn * ks}u") if double else ("", "")
         return [f"stage_a({threads[i]}, fa{i}{at_a});" for i in range(fetch_a)] + [f"stage_b({threads[j]}, fb{j}{at_b});" for j in range(fetch_b)]
     # a thread's accumulators: one per row and run of columns (vectors: fewer lines to ship)
     accs = [(i, run) for i in range(rows.per) for run in range(cols.groups)]
@@ -383,8 +402,8 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     # step was 10% faster than Naga's loop on an H100 (the driver did not unroll it), and as
     # calls the source stays small; inlined, they ran as fast as unrolled source
     private = "\n".join(f"var<private> acc_{i}_{run}: {cols.type()};" for i, run in accs)
-    share = STEP // k_group  # k of each staged step a thread's group takes
-    first = (f"phase * {STEP}u + " if double else "") + ("kq + " if k_group > 1 else "")
+    share = ks // k_group  # k of each staged step a thread's group takes
+    first = (f"phase * {ks}u + " if double else "") + ("kq + " if k_group > 1 else "")
     inner = [f"gemm_step({first}{c}u, lid);" for c in range(share)]
     fold = ""
     if g.half:
@@ -431,10 +450,10 @@ fn gemm_add{p}(lid: vec3<u32>) {{
 {indent(stage_tiles("0u"))}
   workgroupBarrier();
   var phase = 0u;
-  for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
-    let more = k0 + {STEP}u < k_end;
+  for (var k0 = k_begin; k0 < k_end; k0 += {ks}u) {{
+    let more = k0 + {ks}u < k_end;
     if (more) {{
-{indent(fetch(f"k0 + {STEP}u"), 3)}
+{indent(fetch(f"k0 + {ks}u"), 3)}
     }}
 {indent(inner, 2)}
     if (more) {{
@@ -445,11 +464,11 @@ fn gemm_add{p}(lid: vec3<u32>) {{
   }}"""
     else:
         loop = f"""
-  for (var k0 = k_begin; k0 < k_end; k0 += {STEP}u) {{
+  for (var k0 = k_begin; k0 < k_end; k0 += {ks}u) {{
 {indent(stage_tiles(), 2)}
     workgroupBarrier();
-    if (k0 + {STEP}u < k_end) {{
-{indent(fetch(f"k0 + {STEP}u"), 3)}
+    if (k0 + {ks}u < k_end) {{
+{indent(fetch(f"k0 + {ks}u"), 3)}
     }}
 {indent(inner, 2)}
     workgroupBarrier();
@@ -457,8 +476,8 @@ fn gemm_add{p}(lid: vec3<u32>) {{
     halves = 2 if double else 1
     size = f"{SIDE}, {SIDE}" if k_group == 1 else f"{tx}, {ty}, {k_group}"
     code = functions(g) + staging + step_fn + groups_code + f"""
-var<workgroup> tile_a: array<{rows.type(element)}, {halves * tm * STEP // rows.width}>;
-var<workgroup> tile_b: array<{cols.type(element)}, {halves * tn * STEP // cols.width}>;
+var<workgroup> tile_a: array<{rows.type(element)}, {halves * tm * ks // rows.width}>;
+var<workgroup> tile_b: array<{cols.type(element)}, {halves * tn * ks // cols.width}>;
 
 @compute @workgroup_size({size})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
@@ -475,9 +494,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     return code, (ceil_div_count(g.cols, tn), ceil_div_count(g.rows, tm), ceil_div_count(g.batch * g.splits, 1))
 
 
-def double_buffered(device: DeviceClass, tm: int, tn: int) -> bool:
+def double_buffered(device: DeviceClass, tm: int, tn: int, step: int = STEP) -> bool:
     """Whether the tiled kernel stages K steps alternately in two halves (DOUBLE_BUFFER): when two fit."""
-    return DOUBLE_BUFFER and 2 * 4 * (tm + tn) * STEP <= device.workgroup_bytes
+    return DOUBLE_BUFFER and 2 * 4 * (tm + tn) * step <= device.workgroup_bytes
 
 
 def group_grid(k_group: int) -> tuple[int, int]:
@@ -499,7 +518,7 @@ def group_count(sliced: bool) -> int:
     return K_GROUPS if K_GROUPS > 1 else SLICED_GROUPS if sliced else 1
 
 
-def k_groups(device: DeviceClass, tm: int, tn: int, wanted: int) -> tuple[int, int]:
+def k_groups(device: DeviceClass, tm: int, tn: int, wanted: int, step: int = STEP) -> tuple[int, int]:
     """(groups, pieces): into how many groups of threads the tiled kernel splits each staged K
     step's k (`wanted`, as group_count gives it), and in how many pieces of rows a group's sums go through workgroup memory
     to be added (the fewest that fit beside the staged step, or two with double_buffered). (1, 1)
@@ -507,24 +526,24 @@ def k_groups(device: DeviceClass, tm: int, tn: int, wanted: int) -> tuple[int, i
     piece of one row a thread does not fit."""
     if wanted == 1:
         return 1, 1
-    halves = 2 if double_buffered(device, tm, tn) else 1
+    halves = 2 if double_buffered(device, tm, tn, step) else 1
     ty, tx = group_grid(wanted)
-    if STEP % wanted or tm % ty or tn % tx or tm // ty * (tn // tx) > 64:
+    if step % wanted or tm % ty or tn % tx or tm // ty * (tn // tx) > 64:
         return 1, 1
     pieces = [p for p in range(1, tm // ty + 1) if tm // ty % p == 0
-              and 4 * (halves * (tm + tn) * STEP + tm * tn // p) <= device.workgroup_bytes]
+              and 4 * (halves * (tm + tn) * step + tm * tn // p) <= device.workgroup_bytes]
     return (wanted, pieces[0]) if pieces else (1, 1)
 
 
-def vector_side(tile: int) -> bool:
-    """Whether a tile side's K step can be fetched as vec4s (VECTOR_LOADS, or a sliced product:
-    matmul.py's vec4_operands asks): a whole number of them per thread."""
-    return tile * STEP % (4 * SIDE ** 2) == 0
+def vector_side(tile: int, step: int = STEP) -> bool:
+    """Whether a tile side's K step of `step` k can be fetched as vec4s (VECTOR_LOADS, or a sliced
+    product: matmul.py's vec4_operands asks): a whole number of them per thread."""
+    return tile * step % (4 * SIDE ** 2) == 0
 
 
-def vectors(load, tile: int) -> bool:
+def vectors(load, tile: int, step: int) -> bool:
     """Whether a tile side's K step is fetched as vec4s: a vec4 reader (the caller's choice), and vector_side."""
-    return load is not None and vector_side(tile)
+    return load is not None and vector_side(tile, step)
 
 
 def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple[str, tuple[int, int], tuple[str, str]]:
@@ -533,26 +552,27 @@ def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple
     to); how many values each thread fetches; their zeros.
     A value is an element, a word of two f16 elements (fetch_and_stage: pairs), or a vec4 where
     `vectors` says so: 4 neighbouring k of a row of A, whose threads go along the row (a row's
-    STEP k are STEP * 4 neighbouring bytes), or 4 neighbouring columns of B, which is one vec4 of
+    step of k are step * 4 neighbouring bytes), or 4 neighbouring columns of B, which is one vec4 of
     the staged tile."""
     tm, tn, element = rows.tile, cols.tile, g.element
-    vec_a, vec_b = vectors(g.load_a4, tm), vectors(g.load_b4, tn)
+    ks = g.step
+    vec_a, vec_b = vectors(g.load_a4, tm, ks), vectors(g.load_b4, tn, ks)
     o, at = (", o: u32", "o + ") if double else ("", "")  # the half's offset, when double
     per = SIDE ** 2
     readers = ""  # the vec4 readers, as gemm_a and gemm_b (functions) read one element
     if vec_a:
-        a_m, a_k = f"t / {STEP // 4}u", f"4u * (t % {STEP // 4}u)"
+        a_m, a_k = f"t / {ks // 4}u", f"4u * (t % {ks // 4}u)"
         readers += vector_reader(g, "a", g.load_a4, f"am < {u32(g.rows)} && ak < {u32(g.depth)}")
         fetch_a = f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_a4(batch, row0 + {a_m}, k0 + {a_k})', 4)}; }}"
         stage_a = [f"fn stage_a(t: u32, v: vec4<{element}>{o}) {{ {lanes(rows, 'tile_a', lambda j: f'{at}({a_k} + {j}u) * {tm}u + {a_m}')} }}"]
-        zero_a, count_a = f"vec4<{element}>()", tm * STEP // per // 4
+        zero_a, count_a = f"vec4<{element}>()", tm * ks // per // 4
     else:
         # staged element e of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
         # threads read 4 neighbouring k of a row (4-way conflicts on the store, 8 rows a warp instead
         # of 32): 17% faster on an H100 (docs/performance.md)
         a_m, a_k = k_runs(tm) if g.a_k_contiguous else ((lambda e: f"{group(e)} % {tm}u"), (lambda e: f"{group(e)} / {tm}u"))
         fetch_a, stage_a, zero_a, count_a = fetch_and_stage(
-            g, "a", tm * STEP // per, ("row0", "k0"), lambda e: (a_m(e), a_k(e)),
+            g, "a", tm * ks // per, ("row0", "k0"), lambda e: (a_m(e), a_k(e)),
             lambda e, v: rows.write("tile_a", f"{at}({a_k(e)}) * {tm}u + {a_m(e)}", v), o)
     if vec_b:  # value t is columns 4 * (t % (tn / 4)) .. + 3 of k t / (tn / 4): vec4 t of the tile
         b_k, b_c = f"t / {tn // 4}u", f"4u * (t % {tn // 4}u)"
@@ -560,14 +580,14 @@ def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple
         fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_b4(batch, k0 + {b_k}, col0 + {b_c})', 4)}; }}"
         store = f"tile_b[{at.replace('o', 'o / 4u')}t] = v;" if cols.width == 4 else lanes(cols, "tile_b", lambda j: f"{at}4u * t + {j}u")
         stage_b = [f"fn stage_b(t: u32, v: vec4<{element}>{o}) {{ {store} }}"]
-        zero_b, count_b = f"vec4<{element}>()", tn * STEP // per // 4
+        zero_b, count_b = f"vec4<{element}>()", tn * ks // per // 4
     else:
         # B's element e is (e / tn, e % tn), or k in runs as A's when B is fetched by words of two
         # k (pairs of a merged linear weight, whose columns are not neighbours in memory)
         by_k = pairs(g, "b") and not g.cols_contiguous
         b_n, b_k = k_runs(tn) if by_k else ((lambda e: f"{e} % {tn}u"), (lambda e: f"{e} / {tn}u"))
         fetch_b, stage_b, zero_b, count_b = fetch_and_stage(
-            g, "b", tn * STEP // per, ("k0", "col0"), lambda e: (b_k(e), b_n(e)),
+            g, "b", tn * ks // per, ("k0", "col0"), lambda e: (b_k(e), b_n(e)),
             lambda e, v: cols.write("tile_b", f"{at}({b_k(e)}) * {tn}u + {b_n(e)}" if by_k else f"{at}{e}", v), o)
     code = "\n".join([readers, fetch_a, fetch_b, *stage_a, *stage_b]) + "\n"
     return code, (count_a, count_b), (zero_a, zero_b)

@@ -66,7 +66,7 @@ def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
 
     def aligned(k: int) -> bool:
         return aligned4(node.inputs[k]) and b.can_load4(k)
-    return gemm_module.vector_side(tm) and aligned(0), gemm_module.vector_side(tn) and aligned(1)
+    return gemm_module.vector_side(tm, g.step) and aligned(0), gemm_module.vector_side(tn, g.step) and aligned(1)
 
 
 def word_row(node, k: int) -> int | None:
