@@ -96,7 +96,7 @@ K_GROUPS = 1
 # above (not measured with groups)
 SLICED_GROUPS, SLICED_TILE, SLICED_MIN_ROWS, SLICED_ROWS = 4, (32, 64), 48, 512
 # a sliced product stages SLICED_STEP k at a time (8 a group, A's 32 rows then fetched as vec4s too),
-# its slices of a split at least MIN_SPLIT_STEPS of them: on Dawn (H200, 14:30 UTC, whole models,
+# its slices of a split at least MIN_SPLIT_STEPS of them: on Dawn (H200, 14:09-14:17 UTC, whole models,
 # docs/performance.md) GPU back to back BERT-512 4.748 -> 4.537 ms (its merged QKV no longer split,
 # FF-up 126 -> 115 us, FF-down split 2 instead of 8, 110 -> 104), ViT 2.531 -> 2.471, BERT-128 1.476
 # -> 1.486 (its attention output split 4 instead of 8, 17.0 -> 18.4 us); the other tiles kept 16
