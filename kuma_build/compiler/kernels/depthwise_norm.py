@@ -1,0 +1,128 @@
+"""A depthwise convolution and the norm over its channels that reads it, as one kernel.
+
+ConvNeXt's block convolves each channel with its own 7x7 filter, permutes the
+result to channels-last and layer-norms each pixel's channels. As two kernels
+(conv.py's direct one, a thread per output, then rows.py's norm, a workgroup
+per pixel) the activations make a round trip through memory between two
+dispatches; here each workgroup computes a few output pixels' channels into
+registers, reduces them to each pixel's mean and variance, and writes the
+normalized channels-last rows (passes/fuse_channel_norm.py makes the node).
+
+Threads: a workgroup takes `pixels` consecutive rows of the norm (neighbouring
+output pixels), each with `lanes` threads; thread li takes pixel li % pixels
+and the channels lane, lane + lanes, ... (lane = li / pixels), `per` of them,
+as scalars acc0, acc1, ... (kernels/gemm.py on private arrays). Pixels vary
+fastest among threads so that a warp's loads of an NCHW input read runs of
+neighbouring pixels of a few channels. The sums over a pixel's channels use
+rows.py's workgroup_reduce with the pixels as interleaved lanes; the mean first,
+then the squared deviations (two passes, for f32 accuracy, as rows.py's norms).
+A workgroup's last pixels past the end compute the last row again (so every
+thread reaches the barriers) and store nothing.
+
+Only device classes whose rows a workgroup shares (not DeviceClass.thread_rows:
+a software device switches threads at every barrier) fuse, and only channel
+counts that leave a thread at most MAX_CHANNELS of them.
+"""
+
+from math import ceil
+
+from kuma_build.compiler.ir.graph import Value
+from kuma_build.compiler.kernels.conv import taps
+from kuma_build.compiler.kernels.elementwise import epilogue
+from kuma_build.compiler.kernels.rows import ROW_REGISTERS, workgroup_reduce
+from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, offset_expr, unravel, workgroup_rows
+
+# knobs (bench/gpu/dawn/bench.py --gemm-knob depthwise_norm.NAME=VALUE sets them for an A/B)
+FUSE = True  # passes/fuse_channel_norm.py fuses (False: the two kernels as before)
+PIXELS = 8  # output pixels a workgroup takes at most (a warp then reads 8 neighbours of 4 channels)
+CHANNELS = 4  # channels a thread takes at most before its workgroup takes half as many pixels
+MAX_CHANNELS = ROW_REGISTERS  # past this a thread's channels would not stay in registers: no fusion
+
+
+def layout(channels: int, device) -> tuple[int, int, int] | None:
+    """(pixels, lanes, per): pixels a workgroup, threads a pixel, channels a thread; None when a
+    thread would take more than MAX_CHANNELS (the two kernels then stay)."""
+    pixels = max(1, PIXELS)
+    while True:
+        lanes = min(device.workgroup_threads // pixels, 1 << (channels - 1).bit_length())
+        per = ceil(channels / lanes)
+        if per <= CHANNELS or pixels == 1:
+            return (pixels, lanes, per) if per <= MAX_CHANNELS else None
+        pixels //= 2
+
+
+def fuses(node, device) -> bool:
+    """Whether a convolution node computes one output pixel's channels at a time in this kernel
+    (OpRecord.channel_rows): depthwise (one filter per channel, channels in = out), plain, no
+    epilogue or split, sizes free of dims, on a device class whose rows a workgroup shares."""
+    x, weight, out = node.inputs[0], node.inputs[1], node.output
+    sizes = (*x.shape, *x.strides, x.offset, *weight.shape, *weight.strides, weight.offset, *out.shape)
+    return (not device.thread_rows and not node.attrs["transposed"] and "epilogue" not in node.attrs and "splits" not in node.attrs
+            and all(isinstance(s, int) for s in sizes) and x.shape[1] == node.attrs["groups"] == out.shape[1] > 1
+            and layout(out.shape[1], device) is not None)
+
+
+def lower(node, device):
+    """node: a depthwise_norm, its inputs the convolution's (x, weight, bias?) then the norm's
+    (weight?, bias? viewed in the output's shape, then its epilogue's); attrs: the convolution's,
+    the norm's eps / has_weight / has_bias, `conv_shape` (N, C, H, W), `rows` (the norm's kept dims
+    over the convolution's NCHW result: shape, strides, offset) and conv_operands."""
+    b = Bindings(node)
+    attrs, out = node.attrs, node.output
+    _, channels, height, width = attrs["conv_shape"]
+    kept_shape, kept_strides, kept_offset = attrs["rows"]
+    rows = out.numel // channels
+    pixels, lanes, per = layout(channels, device)
+    size = pixels * lanes
+    kh_size, kw_size = node.inputs[1].shape[2], node.inputs[1].shape[3]
+    header, workgroups = workgroup_rows(ceil(rows / pixels), size)
+    functions = {"sum": workgroup_reduce("pixel_sum", "sum", "f32", size, pixels)}
+
+    # this thread's pixel (the norm's row) and where the convolution's result holds it
+    lines = [f"let lane = li / {pixels}u;" if pixels > 1 else "let lane = li;",
+             f"let at = row * {pixels}u + li % {pixels}u;" if pixels > 1 else "let at = row;",
+             f"let pixel = min(at, {rows - 1}u);"]
+    row_lines, r = unravel("pixel", kept_shape, "r")
+    spot = offset_expr(Value(None, kept_shape, kept_strides, kept_offset), r)
+    lines += row_lines + [f"let spot = {spot};", f"let n = spot / {channels * height * width}u;",
+                          f"let oh = (spot % {height * width}u) / {width}u;", f"let ow = spot % {width}u;"]
+    # its channels: the last may run past the end (it then repeats the last channel, kept out of the sums)
+    partial = per * lanes > channels
+    valid = [f"lane + {i * lanes}u < {channels}u" if partial and (i + 1) * lanes > channels else "" for i in range(per)]
+    for i in range(per):
+        c = f"lane + {i * lanes}u" if i else "lane"
+        lines.append(f"let c{i} = min({c}, {channels - 1}u);" if valid[i] else f"let c{i} = {c};")
+        lines.append(f"var acc{i} = {b.load(2, [f'c{i}']) if attrs['conv_operands'] > 2 else '0.0'};")
+
+    coords, inside = taps(node, "oh", "ow", "kh", "kw")
+    products = [f"acc{i} += {b.load(0, ['n', f'c{i}', 'u32(ih)', 'u32(iw)'])} * {b.load(1, [f'c{i}', '0u', 'kh', 'kw'])};"
+                for i in range(per)]
+    tap = coords + ([f"if (!({inside})) {{ continue; }}"] if inside else []) + products
+    lines += block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", block(f"for (var kw = 0u; kw < {kw_size}u; kw++)", tap))
+
+    def kept(value: str, i: int) -> str:
+        return f"select(0.0, {value}, {valid[i]})" if valid[i] else value
+
+    lines += [f"let total = pixel_sum({' + '.join(kept(f'acc{i}', i) for i in range(per))}, li);",
+              f"let mean = total / {f32(channels)};",
+              *[f"let d{i} = acc{i} - mean;" for i in range(per)],
+              f"let squares = pixel_sum({' + '.join(kept(f'd{i} * d{i}', i) for i in range(per))}, li);",
+              f"let rstd = inverseSqrt(squares / {f32(channels)} + {f32(attrs['eps'])});"]
+
+    # the norm's affine and epilogue, read at (row, channel) of the output
+    result, affine = "d * rstd", attrs["conv_operands"]
+    if attrs["has_weight"]:
+        result, affine = f"{result} * {b.load(affine, [*r, 'c'])}", affine + 1
+    if attrs["has_bias"]:
+        result = f"{result} + {b.load(affine, [*r, 'c'])}"
+    finish, stored = epilogue(node, b, "value", "flat")
+    if finish.helpers:
+        functions["epilogue"] = finish.functions()
+    writes = []
+    for i in range(per):
+        store = [f"let c = c{i};", f"let d = d{i};", f"let flat = at * {channels}u + c;", f"let value = {result};",
+                 *finish.lines, f"out[flat] = {stored};"]
+        writes += block(f"if ({valid[i]})", store) if valid[i] else block("", store)
+    lines += block("if (at < " + f"{rows}u)", writes)
+    body = "\n\n".join(functions.values()) + "\n\n" + header + indent(lines) + "\n}"
+    return b.kernel("depthwise_norm", body, workgroups)
