@@ -11,6 +11,8 @@
   nothing goes through workgroup memory.
 - direct with one channel and pixel per thread, for transposed ones and a
   GPU's depthwise ones.
+  (A GPU's depthwise one whose result a layer norm over its channels reads
+  runs inside that norm's kernel instead: depthwise_norm.py.)
 
 Every kernel maps an output coordinate to an input coordinate per tap:
   plain       in = out * stride - pad + k * dilation,          weight [Cout, Cin/g, kh, kw]
