@@ -48,6 +48,8 @@ CASES = {  # name -> (block, input shape, dispatches, whether the two fuse)
     "channels_last_input": (lambda: Block(40, convnext, channels_last=True), (2, 11, 9, 40), 1, True),
     # 300 channels: 2 pixels a workgroup, 3 channels a thread; stride 2, no bias, no norm affine
     "wide_strided": (lambda: Block(300, convnext, kernel=3, stride=2, padding=1, bias=False, affine=False), (1, 300, 7, 6), 1, True),
+    # 520 channels: a pixel a workgroup, 256 threads of 3 channels (the last for 8 threads)
+    "widest": (lambda: Block(520, convnext, kernel=3, padding=1), (1, 520, 3, 4), 1, True),
     "dilated": (lambda: Block(24, convnext, kernel=3, padding=2, dilation=2), (1, 24, 9, 10), 1, True),
     # the norm's fused epilogue (GELU and a constant); a norm read back in NCHW order by a 1 x 1
     # convolution (timm's LayerNorm2d), which makes the second dispatch

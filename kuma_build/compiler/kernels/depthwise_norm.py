@@ -42,7 +42,7 @@ MAX_CHANNELS = ROW_REGISTERS  # past this a thread's channels would not stay in 
 def layout(channels: int, device) -> tuple[int, int, int] | None:
     """(pixels, lanes, per): pixels a workgroup, threads a pixel, channels a thread; None when a
     thread would take more than MAX_CHANNELS (the two kernels then stay)."""
-    pixels = max(1, PIXELS)
+    pixels = 1 << (max(1, PIXELS).bit_length() - 1)  # a power of two: workgroup_reduce's lanes
     while True:
         lanes = min(device.workgroup_threads // pixels, 1 << (channels - 1).bit_length())
         per = ceil(channels / lanes)
