@@ -59,6 +59,8 @@ CASES = {  # name -> (block, input shape, dispatches, whether the two fuse)
     "grouped": (lambda: Block(40, convnext, groups=20), (1, 40, 6, 5), 2, False),
     "norm_over_width": (lambda: Block(11, lambda m, y: F.layer_norm(y, (y.shape[-1],))), (1, 11, 6, 11), 2, False),
     "conv_read_twice": (lambda: Block(40, lambda m, y: (m.norm(y.permute(0, 2, 3, 1)), y)), (1, 40, 6, 5), 2, False),
+    # the norm's epilogue reads the conv's result too (the norm's input, once bound)
+    "epilogue_reads_conv": (lambda: Block(40, lambda m, y: (lambda p: m.norm(p) + p)(y.permute(0, 2, 3, 1))), (1, 40, 6, 5), 2, False),
 }
 
 

@@ -10,17 +10,17 @@ The rewrite (ConvNeXt's block: dwconv, permute(0, 2, 3, 1), LayerNorm(C)):
  -> z = depthwise_norm(x, w, b, g, h, e...)   one kernel (kernels/depthwise_norm.py), at the
                                       norm's place, writing z's buffer; y is never written
 
-when the norm is the only reader of y (no model output, no state), reads it only as v, x is no
-state buffer (which a node between the two might write in place: the convolution now runs at the
-norm's place) and the fused kernel binds at most the device's storage buffers. Each such pair is one dispatch and one
-round trip of the activations fewer. Runs after the epilogue pass, so the norm's fused epilogue
+when the norm is the only reader of y (no model output, no state) and reads it only as v (its
+epilogue too), x is no state buffer (which a node between the two might write in place: the
+convolution now runs at the norm's place) and the fused kernel binds at most the device's storage
+buffers. Each such pair is one dispatch and one round trip of the activations fewer. Runs after the epilogue pass, so the norm's fused epilogue
 (moved to the new node's inputs) comes along and a convolution with one of its own stays apart.
 kernels/depthwise_norm.py's FUSE turns the pass off (an A/B on a device).
 """
 
 import torch
 
-from kuma_build.compiler.ir.expr import In, remap
+from kuma_build.compiler.ir.expr import In, input_leaves, remap
 from kuma_build.compiler.ir.graph import Node
 from kuma_build.compiler.kernels import depthwise_norm
 from kuma_build.compiler.ops import record
@@ -37,7 +37,8 @@ def fuse_channel_norms(graph) -> None:
     for node in graph.nodes:
         src = producer.get(node.inputs[0].buffer) if record(node).channel_norm(node) else None
         if (src is None or not record(src).channel_rows(src, graph.device) or not only_reader(node, src, readers, graph)
-                or any(v.buffer is src.output.buffer for v in node.inputs[1:]) or any(v.buffer.kind == "state" for v in src.inputs)):
+                or any(v.buffer is src.output.buffer for v in node.inputs[1:]) or 0 in input_leaves(node.attrs.get("epilogue"))
+                or any(v.buffer.kind == "state" for v in src.inputs)):
             continue
         rows = pixel_rows(node.inputs[0], src.output)
         if rows is None:
