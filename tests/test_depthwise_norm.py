@@ -50,7 +50,9 @@ CASES = {  # name -> (block, input shape, dispatches, whether the two fuse)
     "wide_strided": (lambda: Block(300, convnext, kernel=3, stride=2, padding=1, bias=False, affine=False), (1, 300, 7, 6), 1, True),
     # 520 channels: a pixel a workgroup, 256 threads of 3 channels (the last for 8 threads)
     "widest": (lambda: Block(520, convnext, kernel=3, padding=1), (1, 520, 3, 4), 1, True),
-    "dilated": (lambda: Block(24, convnext, kernel=3, padding=2, dilation=2), (1, 24, 9, 10), 1, True),
+    # a 3 x 5 filter, dilated; two images; rows in (n, w, h) order
+    "dilated_transposed_rows": (lambda: Block(24, lambda m, y: m.norm(y.permute(0, 3, 2, 1)), kernel=(3, 5), padding=(2, 4), dilation=2),
+                                (2, 24, 9, 10), 1, True),
     # the norm's fused epilogue (GELU and a constant); a norm read back in NCHW order by a 1 x 1
     # convolution (timm's LayerNorm2d), which makes the second dispatch
     "norm_epilogue": (lambda: Block(40, lambda m, y: F.gelu(m.norm(y.permute(0, 2, 3, 1))) + 1.5), (1, 40, 6, 7), 1, True),
