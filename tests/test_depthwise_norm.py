@@ -81,17 +81,23 @@ def test_cpu_class_keeps_two_kernels():
 
 
 @pytest.mark.parametrize("native", [False, True])
-def test_f16_filter(native):
-    """An f16 filter (40 x 49 values) read exactly, without and with shader-f16."""
-    module, x = Block(40, convnext).eval(), torch.randn(1, 40, 13, 11)
+@pytest.mark.parametrize("channels, kernel, stored", [(40, 7, 40 * 7 * 8), (120, 3, 120 * 9)])
+def test_f16_filter(channels, kernel, stored, native):
+    """An f16 filter read exactly, without shader-f16 by words a filter row at a time (as conv.py's
+    direct kernel: 7 x 7 filters stored in rows of 8, 3 x 3 ones as they are, rows starting on odd
+    elements), with it by elements."""
+    module, x = Block(channels, convnext, kernel, padding=kernel // 2).eval(), torch.randn(1, channels, 13, 11)
     config = dataclasses.replace(model_config(module, [x], device="gpu"), precision="f16")
     compiled = compile_module(module, config)
-    assert {w["name"]: w["storage"] for w in compiled.manifest["weights"]}["conv.weight"] == "f16"
+    weight = next(w for w in compiled.manifest["weights"] if w["name"] == "conv.weight")
+    assert weight["storage"] == "f16" and weight["numel"] == stored
     reference = copy.deepcopy(module)
     reference.conv.weight.data = reference.conv.weight.data.half().float()
     with torch.no_grad():
         expected = [reference(x).numpy()]
-    assert compiled.stats["dispatches"] == 1
+    (kernel_code,) = compiled.program["kernels"]
+    assert "let c0_filter_row=" in kernel_code["code"] and "filter_row" not in kernel_code["f16"]
+    assert ("let c0_odd=" in kernel_code["code"]) == (kernel == 3)
     assert_outputs_match(run_compiled(compiled, config, [x], native), expected, TOLERANCE)
 
 

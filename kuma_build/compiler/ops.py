@@ -185,7 +185,7 @@ OPS: dict[str, OpRecord] = {
                           channel_norm=lambda node: node.attrs["reduced"] == 1),
     # a depthwise convolution and the norm over its channels after it (passes/fuse_channel_norm.py)
     "depthwise_norm": OpRecord(depthwise_norm.lower, lambda node: conv_flops(node) + 8 * node.output.numel,
-                               weight_dim=lambda node, k: 0 if k == 1 else None, epilogue=lambda node: True),
+                               weight_dim=lambda node, k: 0 if k == 1 else None, word_row=conv.word_row, epilogue=lambda node: True),
     "reduce": OpRecord(rows.lower_reduce, dynamic=ANY),
     "softmax": OpRecord(rows.lower_softmax, fold_sums=lambda node, device: rows.row_reads(node, 1, device), dynamic=ANY),
     "attention": OpRecord(attention_decode.lower_attention, attention_flops, strided_output=True, reads_any_layout=True,

@@ -31,7 +31,7 @@ counts that leave a thread at most MAX_CHANNELS of them.
 from math import ceil
 
 from kuma_build.compiler.ir.graph import Value
-from kuma_build.compiler.kernels.conv import taps
+from kuma_build.compiler.kernels.conv import filter_row_words, reads_rows_by_words, taps
 from kuma_build.compiler.kernels.elementwise import epilogue
 from kuma_build.compiler.kernels.rows import ROW_REGISTERS, workgroup_reduce
 from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, offset_expr, unravel, workgroup_rows
@@ -102,20 +102,33 @@ def lower(node, device):
         lines.append(f"let c{i} = min({c}, {channels - 1}u);" if valid[i] else f"let c{i} = {c};")
         lines.append(f"var acc{i} = {b.load(2, [f'c{i}']) if attrs['conv_operands'] > 2 else '0.0'};")
 
+    def products(weights) -> list[str]:
+        return [f"acc{i} += {b.load(0, ['n', f'c{i}', 'u32(ih)', 'u32(iw)'])} * {w};" for i, w in enumerate(weights)]
+
+    # the filter sums: a tap at a time, or (f16 filters read as words, as conv.py's direct kernel
+    # does) a filter row's words first, then its taps unrolled
     coords, inside = taps(node, "oh", "ow", "kh", "kw")
-    products = [f"acc{i} += {b.load(0, ['n', f'c{i}', 'u32(ih)', 'u32(iw)'])} * {b.load(1, [f'c{i}', '0u', 'kh', 'kw'])};"
-                for i in range(per)]
-    tap = coords + ([f"if (!({inside})) {{ continue; }}"] if inside else []) + products
-    lines += block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", block(f"for (var kw = 0u; kw < {kw_size}u; kw++)", tap))
+    tap = coords + ([f"if (!({inside})) {{ continue; }}"] if inside else []) + products(
+        [b.load(1, [f"c{i}", "0u", "kh", "kw"]) for i in range(per)])
+    by_taps = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", block(f"for (var kw = 0u; kw < {kw_size}u; kw++)", tap))
+    by_words = None
+    if reads_rows_by_words(b, 1):
+        rows_read = [filter_row_words(b, 1, [f"c{i}", "0u", "kh"], f"c{i}_") for i in range(per)]
+        row = [line for row_lines, _ in rows_read for line in row_lines]
+        for kw in range(kw_size):
+            coords, inside = taps(node, "oh", "ow", "kh", f"{kw}u")
+            sums = products([tap_weight(kw) for _, tap_weight in rows_read])
+            row += block("", coords + (block(f"if ({inside})", sums) if inside else sums))
+        by_words = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", row)
 
     def kept(value: str, i: int) -> str:
         return f"select(0.0, {value}, {valid[i]})" if valid[i] else value
 
-    lines += [f"let total = pixel_sum({' + '.join(kept(f'acc{i}', i) for i in range(per))}, slot);",
-              f"let mean = total / {f32(channels)};",
-              *[f"let d{i} = acc{i} - mean;" for i in range(per)],
-              f"let squares = pixel_sum({' + '.join(kept(f'd{i} * d{i}', i) for i in range(per))}, slot);",
-              f"let rstd = inverseSqrt(squares / {f32(channels)} + {f32(attrs['eps'])});"]
+    stats = [f"let total = pixel_sum({' + '.join(kept(f'acc{i}', i) for i in range(per))}, slot);",
+             f"let mean = total / {f32(channels)};",
+             *[f"let d{i} = acc{i} - mean;" for i in range(per)],
+             f"let squares = pixel_sum({' + '.join(kept(f'd{i} * d{i}', i) for i in range(per))}, slot);",
+             f"let rstd = inverseSqrt(squares / {f32(channels)} + {f32(attrs['eps'])});"]
 
     # the norm's affine and epilogue, read at (row, channel) of the output
     result, affine = "d * rstd", attrs["conv_operands"]
@@ -131,6 +144,11 @@ def lower(node, device):
         store = [f"let c = c{i};", f"let d = d{i};", f"let flat = at * {channels}u + c;", f"let value = {result};",
                  *finish.lines, f"out[flat] = {stored};"]
         writes += block(f"if ({valid[i]})", store) if valid[i] else block("", store)
-    lines += block("if (at < " + f"{rows}u)", writes)
-    body = "\n\n".join(functions.values()) + "\n\n" + header + indent(lines) + "\n}"
-    return b.kernel("depthwise_norm", body, workgroups)
+    stats += block(f"if (at < {rows}u)", writes)
+
+    def body(sums: list[str]) -> str:
+        return "\n\n".join(functions.values()) + "\n\n" + header + indent(lines + sums + stats) + "\n}"
+
+    if by_words:  # the shader-f16 variant reads f16 elements a tap at a time
+        return b.kernel("depthwise_norm", body(by_words), workgroups, body(by_taps))
+    return b.kernel("depthwise_norm", body(by_taps), workgroups)
