@@ -21,7 +21,9 @@ over a pixel's channels use rows.py's workgroup_reduce with the pixels as
 interleaved lanes (`slot`); the mean first, then the squared deviations (two
 passes, for f32 accuracy, as rows.py's norms).
 A workgroup's last pixels past the end compute the last row again (so every
-thread reaches the barriers) and store nothing.
+thread reaches the barriers) and store nothing. An f16 filter is read as
+conv.py's direct kernel reads it: without shader-f16 a filter row's words
+first, then the row's taps unrolled (conv.filter_row_words).
 
 Only device classes whose rows a workgroup shares (not DeviceClass.thread_rows:
 a software device switches threads at every barrier) fuse, and only channel
