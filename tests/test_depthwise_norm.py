@@ -17,7 +17,7 @@ from support import TOLERANCE, assert_matches, assert_outputs_match, model_confi
 
 class Block(nn.Module):
     """conv (depthwise unless `groups` says otherwise) of x (of an NHWC x permuted when
-    `channels_last`), then fn(module, conv result)."""
+    `channels_last`), then fn(module, conv result); fn may use norm and a 1 x 1 conv `pointwise`."""
 
     def __init__(self, channels, fn, kernel=7, stride=1, padding=3, dilation=1, groups=None, bias=True, affine=True,
                  channels_last=False):
