@@ -44,6 +44,8 @@ CASES = {
                     (5, 13), (5, 13)),
     "conv_channel_blocks_epilogue": (lambda x, y: F.hardswish(F.conv2d(x, y, padding=1)) + x.mean(), (1, 4, 9, 8), (8, 4, 3, 3)),
     "causal_attention_long": (lambda x, y: F.scaled_dot_product_attention(x, y, y * 2, is_causal=True), (1, 2, 70, 37), (1, 2, 70, 37)),
+    # on "gpu": one kernel (kernels/depthwise_norm.py), its sums through workgroup memory
+    "depthwise_layer_norm": (lambda x, y: F.layer_norm(F.conv2d(x, y, padding=3, groups=40).permute(0, 2, 3, 1), (40,)), (1, 40, 13, 11), (40, 1, 7, 7)),
     "decode_attention": (lambda x, y: F.scaled_dot_product_attention(x, y, y * 2, attn_mask=(torch.arange(1500) <= 1000)[None], enable_gqa=True) @ y[0, 0, :40],
                          (1, 6, 1, 40), (1, 2, 1500, 40)),  # on "gpu": keys split over workgroups, then a thin product
 }
@@ -56,7 +58,7 @@ def test_kernel_family_in_chromium(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["attention_mask", "bmm_broadcast", "causal_attention_long", "conv_channel_blocks_epilogue",
-                                  "conv_groups_dilation", "decode_attention", "grouped_query_attention", "matmul_bias_transposed",
+                                  "conv_groups_dilation", "decode_attention", "depthwise_layer_norm", "grouped_query_attention", "matmul_bias_transposed",
                                   "norms", "softmax_middle"])
 def test_gpu_device_class_in_chromium(tmp_path, name):
     # the kernels tuned for GPUs (implicit-GEMM convolutions, smaller tiles, tiled attention, rows

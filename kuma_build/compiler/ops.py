@@ -36,6 +36,12 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
                    (fold_batchnorm, which runs before any fusion), or None when it never can be
     dynamic        node -> whether its lowering takes sizes that a dim sets (Syms, ir/sizes.py);
                    check_dynamic refuses any other node whose sizes depend on a dim
+    channel_rows   (node, device) -> whether its result can be computed one output pixel's channels
+                   at a time inside the norm over those channels that reads it (a depthwise
+                   convolution, kernels/depthwise_norm.py): passes/fuse_channel_norm.py
+    channel_norm   node -> whether it normalizes its first input along the last dim alone, reading
+                   its weight and bias (and epilogue) in the output's shape: the norm that pass
+                   may fuse a channel_rows producer into
 
 Every op reads its inputs through their views' strides (kernels/wgsl.py: Bindings.load), so
 views of any layout cost nothing, and writes one contiguous buffer unless strided_output.
@@ -52,7 +58,7 @@ from kuma_build.errors import KumaError
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.graph import Node, Value, const
 from kuma_build.compiler.ir.sizes import max_value
-from kuma_build.compiler.kernels import attention, attention_decode, concat, conv, elementwise, gather, matmul, pool, resize, rows, scan, scatter, split_sum
+from kuma_build.compiler.kernels import attention, attention_decode, concat, conv, depthwise_norm, elementwise, gather, matmul, pool, resize, rows, scan, scatter, split_sum
 from kuma_build.compiler.kernels.wgsl import Kernel, node_dims
 
 
@@ -78,6 +84,8 @@ class OpRecord:
     reads_any_layout: bool = False
     fold_affine: Callable[[Node, Value, torch.Tensor, torch.Tensor], bool] | None = None
     dynamic: Callable[[Node], bool] = lambda node: False
+    channel_rows: Callable[[Node, DeviceClass], bool] = lambda node, device: False
+    channel_norm: Callable[[Node], bool] = lambda node: False
 
 
 # --- matmul: out[b] = alpha * A[b] @ B[b] + beta * bias[b] (ir/aten_linalg.py) ------------------
@@ -171,9 +179,13 @@ OPS: dict[str, OpRecord] = {
                        fold_affine=fold_into_linear, dynamic=ANY),
     "conv2d": OpRecord(conv.lower, conv_flops, weight_dim=conv_weight_dim, word_row=conv.word_row, epilogue=lambda node: not node.attrs["transposed"],
                        product=lambda node, device: conv.gemm_shape(node) if conv.is_implicit_gemm(node, device) else None,
-                       bias=conv_bias, fold_affine=fold_into_conv),
+                       bias=conv_bias, fold_affine=fold_into_conv, channel_rows=depthwise_norm.fuses),
     "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True,
-                          fold_sums=lambda node, device: rows.row_reads(node, node.attrs["reduced"], device), dynamic=ANY),
+                          fold_sums=lambda node, device: rows.row_reads(node, node.attrs["reduced"], device), dynamic=ANY,
+                          channel_norm=lambda node: node.attrs["reduced"] == 1),
+    # a depthwise convolution and the norm over its channels after it (passes/fuse_channel_norm.py)
+    "depthwise_norm": OpRecord(depthwise_norm.lower, lambda node: conv_flops(node) + 8 * node.output.numel,
+                               weight_dim=lambda node, k: 0 if k == 1 else None, word_row=conv.word_row, epilogue=lambda node: True),
     "reduce": OpRecord(rows.lower_reduce, dynamic=ANY),
     "softmax": OpRecord(rows.lower_softmax, fold_sums=lambda node, device: rows.row_reads(node, 1, device), dynamic=ANY),
     "attention": OpRecord(attention_decode.lower_attention, attention_flops, strided_output=True, reads_any_layout=True,

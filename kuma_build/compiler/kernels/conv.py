@@ -11,6 +11,8 @@
   nothing goes through workgroup memory.
 - direct with one channel and pixel per thread, for transposed ones and a
   GPU's depthwise ones.
+  (A GPU's depthwise one whose result a layer norm over its channels reads
+  runs inside that norm's kernel instead: depthwise_norm.py.)
 
 Every kernel maps an output coordinate to an input coordinate per tap:
   plain       in = out * stride - pad + k * dilation,          weight [Cout, Cin/g, kh, kw]
@@ -82,6 +84,33 @@ def gemm_shape(node) -> tuple[int, int, int, int]:
     weight, out, groups = node.inputs[1], node.output, node.attrs["groups"]
     return (out.shape[0] * groups, out.shape[1] // groups, out.shape[2] * out.shape[3],
             weight.shape[1] * weight.shape[2] * weight.shape[3])
+
+
+def filter_row_words(b: Bindings, k: int, row_at: list[str], prefix: str = "") -> tuple[list[str], object]:
+    """Lines loading the f16 words of one filter row (the last dim of input k, a weight read by words:
+    b.word) at index row_at of its other dims, and tap(kw) -> the WGSL f32 of the row's tap kw. The
+    words are loaded first, each once for two taps, so no conversion waits on a load between the
+    taps' products. A row starting on an odd element picks each tap's half one further (`odd`),
+    unless every row starts on a word. `prefix` keeps the names of several rows apart."""
+    weight = b.inputs[k]
+    width = weight.shape[3]
+    starts_on_word = all(isinstance(x, int) and x % 2 == 0 for x in (
+        weight.offset, *[stride for size, stride in zip(weight.shape[:3], weight.strides[:3]) if size > 1]))
+    words = (width + 1) // 2 if starts_on_word else width // 2 + 1
+    half = lambda i: f"{prefix}w{i // 2}.{'xy'[i % 2]}"
+    # word j holds the row's elements 2j, 2j + 1 (one further when odd); the last stays in the row
+    lines = [f"let {prefix}filter_row = {offset_expr(weight, row_at)};",
+             *[f"let {prefix}w{j} = {precision.pair_values(b.word(k, f'{prefix}filter_row + {min(2 * j, width - 1)}u'))};"
+               for j in range(words)]]
+    if not starts_on_word:
+        lines.append(f"let {prefix}odd = ({prefix}filter_row & 1u) == 1u;")
+    return lines, lambda kw: half(kw) if starts_on_word else f"select({half(kw)}, {half(kw + 1)}, {prefix}odd)"
+
+
+def reads_rows_by_words(b: Bindings, k: int) -> bool:
+    """Whether input k, a filter of rows longer than one, is read by f16 words (filter_row_words)."""
+    weight = b.inputs[k]
+    return weight.shape[3] > 1 and weight.strides[3] == 1 and b.word(k, "0u") is not None
 
 
 def lower(node, device):
@@ -192,30 +221,18 @@ def direct(node, channels: int = 1, pixels: int = 1, size: int = 256):
 
     def row_of_words() -> list[str]:
         """The taps of filter row kh, unrolled, for f16 weights read as words (one channel and pixel a
-        thread): the row's words are loaded first, each once for two taps, so no conversion waits on
-        a load between the taps' products. A row starting on an odd element picks each tap's half
-        one further (`odd`), unless every row starts on a word."""
-        width = weight.shape[3]
-        starts_on_word = all(isinstance(x, int) and x % 2 == 0 for x in (
-            weight.offset, *[stride for size, stride in zip(weight.shape[:3], weight.strides[:3]) if size > 1]))
-        words = (width + 1) // 2 if starts_on_word else width // 2 + 1
-        half = lambda i: f"w{i // 2}.{'xy'[i % 2]}"
-        # word j holds the row's elements 2j, 2j + 1 (one further when odd); the last stays in the row
-        lines = [f"let filter_row = {offset_expr(weight, weight_at[:3])};",
-                 *[f"let w{j} = {precision.pair_values(b.word(1, f'filter_row + {min(2 * j, width - 1)}u'))};" for j in range(words)]]
-        if not starts_on_word:
-            lines.append("let odd = (filter_row & 1u) == 1u;")
-        for kw in range(width):
+        thread): the row's words are loaded first (filter_row_words)."""
+        lines, tap_weight = filter_row_words(b, 1, weight_at[:3])
+        for kw in range(weight.shape[3]):
             coords, inside = taps(node, "oh0", "ow0", "kh", f"{kw}u")
-            w = half(kw) if starts_on_word else f"select({half(kw)}, {half(kw + 1)}, odd)"
-            product = f"{accs[0][0]} += {b.load(0, [n, 'c', 'u32(ih)', 'u32(iw)'])} * {w};"
+            product = f"{accs[0][0]} += {b.load(0, [n, 'c', 'u32(ih)', 'u32(iw)'])} * {tap_weight(kw)};"
             lines += block("", coords + [f"if ({inside}) {{ {product} }}" if inside else product])
         return lines
 
     tap = [line for p in range(pixels) for line in read(p)]
     tap += each_channel(lambda j: [f"let w = {b.load(1, weight_at)};", *[f"{accs[p][j]} += x{p} * w;" for p in range(pixels)]])
     kh_body = block(f"for (var kw = 0u; kw < {weight.shape[3]}u; kw++)", tap)
-    by_words = channels == pixels == 1 and weight.shape[3] > 1 and weight.strides[3] == 1 and b.word(1, "0u") is not None
+    by_words = channels == pixels == 1 and reads_rows_by_words(b, 1)
 
     for p in range(pixels):
         lines += [f"let q{p} = {first} + {p * spread}u;", f"let oh{p} = q{p} / {out.shape[3]}u;", f"let ow{p} = q{p} % {out.shape[3]}u;"]

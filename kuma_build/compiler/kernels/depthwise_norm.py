@@ -1,0 +1,156 @@
+"""A depthwise convolution and the norm over its channels that reads it, as one kernel.
+
+ConvNeXt's block convolves each channel with its own 7x7 filter, permutes the
+result to channels-last and layer-norms each pixel's channels. As two kernels
+(conv.py's direct one, a thread per output, then rows.py's norm, a workgroup
+per pixel) the activations make a round trip through memory between two
+dispatches; here each workgroup computes a few output pixels' channels into
+registers, reduces them to each pixel's mean and variance, and writes the
+normalized channels-last rows (passes/fuse_channel_norm.py makes the node).
+
+Threads: a workgroup takes `pixels` consecutive rows of the norm (neighbouring
+output pixels), each with `lanes` threads; a thread takes one pixel and the
+channels lane, lane + lanes, ..., `per` of them, as scalars acc0, acc1, ...
+(kernels/gemm.py on private arrays). Whichever of pixels and channels lie next
+to each other in the input varies fastest among threads, so that a warp's
+loads read runs of neighbours: pixels for an NCHW input (li % pixels is the
+pixel), channels for a channels-last one (li % lanes is the lane; ConvNeXt's
+first block reads the stem's norm so, where the convolution alone, its threads
+96 floats apart, took 72.8 us on the H200 against 16.8 for the others). The sums
+over a pixel's channels use rows.py's workgroup_reduce with the pixels as
+interleaved lanes (`slot`); the mean first, then the squared deviations (two
+passes, for f32 accuracy, as rows.py's norms).
+A workgroup's last pixels past the end compute the last row again (so every
+thread reaches the barriers) and store nothing. An f16 filter is read as
+conv.py's direct kernel reads it: without shader-f16 a filter row's words
+first, then the row's taps unrolled (conv.filter_row_words).
+
+Only device classes whose rows a workgroup shares (not DeviceClass.thread_rows:
+a software device switches threads at every barrier) fuse, and only channel
+counts that leave a thread at most MAX_CHANNELS of them.
+"""
+
+from math import ceil
+
+from kuma_build.compiler.ir.graph import Value
+from kuma_build.compiler.kernels.conv import filter_row_words, reads_rows_by_words, taps
+from kuma_build.compiler.kernels.elementwise import epilogue
+from kuma_build.compiler.kernels.rows import ROW_REGISTERS, workgroup_reduce
+from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, offset_expr, unravel, workgroup_rows
+
+# knobs (bench/gpu/dawn/bench.py --gemm-knob depthwise_norm.NAME=VALUE sets them for an A/B)
+FUSE = True  # passes/fuse_channel_norm.py fuses (False: the two kernels as before)
+PIXELS = 8  # output pixels a workgroup takes at most (a warp then reads NCHW runs of 8 neighbours of 4 channels)
+CHANNELS = 4  # channels a thread takes at most before its workgroup takes half as many pixels
+MAX_CHANNELS = ROW_REGISTERS  # past this a thread's channels would not stay in registers: no fusion
+
+
+def layout(channels: int, device) -> tuple[int, int, int] | None:
+    """(pixels, lanes, per): pixels a workgroup, threads a pixel, channels a thread; None when a
+    thread would take more than MAX_CHANNELS (the two kernels then stay)."""
+    pixels = 1 << (max(1, PIXELS).bit_length() - 1)  # a power of two: workgroup_reduce's lanes
+    while True:
+        lanes = min(device.workgroup_threads // pixels, 1 << (channels - 1).bit_length())
+        per = ceil(channels / lanes)
+        if per <= CHANNELS or pixels == 1:
+            return (pixels, lanes, per) if per <= MAX_CHANNELS else None
+        pixels //= 2
+
+
+def fuses(node, device) -> bool:
+    """Whether a convolution node computes one output pixel's channels at a time in this kernel
+    (OpRecord.channel_rows): depthwise (one filter per channel, channels in = out), plain, no
+    epilogue or split, sizes free of dims, on a device class whose rows a workgroup shares."""
+    x, weight, out = node.inputs[0], node.inputs[1], node.output
+    sizes = (*x.shape, *x.strides, x.offset, *weight.shape, *weight.strides, weight.offset, *out.shape)
+    return (not device.thread_rows and not node.attrs["transposed"] and "epilogue" not in node.attrs and "splits" not in node.attrs
+            and all(isinstance(s, int) for s in sizes) and x.shape[1] == node.attrs["groups"] == out.shape[1] > 1
+            and layout(out.shape[1], device) is not None)
+
+
+def lower(node, device):
+    """node: a depthwise_norm, its inputs the convolution's (x, weight, bias?) then the norm's
+    (weight?, bias? viewed in the output's shape, then its epilogue's); attrs: the convolution's,
+    the norm's eps / has_weight / has_bias, `conv_shape` (N, C, H, W), `rows` (the norm's kept dims
+    over the convolution's NCHW result: shape, strides, offset) and conv_operands."""
+    b = Bindings(node)
+    attrs, out = node.attrs, node.output
+    _, channels, height, width = attrs["conv_shape"]
+    kept_shape, kept_strides, kept_offset = attrs["rows"]
+    rows = out.numel // channels
+    pixels, lanes, per = layout(channels, device)
+    size = pixels * lanes
+    kh_size, kw_size = node.inputs[1].shape[2], node.inputs[1].shape[3]
+    header, workgroups = workgroup_rows(ceil(rows / pixels), size)
+    functions = {"sum": workgroup_reduce("pixel_sum", "sum", "f32", size, pixels)}
+
+    # this thread's pixel (the norm's row) and where the convolution's result holds it
+    if pixels == 1:
+        lines = ["let lane = li;", "let slot = li;", "let at = row;"]
+    elif node.inputs[0].strides[1] == 1:  # channels-last input: neighbouring threads take neighbouring channels
+        lines = [f"let lane = li % {lanes}u;", f"let slot = lane * {pixels}u + li / {lanes}u;", f"let at = row * {pixels}u + li / {lanes}u;"]
+    else:
+        lines = [f"let lane = li / {pixels}u;", "let slot = li;", f"let at = row * {pixels}u + li % {pixels}u;"]
+    lines.append(f"let pixel = min(at, {rows - 1}u);")
+    row_lines, r = unravel("pixel", kept_shape, "r")
+    spot = offset_expr(Value(None, kept_shape, kept_strides, kept_offset), r)
+    lines += row_lines + [f"let spot = {spot};", f"let n = spot / {channels * height * width}u;",
+                          f"let oh = (spot % {height * width}u) / {width}u;", f"let ow = spot % {width}u;"]
+    # its channels: the last may run past the end (it then repeats the last channel, kept out of the sums)
+    partial = per * lanes > channels
+    valid = [f"lane + {i * lanes}u < {channels}u" if partial and (i + 1) * lanes > channels else "" for i in range(per)]
+    for i in range(per):
+        c = f"lane + {i * lanes}u" if i else "lane"
+        lines.append(f"let c{i} = min({c}, {channels - 1}u);" if valid[i] else f"let c{i} = {c};")
+        lines.append(f"var acc{i} = {b.load(2, [f'c{i}']) if attrs['conv_operands'] > 2 else '0.0'};")
+
+    def products(weights) -> list[str]:
+        return [f"acc{i} += {b.load(0, ['n', f'c{i}', 'u32(ih)', 'u32(iw)'])} * {w};" for i, w in enumerate(weights)]
+
+    # the filter sums: a tap at a time, or (f16 filters read as words, as conv.py's direct kernel
+    # does) a filter row's words first, then its taps unrolled
+    coords, inside = taps(node, "oh", "ow", "kh", "kw")
+    tap = coords + ([f"if (!({inside})) {{ continue; }}"] if inside else []) + products(
+        [b.load(1, [f"c{i}", "0u", "kh", "kw"]) for i in range(per)])
+    by_taps = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", block(f"for (var kw = 0u; kw < {kw_size}u; kw++)", tap))
+    by_words = None
+    if reads_rows_by_words(b, 1):
+        rows_read = [filter_row_words(b, 1, [f"c{i}", "0u", "kh"], f"c{i}_") for i in range(per)]
+        row = [line for row_lines, _ in rows_read for line in row_lines]
+        for kw in range(kw_size):
+            coords, inside = taps(node, "oh", "ow", "kh", f"{kw}u")
+            sums = products([tap_weight(kw) for _, tap_weight in rows_read])
+            row += block("", coords + (block(f"if ({inside})", sums) if inside else sums))
+        by_words = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", row)
+
+    def kept(value: str, i: int) -> str:
+        return f"select(0.0, {value}, {valid[i]})" if valid[i] else value
+
+    stats = [f"let total = pixel_sum({' + '.join(kept(f'acc{i}', i) for i in range(per))}, slot);",
+             f"let mean = total / {f32(channels)};",
+             *[f"let d{i} = acc{i} - mean;" for i in range(per)],
+             f"let squares = pixel_sum({' + '.join(kept(f'd{i} * d{i}', i) for i in range(per))}, slot);",
+             f"let rstd = inverseSqrt(squares / {f32(channels)} + {f32(attrs['eps'])});"]
+
+    # the norm's affine and epilogue, read at (row, channel) of the output
+    result, affine = "d * rstd", attrs["conv_operands"]
+    if attrs["has_weight"]:
+        result, affine = f"{result} * {b.load(affine, [*r, 'c'])}", affine + 1
+    if attrs["has_bias"]:
+        result = f"{result} + {b.load(affine, [*r, 'c'])}"
+    finish, stored = epilogue(node, b, "value", "flat")
+    if finish.helpers:
+        functions["epilogue"] = finish.functions()
+    writes = []
+    for i in range(per):
+        store = [f"let c = c{i};", f"let d = d{i};", f"let flat = at * {channels}u + c;", f"let value = {result};",
+                 *finish.lines, f"out[flat] = {stored};"]
+        writes += block(f"if ({valid[i]})", store) if valid[i] else block("", store)
+    stats += block(f"if (at < {rows}u)", writes)
+
+    def body(sums: list[str]) -> str:
+        return "\n\n".join(functions.values()) + "\n\n" + header + indent(lines + sums + stats) + "\n}"
+
+    if by_words:  # the shader-f16 variant reads f16 elements a tap at a time
+        return b.kernel("depthwise_norm", body(by_words), workgroups, body(by_taps))
+    return b.kernel("depthwise_norm", body(by_taps), workgroups)
