@@ -265,7 +265,9 @@ def program_js(program: dict, body=lambda text: text) -> str:
 # Runs of lines that differ only in integers (and vector components .x ... .w, as 0 ... 3), each
 # a + b*i + c*j for line j*p + i (a kernel's unrolled steps: d(0u,n); ... d(15u,n);, a register
 # tile's acc0=fma(...,w0,acc0); ... for 4 registers times 16 steps, o0*=f.x; ... o3*=f.w;) as one
-# line a JS helper repeats: ${R(16,i=>`d(${i}u,n);`)}, ${R(16,j=>R(4,i=>`...`))}, ${"xyzw"[i]}. A
+# line a JS helper repeats: ${R(16,i=>`d(${i}u,n);`)}, ${R(16,j=>R(4,i=>`...`))}, ${"xyzw"[i]}; and
+# runs of blocks of up to MAX_BLOCK lines the same way, whose lines may have no integer (a group
+# norm's unrolled {\nlet x=g0;\nb=b+x;\n} ... for 12 registers: ${R(12,i=>`{\nlet x=g${i};...}`)}). A
 # run costs gzip a few bytes a line, the helper 0.05 kB once, so a module uses them only where its
 # gzip size shrinks (class_module_js). A line with a `$` (a template's hole) is never in a run,
 # nor a binding's declaration (@group(0)@binding(0)var...: every kernel opens with them, and gzip
@@ -277,21 +279,38 @@ STEP = re.compile(r"\$\{(\"xyzw\"\[)?([0-9ij*+]+)\]?\}")
 DIGITS = re.compile(r"\d+|(?<=\.)[xyzw](?!\w)")  # an integer, or a vector's component as its index
 SWIZZLE = "xyzw"
 MIN_RUN = 3
+MAX_BLOCK = 32  # lines; U-Net's group norms repeat blocks of 4, 8 and 12 lines
 
 
 @functools.lru_cache(maxsize=4096)  # render_class_js renders a module once for each group of templates it weighs
 def repeated(text: str) -> str:
-    """A template literal's text with its runs as ${R(...)} (unrepeated reads them back)."""
+    """A template literal's text with its runs as ${R(...)} (unrepeated reads them back): at each
+    line the run of lines or of blocks that covers the most lines."""
     lines, out, start = text.split("\n"), [], 0
-    shape = [None if "$" in line or line.startswith("@group") or not DIGITS.search(line) else DIGITS.sub("#", line) for line in lines]
+    shape = [None if "$" in line or line.startswith("@group") else DIGITS.sub("#", line) for line in lines]
     while start < len(lines):
         end = start + 1
-        while end < len(lines) and shape[start] is not None and shape[end] == shape[start]:
+        while end < len(lines) and shape[start] is not None and DIGITS.search(lines[start]) and shape[end] == shape[start]:
             end += 1
-        count, run = repeat_line(lines[start:end])
-        out.append(run or lines[start])
-        start += count if run else 1
+        best = repeat_line(lines[start:end])
+        for period in range(2, MAX_BLOCK + 1):
+            best = max(best, repeat_block(lines, shape, start, period), key=lambda covered: covered[0])
+        out.append(best[1] or lines[start])
+        start += best[0]
     return "\n".join(out)
+
+
+def repeat_block(lines: list[str], shape: list, start: int, period: int) -> tuple[int, str | None]:
+    """(how many lines, ${R(...)}) for the longest run of blocks of `period` lines at `start` (each
+    block one line to repeat_line), or (1, None)."""
+    first = shape[start:start + period]
+    if len(first) < period or None in first or not any(DIGITS.search(line) for line in lines[start:start + period]):
+        return 1, None
+    blocks = 1
+    while shape[start + blocks * period:start + (blocks + 1) * period] == first:
+        blocks += 1
+    count, run = repeat_line(["\n".join(lines[start + b * period:start + (b + 1) * period]) for b in range(blocks)])
+    return (count * period, run) if run else (1, None)
 
 
 def repeat_line(lines: list[str]) -> tuple[int, str | None]:

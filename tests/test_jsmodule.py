@@ -158,20 +158,22 @@ def test_kernels_of_one_shape_ship_as_a_template_and_compile_their_own_text(tmp_
 
 
 def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_path):
-    """outfolder.repeated: lines that differ only in integers in arithmetic progression as one
-    ${R(n,i=>`...`)}; node's import gives every kernel its text byte for byte, a run with leading
-    zeros or a template's hole stays as it was, and the module reads back to itself."""
+    """outfolder.repeated: lines (or blocks of lines) that differ only in integers in arithmetic
+    progression as one ${R(n,i=>`...`)}; node's import gives every kernel its text byte for byte, a
+    run with leading zeros or a template's hole stays as it was, and the module reads back to itself."""
     def kernel(k):
         steps = [f"acc{j}=fma(a[{k}u*{j}u+{16 * j}u],b[{j}u],acc{j});" for j in range(10)]
         tile = [f"acc{i}=fma(b[{k}u+{128 * j}u],w{j},acc{i});" for j in range(8) for i in range(4)]  # 8 steps of 4 registers
         tail = [f"d({j}u,m);" for j in (0, 1, 2, 3, 9, 4)]  # a run, then lines of its shape out of step
         tail += [f"o{i}*=f.{c};" for i, c in enumerate("xyzw")]  # a vector's components step too
-        return "\n".join([f"fn main(){{", *[f"d({j}u,n);" for j in range(16)], *steps, *tile, *tail, "x=07u;", "x=08u;", "x=09u;", f"let q={k}u;}}"])
+        blocks = [line for j in range(5) for line in ("{", f"e(v{j},{k + 64 * j}u);", "h();", "}")]  # blocks of 4 lines
+        return "\n".join([f"fn main(){{", *[f"d({j}u,n);" for j in range(16)], *steps, *tile, *tail, *blocks, "x=07u;", "x=08u;", "x=09u;", f"let q={k}u;}}"])
     part = {"buffers": [4], "dispatches": [], "copies": [[0, 0, 1, 0, 4], *range(2, 40), 41, 43, *range(45, 60)],
             "kernels": [{"name": f"k{k}", "code": kernel(k)} for k in (3, 5, 7, 11)]}
     text = render_class_js(part)
     assert text.startswith("const R=") and "${R(16,i=>`d(${i}u,n);`)}" in text and "x=07u;\nx=08u;" in text
     assert "j=>R(4,i=>" in text and "d(9u,m);\nd(4u,m);" in text and 'o${i}*=f.${"xyzw"[i]};' in text
+    assert "${R(5,i=>`{\ne(v${i},${3+64*i}u);\nh();\n}`)}" in text
     assert '"copies":[[0,0,1,0,4],...S(2,40),41,43,...S(45,60)]' in text  # runs of indices as ranges
     (tmp_path / "gpu.js").write_text(text)
     script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
@@ -187,7 +189,7 @@ def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_
 @pytest.mark.parametrize("name", ["resnet", "mobilenet"])
 def test_every_shipped_kernel_imports_as_the_text_it_was_built_with(tmp_path, name):
     """Both class modules of the model tests' ResNet and MobileNet (templates, some returning whole
-    kernels, repeated runs, families of short names, ranges of copies): what node's import gives is
+    kernels, repeated runs of lines and of blocks, families of short names, ranges of copies): what node's import gives is
     byte for byte each kernel's short-named source, and the copies."""
     project = load_project(REPO / "tests" / "models" / "kuma.toml")
     compiled = compile_model(project, dataclasses.replace(project.models[name], target="auto"))
@@ -202,5 +204,6 @@ def test_every_shipped_kernel_imports_as_the_text_it_was_built_with(tmp_path, na
         assert result.returncode == 0, result.stderr
         program = json.loads(result.stdout)
         assert program["kernels"] == short_kernels(part["kernels"]) and program["copies"] == part["copies"]
-    # what this test is for
+    # what this test is for (a repeat of blocks: a line to repeat with line breaks in it)
     assert "${R(" in shipped and ",t0=(" in shipped and (name == "resnet" or ("({name:" in shipped and "...S(" in shipped))
+    assert re.search(r"i=>`[^`]*\n[^`]*`", shipped)
