@@ -402,21 +402,28 @@ def module_with_templates(part: dict, folded: dict[int, str]) -> str:
         text = "`" + HOLE.sub(lambda m: "${" + param(int(m.group(1))) + "}", template) + "`"
         functions.append(f"t{i}=({','.join(param(n) for n in range(1, holes + 1))})=>" + (f'({{name:"{folded[i]}",code:{text}}})' if i in folded else text))
 
-    def module(definitions, body=lambda text: text, copies=None):
+    def module(definitions, body=lambda text: text, copies=None, dispatches=None):
         program = TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped, body))
         if copies:
             program = program.replace(f'"copies":{json.dumps(part["copies"], separators=(",", ":"))}', f'"copies":{copies}', 1)
+        if dispatches:
+            program = program.replace(f'"dispatches":{json.dumps(part["dispatches"], separators=(",", ":"))}', f'"dispatches":D({dispatches})', 1)
         return (f"const {','.join(definitions)};\n" if definitions else "") + f"export const program = {program};\n"
-    # each helper where the module's gzip shrinks with it, and never one whose kernels or copies
-    # read back other than they are
-    best, helpers, body = module(functions), [], lambda text: text
+
+    def bodies():
+        return [re.sub(r"`([^`]*)`", lambda m: f"`{body(m.group(1))}`", f) for f in functions]
+    # each helper where the module's gzip shrinks with it, and never one whose kernels, copies or
+    # dispatches read back other than they are
+    best, helpers, body, copies = module(functions), [], lambda text: text, None
     runs = module([REPEAT_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{repeated(m.group(1))}`", f) for f in functions)], repeated)
     if "${R(" in runs and gzipped(runs) < gzipped(best) and unrepeated(runs) == module([REPEAT_HELPER, *functions]):
         best, helpers, body = runs, [REPEAT_HELPER], repeated
-    spread = module([*helpers, RANGE_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{body(m.group(1))}`", f) for f in functions)], body, ranged(part["copies"]))
-    if "...S(" in spread and gzipped(spread) < gzipped(best) and unspread(spread) == module([*helpers, RANGE_HELPER, *(
-            re.sub(r"`([^`]*)`", lambda m: f"`{body(m.group(1))}`", f) for f in functions)], body):
-        best = spread
+    spread = module([*helpers, RANGE_HELPER, *bodies()], body, ranged(part["copies"]))
+    if "...S(" in spread and gzipped(spread) < gzipped(best) and unspread(spread) == module([*helpers, RANGE_HELPER, *bodies()], body):
+        best, helpers, copies = spread, [*helpers, RANGE_HELPER], ranged(part["copies"])
+    planned = module([*helpers, DISPATCH_HELPER, *bodies()], body, copies, compact_dispatches(part["dispatches"]))
+    if part["dispatches"] and gzipped(planned) < gzipped(best) and undispatched(planned) == module([*helpers, DISPATCH_HELPER, *bodies()], body, copies):
+        best = planned
     return best
 
 
@@ -450,11 +457,51 @@ def unspread(text: str) -> str:
     return RANGE.sub(lambda m: ",".join(map(str, range(int(m.group(1)), int(m.group(2))))), text)
 
 
+# A class module's dispatches [kernel, buffers, workgroups, (when)] as D([...]), D a helper in the
+# module, where its gzip shrinks: a kernel index one past the largest so far (each kernel's first
+# dispatch, in order) and a buffer index one past the largest bound so far (a layer's new weights and
+# its output, mostly) left out as JS holes, [,[,5,,],[99,1,1]], which D fills in at import (0.01-0.13
+# kB of the 0.25-0.5 kB a plan took; the workgroup counts without their trailing 1s saved less than
+# D's code to put them back)
+DISPATCH_HELPER = "D=(d,k=-1,b=-1)=>d.map(([a=k+1,c,...w])=>(k=k>a?k:a,[a,Array.from(c,(e=b+1)=>(b=b>e?b:e,e)),...w]))"
+DISPATCHED = re.compile(r'"dispatches":D\(([^()]*)\)')
+
+
+def compact_dispatches(dispatches: list) -> str:
+    """The argument of D(...): the dispatches with what follows left out (DISPATCH_HELPER)."""
+    items, kernel, buffer = [], -1, -1
+    for index, bound, groups, *when in dispatches:
+        slots = []
+        for b in bound:
+            slots.append("" if b == buffer + 1 else str(b))
+            buffer = max(buffer, b)
+        listed = ",".join(slots) + ("," if slots and not slots[-1] else "")  # a last hole needs its comma: [4,,]
+        items.append(f"[{'' if index == kernel + 1 else index},[{listed}],{json.dumps([groups, *when], separators=(',', ':'))[1:]}")
+        kernel = max(kernel, index)
+    return f"[{','.join(items)}]"
+
+
+def undispatched(text: str) -> str:
+    """A module's text with its D([...]) as the dispatches D gives (compact_dispatches' inverse)."""
+    def expand(match):
+        holes = re.sub(r",\]", "]", re.sub(r"(?<=[\[,])(?=,)", "null", match.group(1)))  # [,5,,] is [null,5,null]
+        dispatches, kernel, buffer = [], -1, -1
+        for index, bound, groups, *when in json.loads(holes):
+            kernel = max(kernel, index := kernel + 1 if index is None else index)
+            buffers = []
+            for b in bound:
+                buffer = max(buffer, b := buffer + 1 if b is None else b)
+                buffers.append(b)
+            dispatches.append([index, buffers, groups, *when])
+        return f'"dispatches":{json.dumps(dispatches, separators=(",", ":"))}'
+    return DISPATCHED.sub(expand, text)
+
+
 def program_from_js(text: str) -> dict:
     """The program of index.js or a class module: the literal that begins its PROGRAM_LINE (no
     markers around it: they were 0.03 kB gzip of a page); a class module's templated kernels as
     templated.py gives them ("templates" and codes [template, values...])."""
-    text = unrepeated(unspread(text))
+    text = unrepeated(unspread(undispatched(text)))
     start = PROGRAM_LINE.search(text)
     definitions = TEMPLATE_DEF.findall(text[:start.start()])
     templates = {int(i): JS_HOLE.sub(lambda m: hole(m.group(1)), body) for i, _, _, body in definitions}

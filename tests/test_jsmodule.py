@@ -18,7 +18,7 @@ from kuma_build import TEMPLATES
 from kuma_build.compiler import compile_model, compile_module
 from kuma_build.config import InputSpec, load_project
 from kuma_build.jsmodule import code_before_comment, render_class_js, shipped_runtime, stripped_runtime
-from kuma_build.outfolder import program_from_js, split_program
+from kuma_build.outfolder import DISPATCH_HELPER, compact_dispatches, program_from_js, split_program, undispatched
 from kuma_build.shortnames import short_kernels
 from kuma_build.templated import expanded
 from support import model_config
@@ -186,11 +186,40 @@ def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_
     assert expanded(read.get("templates", []), read["kernels"]) == shipped and render_class_js(read) == text
 
 
+def test_dispatches_ship_with_the_indices_that_follow_left_out_and_read_back_as_they_were(tmp_path):
+    """outfolder.compact_dispatches: a kernel index one past the largest so far and a buffer index one
+    past the largest bound so far as JS holes, which the module's D fills in: what node's D gives and
+    what undispatched reads are the dispatches, also for a last hole, a list of one hole, workgroup
+    counts that depend on dims and a dispatch's `when`; a class module ships D where it pays."""
+    dispatches = [[0, [0, 2, 3, 4], [99, 1, 1]], [1, [4, 5, 6, 7], [4, 1, 1]], [0, [7, 8, 4], [99, 1, 2]],
+                  [2, [8], [1, 1, 1]], [3, [1, 9], [{"size": [[2, "seq"]], "per": 64}, 1, 1], {"seq": [1, 8]}],
+                  [5, [9, 10, 11], [7, 4, 4]], [4, [3, 12], [2, 2, 2]], [6, [13], [1, 1, 1]]]
+    literal = compact_dispatches(dispatches)
+    assert literal.startswith("[[,[,2,,,],[99,1,1]],[,[4,,,,],[4,1,1]],[0,[7,,4],") and literal.endswith(",[,[,],[1,1,1]]]")
+    assert '[,[1,,],[{"size":[[2,"seq"]],"per":64},1,1],{"seq":[1,8]}],[5,[9,,,],[7,4,4]]' in literal
+    assert json.loads(undispatched(f'"dispatches":D({literal})')[len('"dispatches":'):]) == dispatches
+    script = f"const {DISPATCH_HELPER};console.log(JSON.stringify(D({literal})))"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == dispatches
+    # a plan of 24 layers, each a new kernel on its new weights, in a class module
+    plan = [[k, [2 + 3 * k, 3 + 3 * k, 4 + 3 * k, 5 + 3 * k], [8 * k + 1, 1, 1]] for k in range(24)]
+    part = {"buffers": [4] * 80, "copies": [], "dispatches": plan, "kernels": [{"name": "k", "code": "fn main(){}"}] * 24}
+    text = render_class_js(part)
+    assert '"dispatches":D([[,[2,,,,],[1,1,1]],[,[5,,,,],[9,1,1]],' in text
+    (tmp_path / "gpu.js").write_text(text)
+    script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["dispatches"] == plan == program_from_js(text)["dispatches"]
+
+
 @pytest.mark.parametrize("name", ["resnet", "mobilenet"])
 def test_every_shipped_kernel_imports_as_the_text_it_was_built_with(tmp_path, name):
     """Both class modules of the model tests' ResNet and MobileNet (templates, some returning whole
-    kernels, repeated runs of lines and of blocks, families of short names, ranges of copies): what node's import gives is
-    byte for byte each kernel's short-named source, and the copies."""
+    kernels, repeated runs of lines and of blocks, families of short names, ranges of copies, compact
+    dispatches): what node's import gives is byte for byte each kernel's short-named source, and the
+    copies and dispatches."""
     project = load_project(REPO / "tests" / "models" / "kuma.toml")
     compiled = compile_model(project, dataclasses.replace(project.models[name], target="auto"))
     _, parts = split_program(compiled.programs)
@@ -204,6 +233,7 @@ def test_every_shipped_kernel_imports_as_the_text_it_was_built_with(tmp_path, na
         assert result.returncode == 0, result.stderr
         program = json.loads(result.stdout)
         assert program["kernels"] == short_kernels(part["kernels"]) and program["copies"] == part["copies"]
+        assert program["dispatches"] == part["dispatches"]
     # what this test is for (a repeat of blocks: a line to repeat with line breaks in it)
     assert "${R(" in shipped and ",t0=(" in shipped and (name == "resnet" or ("({name:" in shipped and "...S(" in shipped))
-    assert re.search(r"i=>`[^`]*\n[^`]*`", shipped)
+    assert re.search(r"i=>`[^`]*\n[^`]*`", shipped) and '"dispatches":D([' in shipped
