@@ -8,7 +8,8 @@ The program (the dict every runtime runs, emit.program_dict) is split in two: in
 embeds what the device classes share (model, input and output specs with their buffer indices,
 weight chunks, the classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers
 (ship_buffers), kernels, state, dispatches, copies; kernels of one shape as a template function
-and their integers, runs of unrolled lines as a repeat: class_module_js), so the browser runtime
+and their integers, runs of unrolled lines and blocks as a repeat, the dispatches with the indices
+that follow left out: class_module_js), so the browser runtime
 imports only the module of the class it picks at load. read_program joins them again.
 
 write_output stages the files in a temporary sibling folder and swaps it in
