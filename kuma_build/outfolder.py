@@ -273,7 +273,7 @@ def program_js(program: dict, body=lambda text: text) -> str:
 # gzip size shrinks (class_module_js). A line with a `$` (a template's hole) is never in a run,
 # nor a binding's declaration (@group(0)@binding(0)var...: every kernel opens with them, and gzip
 # refers back to them from kernel to kernel; 0.005-0.015 kB a module), and every run reads back as
-# the lines it was.
+# the lines it was. Runs of blocks may be of 2 blocks, where the module's gzip shrinks more so.
 REPEAT_HELPER = 'R=(n,f)=>[...Array(n).keys()].map(f).join("\\n")'
 REPEAT = re.compile(r"\$\{R\((\d+),(?:j=>R\((\d+),i=>`([^`]*)`\)\)|i=>`([^`]*)`\))\}")
 STEP = re.compile(r"\$\{(\"xyzw\"\[)?([0-9ij*+]+)\]?\}")
@@ -284,9 +284,9 @@ MAX_BLOCK = 32  # lines; U-Net's group norms repeat blocks of 4, 8 and 12 lines
 
 
 @functools.lru_cache(maxsize=4096)  # render_class_js renders a module once for each group of templates it weighs
-def repeated(text: str) -> str:
+def repeated(text: str, blocks: int = MIN_RUN) -> str:
     """A template literal's text with its runs as ${R(...)} (unrepeated reads them back): at each
-    line the run of lines or of blocks that covers the most lines."""
+    line the run of lines, or of `blocks` or more blocks, that covers the most lines."""
     lines, out, start = text.split("\n"), [], 0
     shape = [None if "$" in line or line.startswith("@group") else DIGITS.sub("#", line) for line in lines]
     while start < len(lines):
@@ -295,28 +295,28 @@ def repeated(text: str) -> str:
             end += 1
         best = repeat_line(lines[start:end])
         for period in range(2, MAX_BLOCK + 1):
-            best = max(best, repeat_block(lines, shape, start, period), key=lambda covered: covered[0])
+            best = max(best, repeat_block(lines, shape, start, period, blocks), key=lambda covered: covered[0])
         out.append(best[1] or lines[start])
         start += best[0]
     return "\n".join(out)
 
 
-def repeat_block(lines: list[str], shape: list, start: int, period: int) -> tuple[int, str | None]:
-    """(how many lines, ${R(...)}) for the longest run of blocks of `period` lines at `start` (each
-    block one line to repeat_line), or (1, None)."""
+def repeat_block(lines: list[str], shape: list, start: int, period: int, least: int) -> tuple[int, str | None]:
+    """(how many lines, ${R(...)}) for the longest run of `least` or more blocks of `period` lines at
+    `start` (each block one line to repeat_line), or (1, None)."""
     first = shape[start:start + period]
     if len(first) < period or None in first or not any(DIGITS.search(line) for line in lines[start:start + period]):
         return 1, None
     blocks = 1
     while shape[start + blocks * period:start + (blocks + 1) * period] == first:
         blocks += 1
-    count, run = repeat_line(["\n".join(lines[start + b * period:start + (b + 1) * period]) for b in range(blocks)])
+    count, run = repeat_line(["\n".join(lines[start + b * period:start + (b + 1) * period]) for b in range(blocks)], least)
     return (count * period, run) if run else (1, None)
 
 
-def repeat_line(lines: list[str]) -> tuple[int, str | None]:
-    """(how many lines, ${R(...)}) for the longest run that begins the lines, or (1, None)."""
-    if len(lines) < MIN_RUN:
+def repeat_line(lines: list[str], least: int = MIN_RUN) -> tuple[int, str | None]:
+    """(how many lines, ${R(...)}) for the longest run of `least` or more that begins the lines, or (1, None)."""
+    if len(lines) < least:
         return 1, None
     numbers = [[SWIZZLE.index(n) if n in SWIZZLE else int(n) for n in DIGITS.findall(line)] for line in lines]
     swizzles = [n in SWIZZLE for n in DIGITS.findall(lines[0])]
@@ -328,7 +328,7 @@ def repeat_line(lines: list[str]) -> tuple[int, str | None]:
         while count < len(lines) and numbers[count] == [a + b * (count % period) + c * (count // period) for a, b, c in zip(start, step, outer)]:
             count += 1
         count -= count % period if period < len(lines) else 0
-        if count >= max(MIN_RUN, best[0] + 1, 2 * period if period < len(lines) else 0) and min(step + outer) >= 0 \
+        if count >= max(least, best[0] + 1, 2 * period if period < len(lines) else 0) and min(step + outer) >= 0 \
                 and max(max(row) for row in numbers[:count]) < 2 ** 31:
             pieces = DIGITS.split(lines[0])
             line = pieces[0] + "".join(step_js(a, b, c, swizzle) + piece for a, b, c, swizzle, piece in zip(start, step, outer, swizzles, pieces[1:]))
@@ -416,9 +416,11 @@ def module_with_templates(part: dict, folded: dict[int, str]) -> str:
     # each helper where the module's gzip shrinks with it, and never one whose kernels, copies or
     # dispatches read back other than they are
     best, helpers, body, copies = module(functions), [], lambda text: text, None
-    runs = module([REPEAT_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{repeated(m.group(1))}`", f) for f in functions)], repeated)
-    if "${R(" in runs and gzipped(runs) < gzipped(best) and unrepeated(runs) == module([REPEAT_HELPER, *functions]):
-        best, helpers, body = runs, [REPEAT_HELPER], repeated
+    for least in (MIN_RUN, 2):  # runs of 2 blocks too where that pays (U-Net's group norms of 2 rounds)
+        blocked = functools.partial(repeated, blocks=least)
+        runs = module([REPEAT_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{blocked(m.group(1))}`", f) for f in functions)], blocked)
+        if "${R(" in runs and gzipped(runs) < gzipped(best) and unrepeated(runs) == module([REPEAT_HELPER, *functions]):
+            best, helpers, body = runs, [REPEAT_HELPER], blocked
     spread = module([*helpers, RANGE_HELPER, *bodies()], body, ranged(part["copies"]))
     if "...S(" in spread and gzipped(spread) < gzipped(best) and unspread(spread) == module([*helpers, RANGE_HELPER, *bodies()], body):
         best, helpers, copies = spread, [*helpers, RANGE_HELPER], ranged(part["copies"])

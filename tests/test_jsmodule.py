@@ -18,7 +18,7 @@ from kuma_build import TEMPLATES
 from kuma_build.compiler import compile_model, compile_module
 from kuma_build.config import InputSpec, load_project
 from kuma_build.jsmodule import code_before_comment, render_class_js, shipped_runtime, stripped_runtime
-from kuma_build.outfolder import DISPATCH_HELPER, compact_dispatches, program_from_js, split_program, undispatched
+from kuma_build.outfolder import DISPATCH_HELPER, compact_dispatches, program_from_js, repeated, split_program, undispatched, unrepeated
 from kuma_build.shortnames import short_kernels
 from kuma_build.templated import expanded
 from support import model_config
@@ -184,6 +184,10 @@ def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_
     assert json.loads(result.stdout)["copies"] == part["copies"]
     read = program_from_js(text)
     assert expanded(read.get("templates", []), read["kernels"]) == shipped and render_class_js(read) == text
+    # two blocks repeat only when asked (a module tries both and keeps the smaller)
+    pair = "{\nlet h=j+0u;\nb0=g[h];\n}\n{\nlet h=j+1u;\nb1=g[h];\n}"
+    assert repeated(pair) == pair and repeated(pair, blocks=2) == "${R(2,i=>`{\nlet h=j+${i}u;\nb${i}=g[h];\n}`)}"
+    assert unrepeated(repeated(pair, blocks=2)) == pair
 
 
 def test_dispatches_ship_with_the_indices_that_follow_left_out_and_read_back_as_they_were(tmp_path):
