@@ -8,7 +8,8 @@ The program (the dict every runtime runs, emit.program_dict) is split in two: in
 embeds what the device classes share (model, input and output specs with their buffer indices,
 weight chunks, the classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers
 (ship_buffers), kernels, state, dispatches, copies; kernels of one shape as a template function
-and their integers, runs of unrolled lines as a repeat: class_module_js), so the browser runtime
+and their integers, runs of unrolled lines and blocks as a repeat, the dispatches with the indices
+that follow left out: class_module_js), so the browser runtime
 imports only the module of the class it picks at load. read_program joins them again.
 
 write_output stages the files in a temporary sibling folder and swaps it in
@@ -265,38 +266,57 @@ def program_js(program: dict, body=lambda text: text) -> str:
 # Runs of lines that differ only in integers (and vector components .x ... .w, as 0 ... 3), each
 # a + b*i + c*j for line j*p + i (a kernel's unrolled steps: d(0u,n); ... d(15u,n);, a register
 # tile's acc0=fma(...,w0,acc0); ... for 4 registers times 16 steps, o0*=f.x; ... o3*=f.w;) as one
-# line a JS helper repeats: ${R(16,i=>`d(${i}u,n);`)}, ${R(16,j=>R(4,i=>`...`))}, ${"xyzw"[i]}. A
+# line a JS helper repeats: ${R(16,i=>`d(${i}u,n);`)}, ${R(16,j=>R(4,i=>`...`))}, ${"xyzw"[i]}; and
+# runs of blocks of up to MAX_BLOCK lines the same way, whose lines may have no integer (a group
+# norm's unrolled {\nlet x=g0;\nb=b+x;\n} ... for 12 registers: ${R(12,i=>`{\nlet x=g${i};...}`)}). A
 # run costs gzip a few bytes a line, the helper 0.05 kB once, so a module uses them only where its
 # gzip size shrinks (class_module_js). A line with a `$` (a template's hole) is never in a run,
 # nor a binding's declaration (@group(0)@binding(0)var...: every kernel opens with them, and gzip
 # refers back to them from kernel to kernel; 0.005-0.015 kB a module), and every run reads back as
-# the lines it was.
+# the lines it was. Runs of blocks may be of 2 blocks, where the module's gzip shrinks more so.
 REPEAT_HELPER = 'R=(n,f)=>[...Array(n).keys()].map(f).join("\\n")'
 REPEAT = re.compile(r"\$\{R\((\d+),(?:j=>R\((\d+),i=>`([^`]*)`\)\)|i=>`([^`]*)`\))\}")
 STEP = re.compile(r"\$\{(\"xyzw\"\[)?([0-9ij*+]+)\]?\}")
 DIGITS = re.compile(r"\d+|(?<=\.)[xyzw](?!\w)")  # an integer, or a vector's component as its index
 SWIZZLE = "xyzw"
 MIN_RUN = 3
+MAX_BLOCK = 32  # lines; U-Net's group norms repeat blocks of 4, 8 and 12 lines
 
 
 @functools.lru_cache(maxsize=4096)  # render_class_js renders a module once for each group of templates it weighs
-def repeated(text: str) -> str:
-    """A template literal's text with its runs as ${R(...)} (unrepeated reads them back)."""
+def repeated(text: str, blocks: int = MIN_RUN) -> str:
+    """A template literal's text with its runs as ${R(...)} (unrepeated reads them back): at each
+    line the run of lines, or of `blocks` or more blocks, that covers the most lines."""
     lines, out, start = text.split("\n"), [], 0
-    shape = [None if "$" in line or line.startswith("@group") or not DIGITS.search(line) else DIGITS.sub("#", line) for line in lines]
+    shape = [None if "$" in line or line.startswith("@group") else DIGITS.sub("#", line) for line in lines]
     while start < len(lines):
         end = start + 1
-        while end < len(lines) and shape[start] is not None and shape[end] == shape[start]:
+        while end < len(lines) and shape[start] is not None and DIGITS.search(lines[start]) and shape[end] == shape[start]:
             end += 1
-        count, run = repeat_line(lines[start:end])
-        out.append(run or lines[start])
-        start += count if run else 1
+        best = repeat_line(lines[start:end])
+        for period in range(2, MAX_BLOCK + 1):
+            best = max(best, repeat_block(lines, shape, start, period, blocks), key=lambda covered: covered[0])
+        out.append(best[1] or lines[start])
+        start += best[0]
     return "\n".join(out)
 
 
-def repeat_line(lines: list[str]) -> tuple[int, str | None]:
-    """(how many lines, ${R(...)}) for the longest run that begins the lines, or (1, None)."""
-    if len(lines) < MIN_RUN:
+def repeat_block(lines: list[str], shape: list, start: int, period: int, least: int) -> tuple[int, str | None]:
+    """(how many lines, ${R(...)}) for the longest run of `least` or more blocks of `period` lines at
+    `start` (each block one line to repeat_line), or (1, None)."""
+    first = shape[start:start + period]
+    if len(first) < period or None in first or not any(DIGITS.search(line) for line in lines[start:start + period]):
+        return 1, None
+    blocks = 1
+    while shape[start + blocks * period:start + (blocks + 1) * period] == first:
+        blocks += 1
+    count, run = repeat_line(["\n".join(lines[start + b * period:start + (b + 1) * period]) for b in range(blocks)], least)
+    return (count * period, run) if run else (1, None)
+
+
+def repeat_line(lines: list[str], least: int = MIN_RUN) -> tuple[int, str | None]:
+    """(how many lines, ${R(...)}) for the longest run of `least` or more that begins the lines, or (1, None)."""
+    if len(lines) < least:
         return 1, None
     numbers = [[SWIZZLE.index(n) if n in SWIZZLE else int(n) for n in DIGITS.findall(line)] for line in lines]
     swizzles = [n in SWIZZLE for n in DIGITS.findall(lines[0])]
@@ -308,7 +328,7 @@ def repeat_line(lines: list[str]) -> tuple[int, str | None]:
         while count < len(lines) and numbers[count] == [a + b * (count % period) + c * (count // period) for a, b, c in zip(start, step, outer)]:
             count += 1
         count -= count % period if period < len(lines) else 0
-        if count >= max(MIN_RUN, best[0] + 1, 2 * period if period < len(lines) else 0) and min(step + outer) >= 0 \
+        if count >= max(least, best[0] + 1, 2 * period if period < len(lines) else 0) and min(step + outer) >= 0 \
                 and max(max(row) for row in numbers[:count]) < 2 ** 31:
             pieces = DIGITS.split(lines[0])
             line = pieces[0] + "".join(step_js(a, b, c, swizzle) + piece for a, b, c, swizzle, piece in zip(start, step, outer, swizzles, pieces[1:]))
@@ -383,21 +403,30 @@ def module_with_templates(part: dict, folded: dict[int, str]) -> str:
         text = "`" + HOLE.sub(lambda m: "${" + param(int(m.group(1))) + "}", template) + "`"
         functions.append(f"t{i}=({','.join(param(n) for n in range(1, holes + 1))})=>" + (f'({{name:"{folded[i]}",code:{text}}})' if i in folded else text))
 
-    def module(definitions, body=lambda text: text, copies=None):
+    def module(definitions, body=lambda text: text, copies=None, dispatches=None):
         program = TEMPLATE_CALL.sub(lambda m: m.group(1), program_js(shipped, body))
         if copies:
             program = program.replace(f'"copies":{json.dumps(part["copies"], separators=(",", ":"))}', f'"copies":{copies}', 1)
+        if dispatches:
+            program = program.replace(f'"dispatches":{json.dumps(part["dispatches"], separators=(",", ":"))}', f'"dispatches":D({dispatches})', 1)
         return (f"const {','.join(definitions)};\n" if definitions else "") + f"export const program = {program};\n"
-    # each helper where the module's gzip shrinks with it, and never one whose kernels or copies
-    # read back other than they are
-    best, helpers, body = module(functions), [], lambda text: text
-    runs = module([REPEAT_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{repeated(m.group(1))}`", f) for f in functions)], repeated)
-    if "${R(" in runs and gzipped(runs) < gzipped(best) and unrepeated(runs) == module([REPEAT_HELPER, *functions]):
-        best, helpers, body = runs, [REPEAT_HELPER], repeated
-    spread = module([*helpers, RANGE_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{body(m.group(1))}`", f) for f in functions)], body, ranged(part["copies"]))
-    if "...S(" in spread and gzipped(spread) < gzipped(best) and unspread(spread) == module([*helpers, RANGE_HELPER, *(
-            re.sub(r"`([^`]*)`", lambda m: f"`{body(m.group(1))}`", f) for f in functions)], body):
-        best = spread
+
+    def bodies():
+        return [re.sub(r"`([^`]*)`", lambda m: f"`{body(m.group(1))}`", f) for f in functions]
+    # each helper where the module's gzip shrinks with it, and never one whose kernels, copies or
+    # dispatches read back other than they are
+    best, helpers, body, copies = module(functions), [], lambda text: text, None
+    for least in (MIN_RUN, 2):  # runs of 2 blocks too where that pays (U-Net's group norms of 2 rounds)
+        blocked = functools.partial(repeated, blocks=least)
+        runs = module([REPEAT_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{blocked(m.group(1))}`", f) for f in functions)], blocked)
+        if "${R(" in runs and gzipped(runs) < gzipped(best) and unrepeated(runs) == module([REPEAT_HELPER, *functions]):
+            best, helpers, body = runs, [REPEAT_HELPER], blocked
+    spread = module([*helpers, RANGE_HELPER, *bodies()], body, ranged(part["copies"]))
+    if "...S(" in spread and gzipped(spread) < gzipped(best) and unspread(spread) == module([*helpers, RANGE_HELPER, *bodies()], body):
+        best, helpers, copies = spread, [*helpers, RANGE_HELPER], ranged(part["copies"])
+    planned = module([*helpers, DISPATCH_HELPER, *bodies()], body, copies, compact_dispatches(part["dispatches"]))
+    if part["dispatches"] and gzipped(planned) < gzipped(best) and undispatched(planned) == module([*helpers, DISPATCH_HELPER, *bodies()], body, copies):
+        best = planned
     return best
 
 
@@ -431,11 +460,51 @@ def unspread(text: str) -> str:
     return RANGE.sub(lambda m: ",".join(map(str, range(int(m.group(1)), int(m.group(2))))), text)
 
 
+# A class module's dispatches [kernel, buffers, workgroups, (when)] as D([...]), D a helper in the
+# module, where its gzip shrinks: a kernel index one past the largest so far (each kernel's first
+# dispatch, in order) and a buffer index one past the largest bound so far (a layer's new weights and
+# its output, mostly) left out as JS holes, [,[,5,,],[99,1,1]], which D fills in at import (0.01-0.13
+# kB of the 0.25-0.5 kB a plan took; the workgroup counts without their trailing 1s saved less than
+# D's code to put them back)
+DISPATCH_HELPER = "D=(d,k=-1,b=-1)=>d.map(([a=k+1,c,...w])=>(k=k>a?k:a,[a,Array.from(c,(e=b+1)=>(b=b>e?b:e,e)),...w]))"
+DISPATCHED = re.compile(r'"dispatches":D\(([^()]*)\)')
+
+
+def compact_dispatches(dispatches: list) -> str:
+    """The argument of D(...): the dispatches with what follows left out (DISPATCH_HELPER)."""
+    items, kernel, buffer = [], -1, -1
+    for index, bound, groups, *when in dispatches:
+        slots = []
+        for b in bound:
+            slots.append("" if b == buffer + 1 else str(b))
+            buffer = max(buffer, b)
+        listed = ",".join(slots) + ("," if slots and not slots[-1] else "")  # a last hole needs its comma: [4,,]
+        items.append(f"[{'' if index == kernel + 1 else index},[{listed}],{json.dumps([groups, *when], separators=(',', ':'))[1:]}")
+        kernel = max(kernel, index)
+    return f"[{','.join(items)}]"
+
+
+def undispatched(text: str) -> str:
+    """A module's text with its D([...]) as the dispatches D gives (compact_dispatches' inverse)."""
+    def expand(match):
+        holes = re.sub(r",\]", "]", re.sub(r"(?<=[\[,])(?=,)", "null", match.group(1)))  # [,5,,] is [null,5,null]
+        dispatches, kernel, buffer = [], -1, -1
+        for index, bound, groups, *when in json.loads(holes):
+            kernel = max(kernel, index := kernel + 1 if index is None else index)
+            buffers = []
+            for b in bound:
+                buffer = max(buffer, b := buffer + 1 if b is None else b)
+                buffers.append(b)
+            dispatches.append([index, buffers, groups, *when])
+        return f'"dispatches":{json.dumps(dispatches, separators=(",", ":"))}'
+    return DISPATCHED.sub(expand, text)
+
+
 def program_from_js(text: str) -> dict:
     """The program of index.js or a class module: the literal that begins its PROGRAM_LINE (no
     markers around it: they were 0.03 kB gzip of a page); a class module's templated kernels as
     templated.py gives them ("templates" and codes [template, values...])."""
-    text = unrepeated(unspread(text))
+    text = unrepeated(unspread(undispatched(text)))
     start = PROGRAM_LINE.search(text)
     definitions = TEMPLATE_DEF.findall(text[:start.start()])
     templates = {int(i): JS_HOLE.sub(lambda m: hole(m.group(1)), body) for i, _, _, body in definitions}

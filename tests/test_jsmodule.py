@@ -18,7 +18,7 @@ from kuma_build import TEMPLATES
 from kuma_build.compiler import compile_model, compile_module
 from kuma_build.config import InputSpec, load_project
 from kuma_build.jsmodule import code_before_comment, render_class_js, shipped_runtime, stripped_runtime
-from kuma_build.outfolder import program_from_js, split_program
+from kuma_build.outfolder import DISPATCH_HELPER, compact_dispatches, program_from_js, repeated, split_program, undispatched, unrepeated
 from kuma_build.shortnames import short_kernels
 from kuma_build.templated import expanded
 from support import model_config
@@ -158,20 +158,22 @@ def test_kernels_of_one_shape_ship_as_a_template_and_compile_their_own_text(tmp_
 
 
 def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_path):
-    """outfolder.repeated: lines that differ only in integers in arithmetic progression as one
-    ${R(n,i=>`...`)}; node's import gives every kernel its text byte for byte, a run with leading
-    zeros or a template's hole stays as it was, and the module reads back to itself."""
+    """outfolder.repeated: lines (or blocks of lines) that differ only in integers in arithmetic
+    progression as one ${R(n,i=>`...`)}; node's import gives every kernel its text byte for byte, a
+    run with leading zeros or a template's hole stays as it was, and the module reads back to itself."""
     def kernel(k):
         steps = [f"acc{j}=fma(a[{k}u*{j}u+{16 * j}u],b[{j}u],acc{j});" for j in range(10)]
         tile = [f"acc{i}=fma(b[{k}u+{128 * j}u],w{j},acc{i});" for j in range(8) for i in range(4)]  # 8 steps of 4 registers
         tail = [f"d({j}u,m);" for j in (0, 1, 2, 3, 9, 4)]  # a run, then lines of its shape out of step
         tail += [f"o{i}*=f.{c};" for i, c in enumerate("xyzw")]  # a vector's components step too
-        return "\n".join([f"fn main(){{", *[f"d({j}u,n);" for j in range(16)], *steps, *tile, *tail, "x=07u;", "x=08u;", "x=09u;", f"let q={k}u;}}"])
+        blocks = [line for j in range(5) for line in ("{", f"e(v{j},{k + 64 * j}u);", "h();", "}")]  # blocks of 4 lines
+        return "\n".join([f"fn main(){{", *[f"d({j}u,n);" for j in range(16)], *steps, *tile, *tail, *blocks, "x=07u;", "x=08u;", "x=09u;", f"let q={k}u;}}"])
     part = {"buffers": [4], "dispatches": [], "copies": [[0, 0, 1, 0, 4], *range(2, 40), 41, 43, *range(45, 60)],
             "kernels": [{"name": f"k{k}", "code": kernel(k)} for k in (3, 5, 7, 11)]}
     text = render_class_js(part)
     assert text.startswith("const R=") and "${R(16,i=>`d(${i}u,n);`)}" in text and "x=07u;\nx=08u;" in text
     assert "j=>R(4,i=>" in text and "d(9u,m);\nd(4u,m);" in text and 'o${i}*=f.${"xyzw"[i]};' in text
+    assert "${R(5,i=>`{\ne(v${i},${3+64*i}u);\nh();\n}`)}" in text
     assert '"copies":[[0,0,1,0,4],...S(2,40),41,43,...S(45,60)]' in text  # runs of indices as ranges
     (tmp_path / "gpu.js").write_text(text)
     script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
@@ -182,13 +184,46 @@ def test_runs_of_unrolled_lines_ship_as_a_repeat_and_read_back_as_they_were(tmp_
     assert json.loads(result.stdout)["copies"] == part["copies"]
     read = program_from_js(text)
     assert expanded(read.get("templates", []), read["kernels"]) == shipped and render_class_js(read) == text
+    # two blocks repeat only when asked (a module tries both and keeps the smaller)
+    pair = "{\nlet h=j+0u;\nb0=g[h];\n}\n{\nlet h=j+1u;\nb1=g[h];\n}"
+    assert repeated(pair) == pair and repeated(pair, blocks=2) == "${R(2,i=>`{\nlet h=j+${i}u;\nb${i}=g[h];\n}`)}"
+    assert unrepeated(repeated(pair, blocks=2)) == pair
+
+
+def test_dispatches_ship_with_the_indices_that_follow_left_out_and_read_back_as_they_were(tmp_path):
+    """outfolder.compact_dispatches: a kernel index one past the largest so far and a buffer index one
+    past the largest bound so far as JS holes, which the module's D fills in: what node's D gives and
+    what undispatched reads are the dispatches, also for a last hole, a list of one hole, workgroup
+    counts that depend on dims and a dispatch's `when`; a class module ships D where it pays."""
+    dispatches = [[0, [0, 2, 3, 4], [99, 1, 1]], [1, [4, 5, 6, 7], [4, 1, 1]], [0, [7, 8, 4], [99, 1, 2]],
+                  [2, [8], [1, 1, 1]], [3, [1, 9], [{"size": [[2, "seq"]], "per": 64}, 1, 1], {"seq": [1, 8]}],
+                  [5, [9, 10, 11], [7, 4, 4]], [4, [3, 12], [2, 2, 2]], [6, [13], [1, 1, 1]]]
+    literal = compact_dispatches(dispatches)
+    assert literal.startswith("[[,[,2,,,],[99,1,1]],[,[4,,,,],[4,1,1]],[0,[7,,4],") and literal.endswith(",[,[,],[1,1,1]]]")
+    assert '[,[1,,],[{"size":[[2,"seq"]],"per":64},1,1],{"seq":[1,8]}],[5,[9,,,],[7,4,4]]' in literal
+    assert json.loads(undispatched(f'"dispatches":D({literal})')[len('"dispatches":'):]) == dispatches
+    script = f"const {DISPATCH_HELPER};console.log(JSON.stringify(D({literal})))"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == dispatches
+    # a plan of 24 layers, each a new kernel on its new weights, in a class module
+    plan = [[k, [2 + 3 * k, 3 + 3 * k, 4 + 3 * k, 5 + 3 * k], [8 * k + 1, 1, 1]] for k in range(24)]
+    part = {"buffers": [4] * 80, "copies": [], "dispatches": plan, "kernels": [{"name": "k", "code": "fn main(){}"}] * 24}
+    text = render_class_js(part)
+    assert '"dispatches":D([[,[2,,,,],[1,1,1]],[,[5,,,,],[9,1,1]],' in text
+    (tmp_path / "gpu.js").write_text(text)
+    script = f"import({json.dumps((tmp_path / 'gpu.js').as_uri())}).then((m) => console.log(JSON.stringify(m.program)))"
+    result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["dispatches"] == plan == program_from_js(text)["dispatches"]
 
 
 @pytest.mark.parametrize("name", ["resnet", "mobilenet"])
 def test_every_shipped_kernel_imports_as_the_text_it_was_built_with(tmp_path, name):
     """Both class modules of the model tests' ResNet and MobileNet (templates, some returning whole
-    kernels, repeated runs, families of short names, ranges of copies): what node's import gives is
-    byte for byte each kernel's short-named source, and the copies."""
+    kernels, repeated runs of lines and of blocks, families of short names, ranges of copies, compact
+    dispatches): what node's import gives is byte for byte each kernel's short-named source, and the
+    copies and dispatches."""
     project = load_project(REPO / "tests" / "models" / "kuma.toml")
     compiled = compile_model(project, dataclasses.replace(project.models[name], target="auto"))
     _, parts = split_program(compiled.programs)
@@ -202,5 +237,7 @@ def test_every_shipped_kernel_imports_as_the_text_it_was_built_with(tmp_path, na
         assert result.returncode == 0, result.stderr
         program = json.loads(result.stdout)
         assert program["kernels"] == short_kernels(part["kernels"]) and program["copies"] == part["copies"]
-    # what this test is for
+        assert program["dispatches"] == part["dispatches"]
+    # what this test is for (a repeat of blocks: a line to repeat with line breaks in it)
     assert "${R(" in shipped and ",t0=(" in shipped and (name == "resnet" or ("({name:" in shipped and "...S(" in shipped))
+    assert re.search(r"i=>`[^`]*\n[^`]*`", shipped) and '"dispatches":D([' in shipped

@@ -142,7 +142,8 @@ class RowKernel:
     def at(self, i: int, body: list[str]) -> list[str]:
         """Lines running body at this thread's i-th position of a row in registers, if the row has it."""
         step = self.size if self.shared else 1
-        first = ("li" if i == 0 else f"li + {i * step}u") if self.shared else f"{i}u"
+        # li + 0u where 3 or more rounds are unrolled: the first then repeats as the others (outfolder.repeated)
+        first = (f"li + {i * step}u" if i or self.registers >= 3 else "li") if self.shared else f"{i}u"
         inside = "" if (i + 1) * step <= self.length else f"if (li < {self.length - i * step}u)"  # the last, partial round
         uses_pos = re.search(r"\b(pos|p\d+)\b", "\n".join(body))  # the statistics' passes need only x
         return block(inside, [f"let pos = {first};", *self.pos_lines, *body] if uses_pos else body)
