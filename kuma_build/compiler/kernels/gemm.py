@@ -103,12 +103,14 @@ SLICED_GROUPS, SLICED_TILE, SLICED_MIN_ROWS, SLICED_ROWS = 4, (32, 64), 48, 512
 # f16 builds' linear layers take sliced K as f32 builds' do, in the variants without subgroup matrices
 # (on the H200 at 14:05 UTC, without shader-f16, f16 builds were 0.90-0.99x of f32 builds for lack of
 # it), and their merged weights lie as f32 builds' (passes/merge_products.py); False: the f16 builds
-# before (the tiles of the cost model, merged weights with each column's k together)
+# before (the tiles of the cost model, merged weights with each column's k together). Not measured
+# yet (docs/performance.md)
 SLICED_F16 = True
 # the split the variants of such an f16 product share: "matrix", the one the subgroup-matrix variant's
 # own tile gets (what it had before, measured: the toggle path unchanged; the sliced tile then runs
 # at about twice the split it gets in f32 builds); "sliced", the sliced tile's (as f32 builds), the
-# subgroup-matrix tile then chosen for that split
+# subgroup-matrix tile then chosen for that split (32 x 64 at most of BERT's and ViT's shapes; none
+# where that tile has too few blocks for subgroup matrices)
 SLICED_F16_SPLIT = "matrix"
 
 

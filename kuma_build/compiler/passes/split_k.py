@@ -59,6 +59,7 @@ def _matrix_split(graph, node) -> bool:
     """Whether a sliced product's split is the one its subgroup-matrix variant's own tile gets
     (gemm.SLICED_F16_SPLIT): in an f16 build, B a constant (a weight that may be stored f16 and so
     carry that variant, which shares the split: the partial sums' buffer and their sum node)."""
+    assert gemm.SLICED_F16_SPLIT in ("matrix", "sliced"), f"gemm.SLICED_F16_SPLIT is {gemm.SLICED_F16_SPLIT!r}: matrix or sliced"
     return graph.precision == "f16" and gemm.SLICED_F16_SPLIT == "matrix" and node.inputs[1].is_const
 
 
