@@ -120,8 +120,8 @@ def _store_in_norm(graph, node, users) -> bool:
     out, norm, others = node.output, users[0], users[1:]
     slots = [k for k, v in enumerate(norm.inputs) if v.buffer is out.buffer]
     kept = norm.output.buffer
-    if (not split_sum.NORM_STORES_SUM or not record(norm).stores_input or slots != [0] or not _covers(norm.inputs[0])
-            or kept.kind != "temp" or any(v.buffer is kept for v in graph.outputs.values()) or not isinstance(kept.numel, int)):
+    if (not split_sum.NORM_STORES_SUM or not others or not record(norm).stores_input or slots != [0] or not _covers(norm.inputs[0])
+            or kept.kind != "temp" or any(v.buffer is kept for v in graph.outputs.values()) or kept.dynamic is not None):
         return False
     reads = _reads(norm, out.buffer, graph.device)
     slices = node.attrs["splits"] + sum(splits for _, splits, *_ in node.attrs.get("sums", ()))  # a sum folded into this one is added too
