@@ -143,6 +143,12 @@ def test_long_sums_stay_before_a_norm_reading_them_three_times():
     assert kernel_names(compiled) == ["matmul", "matmul", "split_sum", "normalize"]
 
 
+def test_reductions_read_split_sums_in_place():
+    # ResNet's global average pool after its last split convolution: a mean over each column here
+    compiled = assert_matches(Fn(lambda x, y: torch.relu(x @ y + 1).mean(0)), torch.randn(20, 1200), torch.randn(1200, 30), device="gpu")
+    assert kernel_names(compiled) == ["matmul", "reduce_mean"]
+
+
 def test_softmax_reads_split_sums_in_place():
     # 16 slices and the + 1 of the product's epilogue, summed in the softmax's registers
     compiled = assert_matches(Fn(lambda x, y: torch.softmax(x @ y + 1, -1)), torch.randn(20, 1200), torch.randn(1200, 30), device="gpu")

@@ -14,10 +14,11 @@ Each such sum is one more dispatch (on Dawn about 5 us of host time,
 docs/performance.md). Three ways take it away, tried in this order:
 
 - fold: when every kernel reading its result can read the partial sums in
-  place instead (a norm, softmax, an elementwise or concat kernel, another
-  split sum: their records' fold_sums say how many times they read each
-  element), the sum has at most device.fold_splits_once slices where each
-  reads an element once (device.fold_splits where one reads it more often)
+  place instead (a norm, softmax, a reduction, an elementwise or concat
+  kernel, another split sum: their records' fold_sums say how many times they
+  read each element), the sum has at most device.fold_splits_once slices
+  where each reads an element once (device.fold_splits where one reads it
+  more often)
   and its epilogue needs no helper functions, the split_sum node goes: its
   readers read the partials and its epilogue's inputs (kernels/elementwise.py:
   fold_sums). BERT's attention output and FFN output, their biases and
@@ -25,7 +26,8 @@ docs/performance.md). Three ways take it away, tried in this order:
   read once); ConvNeXt's layer-scaled FFN output by the residual add that
   reads it through a permute (channels last to first), ViT's patches by the
   concat after the class token, nn.TransformerEncoderLayer's queries, keys and
-  values by the copy that lays them out for the attention.
+  values by the copy that lays them out for the attention, ResNet's last
+  convolution by the global average pool.
 - two levels: a split sum that other sums were folded into (GPT-2's FFN
   output, holding the attention output's slices as its residual) folds the
   same way when none of its readers is a split sum (that would make three
@@ -40,9 +42,9 @@ docs/performance.md). Three ways take it away, tried in this order:
   stream's sum would be added up again by each of them, and by each later
   sum that reads it as its residual.
 
-What the first made of the last dispatches is behind switches of
-kernels/split_sum.py for an A/B on the device: FOLD_PER_ELEMENT (elementwise
-and concat readers), FOLD_TWO_LEVELS and NORM_STORES_SUM.
+The folds into elementwise and concat readers, the second level and the
+norm's copy are behind switches of kernels/split_sum.py for an A/B on the
+device (FOLD_PER_ELEMENT, FOLD_TWO_LEVELS, NORM_STORES_SUM).
 """
 
 from kuma_build.compiler.ir.expr import Acc, In, Lit, Op, remap
