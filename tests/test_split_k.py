@@ -237,6 +237,8 @@ def test_elementwise_reads_split_sums_through_a_permute(monkeypatch):
     # the residual add reads the scaled sum channels first: its elementwise kernel adds the slices
     compiled = assert_matches(LayerScale(), torch.randn(1, 30, 7, 6), device="gpu")
     assert kernel_names(compiled) == ["matmul", "matmul", "elementwise"]
+    # its threads go in the sum's order (channels last), reading the slices in order; the store scatters
+    assert "out[gid]" not in [code.replace(" ", "") for name, code in dispatched(compiled) if name == "elementwise"][0]
     monkeypatch.setattr(split_sum, "FOLD_PER_ELEMENT", False)  # the A/B switch (bench.py --gemm-knob)
     net, x = LayerScale().eval(), torch.randn(1, 30, 7, 6)
     assert kernel_names(compile_module(net, model_config(net, [x], device="gpu"))) == ["matmul", "matmul", "split_sum", "elementwise"]
