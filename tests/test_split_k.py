@@ -1,14 +1,17 @@
 """Split-K (passes/split_k.py): products with few output tiles and a long K are summed in slices by
 the "gpu" class; the partial sums, bias and fused epilogue must give PyTorch's result."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kuma_build.compiler.kernels import gemm
+from kuma_build.compiler import compile_module
+from kuma_build.compiler.kernels import gemm, split_sum
 from kuma_build.devices import GPU
-from support import Fn, assert_matches
+from support import Fn, assert_matches, assert_outputs_match, model_config, reference_outputs, run_compiled
 
 
 MATMULS = {  # name -> (fn, x shape, y shape)
@@ -93,8 +96,13 @@ def test_results_read_across_rows_are_not_merged():
 
 
 def kernel_names(compiled) -> list[str]:
+    return [name for name, _ in dispatched(compiled)]
+
+
+def dispatched(compiled) -> list[tuple[str, str]]:
+    """(kernel name, code) of each dispatch, in order."""
     program = compiled.program
-    return [program["kernels"][dispatch[0]]["name"] for dispatch in program["dispatches"]]
+    return [(program["kernels"][dispatch[0]]["name"], program["kernels"][dispatch[0]]["code"]) for dispatch in program["dispatches"]]
 
 
 class PostNorm(nn.Module):
@@ -135,6 +143,12 @@ def test_long_sums_stay_before_a_norm_reading_them_three_times():
     assert kernel_names(compiled) == ["matmul", "matmul", "split_sum", "normalize"]
 
 
+def test_reductions_read_split_sums_in_place():
+    # ResNet's global average pool after its last split convolution: a mean over each column here
+    compiled = assert_matches(Fn(lambda x, y: torch.relu(x @ y + 1).mean(0)), torch.randn(20, 1200), torch.randn(1200, 30), device="gpu")
+    assert kernel_names(compiled) == ["matmul", "reduce_mean"]
+
+
 def test_softmax_reads_split_sums_in_place():
     # 16 slices and the + 1 of the product's epilogue, summed in the softmax's registers
     compiled = assert_matches(Fn(lambda x, y: torch.softmax(x @ y + 1, -1)), torch.randn(20, 1200), torch.randn(1200, 30), device="gpu")
@@ -143,9 +157,105 @@ def test_softmax_reads_split_sums_in_place():
 
 def test_bert_layer_sums_its_feed_forward_in_the_norm():
     # BERT's layer (post-norm, gelu): the attention's output projection and the feed-forward's
-    # 16-slice down projection are summed by the layer norms after them; the sums of the queries,
-    # keys and values (read by the attention) and of the up projection (read by a product) stay
+    # 16-slice down projection are summed by the layer norms after them, the queries, keys and values
+    # by the copy that lays them out for the attention; the up projection's sum (read by a product) stays
     layer = nn.TransformerEncoderLayer(256, 4, 1024, dropout=0.0, activation="gelu", batch_first=True)
     names = kernel_names(assert_matches(layer, torch.randn(1, 21, 256), device="gpu"))
-    assert names.count("normalize") == 2 and names.count("split_sum") == 2
+    assert names.count("normalize") == 2 and names.count("split_sum") == 1
     assert all(before == "matmul" for before, name in zip(names, names[1:]) if name == "normalize")
+
+
+class PreNormStack(nn.Module):
+    """GPT-2's residual stream: blocks of norm, up, relu, down (K of 512: split), + the stream, then a
+    final norm. Each block's sum is read by the next block's norm and, as its residual, by the next
+    block's sum."""
+
+    def __init__(self, blocks: int = 3, width: int = 72, depth: int = 512):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(blocks + 1))
+        self.ups = nn.ModuleList(nn.Linear(width, depth) for _ in range(blocks))
+        self.downs = nn.ModuleList(nn.Linear(depth, width) for _ in range(blocks))
+
+    def forward(self, x):
+        for norm, up, down in zip(self.norms, self.ups, self.downs):
+            x = x + down(F.relu(up(norm(x))))
+        return self.norms[-1](x)
+
+
+@pytest.mark.parametrize("precision", ["f32", "f16"])
+def test_pre_norm_stream_sums_in_the_norms(precision):
+    # the first sum is read in place by the second block's norm and sum; the second sum, which holds
+    # the first's slices, by the third block's norm, which stores it for the third sum to read; the
+    # third by the final norm (the model's output), holding the second's copy
+    torch.manual_seed(0)
+    net = PreNormStack().eval()
+    if precision == "f16":  # weights f16 can hold exactly, so the build's f16 weights give PyTorch's result
+        for down, up in zip(net.downs, net.ups):
+            down.weight.data, up.weight.data = down.weight.data.half().float(), up.weight.data.half().float()
+    x = torch.randn(21, 72)
+    config = dataclasses.replace(model_config(net, [x], device="gpu"), precision=precision)
+    compiled = compile_module(net, config)
+    assert_outputs_match(run_compiled(compiled, config, [x], f16=False), reference_outputs(net, config, {"x": x}))
+    assert kernel_names(compiled) == ["normalize", "matmul", "matmul"] * 3 + ["normalize"]
+    norms = [code.replace(" ", "") for name, code in dispatched(compiled) if name == "normalize"]
+    assert [("fnsum_in" in code, "]=x;" in code) for code in norms] == [(False, False), (True, False), (True, True), (True, False)]
+
+
+class TransposedNorm(nn.Module):
+    """A split sum read first by a norm over its columns (a transposed view), then by a product."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down, self.norm = nn.Linear(40, 512), nn.Linear(512, 40), nn.LayerNorm(21)
+        self.after, self.other = nn.Linear(21, 30), nn.Linear(40, 24)
+
+    def forward(self, x, y):
+        h = x + self.down(F.relu(self.up(y)))
+        return self.after(self.norm(h.t())), self.other(h)
+
+
+def test_norm_stores_a_sum_it_reads_transposed():
+    compiled = assert_matches(TransposedNorm(), torch.randn(21, 40), torch.randn(21, 40), device="gpu")
+    assert "split_sum" not in kernel_names(compiled)
+
+
+class LayerScale(nn.Module):
+    """ConvNeXt's block end: a channels-last linear layer (K of 600: split), scaled, permuted back to
+    channels first, + the block's input."""
+
+    def __init__(self, channels: int = 30, hidden: int = 600):
+        super().__init__()
+        self.up, self.down = nn.Linear(channels, hidden), nn.Linear(hidden, channels)
+        self.gamma = nn.Parameter(torch.randn(channels))
+
+    def forward(self, x):
+        y = self.gamma * self.down(F.gelu(self.up(x.permute(0, 2, 3, 1))))
+        return x + y.permute(0, 3, 1, 2)
+
+
+def test_elementwise_reads_split_sums_through_a_permute(monkeypatch):
+    # the residual add reads the scaled sum channels first: its elementwise kernel adds the slices
+    compiled = assert_matches(LayerScale(), torch.randn(1, 30, 7, 6), device="gpu")
+    assert kernel_names(compiled) == ["matmul", "matmul", "elementwise"]
+    # its threads go in the sum's order (channels last), reading the slices in order; the store scatters
+    assert "out[gid]" not in [code.replace(" ", "") for name, code in dispatched(compiled) if name == "elementwise"][0]
+    monkeypatch.setattr(split_sum, "FOLD_PER_ELEMENT", False)  # the A/B switch (bench.py --gemm-knob)
+    net, x = LayerScale().eval(), torch.randn(1, 30, 7, 6)
+    assert kernel_names(compile_module(net, model_config(net, [x], device="gpu"))) == ["matmul", "matmul", "split_sum", "elementwise"]
+
+
+class Patches(nn.Module):
+    """ViT's embedding: patches (a convolution with K of 768: split) as tokens after a class token."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 40, 16, stride=16)
+        self.token = nn.Parameter(torch.randn(1, 1, 40))
+
+    def forward(self, x):
+        return torch.cat([self.token, self.conv(x).flatten(2).transpose(1, 2)], 1) * 2
+
+
+def test_concat_reads_split_sums_in_place():
+    compiled = assert_matches(Patches(), torch.randn(1, 3, 80, 48), device="gpu")  # 15 patches
+    assert "split_sum" not in kernel_names(compiled)

@@ -22,10 +22,14 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
     key_splits     (node, device) -> (slices, keys per slice) when passes/split_keys.py should split
                    its keys over workgroups (decode attention), else None
     bias           node -> its bias viewed in the output's shape and the bias's factor, or None
-    fold_sums      (node, device) -> how many times its kernel reads each element of its inputs; set
-                   when it can read a split-K product's partial sums in place (kernels/split_sum.py:
-                   fold_sums), so split_k may drop the split_sum node before it: a sum of at most
-                   the device's fold_splits_once slices when every reader reads once, else fold_splits
+    fold_sums      (node, k, device) -> how many times its kernel reads each element of input k (0:
+                   it cannot here); set when it can read a split-K product's partial sums in place
+                   (kernels/elementwise.py: fold_sums), so split_k may drop the split_sum node before
+                   it: a sum of at most the device's fold_splits_once slices when every reader reads
+                   once, else fold_splits
+    stores_input   its kernel can also store its input 0, a split-K sum it reads in place, after its
+                   own output (attrs["input_copy"]: where), so that split_k may drop that sum's
+                   split_sum node when other kernels read the sum too (they read the copy)
     reads_any_layout  its kernel reads its inputs a row at a time (attention's keys and values along
                    the head dim into registers or workgroup memory, a gather's table rows by id), so
                    a strided view reads about as fast as a contiguous copy: elide_copies points it
@@ -80,7 +84,8 @@ class OpRecord:
     sliced: Callable[[Node, DeviceClass], bool] = lambda node, device: False
     key_splits: Callable[[Node, DeviceClass], tuple[int, int] | None] = lambda node, device: None
     bias: Callable[[Node], tuple[Value, float] | None] = lambda node: None
-    fold_sums: Callable[[Node, DeviceClass], int] | None = None
+    fold_sums: Callable[[Node, int, DeviceClass], int] | None = None
+    stores_input: bool = False
     reads_any_layout: bool = False
     fold_affine: Callable[[Node, Value, torch.Tensor, torch.Tensor], bool] | None = None
     dynamic: Callable[[Node], bool] = lambda node: False
@@ -172,7 +177,8 @@ def pool_flops(node: Node) -> int:
 
 
 OPS: dict[str, OpRecord] = {
-    "elementwise": OpRecord(elementwise.lower, expression=True, dynamic=ANY),
+    "elementwise": OpRecord(elementwise.lower, expression=True, dynamic=ANY,
+                            fold_sums=lambda node, k, device: elementwise.fold_reads(node, k) if split_sum.FOLD_PER_ELEMENT else 0),
     "matmul": OpRecord(matmul.lower, matmul_flops, weight_dim=lambda node, k: {0: 1, 1: 2}.get(k),  # A [b, M, K]: rows; B [b, K, N]: columns
                        word_row=matmul.word_row,
                        epilogue=lambda node: True, product=lambda node, device: matmul.gemm_shape(node), sliced=matmul.sliced, bias=matmul_bias,
@@ -181,25 +187,27 @@ OPS: dict[str, OpRecord] = {
                        product=lambda node, device: conv.gemm_shape(node) if conv.is_implicit_gemm(node, device) else None,
                        bias=conv_bias, fold_affine=fold_into_conv, channel_rows=depthwise_norm.fuses),
     "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True,
-                          fold_sums=lambda node, device: rows.row_reads(node, node.attrs["reduced"], device), dynamic=ANY,
-                          channel_norm=lambda node: node.attrs["reduced"] == 1),
+                          fold_sums=lambda node, k, device: rows.row_reads(node, node.attrs["reduced"], device), stores_input=True,
+                          dynamic=ANY, channel_norm=lambda node: node.attrs["reduced"] == 1),
     # a depthwise convolution and the norm over its channels after it (passes/fuse_channel_norm.py)
     "depthwise_norm": OpRecord(depthwise_norm.lower, lambda node: conv_flops(node) + 8 * node.output.numel,
                                weight_dim=lambda node, k: 0 if k == 1 else None, word_row=conv.word_row, epilogue=lambda node: True),
-    "reduce": OpRecord(rows.lower_reduce, dynamic=ANY),
-    "softmax": OpRecord(rows.lower_softmax, fold_sums=lambda node, device: rows.row_reads(node, 1, device), dynamic=ANY),
+    "reduce": OpRecord(rows.lower_reduce, fold_sums=lambda node, k, device: rows.row_reads(node, len(node.inputs[0].shape) - len(node.output.shape), device),
+                       dynamic=ANY),
+    "softmax": OpRecord(rows.lower_softmax, fold_sums=lambda node, k, device: rows.row_reads(node, 1, device), dynamic=ANY),
     "attention": OpRecord(attention_decode.lower_attention, attention_flops, strided_output=True, reads_any_layout=True,
                           key_splits=attention_decode.split_choice, dynamic=static_head_dims),
     # the slices of a decode attention whose keys passes/split_keys.py split over workgroups
     "attention_combine": OpRecord(attention_decode.lower_combine, strided_output=True),
     "pool2d": OpRecord(pool.lower, pool_flops),
     "resize": OpRecord(resize.lower),
-    "concat": OpRecord(concat.lower, dynamic=ANY),
+    "concat": OpRecord(concat.lower, fold_sums=lambda node, k, device: elementwise.fold_reads(node, k) if split_sum.FOLD_PER_ELEMENT else 0,
+                       dynamic=ANY),
     "gather": OpRecord(gather.lower, weight_dim=lambda node, k: node.attrs["dim"] if k == 0 else None,  # an embedding table's rows
                        reads_any_layout=True, dynamic=ANY),
     "take": OpRecord(gather.lower_take, dynamic=ANY),
     "pad": OpRecord(gather.lower_pad, dynamic=ANY),
-    "split_sum": OpRecord(split_sum.lower, fold_sums=lambda node, device: 1, dynamic=ANY),
+    "split_sum": OpRecord(split_sum.lower, fold_sums=lambda node, k, device: elementwise.fold_reads(node, k), dynamic=ANY),
     "index_put": OpRecord(scatter.lower_index_put, dynamic=ANY),
     "cumsum": OpRecord(scan.lower_cumsum, dynamic=ANY),
     "topk": OpRecord(scan.lower_topk, flops=lambda node: node.inputs[0].numel * node.output.shape[-1],

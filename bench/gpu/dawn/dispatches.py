@@ -3,6 +3,7 @@ anything: export, import, passes and plan only (no weights packed, no files writ
 full-size models can be counted on a CPU machine in about a minute each.
 
     PYTHONPATH=. .venv/bin/python bench/gpu/dawn/dispatches.py [--small] [--target gpu] [--models bert-base-seq128,gpt2-small-seq128]
+        [--gemm-knob split_sum.NORM_STORES_SUM=False ...]  (bench.py's knobs: the counts of its A/B runs)
 
 Each model prints one line: its total and the dispatches of each kernel name (split_sum, attention, ...).
 Dawn pays about 5 us of host time per dispatch (docs/performance.md), so these are counted before
@@ -17,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import dawn_models  # noqa: E402
+from bench import gemm_knobs, knob_target  # noqa: E402
 from kuma_build.compiler import compile_for  # noqa: E402
 from kuma_build.compiler.export import export  # noqa: E402
 from kuma_build.config import InputSpec, ModelConfig  # noqa: E402
@@ -37,7 +39,12 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="the tiny configs of the same classes")
     parser.add_argument("--target", default="gpu", choices=sorted(DEVICE_CLASSES))
     parser.add_argument("--models", help="comma-separated case names, as bench.py's (default: all)")
+    parser.add_argument("--gemm-knob", action="append", default=[], metavar="NAME=VALUE",
+                        help="a constant of kernels/gemm.py (NAME) or kernels/MODULE.py (MODULE.NAME) set first, as bench.py's")
     options = parser.parse_args()
+    for name, value in gemm_knobs(parser, options.gemm_knob).items():
+        module, constant = knob_target(name)
+        setattr(module, constant, value)
     for case in dawn_models.cases(options.small):
         if options.models and case.name not in options.models.split(","):
             continue

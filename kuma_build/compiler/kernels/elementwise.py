@@ -3,12 +3,18 @@
 The expression tree comes from the IR node (see ir/aten_elementwise.py); each
 op is a WGSL template here. Helper functions (erf, pow) are emitted only when
 an expression uses them.
+
+fold_sums, which this kernel and the row, concat and split-sum kernels share,
+reads an input that is a split-K product's partial sums in place: a function
+adding its slices and applying the product's epilogue (passes/split_k.py).
 """
 
+from math import prod
+
 from kuma_build.compiler.ir.expr import Acc, Expr, In, Leaf, Lit, Op
-from kuma_build.compiler.ir.graph import WGSL_TYPE
-from kuma_build.compiler.ir.sizes import divides
-from kuma_build.compiler.kernels.wgsl import Bindings, indent, literal, threads, unravel
+from kuma_build.compiler.ir.graph import WGSL_TYPE, contiguous_strides
+from kuma_build.compiler.ir.sizes import divides, wgsl as u32
+from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, literal, offset_expr, threads, unravel
 
 # op -> WGSL template over the rendered arguments {0}, {1}, ...
 TEMPLATES = {
@@ -144,6 +150,32 @@ def expression_at(expr, shape, b, acc: str, flat: str, names: tuple[str, str, st
     return writer, value
 
 
+def fold_sums(node, b) -> str:
+    """WGSL functions reading the node's inputs that are a split-K product's partial sums (attrs["sums"]:
+    (input, splits, the sum's epilogue, the product's shape)): each adds the slices at a flat index
+    of the product's result and applies the epilogue; from now on b.load of such an input calls it.
+    The pass folds only epilogues that need no helper functions, so none are repeated here. A sum
+    folded into a split sum before (attrs["sums"] of its own) comes along as one more entry, which the
+    first's epilogue reads through b.load like any input."""
+    for k, *_ in node.attrs.get("sums", ()):  # first: an epilogue may read another entry
+        b.sums[k] = f"sum_in{k}"
+    functions = []
+    for k, splits, expr, shape in node.attrs.get("sums", ()):
+        writer, value = expression_at(expr, shape, b, "total", "flat", ("s_i", "s_in", "sv"))
+        lines = ["var total = 0.0;",
+                 f"for (var s = 0u; s < {splits}u; s++) {{ total += {b.names[k]}[s * {u32(prod(shape))} + flat]; }}",
+                 *writer.lines, f"return {value};"]
+        functions.append("\n".join(block(f"fn sum_in{k}(flat: u32) -> f32", lines)) + "\n\n")
+    return "".join(functions)
+
+
+def fold_reads(node, k: int) -> int:
+    """How many times a kernel of one thread per output element (this one, a split sum) reads each
+    element of input k: once, or 0 (it cannot fold a sum there) when the view repeats elements (a
+    broadcast), which would add the same slices again for every repeat (ops.py: fold_sums)."""
+    return 0 if node.inputs[k].is_broadcast() else 1
+
+
 def helpers_of(expr) -> set[str]:
     """The helper functions (HELPERS) rendering expr calls."""
     writer = Writer(lambda leaf: "x")
@@ -155,9 +187,10 @@ LANES = "xyzw"
 
 
 def vectorizable(node) -> bool:
-    """Every operand and the result are whole contiguous f32 buffers of a size divisible by 4."""
+    """Every operand and the result are whole contiguous f32 buffers of a size divisible by 4 (and
+    no operand is a split-K product's partial sums, read through fold_sums)."""
     values = [*node.inputs, node.output]
-    return divides(4, node.output.numel) and all(
+    return divides(4, node.output.numel) and "sums" not in node.attrs and all(
         v.dtype == "f32" and v.buffer.storage == "f32" and v.buffer.pages == 1 and v.is_contiguous() for v in values)
 
 
@@ -181,14 +214,35 @@ def lower(node, device):
     if vectorizable(node):
         return lower_vec4(node)
     b = Bindings(node)
+    folded = fold_sums(node, b)  # a split-K product's sum read in place (passes/split_k.py)
     out = node.output
     header, workgroups = threads(out.numel)
-    lines, index = unravel("gid", out.shape)
-    lines += [f"let x{k} = {b.load(k, index)};" for k in range(len(node.inputs))]
+    order = sum_order(node)
+    lines, index = order or unravel("gid", out.shape)
+    lines += [f"let x{k} = {b.load(k, index)};" for k in range(node.operands)]  # past them: a folded sum's (fold_sums)
     writer = Writer(lambda leaf: f"x{leaf.index}")
     value = writer(node.attrs["expr"])
-    body = header + indent(lines + writer.lines + [f"out[gid] = {value};"]) + "\n}"
-    return b.kernel("elementwise", writer.functions() + body, workgroups)
+    body = header + indent(lines + writer.lines + [f"out[{offset_expr(out, index) if order else 'gid'}] = {value};"]) + "\n}"
+    return b.kernel("elementwise", folded + writer.functions() + body, workgroups)
+
+
+def sum_order(node) -> tuple[list[str], list[str]] | None:
+    """When the node reads a folded split-K sum through a permutation of the sum's layout (ConvNeXt's
+    residual add, channels last to first): WGSL lines giving each dim's index so that neighbouring
+    threads read neighbouring elements of each slice, and their names; the store scatters instead
+    (a write an element, against the slices' reads). Else None: threads go in output order."""
+    for k, *_ in node.attrs.get("sums", ()):
+        v = node.inputs[k]
+        if k >= node.operands or v.offset != 0 or not all(isinstance(x, int) for x in (*v.shape, *v.strides)):
+            continue
+        dims = sorted((stride, size) for size, stride in zip(v.shape, v.strides) if size != 1)
+        permuted = [stride for stride, _ in dims] == [prod(size for _, size in dims[:d]) for d in range(len(dims))]
+        if permuted and any(size != 1 and stride != want for size, stride, want in zip(v.shape, v.strides, contiguous_strides(v.shape))):
+            # gid is the element's place in the sum's layout: each dim's index is its digit there
+            lines = [f"let i{d} = {'0u' if size == 1 else ('gid' if stride == 1 else f'(gid / {stride}u)') + f' % {size}u'};"
+                     for d, (size, stride) in enumerate(zip(v.shape, v.strides))]
+            return lines, [f"i{d}" for d in range(len(v.shape))]
+    return None
 
 
 def lower_arange(node, device):

@@ -12,9 +12,11 @@ once: each thread loads its positions into named scalars (x_0, x_1, ...:
 the passes are unrolled, since drivers keep run-time-indexed private arrays
 in slow local memory, kernels/gemm.py) and every pass reads those. Such a
 kernel reads each element once, so a split-K product's sum it reads in
-place (kernels/split_sum.py: fold_sums) adds each element's slices once,
+place (kernels/elementwise.py: fold_sums) adds each element's slices once,
 and passes/split_k.py folds longer sums into it (row_reads). Rows of a
-dynamic length, or longer, loop through memory in each pass.
+dynamic length, or longer, loop through memory in each pass. A norm that
+folds a sum other kernels read too also stores the sum it computed after its
+own output (attrs["input_copy"]), for them to read.
 
 On the "cpu" device class (DeviceClass.thread_rows) a thread takes a whole row
 instead, when there are rows enough for the cores' SIMD lanes: SwiftShader
@@ -27,9 +29,8 @@ from math import prod
 
 from kuma_build.compiler.ir.graph import WGSL_TYPE
 from kuma_build.compiler.ir.sizes import Sym, max_value, wgsl as u32
-from kuma_build.compiler.kernels.elementwise import epilogue
-from kuma_build.compiler.kernels.split_sum import fold_sums
-from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, f32_size, indent, threads, unravel, workgroup_rows
+from kuma_build.compiler.kernels.elementwise import epilogue, fold_sums
+from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, f32_size, indent, offset_expr, threads, unravel, workgroup_rows
 
 # kind -> (combine template, identity per WGSL type)
 COMBINES = {
@@ -109,7 +110,7 @@ class RowKernel:
 
     def __init__(self, node, reduced: int, device, x_type: str | None = None):
         self.b = Bindings(node)
-        folded = fold_sums(node, self.b)  # a split-K product's sum read in place (split_sum.py)
+        folded = fold_sums(node, self.b)  # a split-K product's sum read in place (passes/split_k.py)
         shape = node.inputs[0].shape
         kept_shape, row_shape = shape[:len(shape) - reduced], shape[len(shape) - reduced:]
         self.rows, self.length = prod(kept_shape), prod(row_shape)
@@ -229,5 +230,9 @@ def lower_normalize(node, device):
     finish, stored = epilogue(node, k.b, "value", "flat")  # e.g. the activation after a group norm
     if finish.helpers:
         k.functions["epilogue"] = finish.functions()
-    lines += k.loop([f"let flat = row * {u32(k.length)} + pos;", f"let value = {result};", *finish.lines, f"out[flat] = {stored};"])
+    # a folded split-K sum whose other readers read it from here (passes/split_k.py): x stored after
+    # the output where the split_sum node would have stored it
+    copy = node.attrs.get("input_copy")
+    kept = [f"out[{copy}u + {offset_expr(node.inputs[0], k.index)}] = x;"] if copy else []
+    lines += k.loop([f"let flat = row * {u32(k.length)} + pos;", f"let value = {result};", *finish.lines, f"out[flat] = {stored};", *kept])
     return k.kernel("normalize", lines)

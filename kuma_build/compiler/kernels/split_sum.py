@@ -6,15 +6,20 @@ product would have applied (bias, activation, residual: an expression over
 the ("acc", "f32") leaf, as a fused epilogue is).
 
 The same sum can be folded into the kernels that read it (split_k.py: a norm,
-another split sum): such a node lists the inputs that are partial sums in
-attrs["sums"], and fold_sums gives each a function its loads call instead.
+softmax, an elementwise kernel, another split sum): such a node lists the inputs
+that are partial sums in attrs["sums"], and elementwise.fold_sums gives each a
+function its loads call instead.
 """
 
-from math import prod
-
 from kuma_build.compiler.ir.sizes import wgsl as u32
-from kuma_build.compiler.kernels.elementwise import epilogue, expression_at
-from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, threads
+from kuma_build.compiler.kernels.elementwise import epilogue, fold_sums
+from kuma_build.compiler.kernels.wgsl import Bindings, indent, threads
+
+# the folds passes/split_k.py makes beyond a norm's, softmax's or split sum's reading a sum's slices in
+# place, each switchable for an A/B on the device (bench/gpu/dawn/bench.py --gemm-knob split_sum.NAME=False)
+FOLD_PER_ELEMENT = True  # an elementwise or concat kernel reads them (ConvNeXt's residual add through a permute, ViT's patches)
+FOLD_TWO_LEVELS = True  # a sum holding folded sums folds into readers that are not split sums (GPT-2's final norm)
+NORM_STORES_SUM = True  # a norm reading them also stores the sum for the sum's other readers (GPT-2's residual stream)
 
 
 def lower(node, device):
@@ -27,20 +32,3 @@ def lower(node, device):
              f"for (var s = 0u; s < {splits}u; s++) {{ total += {b.names[0]}[s * {u32(out.numel)} + gid]; }}",
              *writer.lines, f"out[gid] = {value};"]
     return b.kernel("split_sum", folded + writer.functions() + header + indent(lines) + "\n}", workgroups)
-
-
-def fold_sums(node, b) -> str:
-    """WGSL functions reading the node's inputs that are a split-K product's partial sums (attrs["sums"]:
-    (input, splits, the sum's epilogue, the product's shape)): each adds the slices at a flat index
-    of the product's result and applies the epilogue; from now on b.load of such an input calls it.
-    The pass folds only epilogues that need no helper functions, so none are repeated here."""
-    functions = []
-    for k, splits, expr, shape in node.attrs.get("sums", ()):
-        writer, value = expression_at(expr, shape, b, "total", "flat", ("s_i", "s_in", "sv"))
-        lines = ["var total = 0.0;",
-                 f"for (var s = 0u; s < {splits}u; s++) {{ total += {b.names[k]}[s * {u32(prod(shape))} + flat]; }}",
-                 *writer.lines, f"return {value};"]
-        functions.append("\n".join(block(f"fn sum_in{k}(flat: u32) -> f32", lines)) + "\n\n")
-    for k, *_ in node.attrs.get("sums", ()):
-        b.sums[k] = f"sum_in{k}"
-    return "".join(functions)
