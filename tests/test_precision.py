@@ -14,6 +14,7 @@
 
 import copy
 import dataclasses
+import importlib
 import re
 import shutil
 import subprocess
@@ -29,9 +30,10 @@ from browser_support import run_folder
 from kuma_build.cache.store import LocalCache
 from kuma_build.compiler import compile_module
 from kuma_build.compiler.export import build_module, call_order, example_inputs
-from kuma_build.compiler.kernels import gemm
 from kuma_build.config import load_project
 from support import TOLERANCE, assert_outputs_match, model_config, rel_l2, run_compiled
+
+merge_products = importlib.import_module("kuma_build.compiler.passes.merge_products")  # the module (the package exports its pass)
 
 MODELS_DIR = Path(__file__).parent / "models"
 VARIANTS = [("f16", False), ("f16", True), ("int8", False)]  # (precision, shader-f16 variant)
@@ -139,7 +141,7 @@ LAYERS = {  # module, inputs, {weight (merged ones: their parameters joined by "
     "gpu_odd_linear": (lambda: nn.Linear(147, 131), lambda: [torch.randn(40, 147)], {"weight": 0}, "gpu"),
     "gpu_left_matmul": (lambda: LeftMatmul(40, 45), lambda: [torch.randn(45, 70)], {"weight": 0}, "gpu"),  # odd K, padded
     # tiled, 16 x 32 tiles: the merged weight's words fetched whole by two k (stored with each column's k
-    # together, as f16 builds without gemm.SLICED_F16 store it; with it, sliced K reads 4 columns a load)
+    # together, as f16 builds store it without merge_products.F16_COLUMNS)
     "gpu_pair_merged": (lambda: QueryKey(46, 130), lambda: [torch.randn(256, 46)], {"q.weight+k.weight": 0}, "gpu"),
     "gpu_odd_merged": (lambda: QueryKey(45, 130), lambda: [torch.randn(56, 45)], {"q.weight+k.weight": 0}, "gpu"),  # odd K, padded
     "conv": (lambda: nn.Conv2d(7, 19, 3, padding=1), lambda: [torch.randn(2, 7, 9, 11)], {"weight": 0}, "cpu"),  # direct
@@ -222,10 +224,10 @@ def test_kernels_fetch_f16_weight_words_whole(layer, words, monkeypatch):
     unpacks it when staging, also where rows of odd length were padded to start on words, and the
     direct convolution loads a filter row's words before its taps, picking their halves only where
     rows too short to pad start on odd elements (docs/precision.md); the shader-f16 variant and f32
-    builds read elements. Merged weights as f16 builds without sliced K store them, each column's k
-    together (with it: tests/test_sliced_f16.py)."""
+    builds read elements. Merged weights as f16 builds without merge_products.F16_COLUMNS store them,
+    each column's k together (with it: tests/test_sliced_f16.py)."""
     if "merged" in layer:
-        monkeypatch.setattr(gemm, "SLICED_F16", False)
+        monkeypatch.setattr(merge_products, "F16_COLUMNS", False)
     compiled = compiled_layer(layer, "f16")[0]
     kernel = next(k for k in compiled.program["kernels"] if k["name"] in ("matmul", "conv2d", "conv_transpose2d"))
     assert [w for w in WORDS if w in kernel["code"]] == [words]

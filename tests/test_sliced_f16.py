@@ -1,4 +1,5 @@
-"""Sliced K for f16 weights (kernels/gemm.py: SLICED_F16): the linear layers that f32 builds run on
+"""Sliced K for f16 weights (kernels/gemm.py: SLICED_F16, off by default: measured slower on the
+H200; on here): the linear layers that f32 builds run on
 sliced K take it in f16 builds too, in the variants that multiply with FMAs: the plain code (the
 weight read as u32 words, 4 values a vec2 load, f32 math) and the shader-f16 one (a vec4<f16> load,
 f16 math). Their subgroup-matrix variant keeps the tile it had, at the split all variants share,
@@ -9,6 +10,7 @@ tiles and K steps.
 """
 
 import dataclasses
+import importlib
 
 import pytest
 import torch
@@ -18,6 +20,8 @@ from torch import nn
 from kuma_build.compiler import compile_module
 from kuma_build.compiler.kernels import gemm, gemm_matrix
 from support import TOLERANCE, assert_outputs_match, model_config, run_compiled
+
+merge_products = importlib.import_module("kuma_build.compiler.passes.merge_products")  # the module (the package exports its pass)
 
 F16_MATH_LAYER_BOUND = 3e-3  # as tests/test_precision.py's: one product with f16 operands against PyTorch
 
@@ -46,6 +50,12 @@ LAYERS = {  # module, input; the product's rows x columns x K
     "bert_ffn": (lambda: nn.Linear(768, 3072), lambda: torch.randn(128, 768)),  # BERT-128's feed-forward up: 64 x 64 tiles on matrices
     "wide": (lambda: nn.Linear(384, 2304), lambda: torch.randn(1, 100, 384)),  # 100 x 2304 x 384: 16 x 128 tiles on matrices
 }
+
+
+@pytest.fixture(autouse=True)
+def sliced_f16(monkeypatch):
+    """The switch on (off by default: measured slower on the H200, kernels/gemm.py)."""
+    monkeypatch.setattr(gemm, "SLICED_F16", True)
 
 
 def compiled_layer(layer: str, precision: str = "f16"):
@@ -107,14 +117,17 @@ def test_matrix_variant_keeps_its_tile_split_and_grid(layer, sliced, matrix, mon
     assert_outputs_match(run_compiled(compiled, config, [x], False), expected, TOLERANCE)
 
 
-def test_merged_weight_layout_follows_sliced_f16(monkeypatch):
-    """f16 builds store a merged weight [K, N] with each k's columns together (its 4 columns a load)
-    as f32 builds do; without SLICED_F16, and in int8 builds, each column's k together and no
-    sliced K, as before."""
+def test_merged_weight_layout(monkeypatch):
+    """f16 builds store a merged weight [K, N] with each k's columns together (passes/merge_products.py:
+    F16_COLUMNS), as f32 builds do, sliced K then reading its 4 columns a load and the tiled kernel
+    words of two columns; int8 builds, and f16 ones without F16_COLUMNS, each column's k together."""
     kernel = sliced_kernel(compiled_layer("merged")[0])["code"]
     assert "fn gemm_add0(" in kernel and "vb=weight4_in1(bk*300u+bn);" in kernel  # element (k, n) at k * N + n
     kernel = sliced_kernel(compiled_layer("merged", "int8")[0])["code"]
     assert "fn gemm_add0(" not in kernel and "vb=weight_in1(bk+bn*136u);" in kernel  # at n * K + k
     monkeypatch.setattr(gemm, "SLICED_F16", False)
+    kernel = sliced_kernel(compiled_layer("merged")[0])["code"]
+    assert "fn gemm_add0(" not in kernel and "vb=in1[(bk*300u+bn)>>1u];" in kernel  # words of two columns
+    monkeypatch.setattr(merge_products, "F16_COLUMNS", False)
     kernel = sliced_kernel(compiled_layer("merged")[0])["code"]
     assert "fn gemm_add0(" not in kernel and "vb=in1[(bk+bn*136u)>>1u];" in kernel  # words of two k

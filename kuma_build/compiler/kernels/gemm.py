@@ -29,8 +29,8 @@ workgroup-memory reads per FMA of the 4 x 4 layout, as the 128 x 128 tile that r
 H100), and a 32 x 32 tile gets a split of K by 4 with no partial sums in memory and no dispatch
 to add them. One combination ships, where it was measured faster: f32 builds' linear layers of 48
 to 512 rows whose weight's columns take vec4s run 4 groups on 32 x 64 tiles, 32 k a step, A and B
-fetched as vec4s (SLICED_*, matmul.py: sliced, decided in passes/split_k.py). f16 builds' such products take it too
-(SLICED_F16) in the variants that multiply with FMAs (f16 weights read as words, or shader-f16's
+fetched as vec4s (SLICED_*, matmul.py: sliced, decided in passes/split_k.py). With SLICED_F16 (off:
+measured slower) f16 builds' such products take it too in the variants that multiply with FMAs (f16 weights read as words, or shader-f16's
 `half`), B's 4 columns a vec2 of words or a vec4<f16>, one load; their subgroup-matrix variant
 (gemm_matrix.py) keeps its own tile and so its own workgroup grid, which the kernel record carries
 beside the dispatch's (Kernel.workgroups_matrix, picked with the variant at load). All variants
@@ -108,11 +108,13 @@ SLICED_GROUPS, SLICED_TILE, SLICED_MIN_ROWS, SLICED_ROWS = 4, (32, 64), 48, 512
 # (the knob on every tile slowed ViT's patch convolution 30 -> 38 us)
 SLICED_STEP = 32
 # f16 builds' linear layers take sliced K as f32 builds' do, in the variants without subgroup matrices
-# (on the H200 at 14:05 UTC, without shader-f16, f16 builds were 0.90-0.99x of f32 builds for lack of
-# it), and their merged weights lie as f32 builds' (passes/merge_products.py); False: the f16 builds
-# before (the tiles of the cost model, merged weights with each column's k together). Not measured
-# yet (docs/performance.md)
-SLICED_F16 = True
+# (at 14:01-14:05 UTC, without shader-f16, f16 builds were 0.90-0.99x of f32 builds, which had it
+# and they did not); False: the tiles of the cost model. Off: measured slower (H200, Dawn, no
+# shader-f16, 14:46 UTC by the device's clock, docs/performance.md) at the split below, GPU back to
+# back BERT-128 1.656 -> 1.850 ms, BERT-512 5.170 -> 5.555, GPT-2 1.649 -> 1.889, ViT 2.782 -> 2.955,
+# ConvNeXt 1.233 -> 1.321 (BERT-128's products 1604 -> 1795 us); with Dawn's f16 toggle the
+# subgroup-matrix variant ran as without it (its own tile, grid and split)
+SLICED_F16 = False
 # the split the variants of such an f16 product share: "matrix", the one the subgroup-matrix variant's
 # own tile gets (what it had before, measured: the toggle path unchanged; the sliced tile then runs
 # at about twice the split it gets in f32 builds); "sliced", the sliced tile's (as f32 builds), the

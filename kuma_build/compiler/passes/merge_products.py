@@ -23,7 +23,12 @@ import torch
 
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.graph import Buffer, Node, Value, const, fresh
-from kuma_build.compiler.kernels import gemm
+
+# f16 builds store merged weights [K, N], each k's columns together, as f32 builds do: with Dawn's
+# f16 toggle (subgroup matrices, H200, 14:47 UTC by the device's clock, docs/performance.md) GPU
+# back to back BERT-512 3.632 -> 3.385 ms, BERT-128 1.215 -> 1.193, ViT 2.136 -> 2.033 (BERT-512's
+# products 3161 -> 2918 us); False: each column's k together, as before
+F16_COLUMNS = True
 
 
 def merge_products(graph) -> None:
@@ -93,13 +98,12 @@ def _merge(graph, group: list[Node]) -> Node | None:
     # layer's packed weight is: the tiled kernel's neighbouring threads then read neighbouring
     # columns (sliced K: as vec4s), where each column's k together made them read K apart: on the
     # H200 (Dawn, 12:17 UTC) BERT-128's merged 768 -> 2304 product took 52.7 us where GPT-2's of the
-    # same shape, columns together, took 34.8. f16 builds too where their products take sliced K
-    # (kernels/gemm.py: SLICED_F16; word fetches then pair columns, and the subgroup-matrix
-    # variant loads row-major right matrices, as GPT-2's [K, N] weights); int8 builds (and f16 ones
-    # without) keep each column's k together, as they were measured with.
+    # same shape, columns together, took 34.8. f16 builds too (F16_COLUMNS: word fetches then pair
+    # columns, and the subgroup-matrix variant loads row-major right matrices, as GPT-2's [K, N]
+    # weights); int8 builds keep each column's k together, as they were measured with.
     weight = torch.cat([views.select(node.inputs[1], 0, 0).tensor() for node in group], dim=1)
     names = "+".join(node.inputs[1].buffer.name for node in group)
-    columns = graph.precision == "f32" or (graph.precision == "f16" and gemm.SLICED_F16)
+    columns = graph.precision == "f32" or (graph.precision == "f16" and F16_COLUMNS)
     stored = const(weight, names) if columns else views.transpose(const(weight.t(), names), 0, 1)
     inputs = [group[0].inputs[0], views.expand(views.unsqueeze(stored, 0), (batch, depth, total))]
     if group[0].operands == 3:
