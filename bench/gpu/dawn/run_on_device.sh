@@ -6,7 +6,9 @@
 # .dawn/kit.tar.xz comes from bench/gpu/dawn/pack.sh (Node, dawn.node, onnxruntime-web, the wgpu
 # wheels, the Vulkan loader). The models are built there (torch and transformers are on the
 # device), so no weights travel. $OUT gets dawn_bench.md and .json (decode: decode_bench.md and .json;
-# host: host.md, host.json and host.log), log.txt, machine.txt.
+# host: host.md, host.json and host.log), log.txt, machine.txt. The device returns at most 8 files a
+# call: for several runs in one call give each an OUT under /tmp and tar them into the device's $OUT
+# at the end (14:43's JSON was lost to that limit).
 set -o pipefail
 script=bench.py
 [ "$1" = decode ] && script=decode.py && shift
