@@ -7,7 +7,7 @@
 The program (the dict every runtime runs, emit.program_dict) is split in two: index.js
 embeds what the device classes share (model, input and output specs with their buffer indices,
 weight chunks, the classes' names), each <class>.js what is that class's own (CLASS_KEYS: buffers
-(ship_buffers), kernels, state, dispatches, copies; kernels of one shape as a template function
+(ship_buffers), kernels, state, dispatches, copies, the digest of the chunks it uses (used_chunks); kernels of one shape as a template function
 and their integers, runs of unrolled lines and blocks as a repeat, the dispatches with the indices
 that follow left out: class_module_js), so the browser runtime
 imports only the module of the class it picks at load. read_program joins them again.
@@ -40,7 +40,7 @@ from kuma_build.templated import HOLE, expanded
 # the line of index.js (after the runtime) and of a class module that holds the program (program_js)
 PROGRAM_LINE = re.compile(r"^(?:export )?const program = ", re.M)
 RECORD = ".kuma-output.json"
-CLASS_KEYS = ("buffers", "kernels", "dispatches", "copies", "state")
+CLASS_KEYS = ("buffers", "kernels", "dispatches", "copies", "state", "digest")
 
 
 def write_output(folder: Path, files: dict[str, bytes]) -> None:
@@ -151,8 +151,17 @@ def chunk_file(sha256: str) -> str:
 
 
 def chunks_digest(sha256s) -> str:
-    """The program's "digest": the SHA-256 of the chunks' SHA-256s (hex) one after another, in order."""
+    """The program's "digest": the SHA-256 of its chunks' SHA-256s (hex) one after another, in order:
+    those of the chunks it uses (used_chunks)."""
     return hashlib.sha256("".join(sha256s).encode()).hexdigest()
+
+
+def used_chunks(copies) -> list[int]:
+    """The indices of the chunks a class's copies (expanded) read, in order: index.js lists the chunks
+    of every class, and classes whose passes treat weights differently (merged products on "gpu", f16
+    weights read as f32 where shader-f16 is missing) need some the others do not; each class
+    downloads and checks only its own."""
+    return sorted({copy[0] for copy in copies})
 
 
 # A copy of weight bytes into a buffer is [chunk, offset in it, buffer, offset in it, size]; the
@@ -196,8 +205,8 @@ def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
     inputs' buffers first, then the outputs'), and a part without state leaves "state" out (read as
     none): index.js holds the specs anyway, so a class module need not (40-60 bytes gzip a page)."""
     first = next(iter(programs.values()))
-    shared = {"format": 4, "model": first["model"], "classes": list(programs), "inputs": first["inputs"], "outputs": first["outputs"],
-              "chunks": first["chunks"], "digest": first["digest"]}
+    shared = {"format": 5, "model": first["model"], "classes": list(programs), "inputs": first["inputs"], "outputs": first["outputs"],
+              "chunks": first["chunks"]}
     for name, program in programs.items():
         if (program["inputs"], program["outputs"]) != (first["inputs"], first["outputs"]):
             raise ValueError(f"outfolder.split_program: device class {name}'s input or output buffers differ from the first class's")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kuma_build.errors import KumaError
-from kuma_build.outfolder import chunk_file, chunks_digest, expand_copies
+from kuma_build.outfolder import chunk_file, chunks_digest, expand_copies, used_chunks
 
 NUMPY_DTYPES = {"float32": np.float32, "int32": np.int32}
 TIMESTAMP_FEATURES = ("timestamp-query", "timestamp-query-inside-passes")
@@ -67,7 +67,7 @@ class GpuModel:
             f16 = "shader-f16" in device.features
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
         uniform = wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST  # the dims' values
-        self.buffers = [device.create_buffer(size=max(4, -(-b["size"] // 4) * 4), usage=uniform if b["kind"] == "dims" else usage)
+        self.buffers = [device.create_buffer(size=max(4, -(-gpu_bytes(b) // 4) * 4), usage=uniform if b["kind"] == "dims" else usage)
                         for b in program["buffers"]]
         self.dims = program.get("dims", {})  # name -> {"min", "max"}, in the uniform's order
         self.values = None  # the dims' values the uniform holds
@@ -79,7 +79,10 @@ class GpuModel:
         if chunks is None:
             chunks = read_chunks(folder, program)
         for chunk, chunk_offset, buffer, buffer_offset, size in expand_copies(program):
-            device.queue.write_buffer(self.buffers[buffer], buffer_offset, memoryview(chunks[chunk])[chunk_offset:chunk_offset + size])
+            data = memoryview(chunks[chunk])[chunk_offset:chunk_offset + size]
+            if program["buffers"][buffer]["kind"] == "widen":  # f16 values sent, f32 on the GPU
+                data, buffer_offset = np.frombuffer(data, "<f2").astype("<f4").tobytes(), 2 * buffer_offset
+            device.queue.write_buffer(self.buffers[buffer], buffer_offset, data)
         self.binds = []
         for kernel, bound, groups, *when in program["dispatches"]:
             pipeline = pipelines[kernel]
@@ -240,6 +243,11 @@ class GpuModel:
             b.destroy()
 
 
+def gpu_bytes(buffer: dict) -> int:
+    """A program buffer's size on the GPU: a widened weight's ("widen") is twice its f16 bytes."""
+    return 2 * buffer["size"] if buffer["kind"] == "widen" else buffer["size"]
+
+
 def run_program(program: dict, inputs: dict[str, np.ndarray], folder: Path | None = None, chunks: list[bytes] | None = None,
                 f16: bool | None = None, matrix: bool = False) -> dict[str, np.ndarray]:
     """Load a program (weights from its folder, or the chunks given), run it once, release it."""
@@ -251,14 +259,15 @@ def run_program(program: dict, inputs: dict[str, np.ndarray], folder: Path | Non
 
 
 def read_chunks(folder: Path, program: dict) -> list[bytes]:
-    """The weight chunks' bytes, checked against the program as the browser runtime checks them:
-    each one's SHA-256 against its id, then all of them against the program's digest."""
-    datas, digests = [], []
-    for chunk in program["chunks"]:
-        file = folder / chunk_file(chunk["id"])
-        datas.append(file.read_bytes())
-        digests.append(hashlib.sha256(datas[-1]).hexdigest())
-        if not digests[-1].startswith(chunk["id"]):
+    """The bytes of the weight chunks the program uses (None for another class's), checked as the
+    browser runtime checks them: each one's SHA-256 against its id, then all of them against the
+    program's digest."""
+    datas, digests = [None] * len(program["chunks"]), []
+    for i in used_chunks(expand_copies(program)):
+        file = folder / chunk_file(program["chunks"][i]["id"])
+        datas[i] = file.read_bytes()
+        digests.append(hashlib.sha256(datas[i]).hexdigest())
+        if not digests[-1].startswith(program["chunks"][i]["id"]):
             raise changed_after_build(file)
     if chunks_digest(digests) != program["digest"]:
         raise changed_after_build(folder / "weights")

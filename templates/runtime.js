@@ -28,8 +28,8 @@
 // switches the model does not need (jsmodule.runtime_needs; docs/benchmarks.md has the sizes):
 // DIMS, a model with dims (the dims uniform, inferring dims, { size, per } counts, `when` ranges,
 // sizes with terms); MATRICES, kernels with a subgroup-matrix variant (picking it); STATE, state
-// buffers (setting them at load and on reset()); F16, kernels with a shader-f16 variant (asking for
-// the feature and picking it)
+// buffers (setting them at load and on reset()); F16, an f16 build (its "-f16" programs for devices
+// with shader-f16, asking for the feature; widened weights in the others)
 const DIMS = true, MATRICES = true, STATE = true, F16 = true;
 
 const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
@@ -103,14 +103,21 @@ function chooseClass(names, software, wanted) {
   return names.includes(preferred) ? preferred : names[0];
 }
 
+// An f16 build has two programs a class (devices.F16_PROGRAM): "<class>-f16", whose kernels read the
+// f16 weights natively, for devices with shader-f16, and "<class>", the f32 build's kernels with the
+// weights widened to f32 as they are written (kind "widen"), for the others
+const F16_PROGRAM = "-f16";
+const WIDEN = "widen";
+
 // the device class by the adapter (or the device passed in), its program joined to what the classes share
 async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
   options.signal?.throwIfAborted();
   const cache = openCache(shared, options); // meanwhile: the adapter, the class's module, the device
   const adapter = options.device ? undefined : await requestAdapter();
   const software = isSoftware(options.device ? options.device.adapterInfo : adapter.info);
-  const name = chooseClass(shared.classes, software, options.deviceClass);
-  const { program: part } = await deviceClasses[name]();
+  const name = chooseClass(shared.classes.filter((n) => !n.endsWith(F16_PROGRAM)), software, options.deviceClass);
+  const half = F16 && shared.classes.includes(name + F16_PROGRAM) && (options.device ?? adapter).features.has("shader-f16");
+  const { program: part } = await deviceClasses[half ? name + F16_PROGRAM : name]();
   const { classes, format, dims: ranges, ...common } = shared;
   // a buffer is its size where its kind follows (an input's or output's, which their specs name, else
   // a weight's: describeBuffer), else [size, kind] (outfolder.ship_buffers)
@@ -136,9 +143,12 @@ function tensorCores(features, info) {
     [...(info.subgroupMatrixConfigs ?? [])].some((c) => c.componentType === "f16" && c.resultComponentType === "f32" && c.M === 16 && c.N === 16 && c.K === 16);
 }
 
+// a buffer's bytes on the GPU: a widened weight's size is that of its f16 values
+const gpuBytes = (b) => (F16 && b.kind === WIDEN ? 2 * b.size : b.size);
+
 // the limits the model needs, and for each what asks for it (to name it in an error)
 function neededLimits(program) {
-  const sizes = program.buffers.map((b) => b.size);
+  const sizes = program.buffers.map(gpuBytes);
   const size = Math.max(4, Math.ceil(Math.max(0, ...sizes) / 4) * 4);
   const largest = `${describeBuffer(program, sizes.indexOf(Math.max(...sizes)))} is ${size} bytes`;
   // storage buffers a dispatch binds (the dims buffer is a uniform)
@@ -316,7 +326,7 @@ async function verified(ctx, i, bytes) {
 // every chunk's whole SHA-256 at once, before load() resolves; on a mismatch (which chunk is not
 // known) the model's cached chunks are dropped, so the next load fetches them all
 async function checkDigest(program, ctx) {
-  if (!program.chunks.length || (await sha256(new TextEncoder().encode(ctx.digests.join("")))) === program.digest) return;
+  if (!ctx.digests.length || (await sha256(new TextEncoder().encode(ctx.digests.join("")))) === program.digest) return;
   await Promise.all(program.chunks.map((chunk) => ctx.cache?.delete(cacheKey(chunk)))).catch(() => {});
   throw new Error(`kuma: the weight chunks of model ${program.model} do not match this build in full (SHA-256): the deployed files differ from the build. Deploy the model's whole output folder from one build.`);
 }
@@ -357,17 +367,24 @@ async function storeChunks(ctx, program, device, buffers, copies, usable) {
   for (const i of ctx.downloaded) {
     if (!ctx.cache || !usable()) break;
     const chunk = program.chunks[i];
-    const readback = device.createBuffer({ size: Math.ceil(chunk.size / 4) * 4, usage: USAGE_READBACK });
+    // a widened weight's f32 values land after the chunk's bytes and are narrowed back into them
+    let end = Math.ceil(chunk.size / 4) * 4;
+    const wide = copies[i].filter((c) => F16 && program.buffers[c[2]].kind === WIDEN).map((c) => [c, (end += 2 * c[4]) - 2 * c[4]]);
+    const readback = device.createBuffer({ size: end, usage: USAGE_READBACK });
     try {
       device.pushErrorScope("validation");
       const encoder = device.createCommandEncoder();
       for (const [, chunkOffset, buffer, bufferOffset, size] of copies[i]) {
-        encoder.copyBufferToBuffer(buffers[buffer], bufferOffset, readback, chunkOffset, size);
+        if (!(F16 && program.buffers[buffer].kind === WIDEN)) encoder.copyBufferToBuffer(buffers[buffer], bufferOffset, readback, chunkOffset, size);
       }
+      for (const [[, , buffer, bufferOffset, size], at] of wide) encoder.copyBufferToBuffer(buffers[buffer], 2 * bufferOffset, readback, at, 2 * size);
       device.queue.submit([encoder.finish()]);
       const invalid = await device.popErrorScope();
       await readback.mapAsync(1); // GPUMapMode.READ
-      const bytes = new Uint8Array(readback.getMappedRange(), 0, chunk.size);
+      const mapped = readback.getMappedRange();
+      let bytes = new Uint8Array(mapped, 0, chunk.size);
+      if (wide.length) bytes = bytes.slice(); // a mapped range is not ours to write
+      for (const [[, chunkOffset, , , size], at] of wide) narrow(new Uint32Array(mapped, at, size / 2), new Uint16Array(bytes.buffer, chunkOffset, size / 2));
       if (!invalid && (await sha256(bytes)) === ctx.digests[i]) await toCache(ctx, chunk, bytes); // the Response copies them
     } catch {
       break; // the device was lost meanwhile
@@ -376,6 +393,33 @@ async function storeChunks(ctx, program, device, buffers, copies, usable) {
     }
   }
   await evictStale(cache, program);
+}
+
+// A widened weight's f16 values (bit patterns, little-endian as the GPU's) as f32 bit patterns, and
+// back for the cache: exact both ways, NaN payloads included, so a stored chunk hashes as it came.
+function widened(bytes, offset, size) {
+  const half = new Uint16Array(bytes.buffer, bytes.byteOffset + offset, size / 2);
+  const out = new Uint32Array(half.length);
+  for (let i = 0; i < half.length; i++) {
+    const h = half[i], sign = (h & 0x8000) << 16, e = (h >> 10) & 31, m = h & 1023;
+    if (e === 31) out[i] = sign | 0x7f800000 | (m << 13);
+    else if (e) out[i] = sign | ((e + 112) << 23) | (m << 13);
+    else if (m) { // subnormal: m * 2^-24, normal as f32
+      const shift = Math.clz32(m) - 21; // shifts m's leading 1 to bit 10
+      out[i] = sign | ((113 - shift) << 23) | (((m << shift) & 1023) << 13);
+    } else out[i] = sign;
+  }
+  return out;
+}
+
+function narrow(words, half) {
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i], sign = (w >>> 16) & 0x8000, e = (w >>> 23) & 255, m = w & 0x7fffff;
+    if (e === 255) half[i] = sign | 0x7c00 | (m >>> 13);
+    else if (e >= 113) half[i] = sign | ((e - 112) << 10) | (m >>> 13);
+    else if (e) half[i] = sign | ((m | 0x800000) >>> (126 - e)); // one of widened's subnormals
+    else half[i] = sign;
+  }
 }
 
 // drop the cached chunks this build no longer uses (older builds of the model)
@@ -434,13 +478,15 @@ function copyList(program) {
   });
 }
 
-// Streams every chunk into the buffers, CONCURRENCY at a time. On the first failure the other
+// Streams the chunks this class uses into the buffers, CONCURRENCY at a time (index.js lists every
+// class's: a class whose passes treated a weight differently needs a chunk the others do not). On the first failure the other
 // downloads are aborted and awaited, so nothing writes to the buffers after this rejects. Resolves
 // with store(usable), which puts the downloaded chunks into the cache (storeChunks).
 async function uploadChunks(program, urls, buffers, device, options, opened) {
   const copies = program.chunks.map(() => []);
   for (const copy of copyList(program)) copies[copy[0]].push(copy);
-  const total = program.chunks.reduce((sum, c) => sum + c.size, 0);
+  const used = program.chunks.flatMap((chunk, i) => (copies[i].length ? [i] : []));
+  const total = used.reduce((sum, i) => sum + program.chunks[i].size, 0);
   let loaded = 0;
   options.onProgress?.(0, total);
   const stop = new AbortController();
@@ -457,7 +503,7 @@ async function uploadChunks(program, urls, buffers, device, options, opened) {
     ...(await opened), // the cache and its keys, if open
     downloaded: [], // indices of the chunks that came from the network, verified
     chunks: program.chunks,
-    digests: [], // each chunk's SHA-256, for checkDigest
+    digests: [], // each used chunk's SHA-256 at its index, for checkDigest
     progress(bytes) {
       loaded += bytes;
       options.onProgress?.(loaded, total);
@@ -468,13 +514,14 @@ async function uploadChunks(program, urls, buffers, device, options, opened) {
   const room = Math.max(0, ...program.chunks.map((c) => c.size)) + 1;
   async function worker() {
     const slot = { buffer: null, room };
-    while (next < program.chunks.length && !failure) {
-      const i = next++;
+    while (next < used.length && !failure) {
+      const i = used[next++];
       try {
         const bytes = await chunkBytes(program, urls, i, ctx, slot);
         if (failure) return;
         for (const [, chunkOffset, buffer, bufferOffset, size] of copies[i]) {
-          device.queue.writeBuffer(buffers[buffer], bufferOffset, bytes, chunkOffset, size);
+          if (F16 && program.buffers[buffer].kind === WIDEN) device.queue.writeBuffer(buffers[buffer], 2 * bufferOffset, widened(bytes, chunkOffset, size));
+          else device.queue.writeBuffer(buffers[buffer], bufferOffset, bytes, chunkOffset, size);
         }
       } catch (error) {
         failure ??= { error };
@@ -483,7 +530,7 @@ async function uploadChunks(program, urls, buffers, device, options, opened) {
     }
   }
   try {
-    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, program.chunks.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, used.length) }, worker));
   } finally {
     options.signal?.removeEventListener("abort", abort);
   }
@@ -501,7 +548,7 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
   let scoped = false;
   try {
     checkLimits(program, need, device.limits, "this device");
-    const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage: DIMS && b.kind === "dims" ? USAGE_DIMS : USAGE_STORAGE }));
+    const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(gpuBytes(b) / 4) * 4), usage: DIMS && b.kind === "dims" ? USAGE_DIMS : USAGE_STORAGE }));
     made.push(...buffers);
     device.pushErrorScope("validation");
     scoped = true;

@@ -4,6 +4,7 @@ software adapter, so it gets the "cpu" kernels and never downloads the "gpu" one
 load({ deviceClass }) overrides. Both programs match PyTorch, on lavapipe and in Chromium."""
 
 import dataclasses
+import hashlib
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from browser_support import run_folder
 from kuma_build.compiler import compile_module
 from kuma_build.devices import CPU
-from kuma_build.outfolder import program_classes, read_program
+from kuma_build.outfolder import chunk_file, expand_copies, program_classes, read_program, used_chunks
 from kuma_build.webgpu import run_program
 from support import TOLERANCE, assert_outputs_match, model_config, reference_outputs
 
@@ -22,17 +23,20 @@ pytestmark = pytest.mark.browser
 
 class ConvHead(nn.Module):
     """A convolution (an implicit GEMM on "gpu", direct on "cpu"), a norm (a workgroup per row on
-    "gpu", a thread per row on "cpu") and a linear layer: the classes' kernels differ throughout."""
+    "gpu", a thread per row on "cpu") and two linear layers of one input, which "gpu" merges into one
+product of their weights side by side (passes/merge_products.py): the classes' kernels differ
+throughout, and so do some of their weight bytes."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 12, 3, padding=1)
         self.norm = nn.LayerNorm(12)
         self.fc = nn.Linear(12, 7)
+        self.gate = nn.Linear(12, 7)
 
     def forward(self, image):
-        x = F.relu(self.conv(image)).mean(dim=(2, 3))
-        return self.fc(self.norm(x))
+        x = self.norm(F.relu(self.conv(image)).mean(dim=(2, 3)))
+        return torch.cat([self.fc(x), self.gate(x)], 1).softmax(1)
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +48,19 @@ def built(tmp_path_factory):
     return compiled, folder, {"image": image}, reference_outputs(module, config, {"image": image})
 
 
-def test_both_classes_are_built_and_share_the_weight_chunks(built):
+def test_both_classes_are_built_and_each_uses_its_own_weight_chunks(built):
     compiled, folder, _, _ = built
     assert list(compiled.programs) == ["gpu", "cpu"] and program_classes(folder) == ["gpu", "cpu"]
     gpu, cpu = (read_program(folder, name) for name in ("gpu", "cpu"))
     conv = [next(k["code"] for k in compiled.programs[name]["kernels"] if k["name"] == "conv2d") for name in ("gpu", "cpu")]
     assert "var<workgroup>tile_a" in conv[0] and "conv_put" in conv[1]  # an implicit GEMM, a direct kernel
-    assert gpu["chunks"] == cpu["chunks"] and len(compiled.chunks) == len(gpu["chunks"])  # the same bytes, shipped once
+    # index.js lists the chunks of both (chunks of the same bytes once); each class's copies read its own
+    assert gpu["chunks"] == cpu["chunks"] and len(compiled.chunks) == len(gpu["chunks"])
+    used = {name: used_chunks(expand_copies(read_program(folder, name))) for name in ("gpu", "cpu")}
+    assert used["gpu"] != used["cpu"] and set(used["gpu"]) | set(used["cpu"]) == set(range(len(compiled.chunks)))
+    for name in ("gpu", "cpu"):
+        sha = [compiled.chunks[i].sha256 for i in used[name]]
+        assert compiled.programs[name]["digest"] == hashlib.sha256("".join(sha).encode()).hexdigest()
     assert (folder / "gpu.js").is_file() and (folder / "cpu.js").is_file()
     assert '() => import("./gpu.js")' in (folder / "index.js").read_text()
 
@@ -67,6 +77,7 @@ def test_swiftshader_gets_the_cpu_kernels_and_downloads_only_them(built):
     result = run_folder(folder, {k: v.numpy() for k, v in inputs.items()})
     assert result.facts["deviceClass"] == "cpu", result.facts["adapter"]
     assert "cpu.js" in result.facts["fetched"] and "gpu.js" not in result.facts["fetched"]
+    assert weights_fetched(result) == chunk_files(folder, "cpu")
     assert_outputs_match(list(result.outputs.values()), expected, TOLERANCE)
 
 
@@ -75,7 +86,18 @@ def test_load_option_overrides_the_device_class(built):
     result = run_folder(folder, {k: v.numpy() for k, v in inputs.items()}, {"deviceClass": "gpu"})
     assert result.facts["deviceClass"] == "gpu"
     assert "gpu.js" in result.facts["fetched"] and "cpu.js" not in result.facts["fetched"]
+    assert weights_fetched(result) == chunk_files(folder, "gpu")
     assert_outputs_match(list(result.outputs.values()), expected, TOLERANCE)
+
+
+def weights_fetched(result) -> list[str]:
+    return sorted(file for file in result.facts["fetched"] if file.startswith("weights/"))
+
+
+def chunk_files(folder, name: str) -> list[str]:
+    """The weight files the program of class `name` reads (another class's stay on the server)."""
+    program = read_program(folder, name)
+    return sorted(chunk_file(program["chunks"][i]["id"]) for i in used_chunks(expand_copies(program)))
 
 
 def test_a_class_the_build_lacks_is_a_clear_error(tmp_path):

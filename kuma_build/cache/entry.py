@@ -25,15 +25,15 @@ import hmac
 import json
 import re
 
-from kuma_build.devices import DEVICE_CLASSES
+from kuma_build.devices import PROGRAMS
 from kuma_build.jsmodule import TS_ARRAY, render_class_js, render_dts, render_js, runtime_needs
-from kuma_build.outfolder import ID_HEX, chunk_file, chunks_digest, class_file, join_program, program_from_js
+from kuma_build.outfolder import ID_HEX, chunk_file, chunks_digest, class_file, expand_copies, join_program, program_from_js, used_chunks
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK_ID = re.compile(f"[0-9a-f]{{{ID_HEX}}}")
 CHUNK_FILE = re.compile(f"weights/({CHUNK_ID.pattern})\\.bin")
 FIXED_FILES = ("index.js", "index.d.ts", "manifest.json")
-CLASS_FILES = {class_file(name): name for name in DEVICE_CLASSES}
+CLASS_FILES = {class_file(name): name for name in PROGRAMS}
 MAX_ENTRY_BYTES = 1 << 20  # an entry lists a few files per MiB of weights: far below this
 MAX_TEXT_BYTES = 64 << 20  # index.js (kernels and program), index.d.ts, manifest.json
 
@@ -80,7 +80,7 @@ def check_files(entry: dict, files: dict[str, bytes], model) -> None:
         shared = program_from_js(files["index.js"].decode())
         manifest = json.loads(files["manifest.json"])
         names = shared["classes"]
-        if not names or len(set(names)) != len(names) or not set(names) <= set(DEVICE_CLASSES) or \
+        if not names or len(set(names)) != len(names) or not set(names) <= set(PROGRAMS) or \
                 set(manifest.get("classes", {})) != set(names):
             raise BadEntry("names device classes that no build makes")
         parts = {name: program_from_js(files[class_file(name)].decode()) for name in names}
@@ -113,7 +113,7 @@ def _check_program(program: dict, device_class: str, manifest: dict, entry: dict
     if not all(file in entry["files"] and entry["files"][file]["size"] == c["size"] for file, c in zip(files, program["chunks"])):
         raise BadEntry("lists files other than its program's chunks")
     chunks = [{"file": file, "size": c["size"], "sha256": entry["files"][file]["sha256"]} for file, c in zip(files, program["chunks"])]
-    if chunks_digest(c["sha256"] for c in chunks) != program["digest"]:
+    if chunks_digest(chunks[i]["sha256"] for i in used_chunks(expand_copies(program))) != program["digest"]:
         raise BadEntry("holds a program whose digest is not its chunks'")
     kernels = [{"name": k["name"], "sha256": hashlib.sha256(k["code"].encode()).hexdigest()} for k in program["kernels"]]
     expected = {"model": model.name, "key": entry["key"], "inputs": inputs, "outputs": outputs, "chunks": chunks}

@@ -9,7 +9,7 @@ from kuma_build.compiler.cost import dispatch_costs
 from kuma_build.compiler.export import build_module, export
 from kuma_build.compiler.ir.importer import import_program
 from kuma_build.compiler.ops import check_dynamic
-from kuma_build.devices import DeviceClass, device_classes
+from kuma_build.devices import F16_PROGRAM, DeviceClass, device_classes
 from kuma_build.compiler.passes import run_passes
 from kuma_build.compiler.passes.page_weights import page_weights
 from kuma_build.compiler.passes.weight_storage import choose_weight_storage
@@ -21,7 +21,7 @@ from kuma_build.outfolder import write_output
 @dataclass
 class Compiled:
     name: str
-    programs: dict[str, dict]  # device class -> the whole program the runtimes run on it
+    programs: dict[str, dict]  # program name (device class, devices.F16_PROGRAM) -> the whole program the runtimes run on it
     manifest: dict
     chunks: list  # the weight chunks of every class (classes share the chunks with the same bytes)
     stats: dict  # the first class's, for the build report
@@ -47,18 +47,30 @@ class ClassBuild:
     graph: object
     plan: object
     ops: int  # IR nodes before the passes
+    name: str  # the program's: the class's, or for shader-f16 devices "<class>-f16" (devices.F16_PROGRAM)
+    widen: bool  # an f16 build's program for devices without shader-f16 (compile_for)
 
 
-def compile_for(device: DeviceClass, exported, model: ModelConfig, input_names, output_names, kernel_store) -> ClassBuild:
+def compile_for(device: DeviceClass, exported, model: ModelConfig, input_names, output_names, kernel_store,
+                widen: bool = False) -> ClassBuild:
+    """widen: an f16 build's program for devices without shader-f16, compiled as the f32 build is,
+    its weights sent as f16 (passes/weight_storage.py)."""
     graph = import_program(exported, model.name, model.source, input_names, output_names, device,
                            model.dims, {s.name: s.shape for s in model.inputs})
     ops = len(graph.nodes)
-    graph.precision = model.precision  # split_k's choice of tiles must know which weights will be narrower
+    # split_k's choice of tiles must know which weights will be narrower
+    graph.precision = "f32" if widen else model.precision
     run_passes(graph)
     check_dynamic(graph)
-    choose_weight_storage(graph, model.precision)
+    choose_weight_storage(graph, model.precision, widen)
     page_weights(graph)  # last: it splits the weights as stored
-    return ClassBuild(device, graph, make_plan(graph, kernel_store), ops)
+    name = device.name + (F16_PROGRAM if model.precision == "f16" and not widen else "")
+    return ClassBuild(device, graph, make_plan(graph, kernel_store), ops, name, widen)
+
+
+def programs_for(devices: list[DeviceClass], precision: str) -> list[tuple[DeviceClass, bool]]:
+    """(class, widen) of each program to build: one per class; an f16 build's two (devices.F16_PROGRAM)."""
+    return [(device, widen) for device in devices for widen in ((False, True) if precision == "f16" else (False,))]
 
 
 def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_store=None, key: str = "",
@@ -68,15 +80,17 @@ def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_st
     started = time.perf_counter()
     exported, input_names, output_names = export(net, model)
     devices = devices or device_classes(model.target)
-    builds = [compile_for(device, exported, model, input_names, output_names, kernel_store) for device in devices]
+    builds = [compile_for(device, exported, model, input_names, output_names, kernel_store, widen)
+              for device, widen in programs_for(devices, model.precision)]
     chunks, copies = emit.pack_classes([b.plan for b in builds], chunk_size)
     specs = {s.name: s for s in model.inputs}
-    programs = {b.device.name: emit.program_dict(model.name, b.plan, b.graph, specs, chunks, c) for b, c in zip(builds, copies)}
-    per_class = {b.device.name: class_stats(b) for b in builds}
+    programs = {b.name: emit.program_dict(model.name, b.plan, b.graph, specs, chunks, c, native_f16=not b.widen)
+                for b, c in zip(builds, copies)}
+    per_class = {b.name: class_stats(b) for b in builds}
     manifest = emit.manifest_dict(programs, builds[0].plan, chunks, copies[0], per_class, key)
-    manifest["classes"] = {b.device.name: {**manifest["classes"][b.device.name], "dispatch_costs": dispatch_costs(b.graph, b.plan)}
+    manifest["classes"] = {b.name: {**manifest["classes"][b.name], "dispatch_costs": dispatch_costs(b.graph, b.plan)}
                            for b in builds}  # [bytes, flops] per dispatch, for `kuma bench`
-    stats = {**per_class[builds[0].device.name], "weight_bytes": sum(len(c.data) for c in chunks), "chunks": len(chunks),
+    stats = {**per_class[builds[0].name], "weight_bytes": sum(len(c.data) for c in chunks), "chunks": len(chunks),
              "classes": list(programs)}
     stats["kernels_reused"] = sum(b.plan.kernels_reused for b in builds)
     stats["kernels_total"] = sum(len(b.plan.kernels) for b in builds)

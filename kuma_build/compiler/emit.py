@@ -22,7 +22,7 @@ from kuma_build.compiler.ir.sizes import to_json
 from kuma_build.compiler.plan import Plan
 from kuma_build.errors import KumaError
 from kuma_build.jsmodule import render_class_js, render_dts, render_js, runtime_needs
-from kuma_build.outfolder import ID_HEX, chunk_file, chunk_id, chunks_digest, class_file, compact_copies, split_program
+from kuma_build.outfolder import ID_HEX, chunk_file, chunk_id, chunks_digest, class_file, compact_copies, split_program, used_chunks
 from kuma_build.shortnames import short_kernels
 
 JS_DTYPE = {"f32": "float32", "i32": "int32", "bool": "int32"}
@@ -90,7 +90,7 @@ def page_copies(buf, index: int, start: int, size: int):
     if buf.pages == 1:
         yield 0, [index, start, size]
         return
-    page_bytes = 4 * buf.page
+    page_bytes = (4 if buf.transit == "f32" else 2) * buf.page  # a widened weight's pages are sent as f16
     at = start
     while at < start + size:
         page, offset = divmod(at, page_bytes)
@@ -154,7 +154,9 @@ def needs_space(before: str, after: str) -> bool:
     return (word(before) and word(after)) or (before in WGSL_OPERATOR and after in WGSL_OPERATOR)
 
 
-def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
+def program_dict(name: str, plan: Plan, graph, specs, chunks, copies, native_f16: bool = True) -> dict:
+    """The program of one class. native_f16=False: its kernels without their shader-f16 variants (an
+    f16 build's program for devices without shader-f16, devices.F16_PROGRAM)."""
     # the dims (kuma.toml order: their fields in the dims uniform), only for a model that has any
     dims = {"dims": {d.name: {"min": d.min, "max": d.max} for d in graph.dims}} if graph.dims else {}
     return {
@@ -168,15 +170,16 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies) -> dict:
         # "f16": the kernel's variant for devices with shader-f16, "f16m": for those with subgroup
         # matrices too (the runtime picks at load), "f16mGroups": its workgroups where they differ
         # from its dispatches' (its own tile: kernels/gemm.py, SLICED_F16)
-        "kernels": [{"name": k.name, "code": shipped(k.code), **({"f16": shipped(k.code_f16)} if k.code_f16 else {}),
-                     **({"f16m": shipped(k.code_matrix)} if k.code_matrix else {}),
-                     **({"f16mGroups": list(k.workgroups_matrix)} if k.workgroups_matrix else {})} for k in plan.kernels],
+        "kernels": [{"name": k.name, "code": shipped(k.code), **({"f16": shipped(k.code_f16)} if k.code_f16 and native_f16 else {}),
+                     **({"f16m": shipped(k.code_matrix)} if k.code_matrix and native_f16 else {}),
+                     **({"f16mGroups": list(k.workgroups_matrix)} if k.workgroups_matrix and native_f16 else {})} for k in plan.kernels],
         # a 4th entry, {dim: [low, high]}: the dispatch runs only while each dim is in its range
         "dispatches": [[k, bufs, list(wg), *([when] if when else [])] for k, bufs, wg, when in plan.dispatches],
         # id: each chunk's SHA-256 must begin with it before the runtime uses its bytes; its file and
-        # cache entry are named by it; digest: all of the SHA-256s at once (outfolder.chunk_id)
+        # cache entry are named by it; digest: all of the SHA-256s of the chunks this class uses at
+        # once (outfolder.chunk_id, used_chunks)
         "chunks": [{"size": len(c.data), "id": chunk_id(c.sha256)} for c in chunks],
-        "digest": chunks_digest(c.sha256 for c in chunks),
+        "digest": chunks_digest(chunks[i].sha256 for i in used_chunks(copies)),
         # a copy that follows from the one before it is its bare buffer index (outfolder.compact_copies)
         "copies": compact_copies(copies, [{"size": len(c.data)} for c in chunks], plan.buffers),
         # buffers forward() mutates, kept on the GPU between runs; init: the buffer holding the

@@ -54,9 +54,12 @@ def make_plan(graph: Graph, kernel_store=None) -> Plan:
     index_of: dict[Buffer, int] = {}
 
     def own_buffer(buf: Buffer, kind: str) -> int:
-        """Its first buffer index; a paged weight takes one buffer per page, in order."""
+        """Its first buffer index; a paged weight takes one buffer per page, in order. A widened weight's
+        ("widen") size is its bytes as sent (f16): the runtime makes its GPU buffer twice that."""
         index_of[buf] = len(buffers)
-        buffers.extend({"size": buf.page_bytes(p), "kind": kind} for p in range(buf.pages))
+        if buf.transit != "f32":
+            kind = "widen"
+        buffers.extend({"size": buf.sent_bytes(p), "kind": kind} for p in range(buf.pages))
         return index_of[buf]
 
     plan = Plan([], [], buffers, [])

@@ -37,7 +37,7 @@ def stored_words(buf) -> int:
 def encode(buf) -> bytes:
     """A constant buffer's bytes as the GPU stores them (little-endian, padded to 4 bytes)."""
     data = buf.data
-    if buf.storage == "f16":
+    if buf.storage == "f16" or buf.transit == "f16":  # stored f16, or sent f16 and widened at load
         raw = data.float().clamp(-F16_MAX, F16_MAX).numpy().astype("<f2").tobytes()
     elif buf.storage == "int8":
         q, scales = quantize_int8(data.float(), *buf.channels)

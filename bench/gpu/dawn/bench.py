@@ -358,10 +358,10 @@ def dawn_kuma(options, p: dict, work: Path, name: str, small: bool) -> dict:
     result = node_job(options, job, work, f"{name}.kuma", 300 if small else 240)
     if not result["ok"]:
         raise RuntimeError(result["error"])
-    add_rates(result.get("profile"), Path(p["kuma"]), result["deviceClass"])
+    add_rates(result.get("profile"), Path(p["kuma"]), result["program"])
     return {"dawn_ms": result["medianMs"], "dawn_min_ms": result["minMs"], "dawn_runs": result["runs"], "dawn_load_ms": result["loadMs"],
             "dispatches": result["dispatches"], "dawn_rel_l2": result["relL2"], "profile": result.get("profile"),
-            "dawn_variant": result["variant"], "dawn_matrix_kernels": result["matrixKernels"], "dawn_adapter": result["adapter"]}
+            "dawn_program": result["program"], "dawn_variant": result["variant"], "dawn_matrix_kernels": result["matrixKernels"], "dawn_adapter": result["adapter"]}
 
 
 def add_rates(profile: dict | None, folder: Path, device_class: str) -> None:
@@ -443,7 +443,7 @@ def markdown(env: dict, rows: list[dict]) -> str:
                                  ratio(r, "dawn_ms", "compile_ms"), ratio(r, "dawn_ms", "ort_ms"),
                                  " / ".join(err(r, k) for k in ("dawn_rel_l2", "wgpu_rel_l2", "ort_rel_l2", "compile_rel_l2"))]) + " |")
     def variant(r):
-        line = f"{r['model']} {r['dawn_variant']} ({r['dawn_matrix_kernels']} kernels with a subgroup-matrix variant"
+        line = f"{r['model']} program {r.get('dawn_program', '?')}, {r['dawn_variant']} ({r['dawn_matrix_kernels']} kernels with a subgroup-matrix variant"
         instead = ((r.get("profile") or {}).get("insteadF16")) or {}
         if instead:  # the same pass and product dispatches on the shader-f16 variant
             line += (f"; one pass {r['profile']['passMs']:.3f} ms, {instead['passMs']:.3f} ms with the shader-f16 variant; its "

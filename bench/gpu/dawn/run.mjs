@@ -128,18 +128,22 @@ async function loadKuma() {
   const { load } = await import(pathToFileURL(indexJs));
   const model = await load({ fetch: fileFetch, cache: false });
   const loadMs = performance.now() - loadStarted;
-  const { program: part } = await import(pathToFileURL(path.join(job.path, `${model.deviceClass}.js`)));
+  // an f16 build's "<class>-f16" program where the adapter has shader-f16, else its widened "<class>" (runtime.js's loadModel)
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  const half = shared.classes.includes(`${model.deviceClass}-f16`) && adapter.features.has("shader-f16");
+  const name = `${model.deviceClass}${half ? "-f16" : ""}`;
+  const { program: part } = await import(pathToFileURL(path.join(job.path, `${name}.js`)));
   // a buffer is its size, or [size, kind] (outfolder.ship_buffers)
-  return { model, loadMs, program: { ...shared, ...part, buffers: part.buffers.map((b) => ({ size: b[0] ?? b, kind: b[1] })) } };
+  return { model, loadMs, name, program: { ...shared, ...part, buffers: part.buffers.map((b) => ({ size: b[0] ?? b, kind: b[1] })) } };
 }
 
 async function runKuma() {
-  const { model, loadMs, program } = await loadKuma();
+  const { model, loadMs, name, program } = await loadKuma();
   const feed = kumaInputs(program);
   let outputs = await model.run(feed);
   const timing = await timeRuns(async () => { outputs = await model.run(feed); }, job.timing);
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  const result = { loadMs, ...timing, deviceClass: model.deviceClass, variant: variant(program, adapter).name, dispatches: program.dispatches.length,
+  const result = { loadMs, ...timing, deviceClass: model.deviceClass, program: name, variant: variant(program, adapter).name, dispatches: program.dispatches.length,
     matrixKernels: program.kernels.filter((k) => k.f16m).length, relL2: relL2(Object.values(outputs)[0], readArray(job.expected.file, "float32")) };
   model.dispose();
   if (job.profile) result.profile = await profileKuma(program, feed);
@@ -166,20 +170,30 @@ function copyList(program) {
 async function profileKuma(program, feed) {
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter.features.has("timestamp-query")) return { error: "the adapter has no timestamp-query" };
-  const largest = Math.max(4, ...program.buffers.map((b) => Math.ceil(b.size / 4) * 4));
+  // a widened weight ("widen": an f16 build's program for adapters without shader-f16) is sent as f16, f32 on the GPU
+  const gpuBytes = (b) => Math.ceil((b.kind === "widen" ? 2 * b.size : b.size) / 4) * 4;
+  const largest = Math.max(4, ...program.buffers.map(gpuBytes));
   const picked = variant(program, adapter);
   const device = await adapter.requestDevice({
     requiredFeatures: ["timestamp-query", ...picked.features],
     requiredLimits: { maxStorageBufferBindingSize: largest, maxBufferSize: largest, maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage },
   });
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
-  const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, Math.ceil(b.size / 4) * 4), usage }));
+  const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, gpuBytes(b)), usage }));
+  const f32 = (h) => { // an f16 bit pattern's value
+    const e = (h >> 10) & 31, m = h & 1023, sign = h & 0x8000 ? -1 : 1;
+    return e === 31 ? (m ? NaN : sign * Infinity) : sign * (e ? 1024 + m : 2 * m) * 2 ** (e - 25);
+  };
   const copies = copyList(program);
   program.chunks.forEach((chunk, i) => {
     // named by its id, as kuma_build/outfolder.py's chunk_file names it
     const bytes = fs.readFileSync(path.join(job.path, "weights", `${chunk.id}.bin`));
     for (const [c, chunkOffset, buffer, bufferOffset, size] of copies) {
-      if (c === i) device.queue.writeBuffer(buffers[buffer], bufferOffset, bytes, chunkOffset, size);
+      if (c !== i) continue;
+      if (program.buffers[buffer].kind === "widen") {
+        const half = new Uint16Array(bytes.buffer.slice(bytes.byteOffset + chunkOffset, bytes.byteOffset + chunkOffset + size));
+        device.queue.writeBuffer(buffers[buffer], 2 * bufferOffset, Float32Array.from(half, f32));
+      } else device.queue.writeBuffer(buffers[buffer], bufferOffset, bytes, chunkOffset, size);
     }
   });
   program.inputs.forEach((spec) => device.queue.writeBuffer(buffers[spec.buffer], 0, feed[spec.name]));

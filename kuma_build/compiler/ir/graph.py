@@ -35,6 +35,9 @@ class Buffer:
     storage: str = "f32"  # a const f32 weight may be stored as "f16" or "int8" (compiler/precision.py)
     channels: tuple[int, int] = (1, 1)  # int8: (step, count) of its per-channel scales
     page: int = 0  # elements per binding of a weight too big for one (passes/page_weights.py); 0: one binding
+    # "f16": an f32 weight whose bytes travel as f16 and are widened to f32 as the runtime writes them
+    # to the GPU (an f16 build's program for devices without shader-f16: passes/weight_storage.py)
+    transit: str = "f32"
     dynamic: Sym | None = None  # its element count when a dim sets it (numel is then that count's max)
 
     @property
@@ -53,6 +56,13 @@ class Buffer:
 
     def page_bytes(self, p: int) -> int:
         return 4 * (min(self.numel, (p + 1) * self.page) - p * self.page) if self.page else self.nbytes
+
+    def sent_bytes(self, p: int) -> int:
+        """The bytes of page p in the weight chunks: those on the GPU, or for a widened weight its f16
+        values, padded to 4 bytes (the GPU buffer is then twice this: a trailing zero at most)."""
+        if self.transit == "f32":
+            return self.page_bytes(p)
+        return 4 * -(-self.page_bytes(p) // 8)
 
 
 @dataclass(eq=False)

@@ -10,6 +10,16 @@ kernels load a word once for both values when a row they read by pairs starts on
 of odd length would start every other row mid-word and leave those kernels loading elements, so
 such a weight is stored with a zero after each row (pad_odd_rows): the views keep their shapes
 and the kernels never read the zeros as values (the pairs' bounds stop at the row's last element).
+
+An f16 build's program for devices without shader-f16 (`widen`, devices.F16_PROGRAM) was compiled
+as the f32 build is; there a chosen weight travels as f16 and is widened to f32 as the runtime
+writes it (Buffer.transit): its kernels are the f32 build's, so it is never slower than that build
+(reading f16 words and unpacking them in the products' inner loops was: 0.90-0.99x, H200, Dawn,
+docs/performance.md). A weight that every reader uses at most MEMORY_BOUND flops an element (a
+linear layer of a few rows, as in decoding; an embedding table) is stored f16 there too and read as
+words: such readers wait on memory, and read half the bytes. A widened weight's odd rows are padded
+as the -f16 program's are, so both programs' chunks are the same bytes (ConvNeXt's 7 x 7 depthwise
+filters are in most of its chunks); its kernels then differ from the f32 build's in those strides only.
 """
 
 import dataclasses
@@ -17,6 +27,8 @@ import dataclasses
 import torch
 
 from kuma_build.compiler.ir.graph import Value
+from kuma_build.compiler.ir.sizes import max_value
+from kuma_build.compiler.kernels.gemm import THIN
 from kuma_build.compiler.ops import record
 
 MIN_ELEMENTS = 1024  # smaller weights stay f32 (as TFLite's dynamic-range quantisation does)
@@ -26,18 +38,31 @@ MIN_ELEMENTS = 1024  # smaller weights stay f32 (as TFLite's dynamic-range quant
 MIN_PADDED_ROW = 7
 
 
-def choose_weight_storage(graph, precision: str) -> None:
+# flops a reader does per element of a weight at most for it to wait on memory, not arithmetic: a
+# product of THIN rows (the thin kernel's, kernels/gemm.py) does 2 per row
+MEMORY_BOUND = 2 * THIN
+
+
+def choose_weight_storage(graph, precision: str, widen: bool = False) -> None:
     if precision == "f32":
         return
+    first: dict = {}  # weight buffer -> (its first weight operand's view, that operand's channel dim)
+    flops: dict = {}  # weight buffer -> the most flops per element of it a reader does
     for node in graph.nodes:
         for k, value in enumerate(node.inputs):
             buf, dim = value.buffer, record(node).weight_dim(node, k)
             if (dim is None or buf.kind != "const" or buf.dtype != "f32" or buf.storage != "f32" or buf.numel < MIN_ELEMENTS
                     or value.is_dynamic):  # a view a dim sizes (a table's first seq rows) is read as stored
                 continue
-            buf.storage = precision
-            if precision == "int8":
-                buf.channels = channel_axis(value, dim)
+            first.setdefault(buf, (value, dim))
+            flops[buf] = max(flops.get(buf, 0), max_value(record(node).flops(node)) / buf.numel)
+    for buf, (value, dim) in first.items():
+        if widen and flops[buf] > MEMORY_BOUND:
+            buf.transit = "f16"
+            continue
+        buf.storage = precision
+        if precision == "int8":
+            buf.channels = channel_axis(value, dim)
     if precision == "f16":
         pad_odd_rows(graph)
 
@@ -54,13 +79,13 @@ def channel_axis(value, dim: int) -> tuple[int, int]:
 
 
 def pad_odd_rows(graph) -> None:
-    """Store each f16 weight whose readers all read it by words along rows of one odd length (at
+    """Store each f16 (or widened) weight whose readers all read it by words along rows of one odd length (at
     least MIN_PADDED_ROW) with a zero after each row, and point every reader at the same elements
     in the padded layout; a weight some reader sees in another shape of rows stays as it is."""
     readers: dict = {}
     for node in graph.nodes:
         for k, v in enumerate(node.inputs):
-            if v.buffer.storage == "f16":
+            if v.buffer.storage == "f16" or v.buffer.transit == "f16":  # a widened weight too: its bytes are then the -f16 program's
                 readers.setdefault(v.buffer, []).append((node, k))
     outputs = {v.buffer for v in graph.outputs.values()}
     for buf, uses in readers.items():

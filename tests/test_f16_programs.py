@@ -1,0 +1,169 @@
+"""An f16 build's two programs a device class (devices.F16_PROGRAM). "<class>-f16" reads the f16
+weights natively where the device has shader-f16; "<class>", for every other device, is the f32
+build's kernels and plan with the weights sent as f16 and widened to f32 as they are written, so it
+is never slower than the f32 build and downloads half the bytes. There a weight that only
+memory-bound readers use (an embedding table, a product of a few rows) stays f16, read as words.
+Checked on lavapipe (which has shader-f16, so both programs run) and in Chromium, whose SwiftShader
+lacks it: the runtime picks the widened program, downloads only its chunks, and narrows the
+weights back to their f16 bytes when it stores them in the browser cache."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from browser_support import Browser, decode, encode, run_folder
+from kuma_build.compiler import compile_module
+from kuma_build.compiler.passes.weight_storage import MIN_ELEMENTS
+from kuma_build.outfolder import chunk_file, expand_copies, read_program, used_chunks
+from kuma_build.webgpu import run_program
+from support import TOLERANCE, assert_outputs_match, model_config, reference_outputs
+
+F16_TOLERANCE = 1e-2  # verify.DEFAULT_TOLERANCE["f16"]
+
+
+class Mixer(nn.Module):
+    """Two linear layers of 37 rows: compute-bound products, so every weight is widened."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Linear(64, 150)
+        self.down = nn.Linear(150, 70)
+
+    def forward(self, x):
+        return self.down(F.gelu(self.up(x)))
+
+
+class Tagger(nn.Module):
+    """An embedding table and a linear layer of one row (memory-bound: kept f16, read as words)
+    beside one of 23 rows (widened)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(300, 48)
+        self.mix = nn.Linear(48, 130)
+        self.head = nn.Linear(130, 90)
+
+    def forward(self, ids):
+        h = F.relu(self.mix(self.embed(ids)))
+        return self.head(h[:, -1])
+
+
+def build(module, inputs, precision: str):
+    config = dataclasses.replace(model_config(module, inputs), target="auto", precision=precision)
+    return compile_module(module, config, 16 << 10), config
+
+
+def rounded(module):
+    """module with the weights an f16 build stores narrower rounded to f16 (those of at least
+    weight_storage.MIN_ELEMENTS values; biases stay f32), as the widened program computes with them."""
+    copy = type(module)()
+    copy.load_state_dict({k: v.half().float() if k.endswith("weight") and v.numel() >= MIN_ELEMENTS else v
+                          for k, v in module.state_dict().items()})
+    return copy.eval()
+
+
+@pytest.fixture(scope="module")
+def mixer():
+    torch.manual_seed(0)
+    module, x = Mixer().eval(), torch.randn(37, 64)
+    return module, x, build(module, (x,), "f16"), build(module, (x,), "f32")[0]
+
+
+def test_an_f16_build_has_two_programs_a_class_and_the_widened_one_is_the_f32_build(mixer):
+    _, _, (f16, _), f32 = mixer
+    assert list(f16.programs) == ["gpu-f16", "gpu", "cpu-f16", "cpu"]
+    for name in ("gpu", "cpu"):
+        native, widened, plain = f16.programs[name + "-f16"], f16.programs[name], f32.programs[name]
+        assert any("f16" in k for k in native["kernels"]) and not any("f16" in k for k in widened["kernels"])
+        assert widened["kernels"] == plain["kernels"] and widened["dispatches"] == plain["dispatches"]
+        weights = [(w, p) for w, p in zip(widened["buffers"], plain["buffers"]) if p["kind"] == "weight"]
+        widen = [(w, p) for w, p in weights if w["kind"] == "widen"]
+        assert len(widen) == 2 and all(w["size"] * 2 == p["size"] for w, p in widen)  # sent as f16, f32 on the GPU
+
+
+def test_both_programs_run_like_pytorch_on_lavapipe(mixer):
+    module, x, (f16, config), _ = mixer
+    expected = reference_outputs(module, config, {"x": x})
+    exact = reference_outputs(rounded(module), config, {"x": x})
+    chunks = [c.data for c in f16.chunks]
+    for name, program in f16.programs.items():
+        actual = list(run_program(program, {"x": x.numpy()}, chunks=chunks).values())
+        assert_outputs_match(actual, expected, F16_TOLERANCE)
+        if "-f16" not in name:  # f32 arithmetic on the f16 weights: f32 accuracy against them
+            assert_outputs_match(actual, exact, TOLERANCE)
+
+
+def test_weights_of_memory_bound_readers_stay_f16_words():
+    torch.manual_seed(1)
+    module, ids = Tagger().eval(), torch.randint(0, 300, (1, 23))
+    (f16, config), f32 = build(module, (ids,), "f16"), build(module, (ids,), "f32")[0]
+    for name in ("gpu", "cpu"):
+        widened, plain = f16.programs[name], f32.programs[name]
+        kinds = [(w["kind"], w["size"] / p["size"]) for w, p in zip(widened["buffers"], plain["buffers"])
+                 if p["kind"] == "weight" and p["size"] >= 4096]
+        # the table and the one-row layer's weight stored f16 (half the bytes, on the GPU too); the 23-row one widened
+        assert sorted(kinds) == [("weight", 0.5), ("weight", 0.5), ("widen", 0.5)], kinds
+    expected = reference_outputs(module, config, {"ids": ids})
+    exact = reference_outputs(rounded(module), config, {"ids": ids})
+    chunks = [c.data for c in f16.chunks]
+    for name in ("gpu", "cpu"):
+        actual = list(run_program(f16.programs[name], {"ids": ids.numpy()}, chunks=chunks, f16=False).values())
+        assert_outputs_match(actual, expected, F16_TOLERANCE)
+        assert_outputs_match(actual, exact, TOLERANCE)
+
+
+class Stem(nn.Module):
+    """A ResNet-style stem: a convolution whose rows of K (3 x 7 x 7 = 147) have an odd length."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 40, 7, stride=2, padding=3)
+
+    def forward(self, image):
+        return F.relu(self.conv(image))
+
+
+def test_rows_of_odd_length_are_padded_in_both_programs_which_share_the_chunks():
+    torch.manual_seed(2)
+    module, image = Stem().eval(), torch.randn(1, 3, 29, 31)
+    f16, config = build(module, (image,), "f16")
+    for name in ("gpu", "cpu"):
+        native, widened = f16.programs[name + "-f16"], f16.programs[name]
+        assert used_chunks(expand_copies(native)) == used_chunks(expand_copies(widened))
+        assert [b["size"] for b in widened["buffers"] if b["kind"] == "widen"] == [40 * 148 * 2]  # a zero after each row
+        actual = list(run_program(widened, {"image": image.numpy()}, chunks=[c.data for c in f16.chunks]).values())
+        assert_outputs_match(actual, reference_outputs(rounded(module), config, {"image": image}), TOLERANCE)
+    assert len(f16.chunks) == 1
+
+
+@pytest.mark.browser
+def test_chromium_without_shader_f16_loads_the_widened_program_and_caches_its_f16_bytes(mixer, tmp_path):
+    module, x, (f16, config), _ = mixer
+    root = f16.write(tmp_path)
+    program = read_program(root, "cpu")
+    own = sorted(chunk_file(program["chunks"][i]["id"]) for i in used_chunks(expand_copies(program)))
+    result = run_folder(root, {"x": x.numpy()})
+    assert result.facts["deviceClass"] == "cpu", result.facts["adapter"]  # SwiftShader: software, no shader-f16
+    assert "cpu.js" in result.facts["fetched"] and "cpu-f16.js" not in result.facts["fetched"]
+    assert sorted(f for f in result.facts["fetched"] if f.startswith("weights/")) == own
+    assert_outputs_match(list(result.outputs.values()), reference_outputs(rounded(module), config, {"x": x}), TOLERANCE)
+
+    # stored in the cache after the load (read back from the GPU, narrowed to f16 again: every chunk
+    # must hash as it came, or it is not stored), the second load downloads nothing
+    driver = Browser("load_faults.mjs")
+    try:
+        request = {"scenario": "cache", "root": str(root.parent), "root2": str(root.parent), "model": root.name,
+                   "chunks": [], "inputs": {"x": encode(x.numpy())}}
+        reply = driver.request(request, "scenario cache")
+    finally:
+        driver.close()
+    first, second, _ = reply["loads"]
+    for load in (first, second):
+        assert load["ok"], load.get("error")
+        assert_outputs_match([decode(o) for o in load["outputs"].values()], reference_outputs(rounded(module), config, {"x": x}), TOLERANCE)
+    assert sorted(first["served"]["files"]) == sorted(f.split("/")[-1] for f in own)
+    assert second["served"] == {"count": 0, "bytes": 0, "files": []}
+    assert sorted(first["keys"]) == sorted(f.split("/")[-1].removesuffix(".bin") for f in own)
