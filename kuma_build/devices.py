@@ -68,10 +68,11 @@ DEVICE_CLASSES = {d.name: d for d in (GPU, CPU)}
 TARGETS = ("auto", *DEVICE_CLASSES)  # kuma.toml's `target`: every class, or one
 
 # An f16 build (kuma.toml precision = "f16") makes two programs for each class: "<class>-f16" for
-# devices with shader-f16 (its kernels read f16 weights, and multiply in f16 or on subgroup
-# matrices), and "<class>", which runs on any device: the f32 build's kernels and plan, its weights
-# sent as f16 and widened to f32 as they are written to the GPU (passes/weight_storage.py), so it is
-# never slower than the f32 build, and half the download. The runtime picks by the device's features.
+# devices with shader-f16 and subgroup matrices (its kernels read f16 weights and multiply on
+# tensor cores, or in f16), and "<class>", which runs on any device: the f32 build's kernels and
+# plan, its weights sent as f16 and widened to f32 as they are written to the GPU
+# (passes/weight_storage.py), so it is never slower than the f32 build, and half the download. The
+# runtime picks by the device's features (templates/runtime.js, loadModel; docs/precision.md).
 F16_PROGRAM = "-f16"
 PROGRAMS = (*DEVICE_CLASSES, *(name + F16_PROGRAM for name in DEVICE_CLASSES))  # every program name a build may write
 

@@ -104,8 +104,11 @@ function chooseClass(names, software, wanted) {
 }
 
 // An f16 build has two programs a class (devices.F16_PROGRAM): "<class>-f16", whose kernels read the
-// f16 weights natively, for devices with shader-f16, and "<class>", the f32 build's kernels with the
-// weights widened to f32 as they are written (kind "widen"), for the others
+// f16 weights natively and multiply on subgroup matrices (tensor cores) where they can, taken on a
+// device with shader-f16 and those matrices; and "<class>", the f32 build's kernels with the weights
+// widened to f32 as they are written (kind "widen"), for every other device: where only the f16
+// arithmetic was left, it was 2-5% slower than f32 on BERT, GPT-2 and ViT (H200, docs/precision.md).
+// A model without subgroup-matrix kernels (MATRICES false) always takes the widened program.
 const F16_PROGRAM = "-f16";
 const WIDEN = "widen";
 
@@ -116,7 +119,8 @@ async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
   const adapter = options.device ? undefined : await requestAdapter();
   const software = isSoftware(options.device ? options.device.adapterInfo : adapter.info);
   const name = chooseClass(shared.classes.filter((n) => !n.endsWith(F16_PROGRAM)), software, options.deviceClass);
-  const half = F16 && shared.classes.includes(name + F16_PROGRAM) && (options.device ?? adapter).features.has("shader-f16");
+  const { features, info } = options.device ? { features: options.device.features, info: options.device.adapterInfo } : adapter;
+  const half = F16 && MATRICES && shared.classes.includes(name + F16_PROGRAM) && features.has("shader-f16") && tensorCores(features, info);
   const { program: part } = await deviceClasses[half ? name + F16_PROGRAM : name]();
   const { classes, format, dims: ranges, ...common } = shared;
   // a buffer is its size where its kind follows (an input's or output's, which their specs name, else

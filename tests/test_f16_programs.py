@@ -1,5 +1,6 @@
 """An f16 build's two programs a device class (devices.F16_PROGRAM). "<class>-f16" reads the f16
-weights natively where the device has shader-f16; "<class>", for every other device, is the f32
+weights natively, for devices with shader-f16 and tensor cores (subgroup matrices); "<class>", for
+every other device, is the f32
 build's kernels and plan with the weights sent as f16 and widened to f32 as they are written, so it
 is never slower than the f32 build and downloads half the bytes. There a weight that only
 memory-bound readers use (an embedding table, a product of a few rows) stays f16, read as words.
@@ -8,6 +9,8 @@ lacks it: the runtime picks the widened program, downloads only its chunks, and 
 weights back to their f16 bytes when it stores them in the browser cache."""
 
 import dataclasses
+import json
+import subprocess
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ from torch import nn
 from browser_support import Browser, decode, encode, run_folder
 from kuma_build.compiler import compile_module
 from kuma_build.compiler.passes.weight_storage import MIN_ELEMENTS
+from kuma_build.jsmodule import shipped_runtime
 from kuma_build.outfolder import chunk_file, expand_copies, read_program, used_chunks
 from kuma_build.webgpu import run_program
 from support import TOLERANCE, assert_outputs_match, model_config, reference_outputs
@@ -167,3 +171,28 @@ def test_chromium_without_shader_f16_loads_the_widened_program_and_caches_its_f1
     assert sorted(first["served"]["files"]) == sorted(f.split("/")[-1] for f in own)
     assert second["served"] == {"count": 0, "bytes": 0, "files": []}
     assert sorted(first["keys"]) == sorted(f.split("/")[-1].removesuffix(".bin") for f in own)
+
+
+PICK = """
+import { loadModel } from "./runtime.mjs";
+const MATRIX = "chromium-experimental-subgroup-matrix";
+const configs = [{ componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 }];
+const cases = { tensorCores: [["shader-f16", MATRIX], configs], f16Only: [["shader-f16"], configs], matricesNoConfig: [["shader-f16", MATRIX], []], none: [[], []] };
+const picked = {};
+for (const [name, [features, matrixConfigs]] of Object.entries(cases)) {
+  const device = { features: new Set(features), adapterInfo: { vendor: "nvidia", architecture: "hopper", subgroupMinSize: 32, subgroupMaxSize: 32, subgroupMatrixConfigs: matrixConfigs } };
+  const modules = Object.fromEntries(["gpu-f16", "gpu", "cpu-f16", "cpu"].map((n) => [n, async () => { picked[name] = n; throw new Error("stop"); }]));
+  const shared = { model: "m", classes: Object.keys(modules), inputs: [], outputs: [], chunks: [] };
+  await loadModel(shared, modules, [], { device, cache: false }).catch(() => {});
+}
+console.log(JSON.stringify(picked));
+"""
+
+
+def test_the_runtime_takes_the_f16_program_only_with_shader_f16_and_tensor_cores(tmp_path):
+    # load({ device }) with devices of each kind of features: the class module the runtime imports
+    (tmp_path / "runtime.mjs").write_text(shipped_runtime(needs=None) + "export { loadModel };\n")
+    (tmp_path / "pick.mjs").write_text(PICK)
+    result = subprocess.run(["node", str(tmp_path / "pick.mjs")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"tensorCores": "gpu-f16", "f16Only": "gpu", "matricesNoConfig": "gpu", "none": "gpu"}

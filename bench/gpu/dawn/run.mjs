@@ -128,11 +128,13 @@ async function loadKuma() {
   const { load } = await import(pathToFileURL(indexJs));
   const model = await load({ fetch: fileFetch, cache: false });
   const loadMs = performance.now() - loadStarted;
-  // an f16 build's "<class>-f16" program where the adapter has shader-f16, else its widened "<class>" (runtime.js's loadModel)
+  // an f16 build's "<class>-f16" program where the adapter has shader-f16 and the subgroup matrices its
+  // kernels use, else its widened "<class>" (runtime.js's loadModel)
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  const half = shared.classes.includes(`${model.deviceClass}-f16`) && adapter.features.has("shader-f16");
-  const name = `${model.deviceClass}${half ? "-f16" : ""}`;
-  const { program: part } = await import(pathToFileURL(path.join(job.path, `${name}.js`)));
+  const module = async (name) => (await import(pathToFileURL(path.join(job.path, `${name}.js`)))).program;
+  let name = model.deviceClass;
+  if (shared.classes.includes(`${name}-f16`) && variant({ kernels: (await module(`${name}-f16`)).kernels }, adapter).name === "f16m") name += "-f16";
+  const part = await module(name);
   // a buffer is its size, or [size, kind] (outfolder.ship_buffers)
   return { model, loadMs, name, program: { ...shared, ...part, buffers: part.buffers.map((b) => ({ size: b[0] ?? b, kind: b[1] })) } };
 }
