@@ -118,9 +118,9 @@ async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
   const cache = openCache(shared, options); // meanwhile: the adapter, the class's module, the device
   const adapter = options.device ? undefined : await requestAdapter();
   const software = isSoftware(options.device ? options.device.adapterInfo : adapter.info);
-  const name = chooseClass(shared.classes.filter((n) => !n.endsWith(F16_PROGRAM)), software, options.deviceClass);
-  const { features, info } = options.device ? { features: options.device.features, info: options.device.adapterInfo } : adapter;
-  const half = F16 && MATRICES && shared.classes.includes(name + F16_PROGRAM) && features.has("shader-f16") && tensorCores(features, info);
+  const name = chooseClass(F16 ? shared.classes.filter((n) => !n.endsWith(F16_PROGRAM)) : shared.classes, software, options.deviceClass);
+  const half = F16 && MATRICES && shared.classes.includes(name + F16_PROGRAM) &&
+    (options.device ? f16Matrices(options.device.features, options.device.adapterInfo) : f16Matrices(adapter.features, adapter.info));
   const { program: part } = await deviceClasses[half ? name + F16_PROGRAM : name]();
   const { classes, format, dims: ranges, ...common } = shared;
   // a buffer is its size where its kind follows (an input's or output's, which their specs name, else
@@ -142,13 +142,14 @@ async function requestDevice(adapter, program, need) {
 // subgroup matrices as kernels/gemm_matrix.py's variant needs them: f16 x f16 -> f32 blocks of
 // 16 x 16 x 16, in subgroups of exactly 32 invocations
 const MATRIX = "chromium-experimental-subgroup-matrix";
+const f16Matrices = (features, info) => features.has("shader-f16") && tensorCores(features, info);
 function tensorCores(features, info) {
   return features.has(MATRIX) && info?.subgroupMinSize === 32 && info.subgroupMaxSize === 32 &&
     [...(info.subgroupMatrixConfigs ?? [])].some((c) => c.componentType === "f16" && c.resultComponentType === "f32" && c.M === 16 && c.N === 16 && c.K === 16);
 }
 
 // a buffer's bytes on the GPU: a widened weight's size is that of its f16 values
-const gpuBytes = (b) => (F16 && b.kind === WIDEN ? 2 * b.size : b.size);
+const gpuBytes = F16 ? (b) => (b.kind === WIDEN ? 2 * b.size : b.size) : (b) => b.size;
 
 // the limits the model needs, and for each what asks for it (to name it in an error)
 function neededLimits(program) {
@@ -372,23 +373,21 @@ async function storeChunks(ctx, program, device, buffers, copies, usable) {
     if (!ctx.cache || !usable()) break;
     const chunk = program.chunks[i];
     // a widened weight's f32 values land after the chunk's bytes and are narrowed back into them
-    let end = Math.ceil(chunk.size / 4) * 4;
-    const wide = copies[i].filter((c) => F16 && program.buffers[c[2]].kind === WIDEN).map((c) => [c, (end += 2 * c[4]) - 2 * c[4]]);
-    const readback = device.createBuffer({ size: end, usage: USAGE_READBACK });
+    const wide = F16 ? copies[i].filter((copy) => program.buffers[copy[2]].kind === WIDEN) : [];
+    const end = Math.ceil(chunk.size / 4) * 4;
+    const readback = device.createBuffer({ size: F16 ? wide.reduce((at, copy) => at + 2 * copy[4], end) : end, usage: USAGE_READBACK });
     try {
       device.pushErrorScope("validation");
       const encoder = device.createCommandEncoder();
       for (const [, chunkOffset, buffer, bufferOffset, size] of copies[i]) {
         if (!(F16 && program.buffers[buffer].kind === WIDEN)) encoder.copyBufferToBuffer(buffers[buffer], bufferOffset, readback, chunkOffset, size);
       }
-      for (const [[, , buffer, bufferOffset, size], at] of wide) encoder.copyBufferToBuffer(buffers[buffer], 2 * bufferOffset, readback, at, 2 * size);
+      if (F16) wide.reduce((at, [, , buffer, bufferOffset, size]) => (encoder.copyBufferToBuffer(buffers[buffer], 2 * bufferOffset, readback, at, 2 * size), at + 2 * size), end);
       device.queue.submit([encoder.finish()]);
       const invalid = await device.popErrorScope();
       await readback.mapAsync(1); // GPUMapMode.READ
-      const mapped = readback.getMappedRange();
-      let bytes = new Uint8Array(mapped, 0, chunk.size);
-      if (wide.length) bytes = bytes.slice(); // a mapped range is not ours to write
-      for (const [[, chunkOffset, , , size], at] of wide) narrow(new Uint32Array(mapped, at, size / 2), new Uint16Array(bytes.buffer, chunkOffset, size / 2));
+      let bytes = new Uint8Array(readback.getMappedRange(), 0, chunk.size);
+      if (F16 && wide.length) bytes = narrowed(bytes, wide, end);
       if (!invalid && (await sha256(bytes)) === ctx.digests[i]) await toCache(ctx, chunk, bytes); // the Response copies them
     } catch {
       break; // the device was lost meanwhile
@@ -416,14 +415,22 @@ function widened(bytes, offset, size) {
   return out;
 }
 
-function narrow(words, half) {
-  for (let i = 0; i < words.length; i++) {
-    const w = words[i], sign = (w >>> 16) & 0x8000, e = (w >>> 23) & 255, m = w & 0x7fffff;
-    if (e === 255) half[i] = sign | 0x7c00 | (m >>> 13);
-    else if (e >= 113) half[i] = sign | ((e - 112) << 10) | (m >>> 13);
-    else if (e) half[i] = sign | ((m | 0x800000) >>> (126 - e)); // one of widened's subnormals
-    else half[i] = sign;
+// a copy of a chunk read back (its mapped range is not ours to write) with its widened copies' f32
+// values, which follow it from `at` on, narrowed back into place
+function narrowed(bytes, wide, at) {
+  const out = bytes.slice();
+  for (const [, chunkOffset, , , size] of wide) {
+    const words = new Uint32Array(bytes.buffer, at, size / 2), half = new Uint16Array(out.buffer, chunkOffset, size / 2);
+    for (let i = 0; i < words.length; i++) {
+      const w = words[i], sign = (w >>> 16) & 0x8000, e = (w >>> 23) & 255, m = w & 0x7fffff;
+      if (e === 255) half[i] = sign | 0x7c00 | (m >>> 13);
+      else if (e >= 113) half[i] = sign | ((e - 112) << 10) | (m >>> 13);
+      else if (e) half[i] = sign | ((m | 0x800000) >>> (126 - e)); // one of widened's subnormals
+      else half[i] = sign;
+    }
+    at += 2 * size;
   }
+  return out;
 }
 
 // drop the cached chunks this build no longer uses (older builds of the model)
@@ -489,8 +496,7 @@ function copyList(program) {
 async function uploadChunks(program, urls, buffers, device, options, opened) {
   const copies = program.chunks.map(() => []);
   for (const copy of copyList(program)) copies[copy[0]].push(copy);
-  const used = program.chunks.flatMap((chunk, i) => (copies[i].length ? [i] : []));
-  const total = used.reduce((sum, i) => sum + program.chunks[i].size, 0);
+  const total = program.chunks.reduce((sum, chunk, i) => sum + (copies[i].length && chunk.size), 0); // this class's
   let loaded = 0;
   options.onProgress?.(0, total);
   const stop = new AbortController();
@@ -518,8 +524,9 @@ async function uploadChunks(program, urls, buffers, device, options, opened) {
   const room = Math.max(0, ...program.chunks.map((c) => c.size)) + 1;
   async function worker() {
     const slot = { buffer: null, room };
-    while (next < used.length && !failure) {
-      const i = used[next++];
+    while (next < program.chunks.length && !failure) {
+      const i = next++;
+      if (!copies[i].length) continue; // another class's chunk
       try {
         const bytes = await chunkBytes(program, urls, i, ctx, slot);
         if (failure) return;
@@ -534,7 +541,7 @@ async function uploadChunks(program, urls, buffers, device, options, opened) {
     }
   }
   try {
-    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, used.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, program.chunks.length) }, worker));
   } finally {
     options.signal?.removeEventListener("abort", abort);
   }
