@@ -46,15 +46,38 @@ def buffer_bytes(buf) -> bytes:
     return precision.encode(buf)
 
 
-def pack_weights(plan: Plan, chunk_size: int):
-    """Chunks (each at most chunk_size) and copies [chunk, chunk offset, buffer, buffer offset, size].
+def pack_classes(plans: list[Plan], chunk_size: int) -> tuple[list[Chunk], list[list]]:
+    """The weight chunks of every device class's plan (each chunk at most chunk_size), and each plan's
+    copies [chunk, chunk offset, buffer, buffer offset, size] out of them.
 
-    Weights go in first-use order and a tensor is split only when it alone exceeds
-    the cap. Chunks also end at "anchor" layers (1 in 4, picked by a hash of the
-    layer's name), so when one layer changes size the chunking realigns at the next
-    anchor: the other layers' chunk files keep their bytes and hashes.
+    A weight goes in once. One that every plan has (the same bytes: the n-th weight of those bytes
+    in each) lies in chunks they all read; one that only some plans have (a class whose passes
+    treated it otherwise: "gpu"'s merged linear layers against "cpu"'s separate ones) in chunks only
+    those read: each class downloads its own weights and nothing else, and the folder holds each once.
+    Groups of the same plans are packed one after the other (every plan's first), each in its first
+    plan's order, which is first use. A tensor is split only when it alone exceeds the cap. Chunks
+    also end at "anchor" layers (1 in 4, picked by a hash of the layer's name), so when one layer
+    changes size the chunking realigns at the next anchor: the other layers' chunk files keep their
+    bytes and hashes.
     """
-    chunks, copies, current = [], [], bytearray()
+    rows = []  # per plan: (buf, its first buffer index, its bytes, key: (SHA-256, n-th of those bytes in the plan))
+    for plan in plans:
+        seen: dict[bytes, int] = {}
+        own = []
+        for buf, index in zip(plan.weights, plan.weight_buffer):
+            data = buffer_bytes(buf)
+            sha = hashlib.sha256(data).digest()
+            seen[sha] = seen.get(sha, -1) + 1
+            own.append((buf, index, data, (sha, seen[sha])))
+        rows.append(own)
+    users: dict[tuple, set] = {}
+    for k, own in enumerate(rows):
+        for *_, key in own:
+            users.setdefault(key, set()).add(k)
+    everyone = frozenset(range(len(plans)))
+    groups = [everyone] + [g for g in dict.fromkeys(frozenset(users[key]) for own in rows for *_, key in own) if g != everyone]
+
+    chunks, current, placed = [], bytearray(), {}  # placed: key -> [(chunk, chunk offset, start in the weight, size)]
 
     def flush():
         nonlocal current
@@ -62,26 +85,40 @@ def pack_weights(plan: Plan, chunk_size: int):
             chunks.append(Chunk(bytes(current)))
             current = bytearray()
 
-    layer = None
-    for buf, index in zip(plan.weights, plan.weight_buffer):
-        data = buffer_bytes(buf)
-        buf_layer = buf.name.rsplit(".", 1)[0]
-        if buf_layer != layer and _is_anchor(buf_layer):
-            flush()
-        layer = buf_layer
-        if len(data) > chunk_size:
-            flush()
-            for start in range(0, len(data), chunk_size):
-                piece = data[start:start + chunk_size]
-                copies += [[len(chunks), at, *target] for at, target in page_copies(buf, index, start, len(piece))]
-                chunks.append(Chunk(piece))
-            continue
-        if len(current) + len(data) > chunk_size:
-            flush()
-        copies += [[len(chunks), len(current) + at, *target] for at, target in page_copies(buf, index, 0, len(data))]
-        current += data
+    for group in groups:
+        flush()
+        layer = None
+        for buf, _, data, key in rows[min(group)]:
+            if frozenset(users[key]) != group or key in placed:
+                continue
+            buf_layer = buf.name.rsplit(".", 1)[0]
+            if buf_layer != layer and _is_anchor(buf_layer):
+                flush()
+            layer = buf_layer
+            if len(data) > chunk_size:
+                flush()
+                placed[key] = [(len(chunks) + n, 0, start, min(chunk_size, len(data) - start))
+                               for n, start in enumerate(range(0, len(data), chunk_size))]
+                chunks += [Chunk(data[start:start + chunk_size]) for start in range(0, len(data), chunk_size)]
+                continue
+            if len(current) + len(data) > chunk_size:
+                flush()
+            placed[key] = [(len(chunks), len(current), 0, len(data))]
+            current += data
     flush()
-    return chunks, copies
+
+    unique, at = [], {}  # chunks of the same bytes (by chance) once
+    for chunk in chunks:
+        at.setdefault(chunk.sha256, len(unique))
+        if at[chunk.sha256] == len(unique):
+            unique.append(chunk)
+    copies = [[[at[chunks[chunk].sha256], offset + within, *target]
+               for buf, index, _, key in own for chunk, offset, start, size in placed[key]
+               for within, target in page_copies(buf, index, start, size)] for own in rows]
+    if len({c.file for c in unique}) < len(unique):  # SHA-256s beginning alike: 1 in 10^11 builds of 60 chunks
+        raise KumaError(f"two weight chunks of this model have SHA-256s with the same first {ID_HEX} hex digits, which "
+                        "name their files; change chunk_size in kuma.toml a little and build again.")
+    return unique, copies
 
 
 def page_copies(buf, index: int, start: int, size: int):
@@ -97,27 +134,6 @@ def page_copies(buf, index: int, start: int, size: int):
         length = min(start + size, (page + 1) * page_bytes) - at
         yield at - start, [index + page, offset, length]
         at += length
-
-
-def pack_classes(plans: list[Plan], chunk_size: int) -> tuple[list[Chunk], list[list]]:
-    """The chunks of every device class's plan, each chunk once (the classes' weights are the same
-    bytes in the same order unless a pass treated them differently), and each plan's copies into them."""
-    chunks: list[Chunk] = []
-    index: dict[str, int] = {}
-    copies = []
-    for plan in plans:
-        own, own_copies = pack_weights(plan, chunk_size)
-        at = []  # own chunk -> its index in chunks
-        for chunk in own:
-            if chunk.sha256 not in index:
-                index[chunk.sha256] = len(chunks)
-                chunks.append(chunk)
-            at.append(index[chunk.sha256])
-        copies.append([[at[chunk], *rest] for chunk, *rest in own_copies])
-    if len({c.file for c in chunks}) < len(chunks):  # SHA-256s beginning alike: 1 in 10^11 builds of 60 chunks
-        raise KumaError(f"two weight chunks of this model have SHA-256s with the same first {ID_HEX} hex digits, which "
-                        "name their files; change chunk_size in kuma.toml a little and build again.")
-    return chunks, copies
 
 
 def _is_anchor(layer: str) -> bool:
