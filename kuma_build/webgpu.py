@@ -86,8 +86,6 @@ class GpuModel:
         self.binds = []
         for kernel, bound, groups, *when in program["dispatches"]:
             pipeline = pipelines[kernel]
-            if f16 and matrix and program["kernels"][kernel].get("f16m"):  # its own grid where its tile differs (emit.py)
-                groups = program["kernels"][kernel].get("f16mGroups", groups)
             group = device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=[
                 {"binding": i, "resource": {"buffer": self.buffers[b], "offset": 0, "size": self.buffers[b].size}} for i, b in enumerate(bound)])
             self.binds.append((pipeline, group, groups, when[0] if when else None))

@@ -184,15 +184,13 @@ function checkLimits(program, need, limits, whose) {
   }
 }
 
-// the WGSL of each kernel for this device (the one place a later choice between kernel sets goes),
-// and the workgroups of a subgroup-matrix variant whose tile is not its dispatches' (f16mGroups:
-// the other variants of its product run sliced K, kernels/gemm.py); adapter: the one the device came
-// from (undefined for load({ device }))
+// the WGSL of each kernel for this device (the one place a later choice between kernel sets goes);
+// adapter: the one the device came from (undefined for load({ device }))
 function kernelSources(program, device, adapter) {
   if (!F16) return program.kernels; // f32 kernels: { name, code } already
   const f16 = F16 && device.features.has("shader-f16");
   const matrix = MATRICES && f16 && tensorCores(device.features, adapter ? adapter.info : device.adapterInfo);
-  return program.kernels.map((k) => (matrix && k.f16m ? { name: k.name, code: k.f16m, groups: k.f16mGroups } : { name: k.name, code: (f16 && k.f16) || k.code }));
+  return program.kernels.map((k) => ({ name: k.name, code: (matrix && k.f16m) || (f16 && k.f16) || k.code }));
 }
 
 async function sha256(bytes) {
@@ -563,8 +561,7 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
     made.push(...buffers);
     device.pushErrorScope("validation");
     scoped = true;
-    const sources = kernelSources(program, device, adapter);
-    const pipelines = Promise.all(sources.map(async ({ name, code }) => {
+    const pipelines = Promise.all(kernelSources(program, device, adapter).map(async ({ name, code }) => {
       const module = device.createShaderModule({ label: name, code });
       try {
         return await device.createComputePipelineAsync({ label: name, layout: "auto", compute: { module, entryPoint: "main" } });
@@ -579,7 +576,7 @@ async function createModel(program, chunkUrls, options, adapter, software, cache
     const compiled = await pipelines;
     const binds = program.dispatches.map(([kernel, bound, groups, when]) => ({
       pipeline: compiled[kernel],
-      groups: (MATRICES && sources[kernel].groups) || groups,
+      groups,
       when,
       bindGroup: device.createBindGroup({
         layout: compiled[kernel].getBindGroupLayout(0),

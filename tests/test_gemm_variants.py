@@ -126,8 +126,9 @@ def test_sliced_linear_layers_by_default(fn, x_shape, y_shape, vector_reads):
 
 def test_sliced_only_where_measured():
     """Longer and shorter products (600 and 40 rows), weights whose columns do not take vec4s (70
-    columns; a transposed one, whose k are neighbours), convolutions and int8 weights keep the tiles
-    the cost model picks (f16 weights: tests/test_sliced_f16.py)."""
+    columns; a transposed one, whose k are neighbours), convolutions, int8 weights and f16 builds'
+    "-f16" programs (tests/test_precision.py: test_merged_weight_layout) keep the tiles the cost
+    model picks."""
     for net, x in ((Fn(lambda x, w: x @ w), (torch.randn(600, 64), torch.randn(64, 96))),
                    (Fn(lambda x, w: x @ w), (torch.randn(40, 64), torch.randn(64, 96))),
                    (Fn(lambda x, w: x @ w), (torch.randn(60, 64), torch.randn(64, 70))),

@@ -225,7 +225,7 @@ def test_kernels_fetch_f16_weight_words_whole(layer, words, monkeypatch):
     direct convolution loads a filter row's words before its taps, picking their halves only where
     rows too short to pad start on odd elements (docs/precision.md); the shader-f16 variant and f32
     builds read elements. Merged weights as f16 builds without merge_products.F16_COLUMNS store them,
-    each column's k together (with it: tests/test_sliced_f16.py)."""
+    each column's k together (with it: test_merged_weight_layout)."""
     if "merged" in layer:
         monkeypatch.setattr(merge_products, "F16_COLUMNS", False)
     compiled = compiled_layer(layer, "f16")[0]
@@ -235,6 +235,23 @@ def test_kernels_fetch_f16_weight_words_whole(layer, words, monkeypatch):
     assert not any(w in kernel["f16"] for w in WORDS)
     assert not any(w in k["code"] for w in WORDS for k in compiled_layer(layer, "f32")[0].program["kernels"])
 
+
+
+def test_merged_weight_layout(monkeypatch):
+    """f16 builds store a merged weight [K, N], each k's columns together (merge_products.F16_COLUMNS),
+    as f32 builds do: the "-f16" program's tiled kernel, on the cost model's tile (no sliced K:
+    kernels/gemm.py), reads words of two columns, and the widened program takes sliced K as the f32
+    build; int8 builds, and f16 ones without F16_COLUMNS, store each column's k together."""
+    def weight_load(precision: str, program: str) -> tuple[bool, str]:
+        """(sliced K, the tiled kernel's load of B, by words where it has one) of the merged product."""
+        programs = compiled_layer("gpu_pair_merged", precision)[0].programs
+        kernel = programs[program]["kernels"][programs[program]["dispatches"][0][0]]["code"]
+        return "fn gemm_add0(" in kernel, re.findall(r"vb=[^;]*;", kernel)[-1]
+    assert weight_load("f16", "gpu-f16") == (False, "vb=in1[(bk*260u+bn)>>1u];")  # element (k, n) at k * N + n
+    assert weight_load("f16", "gpu") == weight_load("f32", "gpu") == (True, "vb=in1[(bk*260u+bn)/4u];")
+    assert weight_load("int8", "gpu") == (False, "vb=weight_in1(bk+bn*46u);")  # at n * K + k
+    monkeypatch.setattr(merge_products, "F16_COLUMNS", False)
+    assert weight_load("f16", "gpu-f16") == (False, "vb=in1[(bk+bn*46u)>>1u];")
 
 @pytest.mark.parametrize("layer, rows, row, padded", [("gpu_odd_conv", 20, 147, 148), ("gpu_depthwise", 22 * 7, 7, 8),
                                                       ("gpu_depthwise_3x3", 120 * 3, 3, 3), ("gpu_pair_conv", 42, 54, 54)])

@@ -3,7 +3,7 @@
     <cache>/CACHEDIR.TAG               marks the folder as a cache Kuma made (bford.info/cachedir)
     <cache>/blobs/ab/<sha256>          file contents, named by their hash
     <cache>/models/<key>.json          {"model", "key", "files": {path: {"sha256", "size"}}}: one finished build
-    <cache>/kernels/<key>.json         {"kernel": {"name", "code", "workgroups", "code_f16", "code_matrix", "workgroups_matrix"}, "sha256"}: one kernel,
+    <cache>/kernels/<key>.json         {"kernel": {"name", "code", "workgroups", "code_f16", "code_matrix"}, "sha256"}: one kernel,
                                        under the compiler's spec key salted with the compiler's version
     <cache>/last/<model>.json          the key fields of the model's last build (for `explain`)
     <cache>/hashes.json                file hashes memoised by (size, mtime, ctime, inode), so no-op builds skip rehashing
@@ -133,7 +133,7 @@ class LocalCache:
 
     # --- kernels ----------------------------------------------------------------------
     def read_kernel(self, spec_key: str) -> dict | None:
-        """A generated kernel {"name", "code", "workgroups", "code_f16", "code_matrix", "workgroups_matrix"}, checked, or None."""
+        """A generated kernel {"name", "code", "workgroups", "code_f16", "code_matrix"}, checked, or None."""
         key = _kernel_name(spec_key)
         value = self.read_json("kernels", key)
         if value is None:
@@ -265,8 +265,6 @@ def _is_kernel(kernel) -> bool:
         and isinstance(kernel.get("workgroups"), list) and 1 <= len(kernel["workgroups"]) <= 3 \
         and all(map(_is_count, kernel["workgroups"])) and isinstance(kernel.get("code_f16"), (str, type(None))) \
         and isinstance(kernel.get("code_matrix"), (str, type(None))) \
-        and (kernel.get("workgroups_matrix") is None or (isinstance(kernel["workgroups_matrix"], list) and len(kernel["workgroups_matrix"]) == 3
-                                                         and all(type(n) is int and n >= 0 for n in kernel["workgroups_matrix"]))) \
         and isinstance(kernel.get("when"), (dict, type(None))) and (kernel.get("then") is None or _is_kernel(kernel["then"]))
 
 

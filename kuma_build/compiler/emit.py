@@ -184,11 +184,9 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies, native_f16
                     for n, v in graph.outputs.items()],
         "buffers": plan.buffers,
         # "f16": the kernel's variant for devices with shader-f16, "f16m": for those with subgroup
-        # matrices too (the runtime picks at load), "f16mGroups": its workgroups where they differ
-        # from its dispatches' (its own tile: kernels/gemm.py, SLICED_F16)
+        # matrices too (the runtime picks at load)
         "kernels": [{"name": k.name, "code": shipped(k.code), **({"f16": shipped(k.code_f16)} if k.code_f16 and native_f16 else {}),
-                     **({"f16m": shipped(k.code_matrix)} if k.code_matrix and native_f16 else {}),
-                     **({"f16mGroups": list(k.workgroups_matrix)} if k.workgroups_matrix and native_f16 else {})} for k in plan.kernels],
+                     **({"f16m": shipped(k.code_matrix)} if k.code_matrix and native_f16 else {})} for k in plan.kernels],
         # a 4th entry, {dim: [low, high]}: the dispatch runs only while each dim is in its range
         "dispatches": [[k, bufs, list(wg), *([when] if when else [])] for k, bufs, wg, when in plan.dispatches],
         # id: each chunk's SHA-256 must begin with it before the runtime uses its bytes; its file and

@@ -8,8 +8,7 @@ into an f32 value.
         the kernel's shader-f16 variant, as a native array<f16>. The bytes are the same.
         A kernel reading two neighbours i, i + 1 (i even) may load their word once
         (pair_word) and unpack it where it uses them (pair_values): gemm.py's tiles and
-        thin kernel, conv.py's direct kernel (a filter row's words); the tiled GEMM reads
-        4 (a vec2 of words, or a vec4<f16>) at once where it fetches vec4s; rows of odd length
+        thin kernel, conv.py's direct kernel (a filter row's words); rows of odd length
         are stored padded so that each starts on a word (passes/weight_storage.py).
         That variant of a matrix product also multiplies in f16 (kernels/gemm.py, `half`).
   int8  symmetric, one scale per output channel: scale = max|w| / 127, q = round(w / scale).
@@ -62,18 +61,9 @@ def storage_key(buf) -> tuple:
     return () if buf.storage == "f32" else (buf.storage, buf.numel, buf.channels)
 
 
-def reader(buf, var: str, native_f16: bool = False, vec4: bool = False) -> tuple[str, str]:
-    """(WGSL element type of binding `var`, WGSL function `weight_<var>(i: u32) -> f32`). vec4 (f16
-    only, numel a multiple of 4): the binding holds 4 values an element, a vec2<u32> of words or a
-    vec4<f16>, and `weight4_<var>(i: u32) -> vec4<f32>` reads values i .. i + 3 (i a multiple of 4)
-    at once (the tiled GEMM's vec4 fetches: kernels/matmul.py)."""
+def reader(buf, var: str, native_f16: bool = False) -> tuple[str, str]:
+    """(WGSL element type of binding `var`, WGSL function `weight_<var>(i: u32) -> f32`)."""
     head = f"fn weight_{var}(i: u32) -> f32 {{"
-    if buf.storage == "f16" and vec4:
-        head4 = f"fn weight4_{var}(i: u32) -> vec4<f32> {{"
-        if native_f16:
-            return "vec4<f16>", f"{head} return f32({var}[i >> 2u][i & 3u]); }}\n{head4} return vec4<f32>({var}[i >> 2u]); }}"
-        return "vec2<u32>", (f"{head} return unpack2x16float({var}[i >> 2u][(i >> 1u) & 1u])[i & 1u]; }}\n"
-                             f"{head4} let w = {var}[i >> 2u]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }}")
     if buf.storage == "f16" and native_f16:
         return "f16", f"{head} return f32({var}[i]); }}"
     if buf.storage == "f16":
@@ -90,13 +80,10 @@ def reader(buf, var: str, native_f16: bool = False, vec4: bool = False) -> tuple
 
 
 
-def pair_word(buf, var: str, offset: str, vec4: bool = False) -> str | None:
+def pair_word(buf, var: str, offset: str) -> str | None:
     """WGSL u32 holding element `offset` of an f16 binding `var` read as words (not the shader-f16
-    variant), and offset + 1 when offset is even (else offset - 1); None for other storage. vec4:
-    the binding holds vec2s of words (reader)."""
-    if buf.storage != "f16" or buf.pages != 1:
-        return None
-    return f"{var}[({offset}) >> 2u][(({offset}) >> 1u) & 1u]" if vec4 else f"{var}[({offset}) >> 1u]"
+    variant), and offset + 1 when offset is even (else offset - 1); None for other storage."""
+    return f"{var}[({offset}) >> 1u]" if buf.storage == "f16" and buf.pages == 1 else None
 
 
 def pair_values(word: str) -> str:

@@ -204,10 +204,8 @@ async function profileKuma(program, feed) {
     const pipelines = await Promise.all(program.kernels.map(async (k) => device.createComputePipelineAsync({
       label: k.name, layout: "auto", compute: { module: device.createShaderModule({ code: (name === "f16m" && k.f16m) || (name !== "code" && k.f16) || k.code }), entryPoint: "main" },
     })));
-    // a subgroup-matrix variant on its own tile has its own workgroups (f16mGroups: kernels/gemm.py, SLICED_F16)
     return program.dispatches.map(([kernel, bound, groups]) => ({
-      name: program.kernels[kernel].name, pipeline: pipelines[kernel], groups: (name === "f16m" && program.kernels[kernel].f16mGroups) || groups,
-      matrix: Boolean(program.kernels[kernel].f16m),
+      name: program.kernels[kernel].name, pipeline: pipelines[kernel], groups, matrix: Boolean(program.kernels[kernel].f16m),
       bindGroup: device.createBindGroup({ layout: pipelines[kernel].getBindGroupLayout(0), entries: bound.map((b, i) => ({ binding: i, resource: { buffer: buffers[b] } })) }),
     }));
   };

@@ -29,13 +29,11 @@ workgroup-memory reads per FMA of the 4 x 4 layout, as the 128 x 128 tile that r
 H100), and a 32 x 32 tile gets a split of K by 4 with no partial sums in memory and no dispatch
 to add them. One combination ships, where it was measured faster: f32 builds' linear layers of 48
 to 512 rows whose weight's columns take vec4s run 4 groups on 32 x 64 tiles, 32 k a step, A and B
-fetched as vec4s (SLICED_*, matmul.py: sliced, decided in passes/split_k.py). With SLICED_F16 (off:
-measured slower) f16 builds' such products take it too in the variants that multiply with FMAs (f16 weights read as words, or shader-f16's
-`half`), B's 4 columns a vec2 of words or a vec4<f16>, one load; their subgroup-matrix variant
-(gemm_matrix.py) keeps its own tile and so its own workgroup grid, which the kernel record carries
-beside the dispatch's (Kernel.workgroups_matrix, picked with the variant at load). All variants
-share the one split (the partial sums' buffer and their sum are the plan's), the one the
-subgroup-matrix variant's tile gets (SLICED_F16_SPLIT), so that variant runs as it did before.
+fetched as vec4s (SLICED_*, matmul.py: sliced, decided in passes/split_k.py), and so do f16
+builds' programs for devices without shader-f16 or tensor cores, which are the f32 build's kernels
+on widened weights (compiler/__init__.py: compile_for); the "-f16" program's products keep their
+tiles, whose subgroup-matrix variant (gemm_matrix.py) shares the tiled kernel's grid (sliced K in
+its other variants, B's 4 f16 columns a load, measured slower and is gone: docs/performance.md).
 
 Without shader-f16 an f16 weight is read as u32 words of two values, and both kernels load each
 word once where the caller gives a pair loader (Gemm.load_a_pair / load_b_pair, pairs): the tiled
@@ -97,8 +95,9 @@ K_GROUPS = 1
 # SLICED_GROUPS groups on a SLICED_TILE tile (4 x 8 sums a thread), B's tile fetched as vec4s where
 # aligned (A's 32 rows of a 16-k step were too few for a vec4 a thread: vector_side); BERT-128's four
 # products a layer 152.8 -> 136.7 us, ViT's 220.9 -> 197.4, BERT-512's
-# 391.7 -> 360.4, each at the split the cost model picks for that tile. Convolutions and longer
-# products keep the tiles above (not measured with groups); f16 weights where SLICED_F16 says
+# 391.7 -> 360.4, each at the split the cost model picks for that tile. Convolutions, f16 weights
+# (their subgroup-matrix variant shares the tiled kernel's grid) and longer products keep the tiles
+# above (not measured with groups)
 SLICED_GROUPS, SLICED_TILE, SLICED_MIN_ROWS, SLICED_ROWS = 4, (32, 64), 48, 512
 # a sliced product stages SLICED_STEP k at a time (8 a group, A's 32 rows then fetched as vec4s too),
 # its slices of a split at least MIN_SPLIT_STEPS of them: on Dawn (H200, 14:09-14:17 UTC, whole models,
@@ -107,20 +106,6 @@ SLICED_GROUPS, SLICED_TILE, SLICED_MIN_ROWS, SLICED_ROWS = 4, (32, 64), 48, 512
 # -> 1.486 (its attention output split 4 instead of 8, 17.0 -> 18.4 us); the other tiles kept 16
 # (the knob on every tile slowed ViT's patch convolution 30 -> 38 us)
 SLICED_STEP = 32
-# f16 builds' linear layers take sliced K as f32 builds' do, in the variants without subgroup matrices
-# (at 14:01-14:05 UTC, without shader-f16, f16 builds were 0.90-0.99x of f32 builds, which had it
-# and they did not); False: the tiles of the cost model. Off: measured slower (H200, Dawn, no
-# shader-f16, 14:46 UTC by the device's clock, docs/performance.md) at the split below, GPU back to
-# back BERT-128 1.656 -> 1.850 ms, BERT-512 5.170 -> 5.555, GPT-2 1.649 -> 1.889, ViT 2.782 -> 2.955,
-# ConvNeXt 1.233 -> 1.321 (BERT-128's products 1604 -> 1795 us); with Dawn's f16 toggle the
-# subgroup-matrix variant ran as without it (its own tile, grid and split)
-SLICED_F16 = False
-# the split the variants of such an f16 product share: "matrix", the one the subgroup-matrix variant's
-# own tile gets (what it had before, measured: the toggle path unchanged; the sliced tile then runs
-# at about twice the split it gets in f32 builds); "sliced", the sliced tile's (as f32 builds), the
-# subgroup-matrix tile then chosen for that split (32 x 64 at most of BERT's and ViT's shapes; none
-# where that tile has too few blocks for subgroup matrices)
-SLICED_F16_SPLIT = "matrix"
 
 
 @dataclass

@@ -4,9 +4,7 @@ shader-f16 and Chromium's experimental subgroup matrices with an f16 x f16 -> f3
 M = N = K = MATRIX and subgroups exactly SUBGROUP wide (the runtime checks, templates/runtime.js).
 
 The same tile, workgroup grid and dispatch as gemm.py's tiled kernel (choose_tile), so the plan
-does not change and only the code differs; but for a sliced product (gemm.py: SLICED_F16), whose
-other variants run the sliced tile: this one keeps the tile it gets unsliced (matrix_tile) at the
-split they share, and its own workgroup grid, which the runtime dispatches when it picks it. 256 invocations are SUBGROUPS subgroups of SUBGROUP;
+does not change and only the code differs. 256 invocations are SUBGROUPS subgroups of SUBGROUP;
 subgroup s is invocations s * SUBGROUP .. (s + 1) * SUBGROUP - 1 (how NVIDIA forms them, and what
 ONNX Runtime's subgroup-matrix kernels assume too). Each subgroup multiplies a rectangle of the
 tile's MATRIX x MATRIX blocks (block_grid: the rectangle that loads the fewest matrices), PR left
@@ -346,20 +344,14 @@ def worthwhile(g: Gemm) -> bool:
         return True
     if g.stored_b is None or isinstance(g.rows, Sym) or max_value(g.depth) < MIN_DEPTH:
         return False
-    return g.splits == 1 or stores_sum(g, matrix_tile(g)[0], g.a_k_contiguous) is not None
-
-
-def matrix_tile(g: Gemm) -> tuple[int, int]:
-    """The tile of g's product on subgroup matrices: the tiled kernel's, unsliced (a sliced
-    product's other variants run gemm.SLICED_TILE; this one keeps the tile it was measured with)."""
-    return choose_tile(replace(g, sliced=False))
+    return g.splits == 1 or stores_sum(g, choose_tile(g)[0], g.a_k_contiguous) is not None
 
 
 def matrix_tiled(g: Gemm) -> tuple[str, str, tuple] | None:
     """(directives, WGSL after the bindings, workgroup counts) of g's product on subgroup matrices,
     or None when its tile has too few blocks. g is the product the tiled kernel computes (not `half`)."""
     g = replace(g, load_a_pair=None, load_b_pair=None)  # its bindings are native f16: no u32 words to pair
-    tm, tn = matrix_tile(g)
+    tm, tn = choose_tile(g)
     grid = block_grid(tm, tn)
     if tm % MATRIX or tn % MATRIX or grid is None:
         return None
@@ -541,5 +533,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 {indent(finish)}
 }}
 """
-    # as the tiled kernel's: a workgroup per tile, batch and slice of K (its own tile's)
+    # as the tiled kernel's: a workgroup per tile, batch and slice of K
     return p.directives(), code, (ceil_div_count(g.cols, tn), ceil_div_count(g.rows, tm), ceil_div_count(g.batch * g.splits, 1))

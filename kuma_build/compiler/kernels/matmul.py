@@ -34,8 +34,8 @@ def sliced(node, device) -> bool:
     gemm.SLICED_MIN_ROWS to gemm.SLICED_ROWS rows, static sizes, B's columns neighbours in memory and
     aligned for vec4s (a packed linear weight, GPT-2's Conv1D one, a merged one; where
     B's k are neighbours the groups alone made the products slower on Dawn: docs/performance.md item 4).
-    passes/split_k.py decides (f32 builds, and f16 ones with gemm.SLICED_F16) and marks the node's
-    attrs["sliced"], which the kernel follows."""
+    passes/split_k.py decides (f32 builds only) and marks the node's attrs["sliced"], which the
+    kernel follows."""
     _, rows, cols, depth = gemm_shape(node)
     weight = node.inputs[1]
     return (gemm_module.sliced_shape(device, rows, cols) and isinstance(depth, int)
@@ -54,8 +54,7 @@ def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
     """Whether the tiled kernel reads A and B as vec4s along their last dim (gemm.VECTOR_LOADS, or a
     sliced product): static sizes, a tiled product whose tile side takes vec4s (gemm.vector_side), and each vec4
     whole and aligned (unit last stride, a last dim and every other stride and the offset multiples
-    of 4). Only then is the binding declared so: its other reads take one element of a vec4. An f16
-    weight's 4 values are then one load too: a vec2 of words, or a vec4<f16> (precision.reader)."""
+    of 4). Only then is the binding declared so: its other reads take one element of a vec4."""
     shape = gemm_shape(node)
     on = node.attrs.get("sliced", False)
     if not (gemm_module.VECTOR_LOADS or on) or device.register_gemm or not all(isinstance(x, int) for x in shape):
@@ -67,10 +66,7 @@ def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
 
     def aligned(k: int) -> bool:
         return aligned4(node.inputs[k]) and b.can_load4(k)
-    # a sliced product's A beside an f16 weight stays scalar: the subgroup-matrix variant shares A's
-    # binding and reads it by elements (its kernel as measured)
-    a4 = gemm_module.vector_side(tm, g.step) and aligned(0) and not (on and node.inputs[1].buffer.storage == "f16")
-    return a4, gemm_module.vector_side(tn, g.step) and aligned(1)
+    return gemm_module.vector_side(tm, g.step) and aligned(0), gemm_module.vector_side(tn, g.step) and aligned(1)
 
 
 def word_row(node, k: int) -> int | None:
@@ -122,8 +118,7 @@ def lower(node, device):
     # (gemm.py, pairs). A padded row's last word also holds its padding, staged past the last
     # column or k, where the other operand or the output's bounds make it count for nothing
     inner = 2 if b_view.strides[2] == 1 or n == 1 else 1  # the dim of B's pairs: columns (as cols_contiguous says), else k
-    # (B fetched as vec4s reads its words whole already)
-    pair_b = (lambda var, bi, kk, c: [f"{var} = {b.pair(1, [bi, kk, c])};"]) if on_words(b_view, inner) and b.pair(1, ["0u"] * 3) and not vec_b else None
+    pair_b = (lambda var, bi, kk, c: [f"{var} = {b.pair(1, [bi, kk, c])};"]) if on_words(b_view, inner) and b.pair(1, ["0u"] * 3) else None
     pair_a = (lambda var, bi, r, kk: [f"{var} = {b.pair(0, at(bi, r) + [kk])};"]) if on_words(a_view, 2) and b.pair(0, ["0u"] * 3) else None
 
     def weight_layout(k: int, wide: int) -> Stored | None:

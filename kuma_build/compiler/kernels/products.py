@@ -47,8 +47,7 @@ def few_rows(g: Gemm) -> tuple[str, int, int, int] | None:
 
 def gemm_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
     """The kernel of g after `functions` (its epilogue's); its shader-f16 variant, when it has one,
-    multiplies in f16, and a tiled one also gets a variant on subgroup matrices (gemm_matrix.py; on
-    its own tile and grid where the others take sliced K). With few_rows, the tiled kernel for many rows, then (Kernel.then) the thin one."""
+    multiplies in f16, and a tiled one also gets a variant on subgroup matrices (gemm_matrix.py). With few_rows, the tiled kernel for many rows, then (Kernel.then) the thin one."""
     small = few_rows(g)
     if small is None:
         return one_kernel(b, name, g, functions)
@@ -71,13 +70,11 @@ def one_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
     code, workgroups = gemm_code(g)
     reads_f16 = any(buf.storage == "f16" for buf in b.buffers)  # only then is there a shader-f16 variant
     half = functions + gemm_code(replace(g, half=True))[0] if reads_f16 else None
-    matrix = matrix_workgroups = None  # and, for the tiled kernel's products, one on subgroup matrices
+    matrix = None  # and, for the tiled kernel's products, one on subgroup matrices
     if reads_f16 and not g.device.register_gemm and not is_thin(g) and worthwhile(g):
         on_matrices = matrix_tiled(g)
         if on_matrices:
             directives, body, counts = on_matrices
+            assert counts == workgroups  # the plan's dispatch serves every variant
             matrix = directives, functions + body
-            if counts != workgroups:  # its own tile where the others run sliced K (gemm.py: SLICED_F16), its own dispatch
-                assert g.sliced and all(isinstance(n, int) for n in counts), "only a sliced product's variants differ in their grid"
-                matrix_workgroups = counts
-    return b.kernel(name, functions + code, workgroups, half, matrix, matrix_workgroups)
+    return b.kernel(name, functions + code, workgroups, half, matrix)

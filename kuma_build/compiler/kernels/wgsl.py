@@ -34,14 +34,11 @@ class Kernel:
     then: "Kernel | None" = None
     # variant multiplying on subgroup matrices (tensor cores), for devices with shader-f16 and them (gemm_matrix.py)
     code_matrix: str | None = None
-    # that variant's workgroups where its tile differs from the others' (a sliced product's, kernels/gemm.py:
-    # SLICED_F16; static sizes): the runtime dispatches it so when it picks the variant
-    workgroups_matrix: tuple | None = None
 
     def entry(self) -> dict:
         """What the kernel cache keeps of it (the buffers are the node's)."""
         entry = {"name": self.name, "code": self.code, "workgroups": list(self.workgroups), "code_f16": self.code_f16,
-                 "code_matrix": self.code_matrix, "workgroups_matrix": self.workgroups_matrix and list(self.workgroups_matrix)}
+                 "code_matrix": self.code_matrix}
         if self.when:
             entry.update(when=self.when, then=self.then and self.then.entry())
         return entry
@@ -50,9 +47,8 @@ class Kernel:
     def from_entry(cls, entry: dict, buffers: list[Buffer]) -> "Kernel":
         own = [buf for buf in buffers if buf is not DIMS or DIMS_BINDING in entry["code"]]  # as Bindings.kernel left them
         then = entry.get("then")
-        matrix_groups = entry.get("workgroups_matrix")
         return cls(entry["name"], entry["code"], tuple(entry["workgroups"]), own, entry.get("code_f16"), entry.get("when"),
-                   then and cls.from_entry(then, buffers), entry.get("code_matrix"), matrix_groups and tuple(matrix_groups))
+                   then and cls.from_entry(then, buffers), entry.get("code_matrix"))
 
     def chain(self) -> list["Kernel"]:
         """This kernel and the ones after it (Kernel.then): the node's dispatches, in order."""
@@ -96,13 +92,11 @@ class Bindings:
         self.out = node.output
         self.dims = node_dims(node)
         self.vector = 1  # elements per array item: 4 declares array<vec4<f32>> (elementwise.py)
-        self.vec4: set[int] = set()  # bindings read 4 elements at once (load4: gemm.py's vec4 fetches): f32 ones declared array<vec4<f32>>, f16 weights 4 values an element
+        self.vec4: set[int] = set()  # bindings of f32 inputs declared array<vec4<f32>> alone (load4: gemm.py's vec4 fetches)
         self.sums: dict[int, str] = {}  # input k -> the function reading it: a split-K product's folded sum (split_sum.py)
 
-    def declare(self, native_f16: bool = False, vec4_f16: bool = True) -> str:
-        """Binding declarations; f16/int8 weights also get a `weight_inK(i)` reader returning f32.
-        vec4_f16 False: f16 weights as plain arrays, also those read 4 at a time elsewhere (the
-        subgroup-matrix variant loads its matrices from array<f16>, and no vec4s)."""
+    def declare(self, native_f16: bool = False) -> str:
+        """Binding declarations; f16/int8 weights also get a `weight_inK(i)` reader returning f32."""
         lines, readers, binding = [], [], 0
         for i, buf in enumerate(self.buffers[:-1]):
             if buf is DIMS:
@@ -111,13 +105,12 @@ class Bindings:
                 binding += 1
                 continue
             element = WGSL_TYPE[buf.dtype]
-            vec4 = i in self.vec4 and (buf.storage == "f32" or vec4_f16)
             if buf.storage != "f32":
-                element, function = precision.reader(buf, f"in{i}", native_f16, vec4)
+                element, function = precision.reader(buf, f"in{i}", native_f16)
                 readers.append(function)
             if buf.pages > 1:
                 readers.append(page_reader(buf, f"in{i}"))
-            item = "vec4<f32>" if vec4 and buf.storage == "f32" else element if vec4 else self._item(element)
+            item = "vec4<f32>" if i in self.vec4 else self._item(element)
             for name in page_names(buf, f"in{i}"):
                 lines.append(f"@group(0) @binding({binding}) var<storage, read> {name}: array<{item}>;")
                 binding += 1
@@ -150,27 +143,22 @@ class Bindings:
         read by words (precision.pair_word), else None."""
         if k in self.sums:
             return None
-        buf = self.inputs[k].buffer
-        return precision.pair_word(buf, self.names[k], offset, self.buffers.index(buf) in self.vec4)
+        return precision.pair_word(self.inputs[k].buffer, self.names[k], offset)
 
     def can_load4(self, k: int) -> bool:
-        """Whether input k may be read 4 elements at once (vec4_input): f32 or an f16 weight, in one
-        page, not a folded sum, and a whole number of vec4s (each element then lies in a whole vec4
-        of the binding, since every buffer is its own GPU buffer of at least its size)."""
+        """Whether input k may be declared array<vec4<f32>> (vec4_input): f32, in one page, not a
+        folded sum, and a whole number of vec4s (each element then lies in a whole vec4 of the
+        binding, since every buffer is its own GPU buffer of at least its size)."""
         buf = self.inputs[k].buffer
-        return buf.storage in ("f32", "f16") and buf.dtype == "f32" and buf.pages == 1 and k not in self.sums and buf.numel % 4 == 0
+        return buf.storage == "f32" and buf.dtype == "f32" and buf.pages == 1 and k not in self.sums and buf.numel % 4 == 0
 
     def vec4_input(self, k: int) -> None:
-        """Declare input k's binding 4 elements an item (f32: array<vec4<f32>>; an f16 weight:
-        precision.reader's vec4): load4 reads 4 elements at once, load one."""
+        """Declare input k's binding array<vec4<f32>>: load4 reads 4 elements at once, load one."""
         self.vec4.add(self.buffers.index(self.inputs[k].buffer))
 
     def load4(self, k: int, index: list[str]) -> str:
-        """WGSL vec4<f32>: the 4 elements of input k (a vec4_input) from `index`, a multiple of 4 elements."""
-        offset = offset_expr(self.inputs[k], index)
-        if self.inputs[k].buffer.storage != "f32":
-            return f"weight4_{self.names[k]}({offset})"
-        return f"{self.names[k]}[({offset}) / 4u]"
+        """WGSL that reads the vec4 of input k (a vec4_input) starting at `index`, a multiple of 4 elements."""
+        return f"{self.names[k]}[({offset_expr(self.inputs[k], index)}) / 4u]"
 
     def f16_array(self, k: int) -> str | None:
         """The binding variable of input k when it is an f16 weight that the native-f16 variants
@@ -181,19 +169,17 @@ class Bindings:
         return self.names[k] if v.buffer.storage == "f16" and v.buffer.pages == 1 and k not in self.sums and fixed else None
 
     def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None,
-               matrix: tuple[str, str] | None = None, matrix_workgroups: tuple | None = None) -> Kernel:
+               matrix: tuple[str, str] | None = None) -> Kernel:
         """body_f16: the body of the shader-f16 variant when it differs (f16 arithmetic, gemm.py);
-        matrix: (directives, body) of the subgroup-matrix variant (gemm_matrix.py), f16 weights only;
-        matrix_workgroups: its workgroups, where they differ from `workgroups`."""
+        matrix: (directives, body) of the subgroup-matrix variant (gemm_matrix.py), f16 weights only."""
         if DIMS in self.buffers and "dims." not in body + (body_f16 or "") + (matrix[1] if matrix else ""):
             self.buffers.remove(DIMS)  # no size it computes with depends on a dim (a size-1 dim's stride, say)
         code_f16 = code_matrix = None
         if any(buf.storage == "f16" for buf in self.buffers):
             code_f16 = "enable f16;\n\n" + self.declare(native_f16=True) + after_bindings(body_f16 or body)
             if matrix:
-                code_matrix = matrix[0] + "\n\n" + self.declare(native_f16=True, vec4_f16=False) + after_bindings(matrix[1])
-        return Kernel(name, self.declare() + after_bindings(body), tuple(workgroups), self.buffers, code_f16, code_matrix=code_matrix,
-                      workgroups_matrix=tuple(matrix_workgroups) if code_matrix and matrix_workgroups else None)
+                code_matrix = matrix[0] + "\n\n" + self.declare(native_f16=True) + after_bindings(matrix[1])
+        return Kernel(name, self.declare() + after_bindings(body), tuple(workgroups), self.buffers, code_f16, code_matrix=code_matrix)
 
 
 def page_names(buf: Buffer, var: str) -> list[str]:

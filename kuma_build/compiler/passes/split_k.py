@@ -61,12 +61,13 @@ def split_k(graph) -> None:
     for node in graph.nodes:
         nodes.append(node)
         shape = record(node).product(node, graph.device)
-        # sliced K (kernels/gemm.py) in f32 builds, and in f16 builds with gemm.SLICED_F16 (int8
-        # builds keep their tiles); the kernel reads the choice from the attribute
-        sliced = bool(shape) and _sliced_build(graph) and record(node).sliced(node, graph.device)
+        # sliced K (kernels/gemm.py) only in f32 builds (f16 builds' widened programs are compiled as
+        # those: compiler/__init__.py, compile_for): narrower weights keep their tiles, whose
+        # subgroup-matrix variant shares the grid; the kernel reads the choice from the attribute
+        sliced = bool(shape) and graph.precision == "f32" and record(node).sliced(node, graph.device)
         if sliced:
             node.attrs["sliced"] = True
-        splits = gemm.choose_split(graph.device, *shape, sliced=sliced and not _matrix_split(graph, node)) if shape else 1  # by attribute: bench/gpu/gemm_sweep.py forces it
+        splits = gemm.choose_split(graph.device, *shape, sliced=sliced) if shape else 1  # by attribute: bench/gpu/gemm_sweep.py forces it
         if splits > 1:
             sums.append(_split(node, splits))
             nodes.append(sums[-1])
@@ -78,18 +79,6 @@ def split_k(graph) -> None:
         if _private(graph, node) and users and (_fold(graph, node, users, sums) or _store_in_norm(graph, node, users)):
             gone.add(node)
     graph.nodes = [node for node in graph.nodes if node not in gone]
-
-
-def _sliced_build(graph) -> bool:
-    return graph.precision == "f32" or (graph.precision == "f16" and gemm.SLICED_F16)
-
-
-def _matrix_split(graph, node) -> bool:
-    """Whether a sliced product's split is the one its subgroup-matrix variant's own tile gets
-    (gemm.SLICED_F16_SPLIT): in an f16 build, B a constant (a weight that may be stored f16 and so
-    carry that variant, which shares the split: the partial sums' buffer and their sum node)."""
-    assert gemm.SLICED_F16_SPLIT in ("matrix", "sliced"), f"gemm.SLICED_F16_SPLIT is {gemm.SLICED_F16_SPLIT!r}: matrix or sliced"
-    return graph.precision == "f16" and gemm.SLICED_F16_SPLIT == "matrix" and node.inputs[1].is_const
 
 
 def _private(graph, node) -> bool:
