@@ -47,13 +47,13 @@ class ClassBuild:
     graph: object
     plan: object
     ops: int  # IR nodes before the passes
-    name: str  # the program's: the class's, or for shader-f16 devices "<class>-f16" (devices.F16_PROGRAM)
-    widen: bool  # an f16 build's program for devices without shader-f16 (compile_for)
+    name: str  # the program's: the class's, or "<class>-f16" for devices with shader-f16 and tensor cores (devices.F16_PROGRAM)
+    widen: bool  # an f16 build's program for every other device (compile_for)
 
 
 def compile_for(device: DeviceClass, exported, model: ModelConfig, input_names, output_names, kernel_store,
                 widen: bool = False) -> ClassBuild:
-    """widen: an f16 build's program for devices without shader-f16, compiled as the f32 build is,
+    """widen: an f16 build's program for devices without tensor cores, compiled as the f32 build is,
     its weights sent as f16 (passes/weight_storage.py)."""
     graph = import_program(exported, model.name, model.source, input_names, output_names, device,
                            model.dims, {s.name: s.shape for s in model.inputs})

@@ -172,7 +172,7 @@ def needs_space(before: str, after: str) -> bool:
 
 def program_dict(name: str, plan: Plan, graph, specs, chunks, copies, native_f16: bool = True) -> dict:
     """The program of one class. native_f16=False: its kernels without their shader-f16 variants (an
-    f16 build's program for devices without shader-f16, devices.F16_PROGRAM)."""
+    f16 build's program for devices without tensor cores, devices.F16_PROGRAM)."""
     # the dims (kuma.toml order: their fields in the dims uniform), only for a model that has any
     dims = {"dims": {d.name: {"min": d.min, "max": d.max} for d in graph.dims}} if graph.dims else {}
     return {

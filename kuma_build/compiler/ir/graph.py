@@ -36,7 +36,7 @@ class Buffer:
     channels: tuple[int, int] = (1, 1)  # int8: (step, count) of its per-channel scales
     page: int = 0  # elements per binding of a weight too big for one (passes/page_weights.py); 0: one binding
     # "f16": an f32 weight whose bytes travel as f16 and are widened to f32 as the runtime writes them
-    # to the GPU (an f16 build's program for devices without shader-f16: passes/weight_storage.py)
+    # to the GPU (an f16 build's program for devices without tensor cores: passes/weight_storage.py)
     transit: str = "f32"
     dynamic: Sym | None = None  # its element count when a dim sets it (numel is then that count's max)
 

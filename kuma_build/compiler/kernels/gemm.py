@@ -30,7 +30,7 @@ H100), and a 32 x 32 tile gets a split of K by 4 with no partial sums in memory 
 to add them. One combination ships, where it was measured faster: f32 builds' linear layers of 48
 to 512 rows whose weight's columns take vec4s run 4 groups on 32 x 64 tiles, 32 k a step, A and B
 fetched as vec4s (SLICED_*, matmul.py: sliced, decided in passes/split_k.py), and so do f16
-builds' programs for devices without shader-f16 or tensor cores, which are the f32 build's kernels
+builds' programs for devices without tensor cores, which are the f32 build's kernels
 on widened weights (compiler/__init__.py: compile_for); the "-f16" program's products keep their
 tiles, whose subgroup-matrix variant (gemm_matrix.py) shares the tiled kernel's grid (sliced K in
 its other variants, B's 4 f16 columns a load, measured slower and is gone: docs/performance.md).

@@ -11,7 +11,7 @@ of odd length would start every other row mid-word and leave those kernels loadi
 such a weight is stored with a zero after each row (pad_odd_rows): the views keep their shapes
 and the kernels never read the zeros as values (the pairs' bounds stop at the row's last element).
 
-An f16 build's program for devices without shader-f16 (`widen`, devices.F16_PROGRAM) was compiled
+An f16 build's program for devices without tensor cores (`widen`, devices.F16_PROGRAM) was compiled
 as the f32 build is; there a chosen weight travels as f16 and is widened to f32 as the runtime
 writes it (Buffer.transit): its kernels are the f32 build's, so it is never slower than that build
 (reading f16 words and unpacking them in the products' inner loops was: 0.90-0.99x, H200, Dawn,
