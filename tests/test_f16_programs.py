@@ -20,6 +20,7 @@ from torch import nn
 from browser_support import Browser, decode, encode, run_folder
 from kuma_build.compiler import compile_module
 from kuma_build.compiler.passes.weight_storage import MIN_ELEMENTS
+from kuma_build.devices import CPU
 from kuma_build.jsmodule import shipped_runtime
 from kuma_build.outfolder import chunk_file, expand_copies, read_program, used_chunks
 from kuma_build.webgpu import run_program
@@ -141,6 +142,38 @@ def test_rows_of_odd_length_are_padded_in_both_programs_which_share_the_chunks()
         actual = list(run_program(widened, {"image": image.numpy()}, chunks=[c.data for c in f16.chunks]).values())
         assert_outputs_match(actual, reference_outputs(rounded(module), config, {"image": image}), TOLERANCE)
     assert len(f16.chunks) == 1
+
+
+class TiedLM(nn.Module):
+    """A token embedding gathered and used as the output projection (GPT-2's tied weights): its
+    product of 18 rows makes it compute-bound, so the widened program widens it."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Embedding(301, 64)
+
+    def forward(self, tokens):
+        return torch.tanh(self.table(tokens)) @ self.table.weight.t()
+
+
+@pytest.mark.browser
+def test_a_widened_weight_larger_than_a_binding_is_sent_as_f16_pages(tmp_path):
+    # bindings of at most 32 KiB: the 301 x 64 table, stored for the product as 64 rows of 301 padded
+    # to 302 (77 KB as f32 on the GPU, 38.7 KB as sent), takes 3 pages of at most 8192 values, each
+    # sent as f16 and widened into its own buffer
+    limit = 32 << 10
+    torch.manual_seed(3)
+    module, tokens = TiedLM().eval(), torch.randint(0, 301, (2, 9))
+    config = dataclasses.replace(model_config(module, [tokens], name="tied"), precision="f16")
+    compiled = compile_module(module, config, devices=[dataclasses.replace(CPU, binding_bytes=limit)])
+    widened = compiled.programs["cpu"]
+    assert [b["size"] for b in widened["buffers"] if b["kind"] == "widen"] == [2 * 8192, 2 * 8192, 2 * (64 * 302 - 2 * 8192)]
+    expected = reference_outputs(rounded(module), config, {"tokens": tokens})
+    on_lavapipe = run_program(widened, {"tokens": tokens.numpy()}, chunks=[c.data for c in compiled.chunks])
+    assert_outputs_match(list(on_lavapipe.values()), expected, TOLERANCE)
+    in_chromium = run_folder(compiled.write(tmp_path), {"tokens": tokens.numpy().astype("int32")})
+    assert in_chromium.facts["deviceClass"] == "cpu" and "cpu.js" in in_chromium.facts["fetched"]
+    assert_outputs_match(list(in_chromium.outputs.values()), expected, TOLERANCE)
 
 
 @pytest.mark.browser
