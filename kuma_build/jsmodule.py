@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from kuma_build import TEMPLATES, __version__
-from kuma_build.outfolder import chunk_file, class_file, class_module_js
+from kuma_build.outfolder import WIDEN, chunk_file, class_file, class_module_js
 from kuma_build.shortnames import short_kernels
 from kuma_build.templated import expanded, templated
 
@@ -91,7 +91,7 @@ def runtime_needs(shared: dict, parts: dict[str, dict]) -> set[str]:
     kernels = [kernel for part in parts.values() for kernel in part["kernels"]]
     needed = {"DIMS": "dims" in shared, "MATRICES": any("f16m" in k for k in kernels),
               "STATE": any(part.get("state") for part in parts.values()),
-              "F16": any("f16" in k for k in kernels) or any(isinstance(b, list) and b[1] == "widen" for part in parts.values() for b in part["buffers"])}
+              "F16": any("f16" in k for k in kernels) or any(isinstance(b, list) and b[1] == WIDEN for part in parts.values() for b in part["buffers"])}
     return {name for name, need in needed.items() if need}
 
 

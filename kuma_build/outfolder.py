@@ -41,6 +41,9 @@ from kuma_build.templated import HOLE, expanded
 PROGRAM_LINE = re.compile(r"^(?:export )?const program = ", re.M)
 RECORD = ".kuma-output.json"
 CLASS_KEYS = ("buffers", "kernels", "dispatches", "copies", "state", "digest")
+# the kind of a program buffer holding a weight sent as f16 and widened to f32 as it is written (an
+# f16 build's program for devices without tensor cores): its size is the f16 bytes, its GPU buffer twice that
+WIDEN = "widen"
 
 
 def write_output(folder: Path, files: dict[str, bytes]) -> None:
@@ -158,9 +161,8 @@ def chunks_digest(sha256s) -> str:
 
 def used_chunks(copies) -> list[int]:
     """The indices of the chunks a class's copies (expanded) read, in order: index.js lists the chunks
-    of every class, and classes whose passes treat weights differently (merged products on "gpu", f16
-    weights read as f32 where shader-f16 is missing) need some the others do not; each class
-    downloads and checks only its own."""
+    of every class, and a class whose passes store a weight its own way (merged products on "gpu")
+    needs chunks the others do not (emit.pack_classes); each class downloads and checks only its own."""
     return sorted({copy[0] for copy in copies})
 
 

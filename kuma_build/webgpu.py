@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kuma_build.errors import KumaError
-from kuma_build.outfolder import chunk_file, chunks_digest, expand_copies, used_chunks
+from kuma_build.outfolder import WIDEN, chunk_file, chunks_digest, expand_copies, used_chunks
 
 NUMPY_DTYPES = {"float32": np.float32, "int32": np.int32}
 TIMESTAMP_FEATURES = ("timestamp-query", "timestamp-query-inside-passes")
@@ -80,7 +80,7 @@ class GpuModel:
             chunks = read_chunks(folder, program)
         for chunk, chunk_offset, buffer, buffer_offset, size in expand_copies(program):
             data = memoryview(chunks[chunk])[chunk_offset:chunk_offset + size]
-            if program["buffers"][buffer]["kind"] == "widen":  # f16 values sent, f32 on the GPU
+            if program["buffers"][buffer]["kind"] == WIDEN:  # f16 values sent, f32 on the GPU
                 data, buffer_offset = np.frombuffer(data, "<f2").astype("<f4").tobytes(), 2 * buffer_offset
             device.queue.write_buffer(self.buffers[buffer], buffer_offset, data)
         self.binds = []
@@ -242,8 +242,8 @@ class GpuModel:
 
 
 def gpu_bytes(buffer: dict) -> int:
-    """A program buffer's size on the GPU: a widened weight's ("widen") is twice its f16 bytes."""
-    return 2 * buffer["size"] if buffer["kind"] == "widen" else buffer["size"]
+    """A program buffer's size on the GPU: a widened weight's (outfolder.WIDEN) is twice its f16 bytes."""
+    return 2 * buffer["size"] if buffer["kind"] == WIDEN else buffer["size"]
 
 
 def run_program(program: dict, inputs: dict[str, np.ndarray], folder: Path | None = None, chunks: list[bytes] | None = None,

@@ -70,12 +70,12 @@ def pack_classes(plans: list[Plan], chunk_size: int) -> tuple[list[Chunk], list[
             seen[sha] = seen.get(sha, -1) + 1
             own.append((buf, index, data, (sha, seen[sha])))
         rows.append(own)
-    users: dict[tuple, set] = {}
+    users: dict[tuple, frozenset] = {}  # key -> the plans that have it
     for k, own in enumerate(rows):
         for *_, key in own:
-            users.setdefault(key, set()).add(k)
+            users[key] = users.get(key, frozenset()) | {k}
     everyone = frozenset(range(len(plans)))
-    groups = [everyone] + [g for g in dict.fromkeys(frozenset(users[key]) for own in rows for *_, key in own) if g != everyone]
+    groups = [everyone] + [g for g in dict.fromkeys(users[key] for own in rows for *_, key in own) if g != everyone]
 
     chunks, current, placed = [], bytearray(), {}  # placed: key -> [(chunk, chunk offset, start in the weight, size)]
 
@@ -89,7 +89,7 @@ def pack_classes(plans: list[Plan], chunk_size: int) -> tuple[list[Chunk], list[
         flush()
         layer = None
         for buf, _, data, key in rows[min(group)]:
-            if frozenset(users[key]) != group or key in placed:
+            if users[key] != group or key in placed:
                 continue
             buf_layer = buf.name.rsplit(".", 1)[0]
             if buf_layer != layer and _is_anchor(buf_layer):

@@ -19,6 +19,7 @@ from kuma_build.compiler.ir.graph import DIMS, Buffer, Graph, const
 from kuma_build.compiler.kernels import spec_key
 from kuma_build.compiler.kernels.wgsl import Kernel, binding_buffers
 from kuma_build.compiler.ops import record
+from kuma_build.outfolder import WIDEN
 
 RESHUFFLES = 200
 
@@ -55,10 +56,10 @@ def make_plan(graph: Graph, kernel_store=None) -> Plan:
 
     def own_buffer(buf: Buffer, kind: str) -> int:
         """Its first buffer index; a paged weight takes one buffer per page, in order. A widened weight's
-        ("widen") size is its bytes as sent (f16): the runtime makes its GPU buffer twice that."""
+        (outfolder.WIDEN) size is its bytes as sent (f16): the runtime makes its GPU buffer twice that."""
         index_of[buf] = len(buffers)
         if buf.transit != "f32":
-            kind = "widen"
+            kind = WIDEN
         buffers.extend({"size": buf.sent_bytes(p), "kind": kind} for p in range(buf.pages))
         return index_of[buf]
 
