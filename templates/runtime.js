@@ -110,6 +110,8 @@ function chooseClass(names, software, wanted) {
 // arithmetic was left, it was 2-5% slower than f32 on BERT, GPT-2 and ViT (H200, docs/precision.md).
 // A model without subgroup-matrix kernels (MATRICES false) always takes the widened program.
 const F16_PROGRAM = "-f16";
+// each use spells out `F16 && b.kind === WIDEN`: behind a helper terser kept the widening code in the
+// runtimes without F16 (+256 bytes gzip of runtime.plain.min.js)
 const WIDEN = "widen";
 
 // the device class by the adapter (or the device passed in), its program joined to what the classes share
