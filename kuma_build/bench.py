@@ -29,11 +29,9 @@ MAX_QUERIES = 4096  # wgpu's largest query set
 BUSY_SECONDS = 0.2
 
 
-def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0, f16: bool | None = None,
-                 device_class: str | None = None) -> dict:
-    """Timings of one built model folder's kernels of `device_class` (default: the build's first):
-    medians in ms, per-kernel rows in µs. f16=False runs an f16 model's f32-math kernels on a
-    shader-f16 device (default: what the browser would pick)."""
+def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0, device_class: str | None = None) -> dict:
+    """Timings of one built model folder's kernels of `device_class` (default: the build's first, an
+    f16 build's "<class>-f16" program where it has one): medians in ms, per-kernel rows in µs."""
     if not (folder / "index.js").is_file():
         raise KumaError(f"model {folder.name} has not been built; run `kuma build {folder.name}` first.", folder)
     device_class = device_class or program_classes(folder)[0]
@@ -43,7 +41,7 @@ def bench_folder(folder: Path, runs: int = 20, warmup: int = 3, seed: int = 0, f
     inputs = random_inputs(program, seed)
     timing = "dispatch" if "timestamp-query-inside-passes" in device.features and len(program["dispatches"]) < MAX_QUERIES \
         else "pass" if "timestamp-query" in device.features else "wall"
-    gpu = GpuModel(program, folder, f16=f16)
+    gpu = GpuModel(program, folder)
     try:
         for _ in range(warmup):
             gpu.run(inputs)

@@ -57,24 +57,30 @@ class DeviceClass:
     # it reads the slices the dispatch would have read and skips writing and rereading their sum, so
     # every split folds (BERT's 16-slice sums of the feed-forward's down projection, into the norm after)
     fold_splits_once: int = 32
+    # its adapters may offer subgroup matrices (tensor cores: kernels/gemm_matrix.py's variant of the
+    # tiled products); software ones never do, so the "cpu" class's products never get that variant
+    # and an f16 build makes no "<class>-f16" program for it (below)
+    subgroup_matrices: bool = True
 
 
 GPU = DeviceClass("gpu")
 CPU = DeviceClass("cpu", parallel=2, small_tile_occupancy=1, implicit_gemm_conv=False, tiles=(16, 32, 64), splits=(1,), thread_rows=True,
-                  register_gemm=True, merge_products=False)
+                  register_gemm=True, merge_products=False, subgroup_matrices=False)
 DEVICE_CLASSES = {d.name: d for d in (GPU, CPU)}
 
 
 TARGETS = ("auto", *DEVICE_CLASSES)  # kuma.toml's `target`: every class, or one
 
-# An f16 build (kuma.toml precision = "f16") makes two programs for each class: "<class>-f16" for
-# devices with shader-f16 and subgroup matrices (its kernels read f16 weights and multiply on
-# tensor cores, or in f16), and "<class>", which runs on any device: the f32 build's kernels and
-# plan, its weights sent as f16 and widened to f32 as they are written to the GPU
-# (passes/weight_storage.py), so it is never slower than the f32 build, and half the download. The
-# runtime picks by the device's features (templates/runtime.js, loadModel; docs/precision.md).
+# An f16 build (kuma.toml precision = "f16") makes for each class "<class>", which runs on any device:
+# the f32 build's kernels and plan, its weights sent as f16 and widened to f32 as they are written to
+# the GPU (passes/weight_storage.py), so it is never slower than the f32 build, and half the download;
+# and, for a class whose adapters may offer subgroup matrices, "<class>-f16" for devices with
+# shader-f16 and them (its kernels read f16 weights and multiply on tensor cores, or in f16), written
+# only when some kernel has a subgroup-matrix variant: the runtime takes it nowhere else
+# (templates/runtime.js, loadModel; compiler.ships; docs/precision.md).
 F16_PROGRAM = "-f16"
-PROGRAMS = (*DEVICE_CLASSES, *(name + F16_PROGRAM for name in DEVICE_CLASSES))  # every program name a build may write
+# every program name a build may write
+PROGRAMS = (*DEVICE_CLASSES, *(d.name + F16_PROGRAM for d in DEVICE_CLASSES.values() if d.subgroup_matrices))
 
 
 def device_classes(target: str) -> list[DeviceClass]:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from kuma_build import TEMPLATES, __version__
+from kuma_build.devices import F16_PROGRAM
 from kuma_build.outfolder import WIDEN, chunk_file, class_file, class_module_js
 from kuma_build.shortnames import short_kernels
 from kuma_build.templated import expanded, templated
@@ -87,11 +88,12 @@ def code_before_comment(line: str) -> str:
 def runtime_needs(shared: dict, parts: dict[str, dict]) -> set[str]:
     """The switches of runtime.js that a model needs (shipped_runtime): DIMS when it has dims,
     MATRICES when a class has kernels with a subgroup-matrix variant (f16m), STATE when it has state
-    buffers, F16 when kernels have a shader-f16 variant or weights are widened (an f16 build)."""
+    buffers, F16 for an f16 build's "-f16" program or widened weights."""
     kernels = [kernel for part in parts.values() for kernel in part["kernels"]]
     needed = {"DIMS": "dims" in shared, "MATRICES": any("f16m" in k for k in kernels),
               "STATE": any(part.get("state") for part in parts.values()),
-              "F16": any("f16" in k for k in kernels) or any(isinstance(b, list) and b[1] == WIDEN for part in parts.values() for b in part["buffers"])}
+              "F16": any(name.endswith(F16_PROGRAM) for name in parts) or
+              any(isinstance(b, list) and b[1] == WIDEN for part in parts.values() for b in part["buffers"])}
     return {name for name, need in needed.items() if need}
 
 

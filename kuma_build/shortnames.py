@@ -41,12 +41,12 @@ RESERVED = {"f16", "f32", "i32", "u32"}
 
 
 def short_kernels(kernels: list[dict]) -> list[dict]:
-    """The kernels ({"name", "code", "f16"?, "f16m"?}) with one renaming applied to all their texts,
+    """The kernels ({"name", "code", "f16m"?}) with one renaming applied to all their texts,
     and the vector types by their short aliases (aliased)."""
-    texts = [k[field] for k in kernels for field in ("code", "f16", "f16m") if field in k]
+    texts = [k[field] for k in kernels for field in ("code", "f16m") if field in k]
     mapping = renaming(texts)
     rename = lambda text: aliased(NAME.sub(lambda m: mapping.get(m.group(0), m.group(0)), text))  # noqa: E731
-    return [{field: rename(value) if field in ("code", "f16", "f16m") else value for field, value in k.items()} for k in kernels]
+    return [{field: rename(value) if field in ("code", "f16m") else value for field, value in k.items()} for k in kernels]
 
 
 # vec4<f32> as vec4f, vec3<u32> as vec3u ...: WGSL's predeclared aliases, the same types (vec4h needs

@@ -9,7 +9,7 @@ no code for it. ResNet's, MobileNet's and U-Net's convolutions and split sums co
 gzip refers back to the repeated text of each at 3 bytes or so a piece, 30-50 bytes a kernel, where
 the numbers alone take 5-15 (docs/benchmarks.md, Code per device class).
 
-Only a kernel's "code" (its f32 WGSL) is templated; f16 variants ship as text. An integer is a run
+Only a kernel's "code" is templated; its subgroup-matrix variant ("f16m") ships as text. An integer is a run
 of digits not inside a name (a6), a float (6.0, 1e-5) or a leading-zero number, below 2**53 (so a
 JS number prints it back the same); a text with a `$`, a backtick or a backslash (WGSL has none)
 is left alone.

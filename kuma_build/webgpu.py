@@ -46,25 +46,22 @@ def adapter_and_device():
         wanted = {"max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],
                   "max-buffer-size": limits["max-buffer-size"],
                   "max-storage-buffers-per-shader-stage": min(limits["max-storage-buffers-per-shader-stage"], 10)}
-        # shader-f16 when the adapter has it, as the browser runtime asks for it (for f16 weights);
-        # timestamp queries for `kuma bench`
+        # shader-f16 when the adapter has it, for an f16 build's "-f16" program (the browser runtime
+        # takes that program only with the feature); timestamp queries for `kuma bench`
         features = [f for f in ("shader-f16", *TIMESTAMP_FEATURES) if f in adapter.features]
         _device = (adapter, adapter.request_device_sync(required_limits=wanted, required_features=features))
     return _device
 
 
 class GpuModel:
-    def __init__(self, program: dict, folder: Path | None = None, chunks: list[bytes] | None = None, f16: bool | None = None,
-                 matrix: bool = False):
-        """f16: run the kernels' shader-f16 variants (default: when the device has shader-f16, as the browser does).
-        matrix: run their subgroup-matrix variants where they have one (with f16); wgpu offers no subgroup
-        matrices, so only a build with gemm_matrix.py's emulation runs here (the tests)."""
+    def __init__(self, program: dict, folder: Path | None = None, chunks: list[bytes] | None = None, matrix: bool = False):
+        """matrix: run the kernels' subgroup-matrix variants where they have one (an f16 build's "-f16"
+        program, whose code needs shader-f16 too); wgpu offers no subgroup matrices, so only a build with
+        gemm_matrix.py's emulation runs them here (the tests)."""
         import wgpu
         self.program = program
         _, device = adapter_and_device()
         self.device = device
-        if f16 is None:
-            f16 = "shader-f16" in device.features
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
         uniform = wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST  # the dims' values
         self.buffers = [device.create_buffer(size=max(4, -(-gpu_bytes(b) // 4) * 4), usage=uniform if b["kind"] == "dims" else usage)
@@ -73,7 +70,7 @@ class GpuModel:
         self.values = None  # the dims' values the uniform holds
         pipelines = []
         for kernel in program["kernels"]:
-            code = (f16 and matrix and kernel.get("f16m")) or (f16 and kernel.get("f16")) or kernel["code"]
+            code = (matrix and kernel.get("f16m")) or kernel["code"]
             module = device.create_shader_module(label=kernel["name"], code=code)
             pipelines.append(device.create_compute_pipeline(label=kernel["name"], layout="auto", compute={"module": module, "entry_point": "main"}))
         if chunks is None:
@@ -247,9 +244,9 @@ def gpu_bytes(buffer: dict) -> int:
 
 
 def run_program(program: dict, inputs: dict[str, np.ndarray], folder: Path | None = None, chunks: list[bytes] | None = None,
-                f16: bool | None = None, matrix: bool = False) -> dict[str, np.ndarray]:
+                matrix: bool = False) -> dict[str, np.ndarray]:
     """Load a program (weights from its folder, or the chunks given), run it once, release it."""
-    gpu = GpuModel(program, folder, chunks, f16, matrix)
+    gpu = GpuModel(program, folder, chunks, matrix)
     try:
         return gpu.run(inputs)
     finally:

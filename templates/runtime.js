@@ -28,8 +28,8 @@
 // switches the model does not need (jsmodule.runtime_needs; docs/benchmarks.md has the sizes):
 // DIMS, a model with dims (the dims uniform, inferring dims, { size, per } counts, `when` ranges,
 // sizes with terms); MATRICES, kernels with a subgroup-matrix variant (picking it); STATE, state
-// buffers (setting them at load and on reset()); F16, an f16 build (its "-f16" programs for devices
-// with shader-f16, asking for the feature; widened weights in the others)
+// buffers (setting them at load and on reset()); F16, an f16 build (its widened weights, and its
+// "-f16" program where it has one)
 const DIMS = true, MATRICES = true, STATE = true, F16 = true;
 
 const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
@@ -103,12 +103,12 @@ function chooseClass(names, software, wanted) {
   return names.includes(preferred) ? preferred : names[0];
 }
 
-// An f16 build has two programs a class (devices.F16_PROGRAM): "<class>-f16", whose kernels read the
-// f16 weights natively and multiply on subgroup matrices (tensor cores) where they can, taken on a
-// device with shader-f16 and those matrices; and "<class>", the f32 build's kernels with the weights
-// widened to f32 as they are written (kind "widen"), for every other device: where only the f16
-// arithmetic was left, it was 2-5% slower than f32 on BERT, GPT-2 and ViT (H200, docs/precision.md).
-// A model without subgroup-matrix kernels (MATRICES false) always takes the widened program.
+// An f16 build has a program "<class>" for every device (devices.F16_PROGRAM): the f32 build's kernels
+// with the weights widened to f32 as they are written (kind "widen"); and, where some kernel has a
+// variant on subgroup matrices (tensor cores; MATRICES), "<class>-f16", whose kernels read the f16
+// weights natively, taken on a device with shader-f16 and those matrices: where only the f16
+// arithmetic was left, it was 2-5% slower than f32 on BERT, GPT-2 and ViT (H200, docs/precision.md),
+// so the build writes no "-f16" program without them (none for "cpu": software adapters offer none).
 const F16_PROGRAM = "-f16";
 // each use spells out `F16 && b.kind === WIDEN`: behind a helper terser kept the widening code in the
 // runtimes without F16 (+256 bytes gzip of runtime.plain.min.js)
@@ -133,12 +133,10 @@ async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
 
 async function requestDevice(adapter, program, need) {
   checkLimits(program, need, adapter.limits, "this GPU's adapter");
-  // f16 weights: kernels have a native-f16 variant, and tiled products one on subgroup matrices;
-  // ask for the features only when they are there
-  const f16 = F16 && program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16");
-  const matrix = MATRICES && f16 && program.kernels.some((k) => k.f16m) && tensorCores(adapter.features, adapter.info);
-  const requiredFeatures = [...(f16 ? ["shader-f16"] : []), ...(matrix ? [MATRIX] : [])];
-  return adapter.requestDevice({ requiredLimits: need.limits, requiredFeatures });
+  // f16m kernels: an f16 build's "-f16" program, taken only where the adapter has both features
+  // (loadModel), whose kernels all read f16 weights natively
+  const half = MATRICES && program.kernels.some((k) => k.f16m);
+  return adapter.requestDevice({ requiredLimits: need.limits, ...(half && { requiredFeatures: ["shader-f16", MATRIX] }) });
 }
 
 // subgroup matrices as kernels/gemm_matrix.py's variant needs them: f16 x f16 -> f32 blocks of
@@ -189,10 +187,9 @@ function checkLimits(program, need, limits, whose) {
 // the WGSL of each kernel for this device (the one place a later choice between kernel sets goes);
 // adapter: the one the device came from (undefined for load({ device }))
 function kernelSources(program, device, adapter) {
-  if (!F16) return program.kernels; // f32 kernels: { name, code } already
-  const f16 = F16 && device.features.has("shader-f16");
-  const matrix = MATRICES && f16 && tensorCores(device.features, adapter ? adapter.info : device.adapterInfo);
-  return program.kernels.map((k) => ({ name: k.name, code: (matrix && k.f16m) || (f16 && k.f16) || k.code }));
+  if (!MATRICES) return program.kernels; // { name, code } already
+  const matrix = f16Matrices(device.features, adapter ? adapter.info : device.adapterInfo);
+  return program.kernels.map((k) => ({ name: k.name, code: (matrix && k.f16m) || k.code }));
 }
 
 async function sha256(bytes) {

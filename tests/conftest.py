@@ -44,3 +44,13 @@ def matrices_everywhere(monkeypatch):
     measured faster (gemm_matrix.worthwhile): the kernel's tests cover convolutions, odd rows, short K."""
     from kuma_build.compiler.kernels import gemm_matrix
     monkeypatch.setattr(gemm_matrix, "ONLY_WHERE_FASTER", False)
+
+
+@pytest.fixture
+def f16_programs_everywhere(monkeypatch):
+    """An f16 build's "gpu-f16" program written also where no kernel has a subgroup-matrix variant
+    (compiler.ONLY_WITH_MATRICES), for tests of the shader-f16 code of products that take none (thin
+    ones, small tiles, convolutions): the code a model's "gpu-f16" program ships for them beside
+    products that do."""
+    from kuma_build import compiler
+    monkeypatch.setattr(compiler, "ONLY_WITH_MATRICES", False)

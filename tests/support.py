@@ -25,12 +25,15 @@ def model_config(module: torch.nn.Module, inputs, name: str = "test", device: st
     return ModelConfig(name, source, "", None, "f32", specs, None, {}, device)
 
 
-def run_compiled(compiled, config: ModelConfig, inputs, f16: bool | None = None, matrix: bool = False) -> list[np.ndarray]:
-    """The outputs of a compiled module on real WebGPU, for inputs in kuma.toml order, its kernels
-    with the short names a class module ships (shortnames.py)."""
+def run_compiled(compiled, config: ModelConfig, inputs, program: str | None = None, matrix: bool = False) -> list[np.ndarray]:
+    """The outputs of a compiled module's program (default: its first) on real WebGPU, for inputs in
+    kuma.toml order, its kernels with the short names a class module ships (shortnames.py). matrix:
+    the kernels' subgroup-matrix variants (an f16 build's "-f16" program built on
+    gemm_matrix.EMULATED), where the browser would pick them."""
     feed = {s.name: t.numpy() for s, t in zip(config.inputs, inputs)}
-    program = {**compiled.program, "kernels": short_kernels(compiled.program["kernels"])}
-    return list(run_program(program, feed, chunks=[c.data for c in compiled.chunks], f16=f16, matrix=matrix).values())
+    chosen = compiled.programs[program] if program else compiled.program
+    program = {**chosen, "kernels": short_kernels(chosen["kernels"])}
+    return list(run_program(program, feed, chunks=[c.data for c in compiled.chunks], matrix=matrix).values())
 
 
 def run_on_gpu(module: torch.nn.Module, *inputs: torch.Tensor, chunk_size: int = 4 << 20, device: str = "cpu"):

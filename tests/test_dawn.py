@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from kuma_build.compiler import compile_module
+from kuma_build.outfolder import program_classes
 from support import model_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,13 +103,13 @@ def test_f16_build_runs_the_variant_the_runtime_picks(dawn, tmp_path):
     assert bench.dawn_flags(toggled)[1] == "enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia"
     result = bench.node_job(toggled, job, tmp_path, "kuma", timeout=120)
     assert result["ok"], result["error"]
-    # the runtime takes the "-f16" program where the adapter has shader-f16, else the f32 kernels on
-    # weights widened at load (SwiftShader's case: devices.F16_PROGRAM); either way no subgroup matrices
-    half = "shader-f16" in result["adapter"]["features"]
-    assert result["program"] == ("gpu-f16" if half else "gpu") and result["adapter"]["subgroupMatrixConfigs"] == []
-    assert result["matrixKernels"] == (1 if half else 0)
-    assert result["variant"] == result["profile"]["variant"] == ("f16" if half else "code")
-    assert result["relL2"] <= 3e-3
+    # the build has a "-f16" program (its product has a subgroup-matrix variant), but the runtime takes
+    # it only where the adapter offers subgroup matrices, which SwiftShader does not: the f32 kernels
+    # on weights widened at load (devices.F16_PROGRAM), f32 accuracy on the rounded weights
+    assert program_classes(folder) == ["gpu-f16", "gpu"] and result["adapter"]["subgroupMatrixConfigs"] == []
+    assert result["program"] == "gpu" and result["matrixKernels"] == 0
+    assert result["variant"] == result["profile"]["variant"] == "code"
+    assert result["relL2"] <= 1e-5
 
 
 def test_dispatch_probe_on_dawn(dawn, tmp_path):

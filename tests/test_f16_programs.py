@@ -1,13 +1,15 @@
-"""An f16 build's two programs a device class (devices.F16_PROGRAM). "<class>-f16" reads the f16
-weights natively, for devices with shader-f16 and tensor cores (subgroup matrices); "<class>", for
-every other device, is the f32
-build's kernels and plan with the weights sent as f16 and widened to f32 as they are written, so it
-is never slower than the f32 build and downloads half the bytes. There a weight that only
-memory-bound readers use (an embedding table, a product of a few rows) stays f16, read as words.
-Checked on lavapipe (which has shader-f16, so both programs run) and in Chromium, whose SwiftShader
-lacks it: the runtime picks the widened program, downloads only its chunks, and narrows the
-weights back to their f16 bytes when it stores them in the browser cache."""
+"""An f16 build's programs (devices.F16_PROGRAM). "<class>", for every device, is the f32 build's
+kernels and plan with the weights sent as f16 and widened to f32 as they are written, so it is never
+slower than the f32 build and downloads half the bytes; there a weight that only memory-bound readers
+use (an embedding table, a product of a few rows) stays f16, read as words. "gpu-f16" reads the f16
+weights natively, for devices with shader-f16 and tensor cores (subgroup matrices): the build writes
+it only where some kernel has a subgroup-matrix variant (the runtime takes it nowhere else), and its
+kernels ship their shader-f16 code alone; the "cpu" class never has one. Checked on lavapipe (which
+has shader-f16, so every program runs) and in Chromium, whose SwiftShader lacks it: the runtime picks
+the widened program, downloads only its chunks, and narrows the weights back to their f16 bytes when
+it stores them in the browser cache."""
 
+import copy
 import dataclasses
 import json
 import subprocess
@@ -30,12 +32,14 @@ F16_TOLERANCE = 1e-2  # verify.DEFAULT_TOLERANCE["f16"]
 
 
 class Mixer(nn.Module):
-    """Two linear layers of 37 rows: compute-bound products, so every weight is widened."""
+    """Two linear layers (compute-bound products, so every weight is widened); at 300 rows of 260
+    features the first has a subgroup-matrix variant where they are not only shipped where faster
+    (conftest.py: matrices_everywhere), the second (70 columns) has none."""
 
-    def __init__(self):
+    def __init__(self, features: int = 64, hidden: int = 150):
         super().__init__()
-        self.up = nn.Linear(64, 150)
-        self.down = nn.Linear(150, 70)
+        self.up = nn.Linear(features, hidden)
+        self.down = nn.Linear(hidden, 70)
 
     def forward(self, x):
         return self.down(F.gelu(self.up(x)))
@@ -64,10 +68,10 @@ def build(module, inputs, precision: str):
 def rounded(module):
     """module with the weights an f16 build stores narrower rounded to f16 (those of at least
     weight_storage.MIN_ELEMENTS values; biases stay f32), as the widened program computes with them."""
-    copy = type(module)()
-    copy.load_state_dict({k: v.half().float() if k.endswith("weight") and v.numel() >= MIN_ELEMENTS else v
-                          for k, v in module.state_dict().items()})
-    return copy.eval()
+    copied = copy.deepcopy(module)
+    copied.load_state_dict({k: v.half().float() if k.endswith("weight") and v.numel() >= MIN_ELEMENTS else v
+                            for k, v in module.state_dict().items()})
+    return copied.eval()
 
 
 @pytest.fixture(scope="module")
@@ -77,27 +81,46 @@ def mixer():
     return module, x, build(module, (x,), "f16"), build(module, (x,), "f32")[0]
 
 
-def test_an_f16_build_has_two_programs_a_class_and_the_widened_one_is_the_f32_build(mixer):
+def test_without_subgroup_matrix_kernels_an_f16_build_has_the_widened_program_of_each_class(mixer):
     _, _, (f16, _), f32 = mixer
-    assert list(f16.programs) == ["gpu-f16", "gpu", "cpu-f16", "cpu"]
+    assert list(f16.programs) == ["gpu", "cpu"] and list(f16.manifest["classes"]) == ["gpu", "cpu"]
     for name in ("gpu", "cpu"):
-        native, widened, plain = f16.programs[name + "-f16"], f16.programs[name], f32.programs[name]
-        assert any("f16" in k for k in native["kernels"]) and not any("f16" in k for k in widened["kernels"])
+        widened, plain = f16.programs[name], f32.programs[name]
         assert widened["kernels"] == plain["kernels"] and widened["dispatches"] == plain["dispatches"]
         weights = [(w, p) for w, p in zip(widened["buffers"], plain["buffers"]) if p["kind"] == "weight"]
         widen = [(w, p) for w, p in weights if w["kind"] == "widen"]
         assert len(widen) == 2 and all(w["size"] * 2 == p["size"] for w, p in widen)  # sent as f16, f32 on the GPU
+    assert [w["storage"] for w in f16.manifest["weights"] if w["name"].endswith("weight")] == ["f16", "f16"]  # the bytes
 
 
-def test_both_programs_run_like_pytorch_on_lavapipe(mixer):
-    module, x, (f16, config), _ = mixer
+@pytest.fixture
+def wide_mixer(tiles_as_written, matrices_everywhere):
+    torch.manual_seed(4)
+    module, x = Mixer(260, 200).eval(), torch.randn(300, 260)
+    return module, x, build(module, (x,), "f16"), build(module, (x,), "f32")[0]
+
+
+def test_with_them_gpu_f16_ships_the_shader_f16_code_alone_and_every_program_runs_like_pytorch(wide_mixer, tmp_path):
+    module, x, (f16, config), f32 = wide_mixer
+    assert list(f16.programs) == ["gpu-f16", "gpu", "cpu"]  # never "cpu-f16": software adapters offer no subgroup matrices
+    native = f16.programs["gpu-f16"]["kernels"]
+    assert [("f16m" in k, k["name"]) for k in native if k["name"] == "matmul"] == [(True, "matmul"), (False, "matmul")]
+    # a kernel reading an f16 weight has one code, reading it natively (a browser taking the program has shader-f16)
+    readers = [k for k in native if k["name"] == "matmul"]
+    assert all(k["code"].startswith("enable f16;") and "unpack2x16float" not in k["code"] and set(k) <= {"name", "code", "f16m"}
+               for k in readers)
+    assert f16.programs["gpu"]["kernels"] == f32.programs["gpu"]["kernels"]
+    files = f16.files()
+    assert {"gpu-f16.js", "gpu.js", "cpu.js"} <= set(files) and "cpu-f16.js" not in files
+    assert '"gpu-f16": () => import("./gpu-f16.js")' in files["index.js"].decode()
+
     expected = reference_outputs(module, config, {"x": x})
     exact = reference_outputs(rounded(module), config, {"x": x})
     chunks = [c.data for c in f16.chunks]
     for name, program in f16.programs.items():
-        actual = list(run_program(program, {"x": x.numpy()}, chunks=chunks).values())
+        actual = list(run_program(program, {"x": x.numpy()}, chunks=chunks).values())  # gpu-f16: the f16 FMA code
         assert_outputs_match(actual, expected, F16_TOLERANCE)
-        if "-f16" not in name:  # f32 arithmetic on the f16 weights: f32 accuracy against them
+        if name != "gpu-f16":  # f32 arithmetic on the f16 weights: f32 accuracy against them
             assert_outputs_match(actual, exact, TOLERANCE)
 
 
@@ -115,7 +138,7 @@ def test_weights_of_memory_bound_readers_stay_f16_words():
     exact = reference_outputs(rounded(module), config, {"ids": ids})
     chunks = [c.data for c in f16.chunks]
     for name in ("gpu", "cpu"):
-        actual = list(run_program(f16.programs[name], {"ids": ids.numpy()}, chunks=chunks, f16=False).values())
+        actual = list(run_program(f16.programs[name], {"ids": ids.numpy()}, chunks=chunks).values())
         assert_outputs_match(actual, expected, F16_TOLERANCE)
         assert_outputs_match(actual, exact, TOLERANCE)
 
@@ -131,12 +154,16 @@ class Stem(nn.Module):
         return F.relu(self.conv(image))
 
 
-def test_rows_of_odd_length_are_padded_in_both_programs_which_share_the_chunks():
+def test_rows_of_odd_length_are_padded_in_every_program_and_they_share_the_chunks(f16_programs_everywhere):
+    # a convolution takes no subgroup matrices: its "gpu-f16" program here is the one a model that
+    # has some kernels on them would ship (conftest.py: f16_programs_everywhere)
     torch.manual_seed(2)
     module, image = Stem().eval(), torch.randn(1, 3, 29, 31)
     f16, config = build(module, (image,), "f16")
+    assert list(f16.programs) == ["gpu-f16", "gpu", "cpu"]
+    native = f16.programs["gpu-f16"]
     for name in ("gpu", "cpu"):
-        native, widened = f16.programs[name + "-f16"], f16.programs[name]
+        widened = f16.programs[name]
         assert used_chunks(expand_copies(native)) == used_chunks(expand_copies(widened))
         assert [b["size"] for b in widened["buffers"] if b["kind"] == "widen"] == [40 * 148 * 2]  # a zero after each row
         actual = list(run_program(widened, {"image": image.numpy()}, chunks=[c.data for c in f16.chunks]).values())
@@ -184,7 +211,7 @@ def test_chromium_without_shader_f16_loads_the_widened_program_and_caches_its_f1
     own = sorted(chunk_file(program["chunks"][i]["id"]) for i in used_chunks(expand_copies(program)))
     result = run_folder(root, {"x": x.numpy()})
     assert result.facts["deviceClass"] == "cpu", result.facts["adapter"]  # SwiftShader: software, no shader-f16
-    assert "cpu.js" in result.facts["fetched"] and "cpu-f16.js" not in result.facts["fetched"]
+    assert "cpu.js" in result.facts["fetched"] and not (root / "cpu-f16.js").exists()
     assert sorted(f for f in result.facts["fetched"] if f.startswith("weights/")) == own
     assert_outputs_match(list(result.outputs.values()), reference_outputs(rounded(module), config, {"x": x}), TOLERANCE)
 
@@ -212,20 +239,28 @@ const MATRIX = "chromium-experimental-subgroup-matrix";
 const configs = [{ componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 }];
 const cases = { tensorCores: [["shader-f16", MATRIX], configs], f16Only: [["shader-f16"], configs], matricesNoConfig: [["shader-f16", MATRIX], []], none: [[], []] };
 const picked = {};
-for (const [name, [features, matrixConfigs]] of Object.entries(cases)) {
-  const device = { features: new Set(features), adapterInfo: { vendor: "nvidia", architecture: "hopper", subgroupMinSize: 32, subgroupMaxSize: 32, subgroupMatrixConfigs: matrixConfigs } };
-  const modules = Object.fromEntries(["gpu-f16", "gpu", "cpu-f16", "cpu"].map((n) => [n, async () => { picked[name] = n; throw new Error("stop"); }]));
-  const shared = { model: "m", classes: Object.keys(modules), inputs: [], outputs: [], chunks: [] };
-  await loadModel(shared, modules, [], { device, cache: false }).catch(() => {});
+for (const classes of [["gpu-f16", "gpu", "cpu"], ["gpu", "cpu"]]) {
+  for (const [name, [features, matrixConfigs]] of Object.entries(cases)) {
+    for (const deviceClass of ["gpu", "cpu"]) {
+      const device = { features: new Set(features), adapterInfo: { vendor: "nvidia", architecture: "hopper", subgroupMinSize: 32, subgroupMaxSize: 32, subgroupMatrixConfigs: matrixConfigs } };
+      const key = `${classes.length} ${name} ${deviceClass}`;
+      const modules = Object.fromEntries(classes.map((n) => [n, async () => { picked[key] = n; throw new Error("stop"); }]));
+      const shared = { model: "m", classes, inputs: [], outputs: [], chunks: [] };
+      await loadModel(shared, modules, [], { device, deviceClass, cache: false }).catch(() => {});
+    }
+  }
 }
 console.log(JSON.stringify(picked));
 """
 
 
 def test_the_runtime_takes_the_f16_program_only_with_shader_f16_and_tensor_cores(tmp_path):
-    # load({ device }) with devices of each kind of features: the class module the runtime imports
+    # load({ device, deviceClass }) with devices of each kind of features, for a build with a
+    # "gpu-f16" program and one without (no kernel on subgroup matrices): the class module imported
     (tmp_path / "runtime.mjs").write_text(shipped_runtime(needs=None) + "export { loadModel };\n")
     (tmp_path / "pick.mjs").write_text(PICK)
     result = subprocess.run(["node", str(tmp_path / "pick.mjs")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"tensorCores": "gpu-f16", "f16Only": "gpu", "matricesNoConfig": "gpu", "none": "gpu"}
+    picked = json.loads(result.stdout)
+    assert {key: name for key, name in picked.items() if name.endswith("-f16")} == {"3 tensorCores gpu": "gpu-f16"}
+    assert len(picked) == 16 and all(name == key.split()[-1] for key, name in picked.items() if key != "3 tensorCores gpu")

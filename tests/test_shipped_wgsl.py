@@ -58,13 +58,13 @@ def test_short_names_keep_members_attributes_and_the_entry_point():
     # a variable named like an attribute: the attribute stays
     [grouped] = short_kernels([{"name": "k", "code": "@group(0)@binding(0)var<storage,read>x:array<f32>;\nfn main(){let group=x[0];}"}])
     assert grouped["code"] == "@group(0)@binding(0)var<storage,read>x:array<f32>;\nfn main(){let a=x[0];}"
-    [one, two] = short_kernels([{"name": "k", "code": first}, {"name": "k", "code": second, "f16": second}])
+    [one, two] = short_kernels([{"name": "k", "code": first}, {"name": "k", "code": second, "f16m": second}])
     assert one["code"] == ("struct c{seq:u32}\n@group(0)@binding(0)var<uniform>d:c;\n@group(0)@binding(1)var<storage,read>e:array<f32>;\n"
                            "fn a(b:u32)->f32{return e[b+d.seq];}\n"
                            "@compute@workgroup_size(64)\nfn main(@builtin(workgroup_id)f:vec3u){let a0=a(f.x*2u);}")
     assert aliased("var<workgroup>t:array<vec4<f16>,8>;\nlet v=vec2<i32>(1)+vec2<i32>();") == "var<workgroup>t:array<vec4h,8>;\nlet v=vec2i(1)+vec2i();"
     assert two == {"name": "k", "code": "fn a(b:f32)->f32{return b*2e5;}\nfn main(){let x=a(1.0);}",
-                   "f16": "fn a(b:f32)->f32{return b*2e5;}\nfn main(){let x=a(1.0);}"}
+                   "f16m": "fn a(b:f32)->f32{return b*2e5;}\nfn main(){let x=a(1.0);}"}
 
 
 def test_short_names_rename_every_kernel_of_a_class_one_to_one():

@@ -27,7 +27,8 @@ from kuma_build import __version__  # noqa: E402
 from kuma_build.bench import bench_folder, markdown, random_inputs  # noqa: E402
 from kuma_build.compiler.export import build_module, call_order  # noqa: E402
 from kuma_build.config import load_project  # noqa: E402
-from kuma_build.outfolder import read_program  # noqa: E402
+from kuma_build.devices import F16_PROGRAM  # noqa: E402
+from kuma_build.outfolder import program_classes, read_program  # noqa: E402
 from kuma_build.webgpu import GpuModel, adapter_and_device  # noqa: E402
 
 WANTED_FEATURES = ("shader-f16", "subgroup", "timestamp-query", "timestamp-query-inside-passes")
@@ -136,16 +137,18 @@ def main() -> int:
     for name in args.models or list(project.models):
         folder = project.out_dir / name
         try:
-            program = read_program(folder)
-            # an f16 model runs twice: f16 math (what a shader-f16 device picks), then f32 math
-            for label, f16 in [(name, None)] + ([(f"{name} (f32 math)", False)] if any("f16" in k for k in program["kernels"]) else []):
-                row = dict(bench_folder(folder, runs=args.runs, f16=f16), model=label)
+            # an f16 build with a "-f16" program runs twice: its f16-math kernels (wgpu has no subgroup
+            # matrices), then the widened program (f32 kernels, what every other device takes)
+            classes = program_classes(folder)
+            for label, device_class in [(name, classes[0])] + [(f"{name} (widened)", c) for c in classes[1:2] if classes[0].endswith(F16_PROGRAM)]:
+                program = read_program(folder, device_class)
+                row = dict(bench_folder(folder, runs=args.runs, device_class=device_class), model=label)
                 tables.append(markdown(row))
                 print(tables[-1], flush=True)
                 inputs = random_inputs(program)  # the inputs bench_folder ran
                 timings, expected = torch_eager(project, name, inputs, args.runs)
                 row.update(timings)
-                gpu = GpuModel(program, folder, f16=f16)
+                gpu = GpuModel(program, folder)
                 try:
                     actual = gpu.run(inputs)
                 finally:

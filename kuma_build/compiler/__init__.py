@@ -69,8 +69,24 @@ def compile_for(device: DeviceClass, exported, model: ModelConfig, input_names, 
 
 
 def programs_for(devices: list[DeviceClass], precision: str) -> list[tuple[DeviceClass, bool]]:
-    """(class, widen) of each program to build: one per class; an f16 build's two (devices.F16_PROGRAM)."""
-    return [(device, widen) for device in devices for widen in ((False, True) if precision == "f16" else (False,))]
+    """(class, widen) of each program to build: one per class; an f16 build's widened one, and before
+    it "<class>-f16" for a class whose adapters may offer subgroup matrices (devices.F16_PROGRAM)."""
+    if precision != "f16":
+        return [(device, False) for device in devices]
+    return [(device, widen) for device in devices for widen in ((False, True) if device.subgroup_matrices else (True,))]
+
+
+# tests set it False to run the "-f16" program of a layer whose products take no subgroup matrices
+# (its kernels are those a model's "-f16" program has for such products beside ones that do)
+ONLY_WITH_MATRICES = True
+
+
+def ships(build: ClassBuild) -> bool:
+    """Whether a browser can take the program: "<class>-f16" only on a device with subgroup matrices
+    (templates/runtime.js, loadModel), so only when some kernel has a variant on them; without one
+    the widened program runs everywhere (ResNet-50's products take none: gemm_matrix.worthwhile)."""
+    return build.widen or not build.name.endswith(F16_PROGRAM) or not ONLY_WITH_MATRICES or \
+        any(k.code_matrix for k in build.plan.kernels)
 
 
 def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_store=None, key: str = "",
@@ -82,9 +98,10 @@ def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_st
     devices = devices or device_classes(model.target)
     builds = [compile_for(device, exported, model, input_names, output_names, kernel_store, widen)
               for device, widen in programs_for(devices, model.precision)]
+    builds = [b for b in builds if ships(b)]
     chunks, copies = emit.pack_classes([b.plan for b in builds], chunk_size)
     specs = {s.name: s for s in model.inputs}
-    programs = {b.name: emit.program_dict(model.name, b.plan, b.graph, specs, chunks, c, native_f16=not b.widen)
+    programs = {b.name: emit.program_dict(model.name, b.plan, b.graph, specs, chunks, c, native_f16=b.name.endswith(F16_PROGRAM))
                 for b, c in zip(builds, copies)}
     per_class = {b.name: class_stats(b) for b in builds}
     manifest = emit.manifest_dict(programs, builds[0].plan, chunks, copies[0], per_class, key)

@@ -170,9 +170,12 @@ def needs_space(before: str, after: str) -> bool:
     return (word(before) and word(after)) or (before in WGSL_OPERATOR and after in WGSL_OPERATOR)
 
 
-def program_dict(name: str, plan: Plan, graph, specs, chunks, copies, native_f16: bool = True) -> dict:
-    """The program of one class. native_f16=False: its kernels without their shader-f16 variants (an
-    f16 build's program for devices without tensor cores, devices.F16_PROGRAM)."""
+def program_dict(name: str, plan: Plan, graph, specs, chunks, copies, native_f16: bool = False) -> dict:
+    """The program of one class. native_f16: an f16 build's "<class>-f16" program (devices.F16_PROGRAM),
+    which the runtime takes only on a device with shader-f16 and subgroup matrices: a kernel that
+    reads an f16 weight ships its shader-f16 code as its code (the one reading the weight by words
+    would never compile there), and its subgroup-matrix variant where it has one. Otherwise the
+    kernels' plain code (an f16 build's widened program reads its memory-bound f16 weights by words)."""
     # the dims (kuma.toml order: their fields in the dims uniform), only for a model that has any
     dims = {"dims": {d.name: {"min": d.min, "max": d.max} for d in graph.dims}} if graph.dims else {}
     return {
@@ -183,9 +186,9 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies, native_f16
         "outputs": [{"name": n, "shape": [to_json(s) for s in v.shape], "dtype": JS_DTYPE[v.dtype], "buffer": plan.output_buffer[n]}
                     for n, v in graph.outputs.items()],
         "buffers": plan.buffers,
-        # "f16": the kernel's variant for devices with shader-f16, "f16m": for those with subgroup
-        # matrices too (the runtime picks at load)
-        "kernels": [{"name": k.name, "code": shipped(k.code), **({"f16": shipped(k.code_f16)} if k.code_f16 and native_f16 else {}),
+        # "f16m": the kernel's variant on subgroup matrices (the runtime picks it where the device
+        # offers them, always in a browser that takes the program; wgpu-py runs "code", `kuma verify`)
+        "kernels": [{"name": k.name, "code": shipped((native_f16 and k.code_f16) or k.code),
                      **({"f16m": shipped(k.code_matrix)} if k.code_matrix and native_f16 else {})} for k in plan.kernels],
         # a 4th entry, {dim: [low, high]}: the dispatch runs only while each dim is in its range
         "dispatches": [[k, bufs, list(wg), *([when] if when else [])] for k, bufs, wg, when in plan.dispatches],
@@ -210,7 +213,9 @@ def manifest_dict(programs: dict[str, dict], plan: Plan, chunks, copies, stats: 
         pieces = [c for c in copies if index <= c[2] < index + buf.pages]
         # the weight's bytes as packed into the chunks (encoding it again would quantise twice)
         data = b"".join(chunks[chunk].data[offset:offset + size] for chunk, offset, _, _, size in pieces)
-        weights.append({"name": buf.name, "dtype": buf.dtype, "storage": buf.storage, "numel": buf.numel, "bytes": len(data),
+        # a widened weight's bytes are f16 (its storage in the "-f16" program, when there is one)
+        storage = "f16" if buf.transit == "f16" else buf.storage
+        weights.append({"name": buf.name, "dtype": buf.dtype, "storage": storage, "numel": buf.numel, "bytes": len(data),
                         "sha256": hashlib.sha256(data).hexdigest(),
                         "pieces": [{"chunk": chunks[c[0]].file, "offset": c[1], "size": c[4]} for c in pieces]})
     program = next(iter(programs.values()))

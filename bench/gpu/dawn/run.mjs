@@ -11,9 +11,9 @@
 //        (an idle GPU drops it, docs/performance.md). With profile, the same program (parsed from
 //        index.js and the picked device class's module) is rebuilt on a device with timestamp-query: the GPU time of one pass, of runs
 //        back to back in one pass, and of each dispatch in a pass of its own. Both use the kernel
-//        variant the runtime picks on this adapter (variant(): f32, shader-f16 or subgroup matrices),
+//        variant the runtime picks on this adapter (variant(): subgroup matrices or the kernels' code),
 //        which the result names, beside the adapter's subgroup sizes and subgroup-matrix configs; on
-//        subgroup matrices the profile also times the pass and those dispatches on the shader-f16 variant.
+//        subgroup matrices the profile also times the pass and those dispatches on the shader-f16 code.
 // ort:   ONNX Runtime Web's WebGPU EP on the same Dawn, for the model's ONNX export.
 // probe: Dawn's cost per dispatch: 1000 tiny dispatches in one pass, one submit; and one submit alone.
 // decode: a step model's greedy decode loop (docs/generative.md), for bench/gpu/dawn/decode.py.
@@ -96,15 +96,16 @@ async function adapterInfo() {
 }
 
 // The kernel variant templates/runtime.js picks for a program on an adapter (requestDevice and
-// kernelSources there; this mirrors them): "f16m" (subgroup matrices), "f16" (shader-f16) or "code",
-// and the device features it asks for.
+// kernelSources there; this mirrors them): "f16m" (subgroup matrices: only an f16 build's "-f16"
+// program has them, whose code is the kernels' shader-f16 code) or "code", and the device features
+// it asks for.
 const MATRIX = "chromium-experimental-subgroup-matrix";
 function variant(program, adapter) {
   const info = adapter.info;
-  const f16 = program.kernels.some((k) => k.f16) && adapter.features.has("shader-f16");
-  const matrix = f16 && program.kernels.some((k) => k.f16m) && adapter.features.has(MATRIX) && info.subgroupMinSize === 32 && info.subgroupMaxSize === 32 &&
+  const matrix = program.kernels.some((k) => k.f16m) && adapter.features.has("shader-f16") && adapter.features.has(MATRIX) &&
+    info.subgroupMinSize === 32 && info.subgroupMaxSize === 32 &&
     [...(info.subgroupMatrixConfigs ?? [])].some((c) => c.componentType === "f16" && c.resultComponentType === "f32" && c.M === 16 && c.N === 16 && c.K === 16);
-  return { name: matrix ? "f16m" : f16 ? "f16" : "code", features: [...(f16 ? ["shader-f16"] : []), ...(matrix ? [MATRIX] : [])] };
+  return { name: matrix ? "f16m" : "code", features: matrix ? ["shader-f16", MATRIX] : [] };
 }
 
 // ---- Kuma ----
@@ -172,7 +173,7 @@ function copyList(program) {
 async function profileKuma(program, feed) {
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter.features.has("timestamp-query")) return { error: "the adapter has no timestamp-query" };
-  // a widened weight ("widen": an f16 build's program for adapters without shader-f16) is sent as f16, f32 on the GPU
+  // a widened weight ("widen": an f16 build's program for adapters without tensor cores) is sent as f16, f32 on the GPU
   const gpuBytes = (b) => Math.ceil((b.kind === "widen" ? 2 * b.size : b.size) / 4) * 4;
   const largest = Math.max(4, ...program.buffers.map(gpuBytes));
   const picked = variant(program, adapter);
@@ -202,7 +203,7 @@ async function profileKuma(program, feed) {
   // the dispatches with the kernels of a variant
   const dispatchesOf = async (name) => {
     const pipelines = await Promise.all(program.kernels.map(async (k) => device.createComputePipelineAsync({
-      label: k.name, layout: "auto", compute: { module: device.createShaderModule({ code: (name === "f16m" && k.f16m) || (name !== "code" && k.f16) || k.code }), entryPoint: "main" },
+      label: k.name, layout: "auto", compute: { module: device.createShaderModule({ code: (name === "f16m" && k.f16m) || k.code }), entryPoint: "main" },
     })));
     return program.dispatches.map(([kernel, bound, groups]) => ({
       name: program.kernels[kernel].name, pipeline: pipelines[kernel], groups, matrix: Boolean(program.kernels[kernel].f16m),
@@ -255,10 +256,10 @@ async function profileKuma(program, feed) {
   }
   const dispatches = binds.map((b, i) => ({ name: b.name, groups: b.groups, us: median(perDispatch[i]) / 1e3 }));
   // on subgroup matrices: the same pass, and the dispatches that have a matrix variant, with the
-  // shader-f16 variant instead, what the matrices gain
+  // kernels' code (their shader-f16 code in the "-f16" program) instead, what the matrices gain
   let insteadF16 = null;
   if (picked.name === "f16m") {
-    const other = await dispatchesOf("f16");
+    const other = await dispatchesOf("code");
     await stamped([[other, 3]]);
     const pass = [];
     for (let r = 0; r < runs; r++) pass.push((await stamped([[other, 1]]))[0]);

@@ -20,7 +20,7 @@ from math import ceil
 
 from kuma_build.errors import KumaError
 from kuma_build.compiler.ir.sizes import Sym, ceil_div_count, wgsl as u32
-from kuma_build.compiler.kernels.gemm import STEP, Gemm, functions, loop
+from kuma_build.compiler.kernels.gemm import Gemm, functions, loop
 from kuma_build.compiler.kernels.wgsl import MAX_WORKGROUPS_PER_DIM, indent, threads, unravel
 
 BLOCKS = ((8, 8), (8, 4), (4, 4), (2, 4), (1, 4))  # rows x columns per thread (columns: whole vec4s)
@@ -44,7 +44,7 @@ def choose_block(g: Gemm) -> tuple[int, int, int]:
 def registers(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     """A rows x cols block per thread; thread gid = (slot, row block, column block), column blocks
     fastest, so a workgroup's threads share A's rows. As in tiled, slot = split * batch + b sums one
-    slice of K. With g.half, each STEP of k is summed into f16 `part_` values, then into the f32 `acc_` ones."""
+    slice of K. (No `half` variant: the "cpu" class has no f16 build's "-f16" program, devices.py.)"""
     rows, cols, size = choose_block(g)
     accs = [(i, j) for i in range(rows) for j in range(cols // 4)]  # a vec4 per row and run of 4 columns
     if any(isinstance(x, Sym) for x in (g.batch, g.rows, g.cols, g.depth)):
@@ -56,17 +56,11 @@ def registers(g: Gemm) -> tuple[str, tuple[int, int, int]]:
         header, workgroups = threads(slots * ceil(g.rows / rows) * ceil(g.cols / cols), size)
         lines, (slot, row_block, col_block) = unravel("gid", (slots, ceil(g.rows / rows), ceil(g.cols / cols)))
 
-    sums = "part" if g.half else "acc"  # what a k adds to
-    step = [f"let a{i} = {g.convert(f'gemm_a(batch, r + {i}u, k)')};" for i in range(rows)]
-    step += [f"let b{j} = vec4<{g.element}>({', '.join(g.convert(f'gemm_b(batch, k, c + {4 * j + lane}u)') for lane in range(4))});"
+    step = [f"let a{i} = gemm_a(batch, r + {i}u, k);" for i in range(rows)]
+    step += [f"let b{j} = vec4<f32>({', '.join(f'gemm_b(batch, k, c + {4 * j + lane}u)' for lane in range(4))});"
              for j in range(cols // 4)]
-    step += [f"{sums}_{i}_{j} = fma(vec4<{g.element}>(a{i}), b{j}, {sums}_{i}_{j});" for i, j in accs]
+    step += [f"acc_{i}_{j} = fma(vec4<f32>(a{i}), b{j}, acc_{i}_{j});" for i, j in accs]
     ks = loop("k", "k_begin", "k_end", 1, step)
-    if g.half:
-        ks = loop("k0", "k_begin", "k_end", STEP, [
-            *[f"var part_{i}_{j} = vec4<f16>();" for i, j in accs],
-            *loop("k", "k0", f"min(k0 + {STEP}u, k_end)", 1, step),
-            *[f"acc_{i}_{j} += vec4<f32>(part_{i}_{j});" for i, j in accs]])
     # 4 columns stored per call: the unrolled stores are most of the source
     put4 = """
 fn gemm_put4(batch: u32, slot: u32, r: u32, c: u32, run: vec4<f32>) {

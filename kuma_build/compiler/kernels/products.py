@@ -68,10 +68,12 @@ def gemm_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
 
 def one_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
     code, workgroups = gemm_code(g)
-    reads_f16 = any(buf.storage == "f16" for buf in b.buffers)  # only then is there a shader-f16 variant
-    half = functions + gemm_code(replace(g, half=True))[0] if reads_f16 else None
+    # only then is there a shader-f16 variant, and only a class with an f16 build's "-f16" program
+    # (devices.F16_PROGRAM: one whose adapters may offer subgroup matrices) ships it
+    f16_program = g.device.subgroup_matrices and any(buf.storage == "f16" for buf in b.buffers)
+    half = functions + gemm_code(replace(g, half=True))[0] if f16_program else None
     matrix = None  # and, for the tiled kernel's products, one on subgroup matrices
-    if reads_f16 and not g.device.register_gemm and not is_thin(g) and worthwhile(g):
+    if f16_program and not g.device.register_gemm and not is_thin(g) and worthwhile(g):
         on_matrices = matrix_tiled(g)
         if on_matrices:
             directives, body, counts = on_matrices
