@@ -30,8 +30,8 @@ def tiles_as_written(monkeypatch):
     """The gpu class's tile cost model without the occupancy of small tiles
     (DeviceClass.small_tile_occupancy) and the partial sums' traffic (gemm.SPLIT_TRAFFIC), for tests
     whose small layers were sized for the tiles and splits it picked before: with them their
-    products get tiles too small for the paths they test (f16 words fetched in pairs, subgroup
-    matrices). GPU is frozen: its field is set in place."""
+    products get tiles too small for the paths they test (tiles of each size, subgroup matrices).
+    GPU is frozen: its field is set in place."""
     from kuma_build.compiler.kernels import gemm
     from kuma_build.devices import GPU
     monkeypatch.setitem(GPU.__dict__, "small_tile_occupancy", 1)
