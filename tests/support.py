@@ -14,6 +14,9 @@ from kuma_build.verify import reference_outputs, rel_l2  # noqa: F401  (rel_l2: 
 from kuma_build.webgpu import run_program
 
 TOLERANCE = 1e-5  # relative L2 error, float32
+# one product of an f16 build's "-f16" program (f16 operands, f16 sums of each K step) against PyTorch
+# on the same f16 weights (docs/precision.md: 4.7e-4 to 6.9e-4 measured)
+F16_MATH_LAYER_BOUND = 3e-3
 
 
 def model_config(module: torch.nn.Module, inputs, name: str = "test", device: str = "cpu") -> ModelConfig:

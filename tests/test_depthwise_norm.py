@@ -82,11 +82,12 @@ def test_cpu_class_keeps_two_kernels():
 
 @pytest.mark.parametrize("native", [False, True])
 @pytest.mark.parametrize("channels, kernel, stored", [(40, 7, 40 * 7 * 8), (120, 3, 120 * 9)])
-def test_f16_filter(channels, kernel, stored, native):
-    """An f16 filter read exactly, without shader-f16 by words a filter row at a time (as conv.py's
-    direct kernel: 7 x 7 filters stored in rows of 8, 3 x 3 ones as they are, rows starting on odd
-    elements), with it by elements."""
-    module, x = Block(channels, convnext, kernel, padding=kernel // 2).eval(), torch.randn(1, channels, 13, 11)
+def test_f16_filter(channels, kernel, stored, native, f16_programs_everywhere):
+    """An f16 filter read exactly: on a few pixels (memory-bound, so an f16 build's widened program
+    keeps it f16: passes/weight_storage.py) by words a filter row at a time (as conv.py's direct
+    kernel: 7 x 7 filters stored in rows of 8, 3 x 3 ones as they are, rows starting on odd
+    elements), and natively by elements in the "gpu-f16" program (conftest.py: f16_programs_everywhere)."""
+    module, x = Block(channels, convnext, kernel, padding=kernel // 2).eval(), torch.randn(1, channels, 1, 2)
     config = dataclasses.replace(model_config(module, [x], device="gpu"), precision="f16")
     compiled = compile_module(module, config)
     weight = next(w for w in compiled.manifest["weights"] if w["name"] == "conv.weight")
@@ -95,10 +96,11 @@ def test_f16_filter(channels, kernel, stored, native):
     reference.conv.weight.data = reference.conv.weight.data.half().float()
     with torch.no_grad():
         expected = [reference(x).numpy()]
-    (kernel_code,) = compiled.program["kernels"]
-    assert "let c0_filter_row=" in kernel_code["code"] and "filter_row" not in kernel_code["f16"]
-    assert ("let c0_odd=" in kernel_code["code"]) == (kernel == 3)
-    assert_outputs_match(run_compiled(compiled, config, [x], native), expected, TOLERANCE)
+    program = "gpu-f16" if native else "gpu"
+    (kernel_code,) = compiled.programs[program]["kernels"]
+    assert ("let c0_filter_row=" in kernel_code["code"]) == (not native)
+    assert ("let c0_odd=" in kernel_code["code"]) == (kernel == 3 and not native)
+    assert_outputs_match(run_compiled(compiled, config, [x], program), expected, TOLERANCE)
 
 
 def test_convnext_model():

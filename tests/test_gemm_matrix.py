@@ -13,8 +13,9 @@ fetched (CONVERT_AT_STAGE), results through workgroup memory in rounds of subgro
 sums stored straight to the output (also of rows off the blocks: the last tile shifted, or the last
 block clamped in a product of fewer rows than the tile), a dim's rows. The kernel builds ship differs from the emulated one only in the lines calling a
 primitive, so the indexing tested is the indexing shipped, and Chromium (no subgroup matrices)
-runs the f32 variant of a build carrying it. Only f16-weight products of the "gpu"
-class's tiled kernel with enough blocks carry the variant; f32 builds are as before.
+runs the widened program of a build carrying it (devices.F16_PROGRAM). Only f16-weight products
+of the "gpu" class's tiled kernel with enough blocks carry the variant (the "gpu-f16" program,
+which a build writes only then); f32 builds are as before.
 """
 
 import dataclasses
@@ -28,9 +29,7 @@ from browser_support import run_folder
 from kuma_build.compiler import compile_module
 from kuma_build.compiler.kernels import gemm_matrix
 from kuma_build.config import InputSpec
-from support import assert_outputs_match, model_config, run_compiled
-
-F16_MATH_LAYER_BOUND = 3e-3  # as tests/test_precision.py's: one product with f16 operands against PyTorch
+from support import F16_MATH_LAYER_BOUND, assert_outputs_match, model_config, run_compiled
 
 
 class Batched(nn.Module):  # a weight per batch (no folding into rows), a fused relu
@@ -165,7 +164,7 @@ def assert_emulated_kernel_matches_pytorch(layer: str, monkeypatch, sign: str = 
             param.data = param.data.half().float()
     with torch.no_grad():
         expected = [module(*inputs).numpy()]
-    assert_outputs_match(run_compiled(compiled, config, inputs, True, matrix=True), expected, F16_MATH_LAYER_BOUND)
+    assert_outputs_match(run_compiled(compiled, config, inputs, matrix=True), expected, F16_MATH_LAYER_BOUND)
 
 
 def test_emulated_kernel_of_a_dynamic_product(monkeypatch):
@@ -176,13 +175,14 @@ def test_emulated_kernel_of_a_dynamic_product(monkeypatch):
     config = dataclasses.replace(model_config(net, [], "dims"), precision="f16", target="gpu")
     config.inputs, config.dims = [InputSpec("x", (1, "seq", 32), "float32")], {"seq": (1, 700)}
     compiled = compile_module(net, config)
+    assert list(compiled.programs) == ["gpu-f16", "gpu"]
     assert [("f16m" in k) for k in compiled.program["kernels"]] == [True, False, False]  # the thin ones have none
     net[0].weight.data = net[0].weight.data.half().float()
     for seq in (700, 301, 9, 1):
         x = torch.randn(1, seq, 32)
         with torch.no_grad():
             expected = [net(x).numpy()]
-        assert_outputs_match(run_compiled(compiled, config, [x], True, matrix=True), expected, F16_MATH_LAYER_BOUND)
+        assert_outputs_match(run_compiled(compiled, config, [x], matrix=True), expected, F16_MATH_LAYER_BOUND)
 
 
 def without_emulation_helpers(lines: list[str]) -> list[str]:
@@ -231,9 +231,11 @@ def test_shipped_kernel_differs_from_the_emulated_one_only_in_the_primitives(lay
 
 def test_only_f16_weight_tiled_products_of_enough_blocks_carry_it():
     assert matrix_kernels(compiled_layer("split_k")[0])
-    assert not any("f16m" in k or "f16" in k for k in compiled_layer("split_k", "f32")[0].program["kernels"])
-    assert not matrix_kernels(compiled_layer("split_k", "f16", "cpu")[0])  # the register-blocked kernel
-    assert not matrix_kernels(compiled_layer("split_k", "int8")[0])
+    # f32 and int8 builds have one program; an f16 build for "cpu" (the register-blocked kernel, and
+    # software adapters offer no subgroup matrices: devices.py) only the widened one
+    for precision, target in (("f32", "gpu"), ("int8", "gpu"), ("f16", "cpu")):
+        compiled = compiled_layer("split_k", precision, target)[0]
+        assert list(compiled.programs) == [target] and not matrix_kernels(compiled), (precision, target)
     assert gemm_matrix.block_grid(32, 32) is None  # 4 blocks for 8 subgroups: the tiled kernel's two variants only
     assert gemm_matrix.block_grid(128, 128) in ((2, 4), (4, 2)) and gemm_matrix.block_grid(16, 128) == (1, 8)
 
@@ -258,9 +260,9 @@ def test_only_a_build_carrying_it_ships_the_runtime_that_picks_it(tmp_path):
         assert ("chromium-experimental-subgroup-matrix" in index) == picks, precision
 
 @pytest.mark.browser
-def test_chromium_without_subgroup_matrices_runs_the_f32_variant(tmp_path):
+def test_chromium_without_subgroup_matrices_runs_the_widened_program(tmp_path):
     compiled, config, inputs, _ = compiled_layer("split_k")
-    assert matrix_kernels(compiled)
+    assert matrix_kernels(compiled) and list(compiled.programs) == ["gpu-f16", "gpu"]
     run = run_folder(compiled.write(tmp_path), {s.name: t.numpy() for s, t in zip(config.inputs, inputs)})
-    # SwiftShader offers neither shader-f16 nor subgroup matrices: the f32 variant, as lavapipe runs it
-    assert_outputs_match(list(run.outputs.values()), run_compiled(compiled, config, inputs, False))
+    # SwiftShader offers neither shader-f16 nor subgroup matrices: the widened program, as lavapipe runs it
+    assert_outputs_match(list(run.outputs.values()), run_compiled(compiled, config, inputs, "gpu"))

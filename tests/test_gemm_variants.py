@@ -77,21 +77,21 @@ def test_variant_matches_pytorch(name, forced):
 
 
 @pytest.mark.parametrize("knobs, tile", [(VECTORS, (64, 64)), (DOUBLE, (64, 64)), (GROUPS, (32, 32))], ids=["vectors", "double", "groups"])
-def test_variants_of_f16_math(knobs, tile, forced):
-    """The shader-f16 variant (f16 weights, f32 activations, here read as vec4s or staged in two
-    halves, rounded to f16) gives the same bits as the default kernel: only how the tiles are
-    fetched and staged differs. With K groups each group sums its share of a step in f16, so the
-    sums differ by f16 roundings."""
+def test_variants_of_f16_math(knobs, tile, forced, f16_programs_everywhere):
+    """The "gpu-f16" program's kernel (f16 weights, f32 activations, here read as vec4s or staged in
+    two halves, rounded to f16; conftest.py: f16_programs_everywhere) gives the same bits as the
+    default kernel: only how the tiles are fetched and staged differs. With K groups each group sums
+    its share of a step in f16, so the sums differ by f16 roundings."""
     net, x = nn.Linear(200, 68).eval(), torch.randn(70, 200)
     config = dataclasses.replace(model_config(net, [x], device="gpu"), precision="f16")
     forced(tile, 2, {})
     plain = compile_module(net, config)
     forced(tile, 2, knobs)
     variant = compile_module(net, config)
-    code = next(k["f16"] for k in variant.program["kernels"] if k["name"] == "matmul")
+    code = next(k["code"] for k in variant.programs["gpu-f16"]["kernels"] if k["name"] == "matmul")
     assert ("vec4<f16>(gemm_a4(" in code) == ("VECTOR_LOADS" in knobs) and ("var phase" in code) == ("DOUBLE_BUFFER" in knobs)
     assert ("fn gemm_add0(" in code) == ("K_GROUPS" in knobs)
-    outputs = [run_compiled(c, config, [x], True)[0] for c in (plain, variant)]
+    outputs = [run_compiled(c, config, [x], "gpu-f16")[0] for c in (plain, variant)]
     if "K_GROUPS" in knobs:
         assert rel_l2(outputs[1], outputs[0]) < 1e-3
     else:
