@@ -7,10 +7,12 @@ into an f32 value.
   f16   2 bytes a value. Read as array<u32> + unpack2x16float (every device), or, in
         the kernel's shader-f16 variant, as a native array<f16>. The bytes are the same.
         A kernel reading two neighbours i, i + 1 (i even) may load their word once
-        (pair_word) and unpack it where it uses them (pair_values): gemm.py's tiles and
-        thin kernel, conv.py's direct kernel (a filter row's words); rows of odd length
+        (pair_word) and unpack it where it uses them (pair_values): gemm.py's thin
+        kernel, conv.py's direct kernel (a filter row's words); rows of odd length
         are stored padded so that each starts on a word (passes/weight_storage.py).
-        That variant of a matrix product also multiplies in f16 (kernels/gemm.py, `half`).
+        Words are what an f16 build's widened program reads its memory-bound weights
+        by; its "-f16" program reads every f16 weight natively, and its matrix
+        products also multiply in f16 (kernels/gemm.py, `half`).
   int8  symmetric, one scale per output channel: scale = max|w| / 127, q = round(w / scale).
         The buffer holds the int8 values (4 a word), then one f32 scale per channel; the
         channel of flat element i is (i / step) % count.

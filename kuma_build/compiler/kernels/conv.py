@@ -158,9 +158,9 @@ def implicit_gemm(node, device):
         return coords + ([f"if ({inside}) {{ {read} }}"] if inside else [read])
 
     # neighbouring k of an f16 weight share a word when every row starts on a word (even row stride
-    # and offset; an odd K's rows are padded so, passes/weight_storage.py): the tiled kernel then
-    # loads each word once (gemm.py, pairs); the last word of an odd K also holds the padding,
-    # staged at k = K, where the input's tile holds zeros
+    # and offset; an odd K's rows are padded so, passes/weight_storage.py): the thin kernel (a
+    # convolution on a few pixels) then loads each word once (gemm.py, pairs); the last word of an
+    # odd K also holds the padding, read at k = K, where it counts for nothing
     load_a_pair = None
     if (flat_weight is not None and flat_weight.strides[1] == 1 and all(x % 2 == 0 for x in (flat_weight.strides[0], flat_weight.offset))
             and b.pair(1, ["0u", "0u"])):

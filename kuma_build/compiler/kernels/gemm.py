@@ -35,9 +35,11 @@ on widened weights (compiler/__init__.py: compile_for); the "-f16" program's pro
 tiles, whose subgroup-matrix variant (gemm_matrix.py) shares the tiled kernel's grid (sliced K in
 its other variants, B's 4 f16 columns a load, measured slower and is gone: docs/performance.md).
 
-Without shader-f16 an f16 weight is read as u32 words of two values, and both kernels load each
-word once where the caller gives a pair loader (Gemm.load_a_pair / load_b_pair, pairs): the tiled
-one fetches words and unpacks them when staging, the thin one loads its wide side's words.
+Without shader-f16 an f16 weight is read as u32 words of two values, and the thin kernel loads each
+word of its wide side once where the caller gives a pair loader (Gemm.load_a_pair / load_b_pair,
+pairs). Only an f16 build's widened program reads weights so, those of memory-bound products
+(passes/weight_storage.py: MEMORY_BOUND, at most THIN rows); the tiled kernel's products are not,
+and its f16 weights are read natively (the "-f16" program's) or widened to f32.
 
 With `half` (the shader-f16 variant of a kernel reading f16 weights,
 docs/precision.md) both kernels multiply in f16: loads are rounded to f16,
@@ -272,12 +274,9 @@ fn gemm_put(batch: u32, slot: u32, r: u32, c: u32, total: f32) {{
 
 
 def pairs(g: Gemm, side: str) -> bool:
-    """Whether the tiled kernel fetches operand `side` ("a" or "b") by words of two neighbours
-    (f16 weights read as words: A's neighbouring k; B's neighbouring columns, or k when its
-    columns are not neighbours in memory, as a merged linear weight's): a thread's fetch register
-    holds the word as loaded, and staging unpacks it, so each word is loaded once and no
-    conversion waits on a load before the step's products. Staged elements 2t, 2t + 1 are
-    neighbouring k of A's row only when its k are neighbours in memory (tiled's a_m, a_k)."""
+    """Whether the thin kernel reads operand `side` ("a" or "b") by words of two neighbours (f16
+    weights read as words: A's neighbouring k; B's neighbouring columns, or k when its columns are
+    not neighbours in memory, as a merged linear weight's), each word loaded once."""
     load = g.load_a_pair if side == "a" else g.load_b_pair
     contiguous = g.a_k_contiguous if side == "a" else True
     return load is not None and contiguous and not g.half and not g.device.register_gemm
@@ -287,24 +286,11 @@ def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], 
     """The tiled kernel's fetch_<side> and stage_<side> functions for one operand's elements, the
     zero of a thread's fetch registers and how many fetches a thread makes. Staged element e of the
     operand is at (origins[0] + at(e)[0], origins[1] + at(e)[1]) and write(e, value) stores it in
-    the tile (o: stage's extra parameter, the double buffer's half). With pairs(g, side), fetch t
-    loads the word of elements 2t and 2t + 1, half as many; a side of one element a thread (a
-    16-wide tile) has fewer words than threads, and the threads past them fetch and stage none
-    (whole subgroups: the first half of the workgroup's threads fetch)."""
+    the tile (o: stage's extra parameter, the double buffer's half)."""
     head = f"fn fetch_{side}(t: u32, batch: u32, {origins[0]}: u32, {origins[1]}: u32)"
-    if not pairs(g, side):
-        x, y = at("t")
-        fetch = f"{head} -> {g.element} {{ return {g.convert(f'gemm_{side}(batch, {origins[0]} + {x}, {origins[1]} + {y})')}; }}"
-        return fetch, [f"fn stage_{side}(t: u32, v: {g.element}{o}) {{ {write('t', 'v')} }}"], g.zero, fetches
-    x, y = at("2u * t")
-    word = f"gemm_{side}_pair(batch, {origins[0]} + {x}, {origins[1]} + {y})"
-    unpack = [f"let v = {precision.pair_values('w')};", write("2u * t", "v.x"), write("2u * t + 1u", "v.y")]
-    if fetches % 2:  # fetches == 1: SIDE ** 2 // 2 words
-        words = SIDE ** 2 // 2
-        fetch = "\n".join(block(f"{head} -> u32", [f"if (t >= {words}u) {{ return 0u; }}", f"return {word};"]))
-        return fetch, block(f"fn stage_{side}(t: u32, w: u32{o})", block(f"if (t < {words}u)", unpack)), "0u", 1
-    fetch = f"{head} -> u32 {{ return {word}; }}"
-    return fetch, block(f"fn stage_{side}(t: u32, w: u32{o})", unpack), "0u", fetches // 2
+    x, y = at("t")
+    fetch = f"{head} -> {g.element} {{ return {g.convert(f'gemm_{side}(batch, {origins[0]} + {x}, {origins[1]} + {y})')}; }}"
+    return fetch, [f"fn stage_{side}(t: u32, v: {g.element}{o}) {{ {write('t', 'v')} }}"], g.zero, fetches
 
 
 # Per-thread values are scalars with names fixed in the generator (acc_0_1, not acc[i][j] in a
@@ -365,8 +351,8 @@ def group(e: str) -> str:
 
 
 def k_runs(tile: int):
-    """(position in the tile, k) of staged element e of an operand whose k are neighbours in
-    memory: runs of 4 threads read 4 neighbouring k of one row (A) or column (B)."""
+    """(position in the tile, k) of staged element e of A when its k are neighbours in memory: runs
+    of 4 threads read 4 neighbouring k of one row."""
     return (lambda e: f"({group(e)} / 4u) % {tile}u"), (lambda e: f"{group(e)} % 4u + 4u * ({group(e)} / {4 * tile}u)")
 
 
@@ -379,6 +365,8 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     With K groups (k_groups; the workgroup's z is the group, x and y a group's grid: group_grid),
     group lid.z takes k lid.z * share .. + share - 1 of each step, and at the end groups 1, 2, ...
     in turn store their sums in workgroup memory for group 0 to add, which then finishes the tile."""
+    # no f16 weight reaches it read as words: those are memory-bound products' (module docstring)
+    g = replace(g, load_a_pair=None, load_b_pair=None)
     tm, tn = choose_tile(g)
     ks = g.step
     k_group, pieces = k_groups(g.device, tm, tn, group_count(g.sliced), ks)
@@ -554,7 +542,7 @@ def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple
     """WGSL functions fetching staged value t of A's and B's K step (fetch_a, fetch_b) and storing
     it in the k-major tiles (stage_a, stage_b; when double, at element offset o: the half it goes
     to); how many values each thread fetches; their zeros.
-    A value is an element, a word of two f16 elements (fetch_and_stage: pairs), or a vec4 where
+    A value is an element, or a vec4 where
     `vectors` says so: 4 neighbouring k of a row of A, whose threads go along the row (a row's
     step of k are step * 4 neighbouring bytes), or 4 neighbouring columns of B, which is one vec4 of
     the staged tile."""
@@ -586,13 +574,10 @@ def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple
         stage_b = [f"fn stage_b(t: u32, v: vec4<{element}>{o}) {{ {store} }}"]
         zero_b, count_b = f"vec4<{element}>()", tn * ks // per // 4
     else:
-        # B's element e is (e / tn, e % tn), or k in runs as A's when B is fetched by words of two
-        # k (pairs of a merged linear weight, whose columns are not neighbours in memory)
-        by_k = pairs(g, "b") and not g.cols_contiguous
-        b_n, b_k = k_runs(tn) if by_k else ((lambda e: f"{e} % {tn}u"), (lambda e: f"{e} / {tn}u"))
+        # B's element e is (e / tn, e % tn)
         fetch_b, stage_b, zero_b, count_b = fetch_and_stage(
-            g, "b", tn * ks // per, ("k0", "col0"), lambda e: (b_k(e), b_n(e)),
-            lambda e, v: cols.write("tile_b", f"{at}({b_k(e)}) * {tn}u + {b_n(e)}" if by_k else f"{at}{e}", v), o)
+            g, "b", tn * ks // per, ("k0", "col0"), lambda e: (f"{e} / {tn}u", f"{e} % {tn}u"),
+            lambda e, v: cols.write("tile_b", f"{at}{e}", v), o)
     code = "\n".join([readers, fetch_a, fetch_b, *stage_a, *stage_b]) + "\n"
     return code, (count_a, count_b), (zero_a, zero_b)
 

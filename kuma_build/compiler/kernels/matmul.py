@@ -70,7 +70,7 @@ def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
 
 
 def word_row(node, k: int) -> int | None:
-    """The rows of an operand whose neighbours the tiled kernel reads by words when it is stored
+    """The rows of an operand whose neighbours the thin kernel reads by words when it is stored
     f16 (OpRecord.word_row): A's k when they are neighbours in memory (W @ x); B's columns when they
     are (x @ W), else its k (a linear layer's weight)."""
     view = node.inputs[k] if k < 2 else None
@@ -114,8 +114,8 @@ def lower(node, device):
     # neighbouring columns of an f16 weight B share a word when every row starts on a word (even
     # strides and offset; odd rows are padded so, passes/weight_storage.py), or neighbouring k when
     # the columns are not neighbours (a linear weight, merged ones too: passes/merge_products.py)
-    # but k are, as A's k (a weight on the left): the tiled kernel then loads each word once
-    # (gemm.py, pairs). A padded row's last word also holds its padding, staged past the last
+    # but k are, as A's k (a weight on the left): the thin kernel then loads each word once
+    # (gemm.py, pairs). A padded row's last word also holds its padding, read past the last
     # column or k, where the other operand or the output's bounds make it count for nothing
     inner = 2 if b_view.strides[2] == 1 or n == 1 else 1  # the dim of B's pairs: columns (as cols_contiguous says), else k
     pair_b = (lambda var, bi, kk, c: [f"{var} = {b.pair(1, [bi, kk, c])};"]) if on_words(b_view, inner) and b.pair(1, ["0u"] * 3) else None
