@@ -4,8 +4,9 @@ passes/weight_storage.py chooses which weights are stored narrower. Kernels don'
 Bindings.load() reads every binding through `reader()`, which turns the stored format back
 into an f32 value.
 
-  f16   2 bytes a value. Read as array<u32> + unpack2x16float (every device), or, in
-        the kernel's shader-f16 variant, as a native array<f16>. The bytes are the same.
+  f16   2 bytes a value. Read as array<u32> + unpack2x16float (the memory-bound weights of
+        an f16 build's widened program), or, in the kernel's shader-f16 variant (the code
+        of the "-f16" program), as a native array<f16>. The bytes are the same.
         A kernel reading two neighbours i, i + 1 (i even) may load their word once
         (pair_word) and unpack it where it uses them (pair_values): gemm.py's thin
         kernel, conv.py's direct kernel (a filter row's words); rows of odd length
