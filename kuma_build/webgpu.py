@@ -53,6 +53,13 @@ def adapter_and_device():
     return _device
 
 
+def runs_here(program: dict) -> bool:
+    """Whether the local adapter can run the program: an f16 build's "-f16" program reads its weights
+    natively (kernels with `enable f16;`), which needs shader-f16 (browsers take it only with it)."""
+    _, device = adapter_and_device()
+    return "shader-f16" in device.features or not any(k["code"].startswith("enable f16;") for k in program["kernels"])
+
+
 class GpuModel:
     def __init__(self, program: dict, folder: Path | None = None, chunks: list[bytes] | None = None, matrix: bool = False):
         """matrix: run the kernels' subgroup-matrix variants where they have one (an f16 build's "-f16"
@@ -61,6 +68,10 @@ class GpuModel:
         import wgpu
         self.program = program
         _, device = adapter_and_device()
+        if not runs_here(program):
+            raise KumaError(f"model {program['model']}'s program for devices with tensor cores reads its f16 weights natively, "
+                            "but this WebGPU adapter has no shader-f16 (browsers take that program only on devices with it); "
+                            "run it on an adapter that has shader-f16, such as Mesa's lavapipe.")
         self.device = device
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
         uniform = wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST  # the dims' values

@@ -333,13 +333,15 @@ def kuma(*args, cwd):
 
 def test_kuma_toml_precision_builds_verifies_and_rebuilds(tmp_path):
     shutil.copy(MODELS_DIR / "mlp.py", tmp_path)
+    (tmp_path / "layer.py").write_text("from torch import nn\n\n\ndef build_model():\n    return nn.Linear(768, 768)\n")
     toml = "".join(f"""[models.{name}]
-source = "mlp.py"
+source = "{source}.py"
 factory = "build_model"
 precision = "{precision}"
 [models.{name}.inputs]
-x = {{ shape = [3, 50], dtype = "float32" }}
-""" for name, precision in (("half", "f16"), ("quarter", "int8")))
+x = {{ shape = {shape}, dtype = "float32" }}
+""" for name, source, precision, shape in (("half", "mlp", "f16", [3, 50]), ("quarter", "mlp", "int8", [3, 50]),
+                                           ("tensor", "layer", "f16", [128, 768])))
     (tmp_path / "kuma.toml").write_text(toml)
     built = kuma("build", cwd=tmp_path)
     assert built.returncode == 0, built.stderr
@@ -350,14 +352,20 @@ x = {{ shape = [3, 50], dtype = "float32" }}
     for name in ("gpu.js", "cpu.js"):
         kernels = (half / name).read_text()
         assert "enable f16;" not in kernels and "unpack2x16float" in kernels
+    # BERT's 128 x 768 x 768 product takes them: "gpu-f16" reads the weight natively, "gpu" widens it
+    tensor = tmp_path / "kuma-out" / "tensor"
+    assert sorted(p.name for p in tensor.glob("*.js")) == ["cpu.js", "gpu-f16.js", "gpu.js", "index.js"]
+    assert "enable f16;" in (tensor / "gpu-f16.js").read_text() and "unpack2x16float" not in (tensor / "gpu-f16.js").read_text()
     verified = kuma("verify", cwd=tmp_path)  # default tolerance follows the precision
     assert verified.returncode == 0 and "FAILED" not in verified.stdout, verified.stdout + verified.stderr
+    ran = re.findall(r"\[kuma\] verify tensor\.\S+ \(([\w-]+ kernels)\)", verified.stdout)
+    assert ran == ["gpu-f16 kernels", "gpu kernels", "cpu kernels"], verified.stdout  # every program, on lavapipe
 
     # precision is in the model key: half as int8 is rebuilt, from the kernels quarter already made
-    (tmp_path / "kuma.toml").write_text(toml.replace('precision = "f16"', 'precision = "int8"'))
+    (tmp_path / "kuma.toml").write_text(toml.replace('precision = "f16"', 'precision = "int8"', 1))
     rebuilt = kuma("build", cwd=tmp_path)
     assert re.search(r"\[kuma\] built half in \d+ ms \(kernels 0 compiled / \d+ reused", rebuilt.stdout), rebuilt.stdout
-    assert "[kuma] quarter is up to date" in rebuilt.stdout, rebuilt.stdout
+    assert "[kuma] quarter is up to date" in rebuilt.stdout and "[kuma] tensor is up to date" in rebuilt.stdout, rebuilt.stdout
     assert "enable f16;" not in (tmp_path / "kuma-out" / "half" / "gpu.js").read_text()
     assert not (tmp_path / "kuma-out" / "half" / "gpu-f16.js").exists()
     verified = kuma("verify", "half", cwd=tmp_path)
