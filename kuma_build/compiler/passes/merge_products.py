@@ -98,9 +98,9 @@ def _merge(graph, group: list[Node]) -> Node | None:
     # layer's packed weight is: the tiled kernel's neighbouring threads then read neighbouring
     # columns (sliced K: as vec4s), where each column's k together made them read K apart: on the
     # H200 (Dawn, 12:17 UTC) BERT-128's merged 768 -> 2304 product took 52.7 us where GPT-2's of the
-    # same shape, columns together, took 34.8. f16 builds too (F16_COLUMNS: word fetches then pair
-    # columns, and the subgroup-matrix variant loads row-major right matrices, as GPT-2's [K, N]
-    # weights); int8 builds keep each column's k together, as they were measured with.
+    # same shape, columns together, took 34.8. f16 builds too (F16_COLUMNS: the subgroup-matrix
+    # variant loads row-major right matrices, as GPT-2's [K, N] weights; their widened program is
+    # compiled as f32, graph.precision); int8 builds keep each column's k together, as they were measured with.
     weight = torch.cat([views.select(node.inputs[1], 0, 0).tensor() for node in group], dim=1)
     names = "+".join(node.inputs[1].buffer.name for node in group)
     columns = graph.precision == "f32" or (graph.precision == "f16" and F16_COLUMNS)
