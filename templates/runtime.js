@@ -27,9 +27,9 @@
 // them false, where terser drops the code behind them, and index.js ships the smallest whose false
 // switches the model does not need (jsmodule.runtime_needs; docs/benchmarks.md has the sizes):
 // DIMS, a model with dims (the dims uniform, inferring dims, { size, per } counts, `when` ranges,
-// sizes with terms); MATRICES, kernels with a subgroup-matrix variant (picking it); STATE, state
-// buffers (setting them at load and on reset()); F16, an f16 build (its widened weights, and its
-// "-f16" program where it has one)
+// sizes with terms); MATRICES, kernels with a subgroup-matrix variant (those of an f16 build's
+// "-f16" program: picking the program and them); STATE, state buffers (setting them at load and on
+// reset()); F16, an f16 build's widened weights
 const DIMS = true, MATRICES = true, STATE = true, F16 = true;
 
 const USAGE_STORAGE = 0x80 | 0x08 | 0x04; // STORAGE | COPY_DST | COPY_SRC
@@ -108,7 +108,8 @@ function chooseClass(names, software, wanted) {
 // variant on subgroup matrices (tensor cores; MATRICES), "<class>-f16", whose kernels read the f16
 // weights natively, taken on a device with shader-f16 and those matrices: where only the f16
 // arithmetic was left, it was 2-5% slower than f32 on BERT, GPT-2 and ViT (H200, docs/precision.md),
-// so the build writes no "-f16" program without them (none for "cpu": software adapters offer none).
+// so the build writes no "-f16" program without them (none for "cpu": software adapters offer none),
+// and a runtime without MATRICES has no code for one.
 const F16_PROGRAM = "-f16";
 // each use spells out `F16 && b.kind === WIDEN`: behind a helper terser kept the widening code in the
 // runtimes without F16 (+256 bytes gzip of runtime.plain.min.js)
@@ -120,8 +121,8 @@ async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
   const cache = openCache(shared, options); // meanwhile: the adapter, the class's module, the device
   const adapter = options.device ? undefined : await requestAdapter();
   const software = isSoftware(options.device ? options.device.adapterInfo : adapter.info);
-  const name = chooseClass(F16 ? shared.classes.filter((n) => !n.endsWith(F16_PROGRAM)) : shared.classes, software, options.deviceClass);
-  const half = F16 && MATRICES && shared.classes.includes(name + F16_PROGRAM) &&
+  const name = chooseClass(MATRICES ? shared.classes.filter((n) => !n.endsWith(F16_PROGRAM)) : shared.classes, software, options.deviceClass);
+  const half = MATRICES && shared.classes.includes(name + F16_PROGRAM) &&
     (options.device ? f16Matrices(options.device.features, options.device.adapterInfo) : f16Matrices(adapter.features, adapter.info));
   const { program: part } = await deviceClasses[half ? name + F16_PROGRAM : name]();
   const { classes, format, dims: ranges, ...common } = shared;

@@ -29,10 +29,10 @@ REGENERATE = ("templates/runtime.js changed since templates/runtime*.min.js were
               "`node scripts/minify_runtime.mjs` (terser comes with `cd tests/browser && npm ci`) and commit them")
 # what only the dims code reads: the dims uniform's buffer kind, the class program's dims, { size, per }
 DIMS_CODE = ['"dims"', ".dims", ".per"]
-# picking the f16m variants, asking for the features (only an f16 build's "-f16" program has f16m kernels)
-MATRIX_CODE = ["chromium-experimental-subgroup-matrix", "subgroupMatrixConfigs", '"shader-f16"']
+# picking an f16 build's "-f16" program (only it has f16m kernels) and their variants, asking for the features
+MATRIX_CODE = ["chromium-experimental-subgroup-matrix", "subgroupMatrixConfigs", '"shader-f16"', '"-f16"']
 STATE_CODE = ["clearBuffer"]  # zeroing a state buffer
-F16_CODE = ['"widen"', '"-f16"']  # widening weights, telling an f16 build's "-f16" program apart
+F16_CODE = ['"widen"']  # widening an f16 build's weights
 # each derived runtime, as shipped_runtime picks it: the whole one, one for a model without dims or
 # f16m kernels, one for a model with none of what the switches guard
 WHOLE, STATIC, PLAIN = None, {"STATE", "F16"}, set()
