@@ -68,8 +68,8 @@ def gemm_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
 
 def one_kernel(b: Bindings, name: str, g: Gemm, functions: str) -> Kernel:
     code, workgroups = gemm_code(g)
-    # only then is there a shader-f16 variant, and only a class with an f16 build's "-f16" program
-    # (devices.F16_PROGRAM: one whose adapters may offer subgroup matrices) ships it
+    # a product reading an f16 weight multiplies in f16 in its shader-f16 variant where a class has
+    # an f16 build's "-f16" program to ship it in (devices.F16_PROGRAM: adapters with subgroup matrices)
     f16_program = g.device.subgroup_matrices and any(buf.storage == "f16" for buf in b.buffers)
     half = functions + gemm_code(replace(g, half=True))[0] if f16_program else None
     matrix = None  # and, for the tiled kernel's products, one on subgroup matrices
