@@ -100,7 +100,7 @@ def wide_mixer(tiles_as_written, matrices_everywhere):
     return module, x, build(module, (x,), "f16"), build(module, (x,), "f32")[0]
 
 
-def test_with_them_gpu_f16_ships_the_shader_f16_code_alone_and_every_program_runs_like_pytorch(wide_mixer, tmp_path):
+def test_with_them_gpu_f16_ships_the_shader_f16_code_alone_and_every_program_runs_like_pytorch(wide_mixer):
     module, x, (f16, config), f32 = wide_mixer
     assert list(f16.programs) == ["gpu-f16", "gpu", "cpu"]  # never "cpu-f16": software adapters offer no subgroup matrices
     native = f16.programs["gpu-f16"]["kernels"]
