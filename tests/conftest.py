@@ -31,11 +31,13 @@ def tiles_as_written(monkeypatch):
     (DeviceClass.small_tile_occupancy) and the partial sums' traffic (gemm.SPLIT_TRAFFIC), for tests
     whose small layers were sized for the tiles and splits it picked before: with them their
     products get tiles too small for the paths they test (tiles of each size, subgroup matrices).
+    Nor the subgroup-matrix products' own tile (gemm_matrix.TILE), which would replace those tiles.
     GPU is frozen: its field is set in place."""
-    from kuma_build.compiler.kernels import gemm
+    from kuma_build.compiler.kernels import gemm, gemm_matrix
     from kuma_build.devices import GPU
     monkeypatch.setitem(GPU.__dict__, "small_tile_occupancy", 1)
     monkeypatch.setattr(gemm, "SPLIT_TRAFFIC", 0.0)
+    monkeypatch.setattr(gemm_matrix, "OWN_TILE", False)
 
 
 @pytest.fixture

@@ -109,6 +109,8 @@ LAYERS = {  # module, inputs; the comments say the product's (batch, rows, cols,
     "odd_depth": (lambda: nn.Linear(200, 768, bias=False), lambda: [torch.randn(200, 200)]),  # 200 768 200, 2 slices of 112 and 88, staged weight
     "few_tokens": (lambda: nn.Linear(600, 2048), lambda: [torch.randn(1, 37, 600)]),  # 37 2048 600, 8 slices, 64x64: the last block clamped
     "few_tokens_transposed": (TokensTransposed, lambda: [torch.randn(600, 37)]),  # the same through workgroup memory (no clamp on k-major staging)
+    # the subgroup-matrix products' own tile and split (gemm_matrix.TILE, with OWN_TILE): 32 x 128, 161 rows (the last tile shifted)
+    "own_tile": (lambda: nn.Linear(384, 256), lambda: [torch.randn(1, 161, 384)]),  # 161 256 384, 6 slices
 }
 
 
@@ -124,7 +126,7 @@ def matrix_kernels(compiled) -> list[dict]:
     return [k for k in compiled.program["kernels"] if "f16m" in k]
 
 
-@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("layer", [layer for layer in LAYERS if layer != "own_tile"])  # own_tile: its own test, below
 def test_emulated_kernel_matches_pytorch(layer, monkeypatch):
     assert_emulated_kernel_matches_pytorch(layer, monkeypatch)
 
@@ -251,6 +253,41 @@ def test_builds_ship_it_only_where_it_was_measured_faster(monkeypatch):
     # a convolution; K 40; K 272; 37 k-major rows (no clamp), 8 slices of K 600 through workgroup memory
     for layer in ("conv", "linear_gelu", "stored_edges", "few_tokens_transposed"):
         assert not matrix_kernels(compiled_layer(layer)[0]), layer
+
+
+def test_linear_layers_on_it_take_its_own_tile_and_split(monkeypatch):
+    """In the "-f16" program, a linear layer of at least gemm_matrix.MIN_ROWS rows, whole 128-column
+    tiles and a K of at least MIN_DEPTH runs on gemm_matrix.TILE, K split into ceil(SPLIT_SCALE times)
+    the slices the tiled kernel's cost model gives that tile (BERT's feed-forward up: 4 -> 6); fewer
+    rows keep the cost model's tile and split, and the widened program is the f32 build's."""
+    from kuma_build.compiler.kernels import gemm
+    from kuma_build.devices import GPU
+    monkeypatch.setattr(gemm_matrix, "OWN_TILE", True)
+    monkeypatch.setattr(gemm_matrix, "ONLY_WHERE_FASTER", True)
+
+    def matmul_groups(compiled, program):
+        p = compiled.programs[program]
+        return [groups for kernel, _, groups in p["dispatches"] if p["kernels"][kernel]["name"] == "matmul"]
+
+    tm, tn = gemm_matrix.TILE
+    for rows, own in ((128, True), (64, False)):
+        torch.manual_seed(0)
+        module, inputs = nn.Linear(768, 3072).eval(), [torch.randn(rows, 768)]
+        compiled = compile_module(module, dataclasses.replace(model_config(module, inputs), precision="f16", target="gpu"))
+        f32 = compile_module(module, dataclasses.replace(model_config(module, inputs), target="gpu"))
+        assert matmul_groups(compiled, "gpu") == matmul_groups(f32, "gpu")  # the widened program: the f32 build's grid
+        assert matrix_kernels(compiled), rows
+        splits = gemm.choose_split(GPU, 1, rows, 3072, 768, tile=gemm_matrix.TILE)
+        own_grid = [3072 // tn, -(-rows // tm), -(-3 * splits // 2)]
+        assert (matmul_groups(compiled, "gpu-f16") == [own_grid]) == own, rows
+    assert own_grid == [24, 2, 6]  # 64 rows: 32-row tiles, 4 slices then 6, were they taken
+
+
+def test_emulated_kernel_on_its_own_tile_matches_pytorch(monkeypatch):
+    monkeypatch.setattr(gemm_matrix, "OWN_TILE", True)
+    compiled = compiled_layer("own_tile")[0]
+    assert [d[2] for d in compiled.programs["gpu-f16"]["dispatches"]][0] == [2, 6, 6]  # 2 x 6 tiles of 32 x 128, 6 slices (4 the cost model's)
+    assert_emulated_kernel_matches_pytorch("own_tile", monkeypatch)
 
 
 def test_only_a_build_carrying_it_ships_the_runtime_that_picks_it(tmp_path):

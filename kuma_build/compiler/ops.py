@@ -19,6 +19,8 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
                    (split_k may split its K), else None
     sliced         (node, device) -> whether that product takes sliced K on its own tile
                    (kernels/gemm.py: SLICED_*), which split_k's choice of split must know
+    own_tile       (node, device) -> whether, in a "-f16" program, it takes the subgroup-matrix
+                   products' tile and split (kernels/gemm_matrix.py: TILE)
     key_splits     (node, device) -> (slices, keys per slice) when passes/split_keys.py should split
                    its keys over workgroups (decode attention), else None
     bias           node -> its bias viewed in the output's shape and the bias's factor, or None
@@ -82,6 +84,7 @@ class OpRecord:
     strided_output: bool = False
     product: Callable[[Node, DeviceClass], tuple[int, int, int, int] | None] = lambda node, device: None
     sliced: Callable[[Node, DeviceClass], bool] = lambda node, device: False
+    own_tile: Callable[[Node, DeviceClass], bool] = lambda node, device: False
     key_splits: Callable[[Node, DeviceClass], tuple[int, int] | None] = lambda node, device: None
     bias: Callable[[Node], tuple[Value, float] | None] = lambda node: None
     fold_sums: Callable[[Node, int, DeviceClass], int] | None = None
@@ -181,7 +184,8 @@ OPS: dict[str, OpRecord] = {
                             fold_sums=lambda node, k, device: elementwise.fold_reads(node, k) if split_sum.FOLD_PER_ELEMENT else 0),
     "matmul": OpRecord(matmul.lower, matmul_flops, weight_dim=lambda node, k: {0: 1, 1: 2}.get(k),  # A [b, M, K]: rows; B [b, K, N]: columns
                        word_row=matmul.word_row,
-                       epilogue=lambda node: True, product=lambda node, device: matmul.gemm_shape(node), sliced=matmul.sliced, bias=matmul_bias,
+                       epilogue=lambda node: True, product=lambda node, device: matmul.gemm_shape(node), sliced=matmul.sliced, own_tile=matmul.own_tile,
+                       bias=matmul_bias,
                        fold_affine=fold_into_linear, dynamic=ANY),
     "conv2d": OpRecord(conv.lower, conv_flops, weight_dim=conv_weight_dim, word_row=conv.word_row, epilogue=lambda node: not node.attrs["transposed"],
                        product=lambda node, device: conv.gemm_shape(node) if conv.is_implicit_gemm(node, device) else None,

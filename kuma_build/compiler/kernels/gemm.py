@@ -31,9 +31,10 @@ to add them. One combination ships, where it was measured faster: f32 builds' li
 to 512 rows whose weight's columns take vec4s run 4 groups on 32 x 64 tiles, 32 k a step, A and B
 fetched as vec4s (SLICED_*, matmul.py: sliced, decided in passes/split_k.py), and so do f16
 builds' programs for devices without tensor cores, which are the f32 build's kernels
-on widened weights (compiler/__init__.py: compile_for); the "-f16" program's products keep their
-tiles, whose subgroup-matrix variant (gemm_matrix.py) shares the tiled kernel's grid (sliced K in
-its other variants, B's 4 f16 columns a load, measured slower and is gone: docs/performance.md).
+on widened weights (compiler/__init__.py: compile_for); the "-f16" program's products keep these
+tiles, or where they run on subgroup matrices (gemm_matrix.py, which shares the tiled kernel's grid)
+that kernel's own tile and split (gemm_matrix.TILE, marked on the node as Gemm.tile). Sliced K in
+their other variants, B's 4 f16 columns a load, was measured slower and is gone: docs/performance.md.
 
 Without shader-f16 an f16 weight is read as u32 words of two values, and the thin kernel loads each
 word of its wide side once where the caller gives a pair loader (Gemm.load_a_pair / load_b_pair,
@@ -145,6 +146,7 @@ class Gemm:
     stored_a: Stored | None = None  # A, B as an f16 weight's binding holds them (only gemm_matrix.py reads these)
     stored_b: Stored | None = None
     sliced: bool = False  # sliced K on SLICED_TILE (matmul.py: sliced)
+    tile: tuple[int, int] | None = None  # a tile passes/split_k.py chose (the subgroup-matrix products': gemm_matrix.TILE)
 
     @property
     def element(self) -> str:
@@ -215,19 +217,22 @@ def choose_tile(g: Gemm) -> tuple[int, int]:
     for a sliced product."""
     if g.sliced:
         return SLICED_TILE
+    if g.tile:
+        return g.tile
     tiles = [(tm, tn) for tm in g.device.tiles for tn in g.device.tiles if fits(g.device, tm, tn)]
     return min(tiles, key=lambda t: (cost(g.device, *g.largest, *t, g.splits), -t[0] * t[1]))
 
 
-def choose_split(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, sliced: bool = False) -> int:
+def choose_split(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, sliced: bool = False,
+                 tile: tuple[int, int] | None = None) -> int:
     """Into how many slices of K the tiled kernel should split a product (1: don't). Splitting
     only pays when the tiles are too few to fill the device and K is long. A sliced product (on
-    SLICED_TILE, in SLICED_GROUPS groups) gets the split its tile costs least with."""
+    SLICED_TILE, in SLICED_GROUPS groups), or one whose tile is given, gets the split its tile costs least with."""
     if any(isinstance(x, Sym) for x in (batch, rows, cols, depth)):
         return 1  # a dim's small values would leave most slices empty; the partials would need dynamic sizes
     if min(rows, cols) <= THIN:
         return 1  # the thin kernel splits K inside its workgroups
-    tiles = [SLICED_TILE] if sliced else [(tm, tn) for tm in device.tiles for tn in device.tiles if fits(device, tm, tn)]
+    tiles = [SLICED_TILE] if sliced else [tile] if tile else [(tm, tn) for tm in device.tiles for tn in device.tiles if fits(device, tm, tn)]
     options = [(tm, tn, s) for tm, tn in tiles for s in device.splits if s == 1 or depth >= s * k_step(sliced) * MIN_SPLIT_STEPS]
     return min(options, key=lambda o: (cost(device, batch, rows, cols, depth, *o, sliced), o[2]))[2]
 

@@ -3,8 +3,9 @@ weights, beside the f32 one and the shader-f16 one (`half`, gemm.py), for adapte
 shader-f16 and Chromium's experimental subgroup matrices with an f16 x f16 -> f32 config of
 M = N = K = MATRIX and subgroups exactly SUBGROUP wide (the runtime checks, templates/runtime.js).
 
-The same tile, workgroup grid and dispatch as gemm.py's tiled kernel (choose_tile), so the plan
-does not change and only the code differs. 256 invocations are SUBGROUPS subgroups of SUBGROUP;
+The same tile, workgroup grid and dispatch as gemm.py's tiled kernel (choose_tile), whose other
+variants a program ships beside it; linear layers that run here take this kernel's own tile and
+split (TILE, below: own_tile, decided in passes/split_k.py), which the other variants then share. 256 invocations are SUBGROUPS subgroups of SUBGROUP;
 subgroup s is invocations s * SUBGROUP .. (s + 1) * SUBGROUP - 1 (how NVIDIA forms them, and what
 ONNX Runtime's subgroup-matrix kernels assume too). Each subgroup multiplies a rectangle of the
 tile's MATRIX x MATRIX blocks (block_grid: the rectangle that loads the fewest matrices), PR left
@@ -55,8 +56,9 @@ weights ever.
 from dataclasses import dataclass, field, replace
 from math import ceil
 
+from kuma_build.devices import DeviceClass
 from kuma_build.compiler.ir.sizes import Sym, ceil_div_count, max_value, wgsl as u32
-from kuma_build.compiler.kernels.gemm import SIDE, STEP, Gemm, Stored, choose_tile, functions
+from kuma_build.compiler.kernels.gemm import SIDE, STEP, THIN, Gemm, Stored, choose_split, choose_tile, functions
 from kuma_build.compiler.kernels.wgsl import block, indent
 
 MATRIX = 16  # M = N = K of every subgroup matrix (the config the runtime asks the adapter for)
@@ -334,6 +336,36 @@ def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int, registers) -> in
 # and 49, up to 1.3x); those now go straight to the output too (stores_sum) and ship (not measured yet)
 MIN_DEPTH = 384
 ONLY_WHERE_FASTER = True  # tests set False to run the kernel on every shape it can take
+
+
+# The tile and split of the linear layers that run here, chosen for this kernel rather than by the
+# tiled kernel's cost model (whose FMA-bound steps split K too little and pick 64-row tiles): a
+# TILE of 32 rows by 128 columns (16 blocks, 2 a subgroup), K split into ceil(SPLIT_SCALE times) the
+# slices the cost model gives that tile, for layers of at least MIN_ROWS rows, columns whole tiles and
+# a K of at least MIN_DEPTH (passes/split_k.py marks the node's attrs["tile"]). Measured on the H200
+# through Dawn with its f16 toggle (18:49-18:57 UTC, docs/performance.md; GPU back to back ms, BERT-128
+# / BERT-512 / ViT-B/16), every such product forced to one tile at the cost model's split for it, and at
+# 1.5 and 2 times that: the cost model's own tiles 1.164 / 3.361 / 2.012; 32 x 128 1.056 / 3.320 /
+# 1.736, 1.5x 1.033 / 3.487 (its unsplit products stay unsplit: int(1.5)) / 1.591, 2x 1.052 / 2.839 /
+# 1.690; 32 x 64 1.311 / 4.038 / 2.183; 64 x 128 1.324 / 3.549 / 2.236; 128 x 64 1.591 / 4.458 / 2.764
+# (each at 2x no better). ceil(1.5x) takes 1.5x where it was best and 2x for BERT-512's unsplit
+# products (QKV 74.2 -> 48.5 us a dispatch alone, FF up 77.6 -> 53.7, the split sum after each about
+# 11); fewer rows (ConvNeXt's last stage, 49) keep the cost model's tiles (not measured)
+TILE = (32, 128)
+MIN_ROWS = 128
+SPLIT_SCALE = 1.5
+OWN_TILE = True  # tests set False to keep the cost model's tiles their layers were sized for (conftest.py: tiles_as_written)
+
+
+def own_tile(device: DeviceClass, rows, cols, depth) -> bool:
+    """Whether a linear layer of an f16 weight in a "-f16" program takes TILE and split() (above)."""
+    return (OWN_TILE and device.subgroup_matrices and all(isinstance(x, int) for x in (rows, cols, depth))
+            and rows >= MIN_ROWS and cols > THIN and cols % TILE[1] == 0 and depth >= MIN_DEPTH)
+
+
+def split(device: DeviceClass, batch: int, rows: int, cols: int, depth: int) -> int:
+    """The slices of K of a product on TILE: SPLIT_SCALE times the cost model's split for that tile, rounded up."""
+    return ceil(SPLIT_SCALE * choose_split(device, batch, rows, cols, depth, tile=TILE))
 
 
 def worthwhile(g: Gemm) -> bool:

@@ -7,7 +7,7 @@ layer applied to a batch of sequences), the batch folds into the rows: one
 layout is the same.
 """
 
-from kuma_build.compiler.kernels import gemm as gemm_module
+from kuma_build.compiler.kernels import gemm as gemm_module, gemm_matrix
 from kuma_build.compiler.kernels.elementwise import epilogue
 from kuma_build.compiler.kernels.gemm import Gemm, Stored
 from kuma_build.compiler.kernels.products import gemm_kernel, is_thin
@@ -42,6 +42,14 @@ def sliced(node, device) -> bool:
             and aligned4(weight) and weight.buffer.numel % 4 == 0 and weight.buffer.dtype == "f32")
 
 
+def own_tile(node, device) -> bool:
+    """Whether the product, in a "-f16" program, takes the subgroup-matrix products' tile and split
+    (gemm_matrix.TILE): a linear layer (B a weight) of their shape. passes/split_k.py decides and
+    marks the node's attrs["tile"], which the kernel follows."""
+    _, rows, cols, depth = gemm_shape(node)
+    return node.inputs[1].is_const and gemm_matrix.own_tile(device, rows, cols, depth)
+
+
 def aligned4(v) -> bool:
     """Whether view v [batch, rows, last] of A or B lies in whole aligned vec4s along its last dim:
     static, unit last stride, a last dim and every other stride and the offset multiples of 4."""
@@ -59,7 +67,7 @@ def vec4_operands(node, device, b: Bindings) -> tuple[bool, bool]:
     on = node.attrs.get("sliced", False)
     if not (gemm_module.VECTOR_LOADS or on) or device.register_gemm or not all(isinstance(x, int) for x in shape):
         return False, False
-    g = Gemm(*shape, None, None, None, splits=node.attrs.get("splits", 1), device=device, sliced=on)
+    g = Gemm(*shape, None, None, None, splits=node.attrs.get("splits", 1), device=device, sliced=on, tile=node.attrs.get("tile"))
     if is_thin(g):
         return False, False
     tm, tn = gemm_module.choose_tile(g)
@@ -144,6 +152,7 @@ def lower(node, device):
         splits=node.attrs.get("splits", 1),
         device=device,
         sliced=node.attrs.get("sliced", False),
+        tile=node.attrs.get("tile"),
         stored_a=weight_layout(0, 1),
         stored_b=weight_layout(1, 2),
     )

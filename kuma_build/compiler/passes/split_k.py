@@ -50,7 +50,7 @@ device (FOLD_PER_ELEMENT, FOLD_TWO_LEVELS, NORM_STORES_SUM).
 
 from kuma_build.compiler.ir.expr import Acc, In, Lit, Op, remap
 from kuma_build.compiler.ir.graph import Buffer, Node, Value
-from kuma_build.compiler.kernels import gemm, split_sum
+from kuma_build.compiler.kernels import gemm, gemm_matrix, split_sum
 from kuma_build.compiler.kernels.elementwise import helpers_of
 from kuma_build.compiler.ops import record
 from kuma_build.compiler.passes.fuse_elementwise import input_buffers, readers_of
@@ -62,12 +62,19 @@ def split_k(graph) -> None:
         nodes.append(node)
         shape = record(node).product(node, graph.device)
         # sliced K (kernels/gemm.py) only in f32 builds (f16 builds' widened programs are compiled as
-        # those: compiler/__init__.py, compile_for): narrower weights keep their tiles, whose
-        # subgroup-matrix variant shares the grid; the kernel reads the choice from the attribute
+        # those: compiler/__init__.py, compile_for): narrower weights keep the cost model's tiles, or
+        # the subgroup-matrix kernel's (below), whose variants share the grid; the kernels read the
+        # choice from the attribute
         sliced = bool(shape) and graph.precision == "f32" and record(node).sliced(node, graph.device)
         if sliced:
             node.attrs["sliced"] = True
-        splits = gemm.choose_split(graph.device, *shape, sliced=sliced) if shape else 1  # by attribute: bench/gpu/gemm_sweep.py forces it
+        # the "-f16" program's linear layers that run on subgroup matrices take that kernel's tile and split
+        matrix = bool(shape) and graph.precision == "f16" and record(node).own_tile(node, graph.device)
+        if matrix:
+            node.attrs["tile"] = gemm_matrix.TILE
+            splits = gemm_matrix.split(graph.device, *shape)
+        else:  # by attribute: bench/gpu/gemm_sweep.py forces it
+            splits = gemm.choose_split(graph.device, *shape, sliced=sliced) if shape else 1
         if splits > 1:
             sums.append(_split(node, splits))
             nodes.append(sums[-1])
