@@ -261,7 +261,7 @@ def test_linear_layers_on_it_take_its_own_tile_and_split(monkeypatch):
     the slices the tiled kernel's cost model gives that tile (BERT's feed-forward up: 4 -> 6); fewer
     rows keep the cost model's tile and split, and the widened program is the f32 build's."""
     from kuma_build.compiler.kernels import gemm
-    from kuma_build.devices import GPU
+    from kuma_build.devices import CPU, GPU
     monkeypatch.setattr(gemm_matrix, "OWN_TILE", True)
     monkeypatch.setattr(gemm_matrix, "ONLY_WHERE_FASTER", True)
 
@@ -281,6 +281,9 @@ def test_linear_layers_on_it_take_its_own_tile_and_split(monkeypatch):
         own_grid = [3072 // tn, -(-rows // tm), -(-3 * splits // 2)]
         assert (matmul_groups(compiled, "gpu-f16") == [own_grid]) == own, rows
     assert own_grid == [24, 2, 6]  # 64 rows: 32-row tiles, 4 slices then 6, were they taken
+    # a K off whole matrices (the weight's matrices not loaded from storage), columns off whole tiles
+    assert gemm_matrix.own_tile(GPU, 128, 3072, 768) and not gemm_matrix.own_tile(GPU, 128, 3072, 776)
+    assert not gemm_matrix.own_tile(GPU, 128, 3000, 768) and not gemm_matrix.own_tile(CPU, 128, 3072, 768)
 
 
 def test_emulated_kernel_on_its_own_tile_matches_pytorch(monkeypatch):

@@ -342,7 +342,8 @@ ONLY_WHERE_FASTER = True  # tests set False to run the kernel on every shape it 
 # tiled kernel's cost model (whose FMA-bound steps split K too little and pick 64-row tiles): a
 # TILE of 32 rows by 128 columns (16 blocks, 2 a subgroup), K split into ceil(SPLIT_SCALE times) the
 # slices the cost model gives that tile, for layers of at least MIN_ROWS rows, columns whole tiles and
-# a K of at least MIN_DEPTH (passes/split_k.py marks the node's attrs["tile"]). Measured on the H200
+# a K of at least MIN_DEPTH in whole matrices, which its weight's matrices are then loaded straight from
+# (stored; passes/split_k.py marks the node's attrs["tile"]). Measured on the H200
 # through Dawn with its f16 toggle (18:49-18:57 UTC, docs/performance.md; GPU back to back ms, BERT-128
 # / BERT-512 / ViT-B/16), every such product forced to one tile at the cost model's split for it, and at
 # 1.5 and 2 times that: the cost model's own tiles 1.164 / 3.361 / 2.012; 32 x 128 1.056 / 3.320 /
@@ -360,7 +361,7 @@ OWN_TILE = True  # tests set False to keep the cost model's tiles their layers w
 def own_tile(device: DeviceClass, rows, cols, depth) -> bool:
     """Whether a linear layer of an f16 weight in a "-f16" program takes TILE and split() (above)."""
     return (OWN_TILE and device.subgroup_matrices and all(isinstance(x, int) for x in (rows, cols, depth))
-            and rows >= MIN_ROWS and cols > THIN and cols % TILE[1] == 0 and depth >= MIN_DEPTH)
+            and rows >= MIN_ROWS and cols > THIN and cols % TILE[1] == 0 and depth >= MIN_DEPTH and depth % MATRIX == 0)
 
 
 def split(device: DeviceClass, batch: int, rows: int, cols: int, depth: int) -> int:
