@@ -48,6 +48,8 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
     channel_norm   node -> whether it normalizes its first input along the last dim alone, reading
                    its weight and bias (and epilogue) in the output's shape: the norm that pass
                    may fuse a channel_rows producer into
+    row_mean       node -> whether its result is the mean of each row of its input (the last dim):
+                   passes/fuse_rms_norm.py folds an RMSNorm written out in PyTorch around it
 
 Every op reads its inputs through their views' strides (kernels/wgsl.py: Bindings.load), so
 views of any layout cost nothing, and writes one contiguous buffer unless strided_output.
@@ -94,6 +96,7 @@ class OpRecord:
     dynamic: Callable[[Node], bool] = lambda node: False
     channel_rows: Callable[[Node, DeviceClass], bool] = lambda node, device: False
     channel_norm: Callable[[Node], bool] = lambda node: False
+    row_mean: Callable[[Node], bool] = lambda node: False
 
 
 # --- matmul: out[b] = alpha * A[b] @ B[b] + beta * bias[b] (ir/aten_linalg.py) ------------------
@@ -192,12 +195,12 @@ OPS: dict[str, OpRecord] = {
                        bias=conv_bias, fold_affine=fold_into_conv, channel_rows=depthwise_norm.fuses),
     "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True,
                           fold_sums=lambda node, k, device: rows.row_reads(node, node.attrs["reduced"], device), stores_input=True,
-                          dynamic=ANY, channel_norm=lambda node: node.attrs["reduced"] == 1),
+                          dynamic=ANY, channel_norm=lambda node: node.attrs["reduced"] == 1 and not node.attrs.get("rms")),
     # a depthwise convolution and the norm over its channels after it (passes/fuse_channel_norm.py)
     "depthwise_norm": OpRecord(depthwise_norm.lower, lambda node: conv_flops(node) + 8 * node.output.numel,
                                weight_dim=lambda node, k: 0 if k == 1 else None, word_row=conv.word_row, epilogue=lambda node: True),
     "reduce": OpRecord(rows.lower_reduce, fold_sums=lambda node, k, device: rows.row_reads(node, len(node.inputs[0].shape) - len(node.output.shape), device),
-                       dynamic=ANY),
+                       dynamic=ANY, row_mean=lambda node: node.attrs["reduction"] == "mean" and len(node.inputs[0].shape) - len(node.output.shape) == 1),
     "softmax": OpRecord(rows.lower_softmax, fold_sums=lambda node, k, device: rows.row_reads(node, 1, device), dynamic=ANY),
     "attention": OpRecord(attention_decode.lower_attention, attention_flops, strided_output=True, reads_any_layout=True,
                           key_splits=attention_decode.split_choice, dynamic=static_head_dims),

@@ -218,10 +218,14 @@ def lower_softmax(node, device):
 
 
 def lower_normalize(node, device):
-    """(x - mean) / sqrt(var + eps) * weight + bias; weight and bias come as views broadcast to x's shape."""
+    """(x - mean) / sqrt(var + eps) * weight + bias; weight and bias come as views broadcast to x's shape.
+    With attrs["rms"] (an RMSNorm: passes/fuse_rms_norm.py), x / sqrt(mean(x * x) + eps) * weight."""
     k = RowKernel(node, node.attrs["reduced"], device)
-    lines = mean_and_squares(k) + [f"let rstd = inverseSqrt(squares / {f32_size(k.length)} + {f32(node.attrs['eps'])});"]
-    result = "(x - mean) * rstd"
+    if node.attrs.get("rms"):
+        lines, result = k.reduce("squares", "sum", "f32", "x * x"), "x * rstd"
+    else:
+        lines, result = mean_and_squares(k), "(x - mean) * rstd"
+    lines += [f"let rstd = inverseSqrt(squares / {f32_size(k.length)} + {f32(node.attrs['eps'])});"]
     affine = 1
     if node.attrs["has_weight"]:
         result, affine = f"{result} * {k.load(affine)}", affine + 1
