@@ -1,5 +1,5 @@
 """RMSNorm written out in PyTorch becomes one normalize kernel (passes/fuse_rms_norm.py), on lavapipe
-against PyTorch: the ways models write it (x * x or x ** 2, weight first or last, no weight), rows
+against PyTorch: the ways models write it (x * x or x ** 2, weight first or last, no weight, nn.RMSNorm), rows
 in registers and rows too long for them, each device class; what is not an RMSNorm keeps its kernels."""
 
 import dataclasses
@@ -44,6 +44,7 @@ def kernel_names(compiled) -> list[str]:
     (HFStyle(96), (2, 3, 96), "cpu"),  # weight * (x * rsqrt(...)), x ** 2 as pow
     (HFStyle(3000), (3, 3000), "gpu"),  # rows longer than a workgroup's registers hold: passes over memory
     (HFStyle(77, weight=False), (4, 77), "gpu"),
+    (nn.RMSNorm(64, eps=1e-5), (2, 6, 64), "gpu"),  # torch's own, which torch.export decomposes the same way
 ])
 def test_rms_norm_is_one_kernel(module, shape, device):
     torch.manual_seed(0)
