@@ -48,6 +48,8 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
     channel_norm   node -> whether it normalizes its first input along the last dim alone, reading
                    its weight and bias (and epilogue) in the output's shape: the norm that pass
                    may fuse a channel_rows producer into
+    computes_pieces its first operands inputs are pieces of its output, each of which it may compute
+                   in place from an elementwise expression (attrs["pieces"]: fuse_elementwise)
     row_mean       node -> whether its result is the mean of each row of its input (the last dim):
                    passes/fuse_rms_norm.py folds an RMSNorm written out in PyTorch around it
 
@@ -97,6 +99,7 @@ class OpRecord:
     channel_rows: Callable[[Node, DeviceClass], bool] = lambda node, device: False
     channel_norm: Callable[[Node], bool] = lambda node: False
     row_mean: Callable[[Node], bool] = lambda node: False
+    computes_pieces: bool = False
 
 
 # --- matmul: out[b] = alpha * A[b] @ B[b] + beta * bias[b] (ir/aten_linalg.py) ------------------
@@ -209,7 +212,7 @@ OPS: dict[str, OpRecord] = {
     "pool2d": OpRecord(pool.lower, pool_flops),
     "resize": OpRecord(resize.lower),
     "concat": OpRecord(concat.lower, fold_sums=lambda node, k, device: elementwise.fold_reads(node, k) if split_sum.FOLD_PER_ELEMENT else 0,
-                       dynamic=ANY),
+                       dynamic=ANY, computes_pieces=True),
     "gather": OpRecord(gather.lower, weight_dim=lambda node, k: node.attrs["dim"] if k == 0 else None,  # an embedding table's rows
                        reads_any_layout=True, dynamic=ANY),
     "take": OpRecord(gather.lower_take, dynamic=ANY),

@@ -7,6 +7,12 @@ viewed in the reader's shape. The chain then runs as one dispatch and the
 intermediate never reaches memory: silu, hardswish, bias + activation,
 residual add + relu, a batch-norm affine that could not be folded.
 
+A piece of a concatenation (a record's computes_pieces) that an elementwise node computes, read
+by the concatenation alone and in order, is computed in place the same way: its expression goes
+in the node's attrs["pieces"] over inputs appended after the pieces (node.operands of them, the
+piece's own input left as the first of them, for its shape). Rotary embeddings
+(cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin])) then take one dispatch instead of three.
+
 Model outputs are never inlined, and a kernel keeps its distinct input buffers
 within the device's storage buffers per stage, less one for its output.
 The helpers here are shared with the epilogue pass (fuse_epilogue.py).
@@ -71,6 +77,15 @@ def fuse_elementwise(graph) -> None:
     producer = {node.output.buffer: node for node in graph.nodes}
     fused = set()
     for node in graph.nodes:
+        if record(node).computes_pieces:
+            for k in range(node.operands):
+                src = producer.get(node.inputs[k].buffer)
+                if (src is not None and record(src).expression and src not in fused and src.output.dtype == node.output.dtype
+                        and sole_reader(node, src, readers, graph) and _inline_piece(node, k, src, input_buffers(graph))):
+                    fused.add(src)
+                    for v in src.inputs:
+                        readers[v.buffer].discard(src)
+                        readers[v.buffer].add(node)
         while record(node).expression:
             sources = [producer.get(v.buffer) for v in node.inputs]
             src = next((s for s in sources if s is not None and record(s).expression and s not in fused
@@ -87,6 +102,22 @@ def fuse_elementwise(graph) -> None:
 def input_buffers(graph) -> int:
     """How many distinct input buffers a kernel may bind: one storage buffer is its output."""
     return graph.device.storage_buffers - 1
+
+
+def _inline_piece(node, k: int, src, most: int) -> bool:
+    """Compute node's piece k in place from src's expression, its inputs viewed in the piece's shape."""
+    shape = node.inputs[k].shape
+    moved = [in_shape(v, shape) for v in src.inputs]
+    if not moved or any(v is None for v in moved):
+        return False
+    kept = [v for j, v in enumerate(node.inputs) if j != k] + moved
+    if sum(buf.pages for buf in {v.buffer for v in kept}) > most:
+        return False
+    node.attrs.setdefault("operands", node.operands)
+    base = len(node.inputs)
+    node.inputs = node.inputs[:k] + [moved[0]] + node.inputs[k + 1:] + moved
+    node.attrs["pieces"] = {**node.attrs.get("pieces", {}), k: remap(src.attrs["expr"], lambda leaf: In(leaf.dtype, base + leaf.index))}
+    return True
 
 
 def _inline(node, src, most: int) -> bool:

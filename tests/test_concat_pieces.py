@@ -1,0 +1,71 @@
+"""Pieces of a concatenation computed in place from their elementwise expressions
+(passes/fuse_elementwise.py, kernels/concat.py), on lavapipe against PyTorch: rotary embeddings as
+Llama-style models write them, pieces along a middle dim beside plain and constant ones, an
+expression calling a helper function, each device class; a piece something else reads too keeps its kernel."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from support import assert_matches
+
+sys.path.insert(0, str(Path(__file__).parent / "models"))
+from llama import Llama, rotate  # noqa: E402
+
+
+class Rotary(nn.Module):  # queries [1, heads, tokens, head_dim], angles [tokens, head_dim / 2]
+    def forward(self, q, cos, sin):
+        return rotate(q, cos, sin)
+
+
+class Mixed(nn.Module):  # along dim 1: a computed piece, a plain input, a constant, a GELU (erf helper)
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.randn(2, 3, 5))
+
+    def forward(self, x, y):
+        return torch.cat([x * 2.0 + y[:, :4], y, self.table, F.gelu(x[:, :2] - 1.0)], dim=1)
+
+
+class Shared(nn.Module):  # the piece's result is also an output: it stays a kernel of its own
+    def forward(self, x):
+        doubled = x * 2.0
+        return torch.cat([doubled, x], dim=-1), doubled
+
+
+def kernel_names(compiled) -> list[str]:
+    p = compiled.program
+    return [p["kernels"][d[0]]["name"] for d in p["dispatches"]]
+
+
+@pytest.mark.parametrize("device", ["gpu", "cpu"])
+def test_rotary_embedding_is_one_kernel(device):
+    torch.manual_seed(0)
+    compiled = assert_matches(Rotary(), torch.randn(1, 3, 7, 10), torch.randn(7, 5), torch.randn(7, 5), device=device)
+    assert kernel_names(compiled) == ["concat"]
+
+
+def test_pieces_beside_plain_and_constant_ones():
+    torch.manual_seed(0)
+    compiled = assert_matches(Mixed(), torch.randn(2, 4, 5), torch.randn(2, 6, 5), device="gpu")
+    assert kernel_names(compiled) == ["concat"] and "kuma_erf" in compiled.program["kernels"][0]["code"]
+
+
+def test_a_piece_read_elsewhere_keeps_its_kernel():
+    torch.manual_seed(0)
+    compiled = assert_matches(Shared(), torch.randn(3, 5), device="gpu")
+    assert sorted(kernel_names(compiled)) == ["concat", "elementwise"]
+
+
+def test_llama_decode_step_takes_a_kernel_per_rotation():
+    """A block: its norms, four products (queries, keys and values merged; the output; gate and up;
+    down), a concatenation each for rotating queries and keys, the two cache writes, the attention."""
+    torch.manual_seed(0)
+    model = Llama(vocab=67, dim=48, layers=2, heads=4, kv_heads=2, hidden=100, context=40).eval()
+    compiled = assert_matches(model, torch.tensor([[5]]), torch.tensor([3]), device="gpu")
+    names = kernel_names(compiled)
+    assert names.count("concat") == 4 and "elementwise" not in names[4:-1]
