@@ -76,26 +76,27 @@ def fuse_elementwise(graph) -> None:
     readers = readers_of(graph)
     producer = {node.output.buffer: node for node in graph.nodes}
     fused = set()
+
+    def inlined(src, node) -> None:  # src's inputs are node's now
+        fused.add(src)
+        for v in src.inputs:
+            readers[v.buffer].discard(src)
+            readers[v.buffer].add(node)
+
     for node in graph.nodes:
         if record(node).computes_pieces:
             for k in range(node.operands):
                 src = producer.get(node.inputs[k].buffer)
                 if (src is not None and record(src).expression and src not in fused and src.output.dtype == node.output.dtype
                         and sole_reader(node, src, readers, graph) and _inline_piece(node, k, src, input_buffers(graph))):
-                    fused.add(src)
-                    for v in src.inputs:
-                        readers[v.buffer].discard(src)
-                        readers[v.buffer].add(node)
+                    inlined(src, node)
         while record(node).expression:
             sources = [producer.get(v.buffer) for v in node.inputs]
             src = next((s for s in sources if s is not None and record(s).expression and s not in fused
                         and sole_reader(node, s, readers, graph) and _inline(node, s, input_buffers(graph))), None)
             if src is None:
                 break
-            fused.add(src)
-            for v in src.inputs:
-                readers[v.buffer].discard(src)
-                readers[v.buffer].add(node)
+            inlined(src, node)
     graph.nodes = [n for n in graph.nodes if n not in fused]
 
 
