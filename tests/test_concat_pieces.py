@@ -37,6 +37,12 @@ class Shared(nn.Module):  # the piece's result is also an output: it stays a ker
         return torch.cat([doubled, x], dim=-1), doubled
 
 
+class Twice(nn.Module):  # one result as two pieces: it stays a kernel of its own, written before both are read
+    def forward(self, x):
+        doubled = x * 2.0
+        return torch.cat([doubled, x, doubled], dim=0)
+
+
 def kernel_names(compiled) -> list[str]:
     p = compiled.program
     return [p["kernels"][d[0]]["name"] for d in p["dispatches"]]
@@ -55,9 +61,10 @@ def test_pieces_beside_plain_and_constant_ones():
     assert kernel_names(compiled) == ["concat"] and "kuma_erf" in compiled.program["kernels"][0]["code"]
 
 
-def test_a_piece_read_elsewhere_keeps_its_kernel():
+@pytest.mark.parametrize("module", [Shared(), Twice()])
+def test_a_piece_read_elsewhere_keeps_its_kernel(module):
     torch.manual_seed(0)
-    compiled = assert_matches(Shared(), torch.randn(3, 5), device="gpu")
+    compiled = assert_matches(module, torch.randn(3, 5), device="gpu")
     assert sorted(kernel_names(compiled)) == ["concat", "elementwise"]
 
 

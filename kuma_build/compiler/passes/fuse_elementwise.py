@@ -106,10 +106,11 @@ def input_buffers(graph) -> int:
 
 
 def _inline_piece(node, k: int, src, most: int) -> bool:
-    """Compute node's piece k in place from src's expression, its inputs viewed in the piece's shape."""
+    """Compute node's piece k in place from src's expression, its inputs viewed in the piece's shape;
+    not when node reads src's result elsewhere too (cat([y, y]): that piece would read it unwritten)."""
     shape = node.inputs[k].shape
     moved = [in_shape(v, shape) for v in src.inputs]
-    if not moved or any(v is None for v in moved):
+    if not moved or any(v is None for v in moved) or sum(v.buffer is src.output.buffer for v in node.inputs) > 1:
         return False
     kept = [v for j, v in enumerate(node.inputs) if j != k] + moved
     if sum(buf.pages for buf in {v.buffer for v in kept}) > most:
