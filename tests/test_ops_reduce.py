@@ -35,6 +35,17 @@ def test_row_lengths_off_the_workgroup_size(length, device_class):
     assert_matches(Fn1(fn), torch.randn(3, length), device=device_class)
 
 
+@pytest.mark.parametrize("length", [4500, 70001])
+def test_rows_through_memory(length, device_class):
+    # longer than a workgroup's registers hold (16 values a thread): each pass loops through memory,
+    # 8 rounds of the workgroup an iteration, the last one partial; a tie for the maximum (the
+    # first position wins) and a softmax sampled across the row
+    x = torch.randn(2, length)
+    x[1, length // 3] = x[1, -5] = 10.0
+    fn = lambda x: torch.cat([x.sum(-1), x.amax(-1), x.argmax(-1).float(), x.softmax(-1)[:, ::997].flatten() * 100])
+    assert_matches(Fn1(fn), x, device=device_class)
+
+
 def test_non_contiguous_and_broadcast_inputs(device_class):
     fn = lambda x: (x.transpose(0, 2).sum(1) + x[:, ::2].mean(1).t() + x.permute(1, 2, 0).amax(0)
                     + x[:1].expand(3, 9, 5).sum(1).t())
