@@ -4,7 +4,7 @@ GPT-style decoder loads and runs in Node as a page would run it, its output matc
 per-dispatch profile from timestamp queries covers every dispatch, an f16 build runs the kernel
 variant the runtime picks (SwiftShader has no subgroup matrices), and the dispatch-cost probe ran
 every one of its dispatches. The decode benchmark's loop (decode.py) gives PyTorch eager's greedy
-tokens and logits, and its copy probe copies; bench.py's --gemm-knob names a kernels module's
+tokens and logits, its copy probe copies and its read probe reads each word once; bench.py's --gemm-knob names a kernels module's
 constant. scripts/setup.sh installs bench/gpu/dawn's node_modules."""
 
 import argparse
@@ -164,6 +164,13 @@ def test_copy_probe_on_dawn(dawn, tmp_path):
     assert result["ok"], result["error"]
     assert result["same"] and result["bytes"] == 4 << 20  # the copy holds the source's bytes
     assert np.isfinite(result["gbps"])
+
+
+def test_read_probe_on_dawn(dawn, tmp_path):
+    # the XOR of the words the kernel read is the buffer's: each word read once, none skipped
+    result = bench.node_job(dawn, {"engine": "read", "bytes": 1 << 20, "repeats": 3, "runs": 2}, tmp_path, "read", timeout=120)
+    assert result["ok"], result.get("error")
+    assert result["same"] and result["bytes"] == 1 << 20 and result["gbps"] > 0
 
 
 def test_gemm_knobs_name_a_kernels_constant(capsys):

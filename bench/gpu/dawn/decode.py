@@ -14,8 +14,8 @@ random weights from torch.manual_seed(0), built where the benchmark runs (no wei
 The steps, one after another (a step that fails is a cell of the table, --deadline skips the rest):
   prepare  (worker processes, CPU) Kuma compiles each model (target "gpu"); meanwhile the main
            process builds the same modules for PyTorch
-  probes   Dawn's device-to-device copy bandwidth and cost per dispatch (run.mjs copy and probe),
-           and torch's copy bandwidth
+  probes   Dawn's device-to-device copy bandwidth, a compute kernel's read bandwidth and the cost
+           per dispatch (run.mjs copy, read and probe), and torch's copy bandwidth
   eager    PyTorch eager on the GPU stepping the same module from the same prompt, free greedy,
            each token read back to the CPU as Kuma's loop reads it (fp32, TF32 off; the f16 model in
            f16, weights and arithmetic, as a PyTorch user runs it); also without the per-step read
@@ -28,8 +28,9 @@ The steps, one after another (a step that fails is a cell of the table, --deadli
   compile  torch.compile(mode="reduce-overhead") (CUDA graphs) stepping the same module, last
 The bound of a decode step: the weight bytes a step reads (each parameter once at its stored
 precision; of an untied embedding table one row) over
-Dawn's copy bandwidth (bytes read plus written), plus Kuma's dispatches per step times Dawn's
-host cost per dispatch. Markdown and JSON go to --out; the Markdown is printed last.
+what a compute kernel on Dawn reads a second (16-byte loads; without that probe, Dawn's copy
+bandwidth, bytes read plus written), plus Kuma's dispatches per step times Dawn's host cost per
+dispatch. Markdown and JSON go to --out; the Markdown is printed last.
 
 Here (no CUDA), tiny configs on SwiftShader prove the whole pipeline, torch on the CPU:
 
@@ -295,6 +296,7 @@ def main() -> int:
             raise RuntimeError(result["error"])
         return result
     step(None, "dawn copy", lambda: {"dawn_copy": dawn("copy", {"bytes": (64 if small else 512) << 20}, "copy", 120)})
+    step(None, "dawn read", lambda: {"dawn_read": dawn("read", {"bytes": (64 if small else 512) << 20}, "read", 120)})
     step(None, "dawn probe", lambda: {"dispatch_probe": dawn("probe", {}, "probe", 120)})
     step(None, "torch copy", lambda: {"torch_copy_gbps": torch_copy_gbps()})
 
@@ -364,12 +366,18 @@ def main() -> int:
 
 
 def bound_ms(env: dict, row: dict) -> float | None:
-    """weight bytes / Dawn's copy bandwidth + dispatches x Dawn's host cost per dispatch."""
-    copy_gbps = (env.get("dawn_copy") or {}).get("gbps")
+    """weight bytes / Dawn's read bandwidth (else its copy bandwidth) + dispatches x Dawn's host cost per dispatch."""
+    gbps = bandwidth(env)[1]
     per_dispatch = (env.get("dispatch_probe") or {}).get("usPerDispatchWall")
-    if not copy_gbps or per_dispatch is None or not row.get("weight_bytes") or not row.get("dispatches"):
+    if not gbps or per_dispatch is None or not row.get("weight_bytes") or not row.get("dispatches"):
         return None
-    return row["weight_bytes"] / (copy_gbps * 1e6) + row["dispatches"] * per_dispatch / 1e3
+    return row["weight_bytes"] / (gbps * 1e6) + row["dispatches"] * per_dispatch / 1e3
+
+
+def bandwidth(env: dict) -> tuple[str, float | None]:
+    """(which, GB/s) the bound divides by: a kernel's reads where the probe ran and checked, else the copy's."""
+    read = env.get("dawn_read") or {}
+    return ("read", read["gbps"]) if read.get("same") and read.get("gbps") else ("copy", (env.get("dawn_copy") or {}).get("gbps"))
 
 
 def write(out: Path, env: dict, rows: dict) -> str:
@@ -410,10 +418,14 @@ def markdown(env: dict, rows: list[dict]) -> str:
                                  ratio(r.get("dawn_ms"), r.get("compile_ms")), same]) + " |")
     copy_ = env.get("dawn_copy") or {}
     probe = env.get("dispatch_probe") or {}
-    lines += ["", f"Bound = weights read per step / Dawn's copy bandwidth ({num(copy_.get('gbps'), ',.0f')} GB/s, read + written, "
-                  f"copyBufferToBuffer of {copy_.get('bytes', 0) / 2 ** 20:.0f} MiB; torch's 1 GiB copy: {num(env.get('torch_copy_gbps'), ',.0f')} GB/s) "
-                  f"+ dispatches × Dawn's host cost per dispatch ({num(probe.get('usPerDispatchWall'), '.2f')} µs; "
-                  f"{num(probe.get('usPerDispatchGpu'), '.2f')} µs of GPU time)."]
+    read = env.get("dawn_read") or {}
+    which = "a compute kernel's read bandwidth" if bandwidth(env)[0] == "read" else "Dawn's copy bandwidth"
+    lines += ["", f"Bound = weights read per step / {which} + dispatches × Dawn's host cost per dispatch "
+                  f"({num(probe.get('usPerDispatchWall'), '.2f')} µs; {num(probe.get('usPerDispatchGpu'), '.2f')} µs of GPU time). "
+                  f"Dawn reads {num(read.get('gbps'), ',.0f')} GB/s in a compute kernel (16-byte loads, "
+                  f"{read.get('bytes', 0) / 2 ** 20:.0f} MiB, checked: {read.get('same', '–')}) and copies {num(copy_.get('gbps'), ',.0f')} GB/s "
+                  f"(read + written, copyBufferToBuffer of {copy_.get('bytes', 0) / 2 ** 20:.0f} MiB); torch's 1 GiB copy: "
+                  f"{num(env.get('torch_copy_gbps'), ',.0f')} GB/s."]
     errors = [f"- {r['model']} {what}: {e}" for r in rows for what, e in (r.get("errors") or {}).items()]
     errors += [f"- {what}: {e}" for what, e in (env.get("errors") or {}).items()]
     if errors:

@@ -2,7 +2,7 @@
 // one model per process, on Dawn (dawn.node from the npm package `webgpu`, Chrome's WebGPU engine).
 //
 //   node run.mjs <job.json> <result.json>
-//   job: {engine: "kuma" | "decode" | "copy" | "ort" | "probe", path, inputs: {name: {file, dtype, shape}},
+//   job: {engine: "kuma" | "decode" | "copy" | "read" | "ort" | "probe", path, inputs: {name: {file, dtype, shape}},
 //         expected: {file, shape}, timing: {warmup, minRuns, budgetMs}, profile: bool, dawnFlags: [..]}
 //
 // kuma:  the model folder's emitted index.js, its own load() and run() as a page calls them (the
@@ -18,6 +18,7 @@
 // probe: Dawn's cost per dispatch: 1000 tiny dispatches in one pass, one submit; and one submit alone.
 // decode: a step model's greedy decode loop (docs/generative.md), for bench/gpu/dawn/decode.py.
 // copy:  Dawn's device-to-device copy bandwidth (copyBufferToBuffer).
+// read:  the bandwidth of a compute kernel reading a buffer with 16-byte loads.
 // kuma and ort check their output against PyTorch's (expected: raw little-endian float32); decode
 // returns its tokens, which decode.py checks.
 
@@ -337,27 +338,16 @@ async function runDecode() {
   return result;
 }
 
-// ---- Dawn's copy bandwidth ----
+// ---- Dawn's memory bandwidth: copies, and a compute kernel's reads ----
 
-// copyBufferToBuffer of `bytes` of random data between two buffers: `repeats` copies in one submit
-// against one copy in one submit, timed from submit to onSubmittedWorkDone (median of `runs`); the
-// difference over repeats - 1 is one copy without the submit's fixed cost. GB/s counts the bytes
-// read plus the bytes written, as bench/gpu/device.py counts torch's copy.
-async function runCopy() {
-  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  const bytes = Math.min(job.bytes ?? 256 * 2 ** 20, adapter.limits.maxBufferSize) & ~4095;
-  const { repeats = 32, runs = 10 } = job;
-  const device = await adapter.requestDevice({ requiredLimits: { maxBufferSize: bytes } });
-  const usage = GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-  const [src, dst] = [device.createBuffer({ size: bytes, usage }), device.createBuffer({ size: bytes, usage })];
-  const block = new Uint32Array(Math.min(bytes, 16 * 2 ** 20) / 4).map(() => (Math.random() * 2 ** 32) >>> 0);
-  for (let offset = 0; offset < bytes; offset += block.byteLength) {
-    device.queue.writeBuffer(src, offset, block, 0, Math.min(block.length, (bytes - offset) / 4));
-  }
+// One unit of GPU work (encode(encoder) adds it) timed from submit to onSubmittedWorkDone: `repeats`
+// units in one submit against one unit in one submit (median of `runs`); the difference over
+// repeats - 1 is one unit without the submit's fixed cost, in ms.
+async function unitMs(device, encode, repeats, runs) {
   const once = async (count) => {
     const started = performance.now();
     const encoder = device.createCommandEncoder();
-    for (let i = 0; i < count; i++) encoder.copyBufferToBuffer(src, 0, dst, 0, bytes);
+    for (let i = 0; i < count; i++) encode(encoder);
     device.queue.submit([encoder.finish()]);
     await device.queue.onSubmittedWorkDone();
     return performance.now() - started;
@@ -370,18 +360,92 @@ async function runCopy() {
   };
   const manyMs = await measure(repeats);
   const oneMs = await measure(1);
-  // the check: the copy's first block is the source's
-  const readback = device.createBuffer({ size: block.byteLength, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  return { manyMs, oneMs, unitMs: (manyMs - oneMs) / (repeats - 1) };
+}
+
+// A device and a buffer of `bytes` (at most the adapter's largest) of random words, `usage` beside COPY_DST.
+async function filledBuffer(usage, storage = false) {
+  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  const limit = storage ? Math.min(adapter.limits.maxBufferSize, adapter.limits.maxStorageBufferBindingSize) : adapter.limits.maxBufferSize;
+  const bytes = Math.min(job.bytes ?? 256 * 2 ** 20, limit) & ~4095;
+  const device = await adapter.requestDevice({ requiredLimits: { maxBufferSize: bytes, ...(storage ? { maxStorageBufferBindingSize: bytes } : {}) } });
+  const src = device.createBuffer({ size: bytes, usage: usage | GPUBufferUsage.COPY_DST });
+  const block = new Uint32Array(Math.min(bytes, 16 * 2 ** 20) / 4).map(() => (Math.random() * 2 ** 32) >>> 0);
+  for (let offset = 0; offset < bytes; offset += block.byteLength) {
+    device.queue.writeBuffer(src, offset, block, 0, Math.min(block.length, (bytes - offset) / 4));
+  }
+  return { device, src, bytes, block };
+}
+
+async function readBack(device, buffer, bytes) {
+  const readback = device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   const encoder = device.createCommandEncoder();
-  encoder.copyBufferToBuffer(dst, 0, readback, 0, block.byteLength);
+  encoder.copyBufferToBuffer(buffer, 0, readback, 0, bytes);
   device.queue.submit([encoder.finish()]);
   await readback.mapAsync(GPUMapMode.READ);
-  const copied = new Uint32Array(readback.getMappedRange());
-  const same = copied.every((v, i) => v === block[i]);
+  const words = new Uint32Array(readback.getMappedRange().slice(0));
   readback.unmap();
+  return words;
+}
+
+// copyBufferToBuffer of the buffer into another. GB/s counts the bytes read plus the bytes written,
+// as bench/gpu/device.py counts torch's copy.
+async function runCopy() {
+  const { repeats = 32, runs = 10 } = job;
+  const { device, src, bytes, block } = await filledBuffer(GPUBufferUsage.COPY_SRC);
+  const dst = device.createBuffer({ size: bytes, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+  const timed = await unitMs(device, (encoder) => encoder.copyBufferToBuffer(src, 0, dst, 0, bytes), repeats, runs);
+  const copied = await readBack(device, dst, block.byteLength); // the check: the copy's first block is the source's
+  const same = copied.every((v, i) => v === block[i]);
   device.destroy();
-  const copyMs = (manyMs - oneMs) / (repeats - 1);
-  return { bytes, repeats, manyMs, oneMs, copyMs, gbps: (2 * bytes) / (copyMs * 1e6), same };
+  return { bytes, repeats, manyMs: timed.manyMs, oneMs: timed.oneMs, copyMs: timed.unitMs, gbps: (2 * bytes) / (timed.unitMs * 1e6), same };
+}
+
+// A compute kernel reading the buffer once as vec4<u32>s (16 bytes a load, each thread striding the
+// whole grid, 4 loads in flight), XOR-ing them into one word a workgroup: what a memory-bound kernel
+// such as decode's matrix-vector products can read at most. GB/s counts the bytes read.
+const READ_GROUPS = 4096;
+async function runRead() {
+  const { repeats = 32, runs = 10 } = job;
+  const { device, src, bytes, block } = await filledBuffer(GPUBufferUsage.STORAGE, true);
+  const out = device.createBuffer({ size: 4 * READ_GROUPS, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const code = `
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+var<workgroup> folded: atomic<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+  let n = arrayLength(&src);
+  let stride = ${READ_GROUPS * 256}u;
+  var acc = vec4<u32>();
+  for (var i = gid.x; i < n; i += 4u * stride) {
+    let a = src[i];
+    let b = select(vec4<u32>(), src[min(i + stride, n - 1u)], i + stride < n);
+    let c = select(vec4<u32>(), src[min(i + 2u * stride, n - 1u)], i + 2u * stride < n);
+    let d = select(vec4<u32>(), src[min(i + 3u * stride, n - 1u)], i + 3u * stride < n);
+    acc ^= a ^ b ^ c ^ d;
+  }
+  atomicXor(&folded, acc.x ^ acc.y ^ acc.z ^ acc.w);
+  workgroupBarrier();
+  if (li == 0u) { out[wg.x] = atomicLoad(&folded); }
+}`;
+  const pipeline = device.createComputePipeline({ layout: "auto", compute: { module: device.createShaderModule({ code }), entryPoint: "main" } });
+  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: src } }, { binding: 1, resource: { buffer: out } }] });
+  const timed = await unitMs(device, (encoder) => {
+    const pass = encoder.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(READ_GROUPS);
+    pass.end();
+  }, repeats, runs);
+  // the check: the XOR of every word read is the XOR of the buffer's (its blocks repeat `block`)
+  const folded = (await readBack(device, out, 4 * READ_GROUPS)).reduce((a, v) => a ^ v, 0) >>> 0;
+  const blocks = Math.floor(bytes / block.byteLength), tail = (bytes % block.byteLength) / 4;
+  let want = 0;
+  if (blocks % 2) for (const v of block) want ^= v;
+  for (let i = 0; i < tail; i++) want ^= block[i];
+  device.destroy();
+  return { bytes, repeats, manyMs: timed.manyMs, oneMs: timed.oneMs, readMs: timed.unitMs, gbps: bytes / (timed.unitMs * 1e6), same: folded === want >>> 0 };
 }
 
 // ---- ONNX Runtime Web ----
@@ -477,7 +541,7 @@ async function runProbe() {
   };
 }
 
-const ENGINES = { kuma: runKuma, decode: runDecode, copy: runCopy, ort: runOrt, probe: runProbe };
+const ENGINES = { kuma: runKuma, decode: runDecode, copy: runCopy, read: runRead, ort: runOrt, probe: runProbe };
 let result;
 try {
   result = { ok: true, adapter: await adapterInfo(), ...(await ENGINES[job.engine]()) };
