@@ -40,7 +40,7 @@ On the GPU machine, in one device call carrying .dawn (bench/gpu/dawn/pack.sh ma
 
     bash bench/gpu/dawn/run_on_device.sh decode
 
-    python bench/gpu/dawn/decode.py [--small] [--models a,b] [--out DIR] [--deadline S] [--no-compile]
+    python bench/gpu/dawn/decode.py [--small] [--models a,b] [--out DIR] [--deadline S] [--no-compile] [--gemm-knob NAME=VALUE ...]
 """
 
 import argparse
@@ -127,8 +127,11 @@ def cache_bytes(module: nn.Module) -> int:
 
 # ---- prepare: Kuma's build, one worker process per model ----
 
-def prepare(name: str, small: bool, work: str) -> dict:
+def prepare(name: str, small: bool, work: str, knobs: dict | None = None) -> dict:
     warnings.filterwarnings("ignore")
+    for knob, value in (knobs or {}).items():  # kernels' constants for an A/B (bench.py's --gemm-knob)
+        module, constant = bench.knob_target(knob)
+        setattr(module, constant, value)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 4))
     from kuma_build.compiler import compile_module
     from kuma_build.config import InputSpec, ModelConfig
@@ -231,6 +234,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, help=f"generated tokens per generation (default {STEPS}; 24 with --small)")
     parser.add_argument("--prompt", type=int, help=f"prompt tokens (default {PROMPT}; 8 with --small)")
     parser.add_argument("--dawn-toggles", default="", help="comma-separated Dawn toggles to enable too, as bench.py's")
+    parser.add_argument("--gemm-knob", action="append", default=[], metavar="NAME=VALUE",
+                        help="a constant of kernels/gemm.py (NAME) or kernels/MODULE.py (MODULE.NAME) for Kuma's builds, as bench.py's")
     options = parser.parse_args()
     small = options.small
     steps = options.steps or (24 if small else STEPS)
@@ -246,8 +251,9 @@ def main() -> int:
     work = options.work or options.out.parent / (options.out.name + "-work")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    knobs = bench.gemm_knobs(parser, options.gemm_knob)
     env = bench.environment(options)
-    env.update(prompt=prompt, steps=steps)
+    env.update(prompt=prompt, steps=steps, gemmKnobs=knobs)
     bench.say(json.dumps(env))
     rows = {n: {"model": n, "errors": {}} for n in names}
     late = lambda: time.monotonic() - bench.STARTED > options.deadline
@@ -268,7 +274,7 @@ def main() -> int:
         write(options.out, env, rows)
 
     pool = concurrent.futures.ProcessPoolExecutor(len(names), mp_context=multiprocessing.get_context("spawn"))
-    futures = {n: pool.submit(prepare, n, small, str(work)) for n in names}
+    futures = {n: pool.submit(prepare, n, small, str(work), knobs) for n in names}
 
     # the same modules for PyTorch, while Kuma compiles
     modules, prompts = {}, {n: prompt_tokens(n, small, prompt) for n in names}
@@ -392,7 +398,8 @@ def write(out: Path, env: dict, rows: dict) -> str:
 def markdown(env: dict, rows: list[dict]) -> str:
     num = lambda value, form=".3f": format(value, form) if value is not None else "–"
     ratio = lambda a, b: f"{a / b:.2f}×" if a and b else "–"
-    lines = [f"## Decode: {env['gpu']}, driver {env['driver']}, {env['date']}{' (--small)' if env['small'] else ''}", "",
+    lines = [f"## Decode: {env['gpu']}, driver {env['driver']}, {env['date']}{' (--small)' if env['small'] else ''}"
+             f"{''.join(f', {k}={v}' for k, v in (env.get('gemmKnobs') or {}).items())}", "",
              f"torch {env['torch']} (CUDA {env['cuda']}), kuma {env['kuma']}, Node {env['node']}, webgpu (dawn.node) "
              f"{env['webgpu (dawn.node)']}; {env['cpus']} CPUs; {env['prompt']}-token prompt, then {env['steps']} greedy tokens", "",
              "| model | parameters | weights read per step | dispatches per step | Kuma decode tokens/s | Kuma ms/step | Kuma GPU ms/step "
