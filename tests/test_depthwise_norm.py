@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kuma_build.compiler import compile_module
+from kuma_build.compiler.kernels import depthwise_norm
 from support import TOLERANCE, assert_matches, assert_outputs_match, model_config, run_compiled
 
 
@@ -72,6 +73,16 @@ def test_depthwise_conv_and_channel_norm_fuse(name):
     compiled = assert_matches(make().eval(), torch.randn(shape), device="gpu")
     assert compiled.stats["dispatches"] == dispatches
     assert any(k["name"] == "depthwise_norm" for k in compiled.program["kernels"]) == fused
+
+
+@pytest.mark.parametrize("name", [name for name, case in CASES.items() if case[3]])
+def test_taps_unrolled(name, monkeypatch):
+    """depthwise_norm.UNROLL_TAPS: each filter row's input loads issued together, zeros outside the image."""
+    monkeypatch.setattr(depthwise_norm, "UNROLL_TAPS", True)
+    make, shape, dispatches, _ = CASES[name]
+    compiled = assert_matches(make().eval(), torch.randn(shape), device="gpu")
+    assert compiled.stats["dispatches"] == dispatches
+    assert any("t0_0" in k["code"] for k in compiled.program["kernels"])  # the unrolled row's first load
 
 
 def test_cpu_class_keeps_two_kernels():

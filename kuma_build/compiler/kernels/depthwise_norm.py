@@ -42,6 +42,7 @@ from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, offse
 FUSE = True  # passes/fuse_channel_norm.py fuses (False: the two kernels as before)
 PIXELS = 8  # output pixels a workgroup takes at most (a warp then reads NCHW runs of 8 neighbours of 4 channels)
 CHANNELS = 4  # channels a thread takes at most before its workgroup takes half as many pixels
+UNROLL_TAPS = False  # a filter row's taps unrolled, their input loads issued together (an A/B on the device)
 MAX_CHANNELS = ROW_REGISTERS  # past this a thread's channels would not stay in registers: no fusion
 
 
@@ -113,6 +114,14 @@ def lower(node, device):
     tap = coords + ([f"if (!({inside})) {{ continue; }}"] if inside else []) + products(
         [b.load(1, [f"c{i}", "0u", "kh", "kw"]) for i in range(per)])
     by_taps = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", block(f"for (var kw = 0u; kw < {kw_size}u; kw++)", tap))
+    if UNROLL_TAPS:  # a filter row's inputs loaded first (zero outside the image), then its products
+        row = []
+        for kw in range(kw_size):
+            coords, inside = taps(node, "oh", "ow", "kh", f"{kw}u")
+            loads = [f"t{kw}_{i} = {b.load(0, ['n', f'c{i}', 'u32(ih)', 'u32(iw)'])};" for i in range(per)]
+            row += [f"var t{kw}_{i} = 0.0;" for i in range(per)] + block("", coords + (block(f"if ({inside})", loads) if inside else loads))
+        row += [f"acc{i} += t{kw}_{i} * {b.load(1, [f'c{i}', '0u', 'kh', f'{kw}u'])};" for kw in range(kw_size) for i in range(per)]
+        by_taps = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", row)
     by_words = None
     if reads_rows_by_words(b, 1):
         rows_read = [filter_row_words(b, 1, [f"c{i}", "0u", "kh"], f"c{i}_") for i in range(per)]
