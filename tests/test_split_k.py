@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kuma_build.compiler import compile_module
-from kuma_build.compiler.kernels import elementwise, gemm, split_sum
+from kuma_build.compiler.kernels import gemm, split_sum
 from kuma_build.devices import GPU
 from support import F16_MATH_LAYER_BOUND, TOLERANCE, Fn, assert_matches, assert_outputs_match, model_config, reference_outputs, run_compiled
 
@@ -132,17 +132,6 @@ class PostNorm(nn.Module):
 def test_split_sums_read_in_place(depth, pre_norm, width, kernels):
     compiled = assert_matches(PostNorm(depth, pre_norm, width), torch.randn(21, width), torch.randn(21, width), device="gpu")
     assert kernel_names(compiled) == kernels
-
-
-@pytest.mark.parametrize("slice_loads", [3, 4])
-def test_slices_loaded_together(slice_loads, monkeypatch):
-    # elementwise.SLICE_LOADS: a thread loads that many slices before adding them (split sums and
-    # folds alike): the up projection's 4 slices and the down projection's 16, which groups of 3
-    # leave one slice past and groups of 4 divide
-    monkeypatch.setattr(elementwise, "SLICE_LOADS", slice_loads)
-    compiled = assert_matches(PostNorm(1024, False, 300), torch.randn(21, 300), torch.randn(21, 300), device="gpu")
-    assert kernel_names(compiled) == ["matmul", "split_sum", "matmul", "normalize"]
-    assert all("slice0" in k["code"] for k in compiled.program["kernels"] if k["name"] in ("split_sum", "normalize"))
 
 
 def test_long_sums_stay_before_a_norm_reading_them_three_times():

@@ -162,25 +162,11 @@ def fold_sums(node, b) -> str:
     functions = []
     for k, splits, expr, shape in node.attrs.get("sums", ()):
         writer, value = expression_at(expr, shape, b, "total", "flat", ("s_i", "s_in", "sv"))
-        lines = [*slices_total(b.names[k], splits, u32(prod(shape)), "flat"), *writer.lines, f"return {value};"]
+        lines = ["var total = 0.0;",
+                 f"for (var s = 0u; s < {splits}u; s++) {{ total += {b.names[k]}[s * {u32(prod(shape))} + flat]; }}",
+                 *writer.lines, f"return {value};"]
         functions.append("\n".join(block(f"fn sum_in{k}(flat: u32) -> f32", lines)) + "\n\n")
     return "".join(functions)
-
-
-# slices of a split-K product's partial sums whose loads a thread issues together before adding them
-SLICE_LOADS = 1
-
-
-def slices_total(array: str, splits: int, size: str, flat: str) -> list[str]:
-    """Lines adding `splits` partial sums of `size` elements each at `flat` of `array` into `var total`,
-    in slice order; SLICE_LOADS of them loaded before any is added (the same sum, its loads in flight together)."""
-    group = max(1, min(SLICE_LOADS, splits))
-    if group == 1:
-        return ["var total = 0.0;", f"for (var s = 0u; s < {splits}u; s++) {{ total += {array}[s * {size} + {flat}]; }}"]
-    loads = [f"let slice{j} = {array}[(s + {j}u) * {size} + {flat}];" for j in range(group)] + [f"total += slice{j};" for j in range(group)]
-    whole = splits - splits % group
-    lines = ["var total = 0.0;"] + block(f"for (var s = 0u; s < {whole}u; s += {group}u)", loads)
-    return lines + [f"total += {array}[{s}u * {size} + {flat}];" for s in range(whole, splits)]
 
 
 def fold_reads(node, k: int) -> int:

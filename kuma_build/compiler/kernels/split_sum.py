@@ -12,7 +12,7 @@ function its loads call instead.
 """
 
 from kuma_build.compiler.ir.sizes import wgsl as u32
-from kuma_build.compiler.kernels.elementwise import epilogue, fold_sums, slices_total
+from kuma_build.compiler.kernels.elementwise import epilogue, fold_sums
 from kuma_build.compiler.kernels.wgsl import Bindings, indent, threads
 
 # the folds passes/split_k.py makes beyond a norm's, softmax's or split sum's reading a sum's slices in
@@ -28,5 +28,7 @@ def lower(node, device):
     out, splits = node.output, node.attrs["splits"]
     header, workgroups = threads(out.numel)
     writer, value = epilogue(node, b, "total", "gid")
-    lines = [*slices_total(b.names[0], splits, u32(out.numel), "gid"), *writer.lines, f"out[gid] = {value};"]
+    lines = ["var total = 0.0;",
+             f"for (var s = 0u; s < {splits}u; s++) {{ total += {b.names[0]}[s * {u32(out.numel)} + gid]; }}",
+             *writer.lines, f"out[gid] = {value};"]
     return b.kernel("split_sum", folded + writer.functions() + header + indent(lines) + "\n}", workgroups)
