@@ -73,16 +73,17 @@ def test_depthwise_conv_and_channel_norm_fuse(name):
     compiled = assert_matches(make().eval(), torch.randn(shape), device="gpu")
     assert compiled.stats["dispatches"] == dispatches
     assert any(k["name"] == "depthwise_norm" for k in compiled.program["kernels"]) == fused
+    assert any("t0_0" in k["code"] for k in compiled.program["kernels"]) == fused  # UNROLL_TAPS: a filter row's loads first
 
 
 @pytest.mark.parametrize("name", [name for name, case in CASES.items() if case[3]])
-def test_taps_unrolled(name, monkeypatch):
-    """depthwise_norm.UNROLL_TAPS: each filter row's input loads issued together, zeros outside the image."""
-    monkeypatch.setattr(depthwise_norm, "UNROLL_TAPS", True)
+def test_taps_in_a_loop(name, monkeypatch):
+    """depthwise_norm.UNROLL_TAPS off: a tap at a time in a loop over the filter row, skipping taps outside the image."""
+    monkeypatch.setattr(depthwise_norm, "UNROLL_TAPS", False)
     make, shape, dispatches, _ = CASES[name]
     compiled = assert_matches(make().eval(), torch.randn(shape), device="gpu")
     assert compiled.stats["dispatches"] == dispatches
-    assert any("t0_0" in k["code"] for k in compiled.program["kernels"])  # the unrolled row's first load
+    assert not any("t0_0" in k["code"] for k in compiled.program["kernels"])  # the unrolled row's first load
 
 
 def test_cpu_class_keeps_two_kernels():

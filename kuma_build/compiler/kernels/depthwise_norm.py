@@ -20,6 +20,9 @@ first block reads the stem's norm so, where the convolution alone, its threads
 over a pixel's channels use rows.py's workgroup_reduce with the pixels as
 interleaved lanes (`slot`); the mean first, then the squared deviations (two
 passes, for f32 accuracy, as rows.py's norms).
+The filter is walked a row at a time, the row's taps unrolled: each thread
+loads its channels' inputs of the whole row (zero outside the image) before
+any product, so the loads are in flight together (UNROLL_TAPS).
 A workgroup's last pixels past the end compute the last row again (so every
 thread reaches the barriers) and store nothing. An f16 filter is read as
 conv.py's direct kernel reads it: without shader-f16 a filter row's words
@@ -42,7 +45,9 @@ from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, offse
 FUSE = True  # passes/fuse_channel_norm.py fuses (False: the two kernels as before)
 PIXELS = 8  # output pixels a workgroup takes at most (a warp then reads NCHW runs of 8 neighbours of 4 channels)
 CHANNELS = 4  # channels a thread takes at most before its workgroup takes half as many pixels
-UNROLL_TAPS = False  # a filter row's taps unrolled, their input loads issued together (an A/B on the device)
+# a filter row's taps unrolled, their input loads issued before the products: ConvNeXt-T's 18 kernels
+# 390.6 -> 370.9 us on the H200 through Dawn (each in a pass of its own, 20:50 UTC, docs/performance.md)
+UNROLL_TAPS = True
 MAX_CHANNELS = ROW_REGISTERS  # past this a thread's channels would not stay in registers: no fusion
 
 
