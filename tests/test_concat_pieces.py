@@ -31,6 +31,11 @@ class Mixed(nn.Module):  # along dim 1: a computed piece, a plain input, a const
         return torch.cat([x * 2.0 + y[:, :4], y, self.table, F.gelu(x[:, :2] - 1.0)], dim=1)
 
 
+class Gelus(nn.Module):  # two pieces calling erf
+    def forward(self, x, y):
+        return torch.cat([F.gelu(x), F.gelu(y * 2.0)], dim=1)
+
+
 class Shared(nn.Module):  # the piece's result is also an output: it stays a kernel of its own
     def forward(self, x):
         doubled = x * 2.0
@@ -59,6 +64,12 @@ def test_pieces_beside_plain_and_constant_ones():
     torch.manual_seed(0)
     compiled = assert_matches(Mixed(), torch.randn(2, 4, 5), torch.randn(2, 6, 5), device="gpu")
     assert kernel_names(compiled) == ["concat"] and "kuma_erf" in compiled.program["kernels"][0]["code"]
+
+
+def test_two_pieces_calling_one_helper():  # the helper function is written once
+    torch.manual_seed(0)
+    compiled = assert_matches(Gelus(), torch.randn(3, 5), torch.randn(3, 4), device="gpu")
+    assert kernel_names(compiled) == ["concat"]
 
 
 @pytest.mark.parametrize("module", [Shared(), Twice()])
