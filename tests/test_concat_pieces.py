@@ -81,9 +81,10 @@ def test_a_piece_read_elsewhere_keeps_its_kernel(module):
 
 def test_llama_decode_step_takes_a_kernel_per_rotation():
     """A block: its norms, four products (queries, keys and values merged; the output; gate and up;
-    down), a concatenation each for rotating queries and keys, the two cache writes, the attention."""
+    down), a concatenation rotating the queries, the two cache writes (the keys' rotating them as it
+    writes them: tests/test_scatter_source.py), the attention."""
     torch.manual_seed(0)
     model = Llama(vocab=67, dim=48, layers=2, heads=4, kv_heads=2, hidden=100, context=40).eval()
     compiled = assert_matches(model, torch.tensor([[5]]), torch.tensor([3]), device="gpu")
     names = kernel_names(compiled)
-    assert names.count("concat") == 4 and "elementwise" not in names[4:-1]
+    assert names.count("concat") == 2 and names.count("scatter") == 4 and "elementwise" not in names[4:-1]
