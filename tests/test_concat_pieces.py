@@ -31,6 +31,11 @@ class Mixed(nn.Module):  # along dim 1: a computed piece, a plain input, a const
         return torch.cat([x * 2.0 + y[:, :4], y, self.table, F.gelu(x[:, :2] - 1.0)], dim=1)
 
 
+class Gelus(nn.Module):  # two pieces calling erf
+    def forward(self, x, y):
+        return torch.cat([F.gelu(x), F.gelu(y * 2.0)], dim=1)
+
+
 class Shared(nn.Module):  # the piece's result is also an output: it stays a kernel of its own
     def forward(self, x):
         doubled = x * 2.0
@@ -61,6 +66,12 @@ def test_pieces_beside_plain_and_constant_ones():
     assert kernel_names(compiled) == ["concat"] and "kuma_erf" in compiled.program["kernels"][0]["code"]
 
 
+def test_two_pieces_calling_one_helper():  # the helper function is written once
+    torch.manual_seed(0)
+    compiled = assert_matches(Gelus(), torch.randn(3, 5), torch.randn(3, 4), device="gpu")
+    assert kernel_names(compiled) == ["concat"]
+
+
 @pytest.mark.parametrize("module", [Shared(), Twice()])
 def test_a_piece_read_elsewhere_keeps_its_kernel(module):
     torch.manual_seed(0)
@@ -70,9 +81,10 @@ def test_a_piece_read_elsewhere_keeps_its_kernel(module):
 
 def test_llama_decode_step_takes_a_kernel_per_rotation():
     """A block: its norms, four products (queries, keys and values merged; the output; gate and up;
-    down), a concatenation each for rotating queries and keys, the two cache writes, the attention."""
+    down), a concatenation rotating the queries, the two cache writes (the keys' rotating them as it
+    writes them: tests/test_scatter_source.py), the attention."""
     torch.manual_seed(0)
     model = Llama(vocab=67, dim=48, layers=2, heads=4, kv_heads=2, hidden=100, context=40).eval()
     compiled = assert_matches(model, torch.tensor([[5]]), torch.tensor([3]), device="gpu")
     names = kernel_names(compiled)
-    assert names.count("concat") == 4 and "elementwise" not in names[4:-1]
+    assert names.count("concat") == 2 and names.count("scatter") == 4 and "elementwise" not in names[4:-1]

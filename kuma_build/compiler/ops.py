@@ -50,6 +50,11 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
                    may fuse a channel_rows producer into
     computes_pieces its first operands inputs are pieces of its output, each of which it may compute
                    in place from an elementwise expression (attrs["pieces"]: fuse_elementwise)
+    as_pieces      node -> its result as (dim, [(extent, expression)]): pieces along dim, each an
+                   expression (ir/expr.py) over its inputs read at the piece's own coordinates
+                   (kernels/concat.py: pieces_at), when every element is computed so, else None
+    computes_source it may compute its input 0 in place, at each element it reads, from the node
+                   that writes it when that node's as_pieces says how (attrs["source"]: fuse_elementwise)
     row_mean       node -> whether its result is the mean of each row of its input (the last dim):
                    passes/fuse_rms_norm.py folds an RMSNorm written out in PyTorch around it
 
@@ -100,6 +105,8 @@ class OpRecord:
     channel_norm: Callable[[Node], bool] = lambda node: False
     row_mean: Callable[[Node], bool] = lambda node: False
     computes_pieces: bool = False
+    as_pieces: Callable[[Node], tuple[int, list] | None] = lambda node: None
+    computes_source: bool = False
 
 
 # --- matmul: out[b] = alpha * A[b] @ B[b] + beta * bias[b] (ir/aten_linalg.py) ------------------
@@ -181,12 +188,17 @@ def attention_flops(node: Node) -> int:
     return 2 * prod(shape[:-1]) * keys * (node.inputs[0].shape[-1] + node.output.shape[-1])
 
 
+def elementwise_pieces(node: Node) -> tuple[int, list] | None:
+    """An elementwise node's result is one piece, its expression (not once it reads a folded sum)."""
+    return None if "sums" in node.attrs else (0, [(node.output.shape[0] if node.output.shape else 1, node.attrs["expr"])])
+
+
 def pool_flops(node: Node) -> int:
     return node.output.numel * prod(node.attrs.get("kernel", (1,)))
 
 
 OPS: dict[str, OpRecord] = {
-    "elementwise": OpRecord(elementwise.lower, expression=True, dynamic=ANY,
+    "elementwise": OpRecord(elementwise.lower, expression=True, dynamic=ANY, as_pieces=elementwise_pieces,
                             fold_sums=lambda node, k, device: elementwise.fold_reads(node, k) if split_sum.FOLD_PER_ELEMENT else 0),
     "matmul": OpRecord(matmul.lower, matmul_flops, weight_dim=lambda node, k: {0: 1, 1: 2}.get(k),  # A [b, M, K]: rows; B [b, K, N]: columns
                        word_row=matmul.word_row,
@@ -213,7 +225,7 @@ OPS: dict[str, OpRecord] = {
     "pool2d": OpRecord(pool.lower, pool_flops),
     "resize": OpRecord(resize.lower),
     "concat": OpRecord(concat.lower, fold_sums=lambda node, k, device: elementwise.fold_reads(node, k) if split_sum.FOLD_PER_ELEMENT else 0,
-                       dynamic=ANY, computes_pieces=True),
+                       dynamic=ANY, computes_pieces=True, as_pieces=lambda node: None if "sums" in node.attrs else concat.pieces(node)),
     "gather": OpRecord(gather.lower, weight_dim=lambda node, k: node.attrs["dim"] if k == 0 else None,  # an embedding table's rows
                        reads_any_layout=True, dynamic=ANY),
     "take": OpRecord(gather.lower_take, dynamic=ANY),
@@ -224,7 +236,7 @@ OPS: dict[str, OpRecord] = {
     "topk": OpRecord(scan.lower_topk, flops=lambda node: node.inputs[0].numel * node.output.shape[-1],
                      dynamic=lambda node: isinstance(node.output.shape[-1], int)),  # k passes, unrolled
     # writes its output view in place (a state buffer, passes/state.py): the updated slots only
-    "scatter": OpRecord(scatter.lower_scatter, flops=lambda node: node.inputs[0].numel, dynamic=ANY),
+    "scatter": OpRecord(scatter.lower_scatter, flops=lambda node: prod(scatter.updates_shape(node)), dynamic=ANY, computes_source=True),
     # torch.arange and fills whose shape a dim sets (constant ones are folded at build time)
     "arange": OpRecord(elementwise.lower_arange, dynamic=ANY),
 }

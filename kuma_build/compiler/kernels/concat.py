@@ -3,30 +3,53 @@
 A piece may be a split-K product's sum read in place (passes/split_k.py: ViT's patch embedding):
 its slices and epilogue's inputs follow the pieces (node.operands of them). A piece may also be
 computed in place from an elementwise expression (attrs["pieces"], passes/fuse_elementwise.py:
-rotary embeddings' two halves) over inputs that follow the pieces too, read at the piece's coordinate."""
+rotary embeddings' two halves) over inputs that follow the pieces too, read at the piece's coordinate.
 
+pieces_at writes the choice of piece at an index, so that a scatter computing its values in place
+(kernels/scatter.py) evaluates a concatenation the same way."""
+
+from kuma_build.compiler.ir.expr import In
 from kuma_build.compiler.ir.sizes import wgsl as u32
-from kuma_build.compiler.kernels.elementwise import Writer, fold_sums
+from kuma_build.compiler.kernels.elementwise import Writer, fold_sums, helper_functions
 from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, threads, unravel
+
+
+def pieces(node) -> tuple[int, list]:
+    """node's dim and its pieces along it: (extent, expression) each, In(k) for input k as it is."""
+    dim, computed = node.attrs["dim"], node.attrs.get("pieces", {})
+    return dim, [(v.shape[dim], computed.get(k, In(v.dtype, k))) for k, v in enumerate(node.inputs[:node.operands])]
+
+
+def pieces_at(b: Bindings, dim: int, parts: list, index: list[str], store: str, prefix: str = "p") -> tuple[list[str], str]:
+    """WGSL lines storing (`store`, such as "out[gid] = {};") the element at `index` of the
+    concatenation along dim of parts, [(extent, expression)] whose In leaves read b's inputs at
+    the piece's own coordinate; and the helper functions the expressions call."""
+    lines, helpers, start = [], set(), 0
+    for k, (extent, expr) in enumerate(parts):
+        end = start + extent
+        shifted = list(index)
+        if start != 0:
+            shifted[dim] = f"({index[dim]} - {u32(start)})"
+        writer = Writer(lambda leaf, shifted=shifted: b.load(leaf.index, shifted), f"{prefix}{k}_")
+        value = writer(expr)
+        body = [*writer.lines, store.format(value)]
+        if len(parts) == 1:
+            lines += body
+        else:
+            keyword = "if" if k == 0 else "else if"
+            test = f"({index[dim]} < {u32(end)})" if k < len(parts) - 1 else "(true)"
+            lines += block(f"{keyword} {test}", body)
+        helpers |= writer.helpers
+        start = end
+    return lines, helper_functions(helpers)
 
 
 def lower(node, device):
     b = Bindings(node)
     folded = fold_sums(node, b)
-    out, dim, pieces = node.output, node.attrs["dim"], node.inputs[:node.operands]
+    out = node.output
     header, workgroups = threads(out.numel)
     lines, index = unravel("gid", out.shape)
-    start, helpers = 0, ""
-    for k, v in enumerate(pieces):
-        end = start + v.shape[dim]
-        shifted = list(index)
-        shifted[dim] = f"({index[dim]} - {u32(start)})" if start != 0 else index[dim]
-        keyword = "if" if k == 0 else "else if"
-        test = f"({index[dim]} < {u32(end)})" if k < len(pieces) - 1 else "(true)"
-        expr = node.attrs.get("pieces", {}).get(k)
-        writer = Writer(lambda leaf, shifted=shifted: b.load(leaf.index, shifted), f"p{k}_")
-        value = writer(expr) if expr is not None else b.load(k, shifted)
-        lines += block(f"{keyword} {test}", [*writer.lines, f"out[gid] = {value};"])
-        helpers += writer.functions()
-        start = end
-    return b.kernel("concat", helpers + folded + header + indent(lines) + "\n}", workgroups)
+    dim, parts = pieces(node)
+    body, helpers = pieces_at(b, dim, parts, index, "out[gid] = {};")
+    return b.kernel("concat", helpers + folded + header + indent(lines + body) + "\n}", workgroups)

@@ -114,7 +114,12 @@ class Writer:
 
     def functions(self) -> str:
         """The helper functions the rendered expressions call, to put before the entry point."""
-        return "".join(HELPERS[name] + "\n\n" for name in sorted(self.helpers))
+        return helper_functions(self.helpers)
+
+
+def helper_functions(names) -> str:
+    """The WGSL of the named helper functions (HELPERS), each once, to put before the entry point."""
+    return "".join(HELPERS[name] + "\n\n" for name in sorted(names))
 
 
 def epilogue(node, b, acc: str, flat: str) -> tuple[Writer, str]:

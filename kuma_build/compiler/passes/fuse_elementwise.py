@@ -13,6 +13,13 @@ in the node's attrs["pieces"] over inputs appended after the pieces (node.operan
 piece's own input left as the first of them, for its shape). Rotary embeddings
 (cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin])) then take one dispatch instead of three.
 
+The values a scatter writes (a record's computes_source) are computed in place the same way when an
+elementwise or concatenation node computes them (its record's as_pieces), read by the scatter alone,
+once and in order: the node's inputs take the values' place and its pieces go in attrs["source"]
+(kernels/scatter.py). A decode step's key is then rotated as it is written into the cache: one
+dispatch instead of two. Not when the node reads a state buffer: that read would move past the
+writes in place between them (passes/state.py).
+
 Model outputs are never inlined, and a kernel keeps its distinct input buffers
 within the device's storage buffers per stage, less one for its output.
 The helpers here are shared with the epilogue pass (fuse_epilogue.py).
@@ -90,6 +97,11 @@ def fuse_elementwise(graph) -> None:
                 if (src is not None and record(src).expression and src not in fused and src.output.dtype == node.output.dtype
                         and sole_reader(node, src, readers, graph) and _inline_piece(node, k, src, input_buffers(graph))):
                     inlined(src, node)
+        if record(node).computes_source:
+            src = producer.get(node.inputs[0].buffer)
+            if (src is not None and record(src).as_pieces(src) and src not in fused and src.output.dtype == node.output.dtype
+                    and sole_reader(node, src, readers, graph) and _inline_source(node, src, input_buffers(graph))):
+                inlined(src, node)
         while record(node).expression:
             sources = [producer.get(v.buffer) for v in node.inputs]
             src = next((s for s in sources if s is not None and record(s).expression and s not in fused
@@ -119,6 +131,20 @@ def _inline_piece(node, k: int, src, most: int) -> bool:
     base = len(node.inputs)
     node.inputs = node.inputs[:k] + [moved[0]] + node.inputs[k + 1:] + moved
     node.attrs["pieces"] = {**node.attrs.get("pieces", {}), k: remap(src.attrs["expr"], lambda leaf: In(leaf.dtype, base + leaf.index))}
+    return True
+
+
+def _inline_source(node, src, most: int) -> bool:
+    """Compute node's input 0 in place from src's pieces, src's inputs in its place; not when node
+    reads src's result elsewhere too (an index tensor) or src reads a state buffer."""
+    if sum(v.buffer is src.output.buffer for v in node.inputs) > 1 or any(v.buffer.kind == "state" for v in src.inputs):
+        return False
+    inputs = src.inputs + node.inputs[1:]
+    if sum(buf.pages for buf in {v.buffer for v in inputs}) > most:
+        return False
+    dim, pieces = record(src).as_pieces(src)
+    node.attrs["source"] = {"values": node.inputs[0].shape, "shape": src.output.shape, "dim": dim, "pieces": pieces, "inputs": len(src.inputs)}
+    node.inputs = inputs
     return True
 
 
