@@ -48,7 +48,7 @@ class DeviceClass:
     # keys and values); fewer dispatches and more tiles each, for a GPU's many multiprocessors
     merge_products: bool = True
     # a split-K sum of at most this many slices is read in place by the norm, softmax, reduction,
-    # elementwise kernel, attention or split sum after it instead of a dispatch of its own (passes/split_k.py; a
+    # elementwise kernel or split sum after it instead of a dispatch of its own (passes/split_k.py; a
     # sum holding another's slices counts both), when that reader reads each element several times
     # (a norm's row too long for registers makes three passes, kernels/rows.py): longer sums cost it
     # more than the dispatch (about 7 us on Dawn: 5 of host time, docs/performance.md)

@@ -82,9 +82,9 @@ class CrossRows(nn.Module):
 
 @pytest.mark.parametrize("batch,bias", [(1, True), (2, False)])
 def test_linear_layers_of_one_input_merge(batch, bias):
-    # queries, keys and values as one product (split: the attention adds up its partials), the attention
+    # queries, keys and values as one product (split, then summed: 2 dispatches), the attention
     compiled = assert_matches(QKV(dim=256, bias=bias), torch.randn(batch, 50, 256), device="gpu")
-    assert kernel_names(compiled) == ["matmul", "attention"]
+    assert kernel_names(compiled) == ["matmul", "split_sum", "attention"]
     # f32: the merged weight stored [K, N] with each k's columns together, so its tile is fetched as
     # vec4s (sliced K, kernels/gemm.py), as a single linear layer's is
     assert "fn gemm_b4(" in next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")

@@ -218,8 +218,7 @@ OPS: dict[str, OpRecord] = {
                        dynamic=ANY, row_mean=lambda node: node.attrs["reduction"] == "mean" and len(node.inputs[0].shape) - len(node.output.shape) == 1),
     "softmax": OpRecord(rows.lower_softmax, fold_sums=lambda node, k, device: rows.row_reads(node, 1, device), dynamic=ANY),
     "attention": OpRecord(attention_decode.lower_attention, attention_flops, strided_output=True, reads_any_layout=True,
-                          key_splits=attention_decode.split_choice, dynamic=static_head_dims,
-                          fold_sums=lambda node, k, device: attention_decode.fold_reads(node, k, device) if split_sum.FOLD_ATTENTION else 0),
+                          key_splits=attention_decode.split_choice, dynamic=static_head_dims),
     # the slices of a decode attention whose keys passes/split_keys.py split over workgroups
     "attention_combine": OpRecord(attention_decode.lower_combine, strided_output=True),
     "pool2d": OpRecord(pool.lower, pool_flops),

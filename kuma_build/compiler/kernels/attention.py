@@ -49,7 +49,6 @@ no workgroup memory; a causal row stops at its own position.
 from math import ceil, prod
 
 from kuma_build.compiler.ir.sizes import any_sym, max_value, wgsl as u32
-from kuma_build.compiler.kernels.elementwise import fold_sums
 from kuma_build.compiler.kernels.rows import MIN_THREAD_ROWS, thread_row_size
 from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, grid, indent, offset_expr, threads, unravel, workgroup_rows
 
@@ -75,56 +74,19 @@ FLASH_MIN_ROWS = 8  # fewer query rows (decoding) go a row per workgroup: its th
 
 def lower(node, device):
     b = Bindings(node)
-    folded = fold_sums(node, b)  # a split-K product's sum read in place (passes/split_k.py): its loads call these
     out = node.output
-    rows = prod(out.shape[:-1])
-    kernel = kernel_of(node, device)
-    if kernel in ("tiled", "split"):
-        return (flash_tiled if kernel == "tiled" else flash_split)(node, device, b, folded)
+    *batch, length, value_dim = out.shape
+    rows = prod(batch) * length
+    if uses_flash(node, device):
+        return flash_tiled(node, device, b) if TILED else flash_split(node, device, b)
     row_lines, row_index = unravel("row", out.shape[:-1], "r")
     batch_index, i = row_index[:-1], row_index[-1]
     score = score_lines(node, b, batch_index, i, "j", "qk", "s")
-    if kernel == "thread":
-        return thread_per_row(node, b, folded, rows, row_lines, batch_index, i, score)
+    if device.thread_rows and max_value(rows) >= MIN_THREAD_ROWS and value_dim <= MAX_THREAD_COLUMNS:
+        return thread_per_row(node, b, rows, row_lines, batch_index, i, score)
     if node.attrs["causal"]:
         score.append(f"s = select(s, {f32(float('-inf'))}, j > {i});")
-    return workgroup_per_row(node, device, b, folded, rows, row_lines, batch_index, i, score)
-
-
-def kernel_of(node, device) -> str:
-    """Which kernel here takes the node: "tiled" or "split" (the "gpu" class's flash_tiled, or
-    flash_split with TILED off), "thread" (a thread a query row), else "workgroup" (a workgroup a row)."""
-    if uses_flash(node, device):
-        return "tiled" if TILED else "split"
-    rows = prod(node.output.shape[:-1])
-    return "thread" if device.thread_rows and max_value(rows) >= MIN_THREAD_ROWS and node.output.shape[-1] <= MAX_THREAD_COLUMNS else "workgroup"
-
-
-def reads(node, k: int, device) -> int:
-    """How many times the kernel lower picks reads each element of input k, the queries (0), keys (1)
-    or values (2), by its tiling (the op record's fold_sums, through attention_decode.fold_reads:
-    passes/split_k.py folds a split-K sum into the attention by it). A workgroup of flash_tiled (a
-    query tile, a group of value columns) stages its query tile again for each key tile of each
-    split, its head's key tiles once and its value columns once; flash_split's threads each hold
-    their row's query, and its workgroups read keys and values as flash_tiled's; a row kernel reads
-    every key and value of the head once a query row, and its query row once (workgroup memory) or
-    once a key. Not the mask (3), nor a view that repeats elements (grouped-query heads' keys): 0.
-    Reads that an index clamped past a tile's end repeats are not counted (the same address again)."""
-    if k > 2 or node.inputs[k].is_broadcast():
-        return 0
-    *batch, length, value_dim = node.output.shape
-    keys, head_dim = node.inputs[1].shape[-2:]
-    heads, kernel = prod(batch), kernel_of(node, device)
-    if kernel == "tiled":
-        groups = ceil(value_dim / TILED_KEYS)
-        rows, splits = tiled_shape(device, heads * groups, length, keys)
-        return (groups * splits * ceil(keys / (splits * TILED_KEYS)), groups * ceil(length / rows), ceil(length / rows))[k]
-    if kernel == "split":
-        groups = ceil(value_dim / FLASH_COLUMNS)
-        rows = flash_rows(device, heads * groups, length)
-        return (groups * FLASH_THREADS // rows, groups * ceil(length / rows), ceil(length / rows))[k]
-    once = kernel == "workgroup" and shares_query(head_dim, device)
-    return (1 if once else max_value(keys), max_value(length), max_value(length))[k]
+    return workgroup_per_row(node, device, b, rows, row_lines, batch_index, i, score)
 
 
 def is_static(node) -> bool:
@@ -143,13 +105,13 @@ def score_lines(node, b, batch_index, i: str, j: str, qk: str, s: str) -> list[s
     """Lines turning `qk` (query row i . key j) into the score `s`: the scale, then the mask (a boolean
     mask scores -inf where false, a float mask is added). The causal mask is the kernel's own."""
     lines = [f"var {s} = {f32(node.attrs['scale'])} * {qk};"]
-    if node.operands == 4:  # past the operands: a folded sum's inputs (kernels/elementwise.py: fold_sums)
+    if len(node.inputs) == 4:
         mask = b.load(3, batch_index + [i, j])
         lines.append(f"{s} = select({f32(float('-inf'))}, {s}, {mask} != 0i);" if node.inputs[3].dtype == "bool" else f"{s} += {mask};")
     return lines
 
 
-def thread_per_row(node, b, folded, rows, row_lines, batch_index, i, score):
+def thread_per_row(node, b, rows, row_lines, batch_index, i, score):
     """Online softmax one key at a time; a masked key scores -inf and changes nothing."""
     keys, head_dim = node.inputs[1].shape[-2:]
     value_dim = node.output.shape[-1]
@@ -174,10 +136,10 @@ def thread_per_row(node, b, folded, rows, row_lines, batch_index, i, score):
         "let empty = total == 0.0;",
         *[f"out[{offset_expr(node.output, batch_index + [i, f'{c}u'])}] = select(acc{c} / total, 0.0, empty);" for c in range(value_dim)],
     ]
-    return b.kernel("attention", folded + header + indent(["let row = gid;", *lines]) + "\n}", workgroups)
+    return b.kernel("attention", header + indent(["let row = gid;", *lines]) + "\n}", workgroups)
 
 
-def workgroup_per_row(node, device, b, folded, rows, row_lines, batch_index, i, score):
+def workgroup_per_row(node, device, b, rows, row_lines, batch_index, i, score):
     keys, head_dim = node.inputs[1].shape[-2:]
     value_dim = node.output.shape[-1]
     columns = ceil(value_dim / SIZE)
@@ -188,7 +150,7 @@ def workgroup_per_row(node, device, b, folded, rows, row_lines, batch_index, i, 
         return [line for c in range(columns)
                 for line in block("", [f"let col = li + {c * SIZE}u;", *block(f"if (col < {value_dim}u)", body(f"acc{c}"))])]
 
-    shared_query = shares_query(head_dim, device)
+    shared_query = 4 * head_dim <= device.workgroup_bytes // 2  # longer query rows are read from memory
     query = "query[e]" if shared_query else b.load(0, batch_index + [i, "e"])
     score_key = [  # thread li scores key start + li into workgroup memory
         "var qk = 0.0;",
@@ -226,12 +188,7 @@ def workgroup_per_row(node, device, b, folded, rows, row_lines, batch_index, i, 
         *each_column(lambda acc: [f"out[{offset_expr(node.output, batch_index + [i, 'col'])}] = select({acc} / total, 0.0, total == 0.0);"]),
     ]
     shared = f"var<workgroup> scores: array<f32, {SIZE}>;\n" + (f"var<workgroup> query: array<f32, {head_dim}>;\n" if shared_query else "")
-    return b.kernel("attention", folded + shared + "\n" + header + indent(lines) + "\n}", workgroups)
-
-
-def shares_query(head_dim, device) -> bool:
-    """Whether workgroup_per_row holds its query row in workgroup memory (longer ones are read from memory)."""
-    return 4 * head_dim <= device.workgroup_bytes // 2
+    return b.kernel("attention", shared + "\n" + header + indent(lines) + "\n}", workgroups)
 
 
 def tiled_rows(device, heads: int, length: int) -> int:
@@ -287,7 +244,7 @@ def splits_fit(device, rows: int, splits: int) -> bool:
             and (splits == 1 or 4 * threads <= STEP * 17))
 
 
-def flash_tiled(node, device, b, folded):
+def flash_tiled(node, device, b):
     """A workgroup of 16 x G threads takes 4G query rows of one head and the value columns [col0,
     col0 + 64); thread (x, y) = (li % 16, li / 16) owns rows 4y .. 4y + 3 and, in each tile of 64 keys, keys 4x .. 4x + 3
     (the scores s0 .. s3, a vec4 of keys per row) and value columns 4x .. 4x + 3 (o0 .. o3). A tile
@@ -352,7 +309,7 @@ def flash_tiled(node, device, b, folded):
         *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], [f"value(j, c + {u}u)" for u in range(4)]),
         "",
         *block("fn score(qk: f32, row: u32, j: u32) -> f32", [  # -inf past the keys or the causal diagonal
-            *([f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);"] if node.operands == 4 else []),
+            *([f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);"] if len(node.inputs) == 4 else []),
             *score_lines(node, b, batch_index, "i", "k", "qk", "s"),
             f"return select({f32(float('-inf'))}, s, j < {keys}u{' && j <= row' if node.attrs['causal'] else ''});"]),
         *block("fn scores(qk: vec4<f32>, row: u32, j: u32) -> vec4<f32>", [  # keys j .. j + 3
@@ -465,7 +422,7 @@ def flash_tiled(node, device, b, folded):
     shared = "".join(f"var<workgroup> {name}: array<vec4<f32>, {size}>;\n" for name, size in tiled_memory(rows, splits).items())
     header = (f"@compute @workgroup_size({splits * threads})\n"
               "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n")
-    return b.kernel("attention", folded + shared + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}", workgroups)
+    return b.kernel("attention", shared + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}", workgroups)
 
 
 def query_tile(heads: int, tiles: int, groups: int, rows: int, columns: int) -> tuple[list[str], tuple[int, int, int]]:
@@ -500,7 +457,7 @@ def lanes(var: str, load, count: int, bound: int, base: str) -> list[str]:
     return lines
 
 
-def flash_split(node, device, b, folded):
+def flash_split(node, device, b):
     """The "gpu" class's kernel before flash_tiled (TILED = False). A workgroup takes `rows` query rows of one head (one batch index) and the value columns
     [col0, col0 + 4 * cols4); its threads are (row r, key split t), r fastest, so a warp's threads
     read the same key. Key tiles go through workgroup memory as vec4s (keys, then values), the next
@@ -636,5 +593,5 @@ def flash_split(node, device, b, folded):
     ]
     header = (f"@compute @workgroup_size({FLASH_THREADS})\n"
               "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n")
-    code = folded + f"var<workgroup> kv: array<vec4<f32>, {shared4}>;\n" + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}"
+    code = f"var<workgroup> kv: array<vec4<f32>, {shared4}>;\n" + "\n".join(functions) + "\n\n" + header + indent(body) + "\n}"
     return b.kernel("attention", code, workgroups)

@@ -34,7 +34,6 @@ from math import ceil, prod
 
 from kuma_build.compiler.kernels import attention
 from kuma_build.compiler.kernels.attention import LOWEST, score_lines
-from kuma_build.compiler.kernels.elementwise import fold_sums
 from kuma_build.compiler.kernels.gemm import STEP_LATENCY
 from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, grid, indent, offset_expr, threads, unravel
 
@@ -68,23 +67,6 @@ def lower_attention(node, device):
     """The attention op's lowering: this kernel where it applies, else attention.py's."""
     split = "key_splits" in node.attrs  # its output is now the slices' partials
     return lower(node, device) if split or applies(node, device) else attention.lower(node, device)
-
-
-def fold_reads(node, k: int, device) -> int:
-    """The attention op's fold_sums: how many times the kernel lower_attention picks reads each
-    element of input k (attention.reads for attention.py's). Here the LANES-strided threads of a key
-    row's lanes each hold their share of the query row (THREADS / lanes threads an element), in each
-    of the key slices' workgroups; a workgroup reads its slice's keys and values once, for each query
-    row of the head. Not the mask, nor a view repeating elements: 0."""
-    split = "key_splits" in node.attrs
-    if not (split or applies(node, device)):
-        return attention.reads(node, k, device)
-    if k > 2 or node.inputs[k].is_broadcast():
-        return 0
-    shape = node.attrs.get("rows_shape", node.output.shape)
-    splits = node.attrs["key_splits"][0] if split else (split_choice(node, device) or (1,))[0]
-    lanes = layout(node.inputs[1].shape[-1], shape[-1])[0]
-    return (THREADS // lanes * splits, shape[-2], shape[-2])[k]
 
 
 def chunk_keys(head_dim: int, value_dim: int, per: int) -> int:
@@ -128,7 +110,6 @@ def split_choice(node, device) -> tuple[int, int] | None:
 def lower(node, device):
     """The partials of attrs["key_splits"] slices (passes/split_keys.py), or the output when unsplit."""
     b = Bindings(node)
-    folded = fold_sums(node, b)  # a split-K product's sum read in place (passes/split_k.py): its loads call these
     shape = node.attrs.get("rows_shape", node.output.shape)  # the attention's result, before the split
     *batch, length, value_dim = shape
     keys, head_dim = node.inputs[1].shape[-2:]
@@ -224,7 +205,7 @@ def lower(node, device):
               f"var<workgroup> sums: array<f32, {THREADS}>;\n")
     header = (f"@compute @workgroup_size({THREADS})\n"
               "fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {\n")
-    return b.kernel("attention", folded + shared + "\n" + header + indent(body) + "\n}", workgroups)
+    return b.kernel("attention", shared + "\n" + header + indent(body) + "\n}", workgroups)
 
 
 def lower_combine(node, device):

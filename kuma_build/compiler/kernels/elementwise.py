@@ -4,7 +4,7 @@ The expression tree comes from the IR node (see ir/aten_elementwise.py); each
 op is a WGSL template here. Helper functions (erf, pow) are emitted only when
 an expression uses them.
 
-fold_sums, which this kernel and the row, concat, attention and split-sum kernels share,
+fold_sums, which this kernel and the row, concat and split-sum kernels share,
 reads an input that is a split-K product's partial sums in place: a function
 adding its slices and applying the product's epilogue (passes/split_k.py).
 """

@@ -6,9 +6,9 @@ product would have applied (bias, activation, residual: an expression over
 the ("acc", "f32") leaf, as a fused epilogue is).
 
 The same sum can be folded into the kernels that read it (split_k.py: a norm,
-softmax, an elementwise kernel, the attention, another split sum): such a node
-lists the inputs that are partial sums in attrs["sums"], and
-elementwise.fold_sums gives each a function its loads call instead.
+softmax, an elementwise kernel, another split sum): such a node lists the inputs
+that are partial sums in attrs["sums"], and elementwise.fold_sums gives each a
+function its loads call instead.
 """
 
 from kuma_build.compiler.ir.sizes import wgsl as u32
@@ -20,9 +20,6 @@ from kuma_build.compiler.kernels.wgsl import Bindings, indent, threads
 FOLD_PER_ELEMENT = True  # an elementwise or concat kernel reads them (ConvNeXt's residual add through a permute, ViT's patches)
 FOLD_TWO_LEVELS = True  # a sum holding folded sums folds into readers that are not split sums (GPT-2's final norm)
 NORM_STORES_SUM = True  # a norm reading them also stores the sum for the sum's other readers (GPT-2's residual stream)
-# the attention reads them (the merged query-key-value product's 2 slices, BERT's, GPT-2's and ViT's at 128-197 tokens); a
-# first try at 4 slices made the attention slower than the dispatches it saved (docs/performance.md, 11:52)
-FOLD_ATTENTION = True
 
 
 def lower(node, device):

@@ -15,8 +15,8 @@ docs/performance.md). Three ways take it away, tried in this order:
 
 - fold: when every kernel reading its result can read the partial sums in
   place instead (a norm, softmax, a reduction, an elementwise or concat
-  kernel, the attention, another split sum: their records' fold_sums say how
-  many times they read each element), the sum has at most device.fold_splits_once slices
+  kernel, another split sum: their records' fold_sums say how many times they
+  read each element), the sum has at most device.fold_splits_once slices
   where each reads an element once (device.fold_splits where one reads it
   more often)
   and its epilogue needs no helper functions, the split_sum node goes: its
@@ -28,9 +28,7 @@ docs/performance.md). Three ways take it away, tried in this order:
   in the sum's order, kernels/elementwise.py: sum_order), ViT's patches by the
   concat after the class token, nn.TransformerEncoderLayer's queries, keys and
   values by the copy that lays them out for the attention, ResNet's last
-  convolution by the global average pool, the merged query-key-value product
-  of BERT, GPT-2 and ViT (2 slices at 128-197 tokens) by the attention, which
-  reads its keys and values once a query tile (kernels/attention.py: reads).
+  convolution by the global average pool.
 - two levels: a split sum that other sums were folded into (GPT-2's FFN
   output, holding the attention output's slices as its residual) folds the
   same way when none of its readers is a split sum (that would make three
@@ -45,9 +43,9 @@ docs/performance.md). Three ways take it away, tried in this order:
   stream's sum would be added up again by each of them, and by each later
   sum that reads it as its residual.
 
-The folds into elementwise, concat and attention readers, the second level
-and the norm's copy are behind switches of kernels/split_sum.py for an A/B on
-the device (FOLD_PER_ELEMENT, FOLD_ATTENTION, FOLD_TWO_LEVELS, NORM_STORES_SUM).
+The folds into elementwise and concat readers, the second level and the
+norm's copy are behind switches of kernels/split_sum.py for an A/B on the
+device (FOLD_PER_ELEMENT, FOLD_TWO_LEVELS, NORM_STORES_SUM).
 """
 
 from kuma_build.compiler.ir.expr import Acc, In, Lit, Op, remap
