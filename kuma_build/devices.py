@@ -55,10 +55,8 @@ class DeviceClass:
     fold_splits: int = 8
     # the same for a reader that reads each element once (a split sum, a norm's row in registers):
     # it reads the slices the dispatch would have read and skips writing and rereading their sum, so
-    # every split folds (BERT's 16-slice sums of the feed-forward's down projection, into the norm after),
-    # also a sum holding another's (two levels of at most 32 slices each: GPT-2's f16 feed-forward
-    # down projection in 24 with the attention output's 12, 12 dispatches fewer)
-    fold_splits_once: int = 64
+    # every split folds (BERT's 16-slice sums of the feed-forward's down projection, into the norm after)
+    fold_splits_once: int = 32
     # its adapters may offer subgroup matrices (tensor cores: kernels/gemm_matrix.py's variant of the
     # tiled products); software ones never do, so the "cpu" class's products never get that variant
     # and an f16 build makes no "<class>-f16" program for it (below)
