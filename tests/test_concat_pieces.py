@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from support import assert_matches
+from kuma_build.cache.store import LocalCache
+from kuma_build.compiler import compile_module
+from support import assert_matches, assert_outputs_match, model_config, reference_outputs, run_compiled
 
 sys.path.insert(0, str(Path(__file__).parent / "models"))
 from llama import Llama, rotate  # noqa: E402
@@ -88,3 +90,27 @@ def test_llama_decode_step_takes_a_kernel_per_rotation():
     compiled = assert_matches(model, torch.tensor([[5]]), torch.tensor([3]), device="gpu")
     names = kernel_names(compiled)
     assert names.count("concat") == 2 and names.count("scatter") == 4 and "elementwise" not in names[4:-1]
+
+
+class Turn(nn.Module):  # a rotation in either direction: the same views, other expressions
+    def __init__(self, sign: float):
+        super().__init__()
+        self.sign = sign
+
+    def forward(self, x, cos, sin):
+        x1, x2 = x[..., :5], x[..., 5:]
+        return torch.cat([x1 * cos - self.sign * x2 * sin, x2 * cos + self.sign * x1 * sin], -1)
+
+
+def test_kernel_cache_tells_pieces_apart(tmp_path):
+    # the kernel cache's key holds the pieces' expressions (kernels/__init__.py: spec_key): a model
+    # whose rotation turns the other way must not get the first one's kernel back
+    store = LocalCache(tmp_path)
+    inputs = (torch.randn(3, 7, 10), torch.randn(7, 5), torch.randn(7, 5))
+    for sign in (1.0, -1.0):
+        module = Turn(sign).eval()
+        config = model_config(module, inputs, device="gpu")
+        compiled = compile_module(module, config, kernel_store=store)
+        assert [k["name"] for k in compiled.program["kernels"]] == ["concat"]
+        expected = reference_outputs(module, config, {s.name: t for s, t in zip(config.inputs, inputs)})
+        assert_outputs_match(run_compiled(compiled, config, inputs), expected)
