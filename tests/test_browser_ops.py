@@ -48,6 +48,10 @@ CASES = {
     "depthwise_layer_norm": (lambda x, y: F.layer_norm(F.conv2d(x, y, padding=3, groups=40).permute(0, 2, 3, 1), (40,)), (1, 40, 13, 11), (40, 1, 7, 7)),
     "decode_attention": (lambda x, y: F.scaled_dot_product_attention(x, y, y * 2, attn_mask=(torch.arange(1500) <= 1000)[None], enable_gqa=True) @ y[0, 0, :40],
                          (1, 6, 1, 40), (1, 2, 1500, 40)),  # on "gpu": keys split over workgroups, then a thin product
+    # on "gpu": the attention rotates its queries as it reads them (a concatenation's pieces, kernels/attention_decode.py)
+    "decode_rotated_queries": (lambda x, y: F.scaled_dot_product_attention(
+        torch.cat([x[..., :20] * 0.8 - x[..., 20:] * 0.6, x[..., 20:] * 0.8 + x[..., :20] * 0.6], -1), y, y * 2, enable_gqa=True),
+        (1, 6, 1, 40), (1, 2, 300, 40)),
     # on "gpu": split-K sums read in place, one by a norm that stores it for a product, one by an
     # elementwise kernel through a transpose (its threads in the sum's order, its store scattered)
     "split_sum_folds": (lambda x, y: ((lambda s: F.layer_norm(s, (30,)) @ y[:30, :7] + s @ y[30:60, :7])(x @ y[:, :30])
@@ -62,7 +66,7 @@ def test_kernel_family_in_chromium(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["attention_mask", "bmm_broadcast", "causal_attention_long", "conv_channel_blocks_epilogue",
-                                  "conv_groups_dilation", "decode_attention", "depthwise_layer_norm", "grouped_query_attention", "matmul_bias_transposed",
+                                  "conv_groups_dilation", "decode_attention", "decode_rotated_queries", "depthwise_layer_norm", "grouped_query_attention", "matmul_bias_transposed",
                                   "norms", "softmax_middle", "split_sum_folds"])
 def test_gpu_device_class_in_chromium(tmp_path, name):
     # the kernels tuned for GPUs (implicit-GEMM convolutions, smaller tiles, tiled attention, rows

@@ -81,15 +81,17 @@ def test_a_piece_read_elsewhere_keeps_its_kernel(module):
     assert sorted(kernel_names(compiled)) == ["concat", "elementwise"]
 
 
-def test_llama_decode_step_takes_a_kernel_per_rotation():
+@pytest.mark.parametrize("device, concats", [("cpu", 2), ("gpu", 0)])
+def test_llama_decode_step_takes_no_kernel_for_a_rotation(device, concats):
     """A block: its norms, four products (queries, keys and values merged; the output; gate and up;
-    down), a concatenation rotating the queries, the two cache writes (the keys' rotating them as it
-    writes them: tests/test_scatter_source.py), the attention."""
+    down), the two cache writes (the keys' rotating them as it writes them: tests/test_scatter_source.py),
+    the attention (on "gpu" rotating the queries as it reads them: tests/test_attention_query.py; on
+    "cpu" a concatenation does)."""
     torch.manual_seed(0)
     model = Llama(vocab=67, dim=48, layers=2, heads=4, kv_heads=2, hidden=100, context=40).eval()
-    compiled = assert_matches(model, torch.tensor([[5]]), torch.tensor([3]), device="gpu")
+    compiled = assert_matches(model, torch.tensor([[5]]), torch.tensor([3]), device=device)
     names = kernel_names(compiled)
-    assert names.count("concat") == 2 and names.count("scatter") == 4 and "elementwise" not in names[4:-1]
+    assert names.count("concat") == concats and names.count("scatter") == 4 and "elementwise" not in names[4:-1]
 
 
 class Turn(nn.Module):  # a rotation in either direction: the same views, other expressions

@@ -55,6 +55,9 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
                    (kernels/concat.py: pieces_at), when every element is computed so, else None
     computes_source it may compute its input 0 in place, at each element it reads, from the node
                    that writes it when that node's as_pieces says how (attrs["source"]: fuse_elementwise)
+    computes_query (node, device) -> whether its kernel may compute its input 0 (an attention's
+                   queries) in place the same way, the writer's inputs appended to its own
+                   (attrs["query"]: fuse_elementwise; a decode step's rotated queries)
     row_mean       node -> whether its result is the mean of each row of its input (the last dim):
                    passes/fuse_rms_norm.py folds an RMSNorm written out in PyTorch around it
 
@@ -107,6 +110,7 @@ class OpRecord:
     computes_pieces: bool = False
     as_pieces: Callable[[Node], tuple[int, list] | None] = lambda node: None
     computes_source: bool = False
+    computes_query: Callable[[Node, DeviceClass], bool] | None = None
 
 
 # --- matmul: out[b] = alpha * A[b] @ B[b] + beta * bias[b] (ir/aten_linalg.py) ------------------
@@ -218,7 +222,8 @@ OPS: dict[str, OpRecord] = {
                        dynamic=ANY, row_mean=lambda node: node.attrs["reduction"] == "mean" and len(node.inputs[0].shape) - len(node.output.shape) == 1),
     "softmax": OpRecord(rows.lower_softmax, fold_sums=lambda node, k, device: rows.row_reads(node, 1, device), dynamic=ANY),
     "attention": OpRecord(attention_decode.lower_attention, attention_flops, strided_output=True, reads_any_layout=True,
-                          key_splits=attention_decode.split_choice, dynamic=static_head_dims),
+                          key_splits=attention_decode.split_choice, dynamic=static_head_dims,
+                          computes_query=attention_decode.applies),
     # the slices of a decode attention whose keys passes/split_keys.py split over workgroups
     "attention_combine": OpRecord(attention_decode.lower_combine, strided_output=True),
     "pool2d": OpRecord(pool.lower, pool_flops),

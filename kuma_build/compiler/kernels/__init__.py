@@ -13,7 +13,8 @@ def spec_key(node, device) -> str:
     weight storage (the model's precision) and the device class. The kernel cache adds the
     compiler's own version to it (an edited generator must not reuse old code)."""
     buffers = binding_buffers(node)
-    views = [(v.shape, v.strides, v.offset, v.dtype, buffers.index(v.buffer), storage_key(v.buffer), v.buffer.page) for v in node.inputs]
+    views = [(v.shape, v.strides, v.offset, v.dtype, buffers.index(v.buffer) if v.buffer in buffers else -1, storage_key(v.buffer), v.buffer.page)
+             for v in node.inputs]  # -1: an input the kernel computes (wgsl.computed_inputs)
     attrs = {k: v for k, v in sorted(node.attrs.items()) if _is_plain(v)}
     spec = (node.op, attrs, views, node.output.shape, node.output.strides, node.output.dtype, device)
     return hashlib.sha256(repr(spec).encode()).hexdigest()

@@ -105,7 +105,7 @@ def score_lines(node, b, batch_index, i: str, j: str, qk: str, s: str) -> list[s
     """Lines turning `qk` (query row i . key j) into the score `s`: the scale, then the mask (a boolean
     mask scores -inf where false, a float mask is added). The causal mask is the kernel's own."""
     lines = [f"var {s} = {f32(node.attrs['scale'])} * {qk};"]
-    if len(node.inputs) == 4:
+    if node.operands == 4:
         mask = b.load(3, batch_index + [i, j])
         lines.append(f"{s} = select({f32(float('-inf'))}, {s}, {mask} != 0i);" if node.inputs[3].dtype == "bool" else f"{s} += {mask};")
     return lines
@@ -309,7 +309,7 @@ def flash_tiled(node, device, b):
         *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], [f"value(j, c + {u}u)" for u in range(4)]),
         "",
         *block("fn score(qk: f32, row: u32, j: u32) -> f32", [  # -inf past the keys or the causal diagonal
-            *([f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);"] if len(node.inputs) == 4 else []),
+            *([f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);"] if node.operands == 4 else []),
             *score_lines(node, b, batch_index, "i", "k", "qk", "s"),
             f"return select({f32(float('-inf'))}, s, j < {keys}u{' && j <= row' if node.attrs['causal'] else ''});"]),
         *block("fn scores(qk: vec4<f32>, row: u32, j: u32) -> vec4<f32>", [  # keys j .. j + 3

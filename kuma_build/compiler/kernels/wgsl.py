@@ -55,12 +55,19 @@ class Kernel:
         return [self] + (self.then.chain() if self.then else [])
 
 
+def computed_inputs(node: Node) -> set[int]:
+    """Inputs the kernel computes in place rather than reads (a decode attention's queries:
+    passes/fuse_elementwise.py, attrs["query"]): their views give indices, their buffers are not bound."""
+    return {0} if "query" in node.attrs else set()
+
+
 def binding_buffers(node: Node) -> list[Buffer]:
-    """The buffers a node's kernel binds, in binding order: distinct inputs, the dims uniform when
-    a size depends on a dim, then the output."""
+    """The buffers a node's kernel binds, in binding order: distinct inputs (not those it computes),
+    the dims uniform when a size depends on a dim, then the output."""
     buffers: list[Buffer] = []
-    for v in node.inputs:
-        if v.buffer not in buffers:
+    computed = computed_inputs(node)
+    for k, v in enumerate(node.inputs):
+        if k not in computed and v.buffer not in buffers:
             buffers.append(v.buffer)
     if node_dims(node):
         buffers.append(DIMS)
@@ -87,13 +94,14 @@ class Bindings:
 
     def __init__(self, node: Node):
         self.buffers = binding_buffers(node)
-        self.names = [f"in{self.buffers.index(v.buffer)}" for v in node.inputs]  # binding variable of each input
+        # binding variable of each input ("" for one the kernel computes: it reads through self.sums)
+        self.names = [f"in{self.buffers.index(v.buffer)}" if v.buffer in self.buffers else "" for v in node.inputs]
         self.inputs = node.inputs
         self.out = node.output
         self.dims = node_dims(node)
         self.vector = 1  # elements per array item: 4 declares array<vec4<f32>> (elementwise.py)
         self.vec4: set[int] = set()  # bindings of f32 inputs declared array<vec4<f32>> alone (load4: gemm.py's vec4 fetches)
-        self.sums: dict[int, str] = {}  # input k -> the function reading it: a split-K product's folded sum (split_sum.py)
+        self.sums: dict[int, str] = {}  # input k -> the function reading it (a split-K product's folded sum: split_sum.py; computed queries: attention_decode.py)
 
     def declare(self, native_f16: bool = False) -> str:
         """Binding declarations; f16/int8 weights also get a `weight_inK(i)` reader returning f32."""

@@ -18,7 +18,11 @@ elementwise or concatenation node computes them (its record's as_pieces), read b
 once and in order: the node's inputs take the values' place and its pieces go in attrs["source"]
 (kernels/scatter.py). A decode step's key is then rotated as it is written into the cache: one
 dispatch instead of two. Not when the node reads a state buffer: that read would move past the
-writes in place between them (passes/state.py).
+writes in place between them (passes/state.py). A decode attention (a record's computes_query) computes
+its queries so, the node's inputs appended to its own and its pieces in attrs["query"]
+(kernels/attention_decode.py): the rotated queries take no dispatch of their own either. The
+queries' view stays as input 0, for each element's place in the node's result; no buffer is bound
+for it.
 
 Model outputs are never inlined, and a kernel keeps its distinct input buffers
 within the device's storage buffers per stage, less one for its output.
@@ -102,6 +106,11 @@ def fuse_elementwise(graph) -> None:
             if (src is not None and record(src).as_pieces(src) and src not in fused and src.output.dtype == node.output.dtype
                     and sole_reader(node, src, readers, graph) and _inline_source(node, src, input_buffers(graph))):
                 inlined(src, node)
+        if record(node).computes_query and record(node).computes_query(node, graph.device):
+            src = producer.get(node.inputs[0].buffer)
+            if (src is not None and record(src).as_pieces(src) and src not in fused and src.output.dtype == node.output.dtype
+                    and only_reader(node, src, readers, graph) and _inline_query(node, src, input_buffers(graph))):
+                inlined(src, node)
         while record(node).expression:
             sources = [producer.get(v.buffer) for v in node.inputs]
             src = next((s for s in sources if s is not None and record(s).expression and s not in fused
@@ -145,6 +154,26 @@ def _inline_source(node, src, most: int) -> bool:
     dim, pieces = record(src).as_pieces(src)
     node.attrs["source"] = {"values": node.inputs[0].shape, "shape": src.output.shape, "dim": dim, "pieces": pieces, "inputs": len(src.inputs)}
     node.inputs = inputs
+    return True
+
+
+def _inline_query(node, src, most: int) -> bool:
+    """Compute node's input 0 in place from src's pieces, src's inputs appended to node's: input 0
+    keeps its view, which gives each element's flat index in src's result, and binds no buffer
+    (kernels/wgsl.py: computed_inputs). Not when node reads src's result elsewhere too, src reads a
+    state buffer or its result is not a whole contiguous buffer."""
+    out = src.output
+    if (sum(v.buffer is out.buffer for v in node.inputs) > 1 or any(v.buffer.kind == "state" for v in src.inputs)
+            or not out.is_contiguous() or out.offset != 0):
+        return False
+    if sum(buf.pages for buf in {v.buffer for v in node.inputs[1:] + src.inputs}) > most:
+        return False
+    dim, pieces = record(src).as_pieces(src)
+    base = len(node.inputs)
+    node.attrs.setdefault("operands", node.operands)
+    node.attrs["query"] = {"shape": out.shape, "dim": dim,
+                           "pieces": [(extent, remap(expr, lambda leaf: In(leaf.dtype, base + leaf.index))) for extent, expr in pieces]}
+    node.inputs = node.inputs + src.inputs
     return True
 
 
