@@ -101,16 +101,16 @@ def fuse_elementwise(graph) -> None:
                 if (src is not None and record(src).expression and src not in fused and src.output.dtype == node.output.dtype
                         and sole_reader(node, src, readers, graph) and _inline_piece(node, k, src, input_buffers(graph))):
                     inlined(src, node)
-        if record(node).computes_source:
+        query = record(node).computes_query and record(node).computes_query(node, graph.device)
+        if record(node).computes_source or query:
             src = producer.get(node.inputs[0].buffer)
             if (src is not None and record(src).as_pieces(src) and src not in fused and src.output.dtype == node.output.dtype
-                    and sole_reader(node, src, readers, graph) and _inline_source(node, src, input_buffers(graph))):
-                inlined(src, node)
-        if record(node).computes_query and record(node).computes_query(node, graph.device):
-            src = producer.get(node.inputs[0].buffer)
-            if (src is not None and record(src).as_pieces(src) and src not in fused and src.output.dtype == node.output.dtype
-                    and only_reader(node, src, readers, graph) and _inline_query(node, src, input_buffers(graph))):
-                inlined(src, node)
+                    and _computable(node, src)):
+                if query:  # the attention's view of the queries gives each element's place: any order
+                    if only_reader(node, src, readers, graph) and _inline_query(node, src, input_buffers(graph)):
+                        inlined(src, node)
+                elif sole_reader(node, src, readers, graph) and _inline_source(node, src, input_buffers(graph)):
+                    inlined(src, node)
         while record(node).expression:
             sources = [producer.get(v.buffer) for v in node.inputs]
             src = next((s for s in sources if s is not None and record(s).expression and s not in fused
@@ -143,11 +143,14 @@ def _inline_piece(node, k: int, src, most: int) -> bool:
     return True
 
 
+def _computable(node, src) -> bool:
+    """Whether node may compute its input 0 from src in place: not when it reads src's result
+    elsewhere too (an index tensor) or src reads a state buffer (passes/state.py)."""
+    return sum(v.buffer is src.output.buffer for v in node.inputs) == 1 and not any(v.buffer.kind == "state" for v in src.inputs)
+
+
 def _inline_source(node, src, most: int) -> bool:
-    """Compute node's input 0 in place from src's pieces, src's inputs in its place; not when node
-    reads src's result elsewhere too (an index tensor) or src reads a state buffer."""
-    if sum(v.buffer is src.output.buffer for v in node.inputs) > 1 or any(v.buffer.kind == "state" for v in src.inputs):
-        return False
+    """Compute node's input 0 in place from src's pieces, src's inputs in its place (_computable)."""
     inputs = src.inputs + node.inputs[1:]
     if sum(buf.pages for buf in {v.buffer for v in inputs}) > most:
         return False
@@ -160,11 +163,9 @@ def _inline_source(node, src, most: int) -> bool:
 def _inline_query(node, src, most: int) -> bool:
     """Compute node's input 0 in place from src's pieces, src's inputs appended to node's: input 0
     keeps its view, which gives each element's flat index in src's result, and binds no buffer
-    (kernels/wgsl.py: computed_inputs). Not when node reads src's result elsewhere too, src reads a
-    state buffer or its result is not a whole contiguous buffer."""
+    (kernels/wgsl.py: computed_inputs). Besides _computable, src's result must be a whole contiguous buffer."""
     out = src.output
-    if (sum(v.buffer is out.buffer for v in node.inputs) > 1 or any(v.buffer.kind == "state" for v in src.inputs)
-            or not out.is_contiguous() or out.offset != 0):
+    if not out.is_contiguous() or out.offset != 0:
         return False
     if sum(buf.pages for buf in {v.buffer for v in node.inputs[1:] + src.inputs}) > most:
         return False
