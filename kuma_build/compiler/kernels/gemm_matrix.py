@@ -348,8 +348,8 @@ ONLY_WHERE_FASTER = True  # tests set False to run the kernel on every shape it 
 # / BERT-512 / ViT-B/16), every such product forced to one tile at the cost model's split for it, and at
 # 1.5 and 2 times that: the cost model's own tiles 1.164 / 3.361 / 2.012; 32 x 128 1.056 / 3.320 /
 # 1.736, 1.5x 1.033 / 3.487 (its unsplit products stay unsplit: int(1.5)) / 1.591, 2x 1.052 / 2.839 /
-# 1.690; 32 x 64 1.311 / 4.038 / 2.183; 64 x 128 1.324 / 3.549 / 2.236; 128 x 64 1.591 / 4.458 / 2.764
-# (each at 2x no better). ceil(1.5x) takes 1.5x where it was best and 2x for BERT-512's unsplit
+# a wrong ViT result (not reproduced since, 20:27-20:52 UTC); 32 x 64 1.311 / 4.038 / 2.183; 64 x 128
+# 1.324 / 3.549 / 2.236; 128 x 64 1.591 / 4.458 / 2.764 (each at 2x no better). ceil(1.5x) takes 1.5x where it was best and 2x for BERT-512's unsplit
 # products (QKV 74.2 -> 48.5 us a dispatch alone, FF up 77.6 -> 53.7, the split sum after each about
 # 11); fewer rows (ConvNeXt's last stage, 49) keep the cost model's tiles (not measured)
 TILE = (32, 128)
