@@ -189,7 +189,7 @@ def k_step(sliced: bool) -> int:
 
 def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: int, tn: int, splits: int, sliced: bool = False) -> float:
     """Estimated time of the tiled kernel: waves of the workgroups in flight (device.parallel, more
-    for small tiles: small_tile_occupancy), each running its K steps; a step costs its thread's FMAs and workgroup-memory reads, its share of the global
+    for small tiles: small_tile_occupancy, sliced_occupancy for a sliced product's), each running its K steps; a step costs its thread's FMAs and workgroup-memory reads, its share of the global
     loads and a fixed latency (barriers, memory). Splitting K adds a dispatch that sums the partials
     and the partials' trip through memory (written, then read by the sum). With K groups (k_groups)
     a thread takes its group's share of a step's k, and each group after the first adds its sums
@@ -202,7 +202,7 @@ def cost(device: DeviceClass, batch: int, rows: int, cols: int, depth: int, tm: 
     rows_side, cols_side = Side(tm, ty), Side(tn, tx)
     per_step = step // k_group * (rows_side.per * cols_side.per + rows_side.groups + cols_side.groups) + 4 * (tm + tn) * step / SIDE ** 2
     steps = ceil(depth / splits / step)
-    in_flight = device.parallel * (device.small_tile_occupancy if tm * tn <= 64 * 64 else 1)
+    in_flight = device.parallel * (device.sliced_occupancy if sliced else device.small_tile_occupancy if tm * tn <= 64 * 64 else 1)
     return (ceil(groups / in_flight) * (steps * (per_step + STEP_LATENCY) + (k_group - 1) * pieces * STEP_LATENCY)
             + (splits > 1) * (device.dispatch_cost + SPLIT_TRAFFIC * splits * batch * rows * cols))
 
