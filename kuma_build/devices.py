@@ -38,7 +38,7 @@ class DeviceClass:
     # the same for a sliced product's tile (kernels/gemm.py: SLICED_TILE in SLICED_GROUPS groups, 4 x 8
     # sums a thread): three a multiprocessor. On Dawn (H200, 2026-12-01, docs/performance.md) GPT-2's
     # 384 workgroups of 12 steps (128 x 3072, split in two) ran in one wave, ViT's 504 (197 x 2304)
-    # in two, where no split (252 of 24 steps) was 3% faster on the whole model
+    # in two, where no split (252 of 24 steps) took the whole model 2-3% less GPU time
     sliced_occupancy: float = 1.5
     # one more dispatch (split-K's sum of partials) in the tile cost model's units (kernels/gemm.py:
     # cost, a thread's FMAs in a wave): BERT's products on the H200 took about 5 ns a unit, so
