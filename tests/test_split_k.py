@@ -60,9 +60,8 @@ def test_sliced_products_split_where_dawn_measured_it_faster():
     # at the transformers' shapes, the splits measured on Dawn (H200, docs/performance.md): GPT-2's
     # and BERT's 128 x 3072 feed-forward up in two (384 workgroups, one wave), ViT's 197 x 2304
     # query-key-value product whole (504 workgroups split would be two waves)
-    picks = {shape: gemm.choose_split(GPU, 1, *shape, sliced=True)
-             for shape in [(128, 2304, 768), (128, 3072, 768), (128, 768, 3072), (197, 2304, 768), (197, 3072, 768), (197, 768, 768)]}
-    assert list(picks.values()) == [2, 2, 8, 1, 1, 4]
+    shapes = [(128, 2304, 768), (128, 3072, 768), (128, 768, 3072), (197, 2304, 768), (197, 3072, 768), (197, 768, 768)]
+    assert [gemm.choose_split(GPU, 1, *shape, sliced=True) for shape in shapes] == [2, 2, 8, 1, 1, 4]
 
 
 class QKV(nn.Module):
