@@ -11,6 +11,7 @@ import argparse
 import copy
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 import types
@@ -85,6 +86,8 @@ def test_kuma_run_and_profile_on_dawn(dawn, tmp_path):
     assert len(profile["dispatches"]) == result["dispatches"] > 8  # run() submitted two command buffers (runtime.js SUBMIT_FIRST)
     assert all(d["us"] > 0 for d in profile["dispatches"])
     assert sum(k["calls"] for k in profile["kernels"]) == result["dispatches"]
+    # each kernel's share of the back-to-back time was measured (a difference of two timings: any sign)
+    assert all(math.isfinite(k["backToBackUs"]) for k in profile["kernels"])
     assert profile["passMs"] > 0 and profile["backToBackMs"] > 0
 
 

@@ -484,14 +484,15 @@ def markdown(env: dict, rows: list[dict]) -> str:
 
 
 def kernel_table(profile: dict, flops: bool = True) -> list[str]:
-    """The profile's top kernels (each dispatch in a pass of its own) as Markdown table lines; the
+    """The profile's top kernels (each dispatch in a pass of its own; and each kernel's share of the back-to-back time) as Markdown table lines; the
     decode benchmark (decode.py) leaves out GFLOP/s."""
     total = profile["dispatchSumMs"] * 1e3
     rate = lambda k, key: f"{k[key]:,.0f}" if k.get(key) is not None else "–"
-    head = ["kernel", "calls", "µs", "share", *(["GFLOP/s"] if flops else []), "GB/s"]
+    head = ["kernel", "calls", "µs", "share", "back to back µs", *(["GFLOP/s"] if flops else []), "GB/s"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "--:|" * (len(head) - 1)]
     for k in profile["kernels"][:6]:
-        cells = [k["name"], str(k["calls"]), f"{k['us']:.1f}", f"{k['us'] / total:.0%}", *([rate(k, "gflops")] if flops else []), rate(k, "gbps")]
+        b2b = f"{k['backToBackUs']:.1f}" if k.get("backToBackUs") is not None else "–"
+        cells = [k["name"], str(k["calls"]), f"{k['us']:.1f}", f"{k['us'] / total:.0%}", b2b, *([rate(k, "gflops")] if flops else []), rate(k, "gbps")]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

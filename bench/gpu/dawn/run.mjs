@@ -10,7 +10,8 @@
 //        dispatches in the runtime's command buffers (submitted while encoded), readback. Runs go back to back after the warm-up, so the GPU stays at its working clock
 //        (an idle GPU drops it, docs/performance.md). With profile, the same program (parsed from
 //        index.js and the picked device class's module) is rebuilt on a device with timestamp-query: the GPU time of one pass, of runs
-//        back to back in one pass, and of each dispatch in a pass of its own. Both use the kernel
+//        back to back in one pass, and of each dispatch in a pass of its own, and each kernel's share
+//        of the back-to-back time (the runs again without its dispatches). Both use the kernel
 //        variant the runtime picks on this adapter (variant(): subgroup matrices or the kernels' code),
 //        which the result names, beside the adapter's subgroup sizes and subgroup-matrix configs; on
 //        subgroup matrices the profile also times the pass and those dispatches on the shader-f16 code.
@@ -275,6 +276,15 @@ async function profileKuma(program, feed) {
     const k = (kernels[d.name] ??= { name: d.name, calls: 0, us: 0 });
     k.calls += 1;
     k.us += d.us;
+  }
+  // each kernel's share of the back-to-back time: the pass of `repeats` runs again without that
+  // kernel's dispatches (the rest read what the full runs left, so their work and speed are
+  // unchanged; the results are not used). A dispatch in a pass of its own also pays the pass's
+  // start and end, and the small kernels' cost there is mostly that: back to back it overlaps.
+  for (const k of Object.values(kernels)) {
+    const rest = binds.filter((b) => b.name !== k.name);
+    const without = rest.length ? (await stamped([[rest, repeats]]))[0] / repeats : 0;
+    k.backToBackUs = (backToBack - without) / 1e3;
   }
   for (const b of buffers) b.destroy();
   device.destroy();
