@@ -21,8 +21,8 @@ over a pixel's channels use rows.py's workgroup_reduce with the pixels as
 interleaved lanes (`slot`); the mean first, then the squared deviations (two
 passes, for f32 accuracy, as rows.py's norms).
 The filter is walked a row at a time, the row's taps unrolled: each thread
-loads its channels' inputs of the whole row (zero outside the image) before
-any product, so the loads are in flight together (UNROLL_TAPS).
+loads its channels' weights and inputs of the whole row (zero outside the
+image) before any product, so the loads are in flight together (UNROLL_TAPS).
 A workgroup's last pixels past the end compute the last row again (so every
 thread reaches the barriers) and store nothing. An f16 filter is read as
 conv.py's direct kernel reads it: without shader-f16 a filter row's words
@@ -46,7 +46,10 @@ FUSE = True  # passes/fuse_channel_norm.py fuses (False: the two kernels as befo
 PIXELS = 8  # output pixels a workgroup takes at most (a warp then reads NCHW runs of 8 neighbours of 4 channels)
 CHANNELS = 4  # channels a thread takes at most before its workgroup takes half as many pixels
 # a filter row's taps unrolled, their input loads issued before the products: ConvNeXt-T's 18 kernels
-# 390.6 -> 370.9 us on the H200 through Dawn (each in a pass of its own, 20:50 UTC, docs/performance.md)
+# 390.6 -> 370.9 us on the H200 through Dawn (each in a pass of its own, 20:50 UTC, docs/performance.md);
+# the row's weights loaded before its inputs: their share of the GPU time back to back 274 -> 265-267 us
+# (2026-12-01, two calls; loading the norm's weight and bias first too changed nothing, unrolling the
+# filter's rows as well made them 336)
 UNROLL_TAPS = True
 MAX_CHANNELS = ROW_REGISTERS  # past this a thread's channels would not stay in registers: no fusion
 
@@ -119,13 +122,13 @@ def lower(node, device):
     tap = coords + ([f"if (!({inside})) {{ continue; }}"] if inside else []) + products(
         [b.load(1, [f"c{i}", "0u", "kh", "kw"]) for i in range(per)])
     by_taps = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", block(f"for (var kw = 0u; kw < {kw_size}u; kw++)", tap))
-    if UNROLL_TAPS:  # a filter row's inputs loaded first (zero outside the image), then its products
-        row = []
+    if UNROLL_TAPS:  # a filter row's weights and inputs loaded first (inputs zero outside the image), then its products
+        row = [f"let w{kw}_{i} = {b.load(1, [f'c{i}', '0u', 'kh', f'{kw}u'])};" for kw in range(kw_size) for i in range(per)]
         for kw in range(kw_size):
             coords, inside = taps(node, "oh", "ow", "kh", f"{kw}u")
             loads = [f"t{kw}_{i} = {b.load(0, ['n', f'c{i}', 'u32(ih)', 'u32(iw)'])};" for i in range(per)]
             row += [f"var t{kw}_{i} = 0.0;" for i in range(per)] + block("", coords + (block(f"if ({inside})", loads) if inside else loads))
-        row += [f"acc{i} += t{kw}_{i} * {b.load(1, [f'c{i}', '0u', 'kh', f'{kw}u'])};" for kw in range(kw_size) for i in range(per)]
+        row += [f"acc{i} += t{kw}_{i} * w{kw}_{i};" for kw in range(kw_size) for i in range(per)]
         by_taps = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", row)
     by_words = None
     if reads_rows_by_words(b, 1):
