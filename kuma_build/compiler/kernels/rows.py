@@ -67,23 +67,58 @@ def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int
     Each thread passes a distinct slot in 0..size-1 (usually its own index).
     With lanes > 1 the slots are `lanes` interleaved groups (slot % lanes) and
     each thread gets its own group's total. It has barriers, so callers must
-    be in uniform control flow. The last barrier lets the next call reuse the
-    scratch array.
+    be in uniform control flow.
+
+    Two levels rather than a tree: after the values meet in workgroup memory, `parts` threads a
+    group each combine every parts-th of its values (about the square root of them) into one part,
+    and then every thread combines its group's parts, read by all at once. Two barriers a call
+    where the tree took one a level (log2 of the values, 8 at 256 threads) and one more before
+    the next call: a norm's two reductions took about 2 us of its 5-6 (H200 through Dawn), and
+    with two levels the norms' dispatches each in a pass of their own took 2-7% less in every
+    model measured, the GPU time back to back 0.5-1.7% less but ViT-B/16's, 0.7% more
+    (docs/performance.md, 2026-12-01). A next call may write the values at once: their last reads
+    are behind the second barrier, and the parts' last reads behind the next call's first.
     """
-    merged = COMBINES[kind][0].format(a=f"{name}_scratch[li]", b=f"{name}_scratch[li + stride]")
-    last, total = ("0u", "0") if lanes == 1 else (f"{lanes // 2}u", f"li % {lanes}u")
+    combine = lambda a, b: COMBINES[kind][0].format(a=a, b=b)
+    members = size // lanes  # values a group combines
+    if members <= 1:
+        return f"fn {name}(value: {wgsl_type}, li: u32) -> {wgsl_type} {{ return value; }}"
+    parts = min(members, 1 << ((members - 1).bit_length() + 1) // 2)
+    each, stride = -(-members // parts), parts * lanes
+
+    def pairwise(prefix: str, values: list[str]) -> tuple[list[str], str]:
+        """Lines combining the values in pairs, then pairs of pairs, ...: the rounding error grows
+        with the log of their count, as in a tree (a mean of many values that nearly cancel needs it)."""
+        lines, level = [], 0
+        while len(values) > 1:
+            pairs = [combine(values[i], values[i + 1]) for i in range(0, len(values) - 1, 2)]
+            lines += [f"let {prefix}{level}_{i} = {pair};" for i, pair in enumerate(pairs)]
+            values = [f"{prefix}{level}_{i}" for i in range(len(pairs))] + values[len(pairs) * 2:]
+            level += 1
+        return lines, values[0]
+
+    def value(m: int) -> str:  # this part's m-th value; past the last slot the kind's identity
+        at = f"{name}_scratch[li + {m * stride}u]"
+        if (m + 1) * parts <= members:
+            return at
+        scalar = wgsl_type.split("<")[-1].rstrip(">")
+        identity = COMBINES[kind][1][scalar] if scalar == wgsl_type else f"{wgsl_type}({COMBINES[kind][1][scalar]})"
+        return f"select({identity}, {name}_scratch[min(li + {m * stride}u, {size - 1}u)], li + {m * stride}u < {size}u)"
+
+    level, part = pairwise("a", [value(m) for m in range(each)])
+    lane = f"li % {lanes}u" if lanes > 1 else "0u"
+    total, result = pairwise("b", [f"{name}_parts[{p * lanes}u + lane]" for p in range(parts)])
+    total = [f"let lane = {lane};", *total]
     return f"""var<workgroup> {name}_scratch: array<{wgsl_type}, {size}>;
+var<workgroup> {name}_parts: array<{wgsl_type}, {stride}>;
 
 fn {name}(value: {wgsl_type}, li: u32) -> {wgsl_type} {{
   {name}_scratch[li] = value;
   workgroupBarrier();
-  for (var stride = {size // 2}u; stride > {last}; stride >>= 1u) {{
-    if (li < stride) {{ {name}_scratch[li] = {merged}; }}
-    workgroupBarrier();
-  }}
-  let total = {name}_scratch[{total}];
+{indent(block(f"if (li < {stride}u)", [*level, f"{name}_parts[li] = {part};"]))}
   workgroupBarrier();
-  return total;
+{indent(total)}
+  return {result};
 }}"""
 
 
