@@ -3,8 +3,8 @@
 The importer permutes each input view so the reduced dims come last: the kept
 dims flattened are the row, the reduced dims flattened are the position in
 the row. Threads stride through their row (reading through the view's
-strides) and combine their partial results with one shared workgroup tree
-reduction. Softmax and norms make several passes over the row (max or mean
+strides) and combine their partial results with one shared workgroup
+reduction in two levels (workgroup_reduce). Softmax and norms make several passes over the row (max or mean
 first) for accuracy, and write a contiguous output in the permuted order.
 
 A row of static length at most ROW_REGISTERS a thread is read from memory
