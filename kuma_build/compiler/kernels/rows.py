@@ -26,7 +26,7 @@ them at every barrier, which made a 96-long layer norm cost ~85 us a row.
 """
 
 import re
-from math import prod
+from math import gcd, prod
 
 from kuma_build.compiler.ir.graph import WGSL_TYPE
 from kuma_build.compiler.ir.sizes import Sym, max_value, wgsl as u32
@@ -83,8 +83,9 @@ def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int
     members = size // lanes  # values a group combines
     if members <= 1:
         return f"fn {name}(value: {wgsl_type}, li: u32) -> {wgsl_type} {{ return value; }}"
-    parts = min(members, 1 << ((members - 1).bit_length() + 1) // 2)
-    each, stride = -(-members // parts), parts * lanes
+    # about the square root of the values, a power of two that divides them (16 of 256)
+    parts = gcd(members, 1 << ((members - 1).bit_length() + 1) // 2)
+    each, stride = members // parts, parts * lanes
 
     def pairwise(prefix: str, values: list[str]) -> tuple[list[str], str]:
         """Lines combining the values in pairs, then pairs of pairs, ...: the rounding error grows
@@ -97,15 +98,7 @@ def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int
             level += 1
         return lines, values[0]
 
-    def value(m: int) -> str:  # this part's m-th value; past the last slot the kind's identity
-        at = f"{name}_scratch[li + {m * stride}u]"
-        if (m + 1) * parts <= members:
-            return at
-        scalar = wgsl_type.split("<")[-1].rstrip(">")
-        identity = COMBINES[kind][1][scalar] if scalar == wgsl_type else f"{wgsl_type}({COMBINES[kind][1][scalar]})"
-        return f"select({identity}, {name}_scratch[min(li + {m * stride}u, {size - 1}u)], li + {m * stride}u < {size}u)"
-
-    level, part = pairwise("a", [value(m) for m in range(each)])
+    level, part = pairwise("a", [f"{name}_scratch[li + {m * stride}u]" for m in range(each)])
     lane = f"li % {lanes}u" if lanes > 1 else "0u"
     total, result = pairwise("b", [f"{name}_parts[{p * lanes}u + lane]" for p in range(parts)])
     total = [f"let lane = {lane};", *total]
