@@ -484,8 +484,8 @@ def markdown(env: dict, rows: list[dict]) -> str:
 
 
 def kernel_table(profile: dict, flops: bool = True) -> list[str]:
-    """The profile's top kernels (each dispatch in a pass of its own; and each kernel's share of the back-to-back time) as Markdown table lines; the
-    decode benchmark (decode.py) leaves out GFLOP/s."""
+    """The profile's top kernels (each dispatch in a pass of its own, and each kernel's share of the
+    back-to-back time) as Markdown table lines; the decode benchmark (decode.py) leaves out GFLOP/s."""
     total = profile["dispatchSumMs"] * 1e3
     rate = lambda k, key: f"{k[key]:,.0f}" if k.get(key) is not None else "–"
     head = ["kernel", "calls", "µs", "share", "back to back µs", *(["GFLOP/s"] if flops else []), "GB/s"]

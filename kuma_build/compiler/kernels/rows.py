@@ -4,8 +4,9 @@ The importer permutes each input view so the reduced dims come last: the kept
 dims flattened are the row, the reduced dims flattened are the position in
 the row. Threads stride through their row (reading through the view's
 strides) and combine their partial results with one shared workgroup
-reduction in two levels (workgroup_reduce). Softmax and norms make several passes over the row (max or mean
-first) for accuracy, and write a contiguous output in the permuted order.
+reduction in two levels (workgroup_reduce). Softmax and norms make several
+passes over the row (max or mean first) for accuracy, and write a contiguous
+output in the permuted order.
 
 A row of static length at most ROW_REGISTERS a thread is read from memory
 once: each thread loads its positions into named scalars (x_0, x_1, ...:
@@ -99,9 +100,8 @@ def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int
         return lines, values[0]
 
     level, part = pairwise("a", [f"{name}_scratch[li + {m * stride}u]" for m in range(each)])
+    gather, total = pairwise("b", [f"{name}_parts[{p * lanes}u + lane]" for p in range(parts)])
     lane = f"li % {lanes}u" if lanes > 1 else "0u"
-    total, result = pairwise("b", [f"{name}_parts[{p * lanes}u + lane]" for p in range(parts)])
-    total = [f"let lane = {lane};", *total]
     return f"""var<workgroup> {name}_scratch: array<{wgsl_type}, {size}>;
 var<workgroup> {name}_parts: array<{wgsl_type}, {stride}>;
 
@@ -110,8 +110,8 @@ fn {name}(value: {wgsl_type}, li: u32) -> {wgsl_type} {{
   workgroupBarrier();
 {indent(block(f"if (li < {stride}u)", [*level, f"{name}_parts[li] = {part};"]))}
   workgroupBarrier();
-{indent(total)}
-  return {result};
+{indent([f"let lane = {lane};", *gather])}
+  return {total};
 }}"""
 
 
