@@ -122,6 +122,10 @@ def test_sliced_linear_layers_by_default(fn, x_shape, y_shape, vector_reads):
     code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")
     assert "fn gemm_add0(" in code and "@workgroup_size(8, 8, 4)" in code.replace(" ", "").replace(",", ", ")
     assert ("gemm_a4" in code, "gemm_b4" in code) == ("gemm_a4" in vector_reads, "gemm_b4" in vector_reads)
+    # the next step's fetch is unconditional (measured faster on Dawn): past K it reads zeros, past a
+    # slice's end ("split") the next slice's values, neither staged
+    flat = code.replace(" ", "")
+    assert "fa0=fetch_a(li+0u,batch,row0,k0+32u);" in flat and "<k_end){" not in flat
 
 
 def test_sliced_only_where_measured():

@@ -460,14 +460,16 @@ fn gemm_add{p}(lid: vec3<u32>) {{
     phase = 1u - phase;
   }}"""
     else:
+        # with K groups (sliced products) the next step's fetch is unconditional: past K its loads
+        # read zeros, past a slice's end the next slice's values, never staged. On Dawn (H200) the
+        # transformers' products went 1-3% faster a dispatch so; convolutions on the other tiles
+        # 1-9% slower, so they keep the check (docs/performance.md, 2026-12-01 05:03-05:37)
+        fetch_next = fetch(f"k0 + {ks}u") if k_group > 1 else block(f"if (k0 + {ks}u < k_end)", fetch(f"k0 + {ks}u"))
         loop = f"""
   for (var k0 = k_begin; k0 < k_end; k0 += {ks}u) {{
 {indent(stage_tiles(), 2)}
     workgroupBarrier();
-    if (k0 + {ks}u < k_end) {{
-{indent(fetch(f"k0 + {ks}u"), 3)}
-    }}
-{indent(inner, 2)}
+{indent(fetch_next + inner, 2)}
     workgroupBarrier();
   }}"""
     halves = 2 if double else 1
