@@ -76,7 +76,7 @@ def prepare(case_name: str, small: bool, work: str, precision: str = "f32", onnx
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 6))
     from kuma_build.compiler import compile_module
     from kuma_build.config import InputSpec, ModelConfig
-    case = next(c for c in dawn_models.cases(small) if c.name == case_name)
+    case = dawn_models.named(small)[case_name]
     folder = Path(work) / case.name
     folder.mkdir(parents=True, exist_ok=True)
     net = dawn_models.instantiate(case)
@@ -216,7 +216,7 @@ def node_job(options, job: dict, work: Path, tag: str, timeout: float) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny configs of the same classes (the local run on SwiftShader)")
-    parser.add_argument("--models", help="comma-separated names (default: all)")
+    parser.add_argument("--models", help="comma-separated names (default: the benchmark's models; dawn_models.probes' cases run only when named)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/kuma-dawn-bench")))
     parser.add_argument("--work", type=Path, help="built models, inputs and logs (default: a folder under --out's parent)")
     parser.add_argument("--node", default=os.environ.get("KUMA_NODE", "node"))
@@ -244,8 +244,8 @@ def main() -> int:
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 against fp32
     torch.backends.cudnn.allow_tf32 = False
     warnings.filterwarnings("ignore")
-    cases = {c.name: c for c in dawn_models.cases(small)}
-    names = options.models.split(",") if options.models else list(cases)
+    cases = dawn_models.named(small)
+    names = options.models.split(",") if options.models else [c.name for c in dawn_models.cases(small)]
     unknown = [n for n in names if n not in cases]
     if unknown:
         parser.error(f"unknown models {unknown}; from {', '.join(cases)}")

@@ -88,6 +88,32 @@ def cases(small: bool) -> list[Case]:
     return [bert(seqs[0], small), bert(seqs[1], small), gpt2(seqs[0], small), vit(small), convnext(small), resnet(small)]
 
 
+class LinearWaves(nn.Module):
+    """Linear layers of one row count and K, each on its own input (so no pass merges them), whose
+    output widths give the sliced product's 32 x 64 tiles 1, 2, 3, 4 and 6 times as many workgroups
+    as the first: each a dispatch of the profile, for how a product's time grows with its
+    workgroups (docs/performance.md, 2026-12-01 05:03). Unsplit with `--gemm-knob SPLIT_TRAFFIC=10.0`."""
+
+    def __init__(self, depth: int, tiles: int):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(depth, 64 * tiles * n, bias=False) for n in (1, 2, 3, 4, 6))
+
+    def forward(self, x0, x1, x2, x3, x4):
+        return torch.cat([layer(x) for layer, x in zip(self.layers, (x0, x1, x2, x3, x4))], -1)
+
+
+def probes(small: bool) -> list[Case]:
+    """Cases that run only when named (--models), not models of the benchmark. linear-waves: 64 rows,
+    K 768, from 132 workgroups (an H200's multiprocessors) to 792; small: K 64, 2 to 12."""
+    depth, tiles = (64, 1) if small else (768, 66)
+    return [Case("linear-waves", lambda: LinearWaves(depth, tiles), {f"x{i}": ((1, 64, depth), "float32") for i in range(5)})]
+
+
+def named(small: bool) -> dict[str, Case]:
+    """Every case by name: the benchmark's models, then the probes."""
+    return {case.name: case for case in cases(small) + probes(small)}
+
+
 def instantiate(case: Case) -> nn.Module:
     torch.manual_seed(0)
     return case.build().eval()
