@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything kuma build and its tests need on a fresh Debian/Ubuntu machine:
 # Mesa's Vulkan driver (lavapipe) for wgpu-py, Debian's Chromium for the browser tests,
-# nginx (its WebDAV PUT plays the shared remote cache in the tests),
+# nginx (its WebDAV PUT plays the shared remote cache in the tests), gcc and the Vulkan headers (the
+# pipeline-statistics layer of bench/gpu/vulkan),
 # a Python venv in .venv with the package, and the npm packages of the browser harness,
 # the example site, the bundler fixture apps of the npm shim's tests, and dawn.node (the npm package
 # webgpu) for the Dawn benchmark's test.
@@ -13,6 +14,9 @@ need_apt=()
 [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx)  # /usr/sbin may not be on PATH; the tests run it from there
+# the pipeline-statistics layer (bench/gpu/vulkan/build.sh; tests/test_pipeline_stats.py builds it)
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+[ -f /usr/include/vulkan/vk_layer.h ] || need_apt+=(libvulkan-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -7,7 +7,8 @@
 #   node_modules/onnxruntime-web  the WebGPU build's files only (ort.webgpu.min.mjs, the asyncify wasm)
 #   wheels/              wgpu-py and its needs, cp312 manylinux (the device's python3 is 3.12)
 #   debs/                the Vulkan loader and the glvnd libraries the NVIDIA ICD loads (amd64)
-# The device has torch, transformers, onnx and onnxscript. Needs npm, pip, apt-get and xz here.
+#   vulkan-layer/        the pipeline-statistics layer (bench/gpu/vulkan; run_on_device.sh: STATS=1)
+# The device has torch, transformers, onnx and onnxscript. Needs npm, pip, apt-get, gcc and xz here.
 #   bash bench/gpu/dawn/pack.sh [DEST]     (DEST: default <repo>/.dawn)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -37,6 +38,9 @@ echo "[pack] wheels: ${WHEELS[*]}"
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$stage/wheels" "${WHEELS[@]}"
+
+echo "[pack] the pipeline-statistics layer"
+bash "$ROOT/bench/gpu/vulkan/build.sh" "$stage/vulkan-layer" >/dev/null
 
 echo "[pack] Vulkan loader"
 mkdir -p "$stage/debs" "$stage/apt/partial"
