@@ -1,5 +1,5 @@
-"""A decode attention computing its queries in place (passes/fuse_elementwise.py: _inline_query,
-kernels/attention_decode.py: computed_queries): the rotation a Llama-style step applies to its
+"""A decode attention computing its queries in place (passes/fuse_elementwise.py: _inline_input,
+kernels/concat.py: computed_input): the rotation a Llama-style step applies to its
 queries, or any elementwise expression of them, evaluated as the attention reads each query element
 instead of by a kernel of its own. On lavapipe against PyTorch, fresh random inputs, sizes off the
 workgroup's; a query the model also returns keeps its kernel, and the "cpu" class (no such attention
@@ -60,7 +60,7 @@ def test_attention_computes_its_queries(name):
     compiled = assert_matches(make().eval(), *inputs(keys, mask), device="gpu")
     names = [compiled.program["kernels"][k]["name"] for k, _, _ in compiled.program["dispatches"]]
     assert names == ["matmul", *kernels]
-    assert "fn query_at" in compiled.program["kernels"][compiled.program["dispatches"][1][0]]["code"]
+    assert "fn computed_at" in compiled.program["kernels"][compiled.program["dispatches"][1][0]]["code"]
 
 
 def test_queries_the_model_returns_keep_their_kernel():

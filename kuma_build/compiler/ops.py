@@ -53,11 +53,10 @@ handler (ir/aten_*.py) and one lowering (kernels/), and a pass never tests an op
     as_pieces      node -> its result as (dim, [(extent, expression)]): pieces along dim, each an
                    expression (ir/expr.py) over its inputs read at the piece's own coordinates
                    (kernels/concat.py: pieces_at), when every element is computed so, else None
-    computes_source it may compute its input 0 in place, at each element it reads, from the node
-                   that writes it when that node's as_pieces says how (attrs["source"]: fuse_elementwise)
-    computes_query (node, device) -> whether its kernel may compute its input 0 (an attention's
-                   queries) in place the same way, the writer's inputs appended to its own
-                   (attrs["query"]: fuse_elementwise; a decode step's rotated queries)
+    computes_input (node, device) -> whether its kernel may compute its input 0 in place, at each
+                   element it reads, from the node that writes it when that node's as_pieces says
+                   how, the writer's inputs appended to its own (attrs["computed"]: fuse_elementwise;
+                   a decode step's rotated key written into the cache, its rotated queries)
     row_mean       node -> whether its result is the mean of each row of its input (the last dim):
                    passes/fuse_rms_norm.py folds an RMSNorm written out in PyTorch around it
 
@@ -109,8 +108,7 @@ class OpRecord:
     row_mean: Callable[[Node], bool] = lambda node: False
     computes_pieces: bool = False
     as_pieces: Callable[[Node], tuple[int, list] | None] = lambda node: None
-    computes_source: bool = False
-    computes_query: Callable[[Node, DeviceClass], bool] | None = None
+    computes_input: Callable[[Node, DeviceClass], bool] | None = None
 
 
 # --- matmul: out[b] = alpha * A[b] @ B[b] + beta * bias[b] (ir/aten_linalg.py) ------------------
@@ -223,7 +221,7 @@ OPS: dict[str, OpRecord] = {
     "softmax": OpRecord(rows.lower_softmax, fold_sums=lambda node, k, device: rows.row_reads(node, 1, device), dynamic=ANY),
     "attention": OpRecord(attention_decode.lower_attention, attention_flops, strided_output=True, reads_any_layout=True,
                           key_splits=attention_decode.split_choice, dynamic=static_head_dims,
-                          computes_query=attention_decode.applies),
+                          computes_input=attention_decode.applies),
     # the slices of a decode attention whose keys passes/split_keys.py split over workgroups
     "attention_combine": OpRecord(attention_decode.lower_combine, strided_output=True),
     "pool2d": OpRecord(pool.lower, pool_flops),
@@ -240,7 +238,7 @@ OPS: dict[str, OpRecord] = {
     "topk": OpRecord(scan.lower_topk, flops=lambda node: node.inputs[0].numel * node.output.shape[-1],
                      dynamic=lambda node: isinstance(node.output.shape[-1], int)),  # k passes, unrolled
     # writes its output view in place (a state buffer, passes/state.py): the updated slots only
-    "scatter": OpRecord(scatter.lower_scatter, flops=lambda node: prod(scatter.updates_shape(node)), dynamic=ANY, computes_source=True),
+    "scatter": OpRecord(scatter.lower_scatter, flops=lambda node: node.inputs[0].numel, dynamic=ANY, computes_input=lambda node, device: True),
     # torch.arange and fills whose shape a dim sets (constant ones are folded at build time)
     "arange": OpRecord(elementwise.lower_arange, dynamic=ANY),
 }

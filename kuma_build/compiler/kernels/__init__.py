@@ -24,6 +24,6 @@ def _is_plain(value) -> bool:
     """Attributes that shape the code; tensors kept for passes (e.g. batch-norm scales) are not."""
     if isinstance(value, (tuple, list)):
         return all(_is_plain(v) for v in value)
-    if isinstance(value, dict):  # a concat's pieces, a scatter's source, an attention's queries: expressions by key
+    if isinstance(value, dict):  # a concat's pieces, an input computed in place: expressions by key
         return all(_is_plain(k) and _is_plain(v) for k, v in value.items())
     return value is None or isinstance(value, (bool, int, float, str, In, Acc, Lit, Op))

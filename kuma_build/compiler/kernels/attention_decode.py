@@ -34,7 +34,7 @@ from math import ceil, prod
 
 from kuma_build.compiler.kernels import attention
 from kuma_build.compiler.kernels.attention import LOWEST, score_lines
-from kuma_build.compiler.kernels.concat import pieces_at
+from kuma_build.compiler.kernels.concat import computed_input
 from kuma_build.compiler.kernels.gemm import STEP_LATENCY
 from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, grid, indent, offset_expr, threads, unravel
 
@@ -108,23 +108,10 @@ def split_choice(node, device) -> tuple[int, int] | None:
     return (splits, per) if splits > 1 else None
 
 
-def computed_queries(node, b: Bindings) -> str:
-    """The function computing the queries (input 0) at a flat index of their buffer from the pieces of
-    the node that wrote them (attrs["query"], passes/fuse_elementwise.py: a rotation), which b.load(0, ...)
-    then calls; "" when they are read."""
-    query = node.attrs.get("query")
-    if not query:
-        return ""
-    b.sums[0] = "query_at"
-    lines, index = unravel("flat", query["shape"], "q")
-    values, helpers = pieces_at(b, query["dim"], query["pieces"], index, "value = {};", "qp")
-    return helpers + "\n".join(block("fn query_at(flat: u32) -> f32", [*lines, "var value = 0.0;", *values, "return value;"])) + "\n\n"
-
-
 def lower(node, device):
     """The partials of attrs["key_splits"] slices (passes/split_keys.py), or the output when unsplit."""
     b = Bindings(node)
-    computed = computed_queries(node, b)
+    computed = computed_input(node, b)  # rotated queries (passes/fuse_elementwise.py)
     shape = node.attrs.get("rows_shape", node.output.shape)  # the attention's result, before the split
     *batch, length, value_dim = shape
     keys, head_dim = node.inputs[1].shape[-2:]

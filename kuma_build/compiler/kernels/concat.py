@@ -5,8 +5,8 @@ its slices and epilogue's inputs follow the pieces (node.operands of them). A pi
 computed in place from an elementwise expression (attrs["pieces"], passes/fuse_elementwise.py:
 rotary embeddings' two halves) over inputs that follow the pieces too, read at the piece's coordinate.
 
-pieces_at writes the choice of piece at an index, so that a scatter computing its values in place
-(kernels/scatter.py) evaluates a concatenation the same way."""
+pieces_at writes the choice of piece at an index, so that a kernel computing its input 0 in place
+(computed_input: a scatter's values, a decode attention's queries) evaluates a concatenation the same way."""
 
 from kuma_build.compiler.ir.expr import In
 from kuma_build.compiler.ir.sizes import wgsl as u32
@@ -42,6 +42,19 @@ def pieces_at(b: Bindings, dim: int, parts: list, index: list[str], store: str, 
         helpers |= writer.helpers
         start = end
     return lines, helper_functions(helpers)
+
+
+def computed_input(node, b: Bindings) -> str:
+    """The function computing input 0 at a flat index of its buffer from the pieces of the node that
+    wrote it (attrs["computed"], passes/fuse_elementwise.py: a decode step's rotated key or queries),
+    which b.load(0, ...) then calls; "" when input 0 is read."""
+    computed = node.attrs.get("computed")
+    if not computed:
+        return ""
+    b.sums[0] = "computed_at"
+    lines, index = unravel("flat", computed["shape"], "q")
+    values, helpers = pieces_at(b, computed["dim"], computed["pieces"], index, "value = {};", "qp")
+    return helpers + "\n".join(block("fn computed_at(flat: u32) -> f32", [*lines, "var value = 0.0;", *values, "return value;"])) + "\n\n"
 
 
 def lower(node, device):

@@ -12,37 +12,30 @@ one slot the later wins.
   progression, computes which update is its own.
 - scatter: one thread per update, writing it into the node's output view in place: the
   state buffer a KV cache lives in (passes/state.py). A run writes O(updated) bytes. Its values
-  may be computed in place (attrs["source"], passes/fuse_elementwise.py: a decode step's rotated
-  key): then the inputs of the elementwise or concatenation node that computed them come first,
-  in place of the values, and each thread evaluates that node's pieces (kernels/concat.py) at its
-  element: {"values": the values' shape, "shape": the node's result's (the same elements in
-  order), "dim", "pieces": [(extent, expression)], "inputs": how many inputs are the node's}.
+  may be computed in place (attrs["computed"], passes/fuse_elementwise.py: a decode step's rotated
+  key): the inputs of the node that computed them follow the index tensors (node.operands are
+  the scatter's own), and each thread evaluates that node's pieces where its value was
+  (kernels/concat.py: computed_input), as a decode attention computes its queries.
 """
 
 from math import prod
 
 from kuma_build.compiler.ir.sizes import wgsl as u32
-from kuma_build.compiler.kernels.concat import pieces_at
+from kuma_build.compiler.kernels.concat import computed_input
 from kuma_build.compiler.kernels.wgsl import Bindings, block, i32_size, indent, offset_expr, threads, unravel
 
 
 def _slots(b: Bindings, node, first: int, at: list[str], prefix: str) -> tuple[list[str], list[str]]:
-    """Lines computing the slot of each index tensor (inputs first, first + 1, ...) at index `at`
-    of ids' shape, wrapped and clamped into its dim of the written tensor; and their names."""
+    """Lines computing the slot of each index tensor (inputs first, first + 1, .. of the node's own)
+    at index `at` of ids' shape, wrapped and clamped into its dim of the written tensor; and their names."""
     dim, target = node.attrs["dim"], node.output.shape
     lines, names = [], []
-    for j, k in enumerate(range(first, len(node.inputs))):
+    for j, k in enumerate(range(first, node.operands)):
         size = target[dim + j]
         lines += [f"let {prefix}raw{j} = {b.load(k, at)};",
                   f"let {prefix}slot{j} = u32(clamp(select({prefix}raw{j}, {prefix}raw{j} + {i32_size(size)}, {prefix}raw{j} < 0i), 0i, {i32_size(size - 1)}));"]
         names.append(f"{prefix}slot{j}")
     return lines, names
-
-
-def updates_shape(node) -> tuple:
-    """The shape of a scatter's values: its input 0's, or its source's when it computes them in place."""
-    source = node.attrs.get("source")
-    return tuple(source["values"]) if source else tuple(node.inputs[0].shape)
 
 
 def lower_index_put(node, device):
@@ -73,20 +66,16 @@ def lower_index_put(node, device):
 def lower_scatter(node, device):
     """out_view[..., ids[k], ...] = values[..., k, ...]: one thread per element of values."""
     b = Bindings(node)
-    source, dim = node.attrs.get("source"), node.attrs["dim"]
-    shape, first = updates_shape(node), source["inputs"] if source else 1  # first: the first index tensor's input
+    computed = computed_input(node, b)
+    dim, shape = node.attrs["dim"], node.inputs[0].shape
     header, workgroups = threads(prod(shape))
     lines, index = unravel("gid", shape)
     if node.attrs.get("progression"):
         (start, step), batch_rank = node.attrs["progression"], 1
         slot_lines, slots = [], [f"({start}u + {index[dim]} * {step}u)"]
     else:
-        batch_rank = len(shape) - len(node.output.shape) + len(node.inputs) - first
-        slot_lines, slots = _slots(b, node, first, index[dim:dim + batch_rank], "")
+        batch_rank = len(shape) - len(node.output.shape) + node.operands - 1
+        slot_lines, slots = _slots(b, node, 1, index[dim:dim + batch_rank], "")
     target = index[:dim] + slots + index[dim + batch_rank:]
-    store = f"out[{offset_expr(node.output, target)}] = {{}};"
-    if not source:
-        return b.kernel("scatter", header + indent(lines + slot_lines + [store.format(b.load(0, index))]) + "\n}", workgroups)
-    own_lines, own = ([], index) if tuple(source["shape"]) == shape else unravel("gid", source["shape"], "s")
-    value_lines, helpers = pieces_at(b, source["dim"], source["pieces"], own, store)
-    return b.kernel("scatter", helpers + header + indent(lines + slot_lines + own_lines + value_lines) + "\n}", workgroups)
+    store = f"out[{offset_expr(node.output, target)}] = {b.load(0, index)};"
+    return b.kernel("scatter", computed + header + indent(lines + slot_lines + [store]) + "\n}", workgroups)

@@ -56,9 +56,10 @@ class Kernel:
 
 
 def computed_inputs(node: Node) -> set[int]:
-    """Inputs the kernel computes in place rather than reads (a decode attention's queries:
-    passes/fuse_elementwise.py, attrs["query"]): their views give indices, their buffers are not bound."""
-    return {0} if "query" in node.attrs else set()
+    """Inputs the kernel computes in place rather than reads (a scatter's values, a decode attention's
+    queries: passes/fuse_elementwise.py, attrs["computed"]): their views give indices, their buffers are
+    not bound."""
+    return {0} if "computed" in node.attrs else set()
 
 
 def binding_buffers(node: Node) -> list[Buffer]:
@@ -101,7 +102,7 @@ class Bindings:
         self.dims = node_dims(node)
         self.vector = 1  # elements per array item: 4 declares array<vec4<f32>> (elementwise.py)
         self.vec4: set[int] = set()  # bindings of f32 inputs declared array<vec4<f32>> alone (load4: gemm.py's vec4 fetches)
-        self.sums: dict[int, str] = {}  # input k -> the function reading it (a split-K product's folded sum: split_sum.py; computed queries: attention_decode.py)
+        self.sums: dict[int, str] = {}  # input k -> the function reading it (a split-K product's folded sum: split_sum.py; a computed input: concat.py)
 
     def declare(self, native_f16: bool = False) -> str:
         """Binding declarations; f16/int8 weights also get a `weight_inK(i)` reader returning f32."""

@@ -13,16 +13,14 @@ in the node's attrs["pieces"] over inputs appended after the pieces (node.operan
 piece's own input left as the first of them, for its shape). Rotary embeddings
 (cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin])) then take one dispatch instead of three.
 
-The values a scatter writes (a record's computes_source) are computed in place the same way when an
-elementwise or concatenation node computes them (its record's as_pieces), read by the scatter alone,
-once and in order: the node's inputs take the values' place and its pieces go in attrs["source"]
-(kernels/scatter.py). A decode step's key is then rotated as it is written into the cache: one
-dispatch instead of two. Not when the node reads a state buffer: that read would move past the
-writes in place between them (passes/state.py). A decode attention (a record's computes_query) computes
-its queries so, the node's inputs appended to its own and its pieces in attrs["query"]
-(kernels/attention_decode.py): the rotated queries take no dispatch of their own either. The
-queries' view stays as input 0, for each element's place in the node's result; no buffer is bound
-for it.
+An input 0 that an elementwise or concatenation node computes (its record's as_pieces) is computed
+in place the same way by a kernel that can (its record's computes_input), when nothing else reads
+it: the node's inputs are appended to the kernel's and its pieces go in attrs["computed"]
+(kernels/concat.py: computed_input). Input 0's view stays, for each element's place in the node's
+result; no buffer is bound for it. A decode step's key is then rotated as a scatter writes it into
+the cache (kernels/scatter.py), and its queries as the decode attention reads them
+(kernels/attention_decode.py): no dispatch of their own. Not when the node reads a state buffer:
+that read would move past the writes in place between them (passes/state.py).
 
 Model outputs are never inlined, and a kernel keeps its distinct input buffers
 within the device's storage buffers per stage, less one for its output.
@@ -101,16 +99,12 @@ def fuse_elementwise(graph) -> None:
                 if (src is not None and record(src).expression and src not in fused and src.output.dtype == node.output.dtype
                         and sole_reader(node, src, readers, graph) and _inline_piece(node, k, src, input_buffers(graph))):
                     inlined(src, node)
-        query = record(node).computes_query and record(node).computes_query(node, graph.device)
-        if record(node).computes_source or query:
+        if record(node).computes_input and record(node).computes_input(node, graph.device):
             src = producer.get(node.inputs[0].buffer)
             if (src is not None and record(src).as_pieces(src) and src not in fused and src.output.dtype == node.output.dtype
-                    and _computable(node, src)):
-                if query:  # the attention's view of the queries gives each element's place: any order
-                    if only_reader(node, src, readers, graph) and _inline_query(node, src, input_buffers(graph)):
-                        inlined(src, node)
-                elif sole_reader(node, src, readers, graph) and _inline_source(node, src, input_buffers(graph)):
-                    inlined(src, node)
+                    and _computable(node, src) and only_reader(node, src, readers, graph)
+                    and _inline_input(node, src, input_buffers(graph))):
+                inlined(src, node)
         while record(node).expression:
             sources = [producer.get(v.buffer) for v in node.inputs]
             src = next((s for s in sources if s is not None and record(s).expression and s not in fused
@@ -149,18 +143,7 @@ def _computable(node, src) -> bool:
     return sum(v.buffer is src.output.buffer for v in node.inputs) == 1 and not any(v.buffer.kind == "state" for v in src.inputs)
 
 
-def _inline_source(node, src, most: int) -> bool:
-    """Compute node's input 0 in place from src's pieces, src's inputs in its place (_computable)."""
-    inputs = src.inputs + node.inputs[1:]
-    if sum(buf.pages for buf in {v.buffer for v in inputs}) > most:
-        return False
-    dim, pieces = record(src).as_pieces(src)
-    node.attrs["source"] = {"values": node.inputs[0].shape, "shape": src.output.shape, "dim": dim, "pieces": pieces, "inputs": len(src.inputs)}
-    node.inputs = inputs
-    return True
-
-
-def _inline_query(node, src, most: int) -> bool:
+def _inline_input(node, src, most: int) -> bool:
     """Compute node's input 0 in place from src's pieces, src's inputs appended to node's: input 0
     keeps its view, which gives each element's flat index in src's result, and binds no buffer
     (kernels/wgsl.py: computed_inputs). Besides _computable, src's result must be a whole contiguous buffer."""
@@ -172,8 +155,8 @@ def _inline_query(node, src, most: int) -> bool:
     dim, pieces = record(src).as_pieces(src)
     base = len(node.inputs)
     node.attrs.setdefault("operands", node.operands)
-    node.attrs["query"] = {"shape": out.shape, "dim": dim,
-                           "pieces": [(extent, remap(expr, lambda leaf: In(leaf.dtype, base + leaf.index))) for extent, expr in pieces]}
+    node.attrs["computed"] = {"shape": out.shape, "dim": dim,
+                              "pieces": [(extent, remap(expr, lambda leaf: In(leaf.dtype, base + leaf.index))) for extent, expr in pieces]}
     node.inputs = node.inputs + src.inputs
     return True
 
