@@ -75,7 +75,7 @@ from kuma_build.errors import KumaError
 from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.graph import Node, Value, const
 from kuma_build.compiler.ir.sizes import max_value
-from kuma_build.compiler.kernels import attention, attention_decode, concat, conv, depthwise_norm, elementwise, gather, matmul, pool, resize, rows, scan, scatter, split_sum
+from kuma_build.compiler.kernels import attention_decode, concat, conv, depthwise_norm, elementwise, gather, matmul, pool, resize, rows, scan, scatter, split_sum
 from kuma_build.compiler.kernels.wgsl import Kernel, node_dims
 
 
