@@ -4,6 +4,7 @@ real WebGPU against PyTorch and checks the dispatch count; the cases that must k
 check that they do."""
 
 import copy
+import hashlib
 import dataclasses
 
 import pytest
@@ -130,3 +131,32 @@ def test_convnext_model():
     compiled = assert_matches(LastHidden().eval(), torch.randn(1, 3, 52, 44), device="gpu")
     names = [compiled.program["kernels"][d[0]]["name"] for d in compiled.program["dispatches"]]
     assert names.count("depthwise_norm") == 3 and names.count("normalize") == 2  # the stem's and the downsampling norm
+
+
+@pytest.mark.parametrize("name, channels_last", [("channels_last_input", True), ("widest", True), ("convnext", False), ("wide_strided", False)])
+def test_filter_channels_last(name, channels_last):
+    """Where neighbouring threads take neighbouring channels (a channels-last input; a pixel a
+    workgroup) the filter is stored [kh, kw, C], elsewhere as PyTorch keeps it; both read right."""
+    make, shape, _, _ = CASES[name]
+    module = make().eval()
+    compiled = assert_matches(module, torch.randn(shape), device="gpu")
+    weight = next(w for w in compiled.manifest["weights"] if w["name"] == "conv.weight")
+    filter_ = module.conv.weight.detach()
+    stored = filter_.permute(1, 2, 3, 0) if channels_last else filter_
+    assert weight["sha256"] == hashlib.sha256(stored.contiguous().numpy().tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_f16_filter_channels_last(native, f16_programs_everywhere):
+    """An f16 filter stored channels last (a pixel a workgroup) read exactly: by elements in the
+    widened program (memory-bound on 2 pixels, so stored f16) and natively in the "gpu-f16" one."""
+    module, x = Block(520, convnext, 3, padding=1).eval(), torch.randn(1, 520, 1, 2)
+    config = dataclasses.replace(model_config(module, [x], device="gpu"), precision="f16")
+    compiled = compile_module(module, config)
+    weight = next(w for w in compiled.manifest["weights"] if w["name"] == "conv.weight")
+    assert weight["storage"] == "f16" and weight["numel"] == 520 * 9
+    reference = copy.deepcopy(module)
+    reference.conv.weight.data = reference.conv.weight.data.half().float()
+    with torch.no_grad():
+        expected = [reference(x).numpy()]
+    assert_outputs_match(run_compiled(compiled, config, [x], "gpu-f16" if native else "gpu"), expected, TOLERANCE)

@@ -51,6 +51,12 @@ CHANNELS = 4  # channels a thread takes at most before its workgroup takes half 
 # (2026-12-01, two calls; loading the norm's weight and bias first too changed nothing, unrolling the
 # filter's rows as well made them 336)
 UNROLL_TAPS = True
+# where neighbouring threads take neighbouring channels (channels_fastest), passes/fuse_channel_norm.py
+# stores a constant filter [kh, kw, C] (its view keeps [C, 1, kh, kw]), so that a warp's weights of a tap
+# are neighbours: on the H200 through Dawn (2026-12-01 11:30 UTC, docs/performance.md) ConvNeXt-T's first
+# block 29.0 -> 18.4 us, its last stage's three 21.6 -> 17.7; where neighbouring threads take neighbouring
+# pixels, so a warp fewer channels (its other 14), the filter so made them 0-12% slower: they keep PyTorch's order
+FILTER_CHANNELS_LAST = True
 MAX_CHANNELS = ROW_REGISTERS  # past this a thread's channels would not stay in registers: no fusion
 
 
@@ -64,6 +70,12 @@ def layout(channels: int, device) -> tuple[int, int, int] | None:
         if per <= CHANNELS or pixels == 1:
             return (pixels, lanes, per) if per <= MAX_CHANNELS else None
         pixels //= 2
+
+
+def channels_fastest(x, channels: int, device) -> bool:
+    """Whether the kernel's neighbouring threads take neighbouring channels of a pixel (else
+    neighbouring pixels of a channel): a channels-last input x, or a pixel a workgroup."""
+    return x.strides[1] == 1 or layout(channels, device)[0] == 1
 
 
 def fuses(node, device) -> bool:
@@ -96,7 +108,7 @@ def lower(node, device):
     # this thread's pixel (the norm's row) and where the convolution's result holds it
     if pixels == 1:
         lines = ["let lane = li;", "let slot = li;", "let at = row;"]
-    elif node.inputs[0].strides[1] == 1:  # channels-last input: neighbouring threads take neighbouring channels
+    elif channels_fastest(node.inputs[0], channels, device):  # channels-last input
         lines = [f"let lane = li % {lanes}u;", f"let slot = lane * {pixels}u + li / {lanes}u;", f"let at = row * {pixels}u + li / {lanes}u;"]
     else:
         lines = [f"let lane = li / {pixels}u;", "let slot = li;", f"let at = row * {pixels}u + li % {pixels}u;"]
