@@ -299,7 +299,7 @@ def flash_tiled(node, device, b):
     # columns b + 4 (t % 16) .. of key a + t / 16 (ta and tb hold them transposed or as they come)
     functions = [
         *[f"var<private> {acc}{i}: vec4<f32>;" for acc in "so" for i in range(4)],
-        *[f"var<private> {name}: u32;" for name in ["x", "y", *(["ta0", "tb0"] if splits > 1 else []), *batch_index]],  # set once, read by the functions
+        *[f"var<private> {name}: u32;" for name in batch_index],  # set once, read by the functions
         "",
         *element(0, "query", length, length % rows == 0, head_dim, head_dim % STEP == 0, zero=True),
         *element(1, "key", keys, keys % span == 0, head_dim, head_dim % STEP == 0),
@@ -322,14 +322,16 @@ def flash_tiled(node, device, b):
                 "let col = c + u;",
                 *block(f"if (row < {length}u && col < {value_dim}u)", [f"out[{offset_expr(out, batch_index + ['row', 'col'])}] = v[u];"])])]),
     ]
-    for name, acc in (("score_step", "s"), ("value_step", "o")):  # one term of a step: 4 x 4 FMAs
-        functions += ["", *block(f"fn {name}(kk: u32)", [
-            f"let a = ta[{ta0}kk * {stride_a}u + y];", f"let b = tb[{tb0}kk * 17u + x];",
+    def step(acc: str, prefetch: list[str]) -> list[str]:
+        """After the operands are staged: fetch the next step's, compute this one, its STEP terms
+        (4 x 4 FMAs each into s0 .. s3 or o0 .. o3) written out in main: their workgroup-memory
+        indices are then constants and lets of li, which Tint's robustness (Dawn) proves in bounds
+        and leaves unclamped, where a step function's parameter carried no range (without
+        robustness BERT-128's attention took 27% less time back to back, docs/performance.md)."""
+        terms = [line for kk in range(STEP) for line in block("", [
+            f"let a = ta[{ta0}{kk * stride_a}u + y];", f"let b = tb[{tb0}{kk * 17}u + x];",
             *[f"{acc}{i} = fma(vec4<f32>(a.{'xyzw'[i]}), b, {acc}{i});" for i in range(4)]])]
-
-    def step(name: str, prefetch: list[str]) -> list[str]:
-        """After the operands are staged: fetch the next step's, compute this one."""
-        return ["workgroupBarrier();", *prefetch, *[f"{name}({kk}u);" for kk in range(STEP)], "workgroupBarrier();"]
+        return ["workgroupBarrier();", *prefetch, *terms, "workgroupBarrier();"]
 
     # a step's fetches: into registers fq (Q), f0, f1, ... (K or V), then staged
     others = [f"{local} + {n * threads}u" for n in range(fetches)]  # the fetches' indices t
@@ -338,7 +340,7 @@ def flash_tiled(node, device, b):
     scores = [  # S = Q K^T, STEP head dims at a time
         f"ta[{ta0}({local} % 16u) * {stride_a}u + {local} / 16u] = fq;",
         *[f"tb[{tb0}({t}) % 16u * 17u + ({t}) / 16u] = f{n};" for n, t in enumerate(others)],
-        *step("score_step", [*block(f"if (d0 + {STEP}u < {head_dim}u)", fetch_qk("start", f"d0 + {STEP}u")),
+        *step("s", [*block(f"if (d0 + {STEP}u < {head_dim}u)", fetch_qk("start", f"d0 + {STEP}u")),
                              *block("else", fetch_v("start"))]),
     ]
     softmax = [
@@ -359,7 +361,7 @@ def flash_tiled(node, device, b):
             f"ta[{ta0}((x % 4u) * 4u + {u}u) * {stride_a}u + y] = vec4<f32>(s0.{lane}, s1.{lane}, s2.{lane}, s3.{lane});"
             for u, lane in enumerate("xyzw")]),
         *[f"tb[{tb0}({t}) / 16u * 17u + ({t}) % 16u] = f{n};" for n, t in enumerate(others)],
-        *step("value_step", [*block(f"if (k0 + {STEP}u < count)", fetch_v(f"start + k0 + {STEP}u")),
+        *step("o", [*block(f"if (k0 + {STEP}u < count)", fetch_v(f"start + k0 + {STEP}u")),
                              *block(f"else if ({first} + {span}u < end)", fetch_qk(f"start + {span}u", "0u"))]),
     ]
     sums = [  # one split: its threads' shares
@@ -393,13 +395,13 @@ def flash_tiled(node, device, b):
     body = [
         *origin,
         *[line.removeprefix("let ") for line in batch_lines],
-        *(["x = li % 16u;", "y = li / 16u;"] if splits == 1 else [
+        *(["let x = li % 16u;", "let y = li / 16u;"] if splits == 1 else [
             f"let p = li / {threads}u;",
             f"let l = li % {threads}u;",
-            "x = l % 16u;",
-            "y = l / 16u;",
-            f"ta0 = p * {STEP * stride_a}u;",
-            f"tb0 = p * {STEP * 17}u;"]),
+            "let x = l % 16u;",
+            "let y = l / 16u;",
+            f"let ta0 = p * {STEP * stride_a}u;",
+            f"let tb0 = p * {STEP * 17}u;"]),
         "let r = tile0 + y * 4u;",
         f"let end = {f'min({keys}u, tile0 + {rows}u)' if causal else f'{keys}u'};",  # keys past a causal tile's last row count for none
         f"var running_max = vec4<f32>({f32(LOWEST)});",

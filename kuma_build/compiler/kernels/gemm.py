@@ -395,13 +395,16 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     sums = "part" if g.half else "acc"  # what the step adds to
     step = (rows.reads("a", "tile_a", "lid.y") + cols.reads("b", "tile_b", "lid.x")
             + [f"{sums}_{i}_{run} = fma({splat(rows.element('a', i))}, b{run}, {sums}_{i}_{run});" for i, run in accs])
-    # the K step is one function of private accumulators, called once per kk: the unrolled
-    # step was 10% faster than Naga's loop on an H100 (the driver did not unroll it), and as
-    # calls the source stays small; inlined, they ran as fast as unrolled source
+    # the K step's kk unrolled in main, on private accumulators: the unrolled step was 10% faster
+    # than Naga's loop on an H100 (the driver did not unroll it). Written out in main, every
+    # workgroup-memory index is made of constants, lid's components and lets of them, so Tint's
+    # robustness (Dawn) proves it in bounds and adds no clamp (a function's parameters, as the step
+    # was, carry no range); Dawn without robustness ran BERT-128's products 5% faster (H200,
+    # docs/performance.md, 2026-12-01 10:59)
     private = "\n".join(f"var<private> acc_{i}_{run}: {cols.type()};" for i, run in accs)
     share = ks // k_group  # k of each staged step a thread's group takes
     first = (f"phase * {ks}u + " if double else "") + ("kq + " if k_group > 1 else "")
-    inner = [f"gemm_step({first}{c}u, lid);" for c in range(share)]
+    inner = [line for c in range(share) for line in block("", [f"let kk = {first}{c}u;", *step])]
     fold = ""
     if g.half:
         private += "".join(f"\nvar<private> part_{i}_{run}: {cols.type(element)};" for i, run in accs)
@@ -411,10 +414,6 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
         inner.append("gemm_fold();")
     step_fn = f"""
 {private}
-
-fn gemm_step(kk: u32, lid: vec3<u32>) {{
-{indent(step)}
-}}
 {fold}"""
     writes = [f"let r = row0 + lid.y * {rows.width}u;", f"let c = col0 + lid.x * {cols.width}u;"]
     writes += [f"gemm_put(batch, wg.z, r + {rows.offset(i)}u, c + {cols.offset(j)}u, {cols.element(f'acc_{i}_', j)});"
