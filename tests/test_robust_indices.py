@@ -1,0 +1,93 @@
+"""The hot loops' workgroup-memory reads need no robustness clamp on Dawn.
+
+Dawn's robustness (Tint) clamps every index into a workgroup array unless its integer range
+analysis proves it in bounds, and that analysis knows only constants, the entry point's
+local_invocation_id / local_invocation_index, `let`s of them (+ - * / % and min, max) and
+`for (var i = C; i < C; i++)` counters: nothing flows in through a function's parameters or a
+private variable. The tiled products and the tiled attention write their K steps out in main for
+that (H200 through Dawn: BERT-128 1.463 -> 1.402 ms back to back, docs/performance.md). Here each
+step read of those kernels (`let a = tile[index];`) is checked as the analysis would see it: its
+index made only of such terms, and in bounds for every invocation of the workgroup (evaluated for
+each, as the analysis bounds it), so a change that moves a read back behind a parameter fails."""
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from support import assert_matches
+
+ARRAY = re.compile(r"var<workgroup>(\w+):array<[^,]+,(\d+)>;")
+LET = re.compile(r"let (\w+)=([^;]+);")
+READ = re.compile(r"let \w+=(\w+)\[([^\]]+)\];")
+NAME = re.compile(r"(?<![\w.])[A-Za-z_][\w.]*")  # not the u of 8u
+
+
+def provable_reads(code: str, arrays: set[str]) -> int:
+    """Check every `let v = arrays[index];` of main as Tint's range analysis would; return how many."""
+    sizes = {name: int(n) for name, n in ARRAY.findall(code.replace(" ", ""))}
+    main = code[code.index("fn main("):]
+    size = [int(n) for n in re.search(r"@workgroup_size\((\d+)(?:,(\d+))?(?:,(\d+))?\)", code.replace(" ", "")).groups(default="1")]
+    invocations = [{"li": li, "lid.x": li % size[0], "lid.y": li // size[0] % size[1], "lid.z": li // (size[0] * size[1])}
+                   for li in range(size[0] * size[1] * size[2])]
+    known: dict[str, str] = {}  # lets the analysis can range, by name (a later one of the same name, in its scope, wins)
+    reads = 0
+    for line in (line.strip() for line in main.splitlines()):  # shipped code: a space only between words
+        read = READ.fullmatch(line)
+        if read and read.group(1) in arrays:
+            array, index = read.groups()
+            names = set(NAME.findall(index)) - {"li", "lid.x", "lid.y", "lid.z"}
+            assert names <= set(known), f"{line}: {sorted(names - set(known))} carry no range (a parameter or a var)"
+            top = max(evaluate(index, known, scope) for scope in invocations)
+            assert top < sizes[array], f"{line}: index up to {top} of {sizes[array]}"
+            reads += 1
+            continue
+        let = LET.fullmatch(line)
+        if let:
+            name, value = let.groups()
+            if set(NAME.findall(value)) <= set(known) | {"li", "lid.x", "lid.y", "lid.z"} and not re.search(r"[a-z]\(", value):
+                known[name] = value
+            else:
+                known.pop(name, None)
+    return reads
+
+
+def evaluate(expr: str, known: dict[str, str], scope: dict[str, int]) -> int:
+    """A u32 expression of literals, builtins and known lets, for one invocation."""
+    python = re.sub(r"\b(\d+)u\b", r"\1", expr).replace("/", "//")
+    return eval(NAME.sub(lambda m: str(scope[m.group(0)] if m.group(0) in scope else evaluate(known[m.group(0)], known, scope)), python))
+
+
+@pytest.mark.parametrize("shape", [(1, 128, 768), (1, 197, 768)])
+def test_sliced_product_reads(shape):
+    """A sliced linear layer (BERT's and ViT's rows): 4 groups, kk = lid.z * 8 + c."""
+    module = nn.Linear(768, 80)
+    compiled = assert_matches(module, torch.randn(shape), device="gpu")
+    code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")
+    assert provable_reads(code, {"tile_a", "tile_b"}) == 8 * 3  # 32 k a step over 4 groups: 8 terms of 3 reads a thread
+
+
+def test_convolution_reads():
+    """An implicit-GEMM convolution on the 16 x 16 tiled kernel (no K groups: kk a constant)."""
+    module = nn.Conv2d(24, 40, 3, padding=1)
+    compiled = assert_matches(module, torch.randn(1, 24, 30, 29), device="gpu")
+    code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "conv2d")
+    assert provable_reads(code, {"tile_a", "tile_b"}) > 0
+
+
+class Attention(nn.Module):
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+@pytest.mark.parametrize("heads, length", [(2, 100), (32, 64)])
+def test_attention_reads(heads, length):
+    """The tiled attention with its keys split in two inside the workgroup (2 heads of 100: too few
+    workgroups otherwise, tiled_splits) and not (32 heads of 64): 16 terms of 2 reads in each of its
+    two products."""
+    q, k, v = (torch.randn(1, heads, length, 64) for _ in range(3))
+    compiled = assert_matches(Attention(), q, k, v, device="gpu")
+    code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "attention")
+    assert provable_reads(code, {"ta", "tb"}) == 2 * 16 * 2
