@@ -341,7 +341,7 @@ def flash_tiled(node, device, b):
         f"ta[{ta0}({local} % 16u) * {stride_a}u + {local} / 16u] = fq;",
         *[f"tb[{tb0}({t}) % 16u * 17u + ({t}) / 16u] = f{n};" for n, t in enumerate(others)],
         *step("s", [*block(f"if (d0 + {STEP}u < {head_dim}u)", fetch_qk("start", f"d0 + {STEP}u")),
-                             *block("else", fetch_v("start"))]),
+                    *block("else", fetch_v("start"))]),
     ]
     softmax = [
         "let j = start + x * 4u;",
@@ -362,7 +362,7 @@ def flash_tiled(node, device, b):
             for u, lane in enumerate("xyzw")]),
         *[f"tb[{tb0}({t}) / 16u * 17u + ({t}) % 16u] = f{n};" for n, t in enumerate(others)],
         *step("o", [*block(f"if (k0 + {STEP}u < count)", fetch_v(f"start + k0 + {STEP}u")),
-                             *block(f"else if ({first} + {span}u < end)", fetch_qk(f"start + {span}u", "0u"))]),
+                    *block(f"else if ({first} + {span}u < end)", fetch_qk(f"start + {span}u", "0u"))]),
     ]
     sums = [  # one split: its threads' shares
         "workgroupBarrier();",

@@ -53,7 +53,7 @@ CHANNELS = 4  # channels a thread takes at most before its workgroup takes half 
 UNROLL_TAPS = True
 # where neighbouring threads take neighbouring channels (channels_fastest), passes/fuse_channel_norm.py
 # stores a constant filter [kh, kw, C] (its view keeps [C, 1, kh, kw]), so that a warp's weights of a tap
-# are neighbours: on the H200 through Dawn (2026-12-01 11:30 UTC, docs/performance.md) ConvNeXt-T's first
+# are neighbours: on the H200 through Dawn (2026-12-01 10:32-10:39 UTC, docs/performance.md) ConvNeXt-T's first
 # block 29.0 -> 18.4 us, its last stage's three 21.6 -> 17.7; where neighbouring threads take neighbouring
 # pixels, so a warp fewer channels (its other 14), the filter so made them 0-12% slower: they keep PyTorch's order
 FILTER_CHANNELS_LAST = True
