@@ -11,6 +11,7 @@ index made only of such terms, and in bounds for every invocation of the workgro
 each, as the analysis bounds it), so a change that moves a read back behind a parameter fails."""
 
 import re
+from itertools import product
 
 import pytest
 import torch
@@ -21,37 +22,42 @@ from support import assert_matches
 
 ARRAY = re.compile(r"var<workgroup>(\w+):array<[^,]+,(\d+)>;")
 LET = re.compile(r"let (\w+)=([^;]+);")
-READ = re.compile(r"let \w+=(\w+)\[([^\]]+)\];")
+COUNTER = re.compile(r"for\(var (\w+)=(\d+)u;\1<(\d+)u;\1\+\+\)")
+INDEX = re.compile(r"(\w+)\[([^\]]+)\]")
 NAME = re.compile(r"(?<![\w.])[A-Za-z_][\w.]*")  # not the u of 8u
 
 
-def provable_reads(code: str, arrays: set[str]) -> int:
-    """Check every `let v = arrays[index];` of main as Tint's range analysis would; return how many."""
+def provable_indices(code: str, arrays: set[str]) -> int:
+    """Check every index into `arrays` in main (reads and writes) as Tint's range analysis would;
+    return how many there are."""
     sizes = {name: int(n) for name, n in ARRAY.findall(code.replace(" ", ""))}
     main = code[code.index("fn main("):]
     size = [int(n) for n in re.search(r"@workgroup_size\((\d+)(?:,(\d+))?(?:,(\d+))?\)", code.replace(" ", "")).groups(default="1")]
     invocations = [{"li": li, "lid.x": li % size[0], "lid.y": li // size[0] % size[1], "lid.z": li // (size[0] * size[1])}
                    for li in range(size[0] * size[1] * size[2])]
     known: dict[str, str] = {}  # lets the analysis can range, by name (a later one of the same name, in its scope, wins)
-    reads = 0
+    counters: dict[str, range] = {}  # constant-bound loop counters, by name
+    indices = 0
     for line in (line.strip() for line in main.splitlines()):  # shipped code: a space only between words
-        read = READ.fullmatch(line)
-        if read and read.group(1) in arrays:
-            array, index = read.groups()
+        for name, first, end in COUNTER.findall(line):
+            counters[name] = range(int(first), int(end))
+        for array, index in INDEX.findall(line):
+            if array not in arrays:
+                continue
             names = set(NAME.findall(index)) - {"li", "lid.x", "lid.y", "lid.z"}
-            assert names <= set(known), f"{line}: {sorted(names - set(known))} carry no range (a parameter or a var)"
-            top = max(evaluate(index, known, scope) for scope in invocations)
+            assert names <= set(known) | set(counters), f"{line}: {sorted(names - set(known) - set(counters))} carry no range (a parameter or a var)"
+            loops = [dict(zip(counters, values)) for values in product(*counters.values())]
+            top = max(evaluate(index, known, scope | loop) for scope in invocations for loop in loops)
             assert top < sizes[array], f"{line}: index up to {top} of {sizes[array]}"
-            reads += 1
-            continue
+            indices += 1
         let = LET.fullmatch(line)
         if let:
             name, value = let.groups()
-            if set(NAME.findall(value)) <= set(known) | {"li", "lid.x", "lid.y", "lid.z"} and not re.search(r"[a-z]\(", value):
+            if set(NAME.findall(value)) <= set(known) | set(counters) | {"li", "lid.x", "lid.y", "lid.z"} and not re.search(r"[a-z]\(", value):
                 known[name] = value
             else:
                 known.pop(name, None)
-    return reads
+    return indices
 
 
 def evaluate(expr: str, known: dict[str, str], scope: dict[str, int]) -> int:
@@ -66,7 +72,7 @@ def test_sliced_product_reads(shape):
     module = nn.Linear(768, 80)
     compiled = assert_matches(module, torch.randn(shape), device="gpu")
     code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")
-    assert provable_reads(code, {"tile_a", "tile_b"}) == 8 * 3  # 32 k a step over 4 groups: 8 terms of 3 reads a thread
+    assert provable_indices(code, {"tile_a", "tile_b"}) == 8 * 3  # 32 k a step over 4 groups: 8 terms of 3 reads a thread
 
 
 def test_convolution_reads():
@@ -74,7 +80,7 @@ def test_convolution_reads():
     module = nn.Conv2d(24, 40, 3, padding=1)
     compiled = assert_matches(module, torch.randn(1, 24, 30, 29), device="gpu")
     code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "conv2d")
-    assert provable_reads(code, {"tile_a", "tile_b"}) > 0
+    assert provable_indices(code, {"tile_a", "tile_b"}) > 0
 
 
 class Attention(nn.Module):
@@ -90,4 +96,51 @@ def test_attention_reads(heads, length):
     q, k, v = (torch.randn(1, heads, length, 64) for _ in range(3))
     compiled = assert_matches(Attention(), q, k, v, device="gpu")
     code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "attention")
-    assert provable_reads(code, {"ta", "tb"}) == 2 * 16 * 2
+    assert provable_indices(code, {"ta", "tb"}) >= 2 * 16 * 2  # and the staging stores, the merge's reads
+
+
+def workgroup_arrays(code: str) -> set[str]:
+    return {name for name, _ in ARRAY.findall(code.replace(" ", ""))}
+
+
+class Rows(nn.Module):
+    """A layer norm and a softmax over rows of 300 (two rounds of 256 threads, the second partial)."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(300)
+
+    def forward(self, x):
+        return self.norm(x).softmax(-1) + x.amax(-1, keepdim=True)
+
+
+def test_row_reductions():
+    """rows.py's workgroup_reduce, written out in main: the norm's two sums, softmax's max and sum
+    and a max, each a store, 16 parts of 16 values and a gather of 16 (H200 through Dawn: without
+    robustness BERT-128's norms took 122 -> 103 us)."""
+    compiled = assert_matches(Rows(), torch.randn(3, 300), device="gpu")
+    kernels = [k for k in compiled.program["kernels"] if workgroup_arrays(k["code"])]
+    assert {k["name"] for k in kernels} >= {"normalize", "softmax", "reduce_max"}
+    for k in kernels:
+        assert provable_indices(k["code"], workgroup_arrays(k["code"])) > 0, k["name"]
+
+
+def test_depthwise_norm_sums():
+    """ConvNeXt's depthwise convolution and norm in one kernel: its two sums over a pixel's channels,
+    in interleaved groups (`slot`), for NCHW input and channels-last."""
+    from test_depthwise_norm import CASES
+
+    for case in ("convnext", "channels_last_input", "widest"):
+        block, shape, _, _ = CASES[case]
+        compiled = assert_matches(block(), torch.randn(shape), device="gpu")
+        code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "depthwise_norm")
+        assert provable_indices(code, workgroup_arrays(code)) > 0, case
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 500), (300, 2)])
+def test_thin_product_sums(rows, cols):
+    """The thin product's sums of its threads' K slices: a single row against 500 columns (threads
+    along the columns), and 300 rows against 2 columns (along the rows)."""
+    compiled = assert_matches(nn.Linear(300, cols, bias=False), torch.randn(rows, 300), device="gpu")
+    code = next(k["code"] for k in compiled.program["kernels"] if "gemm_sum_scratch" in k["code"])
+    assert provable_indices(code, workgroup_arrays(code)) > 0

@@ -1,4 +1,4 @@
-"""rows.workgroup_reduce on real WebGPU against numpy: every thread gets its group's total, for the
+"""rows.workgroup_reduce (lines of main) on real WebGPU against numpy: every thread gets its group's total, for the
 workgroup sizes and interleaved groups its callers use (a norm's 256 threads, the depthwise norm's
 pixels, the thin product's lanes) and ones whose values a power of two does not divide; called twice
 in a row, as a norm's mean and squares are, so the second call must not see the first's values."""
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import wgpu
 
-from kuma_build.compiler.kernels.rows import workgroup_reduce
+from kuma_build.compiler.kernels.rows import workgroup_reduce, workgroup_scratch
+from kuma_build.compiler.kernels.wgsl import indent
 from kuma_build.webgpu import adapter_and_device
 
 COMBINE = {"sum": np.sum, "max": np.max}
@@ -20,13 +21,13 @@ def run(kind: str, size: int, lanes: int, x: np.ndarray) -> np.ndarray:
     code = f"""@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 
-{workgroup_reduce("reduce", kind, "f32", size, lanes)}
+{workgroup_scratch("reduce", "f32", size, lanes)}
 
 @compute @workgroup_size({size})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
   let at = wg.x * {size}u + li;
-  let first = reduce(x[at], li);
-  let second = reduce(2.0 * x[at], li);
+{indent(workgroup_reduce("reduce", kind, size, lanes, "first", "x[at]", "li"))}
+{indent(workgroup_reduce("reduce", kind, size, lanes, "second", "2.0 * x[at]", "li"))}
   out[2u * at] = first;
   out[2u * at + 1u] = second;
 }}

@@ -385,10 +385,13 @@ def flash_tiled(node, device, b):
         *[f"tb[tb0 + {i * threads}u + l] = o{i} * f.{'xyzw'[i]};" for i in range(4)],
         "workgroupBarrier();",
         "let c = col0 + x * 4u;",
-        *block(f"for (var i = p; i < 4u; i += {splits}u)", [  # split p writes rows p, p + splits, ..
-            "var o = vec4<f32>();",
-            f"for (var q = 0u; q < {splits}u; q++) {{ o += tb[q * {STEP * 17}u + i * {threads}u + l]; }}",
-            "put(r + i, c, o, sum[i]);"]),
+        # split p writes rows p, p + splits, ..: i counted from constants, which the range analysis bounds
+        *block(f"for (var n = 0u; n < {-(-4 // splits)}u; n++)", [
+            f"let i = p + n * {splits}u;",
+            *block("if (i < 4u)", [
+                "var o = vec4<f32>();",
+                f"for (var q = 0u; q < {splits}u; q++) {{ o += tb[q * {STEP * 17}u + i * {threads}u + l]; }}",
+                "put(r + i, c, o, sum[i]);"])]),
     ]
     causal = node.attrs["causal"]
     origin, workgroups = query_tile(heads, tiles, groups, rows, TILED_KEYS)

@@ -38,7 +38,7 @@ from math import ceil
 from kuma_build.compiler.ir.graph import Value
 from kuma_build.compiler.kernels.conv import filter_row_words, reads_rows_by_words, taps
 from kuma_build.compiler.kernels.elementwise import epilogue
-from kuma_build.compiler.kernels.rows import ROW_REGISTERS, workgroup_reduce
+from kuma_build.compiler.kernels.rows import ROW_REGISTERS, workgroup_reduce, workgroup_scratch
 from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, offset_expr, unravel, workgroup_rows
 
 # knobs (bench/gpu/dawn/bench.py --gemm-knob depthwise_norm.NAME=VALUE sets them for an A/B)
@@ -103,7 +103,7 @@ def lower(node, device):
     size = pixels * lanes
     kh_size, kw_size = node.inputs[1].shape[2], node.inputs[1].shape[3]
     header, workgroups = workgroup_rows(ceil(rows / pixels), size)
-    functions = {"sum": workgroup_reduce("pixel_sum", "sum", "f32", size, pixels)}
+    functions = {"sum": workgroup_scratch("pixel_sum", "f32", size, pixels)}
 
     # this thread's pixel (the norm's row) and where the convolution's result holds it
     if pixels == 1:
@@ -155,10 +155,13 @@ def lower(node, device):
     def kept(value: str, i: int) -> str:
         return f"select(0.0, {value}, {valid[i]})" if valid[i] else value
 
-    stats = [f"let total = pixel_sum({' + '.join(kept(f'acc{i}', i) for i in range(per))}, slot);",
+    def pixel_sum(result: str, value: str) -> list[str]:
+        return workgroup_reduce("pixel_sum", "sum", size, pixels, result, value, "slot")
+
+    stats = [*pixel_sum("total", " + ".join(kept(f"acc{i}", i) for i in range(per))),
              f"let mean = total / {f32(channels)};",
              *[f"let d{i} = acc{i} - mean;" for i in range(per)],
-             f"let squares = pixel_sum({' + '.join(kept(f'd{i} * d{i}', i) for i in range(per))}, slot);",
+             *pixel_sum("squares", " + ".join(kept(f"d{i} * d{i}", i) for i in range(per))),
              f"let rstd = inverseSqrt(squares / {f32(channels)} + {f32(attrs['eps'])});"]
 
     # the norm's affine and epilogue, read at (row, channel) of the output

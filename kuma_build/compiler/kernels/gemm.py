@@ -60,7 +60,7 @@ from typing import Callable
 from kuma_build.devices import DeviceClass
 from kuma_build.compiler import precision
 from kuma_build.compiler.ir.sizes import Sym, ceil_div_count, max_value, wgsl as u32
-from kuma_build.compiler.kernels.rows import workgroup_reduce
+from kuma_build.compiler.kernels.rows import workgroup_reduce, workgroup_scratch
 from kuma_build.compiler.kernels.wgsl import block, indent
 
 STEP, SIDE = 16, 16  # K per stage; threads per workgroup side (16 x 16 = 256)
@@ -663,18 +663,19 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     for n in range(narrow):
         puts = [f"gemm_put(batch, batch, {at(n, 'w')}, total);"] if per == 1 else [
             f"gemm_put(batch, batch, {at(n, 'w')}, total.x);", f"gemm_put(batch, batch, {at(n, 'w + 1u')}, total.y);"]
-        finish += block("", [f"let total = gemm_sum(acc{n}, s * {across}u + lane);", f"if (s == 0u) {{ {' '.join(puts)} }}"])
+        finish += block("", [*workgroup_reduce("gemm_sum", "sum", size, across, "total", f"acc{n}", "slot"), f"if (s == 0u) {{ {' '.join(puts)} }}"])
     if g.half:  # each iteration's STEP products summed in f16, then added to the f32 sums
         accumulate = [*[f"var part{n} = 0.0h;" for n in range(narrow)], *accumulate, *[f"acc{n} += f32(part{n});" for n in range(narrow)]]
     ks = loop("k", first, u32(g.depth), THIN_UNROLL * split, accumulate)
     # the narrow operand is read by elements (the wide one too without words)
     read = replace(g, **{f"load_{x}_pair": None for x in "ab" if x != side or not words})
-    code = functions(read) + workgroup_reduce("gemm_sum", "sum", total, size, across) + f"""
+    code = functions(read) + workgroup_scratch("gemm_sum", total, size, across) + f"""
 
 @compute @workgroup_size({size})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
   let batch = wg.z;
 {indent(slot)}
+  let slot = s * {across}u + lane;
   let w = wg.x * {lanes}u + {'2u * ' if per == 2 else ''}lane;
 {indent([f"var acc{n} = {zero};" for n in range(narrow)])}
   if (w < {u32(wide)}) {{

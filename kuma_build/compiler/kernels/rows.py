@@ -4,7 +4,7 @@ The importer permutes each input view so the reduced dims come last: the kept
 dims flattened are the row, the reduced dims flattened are the position in
 the row. Threads stride through their row (reading through the view's
 strides) and combine their partial results with one shared workgroup
-reduction in two levels (workgroup_reduce). Softmax and norms make several
+reduction in two levels (workgroup_reduce, written out in main). Softmax and norms make several
 passes over the row (max or mean first) for accuracy, and write a contiguous
 output in the permuted order.
 
@@ -62,13 +62,30 @@ def thread_row_size(rows: int) -> int:
     return min(64, max(4, 1 << (max_value(rows) // 4).bit_length() - 1))
 
 
-def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int = 1) -> str:
-    """A WGSL function name(value, slot) combining one value per thread; every thread gets the total.
+def workgroup_scratch(name: str, wgsl_type: str, size: int, lanes: int = 1) -> str:
+    """The workgroup arrays workgroup_reduce(name, ...) combines its values in."""
+    if size // lanes <= 1:
+        return ""
+    parts, _ = reduce_parts(size, lanes)
+    return (f"var<workgroup> {name}_scratch: array<{wgsl_type}, {size}>;\n"
+            f"var<workgroup> {name}_parts: array<{wgsl_type}, {parts * lanes}>;")
 
-    Each thread passes a distinct slot in 0..size-1 (usually its own index).
-    With lanes > 1 the slots are `lanes` interleaved groups (slot % lanes) and
-    each thread gets its own group's total. It has barriers, so callers must
-    be in uniform control flow.
+
+def reduce_parts(size: int, lanes: int) -> tuple[int, int]:
+    """(parts a group's values are first combined into, values each part combines): about the
+    square root of the values, a power of two that divides them (16 parts of 16 of 256)."""
+    members = size // lanes
+    parts = gcd(members, 1 << ((members - 1).bit_length() + 1) // 2)
+    return parts, members // parts
+
+
+def workgroup_reduce(name: str, kind: str, size: int, lanes: int, result: str, value: str, slot: str) -> list[str]:
+    """Lines of main combining one `value` per thread into `let result`: every thread gets the total.
+
+    Each thread passes a distinct `slot` in 0..size-1 (usually its own index li), in the
+    workgroup arrays workgroup_scratch(name, ...) declares. With lanes > 1 the slots are `lanes`
+    interleaved groups (slot % lanes) and each thread gets its own group's total. The lines have
+    barriers, so they must be in uniform control flow.
 
     Two levels rather than a tree: after the values meet in workgroup memory, `parts` threads a
     group each combine every parts-th of its values (about the square root of them) into one part,
@@ -79,14 +96,17 @@ def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int
     model measured, the GPU time back to back 0.5-1.7% less but ViT-B/16's, 0.7% more
     (docs/performance.md, 2026-12-01). A next call may write the values at once: their last reads
     are behind the second barrier, and the parts' last reads behind the next call's first.
+
+    Lines in main rather than a function, and every index built from `slot` by + * / and % of
+    constants: Dawn's robustness then leaves the workgroup reads unclamped, as its range analysis
+    proves them in bounds (it sees nothing through a function's parameters; gemm.py's tiled).
+    So `slot` must be such an expression of li, or a let of one.
     """
     combine = lambda a, b: COMBINES[kind][0].format(a=a, b=b)
-    members = size // lanes  # values a group combines
-    if members <= 1:
-        return f"fn {name}(value: {wgsl_type}, li: u32) -> {wgsl_type} {{ return value; }}"
-    # about the square root of the values, a power of two that divides them (16 of 256)
-    parts = gcd(members, 1 << ((members - 1).bit_length() + 1) // 2)
-    each, stride = members // parts, parts * lanes
+    if size // lanes <= 1:
+        return [f"let {result} = {value};"]
+    parts, each = reduce_parts(size, lanes)
+    stride = parts * lanes
 
     def pairwise(prefix: str, values: list[str]) -> tuple[list[str], str]:
         """Lines combining the values in pairs, then pairs of pairs, ...: the rounding error grows
@@ -99,20 +119,13 @@ def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int
             level += 1
         return lines, values[0]
 
-    level, part = pairwise("a", [f"{name}_scratch[li + {m * stride}u]" for m in range(each)])
-    gather, total = pairwise("b", [f"{name}_parts[{p * lanes}u + lane]" for p in range(parts)])
-    lane = f"li % {lanes}u" if lanes > 1 else "0u"
-    return f"""var<workgroup> {name}_scratch: array<{wgsl_type}, {size}>;
-var<workgroup> {name}_parts: array<{wgsl_type}, {stride}>;
-
-fn {name}(value: {wgsl_type}, li: u32) -> {wgsl_type} {{
-  {name}_scratch[li] = value;
-  workgroupBarrier();
-{indent(block(f"if (li < {stride}u)", [*level, f"{name}_parts[li] = {part};"]))}
-  workgroupBarrier();
-{indent([f"let lane = {lane};", *gather])}
-  return {total};
-}}"""
+    # `part` is slot where the threads that combine a part run; % tells the range analysis so
+    level, part = pairwise("a", [f"{name}_scratch[part + {m * stride}u]" for m in range(each)])
+    gather, total = pairwise(f"{result}_", [f"{name}_parts[{p * lanes}u + {result}_lane]" for p in range(parts)])
+    lane = f"({slot}) % {lanes}u" if lanes > 1 else "0u"
+    return [f"{name}_scratch[{slot}] = {value};", "workgroupBarrier();",
+            *block(f"if ({slot} < {stride}u)", [f"let part = ({slot}) % {stride}u;", *level, f"{name}_parts[part] = {part};"]),
+            "workgroupBarrier();", f"let {result}_lane = {lane};", *gather, f"let {result} = {total};"]
 
 
 def row_layout(rows, length, device) -> tuple[bool, int, int]:
@@ -209,8 +222,8 @@ class RowKernel:
         if not self.shared:
             return lines + [f"let {result} = {part};"]
         name = f"row_{kind}_{wgsl_type}"
-        self.functions[name] = workgroup_reduce(name, kind, wgsl_type, self.size)
-        return lines + [f"let {result} = {name}({part}, li);"]
+        self.functions[name] = workgroup_scratch(name, wgsl_type, self.size)
+        return lines + workgroup_reduce(name, kind, self.size, 1, result, part, "li")
 
     def once(self, line: str) -> str:
         """`line` run by one thread of the row."""
