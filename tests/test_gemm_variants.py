@@ -73,7 +73,7 @@ def test_variant_matches_pytorch(name, forced):
     assert all(f"fn {reader}(" in code for reader in vector_reads)
     assert ("gemm_a4" in code, "gemm_b4" in code) == ("gemm_a4" in vector_reads, "gemm_b4" in vector_reads)
     assert ("var phase" in code) == ("DOUBLE_BUFFER" in knobs)  # the staged half alternates
-    assert ("fn gemm_add0(" in code) == ("K_GROUPS" in knobs)  # the groups add their sums
+    assert ("partial[" in code) == ("K_GROUPS" in knobs)  # the groups add their sums
 
 
 @pytest.mark.parametrize("knobs, tile", [(VECTORS, (64, 64)), (DOUBLE, (64, 64)), (GROUPS, (32, 32))], ids=["vectors", "double", "groups"])
@@ -90,7 +90,7 @@ def test_variants_of_f16_math(knobs, tile, forced, f16_programs_everywhere):
     variant = compile_module(net, config)
     code = next(k["code"] for k in variant.programs["gpu-f16"]["kernels"] if k["name"] == "matmul")
     assert ("vec4<f16>(gemm_a4(" in code) == ("VECTOR_LOADS" in knobs) and ("var phase" in code) == ("DOUBLE_BUFFER" in knobs)
-    assert ("fn gemm_add0(" in code) == ("K_GROUPS" in knobs)
+    assert ("partial[" in code) == ("K_GROUPS" in knobs)
     outputs = [run_compiled(c, config, [x], "gpu-f16")[0] for c in (plain, variant)]
     if "K_GROUPS" in knobs:
         assert rel_l2(outputs[1], outputs[0]) < 1e-3
@@ -116,11 +116,11 @@ def test_tiles_fit_workgroup_memory_at_any_step(monkeypatch):
 ], ids=["residual_rows", "split", "folded_batch", "a_unaligned"])
 def test_sliced_linear_layers_by_default(fn, x_shape, y_shape, vector_reads):
     """What ships for f32 linear layers of SLICED_MIN_ROWS to SLICED_ROWS rows: SLICED_GROUPS groups on SLICED_TILE
-    (gemm_add0 adds the groups' sums), SLICED_STEP k a step, A and B fetched as vec4s where aligned;
+    (group 0 adds the groups' sums through `partial`), SLICED_STEP k a step, A and B fetched as vec4s where aligned;
     sizes off the tile."""
     compiled = assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), device="gpu")
     code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")
-    assert "fn gemm_add0(" in code and "@workgroup_size(8, 8, 4)" in code.replace(" ", "").replace(",", ", ")
+    assert "partial[" in code and "@workgroup_size(8, 8, 4)" in code.replace(" ", "").replace(",", ", ")
     assert ("gemm_a4" in code, "gemm_b4" in code) == ("gemm_a4" in vector_reads, "gemm_b4" in vector_reads)
     # the next step's fetch is unconditional (measured faster on Dawn): past K it reads zeros, past a
     # slice's end ("split") the next slice's values, neither staged
@@ -139,10 +139,10 @@ def test_sliced_only_where_measured():
                    (Fn(lambda x, w: x @ w.t()), (torch.randn(60, 64), torch.randn(96, 64))),
                    (nn.Conv2d(16, 64, 3), (torch.randn(1, 16, 12, 12),))):
         compiled = compile_module(net, model_config(net, list(x), device="gpu"))
-        assert all("fn gemm_add0(" not in k["code"] for k in compiled.program["kernels"])
+        assert all("partial[" not in k["code"] for k in compiled.program["kernels"])
     for net, x in ((nn.Linear(64, 96), torch.randn(600, 64)), (nn.Conv2d(16, 64, 3), torch.randn(1, 16, 12, 12))):
         compiled = compile_module(net, model_config(net, [x], device="gpu"))
-        assert all("fn gemm_add0(" not in k["code"] for k in compiled.program["kernels"])
+        assert all("partial[" not in k["code"] for k in compiled.program["kernels"])
     net, x = nn.Linear(200, 68).eval(), torch.randn(70, 200)
     compiled = compile_module(net, dataclasses.replace(model_config(net, [x], device="gpu"), precision="int8"))
-    assert all("fn gemm_add0(" not in k["code"] for k in compiled.program["kernels"])
+    assert all("partial[" not in k["code"] for k in compiled.program["kernels"])

@@ -259,7 +259,7 @@ def test_merged_weight_layout(monkeypatch, f16_programs_everywhere):
         """(sliced K, the tiled kernel's load of B: a native f16 weight through its reader) of the merged product."""
         programs = compiled_layer("gpu_pair_merged", precision)[0].programs
         kernel = programs[program]["kernels"][programs[program]["dispatches"][0][0]]["code"]
-        return "fn gemm_add0(" in kernel, re.findall(r"vb=[^;]*;", kernel)[-1]
+        return "partial[" in kernel, re.findall(r"vb=[^;]*;", kernel)[-1]
     assert weight_load("f16", "gpu-f16") == (False, "vb=weight_in1(bk*260u+bn);")  # element (k, n) at k * N + n
     assert weight_load("f16", "gpu") == weight_load("f32", "gpu") == (True, "vb=in1[(bk*260u+bn)/4u];")
     assert weight_load("int8", "gpu") == (False, "vb=weight_in1(bk+bn*46u);")  # at n * K + k

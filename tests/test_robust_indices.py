@@ -1,14 +1,15 @@
-"""The hot loops' workgroup-memory reads need no robustness clamp on Dawn.
+"""The workgroup-memory indices of the hot kernels need no robustness clamp on Dawn.
 
 Dawn's robustness (Tint) clamps every index into a workgroup array unless its integer range
 analysis proves it in bounds, and that analysis knows only constants, the entry point's
 local_invocation_id / local_invocation_index, `let`s of them (+ - * / % and min, max) and
 `for (var i = C; i < C; i++)` counters: nothing flows in through a function's parameters or a
-private variable. The tiled products and the tiled attention write their K steps out in main for
-that (H200 through Dawn: BERT-128 1.463 -> 1.402 ms back to back, docs/performance.md). Here each
-step read of those kernels (`let a = tile[index];`) is checked as the analysis would see it: its
-index made only of such terms, and in bounds for every invocation of the workgroup (evaluated for
-each, as the analysis bounds it), so a change that moves a read back behind a parameter fails."""
+private variable. The tiled products and the tiled attention write their K steps and staging
+stores out in main for that (H200 through Dawn: BERT-128 1.463 -> 1.402 ms back to back,
+docs/performance.md), and the row kernels their reductions (rows.workgroup_reduce). Here every
+index into those kernels' workgroup arrays in main is checked as the analysis would see it: made
+only of such terms, and in bounds for every invocation of the workgroup (evaluated for each, and
+each value of the loop counters it uses), so a change that moves one behind a parameter fails."""
 
 import re
 from itertools import product
@@ -67,15 +68,18 @@ def evaluate(expr: str, known: dict[str, str], scope: dict[str, int]) -> int:
 
 
 @pytest.mark.parametrize("shape", [(1, 128, 768), (1, 197, 768)])
-def test_sliced_product_reads(shape):
+def test_sliced_product_indices(shape):
     """A sliced linear layer (BERT's and ViT's rows): 4 groups, kk = lid.z * 8 + c."""
     module = nn.Linear(768, 80)
     compiled = assert_matches(module, torch.randn(shape), device="gpu")
     code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")
-    assert provable_indices(code, {"tile_a", "tile_b"}) == 8 * 3  # 32 k a step over 4 groups: 8 terms of 3 reads a thread
+    # 32 k a step over 4 groups: 8 terms of 3 reads a thread; the staging's stores (A's vec4 as 4
+    # elements, B's 2 vec4s); the groups' sums through `partial`
+    assert provable_indices(code, {"tile_a", "tile_b"}) == 8 * 3 + 4 + 2
+    assert provable_indices(code, {"partial"}) > 0
 
 
-def test_convolution_reads():
+def test_convolution_indices():
     """An implicit-GEMM convolution on the 16 x 16 tiled kernel (no K groups: kk a constant)."""
     module = nn.Conv2d(24, 40, 3, padding=1)
     compiled = assert_matches(module, torch.randn(1, 24, 30, 29), device="gpu")
@@ -89,7 +93,7 @@ class Attention(nn.Module):
 
 
 @pytest.mark.parametrize("heads, length", [(2, 100), (32, 64)])
-def test_attention_reads(heads, length):
+def test_attention_indices(heads, length):
     """The tiled attention with its keys split in two inside the workgroup (2 heads of 100: too few
     workgroups otherwise, tiled_splits) and not (32 heads of 64): 16 terms of 2 reads in each of its
     two products."""

@@ -287,15 +287,15 @@ def pairs(g: Gemm, side: str) -> bool:
     return load is not None and contiguous and not g.half and not g.device.register_gemm
 
 
-def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], at, write, o: str = "") -> tuple[str, list[str], str, int]:
-    """The tiled kernel's fetch_<side> and stage_<side> functions for one operand's elements, the
-    zero of a thread's fetch registers and how many fetches a thread makes. Staged element e of the
-    operand is at (origins[0] + at(e)[0], origins[1] + at(e)[1]) and write(e, value) stores it in
-    the tile (o: stage's extra parameter, the double buffer's half)."""
+def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], at, write) -> tuple[str, str, str, int]:
+    """The tiled kernel's fetch_<side> function for one operand's elements, the store of fetched
+    value v of staged element t in the tile (o: the double buffer's half), the zero of a thread's
+    fetch registers and how many fetches a thread makes. Staged element e of the operand is at
+    (origins[0] + at(e)[0], origins[1] + at(e)[1]) and write(e, value) stores it in the tile."""
     head = f"fn fetch_{side}(t: u32, batch: u32, {origins[0]}: u32, {origins[1]}: u32)"
     x, y = at("t")
     fetch = f"{head} -> {g.element} {{ return {g.convert(f'gemm_{side}(batch, {origins[0]} + {x}, {origins[1]} + {y})')}; }}"
-    return fetch, [f"fn stage_{side}(t: u32, v: {g.element}{o}) {{ {write('t', 'v')} }}"], g.zero, fetches
+    return fetch, write("t", "v"), g.zero, fetches
 
 
 # Per-thread values are scalars with names fixed in the generator (acc_0_1, not acc[i][j] in a
@@ -378,7 +378,7 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     (ty, tx), element = group_grid(k_group), g.element
     rows, cols = Side(tm, ty), Side(tn, tx)
     double = double_buffered(g.device, tm, tn, ks)
-    staging, (fetch_a, fetch_b), (zero_a, zero_b) = staged_loads(g, rows, cols, double)
+    staging, (store_a, store_b), (fetch_a, fetch_b), (zero_a, zero_b) = staged_loads(g, rows, cols, double)
     threads = [f"li + {i * SIDE ** 2}u" for i in range(max(fetch_a, fetch_b))]
 
     def fetch(k0: str) -> list[str]:
@@ -386,9 +386,11 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
                 + [f"fb{j} = fetch_b({threads[j]}, batch, {k0}, col0);" for j in range(fetch_b)])
 
     def stage_tiles(phase: str = "") -> list[str]:
-        """Store the fetched values (into half `phase` of the tiles, an expression 0u or 1u, when double)."""
-        at_a, at_b = (f", {phase} * {tm * ks}u", f", {phase} * {tn * ks}u") if double else ("", "")
-        return [f"stage_a({threads[i]}, fa{i}{at_a});" for i in range(fetch_a)] + [f"stage_b({threads[j]}, fb{j}{at_b});" for j in range(fetch_b)]
+        """Store the fetched values (into half `phase` of the tiles, an expression 0u or 1u, when
+        double), written out in main as the steps are (below: no clamps on the stores either)."""
+        half_a, half_b = ([f"let o = {phase} * {tm * ks}u;"], [f"let o = {phase} * {tn * ks}u;"]) if double else ([], [])
+        return ([line for i in range(fetch_a) for line in block("", [f"let t = {threads[i]};", f"let v = fa{i};", *half_a, store_a])]
+                + [line for j in range(fetch_b) for line in block("", [f"let t = {threads[j]};", f"let v = fb{j};", *half_b, store_b])])
     # a thread's accumulators: one per row and run of columns (vectors: fewer lines to ship)
     accs = [(i, run) for i in range(rows.per) for run in range(cols.groups)]
     splat = (lambda x: x) if cols.width == 1 else (lambda x: f"{cols.type(element)}({x})")
@@ -428,17 +430,8 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
         rounds = []
         for p in range(pieces):
             mine = [a for a in accs if a[0] // rows_in == p]
-            groups_code += f"""
-fn gemm_save{p}(lid: vec3<u32>) {{
-{indent(f"{at[a]} = acc_{a[0]}_{a[1]};" for a in mine)}
-}}
-
-fn gemm_add{p}(lid: vec3<u32>) {{
-{indent(f"acc_{a[0]}_{a[1]} += {at[a]};" for a in mine)}
-}}
-"""
-            rounds += [f"if (lid.z == q) {{ gemm_save{p}(lid); }}", "workgroupBarrier();",
-                       f"if (lid.z == 0u) {{ gemm_add{p}(lid); }}", "workgroupBarrier();"]
+            rounds += [*block("if (lid.z == q)", [f"{at[a]} = acc_{a[0]}_{a[1]};" for a in mine]), "workgroupBarrier();",
+                       *block("if (lid.z == 0u)", [f"acc_{a[0]}_{a[1]} += {at[a]};" for a in mine]), "workgroupBarrier();"]
         group_lines = [f"let kq = lid.z * {share}u;"]
         writes = [*block(f"for (var q = 1u; q < {k_group}u; q++)", rounds), *block("if (lid.z == 0u)", writes)]
     if double:  # stage step 0, then each step: fetch the next, compute this one, stage the next in the other half
@@ -544,10 +537,10 @@ def vectors(load, tile: int, step: int) -> bool:
     return load is not None and vector_side(tile, step)
 
 
-def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple[str, tuple[int, int], tuple[str, str]]:
-    """WGSL functions fetching staged value t of A's and B's K step (fetch_a, fetch_b) and storing
-    it in the k-major tiles (stage_a, stage_b; when double, at element offset o: the half it goes
-    to); how many values each thread fetches; their zeros.
+def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple[str, tuple[str, str], tuple[int, int], tuple[str, str]]:
+    """WGSL functions fetching staged value t of A's and B's K step (fetch_a, fetch_b); the stores
+    of fetched value v of staged value t in the k-major tiles (when double, at element offset o: the
+    half it goes to), for tiled to write out in main; how many values each thread fetches; their zeros.
     A value is an element, or a vec4 where
     `vectors` says so: 4 neighbouring k of a row of A, whose threads go along the row (a row's
     step of k are step * 4 neighbouring bytes), or 4 neighbouring columns of B, which is one vec4 of
@@ -555,14 +548,14 @@ def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple
     tm, tn, element = rows.tile, cols.tile, g.element
     ks = g.step
     vec_a, vec_b = vectors(g.load_a4, tm, ks), vectors(g.load_b4, tn, ks)
-    o, at = (", o: u32", "o + ") if double else ("", "")  # the half's offset, when double
+    at = "o + " if double else ""  # the half's offset, when double
     per = SIDE ** 2
     readers = ""  # the vec4 readers, as gemm_a and gemm_b (functions) read one element
     if vec_a:
         a_m, a_k = f"t / {ks // 4}u", f"4u * (t % {ks // 4}u)"
         readers += vector_reader(g, "a", g.load_a4, f"am < {u32(g.rows)} && ak < {u32(g.depth)}")
         fetch_a = f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_a4(batch, row0 + {a_m}, k0 + {a_k})', 4)}; }}"
-        stage_a = [f"fn stage_a(t: u32, v: vec4<{element}>{o}) {{ {lanes(rows, 'tile_a', lambda j: f'{at}({a_k} + {j}u) * {tm}u + {a_m}')} }}"]
+        stage_a = lanes(rows, 'tile_a', lambda j: f'{at}({a_k} + {j}u) * {tm}u + {a_m}')
         zero_a, count_a = f"vec4<{element}>()", tm * ks // per // 4
     else:
         # staged element e of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
@@ -571,21 +564,21 @@ def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple
         a_m, a_k = k_runs(tm) if g.a_k_contiguous else ((lambda e: f"{group(e)} % {tm}u"), (lambda e: f"{group(e)} / {tm}u"))
         fetch_a, stage_a, zero_a, count_a = fetch_and_stage(
             g, "a", tm * ks // per, ("row0", "k0"), lambda e: (a_m(e), a_k(e)),
-            lambda e, v: rows.write("tile_a", f"{at}({a_k(e)}) * {tm}u + {a_m(e)}", v), o)
+            lambda e, v: rows.write("tile_a", f"{at}({a_k(e)}) * {tm}u + {a_m(e)}", v))
     if vec_b:  # value t is columns 4 * (t % (tn / 4)) .. + 3 of k t / (tn / 4): vec4 t of the tile
         b_k, b_c = f"t / {tn // 4}u", f"4u * (t % {tn // 4}u)"
         readers += vector_reader(g, "b", g.load_b4, f"bk < {u32(g.depth)} && bn < {u32(g.cols)}")
         fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_b4(batch, k0 + {b_k}, col0 + {b_c})', 4)}; }}"
         store = f"tile_b[{at.replace('o', 'o / 4u')}t] = v;" if cols.width == 4 else lanes(cols, "tile_b", lambda j: f"{at}4u * t + {j}u")
-        stage_b = [f"fn stage_b(t: u32, v: vec4<{element}>{o}) {{ {store} }}"]
+        stage_b = store
         zero_b, count_b = f"vec4<{element}>()", tn * ks // per // 4
     else:
         # B's element e is (e / tn, e % tn)
         fetch_b, stage_b, zero_b, count_b = fetch_and_stage(
             g, "b", tn * ks // per, ("k0", "col0"), lambda e: (f"{e} / {tn}u", f"{e} % {tn}u"),
-            lambda e, v: cols.write("tile_b", f"{at}{e}", v), o)
-    code = "\n".join([readers, fetch_a, fetch_b, *stage_a, *stage_b]) + "\n"
-    return code, (count_a, count_b), (zero_a, zero_b)
+            lambda e, v: cols.write("tile_b", f"{at}{e}", v))
+    code = "\n".join([readers, fetch_a, fetch_b]) + "\n"
+    return code, (stage_a, stage_b), (count_a, count_b), (zero_a, zero_b)
 
 
 def vector_reader(g: Gemm, side: str, load, check: str) -> str:
