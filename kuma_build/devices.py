@@ -35,10 +35,12 @@ class DeviceClass:
     # multiprocessor). An H200 sweep of BERT's and ViT's linear layers measured 64 x 64 fastest at
     # all twelve shapes, where the cost model without this picked 128-wide tiles (docs/performance.md)
     small_tile_occupancy: int = 2
-    # the same for a sliced product's tile (kernels/gemm.py: SLICED_TILE in SLICED_GROUPS groups, 4 x 8
-    # sums a thread): three a multiprocessor. On Dawn (H200, 2026-12-01, docs/performance.md) GPT-2's
-    # 384 workgroups of 12 steps (128 x 3072, split in two) ran in one wave, ViT's 504 (197 x 2304)
-    # in two, where no split (252 of 24 steps) took the whole model 2-3% less GPU time
+    # the same for a sliced product's tile (kernels/gemm.py: SLICED_TILE in SLICED_GROUPS groups, 8 x 4
+    # sums a thread): three a multiprocessor, as its 79-80 registers a thread allow (H200's driver
+    # through Dawn, 2026-12-01 13:34). Set for the 32 x 64 tile before it, whose 4 x 8 sums took as
+    # many registers: on Dawn (H200, 2026-12-01, docs/performance.md) GPT-2's 384 workgroups of 12
+    # steps (128 x 3072, split in two) ran in one wave, ViT's 504 (197 x 2304) in two, where no split
+    # (252 of 24 steps) took the whole model 2-3% less GPU time
     sliced_occupancy: float = 1.5
     # one more dispatch (split-K's sum of partials) in the tile cost model's units (kernels/gemm.py:
     # cost, a thread's FMAs in a wave): BERT's products on the H200 took about 5 ns a unit, so

@@ -120,27 +120,27 @@ def test_sliced_linear_layers_by_default(fn, x_shape, y_shape, vector_reads):
     sizes off the tile."""
     compiled = assert_matches(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), device="gpu")
     code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "matmul")
-    assert "partial[" in code and "@workgroup_size(8, 8, 4)" in code.replace(" ", "").replace(",", ", ")
+    assert "partial[" in code and "@workgroup_size(16, 8, 2)" in code.replace(" ", "").replace(",", ", ")
     assert ("gemm_a4" in code, "gemm_b4" in code) == ("gemm_a4" in vector_reads, "gemm_b4" in vector_reads)
     # the next step's fetch is unconditional (measured faster on Dawn): past K it reads zeros, past a
     # slice's end ("split") the next slice's values, neither staged
     flat = code.replace(" ", "")
-    assert "fa0=fetch_a(li+0u,batch,row0,k0+32u);" in flat and "<k_end){" not in flat
+    assert "fa0=fetch_a(li+0u,batch,row0,k0+16u);" in flat and "<k_end){" not in flat
 
 
 def test_sliced_only_where_measured():
-    """Longer and shorter products (600 and 40 rows), weights whose columns do not take vec4s (70
+    """Longer and shorter products (4100 and 40 rows), weights whose columns do not take vec4s (70
     columns; a transposed one, whose k are neighbours), convolutions, int8 weights and f16 builds'
     "-f16" programs (tests/test_precision.py: test_merged_weight_layout) keep the tiles the cost
     model picks."""
-    for net, x in ((Fn(lambda x, w: x @ w), (torch.randn(600, 64), torch.randn(64, 96))),
+    for net, x in ((Fn(lambda x, w: x @ w), (torch.randn(4100, 64), torch.randn(64, 96))),
                    (Fn(lambda x, w: x @ w), (torch.randn(40, 64), torch.randn(64, 96))),
                    (Fn(lambda x, w: x @ w), (torch.randn(60, 64), torch.randn(64, 70))),
                    (Fn(lambda x, w: x @ w.t()), (torch.randn(60, 64), torch.randn(96, 64))),
                    (nn.Conv2d(16, 64, 3), (torch.randn(1, 16, 12, 12),))):
         compiled = compile_module(net, model_config(net, list(x), device="gpu"))
         assert all("partial[" not in k["code"] for k in compiled.program["kernels"])
-    for net, x in ((nn.Linear(64, 96), torch.randn(600, 64)), (nn.Conv2d(16, 64, 3), torch.randn(1, 16, 12, 12))):
+    for net, x in ((nn.Linear(64, 96), torch.randn(4100, 64)), (nn.Conv2d(16, 64, 3), torch.randn(1, 16, 12, 12))):
         compiled = compile_module(net, model_config(net, [x], device="gpu"))
         assert all("partial[" not in k["code"] for k in compiled.program["kernels"])
     net, x = nn.Linear(200, 68).eval(), torch.randn(70, 200)

@@ -28,8 +28,8 @@ lack: with 4 groups a 64 x 64 tile keeps 256 threads but each owns 8 x 8 sums (a
 workgroup-memory reads per FMA of the 4 x 4 layout, as the 128 x 128 tile that reached 60% of an
 H100), and a 32 x 32 tile gets a split of K by 4 with no partial sums in memory and no dispatch
 to add them. One combination ships, where it was measured faster: f32 builds' linear layers of 48
-to 512 rows whose weight's columns take vec4s run 4 groups on 32 x 64 tiles, 32 k a step, A and B
-fetched as vec4s (SLICED_*, matmul.py: sliced, decided in passes/split_k.py), and so do f16
+to 4096 rows whose weight's columns take vec4s run 2 groups on 64 x 64 tiles (8 x 4 sums a
+thread), 16 k a step, A and B fetched as vec4s (SLICED_*, matmul.py: sliced, decided in passes/split_k.py), and so do f16
 builds' programs for devices without tensor cores, which are the f32 build's kernels
 on widened weights (compiler/__init__.py: compile_for); the "-f16" program's products keep these
 tiles, or where they run on subgroup matrices (gemm_matrix.py, which shares the tiled kernel's grid)
@@ -92,23 +92,26 @@ DOUBLE_BUFFER = False
 K_GROUPS = 1
 # what ships: sliced K where the sweep measured it faster (H200, wgpu-py, 11:52 UTC, docs/performance.md
 # item 4): an f32 linear layer of SLICED_MIN_ROWS to SLICED_ROWS rows (the models measured it at 49
-# to 512: ConvNeXt's last stage to BERT-512; fewer rows keep the default, and their pages the
+# to 3136: ConvNeXt's last stage to its first; fewer rows keep the default, and their pages the
 # smaller kernel) whose weight's columns take vec4s (matmul.py: sliced; on Dawn the groups alone,
-# on weights whose k are neighbours, made the products slower) takes
-# SLICED_GROUPS groups on a SLICED_TILE tile (4 x 8 sums a thread), B's tile fetched as vec4s where
-# aligned (A's 32 rows of a 16-k step were too few for a vec4 a thread: vector_side); BERT-128's four
-# products a layer 152.8 -> 136.7 us, ViT's 220.9 -> 197.4, BERT-512's
-# 391.7 -> 360.4, each at the split the cost model picks for that tile. Convolutions, f16 weights
-# (their subgroup-matrix variant shares the tiled kernel's grid) and longer products keep the tiles
-# above (not measured with groups)
-SLICED_GROUPS, SLICED_TILE, SLICED_MIN_ROWS, SLICED_ROWS = 4, (32, 64), 48, 512
-# a sliced product stages SLICED_STEP k at a time (8 a group, A's 32 rows then fetched as vec4s too),
-# its slices of a split at least MIN_SPLIT_STEPS of them: on Dawn (H200, 14:09-14:17 UTC, whole models,
-# docs/performance.md) GPU back to back BERT-512 4.748 -> 4.537 ms (its merged QKV no longer split,
-# FF-up 126 -> 115 us, FF-down split 2 instead of 8, 110 -> 104), ViT 2.531 -> 2.471, BERT-128 1.476
-# -> 1.486 (its attention output split 4 instead of 8, 17.0 -> 18.4 us); the other tiles kept 16
-# (the knob on every tile slowed ViT's patch convolution 30 -> 38 us)
-SLICED_STEP = 32
+# on weights whose k are neighbours, made the products slower) takes SLICED_GROUPS groups on a
+# SLICED_TILE tile (8 x 4 sums a thread, in a 16 x 8 grid a group), A's and B's tiles fetched as
+# vec4s where aligned. Convolutions, f16 weights (their subgroup-matrix variant shares the tiled
+# kernel's grid) and longer products keep the tiles above (not measured with groups).
+# 64 x 64 in 2 groups of 16 k steps, against the sweep's 32 x 64 in 4 groups of 32 (the same 32 sums
+# and 3 workgroup-memory reads of 16 bytes a k a thread, 8 k a group a step), on Dawn (H200,
+# 2026-12-01 13:20, docs/performance.md): GPU back to back BERT-512 4.276 -> 3.581 ms (its feed-
+# forward up product 113 -> 83 us), ViT 2.261 -> 2.043, GPT-2 1.414 -> 1.266, BERT-128 1.395 ->
+# 1.243: a workgroup's tile reads half the global memory per FMA and its K step takes 8 KB of
+# workgroup memory, leaving room for the groups' sums beside it; 64 x 32 in 4 groups was 7-15% slower.
+# Up to 4096 rows (512 before), 13:34: ConvNeXt-T 1.085 -> 1.056 ms, its first two stages' products
+# (3136 and 784 rows) 2-5 us faster each than on the cost model's tiles
+SLICED_GROUPS, SLICED_TILE, SLICED_MIN_ROWS, SLICED_ROWS = 2, (64, 64), 48, 4096
+# a sliced product stages SLICED_STEP k at a time, its slices of a split at least MIN_SPLIT_STEPS of
+# them. 32 (the 32 x 64 tile's; on Dawn 14:09-14:17 UTC, 2026-11-30, BERT-512 4.748 -> 4.537 ms
+# against 16) leaves a 64 x 64 tile's step no room for the groups' sums; the other tiles keep STEP
+# (32 on every tile slowed ViT's patch convolution 30 -> 38 us)
+SLICED_STEP = 16
 
 
 @dataclass
