@@ -47,7 +47,8 @@ def provable_indices(code: str, arrays: set[str]) -> int:
                 continue
             names = set(NAME.findall(index)) - {"li", "lid.x", "lid.y", "lid.z"}
             assert names <= set(known) | set(counters), f"{line}: {sorted(names - set(known) - set(counters))} carry no range (a parameter or a var)"
-            loops = [dict(zip(counters, values)) for values in product(*counters.values())]
+            used = [name for name in counters if name in uses(index, known)]
+            loops = [dict(zip(used, values)) for values in product(*(counters[name] for name in used))]
             top = max(evaluate(index, known, scope | loop) for scope in invocations for loop in loops)
             assert top < sizes[array], f"{line}: index up to {top} of {sizes[array]}"
             indices += 1
@@ -59,6 +60,12 @@ def provable_indices(code: str, arrays: set[str]) -> int:
             else:
                 known.pop(name, None)
     return indices
+
+
+def uses(expr: str, known: dict[str, str]) -> set[str]:
+    """The names expr reads, through the known lets it reads too."""
+    names = set(NAME.findall(expr))
+    return names.union(*(uses(known[name], known) for name in names if name in known))
 
 
 def evaluate(expr: str, known: dict[str, str], scope: dict[str, int]) -> int:
