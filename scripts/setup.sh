@@ -28,7 +28,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import kuma_build, torch, wgpu, safetensors, watchdog, pytest, transformers" 2>/dev/null; then
+if ! .venv/bin/python -c "import kuma_build, torch, wgpu, safetensors, watchdog, pytest, xdist, transformers" 2>/dev/null; then
   echo "[setup] pip install (torch 2.13.0 CPU first, so the range in pyproject.toml pulls no CUDA build)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "torch==2.13.0"
