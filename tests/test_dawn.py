@@ -178,14 +178,19 @@ def test_read_probe_on_dawn(dawn, tmp_path):
 
 def test_gemm_knobs_name_a_kernels_constant(capsys):
     """bench.py --gemm-knob: NAME sets kernels/gemm.py's constant, MODULE.NAME kernels/MODULE.py's
-    (a string constant takes a bare word); anything else is a usage error naming the file."""
+    (a string constant takes a bare word), GPU.field the "gpu" device class's field; anything else is
+    a usage error naming the file."""
     from kuma_build.compiler.kernels import gemm, gemm_matrix
+    from kuma_build.devices import GPU
     parser = argparse.ArgumentParser(prog="bench.py")
-    knobs = bench.gemm_knobs(parser, ["SPLIT_TRAFFIC=0", "gemm_matrix.WEIGHT_LOADS=ahead", "gemm_matrix.STEPS=(16, 32)"])
-    assert knobs == {"SPLIT_TRAFFIC": 0, "gemm_matrix.WEIGHT_LOADS": "ahead", "gemm_matrix.STEPS": (16, 32)}
-    assert [bench.knob_target(name) for name in knobs] == [(gemm, "SPLIT_TRAFFIC"), (gemm_matrix, "WEIGHT_LOADS"), (gemm_matrix, "STEPS")]
+    knobs = bench.gemm_knobs(parser, ["SPLIT_TRAFFIC=0", "gemm_matrix.WEIGHT_LOADS=ahead", "gemm_matrix.STEPS=(16, 32)",
+                                      "GPU.sliced_occupancy=2.0"])
+    assert knobs == {"SPLIT_TRAFFIC": 0, "gemm_matrix.WEIGHT_LOADS": "ahead", "gemm_matrix.STEPS": (16, 32), "GPU.sliced_occupancy": 2.0}
+    assert [bench.knob_target(name) for name in knobs] == [(gemm, "SPLIT_TRAFFIC"), (gemm_matrix, "WEIGHT_LOADS"), (gemm_matrix, "STEPS"),
+                                                           (GPU, "sliced_occupancy")]
     for pair, says in (("NOPE=1", "kernels/gemm.py"), ("gemm_matrix.NOPE=1", "kernels/gemm_matrix.py"),
-                       ("nowhere.X=1", "kernels/nowhere.py"), ("gemm_matrix.REGISTERS=many", "not a Python literal")):
+                       ("nowhere.X=1", "kernels/nowhere.py"), ("gemm_matrix.REGISTERS=many", "not a Python literal"),
+                       ("GPU.nope=1", "DeviceClass")):
         with pytest.raises(SystemExit):
             bench.gemm_knobs(parser, [pair])
         assert says in capsys.readouterr().err, pair

@@ -70,9 +70,7 @@ def prepare(case_name: str, small: bool, work: str, precision: str = "f32", onnx
     """Build, draw inputs, compile with Kuma (its kernels' constants set to `knobs`, gemm_knobs'),
     export ONNX. Runs in a worker process."""
     warnings.filterwarnings("ignore")
-    for name, value in (knobs or {}).items():
-        module, constant = knob_target(name)
-        setattr(module, constant, value)
+    apply_knobs(knobs or {})
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 6))
     from kuma_build.compiler import compile_module
     from kuma_build.config import InputSpec, ModelConfig
@@ -231,7 +229,8 @@ def main() -> int:
                         "it is the reference)")
     parser.add_argument("--gemm-knob", action="append", default=[], metavar="NAME=VALUE",
                         help="set a constant of kernels/gemm.py for Kuma's builds (as gemm_sweep.py's knobs), e.g. SPLIT_TRAFFIC=0, "
-                        "or of another kernels module named before a dot, e.g. gemm_matrix.WEIGHT_LOADS=ahead; VALUE a Python literal "
+                        "or of another kernels module named before a dot, e.g. gemm_matrix.WEIGHT_LOADS=ahead, or a field of the "
+                        "\"gpu\" device class, e.g. GPU.sliced_occupancy=2.0; VALUE a Python literal "
                         "(a bare word for a string constant); repeatable")
     options = parser.parse_args()
     knobs = gemm_knobs(parser, options.gemm_knob)
@@ -322,10 +321,22 @@ def main() -> int:
 
 
 def knob_target(name: str):
-    """(module, constant) that a knob names: NAME is kernels/gemm.py's, MODULE.NAME kernels/MODULE.py's."""
+    """(module or object, attribute) that a knob names: NAME is kernels/gemm.py's constant,
+    MODULE.NAME kernels/MODULE.py's, GPU.field the "gpu" device class's field (devices.py: the cost
+    models' occupancies, dispatch cost, split-sum folds)."""
     import importlib
     module, _, constant = name.rpartition(".")
+    if module == "GPU":
+        from kuma_build.devices import GPU
+        return GPU, constant
     return importlib.import_module(f"kuma_build.compiler.kernels.{module or 'gemm'}"), constant
+
+
+def apply_knobs(knobs: dict) -> None:
+    """Set what gemm_knobs parsed, in this process (a build's worker)."""
+    for name, value in knobs.items():
+        target, attribute = knob_target(name)
+        object.__setattr__(target, attribute, value)  # GPU is a frozen dataclass; a module takes it as setattr
 
 
 def gemm_knobs(parser, given: list[str]) -> dict:
@@ -336,14 +347,22 @@ def gemm_knobs(parser, given: list[str]) -> dict:
     for pair in given:
         name, _, value = pair.partition("=")
         module, _, constant = name.rpartition(".")
-        path = f"kuma_build/compiler/kernels/{module or 'gemm'}.py"
-        try:
-            found = constant.isupper() and (module == "" or module.isidentifier()) and hasattr(knob_target(name)[0], constant)
-        except ImportError:
-            found = False
-        if not found:
-            parser.error(f"--gemm-knob {pair}: {constant or name!r} is not an upper-case constant of {path}; "
-                         "give NAME=VALUE for kernels/gemm.py or MODULE.NAME=VALUE (e.g. gemm_matrix.WEIGHT_LOADS=start)")
+        if module == "GPU":
+            from dataclasses import fields
+            from kuma_build.devices import DeviceClass
+            if constant not in {f.name for f in fields(DeviceClass)}:
+                parser.error(f"--gemm-knob {pair}: {constant!r} is not a field of kuma_build/devices.py's DeviceClass "
+                             "(GPU.NAME=VALUE sets the \"gpu\" class's, e.g. GPU.sliced_occupancy=2.0)")
+        else:
+            path = f"kuma_build/compiler/kernels/{module or 'gemm'}.py"
+            try:
+                found = constant.isupper() and (module == "" or module.isidentifier()) and hasattr(knob_target(name)[0], constant)
+            except ImportError:
+                found = False
+            if not found:
+                parser.error(f"--gemm-knob {pair}: {constant or name!r} is not an upper-case constant of {path}; "
+                             "give NAME=VALUE for kernels/gemm.py, MODULE.NAME=VALUE (e.g. gemm_matrix.WEIGHT_LOADS=start) "
+                             "or GPU.field=VALUE (devices.py)")
         try:
             knobs[name] = ast.literal_eval(value)
         except (ValueError, SyntaxError):

@@ -90,7 +90,7 @@ def cases(small: bool) -> list[Case]:
 
 class LinearWaves(nn.Module):
     """Linear layers of one row count and K, each on its own input (so no pass merges them), whose
-    output widths give the sliced product's 32 x 64 tiles 1, 2, 3, 4 and 6 times as many workgroups
+    output widths give the sliced product's 64-wide tiles 1, 2, 3, 4 and 6 times as many workgroups
     as the first: each a dispatch of the profile, for how a product's time grows with its
     workgroups (docs/performance.md, 2026-12-01 05:03). Unsplit with `--gemm-knob SPLIT_TRAFFIC=10.0`."""
 

@@ -129,9 +129,7 @@ def cache_bytes(module: nn.Module) -> int:
 
 def prepare(name: str, small: bool, work: str, knobs: dict | None = None) -> dict:
     warnings.filterwarnings("ignore")
-    for knob, value in (knobs or {}).items():  # kernels' constants for an A/B (bench.py's --gemm-knob)
-        module, constant = bench.knob_target(knob)
-        setattr(module, constant, value)
+    bench.apply_knobs(knobs or {})  # kernels' constants for an A/B (bench.py's --gemm-knob)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 4))
     from kuma_build.compiler import compile_module
     from kuma_build.config import InputSpec, ModelConfig

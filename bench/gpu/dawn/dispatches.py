@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import dawn_models  # noqa: E402
-from bench import gemm_knobs, knob_target  # noqa: E402
+from bench import apply_knobs, gemm_knobs  # noqa: E402
 from kuma_build.compiler import compile_for  # noqa: E402
 from kuma_build.compiler.export import export  # noqa: E402
 from kuma_build.config import InputSpec, ModelConfig  # noqa: E402
@@ -40,11 +40,9 @@ def main() -> None:
     parser.add_argument("--target", default="gpu", choices=sorted(DEVICE_CLASSES))
     parser.add_argument("--models", help="comma-separated case names, as bench.py's (default: all)")
     parser.add_argument("--gemm-knob", action="append", default=[], metavar="NAME=VALUE",
-                        help="a constant of kernels/gemm.py (NAME) or kernels/MODULE.py (MODULE.NAME) set first, as bench.py's")
+                        help="a constant of kernels/gemm.py (NAME) or kernels/MODULE.py (MODULE.NAME), or a field of the \"gpu\" class (GPU.field), set first, as bench.py's")
     options = parser.parse_args()
-    for name, value in gemm_knobs(parser, options.gemm_knob).items():
-        module, constant = knob_target(name)
-        setattr(module, constant, value)
+    apply_knobs(gemm_knobs(parser, options.gemm_knob))
     for case in dawn_models.cases(options.small):
         if options.models and case.name not in options.models.split(","):
             continue
