@@ -36,8 +36,11 @@ def provable_indices(code: str, arrays: set[str]) -> int:
     size = [int(n) for n in re.search(r"@workgroup_size\((\d+)(?:,(\d+))?(?:,(\d+))?\)", code.replace(" ", "")).groups(default="1")]
     invocations = [{"li": li, "lid.x": li % size[0], "lid.y": li // size[0] % size[1], "lid.z": li // (size[0] * size[1])}
                    for li in range(size[0] * size[1] * size[2])]
-    known: dict[str, str] = {}  # lets the analysis can range, by name (a later one of the same name, in its scope, wins)
+    # lets the analysis can range, by name, each written out in builtins, counters and literals
+    # when it is declared (so a later let of the same name, in an inner scope, leaves it as it was)
+    known: dict[str, str] = {}
     counters: dict[str, range] = {}  # constant-bound loop counters, by name
+    builtins = {"li", "lid.x", "lid.y", "lid.z"}
     indices = 0
     for line in (line.strip() for line in main.splitlines()):  # shipped code: a space only between words
         for name, first, end in COUNTER.findall(line):
@@ -45,33 +48,33 @@ def provable_indices(code: str, arrays: set[str]) -> int:
         for array, index in INDEX.findall(line):
             if array not in arrays:
                 continue
-            names = set(NAME.findall(index)) - {"li", "lid.x", "lid.y", "lid.z"}
+            names = set(NAME.findall(index)) - builtins
             assert names <= set(known) | set(counters), f"{line}: {sorted(names - set(known) - set(counters))} carry no range (a parameter or a var)"
-            used = [name for name in counters if name in uses(index, known)]
+            index = written_out(index, known)
+            used = [name for name in counters if name in NAME.findall(index)]
             loops = [dict(zip(used, values)) for values in product(*(counters[name] for name in used))]
-            top = max(evaluate(index, known, scope | loop) for scope in invocations for loop in loops)
+            top = max(evaluate(index, scope | loop) for scope in invocations for loop in loops)
             assert top < sizes[array], f"{line}: index up to {top} of {sizes[array]}"
             indices += 1
         let = LET.fullmatch(line)
         if let:
             name, value = let.groups()
-            if set(NAME.findall(value)) <= set(known) | set(counters) | {"li", "lid.x", "lid.y", "lid.z"} and not re.search(r"[a-z]\(", value):
-                known[name] = value
+            if set(NAME.findall(value)) <= set(known) | set(counters) | builtins and not re.search(r"[a-z]\(", value):
+                known[name] = written_out(value, known)
             else:
                 known.pop(name, None)
     return indices
 
 
-def uses(expr: str, known: dict[str, str]) -> set[str]:
-    """The names expr reads, through the known lets it reads too."""
-    names = set(NAME.findall(expr))
-    return names.union(*(uses(known[name], known) for name in names if name in known))
+def written_out(expr: str, known: dict[str, str]) -> str:
+    """expr with each known let replaced by its value."""
+    return NAME.sub(lambda m: f"({known[m.group(0)]})" if m.group(0) in known else m.group(0), expr)
 
 
-def evaluate(expr: str, known: dict[str, str], scope: dict[str, int]) -> int:
-    """A u32 expression of literals, builtins and known lets, for one invocation."""
+def evaluate(expr: str, scope: dict[str, int]) -> int:
+    """A u32 expression of literals, builtins and counters, for one invocation."""
     python = re.sub(r"\b(\d+)u\b", r"\1", expr).replace("/", "//")
-    return eval(NAME.sub(lambda m: str(scope[m.group(0)] if m.group(0) in scope else evaluate(known[m.group(0)], known, scope)), python))
+    return eval(NAME.sub(lambda m: str(scope[m.group(0)]), python))
 
 
 @pytest.mark.parametrize("shape", [(1, 128, 768), (1, 197, 768)])

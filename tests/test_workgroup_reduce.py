@@ -26,8 +26,8 @@ def run(kind: str, size: int, lanes: int, x: np.ndarray) -> np.ndarray:
 @compute @workgroup_size({size})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
   let at = wg.x * {size}u + li;
-{indent(workgroup_reduce("reduce", kind, size, lanes, "first", "x[at]", "li"))}
-{indent(workgroup_reduce("reduce", kind, size, lanes, "second", "2.0 * x[at]", "li"))}
+{indent(workgroup_reduce("reduce", kind, "f32", size, lanes, "first", "x[at]", "li"))}
+{indent(workgroup_reduce("reduce", kind, "f32", size, lanes, "second", "2.0 * x[at]", "li"))}
   out[2u * at] = first;
   out[2u * at + 1u] = second;
 }}

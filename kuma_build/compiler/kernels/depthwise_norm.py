@@ -156,7 +156,7 @@ def lower(node, device):
         return f"select(0.0, {value}, {valid[i]})" if valid[i] else value
 
     def pixel_sum(result: str, value: str) -> list[str]:
-        return workgroup_reduce("pixel_sum", "sum", size, pixels, result, value, "slot")
+        return workgroup_reduce("pixel_sum", "sum", "f32", size, pixels, result, value, "slot")
 
     stats = [*pixel_sum("total", " + ".join(kept(f"acc{i}", i) for i in range(per))),
              f"let mean = total / {f32(channels)};",

@@ -290,15 +290,15 @@ def pairs(g: Gemm, side: str) -> bool:
     return load is not None and contiguous and not g.half and not g.device.register_gemm
 
 
-def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], at, write) -> tuple[str, str, str, int]:
-    """The tiled kernel's fetch_<side> function for one operand's elements, the store of fetched
-    value v of staged element t in the tile (o: the double buffer's half), the zero of a thread's
+def fetch_and_stage(g: Gemm, side: str, fetches: int, origins: tuple[str, str], at, write) -> tuple[str, Callable[[str], str], str, int]:
+    """The tiled kernel's fetch_<side> function for one operand's elements, the store of a fetched
+    value (its register's name given) of staged element t in the tile (o: the double buffer's half), the zero of a thread's
     fetch registers and how many fetches a thread makes. Staged element e of the operand is at
     (origins[0] + at(e)[0], origins[1] + at(e)[1]) and write(e, value) stores it in the tile."""
     head = f"fn fetch_{side}(t: u32, batch: u32, {origins[0]}: u32, {origins[1]}: u32)"
     x, y = at("t")
     fetch = f"{head} -> {g.element} {{ return {g.convert(f'gemm_{side}(batch, {origins[0]} + {x}, {origins[1]} + {y})')}; }}"
-    return fetch, write("t", "v"), g.zero, fetches
+    return fetch, (lambda v: write("t", v)), g.zero, fetches
 
 
 # Per-thread values are scalars with names fixed in the generator (acc_0_1, not acc[i][j] in a
@@ -392,8 +392,8 @@ def tiled(g: Gemm) -> tuple[str, tuple[int, int, int]]:
         """Store the fetched values (into half `phase` of the tiles, an expression 0u or 1u, when
         double), written out in main as the steps are (below: no clamps on the stores either)."""
         half_a, half_b = ([f"let o = {phase} * {tm * ks}u;"], [f"let o = {phase} * {tn * ks}u;"]) if double else ([], [])
-        return ([line for i in range(fetch_a) for line in block("", [f"let t = {threads[i]};", f"let v = fa{i};", *half_a, store_a])]
-                + [line for j in range(fetch_b) for line in block("", [f"let t = {threads[j]};", f"let v = fb{j};", *half_b, store_b])])
+        return ([line for i in range(fetch_a) for line in block("", [f"let t = {threads[i]};", *half_a, store_a(f"fa{i}")])]
+                + [line for j in range(fetch_b) for line in block("", [f"let t = {threads[j]};", *half_b, store_b(f"fb{j}")])])
     # a thread's accumulators: one per row and run of columns (vectors: fewer lines to ship)
     accs = [(i, run) for i in range(rows.per) for run in range(cols.groups)]
     splat = (lambda x: x) if cols.width == 1 else (lambda x: f"{cols.type(element)}({x})")
@@ -540,9 +540,9 @@ def vectors(load, tile: int, step: int) -> bool:
     return load is not None and vector_side(tile, step)
 
 
-def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple[str, tuple[str, str], tuple[int, int], tuple[str, str]]:
+def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple[str, tuple[Callable, Callable], tuple[int, int], tuple[str, str]]:
     """WGSL functions fetching staged value t of A's and B's K step (fetch_a, fetch_b); the stores
-    of fetched value v of staged value t in the k-major tiles (when double, at element offset o: the
+    of a fetched value (given its register's name) of staged value t in the k-major tiles (when double, at element offset o: the
     half it goes to), for tiled to write out in main; how many values each thread fetches; their zeros.
     A value is an element, or a vec4 where
     `vectors` says so: 4 neighbouring k of a row of A, whose threads go along the row (a row's
@@ -558,7 +558,7 @@ def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple
         a_m, a_k = f"t / {ks // 4}u", f"4u * (t % {ks // 4}u)"
         readers += vector_reader(g, "a", g.load_a4, f"am < {u32(g.rows)} && ak < {u32(g.depth)}")
         fetch_a = f"fn fetch_a(t: u32, batch: u32, row0: u32, k0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_a4(batch, row0 + {a_m}, k0 + {a_k})', 4)}; }}"
-        stage_a = lanes(rows, 'tile_a', lambda j: f'{at}({a_k} + {j}u) * {tm}u + {a_m}')
+        stage_a = lambda v: lanes(rows, "tile_a", lambda j: f"{at}({a_k} + {j}u) * {tm}u + {a_m}", v)
         zero_a, count_a = f"vec4<{element}>()", tm * ks // per // 4
     else:
         # staged element e of A is (a_m, a_k); when A's k are neighbours in memory, runs of 4
@@ -572,8 +572,8 @@ def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple
         b_k, b_c = f"t / {tn // 4}u", f"4u * (t % {tn // 4}u)"
         readers += vector_reader(g, "b", g.load_b4, f"bk < {u32(g.depth)} && bn < {u32(g.cols)}")
         fetch_b = f"fn fetch_b(t: u32, batch: u32, k0: u32, col0: u32) -> vec4<{element}> {{ return {g.convert(f'gemm_b4(batch, k0 + {b_k}, col0 + {b_c})', 4)}; }}"
-        store = f"tile_b[{at.replace('o', 'o / 4u')}t] = v;" if cols.width == 4 else lanes(cols, "tile_b", lambda j: f"{at}4u * t + {j}u")
-        stage_b = store
+        stage_b = ((lambda v: f"tile_b[{at.replace('o', 'o / 4u')}t] = {v};") if cols.width == 4
+                   else (lambda v: lanes(cols, "tile_b", lambda j: f"{at}4u * t + {j}u", v)))
         zero_b, count_b = f"vec4<{element}>()", tn * ks // per // 4
     else:
         # B's element e is (e / tn, e % tn)
@@ -595,9 +595,9 @@ fn gemm_{side}4(batch: u32, {first}: u32, {second}: u32) -> vec4<f32> {{
 """
 
 
-def lanes(side: Side, tile: str, at) -> str:
+def lanes(side: Side, tile: str, at, v: str) -> str:
     """Store the lanes of vec4 v at the tile positions at(0) .. at(3)."""
-    return " ".join(side.write(tile, at(j), f"v.{'xyzw'[j]}") for j in range(4))
+    return " ".join(side.write(tile, at(j), f"{v}.{'xyzw'[j]}") for j in range(4))
 
 
 def thin_lanes(device: DeviceClass, wide: int, fast: bool) -> int:
@@ -659,7 +659,7 @@ def thin(g: Gemm) -> tuple[str, tuple[int, int, int]]:
     for n in range(narrow):
         puts = [f"gemm_put(batch, batch, {at(n, 'w')}, total);"] if per == 1 else [
             f"gemm_put(batch, batch, {at(n, 'w')}, total.x);", f"gemm_put(batch, batch, {at(n, 'w + 1u')}, total.y);"]
-        finish += block("", [*workgroup_reduce("gemm_sum", "sum", size, across, "total", f"acc{n}", "slot"), f"if (s == 0u) {{ {' '.join(puts)} }}"])
+        finish += block("", [*workgroup_reduce("gemm_sum", "sum", total, size, across, "total", f"acc{n}", "slot"), f"if (s == 0u) {{ {' '.join(puts)} }}"])
     if g.half:  # each iteration's STEP products summed in f16, then added to the f32 sums
         accumulate = [*[f"var part{n} = 0.0h;" for n in range(narrow)], *accumulate, *[f"acc{n} += f32(part{n});" for n in range(narrow)]]
     ks = loop("k", first, u32(g.depth), THIN_UNROLL * split, accumulate)

@@ -79,8 +79,8 @@ def reduce_parts(size: int, lanes: int) -> tuple[int, int]:
     return parts, members // parts
 
 
-def workgroup_reduce(name: str, kind: str, size: int, lanes: int, result: str, value: str, slot: str) -> list[str]:
-    """Lines of main combining one `value` per thread into `let result`: every thread gets the total.
+def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int, result: str, value: str, slot: str) -> list[str]:
+    """Lines of main combining one `value` per thread into `result` (a var): every thread gets the total.
 
     Each thread passes a distinct `slot` in 0..size-1 (usually its own index li), in the
     workgroup arrays workgroup_scratch(name, ...) declares. With lanes > 1 the slots are `lanes`
@@ -121,11 +121,13 @@ def workgroup_reduce(name: str, kind: str, size: int, lanes: int, result: str, v
 
     # `part` is slot where the threads that combine a part run; % tells the range analysis so
     level, part = pairwise("a", [f"{name}_scratch[part + {m * stride}u]" for m in range(each)])
-    gather, total = pairwise(f"{result}_", [f"{name}_parts[{p * lanes}u + {result}_lane]" for p in range(parts)])
-    lane = f"({slot}) % {lanes}u" if lanes > 1 else "0u"
-    return [f"{name}_scratch[{slot}] = {value};", "workgroupBarrier();",
-            *block(f"if ({slot} < {stride}u)", [f"let part = ({slot}) % {stride}u;", *level, f"{name}_parts[part] = {part};"]),
-            "workgroupBarrier();", f"let {result}_lane = {lane};", *gather, f"let {result} = {total};"]
+    gather, total = pairwise("b", [f"{name}_parts[{p * lanes}u + lane]" if lanes > 1 else f"{name}_parts[{p}u]" for p in range(parts)])
+    # in a block of its own, its names the same in every call: a kernel's second call then costs
+    # a few bytes of gzip, not a second copy of the lines (kernel code ships in the page)
+    return [f"var {result}: {wgsl_type};", *block("", [
+        f"{name}_scratch[{slot}] = {value};", "workgroupBarrier();",
+        *block(f"if ({slot} < {stride}u)", [f"let part = ({slot}) % {stride}u;", *level, f"{name}_parts[part] = {part};"]),
+        "workgroupBarrier();", *([f"let lane = ({slot}) % {lanes}u;"] if lanes > 1 else []), *gather, f"{result} = {total};"])]
 
 
 def row_layout(rows, length, device) -> tuple[bool, int, int]:
@@ -223,7 +225,7 @@ class RowKernel:
             return lines + [f"let {result} = {part};"]
         name = f"row_{kind}_{wgsl_type}"
         self.functions[name] = workgroup_scratch(name, wgsl_type, self.size)
-        return lines + workgroup_reduce(name, kind, self.size, 1, result, part, "li")
+        return lines + workgroup_reduce(name, kind, wgsl_type, self.size, 1, result, part, "li")
 
     def once(self, line: str) -> str:
         """`line` run by one thread of the row."""
