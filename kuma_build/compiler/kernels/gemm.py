@@ -542,8 +542,9 @@ def vectors(load, tile: int, step: int) -> bool:
 
 def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple[str, tuple[Callable, Callable], tuple[int, int], tuple[str, str]]:
     """WGSL functions fetching staged value t of A's and B's K step (fetch_a, fetch_b); the stores
-    of a fetched value (given its register's name) of staged value t in the k-major tiles (when double, at element offset o: the
-    half it goes to), for tiled to write out in main; how many values each thread fetches; their zeros.
+    of a fetched value (given its register's name) of staged value t in the k-major tiles (when
+    double, at element offset o: the half it goes to), for tiled to write out in main; how many
+    values each thread fetches; their zeros.
     A value is an element, or a vec4 where
     `vectors` says so: 4 neighbouring k of a row of A, whose threads go along the row (a row's
     step of k are step * 4 neighbouring bytes), or 4 neighbouring columns of B, which is one vec4 of
