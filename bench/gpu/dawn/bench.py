@@ -340,8 +340,9 @@ def apply_knobs(knobs: dict) -> None:
 
 
 def gemm_knobs(parser, given: list[str]) -> dict:
-    """--gemm-knob NAME=VALUE or MODULE.NAME=VALUE pairs as {name: value}; each name must be an
-    upper-case constant of kernels/gemm.py or of kernels/MODULE.py."""
+    """--gemm-knob NAME=VALUE, MODULE.NAME=VALUE or GPU.field=VALUE pairs as {name: value}; each
+    name must be an upper-case constant of kernels/gemm.py or of kernels/MODULE.py, or a field of
+    devices.py's DeviceClass."""
     import ast
     knobs = {}
     for pair in given:
