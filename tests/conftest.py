@@ -5,22 +5,6 @@ import pytest
 from kuma_build.errors import KumaError
 from kuma_build.webgpu import adapter_and_device
 
-# the test files that take longest, longest first (seconds of tests in two workers on 2 cores,
-# 2026-12-01: test_precision 190, test_cache 115 ... test_first_hour 54), then the rest in name
-# order. scripts/test.sh's pytest-xdist hands the workers whole files (--dist loadfile) in collection
-# order, so the long ones start first and the short ones fill the end: with those durations the two
-# workers finish 1,010 s in, against 1,036 s for name order (ideal 1,000). A file missing from the
-# list only runs later; the order never changes what a test checks.
-LONGEST_FIRST = ("test_precision.py", "test_cache.py", "test_models.py", "test_dawn.py", "test_browser_ops.py",
-                 "test_gemm_matrix.py", "test_errors.py", "test_remote_cache.py", "test_example_site.py", "test_watch.py",
-                 "test_browser_dims.py", "test_npm_shim.py", "test_ops_reduce.py", "test_browser_loading.py",
-                 "test_first_hour.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: a file's tests keep their order
-
 
 @pytest.fixture(scope="session", autouse=True)
 def webgpu_adapter():
