@@ -26,7 +26,10 @@ def test_reduce_dims(name, dims, keepdim, device_class):
         kwargs["keepdim"] = keepdim
     elif keepdim:
         kwargs = {"dim": (0, 1, 2), "keepdim": True}
-    assert_matches(Fn1(lambda x: fn(x, **kwargs)), torch.randn(3, 37, 5), device=device_class)
+    # values around 1, not 0: the sum or mean of all 555 is one number, and one of zero-mean values can
+    # land near zero, where f32 rounding (PyTorch's as well as ours) is a large relative error (4.9e-5
+    # in a CI run of "mean", "all")
+    assert_matches(Fn1(lambda x: fn(x, **kwargs)), torch.randn(3, 37, 5) + 1.0, device=device_class)
 
 
 @pytest.mark.parametrize("length", [37, 300, 1000])
