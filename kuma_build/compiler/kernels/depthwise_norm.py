@@ -171,10 +171,10 @@ def lower(node, device):
         return f"select(0.0, {value}, {valid[i]})" if valid[i] else value
 
     def pixel_sum(result: str, value: str) -> list[str]:
-        if groups == 1:
-            return workgroup_reduce("pixel_sum", "sum", "f32", size, pixels, result, value, "slot")
-        # the first group's sums alone (the others' are in it), each group's slots after the one before
-        return workgroup_reduce("pixel_sum", "sum", "f32", size * groups, pixels, result, f"select(0.0, {value}, g == 0u)", f"slot + g * {size}u")
+        slot = "slot"
+        if groups > 1:  # the first group's sums alone (the others' are in it), each group's slots after the one before
+            value, slot = f"select(0.0, {value}, g == 0u)", f"slot + g * {size}u"
+        return workgroup_reduce("pixel_sum", "sum", "f32", size * groups, pixels, result, value, slot)
 
     # the other groups' sums of their filter rows into the first group's, one group at a time
     merge = []
