@@ -160,16 +160,3 @@ def test_f16_filter_channels_last(native, f16_programs_everywhere):
     with torch.no_grad():
         expected = [reference(x).numpy()]
     assert_outputs_match(run_compiled(compiled, config, [x], "gpu-f16" if native else "gpu"), expected, TOLERANCE)
-
-
-@pytest.mark.parametrize("name, groups", [("convnext", 2), ("convnext", 3), ("widest", 2), ("dilated_transposed_rows", 2)])
-def test_filter_rows_split_over_groups(name, groups, monkeypatch):
-    """depthwise_norm.ROW_GROUPS: groups of threads each take a share of the filter's rows (a 7-row
-    filter's 4 + 3 or 3 + 3 + 1, a 3-row one's 2 + 1), the others' sums handed to the
-    first group through workgroup memory, which normalizes and stores."""
-    monkeypatch.setattr(depthwise_norm, "ROW_GROUPS", groups)
-    make, shape, dispatches, fused = CASES[name]
-    compiled = assert_matches(make().eval(), torch.randn(shape), device="gpu")
-    assert compiled.stats["dispatches"] == dispatches
-    kernel = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "depthwise_norm")
-    assert "row_sums[" in kernel

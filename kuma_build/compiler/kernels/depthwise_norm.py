@@ -58,22 +58,14 @@ UNROLL_TAPS = True
 # pixels, so a warp fewer channels (its other 14), the filter so made them 0-12% slower: they keep PyTorch's order
 FILTER_CHANNELS_LAST = True
 MAX_CHANNELS = ROW_REGISTERS  # past this a thread's channels would not stay in registers: no fusion
-# groups of threads that split a pixel's filter rows (group g takes rows g * share .. of the filter), each
-# group a layout of workgroup_threads / ROW_GROUPS threads, so ROW_GROUPS times the workgroups; the groups
-# past the first hand their sums to the first through workgroup memory, which then normalizes. Each
-# thread's chain of filter rows (a row's loads, then its products: 16-21 us a dispatch alone whatever its
-# size on the H200, docs/performance.md) is shorter by the factor. Not measured yet: 1 is the kernel as
-# it was (to measure: bench/gpu/dawn/bench.py --models convnext-t-224 --gemm-knob depthwise_norm.ROW_GROUPS=2)
-ROW_GROUPS = 1
 
 
 def layout(channels: int, device) -> tuple[int, int, int] | None:
     """(pixels, lanes, per): pixels a workgroup, threads a pixel, channels a thread; None when a
-    thread would take more than MAX_CHANNELS (the two kernels then stay). One group's layout: ROW_GROUPS
-    of them make a workgroup."""
+    thread would take more than MAX_CHANNELS (the two kernels then stay)."""
     pixels = 1 << (max(1, PIXELS).bit_length() - 1)  # a power of two: workgroup_reduce's lanes
     while True:
-        lanes = min(device.workgroup_threads // ROW_GROUPS // pixels, 1 << (channels - 1).bit_length())
+        lanes = min(device.workgroup_threads // pixels, 1 << (channels - 1).bit_length())
         per = ceil(channels / lanes)
         if per <= CHANNELS or pixels == 1:
             return (pixels, lanes, per) if per <= MAX_CHANNELS else None
@@ -108,24 +100,18 @@ def lower(node, device):
     kept_shape, kept_strides, kept_offset = attrs["rows"]
     rows = out.numel // channels
     pixels, lanes, per = layout(channels, device)
-    size, groups = pixels * lanes, ROW_GROUPS  # a group's threads; the groups splitting the filter's rows
+    size = pixels * lanes
     kh_size, kw_size = node.inputs[1].shape[2], node.inputs[1].shape[3]
-    header, workgroups = workgroup_rows(ceil(rows / pixels), size * groups)
-    functions = {"sum": workgroup_scratch("pixel_sum", "f32", size * groups, pixels)}
+    header, workgroups = workgroup_rows(ceil(rows / pixels), size)
+    functions = {"sum": workgroup_scratch("pixel_sum", "f32", size, pixels)}
 
-    # this thread's group g and its index t in it, its pixel (the norm's row) and where the
-    # convolution's result holds it; its slot in the sums (a group's pixels interleaved as one's)
-    t = "li" if groups == 1 else "t"
-    lines = [] if groups == 1 else [f"let g = li / {size}u;", f"let t = li % {size}u;"]
+    # this thread's pixel (the norm's row) and where the convolution's result holds it
     if pixels == 1:
-        lines += [f"let lane = {t};", f"let slot = {t};", "let at = row;"]
+        lines = ["let lane = li;", "let slot = li;", "let at = row;"]
     elif channels_fastest(node.inputs[0], channels, device):  # channels-last input
-        lines += [f"let lane = {t} % {lanes}u;", f"let slot = lane * {pixels}u + {t} / {lanes}u;", f"let at = row * {pixels}u + {t} / {lanes}u;"]
+        lines = [f"let lane = li % {lanes}u;", f"let slot = lane * {pixels}u + li / {lanes}u;", f"let at = row * {pixels}u + li / {lanes}u;"]
     else:
-        lines += [f"let lane = {t} / {pixels}u;", f"let slot = {t};", f"let at = row * {pixels}u + {t} % {pixels}u;"]
-    share = ceil(kh_size / groups)  # filter rows a group takes
-    rows_loop = (f"for (var kh = 0u; kh < {kh_size}u; kh++)" if groups == 1 else
-                 f"for (var kh = g * {share}u; kh < min(g * {share}u + {share}u, {kh_size}u); kh++)")
+        lines = [f"let lane = li / {pixels}u;", "let slot = li;", f"let at = row * {pixels}u + li % {pixels}u;"]
     lines.append(f"let pixel = min(at, {rows - 1}u);")
     row_lines, r = unravel("pixel", kept_shape, "r")
     spot = offset_expr(Value(None, kept_shape, kept_strides, kept_offset), r)
@@ -137,8 +123,7 @@ def lower(node, device):
     for i in range(per):
         c = f"lane + {i * lanes}u" if i else "lane"
         lines.append(f"let c{i} = min({c}, {channels - 1}u);" if valid[i] else f"let c{i} = {c};")
-        bias = b.load(2, [f"c{i}"]) if attrs["conv_operands"] > 2 else ""
-        lines.append(f"var acc{i} = {(bias if groups == 1 else f'select(0.0, {bias}, g == 0u)') if bias else '0.0'};")  # the bias once
+        lines.append(f"var acc{i} = {b.load(2, [f'c{i}']) if attrs['conv_operands'] > 2 else '0.0'};")
 
     def products(weights) -> list[str]:
         return [f"acc{i} += {b.load(0, ['n', f'c{i}', 'u32(ih)', 'u32(iw)'])} * {w};" for i, w in enumerate(weights)]
@@ -148,7 +133,7 @@ def lower(node, device):
     coords, inside = taps(node, "oh", "ow", "kh", "kw")
     tap = coords + ([f"if (!({inside})) {{ continue; }}"] if inside else []) + products(
         [b.load(1, [f"c{i}", "0u", "kh", "kw"]) for i in range(per)])
-    by_taps = block(rows_loop, block(f"for (var kw = 0u; kw < {kw_size}u; kw++)", tap))
+    by_taps = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", block(f"for (var kw = 0u; kw < {kw_size}u; kw++)", tap))
     if UNROLL_TAPS:  # a filter row's weights and inputs loaded first (inputs zero outside the image), then its products
         row = [f"let w{kw}_{i} = {b.load(1, [f'c{i}', '0u', 'kh', f'{kw}u'])};" for kw in range(kw_size) for i in range(per)]
         for kw in range(kw_size):
@@ -156,7 +141,7 @@ def lower(node, device):
             loads = [f"t{kw}_{i} = {b.load(0, ['n', f'c{i}', 'u32(ih)', 'u32(iw)'])};" for i in range(per)]
             row += [f"var t{kw}_{i} = 0.0;" for i in range(per)] + block("", coords + (block(f"if ({inside})", loads) if inside else loads))
         row += [f"acc{i} += t{kw}_{i} * w{kw}_{i};" for kw in range(kw_size) for i in range(per)]
-        by_taps = block(rows_loop, row)
+        by_taps = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", row)
     by_words = None
     if reads_rows_by_words(b, 1):
         rows_read = [filter_row_words(b, 1, [f"c{i}", "0u", "kh"], f"c{i}_") for i in range(per)]
@@ -165,27 +150,15 @@ def lower(node, device):
             coords, inside = taps(node, "oh", "ow", "kh", f"{kw}u")
             sums = products([tap_weight(kw) for _, tap_weight in rows_read])
             row += block("", coords + (block(f"if ({inside})", sums) if inside else sums))
-        by_words = block(rows_loop, row)
+        by_words = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", row)
 
     def kept(value: str, i: int) -> str:
         return f"select(0.0, {value}, {valid[i]})" if valid[i] else value
 
     def pixel_sum(result: str, value: str) -> list[str]:
-        slot = "slot"
-        if groups > 1:  # the first group's sums alone (the others' are in it), each group's slots after the one before
-            value, slot = f"select(0.0, {value}, g == 0u)", f"slot + g * {size}u"
-        return workgroup_reduce("pixel_sum", "sum", "f32", size * groups, pixels, result, value, slot)
+        return workgroup_reduce("pixel_sum", "sum", "f32", size, pixels, result, value, "slot")
 
-    # the other groups' sums of their filter rows into the first group's, one group at a time
-    merge = []
-    if groups > 1:
-        functions["merge"] = f"var<workgroup> row_sums: array<f32, {per * size}>;"
-        for q in range(1, groups):
-            merge += [*(["workgroupBarrier();"] if q > 1 else []),  # the first group has read the last group's
-                      *block(f"if (g == {q}u)", [f"row_sums[{i * size}u + t] = acc{i};" for i in range(per)]), "workgroupBarrier();",
-                      *block("if (g == 0u)", [f"acc{i} += row_sums[{i * size}u + t];" for i in range(per)])]
-
-    stats = [*merge, *pixel_sum("total", " + ".join(kept(f"acc{i}", i) for i in range(per))),
+    stats = [*pixel_sum("total", " + ".join(kept(f"acc{i}", i) for i in range(per))),
              f"let mean = total / {f32(channels)};",
              *[f"let d{i} = acc{i} - mean;" for i in range(per)],
              *pixel_sum("squares", " + ".join(kept(f"d{i} * d{i}", i) for i in range(per))),
@@ -205,7 +178,7 @@ def lower(node, device):
         store = [f"let c = c{i};", f"let d = d{i};", f"let flat = at * {channels}u + c;", f"let value = {result};",
                  *finish.lines, f"out[flat] = {stored};"]
         writes += block(f"if ({valid[i]})", store) if valid[i] else block("", store)
-    stats += block(f"if (at < {rows}u{'' if groups == 1 else ' && g == 0u'})", writes)
+    stats += block(f"if (at < {rows}u)", writes)
 
     def body(sums: list[str]) -> str:
         return "\n\n".join(functions.values()) + "\n\n" + header + indent(lines + sums + stats) + "\n}"
