@@ -6,7 +6,9 @@ does: the tile's scores S = Q K^T and then O += P V are register-tiled
 products (each thread owns 4 rows x 4 keys of S and 4 rows x 4 columns of O),
 their operands staged in workgroup memory a step of 16 head dims or keys at a
 time, so every value a thread reads from it serves 4 FMAs of each of 4 rows or
-keys: 16 FMAs for two vec4 reads. Between the two products, the online
+keys: 16 FMAs for two vec4 reads. A step's operands come from storage as vec4s
+where the views allow (4 head dims of a query or key, 4 value columns:
+VEC4_READS). Between the two products, the online
 softmax: the rows' maxima over the tile meet in workgroup memory, each thread
 rescales its outputs and sums its own keys' weights; the sums merge once at
 the end, and the output is written once. A thread's values are 8 vec4s (S and
@@ -60,6 +62,13 @@ TILED = True  # else flash_split, the kernel it replaced (bench/gpu/attention_sw
 TILED_ROWS = (64, 32, 16)  # query rows per workgroup (4 per row of 16 threads), most first (tiled_rows)
 TILED_KEYS = 64  # keys per tile and value columns per workgroup: 4 per thread of a row of 16
 TILED_SPLITS = 2  # key splits per workgroup at most (tiled_splits); 1 is one group of threads walking every key tile
+# the tiled kernel fetches 4 neighbouring head dims of a query or key row (and 4 value columns) as
+# one vec4 load where the views allow it (vec4_reads), storing the query's and key's lanes one by
+# one into their transposed places in workgroup memory, instead of 4 scalar loads a fetch. On Dawn
+# (H200, 2026-12-01 18:55-18:58 UTC, docs/performance.md) a call alone BERT-512 659 -> 619 us (12
+# calls), ViT 342 -> 319, GPT-2 246 -> 241, BERT-128 262 -> 249; GPU back to back 3.585 -> 3.554 ms,
+# 2.048 -> 2.032, 1.285 -> 1.279, 1.259 -> 1.257
+VEC4_READS = True
 # head dims or keys per staged step, also the threads of a row (the staging assumes both are 16):
 # ta and tb take 4.3 kB each, and a step's 16 terms are 256 FMAs a thread between two barriers
 STEP = 16
@@ -99,6 +108,19 @@ def uses_flash(node, device) -> bool:
     """Whether the "gpu" class's tiled kernel takes the node (else attention_decode.py, or a row per workgroup)."""
     return (not device.thread_rows and is_static(node) and node.output.shape[-2] >= FLASH_MIN_ROWS
             and node.inputs[0].shape[-1] <= FLASH_MAX_DIM)
+
+
+def vec4_reads(node, b) -> bool:
+    """Whether the tiled kernel reads queries, keys and values a vec4 at a time (VEC4_READS): each
+    view's last dim has unit stride and whole steps (head dims in STEP, value columns in TILED_KEYS),
+    every other stride and the offset are multiples of 4, and its buffer can be declared vec4s."""
+    value_dim = node.output.shape[-1]
+    def aligned(k: int) -> bool:
+        v = node.inputs[k]
+        others = [x for size, x in zip(v.shape[:-1], v.strides[:-1]) if size != 1] + [v.offset]
+        return v.strides[-1] == 1 and all(isinstance(x, int) and x % 4 == 0 for x in others) and b.can_load4(k)
+    return (VEC4_READS and node.inputs[0].shape[-1] % STEP == 0 and value_dim % TILED_KEYS == 0
+            and all(aligned(k) for k in range(3)))
 
 
 def score_lines(node, b, batch_index, i: str, j: str, qk: str, s: str) -> list[str]:
@@ -279,6 +301,11 @@ def flash_tiled(node, device, b):
     # and a round's first key `base` (its tile's is `start`)
     ta0, tb0, local, first = ("", "", "li", "start") if splits == 1 else ("ta0 + ", "tb0 + ", "l", "base")
 
+    vector = vec4_reads(node, b)
+    if vector:  # declared before any load is written (the mask's too)
+        for k in range(3):
+            b.vec4_input(k)
+
     def element(k: int, name: str, rows_end: int, whole_rows: bool, dims_end: int, whole_dims: bool, zero: bool = False) -> list[str]:
         """fn name(i, e) -> f32: input k at (i, e) of the head (a row or key i, a dim or column e).
         Past a partial tile's end the indices are clamped, not checked (SwiftShader under Dawn took
@@ -286,6 +313,8 @@ def flash_tiled(node, device, b):
         row or column there is not written. Past the head dim the query reads zero (`zero`), so the
         key's clamped dims add nothing."""
         i = "i" if whole_rows else f"min(i, {rows_end - 1}u)"
+        if vector:  # (i, e .. e + 3): whole dims (vec4_reads)
+            return block(f"fn {name}(i: u32, e: u32) -> vec4<f32>", [f"return {b.load4(k, batch_index + [i, 'e'])};"])
         e = "e" if whole_dims else f"min(e, {dims_end - 1}u)"
         load = b.load(k, batch_index + [i, e])
         return block(f"fn {name}(i: u32, e: u32) -> f32", [f"return {f'select(0.0, {load}, e < {dims_end}u)' if zero and not whole_dims else load};"])
@@ -294,6 +323,20 @@ def flash_tiled(node, device, b):
         """fn name(t, a, b) -> vec4: staged vec4 t of a step (lanes written out: a vector indexed at run
         time may leave registers)."""
         return block(f"fn {name}(t: u32, a: u32, b: u32) -> vec4<f32>", [*lines, f"return vec4<f32>({', '.join(lanes)});"])
+
+    def fetches4() -> list[str]:
+        """fetch_q, fetch_k and fetch_v of the vec4 reads: head dims b + 4 (t % 4) .. + 3 of row or
+        key a + t / 4; columns b + 4 (t % 16) .. of key a + t / 16."""
+        return [line for name, reader, at in (("fetch_q", "query", "a + t / 4u, b + (t % 4u) * 4u"),
+                                               ("fetch_k", "key", "a + t / 4u, b + (t % 4u) * 4u"),
+                                               ("fetch_v", "value", "a + t / 16u, b + (t % 16u) * 4u"))
+                for line in block(f"fn {name}(t: u32, a: u32, b: u32) -> vec4<f32>", [f"return {reader}({at});"])]
+
+    def transposed(array: str, base: str, t: str, stride: int, value: str) -> list[str]:
+        """Store the vec4 read's `value` of staged element t, 4 head dims of a row or key, in vec4
+        t / 16 of dims 4 (t % 4) .. + 3, lane (t / 4) % 4, one dim at a time."""
+        return [f"{array}[{base}(({t}) % 4u * 4u + {u}u) * {stride}u + ({t}) / 16u][({t}) / 4u % 4u] = {value}.{lane};"
+                for u, lane in enumerate("xyzw")]
 
     # fetch_q: head dim b + t % 16 of rows a + 4 (t / 16) ..; fetch_k: the same of keys; fetch_v:
     # columns b + 4 (t % 16) .. of key a + t / 16 (ta and tb hold them transposed or as they come)
@@ -304,9 +347,10 @@ def flash_tiled(node, device, b):
         *element(0, "query", length, length % rows == 0, head_dim, head_dim % STEP == 0, zero=True),
         *element(1, "key", keys, keys % span == 0, head_dim, head_dim % STEP == 0),
         *element(2, "value", keys, keys % span == 0, value_dim, value_dim % TILED_KEYS == 0),
-        *fetch("fetch_q", ["let e = b + t % 16u;", "let r = a + (t / 16u) * 4u;"], [f"query(r + {u}u, e)" for u in range(4)]),
-        *fetch("fetch_k", ["let e = b + t % 16u;", "let j = a + (t / 16u) * 4u;"], [f"key(j + {u}u, e)" for u in range(4)]),
-        *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], [f"value(j, c + {u}u)" for u in range(4)]),
+        *(fetches4() if vector else [
+            *fetch("fetch_q", ["let e = b + t % 16u;", "let r = a + (t / 16u) * 4u;"], [f"query(r + {u}u, e)" for u in range(4)]),
+            *fetch("fetch_k", ["let e = b + t % 16u;", "let j = a + (t / 16u) * 4u;"], [f"key(j + {u}u, e)" for u in range(4)]),
+            *fetch("fetch_v", ["let c = b + (t % 16u) * 4u;", "let j = a + t / 16u;"], [f"value(j, c + {u}u)" for u in range(4)])]),
         "",
         *block("fn score(qk: f32, row: u32, j: u32) -> f32", [  # -inf past the keys or the causal diagonal
             *([f"let i = min(row, {length - 1}u);", f"let k = min(j, {keys - 1}u);"] if node.operands == 4 else []),
@@ -338,8 +382,9 @@ def flash_tiled(node, device, b):
     fetch_qk = lambda start, d0: [f"fq = fetch_q({local}, tile0, {d0});", *[f"f{n} = fetch_k({t}, {start}, {d0});" for n, t in enumerate(others)]]
     fetch_v = lambda key0: [f"f{n} = fetch_v({t}, {key0}, col0);" for n, t in enumerate(others)]
     scores = [  # S = Q K^T, STEP head dims at a time
-        f"ta[{ta0}({local} % 16u) * {stride_a}u + {local} / 16u] = fq;",
-        *[f"tb[{tb0}({t}) % 16u * 17u + ({t}) / 16u] = f{n};" for n, t in enumerate(others)],
+        *(transposed("ta", ta0, local, stride_a, "fq") if vector else [f"ta[{ta0}({local} % 16u) * {stride_a}u + {local} / 16u] = fq;"]),
+        *[line for n, t in enumerate(others)
+          for line in (transposed("tb", tb0, t, 17, f"f{n}") if vector else [f"tb[{tb0}({t}) % 16u * 17u + ({t}) / 16u] = f{n};"])],
         *step("s", [*block(f"if (d0 + {STEP}u < {head_dim}u)", fetch_qk("start", f"d0 + {STEP}u")),
                     *block("else", fetch_v("start"))]),
     ]
