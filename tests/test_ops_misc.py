@@ -108,6 +108,9 @@ ATTENTION = {
     "odd_dims": ((2, 3, 21, 37), (2, 3, 29, 37), (2, 3, 29, 70), dict(mask=torch.randn(2, 1, 21, 29))),
     "rows_64_per_workgroup": ((1, 64, 128, 16), (1, 64, 60, 16), (1, 64, 60, 16), {}),  # one tile of keys: no splits, so 64 and 32 rows stay
     "rows_32_per_workgroup": ((1, 40, 100, 16), (1, 40, 50, 16), (1, 40, 50, 16), dict(is_causal=True)),
+    # heads side by side in each token's row, as a merged query-key-value product lays them out: the
+    # tiled kernel's vec4 reads (attention.VEC4_READS) of strided views, 70 rows and keys
+    "vec4_strided_causal": ((1, 70, 2, 64), (1, 70, 2, 64), (1, 70, 2, 64), dict(prepare=lambda t: t.transpose(1, 2), is_causal=True)),
 }
 
 
@@ -135,6 +138,16 @@ def test_flash_key_splits_forced(name, monkeypatch):
     monkeypatch.setattr(attention, "tiled_splits", lambda *shape: 2)
     *shapes, kwargs = ATTENTION[name]
     assert_matches(Attention(**kwargs), *(torch.randn(shape) for shape in shapes), device="gpu")
+
+
+@pytest.mark.parametrize("name, vec4", [("vec4_strided_causal", True), ("odd_dims", False)])
+def test_flash_reads_vec4s_where_aligned(name, vec4):
+    # 4 head dims of a key a load where the views allow it (whole steps of head dims, strides and
+    # offsets of 4), scalar loads elsewhere
+    *shapes, kwargs = ATTENTION[name]
+    compiled = assert_matches(Attention(**kwargs), *(torch.randn(shape) for shape in shapes), device="gpu")
+    code = next(k["code"] for k in compiled.program["kernels"] if k["name"] == "attention").replace(" ", "")
+    assert ("fnkey(i:u32,e:u32)->vec4<f32>" in code) == vec4
 
 
 @pytest.mark.parametrize("name", ["odd_dims", "head_dim_32_causal", "float_mask_with_inf"])
