@@ -14,7 +14,7 @@ from math import prod
 from kuma_build.compiler.ir.expr import Acc, Expr, In, Leaf, Lit, Op
 from kuma_build.compiler.ir.graph import WGSL_TYPE, contiguous_strides
 from kuma_build.compiler.ir.sizes import divides, wgsl as u32
-from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, literal, offset_expr, threads, unravel
+from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, literal, needed, offset_expr, threads, unravel
 
 # op -> WGSL template over the rendered arguments {0}, {1}, ...
 TEMPLATES = {
@@ -151,7 +151,7 @@ def expression_at(expr, shape, b, acc: str, flat: str, names: tuple[str, str, st
 
     writer = Writer(leaf, prefix)
     value = writer(expr)
-    writer.lines[:0] = (index_lines + list(loads.values())) if loads else []
+    writer.lines[:0] = needed(index_lines, [*loads.values(), *writer.lines]) + list(loads.values())
     return writer, value
 
 

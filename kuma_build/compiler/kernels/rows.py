@@ -26,13 +26,12 @@ runs a workgroup's threads a few SIMD lanes at a time and switches between
 them at every barrier, which made a 96-long layer norm cost ~85 us a row.
 """
 
-import re
 from math import gcd, prod
 
 from kuma_build.compiler.ir.graph import WGSL_TYPE
 from kuma_build.compiler.ir.sizes import Sym, max_value, wgsl as u32
 from kuma_build.compiler.kernels.elementwise import epilogue, fold_sums
-from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, f32_size, indent, offset_expr, threads, unravel, workgroup_rows
+from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, f32_size, indent, needed, offset_expr, threads, unravel, workgroup_rows
 
 # kind -> (combine template, identity per WGSL type)
 COMBINES = {
@@ -183,8 +182,8 @@ class RowKernel:
             return [line for i in range(self.registers) for line in self.at(i, [f"let x = x_{i};"] + body)]
         if self.shared:
             return self.rounds(body)
-        inner = self.pos_lines + [f"let x = {self.x};"] + body
-        return block(f"for (var pos = 0u; pos < {u32(self.length)}; pos += 1u)", inner)
+        inner = [f"let x = {self.x};"] + body
+        return block(f"for (var pos = 0u; pos < {u32(self.length)}; pos += 1u)", needed(self.pos_lines, inner) + inner)
 
     def rounds(self, body: list[str]) -> list[str]:
         """A shared row through memory, LOOP_LOADS rounds of the workgroup an iteration: each thread
@@ -193,11 +192,10 @@ class RowKernel:
         at 325 us on the H200)."""
         n, unroll = u32(self.length), min(LOOP_LOADS, -(-max_value(self.length) // self.size))
         at = [f"round + {i * self.size}u" if i else "round" for i in range(unroll)]
-        inside = [f"{pos} < {n}" for pos in at]
+        inside = [f"if ({pos} < {n})" for pos in at]
         loads = [line for i in range(unroll) for line in
-                 [f"var x_{i}: {self.x_type};", *block(f"if ({inside[i]})", [f"let pos = {at[i]};", *self.pos_lines, f"x_{i} = {self.x};"])]]
-        runs = [line for i in range(unroll) for line in
-                block(f"if ({inside[i]})", [f"let pos = {at[i]};", *self.pos_lines, f"let x = x_{i};", *body])]
+                 [f"var x_{i}: {self.x_type};", *block(inside[i], self.at_pos(at[i], [f"x_{i} = {self.x};"]))]]
+        runs = [line for i in range(unroll) for line in block(inside[i], self.at_pos(at[i], [f"let x = x_{i};", *body]))]
         return block(f"for (var round = li; round < {n}; round += {unroll * self.size}u)", loads + runs)
 
     def at(self, i: int, body: list[str]) -> list[str]:
@@ -206,8 +204,12 @@ class RowKernel:
         # li + 0u where 3 or more rounds are unrolled: the first then repeats as the others (outfolder.repeated)
         first = (f"li + {i * step}u" if i or self.registers >= 3 else "li") if self.shared else f"{i}u"
         inside = "" if (i + 1) * step <= self.length else f"if (li < {self.length - i * step}u)"  # the last, partial round
-        uses_pos = re.search(r"\b(pos|p\d+)\b", "\n".join(body))  # the statistics' passes need only x
-        return block(inside, [f"let pos = {first};", *self.pos_lines, *body] if uses_pos else body)
+        return block(inside, self.at_pos(first, body))
+
+    def at_pos(self, pos: str, body: list[str]) -> list[str]:
+        """body at position `pos` of the row, after the lets of pos and its indices that it reads
+        (the statistics' passes read only x)."""
+        return needed([f"let pos = {pos};", *self.pos_lines], body) + body
 
     def held(self) -> list[str]:
         """Lines loading a row in registers: x_i holds this thread's i-th position (zero past the row's end)."""
@@ -232,7 +234,8 @@ class RowKernel:
         return f"if (li == 0u) {{ {line} }}" if self.shared else line
 
     def kernel(self, name: str, lines: list[str]):
-        body = self.header + indent(self.row_lines + self.held() + lines) + "\n}"
+        lines = self.held() + lines
+        body = self.header + indent(needed(self.row_lines, lines) + lines) + "\n}"
         return self.b.kernel(name, "\n\n".join(self.functions.values()) + "\n\n" + body, self.workgroups)
 
 

@@ -8,6 +8,7 @@ uniform, which such a kernel binds (before its output), and its workgroup
 counts are {"size", "per"} entries the runtime evaluates (docs/design.md, Dimensions).
 """
 
+import re
 from dataclasses import dataclass
 from math import ceil, prod
 
@@ -233,6 +234,18 @@ def unravel(flat: str, shape, prefix: str = "i") -> tuple[list[str], list[str]]:
         else:
             lines.append(f"let {name} = ({flat} / {u32(step)}) % {u32(size)};")
     return lines, names
+
+
+def needed(lets: list[str], after: list[str]) -> list[str]:
+    """The `let name = ...;` lines of lets that the lines after them read, directly or through a
+    later let: unravel's indices a body does not use are not shipped (kernel code is downloaded)."""
+    kept, text = [], "\n".join(after)
+    for line in reversed(lets):
+        name = line.split()[1]
+        if re.search(rf"\b{name}\b", text):
+            kept.insert(0, line)
+            text += "\n" + line
+    return kept
 
 
 def grid(groups: int) -> tuple[int, int, int]:
