@@ -191,7 +191,9 @@ class RowKernel:
         (one load in flight at a time left a decode step's argmax over a 151,936-token vocabulary
         at 325 us on the H200)."""
         n, unroll = u32(self.length), min(LOOP_LOADS, -(-max_value(self.length) // self.size))
-        at = [f"round + {i * self.size}u" if i else "round" for i in range(unroll)]
+        # the first round as round + 0u (its check the loop's own): all rounds then repeat as one
+        # run (outfolder.repeated), 0.08 kB less of U-Net's page than the first written apart
+        at = [f"round + {i * self.size}u" for i in range(unroll)]
         inside = [f"if ({pos} < {n})" for pos in at]
         loads = [line for i in range(unroll) for line in
                  [f"var x_{i}: {self.x_type};", *block(inside[i], self.at_pos(at[i], [f"x_{i} = {self.x};"]))]]
