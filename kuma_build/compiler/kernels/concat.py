@@ -11,7 +11,7 @@ pieces_at writes the choice of piece at an index, so that a kernel computing its
 from kuma_build.compiler.ir.expr import In
 from kuma_build.compiler.ir.sizes import wgsl as u32
 from kuma_build.compiler.kernels.elementwise import Writer, fold_sums, helper_functions
-from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, threads, unravel
+from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, needed, threads, unravel
 
 
 def pieces(node) -> tuple[int, list]:
@@ -36,9 +36,8 @@ def pieces_at(b: Bindings, dim: int, parts: list, index: list[str], store: str, 
         if len(parts) == 1:
             lines += body
         else:
-            keyword = "if" if k == 0 else "else if"
-            test = f"({index[dim]} < {u32(end)})" if k < len(parts) - 1 else "(true)"
-            lines += block(f"{keyword} {test}", body)
+            test = f"if ({index[dim]} < {u32(end)})" if k < len(parts) - 1 else ""  # the last piece: the rest
+            lines += block(f"else {test}".rstrip() if k else test, body)
         helpers |= writer.helpers
         start = end
     return lines, helper_functions(helpers)
@@ -65,4 +64,4 @@ def lower(node, device):
     lines, index = unravel("gid", out.shape)
     dim, parts = pieces(node)
     body, helpers = pieces_at(b, dim, parts, index, "out[gid] = {};")
-    return b.kernel("concat", helpers + folded + header + indent(lines + body) + "\n}", workgroups)
+    return b.kernel("concat", helpers + folded + header + indent(needed(lines, body) + body) + "\n}", workgroups)

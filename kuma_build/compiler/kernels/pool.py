@@ -8,7 +8,7 @@ divides by the padded or the clipped size (count_include_pad) or by
 divisor_override, adaptive windows are [floor(o*in/out), ceil((o+1)*in/out)).
 """
 
-from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, threads, unravel
+from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, indent, needed, threads, unravel
 
 NEG_INF = f32(float("-inf"))
 
@@ -41,7 +41,7 @@ def lower(node, device):
     b = Bindings(node)
     x, out, attrs = node.inputs[0], node.output, node.attrs
     header, workgroups = threads(out.numel)
-    lines, (n, c, oh, ow) = unravel("gid", out.shape)
+    index, (n, c, oh, ow) = unravel("gid", out.shape)
     rows, step_h = window("h", oh, x.shape[2], out.shape[2], attrs, 0)
     cols, step_w = window("w", ow, x.shape[3], out.shape[3], attrs, 1)
     if attrs["mode"] == "max":
@@ -50,10 +50,10 @@ def lower(node, device):
         init, combine = "0.0", "acc += v;"
         divisor = attrs.get("divisor_override")
         result = f"acc / {f32(divisor)}" if divisor else "acc / f32(h_count * w_count)"
-    lines += rows + cols + [
+    lines = rows + cols + [
         f"var acc = {init};",
         *block(f"for (var ih = h_lo; ih < h_hi; ih += {step_h}i)",
                block(f"for (var iw = w_lo; iw < w_hi; iw += {step_w}i)", [f"let v = {b.load(0, [n, c, 'u32(ih)', 'u32(iw)'])};", combine])),
         f"out[gid] = {result};",
     ]
-    return b.kernel(f"pool2d_{attrs['mode']}", header + indent(lines) + "\n}", workgroups)
+    return b.kernel(f"pool2d_{attrs['mode']}", header + indent(needed(index, lines) + lines) + "\n}", workgroups)
