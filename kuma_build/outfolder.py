@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 
 from kuma_build.errors import KumaError
-from kuma_build.templated import HOLE, expanded
+from kuma_build.templated import HOLE, MIN_RUN, REPEAT_HELPER, expanded, repeated, unrepeated
 
 # the line of index.js (after the runtime) and of a class module that holds the program (program_js)
 PROGRAM_LINE = re.compile(r"^(?:export )?const program = ", re.M)
@@ -274,111 +274,19 @@ def program_js(program: dict, body=lambda text: text) -> str:
     return STRING_OR_TEMPLATE.sub(literal, json.dumps(program, separators=(",", ":")))
 
 
-# Runs of lines that differ only in integers (and vector components .x ... .w, as 0 ... 3), each
-# a + b*i + c*j for line j*p + i (a kernel's unrolled steps: d(0u,n); ... d(15u,n);, a register
-# tile's acc0=fma(...,w0,acc0); ... for 4 registers times 16 steps, o0*=f.x; ... o3*=f.w;) as one
-# line a JS helper repeats: ${R(16,i=>`d(${i}u,n);`)}, ${R(16,j=>R(4,i=>`...`))}, ${"xyzw"[i]}; and
-# runs of blocks of up to MAX_BLOCK lines the same way, whose lines may have no integer (a group
-# norm's unrolled {\nlet x=g0;\nb=b+x;\n} ... for 12 registers: ${R(12,i=>`{\nlet x=g${i};...}`)}). A
-# run costs gzip a few bytes a line, the helper 0.05 kB once, so a module uses them only where its
-# gzip size shrinks (class_module_js). A line with a `$` (a template's hole) is never in a run,
-# nor a binding's declaration (@group(0)@binding(0)var...: every kernel opens with them, and gzip
-# refers back to them from kernel to kernel; 0.005-0.015 kB a module), and every run reads back as
-# the lines it was. Runs of blocks may be of 2 blocks, where the module's gzip shrinks more so.
-REPEAT_HELPER = 'R=(n,f)=>[...Array(n).keys()].map(f).join("\\n")'
-REPEAT = re.compile(r"\$\{R\((\d+),(?:j=>R\((\d+),i=>`([^`]*)`\)\)|i=>`([^`]*)`\))\}")
-STEP = re.compile(r"\$\{(\"xyzw\"\[)?([0-9ij*+]+)\]?\}")
-DIGITS = re.compile(r"\d+|(?<=\.)[xyzw](?!\w)")  # an integer, or a vector's component as its index
-SWIZZLE = "xyzw"
-MIN_RUN = 3
-MAX_BLOCK = 32  # lines; U-Net's group norms repeat blocks of 4, 8 and 12 lines
-
-
-@functools.lru_cache(maxsize=4096)  # render_class_js renders a module once for each group of templates it weighs
-def repeated(text: str, blocks: int = MIN_RUN) -> str:
-    """A template literal's text with its runs as ${R(...)} (unrepeated reads them back): at each
-    line the run of lines, or of `blocks` or more blocks, that covers the most lines."""
-    lines, out, start = text.split("\n"), [], 0
-    shape = [None if "$" in line or line.startswith("@group") else DIGITS.sub("#", line) for line in lines]
-    while start < len(lines):
-        end = start + 1
-        while end < len(lines) and shape[start] is not None and DIGITS.search(lines[start]) and shape[end] == shape[start]:
-            end += 1
-        best = repeat_line(lines[start:end])
-        for period in range(2, MAX_BLOCK + 1):
-            best = max(best, repeat_block(lines, shape, start, period, blocks), key=lambda covered: covered[0])
-        out.append(best[1] or lines[start])
-        start += best[0]
-    return "\n".join(out)
-
-
-def repeat_block(lines: list[str], shape: list, start: int, period: int, least: int) -> tuple[int, str | None]:
-    """(how many lines, ${R(...)}) for the longest run of `least` or more blocks of `period` lines at
-    `start` (each block one line to repeat_line), or (1, None)."""
-    first = shape[start:start + period]
-    if len(first) < period or None in first or not any(DIGITS.search(line) for line in lines[start:start + period]):
-        return 1, None
-    blocks = 1
-    while shape[start + blocks * period:start + (blocks + 1) * period] == first:
-        blocks += 1
-    count, run = repeat_line(["\n".join(lines[start + b * period:start + (b + 1) * period]) for b in range(blocks)], least)
-    return (count * period, run) if run else (1, None)
-
-
-def repeat_line(lines: list[str], least: int = MIN_RUN) -> tuple[int, str | None]:
-    """(how many lines, ${R(...)}) for the longest run of `least` or more that begins the lines, or (1, None)."""
-    if len(lines) < least:
-        return 1, None
-    numbers = [[SWIZZLE.index(n) if n in SWIZZLE else int(n) for n in DIGITS.findall(line)] for line in lines]
-    swizzles = [n in SWIZZLE for n in DIGITS.findall(lines[0])]
-    best = (1, None)
-    for period in [len(lines), *range(2, len(lines) // 2 + 1)]:
-        start, step = numbers[0], [b - a for a, b in zip(numbers[0], numbers[1])]
-        outer = [b - a for a, b in zip(numbers[0], numbers[period])] if period < len(lines) else [0] * len(start)
-        count = 0
-        while count < len(lines) and numbers[count] == [a + b * (count % period) + c * (count // period) for a, b, c in zip(start, step, outer)]:
-            count += 1
-        count -= count % period if period < len(lines) else 0
-        if count >= max(least, best[0] + 1, 2 * period if period < len(lines) else 0) and min(step + outer) >= 0 \
-                and max(max(row) for row in numbers[:count]) < 2 ** 31:
-            pieces = DIGITS.split(lines[0])
-            line = pieces[0] + "".join(step_js(a, b, c, swizzle) + piece for a, b, c, swizzle, piece in zip(start, step, outer, swizzles, pieces[1:]))
-            run = f"${{R({count // period},j=>R({period},i=>`{line}`))}}" if period < len(lines) else f"${{R({count},i=>`{line}`)}}"
-            if unrepeated(run) == "\n".join(lines[:count]):  # leading zeros (07) are not read back
-                best = (count, run)
-    return best
-
-
-def step_js(a: int, b: int, c: int, swizzle: bool) -> str:
-    if not b and not c:
-        return SWIZZLE[a] if swizzle else str(a)
-    terms = "+".join([str(a)] * bool(a) + [("" if b == 1 else f"{b}*") + "i"] * bool(b) + [("" if c == 1 else f"{c}*") + "j"] * bool(c))
-    return f'${{"{SWIZZLE}"[{terms}]}}' if swizzle else f"${{{terms}}}"
-
-
-def unrepeated(text: str) -> str:
-    def value(expression, i, j):
-        return str(sum(int(n or 1) * {"i": i, "j": j, "": 1}[v] for n, _, v in re.findall(r"(\d*)(\*?)([ij]?)", expression) if n or v))
-
-    def run(match):
-        outer, inner = (int(match.group(1)), int(match.group(2))) if match.group(2) else (1, int(match.group(1)))
-        line = match.group(3) if match.group(2) else match.group(4)
-        def step(m, i, j):
-            n = int(value(m.group(2), i, j))
-            return SWIZZLE[n] if m.group(1) else str(n)
-        return "\n".join(STEP.sub(lambda m: step(m, i, j), line) for j in range(outer) for i in range(inner))
-    return REPEAT.sub(run, text)
-
-
 # A class module's templates (templated.py) as JS functions of their holes before the program,
-# `const t0=(a,b)=>`...${a}...${b}...`;` (a hole past the 26th $27), and a templated kernel's code
+# `const t0=(a,b)=>`...${a}...${b}...`;` (a hole past the 24th $25), and a templated kernel's code
 # as a call, t0(64,147): importing the module gives every kernel its text as built, so the runtime
 # needs no code for them (decoding [template, values...] in runtime.js was 0.06 kB gzip of every page)
-TEMPLATE_DEF = re.compile(r"\bt(\d+)=\(([^)]*)\)=>(?:\(\{name:\"(\w+)\",code:)?`([^`]*)`")
+# A template of kernels one shape only once their runs are collapsed (templated.shapes) holds runs
+# whose count or steps are holes too: there a hole is JS, ${R(e,i=>`...${c}...${f*i}...`)}, and the
+# module has the R helper whatever else it repeats.
+TEMPLATE_DEF = re.compile(r"\bt(\d+)=\(([^)]*)\)=>(?:\(\{name:\"(\w+)\",code:)?`")
 TEMPLATE_CALL = re.compile(r'"\\u0000(t\d+\([\d,]*\))"')
 CALL = re.compile(r"t(\d+)\(([\d,]*)\)")
-PARAMS = "abcdefghijklmnopqrstuvwxyz"
-JS_HOLE = re.compile(r"\$\{([a-z]|\$\d+)\}")
+PARAMS = "abcdefghklmnopqrstuvwxyz"  # not i and j, a run's indices
+JS_PARAM = re.compile(r'"[^"]*"|\b([a-hk-z])\b')  # a param in JS, not a letter of "xyzw"
+JS_HOLE = re.compile(r"\$\{(\$\d+)\}")
 
 
 def param(hole: int) -> str:
@@ -387,6 +295,42 @@ def param(hole: int) -> str:
 
 def hole(js_param: str) -> str:
     return "$" + str(PARAMS.index(js_param) + 1) if js_param in PARAMS else js_param
+
+
+def literal_pieces(text: str, start: int) -> tuple[list[tuple[str, bool]], int]:
+    """The pieces of the template literal whose body begins at text[start], each with whether it is JS
+    (inside a ${...}, whose nested literals are pieces too), and where the literal ends (its `)."""
+    pieces, js, at = [], [False], start
+    for mark in re.finditer(r"\$\{|`|\}", text[start:]):
+        token, inside = mark.group(0), js[-1]
+        if token == "`" and not inside and len(js) == 1:  # the literal's end
+            pieces.append((text[at:start + mark.start()], False))
+            return pieces, start + mark.end()
+        if token == "}" and not inside:
+            continue  # a brace of the WGSL
+        cut = start + mark.end()
+        pieces.append((text[at:cut], inside))
+        at = cut
+        if (token == "${" and not inside) or (token == "`" and inside):
+            js.append(token == "${")
+        else:  # the } of a ${...} or the ` that ends a nested literal
+            js.pop()
+    raise ValueError("a template literal without its end")
+
+
+def js_template(template: str) -> str:
+    """A template's text as a JS template literal's body: each hole ${a} in text, a bare a in JS."""
+    pieces, _ = literal_pieces(template + "`", 0)
+    return "".join(HOLE.sub(lambda m: param(int(m.group(1))) if js else "${" + param(int(m.group(1))) + "}", piece)
+                   for piece, js in pieces)
+
+
+def template_text(text: str, start: int) -> str:
+    """The template whose JS literal body begins at text[start], with its holes as $1, $2, ... (js_template read back)."""
+    pieces, _ = literal_pieces(text, start)
+    body = "".join(JS_PARAM.sub(lambda m: hole(m.group(1)) if m.group(1) else m.group(0), piece) if js else piece
+                   for piece, js in pieces)
+    return JS_HOLE.sub(r"\1", body)
 
 
 def class_module_js(part: dict) -> str:
@@ -411,7 +355,7 @@ def module_with_templates(part: dict, folded: dict[int, str]) -> str:
     functions = []
     for i, template in enumerate(templates):
         holes = max((int(n) for n in HOLE.findall(template)), default=0)
-        text = "`" + HOLE.sub(lambda m: "${" + param(int(m.group(1))) + "}", template) + "`"
+        text = "`" + js_template(template) + "`"
         functions.append(f"t{i}=({','.join(param(n) for n in range(1, holes + 1))})=>" + (f'({{name:"{folded[i]}",code:{text}}})' if i in folded else text))
 
     def module(definitions, body=lambda text: text, copies=None, dispatches=None):
@@ -426,11 +370,12 @@ def module_with_templates(part: dict, folded: dict[int, str]) -> str:
         return [re.sub(r"`([^`]*)`", lambda m: f"`{body(m.group(1))}`", f) for f in functions]
     # each helper where the module's gzip shrinks with it, and never one whose kernels, copies or
     # dispatches read back other than they are
-    best, helpers, body, copies = module(functions), [], lambda text: text, None
+    helpers = [REPEAT_HELPER] if any("${R(" in f for f in functions) else []  # a template's own runs (templated.shapes)
+    best, body, copies = module([*helpers, *functions]), lambda text: text, None
     for least in (MIN_RUN, 2):  # runs of 2 blocks too where that pays (U-Net's group norms of 2 rounds)
         blocked = functools.partial(repeated, blocks=least)
         runs = module([REPEAT_HELPER, *(re.sub(r"`([^`]*)`", lambda m: f"`{blocked(m.group(1))}`", f) for f in functions)], blocked)
-        if "${R(" in runs and gzipped(runs) < gzipped(best) and unrepeated(runs) == module([REPEAT_HELPER, *functions]):
+        if "${R(" in runs and gzipped(runs) < gzipped(best) and unrepeated(runs) == unrepeated(module([REPEAT_HELPER, *functions])):
             best, helpers, body = runs, [REPEAT_HELPER], blocked
     spread = module([*helpers, RANGE_HELPER, *bodies()], body, ranged(part["copies"]))
     if "...S(" in spread and gzipped(spread) < gzipped(best) and unspread(spread) == module([*helpers, RANGE_HELPER, *bodies()], body):
@@ -517,9 +462,9 @@ def program_from_js(text: str) -> dict:
     templated.py gives them ("templates" and codes [template, values...])."""
     text = unrepeated(unspread(undispatched(text)))
     start = PROGRAM_LINE.search(text)
-    definitions = TEMPLATE_DEF.findall(text[:start.start()])
-    templates = {int(i): JS_HOLE.sub(lambda m: hole(m.group(1)), body) for i, _, _, body in definitions}
-    folded = {int(i): name for i, _, name, _ in definitions if name}
+    definitions = [(int(d.group(1)), d.group(3), template_text(text, d.end())) for d in TEMPLATE_DEF.finditer(text[:start.start()])]
+    templates = {i: body for i, _, body in definitions}
+    folded = {i: name for i, name, _ in definitions if name}
 
     def literal(match):
         if match.group(1):

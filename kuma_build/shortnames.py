@@ -7,7 +7,7 @@ of three or more names that differ only in a number below 100 (a kernel's unroll
 ... acc3, vw0 ... vw15) becomes a letter of its own and the same numbers (X0 ... X3), one of two
 numbers (acc_0_0 ... acc_3_1, a register tile) the letter and its place row by row (X0 ... X7), so
 that the unrolled lines that use them stay in progression and ship as one repeated line
-(outfolder.repeated). The
+(templated.repeated). The
 compiler's program, the kernel cache and the tests that read kernels keep the readable source; a
 kernel's compile error in the browser names the short names.
 
@@ -77,7 +77,7 @@ def renaming(texts: list[str]) -> dict[str, str]:
     taken = {word for text in texts for word in WORD.findall(text)} | RESERVED
     mapping = {}
     # a family (acc0 ... acc3, vw0 ... vw15: a kernel's unrolled registers) keeps its numbers after
-    # a letter of its own, so its unrolled lines stay in progression for outfolder.repeated; one of
+    # a letter of its own, so its unrolled lines stay in progression for templated.repeated; one of
     # two numbers (acc_0_0 ... acc_3_1: a register tile) numbers its names row by row
     families, numbers = defaultdict(list), {}
     tiles = {name: match for name in renamable if (match := TILE.fullmatch(name))}

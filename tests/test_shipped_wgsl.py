@@ -91,7 +91,7 @@ def test_short_names_rename_every_kernel_of_a_class_one_to_one():
 
 def test_a_family_of_numbered_names_keeps_its_numbers():
     # acc0 ... acc3 and vw0 ... vw2 become a letter each and the same numbers, so their unrolled
-    # lines stay in progression (outfolder.repeated); a name that is no family gets a short name
+    # lines stay in progression (templated.repeated); a name that is no family gets a short name
     code = "fn main(){\n" + "".join(f"var acc{i}=0.0;\n" for i in range(4)) + "".join(f"let vw{i}=f32({i});\n" for i in range(3)) + \
         "".join(f"acc{i}=fma(vw{j},vw{j},acc{i});\n" for j in range(3) for i in range(4)) + "let total=acc0+acc1;\n}"
     [short] = short_kernels([{"name": "k", "code": code}])

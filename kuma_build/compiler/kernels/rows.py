@@ -192,7 +192,7 @@ class RowKernel:
         at 325 us on the H200)."""
         n, unroll = u32(self.length), min(LOOP_LOADS, -(-max_value(self.length) // self.size))
         # the first round as round + 0u (its check the loop's own): all rounds then repeat as one
-        # run (outfolder.repeated), 0.08 kB less of U-Net's page than the first written apart
+        # run (templated.repeated), 0.08 kB less of U-Net's page than the first written apart
         at = [f"round + {i * self.size}u" for i in range(unroll)]
         inside = [f"if ({pos} < {n})" for pos in at]
         loads = [line for i in range(unroll) for line in
@@ -203,7 +203,7 @@ class RowKernel:
     def at(self, i: int, body: list[str]) -> list[str]:
         """Lines running body at this thread's i-th position of a row in registers, if the row has it."""
         step = self.size if self.shared else 1
-        # li + 0u where 3 or more rounds are unrolled: the first then repeats as the others (outfolder.repeated)
+        # li + 0u where 3 or more rounds are unrolled: the first then repeats as the others (templated.repeated)
         first = (f"li + {i * step}u" if i or self.registers >= 3 else "li") if self.shared else f"{i}u"
         inside = "" if (i + 1) * step <= self.length else f"if (li < {self.length - i * step}u)"  # the last, partial round
         return block(inside, self.at_pos(first, body))
