@@ -307,8 +307,8 @@ def flash_tiled(node, device, b):
             b.vec4_input(k)
 
     def element(k: int, name: str, rows_end: int, whole_rows: bool, dims_end: int, whole_dims: bool, zero: bool = False) -> list[str]:
-        """fn name(i, e) -> f32: input k at (i, e) of the head (a row or key i, a dim or column e).
-        Past a partial tile's end the indices are clamped, not checked (SwiftShader under Dawn took
+        """fn name(i, e) -> f32: input k at (i, e) of the head (a row or key i, a dim or column e);
+        with vec4 reads, -> vec4 of (i, e) .. (i, e + 3). Past a partial tile's end the indices are clamped, not checked (SwiftShader under Dawn took
         minutes compiling a step's 16 checked reads): a key or value read there weighs nothing and a
         row or column there is not written. Past the head dim the query reads zero (`zero`), so the
         key's clamped dims add nothing."""
