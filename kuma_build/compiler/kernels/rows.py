@@ -28,7 +28,7 @@ them at every barrier, which made a 96-long layer norm cost ~85 us a row.
 
 from math import gcd, prod
 
-from kuma_build.compiler.ir.graph import WGSL_TYPE
+from kuma_build.compiler.ir.graph import WGSL_TYPE, Value
 from kuma_build.compiler.ir.sizes import Sym, max_value, wgsl as u32
 from kuma_build.compiler.kernels.elementwise import epilogue, fold_sums
 from kuma_build.compiler.kernels.wgsl import Bindings, block, f32, f32_size, indent, needed, offset_expr, threads, unravel, workgroup_rows
@@ -164,17 +164,32 @@ class RowKernel:
         else:
             self.header, self.workgroups = threads(self.rows, self.size)
             self.header += "  let row = gid;\n"
-        self.row_lines, row_index = unravel("row", kept_shape, "r")
+        self.row_lines, self.row_index = unravel("row", kept_shape, "r")
         self.pos_lines, pos_index = unravel("pos", row_shape, "p")
-        self.index = row_index + pos_index
+        self.index = self.row_index + pos_index
         self.x_type = WGSL_TYPE[x_type or node.inputs[0].dtype]
         load = self.load(0)
         self.x = load if self.x_type == WGSL_TYPE[node.inputs[0].dtype] else f"{self.x_type}({load})"
         self.functions: dict[str, str] = {"sums": folded} if folded else {}
 
     def load(self, k: int) -> str:
-        """Input k at this thread's row and position (inputs share the first one's shape)."""
-        return self.b.load(k, self.index)
+        """Input k at this thread's row and position (inputs share the first one's shape): at `pos`
+        where the row's dims lie in one run (row_view), else at its unravelled indices p0, p1, ..."""
+        view = self.row_view(self.b.inputs[k])
+        return self.b.load(k, self.row_index + ["pos"], view) if view else self.b.load(k, self.index)
+
+    def row_view(self, v: Value) -> Value | None:
+        """v with its row dims as one dim of the row's length, where each (of more than one) steps
+        over the next's whole extent (a group norm's channels and pixels of an NCHW tensor): the
+        position's offset is then pos times the last one's stride. None where they do not (a
+        broadcast weight, a permuted view) or a size is a dim's."""
+        kept = len(self.row_index)
+        dims = [(size, stride) for size, stride in zip(v.shape[kept:], v.strides[kept:]) if size != 1]
+        if len(dims) < 2 or not all(isinstance(x, int) for dim in dims for x in dim) or dims[-1][1] == 0:
+            return None
+        if any(stride != inner_stride * inner for (_, stride), (inner, inner_stride) in zip(dims, dims[1:])):
+            return None
+        return Value(v.buffer, (*v.shape[:kept], self.length), (*v.strides[:kept], dims[-1][1]), v.offset)
 
     def loop(self, body: list[str]) -> list[str]:
         """Lines running body for each of this thread's positions, with x the element there."""

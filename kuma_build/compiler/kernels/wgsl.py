@@ -130,9 +130,10 @@ class Bindings:
     def _item(self, element: str) -> str:
         return element if self.vector == 1 else f"vec{self.vector}<{element}>"
 
-    def load(self, k: int, index: list[str]) -> str:
-        """WGSL that reads input k at the multi-index `index` (one expression per dim), as its IR dtype."""
-        offset = offset_expr(self.inputs[k], index)
+    def load(self, k: int, index: list[str], view: Value | None = None) -> str:
+        """WGSL that reads input k at the multi-index `index` (one expression per dim), as its IR dtype;
+        `view`: the same elements as input k's view with other dims (rows.py: a row's dims as one)."""
+        offset = offset_expr(view or self.inputs[k], index)
         if k in self.sums:
             return f"{self.sums[k]}({offset})"
         if self.inputs[k].buffer.storage != "f32":
