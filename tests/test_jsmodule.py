@@ -248,9 +248,9 @@ def test_dispatches_ship_with_the_indices_that_follow_left_out_and_read_back_as_
 
 @pytest.mark.parametrize("name", ["resnet", "mobilenet", "unet"])
 def test_every_shipped_kernel_imports_as_the_text_it_was_built_with(tmp_path, name):
-    """Both class modules of the model tests' ResNet and MobileNet (templates, some returning whole
-    kernels, repeated runs of lines and of blocks, families of short names, ranges of copies, compact
-    dispatches): what node's import gives is byte for byte each kernel's short-named source, and the
+    """Both class modules of the model tests' ResNet, MobileNet and U-Net (templates, some returning
+    whole kernels or holding runs of their own, repeated runs of lines and of blocks, families of short
+    names, ranges of copies, compact dispatches): what node's import gives is byte for byte each kernel's short-named source, and the
     copies and dispatches."""
     project = load_project(REPO / "tests" / "models" / "kuma.toml")
     compiled = compile_model(project, dataclasses.replace(project.models[name], target="auto"))
