@@ -109,6 +109,7 @@ class OpRecord:
     computes_pieces: bool = False
     as_pieces: Callable[[Node], tuple[int, list] | None] = lambda node: None
     computes_input: Callable[[Node, DeviceClass], bool] | None = None
+    slices: Callable[[Node], tuple[tuple[int, ...], tuple[int, ...]]] = lambda node: ((), ())
 
 
 # --- matmul: out[b] = alpha * A[b] @ B[b] + beta * bias[b] (ir/aten_linalg.py) ------------------
@@ -190,6 +191,22 @@ def attention_flops(node: Node) -> int:
     return 2 * prod(shape[:-1]) * keys * (node.inputs[0].shape[-1] + node.output.shape[-1])
 
 
+def slices_alike(node: Node, reduced: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """An op whose inputs all have its output's shape and which computes each element from theirs at
+    the same place (reducing its last `reduced` dims): every other dim slices with all its inputs."""
+    rank = len(node.output.shape)
+    if "sums" in node.attrs or any(tuple(v.shape) != tuple(node.output.shape) for v in node.inputs):
+        return (), ()
+    return tuple(range(-rank, -reduced)), tuple(range(len(node.inputs)))
+
+
+def attention_slices(node: Node) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Query rows slice with the queries and the mask, unless causal (a row's keys are its position's)."""
+    if node.attrs["causal"] or "rows_shape" in node.attrs or (len(node.inputs) > 3 and node.inputs[3].shape[-2] != node.output.shape[-2]):
+        return (), ()
+    return (-2,), (0, 3)
+
+
 def elementwise_pieces(node: Node) -> tuple[int, list] | None:
     """An elementwise node's result is one piece, its expression (not once it reads a folded sum)."""
     return None if "sums" in node.attrs else (0, [(node.output.shape[0] if node.output.shape else 1, node.attrs["expr"])])
@@ -200,19 +217,21 @@ def pool_flops(node: Node) -> int:
 
 
 OPS: dict[str, OpRecord] = {
-    "elementwise": OpRecord(elementwise.lower, expression=True, dynamic=ANY, as_pieces=elementwise_pieces,
+    "elementwise": OpRecord(elementwise.lower, expression=True, dynamic=ANY, as_pieces=elementwise_pieces, slices=slices_alike,
                             fold_sums=lambda node, k, device: elementwise.fold_reads(node, k) if split_sum.FOLD_PER_ELEMENT else 0),
     "matmul": OpRecord(matmul.lower, matmul_flops, weight_dim=lambda node, k: {0: 1, 1: 2}.get(k),  # A [b, M, K]: rows; B [b, K, N]: columns
                        word_row=matmul.word_row,
                        epilogue=lambda node: True, product=lambda node, device: matmul.gemm_shape(node), sliced=matmul.sliced, own_tile=matmul.own_tile,
                        bias=matmul_bias,
-                       fold_affine=fold_into_linear, dynamic=ANY),
+                       fold_affine=fold_into_linear, dynamic=ANY,
+                       slices=lambda node: ((-2,), (0, 2)) if len(node.inputs) <= 3 else ((), ())),  # rows: A's and the bias's
     "conv2d": OpRecord(conv.lower, conv_flops, weight_dim=conv_weight_dim, word_row=conv.word_row, epilogue=lambda node: not node.attrs["transposed"],
                        product=lambda node, device: conv.gemm_shape(node) if conv.is_implicit_gemm(node, device) else None,
                        bias=conv_bias, fold_affine=fold_into_conv, channel_rows=depthwise_norm.fuses),
     "normalize": OpRecord(rows.lower_normalize, epilogue=lambda node: True,
                           fold_sums=lambda node, k, device: rows.row_reads(node, node.attrs["reduced"], device), stores_input=True,
-                          dynamic=ANY, channel_norm=lambda node: node.attrs["reduced"] == 1 and not node.attrs.get("rms")),
+                          dynamic=ANY, channel_norm=lambda node: node.attrs["reduced"] == 1 and not node.attrs.get("rms"),
+                          slices=lambda node: slices_alike(node, node.attrs["reduced"])),
     # a depthwise convolution and the norm over its channels after it (passes/fuse_channel_norm.py)
     "depthwise_norm": OpRecord(depthwise_norm.lower, lambda node: conv_flops(node) + 8 * node.output.numel,
                                weight_dim=lambda node, k: 0 if k == 1 else None, word_row=conv.word_row, epilogue=lambda node: True),
@@ -221,7 +240,7 @@ OPS: dict[str, OpRecord] = {
     "softmax": OpRecord(rows.lower_softmax, fold_sums=lambda node, k, device: rows.row_reads(node, 1, device), dynamic=ANY),
     "attention": OpRecord(attention_decode.lower_attention, attention_flops, strided_output=True, reads_any_layout=True,
                           key_splits=attention_decode.split_choice, dynamic=static_head_dims,
-                          computes_input=attention_decode.applies),
+                          computes_input=attention_decode.applies, slices=attention_slices),
     # the slices of a decode attention whose keys passes/split_keys.py split over workgroups
     "attention_combine": OpRecord(attention_decode.lower_combine, strided_output=True),
     "pool2d": OpRecord(pool.lower, pool_flops),
