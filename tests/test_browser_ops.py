@@ -56,6 +56,10 @@ CASES = {
     # elementwise kernel through a transpose (its threads in the sum's order, its store scattered)
     "split_sum_folds": (lambda x, y: ((lambda s: F.layer_norm(s, (30,)) @ y[:30, :7] + s @ y[30:60, :7])(x @ y[:, :30])
                                       + ((x @ y[:, 7:37]).t() * 2)[:7].t()), (20, 1100), (1100, 37)),
+    # a classifier reading the first row (passes/narrow_rows.py): the norm, the product, the heads'
+    # copy and the attention's queries computed for that row alone; its keys and values whole
+    "class_token_rows": (lambda x, y: F.layer_norm(F.scaled_dot_product_attention(x, x, x * 2).transpose(1, 2).reshape(1, 17, 48) @ y, (5,))[:, 0],
+                         (1, 2, 17, 24), (48, 5)),
 }
 
 
@@ -65,7 +69,7 @@ def test_kernel_family_in_chromium(tmp_path, name):
     assert_matches_in_browser(Fn(fn), torch.randn(x_shape), torch.randn(y_shape), out_dir=tmp_path)
 
 
-@pytest.mark.parametrize("name", ["attention_mask", "bmm_broadcast", "causal_attention_long", "conv_channel_blocks_epilogue",
+@pytest.mark.parametrize("name", ["attention_mask", "bmm_broadcast", "causal_attention_long", "class_token_rows", "conv_channel_blocks_epilogue",
                                   "conv_groups_dilation", "decode_attention", "decode_rotated_queries", "depthwise_layer_norm", "grouped_query_attention", "matmul_bias_transposed",
                                   "norms", "softmax_middle", "split_sum_folds"])
 def test_gpu_device_class_in_chromium(tmp_path, name):
