@@ -30,15 +30,14 @@ def narrow_rows(graph) -> None:
         for k, v in enumerate(reader.inputs):
             readers.setdefault(v.buffer, []).append((reader, k))
     for node in reversed(list(graph.nodes)):
-        out = node.output
-        if out.buffer in kept or out.buffer.kind != "temp" or not _static(out) or not out.is_contiguous():
+        out, (dims, inputs) = node.output, record(node).slices(node)
+        inputs = [k for k in inputs if k < len(node.inputs)]
+        if (not dims or out.buffer in kept or out.buffer.kind != "temp"
+                or not all(_static(v) for v in [out, *(node.inputs[k] for k in inputs)]) or not out.is_contiguous()):
             continue
         reads = readers.get(out.buffer, [])
         boxes = [_box(reader.inputs[k], out.shape) for reader, k in reads]
         if not reads or any(box is None for box in boxes):
-            continue
-        dims, inputs = record(node).slices(node)
-        if not all(_static(node.inputs[k]) for k in inputs if k < len(node.inputs)):
             continue
         rank = len(out.shape)
         spans = {d: (min(box[d][0] for box in boxes), max(box[d][1] for box in boxes)) for d in range(-rank, 0)}
@@ -98,10 +97,9 @@ def _box(view: Value, shape) -> list[tuple[int, int]] | None:
 
 def _narrow(node, d: int, lo: int, hi: int, inputs) -> None:
     """The node computes slice [lo, hi) of its output's dim d (counted from the end) into a fresh
-    buffer of that shape, from that slice of `inputs`."""
+    buffer of that shape, from that slice of its `inputs` (their indices)."""
     for k in inputs:
-        if k < len(node.inputs):
-            node.inputs[k] = views.slice_(node.inputs[k], d, lo, hi)
+        node.inputs[k] = views.slice_(node.inputs[k], d, lo, hi)
     shape = list(node.output.shape)
     shape[d] = hi - lo
     node.output = fresh(tuple(shape), node.output.dtype)
