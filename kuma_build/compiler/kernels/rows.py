@@ -95,6 +95,10 @@ def workgroup_reduce(name: str, kind: str, wgsl_type: str, size: int, lanes: int
     model measured, the GPU time back to back 0.5-1.7% less but ViT-B/16's, 0.7% more
     (docs/performance.md, 2026-12-01). A next call may write the values at once: their last reads
     are behind the second barrier, and the parts' last reads behind the next call's first.
+    Subgroup reductions (subgroupAdd, then one barrier and the subgroups' parts combined by a
+    loop or a second subgroupAdd) measured no faster on the H200 through Dawn: BERT-128's norms
+    0.3 us slower each, BERT-512 within noise (docs/performance.md, 2026-12-02), so no variant
+    asks for the `subgroups` feature.
 
     Lines in main rather than a function, and every index built from `slot` by + * / and % of
     constants: Dawn's robustness then leaves the workgroup reads unclamped, as its range analysis
