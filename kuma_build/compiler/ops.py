@@ -217,7 +217,7 @@ def pool_flops(node: Node) -> int:
 
 
 OPS: dict[str, OpRecord] = {
-    "elementwise": OpRecord(elementwise.lower, expression=True, dynamic=ANY, as_pieces=elementwise_pieces, slices=slices_alike,
+    "elementwise": OpRecord(elementwise.lower, expression=True, strided_output=True, dynamic=ANY, as_pieces=elementwise_pieces, slices=slices_alike,
                             fold_sums=lambda node, k, device: elementwise.fold_reads(node, k) if split_sum.FOLD_PER_ELEMENT else 0),
     "matmul": OpRecord(matmul.lower, matmul_flops, weight_dim=lambda node, k: {0: 1, 1: 2}.get(k),  # A [b, M, K]: rows; B [b, K, N]: columns
                        word_row=matmul.word_row,

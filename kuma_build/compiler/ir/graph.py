@@ -94,6 +94,16 @@ class Value:
         dense = all(size == 1 or stride == want for size, stride, want in zip(self.shape, self.strides, contiguous_strides(self.shape)))
         return self.offset == 0 and dense and self.numel == self.buffer.count
 
+    def is_permuted(self) -> bool:
+        """Row-major from offset 0 in another order of its dims than its own: its dims (those not of
+        size 1), sorted by stride, are contiguous, and they are not so unsorted (ConvNeXt's channels-last
+        result read channels first). Static sizes only."""
+        if self.offset != 0 or not all(isinstance(x, int) for x in (*self.shape, *self.strides)):
+            return False
+        dims = sorted((stride, size) for size, stride in zip(self.shape, self.strides) if size != 1)
+        dense = [stride for stride, _ in dims] == [prod(size for _, size in dims[:d]) for d in range(len(dims))]
+        return dense and any(size != 1 and stride != want for size, stride, want in zip(self.shape, self.strides, contiguous_strides(self.shape)))
+
     def is_broadcast(self) -> bool:
         return any(stride == 0 and size != 1 for size, stride in zip(self.shape, self.strides))
 

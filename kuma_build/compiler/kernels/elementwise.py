@@ -12,7 +12,7 @@ adding its slices and applying the product's epilogue (passes/split_k.py).
 from math import prod
 
 from kuma_build.compiler.ir.expr import Acc, Expr, In, Leaf, Lit, Op
-from kuma_build.compiler.ir.graph import WGSL_TYPE, contiguous_strides
+from kuma_build.compiler.ir.graph import WGSL_TYPE
 from kuma_build.compiler.ir.sizes import divides, wgsl as u32
 from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, literal, needed, offset_expr, threads, unravel
 
@@ -222,7 +222,7 @@ def lower(node, device):
     folded = fold_sums(node, b)  # a split-K product's sum read in place (passes/split_k.py)
     out = node.output
     header, workgroups = threads(out.numel)
-    order = sum_order(node)
+    order = thread_order(node)
     lines, index = order or unravel("gid", out.shape)
     lines += [f"let x{k} = {b.load(k, index)};" for k in range(node.operands)]  # past them: a folded sum's (fold_sums)
     writer = Writer(lambda leaf: f"x{leaf.index}")
@@ -231,23 +231,27 @@ def lower(node, device):
     return b.kernel("elementwise", folded + writer.functions() + body, workgroups)
 
 
-def sum_order(node) -> tuple[list[str], list[str]] | None:
-    """When the node reads a folded split-K sum through a permutation of the sum's layout (ConvNeXt's
-    residual add, channels last to first): WGSL lines giving each dim's index so that neighbouring
-    threads read neighbouring elements of each slice, and their names; the store scatters instead
-    (a write an element, against the slices' reads). Else None: threads go in output order."""
-    for k, *_ in node.attrs.get("sums", ()):
-        v = node.inputs[k]
-        if k >= node.operands or v.offset != 0 or not all(isinstance(x, int) for x in (*v.shape, *v.strides)):
-            continue
-        dims = sorted((stride, size) for size, stride in zip(v.shape, v.strides) if size != 1)
-        permuted = [stride for stride, _ in dims] == [prod(size for _, size in dims[:d]) for d in range(len(dims))]
-        if permuted and any(size != 1 and stride != want for size, stride, want in zip(v.shape, v.strides, contiguous_strides(v.shape))):
-            # gid is the element's place in the sum's layout: each dim's index is its digit there
-            lines = [f"let i{d} = {'0u' if size == 1 else ('gid' if stride == 1 else f'(gid / {stride}u)') + f' % {size}u'};"
-                     for d, (size, stride) in enumerate(zip(v.shape, v.strides))]
-            return lines, [f"i{d}" for d in range(len(v.shape))]
-    return None
+def thread_order(node) -> tuple[list[str], list[str]] | None:
+    """Where the elements are not in the output's logical order in memory, the order the threads
+    go in: that of a folded split-K sum read through a permutation of its layout (ConvNeXt's
+    residual add reading its channels-last feed-forward output channels first), else that of an
+    output stored permuted (passes/operand_order.py, which stores that add in its sum's order):
+    WGSL lines giving each dim's index (memory_order) and their names. The sum's slices, which
+    are read the most, are then read as neighbours; the store scatters where the output is not
+    in their order. None: threads go in output order."""
+    candidates = [node.inputs[k] for k, *_ in node.attrs.get("sums", ()) if k < node.operands] + [node.output]
+    return next((order for order in map(memory_order, candidates) if order), None)
+
+
+def memory_order(v) -> tuple[list[str], list[str]] | None:
+    """For a view v in memory in another order of its dims than its own (Value.is_permuted), lines
+    giving each dim's index so that gid is the element's place there, and their names; else None."""
+    if not v.is_permuted():
+        return None
+    # gid is the element's place in v's layout: each dim's index is its digit there
+    lines = [f"let i{d} = {'0u' if size == 1 else ('gid' if stride == 1 else f'(gid / {stride}u)') + f' % {size}u'};"
+             for d, (size, stride) in enumerate(zip(v.shape, v.strides))]
+    return lines, [f"i{d}" for d in range(len(v.shape))]
 
 
 def lower_arange(node, device):

@@ -25,7 +25,7 @@ docs/performance.md). Three ways take it away, tried in this order:
   residuals read so by the layer norms after them (rows of 768 in registers,
   read once); ConvNeXt's layer-scaled FFN output by the residual add that
   reads it through a permute (channels last to first; its threads then go
-  in the sum's order, kernels/elementwise.py: sum_order), ViT's patches by the
+  in the sum's order, kernels/elementwise.py: thread_order), ViT's patches by the
   concat after the class token, nn.TransformerEncoderLayer's queries, keys and
   values by the copy that lays them out for the attention, ResNet's last
   convolution by the global average pool.
