@@ -68,11 +68,16 @@ class DeviceClass:
     # tiled products); software ones never do, so the "cpu" class's products never get that variant
     # and an f16 build makes no "<class>-f16" program for it (below)
     subgroup_matrices: bool = True
+    # an elementwise result that reads a product's result through a permutation is stored in the
+    # product's order, and its readers read it so (passes/operand_order.py): ConvNeXt's residual
+    # stream channels last, so that a warp's threads read and write neighbours. Not measured on
+    # software devices, whose depthwise convolutions are direct kernels: off there
+    operand_order: bool = True
 
 
 GPU = DeviceClass("gpu")
 CPU = DeviceClass("cpu", parallel=2, small_tile_occupancy=1, implicit_gemm_conv=False, tiles=(16, 32, 64), splits=(1,), thread_rows=True,
-                  register_gemm=True, merge_products=False, subgroup_matrices=False)
+                  register_gemm=True, merge_products=False, subgroup_matrices=False, operand_order=False)
 DEVICE_CLASSES = {d.name: d for d in (GPU, CPU)}
 
 

@@ -11,12 +11,14 @@ normalized channels-last rows (passes/fuse_channel_norm.py makes the node).
 Threads: a workgroup takes `pixels` consecutive rows of the norm (neighbouring
 output pixels), each with `lanes` threads; a thread takes one pixel and the
 channels lane, lane + lanes, ..., `per` of them, as scalars acc0, acc1, ...
-(kernels/gemm.py on private arrays). Whichever of pixels and channels lie next
-to each other in the input varies fastest among threads, so that a warp's
-loads read runs of neighbours: pixels for an NCHW input (li % pixels is the
-pixel), channels for a channels-last one (li % lanes is the lane; ConvNeXt's
-first block reads the stem's norm so, where the convolution alone, its threads
-96 floats apart, took 72.8 us on the H200 against 16.8 for the others). The sums
+(kernels/gemm.py on private arrays). Neighbouring threads take neighbouring
+pixels (li % pixels is the pixel) or channels (li % lanes is the lane), so that a
+warp's loads read runs of neighbours: pixels for an NCHW input; for a
+channels-last one (the stem's norm, and the residual stream that
+passes/operand_order.py stores so) pixels where each pixel's run of channels in
+a warp still fills a memory sector (PIXELS_FASTEST), else channels (where the
+convolution alone read a channels-last input with threads 96 floats apart, it
+took 72.8 us on the H200 against 16.8). The sums
 over a pixel's channels use rows.py's workgroup_reduce with the pixels as
 interleaved lanes (`slot`); the mean first, then the squared deviations (two
 passes, for f32 accuracy, as rows.py's norms).
@@ -57,6 +59,14 @@ UNROLL_TAPS = True
 # block 29.0 -> 18.4 us, its last stage's three 21.6 -> 17.7; where neighbouring threads take neighbouring
 # pixels, so a warp fewer channels (its other 14), the filter so made them 0-12% slower: they keep PyTorch's order
 FILTER_CHANNELS_LAST = True
+# a channels-last input's neighbouring pixels go to neighbouring threads where a workgroup takes at
+# most this many (a warp of 32 threads then reads runs of at least 8 channels: 32 bytes, a memory
+# sector, of each pixel), neighbouring channels where it takes more (a warp would read 4 of each of
+# 8 pixels). ConvNeXt-T's blocks reading the residual stream channels last (passes/operand_order.py),
+# µs a dispatch alone on the H200 through Dawn (2026-12-02 03:15-03:27, docs/performance.md), channels /
+# pixels fastest: stage 1 (8 pixels a workgroup) 17.0-17.1 / 26.2-26.3, stage 2 (4) 16.9-17.5 /
+# 16.4-16.9, stage 3 (2) 25.7-26.5 / 14.6-15.6; NCHW inputs keep pixels fastest (channels where a workgroup takes one)
+PIXELS_FASTEST = 4
 MAX_CHANNELS = ROW_REGISTERS  # past this a thread's channels would not stay in registers: no fusion
 
 
@@ -74,8 +84,10 @@ def layout(channels: int, device) -> tuple[int, int, int] | None:
 
 def channels_fastest(x, channels: int, device) -> bool:
     """Whether the kernel's neighbouring threads take neighbouring channels of a pixel (else
-    neighbouring pixels of a channel): a channels-last input x, or a pixel a workgroup."""
-    return x.strides[1] == 1 or layout(channels, device)[0] == 1
+    neighbouring pixels of a channel): a pixel a workgroup, or a channels-last input x of more
+    pixels a workgroup than PIXELS_FASTEST."""
+    pixels = layout(channels, device)[0]
+    return pixels == 1 or (x.strides[1] == 1 and pixels > PIXELS_FASTEST)
 
 
 def fuses(node, device) -> bool:

@@ -13,13 +13,14 @@ from kuma_build.compiler.passes.fuse_elementwise import fuse_elementwise
 from kuma_build.compiler.passes.fuse_epilogue import fuse_epilogues
 from kuma_build.compiler.passes.fuse_rms_norm import fuse_rms_norms
 from kuma_build.compiler.passes.merge_products import merge_products
+from kuma_build.compiler.passes.operand_order import store_in_operand_order
 from kuma_build.compiler.passes.narrow_rows import narrow_rows
 from kuma_build.compiler.passes.outputs import materialize_outputs
 from kuma_build.compiler.passes.split_k import split_k
 from kuma_build.compiler.passes.split_keys import split_keys
 from kuma_build.compiler.passes.state import write_state
 
-PASSES = [write_state, fold_batchnorm, pack_constant_views, materialize_outputs, narrow_rows, fuse_elementwise, fuse_rms_norms, fuse_epilogues, fuse_channel_norms, elide_copies, merge_products, split_k, split_keys, remove_dead_nodes]
+PASSES = [write_state, fold_batchnorm, pack_constant_views, materialize_outputs, narrow_rows, fuse_elementwise, fuse_rms_norms, fuse_epilogues, store_in_operand_order, fuse_channel_norms, elide_copies, merge_products, split_k, split_keys, remove_dead_nodes]
 
 
 def run_passes(graph) -> None:

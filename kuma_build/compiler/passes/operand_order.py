@@ -1,0 +1,84 @@
+"""Store an elementwise result in the order of the product it reads through a permutation.
+
+The rewrite (ConvNeXt's block end: its feed-forward runs channels last, [1, H*W, C], and the
+residual stream is channels first):
+
+    p = product(...)               a matmul's or implicit-GEMM convolution's result, contiguous
+    y = f(permute(p), r, ...)      an elementwise node reading p's whole buffer through a
+                                   permutation of p's dims (here [1, C, H, W] of p's [1, H*W, C])
+ -> y's buffer holds y in p's order: y's Value takes the permutation's strides, and every view
+    that a reader takes of y (written for y's contiguous layout) is the same view in those strides
+
+so the elementwise kernel's threads go in p's order and read p's elements (or the slices of its
+split sum: kernels/elementwise.py: memory_order) and write y's as neighbours, where before each
+write landed a row of y apart; and the readers of y read it channels last. In ConvNeXt those are
+the next block's depthwise convolution + norm, whose neighbouring threads then take neighbouring
+channels (kernels/depthwise_norm.py: channels_fastest), where a warp's loads of an NCHW input were
+spread over up to 32 rows; the next residual add; and a downsampling norm over the channels, whose
+rows become contiguous.
+
+Only where every reader can take the new view exactly (each of its dims stepping one of y's dims,
+never past its end, as slices, permutations and broadcasts do; not a merge of y's dims), no reader
+is a product (whose kernels read their operands fastest with k contiguous), y is a temporary (no
+model output, no state buffer) and every size is a number. Runs after the epilogue pass, which
+can then have made y no node of its own, and before the depthwise fusion, which reads the
+convolution's input layout. On device classes whose `operand_order` is set (devices.py).
+"""
+
+from math import prod
+
+from kuma_build.compiler.ir.graph import Value, contiguous_strides
+from kuma_build.compiler.ops import record
+from kuma_build.compiler.passes.fuse_elementwise import readers_of
+
+
+def store_in_operand_order(graph) -> None:
+    if not graph.device.operand_order:
+        return
+    readers = readers_of(graph)
+    producer = {node.output.buffer: node for node in graph.nodes}
+    kept = {v.buffer for v in graph.outputs.values()} | {v.buffer for pair in graph.state.values() for v in pair}
+    for node in graph.nodes:
+        out = node.output
+        if not (record(node).expression and record(node).strided_output and out.buffer.kind == "temp"
+                and out.buffer not in kept and out.is_contiguous() and _static(out)):
+            continue
+        layout = next((v.strides for v in node.inputs[:node.operands] if v.is_permuted() and v.numel == v.buffer.count
+                       and v.buffer in producer and record(producer[v.buffer]).product(producer[v.buffer], graph.device)), None)
+        users = readers.get(out.buffer, set())
+        if layout is None or any(record(user).product(user, graph.device) for user in users):
+            continue
+        views = {id(v): _rebased(v, out.shape, layout) for user in users for v in user.inputs if v.buffer is out.buffer}
+        if any(view is None for view in views.values()):
+            continue
+        node.output = Value(out.buffer, out.shape, layout)
+        for user in users:
+            user.inputs = [views.get(id(v), v) if v.buffer is out.buffer else v for v in user.inputs]
+
+
+def _static(v: Value) -> bool:
+    return all(isinstance(x, int) for x in (*v.shape, *v.strides, v.offset))
+
+
+def _rebased(view: Value, shape, layout) -> Value | None:
+    """view, a view of a buffer holding a tensor of `shape` contiguously, as the same view of the
+    buffer holding it with strides `layout`; None unless each of view's dims steps one of shape's
+    dims by a whole multiple of its stride and, from view's first element, never past its end."""
+    if not _static(view):
+        return None
+    steps = contiguous_strides(shape)
+    digit = [(view.offset // step) % size for step, size in zip(steps, shape)]  # view's first element
+    strides = []
+    for size, stride in zip(view.shape, view.strides):
+        if size == 1 or stride == 0:
+            strides.append(0)
+            continue
+        dim = next((d for d, (step, extent) in enumerate(zip(steps, shape)) if extent > 1 and step <= stride < step * extent), None)
+        if dim is None or stride % steps[dim]:
+            return None
+        digit[dim] += stride // steps[dim] * (size - 1)  # the furthest this dim's digit goes
+        strides.append(stride // steps[dim] * layout[dim])
+    if view.offset >= prod(shape) or any(d >= extent for d, extent in zip(digit, shape)):
+        return None
+    offset = sum((view.offset // step) % size * stride for step, size, stride in zip(steps, shape, layout))
+    return Value(view.buffer, view.shape, tuple(strides), offset)
