@@ -108,6 +108,20 @@ def test_attention_writes_the_merged_heads_layout(causal, device_class):
     assert compiled.stats["dispatches"] == 2  # attention, then the linear layer: no copy between
 
 
+class PermutedSum(nn.Module):
+    """An elementwise result copied contiguous in another order, then read by a softmax."""
+
+    def forward(self, a, b):
+        return (a * 2 + b).permute(0, 2, 1).contiguous().softmax(-1)
+
+
+def test_an_elementwise_kernel_writes_a_permuted_copy_layout(device_class):
+    # the add writes the copy's buffer in the copy's order (its record's strided_output), its
+    # threads in that order (kernels/elementwise.py: thread_order): add, softmax, no copy between
+    compiled = assert_matches(PermutedSum(), torch.randn(2, 7, 5), torch.randn(2, 7, 5), device=device_class)
+    assert compiled.stats["dispatches"] == 2
+
+
 class CopiedHeads(nn.Module):
     """Keys and values copied contiguous before attention (as transformers' GPT-2 cache code does);
     with `keep`, the keys' copy is also returned, so it must stay."""
