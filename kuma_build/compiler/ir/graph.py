@@ -95,9 +95,9 @@ class Value:
         return self.offset == 0 and dense and self.numel == self.buffer.count
 
     def is_permuted(self) -> bool:
-        """Row-major from offset 0 in another order of its dims than its own: its dims (those not of
-        size 1), sorted by stride, are contiguous, and they are not so unsorted (ConvNeXt's channels-last
-        result read channels first). Static sizes only."""
+        """Row-major from offset 0 in an order of its dims other than its own: sorted by stride, its
+        dims (those not of size 1) are contiguous, in their own order they are not (ConvNeXt's
+        channels-last result read channels first). Static sizes only."""
         if self.offset != 0 or not all(isinstance(x, int) for x in (*self.shape, *self.strides)):
             return False
         dims = sorted((stride, size) for size, stride in zip(self.shape, self.strides) if size != 1)

@@ -13,8 +13,8 @@ from kuma_build.compiler.passes.fuse_elementwise import fuse_elementwise
 from kuma_build.compiler.passes.fuse_epilogue import fuse_epilogues
 from kuma_build.compiler.passes.fuse_rms_norm import fuse_rms_norms
 from kuma_build.compiler.passes.merge_products import merge_products
-from kuma_build.compiler.passes.operand_order import store_in_operand_order
 from kuma_build.compiler.passes.narrow_rows import narrow_rows
+from kuma_build.compiler.passes.operand_order import store_in_operand_order
 from kuma_build.compiler.passes.outputs import materialize_outputs
 from kuma_build.compiler.passes.split_k import split_k
 from kuma_build.compiler.passes.split_keys import split_keys

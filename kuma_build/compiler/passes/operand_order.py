@@ -10,8 +10,8 @@ residual stream is channels first):
     that a reader takes of y (written for y's contiguous layout) is the same view in those strides
 
 so the elementwise kernel's threads go in p's order and read p's elements (or the slices of its
-split sum: kernels/elementwise.py: memory_order) and write y's as neighbours, where before each
-write landed a row of y apart; and the readers of y read it channels last. In ConvNeXt those are
+split sum: kernels/elementwise.py: thread_order) and write y's as neighbours, where before each
+write landed a channel's plane of y away from the last; and the readers of y read it channels last. In ConvNeXt those are
 the next block's depthwise convolution + norm, whose neighbouring threads then take neighbouring
 channels (kernels/depthwise_norm.py: channels_fastest), where a warp's loads of an NCHW input were
 spread over up to 32 rows; the next residual add; and a downsampling norm over the channels, whose
