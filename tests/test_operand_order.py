@@ -38,10 +38,12 @@ class Stage(nn.Module):
         return x.mean((-2, -1)), x[:, 3:9]
 
 
-def graph_of(module, *inputs, device=GPU):
+def graph_of(module, *inputs, devices=(GPU,)):
+    """module's graph after the passes for each device class (one export)."""
     config = model_config(module, inputs, device="gpu")
     exported, names, outputs = export(module.eval(), config)
-    return compile_for(device, exported, config, names, outputs, None).graph
+    graphs = [compile_for(device, exported, config, names, outputs, None).graph for device in devices]
+    return graphs if len(devices) > 1 else graphs[0]
 
 
 # 40 channels: 8 pixels a depthwise workgroup, its threads on neighbouring channels; 300: 2 pixels,
@@ -52,7 +54,7 @@ def test_a_convnext_stage_runs_channels_last(channels):
     torch.manual_seed(0)
     module, x = Stage(channels), torch.randn(1, channels, 13, 11)
     assert_matches(module, x, device="gpu")
-    graph = graph_of(module, x)
+    graph, plain = graph_of(module, x, devices=(GPU, dataclasses.replace(GPU, operand_order=False)))
     adds = [n for n in graph.nodes if n.op == "elementwise" and len(n.output.shape) == 4]
     # both residual adds store channels last: [1, C, H, W] at strides (HWC, 1, WC, C)
     assert [n.output.strides[1:] for n in adds[:2]] == [(1, 11 * channels, channels)] * 2
@@ -60,7 +62,6 @@ def test_a_convnext_stage_runs_channels_last(channels):
     depthwise = [n for n in graph.nodes if n.op == "depthwise_norm"]
     assert depthwise[1].inputs[0].buffer is adds[0].output.buffer and depthwise[1].inputs[0].strides[1] == 1
     # the same dispatches as without the pass
-    plain = graph_of(module, x, device=dataclasses.replace(GPU, operand_order=False))
     assert [n.op for n in graph.nodes] == [n.op for n in plain.nodes]
     assert all(n.output.is_contiguous() for n in plain.nodes if n.op == "elementwise")
 
