@@ -67,8 +67,8 @@ def test_a_convnext_stage_runs_channels_last(channels):
 
 
 class Unsplit(nn.Module):
-    """A product of short K (never split) read channels first by an add: the add's threads go in
-    the output's stored order; read once whole, once through a merge of dims that stays."""
+    """A product of short K (never split) read channels first by an add, whose threads then go in
+    its stored order; two readers of the add take it in the new layout."""
 
     def __init__(self):
         super().__init__()
@@ -80,6 +80,8 @@ class Unsplit(nn.Module):
 
 
 class Merged(Unsplit):
+    """The same add read by a reader that merges its dims: it stays contiguous."""
+
     def forward(self, x, r):
         y = self.linear(x).permute(0, 2, 1) + r
         return y.flatten(1).softmax(-1)  # a reader merging y's dims: y stays contiguous

@@ -41,7 +41,7 @@ def store_in_operand_order(graph) -> None:
     for node in graph.nodes:
         out = node.output
         if not (record(node).expression and record(node).strided_output and out.buffer.kind == "temp"
-                and out.buffer not in kept and out.is_contiguous() and _static(out)):
+                and out.buffer not in kept and out.is_contiguous() and not out.is_dynamic):
             continue
         layout = next((v.strides for v in node.inputs[:node.operands] if v.is_permuted() and v.numel == v.buffer.count
                        and v.buffer in producer and record(producer[v.buffer]).product(producer[v.buffer], graph.device)), None)
@@ -56,18 +56,15 @@ def store_in_operand_order(graph) -> None:
             user.inputs = [views.get(id(v), v) if v.buffer is out.buffer else v for v in user.inputs]
 
 
-def _static(v: Value) -> bool:
-    return all(isinstance(x, int) for x in (*v.shape, *v.strides, v.offset))
-
-
 def _rebased(view: Value, shape, layout) -> Value | None:
     """view, a view of a buffer holding a tensor of `shape` contiguously, as the same view of the
     buffer holding it with strides `layout`; None unless each of view's dims steps one of shape's
     dims by a whole multiple of its stride and, from view's first element, never past its end."""
-    if not _static(view):
+    if view.is_dynamic or view.offset >= prod(shape):
         return None
     steps = contiguous_strides(shape)
-    digit = [(view.offset // step) % size for step, size in zip(steps, shape)]  # view's first element
+    first = [(view.offset // step) % size for step, size in zip(steps, shape)]  # view's first element
+    digit = list(first)
     strides = []
     for size, stride in zip(view.shape, view.strides):
         if size == 1 or stride == 0:
@@ -78,7 +75,6 @@ def _rebased(view: Value, shape, layout) -> Value | None:
             return None
         digit[dim] += stride // steps[dim] * (size - 1)  # the furthest this dim's digit goes
         strides.append(stride // steps[dim] * layout[dim])
-    if view.offset >= prod(shape) or any(d >= extent for d, extent in zip(digit, shape)):
+    if any(d >= extent for d, extent in zip(digit, shape)):
         return None
-    offset = sum((view.offset // step) % size * stride for step, size, stride in zip(steps, shape, layout))
-    return Value(view.buffer, view.shape, tuple(strides), offset)
+    return Value(view.buffer, view.shape, tuple(strides), sum(d * stride for d, stride in zip(first, layout)))
