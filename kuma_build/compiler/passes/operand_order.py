@@ -11,11 +11,11 @@ residual stream is channels first):
 
 so the elementwise kernel's threads go in p's order and read p's elements (or the slices of its
 split sum: kernels/elementwise.py: thread_order) and write y's as neighbours, where before each
-write landed a channel's plane of y away from the last; and the readers of y read it channels last. In ConvNeXt those are
-the next block's depthwise convolution + norm, whose neighbouring threads then take neighbouring
-channels (kernels/depthwise_norm.py: channels_fastest), where a warp's loads of an NCHW input were
-spread over up to 32 rows; the next residual add; and a downsampling norm over the channels, whose
-rows become contiguous.
+write landed a channel's plane of y away from the last; and the readers of y read it channels
+last. In ConvNeXt those are the next block's depthwise convolution + norm, whose warps then read
+each pixel's channels as runs of neighbours (kernels/depthwise_norm.py: channels_fastest,
+PIXELS_FASTEST) where an NCHW input put each channel a plane apart; the next residual add; and a
+downsampling norm over the channels, whose rows become contiguous.
 
 Only where every reader can take the new view exactly (each of its dims stepping one of y's dims,
 never past its end, as slices, permutations and broadcasts do; not a merge of y's dims), no reader
