@@ -37,6 +37,7 @@ from kuma_build.compiler.export import build_module, call_order, example_inputs
 from kuma_build.config import load_project
 from kuma_build.devices import F16_PROGRAM
 from support import F16_MATH_LAYER_BOUND, TOLERANCE, assert_outputs_match, model_config, rel_l2, run_compiled
+from test_filter_order import Downsample
 
 merge_products = importlib.import_module("kuma_build.compiler.passes.merge_products")  # the module (the package exports its pass)
 
@@ -152,6 +153,8 @@ LAYERS = {  # module, inputs, {weight (merged ones: their parameters joined by "
     "gpu_odd_conv": (lambda: nn.Conv2d(3, 20, 7, stride=2, padding=3), lambda: [torch.randn(1, 3, 29, 31)], {"weight": 0}, "gpu"),
     # tiled, 32 x 32 tiles, 21 rows a group
     "gpu_pair_conv": (lambda: nn.Conv2d(12, 42, 3, padding=1, groups=2), lambda: [torch.randn(2, 12, 37, 37)], {"weight": 0}, "gpu"),
+    # a channels-last input: k in (kh, kw, c) order, the filter stored channels last, its odd K of 63 padded
+    "gpu_channels_last_conv": (lambda: Downsample(14, 22, 3, 1, padding=1, groups=2), lambda: [torch.randn(2, 14, 11, 9)], {"conv.weight": 0}, "gpu"),
     # direct: filter rows of 7 (padded to 8), 4 and 3 (too short to pad)
     "gpu_depthwise": (lambda: nn.Conv2d(22, 22, 7, padding=3, groups=22), lambda: [torch.randn(1, 22, 9, 11)], {"weight": 0}, "gpu"),
     "gpu_depthwise_3x3": (lambda: nn.Conv2d(120, 120, 3, padding=1, groups=120), lambda: [torch.randn(1, 120, 5, 6)], {"weight": 0}, "gpu"),
@@ -169,7 +172,7 @@ LAYERS = {  # module, inputs, {weight (merged ones: their parameters joined by "
 }
 # the products of the "gpu" class (the "cpu" class has no "-f16" program, so no f16 math)
 GEMM_LAYERS = ["long_linear", "gpu_thin_linear", "gpu_thin_odd_linear", "gpu_thin_merged", "gpu_thin_conv", "gpu_pair_linear", "gpu_pair_matmul", "gpu_odd_matmul",
-               "gpu_odd_linear", "gpu_left_matmul", "conv_gemm", "gpu_odd_conv", "gpu_pair_conv", "gpu_pair_merged", "gpu_odd_merged"]
+               "gpu_odd_linear", "gpu_left_matmul", "conv_gemm", "gpu_odd_conv", "gpu_pair_conv", "gpu_channels_last_conv", "gpu_pair_merged", "gpu_odd_merged"]
 
 
 def compiled_layer(layer: str, precision: str):
@@ -267,14 +270,15 @@ def test_merged_weight_layout(monkeypatch, f16_programs_everywhere):
     assert weight_load("f16", "gpu-f16") == (False, "vb=weight_in1(bk+bn*46u);")
 
 @pytest.mark.parametrize("layer, rows, row, padded", [("gpu_odd_conv", 20, 147, 148), ("gpu_depthwise", 22 * 7, 7, 8),
-                                                      ("gpu_depthwise_3x3", 120 * 3, 3, 3), ("gpu_pair_conv", 42, 54, 54)])
+                                                      ("gpu_depthwise_3x3", 120 * 3, 3, 3), ("gpu_pair_conv", 42, 54, 54),
+                                                      ("gpu_channels_last_conv", 22, 63, 64)])
 def test_f16_weights_rows_of_odd_length_stored_padded(layer, rows, row, padded):
     """An f16 weight read by words along rows of odd length (7 or more), where its readers are
     memory-bound, is stored with a zero after each row (passes/weight_storage.py), also where the
     widened program widens it (both programs send the same bytes); shorter or even rows, and f32
     builds, as they are."""
     for precision, length in (("f16", padded), ("f32", row)):
-        weight = next(w for w in compiled_layer(layer, precision)[0].manifest["weights"] if w["name"] == "weight")
+        weight = next(w for w in compiled_layer(layer, precision)[0].manifest["weights"] if w["name"] in LAYERS[layer][2])
         assert weight["numel"] == rows * length
 
 

@@ -4,7 +4,12 @@
   group g, out[oc, pixel] = sum over k = (c, kh, kw) of W[oc, k] * X[c, ih, iw].
   The im2col matrix is never built: the kernel computes each element's input
   coordinate as it stages a tile and pads with zeros, and the NCHW output is
-  exactly the GEMM's row-major output.
+  exactly the GEMM's row-major output. Where the input is channels last (its
+  channels neighbours in memory, as ConvNeXt's downsampling convolutions read
+  their norm's output) k goes (kh, kw, c) instead, so that neighbouring k are
+  neighbours in memory and the kernel stages B along k (k_channels_last); the
+  filter is then stored [Cout, kh, kw, Cin] (passes/filter_order.py), so A's
+  k are neighbours too.
 - direct with several output channels and pixels per thread, for plain and
   depthwise convolutions on a CPU device class: each input value a
   thread loads serves all its channels, each weight all its pixels, and
@@ -34,6 +39,9 @@ from kuma_build.compiler.kernels.wgsl import Bindings, block, indent, offset_exp
 # are small, at least 8 of them to spread over the cores
 PIXELS = (2, 1)
 CPU_WORKGROUP, CPU_WORKGROUPS = 64, 8
+# the implicit GEMM's k go (kh, kw, c) where the input's channels are neighbours in memory
+# (k_channels_last); a constant so bench/gpu/dawn/bench.py can time the other order (conv.K_CHANNELS_LAST=0)
+K_CHANNELS_LAST = True
 
 
 def tap(name: str, out: str, k: str, size: int, stride: int, pad: int, dilation: int, transposed: bool) -> tuple[list[str], str]:
@@ -77,6 +85,13 @@ def word_row(node, k: int) -> int | None:
         return None
     weight = node.inputs[1]
     return prod(weight.shape[1:]) if has_gemm_form(node) else weight.shape[3]
+
+
+def k_channels_last(node) -> bool:
+    """Whether the implicit GEMM orders k as (kh, kw, c): where the input's channels, more than one a
+    group, are neighbours in memory (K_CHANNELS_LAST)."""
+    x, weight = node.inputs[0], node.inputs[1]
+    return K_CHANNELS_LAST and has_gemm_form(node) and weight.shape[1] > 1 and x.strides[1] == 1
 
 
 def gemm_shape(node) -> tuple[int, int, int, int]:
@@ -132,9 +147,15 @@ def implicit_gemm(node, device):
     groups = node.attrs["groups"]
     kernel_h, kernel_w = weight.shape[2], weight.shape[3]
     batch, rows, cols, depth = gemm_shape(node)
-    out_w = out.shape[3]
-    flat_weight = views.reshape(weight, (weight.shape[0], depth))
-    if flat_weight is not None:  # a contiguous weight is the A matrix as it is
+    out_w, per_group = out.shape[3], weight.shape[1]
+    # k's digits (c, kh, kw): c outermost, or innermost where the channels lie so in memory
+    channels_last = k_channels_last(node)
+    if channels_last:
+        digits = lambda k: (f"{k} % {per_group}u", f"({k} / {kernel_w * per_group}u)", f"(({k} / {per_group}u) % {kernel_w}u)")
+    else:
+        digits = lambda k: (f"{k} / {kernel_h * kernel_w}u", f"(({k} / {kernel_w}u) % {kernel_h}u)", f"({k} % {kernel_w}u)")
+    flat_weight = views.reshape(views.permute(weight, (0, 2, 3, 1)) if channels_last else weight, (weight.shape[0], depth))
+    if flat_weight is not None:  # a weight stored in k's order is the A matrix as it is
         node = replace(node, inputs=[x, flat_weight, *node.inputs[2:]])
     b = Bindings(node)
 
@@ -149,12 +170,14 @@ def implicit_gemm(node, device):
     def load_a(var, bi, r, k):
         if flat_weight is not None:
             return [f"{var} = {b.load(1, [out_channel(bi, r), k])};"]
-        return [f"{var} = {b.load(1, [out_channel(bi, r), f'({k} / {kernel_h * kernel_w}u)', f'(({k} / {kernel_w}u) % {kernel_h}u)', f'({k} % {kernel_w}u)'])};"]
+        c, kh, kw = digits(k)
+        return [f"{var} = {b.load(1, [out_channel(bi, r), f'({c})', kh, kw])};"]
 
     def load_b(var, bi, k, p):
-        coords, inside = taps(node, f"({p} / {out_w}u)", f"({p} % {out_w}u)", f"(({k} / {kernel_w}u) % {kernel_h}u)", f"({k} % {kernel_w}u)")
+        c, kh, kw = digits(k)
+        coords, inside = taps(node, f"({p} / {out_w}u)", f"({p} % {out_w}u)", kh, kw)
         image = f"({bi} / {groups}u)" if groups > 1 else bi
-        read = f"{var} = {b.load(0, [image, channel(bi, weight.shape[1], f'{k} / {kernel_h * kernel_w}u'), 'u32(ih)', 'u32(iw)'])};"
+        read = f"{var} = {b.load(0, [image, channel(bi, per_group, c), 'u32(ih)', 'u32(iw)'])};"
         return coords + ([f"if ({inside}) {{ {read} }}"] if inside else [read])
 
     # neighbouring k of an f16 weight share a word when every row starts on a word (even row stride
@@ -177,7 +200,8 @@ def implicit_gemm(node, device):
     if flat_weight is not None and (array := b.f16_array(1)) is not None:
         group = f" + ({{}} % {groups}u) * {rows * flat_weight.strides[0]}u" if groups > 1 else ""
         stored_a = Stored(array, lambda bi: f"{flat_weight.offset}u" + group.format(bi), *flat_weight.strides)
-    product = Gemm(batch, rows, cols, depth, load_a, load_b, finish, a_k_contiguous=flat_weight is not None, load_a_pair=load_a_pair,
+    product = Gemm(batch, rows, cols, depth, load_a, load_b, finish, a_k_contiguous=flat_weight is not None,
+                   cols_contiguous=not channels_last, load_a_pair=load_a_pair,
                    splits=node.attrs.get("splits", 1), device=device, stored_a=stored_a)
     return gemm_kernel(b, "conv2d", product, writer.functions())
 
