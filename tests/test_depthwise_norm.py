@@ -95,11 +95,14 @@ def test_cpu_class_keeps_two_kernels():
 
 @pytest.mark.parametrize("native", [False, True])
 @pytest.mark.parametrize("channels, kernel, stored", [(40, 7, 40 * 7 * 8), (120, 3, 120 * 9)])
-def test_f16_filter(channels, kernel, stored, native, f16_programs_everywhere):
-    """An f16 filter read exactly: on a few pixels (memory-bound, so an f16 build's widened program
-    keeps it f16: passes/weight_storage.py) by words a filter row at a time (as conv.py's direct
-    kernel: 7 x 7 filters stored in rows of 8, 3 x 3 ones as they are, rows starting on odd
-    elements), and natively by elements in the "gpu-f16" program (conftest.py: f16_programs_everywhere)."""
+def test_f16_filter(channels, kernel, stored, native, f16_programs_everywhere, monkeypatch):
+    """An f16 filter in PyTorch's order (depthwise_norm.FILTER_CHANNELS_LAST off) read exactly: on a
+    few pixels (memory-bound, so an f16 build's widened program keeps it f16: passes/weight_storage.py)
+    by words a filter row at a time (as conv.py's direct kernel: 7 x 7 filters stored in rows of 8,
+    3 x 3 ones as they are, rows starting on odd elements), and natively by elements in the "gpu-f16"
+    program (conftest.py: f16_programs_everywhere). test_f16_filter_channels_last reads the filter
+    as it ships."""
+    monkeypatch.setattr(depthwise_norm, "FILTER_CHANNELS_LAST", False)
     module, x = Block(channels, convnext, kernel, padding=kernel // 2).eval(), torch.randn(1, channels, 1, 2)
     config = dataclasses.replace(model_config(module, [x], device="gpu"), precision="f16")
     compiled = compile_module(module, config)
@@ -133,10 +136,13 @@ def test_convnext_model():
     assert names.count("depthwise_norm") == 3 and names.count("normalize") == 2  # the stem's and the downsampling norm
 
 
-@pytest.mark.parametrize("name, channels_last", [("channels_last_input", True), ("widest", True), ("convnext", False), ("wide_strided", False)])
-def test_filter_channels_last(name, channels_last):
-    """Where neighbouring threads take neighbouring channels (a channels-last input; a pixel a
-    workgroup) the filter is stored [kh, kw, C], elsewhere as PyTorch keeps it; both read right."""
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("name", ["channels_last_input", "widest", "convnext", "wide_strided"])
+def test_filter_channels_last(name, channels_last, monkeypatch):
+    """The filter is stored [kh, kw, C] (depthwise_norm.FILTER_CHANNELS_LAST; off, as PyTorch keeps
+    it) whichever neighbours the threads take (channels of a channels-last input or of a pixel a
+    workgroup; pixels); both read right, each workgroup starting on its own filter row."""
+    monkeypatch.setattr(depthwise_norm, "FILTER_CHANNELS_LAST", channels_last)
     make, shape, _, _ = CASES[name]
     module = make().eval()
     compiled = assert_matches(module, torch.randn(shape), device="gpu")
@@ -144,12 +150,13 @@ def test_filter_channels_last(name, channels_last):
     filter_ = module.conv.weight.detach()
     stored = filter_.permute(1, 2, 3, 0) if channels_last else filter_
     assert weight["sha256"] == hashlib.sha256(stored.contiguous().numpy().tobytes()).hexdigest()
+    assert any("let kh=(k+row)%" in k["code"] for k in compiled.program["kernels"])  # STAGGER_ROWS
 
 
 @pytest.mark.parametrize("native", [False, True])
 def test_f16_filter_channels_last(native, f16_programs_everywhere):
-    """An f16 filter stored channels last (a pixel a workgroup) read exactly: by elements in the
-    widened program (memory-bound on 2 pixels, so stored f16) and natively in the "gpu-f16" one."""
+    """An f16 filter stored channels last (as it ships) read exactly: by elements in the widened
+    program (memory-bound on 2 pixels, so stored f16) and natively in the "gpu-f16" one."""
     module, x = Block(520, convnext, 3, padding=1).eval(), torch.randn(1, 520, 1, 2)
     config = dataclasses.replace(model_config(module, [x], device="gpu"), precision="f16")
     compiled = compile_module(module, config)

@@ -24,7 +24,9 @@ interleaved lanes (`slot`); the mean first, then the squared deviations (two
 passes, for f32 accuracy, as rows.py's norms).
 The filter is walked a row at a time, the row's taps unrolled: each thread
 loads its channels' weights and inputs of the whole row (zero outside the
-image) before any product, so the loads are in flight together (UNROLL_TAPS).
+image) before any product, so the loads are in flight together (UNROLL_TAPS);
+each workgroup starts on its own row, so that the workgroups in flight read
+different weights (STAGGER_ROWS), which are stored [kh, kw, C] (FILTER_CHANNELS_LAST).
 A workgroup's last pixels past the end compute the last row again (so every
 thread reaches the barriers) and store nothing. An f16 filter is read as
 conv.py's direct kernel reads it: without shader-f16 a filter row's words
@@ -53,19 +55,25 @@ CHANNELS = 4  # channels a thread takes at most before its workgroup takes half 
 # (2026-12-01, two calls; loading the norm's weight and bias first too changed nothing, unrolling the
 # filter's rows as well made them 336)
 UNROLL_TAPS = True
-# where neighbouring threads take neighbouring channels (channels_fastest), passes/fuse_channel_norm.py
-# stores a constant filter [kh, kw, C] (its view keeps [C, 1, kh, kw]), so that a warp's weights of a tap
-# are neighbours: on the H200 through Dawn (2026-12-01 10:32-10:39 UTC, docs/performance.md) ConvNeXt-T's first
-# block 29.0 -> 18.4 us, its last stage's three 21.6 -> 17.7; where neighbouring threads take neighbouring
-# pixels, so a warp fewer channels (its other 14), the filter so made them 0-12% slower: they keep PyTorch's order
+# passes/fuse_channel_norm.py stores a constant filter [kh, kw, C] (its view keeps [C, 1, kh, kw]), so
+# that a warp's weights of a tap are neighbours in memory (in PyTorch's order each channel's are a
+# line apart), and each workgroup walks the filter's rows from its own (STAGGER_ROWS). Without the
+# stagger every workgroup in flight reads the same tap's weights at once, a few memory lines (each
+# served by one L2 slice: the likely cause): on the H200 through Dawn ConvNeXt-T's stage-3 blocks
+# took 28 us a dispatch so against 15 in PyTorch's order (2026-12-02 05:25, docs/performance.md);
+# with it 14.0-14.5, and the model's depthwise kernels 204-207 -> 186 us back to back. Before the
+# stagger (2026-12-01 10:32-10:39) the filter was stored so only where neighbouring threads take
+# neighbouring channels: ConvNeXt-T's first block 29.0 -> 18.4 us, its last stage's three 21.6 -> 17.7
 FILTER_CHANNELS_LAST = True
+STAGGER_ROWS = True
 # a channels-last input's neighbouring pixels go to neighbouring threads where a workgroup takes at
 # most this many (a warp of 32 threads then reads runs of at least 8 channels: 32 bytes, a memory
 # sector, of each pixel), neighbouring channels where it takes more (a warp would read 4 of each of
 # 8 pixels). ConvNeXt-T's blocks reading the residual stream channels last (passes/operand_order.py),
 # µs a dispatch alone on the H200 through Dawn (2026-12-02 03:15-03:27, docs/performance.md), channels /
 # pixels fastest: stage 1 (8 pixels a workgroup) 17.0-17.1 / 26.2-26.3, stage 2 (4) 16.9-17.5 /
-# 16.4-16.9, stage 3 (2) 25.7-26.5 / 14.6-15.6; NCHW inputs keep pixels fastest (channels where a workgroup takes one)
+# 16.4-16.9, stage 3 (2) 25.7-26.5 / 14.6-15.6; NCHW inputs keep pixels fastest (channels where a workgroup takes one).
+# Measured before STAGGER_ROWS: stage 3's 26 us on channels was its [kh, kw, C] filter's (above), not measured since
 PIXELS_FASTEST = 4
 MAX_CHANNELS = ROW_REGISTERS  # past this a thread's channels would not stay in registers: no fusion
 
@@ -88,6 +96,13 @@ def channels_fastest(x, channels: int, device) -> bool:
     pixels a workgroup than PIXELS_FASTEST."""
     pixels = layout(channels, device)[0]
     return pixels == 1 or (x.strides[1] == 1 and pixels > PIXELS_FASTEST)
+
+
+def filter_rows(rows: int, body: list[str]) -> list[str]:
+    """body for each filter row kh, the workgroup's norm row `row` choosing the first (STAGGER_ROWS)."""
+    if not STAGGER_ROWS:
+        return block(f"for (var kh = 0u; kh < {rows}u; kh++)", body)
+    return block(f"for (var k = 0u; k < {rows}u; k++)", [f"let kh = (k + row) % {rows}u;", *body])
 
 
 def fuses(node, device) -> bool:
@@ -145,7 +160,7 @@ def lower(node, device):
     coords, inside = taps(node, "oh", "ow", "kh", "kw")
     tap = coords + ([f"if (!({inside})) {{ continue; }}"] if inside else []) + products(
         [b.load(1, [f"c{i}", "0u", "kh", "kw"]) for i in range(per)])
-    by_taps = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", block(f"for (var kw = 0u; kw < {kw_size}u; kw++)", tap))
+    by_taps = filter_rows(kh_size, block(f"for (var kw = 0u; kw < {kw_size}u; kw++)", tap))
     if UNROLL_TAPS:  # a filter row's weights and inputs loaded first (inputs zero outside the image), then its products
         row = [f"let w{kw}_{i} = {b.load(1, [f'c{i}', '0u', 'kh', f'{kw}u'])};" for kw in range(kw_size) for i in range(per)]
         for kw in range(kw_size):
@@ -153,7 +168,7 @@ def lower(node, device):
             loads = [f"t{kw}_{i} = {b.load(0, ['n', f'c{i}', 'u32(ih)', 'u32(iw)'])};" for i in range(per)]
             row += [f"var t{kw}_{i} = 0.0;" for i in range(per)] + block("", coords + (block(f"if ({inside})", loads) if inside else loads))
         row += [f"acc{i} += t{kw}_{i} * w{kw}_{i};" for kw in range(kw_size) for i in range(per)]
-        by_taps = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", row)
+        by_taps = filter_rows(kh_size, row)
     by_words = None
     if reads_rows_by_words(b, 1):
         rows_read = [filter_row_words(b, 1, [f"c{i}", "0u", "kh"], f"c{i}_") for i in range(per)]
@@ -162,7 +177,7 @@ def lower(node, device):
             coords, inside = taps(node, "oh", "ow", "kh", f"{kw}u")
             sums = products([tap_weight(kw) for _, tap_weight in rows_read])
             row += block("", coords + (block(f"if ({inside})", sums) if inside else sums))
-        by_words = block(f"for (var kh = 0u; kh < {kh_size}u; kh++)", row)
+        by_words = filter_rows(kh_size, row)
 
     def kept(value: str, i: int) -> str:
         return f"select(0.0, {value}, {valid[i]})" if valid[i] else value

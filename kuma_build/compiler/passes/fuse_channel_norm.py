@@ -13,9 +13,8 @@ The rewrite (ConvNeXt's block: dwconv, permute(0, 2, 3, 1), LayerNorm(C)):
 when the norm is the only reader of y (no model output, no state) and reads it only as v (its
 epilogue too), x is no state buffer (which a node between the two might write in place: the
 convolution now runs at the norm's place) and the fused kernel binds at most the device's storage
-buffers. Each such pair is one dispatch and one round trip of the activations fewer. Where the
-kernel's neighbouring threads take neighbouring channels, a constant filter is stored [kh, kw, C]
-(the node's view of it keeps [C, 1, kh, kw]: _channels_last). Runs after the epilogue pass, so the norm's fused epilogue
+buffers. Each such pair is one dispatch and one round trip of the activations fewer. A constant
+filter is stored [kh, kw, C] (the node's view of it keeps [C, 1, kh, kw]: _channels_last). Runs after the epilogue pass, so the norm's fused epilogue
 (moved to the new node's inputs) comes along and a convolution with one of its own stays apart.
 kernels/depthwise_norm.py's FUSE turns the pass off (an A/B on a device).
 """
@@ -46,7 +45,7 @@ def fuse_channel_norms(graph) -> None:
         rows = pixel_rows(node.inputs[0], src.output)
         if rows is None:
             continue
-        merged = _merge(src, node, rows, graph.device)
+        merged = _merge(src, node, rows)
         if sum(buf.pages for buf in {v.buffer for v in merged.inputs}) > input_buffers(graph):
             continue
         fused[node] = merged
@@ -70,24 +69,22 @@ def pixel_rows(view, result) -> tuple | None:
     return kept if spots.numel() == pixels.numel() and bool((spots.sort().values == pixels).all()) else None
 
 
-def _merge(conv: Node, norm: Node, rows: tuple, device) -> Node:
-    """The depthwise_norm node: conv's inputs (the filter maybe stored channels last: _channels_last),
+def _merge(conv: Node, norm: Node, rows: tuple) -> Node:
+    """The depthwise_norm node: conv's inputs (a constant filter stored channels last: _channels_last),
     then the norm's but its first (In leaves of its epilogue moved along)."""
     own = len(conv.inputs)
     attrs = {**conv.attrs, "eps": norm.attrs["eps"], "has_weight": norm.attrs["has_weight"], "has_bias": norm.attrs["has_bias"],
              "conv_shape": tuple(conv.output.shape), "rows": rows, "conv_operands": own, "operands": own + norm.operands - 1}
     if "epilogue" in norm.attrs:
         attrs["epilogue"] = remap(norm.attrs["epilogue"], lambda leaf: In(leaf.dtype, leaf.index - 1 + own) if isinstance(leaf, In) else leaf)
-    inputs = [conv.inputs[0], _channels_last(conv.inputs[1], conv.inputs[0], conv.output.shape[1], device), *conv.inputs[2:], *norm.inputs[1:]]
+    inputs = [conv.inputs[0], _channels_last(conv.inputs[1]), *conv.inputs[2:], *norm.inputs[1:]]
     return Node("depthwise_norm", inputs, norm.output, attrs, norm.where)
 
 
-def _channels_last(weight: Value, x: Value, channels: int, device) -> Value:
-    """A constant filter [C, 1, kh, kw] as the same view of a copy stored [kh, kw, C], where the
-    kernel's neighbouring threads take neighbouring channels: their weights of a tap are then
-    neighbours in memory (in PyTorch's order a warp's loads touched a line per channel;
-    depthwise_norm.FILTER_CHANNELS_LAST)."""
-    if not depthwise_norm.FILTER_CHANNELS_LAST or not depthwise_norm.channels_fastest(x, channels, device) \
-            or weight.buffer.kind != "const" or not weight.is_contiguous():
+def _channels_last(weight: Value) -> Value:
+    """A constant filter [C, 1, kh, kw] as the same view of a copy stored [kh, kw, C]: the weights of a
+    tap that a warp's neighbouring channels load are then neighbours in memory (in PyTorch's order
+    each is a line apart; depthwise_norm.FILTER_CHANNELS_LAST)."""
+    if not depthwise_norm.FILTER_CHANNELS_LAST or weight.buffer.kind != "const" or not weight.is_contiguous():
         return weight
     return views.permute(const(weight.tensor().permute(1, 2, 3, 0), weight.buffer.name), (3, 0, 1, 2))

@@ -18,8 +18,8 @@ writes it (Buffer.transit): its kernels are the f32 build's, so it is never slow
 docs/performance.md). A weight that every reader uses at most MEMORY_BOUND flops an element (a
 linear layer of a few rows, as in decoding; an embedding table) is stored f16 there too and read as
 words: such readers wait on memory, and read half the bytes. A widened weight's odd rows are padded
-as the -f16 program's are, so both programs' chunks are the same bytes (ConvNeXt's 7 x 7 depthwise
-filters are in most of its chunks); its kernels then differ from the f32 build's in those strides only.
+as the -f16 program's are, so both programs' chunks are the same bytes (a direct depthwise
+convolution's 7 x 7 filters, for one); its kernels then differ from the f32 build's in those strides only.
 """
 
 import dataclasses
