@@ -577,12 +577,15 @@ def staged_loads(g: Gemm, rows: Side, cols: Side, double: bool = False) -> tuple
                    else (lambda v: lanes(cols, "tile_b", lambda j: f"{at}4u * t + {j}u", v)))
         zero_b, count_b = f"vec4<{element}>()", tn * ks // per // 4
     else:
-        # B's element e is (e / tn, e % tn), or where B's k are its neighbours in memory (a
-        # convolution of a channels-last input: conv.py) runs of 4 threads read 4 neighbouring k of a column, as A's
-        b_c, b_k = k_runs(tn) if not g.cols_contiguous else ((lambda e: f"{e} % {tn}u"), (lambda e: f"{e} / {tn}u"))
+        if g.cols_contiguous:  # B's element e is (e / tn, e % tn), staged at e
+            b_k, b_c = (lambda e: f"{e} / {tn}u"), (lambda e: f"{e} % {tn}u")
+            spot = lambda e: f"{at}{e}"
+        else:  # B's k are its neighbours in memory (a convolution of a channels-last input: conv.py):
+            # runs of 4 threads read 4 neighbouring k of a column, as A's
+            b_c, b_k = k_runs(tn)
+            spot = lambda e: f"{at}({b_k(e)}) * {tn}u + {b_c(e)}"
         fetch_b, stage_b, zero_b, count_b = fetch_and_stage(
-            g, "b", tn * ks // per, ("k0", "col0"), lambda e: (b_k(e), b_c(e)),
-            lambda e, v: cols.write("tile_b", f"{at}({b_k(e)}) * {tn}u + {b_c(e)}" if not g.cols_contiguous else f"{at}{e}", v))
+            g, "b", tn * ks // per, ("k0", "col0"), lambda e: (b_k(e), b_c(e)), lambda e, v: cols.write("tile_b", spot(e), v))
     code = "\n".join([readers, fetch_a, fetch_b]) + "\n"
     return code, (stage_a, stage_b), (count_a, count_b), (zero_a, zero_b)
 

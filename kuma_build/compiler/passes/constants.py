@@ -49,6 +49,14 @@ def share_packed_copies(graph, whole: dict) -> None:
                 node.inputs[k] = view
 
 
+def stored_in_order(v: Value, order) -> Value:
+    """Constant v (contiguous) as the same view of a copy stored with its dims in `order`, outermost
+    first (a filter channels last for the kernel that reads it so: passes/filter_order.py,
+    passes/fuse_channel_norm.py)."""
+    back = [order.index(d) for d in range(len(order))]
+    return views.permute(const(v.tensor().permute(*order), v.buffer.name), back)
+
+
 def unpermuted(view: Value, copy: Value) -> Value | None:
     """view's whole buffer, contiguous, as a view of `copy` (view packed contiguous) when view is a
     permutation of all of it; else None."""

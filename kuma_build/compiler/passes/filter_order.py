@@ -17,9 +17,8 @@ Only for a constant filter that no other node reads, on device classes whose `op
 (devices.py), where the convolution's kernel is an implicit GEMM.
 """
 
-from kuma_build.compiler.ir import views
-from kuma_build.compiler.ir.graph import const
 from kuma_build.compiler.kernels import conv
+from kuma_build.compiler.passes.constants import stored_in_order
 from kuma_build.compiler.passes.fuse_elementwise import readers_of
 
 
@@ -33,5 +32,4 @@ def store_filters_channels_last(graph) -> None:
         weight = node.inputs[1]
         if not (weight.is_const and weight.is_contiguous()) or len(readers[weight.buffer]) > 1:
             continue
-        stored = const(weight.tensor().permute(0, 2, 3, 1).contiguous(), weight.buffer.name)
-        node.inputs[1] = views.permute(stored, (0, 3, 1, 2))
+        node.inputs[1] = stored_in_order(weight, (0, 2, 3, 1))

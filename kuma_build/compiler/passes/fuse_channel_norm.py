@@ -21,11 +21,11 @@ kernels/depthwise_norm.py's FUSE turns the pass off (an A/B on a device).
 
 import torch
 
-from kuma_build.compiler.ir import views
 from kuma_build.compiler.ir.expr import In, input_leaves, remap
-from kuma_build.compiler.ir.graph import Node, Value, const
+from kuma_build.compiler.ir.graph import Node, Value
 from kuma_build.compiler.kernels import depthwise_norm
 from kuma_build.compiler.ops import record
+from kuma_build.compiler.passes.constants import stored_in_order
 from kuma_build.compiler.passes.fuse_elementwise import input_buffers, only_reader, readers_of
 
 
@@ -87,4 +87,4 @@ def _channels_last(weight: Value) -> Value:
     each is a line apart; depthwise_norm.FILTER_CHANNELS_LAST)."""
     if not depthwise_norm.FILTER_CHANNELS_LAST or weight.buffer.kind != "const" or not weight.is_contiguous():
         return weight
-    return views.permute(const(weight.tensor().permute(1, 2, 3, 0), weight.buffer.name), (3, 0, 1, 2))
+    return stored_in_order(weight, (1, 2, 3, 0))
