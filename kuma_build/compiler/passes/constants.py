@@ -59,13 +59,8 @@ def stored_in_order(v: Value, order) -> Value:
 
 def unpermuted(view: Value, copy: Value) -> Value | None:
     """view's whole buffer, contiguous, as a view of `copy` (view packed contiguous) when view is a
-    permutation of all of it; else None."""
-    if view.offset != 0 or view.numel != view.buffer.numel:
+    permutation of all of it (Value.is_permuted: pack_constant_views passes no contiguous one); else None."""
+    if view.numel != view.buffer.numel or not view.is_permuted():
         return None
     order = sorted(range(len(view.shape)), key=lambda d: -view.strides[d])  # the buffer's row-major dim order
-    step = 1
-    for d in reversed(order):  # a permutation of a contiguous layout has exactly these strides
-        if view.shape[d] != 1 and view.strides[d] != step:
-            return None
-        step *= view.shape[d]
     return Value(copy.buffer, tuple(view.shape[d] for d in order), tuple(copy.strides[d] for d in order), 0)
