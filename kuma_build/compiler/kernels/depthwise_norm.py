@@ -74,7 +74,7 @@ STAGGER_ROWS = True
 # pixels fastest: stage 1 (8 pixels a workgroup) 17.0-17.1 / 26.2-26.3, stage 2 (4) 16.9-17.5 /
 # 16.4-16.9, stage 3 (2) 25.7-26.5 / 14.6-15.6; NCHW inputs keep pixels fastest (channels where a workgroup takes one).
 # Those were before STAGGER_ROWS: stage 3's 26 us on channels was its [kh, kw, C] filter's (above). With it
-# (07:33-07:37): stage 3 14 us either way, stage 2 15.6 -> 14.5 on channels; 1, 2 and 4 within noise of one another
+# (2026-12-02 07:33-07:37): stage 3 14 us either way, stage 2 15.6 -> 14.5 on channels; 1, 2 and 4 within noise of one another
 PIXELS_FASTEST = 4
 MAX_CHANNELS = ROW_REGISTERS  # past this a thread's channels would not stay in registers: no fusion
 

@@ -224,7 +224,7 @@ REGISTERS = 104
 # - WEIGHTS_FROM_STORAGE: an f16 weight's matrices loaded straight from its binding (stored());
 #   False stages it through workgroup memory as the activations are (vector fetches, then matrix
 #   loads from workgroup memory; smaller steps, as both tiles share the 16 KB). Also slower given
-#   48 KB, as long steps as main's: BERT-512 f16 2.80 -> 3.97-5.65 ms (2026-12-02 07:23, docs/performance.md);
+#   48 KB (steps of 32 to 128 k, three tiles): BERT-512 f16 2.80 -> 3.97-5.65 ms (2026-12-02 07:23, docs/performance.md);
 # - WEIGHT_LOADS: when those matrices of a step are loaded. "ahead": with the step before's fetches,
 #   before its multiplies, where REGISTERS allow a second step of them (else as "end"); "end":
 #   after the step before's multiplies, into the registers they free; "start": at the step's own
