@@ -99,15 +99,14 @@ async function adapterInfo() {
 
 // The kernel variant templates/runtime.js picks for a program on an adapter (requestDevice and
 // kernelSources there; this mirrors them): "f16m" (subgroup matrices: only an f16 build's "-f16"
-// program has them, whose code is the kernels' shader-f16 code) or "code", and the device features
-// it asks for.
+// program has them, whose code is the kernels' shader-f16 code) or "code".
 const MATRIX = "chromium-experimental-subgroup-matrix";
 function variant(program, adapter) {
   const info = adapter.info;
   const matrix = program.kernels.some((k) => k.f16m) && adapter.features.has("shader-f16") && adapter.features.has(MATRIX) &&
     info.subgroupMinSize === 32 && info.subgroupMaxSize === 32 &&
     [...(info.subgroupMatrixConfigs ?? [])].some((c) => c.componentType === "f16" && c.resultComponentType === "f32" && c.M === 16 && c.N === 16 && c.K === 16);
-  return { name: matrix ? "f16m" : "code", features: matrix ? ["shader-f16", MATRIX] : [] };
+  return matrix ? "f16m" : "code";
 }
 
 // ---- Kuma ----
@@ -129,29 +128,42 @@ async function loadKuma() {
   const shared = JSON.parse(text.slice(start, text.indexOf(";\n", start)));
   const loadStarted = performance.now();
   const { load } = await import(pathToFileURL(indexJs));
-  const model = await load({ fetch: fileFetch, cache: false });
+  // the device the runtime asks for (its limits and features), which profileKuma's device repeats
+  let descriptor = null;
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = function (asked = {}) {
+    descriptor = asked;
+    return requestDevice.call(this, asked);
+  };
+  let model;
+  try {
+    model = await load({ fetch: fileFetch, cache: false });
+  } finally {
+    GPUAdapter.prototype.requestDevice = requestDevice;
+  }
+  if (!descriptor) throw new Error("run.mjs: load() asked for no device through GPUAdapter.prototype.requestDevice");
   const loadMs = performance.now() - loadStarted;
   // an f16 build's "<class>-f16" program where the adapter has shader-f16 and the subgroup matrices its
   // kernels use, else its widened "<class>" (runtime.js's loadModel)
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   const module = async (name) => (await import(pathToFileURL(path.join(job.path, `${name}.js`)))).program;
   let name = model.deviceClass;
-  if (shared.classes.includes(`${name}-f16`) && variant({ kernels: (await module(`${name}-f16`)).kernels }, adapter).name === "f16m") name += "-f16";
+  if (shared.classes.includes(`${name}-f16`) && variant({ kernels: (await module(`${name}-f16`)).kernels }, adapter) === "f16m") name += "-f16";
   const part = await module(name);
   // a buffer is its size, or [size, kind] (outfolder.ship_buffers)
-  return { model, loadMs, name, program: { ...shared, ...part, buffers: part.buffers.map((b) => ({ size: b[0] ?? b, kind: b[1] })) } };
+  return { model, loadMs, name, descriptor, program: { ...shared, ...part, buffers: part.buffers.map((b) => ({ size: b[0] ?? b, kind: b[1] })) } };
 }
 
 async function runKuma() {
-  const { model, loadMs, name, program } = await loadKuma();
+  const { model, loadMs, name, descriptor, program } = await loadKuma();
   const feed = kumaInputs(program);
   let outputs = await model.run(feed);
   const timing = await timeRuns(async () => { outputs = await model.run(feed); }, job.timing);
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-  const result = { loadMs, ...timing, deviceClass: model.deviceClass, program: name, variant: variant(program, adapter).name, dispatches: program.dispatches.length,
+  const result = { loadMs, ...timing, deviceClass: model.deviceClass, program: name, variant: variant(program, adapter), dispatches: program.dispatches.length,
     matrixKernels: program.kernels.filter((k) => k.f16m).length, relL2: relL2(Object.values(outputs)[0], readArray(job.expected.file, "float32")) };
   model.dispose();
-  if (job.profile) result.profile = await profileKuma(program, feed);
+  if (job.profile) result.profile = await profileKuma(program, feed, descriptor);
   return result;
 }
 
@@ -171,18 +183,15 @@ function copyList(program) {
   });
 }
 
-// The program rebuilt as templates/runtime.js builds it, on a device with timestamp-query.
-async function profileKuma(program, feed) {
+// The program rebuilt as templates/runtime.js builds it, on a device as the runtime asked for it
+// (descriptor: loadKuma) with timestamp-query.
+async function profileKuma(program, feed, descriptor) {
   const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter.features.has("timestamp-query")) return { error: "the adapter has no timestamp-query" };
   // a widened weight ("widen": an f16 build's program for adapters without tensor cores) is sent as f16, f32 on the GPU
   const gpuBytes = (b) => Math.ceil((b.kind === "widen" ? 2 * b.size : b.size) / 4) * 4;
-  const largest = Math.max(4, ...program.buffers.map(gpuBytes));
-  const picked = variant(program, adapter);
-  const device = await adapter.requestDevice({
-    requiredFeatures: ["timestamp-query", ...picked.features],
-    requiredLimits: { maxStorageBufferBindingSize: largest, maxBufferSize: largest, maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage },
-  });
+  const picked = variant(program, adapter); // "f16m" or "code"
+  const device = await adapter.requestDevice({ ...descriptor, requiredFeatures: ["timestamp-query", ...(descriptor.requiredFeatures ?? [])] });
   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
   const buffers = program.buffers.map((b) => device.createBuffer({ size: Math.max(4, gpuBytes(b)), usage }));
   const f32 = (h) => { // an f16 bit pattern's value
@@ -212,7 +221,7 @@ async function profileKuma(program, feed) {
       bindGroup: device.createBindGroup({ layout: pipelines[kernel].getBindGroupLayout(0), entries: bound.map((b, i) => ({ binding: i, resource: { buffer: buffers[b] } })) }),
     }));
   };
-  const binds = await dispatchesOf(picked.name);
+  const binds = await dispatchesOf(picked);
   const encode = (pass, list) => {
     for (const { pipeline, bindGroup, groups } of list) {
       pass.setPipeline(pipeline);
@@ -260,7 +269,7 @@ async function profileKuma(program, feed) {
   // on subgroup matrices: the same pass, and the dispatches that have a matrix variant, with the
   // kernels' code (their shader-f16 code in the "-f16" program) instead, what the matrices gain
   let insteadF16 = null;
-  if (picked.name === "f16m") {
+  if (picked === "f16m") {
     const other = await dispatchesOf("code");
     await stamped([[other, 3]]);
     const pass = [];
@@ -289,7 +298,7 @@ async function profileKuma(program, feed) {
   for (const b of buffers) b.destroy();
   device.destroy();
   return {
-    variant: picked.name,
+    variant: picked,
     passMs: median(onePass) / 1e6, backToBackMs: backToBack / 1e6, repeats,
     dispatchSumMs: dispatches.reduce((s, d) => s + d.us, 0) / 1e3, insteadF16,
     kernels: Object.values(kernels).sort((a, b) => b.us - a.us),
@@ -306,7 +315,7 @@ async function profileKuma(program, feed) {
 // must give the first one's tokens (reset() reproduces the generation). The warm-up's last step also
 // reads the logits, for decode.py's check.
 async function runDecode() {
-  const { model, loadMs, program } = await loadKuma();
+  const { model, loadMs, descriptor, program } = await loadKuma();
   const { prompt, steps, rounds = 2 } = job;
   const read = { read: ["token"] };
   const generate = async (logits = false) => {
@@ -344,7 +353,7 @@ async function runDecode() {
     prefillMsMedian: median(prefillMs), prefillTokensPerS: (1000 * prefillMs.length) / sum(prefillMs),
     firstRoundDecodeMsMedian: median(first.decodeMs),
   };
-  if (job.profile) result.profile = await profileKuma(program, { token: Int32Array.of(prompt[0]), pos: Int32Array.of(0) });
+  if (job.profile) result.profile = await profileKuma(program, { token: Int32Array.of(prompt[0]), pos: Int32Array.of(0) }, descriptor);
   return result;
 }
 
