@@ -85,6 +85,6 @@ def _channels_last(weight: Value) -> Value:
     """A constant filter [C, 1, kh, kw] as the same view of a copy stored [kh, kw, C]: the weights of a
     tap that a warp's neighbouring channels load are then neighbours in memory (in PyTorch's order
     each is a line apart; depthwise_norm.FILTER_CHANNELS_LAST)."""
-    if not depthwise_norm.FILTER_CHANNELS_LAST or weight.buffer.kind != "const" or not weight.is_contiguous():
+    if not depthwise_norm.FILTER_CHANNELS_LAST or not weight.is_const or not weight.is_contiguous():
         return weight
     return stored_in_order(weight, (1, 2, 3, 0))
