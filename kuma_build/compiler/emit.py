@@ -215,7 +215,9 @@ def manifest_dict(programs: dict[str, dict], plan: Plan, chunks, copies, stats: 
         data = b"".join(chunks[chunk].data[offset:offset + size] for chunk, offset, _, _, size in pieces)
         # a widened weight's bytes are f16 (its storage in the "-f16" program, when there is one)
         storage = "f16" if buf.transit == "f16" else buf.storage
-        weights.append({"name": buf.name, "dtype": buf.dtype, "storage": storage, "numel": buf.numel, "bytes": len(data),
+        # blocked: stored in 16 x 16 blocks of rows this long (passes/matrix_blocks.py)
+        weights.append({"name": buf.name, "dtype": buf.dtype, "storage": storage, **({"blocked": buf.blocked} if buf.blocked else {}),
+                        "numel": buf.numel, "bytes": len(data),
                         "sha256": hashlib.sha256(data).hexdigest(),
                         "pieces": [{"chunk": chunks[c[0]].file, "offset": c[1], "size": c[4]} for c in pieces]})
     program = next(iter(programs.values()))

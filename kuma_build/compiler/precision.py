@@ -18,6 +18,11 @@ into an f32 value.
         The buffer holds the int8 values (4 a word), then one f32 scale per channel; the
         channel of flat element i is (i / step) % count.
 Other arithmetic stays f32 (accumulation included): only the weight storage shrinks.
+
+An f16 [K, N] weight that tensor cores multiply may be stored in BLOCK x BLOCK blocks instead of
+rows (Buffer.blocked = N; passes/matrix_blocks.py): block (K // BLOCK, N // BLOCK) row-major, each
+block's 256 values contiguous and row-major. `reader()` maps a row-major index to its place there,
+so kernels index the weight as before; kernels/gemm_matrix.py loads a block's matrix at once.
 """
 
 from math import ceil
@@ -25,6 +30,7 @@ from math import ceil
 import torch
 
 F16_MAX = 65504.0
+BLOCK = 16  # the side of a blocked weight's blocks: a subgroup matrix's (kernels/gemm_matrix.MATRIX)
 
 
 def stored_words(buf) -> int:
@@ -39,6 +45,8 @@ def stored_words(buf) -> int:
 def encode(buf) -> bytes:
     """A constant buffer's bytes as the GPU stores them (little-endian, padded to 4 bytes)."""
     data = buf.data
+    if buf.blocked:  # [K / BLOCK, BLOCK, N / BLOCK, BLOCK] -> block-major
+        data = data.reshape(-1, BLOCK, buf.blocked // BLOCK, BLOCK).permute(0, 2, 1, 3).reshape(-1)
     if buf.storage == "f16" or buf.transit == "f16":  # stored f16, or sent f16 and widened at load
         raw = data.float().clamp(-F16_MAX, F16_MAX).numpy().astype("<f2").tobytes()
     elif buf.storage == "int8":
@@ -61,16 +69,23 @@ def quantize_int8(w: torch.Tensor, step: int, count: int) -> tuple[torch.Tensor,
 
 def storage_key(buf) -> tuple:
     """What a kernel's code depends on in how buffer `buf` is stored (for kernel cache keys)."""
-    return () if buf.storage == "f32" else (buf.storage, buf.numel, buf.channels)
+    return () if buf.storage == "f32" else (buf.storage, buf.numel, buf.channels, buf.blocked)
 
 
 def reader(buf, var: str, native_f16: bool = False) -> tuple[str, str]:
     """(WGSL element type of binding `var`, WGSL function `weight_<var>(i: u32) -> f32`)."""
     head = f"fn weight_{var}(i: u32) -> f32 {{"
+    if buf.blocked:  # row-major index -> its place in the blocks
+        n, side = buf.blocked, BLOCK
+        head += (f"\n  let j = i / {n * side}u * {n * side}u + i % {n}u / {side}u * {side * side}u"
+                 f" + i / {n}u % {side}u * {side}u + i % {side}u;\n ")
+        i = "j"
+    else:
+        i = "i"
     if buf.storage == "f16" and native_f16:
-        return "f16", f"{head} return f32({var}[i]); }}"
+        return "f16", f"{head} return f32({var}[{i}]); }}"
     if buf.storage == "f16":
-        return "u32", f"{head} return unpack2x16float({var}[i >> 1u])[i & 1u]; }}"
+        return "u32", f"{head} return unpack2x16float({var}[{i} >> 1u])[{i} & 1u]; }}"
     step, count = buf.channels
     channel = "i" if step == 1 else f"(i / {step}u)"
     if step * count < buf.numel:
@@ -86,7 +101,7 @@ def reader(buf, var: str, native_f16: bool = False) -> tuple[str, str]:
 def pair_word(buf, var: str, offset: str) -> str | None:
     """WGSL u32 holding element `offset` of an f16 binding `var` read as words (not the shader-f16
     variant), and offset + 1 when offset is even (else offset - 1); None for other storage."""
-    return f"{var}[({offset}) >> 1u]" if buf.storage == "f16" and buf.pages == 1 else None
+    return f"{var}[({offset}) >> 1u]" if buf.storage == "f16" and buf.pages == 1 and not buf.blocked else None
 
 
 def pair_values(word: str) -> str:

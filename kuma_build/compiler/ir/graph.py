@@ -38,6 +38,9 @@ class Buffer:
     # "f16": an f32 weight whose bytes travel as f16 and are widened to f32 as the runtime writes them
     # to the GPU (an f16 build's program for devices without tensor cores: passes/weight_storage.py)
     transit: str = "f32"
+    # an f16 [K, N] weight stored in precision.BLOCK x BLOCK blocks, each contiguous and row-major, the
+    # blocks row-major: N, its row length (passes/matrix_blocks.py); 0: stored row-major
+    blocked: int = 0
     dynamic: Sym | None = None  # its element count when a dim sets it (numel is then that count's max)
 
     @property

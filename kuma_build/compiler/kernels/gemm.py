@@ -123,6 +123,7 @@ class Stored:
     base: Callable[[str], str]  # batch -> WGSL index of element (b, 0, 0)
     wide_stride: int
     k_stride: int
+    blocked: int = 0  # B stored in blocks (Buffer.blocked, its row length; then wide_stride 1, k_stride that length)
 
 
 @dataclass

@@ -19,7 +19,8 @@ Where the matrices come from (Operand):
   after the previous step's multiplies, into the registers they free, their latency overlapping
   the wait for the staged fetches (WEIGHT_LOADS: or at the step's start, or a whole step ahead
   where registers allow: estimate, two workgroups a multiprocessor); WEIGHTS_FROM_STORAGE off
-  stages them as the other operand;
+  stages them as the other operand. The "-f16" program stores such weights in 16 x 16 blocks
+  (passes/matrix_blocks.py, Stored.blocked): a matrix is then one block, 512 contiguous bytes;
 - the other operand (activations, f32) is staged in workgroup memory as f16 through gemm.functions'
   gemm_a and gemm_b (zero outside the matrices), a step of k between two barriers (choose_step:
   the fewest steps of a K slice that fit workgroup memory, up to 128 k), each line PAD values
@@ -57,6 +58,7 @@ from dataclasses import dataclass, field, replace
 from math import ceil
 
 from kuma_build.devices import DeviceClass
+from kuma_build.compiler import precision
 from kuma_build.compiler.ir.sizes import Sym, ceil_div_count, max_value, wgsl as u32
 from kuma_build.compiler.kernels.gemm import SIDE, STEP, THIN, Gemm, Stored, choose_split, choose_tile, functions
 from kuma_build.compiler.kernels.wgsl import block, indent
@@ -65,6 +67,7 @@ MATRIX = 16  # M = N = K of every subgroup matrix (the config the runtime asks t
 SUBGROUP = 32  # invocations per subgroup
 THREADS = SIDE * SIDE
 SUBGROUPS = THREADS // SUBGROUP
+assert MATRIX == precision.BLOCK  # a blocked weight's block is one matrix
 PER_INVOCATION = MATRIX * MATRIX // SUBGROUP  # result elements an invocation finishes (and the emulation keeps)
 assert STEP == MATRIX  # K slices (Gemm.span) start on a matrix
 
@@ -205,7 +208,11 @@ class Operand:
         return 0 if self.stored else (self.tile * (step + PAD) if self.k_inner else step * (self.tile + PAD))
 
     def load(self, p: Primitives, array: str, offset: str, step: int) -> str:
-        """The matrix whose element (0, 0) is at offset: row-major where its columns are neighbours."""
+        """The matrix whose element (0, 0) is at offset: row-major where its columns are neighbours;
+        of a blocked weight (Stored.blocked), the block that row-major offset falls in."""
+        if self.stored and self.stored.blocked:  # offset = row * n + column, both multiples of MATRIX
+            n = self.stored.blocked
+            return p.load(self.side, array, f"({offset}) / {n}u * {n}u + ({offset}) % {n}u * {MATRIX}u", False, f"{MATRIX}u")
         wide, k = self.strides(step)
         rows, columns = (wide, k) if self.side == "left" else (k, wide)
         col_major = columns != 1

@@ -136,7 +136,7 @@ def lower(node, device):
         if array is None or (k == 0 and fold):
             return None
         batch = f" + {{}} * {view.strides[0]}u" if view.shape[0] != 1 and view.strides[0] else ""
-        return Stored(array, lambda bi: f"{view.offset}u" + batch.format(bi), view.strides[wide], view.strides[3 - wide])
+        return Stored(array, lambda bi: f"{view.offset}u" + batch.format(bi), view.strides[wide], view.strides[3 - wide], view.buffer.blocked)
 
     gemm = Gemm(
         *gemm_shape(node),

@@ -1,0 +1,42 @@
+"""Store the weights that tensor cores load in 16 x 16 blocks (an f16 build's "-f16" program only).
+
+That program runs only where the adapter has shader-f16 and subgroup matrices (devices.F16_PROGRAM).
+Its linear layers load their f16 weight's right matrices straight from storage
+(kernels/gemm_matrix.py). Stored row-major, [K, N], a matrix's 16 rows are 32 bytes each, N * 2
+bytes apart; stored in blocks, the same matrix is 512 contiguous bytes. On the H200 through Dawn
+that took BERT-512's products from 2,234 to about 1,900 us (docs/performance.md, 2026-12-02 10:45).
+
+Rewrite: Buffer.blocked 0 -> N for a constant f16 weight whose every reader is a product taking it
+as B, [K, N] row-major (k stride N, column stride 1, no offset, one batch), K and N whole blocks,
+of a fixed row count and a K of at least gemm_matrix.MIN_DEPTH (gemm_matrix.worthwhile: products
+that ship on tensor cores). Its bytes are written in blocks (precision.encode); every kernel still
+indexes it row-major and reads it through precision.reader, which maps the index to its block
+(index arithmetic that would slow a product reading it by elements: hence only those above). The "-f16" program's weights
+are then other bytes than the widened program's, so an f16 build's output holds these weights
+twice; a browser fetches only its program's.
+"""
+
+from kuma_build.compiler.ir.sizes import Sym
+from kuma_build.compiler.kernels.gemm_matrix import MIN_DEPTH
+from kuma_build.compiler.precision import BLOCK
+
+
+def store_matrix_weights_blocked(graph) -> None:
+    readers: dict = {}  # buffer -> [(node, input index)]
+    for node in graph.nodes:
+        for k, value in enumerate(node.inputs):
+            readers.setdefault(value.buffer, []).append((node, k))
+    for buf, reads in readers.items():
+        if buf.kind == "const" and buf.storage == "f16" and not buf.page and all(right_weight(n, k) for n, k in reads):
+            buf.blocked = reads[0][0].inputs[1].shape[2]
+
+
+def right_weight(node, k: int) -> bool:
+    """Whether input k of the node is the B of a product on tensor cores, [K, N] row-major and whole blocks."""
+    if node.op != "matmul" or k != 1 or isinstance(node.output.shape[1], Sym):
+        return False
+    view = node.inputs[1]
+    batch, depth, cols = view.shape
+    return depth >= MIN_DEPTH and (all(isinstance(x, int) for x in (*view.shape, *view.strides, view.offset)) and view.offset == 0
+            and (batch == 1 or view.strides[0] == 0) and view.strides[1:] == (cols, 1)
+            and depth % BLOCK == 0 and cols % BLOCK == 0 and view.buffer.numel == depth * cols)
