@@ -147,6 +147,14 @@ class Graph:
         self.nodes.append(Node(op, list(inputs), out, attrs, where))
         return out
 
+    def uses(self) -> dict:
+        """buffer -> every (node, input index) reading it, in the nodes' order."""
+        uses: dict = {}
+        for node in self.nodes:
+            for k, v in enumerate(node.inputs):
+                uses.setdefault(v.buffer, []).append((node, k))
+        return uses
+
 
 # the uniform buffer holding the dims' current values (docs/design.md, Dimensions): kernels whose sizes
 # depend on a dim bind it (kernels/wgsl.py: binding_buffers); the plan gives it its own buffer

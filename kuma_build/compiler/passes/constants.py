@@ -35,13 +35,8 @@ def pack_constant_views(graph) -> None:
 def share_packed_copies(graph, whole: dict) -> None:
     """Point the plain readers of a weight that has a packed permuted copy at a view of that copy,
     when every one of them takes any layout."""
-    readers: dict = {}
-    for node in graph.nodes:
-        for k, v in enumerate(node.inputs):
-            if v.buffer in whole:
-                readers.setdefault(v.buffer, []).append((node, k))
-    for buffer, uses in readers.items():
-        if not all(record(node).reads_any_layout and not node.inputs[k].is_dynamic and node.inputs[k].is_contiguous() for node, k in uses):
+    for buffer, uses in graph.uses().items():
+        if buffer not in whole or not all(record(node).reads_any_layout and not node.inputs[k].is_dynamic and node.inputs[k].is_contiguous() for node, k in uses):
             continue
         shared = [views.reshape(whole[buffer], node.inputs[k].shape) for node, k in uses]
         if all(view is not None for view in shared):

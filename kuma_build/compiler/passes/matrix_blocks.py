@@ -22,11 +22,7 @@ from kuma_build.compiler.precision import BLOCK
 
 
 def store_matrix_weights_blocked(graph) -> None:
-    readers: dict = {}  # buffer -> [(node, input index)]
-    for node in graph.nodes:
-        for k, value in enumerate(node.inputs):
-            readers.setdefault(value.buffer, []).append((node, k))
-    for buf, reads in readers.items():
+    for buf, reads in graph.uses().items():
         if buf.kind == "const" and buf.storage == "f16" and not buf.page and all(right_weight(n, k) for n, k in reads):
             buf.blocked = reads[0][0].inputs[1].shape[2]
 

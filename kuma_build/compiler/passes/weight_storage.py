@@ -82,13 +82,10 @@ def pad_odd_rows(graph) -> None:
     """Store each f16 (or widened) weight whose readers all read it by words along rows of one odd length (at
     least MIN_PADDED_ROW) with a zero after each row, and point every reader at the same elements
     in the padded layout; a weight some reader sees in another shape of rows stays as it is."""
-    readers: dict = {}
-    for node in graph.nodes:
-        for k, v in enumerate(node.inputs):
-            if v.buffer.storage == "f16" or v.buffer.transit == "f16":  # a widened weight too: its bytes are then the -f16 program's
-                readers.setdefault(v.buffer, []).append((node, k))
     outputs = {v.buffer for v in graph.outputs.values()}
-    for buf, uses in readers.items():
+    for buf, uses in graph.uses().items():
+        if buf.storage != "f16" and buf.transit != "f16":  # a widened weight too: its bytes are then the -f16 program's
+            continue
         rows = {record(node).word_row(node, k) for node, k in uses} - {None}
         if buf in outputs or len(rows) != 1:
             continue
