@@ -6,7 +6,8 @@ block's matrix at once and its other kernels read the weight through the reader 
 row-major index to its block. A BERT encoder layer of 144 tokens (rows off the 32-row tile) runs on
 lavapipe in each of the build's three codes against PyTorch on the same f16-rounded weights: the
 subgroup-matrix variants, the shader-f16 code, and the widened "gpu" program, whose weights stay
-row-major.
+row-major. The blocked bytes and the reader's index agree, and a weight whose product takes no
+tensor cores stays row-major.
 """
 
 import dataclasses
@@ -69,3 +70,13 @@ def test_blocked_bytes_and_reader():
     index = reader.split("let j = ")[1].split(";")[0].replace("u", "")
     for i in (0, 15, 16, 47, 48, 48 * 16 - 1, 48 * 16, 32 * 48 - 1):
         assert stored[eval(index.replace("i", str(i)).replace("/", "//"))] == i
+
+
+def test_only_weights_of_products_on_tensor_cores_are_blocked():
+    """A K of 96 (under gemm_matrix.MIN_DEPTH: no tensor-core variant) stays row-major; the manifest
+    says which weights are blocked, and by what row length."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(96, 384), torch.nn.GELU(), torch.nn.Linear(384, 256)).eval()
+    x = torch.randn(1, 128, 96)
+    compiled = compile_module(net, dataclasses.replace(model_config(net, [x]), precision="f16", target="gpu"))
+    assert {w["name"]: w.get("blocked") for w in compiled.manifest["weights"] if w["storage"] == "f16"} == {"0.weight": None, "2.weight": 256}

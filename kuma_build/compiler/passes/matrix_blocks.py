@@ -23,8 +23,11 @@ from kuma_build.compiler.precision import BLOCK
 
 def store_matrix_weights_blocked(graph) -> None:
     for buf, reads in graph.uses().items():
-        if buf.kind == "const" and buf.storage == "f16" and not buf.page and all(right_weight(n, k) for n, k in reads):
-            buf.blocked = reads[0][0].inputs[1].shape[2]
+        if buf.kind != "const" or buf.storage != "f16" or buf.page or not all(right_weight(n, k) for n, k in reads):
+            continue
+        rows = {node.inputs[k].shape[2] for node, k in reads}
+        if len(rows) == 1:  # every reader's matrices are then whole blocks
+            buf.blocked = rows.pop()
 
 
 def right_weight(node, k: int) -> bool:
