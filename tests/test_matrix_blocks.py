@@ -6,7 +6,7 @@ block's matrix at once and its other kernels read the weight through the reader 
 row-major index to its block. A BERT encoder layer of 144 tokens (rows off the 32-row tile) runs on
 lavapipe in each of the build's three codes against PyTorch on the same f16-rounded weights: the
 subgroup-matrix variants, the shader-f16 code, and the widened "gpu" program, whose weights stay
-row-major. The blocked bytes and the reader's index agree, and a weight whose product takes no
+row-major. The blocked bytes and block_position agree, and a weight whose product takes no
 tensor cores stays row-major.
 """
 
@@ -46,8 +46,8 @@ def test_encoder_with_blocked_weights_matches_pytorch(monkeypatch):
     # each loads its weight's right matrices from the block a row-major offset falls in, 16 apart
     assert all("%1152u*16u,16u,false)" in k["f16m"] or "%384u*16u,16u,false)" in k["f16m"] or "%1536u*16u,16u,false)" in k["f16m"]
                for k in matrix)
-    assert all("let j=i/" in k["code"] for k in matrix)  # the shader-f16 code reads through the block reader
-    assert not any("let j=i/" in k["code"] for k in widened)
+    assert all("%16u*16u+" in k["code"] for k in matrix)  # the shader-f16 code reads at block_position
+    assert not any("%16u*16u+" in k["code"] for k in widened)
     for param in net.parameters():
         if param.dim() > 1:
             param.data = param.data.half().float()
@@ -58,18 +58,17 @@ def test_encoder_with_blocked_weights_matches_pytorch(monkeypatch):
     assert_outputs_match(run_compiled(compiled, config, [x], "gpu"), expected, TOLERANCE)  # f32 math on the rounded weights
 
 
-def test_blocked_bytes_and_reader():
-    """encode writes block (i, j) of a [32, 48] weight as 256 contiguous row-major values, and the
-    reader maps each row-major index to where encode put it."""
+def test_blocked_bytes_and_position():
+    """encode writes block (i, j) of a [32, 48] weight as 256 contiguous row-major values, and
+    block_position finds each element (k, n) where encode put it."""
     data = torch.arange(32 * 48, dtype=torch.float32)
     buf = Buffer(32 * 48, "f32", "const", data=data, storage="f16", blocked=48)
     stored = np.frombuffer(precision.encode(buf), dtype="<f2").astype(np.float32)
     blocks = data.reshape(2, 16, 3, 16).permute(0, 2, 1, 3).reshape(-1).numpy()
     np.testing.assert_array_equal(stored, blocks)
-    _, reader = precision.reader(buf, "w", native_f16=True)
-    index = reader.split("let j = ")[1].split(";")[0].replace("u", "")
-    for i in (0, 15, 16, 47, 48, 48 * 16 - 1, 48 * 16, 32 * 48 - 1):
-        assert stored[eval(index.replace("i", str(i)).replace("/", "//"))] == i
+    position = precision.block_position("k", "n", 48).replace("u", "").replace("/", "//")
+    for k, n in ((0, 0), (0, 15), (0, 16), (0, 47), (1, 0), (15, 47), (16, 0), (31, 47), (17, 33)):
+        assert stored[eval(position, {"k": k, "n": n})] == k * 48 + n
 
 
 def test_only_weights_of_products_on_tensor_cores_are_blocked():

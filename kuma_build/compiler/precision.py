@@ -21,8 +21,8 @@ Other arithmetic stays f32 (accumulation included): only the weight storage shri
 
 An f16 [K, N] weight that tensor cores multiply may be stored in BLOCK x BLOCK blocks instead of
 rows (Buffer.blocked = N; passes/matrix_blocks.py): block (K // BLOCK, N // BLOCK) row-major, each
-block's 256 values contiguous and row-major. `reader()` maps a row-major index to its place there,
-so kernels index the weight as before; kernels/gemm_matrix.py loads a block's matrix at once.
+block's 256 values contiguous and row-major. Kernels read element (k, n) at block_position (through
+Bindings.load, which knows k and n), and kernels/gemm_matrix.py loads a block's matrix at once.
 """
 
 from math import ceil
@@ -75,17 +75,10 @@ def storage_key(buf) -> tuple:
 def reader(buf, var: str, native_f16: bool = False) -> tuple[str, str]:
     """(WGSL element type of binding `var`, WGSL function `weight_<var>(i: u32) -> f32`)."""
     head = f"fn weight_{var}(i: u32) -> f32 {{"
-    if buf.blocked:  # row-major index -> its place in the blocks
-        n, side = buf.blocked, BLOCK
-        head += (f"\n  let j = i / {n * side}u * {n * side}u + i % {n}u / {side}u * {side * side}u"
-                 f" + i / {n}u % {side}u * {side}u + i % {side}u;\n ")
-        i = "j"
-    else:
-        i = "i"
     if buf.storage == "f16" and native_f16:
-        return "f16", f"{head} return f32({var}[{i}]); }}"
+        return "f16", f"{head} return f32({var}[i]); }}"
     if buf.storage == "f16":
-        return "u32", f"{head} return unpack2x16float({var}[{i} >> 1u])[{i} & 1u]; }}"
+        return "u32", f"{head} return unpack2x16float({var}[i >> 1u])[i & 1u]; }}"
     step, count = buf.channels
     channel = "i" if step == 1 else f"(i / {step}u)"
     if step * count < buf.numel:
@@ -96,6 +89,13 @@ def reader(buf, var: str, native_f16: bool = False) -> tuple[str, str]:
     return "u32", (f"{head}\n  let q = extractBits(bitcast<i32>({var}[i >> 2u]), (i & 3u) * 8u, 8u);\n"
                    f"  return f32(q) * bitcast<f32>({var}[{scales}u + {channel}]);\n}}")
 
+
+
+def block_position(row: str, column: str, n: int) -> str:
+    """WGSL of where element (row, column) of a [K, n] weight stored in blocks lies (Buffer.blocked):
+    shifts and masks of the two indices, where a row-major index would need a division by n."""
+    side = BLOCK
+    return f"({row}) / {side}u * {side * n}u + ({column}) / {side}u * {side * side}u + ({row}) % {side}u * {side}u + ({column}) % {side}u"
 
 
 def pair_word(buf, var: str, offset: str) -> str | None:

@@ -136,6 +136,9 @@ class Bindings:
         offset = offset_expr(view or self.inputs[k], index)
         if k in self.sums:
             return f"{self.sums[k]}({offset})"
+        if self.inputs[k].buffer.blocked:  # a product's [K, N] weight (passes/matrix_blocks.py): index [batch, k, n]
+            assert view is None and len(index) == 3
+            return f"weight_{self.names[k]}({precision.block_position(index[1], index[2], self.inputs[k].buffer.blocked)})"
         if self.inputs[k].buffer.storage != "f32":
             return f"weight_{self.names[k]}({offset})"
         if self.inputs[k].buffer.pages > 1:

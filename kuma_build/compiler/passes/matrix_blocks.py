@@ -9,9 +9,9 @@ that took BERT-512's products from 2,234 to about 1,900 us (docs/performance.md,
 Rewrite: Buffer.blocked 0 -> N for a constant f16 weight whose every reader is a product taking it
 as B, [K, N] row-major (k stride N, column stride 1, no offset, one batch), K and N whole blocks,
 of a fixed row count and a K of at least gemm_matrix.MIN_DEPTH (gemm_matrix.worthwhile: products
-that ship on tensor cores). Its bytes are written in blocks (precision.encode); every kernel still
-indexes it row-major and reads it through precision.reader, which maps the index to its block
-(index arithmetic that would slow a product reading it by elements: hence only those above). The "-f16" program's weights
+that ship on tensor cores). Its bytes are written in blocks (precision.encode); the products' other
+code (their shader-f16 code, which wgpu-py runs) reads element (k, n) at precision.block_position
+(Bindings.load), a few shifts and masks more a load than row-major. The "-f16" program's weights
 are then other bytes than the widened program's, so an f16 build's output holds these weights
 twice; a browser fetches only its program's.
 """
