@@ -2,8 +2,7 @@
 
 An f16 build's "gpu-f16" program stores the weights of its products on subgroup matrices block by
 block; its subgroup-matrix kernels (gemm_matrix.py, built on the emulation of the builtins) load a
-block's matrix at once and its other kernels read the weight through the reader that maps a
-row-major index to its block. A BERT encoder layer of 144 tokens (rows off the 32-row tile) runs on
+block's matrix at once and its other code reads element (k, n) at precision.block_position. A BERT encoder layer of 144 tokens (rows off the 32-row tile) runs on
 lavapipe in each of the build's three codes against PyTorch on the same f16-rounded weights: the
 subgroup-matrix variants, the shader-f16 code, and the widened "gpu" program, whose weights stay
 row-major. The blocked bytes and block_position agree, and a weight whose product takes no

@@ -93,7 +93,8 @@ def reader(buf, var: str, native_f16: bool = False) -> tuple[str, str]:
 
 def block_position(row: str, column: str, n: int) -> str:
     """WGSL of where element (row, column) of a [K, n] weight stored in blocks lies (Buffer.blocked):
-    shifts and masks of the two indices, where a row-major index would need a division by n."""
+    quotients and remainders of the two indices by BLOCK (shifts and masks), where a row-major
+    index would need a division by n."""
     side = BLOCK
     return f"({row}) / {side}u * {side * n}u + ({column}) / {side}u * {side * side}u + ({row}) % {side}u * {side}u + ({column}) % {side}u"
 

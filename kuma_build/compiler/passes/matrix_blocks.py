@@ -3,8 +3,8 @@
 That program runs only where the adapter has shader-f16 and subgroup matrices (devices.F16_PROGRAM).
 Its linear layers load their f16 weight's right matrices straight from storage
 (kernels/gemm_matrix.py). Stored row-major, [K, N], a matrix's 16 rows are 32 bytes each, N * 2
-bytes apart; stored in blocks, the same matrix is 512 contiguous bytes. On the H200 through Dawn
-that took BERT-512's products from 2,234 to about 1,900 us (docs/performance.md, 2026-12-02 09:55).
+bytes apart; stored in blocks, the same matrix is 512 contiguous bytes. On the H200 through Dawn that
+took BERT-512's 48 products from 2,234 to 1,848 us back to back (docs/performance.md, 2026-12-02 10:04).
 
 Rewrite: Buffer.blocked 0 -> N for a constant f16 weight whose every reader is a product taking it
 as B, [K, N] row-major (k stride N, column stride 1, no offset, one batch), K and N whole blocks,
