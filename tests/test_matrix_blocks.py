@@ -70,11 +70,15 @@ def test_blocked_bytes_and_position():
         assert stored[eval(position, {"k": k, "n": n})] == k * 48 + n
 
 
-def test_only_weights_of_products_on_tensor_cores_are_blocked():
-    """A K of 96 (under gemm_matrix.MIN_DEPTH: no tensor-core variant) stays row-major; the manifest
-    says which weights are blocked, and by what row length."""
+def test_only_weights_of_products_on_tensor_cores_are_blocked(f16_programs_everywhere):
+    """A K of 96 (under gemm_matrix.MIN_DEPTH: no tensor-core variant) stays row-major, and so does
+    every weight of a product of 8 rows (the thin kernel: a "gpu-f16" program written all the same,
+    conftest.py); the manifest (the "gpu-f16" program's weights) says which weights are blocked, and
+    by what row length."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(96, 384), torch.nn.GELU(), torch.nn.Linear(384, 256)).eval()
-    x = torch.randn(1, 128, 96)
-    compiled = compile_module(net, dataclasses.replace(model_config(net, [x]), precision="f16", target="gpu"))
-    assert {w["name"]: w.get("blocked") for w in compiled.manifest["weights"] if w["storage"] == "f16"} == {"0.weight": None, "2.weight": 256}
+    for rows, blocked in ((128, {"0.weight": None, "2.weight": 256}), (8, {"0.weight": None, "2.weight": None})):
+        x = torch.randn(1, rows, 96)
+        compiled = compile_module(net, dataclasses.replace(model_config(net, [x]), precision="f16", target="gpu"))
+        assert list(compiled.programs) == ["gpu-f16", "gpu"]
+        assert {w["name"]: w.get("blocked") for w in compiled.manifest["weights"] if w["storage"] == "f16"} == blocked

@@ -8,8 +8,8 @@ took BERT-512's 48 products from 2,234 to 1,848 us back to back (docs/performanc
 
 Rewrite: Buffer.blocked 0 -> N for a constant f16 weight whose every reader is a product taking it
 as B, [K, N] row-major (k stride N, column stride 1, no offset, one batch), K and N whole blocks,
-of a fixed row count and a K of at least gemm_matrix.MIN_DEPTH (gemm_matrix.worthwhile: products
-that ship on tensor cores). Its bytes are written in blocks (precision.encode); the products' other
+of a fixed row count over gemm.THIN (fewer: the thin kernel) and a K of at least
+gemm_matrix.MIN_DEPTH (gemm_matrix.worthwhile: products that ship on tensor cores). Its bytes are written in blocks (precision.encode); the products' other
 code (their shader-f16 code, which wgpu-py runs) reads element (k, n) at precision.block_position
 (Bindings.load), a few shifts and masks more a load than row-major. The "-f16" program's weights
 are then other bytes than the widened program's, so an f16 build's output holds these weights
@@ -17,7 +17,9 @@ twice; a browser fetches only its program's.
 """
 
 from kuma_build.compiler.ir.sizes import Sym
+from kuma_build.compiler.kernels.gemm import THIN
 from kuma_build.compiler.kernels.gemm_matrix import MIN_DEPTH
+from kuma_build.compiler.kernels.matmul import gemm_shape
 from kuma_build.compiler.precision import BLOCK
 
 
@@ -32,7 +34,7 @@ def store_matrix_weights_blocked(graph) -> None:
 
 def right_weight(node, k: int) -> bool:
     """Whether input k of the node is the B of a product on tensor cores, [K, N] row-major and whole blocks."""
-    if node.op != "matmul" or k != 1 or isinstance(node.output.shape[1], Sym):
+    if node.op != "matmul" or k != 1 or isinstance(node.output.shape[1], Sym) or gemm_shape(node)[1] <= THIN:
         return False
     view = node.inputs[1]
     batch, depth, cols = view.shape
