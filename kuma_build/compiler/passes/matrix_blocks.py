@@ -25,7 +25,7 @@ from kuma_build.compiler.precision import BLOCK
 
 def store_matrix_weights_blocked(graph) -> None:
     for buf, reads in graph.uses().items():
-        if buf.kind != "const" or buf.storage != "f16" or buf.page or not all(right_weight(n, k) for n, k in reads):
+        if buf.kind != "const" or buf.storage != "f16" or not all(right_weight(n, k) for n, k in reads):
             continue
         rows = {node.inputs[k].shape[2] for node, k in reads}
         if len(rows) == 1:  # every reader's matrices are then whole blocks
@@ -38,6 +38,5 @@ def right_weight(node, k: int) -> bool:
         return False
     view = node.inputs[1]
     batch, depth, cols = view.shape
-    return depth >= MIN_DEPTH and (all(isinstance(x, int) for x in (*view.shape, *view.strides, view.offset)) and view.offset == 0
-            and (batch == 1 or view.strides[0] == 0) and view.strides[1:] == (cols, 1)
-            and depth % BLOCK == 0 and cols % BLOCK == 0 and view.buffer.numel == depth * cols)
+    return (not view.is_dynamic and view.offset == 0 and (batch == 1 or view.strides[0] == 0) and view.strides[1:] == (cols, 1)
+            and view.buffer.numel == depth * cols and depth >= MIN_DEPTH and depth % BLOCK == 0 and cols % BLOCK == 0)
