@@ -68,6 +68,10 @@ class DeviceClass:
     # tiled products); software ones never do, so the "cpu" class's products never get that variant
     # and an f16 build makes no "<class>-f16" program for it (below)
     subgroup_matrices: bool = True
+    # workgroup memory a "-f16" program's kernel may take beyond workgroup_bytes (kernels/attention_matrix.py):
+    # the program asks the device for it, and the runtime takes the plain program on an adapter that
+    # has less. Adapters with subgroup matrices offer 32 KB (Apple) to 64 KB; Dawn offers 48 KB on the H200
+    matrix_workgroup_bytes: int = 49152
     # an elementwise result that reads a product's result through a permutation is stored in the
     # product's order, and its readers read it so (passes/operand_order.py): ConvNeXt's residual
     # stream channels last, so that a warp's threads read and write neighbours. Not measured on

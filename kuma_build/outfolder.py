@@ -40,7 +40,7 @@ from kuma_build.templated import HOLE, MIN_RUN, REPEAT_HELPER, expanded, repeate
 # the line of index.js (after the runtime) and of a class module that holds the program (program_js)
 PROGRAM_LINE = re.compile(r"^(?:export )?const program = ", re.M)
 RECORD = ".kuma-output.json"
-CLASS_KEYS = ("buffers", "kernels", "dispatches", "copies", "state", "digest")
+CLASS_KEYS = ("buffers", "kernels", "dispatches", "copies", "state", "digest", "workgroupBytes")
 # the kind of a program buffer holding a weight sent as f16 and widened to f32 as it is written (an
 # f16 build's program for devices without tensor cores): its size is the f16 bytes, its GPU buffer twice that
 WIDEN = "widen"
@@ -212,7 +212,8 @@ def split_program(programs: dict[str, dict]) -> tuple[dict, dict[str, dict]]:
     for name, program in programs.items():
         if (program["inputs"], program["outputs"]) != (first["inputs"], first["outputs"]):
             raise ValueError(f"outfolder.split_program: device class {name}'s input or output buffers differ from the first class's")
-    parts = {name: {key: program[key] for key in CLASS_KEYS if key != "state" or program["state"]} for name, program in programs.items()}
+    parts = {name: {key: program[key] for key in CLASS_KEYS if key in program and (key != "state" or program["state"])}
+             for name, program in programs.items()}
     for name, program in programs.items():
         parts[name]["buffers"] = ship_buffers(program)
     if "dims" in first:  # ranges shared; each class lists the dims in its uniform's order (docs/design.md, Dimensions)

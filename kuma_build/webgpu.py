@@ -45,7 +45,9 @@ def adapter_and_device():
         limits = adapter.limits
         wanted = {"max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],
                   "max-buffer-size": limits["max-buffer-size"],
-                  "max-storage-buffers-per-shader-stage": min(limits["max-storage-buffers-per-shader-stage"], 10)}
+                  "max-storage-buffers-per-shader-stage": min(limits["max-storage-buffers-per-shader-stage"], 10),
+                  # a "-f16" program's attention on subgroup matrices takes more than the default (program["workgroupBytes"])
+                  "max-compute-workgroup-storage-size": limits["max-compute-workgroup-storage-size"]}
         # shader-f16 when the adapter has it, for an f16 build's "-f16" program (the browser runtime
         # takes that program only with the feature); timestamp queries for `kuma bench`
         features = [f for f in ("shader-f16", *TIMESTAMP_FEATURES) if f in adapter.features]

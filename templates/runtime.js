@@ -124,7 +124,10 @@ async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
   const name = chooseClass(MATRICES ? shared.classes.filter((n) => !n.endsWith(F16_PROGRAM)) : shared.classes, software, options.deviceClass);
   const half = MATRICES && shared.classes.includes(name + F16_PROGRAM) &&
     (options.device ? f16Matrices(options.device.features, options.device.adapterInfo) : f16Matrices(adapter.features, adapter.info));
-  const { program: part } = await deviceClasses[half ? name + F16_PROGRAM : name]();
+  let { program: part } = await deviceClasses[half ? name + F16_PROGRAM : name]();
+  // the "-f16" program may take more workgroup memory than WebGPU's default (kernels/attention_matrix.py):
+  // where the adapter (or the device passed) has less, the plain program
+  if (half && part.workgroupBytes > (options.device ?? adapter).limits.maxComputeWorkgroupStorageSize) ({ program: part } = await deviceClasses[name]());
   const { classes, format, dims: ranges, ...common } = shared;
   // a buffer is its size where its kind follows (an input's or output's, which their specs name, else
   // a weight's: describeBuffer), else [size, kind] (outfolder.ship_buffers)
@@ -161,9 +164,11 @@ function neededLimits(program) {
   const storage = program.dispatches.map((d) => (DIMS ? d[1].filter((b) => program.buffers[b].kind !== "dims").length : d[1].length));
   const bindings = Math.max(1, ...storage);
   const kernel = program.kernels[program.dispatches[storage.indexOf(bindings)]?.[0]]?.name;
+  const memory = MATRICES && program.workgroupBytes; // emit.program_dict: only where it is over the default
   return {
-    limits: { maxStorageBufferBindingSize: size, maxBufferSize: size, maxStorageBuffersPerShaderStage: bindings },
-    why: { maxStorageBufferBindingSize: largest, maxBufferSize: largest, maxStorageBuffersPerShaderStage: `kernel ${kernel} binds ${bindings} storage buffers` },
+    limits: { maxStorageBufferBindingSize: size, maxBufferSize: size, maxStorageBuffersPerShaderStage: bindings, ...(memory && { maxComputeWorkgroupStorageSize: memory }) },
+    why: { maxStorageBufferBindingSize: largest, maxBufferSize: largest, maxStorageBuffersPerShaderStage: `kernel ${kernel} binds ${bindings} storage buffers`,
+      ...(memory && { maxComputeWorkgroupStorageSize: `kernels take ${memory} bytes of workgroup memory` }) },
   };
 }
 

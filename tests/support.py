@@ -1,6 +1,9 @@
 """Compile a module in memory, run it on the real WebGPU adapter, compare with PyTorch."""
 
+import difflib
 import inspect
+import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,7 @@ from torch import nn
 
 from kuma_build.compiler import compile_module
 from kuma_build.config import InputSpec, ModelConfig
+from kuma_build.jsmodule import shipped_runtime
 from kuma_build.shortnames import short_kernels
 from kuma_build.verify import reference_outputs, rel_l2  # noqa: F401  (rel_l2: for the tests)
 from kuma_build.webgpu import run_program
@@ -84,3 +88,47 @@ class Fn1(Fn):
     def forward(self, x):
         return self.fn(x)
 
+def assert_only_primitives_differ(real: str, emulated: str, arrays: tuple[str, str, str]) -> None:
+    """A subgroup-matrix kernel as builds ship it (gemm_matrix.SUBGROUP_MATRIX) differs from the one
+    built on the emulation (EMULATED, which the tests run) only in the lines calling a primitive, so
+    the indexing tested is the indexing shipped. arrays: where its left and right matrices come from
+    and its results go ("&tile_a,": the argument as the builtins take it)."""
+    directives = "enable f16;\nenable chromium_experimental_subgroup_matrix;\ndiagnostic(off,chromium.subgroup_matrix_uniformity);\n"
+    assert real.startswith(directives) and emulated.startswith("enable f16;\n")
+    real_lines = real.removeprefix(directives).splitlines()
+    emulated_lines = without_emulation_helpers(emulated.removeprefix("enable f16;\n").splitlines())
+    left, right, result = arrays
+    primitive = (f"subgroupMatrixLoad<subgroup_matrix_left<f16,16,16>>({left}", f"subgroupMatrixLoad<subgroup_matrix_right<f16,16,16>>({right}",
+                 "subgroupMatrixMultiplyAccumulate(", f"subgroupMatrixStore({result}", "subgroup_matrix_result<f32,16,16>()")
+    emulation = ("EmulatedMatrix(", "emulated_multiply_add(", "emulated_store(", "EmulatedResult()")
+    used = set()
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=real_lines, b=emulated_lines, autojunk=False).get_opcodes():
+        ours, theirs = real_lines[i1:i2], emulated_lines[j1:j2]
+        if op == "equal":
+            continue
+        assert op == "replace" and len(ours) == len(theirs), (ours, theirs)
+        for line, other in zip(ours, theirs):
+            used |= {p for p in primitive if p in line}
+            assert any(p in line for p in primitive) and any(e in other for e in emulation), (line, other)
+            assert line.split("=")[0] == other.split("=")[0] or "=" not in line + other  # the same variable, or a store
+    assert used == set(primitive)
+
+
+def without_emulation_helpers(lines: list[str]) -> list[str]:
+    """The emulated kernel's lines less its helpers (a run of `struct Emulated..` and `fn emulated_..`)."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("struct EmulatedMatrix"))
+    end, depth = start, 0
+    while depth or lines[end].startswith(("struct Emulated", "fn emulated_")):
+        assert "subgroup" not in lines[end]
+        depth += lines[end].count("{") - lines[end].count("}")
+        end += 1
+    return lines[:start] + lines[end:]
+
+
+def run_runtime_script(folder: Path, script: str):
+    """What a Node script that imports the whole runtime's loadModel (from "./runtime.mjs") prints, as JSON."""
+    (folder / "runtime.mjs").write_text(shipped_runtime(needs=None) + "export { loadModel };\n")
+    (folder / "script.mjs").write_text(script)
+    result = subprocess.run(["node", str(folder / "script.mjs")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

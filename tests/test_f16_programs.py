@@ -11,8 +11,6 @@ it stores them in the browser cache."""
 
 import copy
 import dataclasses
-import json
-import subprocess
 
 import pytest
 import torch
@@ -23,10 +21,9 @@ from browser_support import Browser, decode, encode, run_folder
 from kuma_build.compiler import compile_module
 from kuma_build.compiler.passes.weight_storage import MIN_ELEMENTS
 from kuma_build.devices import CPU
-from kuma_build.jsmodule import shipped_runtime
 from kuma_build.outfolder import chunk_file, expand_copies, read_program, used_chunks
 from kuma_build.webgpu import run_program
-from support import TOLERANCE, assert_outputs_match, model_config, reference_outputs
+from support import TOLERANCE, assert_outputs_match, model_config, reference_outputs, run_runtime_script
 
 F16_TOLERANCE = 1e-2  # verify.DEFAULT_TOLERANCE["f16"]
 
@@ -258,10 +255,6 @@ console.log(JSON.stringify(picked));
 def test_the_runtime_takes_the_f16_program_only_with_shader_f16_and_tensor_cores(tmp_path):
     # load({ device, deviceClass }) with devices of each kind of features, for a build with a
     # "gpu-f16" program and one without (no kernel on subgroup matrices): the class module imported
-    (tmp_path / "runtime.mjs").write_text(shipped_runtime(needs=None) + "export { loadModel };\n")
-    (tmp_path / "pick.mjs").write_text(PICK)
-    result = subprocess.run(["node", str(tmp_path / "pick.mjs")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    picked = json.loads(result.stdout)
+    picked = run_runtime_script(tmp_path, PICK)
     assert {key: name for key, name in picked.items() if name.endswith("-f16")} == {"3 tensorCores gpu": "gpu-f16"}
     assert len(picked) == 16 and all(name == key.split()[-1] for key, name in picked.items() if key != "3 tensorCores gpu")

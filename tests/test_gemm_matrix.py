@@ -19,7 +19,6 @@ which a build writes only then); f32 builds are as before.
 """
 
 import dataclasses
-import difflib
 
 import pytest
 import torch
@@ -29,7 +28,7 @@ from browser_support import run_folder
 from kuma_build.compiler import compile_module
 from kuma_build.compiler.kernels import gemm_matrix
 from kuma_build.config import InputSpec
-from support import F16_MATH_LAYER_BOUND, assert_outputs_match, model_config, run_compiled
+from support import F16_MATH_LAYER_BOUND, assert_only_primitives_differ, assert_outputs_match, model_config, run_compiled
 
 
 class Batched(nn.Module):  # a weight per batch (no folding into rows), a fused relu
@@ -187,17 +186,6 @@ def test_emulated_kernel_of_a_dynamic_product(monkeypatch):
         assert_outputs_match(run_compiled(compiled, config, [x], matrix=True), expected, F16_MATH_LAYER_BOUND)
 
 
-def without_emulation_helpers(lines: list[str]) -> list[str]:
-    """The emulated kernel's lines less its helpers (a run of `struct Emulated..` and `fn emulated_..`)."""
-    start = next(i for i, line in enumerate(lines) if line.startswith("struct EmulatedMatrix"))
-    end, depth = start, 0
-    while depth or lines[end].startswith(("struct Emulated", "fn emulated_")):
-        assert "subgroup" not in lines[end]
-        depth += lines[end].count("{") - lines[end].count("}")
-        end += 1
-    return lines[:start] + lines[end:]
-
-
 @pytest.mark.parametrize("layer, arrays", [  # the arrays its left and right matrices come from and its results go to
     ("transposed_input", ("&tile_a,", "&tile_b,", "&tile_c,")),  # both staged, results through workgroup memory
     ("weight_left", ("&in0,", "&tile_b,", "&tile_c,")),  # the weight's left matrices from storage
@@ -210,25 +198,7 @@ def test_shipped_kernel_differs_from_the_emulated_one_only_in_the_primitives(lay
     real = matrix_kernels(compiled_layer(layer)[0])[0]["f16m"]
     monkeypatch.setattr(gemm_matrix, "BACKEND", gemm_matrix.EMULATED)
     emulated = matrix_kernels(compiled_layer(layer)[0])[0]["f16m"]
-    directives = "enable f16;\nenable chromium_experimental_subgroup_matrix;\ndiagnostic(off,chromium.subgroup_matrix_uniformity);\n"
-    assert real.startswith(directives) and emulated.startswith("enable f16;\n")
-    real_lines = real.removeprefix(directives).splitlines()
-    emulated_lines = without_emulation_helpers(emulated.removeprefix("enable f16;\n").splitlines())
-    left, right, result = arrays
-    primitive = (f"subgroupMatrixLoad<subgroup_matrix_left<f16,16,16>>({left}", f"subgroupMatrixLoad<subgroup_matrix_right<f16,16,16>>({right}",
-                 "subgroupMatrixMultiplyAccumulate(", f"subgroupMatrixStore({result}", "subgroup_matrix_result<f32,16,16>()")
-    emulation = ("EmulatedMatrix(", "emulated_multiply_add(", "emulated_store(", "EmulatedResult()")
-    used = set()
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=real_lines, b=emulated_lines, autojunk=False).get_opcodes():
-        ours, theirs = real_lines[i1:i2], emulated_lines[j1:j2]
-        if op == "equal":
-            continue
-        assert op == "replace" and len(ours) == len(theirs), (ours, theirs)
-        for line, other in zip(ours, theirs):
-            used |= {p for p in primitive if p in line}
-            assert any(p in line for p in primitive) and any(e in other for e in emulation), (line, other)
-            assert line.split("=")[0] == other.split("=")[0] or "=" not in line + other  # the same variable, or a store
-    assert used == set(primitive)
+    assert_only_primitives_differ(real, emulated, arrays)
 
 
 def test_only_f16_weight_tiled_products_of_enough_blocks_carry_it():

@@ -11,6 +11,7 @@ from kuma_build.compiler.ir.importer import import_program
 from kuma_build.compiler.ops import check_dynamic
 from kuma_build.devices import F16_PROGRAM, DeviceClass, device_classes
 from kuma_build.compiler.passes import run_passes
+from kuma_build.compiler.passes.matrix_attention import attention_on_matrices
 from kuma_build.compiler.passes.matrix_blocks import store_matrix_weights_blocked
 from kuma_build.compiler.passes.page_weights import page_weights
 from kuma_build.compiler.passes.weight_storage import choose_weight_storage
@@ -66,6 +67,7 @@ def compile_for(device: DeviceClass, exported, model: ModelConfig, input_names, 
     choose_weight_storage(graph, model.precision, widen)
     if graph.precision == "f16" and device.subgroup_matrices:  # the "-f16" program
         store_matrix_weights_blocked(graph)
+        attention_on_matrices(graph)
     page_weights(graph)  # last: it splits the weights as stored
     name = device.name + (F16_PROGRAM if model.precision == "f16" and not widen else "")
     return ClassBuild(device, graph, make_plan(graph, kernel_store), ops, name, widen)

@@ -202,6 +202,9 @@ def program_dict(name: str, plan: Plan, graph, specs, chunks, copies, native_f16
         # buffers forward() mutates, kept on the GPU between runs; init: the buffer holding the
         # initial value, copied in at load and on reset() (null: zeros)
         "state": plan.state,
+        # the workgroup memory of its hungriest kernel, where some kernel takes more than WebGPU's
+        # default (attention_matrix.py): the runtime asks the device for it, or takes another program
+        **({"workgroupBytes": most} if (most := max((k.workgroup_bytes for k in plan.kernels), default=0)) else {}),
     }
 
 

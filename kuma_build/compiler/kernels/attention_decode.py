@@ -32,7 +32,7 @@ masked writes zeros.
 
 from math import ceil, prod
 
-from kuma_build.compiler.kernels import attention
+from kuma_build.compiler.kernels import attention, attention_matrix
 from kuma_build.compiler.kernels.attention import LOWEST, score_lines
 from kuma_build.compiler.kernels.concat import computed_input
 from kuma_build.compiler.kernels.gemm import STEP_LATENCY
@@ -65,8 +65,11 @@ def applies(node, device) -> bool:
 
 
 def lower_attention(node, device):
-    """The attention op's lowering: this kernel where it applies, else attention.py's."""
+    """The attention op's lowering: attention_matrix.py's where the "-f16" program marked the node,
+    this kernel where it applies, else attention.py's."""
     split = "key_splits" in node.attrs  # its output is now the slices' partials
+    if node.attrs.get("matrices"):  # an f16 build's "-f16" program (passes/matrix_attention.py)
+        return attention_matrix.lower(node, device)
     return lower(node, device) if split or applies(node, device) else attention.lower(node, device)
 
 

@@ -35,11 +35,14 @@ class Kernel:
     then: "Kernel | None" = None
     # variant multiplying on subgroup matrices (tensor cores), for devices with shader-f16 and them (gemm_matrix.py)
     code_matrix: str | None = None
+    # workgroup memory it takes where that is over WebGPU's default, which the program then asks the
+    # device for (attention_matrix.py; emit.program_dict); else 0
+    workgroup_bytes: int = 0
 
     def entry(self) -> dict:
         """What the kernel cache keeps of it (the buffers are the node's)."""
         entry = {"name": self.name, "code": self.code, "workgroups": list(self.workgroups), "code_f16": self.code_f16,
-                 "code_matrix": self.code_matrix}
+                 "code_matrix": self.code_matrix, "workgroup_bytes": self.workgroup_bytes}
         if self.when:
             entry.update(when=self.when, then=self.then and self.then.entry())
         return entry
@@ -49,7 +52,7 @@ class Kernel:
         own = [buf for buf in buffers if buf is not DIMS or DIMS_BINDING in entry["code"]]  # as Bindings.kernel left them
         then = entry.get("then")
         return cls(entry["name"], entry["code"], tuple(entry["workgroups"]), own, entry.get("code_f16"), entry.get("when"),
-                   then and cls.from_entry(then, buffers), entry.get("code_matrix"))
+                   then and cls.from_entry(then, buffers), entry.get("code_matrix"), entry.get("workgroup_bytes", 0))
 
     def chain(self) -> list["Kernel"]:
         """This kernel and the ones after it (Kernel.then): the node's dispatches, in order."""
@@ -183,17 +186,19 @@ class Bindings:
         return self.names[k] if v.buffer.storage == "f16" and v.buffer.pages == 1 and k not in self.sums and fixed else None
 
     def kernel(self, name: str, body: str, workgroups, body_f16: str | None = None,
-               matrix: tuple[str, str] | None = None) -> Kernel:
+               matrix: tuple[str, str] | None = None, directives: str = "", workgroup_bytes: int = 0) -> Kernel:
         """body_f16: the body of the shader-f16 variant when it differs (f16 arithmetic, gemm.py);
-        matrix: (directives, body) of the subgroup-matrix variant (gemm_matrix.py), f16 weights only."""
+        matrix: (directives, body) of the subgroup-matrix variant (gemm_matrix.py, attention_matrix.py);
+        directives: the plain code's (attention_matrix.py's emulation enables f16); workgroup_bytes:
+        Kernel.workgroup_bytes."""
         if DIMS in self.buffers and "dims." not in body + (body_f16 or "") + (matrix[1] if matrix else ""):
             self.buffers.remove(DIMS)  # no size it computes with depends on a dim (a size-1 dim's stride, say)
-        code_f16 = code_matrix = None
+        code_f16 = None
         if any(buf.storage == "f16" for buf in self.buffers):
             code_f16 = "enable f16;\n\n" + self.declare(native_f16=True) + after_bindings(body_f16 or body)
-            if matrix:
-                code_matrix = matrix[0] + "\n\n" + self.declare(native_f16=True) + after_bindings(matrix[1])
-        return Kernel(name, self.declare() + after_bindings(body), tuple(workgroups), self.buffers, code_f16, code_matrix=code_matrix)
+        code_matrix = matrix[0] + "\n\n" + self.declare(native_f16=True) + after_bindings(matrix[1]) if matrix else None
+        code = (directives + "\n\n" if directives else "") + self.declare() + after_bindings(body)
+        return Kernel(name, code, tuple(workgroups), self.buffers, code_f16, code_matrix=code_matrix, workgroup_bytes=workgroup_bytes)
 
 
 def page_names(buf: Buffer, var: str) -> list[str]:
