@@ -193,11 +193,14 @@ class PreNormStack(nn.Module):
 
 
 @pytest.mark.parametrize("precision", ["f32", "f16"])
-def test_pre_norm_stream_sums_in_the_norms(precision, f16_programs_everywhere):
-    # the first sum is read in place by the second block's norm and sum; the second sum, which holds
-    # the first's slices, by the third block's norm, which stores it for the third sum to read; the
-    # third by the final norm (the model's output), holding the second's copy. f16: the "gpu-f16"
-    # program (conftest.py: f16_programs_everywhere), whose splits split_k chooses for f16 weights
+@pytest.mark.parametrize("store_first", [True, False])
+def test_pre_norm_stream_sums_in_the_norms(precision, store_first, f16_programs_everywhere, monkeypatch):
+    # each block's sum is read by the next block's norm, which stores it for the next sum to read as
+    # its residual; the last by the final norm (the model's output). Without store_first
+    # (split_sum.STORE_BEFORE_NESTING) the first sum is folded instead into the second block's norm
+    # and sum, and the second sum, holding the first's slices, is stored by the third block's norm.
+    # f16: the "gpu-f16" program (conftest.py: f16_programs_everywhere), whose splits split_k chooses for f16 weights
+    monkeypatch.setattr(split_sum, "STORE_BEFORE_NESTING", store_first)
     torch.manual_seed(0)
     net = PreNormStack().eval()
     if precision == "f16":  # weights f16 can hold exactly, so the build's f16 weights give PyTorch's result
@@ -211,7 +214,8 @@ def test_pre_norm_stream_sums_in_the_norms(precision, f16_programs_everywhere):
     assert_outputs_match(run_compiled(compiled, config, [x]), reference_outputs(net, config, {"x": x}), tolerance)
     assert kernel_names(compiled) == ["normalize", "matmul", "matmul"] * 3 + ["normalize"]
     norms = [code.replace(" ", "") for name, code in dispatched(compiled) if name == "normalize"]
-    assert [("fnsum_in" in code, "]=x;" in code) for code in norms] == [(False, False), (True, False), (True, True), (True, False)]
+    # (adds slices in place, stores the sum)
+    assert [("fnsum_in" in code, "]=x;" in code) for code in norms] == [(False, False), (True, store_first), (True, True), (True, False)]
 
 
 class TransposedNorm(nn.Module):

@@ -11,7 +11,8 @@ product would have applied after the sum: the bias and the fused epilogue
 graph does not change.
 
 Each such sum is one more dispatch (on Dawn about 5 us of host time,
-docs/performance.md). Three ways take it away, tried in this order:
+docs/performance.md). Three ways take it away, tried in this order (but
+see the last: first where another split sum reads the sum):
 
 - fold: when every kernel reading its result can read the partial sums in
   place instead (a norm, softmax, a reduction, an elementwise or concat
@@ -29,23 +30,30 @@ docs/performance.md). Three ways take it away, tried in this order:
   concat after the class token, nn.TransformerEncoderLayer's queries, keys and
   values by the copy that lays them out for the attention, ResNet's last
   convolution by the global average pool.
-- two levels: a split sum that other sums were folded into (GPT-2's FFN
-  output, holding the attention output's slices as its residual) folds the
-  same way when none of its readers is a split sum (that would make three
-  levels, and a residual stream would add up ever more levels), counting
-  its slices and theirs (the final norm).
+- two levels: a split sum that other sums were folded into (a residual
+  stream's, holding the sum before it as its residual where no norm could
+  store that one) folds the same way when none of its readers is a split sum
+  (that would make three levels, and a residual stream would add up ever more
+  levels), counting its slices and theirs.
 - the norm stores it: when the first kernel reading the sum is a norm (its
   record's stores_input) that may fold it, and later kernels read it too,
   the norm reads the partials in place and also stores the sum after its
   own output, where the later readers read it (GPT-2's and ViT's residual
-  stream: the next layer's norm stores it for the residual add after the
-  attention). This reads fewer bytes than folding into every reader: the
+  stream: each of a layer's norms stores it for the residual add after the
+  next product). This reads fewer bytes than folding into every reader: the
   stream's sum would be added up again by each of them, and by each later
-  sum that reads it as its residual.
+  sum that reads it as its residual. So it is tried first where a split sum
+  reads the sum (split_sum.STORE_BEFORE_NESTING): folding first nested the
+  attention output's sum in the feed-forward's (GPT-2's 12 slices in its 16,
+  or 24 in f16, and then over fold_splits_once: a dispatch of its own). On
+  the H200 (Dawn, 2026-12-02 14:23-14:29 UTC, docs/performance.md) GPU back
+  to back GPT-2 1.283 -> 1.262-1.273 ms, ViT-B/16 1.949 -> 1.918; f16 GPT-2
+  0.948 -> 0.916-0.919 (123 -> 111 dispatches), ViT-B/16 1.291 -> 1.225.
 
-The folds into elementwise and concat readers, the second level and the
-norm's copy are behind switches of kernels/split_sum.py for an A/B on the
-device (FOLD_PER_ELEMENT, FOLD_TWO_LEVELS, NORM_STORES_SUM).
+The folds into elementwise and concat readers, the second level, the
+norm's copy and its priority are behind switches of kernels/split_sum.py for
+an A/B on the device (FOLD_PER_ELEMENT, FOLD_TWO_LEVELS, NORM_STORES_SUM,
+STORE_BEFORE_NESTING).
 """
 
 from kuma_build.compiler.ir.expr import Acc, In, Lit, Op, remap
@@ -83,7 +91,9 @@ def split_k(graph) -> None:
     gone = set()
     for node in sums:  # in graph order: a sum's readers come after it
         users = sorted(readers_of(graph).get(node.output.buffer, ()), key=order.get)
-        if _private(graph, node) and users and (_fold(graph, node, users, sums) or _store_in_norm(graph, node, users)):
+        nests = split_sum.STORE_BEFORE_NESTING and any(user in sums for user in users)
+        if _private(graph, node) and users and ((nests and _store_in_norm(graph, node, users)) or _fold(graph, node, users, sums)
+                                                or _store_in_norm(graph, node, users)):
             gone.add(node)
     graph.nodes = [node for node in graph.nodes if node not in gone]
 
