@@ -341,8 +341,12 @@ def choose_step(g: Gemm, a: Operand, b: Operand, epilogue: int, registers) -> in
 # implicit-GEMM convolutions (their input staged through coordinate arithmetic; ResNet-50 1400 vs
 # 1288 us), a K of 96 (1.3x), and split products whose partial sums went through workgroup memory
 # (two barriers a result matrix after a slice of K of 96 to 384: ViT's 197 rows, ConvNeXt's 196
-# and 49, up to 1.3x); those now go straight to the output too (stores_sum) and ship (not measured yet)
-MIN_DEPTH = 384
+# and 49, up to 1.3x); those now go straight to the output too (stores_sum) and ship (not measured yet).
+# Since the weights are blocked and these layers take TILE, a K of 192 is faster too: ConvNeXt-T's
+# second stage (H200, Dawn, 2026-12-02 14:37-14:40 UTC, docs/performance.md) took the model from
+# 0.846-0.847 to 0.828 ms back to back (its products 486 -> 458 us); 96 (its first stage too) 0.827,
+# with 6 split sums more
+MIN_DEPTH = 192
 ONLY_WHERE_FASTER = True  # tests set False to run the kernel on every shape it can take
 
 

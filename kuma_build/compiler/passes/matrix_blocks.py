@@ -17,8 +17,8 @@ twice; a browser fetches only its program's.
 """
 
 from kuma_build.compiler.ir.sizes import Sym
+from kuma_build.compiler.kernels import gemm_matrix
 from kuma_build.compiler.kernels.gemm import THIN
-from kuma_build.compiler.kernels.gemm_matrix import MIN_DEPTH
 from kuma_build.compiler.kernels.matmul import gemm_shape
 from kuma_build.compiler.precision import BLOCK
 
@@ -39,4 +39,4 @@ def right_weight(node, k: int) -> bool:
     view = node.inputs[1]
     batch, depth, cols = view.shape
     return (not view.is_dynamic and view.offset == 0 and (batch == 1 or view.strides[0] == 0) and view.strides[1:] == (cols, 1)
-            and view.buffer.numel == depth * cols and depth >= MIN_DEPTH and depth % BLOCK == 0 and cols % BLOCK == 0)
+            and view.buffer.numel == depth * cols and depth >= gemm_matrix.MIN_DEPTH and depth % BLOCK == 0 and cols % BLOCK == 0)
