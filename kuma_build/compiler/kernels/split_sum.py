@@ -18,7 +18,7 @@ from kuma_build.compiler.kernels.wgsl import Bindings, indent, threads
 # the folds passes/split_k.py makes beyond a norm's, softmax's or split sum's reading a sum's slices in
 # place, each switchable for an A/B on the device (bench/gpu/dawn/bench.py --gemm-knob split_sum.NAME=False)
 FOLD_PER_ELEMENT = True  # an elementwise or concat kernel reads them (ConvNeXt's residual add through a permute, ViT's patches)
-FOLD_TWO_LEVELS = True  # a sum holding folded sums folds into readers that are not split sums (GPT-2's final norm)
+FOLD_TWO_LEVELS = True  # a sum holding folded sums folds into readers that are not split sums (where no norm could store the inner one)
 NORM_STORES_SUM = True  # a norm reading them also stores the sum for the sum's other readers (GPT-2's residual stream)
 STORE_BEFORE_NESTING = True  # that is tried first where another split sum reads the sum (passes/split_k.py: GPT-2 f16 123 -> 111 dispatches)
 
