@@ -91,9 +91,10 @@ def split_k(graph) -> None:
     gone = set()
     for node in sums:  # in graph order: a sum's readers come after it
         users = sorted(readers_of(graph).get(node.output.buffer, ()), key=order.get)
-        nests = split_sum.STORE_BEFORE_NESTING and any(user in sums for user in users)
-        if _private(graph, node) and users and ((nests and _store_in_norm(graph, node, users)) or _fold(graph, node, users, sums)
-                                                or _store_in_norm(graph, node, users)):
+        ways = [lambda: _fold(graph, node, users, sums), lambda: _store_in_norm(graph, node, users)]
+        if split_sum.STORE_BEFORE_NESTING and any(user in sums for user in users):
+            ways.reverse()  # folding would nest this sum in that one
+        if _private(graph, node) and users and any(way() for way in ways):
             gone.add(node)
     graph.nodes = [node for node in graph.nodes if node not in gone]
 
