@@ -88,6 +88,7 @@ class Fn1(Fn):
     def forward(self, x):
         return self.fn(x)
 
+
 def assert_only_primitives_differ(real: str, emulated: str, arrays: tuple[str, str, str]) -> None:
     """A subgroup-matrix kernel as builds ship it (gemm_matrix.SUBGROUP_MATRIX) differs from the one
     built on the emulation (EMULATED, which the tests run) only in the lines calling a primitive, so
