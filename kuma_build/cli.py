@@ -112,9 +112,8 @@ def run_verify(project, names: list[str], tolerance: float, seed: int) -> int:
     for name in names:
         limit = tolerance if tolerance is not None else DEFAULT_TOLERANCE[project.models[name].precision]
         for ran, errors in verify_model(project, project.models[name], seed).items():
-            if errors is None:
-                print(f"[kuma] verify {name} ({ran}): not run: this adapter has no shader-f16, which the devices that take "
-                      "this program have", flush=True)
+            if isinstance(errors, str):
+                print(f"[kuma] verify {name} ({ran}): not run: {errors}", flush=True)
                 continue
             for output, (max_abs, rel) in errors.items():
                 ok = rel <= limit

@@ -13,7 +13,7 @@ from kuma_build.cache.keys import sha256_file
 from kuma_build.outfolder import chunk_file, damaged_files, program_classes, read_manifest, read_record, read_program
 from kuma_build.compiler.export import build_module, buffer_values, call_order, example_inputs, restore_buffers, user_code
 from kuma_build.errors import KumaError
-from kuma_build.webgpu import GpuModel, runs_here
+from kuma_build.webgpu import GpuModel, why_not_here
 
 # default largest relative L2 error per precision: f16 and int8 weights round (docs/precision.md)
 DEFAULT_TOLERANCE = {"f32": 1e-5, "f16": 1e-2, "int8": 5e-2}
@@ -55,11 +55,11 @@ def dim_values(model) -> list[dict[str, int]]:
     return [values for i, values in enumerate(picks) if values not in picks[:i]]
 
 
-def verify_model(project, model, seed: int) -> dict[str, dict[str, tuple[float, float]] | None]:
+def verify_model(project, model, seed: int) -> dict[str, dict[str, tuple[float, float]] | str]:
     """{what ran: {output name: (max abs error, relative L2 error)}} on seeded random inputs, for each
     program the build has (each class's, an f16 build's "-f16" one too: all run on the local adapter)
     and, for a model with dims, each of their values in dim_values: "gpu kernels", or "gpu kernels,
-    seq = 7"; None for a program the adapter cannot run (webgpu.runs_here)."""
+    seq = 7"; for a program the adapter cannot run, why not (webgpu.why_not_here)."""
     folder = project.out_dir / model.name
     if not (folder / "index.js").is_file():
         raise KumaError(f"model {model.name} has not been built; run `kuma build {model.name}` first.", folder)
@@ -71,8 +71,12 @@ def verify_model(project, model, seed: int) -> dict[str, dict[str, tuple[float, 
 
     net = build_module(model, project.root)
     chunks = [files[chunk_file(c["id"])] for c in next(iter(programs.values()))["chunks"]]  # the classes share them, checked once
-    return {f"{name} kernels{at}": report for name, program in programs.items()
-            for at, report in (verify_program(net, model, program, chunks, seed) if runs_here(program) else {"": None}).items()}
+    reports = {}
+    for name, program in programs.items():
+        reason = why_not_here(program)
+        for at, report in ({"": reason} if reason else verify_program(net, model, program, chunks, seed)).items():
+            reports[f"{name} kernels{at}"] = report
+    return reports
 
 
 def verify_program(net, model, program: dict, chunks: list[bytes], seed: int) -> dict[str, dict[str, tuple[float, float]]]:

@@ -55,11 +55,24 @@ def adapter_and_device():
     return _device
 
 
-def runs_here(program: dict) -> bool:
-    """Whether the local adapter can run the program: an f16 build's "-f16" program reads its weights
-    natively (kernels with `enable f16;`), which needs shader-f16 (browsers take it only with it)."""
+# lavapipe reports 32 KB of workgroup memory but runs more, and wgpu-native does not check it: the
+# tests of attention_matrix.py's BERT-shaped kernel (45 KB) lift the check, nothing else does
+CHECK_WORKGROUP_BYTES = True
+
+
+def why_not_here(program: dict) -> str | None:
+    """Why the local adapter cannot run the program, None where it can. An f16 build's "-f16" program
+    reads its weights natively (kernels with `enable f16;`), which needs shader-f16 (browsers take it
+    only with it), and may take more workgroup memory than the default (its workgroupBytes; browsers
+    take the plain program where the device has less)."""
     _, device = adapter_and_device()
-    return "shader-f16" in device.features or not any(k["code"].startswith("enable f16;") for k in program["kernels"])
+    if "shader-f16" not in device.features and any(k["code"].startswith("enable f16;") for k in program["kernels"]):
+        return "this adapter has no shader-f16, which the devices that take this program have"
+    needed, allowed = program.get("workgroupBytes", 0), device.limits["max-compute-workgroup-storage-size"]
+    if CHECK_WORKGROUP_BYTES and needed > allowed:
+        return (f"its kernels take {needed} bytes of workgroup memory and this adapter allows {allowed}; "
+                "browsers take the model's plain program on such a device")
+    return None
 
 
 class GpuModel:
@@ -70,10 +83,9 @@ class GpuModel:
         import wgpu
         self.program = program
         _, device = adapter_and_device()
-        if not runs_here(program):
-            raise KumaError(f"model {program['model']}'s program for devices with tensor cores reads its f16 weights natively, "
-                            "but this WebGPU adapter has no shader-f16 (browsers take that program only on devices with it); "
-                            "run it on an adapter that has shader-f16, such as Mesa's lavapipe.")
+        if reason := why_not_here(program):
+            raise KumaError(f"model {program['model']}'s program for devices with tensor cores cannot run on this WebGPU adapter: "
+                            f"{reason}. Run it on an adapter that can, such as Mesa's lavapipe.")
         self.device = device
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
         uniform = wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST  # the dims' values
