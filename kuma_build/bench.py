@@ -23,7 +23,7 @@ import numpy as np
 
 from kuma_build.errors import KumaError
 from kuma_build.outfolder import program_classes, read_manifest, read_program
-from kuma_build.webgpu import GpuModel, adapter_and_device
+from kuma_build.webgpu import GpuModel, adapter_and_device, why_not_here
 
 MAX_QUERIES = 4096  # wgpu's largest query set
 BUSY_SECONDS = 0.2
@@ -126,9 +126,16 @@ def markdown(result: dict) -> str:
 
 
 def run_bench(project, names: list[str], runs: int, warmup: int, as_json: bool) -> int:
+    """Each class's program of each model, reported; a program the adapter cannot run (an f16 build's
+    tensor-core one without shader-f16, or over its workgroup memory) is reported as not run, as
+    `kuma verify` does."""
     for name in names:
         folder = project.out_dir / name
         for device_class in program_classes(folder) if (folder / "index.js").is_file() else [None]:
+            if device_class and (reason := why_not_here(read_program(folder, device_class))):
+                print(json.dumps({"event": "bench", "model": name, "device_class": device_class, "not_run": reason}) if as_json
+                      else f"[kuma] bench {name} ({device_class} kernels): not run: {reason}", flush=True)
+                continue
             result = bench_folder(folder, runs, warmup, device_class=device_class)
             print(json.dumps({"event": "bench", **result}) if as_json else markdown(result), flush=True)
     return 0

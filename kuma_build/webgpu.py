@@ -67,7 +67,7 @@ def why_not_here(program: dict) -> str | None:
     take the plain program where the device has less)."""
     _, device = adapter_and_device()
     if "shader-f16" not in device.features and any(k["code"].startswith("enable f16;") for k in program["kernels"]):
-        return "this adapter has no shader-f16, which the devices that take this program have"
+        return "this adapter has no shader-f16, which the devices that take this program have (Mesa's lavapipe has it)"
     needed, allowed = program.get("workgroupBytes", 0), device.limits["max-compute-workgroup-storage-size"]
     if CHECK_WORKGROUP_BYTES and needed > allowed:
         return (f"its kernels take {needed} bytes of workgroup memory and this adapter allows {allowed}; "
@@ -85,7 +85,7 @@ class GpuModel:
         _, device = adapter_and_device()
         if reason := why_not_here(program):
             raise KumaError(f"model {program['model']}'s program for devices with tensor cores cannot run on this WebGPU adapter: "
-                            f"{reason}. Run it on an adapter that can, such as Mesa's lavapipe.")
+                            f"{reason}.")
         self.device = device
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
         uniform = wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST  # the dims' values

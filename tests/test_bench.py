@@ -81,3 +81,15 @@ def test_unbuilt_model_is_an_error(project):
     result = kuma("bench", "gpt", cwd=project)
     assert result.returncode == 1
     assert "has not been built; run `kuma build gpt` first" in result.stderr
+
+
+def test_a_program_the_adapter_cannot_run_is_reported_as_not_run(project, monkeypatch, capsys):
+    """As kuma verify does (webgpu.why_not_here: an f16 build's tensor-core program without shader-f16,
+    or over the adapter's workgroup memory, which tests/test_attention_matrix.py builds)."""
+    from kuma_build import bench
+    from kuma_build.config import load_project
+    monkeypatch.setattr(bench, "why_not_here", lambda program: "this adapter has too little of something")
+    for as_json, expected in ((False, "[kuma] bench mlp (cpu kernels): not run: this adapter has too little of something"),
+                              (True, '{"event": "bench", "model": "mlp", "device_class": "cpu", "not_run": "this adapter has too little of something"}')):
+        assert bench.run_bench(load_project(project / "kuma.toml"), ["mlp"], 2, 0, as_json) == 0
+        assert capsys.readouterr().out.splitlines() == [expected]
