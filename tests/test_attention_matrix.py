@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kuma_build.compiler import compile_module
 from kuma_build import webgpu
+from kuma_build.compiler import compile_module
 from kuma_build.compiler.kernels import attention_matrix, gemm_matrix
 from support import F16_MATH_LAYER_BOUND, assert_only_primitives_differ, assert_outputs_match, model_config, run_compiled, run_runtime_script
 
