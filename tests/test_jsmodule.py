@@ -24,7 +24,7 @@ from kuma_build.templated import expanded, repeated, shapes, unrepeated, with_te
 from support import model_config
 
 REPO = TEMPLATES.parent
-MINIFIED = ("runtime.min.js", "runtime.static.min.js", "runtime.plain.min.js")
+MINIFIED = ("runtime.min.js", "runtime.matrices.min.js", "runtime.static.min.js", "runtime.plain.min.js")
 REGENERATE = ("templates/runtime.js changed since templates/runtime*.min.js were derived: run "
               "`node scripts/minify_runtime.mjs` (terser comes with `cd tests/browser && npm ci`) and commit them")
 # what only the dims code reads: the dims uniform's buffer kind, the class program's dims, { size, per }
@@ -33,9 +33,9 @@ DIMS_CODE = ['"dims"', ".dims", ".per"]
 MATRIX_CODE = ["chromium-experimental-subgroup-matrix", "subgroupMatrixConfigs", '"shader-f16"', '"-f16"']
 STATE_CODE = ["clearBuffer"]  # zeroing a state buffer
 F16_CODE = ['"widen"']  # widening an f16 build's weights
-# each derived runtime, as shipped_runtime picks it: the whole one, one for a model without dims or
-# f16m kernels, one for a model with none of what the switches guard
-WHOLE, STATIC, PLAIN = None, {"STATE", "F16"}, set()
+# each derived runtime, as shipped_runtime picks it: the whole one, one for a model without dims, one
+# for a model without dims or a "-f16" program, one for a model with none of what the switches guard
+WHOLE, MATRICES, STATIC, PLAIN = None, {"MATRICES", "STATE", "F16"}, {"STATE", "F16"}, set()
 
 
 def assert_parses(tmp_path, code):
@@ -60,17 +60,19 @@ def test_the_shipped_runtime_is_the_minified_one_and_keeps_every_message(tmp_pat
     # change the quotes)
     messages = re.findall(r'`(kuma: [^`$]*)', template) + re.findall(r'"(kuma: [^"]*)"', template)
     assert len(messages) > 20
-    whole, static, plain = (shipped_runtime(needs=needs) for needs in (WHOLE, STATIC, PLAIN))
-    assert len(whole) > len(static) > len(plain)
-    for shipped in (whole, static, plain):
+    whole, matrices, static, plain = (shipped_runtime(needs=needs) for needs in (WHOLE, MATRICES, STATIC, PLAIN))
+    assert len(whole) > len(matrices) > len(static) > len(plain)
+    for shipped in (whole, matrices, static, plain):
         assert_parses(tmp_path, shipped)
         assert "\n" not in shipped.strip() and len(shipped) < 0.6 * len(template)
         for message in messages:
             assert message in shipped, message
-    assert all(code in whole and code not in static for code in DIMS_CODE + MATRIX_CODE)
+    assert all(code in whole and code not in matrices for code in DIMS_CODE)
+    assert all(code in matrices and code not in static for code in MATRIX_CODE)
     assert all(code in static and code not in plain for code in STATE_CODE + F16_CODE)
     # a model that needs a switch gets a runtime with it
-    assert shipped_runtime(needs={"DIMS"}) == shipped_runtime(needs={"MATRICES", "F16"}) == whole
+    assert shipped_runtime(needs={"DIMS"}) == shipped_runtime(needs={"DIMS", "F16"}) == whole
+    assert shipped_runtime(needs={"MATRICES", "F16"}) == matrices
     assert shipped_runtime(needs={"STATE"}) == shipped_runtime(needs={"F16"}) == static
 
 
@@ -93,15 +95,15 @@ def test_a_model_without_dims_ships_the_runtime_without_the_dims_code(tmp_path):
 def test_a_stale_minified_runtime_is_never_shipped(tmp_path):
     for name in ("runtime.js", *MINIFIED):
         shutil.copy(TEMPLATES / name, tmp_path / name)
-    for needs in (WHOLE, STATIC, PLAIN):
+    for needs in (WHOLE, MATRICES, STATIC, PLAIN):
         assert shipped_runtime(tmp_path, needs) == shipped_runtime(needs=needs)
     edited = (TEMPLATES / "runtime.js").read_text().replace("const CONCURRENCY = ", "const CONCURRENCY = 1 + ")
     (tmp_path / "runtime.js").write_text(edited)
-    for needs in (WHOLE, STATIC, PLAIN):  # the whole runtime, which runs every model
+    for needs in (WHOLE, MATRICES, STATIC, PLAIN):  # the whole runtime, which runs every model
         assert shipped_runtime(tmp_path, needs) == stripped_runtime(edited) and "CONCURRENCY = 1 + " in shipped_runtime(tmp_path, needs)
     for name in MINIFIED:
         (tmp_path / name).unlink()
-    for needs in (WHOLE, STATIC, PLAIN):
+    for needs in (WHOLE, MATRICES, STATIC, PLAIN):
         assert shipped_runtime(tmp_path, needs) == stripped_runtime(edited)
 
 
