@@ -92,8 +92,9 @@ TARGETS = ("auto", *DEVICE_CLASSES)  # kuma.toml's `target`: every class, or one
 # the GPU (passes/weight_storage.py), so it is never slower than the f32 build, and half the download;
 # and, for a class whose adapters may offer subgroup matrices, "<class>-f16" for devices with
 # shader-f16 and them (its kernels read f16 weights and multiply on tensor cores, or in f16), written
-# only when some kernel has a subgroup-matrix variant: the runtime takes it nowhere else
-# (templates/runtime.js, loadModel; compiler.ships; docs/precision.md).
+# only when some kernel has a subgroup-matrix variant or the products are convolutions (their f16
+# code is the faster): the runtime takes it nowhere else (templates/runtime.js, loadModel;
+# compiler.ships; docs/precision.md).
 F16_PROGRAM = "-f16"
 # every program name a build may write
 PROGRAMS = (*DEVICE_CLASSES, *(d.name + F16_PROGRAM for d in DEVICE_CLASSES.values() if d.subgroup_matrices))

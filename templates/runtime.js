@@ -105,11 +105,11 @@ function chooseClass(names, software, wanted) {
 
 // An f16 build has a program "<class>" for every device (devices.F16_PROGRAM): the f32 build's kernels
 // with the weights widened to f32 as they are written (kind "widen"); and, where some kernel has a
-// variant on subgroup matrices (tensor cores; MATRICES), "<class>-f16", whose kernels read the f16
-// weights natively, taken on a device with shader-f16 and those matrices: where only the f16
-// arithmetic was left, it was 2-5% slower than f32 on BERT, GPT-2 and ViT (H200, docs/precision.md),
-// so the build writes no "-f16" program without them (none for "cpu": software adapters offer none),
-// and a runtime without MATRICES has no code for one.
+// variant on subgroup matrices (tensor cores; MATRICES) or the products are convolutions, "<class>-f16",
+// whose kernels read the f16 weights natively, taken on a device with shader-f16 and those matrices:
+// where only the f16 arithmetic of linear layers was left, it was 2-5% slower than f32 on BERT, GPT-2
+// and ViT (H200, docs/precision.md), so the build writes no "-f16" program for them without matrices
+// (none for "cpu": software adapters offer none), and a runtime without MATRICES has no code for one.
 const F16_PROGRAM = "-f16";
 // each use spells out `F16 && b.kind === WIDEN`: behind a helper terser kept the widening code in the
 // runtimes without F16 (+256 bytes gzip of runtime.plain.min.js)
@@ -122,25 +122,26 @@ async function loadModel(shared, deviceClasses, chunkUrls, options = {}) {
   const adapter = options.device ? undefined : await requestAdapter();
   const software = isSoftware(options.device ? options.device.adapterInfo : adapter.info);
   const name = chooseClass(MATRICES ? shared.classes.filter((n) => !n.endsWith(F16_PROGRAM)) : shared.classes, software, options.deviceClass);
-  const half = MATRICES && shared.classes.includes(name + F16_PROGRAM) &&
+  const wanted = MATRICES && shared.classes.includes(name + F16_PROGRAM) &&
     (options.device ? f16Matrices(options.device.features, options.device.adapterInfo) : f16Matrices(adapter.features, adapter.info));
-  let { program: part } = await deviceClasses[half ? name + F16_PROGRAM : name]();
+  let { program: part } = await deviceClasses[wanted ? name + F16_PROGRAM : name]();
   // the "-f16" program may take more workgroup memory than WebGPU's default (kernels/attention_matrix.py):
   // where the adapter (or the device passed) has less, the plain program
-  if (half && part.workgroupBytes > (options.device ?? adapter).limits.maxComputeWorkgroupStorageSize) ({ program: part } = await deviceClasses[name]());
+  const half = wanted && !(part.workgroupBytes > (options.device ?? adapter).limits.maxComputeWorkgroupStorageSize);
+  if (wanted && !half) ({ program: part } = await deviceClasses[name]());
   const { classes, format, dims: ranges, ...common } = shared;
   // a buffer is its size where its kind follows (an input's or output's, which their specs name, else
   // a weight's: describeBuffer), else [size, kind] (outfolder.ship_buffers)
   const buffers = part.buffers.map((b) => ({ size: b[0] ?? b, kind: b[1] }));
-  return createModel({ ...common, ...part, buffers, ranges, deviceClass: name }, chunkUrls, options, adapter, software, cache);
+  return createModel({ ...common, ...part, buffers, ranges, deviceClass: name, ...(half && { half }) }, chunkUrls, options, adapter, software, cache);
 }
 
 async function requestDevice(adapter, program, need) {
   checkLimits(program, need, adapter.limits, "this GPU's adapter");
-  // f16m kernels: an f16 build's "-f16" program, taken only where the adapter has both features
-  // (loadModel), whose kernels all read f16 weights natively
-  const half = MATRICES && program.kernels.some((k) => k.f16m);
-  return adapter.requestDevice({ requiredLimits: need.limits, ...(half && { requiredFeatures: ["shader-f16", MATRIX] }) });
+  // an f16 build's "-f16" program (program.half: loadModel took it, where the adapter has both
+  // features) reads f16 weights natively; its f16m kernels run on subgroup matrices
+  const half = MATRICES && program.half;
+  return adapter.requestDevice({ requiredLimits: need.limits, ...(half && { requiredFeatures: ["shader-f16", ...(program.kernels.some((k) => k.f16m) ? [MATRIX] : [])] }) });
 }
 
 // subgroup matrices as kernels/gemm_matrix.py's variant needs them: f16 x f16 -> f32 blocks of

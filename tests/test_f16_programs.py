@@ -3,7 +3,8 @@ kernels and plan with the weights sent as f16 and widened to f32 as they are wri
 slower than the f32 build and downloads half the bytes; there a weight that only memory-bound readers
 use (an embedding table, a product of a few rows) stays f16, read as words. "gpu-f16" reads the f16
 weights natively, for devices with shader-f16 and tensor cores (subgroup matrices): the build writes
-it only where some kernel has a subgroup-matrix variant (the runtime takes it nowhere else), and its
+it only where some kernel has a subgroup-matrix variant or the products are convolutions (the runtime
+takes it nowhere else), and its
 kernels ship their shader-f16 code alone; the "cpu" class never has one. Checked on lavapipe (which
 has shader-f16, so every program runs) and in Chromium, whose SwiftShader lacks it: the runtime picks
 the widened program, downloads only its chunks, and narrows the weights back to their f16 bytes when
@@ -152,9 +153,9 @@ class Stem(nn.Module):
         return F.relu(self.conv(image))
 
 
-def test_rows_of_odd_length_are_padded_in_every_program_and_they_share_the_chunks(f16_programs_everywhere):
-    # a convolution takes no subgroup matrices: its "gpu-f16" program here is the one a model that
-    # has some kernels on them would ship (conftest.py: f16_programs_everywhere)
+def test_rows_of_odd_length_are_padded_in_every_program_and_they_share_the_chunks():
+    # a convolution takes no subgroup matrices, but a build whose products are convolutions ships
+    # "gpu-f16" for its shader-f16 code (compiler.convolutions_only)
     torch.manual_seed(2)
     module, image = Stem().eval(), torch.randn(1, 3, 29, 31)
     f16, config = build(module, (image,), "f16")
@@ -167,6 +168,41 @@ def test_rows_of_odd_length_are_padded_in_every_program_and_they_share_the_chunk
         actual = list(run_program(widened, {"image": image.numpy()}, chunks=[c.data for c in f16.chunks]).values())
         assert_outputs_match(actual, reference_outputs(rounded(module), config, {"image": image}), TOLERANCE)
     assert len(f16.chunks) == 1
+
+
+class Bottleneck(nn.Module):
+    """A ResNet bottleneck block and its head: 1 x 1, 3 x 3 and 1 x 1 convolutions, the residual, a
+    global average pool and a linear layer of one row (the thin kernel)."""
+
+    def __init__(self, channels: int = 64, inner: int = 32, classes: int = 10):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, inner, 1)
+        self.conv = nn.Conv2d(inner, inner, 3, padding=1)
+        self.expand = nn.Conv2d(inner, channels, 1)
+        self.head = nn.Linear(channels, classes)
+
+    def forward(self, image):
+        y = F.relu(self.conv(F.relu(self.reduce(image))))
+        return self.head(F.relu(image + self.expand(y)).mean(dim=(2, 3)))
+
+
+def test_a_build_whose_products_are_convolutions_ships_gpu_f16_for_their_shader_f16_code():
+    # no kernel takes subgroup matrices (gemm_matrix.worthwhile), but the convolutions' shader-f16
+    # code was faster than the f32 kernels on ResNet-50 (compiler.convolutions_only), so the build
+    # writes "gpu-f16", which the runtime takes where the adapter has shader-f16 and tensor cores
+    torch.manual_seed(5)
+    module, image = Bottleneck().eval(), torch.randn(1, 64, 13, 11)
+    f16, config = build(module, (image,), "f16")
+    assert list(f16.programs) == ["gpu-f16", "gpu", "cpu"]
+    native = f16.programs["gpu-f16"]["kernels"]
+    assert not any("f16m" in k for k in native)
+    convolutions = [k for k in native if k["name"] == "conv2d"]
+    assert convolutions and all(k["code"].startswith("enable f16;") for k in convolutions)
+    expected = reference_outputs(module, config, {"image": image})
+    chunks = [c.data for c in f16.chunks]
+    for name, program in f16.programs.items():
+        actual = list(run_program(program, {"image": image.numpy()}, chunks=chunks).values())  # gpu-f16: f16 arithmetic
+        assert_outputs_match(actual, expected, F16_TOLERANCE)
 
 
 class TiedLM(nn.Module):
@@ -258,3 +294,30 @@ def test_the_runtime_takes_the_f16_program_only_with_shader_f16_and_tensor_cores
     picked = run_runtime_script(tmp_path, PICK)
     assert {key: name for key, name in picked.items() if name.endswith("-f16")} == {"3 tensorCores gpu": "gpu-f16"}
     assert len(picked) == 16 and all(name == key.split()[-1] for key, name in picked.items() if key != "3 tensorCores gpu")
+
+
+FEATURES = """
+import { loadModel } from "./runtime.mjs";
+const MATRIX = "chromium-experimental-subgroup-matrix";
+const limits = { maxStorageBufferBindingSize: 1 << 20, maxBufferSize: 1 << 20, maxStorageBuffersPerShaderStage: 8, maxComputeWorkgroupStorageSize: 16384 };
+const info = { vendor: "nvidia", architecture: "hopper", subgroupMinSize: 32, subgroupMaxSize: 32,
+  subgroupMatrixConfigs: [{ componentType: "f16", resultComponentType: "f32", M: 16, N: 16, K: 16 }] };
+let asked = null;
+const adapter = { features: new Set(["shader-f16", MATRIX]), info, limits,
+  requestDevice: async (descriptor) => { asked = descriptor; throw new Error("stop"); } };
+Object.defineProperty(globalThis, "navigator", { value: { gpu: { requestAdapter: async () => adapter } }, configurable: true });
+const program = (kernels) => ({ buffers: [16], dispatches: [[0, [0], [1, 1, 1]]], kernels, inputs: [], outputs: [], chunks: [], copies: [] });
+const asks = {};
+for (const [name, kernels] of Object.entries({ matrices: [{ name: "matmul", code: "", f16m: "enable f16;" }], convolutions: [{ name: "conv2d", code: "" }] })) {
+  const modules = { "gpu-f16": async () => ({ program: program(kernels) }), gpu: async () => ({ program: program([{ name: "x", code: "" }]) }) };
+  asked = null;
+  await loadModel({ model: "m", classes: ["gpu-f16", "gpu"], inputs: [], outputs: [], chunks: [] }, modules, [], { cache: false }).catch(() => {});
+  asks[name] = asked.requiredFeatures ?? [];
+}
+console.log(JSON.stringify(asks));
+"""
+
+
+def test_the_runtime_asks_for_shader_f16_with_the_f16_program_and_for_subgroup_matrices_where_its_kernels_use_them(tmp_path):
+    asks = run_runtime_script(tmp_path, FEATURES)
+    assert asks == {"matrices": ["shader-f16", "chromium-experimental-subgroup-matrix"], "convolutions": ["shader-f16"]}

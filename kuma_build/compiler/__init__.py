@@ -8,7 +8,9 @@ from kuma_build.compiler import emit
 from kuma_build.compiler.cost import dispatch_costs
 from kuma_build.compiler.export import build_module, export
 from kuma_build.compiler.ir.importer import import_program
-from kuma_build.compiler.ops import check_dynamic
+from kuma_build.compiler.ir.sizes import max_value
+from kuma_build.compiler.kernels.gemm import THIN
+from kuma_build.compiler.ops import check_dynamic, record
 from kuma_build.devices import F16_PROGRAM, DeviceClass, device_classes
 from kuma_build.compiler.passes import run_passes
 from kuma_build.compiler.passes.matrix_attention import attention_on_matrices
@@ -88,10 +90,22 @@ ONLY_WITH_MATRICES = True
 
 def ships(build: ClassBuild) -> bool:
     """Whether a browser can take the program: "<class>-f16" only on a device with subgroup matrices
-    (templates/runtime.js, loadModel), so only when some kernel has a variant on them; without one
-    the widened program runs everywhere (ResNet-50's products take none: gemm_matrix.worthwhile)."""
+    (templates/runtime.js, loadModel), so only when some kernel has a variant on them, or its products
+    are convolutions (convolutions_only); else the widened program runs everywhere."""
     return build.widen or not build.name.endswith(F16_PROGRAM) or not ONLY_WITH_MATRICES or \
-        any(k.code_matrix for k in build.plan.kernels)
+        any(k.code_matrix for k in build.plan.kernels) or convolutions_only(build)
+
+
+def convolutions_only(build: ClassBuild) -> bool:
+    """Whether every product the tiled kernel computes (not the thin kernel's few rows or columns) is
+    a convolution, and there is one. Their shader-f16 code is faster than the f32 build's kernels,
+    where linear layers' is slower (the f32 build's take sliced K): on the H200 through Dawn
+    (2026-12-02 18:32-18:46 UTC, docs/performance.md), ResNet-50, whose convolutions take no subgroup
+    matrices (gemm_matrix.worthwhile), 0.981 ms back to back with the shader-f16 code against 1.046
+    for the widened program; BERT, GPT-2 and ViT 2-5% slower (docs/precision.md)."""
+    tiled = [node.op for node in build.graph.nodes
+             if (shape := record(node).product(node, build.device)) and min(max_value(shape[1]), max_value(shape[2])) > THIN]
+    return bool(tiled) and all(op == "conv2d" for op in tiled)
 
 
 def compile_module(net, model: ModelConfig, chunk_size: int = 4 << 20, kernel_store=None, key: str = "",

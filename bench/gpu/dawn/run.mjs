@@ -143,12 +143,10 @@ async function loadKuma() {
   }
   if (!descriptor) throw new Error("run.mjs: load() asked for no device through GPUAdapter.prototype.requestDevice");
   const loadMs = performance.now() - loadStarted;
-  // an f16 build's "<class>-f16" program where the adapter has shader-f16 and the subgroup matrices its
-  // kernels use, else its widened "<class>" (runtime.js's loadModel)
-  const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  // an f16 build's "<class>-f16" program where the runtime took it (loadModel: the adapter has
+  // shader-f16 and subgroup matrices), for which alone it asked for shader-f16; else "<class>"
   const module = async (name) => (await import(pathToFileURL(path.join(job.path, `${name}.js`)))).program;
-  let name = model.deviceClass;
-  if (shared.classes.includes(`${name}-f16`) && variant({ kernels: (await module(`${name}-f16`)).kernels }, adapter) === "f16m") name += "-f16";
+  const name = model.deviceClass + (descriptor.requiredFeatures?.includes("shader-f16") ? "-f16" : "");
   const part = await module(name);
   // a buffer is its size, or [size, kind] (outfolder.ship_buffers)
   return { model, loadMs, name, descriptor, program: { ...shared, ...part, buffers: part.buffers.map((b) => ({ size: b[0] ?? b, kind: b[1] })) } };
