@@ -88,7 +88,8 @@ def code_before_comment(line: str) -> str:
 def runtime_needs(shared: dict, parts: dict[str, dict]) -> set[str]:
     """The switches of runtime.js that a model needs (shipped_runtime): DIMS when it has dims,
     MATRICES for an f16 build's "-f16" program (written only where kernels have a subgroup-matrix
-    variant, f16m, or the products are convolutions: compiler.ships), STATE when it has state buffers, F16 when weights are widened (an f16 build)."""
+    variant, f16m, or the products are convolutions: compiler.ships), STATE when it has state
+    buffers, F16 when weights are widened (an f16 build)."""
     kernels = [kernel for part in parts.values() for kernel in part["kernels"]]
     needed = {"DIMS": "dims" in shared, "MATRICES": any("f16m" in k for k in kernels) or any(name.endswith(F16_PROGRAM) for name in parts),
               "STATE": any(part.get("state") for part in parts.values()),

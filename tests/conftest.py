@@ -52,7 +52,7 @@ def matrices_everywhere(monkeypatch):
 def f16_programs_everywhere(monkeypatch):
     """An f16 build's "gpu-f16" program written also where no kernel has a subgroup-matrix variant
     (compiler.ONLY_WITH_MATRICES), for tests of the shader-f16 code of products that take none (thin
-    ones, small tiles, convolutions): the code a model's "gpu-f16" program ships for them beside
-    products that do."""
+    ones, small tiles; convolutions need it only beside linear layers: compiler.convolutions_only):
+    the code a model's "gpu-f16" program ships for them beside products that do."""
     from kuma_build import compiler
     monkeypatch.setattr(compiler, "ONLY_WITH_MATRICES", False)

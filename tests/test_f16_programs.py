@@ -3,12 +3,11 @@ kernels and plan with the weights sent as f16 and widened to f32 as they are wri
 slower than the f32 build and downloads half the bytes; there a weight that only memory-bound readers
 use (an embedding table, a product of a few rows) stays f16, read as words. "gpu-f16" reads the f16
 weights natively, for devices with shader-f16 and tensor cores (subgroup matrices): the build writes
-it only where some kernel has a subgroup-matrix variant or the products are convolutions (the runtime
-takes it nowhere else), and its
-kernels ship their shader-f16 code alone; the "cpu" class never has one. Checked on lavapipe (which
-has shader-f16, so every program runs) and in Chromium, whose SwiftShader lacks it: the runtime picks
-the widened program, downloads only its chunks, and narrows the weights back to their f16 bytes when
-it stores them in the browser cache."""
+it only where some kernel has a subgroup-matrix variant or the products are convolutions (the
+runtime takes it nowhere else), and its kernels ship their shader-f16 code alone; the "cpu" class
+never has one. Checked on lavapipe (which has shader-f16, so every program runs) and in Chromium,
+whose SwiftShader lacks it: the runtime picks the widened program, downloads only its chunks, and
+narrows the weights back to their f16 bytes when it stores them in the browser cache."""
 
 import copy
 import dataclasses
